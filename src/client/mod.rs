@@ -1,0 +1,1 @@
+//! A blocking FastCGI client: for the `fcgi-uring request` command, tests and load tools.

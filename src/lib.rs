@@ -1,0 +1,13 @@
+//! fcgi-uring: a thread-per-core io_uring FastCGI server for `http`/`tower` handlers.
+//!
+//! Layers, with dependencies pointing one way:
+//! [`protocol`] (pure FastCGI) <- [`cgi`] (params <-> `http`) <- `runtime` (connection glue,
+//! per-core workers, server) which alone uses [`uring`] (the io_uring driver, all `unsafe`).
+
+pub mod addr;
+pub mod cgi;
+pub mod client;
+pub mod protocol;
+pub mod uring;
+
+pub use addr::Addr;

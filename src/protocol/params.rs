@@ -1,0 +1,217 @@
+//! The name-value pairs of one request's PARAMS stream (spec 5.2), stored in one shared buffer.
+//!
+//! Guarantees: [`Params`] is immutable; its bytes live in one `Bytes` buffer, so values can be
+//! handed out as zero-copy [`Bytes`] slices. Lookups by name return the **last** occurrence, the way
+//! php-fpm and CGI environments resolve duplicates; [`Params::get_all`] sees every one.
+
+use bytes::{Bytes, BytesMut};
+use std::ops::Range;
+
+/// Byte ranges of one pair inside the shared buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PairIndex {
+    name_start: u32,
+    name_end: u32,
+    value_end: u32,
+}
+
+impl PairIndex {
+    fn name(&self) -> Range<usize> {
+        self.name_start as usize..self.name_end as usize
+    }
+    fn value(&self) -> Range<usize> {
+        self.name_end as usize..self.value_end as usize
+    }
+}
+
+/// Accumulates pairs while a PARAMS stream is decoded. Bounded by its caller (the decoder checks
+/// limits before appending).
+#[derive(Debug, Default)]
+pub struct ParamsBuilder {
+    buf: BytesMut,
+    pairs: Vec<PairIndex>,
+    /// Start of the pair being appended (its name bytes come first, then its value bytes).
+    open_pair: Option<(u32, u32)>,
+}
+
+impl ParamsBuilder {
+    pub fn new() -> ParamsBuilder {
+        ParamsBuilder::default()
+    }
+
+    /// Total name and value bytes stored so far.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Number of complete pairs so far.
+    pub fn pair_count(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Adds a whole pair.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.begin_pair();
+        self.extend_name(name);
+        self.end_name();
+        self.extend_value(value);
+        self.end_pair();
+    }
+
+    /// Starts a pair whose bytes arrive in pieces: `extend_name`*, `end_name`, `extend_value`*,
+    /// `end_pair`.
+    pub fn begin_pair(&mut self) {
+        let at = self.buf.len() as u32;
+        self.open_pair = Some((at, at));
+    }
+
+    pub fn extend_name(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn end_name(&mut self) {
+        if let Some((start, _)) = self.open_pair {
+            self.open_pair = Some((start, self.buf.len() as u32));
+        }
+    }
+
+    pub fn extend_value(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn end_pair(&mut self) {
+        if let Some((name_start, name_end)) = self.open_pair.take() {
+            self.pairs.push(PairIndex {
+                name_start,
+                name_end,
+                value_end: self.buf.len() as u32,
+            });
+        }
+    }
+
+    /// Freezes the complete pairs (an unfinished pair is dropped).
+    pub fn finish(self) -> Params {
+        Params {
+            buf: self.buf.freeze(),
+            pairs: self.pairs,
+        }
+    }
+}
+
+/// The complete params of one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    buf: Bytes,
+    pairs: Vec<PairIndex>,
+}
+
+impl Params {
+    /// Builds params from pairs (for tests and clients).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Params {
+        let mut b = ParamsBuilder::new();
+        for (n, v) in pairs {
+            b.push(n, v);
+        }
+        b.finish()
+    }
+
+    /// Number of pairs, duplicates included.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Name and value bytes in all.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Every pair in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.pairs
+            .iter()
+            .map(|p| (&self.buf[p.name()], &self.buf[p.value()]))
+    }
+
+    /// Every pair in arrival order as zero-copy slices of the shared buffer.
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
+        self.pairs
+            .iter()
+            .map(|p| (self.buf.slice(p.name()), self.buf.slice(p.value())))
+    }
+
+    /// The value of the last pair named `name` (exact, case-sensitive match as in CGI).
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|p| &self.buf[p.name()] == name)
+            .map(|p| &self.buf[p.value()])
+    }
+
+    /// Like [`Params::get`], as a zero-copy slice.
+    pub fn get_bytes(&self, name: &[u8]) -> Option<Bytes> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|p| &self.buf[p.name()] == name)
+            .map(|p| self.buf.slice(p.value()))
+    }
+
+    /// The value of the last pair named `name` if it is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name.as_bytes())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of pairs named `name`, in arrival order.
+    pub fn get_all<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_and_whole_pairs_agree() {
+        let mut b = ParamsBuilder::new();
+        b.begin_pair();
+        b.extend_name(b"REQ");
+        b.extend_name(b"UEST_METHOD");
+        b.end_name();
+        b.extend_value(b"GE");
+        b.extend_value(b"T");
+        b.end_pair();
+        b.push(b"EMPTY", b"");
+        let p = b.finish();
+        assert_eq!(
+            p,
+            Params::from_pairs([(&b"REQUEST_METHOD"[..], &b"GET"[..]), (b"EMPTY", b"")])
+        );
+        assert_eq!(p.get(b"REQUEST_METHOD"), Some(&b"GET"[..]));
+        assert_eq!(p.get(b"EMPTY"), Some(&b""[..]));
+        assert_eq!(p.get(b"NOPE"), None);
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_all_are_listed() {
+        let p = Params::from_pairs([(&b"A"[..], &b"1"[..]), (b"A", b"2")]);
+        assert_eq!(p.get(b"A"), Some(&b"2"[..]));
+        assert_eq!(p.get_all(b"A").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
+        assert_eq!(p.get_bytes(b"A").unwrap(), Bytes::from_static(b"2"));
+    }
+
+    #[test]
+    fn unfinished_pair_is_dropped() {
+        let mut b = ParamsBuilder::new();
+        b.push(b"A", b"1");
+        b.begin_pair();
+        b.extend_name(b"HALF");
+        assert_eq!(b.finish().len(), 1);
+    }
+}
