@@ -11,3 +11,13 @@ pub mod protocol;
 pub mod uring;
 
 pub use addr::Addr;
+pub mod body;
+pub mod runtime;
+pub mod service;
+
+pub use body::{BodyError, RequestBody};
+pub use cgi::TrustedParams;
+pub use protocol::Role;
+pub use runtime::{Config, Server, ServerHandle, StartError};
+pub use service::{BoxError, Request, ServiceFn, service_fn};
+pub mod demo;

@@ -1,1 +1,143 @@
-fn main() {}
+//! `fcgi-uring`: run the demo app over FastCGI, or send a FastCGI request.
+
+use clap::{Parser, Subcommand};
+use fcgi_uring::{Addr, Config, Server, service_fn};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "fcgi-uring",
+    version,
+    about = "Thread-per-core io_uring FastCGI server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the built-in demo app (GET /hello, POST /echo, GET /sleep?ms=N, GET /json).
+    Serve(ServeArgs),
+    /// Send one FastCGI request and print the response.
+    Request(fcgi_uring::client::cli::RequestArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on: host:port or unix:/path.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: Addr,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Do not pin workers to cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// File mode of a UNIX socket, in octal (e.g. 660).
+    #[arg(long, value_parser = parse_mode)]
+    unix_mode: Option<u32>,
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = 4096)]
+    backlog: i32,
+    /// Submission queue entries per ring (power of two).
+    #[arg(long, default_value_t = 1024)]
+    ring_entries: u32,
+    /// Completion queue entries per ring (power of two, >= ring entries).
+    #[arg(long, default_value_t = 4096)]
+    cq_entries: u32,
+    /// Provided receive buffers per ring (power of two, <= 32768).
+    #[arg(long, default_value_t = 1024)]
+    recv_buffers: u16,
+    /// Bytes per provided receive buffer.
+    #[arg(long, default_value_t = 16384)]
+    recv_buffer_size: u32,
+    /// Do not use DEFER_TASKRUN even where the kernel has it.
+    #[arg(long)]
+    no_defer_taskrun: bool,
+    /// Connections per worker.
+    #[arg(long, default_value_t = 65536)]
+    max_conns_per_worker: usize,
+    /// Requests in flight per connection (also advertised as FCGI_MAX_REQS).
+    #[arg(long, default_value_t = 256)]
+    max_requests_per_conn: usize,
+    /// Params bytes per request.
+    #[arg(long, default_value_t = 128 * 1024)]
+    max_params_bytes: usize,
+    /// Unread request-body bytes buffered per request.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_body_buffer: usize,
+    /// Response bytes queued per connection before streaming handlers pause.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    max_output_buffer: usize,
+    /// Seconds a graceful shutdown waits for in-flight requests.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("invalid file mode {s:?}: expected octal such as 660"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Request(args) => fcgi_uring::client::cli::run(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = Config {
+        listen: args.listen,
+        workers: args.workers,
+        pin_workers: !args.no_pin,
+        backlog: args.backlog,
+        unix_mode: args.unix_mode,
+        max_body_buffer: args.max_body_buffer,
+        max_output_buffer: args.max_output_buffer,
+        max_conns_per_worker: args.max_conns_per_worker,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        ..Config::default()
+    };
+    config.ring.sq_entries = args.ring_entries;
+    config.ring.cq_entries = args.cq_entries;
+    config.ring.recv_buffers = args.recv_buffers;
+    config.ring.recv_buffer_size = args.recv_buffer_size;
+    config.ring.defer_taskrun = !args.no_defer_taskrun;
+    config.limits.max_requests_per_conn = args.max_requests_per_conn;
+    config.limits.max_params_bytes = args.max_params_bytes;
+    config.limits.advertised_max_reqs = args.max_requests_per_conn as u32;
+    config.limits.advertised_max_conns = args.max_conns_per_worker as u32;
+    let handle = match Server::new(config).start(|| service_fn(fcgi_uring::demo::app)) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("fcgi-uring: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let features = handle.features().map(|f| f.to_string()).unwrap_or_default();
+    println!(
+        "fcgi-uring serving the demo app on {} with {} workers; io_uring: {features}",
+        handle.local_addr(),
+        handle.workers()
+    );
+    if let Err(e) = fcgi_uring::runtime::wait_for_signal() {
+        eprintln!("fcgi-uring: cannot wait for signals: {e}");
+    }
+    handle.shutdown();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,463 @@
+//! Per-core state shared by the driver and the handler tasks of one worker: the connection
+//! table, the in-flight request table of each connection, and the output side of responses.
+//!
+//! Single-threaded by construction (`Rc`, `RefCell`): nothing here is shared between cores. No
+//! borrow is held across an `.await` or while user code runs.
+
+use crate::body::{BodyError, Channel};
+use crate::protocol::{self, record};
+use bytes::{Buf, Bytes};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use tokio::task::AbortHandle;
+
+use crate::uring::OpId;
+
+/// Token of the listener's accept operation (connection tokens never have bit 63 set).
+pub(crate) const LISTENER_TOKEN: u64 = 1 << 63;
+
+/// A connection slot and the generation that was current when it was handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnKey {
+    index: u32,
+    generation: u32,
+}
+
+impl ConnKey {
+    pub fn token(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+
+    pub fn from_token(token: u64) -> Option<ConnKey> {
+        if token & LISTENER_TOKEN != 0 {
+            return None;
+        }
+        Some(ConnKey {
+            index: token as u32,
+            generation: (token >> 32) as u32,
+        })
+    }
+}
+
+/// One request of one connection, unique for the life of the worker (ids are reused by
+/// proxies; the serial is not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReqKey {
+    pub conn: ConnKey,
+    pub id: u16,
+    pub serial: u64,
+}
+
+/// Where STDIN bytes of a request go.
+#[derive(Debug)]
+pub(crate) enum BodyIn {
+    /// Not dispatched yet: bytes collected during this receive batch.
+    Staged { chunks: Vec<Bytes>, ended: bool },
+    /// Dispatched with a streaming body.
+    Stream(Arc<Channel>),
+    /// Dispatched with a complete body, or the handler no longer wants bytes.
+    Done,
+}
+
+/// An in-flight request.
+#[derive(Debug)]
+pub(crate) struct ReqEntry {
+    pub serial: u64,
+    pub body: BodyIn,
+    /// The spawned task driving the handler, if it did not finish on its first poll.
+    pub task: Option<AbortHandle>,
+    /// Response bytes (the CGI head) have been written.
+    pub head_sent: bool,
+}
+
+/// Lifecycle of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    Open,
+    /// KEEP_CONN=0 request ended: flush, shut down the write side, read until EOF, close.
+    Draining {
+        shutdown_sent: bool,
+    },
+    /// Protocol error: flush what is queued, then close.
+    Closing,
+    /// Peer gone or closing: cancel operations, drop the socket when none remain.
+    Closed,
+}
+
+/// Receive operation state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recv {
+    /// Not armed.
+    Idle,
+    Armed(OpId),
+    /// Cancel requested, final completion pending.
+    Cancelling,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub fd: OwnedFd,
+    pub proto: protocol::Connection,
+    /// Output not yet handed to a send.
+    pub out: Vec<u8>,
+    /// An emptied buffer kept for reuse.
+    pub spare: Vec<u8>,
+    /// Bytes of the buffer in flight, and a partially sent buffer waiting to be resent.
+    pub sending: usize,
+    /// Offset into the in-flight buffer where that send started.
+    pub send_offset: usize,
+    pub resend: Option<(Vec<u8>, usize)>,
+    pub recv: Recv,
+    pub state: ConnState,
+    pub requests: HashMap<u16, ReqEntry>,
+    /// Streaming handlers waiting for output room.
+    pub writers: Vec<Waker>,
+    /// Operations in the ring that reference `fd`.
+    pub ops: u32,
+    /// Reading stopped because a request body buffer is full.
+    pub paused: bool,
+    /// Listed in the dirty list.
+    pub dirty: bool,
+}
+
+impl Conn {
+    pub fn new(fd: OwnedFd, limits: protocol::Limits) -> Conn {
+        Conn {
+            fd,
+            proto: protocol::Connection::new(limits),
+            out: Vec::new(),
+            spare: Vec::new(),
+            sending: 0,
+            send_offset: 0,
+            resend: None,
+            recv: Recv::Idle,
+            state: ConnState::Open,
+            requests: HashMap::new(),
+            writers: Vec::new(),
+            ops: 0,
+            paused: false,
+            dirty: false,
+        }
+    }
+
+    /// Queued output plus output in flight.
+    pub fn backlog(&self) -> usize {
+        self.out.len() + self.sending + self.resend.as_ref().map_or(0, |(b, o)| b.len() - o)
+    }
+
+    /// Ends every request: handlers cancelled, bodies failed. Used when the peer is gone.
+    pub fn abort_all(&mut self, why: BodyError) -> usize {
+        let n = self.requests.len();
+        for (_, entry) in self.requests.drain() {
+            if let Some(task) = entry.task {
+                task.abort();
+            }
+            if let BodyIn::Stream(ch) = entry.body {
+                ch.fail(why);
+            }
+        }
+        for w in self.writers.drain(..) {
+            w.wake();
+        }
+        n
+    }
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// The connection table: a slab with generations so that a stale key never reaches a new
+/// connection.
+#[derive(Default)]
+pub(crate) struct Conns {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Conns {
+    pub fn insert(&mut self, conn: Conn) -> ConnKey {
+        self.live += 1;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.generation = slot.generation.wrapping_add(1) & 0x7FFF_FFFF;
+            slot.conn = Some(conn);
+            return ConnKey {
+                index,
+                generation: slot.generation,
+            };
+        }
+        let index = self.slots.len() as u32;
+        self.slots.push(Slot {
+            generation: 0,
+            conn: Some(conn),
+        });
+        ConnKey {
+            index,
+            generation: 0,
+        }
+    }
+
+    pub fn get_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        slot.conn.as_mut()
+    }
+
+    pub fn remove(&mut self, key: ConnKey) -> Option<Conn> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        let conn = slot.conn.take()?;
+        self.free.push(key.index);
+        self.live -= 1;
+        Some(conn)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Keys of every live connection.
+    pub fn keys(&self) -> Vec<ConnKey> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.conn.is_some())
+            .map(|(i, s)| ConnKey {
+                index: i as u32,
+                generation: s.generation,
+            })
+            .collect()
+    }
+}
+
+/// Tunables the per-core code reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub limits: protocol::Limits,
+    pub max_body_buffer: usize,
+    pub max_output_buffer: usize,
+    pub max_conns: usize,
+}
+
+/// The per-core shared state.
+pub(crate) struct Core {
+    pub conns: RefCell<Conns>,
+    /// Connections with output to send or a state change to act on.
+    pub dirty: RefCell<Vec<ConnKey>>,
+    /// Connections whose reading is paused on a full body buffer.
+    pub paused: RefCell<Vec<ConnKey>>,
+    driver: RefCell<Option<Waker>>,
+    next_serial: Cell<u64>,
+    /// Requests dispatched and not yet ended, on all connections.
+    pub active: Cell<usize>,
+    pub settings: Settings,
+}
+
+impl Core {
+    pub fn new(settings: Settings) -> Core {
+        Core {
+            conns: RefCell::new(Conns::default()),
+            dirty: RefCell::new(Vec::new()),
+            paused: RefCell::new(Vec::new()),
+            driver: RefCell::new(None),
+            next_serial: Cell::new(1),
+            active: Cell::new(0),
+            settings,
+        }
+    }
+
+    pub fn next_serial(&self) -> u64 {
+        let s = self.next_serial.get();
+        self.next_serial.set(s + 1);
+        s
+    }
+
+    /// Remembers the driver's waker (called each time the driver is about to sleep).
+    pub fn set_driver_waker(&self, waker: &Waker) {
+        let mut slot = self.driver.borrow_mut();
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    pub fn driver_waker(&self) -> Option<Waker> {
+        self.driver.borrow().clone()
+    }
+
+    fn wake_driver(&self) {
+        if let Some(w) = &*self.driver.borrow() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Lists `conn` for the driver's next flush.
+    pub fn mark_dirty(&self, key: ConnKey, conn: &mut Conn) {
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.borrow_mut().push(key);
+            self.wake_driver();
+        }
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.borrow().is_empty()
+    }
+
+    /// Runs `f` on the request if it is still in flight.
+    fn with_request<R>(&self, rk: ReqKey, f: impl FnOnce(&mut Conn, &Core) -> R) -> Option<R> {
+        let mut conns = self.conns.borrow_mut();
+        let conn = conns.get_mut(rk.conn)?;
+        if conn.state == ConnState::Closed {
+            return None;
+        }
+        let entry = conn.requests.get(&rk.id)?;
+        if entry.serial != rk.serial {
+            return None;
+        }
+        Some(f(conn, self))
+    }
+
+    /// Writes `head` (if any) followed by `data` as STDOUT. Returns false when the request is
+    /// gone (aborted, connection closed): the caller stops producing.
+    pub fn write_stdout(&self, rk: ReqKey, head: Option<&[u8]>, data: &mut impl Buf) -> bool {
+        self.with_request(rk, |conn, core| {
+            if let Some(head) = head {
+                let first = data.chunk();
+                encode_stdout2(&mut conn.out, rk.id, head, first);
+                let n = first.len();
+                data.advance(n);
+                if let Some(e) = conn.requests.get_mut(&rk.id) {
+                    e.head_sent = true;
+                }
+            }
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                record::encode_stream(&mut conn.out, record::RecordType::Stdout, rk.id, chunk);
+                let n = chunk.len();
+                data.advance(n);
+            }
+            core.mark_dirty(rk.conn, conn);
+        })
+        .is_some()
+    }
+
+    /// Ends the request: STDOUT end, END_REQUEST with `app_status`, entry removed.
+    pub fn finish(&self, rk: ReqKey, app_status: u32) {
+        self.with_request(rk, |conn, core| {
+            record::encode_stream_end(&mut conn.out, record::RecordType::Stdout, rk.id);
+            core.end_request(rk.conn, conn, rk.id, app_status);
+        });
+    }
+
+    /// Ends the request after a handler error or panic: a 500 if nothing was sent yet, else
+    /// the response is cut short.
+    pub fn fail(&self, rk: ReqKey) {
+        let head_sent = self
+            .with_request(rk, |conn, _| {
+                conn.requests.get(&rk.id).is_some_and(|e| e.head_sent)
+            })
+            .unwrap_or(true);
+        if !head_sent {
+            self.write_status(rk, http::StatusCode::INTERNAL_SERVER_ERROR);
+            return;
+        }
+        self.finish(rk, 1);
+    }
+
+    /// Answers with a bare status and its reason as the body, then ends the request.
+    pub fn write_status(&self, rk: ReqKey, status: http::StatusCode) {
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let mut head = Vec::with_capacity(96);
+        crate::cgi::encode_status_only(status, reason.len() as u64, &mut head);
+        if self.write_stdout(rk, Some(&head), &mut reason.as_bytes()) {
+            self.finish(rk, 0);
+        }
+    }
+
+    /// END_REQUEST for `id` (after its STDOUT end was written), entry removed, connection
+    /// state updated for KEEP_CONN=0.
+    pub fn end_request(&self, key: ConnKey, conn: &mut Conn, id: u16, app_status: u32) {
+        if let Some(entry) = conn.requests.remove(&id)
+            && let BodyIn::Stream(ch) = entry.body
+        {
+            ch.fail(BodyError::Aborted);
+        }
+        if conn.proto.end_request(id, app_status, &mut conn.out) {
+            self.active.set(self.active.get().saturating_sub(1));
+        }
+        if conn.proto.should_close() && conn.state == ConnState::Open {
+            conn.state = ConnState::Draining {
+                shutdown_sent: false,
+            };
+        }
+        self.mark_dirty(key, conn);
+    }
+
+    /// Ready when the connection has room for more response bytes (or the request is gone).
+    pub fn poll_writable(&self, rk: ReqKey, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.settings.max_output_buffer;
+        let room = self.with_request(rk, |conn, _| {
+            if conn.backlog() < limit {
+                true
+            } else {
+                conn.writers.push(cx.waker().clone());
+                false
+            }
+        });
+        match room {
+            Some(false) => Poll::Pending,
+            _ => Poll::Ready(()),
+        }
+    }
+}
+
+/// Encodes `head ++ body` as STDOUT records of at most 65535 bytes, without joining them first.
+fn encode_stdout2(out: &mut Vec<u8>, id: u16, head: &[u8], body: &[u8]) {
+    let total = head.len() + body.len();
+    if total <= record::MAX_CONTENT_LEN {
+        out.reserve(record::HEADER_LEN + total);
+        out.extend_from_slice(
+            &record::Header::new(record::RecordType::Stdout, id, total as u16).encode(),
+        );
+        out.extend_from_slice(head);
+        out.extend_from_slice(body);
+        return;
+    }
+    record::encode_stream(out, record::RecordType::Stdout, id, head);
+    record::encode_stream(out, record::RecordType::Stdout, id, body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_never_collide_with_listener() {
+        let k = ConnKey {
+            index: 7,
+            generation: 0x7FFF_FFFF,
+        };
+        assert_eq!(ConnKey::from_token(k.token()), Some(k));
+        assert_eq!(ConnKey::from_token(LISTENER_TOKEN), None);
+    }
+
+    #[test]
+    fn stdout_head_and_body_share_one_record() {
+        let mut out = Vec::new();
+        encode_stdout2(&mut out, 1, b"Status: 200 OK\r\n\r\n", b"hi");
+        assert_eq!(out.len(), 8 + 18 + 2);
+        assert_eq!(&out[..8], &[1, 6, 0, 1, 0, 20, 0, 0]);
+    }
+}

@@ -1,0 +1,348 @@
+//! The per-core event loop: completions in, protocol events out, batched submissions.
+//!
+//! One loop turn: act on dirty connections (queue sends, re-arm or cancel receives, shut down,
+//! close), submit everything in one `io_uring_enter` that also reaps completions, feed received
+//! bytes to each connection's protocol state machine, dispatch the requests that became complete,
+//! then let handler tasks run. With nothing to do it sleeps in tokio's reactor until the ring, a
+//! handler task or a shutdown request wakes it.
+
+use super::core::{BodyIn, Conn, ConnKey, ConnState, Core, LISTENER_TOKEN, Recv, ReqEntry, ReqKey};
+use crate::body::{BodyError, Flow};
+use crate::protocol::{Event, Params, Role};
+use crate::uring::{Completion, CompletionKind, Ring};
+use bytes::Bytes;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+/// A request whose params are complete, waiting for the end of the receive batch.
+pub(crate) struct Staged {
+    pub rk: ReqKey,
+    pub role: Role,
+    pub params: Params,
+}
+
+/// What the completion handler leaves for the driver to do with the ring.
+#[derive(Default)]
+pub(crate) struct Followups {
+    pub staged: Vec<Staged>,
+    pub rearm_accept: bool,
+}
+
+/// Handles one completion. Never touches the ring (it is borrowed by the caller).
+pub(crate) fn on_completion(core: &Core, c: Completion<'_>, is_tcp: bool, f: &mut Followups) {
+    if c.token == LISTENER_TOKEN {
+        if let CompletionKind::Accept { result, more } = c.kind {
+            on_accept(core, result, is_tcp);
+            f.rearm_accept |= !more;
+        }
+        return;
+    }
+    let Some(key) = ConnKey::from_token(c.token) else {
+        return;
+    };
+    let mut conns = core.conns.borrow_mut();
+    let Some(conn) = conns.get_mut(key) else {
+        return;
+    };
+    match c.kind {
+        CompletionKind::Recv { result, more } => {
+            if !more {
+                conn.ops -= 1;
+                conn.recv = Recv::Idle;
+            }
+            on_recv(core, key, conn, result, f);
+        }
+        CompletionKind::Send { result, buf } => {
+            conn.ops -= 1;
+            on_send(conn, result, buf);
+        }
+        CompletionKind::Shutdown { .. } => conn.ops -= 1,
+        CompletionKind::Accept { .. } => {}
+    }
+    core.mark_dirty(key, conn);
+}
+
+fn on_accept(core: &Core, result: io::Result<OwnedFd>, is_tcp: bool) {
+    let fd = match result {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("accept failed: {e}");
+            return;
+        }
+    };
+    let mut conns = core.conns.borrow_mut();
+    if conns.len() >= core.settings.max_conns {
+        tracing::warn!(
+            "connection refused: {} connections on this worker (max_conns_per_worker)",
+            conns.len()
+        );
+        return;
+    }
+    if is_tcp {
+        let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+    }
+    let key = conns.insert(Conn::new(fd, core.settings.limits));
+    if let Some(conn) = conns.get_mut(key) {
+        core.mark_dirty(key, conn);
+    }
+}
+
+fn on_recv(
+    core: &Core,
+    key: ConnKey,
+    conn: &mut Conn,
+    result: io::Result<&[u8]>,
+    f: &mut Followups,
+) {
+    match result {
+        Ok([]) => on_eof(conn),
+        Ok(data) => match conn.state {
+            ConnState::Open => feed(core, key, conn, data, f),
+            // Lingering after our close decision: what the peer still sends is discarded.
+            _ => {}
+        },
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::ECANCELED) => {}
+            _ => {
+                tracing::debug!("receive failed: {e}");
+                on_eof(conn);
+            }
+        },
+    }
+}
+
+/// The peer closed (or reset) the connection.
+fn on_eof(conn: &mut Conn) {
+    let aborted = conn.abort_all(BodyError::ConnectionClosed);
+    if aborted > 0 {
+        tracing::debug!("connection closed by peer with {aborted} requests in flight");
+    }
+    conn.out.clear();
+    conn.state = ConnState::Closed;
+}
+
+/// Runs received bytes through the protocol state machine.
+fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followups) {
+    let mut aborts: Vec<u16> = Vec::new();
+    let mut pause = false;
+    let Conn {
+        proto,
+        out,
+        requests,
+        ..
+    } = conn;
+    let result = proto.receive(data, out, &mut |event| match event {
+        Event::Request {
+            id, role, params, ..
+        } => {
+            let serial = core.next_serial();
+            core.active.set(core.active.get() + 1);
+            requests.insert(
+                id,
+                ReqEntry {
+                    serial,
+                    body: BodyIn::Staged {
+                        chunks: Vec::new(),
+                        ended: role == Role::Authorizer,
+                    },
+                    task: None,
+                    head_sent: false,
+                },
+            );
+            f.staged.push(Staged {
+                rk: ReqKey {
+                    conn: key,
+                    id,
+                    serial,
+                },
+                role,
+                params,
+            });
+        }
+        Event::Stdin { id, data } => {
+            if let Some(entry) = requests.get_mut(&id) {
+                match &mut entry.body {
+                    BodyIn::Staged { chunks, .. } => chunks.push(Bytes::copy_from_slice(data)),
+                    BodyIn::Stream(ch) => {
+                        pause |= ch.push(Bytes::copy_from_slice(data)) == Flow::Pause;
+                    }
+                    BodyIn::Done => {}
+                }
+            }
+        }
+        Event::StdinEnd { id } => {
+            if let Some(entry) = requests.get_mut(&id) {
+                match &mut entry.body {
+                    BodyIn::Staged { ended, .. } => *ended = true,
+                    BodyIn::Stream(ch) => ch.end(),
+                    BodyIn::Done => {}
+                }
+            }
+        }
+        Event::Abort { id } => aborts.push(id),
+        // FILTER's DATA stream is not exposed to handlers yet; it is read and discarded.
+        Event::Data { .. } | Event::DataEnd { .. } => {} // REJECTED-ARM
+    });
+    for id in aborts {
+        if let Some(entry) = conn.requests.get_mut(&id) {
+            if let Some(task) = entry.task.take() {
+                task.abort();
+            }
+            if let BodyIn::Stream(ch) = &entry.body {
+                ch.fail(BodyError::Aborted);
+            }
+        }
+        // A staged request aborted in the same batch is dropped before dispatch.
+        f.staged.retain(|s| !(s.rk.conn == key && s.rk.id == id));
+        core.end_request(key, conn, id, 0);
+    }
+    if let Err(e) = result {
+        tracing::warn!("closing connection: {e}");
+        conn.abort_all(BodyError::ConnectionClosed);
+        conn.state = ConnState::Closing;
+    }
+    if pause && !conn.paused {
+        conn.paused = true;
+        core.paused.borrow_mut().push(key);
+    }
+}
+
+fn on_send(conn: &mut Conn, result: io::Result<usize>, mut buf: Vec<u8>) {
+    let start = conn.send_offset;
+    conn.sending = 0;
+    match result {
+        Ok(n) if n > 0 && start + n < buf.len() => conn.resend = Some((buf, start + n)),
+        Ok(n) if n > 0 || start == buf.len() => {
+            buf.clear();
+            if conn.spare.capacity() == 0 && buf.capacity() <= MAX_SPARE_CAPACITY {
+                conn.spare = buf;
+            }
+            for w in conn.writers.drain(..) {
+                w.wake();
+            }
+        }
+        Ok(_) => {
+            tracing::debug!("send wrote nothing: closing");
+            on_eof(conn);
+        }
+        Err(e) => {
+            tracing::debug!("send failed: {e}");
+            on_eof(conn);
+        }
+    }
+}
+
+/// Output buffers larger than this are freed after use rather than kept for the next response.
+const MAX_SPARE_CAPACITY: usize = 256 * 1024;
+
+/// Acts on every dirty connection: sends, receives armed or cancelled, shutdowns, closes.
+pub(crate) fn flush(core: &Core, ring: &mut Ring) {
+    let keys = std::mem::take(&mut *core.dirty.borrow_mut());
+    let mut conns = core.conns.borrow_mut();
+    for key in keys {
+        let Some(conn) = conns.get_mut(key) else {
+            continue;
+        };
+        conn.dirty = false;
+        queue_send(key, conn, ring);
+        if advance_state(key, conn, ring) {
+            conns.remove(key);
+        }
+    }
+}
+
+fn queue_send(key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
+    if conn.sending > 0 || conn.state == ConnState::Closed {
+        return;
+    }
+    let fd = conn.fd.as_raw_fd();
+    let (buf, offset) = match conn.resend.take() {
+        Some(pending) => pending,
+        None if !conn.out.is_empty() => {
+            let next = std::mem::take(&mut conn.spare);
+            (std::mem::replace(&mut conn.out, next), 0)
+        }
+        None => return,
+    };
+    conn.sending = buf.len() - offset;
+    conn.send_offset = offset;
+    conn.ops += 1;
+    ring.send(fd, buf, offset, key.token());
+}
+
+/// Moves the connection along its lifecycle; true when it can be dropped (socket closed).
+fn advance_state(key: ConnKey, conn: &mut Conn, ring: &mut Ring) -> bool {
+    let fd = conn.fd.as_raw_fd();
+    let idle_out = conn.sending == 0 && conn.out.is_empty() && conn.resend.is_none();
+    match conn.state {
+        ConnState::Open => {
+            if conn.paused {
+                cancel_recv(conn, ring);
+            } else {
+                arm_recv(key, conn, ring);
+            }
+        }
+        ConnState::Draining { shutdown_sent } => {
+            if !shutdown_sent && idle_out {
+                conn.ops += 1;
+                ring.shutdown_write(fd, key.token());
+                conn.state = ConnState::Draining {
+                    shutdown_sent: true,
+                };
+            }
+            arm_recv(key, conn, ring);
+        }
+        ConnState::Closing => {
+            if idle_out {
+                conn.state = ConnState::Closed;
+            }
+        }
+        ConnState::Closed => {}
+    }
+    if conn.state == ConnState::Closed {
+        cancel_recv(conn, ring);
+        return conn.ops == 0;
+    }
+    false
+}
+
+fn arm_recv(key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
+    if conn.recv == Recv::Idle {
+        conn.ops += 1;
+        conn.recv = Recv::Armed(ring.recv_multishot(conn.fd.as_raw_fd(), key.token()));
+    }
+}
+
+fn cancel_recv(conn: &mut Conn, ring: &mut Ring) {
+    if let Recv::Armed(op) = conn.recv {
+        ring.cancel(op);
+        conn.recv = Recv::Cancelling;
+    }
+}
+
+/// Resumes reading on paused connections whose body buffers drained.
+pub(crate) fn resume_paused(core: &Core) {
+    if core.paused.borrow().is_empty() {
+        return;
+    }
+    let Some(waker) = core.driver_waker() else {
+        return;
+    };
+    let keys = std::mem::take(&mut *core.paused.borrow_mut());
+    let mut conns = core.conns.borrow_mut();
+    for key in keys {
+        let Some(conn) = conns.get_mut(key) else {
+            continue;
+        };
+        let ready = conn.requests.values().all(|e| match &e.body {
+            BodyIn::Stream(ch) => ch.wants_more(&waker),
+            _ => true,
+        });
+        if ready {
+            conn.paused = false;
+            core.mark_dirty(key, conn);
+        } else {
+            core.paused.borrow_mut().push(key);
+        }
+    }
+}

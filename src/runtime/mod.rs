@@ -1,0 +1,238 @@
+//! The server: listeners, one pinned worker thread per core, startup and shutdown.
+//!
+//! Each worker owns its ring, its connections and its in-flight requests; nothing on the
+//! request path is shared between workers (no locks, no shared atomics). TCP listeners are one
+//! per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses SO_REUSEPORT on
+//! AF_UNIX), each worker's ring accepting on it.
+
+mod config;
+mod core;
+mod dispatch;
+mod driver;
+mod listener;
+mod worker;
+
+pub use config::Config;
+
+use crate::addr::{Addr, AddrParseError};
+use crate::body::RequestBody;
+use crate::service::BoxError;
+use crate::uring::{Features, SetupError};
+use http_body::Body;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use tokio::sync::Notify;
+use tower_service::Service;
+use worker::{WorkerError, WorkerSpec};
+
+/// Builds and starts a FastCGI server.
+#[derive(Debug, Clone, Default)]
+pub struct Server {
+    config: Config,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Binding or configuring the listening socket failed.
+    Listen(io::Error),
+    /// io_uring is unavailable (the message names the cause and the fix).
+    Ring(SetupError),
+    /// A worker thread or its runtime could not be created.
+    Thread(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Listen(e) => write!(f, "cannot listen: {e}"),
+            StartError::Ring(e) => write!(f, "{e}"),
+            StartError::Thread(e) => write!(f, "cannot start a worker: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Server {
+    /// A server with this configuration.
+    pub fn new(config: Config) -> Server {
+        Server { config }
+    }
+
+    /// A server listening on `addr` (`host:port` or `unix:/path`) with default settings.
+    pub fn bind(addr: &str) -> Result<Server, AddrParseError> {
+        Ok(Server::new(Config {
+            listen: addr.parse()?,
+            ..Config::default()
+        }))
+    }
+
+    /// Sets the worker count (0: one per core).
+    pub fn workers(mut self, n: usize) -> Server {
+        self.config.workers = n;
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    /// Starts the workers and returns once every one is accepting. `make` builds the handler
+    /// service, once on each worker thread.
+    pub fn start<F, S, B>(self, make: F) -> Result<ServerHandle, StartError>
+    where
+        F: Fn() -> S + Send + Sync + 'static,
+        S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: 'static,
+        B: Body + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let cfg = self.config;
+        let workers = cfg.worker_count();
+        let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
+            .map_err(StartError::Listen)?;
+        let cores = if cfg.pin_workers {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let make = Arc::new(make);
+        let settings = core::Settings {
+            limits: cfg.limits,
+            max_body_buffer: cfg.max_body_buffer,
+            max_output_buffer: cfg.max_output_buffer,
+            max_conns: cfg.max_conns_per_worker,
+        };
+        let mut handle = ServerHandle {
+            local: listeners.local.clone(),
+            features: None,
+            threads: Vec::new(),
+            stops: Vec::new(),
+        };
+        for i in 0..workers {
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let stop = Arc::new(Notify::new());
+            let spec = WorkerSpec {
+                core_id: (!cores.is_empty()).then(|| cores[i % cores.len()]),
+                listener: listeners.for_worker(i),
+                is_tcp: listeners.is_tcp,
+                ring: cfg.ring.clone(),
+                settings: settings.clone(),
+                shutdown_timeout: cfg.shutdown_timeout,
+                make: make.clone(),
+                stop: stop.clone(),
+                ready: ready_tx,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("fcgi-worker-{i}"))
+                .spawn(move || worker::run(spec))
+                .map_err(StartError::Thread)?;
+            handle.threads.push(thread);
+            handle.stops.push(stop);
+            match ready_rx.recv() {
+                Ok(Ok(features)) => {
+                    if handle.features.is_none() {
+                        handle.features = Some(features);
+                    }
+                }
+                Ok(Err(WorkerError::Ring(e))) => return Err(StartError::Ring(e)),
+                Ok(Err(WorkerError::Runtime(e))) => return Err(StartError::Thread(e)),
+                Err(_) => {
+                    return Err(StartError::Thread(io::Error::other(
+                        "worker thread exited during startup",
+                    )));
+                }
+            }
+        }
+        Ok(handle)
+    }
+
+    /// Starts the server and serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub fn serve<F, S, B>(self, make: F) -> Result<(), StartError>
+    where
+        F: Fn() -> S + Send + Sync + 'static,
+        S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: 'static,
+        B: Body + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let handle = self.start(make)?;
+        wait_for_signal().map_err(StartError::Thread)?;
+        handle.shutdown();
+        Ok(())
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM.
+pub fn wait_for_signal() -> io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local: Addr,
+    features: Option<Features>,
+    threads: Vec<JoinHandle<()>>,
+    stops: Vec<Arc<Notify>>,
+}
+
+impl ServerHandle {
+    /// The address bound (with the real port when port 0 was asked).
+    pub fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    /// io_uring features in use (as detected by the first worker).
+    pub fn features(&self) -> Option<&Features> {
+        self.features.as_ref()
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the shutdown timeout), and waits
+    /// for the workers to exit.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        for stop in &self.stops {
+            stop.notify_one();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Addr::Unix(path) = &self.local {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

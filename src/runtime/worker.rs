@@ -1,0 +1,192 @@
+//! One worker thread: pinned, with its own ring, its own current-thread tokio runtime (so
+//! handlers can use timers, tokio sockets and tokio-based clients) and its own service.
+
+use super::core::{Core, LISTENER_TOKEN, Settings};
+use super::dispatch::Dispatcher;
+use super::driver::{self, Followups};
+use crate::body::RequestBody;
+use crate::service::BoxError;
+use crate::uring::{Features, OpId, Ring, RingConfig, SetupError};
+use http_body::Body;
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::Notify;
+use tower_service::Service;
+
+/// What a worker reports once it is ready (or why it could not start).
+pub(crate) type Ready = Result<Features, WorkerError>;
+
+/// Why a worker could not start.
+#[derive(Debug)]
+pub(crate) enum WorkerError {
+    Ring(SetupError),
+    Runtime(io::Error),
+}
+
+/// Everything one worker thread needs.
+pub(crate) struct WorkerSpec<F> {
+    pub core_id: Option<core_affinity::CoreId>,
+    pub listener: Arc<OwnedFd>,
+    pub is_tcp: bool,
+    pub ring: RingConfig,
+    pub settings: Settings,
+    pub shutdown_timeout: Duration,
+    pub make: Arc<F>,
+    pub stop: Arc<Notify>,
+    pub ready: mpsc::Sender<Ready>,
+}
+
+/// The worker thread's body.
+pub(crate) fn run<F, S, B>(spec: WorkerSpec<F>)
+where
+    F: Fn() -> S + Send + Sync + 'static,
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Some(id) = spec.core_id
+        && !core_affinity::set_for_current(id)
+    {
+        tracing::warn!("could not pin worker to core {}", id.id);
+    }
+    let ring = match Ring::new(&spec.ring) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = spec.ready.send(Err(WorkerError::Ring(e)));
+            return;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = spec.ready.send(Err(WorkerError::Runtime(e)));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let dispatcher = Dispatcher {
+        core: Rc::new(Core::new(spec.settings)),
+        service: Rc::new(RefCell::new((spec.make)())),
+    };
+    let _ = spec.ready.send(Ok(ring.features().clone()));
+    let loop_ = Loop {
+        listener: spec.listener,
+        is_tcp: spec.is_tcp,
+        stop: spec.stop,
+        shutdown_timeout: spec.shutdown_timeout,
+    };
+    if let Err(e) = local.block_on(&rt, loop_.drive(ring, dispatcher)) {
+        tracing::error!("worker stopped: {e}");
+    }
+}
+
+struct WaitFd(RawFd);
+
+impl AsRawFd for WaitFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+struct Loop {
+    listener: Arc<OwnedFd>,
+    is_tcp: bool,
+    stop: Arc<Notify>,
+    shutdown_timeout: Duration,
+}
+
+/// Why the driver woke up.
+enum Wake {
+    Work,
+    Stop,
+}
+
+impl Loop {
+    async fn drive<S, B>(self, mut ring: Ring, d: Dispatcher<S>) -> io::Result<()>
+    where
+        S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: 'static,
+        B: Body + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let core = d.core.clone();
+        let ring_fd =
+            AsyncFd::with_interest(WaitFd(ring.wait_fd()), tokio::io::Interest::READABLE)?;
+        let mut accept: Option<OpId> = Some(self.arm_accept(&mut ring));
+        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let stop = self.stop.clone();
+        let mut stop_signal = std::pin::pin!(stop.notified());
+        let mut f = Followups::default();
+        loop {
+            driver::resume_paused(&core);
+            driver::flush(&core, &mut ring);
+            ring.submit()?;
+            let n = ring.complete(|c| driver::on_completion(&core, c, self.is_tcp, &mut f));
+            if std::mem::take(&mut f.rearm_accept) && deadline.is_none() {
+                accept = Some(self.arm_accept(&mut ring));
+            }
+            for s in f.staged.drain(..) {
+                d.dispatch(s);
+            }
+            if let Some(dl) = &deadline
+                && (core.active.get() == 0 || dl.is_elapsed())
+            {
+                break;
+            }
+            if n > 0 || core.has_dirty() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let wake = poll_fn(|cx| {
+                core.set_driver_waker(cx.waker());
+                if core.has_dirty() {
+                    return Poll::Ready(Wake::Work);
+                }
+                if deadline.is_none() && stop_signal.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Stop);
+                }
+                if let Some(dl) = &mut deadline
+                    && dl.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Wake::Work);
+                }
+                match ring_fd.poll_read_ready(cx) {
+                    Poll::Ready(Ok(mut guard)) => {
+                        guard.clear_ready();
+                        Poll::Ready(Wake::Work)
+                    }
+                    Poll::Ready(Err(_)) => Poll::Ready(Wake::Work),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            ring.acknowledge_wakeup();
+            if let Wake::Stop = wake {
+                if let Some(op) = accept.take() {
+                    ring.cancel(op);
+                }
+                deadline = Some(Box::pin(tokio::time::sleep(self.shutdown_timeout)));
+            }
+        }
+        drop(ring_fd);
+        Ok(())
+    }
+
+    fn arm_accept(&self, ring: &mut Ring) -> OpId {
+        ring.accept_multishot(self.listener.as_raw_fd(), LISTENER_TOKEN)
+    }
+}
