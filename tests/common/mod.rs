@@ -109,3 +109,5 @@ pub fn split_cgi(stdout: &[u8]) -> (String, Vec<u8>) {
         stdout[pos + 4..].to_vec(),
     )
 }
+pub mod http;
+pub mod proxy;
