@@ -178,7 +178,6 @@ impl std::fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct Connection {
@@ -196,10 +195,7 @@ pub struct Connection {
 #[derive(Debug)]
 enum Input {
     /// Reading a header; `have` bytes of it are in `bytes`.
-    Header {
-        bytes: [u8; HEADER_LEN],
-        have: u8,
-    },
+    Header { bytes: [u8; HEADER_LEN], have: u8 },
     /// Reading `left` content bytes into `sink`, then `padding` bytes to skip.
     Content { sink: Sink, left: u16, padding: u8 },
     /// Skipping `left` padding bytes (spec 3.3: paddingLength).
@@ -524,12 +520,26 @@ impl Connection {
         let body = BeginRequestBody::parse(&body);
         let Some(role) = Role::from_u16(body.role) else {
             let reason = RejectReason::UnknownRole(body.role);
-            self.refuse(id, body.keep_conn, ProtocolStatus::UnknownRole, reason, out, on_event);
+            self.refuse(
+                id,
+                body.keep_conn,
+                ProtocolStatus::UnknownRole,
+                reason,
+                out,
+                on_event,
+            );
             return Ok(());
         };
         if self.requests.len() >= self.limits.max_requests_per_conn {
             let reason = RejectReason::TooManyRequests;
-            self.refuse(id, body.keep_conn, ProtocolStatus::Overloaded, reason, out, on_event);
+            self.refuse(
+                id,
+                body.keep_conn,
+                ProtocolStatus::Overloaded,
+                reason,
+                out,
+                on_event,
+            );
             return Ok(());
         }
         self.requests.insert(Request {
@@ -583,8 +593,8 @@ impl Connection {
         if len > 0 {
             let len = usize::from(len);
             let bytes = len.min(limits.max_params_bytes.saturating_sub(builder.byte_len()));
-            let pairs = (len / 16 + 1)
-                .min(limits.max_params_pairs.saturating_sub(builder.pair_count()));
+            let pairs =
+                (len / 16 + 1).min(limits.max_params_pairs.saturating_sub(builder.pair_count()));
             builder.reserve(bytes, pairs);
             return Ok(Sink::Params(id));
         }
@@ -631,7 +641,14 @@ impl Connection {
         };
         let keep_conn = *keep_conn;
         self.requests.remove(id);
-        self.refuse(id, keep_conn, ProtocolStatus::Overloaded, reason, out, on_event);
+        self.refuse(
+            id,
+            keep_conn,
+            ProtocolStatus::Overloaded,
+            reason,
+            out,
+            on_event,
+        );
         Ok(Sink::Skip)
     }
 
@@ -744,11 +761,7 @@ impl Connection {
 }
 
 /// Reads header bytes from `input`: the header once complete, else the partial state.
-fn read_header(
-    input: &mut &[u8],
-    mut bytes: [u8; HEADER_LEN],
-    have: u8,
-) -> Result<Header, Input> {
+fn read_header(input: &mut &[u8], mut bytes: [u8; HEADER_LEN], have: u8) -> Result<Header, Input> {
     if have == 0 {
         // Common case: the whole header is in this input.
         if let Some((whole, rest)) = input.split_first_chunk::<HEADER_LEN>() {
@@ -911,5 +924,743 @@ impl Table {
         let (_, slot) = self.index.remove(at);
         self.free.push(slot);
         self.slots.get_mut(usize::from(slot))?.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record::{encode_begin_request, encode_end_request, encode_record};
+
+    /// An owned copy of an event, for comparison.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Ev {
+        Request(u16, Role, bool, Params),
+        Stdin(u16, Vec<u8>),
+        StdinEnd(u16),
+        Data(u16, Vec<u8>),
+        DataEnd(u16),
+        Abort(u16),
+        Rejected(u16, RejectReason),
+    }
+
+    impl From<Event<'_>> for Ev {
+        fn from(event: Event<'_>) -> Ev {
+            match event {
+                Event::Request {
+                    id,
+                    role,
+                    keep_conn,
+                    params,
+                } => Ev::Request(id, role, keep_conn, params),
+                Event::Stdin { id, data } => {
+                    assert!(!data.is_empty());
+                    Ev::Stdin(id, data.to_vec())
+                }
+                Event::StdinEnd { id } => Ev::StdinEnd(id),
+                Event::Data { id, data } => {
+                    assert!(!data.is_empty());
+                    Ev::Data(id, data.to_vec())
+                }
+                Event::DataEnd { id } => Ev::DataEnd(id),
+                Event::Abort { id } => Ev::Abort(id),
+                Event::Rejected { id, reason } => Ev::Rejected(id, reason),
+            }
+        }
+    }
+
+    struct Harness {
+        conn: Connection,
+        out: Vec<u8>,
+        events: Vec<Ev>,
+    }
+
+    impl Harness {
+        fn new(limits: Limits) -> Harness {
+            Harness {
+                conn: Connection::new(limits),
+                out: Vec::new(),
+                events: Vec::new(),
+            }
+        }
+
+        fn feed(&mut self, input: &[u8]) -> Result<(), ProtocolError> {
+            let events = &mut self.events;
+            self.conn
+                .receive(input, &mut self.out, &mut |e| events.push(Ev::from(e)))
+        }
+
+        /// Takes the events and output so far.
+        fn drain(&mut self) -> (Vec<Ev>, Vec<u8>) {
+            (
+                std::mem::take(&mut self.events),
+                std::mem::take(&mut self.out),
+            )
+        }
+    }
+
+    /// Joins consecutive STDIN (or DATA) events of one id.
+    fn merge(events: Vec<Ev>) -> Vec<Ev> {
+        let mut merged: Vec<Ev> = Vec::new();
+        for event in events {
+            match (merged.last_mut(), event) {
+                (Some(Ev::Stdin(a, acc)), Ev::Stdin(b, data)) if *a == b => acc.extend(data),
+                (Some(Ev::Data(a, acc)), Ev::Data(b, data)) if *a == b => acc.extend(data),
+                (_, event) => merged.push(event),
+            }
+        }
+        merged
+    }
+
+    fn rec(record_type: u8, id: u16, content: &[u8], padding: u8) -> Vec<u8> {
+        let mut out = Header {
+            version: 1,
+            record_type,
+            request_id: id,
+            content_length: content.len() as u16,
+            padding_length: padding,
+        }
+        .encode()
+        .to_vec();
+        out.extend_from_slice(content);
+        out.extend(std::iter::repeat_n(0xEE, padding as usize));
+        out
+    }
+
+    fn begin(id: u16, role: u16, keep_conn: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_begin_request(&mut out, id, role, keep_conn);
+        out
+    }
+
+    fn pairs(list: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, v) in list {
+            encode_pair(&mut out, n, v);
+        }
+        out
+    }
+
+    fn end(id: u16, app_status: u32, status: ProtocolStatus) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_end_request(&mut out, id, app_status, status);
+        out
+    }
+
+    const PARAMS: &[(&[u8], &[u8])] = &[
+        (b"REQUEST_METHOD", b"GET"),
+        (b"SCRIPT_NAME", b"/hello"),
+        (b"HTTP_HOST", b"example.com"),
+    ];
+
+    /// BEGIN, PARAMS padded to 8, empty PARAMS: request `id` dispatched.
+    fn request(id: u16, keep_conn: bool) -> Vec<u8> {
+        let body = pairs(PARAMS);
+        let padding = ((8 - body.len() % 8) % 8) as u8;
+        [
+            begin(id, 1, keep_conn),
+            rec(4, id, &body, padding),
+            rec(4, id, &[], 0),
+        ]
+        .concat()
+    }
+
+    fn dispatched(id: u16, keep_conn: bool) -> Ev {
+        Ev::Request(
+            id,
+            Role::Responder,
+            keep_conn,
+            Params::from_pairs(PARAMS.iter().copied()),
+        )
+    }
+
+    fn nginx_stream() -> Vec<u8> {
+        [request(1, true), rec(5, 1, &[], 0)].concat()
+    }
+
+    #[test]
+    fn nginx_request_in_one_slice() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&nginx_stream()).unwrap();
+        let (events, out) = h.drain();
+        assert_eq!(events, [dispatched(1, true), Ev::StdinEnd(1)]);
+        assert!(out.is_empty());
+        assert_eq!(h.conn.active_requests(), 1);
+        assert!(h.conn.end_request(1, 0, &mut h.out));
+        assert_eq!(h.out, end(1, 0, ProtocolStatus::RequestComplete));
+        assert_eq!(h.conn.active_requests(), 0);
+        assert!(!h.conn.should_close());
+    }
+
+    #[test]
+    fn byte_at_a_time_and_every_two_way_split_agree() {
+        let stream = [nginx_stream(), rec(5, 1, b"ignored after end", 3)].concat();
+        let mut whole = Harness::new(Limits::default());
+        whole.feed(&stream).unwrap();
+        let expected = whole.drain();
+        let mut bytes = Harness::new(Limits::default());
+        for b in &stream {
+            bytes.feed(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!(bytes.drain(), expected);
+        for cut in 0..=stream.len() {
+            let mut h = Harness::new(Limits::default());
+            h.feed(&stream[..cut]).unwrap();
+            h.feed(&stream[cut..]).unwrap();
+            assert_eq!(h.drain(), expected, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn stdin_and_data_are_passed_as_they_arrive() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&request(7, true)).unwrap();
+        h.drain();
+        let stdin = rec(5, 7, b"hello world", 5);
+        h.feed(&stdin[..12]).unwrap();
+        h.feed(&stdin[12..13]).unwrap();
+        h.feed(&stdin[13..]).unwrap();
+        h.feed(&rec(8, 7, b"file", 0)).unwrap();
+        h.feed(&rec(8, 7, &[], 0)).unwrap();
+        h.feed(&rec(8, 7, b"late", 0)).unwrap();
+        h.feed(&rec(5, 7, b"!", 0)).unwrap();
+        h.feed(&rec(5, 7, &[], 0)).unwrap();
+        h.feed(&rec(5, 7, b"late", 0)).unwrap();
+        h.feed(&rec(5, 7, &[], 0)).unwrap();
+        let (events, out) = h.drain();
+        assert_eq!(
+            events,
+            [
+                Ev::Stdin(7, b"hell".to_vec()),
+                Ev::Stdin(7, b"o".to_vec()),
+                Ev::Stdin(7, b" world".to_vec()),
+                Ev::Data(7, b"file".to_vec()),
+                Ev::DataEnd(7),
+                Ev::Stdin(7, b"!".to_vec()),
+                Ev::StdinEnd(7),
+            ]
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn bad_version_closes_and_sticks() {
+        let mut h = Harness::new(Limits::default());
+        let mut stream = begin(1, 1, true);
+        stream[0] = 2;
+        assert_eq!(h.feed(&stream), Err(ProtocolError::BadVersion(2)));
+        assert_eq!(h.feed(&nginx_stream()), Err(ProtocolError::BadVersion(2)));
+        assert!(h.drain().0.is_empty());
+    }
+
+    #[test]
+    fn get_values_answers_known_names_once_in_order_asked() {
+        let limits = Limits {
+            advertised_max_conns: 12,
+            advertised_max_reqs: 345,
+            ..Limits::default()
+        };
+        let mut h = Harness::new(limits);
+        let asked = pairs(&[
+            (b"FCGI_MPXS_CONNS", b"ignored"),
+            (b"FCGI_UNKNOWN", b""),
+            (b"FCGI_MAX_REQS", b""),
+            (b"FCGI_MAX_CONNS", b""),
+            (b"FCGI_MAX_REQS", b""),
+        ]);
+        let stream = rec(9, 0, &asked, 3);
+        for b in stream.chunks(1) {
+            h.feed(b).unwrap();
+        }
+        let answer = pairs(&[
+            (b"FCGI_MPXS_CONNS", b"1"),
+            (b"FCGI_MAX_REQS", b"345"),
+            (b"FCGI_MAX_CONNS", b"12"),
+        ]);
+        assert_eq!(h.drain(), (vec![], rec(10, 0, &answer, 0)));
+    }
+
+    #[test]
+    fn get_values_empty_and_malformed() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&rec(9, 0, &[], 0)).unwrap();
+        assert_eq!(h.drain().1, rec(10, 0, &[], 0));
+        // Policy: a pair cut by the record's end is dropped; the pairs before it are answered.
+        let mut body = pairs(&[(b"FCGI_MPXS_CONNS", b"")]);
+        body.extend_from_slice(&[14, 0, b'F']);
+        h.feed(&rec(9, 0, &body, 0)).unwrap();
+        let answer = pairs(&[(b"FCGI_MPXS_CONNS", b"1")]);
+        assert_eq!(h.drain().1, rec(10, 0, &answer, 0));
+        // A 2 GiB announced name stops decoding without allocating it.
+        h.feed(&rec(9, 0, &[0xFF, 0xFF, 0xFF, 0xFF, 0], 0)).unwrap();
+        assert_eq!(h.drain().1, rec(10, 0, &[], 0));
+        // Too many pairs: those before the limit are answered.
+        let mut many = pairs(&[(b"FCGI_MAX_CONNS", b"")]);
+        for _ in 0..GET_VALUES_MAX_PAIRS {
+            many.extend_from_slice(&pairs(&[(b"FCGI_MPXS_CONNS", b"")]));
+        }
+        h.feed(&rec(9, 0, &many, 0)).unwrap();
+        let answer = pairs(&[(b"FCGI_MAX_CONNS", b"10000"), (b"FCGI_MPXS_CONNS", b"1")]);
+        assert_eq!(h.drain().1, rec(10, 0, &answer, 0));
+        assert!(h.feed(&nginx_stream()).is_ok());
+    }
+
+    #[test]
+    fn other_types_on_id_0_get_unknown_type() {
+        let mut h = Harness::new(Limits::default());
+        for t in [1u8, 2, 3, 4, 5, 10, 11, 12, 255] {
+            h.feed(&rec(t, 0, b"body", 4)).unwrap();
+            let mut expected = Vec::new();
+            record::encode_unknown_type(&mut expected, t);
+            assert_eq!(h.drain(), (vec![], expected), "type {t}");
+        }
+    }
+
+    #[test]
+    fn types_not_for_the_application_are_ignored_on_nonzero_ids() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&request(3, true)).unwrap();
+        h.drain();
+        for t in [3u8, 6, 7, 9, 10, 11, 12, 200] {
+            h.feed(&rec(t, 3, b"some body", 7)).unwrap();
+            h.feed(&rec(t, 4, b"", 0)).unwrap();
+        }
+        h.feed(&rec(5, 3, b"x", 0)).unwrap();
+        assert_eq!(h.drain(), (vec![Ev::Stdin(3, b"x".to_vec())], vec![]));
+    }
+
+    #[test]
+    fn records_for_inactive_ids_are_ignored() {
+        let mut h = Harness::new(Limits::default());
+        for t in [2u8, 4, 5, 8] {
+            h.feed(&rec(t, 9, b"body", 1)).unwrap();
+            h.feed(&rec(t, 9, b"", 0)).unwrap();
+        }
+        assert_eq!(h.drain(), (vec![], vec![]));
+        assert!(!h.conn.end_request(9, 0, &mut h.out));
+        assert!(h.out.is_empty());
+    }
+
+    #[test]
+    fn begin_with_wrong_length_closes() {
+        let mut h = Harness::new(Limits::default());
+        assert_eq!(
+            h.feed(&rec(1, 1, &[0, 1, 1, 0, 0, 0, 0], 0)),
+            Err(ProtocolError::BadBeginLength(7))
+        );
+        let mut h = Harness::new(Limits::default());
+        assert_eq!(
+            h.feed(&rec(1, 1, &[0; 9], 0)),
+            Err(ProtocolError::BadBeginLength(9))
+        );
+    }
+
+    #[test]
+    fn duplicate_begin_closes() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&begin(5, 1, true)).unwrap();
+        assert_eq!(
+            h.feed(&begin(5, 1, true)),
+            Err(ProtocolError::DuplicateBegin(5))
+        );
+        // Also once dispatched.
+        let mut h = Harness::new(Limits::default());
+        h.feed(&request(5, true)).unwrap();
+        assert_eq!(
+            h.feed(&begin(5, 2, true)),
+            Err(ProtocolError::DuplicateBegin(5))
+        );
+    }
+
+    #[test]
+    fn unknown_role_is_answered_and_stays_inactive() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&begin(2, 9, true)).unwrap();
+        h.feed(&rec(4, 2, &pairs(PARAMS), 0)).unwrap();
+        h.feed(&rec(4, 2, &[], 0)).unwrap();
+        assert_eq!(
+            h.drain(),
+            (
+                vec![Ev::Rejected(2, RejectReason::UnknownRole(9))],
+                end(2, 0, ProtocolStatus::UnknownRole)
+            )
+        );
+        assert_eq!(h.conn.active_requests(), 0);
+        assert!(!h.conn.should_close());
+        // The id may begin again.
+        h.feed(&request(2, true)).unwrap();
+        assert_eq!(h.drain().0, [dispatched(2, true)]);
+    }
+
+    #[test]
+    fn too_many_requests_get_overloaded() {
+        let limits = Limits {
+            max_requests_per_conn: 2,
+            ..Limits::default()
+        };
+        let mut h = Harness::new(limits);
+        h.feed(&[request(1, true), request(3, true), request(5, true)].concat())
+            .unwrap();
+        assert_eq!(
+            h.drain(),
+            (
+                vec![
+                    dispatched(1, true),
+                    dispatched(3, true),
+                    Ev::Rejected(5, RejectReason::TooManyRequests)
+                ],
+                end(5, 0, ProtocolStatus::Overloaded)
+            )
+        );
+        assert_eq!(h.conn.active_requests(), 2);
+        assert!(h.conn.end_request(1, 0, &mut h.out));
+        h.feed(&request(5, true)).unwrap();
+        assert_eq!(h.drain().0, [dispatched(5, true)]);
+        assert_eq!(h.conn.max_active_seen(), 2);
+    }
+
+    #[test]
+    fn zero_requests_allowed_refuses_all() {
+        let limits = Limits {
+            max_requests_per_conn: 0,
+            ..Limits::default()
+        };
+        let mut h = Harness::new(limits);
+        h.feed(&request(1, true)).unwrap();
+        assert_eq!(h.drain().1, end(1, 0, ProtocolStatus::Overloaded));
+    }
+
+    #[test]
+    fn keep_conn_0_closes_after_its_end_and_ignores_new_begins() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&[request(1, false), request(2, true)].concat())
+            .unwrap();
+        h.drain();
+        assert!(!h.conn.should_close());
+        assert!(h.conn.end_request(1, 7, &mut h.out));
+        assert!(h.conn.should_close());
+        h.feed(&[request(3, true), rec(5, 2, b"still", 0)].concat())
+            .unwrap();
+        let (events, out) = h.drain();
+        assert_eq!(events, [Ev::Stdin(2, b"still".to_vec())]);
+        assert_eq!(out, end(1, 7, ProtocolStatus::RequestComplete));
+        assert!(!h.conn.is_active(3));
+        // An ignored BEGIN for an active id is not a duplicate once closing.
+        h.feed(&begin(2, 1, true)).unwrap();
+        assert!(h.conn.end_request(2, 0, &mut h.out));
+    }
+
+    #[test]
+    fn keep_conn_0_refusal_closes_too() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&begin(1, 0, false)).unwrap();
+        assert!(h.conn.should_close());
+        assert_eq!(h.drain().1, end(1, 0, ProtocolStatus::UnknownRole));
+    }
+
+    #[test]
+    fn params_limits_reject_one_request_only() {
+        let limits = Limits {
+            max_name_len: 8,
+            max_value_len: 8,
+            max_params_bytes: 20,
+            max_params_pairs: 2,
+            ..Limits::default()
+        };
+        let cases: [(&[u8], RejectReason); 4] = [
+            (
+                &pairs(&[(b"NINE_BYTE", b"")]),
+                RejectReason::ParamNameTooLong,
+            ),
+            (
+                &pairs(&[(b"N", b"123456789")]),
+                RejectReason::ParamValueTooLong,
+            ),
+            (
+                &pairs(&[(b"AAAAAAAA", b"12345678"), (b"B", b"12345")]),
+                RejectReason::ParamsTooLarge,
+            ),
+            (
+                &pairs(&[(b"A", b""), (b"B", b""), (b"C", b"")]),
+                RejectReason::TooManyParams,
+            ),
+        ];
+        for (body, reason) in cases {
+            let mut h = Harness::new(limits);
+            h.feed(&[begin(1, 1, true), begin(2, 1, true)].concat())
+                .unwrap();
+            h.feed(&rec(4, 1, body, 1)).unwrap();
+            h.feed(&[rec(4, 1, &[], 0), rec(5, 1, b"x", 0), rec(2, 1, &[], 0)].concat())
+                .unwrap();
+            assert_eq!(
+                h.drain(),
+                (
+                    vec![Ev::Rejected(1, reason)],
+                    end(1, 0, ProtocolStatus::Overloaded)
+                ),
+                "{reason}"
+            );
+            assert!(!h.conn.end_request(1, 0, &mut h.out));
+            h.feed(&[rec(4, 2, &pairs(&[(b"OK", b"1")]), 0), rec(4, 2, &[], 0)].concat())
+                .unwrap();
+            assert!(matches!(h.drain().0.as_slice(), [Ev::Request(2, ..)]));
+        }
+    }
+
+    #[test]
+    fn a_2_gib_param_name_is_rejected_before_allocation() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&begin(1, 1, true)).unwrap();
+        h.feed(&rec(4, 1, &[0xFF, 0xFF, 0xFF, 0xFF, 0x00], 3))
+            .unwrap();
+        assert_eq!(
+            h.drain(),
+            (
+                vec![Ev::Rejected(1, RejectReason::ParamNameTooLong)],
+                end(1, 0, ProtocolStatus::Overloaded)
+            )
+        );
+    }
+
+    #[test]
+    fn params_cut_inside_a_pair_close() {
+        let mut h = Harness::new(Limits::default());
+        let body = pairs(PARAMS);
+        h.feed(&[begin(1, 1, true), rec(4, 1, &body[..body.len() - 1], 0)].concat())
+            .unwrap();
+        assert_eq!(
+            h.feed(&rec(4, 1, &[], 0)),
+            Err(ProtocolError::Params {
+                id: 1,
+                error: NvError::Truncated
+            })
+        );
+    }
+
+    #[test]
+    fn a_pair_may_straddle_params_records() {
+        let body = pairs(PARAMS);
+        let mut h = Harness::new(Limits::default());
+        h.feed(&begin(1, 1, true)).unwrap();
+        for piece in body.chunks(3) {
+            h.feed(&rec(4, 1, piece, 2)).unwrap();
+        }
+        h.feed(&[rec(4, 1, &[], 0), rec(4, 1, b"\x01\x01AB", 0)].concat())
+            .unwrap();
+        assert_eq!(h.drain(), (vec![dispatched(1, true)], vec![]));
+    }
+
+    #[test]
+    fn stdin_or_data_before_params_end_close() {
+        for t in [5u8, 8] {
+            let mut h = Harness::new(Limits::default());
+            h.feed(&begin(4, 3, true)).unwrap();
+            assert_eq!(
+                h.feed(&rec(t, 4, b"", 0)),
+                Err(ProtocolError::StdinBeforeParams(4))
+            );
+        }
+    }
+
+    #[test]
+    fn abort_at_every_stage() {
+        let mut h = Harness::new(Limits::default());
+        // Inactive: ignored.
+        h.feed(&rec(2, 1, &[], 0)).unwrap();
+        assert_eq!(h.drain(), (vec![], vec![]));
+        // Before BEGIN's body is complete, then while reading params: ended by the layer.
+        let stream = [begin(1, 1, true), rec(2, 1, &[], 0)].concat();
+        h.feed(&stream[..12]).unwrap();
+        h.feed(&stream[12..]).unwrap();
+        assert_eq!(
+            h.drain(),
+            (vec![], end(1, 0, ProtocolStatus::RequestComplete))
+        );
+        assert!(!h.conn.end_request(1, 0, &mut h.out));
+        // Mid-params: same, and the rest of the params is ignored.
+        h.feed(&[begin(1, 1, true), rec(4, 1, &pairs(PARAMS)[..5], 0)].concat())
+            .unwrap();
+        h.feed(&[rec(2, 1, &[], 0), rec(4, 1, &[], 0)].concat())
+            .unwrap();
+        assert_eq!(
+            h.drain(),
+            (vec![], end(1, 0, ProtocolStatus::RequestComplete))
+        );
+        // Dispatched: one Abort event, input ignored, the application ends it once.
+        h.feed(&request(1, true)).unwrap();
+        h.feed(&[rec(5, 1, b"a", 0), rec(2, 1, &[], 0)].concat())
+            .unwrap();
+        h.feed(&[rec(2, 1, &[], 0), rec(5, 1, b"b", 0), rec(5, 1, b"", 0)].concat())
+            .unwrap();
+        h.feed(&rec(8, 1, b"", 0)).unwrap();
+        assert_eq!(
+            h.drain(),
+            (
+                vec![
+                    dispatched(1, true),
+                    Ev::Stdin(1, b"a".to_vec()),
+                    Ev::Abort(1)
+                ],
+                vec![]
+            )
+        );
+        assert_eq!(h.conn.active_requests(), 1);
+        assert!(h.conn.end_request(1, 2, &mut h.out));
+        assert!(!h.conn.end_request(1, 2, &mut h.out));
+        // After END: ignored.
+        h.feed(&rec(2, 1, &[], 0)).unwrap();
+        assert_eq!(
+            h.drain(),
+            (vec![], end(1, 2, ProtocolStatus::RequestComplete))
+        );
+        // After STDIN ended, before END: still an Abort.
+        h.feed(&[request(1, true), rec(5, 1, &[], 0), rec(2, 1, &[], 0)].concat())
+            .unwrap();
+        assert_eq!(
+            h.drain().0,
+            [dispatched(1, true), Ev::StdinEnd(1), Ev::Abort(1)]
+        );
+    }
+
+    #[test]
+    fn abort_before_dispatch_without_keep_conn_closes() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&[begin(1, 1, false), rec(2, 1, &[], 0)].concat())
+            .unwrap();
+        assert!(h.conn.should_close());
+    }
+
+    #[test]
+    fn end_request_mid_record_drops_the_rest() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&request(1, true)).unwrap();
+        let stdin = rec(5, 1, b"abcdef", 2);
+        h.feed(&stdin[..10]).unwrap();
+        assert!(h.conn.end_request(1, 0, &mut h.out));
+        h.feed(&stdin[10..]).unwrap();
+        h.feed(&request(1, true)).unwrap();
+        assert_eq!(
+            h.drain().0,
+            [
+                dispatched(1, true),
+                Ev::Stdin(1, b"ab".to_vec()),
+                dispatched(1, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn full_id_range_and_hundreds_multiplexed() {
+        let limits = Limits {
+            max_requests_per_conn: 300,
+            ..Limits::default()
+        };
+        let mut h = Harness::new(limits);
+        let ids: Vec<u16> = (0..300u16).map(|i| 65535 - i * 211).collect();
+        for &id in &ids {
+            h.feed(&request(id, true)).unwrap();
+        }
+        assert_eq!(h.conn.active_requests(), 300);
+        assert_eq!(h.conn.max_active_seen(), 300);
+        for &id in ids.iter().rev() {
+            h.feed(&rec(5, id, &id.to_be_bytes(), 0)).unwrap();
+        }
+        let (events, _) = h.drain();
+        let stdin: Vec<Ev> = events.into_iter().skip(300).collect();
+        let expected: Vec<Ev> = ids
+            .iter()
+            .rev()
+            .map(|&id| Ev::Stdin(id, id.to_be_bytes().to_vec()))
+            .collect();
+        assert_eq!(stdin, expected);
+        for &id in ids.iter().step_by(2) {
+            assert!(h.conn.end_request(id, 0, &mut h.out));
+        }
+        assert_eq!(h.conn.active_requests(), 150);
+        for &id in &ids {
+            assert_eq!(
+                h.conn.is_active(id),
+                !ids.iter().step_by(2).any(|&i| i == id)
+            );
+        }
+        assert_eq!(h.conn.max_active_seen(), 300);
+    }
+
+    #[test]
+    fn padding_is_skipped_wherever_cut() {
+        let stream = [
+            begin(1, 1, true),
+            rec(4, 1, &pairs(PARAMS), 255),
+            rec(4, 1, &[], 7),
+            rec(5, 1, b"body", 255),
+            rec(5, 1, &[], 1),
+        ]
+        .concat();
+        let mut h = Harness::new(Limits::default());
+        for piece in stream.chunks(13) {
+            h.feed(piece).unwrap();
+        }
+        assert_eq!(
+            merge(h.drain().0),
+            [
+                dispatched(1, true),
+                Ev::Stdin(1, b"body".to_vec()),
+                Ev::StdinEnd(1)
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_input_does_nothing() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&[]).unwrap();
+        assert_eq!(h.drain(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn filter_and_authorizer_roles() {
+        let mut h = Harness::new(Limits::default());
+        let mut stream = begin(1, 3, true);
+        stream.extend(rec(4, 1, &[], 0));
+        stream.extend(begin(2, 2, false));
+        stream.extend(rec(4, 2, &[], 0));
+        h.feed(&stream).unwrap();
+        assert_eq!(
+            h.drain().0,
+            [
+                Ev::Request(1, Role::Filter, true, Params::default()),
+                Ev::Request(2, Role::Authorizer, false, Params::default())
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_display() {
+        assert_eq!(
+            ProtocolError::BadVersion(3).to_string(),
+            "FastCGI version 3 is not 1"
+        );
+        let params = ProtocolError::Params {
+            id: 4,
+            error: NvError::Truncated,
+        };
+        assert!(params.to_string().starts_with("request 4: "));
+        assert_eq!(RejectReason::UnknownRole(7).to_string(), "unknown role 7");
+        assert_eq!(RejectReason::TooManyParams.to_string(), "too many params");
+    }
+
+    #[test]
+    fn end_request_writes_app_status() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&request(9, true)).unwrap();
+        assert!(h.conn.end_request(9, 0xDEAD_BEEF, &mut h.out));
+        let mut expected = Vec::new();
+        encode_record(
+            &mut expected,
+            RecordType::EndRequest,
+            9,
+            &[0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 0],
+        );
+        assert_eq!(h.out, expected);
     }
 }
