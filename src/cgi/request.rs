@@ -1,19 +1,58 @@
-//! Building an `http::Request` from a request's params.
+//! Building an `http::Request` from a request's params (RFC 3875 section 4.1).
+//!
+//! Policies, each tested below:
+//! - **Method**: REQUEST_METHOD, required, must be an HTTP token.
+//! - **URI**: REQUEST_URI when present and non-empty (the raw path and query of the client's
+//!   request line, as nginx, Apache, HAProxy, Caddy and lighttpd send it); when it has no `?` and
+//!   QUERY_STRING is non-empty (Apache may send the query only there, and an nginx rewrite may
+//!   move it there) `?QUERY_STRING` is appended. Without REQUEST_URI: SCRIPT_NAME + PATH_INFO +
+//!   `?QUERY_STRING` (when non-empty). An absolute-form REQUEST_URI (`http://host/p?q`) keeps
+//!   only its path and query. Bytes a browser would have percent-encoded (the WHATWG path and
+//!   query percent-encode sets: controls, space, `"`, `#`, `<`, `>`, plus `` ` ``, `{`, `}` in
+//!   the path) and every non-ASCII byte are percent-encoded instead of refused; `%` is left
+//!   alone. A URI that still does not parse is [`RequestError::BadUri`]. The common case (a
+//!   clean REQUEST_URI) is not copied: the URI is a slice of the params buffer.
+//! - **Version**: SERVER_PROTOCOL (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/2.0`, `HTTP/3`...),
+//!   HTTP/1.1 when missing or unknown.
+//! - **Headers**: each `HTTP_FOO_BAR` param becomes a `foo-bar` header; names or values `http`
+//!   refuses are skipped; duplicates are appended (two HTTP_COOKIE give two `cookie` values).
+//!   CONTENT_TYPE gives `content-type` when non-empty; CONTENT_LENGTH gives `content-length`
+//!   only when it is a plain non-negative integer. CONTENT_LENGTH is **advisory**: proxies send
+//!   it computed, empty, absent or `-1` for chunked uploads, and the body ends where STDIN ends.
+//!   `HTTP_CONTENT_TYPE` and `HTTP_CONTENT_LENGTH` are ignored (the meta-variables above are
+//!   the proxy's statement, RFC 3875 4.1.18), and so is `HTTP_TRANSFER_ENCODING` (the proxy has
+//!   already removed the framing: STDIN is the decoded body).
+//! - **Trust**: `HTTP_PROXY` (from a client's `Proxy:` header) is an ordinary `proxy` header;
+//!   trusted values are only reachable through the [`TrustedParams`] extension, which refuses
+//!   every `HTTP_*` name.
+//! - **Extensions**: [`TrustedParams`] and the FastCGI [`Role`].
 
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri, Version};
+
+use super::TrustedParams;
 use crate::protocol::{Params, Role};
 
 /// Why params could not form a request (answered with 400 by the runtime).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestError {
+    /// No REQUEST_METHOD param.
     MissingMethod,
+    /// REQUEST_METHOD is not an HTTP token.
     BadMethod,
+    /// No valid URI could be formed, even after percent-encoding.
     BadUri,
 }
 
 impl std::fmt::Display for RequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        todo!()
+        f.write_str(match self {
+            RequestError::MissingMethod => "REQUEST_METHOD param missing",
+            RequestError::BadMethod => "REQUEST_METHOD param is not a valid HTTP method",
+            RequestError::BadUri => "REQUEST_URI (or SCRIPT_NAME/PATH_INFO) is not a valid URI",
+        })
     }
 }
 
@@ -21,11 +60,212 @@ impl std::error::Error for RequestError {}
 
 /// Builds the request: method from REQUEST_METHOD; URI from REQUEST_URI, else SCRIPT_NAME +
 /// PATH_INFO + QUERY_STRING; headers from `HTTP_*` (plus CONTENT_TYPE and CONTENT_LENGTH);
-/// extensions: [`super::TrustedParams`] and the [`Role`].
+/// extensions: [`super::TrustedParams`] and the [`Role`]. See the module docs for the policies.
 pub fn build_request<B>(
     params: &Params,
     role: Role,
     body: B,
 ) -> Result<http::Request<B>, RequestError> {
-    todo!()
+    let method = match params.get(b"REQUEST_METHOD") {
+        None => return Err(RequestError::MissingMethod),
+        Some(m) => Method::from_bytes(m).map_err(|_| RequestError::BadMethod)?,
+    };
+    let uri = build_uri(params)?;
+    let version = params
+        .get(b"SERVER_PROTOCOL")
+        .map_or(Version::HTTP_11, parse_version);
+    let headers = build_headers(params);
+
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    let extensions = request.extensions_mut();
+    extensions.insert(TrustedParams::new(params.clone()));
+    extensions.insert(role);
+    Ok(request)
 }
+
+/// The version named by SERVER_PROTOCOL; HTTP/1.1 for anything unknown.
+fn parse_version(protocol: &[u8]) -> Version {
+    match protocol {
+        b"HTTP/1.1" => Version::HTTP_11,
+        b"HTTP/1.0" => Version::HTTP_10,
+        b"HTTP/2" | b"HTTP/2.0" => Version::HTTP_2,
+        b"HTTP/3" | b"HTTP/3.0" => Version::HTTP_3,
+        b"HTTP/0.9" => Version::HTTP_09,
+        _ => Version::HTTP_11,
+    }
+}
+
+fn build_uri(params: &Params) -> Result<Uri, RequestError> {
+    let query = params.get(b"QUERY_STRING").unwrap_or_default();
+    match params.get_bytes(b"REQUEST_URI") {
+        Some(raw) if !raw.is_empty() => {
+            if query.is_empty() || raw.contains(&b'?') {
+                uri_from_target(raw)
+            } else {
+                let mut joined = Vec::with_capacity(raw.len() + 1 + query.len());
+                joined.extend_from_slice(&raw);
+                joined.push(b'?');
+                joined.extend_from_slice(query);
+                uri_from_target(Bytes::from(joined))
+            }
+        }
+        _ => {
+            let script = params.get(b"SCRIPT_NAME").unwrap_or_default();
+            let path_info = params.get(b"PATH_INFO").unwrap_or_default();
+            let mut target = Vec::with_capacity(2 + script.len() + path_info.len() + query.len());
+            if !script.starts_with(b"/") {
+                target.push(b'/');
+            }
+            target.extend_from_slice(script);
+            if target.ends_with(b"/") && path_info.starts_with(b"/") {
+                target.pop();
+            }
+            target.extend_from_slice(path_info);
+            if !query.is_empty() {
+                target.push(b'?');
+                target.extend_from_slice(query);
+            }
+            uri_from_target(Bytes::from(target))
+        }
+    }
+}
+
+/// Parses a request target (origin, absolute, authority or asterisk form), percent-encoding
+/// what `http::Uri` would refuse. Absolute form is reduced to its path and query.
+fn uri_from_target(target: Bytes) -> Result<Uri, RequestError> {
+    let target = if needs_escape(&target) {
+        Bytes::from(escape(&target))
+    } else {
+        target
+    };
+    let uri = Uri::from_maybe_shared(target).map_err(|_| RequestError::BadUri)?;
+    if uri.scheme().is_none() {
+        return Ok(uri);
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|_| RequestError::BadUri)
+}
+
+/// Bytes escaped in the path: C0 controls, space, `"`, `#`, `<`, `>`, `` ` ``, `{`, `}`, DEL and
+/// non-ASCII (the WHATWG path percent-encode set, plus DEL and non-ASCII).
+fn escape_in_path(b: u8) -> bool {
+    matches!(b, 0..=0x20 | b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}' | 0x7F..=0xFF)
+}
+
+/// Bytes escaped in the query: the WHATWG query percent-encode set, plus DEL and non-ASCII.
+fn escape_in_query(b: u8) -> bool {
+    matches!(b, 0..=0x20 | b'"' | b'#' | b'<' | b'>' | 0x7F..=0xFF)
+}
+
+fn needs_escape(target: &[u8]) -> bool {
+    match target.iter().position(|&b| b == b'?') {
+        Some(q) => {
+            target[..q].iter().any(|&b| escape_in_path(b))
+                || target[q + 1..].iter().any(|&b| escape_in_query(b))
+        }
+        None => target.iter().any(|&b| escape_in_path(b)),
+    }
+}
+
+fn escape(target: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(target.len() + 16);
+    let mut in_query = false;
+    for &b in target {
+        let escaped = if in_query {
+            escape_in_query(b)
+        } else {
+            escape_in_path(b)
+        };
+        if escaped {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        } else {
+            out.push(b);
+        }
+        in_query |= b == b'?';
+    }
+    out
+}
+
+/// Headers from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values are zero-copy slices of the
+/// params buffer.
+fn build_headers(params: &Params) -> HeaderMap {
+    let count = params
+        .iter()
+        .filter(|(name, _)| name.starts_with(b"HTTP_"))
+        .count();
+    // Bounded so that hostile params cannot make `with_capacity` panic.
+    let mut headers = HeaderMap::try_with_capacity((count + 2).min(1024)).unwrap_or_default();
+    let mut name_buf = [0u8; 64];
+    for (name, value) in params.iter_bytes() {
+        let Some(suffix) = name.strip_prefix(b"HTTP_") else {
+            continue;
+        };
+        if matches!(
+            suffix,
+            b"CONTENT_TYPE" | b"CONTENT_LENGTH" | b"TRANSFER_ENCODING"
+        ) {
+            continue;
+        }
+        let Some(header_name) = header_name(suffix, &mut name_buf) else {
+            continue;
+        };
+        let Ok(header_value) = HeaderValue::from_maybe_shared(value) else {
+            continue;
+        };
+        // Only fails past http's 32768-entry limit, far above the params limits.
+        let _ = headers.try_append(header_name, header_value);
+    }
+    if let Some(value) = params.get_bytes(b"CONTENT_TYPE")
+        && !value.is_empty()
+        && let Ok(value) = HeaderValue::from_maybe_shared(value)
+    {
+        let _ = headers.try_insert(CONTENT_TYPE, value);
+    }
+    if let Some(value) = params.get_bytes(b"CONTENT_LENGTH")
+        && is_decimal_u64(&value)
+        && let Ok(value) = HeaderValue::from_maybe_shared(value)
+    {
+        let _ = headers.try_insert(CONTENT_LENGTH, value);
+    }
+    headers
+}
+
+/// `FOO_BAR` -> `foo-bar` (lowercasing is done by `HeaderName::from_bytes`); names up to 64
+/// bytes use the stack buffer, so a standard header name allocates nothing.
+fn header_name(suffix: &[u8], buf: &mut [u8; 64]) -> Option<HeaderName> {
+    let dash = |b: &u8| if *b == b'_' { b'-' } else { *b };
+    if suffix.len() <= buf.len() {
+        let out = &mut buf[..suffix.len()];
+        for (o, b) in out.iter_mut().zip(suffix) {
+            *o = dash(b);
+        }
+        HeaderName::from_bytes(out).ok()
+    } else {
+        let owned: Vec<u8> = suffix.iter().map(dash).collect();
+        HeaderName::from_bytes(&owned).ok()
+    }
+}
+
+/// A non-empty run of ASCII digits that fits a u64 (no sign, no spaces).
+fn is_decimal_u64(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= 20
+        && value.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some()
+}
+
+#[cfg(test)]
+mod tests;

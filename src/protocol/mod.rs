@@ -14,6 +14,6 @@ pub mod nv;
 pub mod params;
 pub mod record;
 
-pub use conn::{Connection, Event, Limits, ProtocolError};
+pub use conn::{Connection, Event, Limits, ProtocolError, RejectReason};
 pub use params::{Params, ParamsBuilder};
 pub use record::{ProtocolStatus, RecordType, Role};

@@ -49,6 +49,13 @@ impl ParamsBuilder {
         self.pairs.len()
     }
 
+    /// Makes room for `bytes` more name and value bytes and `pairs` more pairs, so that a PARAMS
+    /// record costs one allocation of each. The caller bounds both by its limits.
+    pub fn reserve(&mut self, bytes: usize, pairs: usize) {
+        self.buf.reserve(bytes);
+        self.pairs.reserve(pairs);
+    }
+
     /// Adds a whole pair.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         self.begin_pair();
