@@ -181,7 +181,10 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
         }
         Event::Abort { id } => aborts.push(id),
         // FILTER's DATA stream is not exposed to handlers yet; it is read and discarded.
-        Event::Data { .. } | Event::DataEnd { .. } => {} // REJECTED-ARM
+        Event::Data { .. } | Event::DataEnd { .. } => {}
+        Event::Rejected { id, reason } => {
+            tracing::warn!("request {id} refused: {reason}");
+        }
     });
     for id in aborts {
         if let Some(entry) = conn.requests.get_mut(&id) {

@@ -6,18 +6,17 @@ use super::dispatch::Dispatcher;
 use super::driver::{self, Followups};
 use crate::body::RequestBody;
 use crate::service::BoxError;
-use crate::uring::{Features, OpId, Ring, RingConfig, SetupError};
+use crate::uring::{Features, OpId, Ring, RingConfig, SetupError, Waiter};
 use http_body::Body;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tower_service::Service;
 
@@ -93,14 +92,6 @@ where
     }
 }
 
-struct WaitFd(RawFd);
-
-impl AsRawFd for WaitFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
 struct Loop {
     listener: Arc<OwnedFd>,
     is_tcp: bool,
@@ -124,8 +115,7 @@ impl Loop {
         B::Error: Into<BoxError>,
     {
         let core = d.core.clone();
-        let ring_fd =
-            AsyncFd::with_interest(WaitFd(ring.wait_fd()), tokio::io::Interest::READABLE)?;
+        let waiter = Waiter::register(&ring)?;
         let mut accept: Option<OpId> = Some(self.arm_accept(&mut ring));
         let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let stop = self.stop.clone();
@@ -164,14 +154,7 @@ impl Loop {
                 {
                     return Poll::Ready(Wake::Work);
                 }
-                match ring_fd.poll_read_ready(cx) {
-                    Poll::Ready(Ok(mut guard)) => {
-                        guard.clear_ready();
-                        Poll::Ready(Wake::Work)
-                    }
-                    Poll::Ready(Err(_)) => Poll::Ready(Wake::Work),
-                    Poll::Pending => Poll::Pending,
-                }
+                waiter.poll_ready(cx).map(|()| Wake::Work)
             })
             .await;
             ring.acknowledge_wakeup();
@@ -182,7 +165,7 @@ impl Loop {
                 deadline = Some(Box::pin(tokio::time::sleep(self.shutdown_timeout)));
             }
         }
-        drop(ring_fd);
+        drop(waiter);
         Ok(())
     }
 
