@@ -150,7 +150,8 @@ impl Conn {
     }
 
     /// Ends every request: handlers cancelled, bodies failed. Used when the peer is gone.
-    pub fn abort_all(&mut self, why: BodyError) -> usize {
+    /// Returns how many requests were in flight.
+    fn abort_all(&mut self, why: BodyError) -> usize {
         let n = self.requests.len();
         for (_, entry) in self.requests.drain() {
             if let Some(task) = entry.task {
@@ -261,6 +262,8 @@ pub(crate) struct Core {
     next_serial: Cell<u64>,
     /// Requests dispatched and not yet ended, on all connections.
     pub active: Cell<usize>,
+    /// Sends submitted and not yet completed, on all connections.
+    pub sends: Cell<usize>,
     pub settings: Settings,
 }
 
@@ -273,6 +276,7 @@ impl Core {
             driver: RefCell::new(None),
             next_serial: Cell::new(1),
             active: Cell::new(0),
+            sends: Cell::new(0),
             settings,
         }
     }
@@ -311,8 +315,21 @@ impl Core {
         }
     }
 
+    /// No request in flight and every response handed to the kernel (a graceful shutdown may
+    /// end now).
+    pub fn is_quiet(&self) -> bool {
+        self.active.get() == 0 && self.sends.get() == 0 && !self.has_dirty()
+    }
+
     pub fn has_dirty(&self) -> bool {
         !self.dirty.borrow().is_empty()
+    }
+
+    /// Cancels every request of `conn` (peer gone or protocol error).
+    pub fn abort_all(&self, conn: &mut Conn, why: BodyError) -> usize {
+        let n = conn.abort_all(why);
+        self.active.set(self.active.get().saturating_sub(n));
+        n
     }
 
     /// Runs `f` on the request if it is still in flight.

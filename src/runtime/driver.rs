@@ -54,7 +54,7 @@ pub(crate) fn on_completion(core: &Core, c: Completion<'_>, is_tcp: bool, f: &mu
         }
         CompletionKind::Send { result, buf } => {
             conn.ops -= 1;
-            on_send(conn, result, buf);
+            on_send(core, conn, result, buf);
         }
         CompletionKind::Shutdown { .. } => conn.ops -= 1,
         CompletionKind::Accept { .. } => {}
@@ -95,7 +95,7 @@ fn on_recv(
     f: &mut Followups,
 ) {
     match result {
-        Ok([]) => on_eof(conn),
+        Ok([]) => on_eof(core, conn),
         Ok(data) => match conn.state {
             ConnState::Open => feed(core, key, conn, data, f),
             // Lingering after our close decision: what the peer still sends is discarded.
@@ -105,15 +105,15 @@ fn on_recv(
             Some(libc::ENOBUFS) | Some(libc::ECANCELED) => {}
             _ => {
                 tracing::debug!("receive failed: {e}");
-                on_eof(conn);
+                on_eof(core, conn);
             }
         },
     }
 }
 
 /// The peer closed (or reset) the connection.
-fn on_eof(conn: &mut Conn) {
-    let aborted = conn.abort_all(BodyError::ConnectionClosed);
+fn on_eof(core: &Core, conn: &mut Conn) {
+    let aborted = core.abort_all(conn, BodyError::ConnectionClosed);
     if aborted > 0 {
         tracing::debug!("connection closed by peer with {aborted} requests in flight");
     }
@@ -201,7 +201,7 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
     }
     if let Err(e) = result {
         tracing::warn!("closing connection: {e}");
-        conn.abort_all(BodyError::ConnectionClosed);
+        core.abort_all(conn, BodyError::ConnectionClosed);
         conn.state = ConnState::Closing;
     }
     if pause && !conn.paused {
@@ -210,9 +210,10 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
     }
 }
 
-fn on_send(conn: &mut Conn, result: io::Result<usize>, mut buf: Vec<u8>) {
+fn on_send(core: &Core, conn: &mut Conn, result: io::Result<usize>, mut buf: Vec<u8>) {
     let start = conn.send_offset;
     conn.sending = 0;
+    core.sends.set(core.sends.get().saturating_sub(1));
     match result {
         Ok(n) if n > 0 && start + n < buf.len() => conn.resend = Some((buf, start + n)),
         Ok(n) if n > 0 || start == buf.len() => {
@@ -226,11 +227,11 @@ fn on_send(conn: &mut Conn, result: io::Result<usize>, mut buf: Vec<u8>) {
         }
         Ok(_) => {
             tracing::debug!("send wrote nothing: closing");
-            on_eof(conn);
+            on_eof(core, conn);
         }
         Err(e) => {
             tracing::debug!("send failed: {e}");
-            on_eof(conn);
+            on_eof(core, conn);
         }
     }
 }
@@ -247,14 +248,14 @@ pub(crate) fn flush(core: &Core, ring: &mut Ring) {
             continue;
         };
         conn.dirty = false;
-        queue_send(key, conn, ring);
+        queue_send(core, key, conn, ring);
         if advance_state(key, conn, ring) {
             conns.remove(key);
         }
     }
 }
 
-fn queue_send(key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
+fn queue_send(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
     if conn.sending > 0 || conn.state == ConnState::Closed {
         return;
     }
@@ -269,6 +270,7 @@ fn queue_send(key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
     };
     conn.sending = buf.len() - offset;
     conn.send_offset = offset;
+    core.sends.set(core.sends.get() + 1);
     conn.ops += 1;
     ring.send(fd, buf, offset, key.token());
 }

@@ -23,7 +23,6 @@ use std::fmt;
 use std::io;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use tokio::sync::Notify;
 use tower_service::Service;
 use worker::{WorkerError, WorkerSpec};
 
@@ -120,7 +119,7 @@ impl Server {
         };
         for i in 0..workers {
             let (ready_tx, ready_rx) = mpsc::channel();
-            let stop = Arc::new(Notify::new());
+            let stop = Arc::new(worker::Stop::default());
             let spec = WorkerSpec {
                 core_id: (!cores.is_empty()).then(|| cores[i % cores.len()]),
                 listener: listeners.for_worker(i),
@@ -193,7 +192,7 @@ pub struct ServerHandle {
     local: Addr,
     features: Option<Features>,
     threads: Vec<JoinHandle<()>>,
-    stops: Vec<Arc<Notify>>,
+    stops: Vec<Arc<worker::Stop>>,
 }
 
 impl ServerHandle {
@@ -220,7 +219,7 @@ impl ServerHandle {
 
     fn stop_and_join(&mut self) {
         for stop in &self.stops {
-            stop.notify_one();
+            stop.request();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub(crate) struct WorkerSpec<F> {
     pub settings: Settings,
     pub shutdown_timeout: Duration,
     pub make: Arc<F>,
-    pub stop: Arc<Notify>,
+    pub stop: Arc<Stop>,
     pub ready: mpsc::Sender<Ready>,
 }
 
@@ -92,17 +93,30 @@ where
     }
 }
 
+/// A shutdown request for one worker: the flag is read once per busy loop turn, the notify wakes
+/// an idle worker.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    requested: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+}
+
 struct Loop {
     listener: Arc<OwnedFd>,
     is_tcp: bool,
-    stop: Arc<Notify>,
+    stop: Arc<Stop>,
     shutdown_timeout: Duration,
-}
-
-/// Why the driver woke up.
-enum Wake {
-    Work,
-    Stop,
 }
 
 impl Loop {
@@ -119,7 +133,7 @@ impl Loop {
         let mut accept: Option<OpId> = Some(self.arm_accept(&mut ring));
         let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let stop = self.stop.clone();
-        let mut stop_signal = std::pin::pin!(stop.notified());
+        let mut stop_signal = std::pin::pin!(stop.notify.notified());
         let mut f = Followups::default();
         loop {
             driver::resume_paused(&core);
@@ -133,37 +147,38 @@ impl Loop {
                 d.dispatch(s);
             }
             if let Some(dl) = &deadline
-                && (core.active.get() == 0 || dl.is_elapsed())
+                && (core.is_quiet() || dl.is_elapsed())
             {
                 break;
+            }
+            if deadline.is_none() && self.stop.is_requested() {
+                if let Some(op) = accept.take() {
+                    ring.cancel(op);
+                }
+                deadline = Some(Box::pin(tokio::time::sleep(self.shutdown_timeout)));
+                continue;
             }
             if n > 0 || core.has_dirty() {
                 tokio::task::yield_now().await;
                 continue;
             }
-            let wake = poll_fn(|cx| {
+            poll_fn(|cx| {
                 core.set_driver_waker(cx.waker());
                 if core.has_dirty() {
-                    return Poll::Ready(Wake::Work);
+                    return Poll::Ready(());
                 }
                 if deadline.is_none() && stop_signal.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Stop);
+                    return Poll::Ready(());
                 }
                 if let Some(dl) = &mut deadline
                     && dl.as_mut().poll(cx).is_ready()
                 {
-                    return Poll::Ready(Wake::Work);
+                    return Poll::Ready(());
                 }
-                waiter.poll_ready(cx).map(|()| Wake::Work)
+                waiter.poll_ready(cx)
             })
             .await;
             ring.acknowledge_wakeup();
-            if let Wake::Stop = wake {
-                if let Some(op) = accept.take() {
-                    ring.cancel(op);
-                }
-                deadline = Some(Box::pin(tokio::time::sleep(self.shutdown_timeout)));
-            }
         }
         drop(waiter);
         Ok(())
