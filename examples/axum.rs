@@ -12,7 +12,10 @@ use axum::routing::{get, post};
 fn app() -> Router {
     Router::new()
         .route("/", get(|| async { "Hello from axum over FastCGI" }))
-        .route("/users/{id}", get(|Path(id): Path<u32>| async move { format!("user {id}") }))
+        .route(
+            "/users/{id}",
+            get(|Path(id): Path<u32>| async move { format!("user {id}") }),
+        )
         .route("/echo", post(|body: String| async move { body }))
 }
 

@@ -6,13 +6,16 @@ use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
 use common::*;
-use fcgi_uring::client::RequestSpec;
 use fcgi_uring::Server;
+use fcgi_uring::client::RequestSpec;
 
 fn app() -> Router {
     Router::new()
         .route("/", get(|| async { "root" }))
-        .route("/users/{id}", get(|Path(id): Path<u32>| async move { format!("user {id}") }))
+        .route(
+            "/users/{id}",
+            get(|Path(id): Path<u32>| async move { format!("user {id}") }),
+        )
         .route("/echo", post(|body: String| async move { body }))
 }
 
@@ -27,7 +30,8 @@ fn an_axum_router_serves_over_fastcgi() {
     let r = get(addr, "/missing");
     assert_eq!(r.status, 404);
     let mut spec = RequestSpec::post("/echo", b"posted".to_vec());
-    spec.headers.push(("Content-Type".into(), "text/plain".into()));
+    spec.headers
+        .push(("Content-Type".into(), "text/plain".into()));
     let r = connect(addr).request(&spec).unwrap();
     assert_eq!((r.status, r.body.as_slice()), (200, &b"posted"[..]));
 }

@@ -161,7 +161,10 @@ fn a_10_mib_streamed_response_arrives_intact() {
     assert_eq!(r.body.len(), 10 * 1024 * 1024);
     // Frames arrive in order: frame k carries byte (159 - k) % 251.
     for (k, chunk) in r.body.chunks(64 * 1024).enumerate() {
-        assert!(chunk.iter().all(|b| *b == ((159 - k) % 251) as u8), "frame {k}");
+        assert!(
+            chunk.iter().all(|b| *b == ((159 - k) % 251) as u8),
+            "frame {k}"
+        );
     }
 }
 
@@ -172,8 +175,13 @@ fn trusted_params_are_apart_from_client_headers() {
             service_fn(|req: Request<RequestBody>| async move {
                 let t = req.extensions().get::<TrustedParams>().cloned();
                 let remote = t.as_ref().and_then(|t| t.remote_addr());
-                let proxy_trusted = t.as_ref().and_then(|t| t.get("HTTP_PROXY").map(str::to_owned));
-                let x_real_ip = req.headers().get("x-real-ip").map(|v| v.to_str().unwrap().to_owned());
+                let proxy_trusted = t
+                    .as_ref()
+                    .and_then(|t| t.get("HTTP_PROXY").map(str::to_owned));
+                let x_real_ip = req
+                    .headers()
+                    .get("x-real-ip")
+                    .map(|v| v.to_str().unwrap().to_owned());
                 ok(format!("{remote:?} {proxy_trusted:?} {x_real_ip:?}"))
             })
         })

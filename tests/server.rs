@@ -60,7 +60,9 @@ fn keep_conn_serves_1000_sequential_requests_on_one_connection() {
     for i in 0..1000 {
         let mut spec = RequestSpec::get("/hello");
         spec.keep_conn = true;
-        let r = c.request(&spec).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let r = c
+            .request(&spec)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
         assert_eq!(r.body, b"Hello, World!", "request {i}");
     }
 }
@@ -106,7 +108,11 @@ fn a_slow_request_does_not_hold_up_fast_ones_on_the_same_connection() {
     }
     let (got, order) = collect_until_ended(&mut c, &ids);
     assert_eq!(order.len(), 50);
-    assert_eq!(*order.last().unwrap(), 1, "the slow request ends last: {order:?}");
+    assert_eq!(
+        *order.last().unwrap(),
+        1,
+        "the slow request ends last: {order:?}"
+    );
     for id in 2..=50u16 {
         let (_, body) = split_cgi(&got[&id].stdout);
         assert_eq!(body, b"Hello, World!", "id {id}");
@@ -134,7 +140,10 @@ fn abort_request_gets_exactly_one_end_request() {
     c.begin(&fast, 8).unwrap();
     let (got, order) = collect_until_ended(&mut c, &[7, 8]);
     assert_eq!(got[&7].end_requests, 1);
-    assert_eq!(got[&7].protocol_status, Some(ProtocolStatus::RequestComplete as u8));
+    assert_eq!(
+        got[&7].protocol_status,
+        Some(ProtocolStatus::RequestComplete as u8)
+    );
     assert_eq!(order, vec![7, 8]);
     // A second abort for the now inactive id is ignored; the connection keeps working.
     c.send_raw(&abort).unwrap();
@@ -163,14 +172,16 @@ fn unknown_role_and_unknown_management_type() {
     record::encode_begin_request(&mut bytes, 3, 99, true);
     record::encode_record(&mut bytes, RecordType::GetValues, 0, &[]);
     // An undefined management record type (spec 4.2).
-    bytes.extend_from_slice(&record::Header {
-        version: 1,
-        record_type: 42,
-        request_id: 0,
-        content_length: 0,
-        padding_length: 0,
-    }
-    .encode());
+    bytes.extend_from_slice(
+        &record::Header {
+            version: 1,
+            record_type: 42,
+            request_id: 0,
+            content_length: 0,
+            padding_length: 0,
+        }
+        .encode(),
+    );
     c.send_raw(&bytes).unwrap();
     let mut seen_unknown_role = false;
     let mut seen_unknown_type = false;
@@ -195,7 +206,9 @@ fn unknown_role_and_unknown_management_type() {
 #[test]
 fn large_streamed_request_body_is_echoed_intact() {
     let server = demo_tcp();
-    let body: Vec<u8> = (0..(3 * 1024 * 1024u32)).map(|i| (i * 7 % 256) as u8).collect();
+    let body: Vec<u8> = (0..(3 * 1024 * 1024u32))
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
     let mut spec = RequestSpec::post("/echo", body.clone());
     spec.stdin_chunk = 8 * 1024;
     let r = connect(server.local_addr()).request(&spec).unwrap();

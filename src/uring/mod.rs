@@ -12,6 +12,9 @@
 //! File descriptors are not owned by the ring: the caller keeps each fd open until every
 //! operation that references it has completed.
 
+mod waiter;
+pub use waiter::Waiter;
+
 use std::fmt;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};

@@ -53,7 +53,8 @@ pub fn request(
         Upload::Fixed(b) => s.write_all(b).unwrap(),
         Upload::Chunked(b, size) => {
             for chunk in b.chunks(size.max(1)) {
-                s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).unwrap();
+                s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                    .unwrap();
                 s.write_all(chunk).unwrap();
                 s.write_all(b"\r\n").unwrap();
             }

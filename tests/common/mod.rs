@@ -55,7 +55,9 @@ pub fn connect(addr: &Addr) -> Client {
 }
 
 pub fn get(addr: &Addr, uri: &str) -> Response {
-    connect(addr).request(&RequestSpec::get(uri)).expect("request")
+    connect(addr)
+        .request(&RequestSpec::get(uri))
+        .expect("request")
 }
 
 /// What came back for one request id on a raw connection.
@@ -72,7 +74,10 @@ pub struct Collected {
 pub fn collect_until_ended(c: &mut Client, ids: &[u16]) -> (HashMap<u16, Collected>, Vec<u16>) {
     let mut got: HashMap<u16, Collected> = HashMap::new();
     let mut order = Vec::new();
-    while !ids.iter().all(|id| got.get(id).is_some_and(|g| g.end_requests > 0)) {
+    while !ids
+        .iter()
+        .all(|id| got.get(id).is_some_and(|g| g.end_requests > 0))
+    {
         let rec = c.read_record().expect("read").expect("connection open");
         record_into(&mut got, &mut order, rec);
     }

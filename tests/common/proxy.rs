@@ -12,7 +12,9 @@ pub fn find_binary(name: &str, candidates: &[&str]) -> Option<PathBuf> {
     let found = candidates.iter().map(PathBuf::from).find(|p| p.exists());
     if found.is_none() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{name} is required in CI but was not found at {candidates:?} (.ci/run installs it)");
+            panic!(
+                "{name} is required in CI but was not found at {candidates:?} (.ci/run installs it)"
+            );
         }
         eprintln!("SKIPPED: {name} not installed (install it or run .ci/run)");
     }
@@ -73,7 +75,7 @@ pub fn nginx(backend: &str) -> Option<Proxy> {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let d = dir.path().display();
-    let params = fastcgi_params_path();
+    let params = fastcgi_params_path().display();
     let conf = format!(
         r#"daemon off;
 master_process off;
