@@ -134,6 +134,10 @@ pub enum CompletionKind<'a> {
     /// Bytes from a multishot receive, valid for the closure call only (the buffer returns to the
     /// pool afterwards). `Ok(&[])` is end of stream. `more == false` with `Ok` non-empty data or
     /// `Err(ENOBUFS)`: the multishot ended (pool ran dry, CQ overflow...); re-arm to go on.
+    ///
+    /// `Err(ENOBUFS)` means every pool buffer was in use when data arrived. No data is lost (it
+    /// stays in the socket), and the buffers of this `complete` call are back in the pool when
+    /// [`Ring::complete`] returns: call [`Ring::recv_multishot`] again after it returns.
     Recv {
         result: io::Result<&'a [u8]>,
         more: bool,

@@ -606,3 +606,52 @@ fn tokio_async_fd_wakes_for_a_recv_on_a_defer_taskrun_ring() {
         drop(writer.join().expect("writer"));
     });
 }
+
+#[test]
+fn coop_taskrun_ring_without_defer_works_the_same() {
+    let runtime = current_thread();
+    runtime.block_on(async {
+        let mut ring = Ring::new(&RingConfig {
+            defer_taskrun: false,
+            ..config()
+        })
+        .expect("ring");
+        let features = ring.features().clone();
+        eprintln!("without DEFER_TASKRUN: {features}");
+        assert!(!features.defer_taskrun && features.coop_taskrun && features.single_issuer);
+        let fd = ring.register_wakeup().expect("register in epoll");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        ring.accept_multishot(listener.as_raw_fd(), 1);
+        ring.submit().expect("submit");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+
+        let mut events = Vec::new();
+        let mut server = None;
+        while recv_bytes(&events) != b"coop" {
+            let mut guard = tokio::time::timeout(TIMEOUT, fd.readable())
+                .await
+                .expect("no readiness within the timeout: a lost wakeup")
+                .expect("readable");
+            guard.clear_ready();
+            ring.acknowledge_wakeup();
+            ring.submit().expect("submit");
+            ring.complete(|c| events.push(own(c)));
+            let accepted = events
+                .iter()
+                .position(|e| matches!(e.1, Event::Accept(Ok(_), true)));
+            if let (None, Some(pos)) = (&server, accepted) {
+                let Event::Accept(Ok(accepted), _) = events.remove(pos).1 else {
+                    unreachable!()
+                };
+                ring.recv_multishot(accepted.as_raw_fd(), 2);
+                ring.submit().expect("submit");
+                client.write_all(b"coop").expect("write");
+                server = Some(accepted);
+            }
+        }
+        assert_eq!(ring.in_flight(), 2);
+    });
+}
