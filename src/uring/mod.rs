@@ -172,11 +172,12 @@ const DROP_REAP_STEP: Duration = Duration::from_millis(100);
 /// thread that created it.
 ///
 /// Readiness: [`Ring::wait_fd`] is an eventfd registered with IORING_REGISTER_EVENTFD. The ring
-/// fd itself is not used because with DEFER_TASKRUN it does not report deferred completions
-/// (observed on Linux 6.18 by the test
-/// `eventfd_reports_deferred_completions_to_edge_triggered_epoll`, which prints both). The eventfd can
-/// also fire when nothing new is pending (the kernel signals it for completions posted during
-/// our own `submit`): treat a wakeup as a hint, run `acknowledge_wakeup`, `submit`, `complete`.
+/// fd itself is not used: with DEFER_TASKRUN, deferred completions do not wake an epoll waiting
+/// on it (observed on Linux 6.18 by the test
+/// `eventfd_reports_deferred_completions_to_edge_triggered_epoll`, which prints both). The
+/// eventfd can also fire when nothing new is pending (the kernel signals it for completions
+/// posted during our own `submit`): treat a wakeup as a hint, run `acknowledge_wakeup`,
+/// `submit`, `complete`.
 pub struct Ring {
     // Field order is drop order: the io_uring is closed before the buffers are freed.
     ring: IoUring,
