@@ -4,19 +4,19 @@ mod common;
 
 use axum::Router;
 use axum::extract::Path;
-use axum::routing::{get, post};
+use axum::routing;
 use common::*;
 use fcgi_uring::Server;
 use fcgi_uring::client::RequestSpec;
 
 fn app() -> Router {
     Router::new()
-        .route("/", get(|| async { "root" }))
+        .route("/", routing::get(|| async { "root" }))
         .route(
             "/users/{id}",
             get(|Path(id): Path<u32>| async move { format!("user {id}") }),
         )
-        .route("/echo", post(|body: String| async move { body }))
+        .route("/echo", routing::post(|body: String| async move { body }))
 }
 
 #[test]

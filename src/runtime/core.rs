@@ -227,19 +227,7 @@ impl Conns {
     pub fn len(&self) -> usize {
         self.live
     }
-
-    /// Keys of every live connection.
-    pub fn keys(&self) -> Vec<ConnKey> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.conn.is_some())
-            .map(|(i, s)| ConnKey {
-                index: i as u32,
-                generation: s.generation,
-            })
-            .collect()
-    }
+}
 }
 
 /// Tunables the per-core code reads.

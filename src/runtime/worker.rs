@@ -6,7 +6,7 @@ use super::dispatch::Dispatcher;
 use super::driver::{self, Followups};
 use crate::body::RequestBody;
 use crate::service::BoxError;
-use crate::uring::{Features, OpId, Ring, RingConfig, SetupError, Waiter};
+use crate::uring::{Features, OpId, Ring, RingConfig, SetupError};
 use http_body::Body;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -129,7 +129,7 @@ impl Loop {
         B::Error: Into<BoxError>,
     {
         let core = d.core.clone();
-        let waiter = Waiter::register(&ring)?;
+        let waiter = ring.register_wakeup()?;
         let mut accept: Option<OpId> = Some(self.arm_accept(&mut ring));
         let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let stop = self.stop.clone();
@@ -175,7 +175,14 @@ impl Loop {
                 {
                     return Poll::Ready(());
                 }
-                waiter.poll_ready(cx)
+                match waiter.poll_read_ready(cx) {
+                    Poll::Ready(Ok(mut guard)) => {
+                        guard.clear_ready();
+                        Poll::Ready(())
+                    }
+                    Poll::Ready(Err(_)) => Poll::Ready(()),
+                    Poll::Pending => Poll::Pending,
+                }
             })
             .await;
             ring.acknowledge_wakeup();

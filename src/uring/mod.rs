@@ -11,13 +11,33 @@
 //!
 //! File descriptors are not owned by the ring: the caller keeps each fd open until every
 //! operation that references it has completed.
+//!
+//! Files: `setup.rs` (config checks, feature detection, errors), `buffers.rs` (the
+//! provided-buffer ring), `ops.rs` (the in-flight op table); the [`Ring`] is here.
 
-mod waiter;
-pub use waiter::Waiter;
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-use std::fmt;
+mod buffers;
+mod ops;
+mod setup;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::io::Read;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{EnterFlags, IoUring, cqueue, opcode, squeue};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+use buffers::{BUF_GROUP, BufRing, Lent};
+use ops::{INTERNAL, OpKind, OpTable};
 
 /// Caller's tag for an operation, handed back in its completions.
 pub type Token = u64;
@@ -65,13 +85,9 @@ pub struct Features {
     pub provided_buffer_ring: bool,
 }
 
-impl fmt::Display for Features {
-    /// A compact list for the startup line, e.g.
-    /// `kernel 6.18, multishot-accept, multishot-recv, buf-ring, single-issuer, defer-taskrun`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!()
-    }
-}
+// `Display` (a compact list for the startup line, e.g.
+// `kernel 6.18, multishot-accept, multishot-recv, buf-ring, single-issuer, defer-taskrun`)
+// is in setup.rs.
 
 /// Why a ring could not be set up: each variant's message names the cause and the fix.
 #[derive(Debug)]
@@ -95,11 +111,7 @@ pub enum SetupError {
     Other(io::Error),
 }
 
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!()
-    }
-}
+// `Display` (cause and fix) is in setup.rs.
 
 impl std::error::Error for SetupError {}
 
@@ -122,6 +134,10 @@ pub enum CompletionKind<'a> {
     /// Bytes from a multishot receive, valid for the closure call only (the buffer returns to the
     /// pool afterwards). `Ok(&[])` is end of stream. `more == false` with `Ok` non-empty data or
     /// `Err(ENOBUFS)`: the multishot ended (pool ran dry, CQ overflow...); re-arm to go on.
+    ///
+    /// `Err(ENOBUFS)` means every pool buffer was in use when data arrived. No data is lost (it
+    /// stays in the socket), and the buffers of this `complete` call are back in the pool when
+    /// [`Ring::complete`] returns: call [`Ring::recv_multishot`] again after it returns.
     Recv {
         result: io::Result<&'a [u8]>,
         more: bool,
@@ -135,76 +151,438 @@ pub enum CompletionKind<'a> {
     Shutdown { result: io::Result<()> },
 }
 
+/// An owned duplicate of the ring's wakeup eventfd, registered by [`Ring::register_wakeup`].
+#[derive(Debug)]
+pub struct WakeFd(OwnedFd);
+
+impl AsRawFd for WakeFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// How long [`Ring`]'s `Drop` waits for cancelled operations before leaking their memory.
+const DROP_REAP_LIMIT: Duration = Duration::from_secs(2);
+/// One wait of that loop; the cancel is re-sent after each.
+const DROP_REAP_STEP: Duration = Duration::from_millis(100);
+
 /// A per-thread io_uring with its provided-buffer pool.
-pub struct Ring {}
+///
+/// Not `Send`: with SINGLE_ISSUER only the creating thread may submit, so the ring stays on the
+/// thread that created it.
+///
+/// Readiness: [`Ring::wait_fd`] is an eventfd registered with IORING_REGISTER_EVENTFD. The ring
+/// fd itself is not used: with DEFER_TASKRUN, deferred completions do not wake an epoll waiting
+/// on it (observed on Linux 6.18 by the test
+/// `eventfd_reports_deferred_completions_to_edge_triggered_epoll`, which prints both). The
+/// eventfd can also fire when nothing new is pending (the kernel signals it for completions
+/// posted during our own `submit`): treat a wakeup as a hint, run `acknowledge_wakeup`,
+/// `submit`, `complete`.
+pub struct Ring {
+    // Field order is drop order: the io_uring is closed before the buffers are freed.
+    ring: IoUring,
+    eventfd: File,
+    bufs: BufRing,
+    ops: OpTable,
+    /// Entries that did not fit in the submission queue even after a submit (rare).
+    backlog: VecDeque<squeue::Entry>,
+    features: Features,
+    _single_thread: PhantomData<*mut ()>,
+}
 
 impl Ring {
     /// Creates the ring on the calling thread (the only thread that may use it: SINGLE_ISSUER).
     pub fn new(config: &RingConfig) -> Result<Ring, SetupError> {
-        todo!()
+        setup::validate(config)?;
+        let kernel = setup::kernel_version();
+        setup::check_required(kernel)?;
+        let (ring, flags) = setup::build_ring(config)?;
+        setup::check_opcodes(&ring)?;
+
+        let eventfd = new_eventfd().map_err(SetupError::Other)?;
+        ring.submitter()
+            .register_eventfd(eventfd.as_raw_fd())
+            .map_err(|err| setup::classify(err, setup::io_uring_disabled_sysctl()))?;
+
+        // Last, so that no later failure drops a registered pool before the ring.
+        let mut bufs = BufRing::new(config.recv_buffers, config.recv_buffer_size)
+            .map_err(SetupError::Other)?;
+        bufs.register(&ring.submitter())
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::EINVAL) | Some(libc::ENOSYS) => SetupError::Unsupported {
+                    feature: "provided buffer ring",
+                    needs: "Linux >= 5.19",
+                },
+                _ => setup::classify(err, setup::io_uring_disabled_sysctl()),
+            })?;
+
+        let mut features = setup::version_features(kernel);
+        features.single_issuer = flags.single_issuer;
+        features.defer_taskrun = flags.defer_taskrun;
+        features.coop_taskrun = flags.coop_taskrun;
+        Ok(Ring {
+            ring,
+            eventfd,
+            bufs,
+            ops: OpTable::default(),
+            backlog: VecDeque::new(),
+            features,
+            _single_thread: PhantomData,
+        })
     }
 
     pub fn features(&self) -> &Features {
-        todo!()
+        &self.features
     }
 
     /// The fd to register in an async reactor: readable when completions may be ready. After it
     /// reports readiness call [`Ring::acknowledge_wakeup`], then [`Ring::submit`] and
     /// [`Ring::complete`].
     pub fn wait_fd(&self) -> RawFd {
-        todo!()
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Registers (a duplicate of) [`Ring::wait_fd`] in the current tokio runtime's reactor,
+    /// for readable, edge-triggered readiness. tokio >= 1.54 makes registering a raw fd
+    /// `unsafe` (`AsyncFd::register_with_interest`); this keeps that inside the driver. Call it
+    /// inside a tokio runtime with IO enabled (tokio panics otherwise). After each readiness:
+    /// `guard.clear_ready()`, [`Ring::acknowledge_wakeup`], [`Ring::submit`], [`Ring::complete`].
+    pub fn register_wakeup(&self) -> io::Result<AsyncFd<WakeFd>> {
+        let wake = WakeFd(OwnedFd::from(self.eventfd.try_clone()?));
+        // SAFETY: `WakeFd` owns its fd (a dup of the eventfd) and never changes it, so the fd
+        // stays open and refers to the same eventfd for the whole life of the AsyncFd, as
+        // `register_with_interest` requires. No memory is shared with the kernel here.
+        Ok(unsafe { AsyncFd::register_with_interest(wake, Interest::READABLE) }?)
     }
 
     /// Consumes the readiness notification (reads the eventfd if one is used).
     pub fn acknowledge_wakeup(&mut self) {
-        todo!()
+        let mut count = [0u8; 8];
+        // Non-blocking: EAGAIN just means no notification was pending.
+        let _ = (&self.eventfd).read(&mut count);
     }
 
-    /// Queues a multishot accept on a listening socket.
+    /// Queues a multishot accept on a listening socket. Accepted fds are close-on-exec.
     pub fn accept_multishot(&mut self, listener: RawFd, token: Token) -> OpId {
-        todo!()
+        let user_data = self.ops.insert(token, OpKind::Accept);
+        let entry = opcode::AcceptMulti::new(Fd(listener))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data);
+        self.push(entry);
+        OpId(user_data)
     }
 
     /// Queues a multishot receive into the provided-buffer pool.
     pub fn recv_multishot(&mut self, fd: RawFd, token: Token) -> OpId {
-        todo!()
+        let user_data = self.ops.insert(token, OpKind::Recv);
+        let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
+            .build()
+            .user_data(user_data);
+        self.push(entry);
+        OpId(user_data)
     }
 
     /// Queues a send of `buf[offset..]` (MSG_NOSIGNAL); the buffer comes back in the completion.
+    /// An `offset` past the end sends nothing; at most `u32::MAX` bytes go in one send.
     pub fn send(&mut self, fd: RawFd, buf: Vec<u8>, offset: usize, token: Token) -> OpId {
-        todo!()
+        let offset = offset.min(buf.len());
+        let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);
+        let user_data = self.ops.insert(token, OpKind::Send(buf));
+        // The pointer is taken from the buffer where it now lives (the op table), which keeps
+        // it until the send's completion is reaped.
+        let ptr = match self.ops.get(user_data).map(|op| &op.kind) {
+            Some(OpKind::Send(buf)) => buf[offset..].as_ptr(),
+            _ => std::ptr::NonNull::dangling().as_ptr(),
+        };
+        let entry = opcode::Send::new(Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data);
+        self.push(entry);
+        OpId(user_data)
     }
 
     /// Queues shutdown(fd, SHUT_WR).
     pub fn shutdown_write(&mut self, fd: RawFd, token: Token) -> OpId {
-        todo!()
+        let user_data = self.ops.insert(token, OpKind::Shutdown);
+        let entry = opcode::Shutdown::new(Fd(fd), libc::SHUT_WR)
+            .build()
+            .user_data(user_data);
+        self.push(entry);
+        OpId(user_data)
     }
 
     /// Asks the kernel to cancel `op`; its final completion (often ECANCELED) still arrives.
     /// Cancelling an op that already ended is harmless.
     pub fn cancel(&mut self, op: OpId) {
-        todo!()
+        if self.ops.get(op.0).is_none() {
+            return; // Ended (its slot may hold a newer op with another generation).
+        }
+        let entry = opcode::AsyncCancel::new(op.0).build().user_data(INTERNAL);
+        self.push(entry);
     }
 
     /// Submits everything queued and runs deferred completions, in one `io_uring_enter`
     /// (with GETEVENTS when DEFER_TASKRUN is in use). Never blocks.
+    ///
+    /// Transient refusals (EINTR, EAGAIN, EBUSY: the kernel is short of memory or the
+    /// completion queue overflowed) return `Ok`: the entries stay queued for the next call, and
+    /// reaping completions with [`Ring::complete`] makes room.
     pub fn submit(&mut self) -> io::Result<()> {
-        todo!()
+        self.enter(0, None)?;
+        // Only when more than a whole submission queue was queued: one enter per queue-full.
+        while !self.backlog.is_empty() {
+            let before = self.backlog.len();
+            self.enter(0, None)?;
+            if self.backlog.len() == before {
+                break;
+            }
+        }
+        Ok(())
     }
 
-    /// Like [`Ring::submit`] but blocks until at least one completion is ready.
+    /// Like [`Ring::submit`] but blocks until at least one completion is ready. Returns at once
+    /// when no operation is in flight (nothing could ever complete).
     pub fn submit_and_wait(&mut self) -> io::Result<()> {
-        todo!()
+        if self.ops.len() == 0 {
+            return self.submit();
+        }
+        self.enter(1, None)
+    }
+
+    /// Like [`Ring::submit_and_wait`] but gives up after `timeout` (returning `Ok`).
+    pub fn submit_and_wait_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.ops.len() == 0 {
+            return self.submit();
+        }
+        self.enter(1, Some(timeout))
     }
 
     /// Hands every ready completion to `f`; returns how many. Internal completions (cancels,
-    /// buffer bookkeeping) are not shown.
-    pub fn complete(&mut self, f: impl FnMut(Completion<'_>)) -> usize {
-        todo!()
+    /// buffer bookkeeping) are not shown. Receive buffers go back to the pool after `f` returns
+    /// for their completion; the pool's tail is published once per call.
+    pub fn complete(&mut self, mut f: impl FnMut(Completion<'_>)) -> usize {
+        let Ring {
+            ring, bufs, ops, ..
+        } = self;
+        let mut delivered = 0;
+        let mut recycled = false;
+        for cqe in ring.completion() {
+            let user_data = cqe.user_data();
+            let res = cqe.result();
+            let flags = cqe.flags();
+            // Whatever happens below, a buffer the kernel handed back returns to the pool.
+            let lent = cqueue::buffer_select(flags).and_then(|bid| bufs.take(bid));
+            let Some(op) = ops.get(user_data) else {
+                // INTERNAL (cancel results) or unknown: swallowed.
+                if let Some(buf) = lent {
+                    bufs.recycle(buf);
+                    recycled = true;
+                }
+                continue;
+            };
+            let token = op.token;
+            let shape = Shape::of(&op.kind);
+            let more = cqueue::more(flags) && matches!(shape, Shape::Accept | Shape::Recv);
+            let ended = if more { None } else { ops.remove(user_data) };
+            let kind = match shape {
+                Shape::Accept => CompletionKind::Accept {
+                    result: accept_result(res),
+                    more,
+                },
+                Shape::Recv => CompletionKind::Recv {
+                    result: recv_result(res, lent.as_ref(), bufs),
+                    more,
+                },
+                Shape::Send => CompletionKind::Send {
+                    result: result_of(res).map(|n| n as usize),
+                    buf: match ended.map(|op| op.kind) {
+                        Some(OpKind::Send(buf)) => buf,
+                        _ => Vec::new(),
+                    },
+                },
+                Shape::Shutdown => CompletionKind::Shutdown {
+                    result: result_of(res).map(drop),
+                },
+            };
+            f(Completion {
+                token,
+                op: OpId(user_data),
+                kind,
+            });
+            delivered += 1;
+            if let Some(buf) = lent {
+                bufs.recycle(buf);
+                recycled = true;
+            }
+        }
+        if recycled {
+            bufs.publish();
+        }
+        delivered
     }
 
     /// Operations submitted or queued whose final completion has not been reaped.
     pub fn in_flight(&self) -> usize {
-        todo!()
+        self.ops.len()
     }
+
+    /// Puts an entry in the submission queue, submitting first if the queue is full.
+    fn push(&mut self, entry: squeue::Entry) {
+        if self.backlog.is_empty() && self.ring.submission().is_full() {
+            // An error here resurfaces from the next `submit`; the entry waits in the backlog.
+            let _ = self.enter(0, None);
+        }
+        if !self.backlog.is_empty() || !self.try_push(&entry) {
+            self.backlog.push_back(entry);
+        }
+    }
+
+    fn try_push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: the entry references only memory that outlives the operation: a send's buffer
+        // is owned by the op table until the send's completion is reaped, receives use the
+        // buffer ring (freed only after every operation was reaped, or leaked), and the other
+        // entries reference no memory at all. Fds are the caller's to keep open (module doc).
+        unsafe { self.ring.submission().push(entry) }.is_ok()
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(entry) = self.backlog.front() {
+            let entry = entry.clone();
+            if !self.try_push(&entry) {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    /// One io_uring_enter: submits the queue, runs deferred work (GETEVENTS), and waits for
+    /// `want` completions (bounded by `timeout` if given).
+    fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<()> {
+        self.flush_backlog();
+        let (to_submit, cq_overflow) = {
+            let sq = self.ring.submission();
+            (sq.len() as u32, sq.cq_overflow())
+        };
+        let mut flags = EnterFlags::empty();
+        if self.features.defer_taskrun || want > 0 || cq_overflow {
+            // With DEFER_TASKRUN, completions are only posted by an enter with GETEVENTS.
+            flags |= EnterFlags::GETEVENTS;
+        }
+        if flags.is_empty() && to_submit == 0 {
+            return Ok(());
+        }
+        let submitter = self.ring.submitter();
+        let result = match timeout {
+            // SAFETY: `to_submit` counts entries we pushed, each of which references only
+            // memory that outlives its operation (see `try_push`); no extended argument.
+            None => unsafe {
+                submitter.enter::<libc::sigset_t>(to_submit, want, flags.bits(), None)
+            },
+            Some(timeout) => {
+                let timespec = Timespec::from(timeout);
+                let args = SubmitArgs::new().timespec(&timespec);
+                submitter.submit_with_args(want as usize, &args)
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY | libc::ETIME)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl Drop for Ring {
+    /// Cancels every operation and reaps until none remains (bounded by [`DROP_REAP_LIMIT`]);
+    /// if some never end, leaks the memory they may still use instead of freeing it.
+    fn drop(&mut self) {
+        // Entries still in the backlog never reached the kernel.
+        for entry in std::mem::take(&mut self.backlog) {
+            self.ops.remove(entry.get_user_data());
+        }
+        let deadline = Instant::now() + DROP_REAP_LIMIT;
+        while self.ops.len() > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            let cancel_all = opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(INTERNAL);
+            self.push(cancel_all);
+            if self.enter(1, Some(left.min(DROP_REAP_STEP))).is_err() {
+                break;
+            }
+            // Accepted fds are closed, send buffers dropped.
+            self.complete(|_| {});
+        }
+        let clean = self.ops.len() == 0 && self.bufs.unregister(&self.ring.submitter()).is_ok();
+        if !clean {
+            tracing::error!(
+                in_flight = self.ops.len(),
+                "io_uring operations did not end at drop: leaking their buffers"
+            );
+            self.bufs.leak();
+            self.ops.leak();
+        }
+    }
+}
+
+/// Which kind an op is, without what it owns.
+#[derive(Clone, Copy)]
+enum Shape {
+    Accept,
+    Recv,
+    Send,
+    Shutdown,
+}
+
+impl Shape {
+    fn of(kind: &OpKind) -> Shape {
+        match kind {
+            OpKind::Accept => Shape::Accept,
+            OpKind::Recv => Shape::Recv,
+            OpKind::Send(_) => Shape::Send,
+            OpKind::Shutdown => Shape::Shutdown,
+        }
+    }
+}
+
+/// A CQE result: `-errno` or a non-negative value.
+fn result_of(res: i32) -> io::Result<u32> {
+    u32::try_from(res).map_err(|_| io::Error::from_raw_os_error(res.saturating_neg()))
+}
+
+fn accept_result(res: i32) -> io::Result<OwnedFd> {
+    let fd = result_of(res)?;
+    // SAFETY: a non-negative accept result is a new fd the kernel just installed in our table;
+    // nothing else knows it, so we are its only owner. (No memory is involved.)
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn recv_result<'a>(res: i32, lent: Option<&'a Lent>, bufs: &'a BufRing) -> io::Result<&'a [u8]> {
+    let len = result_of(res)? as usize;
+    if len == 0 {
+        return Ok(&[]);
+    }
+    let bytes = lent.and_then(|buf| bufs.bytes(buf, len));
+    bytes.ok_or_else(|| io::Error::other("io_uring recv completion without a valid buffer"))
+}
+
+fn new_eventfd() -> io::Result<File> {
+    // SAFETY: eventfd takes no pointers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: eventfd just returned this fd; nothing else owns it.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }

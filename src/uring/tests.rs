@@ -1,0 +1,657 @@
+//! Loopback tests of the [`Ring`]. Every wait is bounded: nothing here can hang.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A completion with everything owned, to inspect after `complete` returns.
+enum Event {
+    Accept(io::Result<OwnedFd>, bool),
+    Recv(io::Result<Vec<u8>>, bool),
+    Send(io::Result<usize>, Vec<u8>),
+    Shutdown(io::Result<()>),
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Accept(result, more) => write!(f, "Accept({result:?}, more: {more})"),
+            Event::Recv(Ok(data), more) => write!(f, "Recv({} bytes, more: {more})", data.len()),
+            Event::Recv(Err(err), more) => write!(f, "Recv({err}, more: {more})"),
+            // Not the buffer: it may be megabytes.
+            Event::Send(result, buf) => write!(f, "Send({result:?}, buf of {})", buf.len()),
+            Event::Shutdown(result) => write!(f, "Shutdown({result:?})"),
+        }
+    }
+}
+
+fn own(completion: Completion<'_>) -> (Token, Event) {
+    let event = match completion.kind {
+        CompletionKind::Accept { result, more } => Event::Accept(result, more),
+        CompletionKind::Recv { result, more } => Event::Recv(result.map(<[u8]>::to_vec), more),
+        CompletionKind::Send { result, buf } => Event::Send(result, buf),
+        CompletionKind::Shutdown { result } => Event::Shutdown(result),
+    };
+    (completion.token, event)
+}
+
+fn config() -> RingConfig {
+    RingConfig {
+        sq_entries: 64,
+        cq_entries: 256,
+        recv_buffers: 16,
+        recv_buffer_size: 4096,
+        defer_taskrun: true,
+    }
+}
+
+fn ring() -> Ring {
+    match Ring::new(&config()) {
+        Ok(ring) => ring,
+        Err(err) => panic!("ring setup: {err}"),
+    }
+}
+
+/// Submits, waits and reaps until `done` holds for the events seen so far (panics on timeout).
+fn run_until(
+    ring: &mut Ring,
+    events: &mut Vec<(Token, Event)>,
+    mut done: impl FnMut(&[(Token, Event)]) -> bool,
+) {
+    let deadline = Instant::now() + TIMEOUT;
+    while !done(events) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out; events so far: {events:?}"
+        );
+        ring.submit_and_wait_timeout(Duration::from_millis(50))
+            .expect("enter");
+        ring.complete(|c| events.push(own(c)));
+    }
+}
+
+/// A connected loopback pair: (client, server side).
+fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let (server, _) = listener.accept().expect("accept");
+    (client, server)
+}
+
+fn recv_bytes(events: &[(Token, Event)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (_, event) in events {
+        if let Event::Recv(Ok(data), _) = event {
+            bytes.extend_from_slice(data);
+        }
+    }
+    bytes
+}
+
+fn errno(result: &io::Result<impl std::fmt::Debug>) -> Option<i32> {
+    result.as_ref().err().and_then(io::Error::raw_os_error)
+}
+
+#[test]
+fn features_on_this_machine() {
+    let ring = ring();
+    let features = ring.features();
+    eprintln!("io_uring features: {features}");
+    assert!(features.multishot_accept && features.multishot_recv && features.provided_buffer_ring);
+    assert!(features.to_string().starts_with("kernel "));
+}
+
+#[test]
+fn invalid_config_is_refused_before_the_kernel() {
+    let bad = RingConfig {
+        recv_buffers: 3,
+        ..config()
+    };
+    assert!(matches!(Ring::new(&bad), Err(SetupError::Config(_))));
+}
+
+#[test]
+fn multishot_accept_of_several_connections() {
+    let mut ring = ring();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let accept = ring.accept_multishot(listener.as_raw_fd(), 1);
+    ring.submit().expect("submit");
+    let clients: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"))
+        .collect();
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| events.len() >= 3);
+    for (token, event) in &events {
+        assert_eq!(*token, 1);
+        assert!(matches!(event, Event::Accept(Ok(_), true)), "{event:?}");
+    }
+    assert_eq!(ring.in_flight(), 1, "multishot accept stays armed");
+
+    // The accepted fds are real connections: what a client writes arrives on one of them.
+    let mut clients = clients;
+    clients[0].write_all(b"x").expect("write");
+
+    ring.cancel(accept);
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| !events.is_empty());
+    assert!(
+        matches!(&events[0].1, Event::Accept(result, false) if errno(result) == Some(libc::ECANCELED)),
+        "{events:?}"
+    );
+    assert_eq!(ring.in_flight(), 0);
+}
+
+#[test]
+fn multishot_recv_of_several_messages_and_eof() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    ring.recv_multishot(server.as_raw_fd(), 7);
+    ring.submit().expect("submit");
+    let messages: [&[u8]; 3] = [b"hello", b", ", b"world"];
+    let mut events = Vec::new();
+    let mut expected = Vec::new();
+    for message in messages {
+        client.write_all(message).expect("write");
+        expected.extend_from_slice(message);
+        run_until(&mut ring, &mut events, |events| {
+            recv_bytes(events) == expected
+        });
+    }
+    assert_eq!(events.len(), 3, "one completion per message: {events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|(token, event)| *token == 7 && matches!(event, Event::Recv(Ok(_), true)))
+    );
+    assert_eq!(ring.in_flight(), 1);
+
+    drop(client);
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| !events.is_empty());
+    assert!(
+        matches!(&events[0].1, Event::Recv(Ok(data), false) if data.is_empty()),
+        "EOF is Ok(&[]): {events:?}"
+    );
+    assert_eq!(ring.in_flight(), 0);
+}
+
+#[test]
+fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
+    let mut ring = ring();
+    let (client, server) = pair();
+    // Small socket buffers and a late reader force the kernel to take the data in pieces.
+    socket2::SockRef::from(&server)
+        .set_send_buffer_size(16 * 1024)
+        .expect("sndbuf");
+    socket2::SockRef::from(&client)
+        .set_recv_buffer_size(16 * 1024)
+        .expect("rcvbuf");
+    let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let reader = thread::spawn(move || {
+        let mut client = client;
+        client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).map(|_| got)
+    });
+
+    let mut offset = 0;
+    let mut sends = 0;
+    let mut buf = payload.clone();
+    let deadline = Instant::now() + TIMEOUT;
+    while offset < payload.len() {
+        ring.send(server.as_raw_fd(), buf, offset, 3);
+        sends += 1;
+        let mut events = Vec::new();
+        while events.is_empty() {
+            assert!(Instant::now() < deadline, "send timed out");
+            ring.submit_and_wait_timeout(Duration::from_millis(50))
+                .expect("enter");
+            ring.complete(|c| events.push(own(c)));
+        }
+        match events.pop() {
+            Some((3, Event::Send(Ok(n), back))) => {
+                assert!(n > 0 && offset + n <= payload.len());
+                offset += n;
+                buf = back; // The same buffer comes back for the rest.
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ring.in_flight(), 0);
+    eprintln!("1 MiB sent in {sends} sends");
+    assert!(
+        sends > 1,
+        "the kernel took 1 MiB in one send: short sends not exercised"
+    );
+    server.shutdown(Shutdown::Write).expect("shutdown");
+    let got = reader.join().expect("reader").expect("read");
+    assert!(got == payload, "data differs");
+}
+
+#[test]
+fn shutdown_write_makes_the_peer_read_eof() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    ring.send(server.as_raw_fd(), b"bye".to_vec(), 0, 1);
+    ring.shutdown_write(server.as_raw_fd(), 2);
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| events.len() == 2);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, (2, Event::Shutdown(Ok(()))))),
+        "{events:?}"
+    );
+    client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).expect("read to EOF");
+    assert_eq!(got, b"bye");
+}
+
+#[test]
+fn cancel_of_multishot_recv_delivers_a_final_completion() {
+    let mut ring = ring();
+    let (_client, server) = pair();
+    let op = ring.recv_multishot(server.as_raw_fd(), 9);
+    ring.submit().expect("submit");
+    ring.cancel(op);
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| !events.is_empty());
+    assert_eq!(
+        events.len(),
+        1,
+        "the cancel's own completion is swallowed: {events:?}"
+    );
+    assert!(
+        matches!(&events[0], (9, Event::Recv(result, false)) if errno(result) == Some(libc::ECANCELED)),
+        "{events:?}"
+    );
+    assert_eq!(ring.in_flight(), 0);
+}
+
+#[test]
+fn cancel_before_submit_still_ends_the_op() {
+    let mut ring = ring();
+    let (_client, server) = pair();
+    let op = ring.recv_multishot(server.as_raw_fd(), 9);
+    ring.cancel(op); // Both in the same submission.
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| !events.is_empty());
+    assert!(
+        matches!(&events[0], (9, Event::Recv(Err(_), false))),
+        "{events:?}"
+    );
+    assert_eq!(ring.in_flight(), 0);
+}
+
+#[test]
+fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
+    let mut ring = Ring::new(&RingConfig {
+        recv_buffers: 2,
+        recv_buffer_size: 64,
+        ..config()
+    })
+    .expect("ring");
+    let (mut client, server) = pair();
+    let payload: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+    client.write_all(&payload).expect("write");
+    ring.recv_multishot(server.as_raw_fd(), 5);
+
+    let mut received = Vec::new();
+    let mut enobufs = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    while received.len() < payload.len() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out at {} bytes",
+            received.len()
+        );
+        ring.submit_and_wait_timeout(Duration::from_millis(50))
+            .expect("enter");
+        let mut rearm = false;
+        ring.complete(|c| match c.kind {
+            CompletionKind::Recv {
+                result: Ok(data),
+                more,
+            } => {
+                assert!(data.len() <= 64);
+                received.extend_from_slice(data);
+                rearm |= !more;
+            }
+            CompletionKind::Recv {
+                result: Err(err),
+                more,
+            } => {
+                assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "{err}");
+                assert!(!more);
+                enobufs += 1;
+                rearm = true;
+            }
+            other => panic!("{other:?}"),
+        });
+        if rearm {
+            // The pool was refilled when `complete` returned: re-arm to go on.
+            ring.recv_multishot(server.as_raw_fd(), 5);
+        }
+    }
+    eprintln!("8 KiB through 2 x 64 B buffers: {enobufs} ENOBUFS re-arms");
+    assert!(enobufs > 0, "the pool never ran dry");
+    assert!(received == payload, "data lost or reordered");
+    assert_eq!(ring.bufs.available(), 2, "every buffer back in the pool");
+}
+
+#[test]
+fn in_flight_counts_queued_and_submitted_ops_until_their_final_completion() {
+    let mut ring = ring();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (mut client, server) = pair();
+    assert_eq!(ring.in_flight(), 0);
+    ring.accept_multishot(listener.as_raw_fd(), 1);
+    let recv = ring.recv_multishot(server.as_raw_fd(), 2);
+    ring.send(server.as_raw_fd(), b"ping".to_vec(), 0, 3);
+    assert_eq!(ring.in_flight(), 3, "queued ops count");
+    ring.submit().expect("submit");
+
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| {
+        events.iter().any(|e| e.0 == 3)
+    });
+    assert_eq!(ring.in_flight(), 2, "the send ended");
+
+    client.write_all(b"pong").expect("write");
+    run_until(&mut ring, &mut events, |events| {
+        events.iter().any(|e| e.0 == 2)
+    });
+    assert_eq!(ring.in_flight(), 2, "a multishot recv with MORE stays");
+
+    ring.cancel(recv);
+    ring.cancel(recv); // Twice: the second is swallowed too.
+    run_until(&mut ring, &mut events, |events| {
+        events
+            .iter()
+            .any(|e| matches!(e, (2, Event::Recv(_, false))))
+    });
+    assert_eq!(ring.in_flight(), 1);
+    // Reaping with nothing ready neither blocks nor changes anything.
+    ring.submit().expect("submit");
+    assert_eq!(ring.complete(|c| panic!("{c:?}")), 0);
+    assert_eq!(ring.in_flight(), 1);
+}
+
+#[test]
+fn stale_op_id_cancel_is_harmless() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    let old = ring.recv_multishot(server.as_raw_fd(), 1);
+    ring.cancel(old);
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| !events.is_empty());
+    assert_eq!(ring.in_flight(), 0);
+
+    let new = ring.recv_multishot(server.as_raw_fd(), 2);
+    assert_ne!(old, new, "same slot, new generation");
+    ring.cancel(old); // Stale: must not touch `new`.
+    ring.cancel(old);
+    ring.submit().expect("submit");
+    client.write_all(b"still here").expect("write");
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| {
+        recv_bytes(events) == b"still here"
+    });
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, (2, Event::Recv(Ok(_), true)))),
+        "{events:?}"
+    );
+    assert_eq!(ring.in_flight(), 1);
+}
+
+/// Writes into `stream` until its send buffer and the peer's receive buffer are full.
+fn fill_socket_buffers(stream: &TcpStream) {
+    stream.set_nonblocking(true).expect("nonblocking");
+    let chunk = [0u8; 64 * 1024];
+    loop {
+        match (&*stream).write(&chunk) {
+            Ok(_) => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) => panic!("fill: {err}"),
+        }
+    }
+    stream.set_nonblocking(false).expect("blocking");
+}
+
+#[test]
+fn drop_with_pending_recv_accept_and_send_cancels_and_reaps() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (client, server) = pair();
+    fill_socket_buffers(&server);
+    let mut ring = ring();
+    ring.accept_multishot(listener.as_raw_fd(), 1);
+    ring.recv_multishot(server.as_raw_fd(), 2);
+    // The socket buffers are full and nobody reads: this send stays pending.
+    ring.send(server.as_raw_fd(), vec![7; 1 << 20], 0, 3);
+    ring.submit().expect("submit");
+    ring.submit_and_wait_timeout(Duration::from_millis(50))
+        .expect("enter");
+    let mut events = Vec::new();
+    ring.complete(|c| events.push(own(c)));
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(ring.in_flight(), 3);
+
+    let start = Instant::now();
+    drop(ring);
+    let took = start.elapsed();
+    // The leak path only runs after DROP_REAP_LIMIT; a clean reap is quick.
+    assert!(took < DROP_REAP_LIMIT / 2, "drop took {took:?}");
+    // The listener is free again: a connection is accepted by a plain accept(2).
+    let _c = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    assert!(listener.accept().is_ok());
+    drop(client);
+}
+
+#[test]
+fn submit_never_blocks_and_wait_returns_with_nothing_in_flight() {
+    let mut ring = ring();
+    let start = Instant::now();
+    ring.submit().expect("submit");
+    ring.submit_and_wait()
+        .expect("nothing in flight: returns at once");
+    assert!(start.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn many_ops_overflow_the_submission_queue_and_still_complete() {
+    let mut ring = Ring::new(&RingConfig {
+        sq_entries: 4,
+        cq_entries: 8,
+        ..config()
+    })
+    .expect("ring");
+    let (client, server) = pair();
+    let reader = thread::spawn(move || {
+        let mut client = client;
+        client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        let mut got = vec![0; 40];
+        client.read_exact(&mut got).map(|_| got)
+    });
+    for i in 0..10u8 {
+        ring.send(server.as_raw_fd(), vec![i; 4], 0, u64::from(i));
+    }
+    assert_eq!(ring.in_flight(), 10);
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| events.len() == 10);
+    let got = reader.join().expect("reader").expect("read");
+    let want: Vec<u8> = (0..10u8).flat_map(|i| [i; 4]).collect();
+    assert_eq!(got, want, "sends reach the socket in queue order");
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Consumes the readiness an fd had when it was registered, if any.
+async fn drain_readiness<T: AsRawFd>(fd: &tokio::io::unix::AsyncFd<T>) {
+    let short = Duration::from_millis(20);
+    if let Ok(Ok(mut guard)) = tokio::time::timeout(short, fd.readable()).await {
+        guard.clear_ready();
+    }
+}
+
+/// Which fd reports deferred completions to edge-triggered epoll? Both are registered first and
+/// drained of the readiness they had at registration; then a peer writes.
+#[test]
+fn eventfd_reports_deferred_completions_to_edge_triggered_epoll() {
+    let runtime = current_thread();
+    let (ring_fd_ready, eventfd_ready) = runtime.block_on(async {
+        let mut ring = ring();
+        assert!(
+            ring.features().defer_taskrun,
+            "this machine has DEFER_TASKRUN"
+        );
+        // SAFETY: the io_uring fd stays open while `ring` lives; the borrow ends at the dup.
+        let ring_fd = unsafe { BorrowedFd::borrow_raw(ring.ring.as_raw_fd()) };
+        let ring_fd = ring_fd.try_clone_to_owned().expect("dup ring fd");
+        // SAFETY: the AsyncFd owns the OwnedFd, which stays open and unchanged while registered.
+        let ring_fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(ring_fd, tokio::io::Interest::READABLE)
+        }
+        .expect("register in epoll");
+        let eventfd = ring.register_wakeup().expect("register in epoll");
+        let (mut client, server) = pair();
+        ring.recv_multishot(server.as_raw_fd(), 1);
+        ring.submit().expect("submit");
+        assert_eq!(ring.complete(|c| panic!("{c:?}")), 0);
+        ring.acknowledge_wakeup();
+        drain_readiness(&ring_fd).await;
+        drain_readiness(&eventfd).await;
+
+        client.write_all(b"data").expect("write");
+        let limit = Duration::from_millis(500);
+        let ring_fd_ready = tokio::time::timeout(limit, ring_fd.readable())
+            .await
+            .is_ok();
+        let eventfd_ready = tokio::time::timeout(limit, eventfd.readable())
+            .await
+            .is_ok();
+
+        ring.acknowledge_wakeup();
+        ring.submit().expect("submit");
+        let mut events = Vec::new();
+        ring.complete(|c| events.push(own(c)));
+        assert_eq!(recv_bytes(&events), b"data");
+        (ring_fd_ready, eventfd_ready)
+    });
+    eprintln!(
+        "DEFER_TASKRUN, recv completion pending: ring fd woke epoll: {ring_fd_ready}, \
+         eventfd woke epoll: {eventfd_ready}"
+    );
+    assert!(
+        eventfd_ready,
+        "the eventfd must report deferred completions"
+    );
+}
+
+#[test]
+fn tokio_async_fd_wakes_for_a_recv_on_a_defer_taskrun_ring() {
+    let runtime = current_thread();
+    runtime.block_on(async {
+        let mut ring = ring();
+        let fd = ring.register_wakeup().expect("register in epoll");
+        let (client, server) = pair();
+        ring.recv_multishot(server.as_raw_fd(), 4);
+        ring.submit().expect("submit");
+
+        let writer = thread::spawn(move || {
+            let mut client = client;
+            for chunk in [&b"first"[..], b" second"] {
+                thread::sleep(Duration::from_millis(100));
+                client.write_all(chunk).expect("write");
+            }
+            client
+        });
+
+        let mut events = Vec::new();
+        let mut wakeups = 0;
+        while recv_bytes(&events) != b"first second" {
+            let mut guard = tokio::time::timeout(TIMEOUT, fd.readable())
+                .await
+                .expect("no readiness within the timeout: a lost wakeup")
+                .expect("readable");
+            wakeups += 1;
+            guard.clear_ready();
+            ring.acknowledge_wakeup();
+            ring.submit().expect("submit");
+            ring.complete(|c| events.push(own(c)));
+        }
+        eprintln!(
+            "tokio AsyncFd: {wakeups} wakeups for {} completions",
+            events.len()
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| matches!(e, (4, Event::Recv(Ok(_), true))))
+        );
+        drop(writer.join().expect("writer"));
+    });
+}
+
+#[test]
+fn coop_taskrun_ring_without_defer_works_the_same() {
+    let runtime = current_thread();
+    runtime.block_on(async {
+        let mut ring = Ring::new(&RingConfig {
+            defer_taskrun: false,
+            ..config()
+        })
+        .expect("ring");
+        let features = ring.features().clone();
+        eprintln!("without DEFER_TASKRUN: {features}");
+        assert!(!features.defer_taskrun && features.coop_taskrun && features.single_issuer);
+        let fd = ring.register_wakeup().expect("register in epoll");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        ring.accept_multishot(listener.as_raw_fd(), 1);
+        ring.submit().expect("submit");
+        let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+
+        let mut events = Vec::new();
+        let mut server = None;
+        while recv_bytes(&events) != b"coop" {
+            let mut guard = tokio::time::timeout(TIMEOUT, fd.readable())
+                .await
+                .expect("no readiness within the timeout: a lost wakeup")
+                .expect("readable");
+            guard.clear_ready();
+            ring.acknowledge_wakeup();
+            ring.submit().expect("submit");
+            ring.complete(|c| events.push(own(c)));
+            let accepted = events
+                .iter()
+                .position(|e| matches!(e.1, Event::Accept(Ok(_), true)));
+            if let (None, Some(pos)) = (&server, accepted) {
+                let Event::Accept(Ok(accepted), _) = events.remove(pos).1 else {
+                    unreachable!()
+                };
+                ring.recv_multishot(accepted.as_raw_fd(), 2);
+                ring.submit().expect("submit");
+                client.write_all(b"coop").expect("write");
+                server = Some(accepted);
+            }
+        }
+        assert_eq!(ring.in_flight(), 2);
+    });
+}
