@@ -228,7 +228,6 @@ impl Conns {
         self.live
     }
 }
-}
 
 /// Tunables the per-core code reads.
 #[derive(Debug, Clone)]
