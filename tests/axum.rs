@@ -14,7 +14,7 @@ fn app() -> Router {
         .route("/", routing::get(|| async { "root" }))
         .route(
             "/users/{id}",
-            get(|Path(id): Path<u32>| async move { format!("user {id}") }),
+            routing::get(|Path(id): Path<u32>| async move { format!("user {id}") }),
         )
         .route("/echo", routing::post(|body: String| async move { body }))
 }

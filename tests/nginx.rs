@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::http::{Upload, request};
+use common::http_client::{Upload, request};
 use common::proxy;
 use common::*;
 

@@ -49,7 +49,7 @@ pub fn test_config() -> Config {
 }
 
 pub fn connect(addr: &Addr) -> Client {
-    let mut c = Client::connect(addr).expect("connect");
+    let c = Client::connect(addr).expect("connect");
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     c
 }
@@ -114,5 +114,5 @@ pub fn split_cgi(stdout: &[u8]) -> (String, Vec<u8>) {
         stdout[pos + 4..].to_vec(),
     )
 }
-pub mod http;
+pub mod http_client;
 pub mod proxy;
