@@ -96,11 +96,9 @@ fn on_recv(
 ) {
     match result {
         Ok([]) => on_eof(core, conn),
-        Ok(data) => match conn.state {
-            ConnState::Open => feed(core, key, conn, data, f),
-            // Lingering after our close decision: what the peer still sends is discarded.
-            _ => {}
-        },
+        // Once we decided to close, what the peer still sends is discarded.
+        Ok(data) if conn.state == ConnState::Open => feed(core, key, conn, data, f),
+        Ok(_) => {}
         Err(e) => match e.raw_os_error() {
             Some(libc::ENOBUFS) | Some(libc::ECANCELED) => {}
             _ => {
