@@ -119,6 +119,8 @@ pub struct Report {
     pub client_cpu_s: f64,
     /// That time as a share of the client's threads (100 = every thread always busy).
     pub client_cpu_pct: f64,
+    /// Client CPU microseconds per successful request.
+    pub client_cpu_us_per_req: Option<f64>,
     pub client_saturated: bool,
     pub server_pid: Option<u32>,
     pub server_cpu_s: Option<f64>,
@@ -182,6 +184,7 @@ impl Report {
             max_us: if requests == 0 { 0 } else { h.max() },
             client_cpu_s,
             client_cpu_pct,
+            client_cpu_us_per_req: (requests > 0).then(|| client_cpu_s * 1e6 / requests as f64),
             client_saturated: client_cpu_pct > SATURATED_PCT,
             server_pid: server.map(|(pid, _)| pid),
             server_cpu_s,
@@ -231,8 +234,12 @@ impl Report {
             (
                 "client cpu",
                 format!(
-                    "{:.2} s, {:.0}% of {} core(s)",
-                    self.client_cpu_s, self.client_cpu_pct, self.threads
+                    "{:.2} s, {:.0}% of {} core(s), {} us/req",
+                    self.client_cpu_s,
+                    self.client_cpu_pct,
+                    self.threads,
+                    self.client_cpu_us_per_req
+                        .map_or("-".to_owned(), |u| format!("{u:.2}"))
                 ),
             ),
             (
@@ -325,6 +332,7 @@ mod tests {
             "depth",
             "protocol",
             "server_cpu_us_per_req",
+            "client_cpu_us_per_req",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
