@@ -354,10 +354,8 @@ impl Worker {
             Ok(()) if socket.peer_addr().is_err() => {}
             Ok(()) => {
                 self.conns[i].state = State::Open;
+                // Also drops the EPOLLOUT interest once nothing is left to write.
                 self.send_more(i, now);
-                if self.conns[i].wbuf.is_empty() {
-                    self.set_want_write(i, false);
-                }
             }
         }
     }

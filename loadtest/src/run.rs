@@ -299,7 +299,12 @@ fn watch(
                 .iter()
                 .map(|p| p.completed.load(std::sync::atomic::Ordering::Relaxed))
                 .sum();
-            let phase = if now < window_start { "warmup" } else { "run" };
+            // The second just ended: warmup if it began before the window.
+            let phase = if now.saturating_sub(1_000_000_000) < window_start {
+                "warmup"
+            } else {
+                "run"
+            };
             eprint!(
                 "\r{phase} {:>4.0} s  {:>10} req/s  {:>12} requests  ",
                 now as f64 / 1e9,

@@ -36,7 +36,7 @@ fn fake_fcgi(fake: FakeFcgi) -> SocketAddr {
     addr
 }
 
-fn serve_fcgi(mut stream: TcpStream, fake: FakeFcgi) {
+fn serve_fcgi(mut stream: impl Read + Write, fake: FakeFcgi) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let mut keep = [false; 65536];
@@ -160,6 +160,28 @@ fn fastcgi_depth_4_multiplexed() {
     cfg.conns = 2;
     cfg.depth = 4;
     assert_clean(&run(&cfg).unwrap());
+}
+
+#[test]
+fn fastcgi_over_a_unix_socket() {
+    let dir = std::env::temp_dir().join(format!("fcgi-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_fcgi(stream, MPXS));
+        }
+    });
+    let mut cfg = config(Protocol::Fastcgi, "127.0.0.1:1".parse().unwrap());
+    cfg.addr = format!("unix:{}", path.display()).parse().unwrap();
+    cfg.conns = 2;
+    cfg.depth = 2;
+    let r = run(&cfg).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_clean(&r);
+    assert!(r.addr.starts_with("unix:"));
 }
 
 #[test]
