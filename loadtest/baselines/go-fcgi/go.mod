@@ -1,0 +1,3 @@
+module fcgi-uring/loadtest/baselines/go-fcgi
+
+go 1.19

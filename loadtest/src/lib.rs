@@ -1,0 +1,18 @@
+//! fcgi-loadtest: a load generator for FastCGI and HTTP/1.1 servers.
+//!
+//! Layers, dependencies pointing one way: protocol codecs with no IO ([`fcgi`], [`http1`],
+//! [`response`]), pacing and statistics with no clock ([`schedule`], [`stats`]) <- the per-thread
+//! event loop ([`engine`], over [`net`] and [`sys`]) <- the run ([`run`]: threads, pinning,
+//! server CPU, progress). All `unsafe` is in [`sys`].
+
+pub mod engine;
+pub mod fcgi;
+pub mod http1;
+pub mod net;
+pub mod response;
+pub mod run;
+pub mod schedule;
+pub mod stats;
+pub mod sys;
+
+pub use run::{Config, Protocol, run};

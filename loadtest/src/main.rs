@@ -1,0 +1,137 @@
+//! `fcgi-loadtest run ...`: see the crate's README.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, Subcommand};
+use fcgi_loadtest::run::parse_cpu_list;
+use fcgi_loadtest::{Config, Protocol};
+use fcgi_uring::Addr;
+
+#[derive(Parser)]
+#[command(
+    name = "fcgi-loadtest",
+    version,
+    about = "Load generator for FastCGI and HTTP/1.1 servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a server and report throughput, latency percentiles and CPU use.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Protocol spoken to the server.
+    #[arg(long, value_enum, default_value = "fastcgi")]
+    protocol: Protocol,
+    /// Server address: HOST:PORT or unix:PATH.
+    #[arg(long)]
+    addr: Addr,
+    /// Connections, spread over the threads.
+    #[arg(long, default_value_t = 1)]
+    conns: usize,
+    /// Requests in flight per connection (FastCGI multiplexing needs FCGI_MPXS_CONNS=1;
+    /// HTTP/1.1 pipelining).
+    #[arg(long, default_value_t = 1)]
+    depth: usize,
+    /// Measured seconds (after the warmup).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Open loop: requests per second over all connections, latency counted from each
+    /// request's scheduled time. Without it: closed loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Request method (default GET, or POST with --body-bytes).
+    #[arg(long)]
+    method: Option<String>,
+    /// Request body size (FastCGI STDIN).
+    #[arg(long, default_value_t = 0)]
+    body_bytes: usize,
+    /// Client worker threads, each with its own event loop.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// CPUs to pin worker threads to, e.g. 1 or 0,2 or 2-3.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Keep connections open (FastCGI KEEP_CONN); false: a new connection per request.
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    keep_conn: bool,
+    /// Count a response whose body differs from this as an error.
+    #[arg(long)]
+    expect_body: Option<String>,
+    /// Measure this process's CPU time over the window (server CPU per request).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Request URI (path and query).
+    path: String,
+}
+
+fn seconds(name: &str, s: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s).map_err(|_| format!("--{name} must be a number of seconds >= 0"))
+}
+
+fn config(a: RunArgs) -> Result<(Config, bool), String> {
+    let cpus = match &a.cpus {
+        Some(list) => parse_cpu_list(list)?,
+        None => Vec::new(),
+    };
+    let cfg = Config {
+        protocol: a.protocol,
+        addr: a.addr,
+        path: a.path,
+        conns: a.conns,
+        depth: a.depth,
+        duration: seconds("duration", a.duration)?,
+        warmup: seconds("warmup", a.warmup)?,
+        rate: a.rate,
+        method: a.method,
+        body_bytes: a.body_bytes,
+        threads: a.threads,
+        cpus,
+        keep_conn: a.keep_conn,
+        expect_body: a.expect_body,
+        server_pid: a.server_pid,
+        progress: true,
+    };
+    Ok((cfg, a.json))
+}
+
+fn main() -> ExitCode {
+    let Command::Run(args) = Cli::parse().command;
+    let (cfg, json) = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fcgi-loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match fcgi_loadtest::run(&cfg) {
+        Ok(report) => {
+            if json {
+                if let Some(w) = report.saturation_warning() {
+                    eprintln!("{w}");
+                }
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fcgi-loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

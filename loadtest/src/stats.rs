@@ -1,0 +1,359 @@
+//! Per-thread counters and latency histograms, merged into one [`Report`] printed as a table or
+//! as one JSON object.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::response::Failure;
+
+/// Highest latency tracked exactly: 100 s in microseconds (more is clamped).
+const MAX_LATENCY_US: u64 = 100_000_000;
+/// Client CPU use above which the client, not the server, is what was measured.
+pub const SATURATED_PCT: f64 = 90.0;
+
+/// Failed requests by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ErrorCounts {
+    pub connect: u64,
+    pub io: u64,
+    pub protocol: u64,
+    pub status: u64,
+    pub body: u64,
+}
+
+impl ErrorCounts {
+    pub fn count(&mut self, failure: Failure) {
+        match failure {
+            Failure::Connect => self.connect += 1,
+            Failure::Io => self.io += 1,
+            Failure::Protocol => self.protocol += 1,
+            Failure::Status => self.status += 1,
+            Failure::Body => self.body += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.connect + self.io + self.protocol + self.status + self.body
+    }
+
+    fn add(&mut self, other: &ErrorCounts) {
+        self.connect += other.connect;
+        self.io += other.io;
+        self.protocol += other.protocol;
+        self.status += other.status;
+        self.body += other.body;
+    }
+}
+
+/// What one worker thread measured in the measured window.
+#[derive(Debug, Clone)]
+pub struct ThreadStats {
+    /// Latency of successful requests, in microseconds.
+    pub latency_us: Histogram<u64>,
+    pub errors: ErrorCounts,
+    /// The thread's CPU time (user + system) during the window.
+    pub cpu: Duration,
+}
+
+impl Default for ThreadStats {
+    fn default() -> ThreadStats {
+        ThreadStats::new()
+    }
+}
+
+impl ThreadStats {
+    pub fn new() -> ThreadStats {
+        ThreadStats {
+            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("valid histogram bounds"),
+            errors: ErrorCounts::default(),
+            cpu: Duration::ZERO,
+        }
+    }
+
+    /// A successful request that took `latency_ns`.
+    pub fn record_ok(&mut self, latency_ns: u64) {
+        let us = (latency_ns / 1000).clamp(1, MAX_LATENCY_US);
+        self.latency_us.saturating_record(us);
+    }
+
+    pub fn merge(&mut self, other: &ThreadStats) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+        self.errors.add(&other.errors);
+        self.cpu += other.cpu;
+    }
+}
+
+/// Everything a run reports. Field names are the JSON keys scripts rely on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub protocol: String,
+    pub addr: String,
+    pub path: String,
+    pub conns: usize,
+    pub depth: usize,
+    pub threads: usize,
+    pub keep_conn: bool,
+    /// Target rate of an open-loop run; `null` for closed loop.
+    pub rate: Option<f64>,
+    /// Length of the measured window (warmup excluded), seconds.
+    pub window_s: f64,
+    /// Successful requests completed in the window.
+    pub requests: u64,
+    /// Failed requests in the window, all kinds.
+    pub errors: u64,
+    pub errors_by_kind: ErrorCounts,
+    /// Successful requests per second.
+    pub rps: f64,
+    pub mean_us: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// The client's CPU time in the window, all worker threads.
+    pub client_cpu_s: f64,
+    /// That time as a share of the client's threads (100 = every thread always busy).
+    pub client_cpu_pct: f64,
+    /// Client CPU microseconds per successful request.
+    pub client_cpu_us_per_req: Option<f64>,
+    pub client_saturated: bool,
+    pub server_pid: Option<u32>,
+    pub server_cpu_s: Option<f64>,
+    /// Server CPU microseconds per successful request.
+    pub server_cpu_us_per_req: Option<f64>,
+}
+
+/// The run's settings that the report repeats.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    pub protocol: String,
+    pub addr: String,
+    pub path: String,
+    pub conns: usize,
+    pub depth: usize,
+    pub threads: usize,
+    pub keep_conn: bool,
+    pub rate: Option<f64>,
+}
+
+impl Report {
+    /// The report for merged `stats` over `window`, with the server's CPU time if measured.
+    pub fn new(
+        info: RunInfo,
+        stats: &ThreadStats,
+        window: Duration,
+        server: Option<(u32, Duration)>,
+    ) -> Report {
+        let h = &stats.latency_us;
+        let secs = window.as_secs_f64().max(1e-9);
+        let requests = h.len();
+        let client_cpu_s = stats.cpu.as_secs_f64();
+        let client_cpu_pct = 100.0 * client_cpu_s / (secs * info.threads.max(1) as f64);
+        let server_cpu_s = server.map(|(_, cpu)| cpu.as_secs_f64());
+        let q = |q: f64| {
+            if requests == 0 {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        Report {
+            protocol: info.protocol,
+            addr: info.addr,
+            path: info.path,
+            conns: info.conns,
+            depth: info.depth,
+            threads: info.threads,
+            keep_conn: info.keep_conn,
+            rate: info.rate,
+            window_s: secs,
+            requests,
+            errors: stats.errors.total(),
+            errors_by_kind: stats.errors,
+            rps: requests as f64 / secs,
+            mean_us: if requests == 0 { 0.0 } else { h.mean() },
+            p50_us: q(0.5),
+            p90_us: q(0.9),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if requests == 0 { 0 } else { h.max() },
+            client_cpu_s,
+            client_cpu_pct,
+            client_cpu_us_per_req: (requests > 0).then(|| client_cpu_s * 1e6 / requests as f64),
+            client_saturated: client_cpu_pct > SATURATED_PCT,
+            server_pid: server.map(|(pid, _)| pid),
+            server_cpu_s,
+            server_cpu_us_per_req: server_cpu_s
+                .filter(|_| requests > 0)
+                .map(|s| s * 1e6 / requests as f64),
+        }
+    }
+
+    /// One JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report always serializes")
+    }
+
+    /// A plain-text table, with the saturation warning first when it applies.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if let Some(w) = self.saturation_warning() {
+            let _ = writeln!(out, "{w}");
+        }
+        let mode = match self.rate {
+            Some(r) => format!("open loop at {r:.0} req/s"),
+            None => "closed loop".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{} {}{} | {} conns x depth {} | {} threads | keep-conn {} | {mode} | {:.1} s measured",
+            self.protocol,
+            self.addr,
+            self.path,
+            self.conns,
+            self.depth,
+            self.threads,
+            self.keep_conn,
+            self.window_s
+        );
+        let rows: [(&str, String); 12] = [
+            ("rps", format!("{:.0}", self.rps)),
+            ("p50", us(self.p50_us)),
+            ("p90", us(self.p90_us)),
+            ("p99", us(self.p99_us)),
+            ("p99.9", us(self.p999_us)),
+            ("max", us(self.max_us)),
+            ("mean", format!("{:.1} us", self.mean_us)),
+            ("requests", self.requests.to_string()),
+            ("errors", self.errors_text()),
+            (
+                "client cpu",
+                format!(
+                    "{:.2} s, {:.0}% of {} core(s), {} us/req",
+                    self.client_cpu_s,
+                    self.client_cpu_pct,
+                    self.threads,
+                    self.client_cpu_us_per_req
+                        .map_or("-".to_owned(), |u| format!("{u:.2}"))
+                ),
+            ),
+            (
+                "server cpu",
+                self.server_cpu_s
+                    .map_or("not measured (--server-pid)".to_owned(), |s| {
+                        format!("{s:.2} s")
+                    }),
+            ),
+            (
+                "server cpu/req",
+                self.server_cpu_us_per_req
+                    .map_or("-".to_owned(), |u| format!("{u:.2} us")),
+            ),
+        ];
+        for (name, value) in rows {
+            let _ = writeln!(out, "  {name:<15} {value}");
+        }
+        out
+    }
+
+    fn errors_text(&self) -> String {
+        let e = &self.errors_by_kind;
+        format!(
+            "{} (connect {}, io {}, protocol {}, status {}, body {})",
+            self.errors, e.connect, e.io, e.protocol, e.status, e.body
+        )
+    }
+
+    /// The warning line for a saturated client, if it was.
+    pub fn saturation_warning(&self) -> Option<String> {
+        self.client_saturated.then(|| {
+            format!(
+                "client saturated: its cores were {:.0}% busy — the numbers measure the client",
+                self.client_cpu_pct
+            )
+        })
+    }
+}
+
+fn us(v: u64) -> String {
+    format!("{v} us")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> RunInfo {
+        RunInfo {
+            protocol: "fastcgi".into(),
+            addr: "127.0.0.1:9000".into(),
+            path: "/hello".into(),
+            conns: 4,
+            depth: 2,
+            threads: 1,
+            keep_conn: true,
+            rate: None,
+        }
+    }
+
+    #[test]
+    fn json_has_the_keys_scripts_use() {
+        let mut a = ThreadStats::new();
+        let mut b = ThreadStats::new();
+        for i in 1..=1000 {
+            a.record_ok(i * 1000);
+        }
+        b.errors.count(Failure::Status);
+        b.cpu = Duration::from_millis(950);
+        a.merge(&b);
+        let r = Report::new(
+            info(),
+            &a,
+            Duration::from_secs(1),
+            Some((42, Duration::from_millis(10))),
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        for key in [
+            "rps",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "requests",
+            "errors",
+            "client_cpu_pct",
+            "conns",
+            "depth",
+            "protocol",
+            "server_cpu_us_per_req",
+            "client_cpu_us_per_req",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["requests"], 1000);
+        assert_eq!(v["errors"], 1);
+        assert_eq!(v["errors_by_kind"]["status"], 1);
+        assert_eq!(v["protocol"], "fastcgi");
+        let p50 = v["p50_us"].as_u64().unwrap();
+        assert!((495..=505).contains(&p50), "{p50}");
+        assert!((v["server_cpu_us_per_req"].as_f64().unwrap() - 10.0).abs() < 1e-6);
+        assert!(r.client_saturated);
+        let text = r.to_text();
+        assert!(text.starts_with("client saturated: its cores were 95% busy"));
+        assert!(text.contains("rps"));
+    }
+
+    #[test]
+    fn empty_run_reports_zeros() {
+        let r = Report::new(info(), &ThreadStats::new(), Duration::from_secs(1), None);
+        assert_eq!((r.requests, r.p99_us, r.max_us), (0, 0, 0));
+        assert_eq!(r.server_cpu_us_per_req, None);
+        assert!(!r.client_saturated);
+    }
+}

@@ -1,0 +1,200 @@
+//! The operating-system calls the load generator needs and `std` lacks: epoll, per-thread CPU
+//! time and another process's CPU time. All of the crate's `unsafe` lives here.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Readiness for reading.
+pub const READABLE: u32 = libc::EPOLLIN as u32;
+/// Readiness for writing (also how a non-blocking connect reports completion).
+pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
+/// Error or hang-up (always reported, whatever the interest).
+pub const ERROR: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+
+/// A level-triggered epoll instance with a reusable event array.
+///
+/// Level-triggered on purpose: one `read` per wakeup is enough (no read-until-EAGAIN), which
+/// saves a syscall per batch of responses.
+pub struct Epoll {
+    fd: OwnedFd,
+    events: Vec<libc::epoll_event>,
+    /// `epoll_pwait2` (Linux 5.11) takes a timeout finer than a millisecond; `false` once the
+    /// kernel said ENOSYS.
+    has_pwait2: bool,
+}
+
+impl Epoll {
+    /// A new instance returning at most `capacity` events per wait.
+    pub fn new(capacity: usize) -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let empty = libc::epoll_event { events: 0, u64: 0 };
+        Ok(Epoll {
+            fd,
+            events: vec![empty; capacity.max(1)],
+            has_pwait2: true,
+        })
+    }
+
+    /// Starts watching `fd` for `interest`, reporting `token`.
+    pub fn add(&self, fd: RawFd, token: u64, interest: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest)
+    }
+
+    /// Changes the interest of a watched `fd`.
+    pub fn modify(&self, fd: RawFd, token: u64, interest: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: u32) -> io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: interest,
+            u64: token,
+        };
+        // SAFETY: `event` is a valid epoll_event that outlives the call; the kernel copies it.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` (`None`: forever) and returns the ready `(token, events)` pairs.
+    /// EINTR returns no events.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<&[libc::epoll_event]> {
+        let n = if self.has_pwait2 {
+            match self.wait_pwait2(timeout) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    self.has_pwait2 = false;
+                    self.wait_ms(timeout)
+                }
+                other => other,
+            }
+        } else {
+            self.wait_ms(timeout)
+        };
+        match n {
+            Ok(n) => Ok(&self.events[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(&self.events[..0]),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn wait_pwait2(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
+        });
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `events` is a live buffer of `events.len()` entries the kernel may fill;
+        // `ts_ptr` is null or points at `ts`, alive for the call; a null sigmask is allowed.
+        let rc = unsafe {
+            libc::epoll_pwait2(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                ts_ptr,
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+
+    fn wait_ms(&mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        // Round up: waking early would spin, waking late by < 1 ms is the price of old kernels.
+        let ms = timeout.map_or(-1, |t| {
+            t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        });
+        // SAFETY: `events` is a live buffer of `events.len()` entries the kernel may fill.
+        let rc = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                ms,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+}
+
+/// CPU time (user + system) the calling thread has used so far.
+pub fn thread_cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage for the duration of the call.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+fn timeval(tv: libc::timeval) -> Duration {
+    Duration::from_secs(tv.tv_sec.max(0) as u64) + Duration::from_micros(tv.tv_usec.max(0) as u64)
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat` times.
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf takes no pointers.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// CPU time (utime + stime, all threads) process `pid` has used so far, from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: u32) -> io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = parse_proc_stat_ticks(&stat).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected /proc/{pid}/stat"),
+        )
+    })?;
+    let hz = clock_ticks_per_second();
+    Ok(Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2) is
+/// in parentheses and may contain spaces and parentheses, so fields are counted after the last
+/// `)`.
+pub fn parse_proc_stat_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Fields from 3 (state) on; utime is field 14, i.e. index 11 here.
+    let mut fields = after_comm.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_fields_after_odd_command_names() {
+        let line = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
+        assert_eq!(parse_proc_stat_ticks(line), Some(300));
+        assert_eq!(parse_proc_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        let pid = std::process::id();
+        assert!(process_cpu_time(pid).is_ok());
+        let _ = thread_cpu_time();
+    }
+}
