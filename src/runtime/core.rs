@@ -9,6 +9,7 @@ use crate::protocol::{self, record};
 use bytes::{Buf, Bytes};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -113,7 +114,7 @@ pub(crate) struct Conn {
     pub resend: Option<(Vec<u8>, usize)>,
     pub recv: Recv,
     pub state: ConnState,
-    pub requests: HashMap<u16, ReqEntry>,
+    pub requests: HashMap<u16, ReqEntry, BuildHasherDefault<IdHasher>>,
     /// Streaming handlers waiting for output room.
     pub writers: Vec<Waker>,
     /// Operations in the ring that reference `fd`.
@@ -136,7 +137,7 @@ impl Conn {
             resend: None,
             recv: Recv::Idle,
             state: ConnState::Open,
-            requests: HashMap::new(),
+            requests: HashMap::default(),
             writers: Vec::new(),
             ops: 0,
             paused: false,
@@ -165,6 +166,27 @@ impl Conn {
             w.wake();
         }
         n
+    }
+}
+
+/// Hashes a request id: ids are small integers chosen by the proxy, and the table is bounded by
+/// `max_requests_per_conn`, so a multiplicative hash is enough (no SipHash per lookup).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -246,6 +268,8 @@ pub(crate) struct Core {
     /// Connections whose reading is paused on a full body buffer.
     pub paused: RefCell<Vec<ConnKey>>,
     driver: RefCell<Option<Waker>>,
+    /// The driver is parked waiting for work (only then do producers need to wake it).
+    driver_parked: Cell<bool>,
     next_serial: Cell<u64>,
     /// Requests dispatched and not yet ended, on all connections.
     pub active: Cell<usize>,
@@ -261,6 +285,7 @@ impl Core {
             dirty: RefCell::new(Vec::new()),
             paused: RefCell::new(Vec::new()),
             driver: RefCell::new(None),
+            driver_parked: Cell::new(false),
             next_serial: Cell::new(1),
             active: Cell::new(0),
             sends: Cell::new(0),
@@ -272,6 +297,11 @@ impl Core {
         let s = self.next_serial.get();
         self.next_serial.set(s + 1);
         s
+    }
+
+    /// Whether the driver is parked; set by the driver around its wait.
+    pub fn set_driver_parked(&self, parked: bool) {
+        self.driver_parked.set(parked);
     }
 
     /// Remembers the driver's waker (called each time the driver is about to sleep).
@@ -288,7 +318,9 @@ impl Core {
     }
 
     fn wake_driver(&self) {
-        if let Some(w) = &*self.driver.borrow() {
+        if self.driver_parked.replace(false)
+            && let Some(w) = &*self.driver.borrow()
+        {
             w.wake_by_ref();
         }
     }

@@ -162,29 +162,34 @@ impl Loop {
                 tokio::task::yield_now().await;
                 continue;
             }
+            // Any wake after the first poll is worth a loop turn (ring, handler output, a body
+            // channel that drained, stop, deadline); spurious ones cost one turn.
+            let mut polled = false;
             poll_fn(|cx| {
+                let mut ready = std::mem::replace(&mut polled, true);
                 core.set_driver_waker(cx.waker());
-                if core.has_dirty() {
-                    return Poll::Ready(());
-                }
-                if deadline.is_none() && stop_signal.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-                if let Some(dl) = &mut deadline
-                    && dl.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(());
-                }
-                match waiter.poll_read_ready(cx) {
-                    Poll::Ready(Ok(mut guard)) => {
+                core.set_driver_parked(true);
+                ready |= core.has_dirty();
+                if let Poll::Ready(r) = waiter.poll_read_ready(cx) {
+                    if let Ok(mut guard) = r {
                         guard.clear_ready();
-                        Poll::Ready(())
                     }
-                    Poll::Ready(Err(_)) => Poll::Ready(()),
-                    Poll::Pending => Poll::Pending,
+                    ready = true;
+                }
+                if deadline.is_none() {
+                    ready |= stop_signal.as_mut().poll(cx).is_ready();
+                }
+                if let Some(dl) = &mut deadline {
+                    ready |= dl.as_mut().poll(cx).is_ready();
+                }
+                if ready {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
                 }
             })
             .await;
+            core.set_driver_parked(false);
             ring.acknowledge_wakeup();
         }
         drop(waiter);
