@@ -124,6 +124,23 @@ impl Drop for RequestBody {
     }
 }
 
+/// The DATA stream of a FILTER request (spec 6.4: the file to filter; its FCGI_DATA_LAST_MOD
+/// and FCGI_DATA_LENGTH are in [`crate::TrustedParams`]), as a request extension. Take it once:
+/// `req.extensions().get::<FilterData>().and_then(FilterData::take)`.
+#[derive(Debug, Clone)]
+pub struct FilterData(Arc<Mutex<Option<RequestBody>>>);
+
+impl FilterData {
+    pub(crate) fn new(body: RequestBody) -> FilterData {
+        FilterData(Arc::new(Mutex::new(Some(body))))
+    }
+
+    /// The DATA stream; `None` once taken.
+    pub fn take(&self) -> Option<RequestBody> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// What the producer should do after a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {

@@ -15,7 +15,7 @@ pub mod body;
 pub mod runtime;
 pub mod service;
 
-pub use body::{BodyError, RequestBody};
+pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
 pub use protocol::Role;
 pub use runtime::{Config, Server, ServerHandle, StartError};

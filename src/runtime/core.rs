@@ -4,7 +4,7 @@
 //! Single-threaded by construction (`Rc`, `RefCell`): nothing here is shared between cores. No
 //! borrow is held across an `.await` or while user code runs.
 
-use crate::body::{BodyError, Channel};
+use crate::body::{BodyError, Channel, Flow, RequestBody};
 use crate::protocol::{self, record};
 use bytes::{Buf, Bytes};
 use std::cell::{Cell, RefCell};
@@ -63,11 +63,92 @@ pub(crate) enum BodyIn {
     Done,
 }
 
+impl BodyIn {
+    /// A stream that has not been dispatched yet; `ended` when it will carry nothing.
+    pub fn staged(ended: bool) -> BodyIn {
+        BodyIn::Staged {
+            chunks: Vec::new(),
+            ended,
+        }
+    }
+
+    /// Adds received bytes; `Flow::Pause` when the handler's unread buffer is over its limit.
+    pub fn push(&mut self, data: &[u8]) -> Flow {
+        match self {
+            BodyIn::Staged { chunks, .. } => {
+                chunks.push(Bytes::copy_from_slice(data));
+                Flow::Continue
+            }
+            BodyIn::Stream(ch) => ch.push(Bytes::copy_from_slice(data)),
+            BodyIn::Done => Flow::Continue,
+        }
+    }
+
+    /// The stream's empty record arrived.
+    pub fn end(&mut self) {
+        match self {
+            BodyIn::Staged { ended, .. } => *ended = true,
+            BodyIn::Stream(ch) => ch.end(),
+            BodyIn::Done => {}
+        }
+    }
+
+    /// The stream cannot complete.
+    pub fn fail(&self, why: BodyError) {
+        if let BodyIn::Stream(ch) = self {
+            ch.fail(why);
+        }
+    }
+
+    /// True unless a handler's buffer is over its limit (then `driver` is woken when it
+    /// drains).
+    pub fn wants_more(&self, driver: &Waker) -> bool {
+        match self {
+            BodyIn::Stream(ch) => ch.wants_more(driver),
+            _ => true,
+        }
+    }
+
+    /// Hands the stream to the handler: complete bytes if it already ended, else a channel
+    /// that later bytes go to.
+    pub fn dispatch(&mut self, limit: usize) -> RequestBody {
+        let BodyIn::Staged { chunks, ended } = std::mem::replace(self, BodyIn::Done) else {
+            return RequestBody::empty();
+        };
+        if ended {
+            return RequestBody::full(concat(chunks));
+        }
+        let channel = Arc::new(Channel::new(limit));
+        for chunk in chunks {
+            channel.push(chunk);
+        }
+        *self = BodyIn::Stream(channel.clone());
+        RequestBody::streaming(channel)
+    }
+}
+
+fn concat(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            Bytes::from(all)
+        }
+    }
+}
+
 /// An in-flight request.
 #[derive(Debug)]
 pub(crate) struct ReqEntry {
     pub serial: u64,
+    /// STDIN.
     pub body: BodyIn,
+    /// DATA (FILTER role only; otherwise discarded).
+    pub data: BodyIn,
     /// The spawned task driving the handler, if it did not finish on its first poll.
     pub task: Option<AbortHandle>,
     /// Response bytes (the CGI head) have been written.
@@ -158,9 +239,8 @@ impl Conn {
             if let Some(task) = entry.task {
                 task.abort();
             }
-            if let BodyIn::Stream(ch) = entry.body {
-                ch.fail(why);
-            }
+            entry.body.fail(why);
+            entry.data.fail(why);
         }
         for w in self.writers.drain(..) {
             w.wake();
@@ -425,10 +505,9 @@ impl Core {
     /// END_REQUEST for `id` (after its STDOUT end was written), entry removed, connection
     /// state updated for KEEP_CONN=0.
     pub fn end_request(&self, key: ConnKey, conn: &mut Conn, id: u16, app_status: u32) {
-        if let Some(entry) = conn.requests.remove(&id)
-            && let BodyIn::Stream(ch) = entry.body
-        {
-            ch.fail(BodyError::Aborted);
+        if let Some(entry) = conn.requests.remove(&id) {
+            entry.body.fail(BodyError::Aborted);
+            entry.data.fail(BodyError::Aborted);
         }
         if conn.proto.end_request(id, app_status, &mut conn.out) {
             self.active.set(self.active.get().saturating_sub(1));

@@ -6,7 +6,7 @@
 
 use super::core::{BodyIn, Core, ReqKey};
 use super::driver::Staged;
-use crate::body::{Channel, RequestBody};
+use crate::body::{FilterData, RequestBody};
 use crate::cgi;
 use crate::service::BoxError;
 use bytes::{Buf, Bytes};
@@ -16,7 +16,6 @@ use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use tower_service::Service;
 
@@ -37,11 +36,16 @@ where
     /// Starts the handler of a staged request.
     pub fn dispatch(&self, staged: Staged) {
         let Staged { rk, role, params } = staged;
-        let Some(body) = self.take_body(rk) else {
+        let Some((body, data)) = self.take_body(rk) else {
             return;
         };
         let request = match cgi::build_request(&params, role, body) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                if let Some(data) = data {
+                    r.extensions_mut().insert(FilterData::new(data));
+                }
+                r
+            }
             Err(e) => {
                 tracing::info!("bad request (request id {}): {e}", rk.id);
                 self.core.write_status(rk, http::StatusCode::BAD_REQUEST);
@@ -71,42 +75,18 @@ where
         }
     }
 
-    /// Turns the staged STDIN into the request's body: complete bytes when STDIN already ended,
-    /// else a streaming channel.
-    fn take_body(&self, rk: ReqKey) -> Option<RequestBody> {
+    /// Turns the staged STDIN (and DATA, for a FILTER) into the request's bodies.
+    fn take_body(&self, rk: ReqKey) -> Option<(RequestBody, Option<RequestBody>)> {
+        let limit = self.core.settings.max_body_buffer;
         let mut conns = self.core.conns.borrow_mut();
         let entry = conns
             .get_mut(rk.conn)?
             .requests
             .get_mut(&rk.id)
             .filter(|e| e.serial == rk.serial)?;
-        let BodyIn::Staged { chunks, ended } = std::mem::replace(&mut entry.body, BodyIn::Done)
-        else {
-            return Some(RequestBody::empty());
-        };
-        if ended {
-            return Some(RequestBody::full(concat(chunks)));
-        }
-        let channel = Arc::new(Channel::new(self.core.settings.max_body_buffer));
-        for chunk in chunks {
-            channel.push(chunk);
-        }
-        entry.body = BodyIn::Stream(channel.clone());
-        Some(RequestBody::streaming(channel))
-    }
-}
-
-fn concat(mut chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            Bytes::from(all)
-        }
+        let body = entry.body.dispatch(limit);
+        let data = matches!(entry.data, BodyIn::Staged { .. }).then(|| entry.data.dispatch(limit));
+        Some((body, data))
     }
 }
 

@@ -10,7 +10,6 @@ use super::core::{BodyIn, Conn, ConnKey, ConnState, Core, LISTENER_TOKEN, Recv, 
 use crate::body::{BodyError, Flow};
 use crate::protocol::{Event, Params, Role};
 use crate::uring::{Completion, CompletionKind, Ring};
-use bytes::Bytes;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -139,9 +138,12 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
                 id,
                 ReqEntry {
                     serial,
-                    body: BodyIn::Staged {
-                        chunks: Vec::new(),
-                        ended: role == Role::Authorizer,
+                    // An AUTHORIZER gets no STDIN (spec 6.3); only a FILTER gets DATA (6.4).
+                    body: BodyIn::staged(role == Role::Authorizer),
+                    data: if role == Role::Filter {
+                        BodyIn::staged(false)
+                    } else {
+                        BodyIn::Done
                     },
                     task: None,
                     head_sent: false,
@@ -159,27 +161,25 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
         }
         Event::Stdin { id, data } => {
             if let Some(entry) = requests.get_mut(&id) {
-                match &mut entry.body {
-                    BodyIn::Staged { chunks, .. } => chunks.push(Bytes::copy_from_slice(data)),
-                    BodyIn::Stream(ch) => {
-                        pause |= ch.push(Bytes::copy_from_slice(data)) == Flow::Pause;
-                    }
-                    BodyIn::Done => {}
-                }
+                pause |= entry.body.push(data) == Flow::Pause;
             }
         }
         Event::StdinEnd { id } => {
             if let Some(entry) = requests.get_mut(&id) {
-                match &mut entry.body {
-                    BodyIn::Staged { ended, .. } => *ended = true,
-                    BodyIn::Stream(ch) => ch.end(),
-                    BodyIn::Done => {}
-                }
+                entry.body.end();
+            }
+        }
+        Event::Data { id, data } => {
+            if let Some(entry) = requests.get_mut(&id) {
+                pause |= entry.data.push(data) == Flow::Pause;
+            }
+        }
+        Event::DataEnd { id } => {
+            if let Some(entry) = requests.get_mut(&id) {
+                entry.data.end();
             }
         }
         Event::Abort { id } => aborts.push(id),
-        // FILTER's DATA stream is not exposed to handlers yet; it is read and discarded.
-        Event::Data { .. } | Event::DataEnd { .. } => {}
         Event::Rejected { id, reason } => {
             tracing::warn!("request {id} refused: {reason}");
         }
@@ -189,9 +189,8 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
             if let Some(task) = entry.task.take() {
                 task.abort();
             }
-            if let BodyIn::Stream(ch) = &entry.body {
-                ch.fail(BodyError::Aborted);
-            }
+            entry.body.fail(BodyError::Aborted);
+            entry.data.fail(BodyError::Aborted);
         }
         // A staged request aborted in the same batch is dropped before dispatch.
         f.staged.retain(|s| !(s.rk.conn == key && s.rk.id == id));
@@ -337,10 +336,10 @@ pub(crate) fn resume_paused(core: &Core) {
         let Some(conn) = conns.get_mut(key) else {
             continue;
         };
-        let ready = conn.requests.values().all(|e| match &e.body {
-            BodyIn::Stream(ch) => ch.wants_more(&waker),
-            _ => true,
-        });
+        let ready = conn
+            .requests
+            .values()
+            .all(|e| e.body.wants_more(&waker) && e.data.wants_more(&waker));
         if ready {
             conn.paused = false;
             core.mark_dirty(key, conn);
