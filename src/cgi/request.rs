@@ -62,19 +62,18 @@ impl std::error::Error for RequestError {}
 /// PATH_INFO + QUERY_STRING; headers from `HTTP_*` (plus CONTENT_TYPE and CONTENT_LENGTH);
 /// extensions: [`super::TrustedParams`] and the [`Role`]. See the module docs for the policies.
 pub fn build_request<B>(
-    params: &Params,
+    params: Params,
     role: Role,
     body: B,
 ) -> Result<http::Request<B>, RequestError> {
-    let method = match params.get(b"REQUEST_METHOD") {
+    let known = Known::scan(&params);
+    let method = match known.method {
         None => return Err(RequestError::MissingMethod),
         Some(m) => Method::from_bytes(m).map_err(|_| RequestError::BadMethod)?,
     };
-    let uri = build_uri(params)?;
-    let version = params
-        .get(b"SERVER_PROTOCOL")
-        .map_or(Version::HTTP_11, parse_version);
-    let headers = build_headers(params);
+    let uri = build_uri(&params, &known)?;
+    let version = known.protocol.map_or(Version::HTTP_11, parse_version);
+    let headers = build_headers(&params, &known);
 
     let mut request = http::Request::new(body);
     *request.method_mut() = method;
@@ -82,9 +81,49 @@ pub fn build_request<B>(
     *request.version_mut() = version;
     *request.headers_mut() = headers;
     let extensions = request.extensions_mut();
-    extensions.insert(TrustedParams::new(params.clone()));
+    extensions.insert(TrustedParams::new(params));
     extensions.insert(role);
     Ok(request)
+}
+
+/// The params a request is built from, found in one pass (the last of duplicates wins, as in
+/// [`Params::get`]).
+#[derive(Default)]
+struct Known<'a> {
+    method: Option<&'a [u8]>,
+    request_uri: Option<&'a [u8]>,
+    query: Option<&'a [u8]>,
+    script_name: Option<&'a [u8]>,
+    path_info: Option<&'a [u8]>,
+    protocol: Option<&'a [u8]>,
+    content_type: Option<&'a [u8]>,
+    content_length: Option<&'a [u8]>,
+    /// `HTTP_*` params.
+    http_count: usize,
+}
+
+impl<'a> Known<'a> {
+    fn scan(params: &'a Params) -> Known<'a> {
+        let mut k = Known::default();
+        for (name, value) in params.iter() {
+            let slot = match name {
+                b"REQUEST_METHOD" => &mut k.method,
+                b"REQUEST_URI" => &mut k.request_uri,
+                b"QUERY_STRING" => &mut k.query,
+                b"SCRIPT_NAME" => &mut k.script_name,
+                b"PATH_INFO" => &mut k.path_info,
+                b"SERVER_PROTOCOL" => &mut k.protocol,
+                b"CONTENT_TYPE" => &mut k.content_type,
+                b"CONTENT_LENGTH" => &mut k.content_length,
+                _ => {
+                    k.http_count += usize::from(name.starts_with(b"HTTP_"));
+                    continue;
+                }
+            };
+            *slot = Some(value);
+        }
+        k
+    }
 }
 
 /// The version named by SERVER_PROTOCOL; HTTP/1.1 for anything unknown.
@@ -99,9 +138,9 @@ fn parse_version(protocol: &[u8]) -> Version {
     }
 }
 
-fn build_uri(params: &Params) -> Result<Uri, RequestError> {
-    let query = params.get(b"QUERY_STRING").unwrap_or_default();
-    match params.get_bytes(b"REQUEST_URI") {
+fn build_uri(params: &Params, known: &Known<'_>) -> Result<Uri, RequestError> {
+    let query = known.query.unwrap_or_default();
+    match known.request_uri.and_then(|r| params.share(r)) {
         Some(raw) if !raw.is_empty() => {
             if query.is_empty() || raw.contains(&b'?') {
                 uri_from_target(raw)
@@ -114,8 +153,8 @@ fn build_uri(params: &Params) -> Result<Uri, RequestError> {
             }
         }
         _ => {
-            let script = params.get(b"SCRIPT_NAME").unwrap_or_default();
-            let path_info = params.get(b"PATH_INFO").unwrap_or_default();
+            let script = known.script_name.unwrap_or_default();
+            let path_info = known.path_info.unwrap_or_default();
             let mut target = Vec::with_capacity(2 + script.len() + path_info.len() + query.len());
             if !script.starts_with(b"/") {
                 target.push(b'/');
@@ -198,15 +237,12 @@ fn escape(target: &[u8]) -> Vec<u8> {
 
 /// Headers from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values are zero-copy slices of the
 /// params buffer.
-fn build_headers(params: &Params) -> HeaderMap {
-    let count = params
-        .iter()
-        .filter(|(name, _)| name.starts_with(b"HTTP_"))
-        .count();
+fn build_headers(params: &Params, known: &Known<'_>) -> HeaderMap {
+    let count = known.http_count;
     // Bounded so that hostile params cannot make `with_capacity` panic.
     let mut headers = HeaderMap::try_with_capacity((count + 2).min(1024)).unwrap_or_default();
     let mut name_buf = [0u8; 64];
-    for (name, value) in params.iter_bytes() {
+    for (name, value) in params.iter() {
         let Some(suffix) = name.strip_prefix(b"HTTP_") else {
             continue;
         };
@@ -219,19 +255,19 @@ fn build_headers(params: &Params) -> HeaderMap {
         let Some(header_name) = header_name(suffix, &mut name_buf) else {
             continue;
         };
-        let Ok(header_value) = HeaderValue::from_maybe_shared(value) else {
+        let Some(Ok(header_value)) = params.share(value).map(HeaderValue::from_maybe_shared) else {
             continue;
         };
         // Only fails past http's 32768-entry limit, far above the params limits.
         let _ = headers.try_append(header_name, header_value);
     }
-    if let Some(value) = params.get_bytes(b"CONTENT_TYPE")
+    if let Some(value) = known.content_type.and_then(|v| params.share(v))
         && !value.is_empty()
         && let Ok(value) = HeaderValue::from_maybe_shared(value)
     {
         let _ = headers.try_insert(CONTENT_TYPE, value);
     }
-    if let Some(value) = params.get_bytes(b"CONTENT_LENGTH")
+    if let Some(value) = known.content_length.and_then(|v| params.share(v))
         && is_decimal_u64(&value)
         && let Ok(value) = HeaderValue::from_maybe_shared(value)
     {

@@ -150,6 +150,14 @@ impl Params {
             .map(|p| (self.buf.slice(p.name()), self.buf.slice(p.value())))
     }
 
+    /// A zero-copy `Bytes` for `part`, which must be a slice obtained from this `Params` (from
+    /// [`Params::iter`] or [`Params::get`]); `None` for any other slice.
+    pub fn share(&self, part: &[u8]) -> Option<Bytes> {
+        let start = (part.as_ptr() as usize).checked_sub(self.buf.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= self.buf.len()).then(|| self.buf.slice(start..end))
+    }
+
     /// The value of the last pair named `name` (exact, case-sensitive match as in CGI).
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
         self.pairs
@@ -203,6 +211,14 @@ mod tests {
         assert_eq!(p.get(b"REQUEST_METHOD"), Some(&b"GET"[..]));
         assert_eq!(p.get(b"EMPTY"), Some(&b""[..]));
         assert_eq!(p.get(b"NOPE"), None);
+    }
+
+    #[test]
+    fn share_slices_only_its_own_bytes() {
+        let p = Params::from_pairs([(&b"A"[..], &b"value"[..])]);
+        let v = p.get(b"A").unwrap();
+        assert_eq!(p.share(v).unwrap(), Bytes::from_static(b"value"));
+        assert_eq!(p.share(b"value"), None);
     }
 
     #[test]

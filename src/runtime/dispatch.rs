@@ -39,7 +39,7 @@ where
         let Some((body, data)) = self.take_body(rk) else {
             return;
         };
-        let request = match cgi::build_request(&params, role, body) {
+        let request = match cgi::build_request(params, role, body) {
             Ok(mut r) => {
                 if let Some(data) = data {
                     r.extensions_mut().insert(FilterData::new(data));

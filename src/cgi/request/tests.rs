@@ -7,7 +7,7 @@ fn params(pairs: &[(&str, &str)]) -> Params {
 }
 
 fn build(pairs: &[(&str, &str)]) -> Result<http::Request<()>, RequestError> {
-    build_request(&params(pairs), Role::Responder, ())
+    build_request(params(pairs), Role::Responder, ())
 }
 
 fn header_values<'a>(req: &'a http::Request<()>, name: &str) -> Vec<&'a str> {
@@ -279,7 +279,7 @@ fn unsafe_bytes_are_percent_encoded() {
             (&b"REQUEST_METHOD"[..], &b"OPTIONS"[..]),
             (b"REQUEST_URI", raw),
         ]);
-        let req = build_request(&p, Role::Responder, ()).unwrap();
+        let req = build_request(p.clone(), Role::Responder, ()).unwrap();
         assert_eq!(req.uri(), *expected, "{:?}", String::from_utf8_lossy(raw));
     }
 }
@@ -368,7 +368,7 @@ fn invalid_header_names_and_values_are_skipped() {
         (b"HTTP_TRANSFER_ENCODING", b"chunked"),
         (b"HTTP_X_GOOD", b"ok"),
     ]);
-    let req = build_request(&p, Role::Responder, ()).unwrap();
+    let req = build_request(p.clone(), Role::Responder, ()).unwrap();
     let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
     assert_eq!(names, ["x-obs-text", "x-good"]);
     assert_eq!(req.headers()["x-obs-text"].as_bytes(), b"caf\xe9");
@@ -395,7 +395,7 @@ fn values_are_not_copied() {
         ("REQUEST_URI", "/zero/copy?x=1"),
         ("HTTP_USER_AGENT", "a-rather-long-user-agent/1.0"),
     ]);
-    let req = build_request(&p, Role::Authorizer, ()).unwrap();
+    let req = build_request(p.clone(), Role::Authorizer, ()).unwrap();
     let ua = p.get(b"HTTP_USER_AGENT").unwrap();
     assert_eq!(req.headers()["user-agent"].as_bytes().as_ptr(), ua.as_ptr());
     let uri = p.get(b"REQUEST_URI").unwrap();
