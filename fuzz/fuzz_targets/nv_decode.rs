@@ -46,5 +46,8 @@ fn decode(stream: &[u8], cuts: &[usize]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Stri
         assert!(name.len() <= LIMITS.max_name_len);
         assert!(value.len() <= LIMITS.max_value_len);
     }
-    Ok(params.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect())
+    Ok(params
+        .iter()
+        .map(|(n, v)| (n.to_vec(), v.to_vec()))
+        .collect())
 }
