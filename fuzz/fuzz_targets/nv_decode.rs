@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(decode(stream, &cuts), whole);
 });
 
-fn decode(stream: &[u8], cuts: &[usize]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+/// Decoded pairs, or the error's text.
+type Decoded = Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+
+fn decode(stream: &[u8], cuts: &[usize]) -> Decoded {
     let mut decoder = NvDecoder::new(LIMITS);
     let mut builder = ParamsBuilder::new();
     let mut at = 0;
