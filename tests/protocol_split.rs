@@ -3,7 +3,7 @@
 //! carry what was sent.
 
 use fcgi_uring::protocol::nv::encode_pair;
-use fcgi_uring::protocol::record::{Header, RecordType, encode_begin_request, encode_record};
+use fcgi_uring::protocol::record::{Header, RecordType, encode_begin_request};
 use fcgi_uring::protocol::{Connection, Event, Limits, Params, RejectReason, Role};
 use proptest::prelude::*;
 
@@ -29,21 +29,21 @@ fn push(events: &mut Vec<Ev>, event: Event<'_>) {
         } => Ev::Request(id, role, keep_conn, params),
         Event::Stdin { id, data } => {
             assert!(!data.is_empty(), "empty Stdin event");
-            if let Some(Ev::Stdin(last, acc)) = events.last_mut() {
-                if *last == id {
-                    acc.extend_from_slice(data);
-                    return;
-                }
+            if let Some(Ev::Stdin(last, acc)) = events.last_mut()
+                && *last == id
+            {
+                acc.extend_from_slice(data);
+                return;
             }
             Ev::Stdin(id, data.to_vec())
         }
         Event::Data { id, data } => {
             assert!(!data.is_empty(), "empty Data event");
-            if let Some(Ev::Data(last, acc)) = events.last_mut() {
-                if *last == id {
-                    acc.extend_from_slice(data);
-                    return;
-                }
+            if let Some(Ev::Data(last, acc)) = events.last_mut()
+                && *last == id
+            {
+                acc.extend_from_slice(data);
+                return;
             }
             Ev::Data(id, data.to_vec())
         }

@@ -340,6 +340,9 @@ impl Connection {
         on_event: &mut impl FnMut(Event<'_>),
     ) -> Result<(), ProtocolError> {
         loop {
+            if let Input::Header { have: 0, .. } = self.input {
+                self.whole_records(&mut input, out, on_event)?;
+            }
             self.input = match std::mem::replace(&mut self.input, Input::START) {
                 Input::Header { bytes, have } => {
                     if input.is_empty() {
@@ -347,7 +350,11 @@ impl Connection {
                         return Ok(());
                     }
                     match read_header(&mut input, bytes, have) {
-                        Ok(header) => self.start_record(header, out, on_event)?,
+                        Ok(header) => Input::Content {
+                            sink: self.start_record(header, out, on_event)?,
+                            left: header.content_length,
+                            padding: header.padding_length,
+                        },
                         Err(partial) => partial,
                     }
                 }
@@ -395,6 +402,33 @@ impl Connection {
         }
     }
 
+    /// Fast path: handles the records that lie whole at the front of `input` exactly as the
+    /// reader in [`Connection::run`] would, without storing the reader's state between steps.
+    fn whole_records(
+        &mut self,
+        input: &mut &[u8],
+        out: &mut Vec<u8>,
+        on_event: &mut impl FnMut(Event<'_>),
+    ) -> Result<(), ProtocolError> {
+        while let Some((header, rest)) = input.split_first_chunk::<HEADER_LEN>() {
+            let header = Header::parse(header);
+            let Some((content, rest)) = rest.split_at_checked(usize::from(header.content_length))
+            else {
+                break;
+            };
+            let Some(rest) = rest.get(usize::from(header.padding_length)..) else {
+                break;
+            };
+            *input = rest;
+            let mut sink = self.start_record(header, out, on_event)?;
+            if !content.is_empty() {
+                sink = self.content(sink, content, out, on_event)?;
+            }
+            self.end_content(sink, out, on_event)?;
+        }
+        Ok(())
+    }
+
     /// Acts on a complete header: answers what needs no content, and decides what the
     /// content is for.
     fn start_record(
@@ -402,21 +436,16 @@ impl Connection {
         header: Header,
         out: &mut Vec<u8>,
         on_event: &mut impl FnMut(Event<'_>),
-    ) -> Result<Input, ProtocolError> {
+    ) -> Result<Sink, ProtocolError> {
         // Spec 3.3: FCGI_VERSION_1 is the only version.
         if header.version != VERSION_1 {
             return Err(ProtocolError::BadVersion(header.version));
         }
-        let sink = if header.request_id == record::NULL_REQUEST_ID {
-            self.management_record(header, out)
+        if header.request_id == record::NULL_REQUEST_ID {
+            Ok(self.management_record(header, out))
         } else {
-            self.application_record(header, out, on_event)?
-        };
-        Ok(Input::Content {
-            sink,
-            left: header.content_length,
-            padding: header.padding_length,
-        })
+            self.application_record(header, out, on_event)
+        }
     }
 
     /// Spec 4: records on request id 0.

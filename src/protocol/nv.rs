@@ -155,14 +155,42 @@ impl NvDecoder {
     ///
     /// On a limit error nothing of the offending pair has been stored.
     pub fn feed(&mut self, mut input: &[u8], params: &mut ParamsBuilder) -> Result<(), NvError> {
-        while !input.is_empty() || self.state.completes_without_input() {
-            match self.step(&mut input, params) {
+        loop {
+            let result = if self.state == State::NameLen(Prefix::default()) {
+                self.whole_pairs(&mut input, params)
+            } else {
+                Ok(())
+            };
+            if result.is_ok() && input.is_empty() && !self.state.completes_without_input() {
+                return Ok(());
+            }
+            match result.and_then(|()| self.step(&mut input, params)) {
                 Ok(next) => self.state = next,
                 Err(error) => {
                     self.state = State::Failed(error);
                     return Err(error);
                 }
             }
+        }
+    }
+
+    /// Fast path between pairs: stores the pairs that lie whole at the front of `input`, with
+    /// the same checks as [`NvDecoder::step`], leaving a pair cut by the end of `input` to it.
+    fn whole_pairs(&self, input: &mut &[u8], params: &mut ParamsBuilder) -> Result<(), NvError> {
+        while let Some((name_len, rest)) = read_len(input) {
+            self.check_name(name_len, params)?;
+            let Some((value_len, rest)) = read_len(rest) else {
+                break;
+            };
+            self.check_value(name_len, value_len, params)?;
+            let Some((name, rest)) = rest.split_at_checked(widen(name_len)) else {
+                break;
+            };
+            let Some((value, rest)) = rest.split_at_checked(widen(value_len)) else {
+                break;
+            };
+            params.push(name, value);
+            *input = rest;
         }
         Ok(())
     }
@@ -261,6 +289,16 @@ impl NvDecoder {
         }
         Ok(())
     }
+}
+
+/// Reads a whole length prefix (spec 3.4) from the front of `input`, if there.
+fn read_len(input: &[u8]) -> Option<(u32, &[u8])> {
+    let (&first, rest) = input.split_first()?;
+    if first & 0x80 == 0 {
+        return Some((u32::from(first), rest));
+    }
+    let (bytes, rest) = input.split_first_chunk::<4>()?;
+    Some((u32::from_be_bytes(*bytes) & 0x7FFF_FFFF, rest))
 }
 
 /// A decoded length as `usize` (saturating on targets narrower than 32 bits).

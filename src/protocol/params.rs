@@ -58,11 +58,16 @@ impl ParamsBuilder {
 
     /// Adds a whole pair.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
-        self.begin_pair();
-        self.extend_name(name);
-        self.end_name();
-        self.extend_value(value);
-        self.end_pair();
+        let name_start = self.buf.len() as u32;
+        self.buf.extend_from_slice(name);
+        let name_end = self.buf.len() as u32;
+        self.buf.extend_from_slice(value);
+        self.pairs.push(PairIndex {
+            name_start,
+            name_end,
+            value_end: self.buf.len() as u32,
+        });
+        self.open_pair = None;
     }
 
     /// Starts a pair whose bytes arrive in pieces: `extend_name`*, `end_name`, `extend_value`*,
