@@ -106,6 +106,16 @@ impl<'a> Known<'a> {
     fn scan(params: &'a Params) -> Known<'a> {
         let mut k = Known::default();
         for (name, value) in params.iter() {
+            // Most params are neither `HTTP_*` nor one of the names below: skip them on their
+            // first byte.
+            match name.first() {
+                Some(b'H') => {
+                    k.http_count += usize::from(name.starts_with(b"HTTP_"));
+                    continue;
+                }
+                Some(b'R' | b'Q' | b'S' | b'P' | b'C') => {}
+                _ => continue,
+            }
             let slot = match name {
                 b"REQUEST_METHOD" => &mut k.method,
                 b"REQUEST_URI" => &mut k.request_uri,
@@ -115,10 +125,7 @@ impl<'a> Known<'a> {
                 b"SERVER_PROTOCOL" => &mut k.protocol,
                 b"CONTENT_TYPE" => &mut k.content_type,
                 b"CONTENT_LENGTH" => &mut k.content_length,
-                _ => {
-                    k.http_count += usize::from(name.starts_with(b"HTTP_"));
-                    continue;
-                }
+                _ => continue,
             };
             *slot = Some(value);
         }
@@ -279,6 +286,9 @@ fn build_headers(params: &Params, known: &Known<'_>) -> HeaderMap {
 /// `FOO_BAR` -> `foo-bar` (lowercasing is done by `HeaderName::from_bytes`); names up to 64
 /// bytes use the stack buffer, so a standard header name allocates nothing.
 fn header_name(suffix: &[u8], buf: &mut [u8; 64]) -> Option<HeaderName> {
+    if let Some(name) = common_header(suffix) {
+        return Some(name);
+    }
     let dash = |b: &u8| if *b == b'_' { b'-' } else { *b };
     if suffix.len() <= buf.len() {
         let out = &mut buf[..suffix.len()];
@@ -290,6 +300,29 @@ fn header_name(suffix: &[u8], buf: &mut [u8; 64]) -> Option<HeaderName> {
         let owned: Vec<u8> = suffix.iter().map(dash).collect();
         HeaderName::from_bytes(&owned).ok()
     }
+}
+
+/// The headers browsers send on nearly every request, matched on the param's spelling so they
+/// cost no conversion and no lookup.
+fn common_header(suffix: &[u8]) -> Option<HeaderName> {
+    use http::header;
+    Some(match suffix {
+        b"HOST" => header::HOST,
+        b"USER_AGENT" => header::USER_AGENT,
+        b"ACCEPT" => header::ACCEPT,
+        b"ACCEPT_LANGUAGE" => header::ACCEPT_LANGUAGE,
+        b"ACCEPT_ENCODING" => header::ACCEPT_ENCODING,
+        b"CONNECTION" => header::CONNECTION,
+        b"COOKIE" => header::COOKIE,
+        b"REFERER" => header::REFERER,
+        b"AUTHORIZATION" => header::AUTHORIZATION,
+        b"CACHE_CONTROL" => header::CACHE_CONTROL,
+        b"ORIGIN" => header::ORIGIN,
+        b"IF_NONE_MATCH" => header::IF_NONE_MATCH,
+        b"IF_MODIFIED_SINCE" => header::IF_MODIFIED_SINCE,
+        b"UPGRADE_INSECURE_REQUESTS" => header::UPGRADE_INSECURE_REQUESTS,
+        _ => return None,
+    })
 }
 
 /// A non-empty run of ASCII digits that fits a u64 (no sign, no spaces).

@@ -176,23 +176,44 @@ impl NvDecoder {
 
     /// Fast path between pairs: stores the pairs that lie whole at the front of `input`, with
     /// the same checks as [`NvDecoder::step`], leaving a pair cut by the end of `input` to it.
+    ///
+    /// The pairs found are copied in one block, length prefixes included, rather than pair by
+    /// pair: one copy for a whole PARAMS record.
     fn whole_pairs(&self, input: &mut &[u8], params: &mut ParamsBuilder) -> Result<(), NvError> {
-        while let Some((name_len, rest)) = read_len(input) {
-            self.check_name(name_len, params)?;
+        let block = *input;
+        let base = params.block_start();
+        let mut used = 0;
+        let result = loop {
+            let Some(at) = block.get(used..) else {
+                break Ok(());
+            };
+            let Some((name_len, rest)) = read_len(at) else {
+                break Ok(());
+            };
+            if let Err(e) = self.check_name(name_len, params) {
+                break Err(e);
+            }
             let Some((value_len, rest)) = read_len(rest) else {
-                break;
+                break Ok(());
             };
-            self.check_value(name_len, value_len, params)?;
-            let Some((name, rest)) = rest.split_at_checked(widen(name_len)) else {
-                break;
+            if let Err(e) = self.check_value(name_len, value_len, params) {
+                break Err(e);
+            }
+            let (name_len, value_len) = (widen(name_len), widen(value_len));
+            let name_at = block.len() - rest.len();
+            let Some(end) = name_at
+                .checked_add(name_len)
+                .and_then(|n| n.checked_add(value_len))
+                .filter(|end| *end <= block.len())
+            else {
+                break Ok(());
             };
-            let Some((value, rest)) = rest.split_at_checked(widen(value_len)) else {
-                break;
-            };
-            params.push(name, value);
-            *input = rest;
-        }
-        Ok(())
+            params.index_in_block(base, name_at, name_len, value_len);
+            used = end;
+        };
+        params.append_block(&block[..used]);
+        *input = &block[used..];
+        result
     }
 
     /// The stream ended (empty PARAMS record): fails if a pair is unfinished.

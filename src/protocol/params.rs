@@ -28,7 +28,11 @@ impl PairIndex {
 /// limits before appending).
 #[derive(Debug, Default)]
 pub struct ParamsBuilder {
+    /// Name and value bytes; also the length prefixes of pairs copied as a block (see
+    /// [`ParamsBuilder::index_in_block`]), which no pair index covers.
     buf: BytesMut,
+    /// Name and value bytes stored (what the limits count).
+    content_len: usize,
     pairs: Vec<PairIndex>,
     /// Start of the pair being appended (its name bytes come first, then its value bytes).
     open_pair: Option<(u32, u32)>,
@@ -41,7 +45,7 @@ impl ParamsBuilder {
 
     /// Total name and value bytes stored so far.
     pub fn byte_len(&self) -> usize {
-        self.buf.len()
+        self.content_len
     }
 
     /// Number of complete pairs so far.
@@ -58,6 +62,7 @@ impl ParamsBuilder {
 
     /// Adds a whole pair.
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.content_len += name.len() + value.len();
         let name_start = self.buf.len() as u32;
         self.buf.extend_from_slice(name);
         let name_end = self.buf.len() as u32;
@@ -78,6 +83,7 @@ impl ParamsBuilder {
     }
 
     pub fn extend_name(&mut self, bytes: &[u8]) {
+        self.content_len += bytes.len();
         self.buf.extend_from_slice(bytes);
     }
 
@@ -88,6 +94,40 @@ impl ParamsBuilder {
     }
 
     pub fn extend_value(&mut self, bytes: &[u8]) {
+        self.content_len += bytes.len();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Where the next [`ParamsBuilder::append_block`] will start: pairs indexed with
+    /// [`ParamsBuilder::index_in_block`] are relative to it.
+    pub fn block_start(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Indexes a pair whose name starts `name_at` bytes into the block that begins at `block`
+    /// (from [`ParamsBuilder::block_start`]); its bytes arrive with [`append_block`], which the
+    /// caller must call before [`ParamsBuilder::finish`] with a block covering the pair.
+    ///
+    /// [`append_block`]: ParamsBuilder::append_block
+    pub fn index_in_block(
+        &mut self,
+        block: usize,
+        name_at: usize,
+        name_len: usize,
+        value_len: usize,
+    ) {
+        self.content_len += name_len + value_len;
+        let name_start = block + name_at;
+        let name_end = name_start + name_len;
+        self.pairs.push(PairIndex {
+            name_start: name_start as u32,
+            name_end: name_end as u32,
+            value_end: (name_end + value_len) as u32,
+        });
+    }
+
+    /// Appends encoded pairs verbatim (length prefixes included): one copy for many pairs.
+    pub fn append_block(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
@@ -102,20 +142,36 @@ impl ParamsBuilder {
     }
 
     /// Freezes the complete pairs (an unfinished pair is dropped).
-    pub fn finish(self) -> Params {
+    pub fn finish(mut self) -> Params {
+        // Indexes past the end can only come from a caller that broke the block contract;
+        // drop them rather than hand out ranges that would panic later.
+        let len = self.buf.len() as u32;
+        self.pairs.retain(|p| p.value_end <= len);
         Params {
             buf: self.buf.freeze(),
+            content_len: self.content_len,
             pairs: self.pairs,
         }
     }
 }
 
-/// The complete params of one request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The complete params of one request. Two `Params` are equal when they hold the same pairs in
+/// the same order, however their bytes are laid out.
+#[derive(Debug, Clone, Default)]
 pub struct Params {
     buf: Bytes,
+    /// Name and value bytes (`buf` may also hold length prefixes).
+    content_len: usize,
     pairs: Vec<PairIndex>,
 }
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Params) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Params {}
 
 impl Params {
     /// Builds params from pairs (for tests and clients).
@@ -138,7 +194,7 @@ impl Params {
 
     /// Name and value bytes in all.
     pub fn byte_len(&self) -> usize {
-        self.buf.len()
+        self.content_len
     }
 
     /// Every pair in arrival order.
