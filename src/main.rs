@@ -74,6 +74,9 @@ struct ServeArgs {
     /// Response bytes queued per connection before streaming handlers pause.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_output_buffer: usize,
+    /// Completions handled per loop turn before answers are submitted.
+    #[arg(long, default_value_t = 32)]
+    completions_per_turn: usize,
     /// Seconds a graceful shutdown waits for in-flight requests.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
@@ -111,6 +114,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         max_output_buffer: args.max_output_buffer,
         max_conns_per_worker: args.max_conns_per_worker,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        completions_per_turn: args.completions_per_turn,
         ..Config::default()
     };
     config.ring.sq_entries = args.ring_entries;

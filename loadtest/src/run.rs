@@ -315,7 +315,13 @@ fn watch(
             last_count = count;
             next_tick += 1_000_000_000;
         }
-        let mut wake = window_end.min(next_tick);
+        // Without a terminal there is no progress line: only the window's edges wake us (waking
+        // for a tick that is never advanced would spin on the client's own core).
+        let mut wake = if tty {
+            window_end.min(next_tick)
+        } else {
+            window_end
+        };
         if server_start.is_none() {
             wake = wake.min(window_start);
         }

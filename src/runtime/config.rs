@@ -32,6 +32,9 @@ pub struct Config {
     pub max_conns_per_worker: usize,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// Completions handled per loop turn before the answers are submitted: smaller sends
+    /// responses sooner (better overlap with the peer), larger amortises each `io_uring_enter`.
+    pub completions_per_turn: usize,
 }
 
 impl Default for Config {
@@ -48,6 +51,7 @@ impl Default for Config {
             max_output_buffer: 1024 * 1024,
             max_conns_per_worker: 65_536,
             shutdown_timeout: Duration::from_secs(30),
+            completions_per_turn: 32,
         }
     }
 }

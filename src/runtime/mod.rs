@@ -127,6 +127,7 @@ impl Server {
                 ring: cfg.ring.clone(),
                 settings: settings.clone(),
                 shutdown_timeout: cfg.shutdown_timeout,
+                completions_per_turn: cfg.completions_per_turn,
                 make: make.clone(),
                 stop: stop.clone(),
                 ready: ready_tx,

@@ -39,6 +39,7 @@ pub(crate) struct WorkerSpec<F> {
     pub ring: RingConfig,
     pub settings: Settings,
     pub shutdown_timeout: Duration,
+    pub completions_per_turn: usize,
     pub make: Arc<F>,
     pub stop: Arc<Stop>,
     pub ready: mpsc::Sender<Ready>,
@@ -83,6 +84,7 @@ where
     };
     let _ = spec.ready.send(Ok(ring.features().clone()));
     let loop_ = Loop {
+        batch: spec.completions_per_turn.max(1),
         listener: spec.listener,
         is_tcp: spec.is_tcp,
         stop: spec.stop,
@@ -113,6 +115,8 @@ impl Stop {
 }
 
 struct Loop {
+    /// Completions handled per loop turn before answers are submitted.
+    batch: usize,
     listener: Arc<OwnedFd>,
     is_tcp: bool,
     stop: Arc<Stop>,
@@ -139,7 +143,9 @@ impl Loop {
             driver::resume_paused(&core);
             driver::flush(&core, &mut ring);
             ring.submit()?;
-            let n = ring.complete(|c| driver::on_completion(&core, c, self.is_tcp, &mut f));
+            let n = ring.complete_at_most(self.batch, |c| {
+                driver::on_completion(&core, c, self.is_tcp, &mut f)
+            });
             if std::mem::take(&mut f.rearm_accept) && deadline.is_none() {
                 accept = Some(self.arm_accept(&mut ring));
             }

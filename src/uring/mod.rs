@@ -362,13 +362,20 @@ impl Ring {
     /// Hands every ready completion to `f`; returns how many. Internal completions (cancels,
     /// buffer bookkeeping) are not shown. Receive buffers go back to the pool after `f` returns
     /// for their completion; the pool's tail is published once per call.
-    pub fn complete(&mut self, mut f: impl FnMut(Completion<'_>)) -> usize {
+    pub fn complete(&mut self, f: impl FnMut(Completion<'_>)) -> usize {
+        self.complete_at_most(usize::MAX, f)
+    }
+
+    /// Like [`Ring::complete`], but reaps at most `max` completions (internal ones included);
+    /// the rest stay in the completion queue for the next call. Lets the caller send what it
+    /// has answered before reading more.
+    pub fn complete_at_most(&mut self, max: usize, mut f: impl FnMut(Completion<'_>)) -> usize {
         let Ring {
             ring, bufs, ops, ..
         } = self;
         let mut delivered = 0;
         let mut recycled = false;
-        for cqe in ring.completion() {
+        for cqe in ring.completion().take(max) {
             let user_data = cqe.user_data();
             let res = cqe.result();
             let flags = cqe.flags();
