@@ -216,3 +216,20 @@ fn large_streamed_request_body_is_echoed_intact() {
     assert_eq!(r.body.len(), body.len());
     assert!(r.body == body);
 }
+
+#[test]
+fn without_keep_conn_an_unread_body_is_drained_before_a_clean_close() {
+    let server = demo_tcp();
+    let mut c = connect(server.local_addr());
+    // /nope answers 404 without reading its body; the server must still read the rest of STDIN
+    // and close with a FIN (an RST would cost the proxy the response).
+    let mut spec = RequestSpec::post("/nope", vec![7u8; 2 * 1024 * 1024]);
+    spec.keep_conn = false;
+    spec.stdin_chunk = 16 * 1024;
+    let r = c.request(&spec).unwrap();
+    assert_eq!(r.status, 404);
+    match c.read_record() {
+        Ok(None) => {}
+        other => panic!("expected a clean close after the drained body, got {other:?}"),
+    }
+}
