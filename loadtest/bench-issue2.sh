@@ -7,6 +7,8 @@
 #   read from /proc/PID/stat over the measured window.
 # Environment:
 #   DURATION=10         measured seconds per case
+#   ROUNDS=3            every case runs once per round, rounds interleaved; the table shows
+#                       the median of the rounds (the machines are shared and noisy)
 #   SKIP_FCGI_URING=1   skip the fcgi-uring cases (also skipped when no binary is given/found)
 #   SKIP_GO=1, SKIP_HYPER=1, SKIP_WRK=1   skip those cases
 #   OUT=DIR             keep each case's JSON there (default: a temporary directory)
@@ -17,6 +19,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 DURATION="${DURATION:-10}"
+ROUNDS="${ROUNDS:-3}"
 SERVER_CPU=0
 CLIENT_CPU=1
 OUT="${OUT:-$(mktemp -d)}"
@@ -88,11 +91,12 @@ results="$OUT/results.tsv"
 loadtest_case() {
     local name="$1"
     shift
-    log "$name"
+    log "$name (round $round)"
+    local file="$OUT/$name.r$round.json"
     if taskset -c "$CLIENT_CPU" "$loadtest" run --cpus "$CLIENT_CPU" --threads 1 \
         --duration "$DURATION" --warmup 1 --expect-body 'Hello, World!' \
-        --server-pid "$server_pid" --json "$@" /hello >"$OUT/$name.json"; then
-        printf '%s\tloadtest\t%s\n' "$name" "$OUT/$name.json" >>"$results"
+        --server-pid "$server_pid" --json "$@" /hello >"$file"; then
+        printf '%s\tloadtest\t%s\n' "$name" "$file" >>"$results"
     else
         printf '%s\tfailed\t-\n' "$name" >>"$results"
     fi
@@ -101,49 +105,52 @@ loadtest_case() {
 # wrk_case NAME URL: one wrk run; server CPU from /proc around it.
 wrk_case() {
     local name="$1" url="$2"
-    log "$name"
+    log "$name (round $round)"
+    local file="$OUT/$name.r$round.wrk"
     local before after
     before=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-    taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DURATION}s" --latency "$url" >"$OUT/$name.wrk"
+    taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DURATION}s" --latency "$url" >"$file"
     after=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-    echo "server_ticks $((after - before)) $(getconf CLK_TCK)" >>"$OUT/$name.wrk"
-    printf '%s\twrk\t%s\n' "$name" "$OUT/$name.wrk" >>"$results"
+    echo "server_ticks $((after - before)) $(getconf CLK_TCK)" >>"$file"
+    printf '%s\twrk\t%s\n' "$name" "$file" >>"$results"
 }
 
-if [[ "${SKIP_FCGI_URING:-0}" != 1 && -n "$fcgi_uring" ]]; then
-    port=19100
-    if start_server "$port" "$fcgi_uring" serve --listen "127.0.0.1:$port" --workers 1; then
-        for c in 1 16 64; do
-            loadtest_case "fcgi-uring-c$c" --protocol fastcgi --addr "127.0.0.1:$port" --conns "$c"
-        done
-        loadtest_case "fcgi-uring-c16xd16" --protocol fastcgi --addr "127.0.0.1:$port" \
-            --conns 16 --depth 16
-        cleanup
-    fi
-else
-    log "skipping fcgi-uring (no binary given, or SKIP_FCGI_URING=1)"
-fi
-
-if [[ -n "$go_fcgi" ]]; then
-    port=19101
-    if GOMAXPROCS=1 start_server "$port" "$go_fcgi" "127.0.0.1:$port"; then
-        loadtest_case "go-fcgi-c64" --protocol fastcgi --addr "127.0.0.1:$port" --conns 64
-        cleanup
-    fi
-fi
-
-if [[ "${SKIP_HYPER:-0}" != 1 ]]; then
-    port=19102
-    if start_server "$port" "$hyper_hello" "127.0.0.1:$port"; then
-        if [[ "${SKIP_WRK:-0}" != 1 ]] && command -v wrk >/dev/null; then
-            wrk_case "hyper-wrk-c64" "http://127.0.0.1:$port/hello"
-        else
-            log "wrk not found (apt-get install -y wrk) or SKIP_WRK=1: skipping the wrk case"
+for round in $(seq "$ROUNDS"); do
+    if [[ "${SKIP_FCGI_URING:-0}" != 1 && -n "$fcgi_uring" ]]; then
+        port=19100
+        if start_server "$port" "$fcgi_uring" serve --listen "127.0.0.1:$port" --workers 1; then
+            for c in 1 16 64; do
+                loadtest_case "fcgi-uring-c$c" --protocol fastcgi --addr "127.0.0.1:$port" --conns "$c"
+            done
+            loadtest_case "fcgi-uring-c16xd16" --protocol fastcgi --addr "127.0.0.1:$port" \
+                --conns 16 --depth 16
+            cleanup
         fi
-        loadtest_case "hyper-http1-c64" --protocol http1 --addr "127.0.0.1:$port" --conns 64
-        cleanup
+    else
+        log "skipping fcgi-uring (no binary given, or SKIP_FCGI_URING=1)"
     fi
-fi
+
+    if [[ -n "$go_fcgi" ]]; then
+        port=19101
+        if GOMAXPROCS=1 start_server "$port" "$go_fcgi" "127.0.0.1:$port"; then
+            loadtest_case "go-fcgi-c64" --protocol fastcgi --addr "127.0.0.1:$port" --conns 64
+            cleanup
+        fi
+    fi
+
+    if [[ "${SKIP_HYPER:-0}" != 1 ]]; then
+        port=19102
+        if start_server "$port" "$hyper_hello" "127.0.0.1:$port"; then
+            if [[ "${SKIP_WRK:-0}" != 1 ]] && command -v wrk >/dev/null; then
+                wrk_case "hyper-wrk-c64" "http://127.0.0.1:$port/hello"
+            else
+                log "wrk not found (apt-get install -y wrk) or SKIP_WRK=1: skipping the wrk case"
+            fi
+            loadtest_case "hyper-http1-c64" --protocol http1 --addr "127.0.0.1:$port" --conns 64
+            cleanup
+        fi
+    fi
+done
 
 # --- table ------------------------------------------------------------------------------------
 python3 - "$results" "$DURATION" <<'PY'
@@ -173,13 +180,28 @@ def wrk(path):
 def cell(v, fmt):
     return "-" if v is None else format(v, fmt)
 
-rows = []
+runs = {}
 for line in open(results):
     name, kind, path = line.rstrip("\n").split("\t")
-    if kind == "failed":
+    runs.setdefault(name, [])
+    if kind != "failed":
+        runs[name].append(json.load(open(path)) if kind == "loadtest" else wrk(path))
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    return values[len(values) // 2] if values else None
+
+rows = []
+for name, rs in runs.items():
+    if not rs:
         rows.append((name, None))
         continue
-    rows.append((name, json.load(open(path)) if kind == "loadtest" else wrk(path)))
+    row = {k: median([r.get(k) for r in rs]) for k in
+           ("rps", "p50_us", "p99_us", "p999_us", "server_cpu_us_per_req", "client_cpu_pct", "errors")}
+    row["errors"] = None if row["errors"] is None else int(sum(r.get("errors") or 0 for r in rs))
+    row["client_saturated"] = any(r.get("client_saturated") for r in rs)
+    row["rounds"] = len(rs)
+    rows.append((name, row))
 
 print(f"\n{'case':<22}{'rps':>10}{'p50 us':>9}{'p99 us':>9}{'p99.9 us':>10}"
       f"{'srv us/req':>12}{'client cpu':>12}{'errors':>8}")
@@ -193,6 +215,17 @@ for name, r in rows:
           f"{cell(r['errors'], 'd'):>8}")
     if r.get("client_saturated"):
         print(f"  ^ client saturated ({r['client_cpu_pct']:.0f}%): this row measures the client")
-print(f"\n{duration:.0f} s per case; servers on CPU 0, clients on CPU 1. JSON and logs in "
+by = dict(rows)
+def ratio(a, b, key, inverse=False):
+    ra, rb = by.get(a), by.get(b)
+    if not ra or not rb or not ra.get(key) or not rb.get(key):
+        return "-"
+    return f"{(rb[key] / ra[key]) if inverse else (ra[key] / rb[key]):.2f}x"
+print("\nRatios (medians): throughput, and server CPU per request (theirs / ours)")
+for other in ("go-fcgi-c64", "hyper-wrk-c64", "hyper-http1-c64"):
+    print(f"  fcgi-uring-c64 vs {other:<16} rps {ratio('fcgi-uring-c64', other, 'rps'):>7}"
+          f"   cpu/req {ratio('fcgi-uring-c64', other, 'server_cpu_us_per_req', inverse=True):>7}")
+print(f"\nmedian of {max((r or {}).get('rounds', 0) for r in by.values())} rounds of "
+      f"{duration:.0f} s per case; servers on CPU 0, clients on CPU 1. JSON and logs in "
       f"{results.rsplit('/', 1)[0]}")
 PY
