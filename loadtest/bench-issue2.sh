@@ -66,6 +66,12 @@ trap cleanup EXIT
 start_server() {
     local port="$1"
     shift
+    # A stale server on the same port would share the connections (SO_REUSEPORT) and corrupt
+    # the figures: refuse to start.
+    if ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then
+        log "port $port is already in use: stop the process listening on it first"
+        return 1
+    fi
     taskset -c "$SERVER_CPU" "$@" >"$OUT/server-$port.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 100); do

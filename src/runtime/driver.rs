@@ -64,6 +64,8 @@ pub(crate) fn on_completion(core: &Core, c: Completion<'_>, is_tcp: bool, f: &mu
 fn on_accept(core: &Core, result: io::Result<OwnedFd>, is_tcp: bool) {
     let fd = match result {
         Ok(fd) => fd,
+        // Our own cancel, at shutdown.
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
         Err(e) => {
             tracing::warn!("accept failed: {e}");
             return;
