@@ -216,3 +216,29 @@ fn large_streamed_request_body_is_echoed_intact() {
     assert_eq!(r.body.len(), body.len());
     assert!(r.body == body);
 }
+
+#[test]
+fn max_requests_in_flight_per_conn_counts_multiplexed_requests() {
+    let server = demo_tcp();
+    assert_eq!(server.max_requests_in_flight_per_conn(), 0);
+    let mut c = connect(server.local_addr());
+    for _ in 0..3 {
+        let mut spec = RequestSpec::get("/hello");
+        spec.keep_conn = true;
+        assert_eq!(c.request(&spec).unwrap().status, 200);
+    }
+    assert_eq!(
+        server.max_requests_in_flight_per_conn(),
+        1,
+        "sequential requests are never in flight together"
+    );
+    let ids = [1u16, 3, 5, 7];
+    for &id in &ids {
+        let mut slow = RequestSpec::get("/sleep?ms=500");
+        slow.keep_conn = true;
+        c.begin(&slow, id).unwrap();
+    }
+    let (got, _) = collect_until_ended(&mut c, &ids);
+    assert!(got.values().all(|g| g.end_requests == 1));
+    assert_eq!(server.max_requests_in_flight_per_conn(), 4);
+}

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use tokio::task::AbortHandle;
 
@@ -356,10 +357,14 @@ pub(crate) struct Core {
     /// Sends submitted and not yet completed, on all connections.
     pub sends: Cell<usize>,
     pub settings: Settings,
+    /// Most requests seen in flight at once on one connection of this worker; `stat_shared`
+    /// mirrors it for [`crate::ServerHandle`], written only when it grows.
+    max_in_flight_seen: Cell<usize>,
+    stat_shared: Arc<AtomicUsize>,
 }
 
 impl Core {
-    pub fn new(settings: Settings) -> Core {
+    pub fn new(settings: Settings, stat_shared: Arc<AtomicUsize>) -> Core {
         Core {
             conns: RefCell::new(Conns::default()),
             dirty: RefCell::new(Vec::new()),
@@ -370,6 +375,17 @@ impl Core {
             active: Cell::new(0),
             sends: Cell::new(0),
             settings,
+            max_in_flight_seen: Cell::new(0),
+            stat_shared,
+        }
+    }
+
+    /// Records a connection's most requests in flight at once (its protocol state's
+    /// `max_active_seen`); the shared atomic is touched only when this worker's maximum grows.
+    pub fn note_in_flight(&self, seen: usize) {
+        if seen > self.max_in_flight_seen.get() {
+            self.max_in_flight_seen.set(seen);
+            self.stat_shared.fetch_max(seen, Ordering::Relaxed);
         }
     }
 

@@ -184,6 +184,7 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
             tracing::warn!("request {id} refused: {reason}");
         }
     });
+    core.note_in_flight(proto.max_active_seen());
     for id in aborts {
         if let Some(entry) = conn.requests.get_mut(&id) {
             if let Some(task) = entry.task.take() {
