@@ -9,6 +9,10 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Bytes after the header block as received (before de-chunking; 0 when there was no body).
+    pub raw_body_len: usize,
+    /// The client side's port of the connection (what the proxy should send as REMOTE_PORT).
+    pub local_port: u16,
 }
 
 impl HttpResponse {
@@ -61,9 +65,12 @@ pub fn request(
             s.write_all(b"0\r\n\r\n").unwrap();
         }
     }
+    let local_port = s.local_addr().unwrap().port();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
-    parse(&raw, method == "HEAD")
+    let mut r = parse(&raw, method == "HEAD");
+    r.local_port = local_port;
+    r
 }
 
 fn parse(raw: &[u8], head_only: bool) -> HttpResponse {
@@ -98,6 +105,8 @@ fn parse(raw: &[u8], head_only: bool) -> HttpResponse {
         status,
         headers,
         body,
+        raw_body_len: rest.len(),
+        local_port: 0,
     }
 }
 

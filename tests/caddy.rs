@@ -1,0 +1,22 @@
+//! A real caddy in front of the server: the checks of tests/common/matrix.rs over TCP and over
+//! a UNIX socket.
+
+mod common;
+
+use common::matrix::{self, Expect, Transport};
+use common::proxy;
+
+const EXPECT: Expect = Expect {
+    passes_proxy_header: false,
+    sends_server_addr: true,
+};
+
+#[test]
+fn caddy_over_tcp() {
+    matrix::run(Transport::Tcp, proxy::caddy, EXPECT);
+}
+
+#[test]
+fn caddy_over_unix_socket() {
+    matrix::run(Transport::Unix, proxy::caddy, EXPECT);
+}

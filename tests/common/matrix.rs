@@ -1,0 +1,263 @@
+//! The checks every front end runs (tests/nginx.rs, apache.rs, haproxy.rs, caddy.rs,
+//! lighttpd.rs), against the app of tests/common/app.rs, over TCP and over a UNIX socket.
+//!
+//! What differs between proxies is stated in an [`Expect`], each field with the reason, so no
+//! proxy gets a weaker check silently.
+#![allow(dead_code)]
+
+use super::app::{self, BIG_LEN, ParamsSeen, big_byte};
+use super::http_client::{HttpResponse, Upload, request};
+use super::proxy::Proxy;
+use fcgi_uring::ServerHandle;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+/// What one proxy does where proxies legitimately differ (observed, and read in their source).
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    /// The proxy passes a client's `Proxy:` header on as `HTTP_PROXY` (so the app sees an
+    /// ordinary `proxy` header); httpoxy-hardened proxies drop it. Either way it must never be
+    /// trusted.
+    pub passes_proxy_header: bool,
+    /// The proxy sends SERVER_ADDR (the address it accepted the client on).
+    pub sends_server_addr: bool,
+}
+
+/// Which backend transport a matrix run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Unix,
+}
+
+/// A proxy in front of the app (dropped in this order: proxy, server, socket directory).
+pub struct Running {
+    pub proxy: Proxy,
+    pub server: ServerHandle,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Starts the app on `transport` and a proxy in front of it with `start_proxy(backend)`
+/// (`None`: the proxy is not installed, skip).
+pub fn start(
+    transport: Transport,
+    start_proxy: impl FnOnce(&str) -> Option<Proxy>,
+) -> Option<Running> {
+    let (server, dir) = match transport {
+        Transport::Tcp => (app::start_tcp(), None),
+        Transport::Unix => {
+            let (s, d) = app::start_unix();
+            (s, Some(d))
+        }
+    };
+    let proxy = start_proxy(&server.local_addr().to_string())?;
+    Some(Running {
+        proxy,
+        server,
+        _dir: dir,
+    })
+}
+
+/// Starts the app and the proxy and runs every check. Returns early (skipping) when the proxy
+/// is not installed outside CI.
+pub fn run(
+    transport: Transport,
+    start_proxy: impl FnOnce(&str) -> Option<Proxy>,
+    expect: Expect,
+) -> Option<Running> {
+    let running = start(transport, start_proxy)?;
+    let p = &running.proxy;
+    let checks: [(&str, &dyn Fn(&Proxy)); 9] = [
+        ("GET and HEAD", &get_and_head),
+        ("POST bodies", &posts),
+        ("status codes", &status_codes),
+        ("Set-Cookie", &set_cookies),
+        ("10 MiB response", &big_response),
+        ("slow response", &slow_response),
+        ("client disconnects", &client_disconnects_mid_response),
+        ("100 concurrent clients", &concurrent_clients),
+        ("trusted params", &|p| {
+            trusted_params(p, expect);
+        }),
+    ];
+    for (name, check) in checks {
+        let started = std::time::Instant::now();
+        check(p);
+        eprintln!("ok: {name} ({:?})", started.elapsed());
+    }
+    Some(running)
+}
+
+fn ok(p: &Proxy, r: &HttpResponse, what: &str) {
+    assert_eq!(
+        r.status,
+        200,
+        "{what}: body {:?}; proxy log:\n{}",
+        String::from_utf8_lossy(&r.body),
+        p.log()
+    );
+}
+
+pub fn get_and_head(p: &Proxy) {
+    let r = request(p.addr, "GET", "/status/200", &[], Upload::None);
+    ok(p, &r, "GET");
+    assert_eq!(r.body, b"status 200");
+
+    let r = request(p.addr, "HEAD", "/status/200", &[], Upload::None);
+    ok(p, &r, "HEAD");
+    assert_eq!(r.raw_body_len, 0, "HEAD has no body");
+}
+
+pub fn posts(p: &Proxy) {
+    for size in [0usize, 1024, 1024 * 1024] {
+        let body: Vec<u8> = (0..size).map(|i| (i * 31 % 256) as u8).collect();
+        let r = request(p.addr, "POST", "/echo", &[], Upload::Fixed(&body));
+        ok(p, &r, &format!("POST {size} B"));
+        assert_eq!(r.header("x-body-len"), Some(size.to_string().as_str()));
+        assert_eq!(r.body.len(), size, "POST {size} B");
+        assert!(r.body == body, "POST {size} B echoed intact");
+    }
+    let body: Vec<u8> = (0..300_000usize).map(|i| (i % 253) as u8).collect();
+    let r = request(p.addr, "POST", "/echo", &[], Upload::Chunked(&body, 7000));
+    ok(p, &r, "chunked upload");
+    assert_eq!(r.header("x-body-len"), Some("300000"));
+    assert!(r.body == body, "chunked upload echoed intact");
+}
+
+pub fn status_codes(p: &Proxy) {
+    for code in [200u16, 204, 301, 304, 404, 500] {
+        let r = request(p.addr, "GET", &format!("/status/{code}"), &[], Upload::None);
+        assert_eq!(r.status, code, "status {code}; log:\n{}", p.log());
+        match code {
+            204 | 304 => {
+                assert_eq!(r.raw_body_len, 0, "{code} carries no body: {r:?}");
+                assert!(r.header("transfer-encoding").is_none(), "{code}: {r:?}");
+            }
+            _ => assert_eq!(r.body, format!("status {code}").as_bytes(), "{code}"),
+        }
+        if code == 301 {
+            let location = r.header("location").expect("301 has a Location");
+            // Relative or made absolute by the proxy, it must name the same path.
+            assert!(
+                location == "/moved-here" || location.ends_with("/moved-here"),
+                "Location: {location}"
+            );
+        }
+        if code == 304 {
+            assert_eq!(r.header("etag"), Some("\"v1\""));
+        }
+    }
+}
+
+pub fn set_cookies(p: &Proxy) {
+    let r = request(p.addr, "GET", "/cookies", &[], Upload::None);
+    ok(p, &r, "cookies");
+    let cookies: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        cookies,
+        ["a=1; Path=/", "b=2; HttpOnly", "c=3; Max-Age=60"],
+        "every Set-Cookie arrives, separately and in order"
+    );
+}
+
+fn expected_big() -> Vec<u8> {
+    (0..BIG_LEN).map(big_byte).collect()
+}
+
+pub fn big_response(p: &Proxy) {
+    let r = request(p.addr, "GET", "/big", &[], Upload::None);
+    ok(p, &r, "10 MiB");
+    assert_eq!(r.body.len(), BIG_LEN);
+    assert!(r.body == expected_big(), "10 MiB response intact");
+}
+
+pub fn slow_response(p: &Proxy) {
+    let r = request(p.addr, "GET", "/slow?ms=300", &[], Upload::None);
+    ok(p, &r, "slow");
+    assert_eq!(r.body, b"slept 300");
+}
+
+/// The client goes away after the first 256 KiB of the 10 MiB response; the server must go on
+/// serving (through the same proxy) afterwards.
+pub fn client_disconnects_mid_response(p: &Proxy) {
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(p.addr).unwrap();
+        s.set_read_timeout(Some(super::IO_TIMEOUT)).unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < 256 * 1024 {
+            let n = s.read(&mut buf).expect("read part of the response");
+            assert!(n > 0, "response ended early");
+            got += n;
+        }
+        drop(s);
+    }
+    let r = request(p.addr, "GET", "/status/200", &[], Upload::None);
+    ok(p, &r, "after a client disconnected");
+    big_response(p);
+}
+
+/// 100 clients at once, each doing a few requests with its own body.
+pub fn concurrent_clients(p: &Proxy) {
+    let addr = p.addr;
+    let threads: Vec<_> = (0..100u32)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..3u32 {
+                    let r = request(addr, "GET", "/status/200", &[], Upload::None);
+                    assert_eq!((r.status, r.body.as_slice()), (200, &b"status 200"[..]));
+                    let body = format!("client {t} request {i}").repeat(50);
+                    let r = request(addr, "POST", "/echo", &[], Upload::Fixed(body.as_bytes()));
+                    assert_eq!(r.status, 200);
+                    assert_eq!(r.body, body.as_bytes(), "client {t} request {i}");
+                }
+            })
+        })
+        .collect();
+    let failed = threads.into_iter().filter_map(|t| t.join().err()).count();
+    assert_eq!(failed, 0, "{failed} of 100 clients failed; log:\n{}", p.log());
+}
+
+/// REMOTE_ADDR, REMOTE_PORT, SERVER_* and HTTPS arrive as trusted params; a client's `Proxy:`
+/// and `X-Real-IP:` headers never do. Returns what the app saw (for the docs' list).
+pub fn trusted_params(p: &Proxy, expect: Expect) -> ParamsSeen {
+    let r = request(
+        p.addr,
+        "GET",
+        "/params",
+        &[
+            ("Proxy", "http://evil.example:8080"),
+            ("X-Real-IP", "6.6.6.6"),
+        ],
+        Upload::None,
+    );
+    ok(p, &r, "params");
+    let seen = ParamsSeen::parse(&r.body);
+    eprintln!("trusted params seen: {seen:#?}");
+    assert_eq!(seen.remote_addr, "127.0.0.1", "{seen:?}");
+    assert_eq!(seen.remote_port, r.local_port.to_string(), "{seen:?}");
+    assert!(!seen.https, "plain HTTP is not HTTPS: {seen:?}");
+    assert_eq!(seen.server_port, p.addr.port().to_string(), "{seen:?}");
+    assert!(!seen.server_name.is_empty(), "{seen:?}");
+    if expect.sends_server_addr {
+        assert_eq!(seen.server_addr, "127.0.0.1", "{seen:?}");
+    } else {
+        assert_eq!(seen.server_addr, "", "{seen:?}");
+    }
+    assert!(seen.trusted_leaks.is_empty(), "client headers trusted: {seen:?}");
+    assert_eq!(seen.header_x_real_ip, "6.6.6.6", "X-Real-IP is only a header");
+    let proxy_header = if expect.passes_proxy_header {
+        "http://evil.example:8080"
+    } else {
+        ""
+    };
+    assert_eq!(seen.header_proxy, proxy_header, "{seen:?}");
+    seen
+}
