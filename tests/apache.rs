@@ -6,9 +6,13 @@ mod common;
 use common::matrix::{self, Expect, Transport};
 use common::proxy;
 
+/// Apache drops a client's `Proxy:` header (its httpoxy fix), sends SERVER_ADDR, and with
+/// `UseCanonicalName Off` (the default) takes SERVER_NAME and SERVER_PORT from the Host header.
+/// It also passes its own environment (PATH, LD_LIBRARY_PATH) as params.
 const EXPECT: Expect = Expect {
     passes_proxy_header: false,
     sends_server_addr: true,
+    server_port_from_host: true,
 };
 
 #[test]

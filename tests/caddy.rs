@@ -6,9 +6,12 @@ mod common;
 use common::matrix::{self, Expect, Transport};
 use common::proxy;
 
+/// Caddy passes `Proxy:` on as HTTP_PROXY (an ordinary header here, never trusted), sends no
+/// SERVER_ADDR, and derives SERVER_NAME and SERVER_PORT from the client's Host header.
 const EXPECT: Expect = Expect {
-    passes_proxy_header: false,
-    sends_server_addr: true,
+    passes_proxy_header: true,
+    sends_server_addr: false,
+    server_port_from_host: true,
 };
 
 #[test]

@@ -32,6 +32,7 @@ pub enum Upload<'a> {
     Chunked(&'a [u8], usize),
 }
 
+/// One request on a new connection (`Host: localhost` unless `headers` has a Host).
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -41,7 +42,10 @@ pub fn request(
 ) -> HttpResponse {
     let mut s = TcpStream::connect(addr).expect("connect to proxy");
     s.set_read_timeout(Some(super::IO_TIMEOUT)).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str("Host: localhost\r\n");
+    }
     for (n, v) in headers {
         head.push_str(&format!("{n}: {v}\r\n"));
     }

@@ -21,6 +21,9 @@ pub struct Expect {
     pub passes_proxy_header: bool,
     /// The proxy sends SERVER_ADDR (the address it accepted the client on).
     pub sends_server_addr: bool,
+    /// SERVER_PORT is taken from the client's Host header (80 when it names no port) rather
+    /// than from the port the proxy accepted the client on: then it is not a trusted fact.
+    pub server_port_from_host: bool,
 }
 
 /// Which backend transport a matrix run uses.
@@ -101,7 +104,7 @@ fn ok(p: &Proxy, r: &HttpResponse, what: &str) {
 pub fn get_and_head(p: &Proxy) {
     let r = request(p.addr, "GET", "/status/200", &[], Upload::None);
     ok(p, &r, "GET");
-    assert_eq!(r.body, b"status 200");
+    assert_eq!(r.body, b"status 200", "{r:?}");
 
     let r = request(p.addr, "HEAD", "/status/200", &[], Upload::None);
     ok(p, &r, "HEAD");
@@ -228,11 +231,14 @@ pub fn concurrent_clients(p: &Proxy) {
 /// REMOTE_ADDR, REMOTE_PORT, SERVER_* and HTTPS arrive as trusted params; a client's `Proxy:`
 /// and `X-Real-IP:` headers never do. Returns what the app saw (for the docs' list).
 pub fn trusted_params(p: &Proxy, expect: Expect) -> ParamsSeen {
+    let port = p.addr.port().to_string();
+    let host = format!("localhost:{port}");
     let r = request(
         p.addr,
         "GET",
         "/params",
         &[
+            ("Host", &host),
             ("Proxy", "http://evil.example:8080"),
             ("X-Real-IP", "6.6.6.6"),
         ],
@@ -244,14 +250,17 @@ pub fn trusted_params(p: &Proxy, expect: Expect) -> ParamsSeen {
     assert_eq!(seen.remote_addr, "127.0.0.1", "{seen:?}");
     assert_eq!(seen.remote_port, r.local_port.to_string(), "{seen:?}");
     assert!(!seen.https, "plain HTTP is not HTTPS: {seen:?}");
-    assert_eq!(seen.server_port, p.addr.port().to_string(), "{seen:?}");
+    assert_eq!(seen.server_port, port, "{seen:?}");
     assert!(!seen.server_name.is_empty(), "{seen:?}");
     if expect.sends_server_addr {
         assert_eq!(seen.server_addr, "127.0.0.1", "{seen:?}");
     } else {
         assert_eq!(seen.server_addr, "", "{seen:?}");
     }
-    assert!(seen.trusted_leaks.is_empty(), "client headers trusted: {seen:?}");
+    assert!(
+        seen.trusted_leaks.is_empty(),
+        "client headers trusted: {seen:?}"
+    );
     assert_eq!(seen.header_x_real_ip, "6.6.6.6", "X-Real-IP is only a header");
     let proxy_header = if expect.passes_proxy_header {
         "http://evil.example:8080"
@@ -259,5 +268,17 @@ pub fn trusted_params(p: &Proxy, expect: Expect) -> ParamsSeen {
         ""
     };
     assert_eq!(seen.header_proxy, proxy_header, "{seen:?}");
+
+    // A Host header without a port: SERVER_PORT tells whether it comes from the connection or
+    // from what the client wrote.
+    let r = request(p.addr, "GET", "/params", &[("Host", "localhost")], Upload::None);
+    ok(p, &r, "params, Host without a port");
+    let without_port = ParamsSeen::parse(&r.body);
+    let expected_port = if expect.server_port_from_host {
+        "80"
+    } else {
+        port.as_str()
+    };
+    assert_eq!(without_port.server_port, expected_port, "{without_port:?}");
     seen
 }

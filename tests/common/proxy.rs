@@ -251,7 +251,9 @@ backend app
     ))
 }
 
-/// Caddy (`admin off`, `auto_https off`) with `reverse_proxy` over `transport fastcgi`.
+/// Caddy (`admin off`, `auto_https off`) with `reverse_proxy` over `transport fastcgi`. The site
+/// is `http://:PORT` bound to 127.0.0.1: a site address `http://127.0.0.1:PORT` also matches on
+/// the Host header, and Caddy answers any other Host (`localhost`) with an empty 200.
 pub fn caddy(backend_spec: &str) -> Option<Proxy> {
     let bin = find_binary("caddy", &["/usr/bin/caddy", "/usr/local/bin/caddy"])?;
     let dir = tempfile::tempdir().unwrap();
@@ -265,14 +267,14 @@ pub fn caddy(backend_spec: &str) -> Option<Proxy> {
         r#"{{
     admin off
     auto_https off
-    persist_config off
     storage file_system {d}/data
     log {{
-        output file {d}/error.log
+        output stderr
         level WARN
     }}
 }}
-http://127.0.0.1:{port} {{
+http://:{port} {{
+    bind 127.0.0.1
     reverse_proxy {upstream} {{
         transport fastcgi {{
             root /srv
@@ -292,7 +294,8 @@ http://127.0.0.1:{port} {{
     cmd.env("HOME", dir.path())
         .env("XDG_DATA_HOME", dir.path().join("data"))
         .env("XDG_CONFIG_HOME", dir.path().join("config"));
-    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
+    cmd.stdout(log.try_clone().unwrap()).stderr(log);
     Some(Proxy::spawn(
         cmd,
         SocketAddr::from(([127, 0, 0, 1], port)),
