@@ -242,3 +242,18 @@ fn max_requests_in_flight_per_conn_counts_multiplexed_requests() {
     assert!(got.values().all(|g| g.end_requests == 1));
     assert_eq!(server.max_requests_in_flight_per_conn(), 4);
 }
+
+/// RFC 3875 4.3.3: the script must not send a body for HEAD (HAProxy answers 502 when one
+/// comes); the head, with the Content-Length a GET would get, is sent as usual.
+#[test]
+fn head_gets_the_head_without_a_body() {
+    let server = demo_tcp();
+    let mut spec = RequestSpec::get("/hello");
+    spec.method = "HEAD".to_owned();
+    let r = connect(server.local_addr()).request(&spec).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Length"), Some("13"));
+    assert!(r.body.is_empty(), "HEAD body: {:?}", r.body);
+    let r = get(server.local_addr(), "/hello");
+    assert_eq!(r.body, b"Hello, World!");
+}

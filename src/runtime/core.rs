@@ -154,6 +154,9 @@ pub(crate) struct ReqEntry {
     pub task: Option<AbortHandle>,
     /// Response bytes (the CGI head) have been written.
     pub head_sent: bool,
+    /// A HEAD request: the CGI head is sent, body bytes are dropped (RFC 3875 4.3.3: the
+    /// script must not send a body for HEAD; HAProxy answers 502 when one comes).
+    pub head_only: bool,
 }
 
 /// Lifecycle of a connection.
@@ -465,6 +468,9 @@ impl Core {
     /// gone (aborted, connection closed): the caller stops producing.
     pub fn write_stdout(&self, rk: ReqKey, head: Option<&[u8]>, data: &mut impl Buf) -> bool {
         self.with_request(rk, |conn, core| {
+            if conn.requests.get(&rk.id).is_some_and(|e| e.head_only) {
+                data.advance(data.remaining());
+            }
             if let Some(head) = head {
                 let first = data.chunk();
                 encode_stdout2(&mut conn.out, rk.id, head, first);
