@@ -13,6 +13,8 @@ const EXPECT: Expect = Expect {
     passes_proxy_header: false,
     sends_server_addr: true,
     server_port_from_host: true,
+    chunked_upload_limit: None,
+    location_becomes_302: false,
 };
 
 #[test]

@@ -12,6 +12,8 @@ const EXPECT: Expect = Expect {
     passes_proxy_header: true,
     sends_server_addr: false,
     server_port_from_host: true,
+    chunked_upload_limit: None,
+    location_becomes_302: false,
 };
 
 #[test]

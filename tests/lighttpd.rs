@@ -9,6 +9,9 @@ use common::proxy;
 const EXPECT: Expect = Expect {
     passes_proxy_header: false,
     sends_server_addr: true,
+    server_port_from_host: false,
+    chunked_upload_limit: None,
+    location_becomes_302: false,
 };
 
 #[test]

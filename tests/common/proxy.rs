@@ -214,12 +214,13 @@ pub fn haproxy(backend_spec: &str) -> Option<Proxy> {
     };
     let conf = format!(
         r#"global
-    log stderr format raw local0 warning
+    log stderr format raw local0 info
     maxconn 1024
     pidfile {d}/haproxy.pid
 defaults
     mode http
     log global
+    option httplog
     timeout connect 5s
     timeout client 20s
     timeout server 20s
