@@ -14,6 +14,7 @@ const EXPECT: Expect = Expect {
     server_port_from_host: true,
     chunked_upload_limit: None,
     location_becomes_302: false,
+    internal_errors_when_multiplexing: false,
 };
 
 #[test]

@@ -20,6 +20,7 @@ const EXPECT: Expect = Expect {
     server_port_from_host: false,
     chunked_upload_limit: Some(15_000),
     location_becomes_302: true,
+    internal_errors_when_multiplexing: true,
 };
 
 #[test]

@@ -12,6 +12,7 @@ const EXPECT: Expect = Expect {
     server_port_from_host: false,
     chunked_upload_limit: None,
     location_becomes_302: false,
+    internal_errors_when_multiplexing: false,
 };
 
 #[test]

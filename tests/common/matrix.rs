@@ -32,6 +32,11 @@ pub struct Expect {
     /// redirect" rule applied even though the response states its status): HAProxy up to the
     /// fix of haproxy/haproxy#2865 (Debian 12 ships 2.6.12, which has it).
     pub location_becomes_302: bool,
+    /// Under 100 concurrent clients multiplexed on few connections, the proxy answers a few
+    /// requests with its own 500 (HAProxy 2.6.12: termination state `IH`, an internal error
+    /// while waiting for the response head; not yet traced to a cause, possibly
+    /// haproxy/haproxy#2568). Tolerated only as a 500 that the proxy's log shows it made.
+    pub internal_errors_when_multiplexing: bool,
 }
 
 /// Which backend transport a matrix run uses.
@@ -87,7 +92,7 @@ pub fn run(
         ("10 MiB response", &big_response),
         ("slow response", &slow_response),
         ("client disconnects", &client_disconnects_mid_response),
-        ("100 concurrent clients", &concurrent_clients),
+        ("100 concurrent clients", &|p| concurrent_clients(p, expect)),
         ("trusted params", &|p| {
             trusted_params(p, expect);
         }),
@@ -229,25 +234,51 @@ pub fn client_disconnects_mid_response(p: &Proxy) {
     big_response(p);
 }
 
-/// 100 clients at once, each doing a few requests with its own body.
-pub fn concurrent_clients(p: &Proxy) {
+/// 100 clients at once, each doing a few requests with its own body. Every answer must be
+/// right; the only failure tolerated is the one `expect` names (see
+/// [`Expect::internal_errors_when_multiplexing`]), and each must show in the proxy's log.
+pub fn concurrent_clients(p: &Proxy, expect: Expect) {
     let addr = p.addr;
     let threads: Vec<_> = (0..100u32)
         .map(|t| {
             std::thread::spawn(move || {
+                let mut internal_errors = 0;
                 for i in 0..3u32 {
                     let r = request(addr, "GET", "/status/200", &[], Upload::None);
-                    assert_eq!((r.status, r.body.as_slice()), (200, &b"status 200"[..]));
+                    if r.status == 500 && expect.internal_errors_when_multiplexing {
+                        internal_errors += 1;
+                    } else {
+                        assert_eq!((r.status, r.body.as_slice()), (200, &b"status 200"[..]));
+                    }
                     let body = format!("client {t} request {i}").repeat(50);
                     let r = request(addr, "POST", "/echo", &[], Upload::Fixed(body.as_bytes()));
-                    assert_eq!(r.status, 200);
-                    assert_eq!(r.body, body.as_bytes(), "client {t} request {i}");
+                    if r.status == 500 && expect.internal_errors_when_multiplexing {
+                        internal_errors += 1;
+                    } else {
+                        assert_eq!(r.status, 200);
+                        assert_eq!(r.body, body.as_bytes(), "client {t} request {i}");
+                    }
                 }
+                internal_errors
             })
         })
         .collect();
-    let failed = threads.into_iter().filter_map(|t| t.join().err()).count();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join()).collect();
+    let failed = results.iter().filter(|r| r.is_err()).count();
     assert_eq!(failed, 0, "{failed} of 100 clients failed; log:\n{}", p.log());
+    let internal_errors: usize = results.into_iter().map(|r| r.unwrap_or(0)).sum();
+    if internal_errors > 0 {
+        // The proxy made those 500s itself: its log says so (HAProxy: termination state IH,
+        // an internal error while waiting for the response head).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let logged = p.log().matches(" 500 ").count();
+        let ih = p.log().matches("IH--").count();
+        eprintln!("proxy internal errors: {internal_errors} (log: {logged} 500s, {ih} IH)");
+        assert!(ih >= internal_errors, "500s not made by the proxy; log:\n{}", p.log());
+        // The server goes on serving.
+        let r = request(addr, "GET", "/status/200", &[], Upload::None);
+        assert_eq!(r.status, 200);
+    }
 }
 
 /// REMOTE_ADDR, REMOTE_PORT, SERVER_* and HTTPS arrive as trusted params; a client's `Proxy:`
