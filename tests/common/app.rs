@@ -6,7 +6,7 @@
 //! - `GET /big` -> [`BIG_LEN`] bytes of [`big_byte`], streamed in 64 KiB frames
 //! - `GET /slow?ms=N` -> waits N ms, then `slept N`
 //! - `POST /echo` -> the request body, with `x-body-len`
-//! - `GET /params` -> what the handler saw: trusted params and the client headers that must
+//! - `GET /params` (or any path ending in `/params`) -> what the handler saw: trusted params and the client headers that must
 //!   never be trusted (one `name=value` line each, see [`ParamsSeen`])
 //! - any request with the AUTHORIZER role -> 200 with `Variable-FOO: bar` for user `alice`
 //!   (REMOTE_USER), 403 otherwise
@@ -139,7 +139,7 @@ pub async fn handle(req: http::Request<RequestBody>) -> Result<Response<TestBody
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Response::new(TestBody::full(format!("slept {ms}")))
         }
-        "/params" => Response::new(TestBody::full(ParamsSeen::of(&req).render())),
+        p if p.ends_with("/params") => Response::new(TestBody::full(ParamsSeen::of(&req).render())),
         "/echo" if req.method() == Method::POST => {
             let body = match req.into_body().collect().await {
                 Ok(b) => b.to_bytes(),
@@ -208,7 +208,9 @@ pub struct ParamsSeen {
     pub server_name: String,
     pub server_port: String,
     pub server_addr: String,
-    /// FOO, set by an authorizer's `Variable-FOO` (Apache strips the prefix).
+    /// The `foo` param, set by an authorizer's `Variable-FOO` header: Apache strips the prefix
+    /// and keeps the rest of the name as sent, and `http` header names are lowercase, so the
+    /// param is `foo`.
     pub foo: String,
     /// Every trusted param name, in arrival order (deduplicated).
     pub trusted_names: Vec<String>,
@@ -246,7 +248,7 @@ impl ParamsSeen {
         seen.server_name = get("SERVER_NAME");
         seen.server_port = get("SERVER_PORT");
         seen.server_addr = get("SERVER_ADDR");
-        seen.foo = get("FOO");
+        seen.foo = get("foo");
         for (name, _) in t.iter() {
             let name = String::from_utf8_lossy(name).into_owned();
             let upper = name.to_ascii_uppercase();
