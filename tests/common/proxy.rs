@@ -97,6 +97,7 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port};
+        server_name localhost;
         location / {{
             include {params};
             fastcgi_pass app;
