@@ -252,8 +252,7 @@ impl ParamsSeen {
         for (name, _) in t.iter() {
             let name = String::from_utf8_lossy(name).into_owned();
             let upper = name.to_ascii_uppercase();
-            if upper.contains("PROXY") || upper.contains("REAL_IP") || upper.starts_with("HTTP_")
-            {
+            if upper.contains("PROXY") || upper.contains("REAL_IP") || upper.starts_with("HTTP_") {
                 seen.trusted_leaks.push(name.clone());
             }
             if !seen.trusted_names.contains(&name) {

@@ -46,6 +46,9 @@ pub enum Transport {
     Unix,
 }
 
+/// One named check of the matrix.
+type Check<'a> = (&'static str, &'a dyn Fn(&Proxy));
+
 /// A proxy in front of the app (dropped in this order: proxy, server, socket directory).
 pub struct Running {
     pub proxy: Proxy,
@@ -83,7 +86,7 @@ pub fn run(
 ) -> Option<Running> {
     let running = start(transport, start_proxy)?;
     let p = &running.proxy;
-    let checks: [(&str, &dyn Fn(&Proxy)); 10] = [
+    let checks: [Check<'_>; 10] = [
         ("GET and HEAD", &get_and_head),
         ("POST bodies", &posts),
         ("chunked upload", &|p| chunked_upload(p, expect)),
@@ -146,7 +149,10 @@ pub fn chunked_upload(p: &Proxy, expect: Expect) {
     if let Some(limit) = expect.chunked_upload_limit {
         let body = vec![b'x'; limit * 2];
         let r = request(p.addr, "POST", "/echo", &[], Upload::Chunked(&body, 7000));
-        assert_eq!(r.status, 400, "the proxy refuses a chunked upload over its limit");
+        assert_eq!(
+            r.status, 400,
+            "the proxy refuses a chunked upload over its limit"
+        );
     }
 }
 
@@ -265,7 +271,12 @@ pub fn concurrent_clients(p: &Proxy, expect: Expect) {
         .collect();
     let results: Vec<_> = threads.into_iter().map(|t| t.join()).collect();
     let failed = results.iter().filter(|r| r.is_err()).count();
-    assert_eq!(failed, 0, "{failed} of 100 clients failed; log:\n{}", p.log());
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of 100 clients failed; log:\n{}",
+        p.log()
+    );
     let internal_errors: usize = results.into_iter().map(|r| r.unwrap_or(0)).sum();
     if internal_errors > 0 {
         // The proxy made those 500s itself: its log says so (HAProxy: termination state IH,
@@ -274,7 +285,11 @@ pub fn concurrent_clients(p: &Proxy, expect: Expect) {
         let logged = p.log().matches(" 500 ").count();
         let ih = p.log().matches("IH--").count();
         eprintln!("proxy internal errors: {internal_errors} (log: {logged} 500s, {ih} IH)");
-        assert!(ih >= internal_errors, "500s not made by the proxy; log:\n{}", p.log());
+        assert!(
+            ih >= internal_errors,
+            "500s not made by the proxy; log:\n{}",
+            p.log()
+        );
         // The server goes on serving.
         let r = request(addr, "GET", "/status/200", &[], Upload::None);
         assert_eq!(r.status, 200);
@@ -314,7 +329,10 @@ pub fn trusted_params(p: &Proxy, expect: Expect) -> ParamsSeen {
         seen.trusted_leaks.is_empty(),
         "client headers trusted: {seen:?}"
     );
-    assert_eq!(seen.header_x_real_ip, "6.6.6.6", "X-Real-IP is only a header");
+    assert_eq!(
+        seen.header_x_real_ip, "6.6.6.6",
+        "X-Real-IP is only a header"
+    );
     let proxy_header = if expect.passes_proxy_header {
         "http://evil.example:8080"
     } else {
@@ -324,7 +342,13 @@ pub fn trusted_params(p: &Proxy, expect: Expect) -> ParamsSeen {
 
     // A Host header without a port: SERVER_PORT tells whether it comes from the connection or
     // from what the client wrote.
-    let r = request(p.addr, "GET", "/params", &[("Host", "localhost")], Upload::None);
+    let r = request(
+        p.addr,
+        "GET",
+        "/params",
+        &[("Host", "localhost")],
+        Upload::None,
+    );
     ok(p, &r, "params, Host without a port");
     let without_port = ParamsSeen::parse(&r.body);
     let expected_port = if expect.server_port_from_host {
