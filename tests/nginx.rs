@@ -66,3 +66,24 @@ fn nginx_over_unix_socket() {
     let (server, _dir) = demo_unix();
     through_nginx(&server.local_addr().to_string());
 }
+
+/// nginx passes a client's `Proxy:` header on as HTTP_PROXY (an ordinary header here, never
+/// trusted), sends SERVER_ADDR, and SERVER_PORT is the port it accepted the client on.
+const EXPECT: common::matrix::Expect = common::matrix::Expect {
+    passes_proxy_header: true,
+    sends_server_addr: true,
+    server_port_from_host: false,
+    chunked_upload_limit: None,
+    location_becomes_302: false,
+    internal_errors_when_multiplexing: false,
+};
+
+#[test]
+fn nginx_matrix_over_tcp() {
+    common::matrix::run(common::matrix::Transport::Tcp, proxy::nginx, EXPECT);
+}
+
+#[test]
+fn nginx_matrix_over_unix_socket() {
+    common::matrix::run(common::matrix::Transport::Unix, proxy::nginx, EXPECT);
+}

@@ -233,3 +233,44 @@ fn without_keep_conn_an_unread_body_is_drained_before_a_clean_close() {
         other => panic!("expected a clean close after the drained body, got {other:?}"),
     }
 }
+
+#[test]
+fn max_requests_in_flight_per_conn_counts_multiplexed_requests() {
+    let server = demo_tcp();
+    assert_eq!(server.max_requests_in_flight_per_conn(), 0);
+    let mut c = connect(server.local_addr());
+    for _ in 0..3 {
+        let mut spec = RequestSpec::get("/hello");
+        spec.keep_conn = true;
+        assert_eq!(c.request(&spec).unwrap().status, 200);
+    }
+    assert_eq!(
+        server.max_requests_in_flight_per_conn(),
+        1,
+        "sequential requests are never in flight together"
+    );
+    let ids = [1u16, 3, 5, 7];
+    for &id in &ids {
+        let mut slow = RequestSpec::get("/sleep?ms=500");
+        slow.keep_conn = true;
+        c.begin(&slow, id).unwrap();
+    }
+    let (got, _) = collect_until_ended(&mut c, &ids);
+    assert!(got.values().all(|g| g.end_requests == 1));
+    assert_eq!(server.max_requests_in_flight_per_conn(), 4);
+}
+
+/// RFC 3875 4.3.3: the script must not send a body for HEAD (HAProxy answers 502 when one
+/// comes); the head, with the Content-Length a GET would get, is sent as usual.
+#[test]
+fn head_gets_the_head_without_a_body() {
+    let server = demo_tcp();
+    let mut spec = RequestSpec::get("/hello");
+    spec.method = "HEAD".to_owned();
+    let r = connect(server.local_addr()).request(&spec).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Length"), Some("13"));
+    assert!(r.body.is_empty(), "HEAD body: {:?}", r.body);
+    let r = get(server.local_addr(), "/hello");
+    assert_eq!(r.body, b"Hello, World!");
+}

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use tokio::task::AbortHandle;
 
@@ -153,6 +154,9 @@ pub(crate) struct ReqEntry {
     pub task: Option<AbortHandle>,
     /// Response bytes (the CGI head) have been written.
     pub head_sent: bool,
+    /// A HEAD request: the CGI head is sent, body bytes are dropped (RFC 3875 4.3.3: the
+    /// script must not send a body for HEAD; HAProxy answers 502 when one comes).
+    pub head_only: bool,
 }
 
 /// Lifecycle of a connection.
@@ -356,10 +360,14 @@ pub(crate) struct Core {
     /// Sends submitted and not yet completed, on all connections.
     pub sends: Cell<usize>,
     pub settings: Settings,
+    /// Most requests seen in flight at once on one connection of this worker; `stat_shared`
+    /// mirrors it for [`crate::ServerHandle`], written only when it grows.
+    max_in_flight_seen: Cell<usize>,
+    stat_shared: Arc<AtomicUsize>,
 }
 
 impl Core {
-    pub fn new(settings: Settings) -> Core {
+    pub fn new(settings: Settings, stat_shared: Arc<AtomicUsize>) -> Core {
         Core {
             conns: RefCell::new(Conns::default()),
             dirty: RefCell::new(Vec::new()),
@@ -370,6 +378,17 @@ impl Core {
             active: Cell::new(0),
             sends: Cell::new(0),
             settings,
+            max_in_flight_seen: Cell::new(0),
+            stat_shared,
+        }
+    }
+
+    /// Records a connection's most requests in flight at once (its protocol state's
+    /// `max_active_seen`); the shared atomic is touched only when this worker's maximum grows.
+    pub fn note_in_flight(&self, seen: usize) {
+        if seen > self.max_in_flight_seen.get() {
+            self.max_in_flight_seen.set(seen);
+            self.stat_shared.fetch_max(seen, Ordering::Relaxed);
         }
     }
 
@@ -449,6 +468,9 @@ impl Core {
     /// gone (aborted, connection closed): the caller stops producing.
     pub fn write_stdout(&self, rk: ReqKey, head: Option<&[u8]>, data: &mut impl Buf) -> bool {
         self.with_request(rk, |conn, core| {
+            if conn.requests.get(&rk.id).is_some_and(|e| e.head_only) {
+                data.advance(data.remaining());
+            }
             if let Some(head) = head {
                 let first = data.chunk();
                 encode_stdout2(&mut conn.out, rk.id, head, first);

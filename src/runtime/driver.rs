@@ -135,6 +135,7 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
             id, role, params, ..
         } => {
             let serial = core.next_serial();
+            let head_only = params.get(b"REQUEST_METHOD") == Some(b"HEAD");
             core.active.set(core.active.get() + 1);
             requests.insert(
                 id,
@@ -149,6 +150,7 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
                     },
                     task: None,
                     head_sent: false,
+                    head_only,
                 },
             );
             f.staged.push(Staged {
@@ -186,6 +188,7 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
             tracing::warn!("request {id} refused: {reason}");
         }
     });
+    core.note_in_flight(proto.max_active_seen());
     for id in aborts {
         if let Some(entry) = conn.requests.get_mut(&id) {
             if let Some(task) = entry.task.take() {

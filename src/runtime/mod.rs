@@ -1,7 +1,8 @@
 //! The server: listeners, one pinned worker thread per core, startup and shutdown.
 //!
 //! Each worker owns its ring, its connections and its in-flight requests; nothing on the
-//! request path is shared between workers (no locks, no shared atomics). TCP listeners are one
+//! request path is shared between workers (no locks; the one shared atomic, a per-worker
+//! statistic, is written only when it grows). TCP listeners are one
 //! per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses SO_REUSEPORT on
 //! AF_UNIX), each worker's ring accepting on it.
 
@@ -21,6 +22,7 @@ use crate::uring::{Features, SetupError};
 use http_body::Body;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use tower_service::Service;
@@ -116,10 +118,12 @@ impl Server {
             features: None,
             threads: Vec::new(),
             stops: Vec::new(),
+            max_in_flight: Vec::new(),
         };
         for i in 0..workers {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
+            let max_in_flight = Arc::new(AtomicUsize::new(0));
             let spec = WorkerSpec {
                 core_id: (!cores.is_empty()).then(|| cores[i % cores.len()]),
                 listener: listeners.for_worker(i),
@@ -131,6 +135,7 @@ impl Server {
                 make: make.clone(),
                 stop: stop.clone(),
                 ready: ready_tx,
+                max_in_flight: max_in_flight.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("fcgi-worker-{i}"))
@@ -138,6 +143,7 @@ impl Server {
                 .map_err(StartError::Thread)?;
             handle.threads.push(thread);
             handle.stops.push(stop);
+            handle.max_in_flight.push(max_in_flight);
             match ready_rx.recv() {
                 Ok(Ok(features)) => {
                     if handle.features.is_none() {
@@ -194,6 +200,8 @@ pub struct ServerHandle {
     features: Option<Features>,
     threads: Vec<JoinHandle<()>>,
     stops: Vec<Arc<worker::Stop>>,
+    /// Per worker: most requests seen in flight at once on one connection.
+    max_in_flight: Vec<Arc<AtomicUsize>>,
 }
 
 impl ServerHandle {
@@ -210,6 +218,17 @@ impl ServerHandle {
     /// Number of worker threads.
     pub fn workers(&self) -> usize {
         self.threads.len()
+    }
+
+    /// The most requests seen in flight at once on any one connection since start (over 1 only
+    /// when a peer multiplexed, e.g. HAProxy with `option mpxs-conns`). Each worker publishes
+    /// its maximum only when it grows, so reading this costs the request path nothing.
+    pub fn max_requests_in_flight_per_conn(&self) -> usize {
+        self.max_in_flight
+            .iter()
+            .map(|m| m.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the shutdown timeout), and waits

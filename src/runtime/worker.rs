@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::task::Poll;
 use std::time::Duration;
@@ -43,6 +43,8 @@ pub(crate) struct WorkerSpec<F> {
     pub make: Arc<F>,
     pub stop: Arc<Stop>,
     pub ready: mpsc::Sender<Ready>,
+    /// This worker's most requests in flight on one connection (see `Core::note_in_flight`).
+    pub max_in_flight: Arc<AtomicUsize>,
 }
 
 /// The worker thread's body.
@@ -79,7 +81,7 @@ where
     };
     let local = tokio::task::LocalSet::new();
     let dispatcher = Dispatcher {
-        core: Rc::new(Core::new(spec.settings)),
+        core: Rc::new(Core::new(spec.settings, spec.max_in_flight)),
         service: Rc::new(RefCell::new((spec.make)())),
     };
     let _ = spec.ready.send(Ok(ring.features().clone()));

@@ -9,6 +9,10 @@ pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Bytes after the header block as received (before de-chunking; 0 when there was no body).
+    pub raw_body_len: usize,
+    /// The client side's port of the connection (what the proxy should send as REMOTE_PORT).
+    pub local_port: u16,
 }
 
 impl HttpResponse {
@@ -28,6 +32,7 @@ pub enum Upload<'a> {
     Chunked(&'a [u8], usize),
 }
 
+/// One request on a new connection (`Host: localhost` unless `headers` has a Host).
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -37,7 +42,10 @@ pub fn request(
 ) -> HttpResponse {
     let mut s = TcpStream::connect(addr).expect("connect to proxy");
     s.set_read_timeout(Some(super::IO_TIMEOUT)).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        head.push_str("Host: localhost\r\n");
+    }
     for (n, v) in headers {
         head.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -61,9 +69,12 @@ pub fn request(
             s.write_all(b"0\r\n\r\n").unwrap();
         }
     }
+    let local_port = s.local_addr().unwrap().port();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
-    parse(&raw, method == "HEAD")
+    let mut r = parse(&raw, method == "HEAD");
+    r.local_port = local_port;
+    r
 }
 
 fn parse(raw: &[u8], head_only: bool) -> HttpResponse {
@@ -98,6 +109,8 @@ fn parse(raw: &[u8], head_only: bool) -> HttpResponse {
         status,
         headers,
         body,
+        raw_body_len: rest.len(),
+        local_port: 0,
     }
 }
 

@@ -114,5 +114,7 @@ pub fn split_cgi(stdout: &[u8]) -> (String, Vec<u8>) {
         stdout[pos + 4..].to_vec(),
     )
 }
+pub mod app;
 pub mod http_client;
+pub mod matrix;
 pub mod proxy;

@@ -97,6 +97,7 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port};
+        server_name localhost;
         location / {{
             include {params};
             fastcgi_pass app;
@@ -120,4 +121,225 @@ http {{
 
 fn fastcgi_params_path() -> &'static Path {
     Path::new("/etc/nginx/fastcgi_params")
+}
+
+/// A backend address as the tests pass it: `127.0.0.1:PORT` or `unix:/path`.
+enum Backend<'a> {
+    Tcp { host: &'a str, port: &'a str },
+    Unix(&'a str),
+}
+
+fn backend(spec: &str) -> Backend<'_> {
+    match spec.strip_prefix("unix:") {
+        Some(path) => Backend::Unix(path),
+        None => {
+            let (host, port) = spec.rsplit_once(':').expect("host:port");
+            Backend::Tcp { host, port }
+        }
+    }
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // /proc/self belongs to the process's user.
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// Apache httpd (mpm_event, one process: `-X`) with mod_proxy_fcgi in front of `backend`,
+/// `enablereuse=on`. `extra` is added inside the server config (used by the AUTHORIZER test).
+pub fn apache(backend_spec: &str) -> Option<Proxy> {
+    apache_with(backend_spec, "")
+}
+
+pub fn apache_with(backend_spec: &str, extra: &str) -> Option<Proxy> {
+    let bin = find_binary("apache2", &["/usr/sbin/apache2", "/usr/sbin/httpd"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let m = "/usr/lib/apache2/modules";
+    let target = match backend(backend_spec) {
+        Backend::Tcp { host, port } => format!("fcgi://{host}:{port}/"),
+        Backend::Unix(path) => format!("unix:{path}|fcgi://localhost/"),
+    };
+    // Apache refuses to serve requests as root: its (single) process switches to www-data.
+    let user = if is_root() {
+        "User www-data\nGroup www-data\n"
+    } else {
+        ""
+    };
+    let conf = format!(
+        r#"ServerRoot "{d}"
+ServerName localhost
+Listen 127.0.0.1:{port}
+PidFile {d}/httpd.pid
+DefaultRuntimeDir {d}
+Mutex file:{d} default
+ErrorLog {d}/error.log
+LogLevel warn
+{user}LoadModule mpm_event_module {m}/mod_mpm_event.so
+LoadModule authn_core_module {m}/mod_authn_core.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule auth_basic_module {m}/mod_auth_basic.so
+LoadModule authnz_fcgi_module {m}/mod_authnz_fcgi.so
+LoadModule proxy_module {m}/mod_proxy.so
+LoadModule proxy_fcgi_module {m}/mod_proxy_fcgi.so
+ThreadLimit 200
+ThreadsPerChild 200
+MaxRequestWorkers 200
+Timeout 20
+{extra}
+ProxyPass "/" "{target}" enablereuse=on
+"#
+    );
+    let conf_path = dir.path().join("httpd.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-X").arg("-f").arg(&conf_path);
+    Some(Proxy::spawn(
+        cmd,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    ))
+}
+
+/// HAProxy (`-db`: foreground) with an `fcgi-app` that multiplexes: `option keep-conn`,
+/// `option get-values`, `option mpxs-conns`, `option max-reqs 100`, `http-reuse always`.
+pub fn haproxy(backend_spec: &str) -> Option<Proxy> {
+    let bin = find_binary("haproxy", &["/usr/sbin/haproxy", "/usr/bin/haproxy"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let server = match backend(backend_spec) {
+        Backend::Tcp { host, port } => format!("{host}:{port}"),
+        Backend::Unix(path) => path.to_owned(),
+    };
+    let conf = format!(
+        r#"global
+    log stderr format raw local0 info
+    maxconn 1024
+    pidfile {d}/haproxy.pid
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 5s
+    timeout client 20s
+    timeout server 20s
+fcgi-app app
+    docroot /srv
+    option keep-conn
+    option get-values
+    option mpxs-conns
+    option max-reqs 100
+frontend web
+    bind 127.0.0.1:{port}
+    default_backend app
+backend app
+    use-fcgi-app app
+    http-reuse always
+    server s1 {server} proto fcgi maxconn 1000
+"#
+    );
+    let conf_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&conf_path, conf).unwrap();
+    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-db").arg("-f").arg(&conf_path);
+    cmd.stdout(log.try_clone().unwrap()).stderr(log);
+    Some(Proxy::spawn(
+        cmd,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    ))
+}
+
+/// Caddy (`admin off`, `auto_https off`) with `reverse_proxy` over `transport fastcgi`. The site
+/// is `http://:PORT` bound to 127.0.0.1: a site address `http://127.0.0.1:PORT` also matches on
+/// the Host header, and Caddy answers any other Host (`localhost`) with an empty 200.
+pub fn caddy(backend_spec: &str) -> Option<Proxy> {
+    let bin = find_binary("caddy", &["/usr/bin/caddy", "/usr/local/bin/caddy"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let upstream = match backend(backend_spec) {
+        Backend::Tcp { host, port } => format!("{host}:{port}"),
+        Backend::Unix(path) => format!("unix/{path}"),
+    };
+    let conf = format!(
+        r#"{{
+    admin off
+    auto_https off
+    storage file_system {d}/data
+    log {{
+        output stderr
+        level WARN
+    }}
+}}
+http://:{port} {{
+    bind 127.0.0.1
+    reverse_proxy {upstream} {{
+        transport fastcgi {{
+            root /srv
+        }}
+    }}
+}}
+"#
+    );
+    let conf_path = dir.path().join("Caddyfile");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&conf_path)
+        .arg("--adapter")
+        .arg("caddyfile");
+    cmd.env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"));
+    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
+    cmd.stdout(log.try_clone().unwrap()).stderr(log);
+    Some(Proxy::spawn(
+        cmd,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    ))
+}
+
+/// lighttpd (`-D`: foreground) with mod_fastcgi, `check-local` off. The request body is
+/// buffered (the default): with `server.stream-request-body` set, lighttpd answers a chunked
+/// upload to a FastCGI backend with 411 Length Required (CGI needs CONTENT_LENGTH).
+pub fn lighttpd(backend_spec: &str) -> Option<Proxy> {
+    let bin = find_binary("lighttpd", &["/usr/sbin/lighttpd", "/usr/bin/lighttpd"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let host = match backend(backend_spec) {
+        Backend::Tcp { host, port } => format!(r#""host" => "{host}", "port" => {port}"#),
+        Backend::Unix(path) => format!(r#""socket" => "{path}""#),
+    };
+    let conf = format!(
+        r#"server.modules = ("mod_fastcgi")
+server.document-root = "{d}"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.errorlog = "{d}/error.log"
+server.pid-file = "{d}/lighttpd.pid"
+server.max-request-size = 65536
+server.stream-response-body = 2
+fastcgi.server = ("/" => ((
+    {host},
+    "check-local" => "disable",
+    "max-procs" => 1
+)))
+"#
+    );
+    let conf_path = dir.path().join("lighttpd.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-D").arg("-f").arg(&conf_path);
+    Some(Proxy::spawn(
+        cmd,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        dir,
+    ))
 }
