@@ -491,6 +491,15 @@ impl Core {
         .is_some()
     }
 
+    /// Marks a HEAD request: its response body is not sent (RFC 3875 4.3.3).
+    pub fn set_head_only(&self, rk: ReqKey) {
+        self.with_request(rk, |conn, _| {
+            if let Some(e) = conn.requests.get_mut(&rk.id) {
+                e.head_only = true;
+            }
+        });
+    }
+
     /// Ends the request: STDOUT end, END_REQUEST with `app_status`, entry removed.
     pub fn finish(&self, rk: ReqKey, app_status: u32) {
         self.with_request(rk, |conn, core| {

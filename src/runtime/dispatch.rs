@@ -44,6 +44,9 @@ where
                 if let Some(data) = data {
                     r.extensions_mut().insert(FilterData::new(data));
                 }
+                if r.method() == http::Method::HEAD {
+                    self.core.set_head_only(rk);
+                }
                 r
             }
             Err(e) => {

@@ -135,7 +135,6 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
             id, role, params, ..
         } => {
             let serial = core.next_serial();
-            let head_only = params.get(b"REQUEST_METHOD") == Some(b"HEAD");
             core.active.set(core.active.get() + 1);
             requests.insert(
                 id,
@@ -150,7 +149,8 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
                     },
                     task: None,
                     head_sent: false,
-                    head_only,
+                    // Set at dispatch, once the method is parsed.
+                    head_only: false,
                 },
             );
             f.staged.push(Staged {
