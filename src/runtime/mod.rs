@@ -10,9 +10,12 @@ mod core;
 mod dispatch;
 mod driver;
 mod listener;
+mod stats;
+mod timeouts;
 mod worker;
 
-pub use config::Config;
+pub use config::{Config, Timeouts};
+pub use stats::{Counter, Stats};
 
 use crate::addr::{Addr, AddrParseError};
 use crate::body::RequestBody;
@@ -110,16 +113,21 @@ impl Server {
             max_body_buffer: cfg.max_body_buffer,
             max_output_buffer: cfg.max_output_buffer,
             max_conns: cfg.max_conns_per_worker,
+            max_requests: cfg.max_requests_per_worker,
+            timeouts: cfg.timeouts,
         };
         let mut handle = ServerHandle {
             local: listeners.local.clone(),
             features: None,
             threads: Vec::new(),
             stops: Vec::new(),
+            stats: Vec::new(),
         };
         for i in 0..workers {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
+            let stats = Arc::new(stats::WorkerStats::default());
+            handle.stats.push(stats.clone());
             let spec = WorkerSpec {
                 core_id: (!cores.is_empty()).then(|| cores[i % cores.len()]),
                 listener: listeners.for_worker(i),
@@ -129,6 +137,7 @@ impl Server {
                 shutdown_timeout: cfg.shutdown_timeout,
                 completions_per_turn: cfg.completions_per_turn,
                 make: make.clone(),
+                stats,
                 stop: stop.clone(),
                 ready: ready_tx,
             };
@@ -194,6 +203,7 @@ pub struct ServerHandle {
     features: Option<Features>,
     threads: Vec<JoinHandle<()>>,
     stops: Vec<Arc<worker::Stop>>,
+    stats: Vec<Arc<stats::WorkerStats>>,
 }
 
 impl ServerHandle {
@@ -205,6 +215,11 @@ impl ServerHandle {
     /// io_uring features in use (as detected by the first worker).
     pub fn features(&self) -> Option<&Features> {
         self.features.as_ref()
+    }
+
+    /// Limits hit, timeouts and other counters, summed over the workers.
+    pub fn stats(&self) -> Stats {
+        Stats::sum(self.stats.iter().map(|s| &**s))
     }
 
     /// Number of worker threads.

@@ -41,6 +41,7 @@ pub(crate) struct WorkerSpec<F> {
     pub shutdown_timeout: Duration,
     pub completions_per_turn: usize,
     pub make: Arc<F>,
+    pub stats: Arc<super::stats::WorkerStats>,
     pub stop: Arc<Stop>,
     pub ready: mpsc::Sender<Ready>,
 }
@@ -79,7 +80,7 @@ where
     };
     let local = tokio::task::LocalSet::new();
     let dispatcher = Dispatcher {
-        core: Rc::new(Core::new(spec.settings)),
+        core: Rc::new(Core::new(spec.settings, spec.stats)),
         service: Rc::new(RefCell::new((spec.make)())),
     };
     let _ = spec.ready.send(Ok(ring.features().clone()));
@@ -139,7 +140,10 @@ impl Loop {
         let stop = self.stop.clone();
         let mut stop_signal = std::pin::pin!(stop.notify.notified());
         let mut f = Followups::default();
+        let mut timer = super::timeouts::WakeTimer::new();
         loop {
+            core.clock.update();
+            super::timeouts::expire(&core);
             driver::resume_paused(&core);
             driver::flush(&core, &mut ring);
             ring.submit()?;
@@ -188,6 +192,7 @@ impl Loop {
                 if let Some(dl) = &mut deadline {
                     ready |= dl.as_mut().poll(cx).is_ready();
                 }
+                ready |= timer.poll(&core, cx);
                 if ready {
                     Poll::Ready(())
                 } else {
