@@ -29,6 +29,8 @@ pub enum BodyError {
     Aborted,
     /// The connection closed before the end of STDIN.
     ConnectionClosed,
+    /// No body byte arrived for the body timeout (`Timeouts::body`).
+    TimedOut,
 }
 
 impl fmt::Display for BodyError {
@@ -36,6 +38,7 @@ impl fmt::Display for BodyError {
         f.write_str(match self {
             BodyError::Aborted => "request aborted by the web server (FCGI_ABORT_REQUEST)",
             BodyError::ConnectionClosed => "connection closed before the end of the request body",
+            BodyError::TimedOut => "request body timed out: no byte arrived in time",
         })
     }
 }
@@ -253,6 +256,13 @@ impl Channel {
         }
         st.reader = Some(cx.waker().clone());
         Poll::Pending
+    }
+
+    /// The stream can still deliver bytes and someone holds its reading end: the peer owes
+    /// us bytes (the body timeout applies).
+    pub(crate) fn is_open(&self) -> bool {
+        let st = self.lock();
+        !st.ended && st.error.is_none() && !st.reader_gone
     }
 
     fn is_drained(&self) -> bool {

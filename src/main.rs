@@ -80,6 +80,53 @@ struct ServeArgs {
     /// Seconds a graceful shutdown waits for in-flight requests.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
+    #[command(flatten)]
+    hostile: HostileArgs,
+}
+
+/// Limits and timeouts against peers that misbehave (seconds may be fractional; 0 turns a
+/// timeout off).
+#[derive(clap::Args)]
+struct HostileArgs {
+    /// Requests in flight per worker; past it END_REQUEST(OVERLOADED).
+    #[arg(long, default_value_t = 16_384)]
+    max_requests_per_worker: usize,
+    /// Seconds before an idle keep-alive connection is closed.
+    #[arg(long, default_value_t = 300.0)]
+    idle_timeout: f64,
+    /// Seconds from BEGIN_REQUEST to the end of its params.
+    #[arg(long, default_value_t = 30.0)]
+    params_timeout: f64,
+    /// Seconds without a body byte while a request body is open (slowloris).
+    #[arg(long, default_value_t = 60.0)]
+    body_timeout: f64,
+    /// Seconds a handler may run (0: no deadline); past it 504, or the response is cut.
+    #[arg(long, default_value_t = 0.0)]
+    handler_timeout: f64,
+    /// Seconds a peer may leave queued output unread before the connection is closed.
+    #[arg(long, default_value_t = 60.0)]
+    write_timeout: f64,
+    /// Seconds to wait for the peer's close after our FIN (KEEP_CONN=0).
+    #[arg(long, default_value_t = 5.0)]
+    linger_timeout: f64,
+}
+
+impl HostileArgs {
+    fn apply(&self, config: &mut Config) -> Result<(), String> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v).map_err(|_| format!("--{name}: {v} is not a duration"))
+        };
+        config.max_requests_per_worker = self.max_requests_per_worker;
+        config.timeouts = fcgi_uring::Timeouts {
+            idle: secs("idle-timeout", self.idle_timeout)?,
+            params: secs("params-timeout", self.params_timeout)?,
+            body: secs("body-timeout", self.body_timeout)?,
+            handler: secs("handler-timeout", self.handler_timeout)?,
+            write: secs("write-timeout", self.write_timeout)?,
+            linger: secs("linger-timeout", self.linger_timeout)?,
+        };
+        Ok(())
+    }
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -126,6 +173,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.limits.max_params_bytes = args.max_params_bytes;
     config.limits.advertised_max_reqs = args.max_requests_per_conn as u32;
     config.limits.advertised_max_conns = args.max_conns_per_worker as u32;
+    if let Err(e) = args.hostile.apply(&mut config) {
+        eprintln!("fcgi-uring: {e}");
+        return ExitCode::FAILURE;
+    }
     let handle = match Server::new(config).start(|| service_fn(fcgi_uring::demo::app)) {
         Ok(h) => h,
         Err(e) => {
@@ -142,6 +193,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Err(e) = fcgi_uring::runtime::wait_for_signal() {
         eprintln!("fcgi-uring: cannot wait for signals: {e}");
     }
+    eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     handle.shutdown();
     ExitCode::SUCCESS
 }

@@ -201,6 +201,13 @@ impl Client {
         })
     }
 
+    /// A second handle on the same connection (for a writer thread while this one reads).
+    pub fn try_clone(&self) -> io::Result<Client> {
+        Ok(Client {
+            reader: BufReader::with_capacity(64 * 1024, self.reader.get_ref().try_clone()?),
+        })
+    }
+
     /// Read timeout for every later read (`None`: wait forever).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self.reader.get_ref() {

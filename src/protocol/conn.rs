@@ -306,6 +306,19 @@ impl Connection {
         }
     }
 
+    /// Ends dispatched request `id` with a protocol status other than REQUEST_COMPLETE (the
+    /// application refuses it, e.g. OVERLOADED when its own capacity is exhausted). Returns
+    /// false, writing nothing, if `id` is not active.
+    pub fn refuse_request(&mut self, id: u16, status: ProtocolStatus, out: &mut Vec<u8>) -> bool {
+        match self.requests.remove(id) {
+            Some(request) => {
+                self.write_end(id, request.keep_conn, 0, status, out);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Requests active now.
     pub fn active_requests(&self) -> usize {
         self.requests.len()

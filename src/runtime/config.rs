@@ -30,6 +30,11 @@ pub struct Config {
     pub max_output_buffer: usize,
     /// Connections per worker; past it new connections are closed at once.
     pub max_conns_per_worker: usize,
+    /// Requests in flight per worker (all connections); past it a request whose params are
+    /// complete is answered END_REQUEST(OVERLOADED) without running its handler.
+    pub max_requests_per_worker: usize,
+    /// Deadlines that reclaim connections and requests a peer leaves hanging.
+    pub timeouts: Timeouts,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
     /// Completions handled per loop turn before the answers are submitted: smaller sends
@@ -50,6 +55,8 @@ impl Default for Config {
             max_body_buffer: 1024 * 1024,
             max_output_buffer: 1024 * 1024,
             max_conns_per_worker: 65_536,
+            max_requests_per_worker: 16_384,
+            timeouts: Timeouts::default(),
             shutdown_timeout: Duration::from_secs(30),
             completions_per_turn: 32,
         }
@@ -63,5 +70,47 @@ impl Config {
             return self.workers;
         }
         std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// Deadlines, checked by one coarse timer wheel per worker (resolution
+/// [`Timeouts::RESOLUTION`]). `Duration::ZERO` turns one off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A connection with no request in flight and nothing queued, on which nothing was
+    /// received for this long, is closed.
+    pub idle: Duration,
+    /// A request whose PARAMS stream has not ended this long after its BEGIN_REQUEST closes
+    /// its connection (the peer and we cannot agree on that request any more).
+    pub params: Duration,
+    /// A request body (STDIN or DATA) that is still open while no byte arrived on its
+    /// connection for this long fails with [`crate::BodyError::TimedOut`] (slowloris).
+    pub body: Duration,
+    /// A handler still running this long after dispatch is cancelled: 504 if nothing was
+    /// sent yet, else its response is cut short. Off by default.
+    pub handler: Duration,
+    /// Output queued while the peer has not taken a byte for this long: the connection is
+    /// closed (a peer that stopped reading).
+    pub write: Duration,
+    /// After our FIN on a KEEP_CONN=0 connection, how long we keep reading until the peer
+    /// closes too.
+    pub linger: Duration,
+}
+
+impl Timeouts {
+    /// Granularity of every deadline.
+    pub const RESOLUTION: Duration = Duration::from_millis(50);
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            idle: Duration::from_secs(300),
+            params: Duration::from_secs(30),
+            body: Duration::from_secs(60),
+            handler: Duration::ZERO,
+            write: Duration::from_secs(60),
+            linger: Duration::from_secs(5),
+        }
     }
 }

@@ -16,7 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use tokio::task::AbortHandle;
 
+use super::config::Timeouts;
+use super::stats::{Counter, Recorder, WorkerStats};
+use super::timeouts::{Clock, Millis, Wheel};
 use crate::uring::OpId;
+use std::time::Instant;
 
 /// Token of the listener's accept operation (connection tokens never have bit 63 set).
 pub(crate) const LISTENER_TOKEN: u64 = 1 << 63;
@@ -145,7 +149,10 @@ fn concat(mut chunks: Vec<Bytes>) -> Bytes {
 /// An in-flight request.
 #[derive(Debug)]
 pub(crate) struct ReqEntry {
+    pub id: u16,
     pub serial: u64,
+    /// When it was dispatched (worker clock).
+    pub started: Millis,
     /// STDIN.
     pub body: BodyIn,
     /// DATA (FILTER role only; otherwise discarded).
@@ -208,10 +215,20 @@ pub(crate) struct Conn {
     pub paused: bool,
     /// Listed in the dirty list.
     pub dirty: bool,
+    /// Worker-clock times for the deadlines (see `timeouts`): last bytes received, last
+    /// received bytes or ended request, start of the current send, our FIN.
+    pub last_recv: Millis,
+    pub last_activity: Millis,
+    pub send_since: Millis,
+    pub shutdown_at: Millis,
+    /// Since when a request has been reading its params (oldest pending, approximately).
+    pub params_since: Option<Millis>,
+    /// The tick of this connection's live entry in the timer wheel.
+    pub timer: Option<u64>,
 }
 
 impl Conn {
-    pub fn new(fd: OwnedFd, limits: protocol::Limits) -> Conn {
+    pub fn new(fd: OwnedFd, limits: protocol::Limits, now: Millis) -> Conn {
         Conn {
             fd,
             proto: protocol::Connection::new(limits),
@@ -227,6 +244,12 @@ impl Conn {
             ops: 0,
             paused: false,
             dirty: false,
+            last_recv: now,
+            last_activity: now,
+            send_since: now,
+            shutdown_at: now,
+            params_since: None,
+            timer: None,
         }
     }
 
@@ -342,6 +365,8 @@ pub(crate) struct Settings {
     pub max_body_buffer: usize,
     pub max_output_buffer: usize,
     pub max_conns: usize,
+    pub max_requests: usize,
+    pub timeouts: Timeouts,
 }
 
 /// The per-core shared state.
@@ -360,6 +385,9 @@ pub(crate) struct Core {
     /// Sends submitted and not yet completed, on all connections.
     pub sends: Cell<usize>,
     pub settings: Settings,
+    pub clock: Clock,
+    pub wheel: RefCell<Wheel>,
+    pub stats: Recorder,
     /// Most requests seen in flight at once on one connection of this worker; `stat_shared`
     /// mirrors it for [`crate::ServerHandle`], written only when it grows.
     max_in_flight_seen: Cell<usize>,
@@ -367,8 +395,12 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub fn new(settings: Settings, stat_shared: Arc<AtomicUsize>) -> Core {
+    pub fn new(settings: Settings, stats: Arc<WorkerStats>, stat_shared: Arc<AtomicUsize>) -> Core {
+        let clock = Clock::new();
         Core {
+            wheel: RefCell::new(Wheel::new(clock.now_ms())),
+            clock,
+            stats: Recorder::new(stats),
             conns: RefCell::new(Conns::default()),
             dirty: RefCell::new(Vec::new()),
             paused: RefCell::new(Vec::new()),
@@ -390,6 +422,29 @@ impl Core {
             self.max_in_flight_seen.set(seen);
             self.stat_shared.fetch_max(seen, Ordering::Relaxed);
         }
+    }
+
+    /// The worker clock, read once per loop turn.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn now_ms(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    pub fn instant_at(&self, ms: Millis) -> Instant {
+        self.clock.at(ms)
+    }
+
+    /// Closes `conn` now, whatever is in flight: requests cancelled, queued output dropped,
+    /// both directions shut down so that a send stuck on a peer that stopped reading
+    /// completes (with an error) and the socket can be released.
+    pub fn force_close(&self, conn: &mut Conn) {
+        self.abort_all(conn, BodyError::ConnectionClosed);
+        conn.out.clear();
+        conn.state = ConnState::Closed;
+        let _ = socket2::SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Both);
     }
 
     pub fn next_serial(&self) -> u64 {
@@ -511,13 +566,24 @@ impl Core {
     /// Ends the request after a handler error or panic: a 500 if nothing was sent yet, else
     /// the response is cut short.
     pub fn fail(&self, rk: ReqKey) {
+        self.stats.count(Counter::HandlerFailed);
+        self.cut_or(rk, http::StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// Ends a request whose handler was cancelled at its deadline: a 504 if nothing was sent
+    /// yet, else the response is cut short.
+    pub fn time_out(&self, rk: ReqKey) {
+        self.cut_or(rk, http::StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    fn cut_or(&self, rk: ReqKey, status: http::StatusCode) {
         let head_sent = self
             .with_request(rk, |conn, _| {
                 conn.requests.get(&rk.id).is_some_and(|e| e.head_sent)
             })
             .unwrap_or(true);
         if !head_sent {
-            self.write_status(rk, http::StatusCode::INTERNAL_SERVER_ERROR);
+            self.write_status(rk, status);
             return;
         }
         self.finish(rk, 1);
@@ -543,6 +609,7 @@ impl Core {
         if conn.proto.end_request(id, app_status, &mut conn.out) {
             self.active.set(self.active.get().saturating_sub(1));
         }
+        conn.last_activity = self.now_ms();
         if conn.proto.should_close() && conn.state == ConnState::Open {
             conn.state = ConnState::Draining {
                 shutdown_sent: false,

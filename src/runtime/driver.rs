@@ -7,8 +7,10 @@
 //! handler task or a shutdown request wakes it.
 
 use super::core::{BodyIn, Conn, ConnKey, ConnState, Core, LISTENER_TOKEN, Recv, ReqEntry, ReqKey};
+use super::stats::Counter;
+use super::timeouts;
 use crate::body::{BodyError, Flow};
-use crate::protocol::{Event, Params, Role};
+use crate::protocol::{Event, Params, ProtocolStatus, RejectReason, Role};
 use crate::uring::{Completion, CompletionKind, Ring};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -73,16 +75,21 @@ fn on_accept(core: &Core, result: io::Result<OwnedFd>, is_tcp: bool) {
     };
     let mut conns = core.conns.borrow_mut();
     if conns.len() >= core.settings.max_conns {
-        tracing::warn!(
-            "connection refused: {} connections on this worker (max_conns_per_worker)",
-            conns.len()
+        core.stats.hit(
+            Counter::ConnsRefused,
+            core.now(),
+            format_args!(
+                "connection refused: {} connections on this worker (max_conns_per_worker)",
+                conns.len()
+            ),
         );
         return;
     }
+    core.stats.count(Counter::Accepted);
     if is_tcp {
         let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
     }
-    let key = conns.insert(Conn::new(fd, core.settings.limits));
+    let key = conns.insert(Conn::new(fd, core.settings.limits, core.now_ms()));
     if let Some(conn) = conns.get_mut(key) {
         core.mark_dirty(key, conn);
     }
@@ -98,7 +105,11 @@ fn on_recv(
     match result {
         Ok([]) => on_eof(core, conn),
         // Once we decided to close, what the peer still sends is discarded.
-        Ok(data) if conn.state == ConnState::Open => feed(core, key, conn, data, f),
+        Ok(data) if conn.state == ConnState::Open => {
+            conn.last_recv = core.now_ms();
+            conn.last_activity = conn.last_recv;
+            feed(core, key, conn, data, f);
+        }
         Ok(_) => {}
         Err(e) => match e.raw_os_error() {
             Some(libc::ENOBUFS) | Some(libc::ECANCELED) => {}
@@ -123,7 +134,10 @@ fn on_eof(core: &Core, conn: &mut Conn) {
 /// Runs received bytes through the protocol state machine.
 fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followups) {
     let mut aborts: Vec<u16> = Vec::new();
+    let mut overloaded: Vec<u16> = Vec::new();
+    let mut dispatched = false;
     let mut pause = false;
+    let now = core.now_ms();
     let Conn {
         proto,
         out,
@@ -134,11 +148,19 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
         Event::Request {
             id, role, params, ..
         } => {
+            dispatched = true;
+            if core.active.get() >= core.settings.max_requests {
+                overloaded.push(id);
+                return;
+            }
+            core.stats.count(Counter::Requests);
             let serial = core.next_serial();
             core.active.set(core.active.get() + 1);
             requests.insert(
                 id,
                 ReqEntry {
+                    id,
+                    started: now,
                     serial,
                     // An AUTHORIZER gets no STDIN (spec 6.3); only a FILTER gets DATA (6.4).
                     body: BodyIn::staged(role == Role::Authorizer),
@@ -185,10 +207,40 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
         }
         Event::Abort { id } => aborts.push(id),
         Event::Rejected { id, reason } => {
-            tracing::warn!("request {id} refused: {reason}");
+            let counter = match reason {
+                RejectReason::TooManyRequests => Counter::ConnOverloaded,
+                RejectReason::UnknownRole(_) => Counter::UnknownRole,
+                _ => Counter::ParamsLimit,
+            };
+            core.stats.hit(
+                counter,
+                core.now(),
+                format_args!("request {id} refused: {reason}"),
+            );
         }
     });
     core.note_in_flight(proto.max_active_seen());
+    for id in overloaded {
+        core.stats.hit(
+            Counter::WorkerOverloaded,
+            core.now(),
+            format_args!(
+                "request {id} refused: {} requests in flight on this worker (max_requests_per_worker)",
+                core.active.get()
+            ),
+        );
+        conn.proto
+            .refuse_request(id, ProtocolStatus::Overloaded, &mut conn.out);
+    }
+    // Requests still reading params: the params deadline runs from the oldest (restarted when
+    // one completes, which keeps the bound per request approximately).
+    if conn.proto.active_requests() > conn.requests.len() {
+        if dispatched || conn.params_since.is_none() {
+            conn.params_since = Some(now);
+        }
+    } else {
+        conn.params_since = None;
+    }
     for id in aborts {
         if let Some(entry) = conn.requests.get_mut(&id) {
             if let Some(task) = entry.task.take() {
@@ -202,7 +254,11 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
         core.end_request(key, conn, id, 0);
     }
     if let Err(e) = result {
-        tracing::warn!("closing connection: {e}");
+        core.stats.hit(
+            Counter::ProtocolError,
+            core.now(),
+            format_args!("closing connection: {e}"),
+        );
         core.abort_all(conn, BodyError::ConnectionClosed);
         conn.state = ConnState::Closing;
     }
@@ -251,8 +307,10 @@ pub(crate) fn flush(core: &Core, ring: &mut Ring) {
         };
         conn.dirty = false;
         queue_send(core, key, conn, ring);
-        if advance_state(key, conn, ring) {
+        if advance_state(core, key, conn, ring) {
             conns.remove(key);
+        } else {
+            timeouts::schedule(core, key, conn);
         }
     }
 }
@@ -272,18 +330,29 @@ fn queue_send(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
     };
     conn.sending = buf.len() - offset;
     conn.send_offset = offset;
+    conn.send_since = core.now_ms();
     core.sends.set(core.sends.get() + 1);
     conn.ops += 1;
     ring.send(fd, buf, offset, key.token());
 }
 
 /// Moves the connection along its lifecycle; true when it can be dropped (socket closed).
-fn advance_state(key: ConnKey, conn: &mut Conn, ring: &mut Ring) -> bool {
+fn advance_state(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) -> bool {
     let fd = conn.fd.as_raw_fd();
     let idle_out = conn.sending == 0 && conn.out.is_empty() && conn.resend.is_none();
     match conn.state {
         ConnState::Open => {
-            if conn.paused {
+            // A peer that sends without reading our answers (GET_VALUES, refusals) is read no
+            // further until it takes them: queued output stays bounded.
+            let out_full = conn.backlog() > core.settings.max_output_buffer;
+            if out_full && matches!(conn.recv, Recv::Armed(_)) {
+                core.stats.hit(
+                    Counter::OutputFull,
+                    core.now(),
+                    format_args!("connection not read: its output queue is full"),
+                );
+            }
+            if conn.paused || out_full {
                 cancel_recv(conn, ring);
             } else {
                 arm_recv(key, conn, ring);
@@ -291,6 +360,7 @@ fn advance_state(key: ConnKey, conn: &mut Conn, ring: &mut Ring) -> bool {
         }
         ConnState::Draining { shutdown_sent } => {
             if !shutdown_sent && idle_out {
+                conn.shutdown_at = core.now_ms();
                 conn.ops += 1;
                 ring.shutdown_write(fd, key.token());
                 conn.state = ConnState::Draining {

@@ -11,9 +11,12 @@ mod core;
 mod dispatch;
 mod driver;
 mod listener;
+mod stats;
+mod timeouts;
 mod worker;
 
-pub use config::Config;
+pub use config::{Config, Timeouts};
+pub use stats::{Counter, Stats};
 
 use crate::addr::{Addr, AddrParseError};
 use crate::body::RequestBody;
@@ -112,6 +115,8 @@ impl Server {
             max_body_buffer: cfg.max_body_buffer,
             max_output_buffer: cfg.max_output_buffer,
             max_conns: cfg.max_conns_per_worker,
+            max_requests: cfg.max_requests_per_worker,
+            timeouts: cfg.timeouts,
         };
         let mut handle = ServerHandle {
             local: listeners.local.clone(),
@@ -119,11 +124,14 @@ impl Server {
             threads: Vec::new(),
             stops: Vec::new(),
             max_in_flight: Vec::new(),
+            stats: Vec::new(),
         };
         for i in 0..workers {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
             let max_in_flight = Arc::new(AtomicUsize::new(0));
+            let stats = Arc::new(stats::WorkerStats::default());
+            handle.stats.push(stats.clone());
             let spec = WorkerSpec {
                 core_id: (!cores.is_empty()).then(|| cores[i % cores.len()]),
                 listener: listeners.for_worker(i),
@@ -133,6 +141,7 @@ impl Server {
                 shutdown_timeout: cfg.shutdown_timeout,
                 completions_per_turn: cfg.completions_per_turn,
                 make: make.clone(),
+                stats,
                 stop: stop.clone(),
                 ready: ready_tx,
                 max_in_flight: max_in_flight.clone(),
@@ -202,6 +211,7 @@ pub struct ServerHandle {
     stops: Vec<Arc<worker::Stop>>,
     /// Per worker: most requests seen in flight at once on one connection.
     max_in_flight: Vec<Arc<AtomicUsize>>,
+    stats: Vec<Arc<stats::WorkerStats>>,
 }
 
 impl ServerHandle {
@@ -213,6 +223,11 @@ impl ServerHandle {
     /// io_uring features in use (as detected by the first worker).
     pub fn features(&self) -> Option<&Features> {
         self.features.as_ref()
+    }
+
+    /// Limits hit, timeouts and other counters, summed over the workers.
+    pub fn stats(&self) -> Stats {
+        Stats::sum(self.stats.iter().map(|s| &**s))
     }
 
     /// Number of worker threads.

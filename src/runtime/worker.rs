@@ -41,6 +41,7 @@ pub(crate) struct WorkerSpec<F> {
     pub shutdown_timeout: Duration,
     pub completions_per_turn: usize,
     pub make: Arc<F>,
+    pub stats: Arc<super::stats::WorkerStats>,
     pub stop: Arc<Stop>,
     pub ready: mpsc::Sender<Ready>,
     /// This worker's most requests in flight on one connection (see `Core::note_in_flight`).
@@ -81,7 +82,7 @@ where
     };
     let local = tokio::task::LocalSet::new();
     let dispatcher = Dispatcher {
-        core: Rc::new(Core::new(spec.settings, spec.max_in_flight)),
+        core: Rc::new(Core::new(spec.settings, spec.stats, spec.max_in_flight)),
         service: Rc::new(RefCell::new((spec.make)())),
     };
     let _ = spec.ready.send(Ok(ring.features().clone()));
@@ -141,7 +142,10 @@ impl Loop {
         let stop = self.stop.clone();
         let mut stop_signal = std::pin::pin!(stop.notify.notified());
         let mut f = Followups::default();
+        let mut timer = super::timeouts::WakeTimer::new();
         loop {
+            core.clock.update();
+            super::timeouts::expire(&core);
             driver::resume_paused(&core);
             driver::flush(&core, &mut ring);
             ring.submit()?;
@@ -190,6 +194,7 @@ impl Loop {
                 if let Some(dl) = &mut deadline {
                     ready |= dl.as_mut().poll(cx).is_ready();
                 }
+                ready |= timer.poll(&core, cx);
                 if ready {
                     Poll::Ready(())
                 } else {

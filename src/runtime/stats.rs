@@ -1,0 +1,227 @@
+//! Per-worker counters of limits hit and timeouts, and their rate-limited log lines.
+//!
+//! Each worker owns one [`WorkerStats`] (written only by that worker, relaxed atomics so that
+//! [`crate::ServerHandle::stats`] can read it from another thread). A cause is logged at most
+//! once per [`LOG_INTERVAL`] per worker, with the count of occurrences not logged since, so
+//! hostile traffic cannot flood the log.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// At most one log line per cause and worker in this interval.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Counter {
+    /// Connections accepted.
+    Accepted,
+    /// Connections closed at accept: `max_conns_per_worker` reached.
+    ConnsRefused,
+    /// Requests dispatched to a handler.
+    Requests,
+    /// END_REQUEST(OVERLOADED): `max_requests_per_worker` reached.
+    WorkerOverloaded,
+    /// END_REQUEST(OVERLOADED): `max_requests_per_conn` reached.
+    ConnOverloaded,
+    /// END_REQUEST(OVERLOADED): a params limit (bytes, pairs, name or value length).
+    ParamsLimit,
+    /// END_REQUEST(UNKNOWN_ROLE).
+    UnknownRole,
+    /// A protocol error closed the connection (bad version, bad lengths, duplicate BEGIN...).
+    ProtocolError,
+    /// Reading paused because the connection's queued output passed `max_output_buffer`.
+    OutputFull,
+    /// A handler returned an error or panicked.
+    HandlerFailed,
+    /// Idle connection closed.
+    IdleTimeout,
+    /// Connection closed: params not complete in time.
+    ParamsTimeout,
+    /// Request body failed: no body bytes in time.
+    BodyTimeout,
+    /// Handler cancelled at its deadline.
+    HandlerTimeout,
+    /// Connection closed: the peer stopped reading.
+    WriteTimeout,
+    /// Connection closed: the peer did not close after our FIN.
+    LingerTimeout,
+}
+
+impl Counter {
+    /// Every counter, in index order.
+    pub const ALL: [Counter; 16] = [
+        Counter::Accepted,
+        Counter::ConnsRefused,
+        Counter::Requests,
+        Counter::WorkerOverloaded,
+        Counter::ConnOverloaded,
+        Counter::ParamsLimit,
+        Counter::UnknownRole,
+        Counter::ProtocolError,
+        Counter::OutputFull,
+        Counter::HandlerFailed,
+        Counter::IdleTimeout,
+        Counter::ParamsTimeout,
+        Counter::BodyTimeout,
+        Counter::HandlerTimeout,
+        Counter::WriteTimeout,
+        Counter::LingerTimeout,
+    ];
+
+    /// Its name in logs and in [`Stats`]'s `Display`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Accepted => "accepted",
+            Counter::ConnsRefused => "conns_refused",
+            Counter::Requests => "requests",
+            Counter::WorkerOverloaded => "worker_overloaded",
+            Counter::ConnOverloaded => "conn_overloaded",
+            Counter::ParamsLimit => "params_limit",
+            Counter::UnknownRole => "unknown_role",
+            Counter::ProtocolError => "protocol_error",
+            Counter::OutputFull => "output_full",
+            Counter::HandlerFailed => "handler_failed",
+            Counter::IdleTimeout => "idle_timeout",
+            Counter::ParamsTimeout => "params_timeout",
+            Counter::BodyTimeout => "body_timeout",
+            Counter::HandlerTimeout => "handler_timeout",
+            Counter::WriteTimeout => "write_timeout",
+            Counter::LingerTimeout => "linger_timeout",
+        }
+    }
+
+    fn index(self) -> usize {
+        Counter::ALL.iter().position(|c| *c == self).unwrap_or(0)
+    }
+}
+
+const N: usize = Counter::ALL.len();
+
+/// One worker's counters (shared with the server handle).
+#[derive(Debug, Default)]
+pub(crate) struct WorkerStats {
+    counts: [AtomicU64; N],
+}
+
+impl WorkerStats {
+    fn add(&self, c: Counter) {
+        self.counts[c.index()].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A snapshot of the counters, summed over workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    counts: [u64; N],
+}
+
+impl Stats {
+    pub(crate) fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerStats>) -> Stats {
+        let mut s = Stats::default();
+        for w in workers {
+            for (total, c) in s.counts.iter_mut().zip(&w.counts) {
+                *total += c.load(Ordering::Relaxed);
+            }
+        }
+        s
+    }
+
+    /// The count of `c`.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counts[c.index()]
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for c in Counter::ALL {
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            write!(f, "{}={}", c.name(), self.get(c))?;
+        }
+        Ok(())
+    }
+}
+
+/// Counting and rate-limited logging for one worker (single-threaded).
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    pub shared: std::sync::Arc<WorkerStats>,
+    last_log: [Cell<Option<Instant>>; N],
+    suppressed: [Cell<u64>; N],
+}
+
+impl Recorder {
+    pub fn new(shared: std::sync::Arc<WorkerStats>) -> Recorder {
+        Recorder {
+            shared,
+            last_log: Default::default(),
+            suppressed: Default::default(),
+        }
+    }
+
+    /// Counts `c` without logging.
+    pub fn count(&self, c: Counter) {
+        self.shared.add(c);
+    }
+
+    /// Counts `c` and logs `what` unless this cause was logged less than [`LOG_INTERVAL`] ago.
+    pub fn hit(&self, c: Counter, now: Instant, what: fmt::Arguments<'_>) {
+        self.shared.add(c);
+        let i = c.index();
+        let due = self.last_log[i]
+            .get()
+            .is_none_or(|t| now.saturating_duration_since(t) >= LOG_INTERVAL);
+        if !due {
+            self.suppressed[i].set(self.suppressed[i].get() + 1);
+            return;
+        }
+        self.last_log[i].set(Some(now));
+        let more = self.suppressed[i].replace(0);
+        if more > 0 {
+            tracing::warn!("{what} [{}; {more} more not logged]", c.name());
+        } else {
+            tracing::warn!("{what} [{}]", c.name());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn counts_every_hit_and_logs_at_most_once_per_interval() {
+        let r = Recorder::new(Arc::new(WorkerStats::default()));
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            r.hit(Counter::IdleTimeout, t0, format_args!("idle"));
+        }
+        assert_eq!(r.suppressed[Counter::IdleTimeout.index()].get(), 999);
+        r.hit(
+            Counter::IdleTimeout,
+            t0 + LOG_INTERVAL,
+            format_args!("idle"),
+        );
+        assert_eq!(r.suppressed[Counter::IdleTimeout.index()].get(), 0);
+        let s = Stats::sum([&*r.shared]);
+        assert_eq!(s.get(Counter::IdleTimeout), 1001);
+        assert_eq!(s.get(Counter::Accepted), 0);
+        assert!(s.to_string().contains("idle_timeout=1001"));
+    }
+
+    #[test]
+    fn every_counter_has_its_own_index() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
+    }
+}
