@@ -9,10 +9,12 @@ mod config;
 mod core;
 mod dispatch;
 mod driver;
+mod http_serve;
 mod listener;
 mod worker;
 
 pub use config::Config;
+pub use http_serve::Protocol;
 
 use crate::addr::{Addr, AddrParseError};
 use crate::body::RequestBody;
@@ -96,6 +98,9 @@ impl Server {
         B::Error: Into<BoxError>,
     {
         let cfg = self.config;
+        if cfg.protocol != Protocol::FastCgi {
+            return http_serve::start(cfg, make);
+        }
         let workers = cfg.worker_count();
         let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
             .map_err(StartError::Listen)?;
