@@ -7,6 +7,7 @@
 
 pub mod engine;
 pub mod fcgi;
+pub mod h2c;
 pub mod http1;
 pub mod net;
 pub mod response;
