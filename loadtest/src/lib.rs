@@ -10,6 +10,7 @@ pub mod fcgi;
 pub mod h2c;
 pub mod http1;
 pub mod net;
+pub mod report;
 pub mod response;
 pub mod run;
 pub mod schedule;
