@@ -394,7 +394,11 @@ mod tests {
         cfg.depth = 2;
         assert!(run(&cfg).unwrap_err().contains("--depth 1"));
         cfg.protocol = Protocol::H2;
-        assert!(run(&cfg).unwrap_err().contains("h2"));
+        assert!(
+            run(&cfg)
+                .unwrap_err()
+                .contains("HTTP/2 keeps its connections")
+        );
         cfg.protocol = Protocol::Fastcgi;
         cfg.keep_conn = true;
         // Nothing listens on port 1: the multiplexing probe fails with a clear error.
