@@ -3,6 +3,7 @@
 //! Three shapes, chosen by the runtime when it dispatches a request:
 //! - empty, and complete-in-hand (the whole STDIN arrived with the params, as nginx sends a GET):
 //!   no channel, no allocation beyond the bytes themselves;
+//! - HTTP (the `http1`/`h2c` comparison modes): hyper's body, streamed through as it is;
 //! - streaming: a per-request channel the worker fills as STDIN records arrive. The channel is
 //!   created, filled and drained on one core; its mutex is never contended (it exists because
 //!   `axum` and most of the ecosystem require `Send` bodies).
@@ -56,6 +57,7 @@ enum Kind {
     Empty,
     Full(Option<Bytes>),
     Stream(Arc<Channel>),
+    Incoming(hyper::body::Incoming),
 }
 
 impl RequestBody {
@@ -71,6 +73,17 @@ impl RequestBody {
         }
         RequestBody {
             kind: Kind::Full(Some(bytes)),
+        }
+    }
+
+    /// The body of a request received over HTTP by hyper, streamed through (an empty one
+    /// costs nothing). A transport error ends it with [`BodyError::ConnectionClosed`].
+    pub fn from_incoming(body: hyper::body::Incoming) -> RequestBody {
+        if body.is_end_stream() {
+            return RequestBody::empty();
+        }
+        RequestBody {
+            kind: Kind::Incoming(body),
         }
     }
 
@@ -99,6 +112,10 @@ impl Body for RequestBody {
             Kind::Empty => Poll::Ready(None),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream(channel) => channel.poll_next(cx),
+            Kind::Incoming(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError::ConnectionClosed))),
+                other => other.map(|f| f.map(|f| f.map_err(|_| BodyError::ConnectionClosed))),
+            },
         }
     }
 
@@ -107,6 +124,7 @@ impl Body for RequestBody {
             Kind::Empty => true,
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Stream(channel) => channel.is_drained(),
+            Kind::Incoming(body) => body.is_end_stream(),
         }
     }
 
@@ -115,6 +133,7 @@ impl Body for RequestBody {
             Kind::Empty => SizeHint::with_exact(0),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Stream(_) => SizeHint::default(),
+            Kind::Incoming(body) => body.size_hint(),
         }
     }
 }

@@ -18,6 +18,6 @@ pub mod service;
 pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
 pub use protocol::Role;
-pub use runtime::{Config, Counter, Server, ServerHandle, StartError, Stats, Timeouts};
+pub use runtime::{Config, Counter, Protocol, Server, ServerHandle, StartError, Stats, Timeouts};
 pub use service::{BoxError, Request, ServiceFn, service_fn};
 pub mod demo;

@@ -1,7 +1,7 @@
 //! `fcgi-uring`: run the demo app over FastCGI, or send a FastCGI request.
 
 use clap::{Parser, Subcommand};
-use fcgi_uring::{Addr, Config, Server, service_fn};
+use fcgi_uring::{Addr, Config, Protocol, Server, service_fn};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,6 +29,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// What clients speak: fastcgi (io_uring), or http1 / h2c (hyper on tokio on the same
+    /// pinned workers, for comparisons).
+    #[arg(long, default_value = "fastcgi")]
+    protocol: Protocol,
     /// Address to listen on: host:port or unix:/path.
     #[arg(long, default_value = "127.0.0.1:9000")]
     listen: Addr,
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let mut config = Config {
+        protocol: args.protocol,
         listen: args.listen,
         workers: args.workers,
         pin_workers: !args.no_pin,
@@ -184,9 +189,13 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let features = handle.features().map(|f| f.to_string()).unwrap_or_default();
+    let features = match handle.features() {
+        Some(f) => format!("io_uring: {f}"),
+        None => "hyper on tokio".to_owned(),
+    };
     println!(
-        "fcgi-uring serving the demo app on {} with {} workers; io_uring: {features}",
+        "fcgi-uring serving the demo app over {:?} on {} with {} workers; {features}",
+        args.protocol,
         handle.local_addr(),
         handle.workers()
     );

@@ -5,10 +5,13 @@
 //! event loop ([`engine`], over [`net`] and [`sys`]) <- the run ([`run`]: threads, pinning,
 //! server CPU, progress). All `unsafe` is in [`sys`].
 
+pub mod compare;
 pub mod engine;
 pub mod fcgi;
+pub mod h2c;
 pub mod http1;
 pub mod net;
+pub mod report;
 pub mod response;
 pub mod run;
 pub mod schedule;

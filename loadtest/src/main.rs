@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
+use fcgi_loadtest::compare::CompareConfig;
 use fcgi_loadtest::run::parse_cpu_list;
 use fcgi_loadtest::{Config, Protocol};
 use fcgi_uring::Addr;
@@ -23,6 +24,75 @@ struct Cli {
 enum Command {
     /// Load a server and report throughput, latency percentiles and CPU use.
     Run(RunArgs),
+    /// Serve the demo app over FastCGI, HTTP/1.1 and h2c (direct, and through nginx and
+    /// HAProxy), run the same scenarios against each, print a table, write DIR/report.html.
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+struct CompareArgs {
+    /// Directory for report.html, table.txt, results.json, proxy configs and logs.
+    #[arg(long, default_value = "compare-out")]
+    out: std::path::PathBuf,
+    /// Measured seconds per cell (after a 1 s warmup).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Warmup seconds per cell.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// CPUs for the server and the proxy (they share them).
+    #[arg(long, default_value = "0")]
+    server_cpus: String,
+    /// CPUs for the client (one thread each).
+    #[arg(long, default_value = "1")]
+    client_cpus: String,
+    /// The fcgi-uring binary (default: next to this one).
+    #[arg(long)]
+    fcgi_uring: Option<std::path::PathBuf>,
+    /// Only the paths whose names contain one of these (e.g. fastcgi,h2c).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: std::path::PathBuf,
+    #[arg(long, default_value = "/usr/sbin/haproxy")]
+    haproxy: std::path::PathBuf,
+}
+
+fn compare(a: CompareArgs) -> ExitCode {
+    let cfg = (|| -> Result<CompareConfig, String> {
+        let fcgi_uring = match a.fcgi_uring {
+            Some(p) => p,
+            None => std::env::current_exe()
+                .map_err(|e| e.to_string())?
+                .with_file_name("fcgi-uring"),
+        };
+        Ok(CompareConfig {
+            out: a.out,
+            duration: seconds("duration", a.duration)?,
+            warmup: seconds("warmup", a.warmup)?,
+            server_cpus: parse_cpu_list(&a.server_cpus)?,
+            client_cpus: parse_cpu_list(&a.client_cpus)?,
+            fcgi_uring,
+            only: a.only,
+            nginx: a.nginx,
+            haproxy: a.haproxy,
+        })
+    })();
+    let result = cfg.and_then(|cfg| {
+        let table = fcgi_loadtest::compare::compare(&cfg)?;
+        Ok((table, cfg.out))
+    });
+    match result {
+        Ok((table, out)) => {
+            print!("{table}");
+            println!("report: {}", out.join("report.html").display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fcgi-loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -109,7 +179,10 @@ fn config(a: RunArgs) -> Result<(Config, bool), String> {
 }
 
 fn main() -> ExitCode {
-    let Command::Run(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Run(args) => args,
+        Command::Compare(args) => return compare(args),
+    };
     let (cfg, json) = match config(args) {
         Ok(c) => c,
         Err(e) => {

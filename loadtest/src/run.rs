@@ -9,6 +9,7 @@ use fcgi_uring::Addr;
 
 use crate::engine::{Plan, Progress, Request, Worker};
 use crate::fcgi::{self, RequestTemplate, nginx_like_params};
+use crate::h2c;
 use crate::http1;
 use crate::response::Expect;
 use crate::schedule;
@@ -115,8 +116,8 @@ pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
 pub type RunError = String;
 
 fn check(cfg: &Config) -> Result<(), RunError> {
-    if cfg.protocol == Protocol::H2 {
-        return Err("--protocol h2 is not implemented yet (fastcgi and http1 are)".into());
+    if cfg.protocol == Protocol::H2 && !cfg.keep_conn {
+        return Err("--keep-conn false is for FastCGI (HTTP/2 keeps its connections)".into());
     }
     if cfg.conns == 0 || cfg.depth == 0 || cfg.threads == 0 {
         return Err("--conns, --depth and --threads must be at least 1".into());
@@ -170,6 +171,7 @@ fn build_plan(cfg: &Config, window_start: u64, window_end: u64) -> Plan {
             let params = nginx_like_params(&method, &cfg.path, &headers, cfg.body_bytes);
             Request::Fcgi(RequestTemplate::new(&params, &body, cfg.keep_conn))
         }
+        // HTTP/2 runs its own engine (`h2c_plan`); this one is unused.
         Protocol::Http1 | Protocol::H2 => {
             Request::Http1(http1::encode_request(&method, &cfg.path, &host, &body))
         }
@@ -188,6 +190,30 @@ fn build_plan(cfg: &Config, window_start: u64, window_end: u64) -> Plan {
     }
 }
 
+fn h2c_plan(cfg: &Config, window_start: u64, window_end: u64) -> Result<h2c::Plan, RunError> {
+    let host = match &cfg.addr {
+        Addr::Tcp(sa) => sa.to_string(),
+        Addr::Unix(_) => "localhost".to_owned(),
+    };
+    let uri: http::Uri = format!("http://{host}{}", cfg.path)
+        .parse()
+        .map_err(|e| format!("bad request path {:?}: {e}", cfg.path))?;
+    let method = http::Method::from_bytes(cfg.method().as_bytes())
+        .map_err(|e| format!("bad method: {e}"))?;
+    Ok(h2c::Plan {
+        addr: cfg.addr.clone(),
+        method,
+        uri,
+        body: bytes::Bytes::from(vec![b'x'; cfg.body_bytes]),
+        expect: Expect {
+            body: cfg.expect_body.as_ref().map(|b| Arc::from(b.as_bytes())),
+        },
+        depth: cfg.depth,
+        window_start,
+        window_end,
+    })
+}
+
 /// Runs the load and returns the report.
 pub fn run(cfg: &Config) -> Result<Report, RunError> {
     check(cfg)?;
@@ -198,6 +224,10 @@ pub fn run(cfg: &Config) -> Result<Report, RunError> {
     let window_start = cfg.warmup.as_nanos() as u64;
     let window_end = window_start + cfg.duration.as_nanos() as u64;
     let plan = Arc::new(build_plan(cfg, window_start, window_end));
+    let h2_plan = match cfg.protocol {
+        Protocol::H2 => Some(Arc::new(h2c_plan(cfg, window_start, window_end)?)),
+        _ => None,
+    };
     let progress: Vec<Progress> = (0..threads).map(|_| Progress::default()).collect();
     let base = Instant::now();
     let mut pacers = match cfg.rate {
@@ -218,6 +248,7 @@ pub fn run(cfg: &Config) -> Result<Report, RunError> {
             .enumerate()
             .map(|(t, pacers)| {
                 let plan = Arc::clone(&plan);
+                let h2_plan = h2_plan.clone();
                 let cpu = (!cfg.cpus.is_empty()).then(|| cfg.cpus[t % cfg.cpus.len()]);
                 let progress = &progress[t];
                 std::thread::Builder::new()
@@ -228,7 +259,10 @@ pub fn run(cfg: &Config) -> Result<Report, RunError> {
                         {
                             eprintln!("warning: could not pin worker {t} to CPU {id}");
                         }
-                        Worker::new(plan, base, pacers)?.run(progress)
+                        match h2_plan {
+                            Some(h2) => h2c::run_worker(h2, base, pacers, progress),
+                            None => Worker::new(plan, base, pacers)?.run(progress),
+                        }
                     })
                     .expect("spawn worker thread")
             })
@@ -360,7 +394,11 @@ mod tests {
         cfg.depth = 2;
         assert!(run(&cfg).unwrap_err().contains("--depth 1"));
         cfg.protocol = Protocol::H2;
-        assert!(run(&cfg).unwrap_err().contains("h2"));
+        assert!(
+            run(&cfg)
+                .unwrap_err()
+                .contains("HTTP/2 keeps its connections")
+        );
         cfg.protocol = Protocol::Fastcgi;
         cfg.keep_conn = true;
         // Nothing listens on port 1: the multiplexing probe fails with a clear error.

@@ -26,6 +26,13 @@ impl Pacer {
         self.next
     }
 
+    /// Takes the next request, however far ahead it is due, and returns its due time.
+    pub fn claim(&mut self) -> u64 {
+        let due = self.next;
+        self.next += self.interval;
+        due
+    }
+
     /// If a request is due at `now`, takes it and returns its due time (the time its latency
     /// counts from, however late it is sent).
     pub fn take_due(&mut self, now: u64) -> Option<u64> {

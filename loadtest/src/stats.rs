@@ -15,7 +15,7 @@ const MAX_LATENCY_US: u64 = 100_000_000;
 pub const SATURATED_PCT: f64 = 90.0;
 
 /// Failed requests by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ErrorCounts {
     pub connect: u64,
     pub io: u64,
@@ -89,7 +89,7 @@ impl ThreadStats {
 }
 
 /// Everything a run reports. Field names are the JSON keys scripts rely on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     pub protocol: String,
     pub addr: String,
@@ -126,6 +126,24 @@ pub struct Report {
     pub server_cpu_s: Option<f64>,
     /// Server CPU microseconds per successful request.
     pub server_cpu_us_per_req: Option<f64>,
+    /// The latency distribution as `[percentile, us]` points from the HdrHistogram: 0 (the
+    /// minimum), then 1 - 10^(-k/4) for k = 1..=20 (50, 68.4, 82.2, 90, ..., 99.999), then 100
+    /// (the maximum). Empty when nothing succeeded.
+    pub latency_curve: Vec<[f64; 2]>,
+}
+
+/// The latency curve of a histogram (see [`Report::latency_curve`]).
+fn latency_curve(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut points = vec![[0.0, h.min() as f64]];
+    for k in 1..=20 {
+        let q = 1.0 - 10f64.powf(-(k as f64) / 4.0);
+        points.push([q * 100.0, h.value_at_quantile(q) as f64]);
+    }
+    points.push([100.0, h.max() as f64]);
+    points
 }
 
 /// The run's settings that the report repeats.
@@ -191,6 +209,7 @@ impl Report {
             server_cpu_us_per_req: server_cpu_s
                 .filter(|_| requests > 0)
                 .map(|s| s * 1e6 / requests as f64),
+            latency_curve: latency_curve(h),
         }
     }
 
@@ -347,6 +366,18 @@ mod tests {
         let text = r.to_text();
         assert!(text.starts_with("client saturated: its cores were 95% busy"));
         assert!(text.contains("rps"));
+        let curve = &r.latency_curve;
+        assert_eq!(curve.len(), 22);
+        assert_eq!(curve[0], [0.0, 1.0]);
+        assert!((curve[4][0] - 90.0).abs() < 1e-9);
+        assert_eq!(curve[21][0], 100.0);
+        assert!(
+            curve
+                .windows(2)
+                .all(|w| w[0][0] < w[1][0] && w[0][1] <= w[1][1])
+        );
+        let back: Report = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(back.requests, 1000);
     }
 
     #[test]

@@ -9,6 +9,9 @@ use std::time::Duration;
 /// worker per core.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// What clients speak: FastCGI (io_uring), or HTTP/1.1 or h2c (hyper on tokio, for
+    /// comparisons; see `runtime::http_serve`).
+    pub protocol: super::Protocol,
     /// Where to listen: TCP (one SO_REUSEPORT listener per worker) or a UNIX socket (one listener
     /// shared by all workers).
     pub listen: Addr,
@@ -45,6 +48,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
+            protocol: super::Protocol::FastCgi,
             listen: Addr::Tcp(([127, 0, 0, 1], 9000).into()),
             workers: 0,
             pin_workers: true,

@@ -10,12 +10,14 @@ mod config;
 mod core;
 mod dispatch;
 mod driver;
+mod http_serve;
 mod listener;
 mod stats;
 mod timeouts;
 mod worker;
 
 pub use config::{Config, Timeouts};
+pub use http_serve::Protocol;
 pub use stats::{Counter, Stats};
 
 use crate::addr::{Addr, AddrParseError};
@@ -101,6 +103,9 @@ impl Server {
         B::Error: Into<BoxError>,
     {
         let cfg = self.config;
+        if cfg.protocol != Protocol::FastCgi {
+            return http_serve::start(cfg, make);
+        }
         let workers = cfg.worker_count();
         let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
             .map_err(StartError::Listen)?;

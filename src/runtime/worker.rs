@@ -115,6 +115,13 @@ impl Stop {
     fn is_requested(&self) -> bool {
         self.requested.load(Ordering::Acquire)
     }
+
+    /// Resolves once a stop was requested (for workers that wait in a `select!`).
+    pub async fn wait(&self) {
+        while !self.is_requested() {
+            self.notify.notified().await;
+        }
+    }
 }
 
 struct Loop {

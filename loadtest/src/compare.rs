@@ -1,0 +1,566 @@
+//! `fcgi-loadtest compare`: the demo app served by `fcgi-uring serve` over FastCGI, HTTP/1.1
+//! and h2c, loaded directly and through nginx and HAProxy the way users deploy them, with the
+//! same scenarios; one table and `DIR/report.html`.
+//!
+//! Every server and proxy is a child process of this tool, pinned with `taskset` to the server
+//! CPUs (server and proxy share them); the client runs pinned to the client CPUs. Proxy configs
+//! are written into the output directory. Ports are fresh ephemeral ports, checked free before
+//! each start (a stale listener with SO_REUSEPORT would silently take a share of the load).
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fcgi_uring::Addr;
+
+use crate::report::{self, Meta, Row};
+use crate::run::{Config, Protocol, run};
+
+/// What `compare` needs.
+#[derive(Debug, Clone)]
+pub struct CompareConfig {
+    pub out: PathBuf,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub server_cpus: Vec<usize>,
+    pub client_cpus: Vec<usize>,
+    pub fcgi_uring: PathBuf,
+    /// Run only the paths whose names contain one of these (empty: all).
+    pub only: Vec<String>,
+    pub nginx: PathBuf,
+    pub haproxy: PathBuf,
+}
+
+/// A backend protocol of `fcgi-uring serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Fastcgi,
+    Http1,
+    H2c,
+}
+
+impl Backend {
+    fn arg(self) -> &'static str {
+        match self {
+            Backend::Fastcgi => "fastcgi",
+            Backend::Http1 => "http1",
+            Backend::H2c => "h2c",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    Direct,
+    Nginx,
+    Haproxy,
+}
+
+/// One way from the client to the app.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    name: &'static str,
+    backend: Backend,
+    front: Front,
+}
+
+const PATHS: [Route; 8] = [
+    Route {
+        name: "fastcgi",
+        backend: Backend::Fastcgi,
+        front: Front::Direct,
+    },
+    Route {
+        name: "http1",
+        backend: Backend::Http1,
+        front: Front::Direct,
+    },
+    Route {
+        name: "h2c",
+        backend: Backend::H2c,
+        front: Front::Direct,
+    },
+    Route {
+        name: "nginx>fastcgi",
+        backend: Backend::Fastcgi,
+        front: Front::Nginx,
+    },
+    Route {
+        name: "nginx>http1",
+        backend: Backend::Http1,
+        front: Front::Nginx,
+    },
+    Route {
+        name: "haproxy>fastcgi",
+        backend: Backend::Fastcgi,
+        front: Front::Haproxy,
+    },
+    Route {
+        name: "haproxy>h2c",
+        backend: Backend::H2c,
+        front: Front::Haproxy,
+    },
+    Route {
+        name: "haproxy>http1",
+        backend: Backend::Http1,
+        front: Front::Haproxy,
+    },
+];
+
+/// One load shape.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub path: &'static str,
+    pub body_bytes: usize,
+    pub expect: Option<&'static str>,
+    /// In flight over all connections; HTTP/1.1 clients open that many connections, FastCGI
+    /// and HTTP/2 clients `mux_conns` connections with `in_flight / mux_conns` each.
+    pub in_flight: usize,
+    pub mux_conns: usize,
+}
+
+pub const SCENARIOS: [Scenario; 4] = [
+    Scenario {
+        name: "hello",
+        path: "/hello",
+        body_bytes: 0,
+        expect: Some("Hello, World!"),
+        in_flight: 64,
+        mux_conns: 16,
+    },
+    Scenario {
+        name: "echo-1k",
+        path: "/echo",
+        body_bytes: 1024,
+        expect: None,
+        in_flight: 64,
+        mux_conns: 16,
+    },
+    Scenario {
+        name: "echo-64k",
+        path: "/echo",
+        body_bytes: 65536,
+        expect: None,
+        in_flight: 64,
+        mux_conns: 16,
+    },
+    Scenario {
+        name: "sleep-5ms",
+        path: "/sleep?ms=5",
+        body_bytes: 0,
+        expect: Some("slept 5"),
+        in_flight: 256,
+        mux_conns: 16,
+    },
+];
+
+/// Runs every scenario through every path; writes `report.html`, `results.json` and the
+/// configs into `cfg.out`; returns the table.
+pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
+    fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
+    if !cfg.fcgi_uring.exists() {
+        return Err(format!(
+            "{} not found: build it (cargo build --release) or pass --fcgi-uring PATH",
+            cfg.fcgi_uring.display()
+        ));
+    }
+    let mut rows = Vec::new();
+    let paths: Vec<Route> = PATHS
+        .into_iter()
+        .filter(|p| cfg.only.is_empty() || cfg.only.iter().any(|o| p.name.contains(o.as_str())))
+        .collect();
+    for backend in [Backend::Fastcgi, Backend::Http1, Backend::H2c] {
+        let mine: Vec<&Route> = paths.iter().filter(|p| p.backend == backend).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let server = match start_server(cfg, backend) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("compare: fcgi-uring --protocol {}: {e}", backend.arg());
+                for p in mine {
+                    fail_all(&mut rows, p.name, &e);
+                }
+                continue;
+            }
+        };
+        for p in mine {
+            let front = match start_front(cfg, p, server.addr) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("compare: {}: {e}", p.name);
+                    fail_all(&mut rows, p.name, &e);
+                    continue;
+                }
+            };
+            let target = front.as_ref().map_or(server.addr, |f| f.addr);
+            for s in SCENARIOS {
+                eprintln!("compare: {} {} ...", s.name, p.name);
+                let (load, shape) = load_config(cfg, p, &s, target, server.pid());
+                let result = run(&load);
+                if let Err(e) = &result {
+                    eprintln!("compare: {} {}: {e}", s.name, p.name);
+                }
+                rows.push(Row {
+                    scenario: s.name.into(),
+                    path: p.name.into(),
+                    shape,
+                    result,
+                });
+            }
+            drop(front);
+        }
+        drop(server);
+    }
+    rows.sort_by_key(|r| {
+        let s = SCENARIOS.iter().position(|s| s.name == r.scenario);
+        let p = PATHS.iter().position(|p| p.name == r.path);
+        (s, p)
+    });
+    let meta = meta(cfg);
+    let table = report::table(&rows, &meta);
+    let write = |name: &str, text: &str| {
+        fs::write(cfg.out.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    write("report.html", &report::html(&rows, &meta))?;
+    write("table.txt", &table)?;
+    let json: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "scenario": r.scenario, "path": r.path, "shape": r.shape,
+                "report": r.result.as_ref().ok(), "error": r.result.as_ref().err(),
+            })
+        })
+        .collect();
+    write("results.json", &serde_json::Value::from(json).to_string())?;
+    Ok(table)
+}
+
+fn fail_all(rows: &mut Vec<Row>, path: &str, e: &str) {
+    for s in SCENARIOS {
+        rows.push(Row {
+            scenario: s.name.into(),
+            path: path.into(),
+            shape: "-".into(),
+            result: Err(e.to_owned()),
+        });
+    }
+}
+
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn meta(cfg: &CompareConfig) -> Meta {
+    let shapes = SCENARIOS
+        .iter()
+        .map(|s| {
+            format!(
+                "{} = {} {}{} ({} in flight)",
+                s.name,
+                if s.body_bytes > 0 { "POST" } else { "GET" },
+                s.path,
+                if s.body_bytes > 0 {
+                    format!(" with {} B", s.body_bytes)
+                } else {
+                    String::new()
+                },
+                s.in_flight
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Meta {
+        title: "fcgi-uring: FastCGI vs HTTP/1.1 vs h2c, direct and through nginx and HAProxy".into(),
+        notes: vec![
+            format!(
+                "server (fcgi-uring, {} worker(s)) and proxy pinned to CPU {}; client ({} thread(s)) pinned to CPU {}; \
+                 closed loop, {:.1} s measured after {:.1} s warmup per cell.",
+                cfg.server_cpus.len(),
+                cpu_list(&cfg.server_cpus),
+                cfg.client_cpus.len(),
+                cpu_list(&cfg.client_cpus),
+                cfg.duration.as_secs_f64(),
+                cfg.warmup.as_secs_f64()
+            ),
+            format!("scenarios: {shapes}."),
+            "shape = client connections x requests in flight per connection. Direct fastcgi and h2c \
+             multiplex (16 connections); HTTP/1.1 clients, and all clients of a proxy, use one \
+             connection per request in flight. srv us/req = fcgi-uring's CPU per request (the \
+             proxy's own CPU is not included)."
+                .into(),
+        ],
+    }
+}
+
+fn load_config(
+    cfg: &CompareConfig,
+    p: &Route,
+    s: &Scenario,
+    target: SocketAddr,
+    server_pid: u32,
+) -> (Config, String) {
+    let (protocol, conns, depth) = match (p.front, p.backend) {
+        (Front::Direct, Backend::Fastcgi) => {
+            (Protocol::Fastcgi, s.mux_conns, s.in_flight / s.mux_conns)
+        }
+        (Front::Direct, Backend::H2c) => (Protocol::H2, s.mux_conns, s.in_flight / s.mux_conns),
+        _ => (Protocol::Http1, s.in_flight, 1),
+    };
+    let mut c = Config::new(protocol, Addr::Tcp(target), s.path);
+    c.conns = conns;
+    c.depth = depth;
+    c.duration = cfg.duration;
+    c.warmup = cfg.warmup;
+    c.body_bytes = s.body_bytes;
+    c.expect_body = match s.expect {
+        Some(e) => Some(e.to_owned()),
+        None => Some("x".repeat(s.body_bytes)),
+    };
+    c.threads = cfg.client_cpus.len().max(1);
+    c.cpus = cfg.client_cpus.clone();
+    c.server_pid = Some(server_pid);
+    (c, format!("{conns}x{depth}"))
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL after 5 s) when dropped.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    name: String,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = crate::sys::terminate(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("compare: {} did not stop on SIGTERM: killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Starts `cmd` pinned to the server CPUs, logging to `DIR/name.log`, and waits until `addr`
+/// accepts.
+fn spawn(
+    cfg: &CompareConfig,
+    name: &str,
+    addr: SocketAddr,
+    program: &Path,
+    args: &[String],
+) -> Result<Proc, String> {
+    if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        return Err(format!(
+            "{addr} is already in use: stop the process listening on it"
+        ));
+    }
+    let log = fs::File::create(cfg.out.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("taskset");
+    cmd.arg("-c")
+        .arg(cpu_list(&cfg.server_cpus))
+        .arg(program)
+        .args(args);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start taskset {}: {e}", program.display()))?;
+    let mut proc = Proc {
+        child,
+        addr,
+        name: name.to_owned(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = proc.child.try_wait() {
+            let log = fs::read_to_string(cfg.out.join(format!("{name}.log"))).unwrap_or_default();
+            let last = log.lines().last().unwrap_or("").trim().to_owned();
+            return Err(format!(
+                "{name} exited ({status}): {last} (log: {name}.log)"
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{name} did not listen on {addr} within 10 s"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let every worker of the server reach its accept loop.
+    std::thread::sleep(Duration::from_millis(100));
+    proc.name = name.to_owned();
+    Ok(proc)
+}
+
+fn start_server(cfg: &CompareConfig, backend: Backend) -> Result<Proc, String> {
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let args: Vec<String> = [
+        "serve",
+        "--protocol",
+        backend.arg(),
+        "--listen",
+        &addr.to_string(),
+        "--workers",
+        &cfg.server_cpus.len().max(1).to_string(),
+        "--shutdown-timeout",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    spawn(
+        cfg,
+        &format!("fcgi-uring-{}", backend.arg()),
+        addr,
+        &cfg.fcgi_uring,
+        &args,
+    )
+}
+
+/// Starts the path's proxy in front of `backend` (`None` for a direct path).
+fn start_front(
+    cfg: &CompareConfig,
+    p: &Route,
+    backend: SocketAddr,
+) -> Result<Option<Proc>, String> {
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let name = p.name.replace('>', "-");
+    let workers = cfg.server_cpus.len().max(1);
+    match p.front {
+        Front::Direct => Ok(None),
+        Front::Nginx => {
+            let dir = cfg.out.join(&name);
+            fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let conf = nginx_conf(&dir, addr, backend, p.backend == Backend::Fastcgi, workers);
+            let path = cfg.out.join(format!("{name}.conf"));
+            fs::write(&path, conf).map_err(|e| e.to_string())?;
+            let args = vec![
+                "-p".into(),
+                dir.display().to_string(),
+                "-c".into(),
+                path.display().to_string(),
+                "-e".into(),
+                dir.join("error.log").display().to_string(),
+            ];
+            spawn(cfg, &name, addr, &cfg.nginx, &args).map(Some)
+        }
+        Front::Haproxy => {
+            let conf = haproxy_conf(addr, backend, p.backend, workers);
+            let path = cfg.out.join(format!("{name}.cfg"));
+            fs::write(&path, conf).map_err(|e| e.to_string())?;
+            let args = vec!["-db".into(), "-f".into(), path.display().to_string()];
+            spawn(cfg, &name, addr, &cfg.haproxy, &args).map(Some)
+        }
+    }
+}
+
+/// nginx as users deploy it: `fastcgi_pass` with `fastcgi_keep_conn` and upstream keepalive,
+/// or `proxy_pass` over HTTP/1.1 with upstream keepalive. Client and upstream keepalive
+/// request limits are lifted so no connection is closed mid-run.
+pub fn nginx_conf(
+    dir: &Path,
+    listen: SocketAddr,
+    backend: SocketAddr,
+    fastcgi: bool,
+    workers: usize,
+) -> String {
+    let d = dir.display();
+    let location = if fastcgi {
+        "include /etc/nginx/fastcgi_params;\n            fastcgi_pass app;\n            fastcgi_keep_conn on;"
+    } else {
+        "proxy_pass http://app;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";"
+    };
+    format!(
+        r#"daemon off;
+master_process off;
+worker_processes {workers};
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    fastcgi_temp_path {d}/fastcgi;
+    proxy_temp_path {d}/proxy;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    client_max_body_size 64m;
+    client_body_buffer_size 128k;
+    keepalive_requests 100000000;
+    upstream app {{
+        server {backend};
+        keepalive 256;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen {listen};
+        location / {{
+            {location}
+        }}
+    }}
+}}
+"#
+    )
+}
+
+/// HAProxy with the FastCGI app (`option keep-conn`, `get-values`, `mpxs-conns`), or `proto h2`,
+/// or HTTP/1.1 to the server; connections reused (`http-reuse always`).
+pub fn haproxy_conf(
+    listen: SocketAddr,
+    backend: SocketAddr,
+    proto: Backend,
+    threads: usize,
+) -> String {
+    let (server, app) = match proto {
+        Backend::Fastcgi => (
+            format!("use-fcgi-app app\n    server s1 {backend} proto fcgi"),
+            "fcgi-app app\n    docroot /srv\n    option keep-conn\n    option get-values\n    option mpxs-conns\n    option max-reqs 100\n",
+        ),
+        Backend::H2c => (format!("server s1 {backend} proto h2"), ""),
+        Backend::Http1 => (format!("server s1 {backend}"), ""),
+    };
+    format!(
+        r#"global
+    nbthread {threads}
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind {listen}
+    default_backend be
+backend be
+    {server}
+{app}"#
+    )
+}

@@ -1,0 +1,392 @@
+//! HTTP/1.1 and HTTP/2 (h2c, prior knowledge) from the same per-core workers as FastCGI, for
+//! comparing the protocols on equal terms: the same pinning, one current-thread tokio runtime
+//! per worker, the same service built by the same factory on each worker thread.
+//!
+//! Each worker accepts on its own SO_REUSEPORT TCP listener (a UNIX listener is shared) with
+//! tokio and serves every connection with hyper in a local task. Requests reach the service as
+//! `http::Request<RequestBody>` (hyper's body streamed through, no copy, no channel); a service
+//! error becomes a 500. A panicking handler ends its connection's task, not the worker.
+//! Shutdown stops accepting, asks every connection to close gracefully and waits up to the
+//! shutdown timeout.
+
+use super::worker::Stop;
+use super::{Config, ServerHandle, StartError, listener};
+use crate::body::RequestBody;
+use crate::service::BoxError;
+use bytes::{Buf, Bytes};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, mpsc};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tower_service::Service;
+
+/// The protocol the server speaks to its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// FastCGI over io_uring (the point of this crate).
+    #[default]
+    FastCgi,
+    /// HTTP/1.1 with hyper on tokio.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c, no upgrade) with hyper on tokio.
+    H2c,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        match s {
+            "fastcgi" => Ok(Protocol::FastCgi),
+            "http1" => Ok(Protocol::Http1),
+            "h2c" => Ok(Protocol::H2c),
+            _ => Err(format!(
+                "unknown protocol {s:?}: expected fastcgi, http1 or h2c"
+            )),
+        }
+    }
+}
+
+/// Starts the HTTP workers (`cfg.protocol` is `Http1` or `H2c`).
+pub(super) fn start<F, S, B>(cfg: Config, make: F) -> Result<ServerHandle, StartError>
+where
+    F: Fn() -> S + Send + Sync + 'static,
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    let workers = cfg.worker_count();
+    let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
+        .map_err(StartError::Listen)?;
+    let cores = if cfg.pin_workers {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let make = Arc::new(make);
+    let mut handle = ServerHandle {
+        local: listeners.local.clone(),
+        features: None,
+        threads: Vec::new(),
+        stops: Vec::new(),
+        // The FastCGI runtime's statistics do not apply to the HTTP workers: they stay empty.
+        max_in_flight: Vec::new(),
+        stats: Vec::new(),
+    };
+    for i in 0..workers {
+        let listener = listeners
+            .for_worker(i)
+            .try_clone()
+            .map_err(StartError::Listen)?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stop = Arc::new(Stop::default());
+        let spec = Spec {
+            core_id: (!cores.is_empty()).then(|| cores[i % cores.len()]),
+            listener,
+            is_tcp: listeners.is_tcp,
+            protocol: cfg.protocol,
+            shutdown_timeout: cfg.shutdown_timeout,
+            make: make.clone(),
+            stop: stop.clone(),
+            ready: ready_tx,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("http-worker-{i}"))
+            .spawn(move || run(spec))
+            .map_err(StartError::Thread)?;
+        handle.threads.push(thread);
+        handle.stops.push(stop);
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(StartError::Thread(e)),
+            Err(_) => {
+                return Err(StartError::Thread(io::Error::other(
+                    "worker thread exited during startup",
+                )));
+            }
+        }
+    }
+    Ok(handle)
+}
+
+struct Spec<F> {
+    core_id: Option<core_affinity::CoreId>,
+    listener: OwnedFd,
+    is_tcp: bool,
+    protocol: Protocol,
+    shutdown_timeout: Duration,
+    make: Arc<F>,
+    stop: Arc<Stop>,
+    ready: mpsc::Sender<io::Result<()>>,
+}
+
+/// A listener of either family, registered with this worker's runtime.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    fn new(fd: OwnedFd, is_tcp: bool) -> io::Result<Listener> {
+        Ok(if is_tcp {
+            Listener::Tcp(tokio::net::TcpListener::from_std(fd.into())?)
+        } else {
+            Listener::Unix(tokio::net::UnixListener::from_std(fd.into())?)
+        })
+    }
+}
+
+fn run<F, S, B>(spec: Spec<F>)
+where
+    F: Fn() -> S + Send + Sync + 'static,
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Some(id) = spec.core_id
+        && !core_affinity::set_for_current(id)
+    {
+        tracing::warn!("could not pin worker to core {}", id.id);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = spec.ready.send(Err(e));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let listener = match rt.block_on(async { Listener::new(spec.listener, spec.is_tcp) }) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = spec.ready.send(Err(e));
+            return;
+        }
+    };
+    let service = Adapter {
+        service: Rc::new(RefCell::new((spec.make)())),
+    };
+    let _ = spec.ready.send(Ok(()));
+    let serve = serve(
+        listener,
+        service,
+        spec.protocol,
+        spec.stop,
+        spec.shutdown_timeout,
+    );
+    local.block_on(&rt, serve);
+}
+
+async fn serve<S, B>(
+    listener: Listener,
+    service: Adapter<S>,
+    protocol: Protocol,
+    stop: Arc<Stop>,
+    shutdown_timeout: Duration,
+) where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            r = accept(&listener) => r,
+            _ = stop.wait() => break,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(s)) => {
+                let _ = s.set_nodelay(true);
+                spawn_conn(&graceful, TokioIo::new(s), service.clone(), protocol);
+            }
+            Ok(Accepted::Unix(s)) => {
+                spawn_conn(&graceful, TokioIo::new(s), service.clone(), protocol)
+            }
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout: closing the remaining HTTP connections");
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, _)| Accepted::Tcp(s)),
+        Listener::Unix(l) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+fn spawn_conn<I, S, B>(graceful: &GracefulShutdown, io: TokioIo<I>, svc: Adapter<S>, p: Protocol)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    let done = |r: Result<(), hyper::Error>| {
+        if let Err(e) = r {
+            tracing::debug!("HTTP connection ended: {e}");
+        }
+    };
+    if p == Protocol::H2c {
+        let conn = http2::Builder::new(LocalExec).serve_connection(io, svc);
+        let conn = graceful.watch(conn);
+        tokio::task::spawn_local(async move { done(conn.await) });
+    } else {
+        let conn = http1::Builder::new().serve_connection(io, svc);
+        let conn = graceful.watch(conn);
+        tokio::task::spawn_local(async move { done(conn.await) });
+    }
+}
+
+/// Runs hyper's HTTP/2 stream tasks on this worker (they are not `Send`).
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// hyper's service trait over the crate's: the request body adapted, errors answered with 500.
+struct Adapter<S> {
+    service: Rc<RefCell<S>>,
+}
+
+impl<S> Clone for Adapter<S> {
+    fn clone(&self) -> Self {
+        Adapter {
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl<S, B> hyper::service::Service<http::Request<Incoming>> for Adapter<S>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<Reply<B>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>>>>;
+
+    fn call(&self, req: http::Request<Incoming>) -> Self::Future {
+        let req = req.map(RequestBody::from_incoming);
+        let service = self.service.clone();
+        Box::pin(async move {
+            let result = match poll_fn(|cx| service.borrow_mut().poll_ready(cx)).await {
+                Ok(()) => {
+                    let call = service.borrow_mut().call(req);
+                    call.await
+                }
+                Err(e) => Err(e),
+            };
+            Ok(match result {
+                Ok(response) => response.map(|body| Reply::Handler { body }),
+                Err(e) => {
+                    let e: BoxError = e.into();
+                    tracing::error!("handler error: {e}");
+                    let mut r = http::Response::new(Reply::Error {
+                        text: Some(Bytes::from_static(b"Internal Server Error")),
+                    });
+                    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    r
+                }
+            })
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body hyper sends: the handler's (its chunks as `Bytes`, free for `Bytes`
+    /// chunks), or the text of a 500.
+    #[project = ReplyProj]
+    enum Reply<B> {
+        Handler { #[pin] body: B },
+        Error { text: Option<Bytes> },
+    }
+}
+
+impl<B> Body for Reply<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ReplyProj::Handler { body } => body.poll_frame(cx).map(|f| {
+                f.map(|f| {
+                    f.map(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                        .map_err(Into::into)
+                })
+            }),
+            ReplyProj::Error { text } => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Reply::Handler { body } => body.is_end_stream(),
+            Reply::Error { text } => text.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Reply::Handler { body } => body.size_hint(),
+            Reply::Error { text } => {
+                SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
+            }
+        }
+    }
+}
