@@ -34,8 +34,10 @@ pub struct Expect {
     pub location_becomes_302: bool,
     /// Under 100 concurrent clients multiplexed on few connections, the proxy answers a few
     /// requests with its own 500 (HAProxy 2.6.12: termination state `IH`, an internal error
-    /// while waiting for the response head; not yet traced to a cause, possibly
-    /// haproxy/haproxy#2568). Tolerated only as a 500 that the proxy's log shows it made.
+    /// while waiting for the response head). HAProxy's own bug, not the backend's: the same
+    /// config in front of Go's net/http/fcgi fails the same way (docs/deploy/README.md);
+    /// probably haproxy/haproxy#2568. Tolerated only as a 500 that the proxy's log shows it
+    /// made.
     pub internal_errors_when_multiplexing: bool,
 }
 
