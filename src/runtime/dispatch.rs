@@ -50,7 +50,11 @@ where
                 r
             }
             Err(e) => {
-                tracing::info!("bad request (request id {}): {e}", rk.id);
+                self.core.stats.hit(
+                    super::stats::Counter::BadRequest,
+                    self.core.now(),
+                    format_args!("bad request (request id {}): {e}", rk.id),
+                );
                 self.core.write_status(rk, http::StatusCode::BAD_REQUEST);
                 return;
             }

@@ -33,6 +33,8 @@ pub enum Counter {
     UnknownRole,
     /// A protocol error closed the connection (bad version, bad lengths, duplicate BEGIN...).
     ProtocolError,
+    /// Params that do not make an HTTP request (bad method, URI...): answered 400.
+    BadRequest,
     /// Reading paused because the connection's queued output passed `max_output_buffer`.
     OutputFull,
     /// A handler returned an error or panicked.
@@ -53,7 +55,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::Requests,
@@ -62,6 +64,7 @@ impl Counter {
         Counter::ParamsLimit,
         Counter::UnknownRole,
         Counter::ProtocolError,
+        Counter::BadRequest,
         Counter::OutputFull,
         Counter::HandlerFailed,
         Counter::IdleTimeout,
@@ -83,6 +86,7 @@ impl Counter {
             Counter::ParamsLimit => "params_limit",
             Counter::UnknownRole => "unknown_role",
             Counter::ProtocolError => "protocol_error",
+            Counter::BadRequest => "bad_request",
             Counter::OutputFull => "output_full",
             Counter::HandlerFailed => "handler_failed",
             Counter::IdleTimeout => "idle_timeout",
