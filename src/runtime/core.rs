@@ -206,7 +206,7 @@ pub(crate) struct Conn {
     pub resend: Option<(Vec<u8>, usize)>,
     pub recv: Recv,
     pub state: ConnState,
-    pub requests: HashMap<u16, ReqEntry, BuildHasherDefault<IdHasher>>,
+    pub requests: ReqTable,
     /// Streaming handlers waiting for output room.
     pub writers: Vec<Waker>,
     /// Operations in the ring that reference `fd`.
@@ -239,7 +239,7 @@ impl Conn {
             resend: None,
             recv: Recv::Idle,
             state: ConnState::Open,
-            requests: HashMap::default(),
+            requests: ReqTable::default(),
             writers: Vec::new(),
             ops: 0,
             paused: false,
@@ -294,6 +294,75 @@ impl Hasher for IdHasher {
 
     fn write_u16(&mut self, id: u16) {
         self.0 = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The in-flight requests of one connection by request id. The first request is stored inline,
+/// so a connection that carries one request at a time (nginx, Apache, Caddy, lighttpd) never
+/// allocates for its table; multiplexed requests spill into a hash map, freed again once a
+/// large burst is over.
+#[derive(Debug, Default)]
+pub(crate) struct ReqTable {
+    one: Option<(u16, ReqEntry)>,
+    more: HashMap<u16, ReqEntry, BuildHasherDefault<IdHasher>>,
+}
+
+/// A spill map that grew past this many slots is freed when it empties.
+const SPILL_KEEP: usize = 16;
+
+impl ReqTable {
+    pub fn get(&self, id: &u16) -> Option<&ReqEntry> {
+        match &self.one {
+            Some((k, e)) if k == id => Some(e),
+            _ => self.more.get(id),
+        }
+    }
+
+    pub fn get_mut(&mut self, id: &u16) -> Option<&mut ReqEntry> {
+        match &mut self.one {
+            Some((k, e)) if k == id => Some(e),
+            _ => self.more.get_mut(id),
+        }
+    }
+
+    pub fn insert(&mut self, id: u16, entry: ReqEntry) {
+        match &mut self.one {
+            Some((k, e)) if *k == id => *e = entry,
+            None if !self.more.contains_key(&id) => self.one = Some((id, entry)),
+            _ => {
+                self.more.insert(id, entry);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &u16) -> Option<ReqEntry> {
+        if matches!(&self.one, Some((k, _)) if k == id) {
+            return self.one.take().map(|(_, e)| e);
+        }
+        let removed = self.more.remove(id);
+        if self.more.is_empty() && self.more.capacity() > SPILL_KEEP {
+            self.more = HashMap::default();
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.one.is_some()) + self.more.len()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &ReqEntry> {
+        self.one.iter().map(|(_, e)| e).chain(self.more.values())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut ReqEntry> {
+        self.one
+            .iter_mut()
+            .map(|(_, e)| e)
+            .chain(self.more.values_mut())
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = (u16, ReqEntry)> + '_ {
+        self.one.take().into_iter().chain(self.more.drain())
     }
 }
 
@@ -655,6 +724,50 @@ fn encode_stdout2(out: &mut Vec<u8>, id: u16, head: &[u8], body: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(serial: u64) -> ReqEntry {
+        ReqEntry {
+            id: serial as u16,
+            serial,
+            started: 0,
+            body: BodyIn::Done,
+            data: BodyIn::Done,
+            task: None,
+            head_sent: false,
+            head_only: false,
+        }
+    }
+
+    #[test]
+    fn request_table_keeps_one_inline_and_spills_the_rest() {
+        let mut t = ReqTable::default();
+        t.insert(1, entry(10));
+        assert!(t.more.capacity() == 0, "one request allocates nothing");
+        t.insert(3, entry(30));
+        t.insert(5, entry(50));
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.get(&3).map(|e| e.serial), Some(30));
+        assert_eq!(t.remove(&1).map(|e| e.serial), Some(10));
+        // The inline slot is free again; a new id goes there unless the map holds it.
+        t.insert(7, entry(70));
+        assert_eq!(t.get_mut(&7).map(|e| e.serial), Some(70));
+        assert_eq!(t.values().count(), 3);
+        let mut drained: Vec<u16> = t.drain().map(|(id, _)| id).collect();
+        drained.sort();
+        assert_eq!(drained, [3, 5, 7]);
+        assert_eq!(t.len(), 0);
+        for id in 0..100 {
+            t.insert(id, entry(id as u64));
+        }
+        for id in 0..100 {
+            assert_eq!(t.remove(&id).map(|e| e.serial), Some(id as u64));
+        }
+        assert_eq!(
+            t.more.capacity(),
+            0,
+            "a big spill map is freed when it empties"
+        );
+    }
 
     #[test]
     fn tokens_round_trip_and_never_collide_with_listener() {
