@@ -19,5 +19,5 @@ pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
 pub use protocol::Role;
 pub use runtime::{Config, Counter, Protocol, Server, ServerHandle, StartError, Stats, Timeouts};
-pub use service::{BoxError, Request, ServiceFn, service_fn};
+pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};
 pub mod demo;

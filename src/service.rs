@@ -27,6 +27,45 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A request as handlers see it.
 pub type Request = http::Request<RequestBody>;
 
+/// What the runtime serves: implemented for every `tower::Service<http::Request<RequestBody>>`
+/// that answers an `http::Response` with any `http_body::Body`, whose errors convert into
+/// [`BoxError`], and that owns what it borrows (`'static`). It only gathers those bounds in one
+/// place; use it as `S: HttpService` in your own generic code that starts a server.
+pub trait HttpService: 'static {
+    /// The response body.
+    type ResBody: http_body::Body<Error: Into<BoxError>> + 'static;
+    /// The handler's error.
+    type Error: Into<BoxError>;
+    /// The handler's future.
+    type Future: Future<Output = Result<http::Response<Self::ResBody>, Self::Error>> + 'static;
+
+    /// `tower::Service::poll_ready`.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>>;
+
+    /// `tower::Service::call`.
+    fn call(&mut self, req: Request) -> Self::Future;
+}
+
+impl<S, B> HttpService for S
+where
+    S: Service<Request, Response = http::Response<B>> + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: http_body::Body<Error: Into<BoxError>> + 'static,
+{
+    type ResBody = B;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        Service::poll_ready(self, cx)
+    }
+
+    fn call(&mut self, req: Request) -> S::Future {
+        Service::call(self, req)
+    }
+}
+
 /// Turns an async function `Request -> Result<Response, E>` into a service.
 pub fn service_fn<F>(f: F) -> ServiceFn<F> {
     ServiceFn { f }

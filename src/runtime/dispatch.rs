@@ -9,6 +9,7 @@ use super::driver::Staged;
 use crate::body::{FilterData, RequestBody};
 use crate::cgi;
 use crate::service::BoxError;
+use crate::service::HttpService;
 use bytes::{Buf, Bytes};
 use http_body::Body;
 use std::cell::RefCell;
@@ -17,7 +18,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use tower_service::Service;
 
 /// Dispatches requests for one worker.
 pub(crate) struct Dispatcher<S> {
@@ -25,13 +25,9 @@ pub(crate) struct Dispatcher<S> {
     pub service: Rc<RefCell<S>>,
 }
 
-impl<S, B> Dispatcher<S>
+impl<S> Dispatcher<S>
 where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: 'static,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     /// Starts the handler of a staged request.
     pub fn dispatch(&self, staged: Staged) {
@@ -98,16 +94,13 @@ where
 }
 
 /// Calls the handler and writes its response.
-async fn run<S, B>(
+async fn run<S>(
     core: Rc<Core>,
     service: Rc<RefCell<S>>,
     rk: ReqKey,
     request: http::Request<RequestBody>,
 ) where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>>,
-    S::Error: Into<BoxError>,
-    B: Body,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let ready = poll_fn(|cx| service.borrow_mut().poll_ready(cx)).await;
     let result = match ready {

@@ -13,6 +13,7 @@ use super::worker::Stop;
 use super::{Config, ServerHandle, StartError, listener};
 use crate::body::RequestBody;
 use crate::service::BoxError;
+use crate::service::HttpService;
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -29,7 +30,6 @@ use std::rc::Rc;
 use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tower_service::Service;
 
 /// The protocol the server speaks to its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,14 +60,10 @@ impl std::str::FromStr for Protocol {
 }
 
 /// Starts the HTTP workers (`cfg.protocol` is `Http1` or `H2c`).
-pub(super) fn start<F, S, B>(cfg: Config, make: F) -> Result<ServerHandle, StartError>
+pub(super) fn start<F, S>(cfg: Config, make: F) -> Result<ServerHandle, StartError>
 where
     F: Fn() -> S + Send + Sync + 'static,
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: 'static,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let workers = cfg.worker_count();
     let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
@@ -150,14 +146,10 @@ impl Listener {
     }
 }
 
-fn run<F, S, B>(spec: Spec<F>)
+fn run<F, S>(spec: Spec<F>)
 where
     F: Fn() -> S + Send + Sync + 'static,
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: 'static,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     if let Some(id) = spec.core_id
         && !core_affinity::set_for_current(id)
@@ -196,18 +188,14 @@ where
     local.block_on(&rt, serve);
 }
 
-async fn serve<S, B>(
+async fn serve<S>(
     listener: Listener,
     service: Adapter<S>,
     protocol: Protocol,
     stop: Arc<Stop>,
     shutdown_timeout: Duration,
 ) where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: 'static,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let graceful = GracefulShutdown::new();
     loop {
@@ -251,14 +239,10 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
     }
 }
 
-fn spawn_conn<I, S, B>(graceful: &GracefulShutdown, io: TokioIo<I>, svc: Adapter<S>, p: Protocol)
+fn spawn_conn<I, S>(graceful: &GracefulShutdown, io: TokioIo<I>, svc: Adapter<S>, p: Protocol)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: 'static,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let done = |r: Result<(), hyper::Error>| {
         if let Err(e) = r {
@@ -302,15 +286,11 @@ impl<S> Clone for Adapter<S> {
     }
 }
 
-impl<S, B> hyper::service::Service<http::Request<Incoming>> for Adapter<S>
+impl<S> hyper::service::Service<http::Request<Incoming>> for Adapter<S>
 where
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: 'static,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
-    type Response = http::Response<Reply<B>>;
+    type Response = http::Response<Reply<S::ResBody>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>>>>;
 

@@ -21,16 +21,13 @@ pub use http_serve::Protocol;
 pub use stats::{Counter, Stats};
 
 use crate::addr::{Addr, AddrParseError};
-use crate::body::RequestBody;
-use crate::service::BoxError;
+use crate::service::HttpService;
 use crate::uring::{Features, SetupError};
-use http_body::Body;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use tower_service::Service;
 use worker::{WorkerError, WorkerSpec};
 
 /// Builds and starts a FastCGI server.
@@ -93,14 +90,10 @@ impl Server {
 
     /// Starts the workers and returns once every one is accepting. `make` builds the handler
     /// service, once on each worker thread.
-    pub fn start<F, S, B>(self, make: F) -> Result<ServerHandle, StartError>
+    pub fn start<F, S>(self, make: F) -> Result<ServerHandle, StartError>
     where
         F: Fn() -> S + Send + Sync + 'static,
-        S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: 'static,
-        B: Body + 'static,
-        B::Error: Into<BoxError>,
+        S: HttpService,
     {
         let cfg = self.config;
         if cfg.protocol != Protocol::FastCgi {
@@ -177,14 +170,10 @@ impl Server {
     }
 
     /// Starts the server and serves until SIGINT or SIGTERM, then shuts down gracefully.
-    pub fn serve<F, S, B>(self, make: F) -> Result<(), StartError>
+    pub fn serve<F, S>(self, make: F) -> Result<(), StartError>
     where
         F: Fn() -> S + Send + Sync + 'static,
-        S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: 'static,
-        B: Body + 'static,
-        B::Error: Into<BoxError>,
+        S: HttpService,
     {
         let handle = self.start(make)?;
         wait_for_signal().map_err(StartError::Thread)?;

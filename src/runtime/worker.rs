@@ -4,10 +4,8 @@
 use super::core::{Core, LISTENER_TOKEN, Settings};
 use super::dispatch::Dispatcher;
 use super::driver::{self, Followups};
-use crate::body::RequestBody;
-use crate::service::BoxError;
+use crate::service::HttpService;
 use crate::uring::{Features, OpId, Ring, RingConfig, SetupError};
-use http_body::Body;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
@@ -19,7 +17,6 @@ use std::sync::mpsc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tower_service::Service;
 
 /// What a worker reports once it is ready (or why it could not start).
 pub(crate) type Ready = Result<Features, WorkerError>;
@@ -49,14 +46,10 @@ pub(crate) struct WorkerSpec<F> {
 }
 
 /// The worker thread's body.
-pub(crate) fn run<F, S, B>(spec: WorkerSpec<F>)
+pub(crate) fn run<F, S>(spec: WorkerSpec<F>)
 where
     F: Fn() -> S + Send + Sync + 'static,
-    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: 'static,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     if let Some(id) = spec.core_id
         && !core_affinity::set_for_current(id)
@@ -134,13 +127,9 @@ struct Loop {
 }
 
 impl Loop {
-    async fn drive<S, B>(self, mut ring: Ring, d: Dispatcher<S>) -> io::Result<()>
+    async fn drive<S>(self, mut ring: Ring, d: Dispatcher<S>) -> io::Result<()>
     where
-        S: Service<http::Request<RequestBody>, Response = http::Response<B>> + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: 'static,
-        B: Body + 'static,
-        B::Error: Into<BoxError>,
+        S: HttpService,
     {
         let core = d.core.clone();
         let waiter = ring.register_wakeup()?;
