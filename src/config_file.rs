@@ -137,10 +137,26 @@ enum Rule {
 /// Every integer key, with the flag of `fcgi-uring serve` that sets it.
 const INT_KEYS: &[(&str, &str, Rule)] = &[
     ("server.workers", "--workers", Rule::Range(0, 4096)),
-    ("server.backlog", "--backlog", Rule::Range(0, i32::MAX as i128)),
-    ("ring.sq_entries", "--ring-entries", Rule::PowerOfTwo(1, 32768)),
-    ("ring.cq_entries", "--cq-entries", Rule::PowerOfTwo(1, 65536)),
-    ("ring.recv_buffers", "--recv-buffers", Rule::PowerOfTwo(1, 32768)),
+    (
+        "server.backlog",
+        "--backlog",
+        Rule::Range(0, i32::MAX as i128),
+    ),
+    (
+        "ring.sq_entries",
+        "--ring-entries",
+        Rule::PowerOfTwo(1, 32768),
+    ),
+    (
+        "ring.cq_entries",
+        "--cq-entries",
+        Rule::PowerOfTwo(1, 65536),
+    ),
+    (
+        "ring.recv_buffers",
+        "--recv-buffers",
+        Rule::PowerOfTwo(1, 32768),
+    ),
     (
         "ring.recv_buffer_size",
         "--recv-buffer-size",
@@ -280,10 +296,11 @@ impl ConfigFile {
     pub fn parse(text: &str, name: &str) -> Result<ConfigFile, String> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| toml_error(&e, text, name))?;
         let mut probe = Config::default();
-        file.apply(&mut probe).map_err(|(key, msg)| match key_line(text, &key) {
-            Some(line) => format!("{name}:{line}: {msg}"),
-            None => format!("{name}: {msg}"),
-        })?;
+        file.apply(&mut probe)
+            .map_err(|(key, msg)| match key_line(text, &key) {
+                Some(line) => format!("{name}:{line}: {msg}"),
+                None => format!("{name}: {msg}"),
+            })?;
         Ok(file)
     }
 
@@ -291,7 +308,11 @@ impl ConfigFile {
     /// `max_conns_per_worker` but not the matching `advertised_*` key, the advertised value
     /// follows (as the command-line flags do). `Err((key, message))` for a value out of range.
     pub fn apply(&self, config: &mut Config) -> Result<(), (String, String)> {
-        fn int<T: TryFrom<i64>>(key: &str, v: Option<i64>, out: &mut T) -> Result<(), (String, String)> {
+        fn int<T: TryFrom<i64>>(
+            key: &str,
+            v: Option<i64>,
+            out: &mut T,
+        ) -> Result<(), (String, String)> {
             if let Some(v) = v {
                 check_int(key, v.into()).map_err(|m| (key.to_owned(), m))?;
                 *out = T::try_from(v).ok().expect("range fits the type");
@@ -306,14 +327,17 @@ impl ConfigFile {
         }
         let s = &self.server;
         if let Some(p) = &s.protocol {
-            config.protocol = p
-                .parse()
-                .map_err(|e: String| ("server.protocol".to_owned(), format!("server.protocol: {e}")))?;
+            config.protocol = p.parse().map_err(|e: String| {
+                (
+                    "server.protocol".to_owned(),
+                    format!("server.protocol: {e}"),
+                )
+            })?;
         }
         if let Some(l) = &s.listen {
-            config.listen = l.parse::<Addr>().map_err(|e| {
-                ("server.listen".to_owned(), format!("server.listen: {e}"))
-            })?;
+            config.listen = l
+                .parse::<Addr>()
+                .map_err(|e| ("server.listen".to_owned(), format!("server.listen: {e}")))?;
         }
         int("server.workers", s.workers, &mut config.workers)?;
         if let Some(pin) = s.pin_workers {
@@ -322,35 +346,98 @@ impl ConfigFile {
         int("server.backlog", s.backlog, &mut config.backlog)?;
         if let Some(m) = &s.unix_mode {
             config.unix_mode = Some(parse_mode(m).map_err(|e| {
-                ("server.unix_mode".to_owned(), format!("server.unix_mode = {e}"))
+                (
+                    "server.unix_mode".to_owned(),
+                    format!("server.unix_mode = {e}"),
+                )
             })?);
         }
-        secs("server.shutdown_timeout", s.shutdown_timeout, &mut config.shutdown_timeout)?;
+        secs(
+            "server.shutdown_timeout",
+            s.shutdown_timeout,
+            &mut config.shutdown_timeout,
+        )?;
 
         let r = &self.ring;
         int("ring.sq_entries", r.sq_entries, &mut config.ring.sq_entries)?;
         int("ring.cq_entries", r.cq_entries, &mut config.ring.cq_entries)?;
-        int("ring.recv_buffers", r.recv_buffers, &mut config.ring.recv_buffers)?;
-        int("ring.recv_buffer_size", r.recv_buffer_size, &mut config.ring.recv_buffer_size)?;
+        int(
+            "ring.recv_buffers",
+            r.recv_buffers,
+            &mut config.ring.recv_buffers,
+        )?;
+        int(
+            "ring.recv_buffer_size",
+            r.recv_buffer_size,
+            &mut config.ring.recv_buffer_size,
+        )?;
         if let Some(d) = r.defer_taskrun {
             config.ring.defer_taskrun = d;
         }
-        int("ring.completions_per_turn", r.completions_per_turn, &mut config.completions_per_turn)?;
+        int(
+            "ring.completions_per_turn",
+            r.completions_per_turn,
+            &mut config.completions_per_turn,
+        )?;
 
         let l = &self.limits;
-        int("limits.max_conns_per_worker", l.max_conns_per_worker, &mut config.max_conns_per_worker)?;
-        int("limits.max_requests_per_worker", l.max_requests_per_worker, &mut config.max_requests_per_worker)?;
-        int("limits.max_requests_per_conn", l.max_requests_per_conn, &mut config.limits.max_requests_per_conn)?;
-        int("limits.max_params_bytes", l.max_params_bytes, &mut config.limits.max_params_bytes)?;
-        int("limits.max_params_pairs", l.max_params_pairs, &mut config.limits.max_params_pairs)?;
-        int("limits.max_name_len", l.max_name_len, &mut config.limits.max_name_len)?;
-        int("limits.max_value_len", l.max_value_len, &mut config.limits.max_value_len)?;
-        int("limits.max_body_buffer", l.max_body_buffer, &mut config.max_body_buffer)?;
-        int("limits.max_output_buffer", l.max_output_buffer, &mut config.max_output_buffer)?;
+        int(
+            "limits.max_conns_per_worker",
+            l.max_conns_per_worker,
+            &mut config.max_conns_per_worker,
+        )?;
+        int(
+            "limits.max_requests_per_worker",
+            l.max_requests_per_worker,
+            &mut config.max_requests_per_worker,
+        )?;
+        int(
+            "limits.max_requests_per_conn",
+            l.max_requests_per_conn,
+            &mut config.limits.max_requests_per_conn,
+        )?;
+        int(
+            "limits.max_params_bytes",
+            l.max_params_bytes,
+            &mut config.limits.max_params_bytes,
+        )?;
+        int(
+            "limits.max_params_pairs",
+            l.max_params_pairs,
+            &mut config.limits.max_params_pairs,
+        )?;
+        int(
+            "limits.max_name_len",
+            l.max_name_len,
+            &mut config.limits.max_name_len,
+        )?;
+        int(
+            "limits.max_value_len",
+            l.max_value_len,
+            &mut config.limits.max_value_len,
+        )?;
+        int(
+            "limits.max_body_buffer",
+            l.max_body_buffer,
+            &mut config.max_body_buffer,
+        )?;
+        int(
+            "limits.max_output_buffer",
+            l.max_output_buffer,
+            &mut config.max_output_buffer,
+        )?;
         let adv_conns = l.advertised_max_conns.or(l.max_conns_per_worker);
         let adv_reqs = l.advertised_max_reqs.or(l.max_requests_per_conn);
-        int("limits.advertised_max_conns", adv_conns, &mut config.limits.advertised_max_conns)?;
-        int("limits.advertised_max_reqs", adv_reqs, &mut config.limits.advertised_max_reqs)?;
+        int(
+            "limits.advertised_max_conns",
+            adv_conns,
+            &mut config.limits.advertised_max_conns,
+        )?;
+        int(
+            "limits.advertised_max_reqs",
+            adv_reqs,
+            &mut config.limits.advertised_max_reqs,
+        )?;
 
         let t = &self.timeouts;
         secs("timeouts.idle", t.idle, &mut config.timeouts.idle)?;
@@ -441,17 +528,32 @@ pub fn validate(config: &Config) -> Result<(), String> {
         ("ring.recv_buffers", config.ring.recv_buffers.into()),
         ("ring.recv_buffer_size", config.ring.recv_buffer_size.into()),
         ("ring.completions_per_turn", u(config.completions_per_turn)),
-        ("limits.max_conns_per_worker", u(config.max_conns_per_worker)),
-        ("limits.max_requests_per_worker", u(config.max_requests_per_worker)),
-        ("limits.max_requests_per_conn", u(config.limits.max_requests_per_conn)),
+        (
+            "limits.max_conns_per_worker",
+            u(config.max_conns_per_worker),
+        ),
+        (
+            "limits.max_requests_per_worker",
+            u(config.max_requests_per_worker),
+        ),
+        (
+            "limits.max_requests_per_conn",
+            u(config.limits.max_requests_per_conn),
+        ),
         ("limits.max_params_bytes", u(config.limits.max_params_bytes)),
         ("limits.max_params_pairs", u(config.limits.max_params_pairs)),
         ("limits.max_name_len", u(config.limits.max_name_len)),
         ("limits.max_value_len", u(config.limits.max_value_len)),
         ("limits.max_body_buffer", u(config.max_body_buffer)),
         ("limits.max_output_buffer", u(config.max_output_buffer)),
-        ("limits.advertised_max_conns", config.limits.advertised_max_conns.into()),
-        ("limits.advertised_max_reqs", config.limits.advertised_max_reqs.into()),
+        (
+            "limits.advertised_max_conns",
+            config.limits.advertised_max_conns.into(),
+        ),
+        (
+            "limits.advertised_max_reqs",
+            config.limits.advertised_max_reqs.into(),
+        ),
     ];
     for (key, v) in ints {
         check_int(key, v).map_err(|m| with_flag(key, m))?;
@@ -505,10 +607,7 @@ fn toml_error(e: &toml::de::Error, text: &str, name: &str) -> String {
         } else {
             format!("{section}.{field}")
         };
-        let expected = expected
-            .trim_start_matches(',')
-            .trim()
-            .replace('`', "");
+        let expected = expected.trim_start_matches(',').trim().replace('`', "");
         return format!("{at}: unknown key \"{key}\" in {name}: {expected}");
     }
     let msg = msg.replace("expected i64", "expected an integer");
@@ -520,7 +619,9 @@ fn toml_error(e: &toml::de::Error, text: &str, name: &str) -> String {
 
 /// The `section.key` set on the line holding byte `offset`, if that line is `key = value`.
 fn key_at(text: &str, offset: usize) -> Option<String> {
-    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     let key = key.trim();

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the built-in demo app (GET /hello, POST /echo, GET /sleep?ms=N, GET /json).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send one FastCGI request and print the response.
     Request(fcgi_uring::client::cli::RequestArgs),
 }
@@ -196,7 +196,10 @@ impl ServeArgs {
             config.shutdown_timeout = secs("shutdown-timeout", v)?;
         }
         let h = &self.hostile;
-        set(&mut config.max_requests_per_worker, h.max_requests_per_worker);
+        set(
+            &mut config.max_requests_per_worker,
+            h.max_requests_per_worker,
+        );
         let t = &mut config.timeouts;
         for (name, v, to) in [
             ("idle-timeout", h.idle_timeout, &mut t.idle),
@@ -227,7 +230,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring::client::cli::run(args),
     }
 }

@@ -180,8 +180,14 @@ fn invalid_values_are_rejected_with_the_key_and_the_range() {
         ),
         ("[timeouts]\nidle = nan\n", "timeouts.idle = NaN"),
         ("[server]\nunix_mode = \"999\"\n", "server.unix_mode"),
-        ("[server]\nlisten = \"nowhere\"\n", "server.listen: invalid address"),
-        ("[server]\nprotocol = \"spdy\"\n", "server.protocol: unknown protocol"),
+        (
+            "[server]\nlisten = \"nowhere\"\n",
+            "server.listen: invalid address",
+        ),
+        (
+            "[server]\nprotocol = \"spdy\"\n",
+            "server.protocol: unknown protocol",
+        ),
         (
             "[ring]\nsq_entries = \"many\"\n",
             "fcgi-uring.toml:2:14: ring.sq_entries: invalid type: string \"many\", expected an integer",
@@ -203,9 +209,11 @@ fn invalid_values_are_rejected_with_the_key_and_the_range() {
 
 #[test]
 fn the_printed_config_reads_back_unchanged() {
-    let mut c = Config::default();
-    c.unix_mode = Some(0o640);
-    c.listen = "unix:/tmp/x.sock".parse().unwrap();
+    let mut c = Config {
+        unix_mode: Some(0o640),
+        listen: "unix:/tmp/x.sock".parse().unwrap(),
+        ..Config::default()
+    };
     c.timeouts.params = Duration::from_millis(1250);
     c.ring.sq_entries = 64;
     let printed = config_file::to_toml(&c);
