@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod cgi;
 pub mod client;
+pub mod config_file;
 pub mod protocol;
 pub mod uring;
 

@@ -1,7 +1,9 @@
 //! `fcgi-uring`: run the demo app over FastCGI, or send a FastCGI request.
 
 use clap::{Parser, Subcommand};
+use fcgi_uring::config_file::{ConfigFile, MAX_TIMEOUT_SECS};
 use fcgi_uring::{Addr, Config, Protocol, Server, service_fn};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -22,68 +24,76 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the built-in demo app (GET /hello, POST /echo, GET /sleep?ms=N, GET /json).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send one FastCGI request and print the response.
     Request(fcgi_uring::client::cli::RequestArgs),
 }
 
+/// Flags of `serve`. Every setting is optional: a flag given on the command line overrides the
+/// `--config` file, which overrides the defaults.
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// TOML configuration file (see fcgi-uring.example.toml); flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (a file --config accepts) and exit.
+    #[arg(long)]
+    print_config: bool,
     /// What clients speak: fastcgi (io_uring), or http1 / h2c (hyper on tokio on the same
-    /// pinned workers, for comparisons).
-    #[arg(long, default_value = "fastcgi")]
-    protocol: Protocol,
-    /// Address to listen on: host:port or unix:/path.
-    #[arg(long, default_value = "127.0.0.1:9000")]
-    listen: Addr,
-    /// Worker threads (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
+    /// pinned workers, for comparisons) [default: fastcgi].
+    #[arg(long)]
+    protocol: Option<Protocol>,
+    /// Address to listen on: host:port or unix:/path [default: 127.0.0.1:9000].
+    #[arg(long)]
+    listen: Option<Addr>,
+    /// Worker threads (0: one per core) [default: 0].
+    #[arg(long)]
+    workers: Option<usize>,
     /// Do not pin workers to cores.
     #[arg(long)]
     no_pin: bool,
     /// File mode of a UNIX socket, in octal (e.g. 660).
     #[arg(long, value_parser = parse_mode)]
     unix_mode: Option<u32>,
-    /// listen(2) backlog.
-    #[arg(long, default_value_t = 4096)]
-    backlog: i32,
-    /// Submission queue entries per ring (power of two).
-    #[arg(long, default_value_t = 1024)]
-    ring_entries: u32,
-    /// Completion queue entries per ring (power of two, >= ring entries).
-    #[arg(long, default_value_t = 4096)]
-    cq_entries: u32,
-    /// Provided receive buffers per ring (power of two, <= 32768).
-    #[arg(long, default_value_t = 1024)]
-    recv_buffers: u16,
-    /// Bytes per provided receive buffer.
-    #[arg(long, default_value_t = 16384)]
-    recv_buffer_size: u32,
+    /// listen(2) backlog [default: 4096].
+    #[arg(long)]
+    backlog: Option<i32>,
+    /// Submission queue entries per ring (power of two) [default: 1024].
+    #[arg(long)]
+    ring_entries: Option<u32>,
+    /// Completion queue entries per ring (power of two, >= ring entries) [default: 4096].
+    #[arg(long)]
+    cq_entries: Option<u32>,
+    /// Provided receive buffers per ring (power of two, <= 32768) [default: 1024].
+    #[arg(long)]
+    recv_buffers: Option<u16>,
+    /// Bytes per provided receive buffer [default: 16384].
+    #[arg(long)]
+    recv_buffer_size: Option<u32>,
     /// Do not use DEFER_TASKRUN even where the kernel has it.
     #[arg(long)]
     no_defer_taskrun: bool,
-    /// Connections per worker.
-    #[arg(long, default_value_t = 65536)]
-    max_conns_per_worker: usize,
-    /// Requests in flight per connection (also advertised as FCGI_MAX_REQS).
-    #[arg(long, default_value_t = 256)]
-    max_requests_per_conn: usize,
-    /// Params bytes per request.
-    #[arg(long, default_value_t = 128 * 1024)]
-    max_params_bytes: usize,
-    /// Unread request-body bytes buffered per request.
-    #[arg(long, default_value_t = 1024 * 1024)]
-    max_body_buffer: usize,
-    /// Response bytes queued per connection before streaming handlers pause.
-    #[arg(long, default_value_t = 1024 * 1024)]
-    max_output_buffer: usize,
-    /// Completions handled per loop turn before answers are submitted.
-    #[arg(long, default_value_t = 32)]
-    completions_per_turn: usize,
-    /// Seconds a graceful shutdown waits for in-flight requests.
-    #[arg(long, default_value_t = 30)]
-    shutdown_timeout: u64,
+    /// Connections per worker (also advertised as FCGI_MAX_CONNS) [default: 65536].
+    #[arg(long)]
+    max_conns_per_worker: Option<usize>,
+    /// Requests in flight per connection (also advertised as FCGI_MAX_REQS) [default: 256].
+    #[arg(long)]
+    max_requests_per_conn: Option<usize>,
+    /// Params bytes per request [default: 131072].
+    #[arg(long)]
+    max_params_bytes: Option<usize>,
+    /// Unread request-body bytes buffered per request [default: 1048576].
+    #[arg(long)]
+    max_body_buffer: Option<usize>,
+    /// Response bytes queued per connection before streaming handlers pause [default: 1048576].
+    #[arg(long)]
+    max_output_buffer: Option<usize>,
+    /// Completions handled per loop turn before answers are submitted [default: 32].
+    #[arg(long)]
+    completions_per_turn: Option<usize>,
+    /// Seconds a graceful shutdown waits for in-flight requests [default: 30].
+    #[arg(long)]
+    shutdown_timeout: Option<f64>,
     #[command(flatten)]
     hostile: HostileArgs,
 }
@@ -92,52 +102,123 @@ struct ServeArgs {
 /// timeout off).
 #[derive(clap::Args)]
 struct HostileArgs {
-    /// Requests in flight per worker; past it END_REQUEST(OVERLOADED).
-    #[arg(long, default_value_t = 16_384)]
-    max_requests_per_worker: usize,
-    /// Seconds before an idle keep-alive connection is closed.
-    #[arg(long, default_value_t = 300.0)]
-    idle_timeout: f64,
-    /// Seconds from BEGIN_REQUEST to the end of its params.
-    #[arg(long, default_value_t = 30.0)]
-    params_timeout: f64,
-    /// Seconds without a body byte while a request body is open (slowloris).
-    #[arg(long, default_value_t = 60.0)]
-    body_timeout: f64,
-    /// Seconds a handler may run (0: no deadline); past it 504, or the response is cut.
-    #[arg(long, default_value_t = 0.0)]
-    handler_timeout: f64,
-    /// Seconds a peer may leave queued output unread before the connection is closed.
-    #[arg(long, default_value_t = 60.0)]
-    write_timeout: f64,
-    /// Seconds to wait for the peer's close after our FIN (KEEP_CONN=0).
-    #[arg(long, default_value_t = 5.0)]
-    linger_timeout: f64,
+    /// Requests in flight per worker; past it END_REQUEST(OVERLOADED) [default: 16384].
+    #[arg(long)]
+    max_requests_per_worker: Option<usize>,
+    /// Seconds before an idle keep-alive connection is closed [default: 300].
+    #[arg(long)]
+    idle_timeout: Option<f64>,
+    /// Seconds from BEGIN_REQUEST to the end of its params [default: 30].
+    #[arg(long)]
+    params_timeout: Option<f64>,
+    /// Seconds without a body byte while a request body is open (slowloris) [default: 60].
+    #[arg(long)]
+    body_timeout: Option<f64>,
+    /// Seconds a handler may run (0: no deadline); past it 504, or the response is cut
+    /// [default: 0].
+    #[arg(long)]
+    handler_timeout: Option<f64>,
+    /// Seconds a peer may leave queued output unread before the connection is closed
+    /// [default: 60].
+    #[arg(long)]
+    write_timeout: Option<f64>,
+    /// Seconds to wait for the peer's close after our FIN (KEEP_CONN=0) [default: 5].
+    #[arg(long)]
+    linger_timeout: Option<f64>,
 }
 
-impl HostileArgs {
+/// Seconds from a flag as a duration.
+fn secs(name: &str, v: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        format!("--{name} {v}: must be a number of seconds between 0 and {MAX_TIMEOUT_SECS}")
+    })
+}
+
+/// Sets `to` when the flag was given.
+fn set<T>(to: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *to = v;
+    }
+}
+
+impl ServeArgs {
+    /// The defaults of `serve` (FCGI_MAX_CONNS / FCGI_MAX_REQS follow the limits).
+    fn defaults() -> Config {
+        let mut config = Config::default();
+        config.limits.advertised_max_reqs = config.limits.max_requests_per_conn as u32;
+        config.limits.advertised_max_conns = config.max_conns_per_worker as u32;
+        config
+    }
+
+    /// Defaults, then the `--config` file, then the flags given, then checks the result.
+    fn config(&self) -> Result<Config, String> {
+        let mut config = ServeArgs::defaults();
+        if let Some(path) = &self.config {
+            let file = ConfigFile::load(path)?;
+            file.apply(&mut config).map_err(|(_, msg)| msg)?;
+        }
+        self.apply(&mut config)?;
+        fcgi_uring::config_file::validate(&config)?;
+        Ok(config)
+    }
+
     fn apply(&self, config: &mut Config) -> Result<(), String> {
-        let secs = |name: &str, v: f64| {
-            Duration::try_from_secs_f64(v).map_err(|_| format!("--{name}: {v} is not a duration"))
-        };
-        config.max_requests_per_worker = self.max_requests_per_worker;
-        config.timeouts = fcgi_uring::Timeouts {
-            idle: secs("idle-timeout", self.idle_timeout)?,
-            params: secs("params-timeout", self.params_timeout)?,
-            body: secs("body-timeout", self.body_timeout)?,
-            handler: secs("handler-timeout", self.handler_timeout)?,
-            write: secs("write-timeout", self.write_timeout)?,
-            linger: secs("linger-timeout", self.linger_timeout)?,
-        };
+        set(&mut config.protocol, self.protocol);
+        set(&mut config.listen, self.listen.clone());
+        set(&mut config.workers, self.workers);
+        if self.no_pin {
+            config.pin_workers = false;
+        }
+        if self.unix_mode.is_some() {
+            config.unix_mode = self.unix_mode;
+        }
+        set(&mut config.backlog, self.backlog);
+        set(&mut config.ring.sq_entries, self.ring_entries);
+        set(&mut config.ring.cq_entries, self.cq_entries);
+        set(&mut config.ring.recv_buffers, self.recv_buffers);
+        set(&mut config.ring.recv_buffer_size, self.recv_buffer_size);
+        if self.no_defer_taskrun {
+            config.ring.defer_taskrun = false;
+        }
+        if let Some(n) = self.max_conns_per_worker {
+            config.max_conns_per_worker = n;
+            config.limits.advertised_max_conns = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(n) = self.max_requests_per_conn {
+            config.limits.max_requests_per_conn = n;
+            config.limits.advertised_max_reqs = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        set(&mut config.limits.max_params_bytes, self.max_params_bytes);
+        set(&mut config.max_body_buffer, self.max_body_buffer);
+        set(&mut config.max_output_buffer, self.max_output_buffer);
+        set(&mut config.completions_per_turn, self.completions_per_turn);
+        if let Some(v) = self.shutdown_timeout {
+            config.shutdown_timeout = secs("shutdown-timeout", v)?;
+        }
+        let h = &self.hostile;
+        set(
+            &mut config.max_requests_per_worker,
+            h.max_requests_per_worker,
+        );
+        let t = &mut config.timeouts;
+        for (name, v, to) in [
+            ("idle-timeout", h.idle_timeout, &mut t.idle),
+            ("params-timeout", h.params_timeout, &mut t.params),
+            ("body-timeout", h.body_timeout, &mut t.body),
+            ("handler-timeout", h.handler_timeout, &mut t.handler),
+            ("write-timeout", h.write_timeout, &mut t.write),
+            ("linger-timeout", h.linger_timeout, &mut t.linger),
+        ] {
+            if let Some(v) = v {
+                *to = secs(name, v)?;
+            }
+        }
         Ok(())
     }
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("invalid file mode {s:?}: expected octal such as 660"))
+    fcgi_uring::config_file::parse_mode(s)
 }
 
 fn main() -> ExitCode {
@@ -149,39 +230,24 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring::client::cli::run(args),
     }
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let mut config = Config {
-        protocol: args.protocol,
-        listen: args.listen,
-        workers: args.workers,
-        pin_workers: !args.no_pin,
-        backlog: args.backlog,
-        unix_mode: args.unix_mode,
-        max_body_buffer: args.max_body_buffer,
-        max_output_buffer: args.max_output_buffer,
-        max_conns_per_worker: args.max_conns_per_worker,
-        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        completions_per_turn: args.completions_per_turn,
-        ..Config::default()
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fcgi-uring: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    config.ring.sq_entries = args.ring_entries;
-    config.ring.cq_entries = args.cq_entries;
-    config.ring.recv_buffers = args.recv_buffers;
-    config.ring.recv_buffer_size = args.recv_buffer_size;
-    config.ring.defer_taskrun = !args.no_defer_taskrun;
-    config.limits.max_requests_per_conn = args.max_requests_per_conn;
-    config.limits.max_params_bytes = args.max_params_bytes;
-    config.limits.advertised_max_reqs = args.max_requests_per_conn as u32;
-    config.limits.advertised_max_conns = args.max_conns_per_worker as u32;
-    if let Err(e) = args.hostile.apply(&mut config) {
-        eprintln!("fcgi-uring: {e}");
-        return ExitCode::FAILURE;
+    if args.print_config {
+        print!("{}", fcgi_uring::config_file::to_toml(&config));
+        return ExitCode::SUCCESS;
     }
+    let protocol = config.protocol;
     let handle = match Server::new(config).start(|| service_fn(fcgi_uring::demo::app)) {
         Ok(h) => h,
         Err(e) => {
@@ -195,7 +261,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     println!(
         "fcgi-uring serving the demo app over {:?} on {} with {} workers; {features}",
-        args.protocol,
+        protocol,
         handle.local_addr(),
         handle.workers()
     );
