@@ -30,6 +30,11 @@ use crate::sys;
 /// Wait before retrying a connection that could not be made.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 
+/// Stream and connection flow-control windows the client advertises: 2^30 - 1, as h2load's
+/// defaults (`-w 30 -W 30`), so that the server never waits for a WINDOW_UPDATE and the
+/// client sends almost none.
+const WINDOW: u32 = (1 << 30) - 1;
+
 /// What all connections of an HTTP/2 run share.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -181,16 +186,21 @@ async fn connection(shared: Rc<Shared>, pacer: Option<Rc<RefCell<Pacer>>>) {
 }
 
 async fn handshake(addr: &Addr) -> Result<SendRequest<Bytes>, Box<dyn std::error::Error>> {
+    let mut builder = h2::client::Builder::new();
+    builder
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .enable_push(false);
     let (client, conn) = match addr {
         Addr::Tcp(sa) => {
             let s = tokio::net::TcpStream::connect(sa).await?;
             s.set_nodelay(true)?;
-            let (client, conn) = h2::client::handshake(s).await?;
+            let (client, conn) = builder.handshake(s).await?;
             (client, Box::pin(conn) as ConnFuture)
         }
         Addr::Unix(path) => {
             let s = tokio::net::UnixStream::connect(path).await?;
-            let (client, conn) = h2::client::handshake(s).await?;
+            let (client, conn) = builder.handshake(s).await?;
             (client, Box::pin(conn) as ConnFuture)
         }
     };
@@ -203,8 +213,16 @@ async fn handshake(addr: &Addr) -> Result<SendRequest<Bytes>, Box<dyn std::error
 type ConnFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), h2::Error>>>>;
 
 /// One stream slot: requests one after the other until the connection fails.
-async fn slot(shared: Rc<Shared>, client: SendRequest<Bytes>, pacer: Option<Rc<RefCell<Pacer>>>) {
+async fn slot(
+    shared: Rc<Shared>,
+    mut client: SendRequest<Bytes>,
+    pacer: Option<Rc<RefCell<Pacer>>>,
+) {
     let plan = shared.plan.clone();
+    // Built once: each request sends a clone of it (no header map to fill per request).
+    let head = plan.request();
+    // The response body, when one is expected, collected in a buffer reused across requests.
+    let mut got = Vec::new();
     loop {
         let due = match &pacer {
             Some(p) => {
@@ -217,7 +235,7 @@ async fn slot(shared: Rc<Shared>, client: SendRequest<Bytes>, pacer: Option<Rc<R
             }
             None => shared.now(),
         };
-        match exchange(&plan, client.clone()).await {
+        match exchange(&plan, &head, &mut client, &mut got).await {
             Ok(result) => shared.finish(due, result),
             Err(failure) => {
                 // The stream or the connection failed: count it, drop the connection.
@@ -230,18 +248,30 @@ async fn slot(shared: Rc<Shared>, client: SendRequest<Bytes>, pacer: Option<Rc<R
 
 /// One request and its whole response: `Ok(check result)`, or `Err` when the stream or the
 /// connection failed (the connection is then replaced).
-async fn exchange(plan: &Plan, client: SendRequest<Bytes>) -> Result<Result<(), Failure>, Failure> {
-    let mut client = client.ready().await.map_err(failure)?;
+async fn exchange(
+    plan: &Plan,
+    head: &http::Request<()>,
+    client: &mut SendRequest<Bytes>,
+    got: &mut Vec<u8>,
+) -> Result<Result<(), Failure>, Failure> {
+    std::future::poll_fn(|cx| client.poll_ready(cx))
+        .await
+        .map_err(failure)?;
     let end = plan.body.is_empty();
-    let (response, mut send) = client.send_request(plan.request(), end).map_err(failure)?;
+    let (response, mut send) = client.send_request(head.clone(), end).map_err(failure)?;
     if !end {
         send.send_data(plan.body.clone(), true).map_err(failure)?;
     }
     let response = response.await.map_err(failure)?;
     let status = response.status();
     let mut body = response.into_body();
-    let mut got = Vec::new();
-    while let Some(chunk) = body.data().await {
+    got.clear();
+    // `is_end_stream`: the stream's END_STREAM has arrived and its data has all been taken;
+    // checking it spares the last poll of the body (one more lock of the connection state).
+    while !body.is_end_stream() {
+        let Some(chunk) = body.data().await else {
+            break;
+        };
         let chunk = chunk.map_err(failure)?;
         let _ = body.flow_control().release_capacity(chunk.len());
         if plan.expect.body.is_some() {
@@ -251,7 +281,7 @@ async fn exchange(plan: &Plan, client: SendRequest<Bytes>) -> Result<Result<(), 
     if status != http::StatusCode::OK {
         return Ok(Err(Failure::Status));
     }
-    Ok(plan.expect.check_body(&got, false))
+    Ok(plan.expect.check_body(got, false))
 }
 
 fn failure(e: h2::Error) -> Failure {
