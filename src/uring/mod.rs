@@ -539,8 +539,16 @@ impl Drop for Ring {
             );
             self.bufs.leak();
             self.ops.leak();
+            #[cfg(test)]
+            LEAKED_AT_DROP.with(|n| n.set(n.get() + 1));
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Rings dropped on this thread that took the leak path (tests assert it stays 0).
+    pub(crate) static LEAKED_AT_DROP: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Which kind an op is, without what it owns.
