@@ -68,21 +68,10 @@ where
     let workers = cfg.worker_count();
     let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
         .map_err(StartError::Listen)?;
-    let cores = if cfg.pin_workers {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let cores = super::pin_cores(cfg.pin_workers);
     let make = Arc::new(make);
-    let mut handle = ServerHandle {
-        local: listeners.local.clone(),
-        features: None,
-        threads: Vec::new(),
-        stops: Vec::new(),
-        // The FastCGI runtime's statistics do not apply to the HTTP workers: they stay empty.
-        max_in_flight: Vec::new(),
-        stats: Vec::new(),
-    };
+    // The FastCGI runtime's statistics do not apply to the HTTP workers: they stay empty.
+    let mut handle = ServerHandle::starting(listeners.local.clone());
     for i in 0..workers {
         let listener = listeners
             .for_worker(i)
@@ -91,7 +80,7 @@ where
         let (ready_tx, ready_rx) = mpsc::channel();
         let stop = Arc::new(Stop::default());
         let spec = Spec {
-            core_id: (!cores.is_empty()).then(|| cores[i % cores.len()]),
+            core_id: super::core_for(&cores, i),
             listener,
             is_tcp: listeners.is_tcp,
             protocol: cfg.protocol,
@@ -109,11 +98,7 @@ where
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(StartError::Thread(e)),
-            Err(_) => {
-                return Err(StartError::Thread(io::Error::other(
-                    "worker thread exited during startup",
-                )));
-            }
+            Err(_) => return Err(super::worker_vanished()),
         }
     }
     Ok(handle)

@@ -102,11 +102,7 @@ impl Server {
         let workers = cfg.worker_count();
         let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
             .map_err(StartError::Listen)?;
-        let cores = if cfg.pin_workers {
-            core_affinity::get_core_ids().unwrap_or_default()
-        } else {
-            Vec::new()
-        };
+        let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
         let settings = core::Settings {
             limits: cfg.limits,
@@ -116,14 +112,7 @@ impl Server {
             max_requests: cfg.max_requests_per_worker,
             timeouts: cfg.timeouts,
         };
-        let mut handle = ServerHandle {
-            local: listeners.local.clone(),
-            features: None,
-            threads: Vec::new(),
-            stops: Vec::new(),
-            max_in_flight: Vec::new(),
-            stats: Vec::new(),
-        };
+        let mut handle = ServerHandle::starting(listeners.local.clone());
         for i in 0..workers {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
@@ -131,7 +120,7 @@ impl Server {
             let stats = Arc::new(stats::WorkerStats::default());
             handle.stats.push(stats.clone());
             let spec = WorkerSpec {
-                core_id: (!cores.is_empty()).then(|| cores[i % cores.len()]),
+                core_id: core_for(&cores, i),
                 listener: listeners.for_worker(i),
                 is_tcp: listeners.is_tcp,
                 ring: cfg.ring.clone(),
@@ -159,11 +148,7 @@ impl Server {
                 }
                 Ok(Err(WorkerError::Ring(e))) => return Err(StartError::Ring(e)),
                 Ok(Err(WorkerError::Runtime(e))) => return Err(StartError::Thread(e)),
-                Err(_) => {
-                    return Err(StartError::Thread(io::Error::other(
-                        "worker thread exited during startup",
-                    )));
-                }
+                Err(_) => return Err(worker_vanished()),
             }
         }
         Ok(handle)
@@ -180,6 +165,24 @@ impl Server {
         handle.shutdown();
         Ok(())
     }
+}
+
+/// The cores worker `i` is pinned to (`core_for`), empty when workers are not pinned.
+fn pin_cores(pin: bool) -> Vec<core_affinity::CoreId> {
+    if pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
+fn core_for(cores: &[core_affinity::CoreId], i: usize) -> Option<core_affinity::CoreId> {
+    (!cores.is_empty()).then(|| cores[i % cores.len()])
+}
+
+/// A worker's thread ended before saying whether it started.
+fn worker_vanished() -> StartError {
+    StartError::Thread(io::Error::other("worker thread exited during startup"))
 }
 
 /// Blocks until SIGINT or SIGTERM.
@@ -209,6 +212,18 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
+    /// A handle with no worker yet, filled in as workers start.
+    fn starting(local: Addr) -> ServerHandle {
+        ServerHandle {
+            local,
+            features: None,
+            threads: Vec::new(),
+            stops: Vec::new(),
+            max_in_flight: Vec::new(),
+            stats: Vec::new(),
+        }
+    }
+
     /// The address bound (with the real port when port 0 was asked).
     pub fn local_addr(&self) -> &Addr {
         &self.local
