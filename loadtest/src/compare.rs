@@ -8,13 +8,14 @@
 //! each start (a stale listener with SO_REUSEPORT would silently take a share of the load).
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use fcgi_uring::Addr;
 
+use crate::child::{self, free_port};
 use crate::report::{self, Meta, Row};
 use crate::run::{Config, Protocol, run};
 
@@ -330,44 +331,20 @@ fn load_config(
     (c, format!("{conns}x{depth}"))
 }
 
-/// A child process, stopped (SIGTERM, then SIGKILL after 5 s) when dropped.
+/// A running server or proxy and the address it listens on.
 struct Proc {
-    child: Child,
+    proc: child::Proc,
     addr: SocketAddr,
-    name: String,
 }
 
 impl Proc {
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.pid()
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = crate::sys::terminate(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("compare: {} did not stop on SIGTERM: killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-/// Starts `cmd` pinned to the server CPUs, logging to `DIR/name.log`, and waits until `addr`
-/// accepts.
+/// Starts `program` pinned to the server CPUs (with `taskset`), logging to `DIR/name.log`, and
+/// waits until `addr` accepts.
 fn spawn(
     cfg: &CompareConfig,
     name: &str,
@@ -375,46 +352,17 @@ fn spawn(
     program: &Path,
     args: &[String],
 ) -> Result<Proc, String> {
-    if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-        return Err(format!(
-            "{addr} is already in use: stop the process listening on it"
-        ));
-    }
-    let log = fs::File::create(cfg.out.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
     let mut cmd = Command::new("taskset");
     cmd.arg("-c")
         .arg(cpu_list(&cfg.server_cpus))
         .arg(program)
         .args(args);
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log);
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start taskset {}: {e}", program.display()))?;
-    let mut proc = Proc {
-        child,
-        addr,
-        name: name.to_owned(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = proc.child.try_wait() {
-            let log = fs::read_to_string(cfg.out.join(format!("{name}.log"))).unwrap_or_default();
-            let last = log.lines().last().unwrap_or("").trim().to_owned();
-            return Err(format!(
-                "{name} exited ({status}): {last} (log: {name}.log)"
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{name} did not listen on {addr} within 10 s"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::sys::child_pinned_and_tied(&mut cmd, None);
+    let log = cfg.out.join(format!("{name}.log"));
+    let proc = child::spawn(cmd, name, &log, &Addr::Tcp(addr), Duration::from_secs(10))?;
     // Let every worker of the server reach its accept loop.
     std::thread::sleep(Duration::from_millis(100));
-    proc.name = name.to_owned();
-    Ok(proc)
+    Ok(Proc { proc, addr })
 }
 
 fn start_server(cfg: &CompareConfig, backend: Backend) -> Result<Proc, String> {

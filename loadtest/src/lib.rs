@@ -5,6 +5,7 @@
 //! event loop ([`engine`], over [`net`] and [`sys`]) <- the run ([`run`]: threads, pinning,
 //! server CPU, progress). All `unsafe` is in [`sys`].
 
+pub mod child;
 pub mod compare;
 pub mod engine;
 pub mod fcgi;

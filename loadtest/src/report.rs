@@ -86,6 +86,21 @@ const COLOURS: [&str; 8] = [
 pub fn html(rows: &[Row], meta: &Meta) -> String {
     let paths = unique(rows.iter().map(|r| r.path.as_str()));
     let scenarios = unique(rows.iter().map(|r| r.scenario.as_str()));
+    let mut out = page_head(meta);
+    let _ = writeln!(out, "<pre>{}</pre>", esc(&table(rows, &Meta::default())));
+    for s in &scenarios {
+        let of: Vec<&Row> = rows.iter().filter(|r| r.scenario == *s).collect();
+        let _ = writeln!(out, "<h2>{}</h2>", esc(s));
+        out.push_str(&throughput_svg(s, &of, &paths));
+        out.push_str(&latency_svg(s, &of, &paths));
+    }
+    out.push_str("</body>\n</html>\n");
+    out
+}
+
+/// The start of an HTML page: head, style, the title as `<h1>` and the notes as paragraphs.
+/// Close it with `</body>\n</html>\n`.
+pub fn page_head(meta: &Meta) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -99,18 +114,11 @@ pub fn html(rows: &[Row], meta: &Meta) -> String {
     for n in &meta.notes {
         let _ = writeln!(out, "<p>{}</p>", esc(n));
     }
-    let _ = writeln!(out, "<pre>{}</pre>", esc(&table(rows, &Meta::default())));
-    for s in &scenarios {
-        let of: Vec<&Row> = rows.iter().filter(|r| r.scenario == *s).collect();
-        let _ = writeln!(out, "<h2>{}</h2>", esc(s));
-        out.push_str(&throughput_svg(s, &of, &paths));
-        out.push_str(&latency_svg(s, &of, &paths));
-    }
-    out.push_str("</body>\n</html>\n");
     out
 }
 
-fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+/// The distinct items, in order of first appearance.
+pub fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     let mut seen: Vec<&str> = Vec::new();
     for i in items {
         if !seen.contains(&i) {
@@ -120,69 +128,111 @@ fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     seen
 }
 
-fn colour(paths: &[&str], path: &str) -> &'static str {
+/// The colour of series `path` among `paths`.
+pub fn colour(paths: &[&str], path: &str) -> &'static str {
     let i = paths.iter().position(|p| *p == path).unwrap_or(0);
     COLOURS[i % COLOURS.len()]
 }
 
 /// Horizontal bars, one per path: requests per second.
 fn throughput_svg(scenario: &str, rows: &[&Row], paths: &[&str]) -> String {
+    let bars: Vec<Bar> = rows
+        .iter()
+        .map(|r| Bar {
+            label: r.path.clone(),
+            value: r.result.as_ref().ok().map(|rep| rep.rps),
+            text: r
+                .result
+                .as_ref()
+                .map_or("failed".to_owned(), |rep| format!("{:.0}", rep.rps)),
+            series: r.path.clone(),
+            colour: colour(paths, &r.path),
+        })
+        .collect();
+    bar_chart(
+        "throughput",
+        &format!("requests/s ({scenario})"),
+        &format!("throughput, {scenario}"),
+        &bars,
+    )
+}
+
+/// One bar of a [`bar_chart`].
+#[derive(Debug, Clone)]
+pub struct Bar {
+    /// Shown left of the bar.
+    pub label: String,
+    /// The bar's length; `None`: no bar, `text` in red (a failed run).
+    pub value: Option<f64>,
+    /// Shown right of the bar.
+    pub text: String,
+    /// The `data-series` attribute.
+    pub series: String,
+    pub colour: &'static str,
+}
+
+/// A chart of horizontal bars scaled to the largest value, titled `title`, with the SVG class
+/// `class` and the accessible label `aria`.
+pub fn bar_chart(class: &str, title: &str, aria: &str, bars: &[Bar]) -> String {
     const LEFT: f64 = 150.0;
     const WIDTH: f64 = 560.0;
     const BAR: f64 = 22.0;
-    let max = rows
+    let left = LEFT.max(7.0 * bars.iter().map(|b| b.label.len()).max().unwrap_or(0) as f64);
+    let max = bars
         .iter()
-        .filter_map(|r| r.result.as_ref().ok().map(|rep| rep.rps))
+        .filter_map(|b| b.value)
         .fold(0.0f64, f64::max)
-        .max(1.0);
-    let height = 30.0 + BAR * rows.len() as f64;
+        .max(f64::MIN_POSITIVE);
+    let height = 30.0 + BAR * bars.len() as f64;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"throughput\" width=\"{}\" height=\"{height}\" \
-         role=\"img\" aria-label=\"throughput, {}\">",
-        LEFT + WIDTH + 90.0,
-        esc(scenario)
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"{}\" width=\"{}\" height=\"{height}\" \
+         role=\"img\" aria-label=\"{}\">",
+        esc(class),
+        left + WIDTH + 90.0,
+        esc(aria)
     );
     let _ = writeln!(
         out,
-        "<text x=\"0\" y=\"14\" font-size=\"13\" font-weight=\"bold\">requests/s ({})</text>",
-        esc(scenario)
+        "<text x=\"0\" y=\"14\" font-size=\"13\" font-weight=\"bold\">{}</text>",
+        esc(title)
     );
-    for (i, r) in rows.iter().enumerate() {
+    for (i, b) in bars.iter().enumerate() {
         let y = 22.0 + BAR * i as f64;
         let _ = writeln!(
             out,
             "<text x=\"{:.0}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"end\">{}</text>",
-            LEFT - 6.0,
+            left - 6.0,
             y + BAR * 0.65,
-            esc(&r.path)
+            esc(&b.label)
         );
-        match &r.result {
-            Ok(rep) => {
-                let w = WIDTH * rep.rps / max;
+        match b.value {
+            Some(v) => {
+                let w = WIDTH * v.max(0.0) / max;
                 let _ = writeln!(
                     out,
-                    "<rect class=\"bar\" data-series=\"{}\" x=\"{LEFT}\" y=\"{:.1}\" width=\"{w:.1}\" \
+                    "<rect class=\"bar\" data-series=\"{}\" x=\"{left}\" y=\"{:.1}\" width=\"{w:.1}\" \
                      height=\"{:.1}\" fill=\"{}\"/>",
-                    esc(&r.path),
+                    esc(&b.series),
                     y + 2.0,
                     BAR - 4.0,
-                    colour(paths, &r.path)
+                    b.colour
                 );
                 let _ = writeln!(
                     out,
-                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\">{:.0}</text>",
-                    LEFT + w + 4.0,
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\">{}</text>",
+                    left + w + 4.0,
                     y + BAR * 0.65,
-                    rep.rps
+                    esc(&b.text)
                 );
             }
-            Err(_) => {
+            None => {
                 let _ = writeln!(
                     out,
-                    "<text x=\"{LEFT}\" y=\"{:.1}\" font-size=\"12\" fill=\"#a00\">failed</text>",
-                    y + BAR * 0.65
+                    "<text x=\"{left}\" y=\"{:.1}\" font-size=\"12\" fill=\"#a00\">{}</text>",
+                    y + BAR * 0.65,
+                    esc(&b.text)
                 );
             }
         }
@@ -192,8 +242,8 @@ fn throughput_svg(scenario: &str, rows: &[&Row], paths: &[&str]) -> String {
 }
 
 /// Latency (log scale) against percentile (log scale of 1/(1-p), as HdrHistogram plots), one
-/// polyline per path.
-fn latency_svg(scenario: &str, rows: &[&Row], paths: &[&str]) -> String {
+/// polyline per row, coloured by its path's place in `paths`.
+pub fn latency_svg(scenario: &str, rows: &[&Row], paths: &[&str]) -> String {
     const LEFT: f64 = 60.0;
     const TOP: f64 = 24.0;
     const W: f64 = 620.0;
@@ -317,7 +367,7 @@ fn latency_svg(scenario: &str, rows: &[&Row], paths: &[&str]) -> String {
 }
 
 /// Escapes text for HTML and SVG (XML) content and attribute values.
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -333,7 +383,7 @@ fn esc(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::stats::{RunInfo, ThreadStats};
     use std::time::Duration;
@@ -379,7 +429,7 @@ mod tests {
 
     /// Checks that every element is closed in order (a small XML well-formedness check:
     /// enough for what this writer emits) and returns the element names in document order.
-    fn elements(doc: &str) -> Vec<String> {
+    pub(crate) fn elements(doc: &str) -> Vec<String> {
         let mut stack: Vec<String> = Vec::new();
         let mut seen = Vec::new();
         let mut rest = doc;

@@ -1,5 +1,6 @@
 //! The operating-system calls the load generator needs and `std` lacks: epoll, per-thread CPU
-//! time and another process's CPU time. All of the crate's `unsafe` lives here.
+//! time, another process's CPU time, and child processes that are pinned and never outlive us.
+//! All of the crate's `unsafe` lives here.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -193,6 +194,102 @@ pub fn signal(pid: u32, sig: libc::c_int) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// Makes a child started by `cmd` pinned to `cpu` (when given) and killed by the kernel when the
+/// thread that spawned it exits (`PR_SET_PDEATHSIG`): a server child never outlives this tool,
+/// even when it is killed with SIGKILL. Spawn from a thread that outlives the child (the main
+/// thread).
+pub fn child_pinned_and_tied(cmd: &mut std::process::Command, cpu: Option<usize>) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: getpid takes no pointers.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // async-signal-safe system calls (prctl, getppid, sched_setaffinity, _exit) on its own
+    // stack memory; it allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl: then nobody would kill us.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            if let Some(cpu) = cpu {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Child processes to SIGKILL when this process is interrupted (see [`kill_children_on_signal`]).
+static CHILDREN: [std::sync::atomic::AtomicI32; 8] =
+    [const { std::sync::atomic::AtomicI32::new(0) }; 8];
+
+/// Adds `pid` to the children killed on SIGINT, SIGTERM or SIGHUP; `false` when the table is
+/// full (the child is then only tied by [`child_pinned_and_tied`] and its guard).
+pub fn register_child(pid: u32) -> bool {
+    use std::sync::atomic::Ordering;
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    CHILDREN.iter().any(|slot| {
+        slot.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    })
+}
+
+/// Removes `pid` from the children killed on a signal.
+pub fn unregister_child(pid: u32) {
+    use std::sync::atomic::Ordering;
+    let Ok(pid) = i32::try_from(pid) else { return };
+    for slot in &CHILDREN {
+        let _ = slot.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+extern "C" fn on_fatal_signal(sig: libc::c_int) {
+    for slot in &CHILDREN {
+        let pid = slot.load(std::sync::atomic::Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill is async-signal-safe and takes plain integers.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    // SAFETY: signal and raise are async-signal-safe; restoring the default action and raising
+    // the signal again ends the process the way the signal would have.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// On SIGINT, SIGTERM and SIGHUP: SIGKILL every registered child, then die of the signal as
+/// before. (A panic unwinds and the children's guards stop them; SIGKILL of this process is
+/// covered by `PR_SET_PDEATHSIG`.)
+pub fn kill_children_on_signal() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only calls async-signal-safe functions and reads atomics.
+        unsafe {
+            libc::signal(
+                sig,
+                on_fatal_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
     }
 }
 

@@ -1,0 +1,132 @@
+//! Server and proxy child processes for `compare` and `tune`: started with their output in a log
+//! file, waited for until their address accepts connections, and always stopped: by the guard's
+//! `Drop` (also when a panic unwinds), by a SIGKILL from the signal handler on Ctrl-C (see
+//! [`sys::kill_children_on_signal`]), and by the kernel if this process dies
+//! ([`sys::child_pinned_and_tied`]).
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fcgi_uring::Addr;
+
+use crate::net;
+use crate::sys;
+
+/// How long a stopped child gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A running child process, stopped (SIGTERM, then SIGKILL after [`STOP_GRACE`]) when dropped.
+pub struct Proc {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last `n` lines of the child's log (its stdout and stderr).
+    pub fn log_tail(&self, n: usize) -> String {
+        log_tail(&self.log, n)
+    }
+
+    /// Whether the child has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        if self.exited().is_none() {
+            let _ = sys::terminate(pid);
+            let deadline = Instant::now() + STOP_GRACE;
+            while self.exited().is_none() {
+                if Instant::now() > deadline {
+                    eprintln!("{} did not stop on SIGTERM: killing it", self.name);
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        sys::unregister_child(pid);
+    }
+}
+
+/// The last `n` lines of a log file, joined with `" | "` (empty if unreadable).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Whether something accepts connections on `addr`.
+fn accepts(addr: &Addr) -> bool {
+    net::connect_blocking(addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Starts `cmd` as `name`, its stdout and stderr in `log`, and waits up to `timeout` until
+/// `addr` accepts connections. Refuses an address that already accepts (a stale server with
+/// SO_REUSEPORT would silently take a share of the load). On failure the message names the
+/// child and carries the end of its log.
+pub fn spawn(
+    mut cmd: Command,
+    name: &str,
+    log: &Path,
+    addr: &Addr,
+    timeout: Duration,
+) -> Result<Proc, String> {
+    if accepts(addr) {
+        return Err(format!(
+            "{addr} is already in use: stop the process listening on it"
+        ));
+    }
+    let file = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = file.try_clone().map_err(|e| e.to_string())?;
+    cmd.stdin(Stdio::null()).stdout(file).stderr(err);
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {name} ({:?}): {e}", cmd.get_program()))?;
+    sys::register_child(child.id());
+    let mut proc = Proc {
+        child,
+        name: name.to_owned(),
+        log: log.to_owned(),
+    };
+    let deadline = Instant::now() + timeout;
+    while !accepts(addr) {
+        if let Some(status) = proc.exited() {
+            return Err(format!(
+                "{name} exited ({status}) before listening on {addr}: {} (log: {})",
+                proc.log_tail(5),
+                log.display()
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{name} did not listen on {addr} within {:.0} s: {} (log: {})",
+                timeout.as_secs_f64(),
+                proc.log_tail(5),
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(proc)
+}
