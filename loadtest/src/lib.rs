@@ -18,5 +18,6 @@ pub mod run;
 pub mod schedule;
 pub mod stats;
 pub mod sys;
+pub mod tune;
 
 pub use run::{Config, Protocol, run};

@@ -388,7 +388,7 @@ pub(crate) mod tests {
     use crate::stats::{RunInfo, ThreadStats};
     use std::time::Duration;
 
-    fn report(base_us: u64, n: u64) -> Report {
+    pub(crate) fn report(base_us: u64, n: u64) -> Report {
         let mut s = ThreadStats::new();
         for i in 0..n {
             s.record_ok((base_us + i % 100) * 1000);
