@@ -656,8 +656,9 @@ impl Sweep<'_> {
     }
 
     fn progress_line(&self, t: &Trial, last_default: Option<&Sample>) -> String {
+        // The current trial is counted in neither `trials` nor `left` yet.
         let done = self.trials.len() + 1;
-        let total = self.total();
+        let total = self.total() + 1;
         let elapsed = self.started.elapsed();
         let eta = elapsed.mul_f64(total.saturating_sub(done) as f64 / done as f64);
         let head = format!(
