@@ -34,9 +34,11 @@ enum Command {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = "Outputs in --out: table.txt (also printed), results.json, report.html, \
+#[command(
+    after_help = "Outputs in --out: table.txt (also printed), results.json, report.html, \
 fcgi-uring.toml (the recommendation, checked with `fcgi-uring serve --config F --print-config`), \
-and trials/ (each trial's configuration file and server log). See tuning/README.md.")]
+and trials/ (each trial's configuration file and server log). See tuning/README.md."
+)]
 struct TuneArgs {
     /// A short sweep (few values, short runs, keepconn-tcp and mux16-tcp), under two minutes.
     #[arg(long)]
@@ -132,7 +134,10 @@ fn tune(a: TuneArgs) -> ExitCode {
                 toml.display()
             );
             let text = std::fs::read_to_string(&toml).unwrap_or_default();
-            for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            for line in text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+            {
                 println!("  {line}");
             }
             println!(

@@ -162,7 +162,8 @@ pub fn ratios(chain: &[Point], arm: &str) -> Option<Ratios> {
         if refs.is_empty() {
             continue;
         }
-        let mean = |f: fn(&Sample) -> f64| refs.iter().map(|r| f(r)).sum::<f64>() / refs.len() as f64;
+        let mean =
+            |f: fn(&Sample) -> f64| refs.iter().map(|r| f(r)).sum::<f64>() / refs.len() as f64;
         rps.push(s.rps / mean(|r| r.rps));
         p99.push(s.p99_us as f64 / mean(|r| r.p99_us as f64).max(1.0));
         cpu.push(s.cpu_us_per_req / mean(|r| r.cpu_us_per_req));
@@ -349,7 +350,10 @@ mod tests {
         assert_eq!(a.median.unwrap().rps, 120.0);
         let b = ratios(&chain, "b").unwrap();
         assert_eq!((b.runs, b.failed), (0, 1));
-        assert_eq!(verdict(&b, &noise(&chain), &Rule::default()), Verdict::Failed);
+        assert_eq!(
+            verdict(&b, &noise(&chain), &Rule::default()),
+            Verdict::Failed
+        );
         let d = ratios(&chain, DEFAULT).unwrap();
         assert_eq!((d.rps, d.runs), (1.0, 3));
         assert_eq!(d.median.unwrap().rps, 120.0);
@@ -406,11 +410,17 @@ mod tests {
             pairs: 3,
         };
         // Faster, but p99 at the fixed rate 15 % worse: refused.
-        assert_eq!(verdict(&r(1.3, 1.15, 0.9), &quiet, &rule), Verdict::P99Worse);
+        assert_eq!(
+            verdict(&r(1.3, 1.15, 0.9), &quiet, &rule),
+            Verdict::P99Worse
+        );
         assert_eq!(verdict(&r(1.3, 1.09, 0.9), &quiet, &rule), Verdict::Better);
         // When p99 itself varies by 40 % between default runs, only more than that counts.
         let p99_noisy = Noise { p99: 0.4, ..quiet };
-        assert_eq!(verdict(&r(1.3, 1.3, 0.9), &p99_noisy, &rule), Verdict::Better);
+        assert_eq!(
+            verdict(&r(1.3, 1.3, 0.9), &p99_noisy, &rule),
+            Verdict::Better
+        );
         // Errors disqualify.
         let mut e = r(2.0, 0.5, 0.5);
         e.errors = 1;

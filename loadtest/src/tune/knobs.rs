@@ -524,7 +524,10 @@ mod tests {
         // A rule about a key the server lacks does not fire.
         let mut old = d.clone();
         old.remove("ring.sqpoll");
-        let s = Setting::new(vec![("ring.defer_taskrun".into(), Value::Bool(false))], &old);
+        let s = Setting::new(
+            vec![("ring.defer_taskrun".into(), Value::Bool(false))],
+            &old,
+        );
         assert!(s.implied.is_empty());
         assert_eq!(Setting::default_config().label(), "default");
     }
@@ -542,7 +545,10 @@ mod tests {
         );
         let text = trial_toml(&s, "unix:/tmp/a \"b\".sock");
         let file = ConfigFile::parse(&text, "trial.toml").unwrap();
-        assert_eq!(file.server.listen.as_deref(), Some("unix:/tmp/a \"b\".sock"));
+        assert_eq!(
+            file.server.listen.as_deref(),
+            Some("unix:/tmp/a \"b\".sock")
+        );
         assert_eq!(file.server.workers, Some(1));
         assert_eq!(file.server.pin_workers, Some(true));
         assert_eq!(file.ring.sq_entries, Some(8192));

@@ -232,12 +232,11 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
     crate::sys::kill_children_on_signal();
 
     let mut notes = Vec::new();
-    let defaults = knobs::parse_defaults(&server.print_config(None).map_err(|e| {
-        format!(
-            "{} serve --print-config failed: {e}",
-            server.path.display()
-        )
-    })?)?;
+    let defaults = knobs::parse_defaults(
+        &server
+            .print_config(None)
+            .map_err(|e| format!("{} serve --print-config failed: {e}", server.path.display()))?,
+    )?;
     let mut workloads = select_workloads(cfg)?;
     let mut plans = probe_knobs(cfg, &server, &defaults, &mut notes)?;
     if let Some(budget) = cfg.budget {
@@ -349,10 +348,7 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
                 "the winners together ({label}) were worse than the default in some workload: \
                  the recommendation falls back to the best single value"
             ));
-        } else if !comb_rows
-            .iter()
-            .any(|r| r.verdict == Some(Verdict::Better))
-        {
+        } else if !comb_rows.iter().any(|r| r.verdict == Some(Verdict::Better)) {
             notes.push(format!(
                 "the winners together ({label}) were within the noise of the default in every workload: \
                  their gain is not confirmed"
@@ -876,7 +872,13 @@ fn write_outputs(cfg: &TuneConfig, server: &Server, results: &Results) -> Result
 fn file_name(label: &str) -> String {
     label
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '=' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '=' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -907,7 +909,62 @@ mod tests {
     fn clocks_and_file_names() {
         assert_eq!(clock(Duration::from_secs(59)), "0:59");
         assert_eq!(clock(Duration::from_secs(3 * 3600 + 61)), "3:01:01");
-        assert_eq!(file_name("sqpoll=true (+defer_taskrun=false)"), "sqpoll=true___defer_taskrun=false_");
+        assert_eq!(
+            file_name("sqpoll=true (+defer_taskrun=false)"),
+            "sqpoll=true___defer_taskrun=false_"
+        );
+    }
+
+    /// A fake server that knows completions_per_turn and defer_taskrun (refusing false), and
+    /// echoes a probe file back as its effective configuration.
+    const FAKE_SERVER: &str = r#"#!/bin/sh
+case "$*" in
+  *--config*)
+    if grep -q 'defer_taskrun = false' "$3"; then
+      echo "fcgi-uring: $3:5: ring.defer_taskrun: not on this kernel" >&2; exit 1
+    fi
+    cat "$3" ;;
+  *) printf '[server]\nworkers = 0\n[ring]\ndefer_taskrun = true\ncompletions_per_turn = 32\n' ;;
+esac
+"#;
+
+    #[test]
+    fn probing_skips_what_the_server_lacks_or_refuses() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("tune-probe-{}", std::process::id()));
+        fs::create_dir_all(dir.join("trials")).unwrap();
+        let bin = dir.join("fake-fcgi-uring");
+        fs::write(&bin, FAKE_SERVER).unwrap();
+        fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+        let server = Server::new(bin.clone()).unwrap();
+        let defaults = knobs::parse_defaults(&server.print_config(None).unwrap()).unwrap();
+        let mut cfg = TuneConfig::new(bin, true);
+        cfg.out = dir.clone();
+        cfg.knobs = vec![
+            "completions_per_turn".into(),
+            "defer_taskrun".into(),
+            "sqpoll".into(),
+        ];
+        let mut notes = Vec::new();
+        let plans = probe_knobs(&cfg, &server, &defaults, &mut notes).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(plans.len(), 1, "{plans:?}");
+        assert_eq!(plans[0].name, "ring.completions_per_turn");
+        assert_eq!(plans[0].default, Value::Int(32));
+        let values: Vec<Value> = plans[0].candidates.iter().map(|c| c.value).collect();
+        assert_eq!(values, [Value::Int(8), Value::Int(128)]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with(
+                "ring.defer_taskrun = false: skipped, the server refuses it: fcgi-uring:"
+            ),
+            "{notes:?}"
+        );
+        assert!(notes[0].contains("not on this kernel"), "{notes:?}");
+        assert_eq!(
+            notes[1],
+            "ring.sqpoll: skipped, this server does not have it"
+        );
     }
 
     #[test]
@@ -935,18 +992,39 @@ mod tests {
                 .collect(),
         };
         let mut plans = vec![
-            plan("ring.completions_per_turn", &[Value::Int(8), Value::Int(128)]),
+            plan(
+                "ring.completions_per_turn",
+                &[Value::Int(8), Value::Int(128)],
+            ),
             plan("ring.defer_taskrun", &[Value::Bool(false)]),
         ];
         let mut ws = workloads::select(&["keepconn-tcp".into(), "mux16-tcp".into()]).unwrap();
         let mut notes = Vec::new();
         // 2 workloads x (1 + 3 + 2 + 3) trials x 3 s: fits 95 s.
-        trim(&cfg, Duration::from_secs(95), &mut ws, &mut plans, &mut notes);
+        trim(
+            &cfg,
+            Duration::from_secs(95),
+            &mut ws,
+            &mut plans,
+            &mut notes,
+        );
         assert_eq!((ws.len(), plans.len()), (2, 2));
         assert!(notes.is_empty());
-        trim(&cfg, Duration::from_secs(40), &mut ws, &mut plans, &mut notes);
+        trim(
+            &cfg,
+            Duration::from_secs(40),
+            &mut ws,
+            &mut plans,
+            &mut notes,
+        );
         assert_eq!((ws.len(), plans.len()), (1, 2), "{notes:?}");
-        trim(&cfg, Duration::from_secs(1), &mut ws, &mut plans, &mut notes);
+        trim(
+            &cfg,
+            Duration::from_secs(1),
+            &mut ws,
+            &mut plans,
+            &mut notes,
+        );
         assert_eq!((ws.len(), plans.len()), (1, 1));
         assert_eq!(notes.len(), 2);
         assert!(notes[0].starts_with("mux16-tcp: left out"), "{notes:?}");

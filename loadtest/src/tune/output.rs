@@ -408,7 +408,8 @@ pub fn recommendation_toml(r: &Results) -> String {
         let short = key.split_once('.').map_or(key.as_str(), |(_, k)| k);
         match r.decisions.iter().find(|d| d.knob == *key) {
             Some(d) if d.changed && d.value == *value => {
-                e.comments.push(format!("{short}: {value} (default {}): chosen", d.default));
+                e.comments
+                    .push(format!("{short}: {value} (default {}): chosen", d.default));
             }
             Some(d) if d.changed => e.comments.push(format!(
                 "{short}: default {} kept (won alone with {}, refused together)",
@@ -521,11 +522,35 @@ mod tests {
         let mut rows = Vec::new();
         for w in ["keepconn-tcp", "mux16-tcp"] {
             rows.push(row(w, None, "default", 1.0, None));
-            rows.push(row(w, Some(cpt), "completions_per_turn=8", 0.9, Some(Worse)));
-            rows.push(row(w, Some(cpt), "completions_per_turn=128", 1.1, Some(Better)));
+            rows.push(row(
+                w,
+                Some(cpt),
+                "completions_per_turn=8",
+                0.9,
+                Some(Worse),
+            ));
+            rows.push(row(
+                w,
+                Some(cpt),
+                "completions_per_turn=128",
+                1.1,
+                Some(Better),
+            ));
         }
-        rows.push(row("keepconn-tcp", Some(dt), "defer_taskrun=false", 1.0, Some(Same)));
-        rows.push(row("mux16-tcp", Some(dt), "defer_taskrun=false", 1.0, Some(Failed)));
+        rows.push(row(
+            "keepconn-tcp",
+            Some(dt),
+            "defer_taskrun=false",
+            1.0,
+            Some(Same),
+        ));
+        rows.push(row(
+            "mux16-tcp",
+            Some(dt),
+            "defer_taskrun=false",
+            1.0,
+            Some(Failed),
+        ));
         let j = |v: Vec<Verdict>, score: f64| Judged { verdicts: v, score };
         let decisions = vec![
             Decision {
@@ -535,7 +560,10 @@ mod tests {
                 changed: true,
                 judged: vec![
                     ("completions_per_turn=8".into(), j(vec![Worse, Worse], 0.8)),
-                    ("completions_per_turn=128".into(), j(vec![Better, Better], 1.2)),
+                    (
+                        "completions_per_turn=128".into(),
+                        j(vec![Better, Better], 1.2),
+                    ),
                 ],
             },
             Decision {
@@ -548,7 +576,10 @@ mod tests {
         ];
         let best = Setting::new(vec![(cpt.into(), Value::Int(128))], &defaults);
         let recommendation = Setting::new(
-            vec![(cpt.into(), Value::Int(128)), (dt.into(), Value::Bool(true))],
+            vec![
+                (cpt.into(), Value::Int(128)),
+                (dt.into(), Value::Bool(true)),
+            ],
             &defaults,
         );
         let trial = |w: &str, setting: &str| Trial {
@@ -596,8 +627,20 @@ mod tests {
                 label: best.label(),
                 setting: best,
                 rows: vec![
-                    row("keepconn-tcp", None, "completions_per_turn=128", 1.08, Some(Better)),
-                    row("mux16-tcp", None, "completions_per_turn=128", 1.01, Some(Same)),
+                    row(
+                        "keepconn-tcp",
+                        None,
+                        "completions_per_turn=128",
+                        1.08,
+                        Some(Better),
+                    ),
+                    row(
+                        "mux16-tcp",
+                        None,
+                        "completions_per_turn=128",
+                        1.01,
+                        Some(Same),
+                    ),
                 ],
                 accepted: true,
             }),
@@ -625,9 +668,19 @@ mod tests {
         };
         assert!(row("keepconn-tcp", "default").contains("noise: rps 3.0%"));
         assert!(row("keepconn-tcp", "completions_per_turn=128").contains("x1.100"));
-        assert!(row("mux16-tcp", "completions_per_turn=8").trim_end().ends_with("worse"));
+        assert!(
+            row("mux16-tcp", "completions_per_turn=8")
+                .trim_end()
+                .ends_with("worse")
+        );
         assert!(row("mux16-tcp", "defer_taskrun=false").contains("failed"));
-        assert_eq!(lines.iter().filter(|l| l.starts_with("keepconn-tcp")).count(), 5);
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.starts_with("keepconn-tcp"))
+                .count(),
+            5
+        );
         assert!(t.contains("ring.completions_per_turn (default 32) -> 128 CHANGED"));
         assert!(t.contains("ring.defer_taskrun (default true) -> true:"));
         assert!(t.contains("winners together: completions_per_turn=128 (accepted)"));
@@ -648,7 +701,10 @@ mod tests {
         assert_eq!(page.matches("class=\"throughput\"").count(), 2 * 2 + 2);
         assert_eq!(page.matches("class=\"p99\"").count(), 2 * 2 + 2);
         assert_eq!(page.matches("class=\"cpu\"").count(), 2 * 2 + 2);
-        assert_eq!(latency, 2, "curves only where the trials carried open-loop reports");
+        assert_eq!(
+            latency, 2,
+            "curves only where the trials carried open-loop reports"
+        );
         assert_eq!(svgs, 18 + latency);
         // The failed row is drawn without a bar.
         assert!(page.contains("fill=\"#a00\">failed</text>"));
@@ -664,7 +720,9 @@ mod tests {
         assert!(text.contains("# completions_per_turn: 128 (default 32): chosen"));
         assert!(text.contains("#   completions_per_turn=8: keepconn-tcp rps x0.900"));
         assert!(text.contains("# defer_taskrun: default true kept"));
-        assert!(text.contains("Winners together (completions_per_turn=128) vs the default: keepconn-tcp rps x1.080"));
+        assert!(text.contains(
+            "Winners together (completions_per_turn=128) vs the default: keepconn-tcp rps x1.080"
+        ));
         let mut none = results();
         none.combination = None;
         assert!(recommendation_toml(&none).contains("No value beat the default"));

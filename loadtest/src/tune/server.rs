@@ -60,7 +60,13 @@ impl Server {
 
     /// Starts `serve --config config` pinned to `cpu`, logging to `log`, and waits until `addr`
     /// (the `listen` of that file) accepts connections.
-    pub fn start(&self, config: &Path, addr: &Addr, cpu: usize, log: &Path) -> Result<Proc, String> {
+    pub fn start(
+        &self,
+        config: &Path,
+        addr: &Addr,
+        cpu: usize,
+        log: &Path,
+    ) -> Result<Proc, String> {
         let mut cmd = Command::new(&self.path);
         cmd.arg("serve").arg("--config").arg(config);
         // Info-level logs only: a trial's log is read when it fails.

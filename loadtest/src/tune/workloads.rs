@@ -139,9 +139,8 @@ pub fn all() -> Vec<Workload> {
 /// a shape (`keepconn`) or a transport (`unix`). An error names a term that matches nothing.
 pub fn select(filter: &[String]) -> Result<Vec<Workload>, String> {
     let all = all();
-    let matches = |w: &Workload, f: &str| {
-        w.name() == f || w.shape.name == f || w.transport.name() == f
-    };
+    let matches =
+        |w: &Workload, f: &str| w.name() == f || w.shape.name == f || w.transport.name() == f;
     for f in filter {
         if !all.iter().any(|w| matches(w, f)) {
             let names: Vec<String> = all.iter().map(Workload::name).collect();

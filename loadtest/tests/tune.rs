@@ -1,0 +1,178 @@
+//! A tiny real sweep: `fcgi-loadtest tune` against the real `fcgi-uring` binary, one workload,
+//! one knob with two values, runs of a fraction of a second (about 10 s in all, killed at 60 s).
+//! It checks the outputs and their agreement, not the speed: the table has a row per setting,
+//! `results.json` records every trial, no server is left running, and
+//! `fcgi-uring serve --config DIR/fcgi-uring.toml --print-config` accepts the recommendation.
+//!
+//! The server is `$FCGI_URING`, else `target/{debug,release}/fcgi-uring` (built by
+//! `cargo test --workspace`), else it is built with `cargo build --bin fcgi-uring`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("FCGI_URING") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let found = ["debug", "release"]
+        .iter()
+        .map(|p| root.join("target").join(p).join("fcgi-uring"))
+        .find(|p| p.exists());
+    if let Some(p) = found {
+        return p;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--bin", "fcgi-uring", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --bin fcgi-uring failed");
+    root.join("target/debug/fcgi-uring")
+}
+
+/// Runs `cmd` to completion, killed past [`LIMIT`]; returns (success, stdout, stderr).
+fn run_bounded(mut cmd: Command) -> (bool, String, String) {
+    let out_dir = tempfile_dir("tune-test-io");
+    let (o, e) = (out_dir.join("stdout"), out_dir.join("stderr"));
+    cmd.stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn().expect("start fcgi-loadtest tune");
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "tune ran past {LIMIT:?}; stderr: {}",
+                std::fs::read_to_string(&e).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let result = (status.success(), read(&o), read(&e));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    result
+}
+
+/// A fresh directory, unique to this process and call.
+fn tempfile_dir(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
+    let server = server_binary();
+    let out = tempfile_dir("tune-test-out");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
+    cmd.arg("tune")
+        .arg("--server")
+        .arg(&server)
+        .args(["--quick", "--workloads", "keepconn-tcp"])
+        .args(["--knobs", "completions_per_turn"])
+        .args(["--duration", "0.3", "--warmup", "0.1", "--rounds", "1"])
+        .arg("--out")
+        .arg(&out);
+    let (ok, stdout, stderr) = run_bounded(cmd);
+    assert!(ok, "tune failed:\n{stderr}\n{stdout}");
+
+    for f in [
+        "results.json",
+        "table.txt",
+        "report.html",
+        "fcgi-uring.toml",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing; stderr:\n{stderr}");
+    }
+    // The table (printed and written) has the default and both values of the knob.
+    let table = std::fs::read_to_string(out.join("table.txt")).unwrap();
+    assert!(stdout.starts_with(&table), "the printed table is table.txt");
+    for setting in [
+        "default",
+        "completions_per_turn=8",
+        "completions_per_turn=128",
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with("keepconn-tcp") && l.contains(&format!(" {setting} ")));
+        let row = row.unwrap_or_else(|| panic!("no row for {setting}:\n{table}"));
+        assert!(row.contains(" x"), "no ratio to the default: {row}");
+    }
+    assert!(table.contains("ring.completions_per_turn (default 32) -> "));
+    // Progress lines: step k/n for every trial.
+    assert!(stderr.contains("[  1/"), "{stderr}");
+
+    // results.json: every trial ran (D, 8, 128, D, and D B D if a value won), no errors.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let trials = json["trials"].as_array().unwrap();
+    assert!(trials.len() == 4 || trials.len() == 7, "{}", trials.len());
+    for t in trials {
+        assert!(t["error"].is_null(), "trial failed: {t}");
+        assert_eq!(t["open"]["rate"], t["rate"], "open loop at the fixed rate");
+        let pid = t["closed"]["server_pid"].as_u64().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            !stat.contains("fcgi-uring"),
+            "server {pid} still running: {stat}"
+        );
+    }
+    let rate = trials[0]["rate"].as_f64().unwrap();
+    assert!(trials.iter().all(|t| t["rate"].as_f64() == Some(rate)));
+
+    // The recommendation is accepted as it is, and says what it chose.
+    let toml = out.join("fcgi-uring.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    assert!(text.contains("completions_per_turn = "), "{text}");
+    let printed = Command::new(&server)
+        .args(["serve", "--config"])
+        .arg(&toml)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let chosen = json["recommendation"]["overrides"][0][1].as_i64().unwrap();
+    let effective = String::from_utf8(printed.stdout).unwrap();
+    assert!(
+        effective.contains(&format!("completions_per_turn = {chosen}")),
+        "{effective}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_missing_server_binary_is_a_clear_error() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
+    cmd.args([
+        "tune",
+        "--quick",
+        "--server",
+        "/nonexistent/fcgi-uring",
+        "--out",
+    ])
+    .arg(tempfile_dir("tune-test-missing"));
+    let (ok, _, stderr) = run_bounded(cmd);
+    assert!(!ok);
+    assert!(
+        stderr.contains("/nonexistent/fcgi-uring not found") && stderr.contains("cargo build"),
+        "{stderr}"
+    );
+}
