@@ -306,11 +306,12 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
         );
     } else if let Err(e) = probe(&server, &sweep.trials_dir, &recommended) {
         sweep.left.iter_mut().for_each(|l| *l = 0);
+        let refused = recommended.label();
+        recommended = best_single(&decisions, &defaults, &refused);
         notes.push(format!(
-            "the server refuses the winners together ({}): {e}",
+            "the server refuses the winners together ({refused}): {e}; recommended instead: {}",
             recommended.label()
         ));
-        recommended = best_single(&decisions, &defaults);
     } else {
         let mut chains: Vec<Vec<Point>> = vec![Vec::new(); workloads.len()];
         std::mem::swap(&mut chains, &mut sweep.chains);
@@ -344,9 +345,11 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
                 .iter()
                 .all(|r| matches!(r.verdict, Some(Verdict::Better | Verdict::Same)));
         if !accepted {
+            let fallback = best_single(&decisions, &defaults, &label);
             notes.push(format!(
-                "the winners together ({label}) were worse than the default in some workload: \
-                 the recommendation falls back to the best single value"
+                "the winners together ({label}) were worse than the default (or failed) in some \
+                 workload when measured again: recommended instead: {}",
+                fallback.label()
             ));
         } else if !comb_rows.iter().any(|r| r.verdict == Some(Verdict::Better)) {
             notes.push(format!(
@@ -354,15 +357,15 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
                  their gain is not confirmed"
             ));
         }
+        if !accepted {
+            recommended = best_single(&decisions, &defaults, &label);
+        }
         combination = Some(Combination {
-            setting: recommended.clone(),
+            setting: Setting::new(winners.clone(), &defaults),
             label,
             rows: comb_rows,
             accepted,
         });
-        if !accepted {
-            recommended = best_single(&decisions, &defaults);
-        }
     }
     notes.append(&mut sweep.notes);
     // Every swept knob appears in the recommendation, at its default when it did not win.
@@ -815,13 +818,21 @@ fn analyse(
     (rows, decisions)
 }
 
-/// The single winner with the highest score, alone.
-fn best_single(decisions: &[Decision], defaults: &BTreeMap<String, Value>) -> Setting {
+/// The single winner with the highest score, alone, other than the setting `refused`; the
+/// defaults when there is none (a lone winner that failed its confirmation is not kept).
+fn best_single(
+    decisions: &[Decision],
+    defaults: &BTreeMap<String, Value>,
+    refused: &str,
+) -> Setting {
     let best = decisions
         .iter()
         .filter(|d| d.changed)
         .filter_map(|d| {
             let label = Setting::new(vec![(d.knob.clone(), d.value)], defaults).label();
+            if label == refused {
+                return None;
+            }
             d.judged
                 .iter()
                 .find(|(l, _)| *l == label)
@@ -964,6 +975,54 @@ esac
         assert_eq!(
             notes[1],
             "ring.sqpoll: skipped, this server does not have it"
+        );
+    }
+
+    #[test]
+    fn the_fallback_is_another_single_winner_or_the_defaults() {
+        let defaults = knobs::parse_defaults(&fcgi_uring::config_file::to_toml(
+            &fcgi_uring::Config::default(),
+        ))
+        .unwrap();
+        let decision = |knob: &str, value: Value, label: &str, score: f64| Decision {
+            knob: knob.into(),
+            default: defaults[knob],
+            value,
+            changed: true,
+            judged: vec![(
+                label.into(),
+                Judged {
+                    verdicts: vec![Verdict::Better],
+                    score,
+                },
+            )],
+        };
+        let cpt = decision(
+            "ring.completions_per_turn",
+            Value::Int(128),
+            "completions_per_turn=128",
+            1.2,
+        );
+        let dt = decision(
+            "ring.defer_taskrun",
+            Value::Bool(false),
+            "defer_taskrun=false",
+            1.1,
+        );
+        // A lone winner refused when measured again: back to the defaults.
+        let alone = best_single(&[cpt.clone()], &defaults, "completions_per_turn=128");
+        assert!(alone.is_default());
+        // Two winners refused together: the best one alone.
+        let two = [dt, cpt];
+        let together = "completions_per_turn=128 defer_taskrun=false";
+        assert_eq!(
+            best_single(&two, &defaults, together).label(),
+            "completions_per_turn=128"
+        );
+        // The server refused the best one: the next.
+        assert_eq!(
+            best_single(&two, &defaults, "completions_per_turn=128").label(),
+            "defer_taskrun=false"
         );
     }
 

@@ -392,7 +392,7 @@ pub fn recommendation_toml(r: &Results) -> String {
                 if c.accepted {
                     ""
                 } else {
-                    " -- refused, only the best single value is kept"
+                    " -- refused: see the values below"
                 }
             ));
         }
