@@ -538,17 +538,45 @@ struct SocketDir {
     path: PathBuf,
 }
 
+const SOCKET_DIR_PREFIX: &str = "fcgi-tune-";
+
 impl SocketDir {
+    /// `$TMPDIR/fcgi-tune-PID`, after removing those of runs that were killed (their process
+    /// is gone).
     fn new() -> Result<SocketDir, String> {
-        let path = std::env::temp_dir().join(format!("fcgi-tune-{}", std::process::id()));
+        let tmp = std::env::temp_dir();
+        for entry in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(SOCKET_DIR_PREFIX))
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                remove_socket_dir(&entry.path());
+            }
+        }
+        let path = tmp.join(format!("{SOCKET_DIR_PREFIX}{}", std::process::id()));
         fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(SocketDir { path })
     }
 }
 
+/// Removes the `*.sock` files of `dir`, then `dir` if that left it empty.
+fn remove_socket_dir(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "sock") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 impl Drop for SocketDir {
     fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
+        remove_socket_dir(&self.path);
     }
 }
 
@@ -1010,7 +1038,7 @@ esac
             1.1,
         );
         // A lone winner refused when measured again: back to the defaults.
-        let alone = best_single(&[cpt.clone()], &defaults, "completions_per_turn=128");
+        let alone = best_single(std::slice::from_ref(&cpt), &defaults, "completions_per_turn=128");
         assert!(alone.is_default());
         // Two winners refused together: the best one alone.
         let two = [dt, cpt];
