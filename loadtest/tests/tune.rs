@@ -176,3 +176,50 @@ fn a_missing_server_binary_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_server_that_does_not_start_is_reported_with_its_stderr() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let real = server_binary();
+    let dir = tempfile_dir("tune-test-broken");
+    // The real server, except that it fails to start with completions_per_turn = 8 (probes
+    // with --print-config still pass, as a setting the kernel refuses would).
+    let script = format!(
+        "#!/bin/sh\n\
+         if [ \"$1\" = serve ] && [ \"$4\" != --print-config ] && grep -q 'completions_per_turn = 8' \"$3\"; then\n\
+         echo 'fcgi-uring: io_uring_setup: Cannot allocate memory (test)' >&2; exit 1\n\
+         fi\n\
+         exec '{}' \"$@\"\n",
+        real.display()
+    );
+    let fake = dir.join("fcgi-uring");
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
+    cmd.arg("tune")
+        .arg("--server")
+        .arg(&fake)
+        .args(["--quick", "--workloads", "keepconn-tcp"])
+        .args(["--knobs", "completions_per_turn"])
+        .args(["--duration", "0.2", "--warmup", "0.1", "--rounds", "1"])
+        .arg("--out")
+        .arg(dir.join("out"));
+    let (ok, stdout, stderr) = run_bounded(cmd);
+    assert!(ok, "the sweep goes on past a failed trial:\n{stderr}");
+    assert!(
+        stderr.contains("completions_per_turn=8: FAILED: server did not start")
+            && stderr.contains("Cannot allocate memory (test)"),
+        "{stderr}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.contains(" completions_per_turn=8 "))
+        .unwrap();
+    assert!(row.contains("failed"), "{row}");
+    assert!(
+        stdout.contains("notes:") && stdout.contains("Cannot allocate memory (test)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("-> 8 CHANGED"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1038,7 +1038,11 @@ esac
             1.1,
         );
         // A lone winner refused when measured again: back to the defaults.
-        let alone = best_single(std::slice::from_ref(&cpt), &defaults, "completions_per_turn=128");
+        let alone = best_single(
+            std::slice::from_ref(&cpt),
+            &defaults,
+            "completions_per_turn=128",
+        );
         assert!(alone.is_default());
         // Two winners refused together: the best one alone.
         let two = [dt, cpt];
