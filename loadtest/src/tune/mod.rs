@@ -290,94 +290,9 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
     }
     let (rows, decisions) = analyse(&sweep.chains, &workloads, &live, &plans, &cfg.rule);
 
-    // The winners together, against the default, in the same alternation.
-    let winners: Vec<(String, Value)> = decisions
-        .iter()
-        .filter(|d| d.changed)
-        .map(|d| (d.knob.clone(), d.value))
-        .collect();
-    let mut combination = None;
-    let mut recommended = Setting::new(winners.clone(), &defaults);
-    if winners.is_empty() {
-        sweep.left.iter_mut().for_each(|l| *l = 0);
-        notes.push(
-            "no value beat the default by more than the measured noise: the recommendation is the defaults"
-                .into(),
-        );
-    } else if let Err(e) = probe(&server, &sweep.trials_dir, &recommended) {
-        sweep.left.iter_mut().for_each(|l| *l = 0);
-        let refused = recommended.label();
-        recommended = best_single(&decisions, &defaults, &refused);
-        notes.push(format!(
-            "the server refuses the winners together ({refused}): {e}; recommended instead: {}",
-            recommended.label()
-        ));
-    } else {
-        let mut chains: Vec<Vec<Point>> = vec![Vec::new(); workloads.len()];
-        std::mem::swap(&mut chains, &mut sweep.chains);
-        for round in 1..=cfg.rounds {
-            for &wi in &live {
-                if round == 1 {
-                    sweep.step("combination", round, wi, &default);
-                }
-                sweep.step("combination", round, wi, &recommended);
-                sweep.step("combination", round, wi, &default);
-            }
-        }
-        std::mem::swap(&mut chains, &mut sweep.chains);
-        let label = recommended.label();
-        let mut comb_rows = Vec::new();
-        for &wi in &live {
-            let noise = decide::noise(&chains[wi]);
-            if let Some(r) = decide::ratios(&chains[wi], &label) {
-                comb_rows.push(Row {
-                    workload: workloads[wi].name(),
-                    knob: None,
-                    setting: label.clone(),
-                    verdict: Some(decide::verdict(&r, &noise, &cfg.rule)),
-                    ratios: r,
-                    noise,
-                });
-            }
-        }
-        let accepted = !comb_rows.is_empty()
-            && comb_rows
-                .iter()
-                .all(|r| matches!(r.verdict, Some(Verdict::Better | Verdict::Same)));
-        if !accepted {
-            let fallback = best_single(&decisions, &defaults, &label);
-            notes.push(format!(
-                "the winners together ({label}) were worse than the default (or failed) in some \
-                 workload when measured again: recommended instead: {}",
-                fallback.label()
-            ));
-        } else if !comb_rows.iter().any(|r| r.verdict == Some(Verdict::Better)) {
-            notes.push(format!(
-                "the winners together ({label}) were within the noise of the default in every workload: \
-                 their gain is not confirmed"
-            ));
-        }
-        if !accepted {
-            recommended = best_single(&decisions, &defaults, &label);
-        }
-        combination = Some(Combination {
-            setting: Setting::new(winners.clone(), &defaults),
-            label,
-            rows: comb_rows,
-            accepted,
-        });
-    }
+    let (recommended, combination) = confirm(&mut sweep, &live, &decisions, &defaults, &mut notes);
     notes.append(&mut sweep.notes);
-    // Every swept knob appears in the recommendation, at its default when it did not win.
-    let mut all = recommended.overrides.clone();
-    for p in &plans {
-        if !all.iter().any(|(k, _)| *k == p.name) {
-            all.push((p.name.clone(), p.default));
-        }
-    }
-    let order = |k: &str| knobs::KNOBS.iter().position(|n| n.name() == k);
-    all.sort_by_key(|(k, _)| order(k));
-    let recommendation = Setting::new(all, &defaults);
+    let recommendation = complete(&recommended, &plans, &defaults);
 
     let workload_info = workloads
         .iter()
@@ -414,6 +329,118 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
     };
     write_outputs(cfg, &server, &results)?;
     Ok(results)
+}
+
+/// `recommended` with every swept knob that it leaves alone at its default, in catalogue order,
+/// rules applied. A key a rule sets is not written as its default (that would block the rule:
+/// sqpoll = true needs defer_taskrun = false).
+fn complete(
+    recommended: &Setting,
+    plans: &[KnobPlan],
+    defaults: &BTreeMap<String, Value>,
+) -> Setting {
+    let mut all = recommended.overrides.clone();
+    let set = recommended.keys();
+    for p in plans {
+        if !set.iter().any(|(k, _)| *k == p.name) {
+            all.push((p.name.clone(), p.default));
+        }
+    }
+    let order = |k: &str| knobs::KNOBS.iter().position(|n| n.name() == k);
+    all.sort_by_key(|(k, _)| order(k));
+    Setting::new(all, defaults)
+}
+
+/// Runs the knobs' winners together against the default in every live workload
+/// (`D B D B ... D`) and returns the setting to recommend: the winners together when no workload
+/// is worse, else the best single winner other than them, or the defaults.
+fn confirm(
+    sweep: &mut Sweep<'_>,
+    live: &[usize],
+    decisions: &[Decision],
+    defaults: &BTreeMap<String, Value>,
+    notes: &mut Vec<String>,
+) -> (Setting, Option<Combination>) {
+    let cfg = sweep.cfg;
+    let winners: Vec<(String, Value)> = decisions
+        .iter()
+        .filter(|d| d.changed)
+        .map(|d| (d.knob.clone(), d.value))
+        .collect();
+    let together = Setting::new(winners, defaults);
+    let label = together.label();
+    if together.is_default() {
+        sweep.left.iter_mut().for_each(|l| *l = 0);
+        notes.push(
+            "no value beat the default by more than the measured noise: the recommendation is the defaults"
+                .into(),
+        );
+        return (together, None);
+    }
+    if let Err(e) = probe(sweep.server, &sweep.trials_dir, &together) {
+        sweep.left.iter_mut().for_each(|l| *l = 0);
+        let instead = best_single(decisions, defaults, &label);
+        notes.push(format!(
+            "the server refuses the winners together ({label}): {e}; recommended instead: {}",
+            instead.label()
+        ));
+        return (instead, None);
+    }
+    let sweep_chains =
+        std::mem::replace(&mut sweep.chains, vec![Vec::new(); sweep.workloads.len()]);
+    let default = Setting::default_config();
+    for round in 1..=cfg.rounds {
+        for &wi in live {
+            if round == 1 {
+                sweep.step("combination", round, wi, &default);
+            }
+            sweep.step("combination", round, wi, &together);
+            sweep.step("combination", round, wi, &default);
+        }
+    }
+    let chains = std::mem::replace(&mut sweep.chains, sweep_chains);
+    let mut rows = Vec::new();
+    for &wi in live {
+        let noise = decide::noise(&chains[wi]);
+        if let Some(r) = decide::ratios(&chains[wi], &label) {
+            rows.push(Row {
+                workload: sweep.workloads[wi].name(),
+                knob: None,
+                setting: label.clone(),
+                verdict: Some(decide::verdict(&r, &noise, &cfg.rule)),
+                ratios: r,
+                noise,
+            });
+        }
+    }
+    let accepted = !rows.is_empty()
+        && rows
+            .iter()
+            .all(|r| matches!(r.verdict, Some(Verdict::Better | Verdict::Same)));
+    let recommended = if accepted {
+        if !rows.iter().any(|r| r.verdict == Some(Verdict::Better)) {
+            notes.push(format!(
+                "the winners together ({label}) were within the noise of the default in every \
+                 workload: their gain is not confirmed"
+            ));
+        }
+        together.clone()
+    } else {
+        let instead = best_single(decisions, defaults, &label);
+        notes.push(format!(
+            "the winners together ({label}) were worse than the default (or failed) in some \
+             workload when measured again: recommended instead: {}",
+            instead.label()
+        ));
+        instead
+    };
+    let combination = Combination {
+        setting: together,
+        label,
+        rows,
+        accepted,
+    };
+    (recommended, Some(combination))
 }
 
 fn select_workloads(cfg: &TuneConfig) -> Result<Vec<Workload>, String> {
@@ -1056,6 +1083,43 @@ esac
             best_single(&two, &defaults, "completions_per_turn=128").label(),
             "defer_taskrun=false"
         );
+    }
+
+    #[test]
+    fn the_recommendation_names_every_swept_knob_and_keeps_rules() {
+        let mut defaults = knobs::parse_defaults(&fcgi_uring::config_file::to_toml(
+            &fcgi_uring::Config::default(),
+        ))
+        .unwrap();
+        defaults.insert("ring.sqpoll".into(), Value::Bool(false));
+        let plan = |name: &str| KnobPlan {
+            name: name.into(),
+            description: "",
+            default: defaults[name],
+            candidates: Vec::new(),
+        };
+        let plans = [
+            plan("ring.sqpoll"),
+            plan("ring.completions_per_turn"),
+            plan("ring.defer_taskrun"),
+        ];
+        let won = Setting::new(vec![("ring.sqpoll".into(), Value::Bool(true))], &defaults);
+        let r = complete(&won, &plans, &defaults);
+        assert_eq!(
+            r.keys(),
+            [
+                ("ring.completions_per_turn".to_owned(), Value::Int(32)),
+                ("ring.sqpoll".to_owned(), Value::Bool(true)),
+                ("ring.defer_taskrun".to_owned(), Value::Bool(false)),
+            ]
+        );
+        assert_eq!(
+            r.implied[0].why,
+            "sqpoll = true needs defer_taskrun = false"
+        );
+        let none = complete(&Setting::default_config(), &plans, &defaults);
+        assert_eq!(none.overrides.len(), 3);
+        assert!(none.implied.is_empty());
     }
 
     #[test]
