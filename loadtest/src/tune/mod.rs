@@ -155,6 +155,8 @@ pub struct Decision {
 pub struct Combination {
     pub setting: Setting,
     pub label: String,
+    /// The default's runs of this phase, per workload (with their noise).
+    pub default_rows: Vec<Row>,
     pub rows: Vec<Row>,
     /// No workload worse, at p99 or failed.
     pub accepted: bool,
@@ -399,9 +401,19 @@ fn confirm(
         }
     }
     let chains = std::mem::replace(&mut sweep.chains, sweep_chains);
-    let mut rows = Vec::new();
+    let (mut rows, mut default_rows) = (Vec::new(), Vec::new());
     for &wi in live {
         let noise = decide::noise(&chains[wi]);
+        if let Some(r) = decide::ratios(&chains[wi], DEFAULT) {
+            default_rows.push(Row {
+                workload: sweep.workloads[wi].name(),
+                knob: None,
+                setting: DEFAULT.into(),
+                verdict: None,
+                ratios: r,
+                noise,
+            });
+        }
         if let Some(r) = decide::ratios(&chains[wi], &label) {
             rows.push(Row {
                 workload: sweep.workloads[wi].name(),
@@ -437,6 +449,7 @@ fn confirm(
     let combination = Combination {
         setting: together,
         label,
+        default_rows,
         rows,
         accepted,
     };

@@ -162,7 +162,7 @@ pub fn table(r: &Results) -> String {
             if c.accepted { "accepted" } else { "refused" }
         );
         header(&mut out);
-        for row in &c.rows {
+        for row in c.default_rows.iter().chain(&c.rows) {
             row_line(&mut out, row);
         }
     }
@@ -275,10 +275,7 @@ pub fn html(r: &Results) -> String {
     if let Some(c) = &r.combination {
         let _ = writeln!(out, "<h2>Winners together: {}</h2>", esc(&c.label));
         for row in &c.rows {
-            let default = r
-                .rows
-                .iter()
-                .find(|x| x.workload == row.workload && x.knob.is_none());
+            let default = c.default_rows.iter().find(|x| x.workload == row.workload);
             let rows: Vec<&Row> = default.into_iter().chain([row]).collect();
             charts(&mut out, &format!("{}, together", row.workload), &rows);
         }
@@ -626,6 +623,10 @@ mod tests {
             combination: Some(Combination {
                 label: best.label(),
                 setting: best,
+                default_rows: vec![
+                    row("keepconn-tcp", None, "default", 1.0, None),
+                    row("mux16-tcp", None, "default", 1.0, None),
+                ],
                 rows: vec![
                     row(
                         "keepconn-tcp",
@@ -674,16 +675,21 @@ mod tests {
                 .ends_with("worse")
         );
         assert!(row("mux16-tcp", "defer_taskrun=false").contains("failed"));
+        // Four in the sweep, the default and the winners in the confirmation.
         assert_eq!(
             lines
                 .iter()
                 .filter(|l| l.starts_with("keepconn-tcp"))
                 .count(),
-            5
+            6
         );
         assert!(t.contains("ring.completions_per_turn (default 32) -> 128 CHANGED"));
         assert!(t.contains("ring.defer_taskrun (default true) -> true:"));
-        assert!(t.contains("winners together: completions_per_turn=128 (accepted)"));
+        let together = t.split("winners together: completions_per_turn=128 (accepted)\n");
+        let together: Vec<&str> = together.last().unwrap().lines().take(5).collect();
+        assert!(together[0].starts_with("workload"), "{t}");
+        assert!(together[1].starts_with("keepconn-tcp") && together[1].contains(" default "));
+        assert!(together[4].starts_with("mux16-tcp") && together[4].ends_with("same"));
         assert!(t.contains("open-loop rates: keepconn-tcp 70000/s"));
         assert!(t.contains("sqpoll: skipped"));
     }
