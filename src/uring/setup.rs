@@ -587,8 +587,49 @@ mod tests {
             recv_buffers: 32768,
             recv_buffer_size: 1,
             defer_taskrun: false,
+            ..ok.clone()
         };
         assert!(validate(&edge).is_ok());
+        let sqpoll = RingConfig {
+            sqpoll: true,
+            defer_taskrun: false,
+            coop_taskrun: false,
+            sqpoll_cpu: Some(0),
+            ..ok.clone()
+        };
+        assert!(validate(&sqpoll).is_ok());
+        let refused = [
+            RingConfig {
+                coop_taskrun: true,
+                ..sqpoll.clone()
+            },
+            RingConfig {
+                defer_taskrun: true,
+                ..sqpoll.clone()
+            },
+            RingConfig {
+                sqpoll_idle_ms: 0,
+                ..sqpoll.clone()
+            },
+            RingConfig {
+                sqpoll_cpu: Some(0),
+                ..ok.clone()
+            },
+            RingConfig {
+                registered_send_buffers: MAX_SEND_BUFFERS + 1,
+                ..ok.clone()
+            },
+            RingConfig {
+                send_buffer_size: 0,
+                ..ok.clone()
+            },
+        ];
+        for config in refused {
+            assert!(
+                matches!(validate(&config), Err(SetupError::Config(_))),
+                "{config:?} accepted"
+            );
+        }
     }
 
     #[test]
@@ -622,6 +663,10 @@ mod tests {
             multishot_accept: true,
             multishot_recv: true,
             provided_buffer_ring: true,
+            taskrun_flag: false,
+            sqpoll: false,
+            recv_bundle: false,
+            registered_send_buffers: 0,
         };
         assert_eq!(
             features.to_string(),
@@ -637,23 +682,71 @@ mod tests {
             plain.to_string(),
             "kernel 6.18, multishot-accept, multishot-recv, buf-ring, coop-taskrun"
         );
+        let knobs = Features {
+            single_issuer: true,
+            defer_taskrun: false,
+            sqpoll: true,
+            recv_bundle: true,
+            registered_send_buffers: 64,
+            ..features
+        };
+        assert_eq!(
+            knobs.to_string(),
+            "kernel 6.18, multishot-accept, multishot-recv, buf-ring, single-issuer, sqpoll, \
+             recv-bundle, 64 registered send buffers"
+        );
     }
 
     #[test]
     fn fallback_order() {
-        let with_defer = attempts(true);
+        let defaults = RingConfig::default();
+        let with_defer = attempts(&defaults);
         assert!(with_defer[0].defer_taskrun && with_defer[0].single_issuer);
         assert!(with_defer[0].submit_all);
-        assert!(with_defer[1].coop_taskrun && !with_defer[1].defer_taskrun);
-        assert_eq!(
-            with_defer.last(),
-            Some(&SetupFlags {
-                single_issuer: false,
-                defer_taskrun: false,
-                coop_taskrun: false,
-                submit_all: false
-            })
+        assert!(with_defer[1].coop_taskrun && with_defer[1].taskrun_flag);
+        assert!(!with_defer[1].defer_taskrun);
+        assert_eq!(with_defer.last(), Some(&SetupFlags::default()));
+        let no_defer = RingConfig {
+            defer_taskrun: false,
+            ..defaults.clone()
+        };
+        assert!(attempts(&no_defer).iter().all(|f| !f.defer_taskrun));
+        assert!(attempts(&no_defer)[0].coop_taskrun);
+        let neither = RingConfig {
+            coop_taskrun: false,
+            ..no_defer.clone()
+        };
+        assert!(
+            attempts(&neither)
+                .iter()
+                .all(|f| !f.defer_taskrun && !f.coop_taskrun && !f.taskrun_flag)
         );
-        assert!(attempts(false).iter().all(|f| !f.defer_taskrun));
+        let sqpoll = RingConfig {
+            sqpoll: true,
+            ..neither
+        };
+        let list = attempts(&sqpoll);
+        assert!(list.iter().all(|f| f.sqpoll && !f.coop_taskrun && !f.defer_taskrun));
+        assert!(list[0].single_issuer);
+    }
+
+    #[test]
+    fn send_buffer_enomem_names_rlimit_memlock_and_the_fix() {
+        let config = RingConfig {
+            registered_send_buffers: 64,
+            send_buffer_size: 1 << 20,
+            ..RingConfig::default()
+        };
+        let e = classify_send_buffers(errno(libc::ENOMEM), &config);
+        let msg = e.to_string();
+        assert!(matches!(e, SetupError::MemlockSendBuffers { .. }), "{msg}");
+        assert!(msg.contains("64 send buffers of 1048576 bytes"), "{msg}");
+        assert!(msg.contains("65536 KiB"), "{msg}");
+        assert!(msg.contains("RLIMIT_MEMLOCK") && msg.contains("ulimit -l"), "{msg}");
+        assert!(msg.contains("LimitMEMLOCK=") && msg.contains("registered_send_buffers"));
+        assert!(matches!(
+            classify_send_buffers(errno(libc::EFAULT), &config),
+            SetupError::Other(_)
+        ));
     }
 }
