@@ -190,7 +190,11 @@ const INT_KEYS: &[(&str, &str, Rule)] = &[
         Rule::Range(1, 60_000),
     ),
     ("ring.sqpoll_cpu", "--sqpoll-cpu", Rule::Range(0, 4095)),
-    ("ring.idle_spin_us", "--idle-spin-us", Rule::Range(0, 100_000)),
+    (
+        "ring.idle_spin_us",
+        "--idle-spin-us",
+        Rule::Range(0, 100_000),
+    ),
     (
         "ring.registered_send_buffers",
         "--registered-send-buffers",
@@ -429,7 +433,11 @@ impl ConfigFile {
             int("ring.sqpoll_cpu", Some(cpu), &mut v)?;
             config.ring.sqpoll_cpu = Some(v);
         }
-        int("ring.idle_spin_us", r.idle_spin_us, &mut config.idle_spin_us)?;
+        int(
+            "ring.idle_spin_us",
+            r.idle_spin_us,
+            &mut config.idle_spin_us,
+        )?;
         int(
             "ring.registered_send_buffers",
             r.registered_send_buffers,

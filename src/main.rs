@@ -395,9 +395,10 @@ mod tests {
 
         let c = effective(ALL_FALSE, &["--sqpoll", "true"]).unwrap();
         assert!(c.ring.sqpoll);
-        let c = effective("[ring]\nsqpoll = true\ndefer_taskrun = false\ncoop_taskrun = false\n", &[
-            "--sqpoll", "false",
-        ])
+        let c = effective(
+            "[ring]\nsqpoll = true\ndefer_taskrun = false\ncoop_taskrun = false\n",
+            &["--sqpoll", "false"],
+        )
         .unwrap();
         assert!(!c.ring.sqpoll);
     }
@@ -415,7 +416,10 @@ mod tests {
     #[test]
     fn sqpoll_needs_both_taskrun_modes_off_whichever_sets_them() {
         let e = effective("[ring]\nsqpoll = true\n", &[]).unwrap_err();
-        assert!(e.contains("ring.sqpoll") && e.contains("ring.defer_taskrun"), "{e}");
+        assert!(
+            e.contains("ring.sqpoll") && e.contains("ring.defer_taskrun"),
+            "{e}"
+        );
         assert!(e.contains("ring.coop_taskrun"), "{e}");
         let e = effective(ALL_FALSE, &["--sqpoll", "true", "--coop-taskrun", "true"]).unwrap_err();
         assert!(e.contains("ring.coop_taskrun = true"), "{e}");
@@ -450,6 +454,9 @@ mod tests {
         assert_eq!(c.ring.registered_send_buffers, 0);
         assert_eq!(c.ring.send_buffer_size, 100);
         let e = effective(file, &["--idle-spin-us", "100001"]).unwrap_err();
-        assert!(e.contains("ring.idle_spin_us = 100001") && e.contains("--idle-spin-us"), "{e}");
+        assert!(
+            e.contains("ring.idle_spin_us = 100001") && e.contains("--idle-spin-us"),
+            "{e}"
+        );
     }
 }

@@ -377,8 +377,14 @@ fn new_ring_keys_out_of_range_name_the_key_and_the_range() {
             "[ring]\nsqpoll = \"yes\"\n",
             "ring.sqpoll: invalid type: string",
         ),
-        ("[ring]\nrecv_bundles = true\n", "unknown key \"ring.recv_bundles\""),
-        ("[ring]\nsqpoll_cpu = 0\n", "ring.sqpoll_cpu = 0 requires ring.sqpoll = true"),
+        (
+            "[ring]\nrecv_bundles = true\n",
+            "unknown key \"ring.recv_bundles\"",
+        ),
+        (
+            "[ring]\nsqpoll_cpu = 0\n",
+            "ring.sqpoll_cpu = 0 requires ring.sqpoll = true",
+        ),
     ] {
         let e = rejected(text);
         assert!(e.contains(expected), "{text:?}: {e}");
@@ -425,12 +431,19 @@ fn the_new_keys_round_trip_through_print_config() {
     assert_eq!(config_file::to_toml(&again), printed);
     // Without sqpoll_cpu the key is left out (absent means "no CPU").
     let d = config_file::to_toml(&parse("").unwrap());
-    assert!(!d.contains("sqpoll_cpu") && d.contains("sqpoll = false"), "{d}");
+    assert!(
+        !d.contains("sqpoll_cpu") && d.contains("sqpoll = false"),
+        "{d}"
+    );
 
     // Through the binary, with flags turning a file's `false` back on.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fcgi-uring.toml");
-    std::fs::write(&path, "[server]\npin_workers = false\n[ring]\nrecv_bundle = false\n").unwrap();
+    std::fs::write(
+        &path,
+        "[server]\npin_workers = false\n[ring]\nrecv_bundle = false\n",
+    )
+    .unwrap();
     let p = path.to_str().unwrap();
     let out = print_config(&[
         "--config",
@@ -503,7 +516,13 @@ fn serve_with_memlock(limit: u64, args: &[&str]) -> (bool, String) {
         if let Some(status) = child.0.try_wait().unwrap() {
             let mut err = String::new();
             use std::io::Read;
-            child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             return (status.success(), err);
         }
         if Instant::now() > deadline {

@@ -41,8 +41,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use buffers::{BUF_GROUP, BufRing, Lent};
-pub use counters::{RingCounters, RingStats};
 use counters::Tally;
+pub use counters::{RingCounters, RingStats};
 use ops::{INTERNAL, OpKind, OpTable};
 pub use sendbufs::FixedBuf;
 use sendbufs::SendPool;
@@ -430,7 +430,13 @@ impl Ring {
     /// past the end sends nothing; at most `u32::MAX` bytes go in one send. A heap buffer is
     /// sent with SEND (MSG_NOSIGNAL), a registered one with WRITE_FIXED (a write(2): EPIPE
     /// raises SIGPIPE, which [`Ring::new`] checked is not fatal).
-    pub fn send(&mut self, fd: RawFd, buf: impl Into<SendBuf>, offset: usize, token: Token) -> OpId {
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        buf: impl Into<SendBuf>,
+        offset: usize,
+        token: Token,
+    ) -> OpId {
         let buf = buf.into();
         let offset = offset.min(buf.len());
         let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);

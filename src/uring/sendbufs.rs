@@ -164,7 +164,8 @@ mod tests {
         let b = pool.fill(b"world!").expect("b");
         assert!(pool.fill(b"x").is_none(), "all taken");
         assert_eq!((a.index(), a.len(), b.index(), b.len()), (0, 5, 1, 6));
-        // SAFETY (test): reads 6 bytes of buffer 1, which `b` owns; no kernel involved.
+        // SAFETY: reads 6 bytes inside buffer 1 of the live pool, which `b` owns; the pool
+        // is not registered, so no kernel use.
         let bytes = unsafe { std::slice::from_raw_parts(pool.addr(&b, 0), 6) };
         assert_eq!(bytes, b"world!");
         assert_eq!(pool.addr(&b, 2) as usize - pool.addr(&b, 0) as usize, 2);

@@ -47,7 +47,11 @@ impl fmt::Display for Features {
             write!(f, ", {name}")?;
         }
         if self.registered_send_buffers > 0 {
-            write!(f, ", {} registered send buffers", self.registered_send_buffers)?;
+            write!(
+                f,
+                ", {} registered send buffers",
+                self.registered_send_buffers
+            )?;
         }
         Ok(())
     }
@@ -726,7 +730,10 @@ mod tests {
             ..neither
         };
         let list = attempts(&sqpoll);
-        assert!(list.iter().all(|f| f.sqpoll && !f.coop_taskrun && !f.defer_taskrun));
+        assert!(
+            list.iter()
+                .all(|f| f.sqpoll && !f.coop_taskrun && !f.defer_taskrun)
+        );
         assert!(list[0].single_issuer);
     }
 
@@ -742,7 +749,10 @@ mod tests {
         assert!(matches!(e, SetupError::MemlockSendBuffers { .. }), "{msg}");
         assert!(msg.contains("64 send buffers of 1048576 bytes"), "{msg}");
         assert!(msg.contains("65536 KiB"), "{msg}");
-        assert!(msg.contains("RLIMIT_MEMLOCK") && msg.contains("ulimit -l"), "{msg}");
+        assert!(
+            msg.contains("RLIMIT_MEMLOCK") && msg.contains("ulimit -l"),
+            "{msg}"
+        );
         assert!(msg.contains("LimitMEMLOCK=") && msg.contains("registered_send_buffers"));
         assert!(matches!(
             classify_send_buffers(errno(libc::EFAULT), &config),

@@ -697,7 +697,6 @@ fn recv_bundles_take_several_buffers_in_ring_order_and_give_every_one_back() {
             assert!(Instant::now() < deadline, "round {round}: {events:?}");
             if !armed {
                 ring.recv_multishot(server.as_raw_fd(), 9);
-                armed = true;
             }
             let before = events.len();
             run_until(&mut ring, &mut events, |events| events.len() > before);
@@ -705,7 +704,10 @@ fn recv_bundles_take_several_buffers_in_ring_order_and_give_every_one_back() {
             armed = !matches!(events.last(), Some((_, Event::Recv(_, false))));
         }
     }
-    assert!(recv_bytes(&events) == expected, "bytes differ or out of order");
+    assert!(
+        recv_bytes(&events) == expected,
+        "bytes differ or out of order"
+    );
     let stats = ring.counters().snapshot();
     eprintln!("{stats}");
     assert!(
@@ -740,7 +742,10 @@ fn send_fixed_all(ring: &mut Ring, fd: i32, payload: &[u8]) -> usize {
             });
         }
         let (result, returned) = back.expect("completion");
-        assert!(matches!(returned, SendBuf::Fixed(_)), "the same buffer comes back");
+        assert!(
+            matches!(returned, SendBuf::Fixed(_)),
+            "the same buffer comes back"
+        );
         offset += result.expect("send");
         if offset == payload.len() {
             return sends;
@@ -762,13 +767,24 @@ fn registered_send_buffers_over_tcp_and_unix_with_short_sends_resent() {
     let mut ring = fixed_ring();
     assert_eq!(ring.features().registered_send_buffers, 2);
     let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
-    assert!(ring.fixed_copy(&vec![0; (1 << 20) + 1]).is_none(), "too large");
+    assert!(
+        ring.fixed_copy(&vec![0; (1 << 20) + 1]).is_none(),
+        "too large"
+    );
 
     let (tcp_client, tcp_server) = pair();
     let (unix_client, unix_server) = std::os::unix::net::UnixStream::pair().expect("pair");
     for (name, server_fd, client) in [
-        ("tcp", tcp_server.as_raw_fd(), Box::new(tcp_client) as Box<dyn ReadSend>),
-        ("unix", unix_server.as_raw_fd(), Box::new(unix_client) as Box<dyn ReadSend>),
+        (
+            "tcp",
+            tcp_server.as_raw_fd(),
+            Box::new(tcp_client) as Box<dyn ReadSend>,
+        ),
+        (
+            "unix",
+            unix_server.as_raw_fd(),
+            Box::new(unix_client) as Box<dyn ReadSend>,
+        ),
     ] {
         let want = payload.len();
         let reader = thread::spawn(move || {
@@ -841,14 +857,12 @@ fn sqpoll_ring_receives_sends_and_wakes_its_sleeping_thread() {
         thread::sleep(Duration::from_millis(20));
         client.write_all(message).expect("write");
         expected.extend_from_slice(message);
-        run_until(&mut ring, &mut events, |events| recv_bytes(events) == expected);
+        run_until(&mut ring, &mut events, |events| {
+            recv_bytes(events) == expected
+        });
         ring.send(server.as_raw_fd(), message.to_vec(), 0, 8);
         run_until(&mut ring, &mut events, |events| {
-            events
-                .iter()
-                .filter(|(token, _)| *token == 8)
-                .count()
-                == expected.len() / 4
+            events.iter().filter(|(token, _)| *token == 8).count() == expected.len() / 4
         });
         let mut echoed = [0; 4];
         client.read_exact(&mut echoed).expect("read");
