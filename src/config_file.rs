@@ -72,6 +72,23 @@ pub struct RingSection {
     pub defer_taskrun: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completions_per_turn: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coop_taskrun: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqpoll: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqpoll_idle_ms: Option<i64>,
+    /// Absent: the scheduler places the SQ thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqpoll_cpu: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_spin_us: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registered_send_buffers: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_buffer_size: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recv_bundle: Option<bool>,
 }
 
 /// `[limits]`.
@@ -166,6 +183,27 @@ const INT_KEYS: &[(&str, &str, Rule)] = &[
         "ring.completions_per_turn",
         "--completions-per-turn",
         Rule::Range(1, 65536),
+    ),
+    (
+        "ring.sqpoll_idle_ms",
+        "--sqpoll-idle-ms",
+        Rule::Range(1, 60_000),
+    ),
+    ("ring.sqpoll_cpu", "--sqpoll-cpu", Rule::Range(0, 4095)),
+    (
+        "ring.idle_spin_us",
+        "--idle-spin-us",
+        Rule::Range(0, 100_000),
+    ),
+    (
+        "ring.registered_send_buffers",
+        "--registered-send-buffers",
+        Rule::Range(0, 16384),
+    ),
+    (
+        "ring.send_buffer_size",
+        "--send-buffer-size",
+        Rule::Range(1, 16 << 20),
     ),
     (
         "limits.max_conns_per_worker",
@@ -379,6 +417,40 @@ impl ConfigFile {
             r.completions_per_turn,
             &mut config.completions_per_turn,
         )?;
+        if let Some(c) = r.coop_taskrun {
+            config.ring.coop_taskrun = c;
+        }
+        if let Some(q) = r.sqpoll {
+            config.ring.sqpoll = q;
+        }
+        int(
+            "ring.sqpoll_idle_ms",
+            r.sqpoll_idle_ms,
+            &mut config.ring.sqpoll_idle_ms,
+        )?;
+        if let Some(cpu) = r.sqpoll_cpu {
+            let mut v = 0u32;
+            int("ring.sqpoll_cpu", Some(cpu), &mut v)?;
+            config.ring.sqpoll_cpu = Some(v);
+        }
+        int(
+            "ring.idle_spin_us",
+            r.idle_spin_us,
+            &mut config.idle_spin_us,
+        )?;
+        int(
+            "ring.registered_send_buffers",
+            r.registered_send_buffers,
+            &mut config.ring.registered_send_buffers,
+        )?;
+        int(
+            "ring.send_buffer_size",
+            r.send_buffer_size,
+            &mut config.ring.send_buffer_size,
+        )?;
+        if let Some(b) = r.recv_bundle {
+            config.ring.recv_bundle = b;
+        }
 
         let l = &self.limits;
         int(
@@ -469,6 +541,14 @@ impl ConfigFile {
                 recv_buffer_size: Some(config.ring.recv_buffer_size.into()),
                 defer_taskrun: Some(config.ring.defer_taskrun),
                 completions_per_turn: i(config.completions_per_turn),
+                coop_taskrun: Some(config.ring.coop_taskrun),
+                sqpoll: Some(config.ring.sqpoll),
+                sqpoll_idle_ms: Some(config.ring.sqpoll_idle_ms.into()),
+                sqpoll_cpu: config.ring.sqpoll_cpu.map(i64::from),
+                idle_spin_us: Some(config.idle_spin_us.into()),
+                registered_send_buffers: Some(config.ring.registered_send_buffers.into()),
+                send_buffer_size: Some(config.ring.send_buffer_size.into()),
+                recv_bundle: Some(config.ring.recv_bundle),
             },
             limits: LimitsSection {
                 max_conns_per_worker: i(config.max_conns_per_worker),
@@ -520,7 +600,8 @@ pub fn validate(config: &Config) -> Result<(), String> {
         }
     };
     let u = |v: usize| v as i128;
-    let ints: [(&str, i128); 18] = [
+    let ring = &config.ring;
+    let ints: [(&str, i128); 22] = [
         ("server.workers", u(config.workers)),
         ("server.backlog", config.backlog.into()),
         ("ring.sq_entries", config.ring.sq_entries.into()),
@@ -528,6 +609,13 @@ pub fn validate(config: &Config) -> Result<(), String> {
         ("ring.recv_buffers", config.ring.recv_buffers.into()),
         ("ring.recv_buffer_size", config.ring.recv_buffer_size.into()),
         ("ring.completions_per_turn", u(config.completions_per_turn)),
+        ("ring.sqpoll_idle_ms", ring.sqpoll_idle_ms.into()),
+        ("ring.idle_spin_us", config.idle_spin_us.into()),
+        (
+            "ring.registered_send_buffers",
+            ring.registered_send_buffers.into(),
+        ),
+        ("ring.send_buffer_size", ring.send_buffer_size.into()),
         (
             "limits.max_conns_per_worker",
             u(config.max_conns_per_worker),
@@ -555,7 +643,8 @@ pub fn validate(config: &Config) -> Result<(), String> {
             config.limits.advertised_max_reqs.into(),
         ),
     ];
-    for (key, v) in ints {
+    let cpu = ring.sqpoll_cpu.map(|c| ("ring.sqpoll_cpu", i128::from(c)));
+    for (key, v) in ints.into_iter().chain(cpu) {
         check_int(key, v).map_err(|m| with_flag(key, m))?;
     }
     let t = &config.timeouts;
@@ -576,6 +665,22 @@ pub fn validate(config: &Config) -> Result<(), String> {
     {
         return Err(format!(
             "server.unix_mode = {m:o}: must be an octal file mode between 0 and 777 (flag --unix-mode)"
+        ));
+    }
+    if ring.sqpoll && (ring.defer_taskrun || ring.coop_taskrun) {
+        return Err(format!(
+            "ring.sqpoll = true cannot be combined with ring.defer_taskrun = {} or \
+             ring.coop_taskrun = {}: the kernel refuses SQPOLL together with DEFER_TASKRUN or \
+             COOP_TASKRUN; set ring.defer_taskrun = false and ring.coop_taskrun = false \
+             (flags --sqpoll, --defer-taskrun false, --coop-taskrun false)",
+            ring.defer_taskrun, ring.coop_taskrun
+        ));
+    }
+    if let Some(cpu) = ring.sqpoll_cpu
+        && !ring.sqpoll
+    {
+        return Err(format!(
+            "ring.sqpoll_cpu = {cpu} requires ring.sqpoll = true (flags --sqpoll-cpu, --sqpoll)"
         ));
     }
     if config.ring.cq_entries < config.ring.sq_entries {

@@ -57,8 +57,12 @@ struct ServeArgs {
     /// Worker threads (0: one per core) [default: 0].
     #[arg(long)]
     workers: Option<usize>,
-    /// Do not pin workers to cores.
-    #[arg(long)]
+    /// Pin worker i to the i-th available core: true or false (overrides the file either
+    /// way) [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pin_workers: Option<bool>,
+    /// Same as --pin-workers false.
+    #[arg(long, conflicts_with = "pin_workers")]
     no_pin: bool,
     /// File mode of a UNIX socket, in octal (e.g. 660).
     #[arg(long, value_parser = parse_mode)]
@@ -78,9 +82,40 @@ struct ServeArgs {
     /// Bytes per provided receive buffer [default: 16384].
     #[arg(long)]
     recv_buffer_size: Option<u32>,
-    /// Do not use DEFER_TASKRUN even where the kernel has it.
-    #[arg(long)]
+    /// Use DEFER_TASKRUN where the kernel has it: true or false [default: true].
+    #[arg(long, value_name = "BOOL")]
+    defer_taskrun: Option<bool>,
+    /// Same as --defer-taskrun false.
+    #[arg(long, conflicts_with = "defer_taskrun")]
     no_defer_taskrun: bool,
+    /// COOP_TASKRUN (+TASKRUN_FLAG) when DEFER_TASKRUN is off or unavailable: true or false
+    /// [default: true].
+    #[arg(long, value_name = "BOOL")]
+    coop_taskrun: Option<bool>,
+    /// SQPOLL: a kernel thread per worker submits; needs --defer-taskrun false and
+    /// --coop-taskrun false [default: false].
+    #[arg(long, value_name = "BOOL")]
+    sqpoll: Option<bool>,
+    /// Milliseconds the SQPOLL thread polls before sleeping (1..=60000) [default: 1000].
+    #[arg(long, value_name = "MS")]
+    sqpoll_idle_ms: Option<u32>,
+    /// CPU the SQPOLL threads are bound to, or `none` [default: none].
+    #[arg(long, value_name = "CPU|none", value_parser = parse_cpu)]
+    sqpoll_cpu: Option<SqpollCpu>,
+    /// Microseconds an idle worker keeps polling before it sleeps (0..=100000, 0: off)
+    /// [default: 0].
+    #[arg(long, value_name = "US")]
+    idle_spin_us: Option<u32>,
+    /// Registered send buffers per worker (0..=16384, 0: off); output that fits one is sent
+    /// with WRITE_FIXED [default: 0].
+    #[arg(long, value_name = "N")]
+    registered_send_buffers: Option<u16>,
+    /// Bytes per registered send buffer [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    send_buffer_size: Option<u32>,
+    /// Multishot receive bundles (Linux >= 6.10): true or false [default: false].
+    #[arg(long, value_name = "BOOL")]
+    recv_bundle: Option<bool>,
     /// Connections per worker (also advertised as FCGI_MAX_CONNS) [default: 65536].
     #[arg(long)]
     max_conns_per_worker: Option<usize>,
@@ -174,6 +209,7 @@ impl ServeArgs {
         set(&mut config.protocol, self.protocol);
         set(&mut config.listen, self.listen.clone());
         set(&mut config.workers, self.workers);
+        set(&mut config.pin_workers, self.pin_workers);
         if self.no_pin {
             config.pin_workers = false;
         }
@@ -185,9 +221,23 @@ impl ServeArgs {
         set(&mut config.ring.cq_entries, self.cq_entries);
         set(&mut config.ring.recv_buffers, self.recv_buffers);
         set(&mut config.ring.recv_buffer_size, self.recv_buffer_size);
+        set(&mut config.ring.defer_taskrun, self.defer_taskrun);
         if self.no_defer_taskrun {
             config.ring.defer_taskrun = false;
         }
+        set(&mut config.ring.coop_taskrun, self.coop_taskrun);
+        set(&mut config.ring.sqpoll, self.sqpoll);
+        set(&mut config.ring.sqpoll_idle_ms, self.sqpoll_idle_ms);
+        if let Some(SqpollCpu(cpu)) = self.sqpoll_cpu {
+            config.ring.sqpoll_cpu = cpu;
+        }
+        set(&mut config.idle_spin_us, self.idle_spin_us);
+        set(
+            &mut config.ring.registered_send_buffers,
+            self.registered_send_buffers,
+        );
+        set(&mut config.ring.send_buffer_size, self.send_buffer_size);
+        set(&mut config.ring.recv_bundle, self.recv_bundle);
         if let Some(n) = self.max_conns_per_worker {
             config.max_conns_per_worker = n;
             config.limits.advertised_max_conns = u32::try_from(n).unwrap_or(u32::MAX);
@@ -223,6 +273,19 @@ impl ServeArgs {
         }
         Ok(())
     }
+}
+
+/// `--sqpoll-cpu`: a CPU number, or `none` (overrides a file's `sqpoll_cpu`).
+#[derive(Debug, Clone, Copy)]
+struct SqpollCpu(Option<u32>);
+
+fn parse_cpu(s: &str) -> Result<SqpollCpu, String> {
+    if s == "none" {
+        return Ok(SqpollCpu(None));
+    }
+    s.parse()
+        .map(|cpu| SqpollCpu(Some(cpu)))
+        .map_err(|_| format!("{s:?} must be a CPU number or `none`"))
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -311,4 +374,129 @@ fn serve(args: ServeArgs) -> ExitCode {
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     handle.shutdown();
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The effective configuration of `fcgi-uring serve ARGS` with `file` as `--config`.
+    fn effective(file: &str, args: &[&str]) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fcgi-uring.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut argv = vec!["fcgi-uring", "serve", "--config", path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Serve(args) => args.config(),
+            Command::Request(_) => unreachable!(),
+        }
+    }
+
+    const ALL_FALSE: &str = "[server]\npin_workers = false\n[ring]\ndefer_taskrun = false\n\
+                             coop_taskrun = false\nrecv_bundle = false\nsqpoll = false\n";
+    const ALL_TRUE: &str = "[server]\npin_workers = true\n[ring]\ndefer_taskrun = true\n\
+                            coop_taskrun = true\nrecv_bundle = true\n";
+
+    #[test]
+    fn boolean_flags_override_the_file_both_ways() {
+        let c = effective(ALL_FALSE, &[]).unwrap();
+        assert!(!c.pin_workers && !c.ring.defer_taskrun && !c.ring.coop_taskrun);
+        assert!(!c.ring.recv_bundle && !c.ring.sqpoll);
+
+        let on = [
+            "--pin-workers",
+            "true",
+            "--defer-taskrun",
+            "true",
+            "--coop-taskrun",
+            "true",
+            "--recv-bundle",
+            "true",
+        ];
+        let c = effective(ALL_FALSE, &on).unwrap();
+        assert!(c.pin_workers && c.ring.defer_taskrun && c.ring.coop_taskrun);
+        assert!(c.ring.recv_bundle);
+
+        let off = [
+            "--pin-workers",
+            "false",
+            "--defer-taskrun",
+            "false",
+            "--coop-taskrun",
+            "false",
+            "--recv-bundle",
+            "false",
+        ];
+        let c = effective(ALL_TRUE, &off).unwrap();
+        assert!(!c.pin_workers && !c.ring.defer_taskrun && !c.ring.coop_taskrun);
+        assert!(!c.ring.recv_bundle);
+
+        let c = effective(ALL_FALSE, &["--sqpoll", "true"]).unwrap();
+        assert!(c.ring.sqpoll);
+        let c = effective(
+            "[ring]\nsqpoll = true\ndefer_taskrun = false\ncoop_taskrun = false\n",
+            &["--sqpoll", "false"],
+        )
+        .unwrap();
+        assert!(!c.ring.sqpoll);
+    }
+
+    #[test]
+    fn no_pin_and_no_defer_taskrun_stay_aliases() {
+        let c = effective(ALL_TRUE, &["--no-pin", "--no-defer-taskrun"]).unwrap();
+        assert!(!c.pin_workers && !c.ring.defer_taskrun);
+        let e = effective(ALL_TRUE, &["--no-pin", "--pin-workers", "true"]).unwrap_err();
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = effective(ALL_TRUE, &["--pin-workers", "yes"]).unwrap_err();
+        assert!(e.contains("--pin-workers"), "{e}");
+    }
+
+    #[test]
+    fn sqpoll_needs_both_taskrun_modes_off_whichever_sets_them() {
+        let e = effective("[ring]\nsqpoll = true\n", &[]).unwrap_err();
+        assert!(
+            e.contains("ring.sqpoll") && e.contains("ring.defer_taskrun"),
+            "{e}"
+        );
+        assert!(e.contains("ring.coop_taskrun"), "{e}");
+        let e = effective(ALL_FALSE, &["--sqpoll", "true", "--coop-taskrun", "true"]).unwrap_err();
+        assert!(e.contains("ring.coop_taskrun = true"), "{e}");
+        assert!(effective(ALL_FALSE, &["--sqpoll", "true"]).is_ok());
+    }
+
+    #[test]
+    fn numeric_ring_flags_override_the_file() {
+        let file = "[ring]\nsqpoll = true\ndefer_taskrun = false\ncoop_taskrun = false\n\
+                    sqpoll_cpu = 1\nsqpoll_idle_ms = 5\nidle_spin_us = 10\n\
+                    registered_send_buffers = 4\nsend_buffer_size = 4096\n";
+        let c = effective(file, &[]).unwrap();
+        assert_eq!(c.ring.sqpoll_cpu, Some(1));
+        assert_eq!((c.ring.sqpoll_idle_ms, c.idle_spin_us), (5, 10));
+        assert_eq!(c.ring.registered_send_buffers, 4);
+        assert_eq!(c.ring.send_buffer_size, 4096);
+        let args = [
+            "--sqpoll-cpu",
+            "none",
+            "--sqpoll-idle-ms",
+            "7",
+            "--idle-spin-us",
+            "0",
+            "--registered-send-buffers",
+            "0",
+            "--send-buffer-size",
+            "100",
+        ];
+        let c = effective(file, &args).unwrap();
+        assert_eq!(c.ring.sqpoll_cpu, None);
+        assert_eq!((c.ring.sqpoll_idle_ms, c.idle_spin_us), (7, 0));
+        assert_eq!(c.ring.registered_send_buffers, 0);
+        assert_eq!(c.ring.send_buffer_size, 100);
+        let e = effective(file, &["--idle-spin-us", "100001"]).unwrap_err();
+        assert!(
+            e.contains("ring.idle_spin_us = 100001") && e.contains("--idle-spin-us"),
+            "{e}"
+        );
+    }
 }

@@ -327,3 +327,234 @@ fn the_binary_serves_hello_with_a_config_file() {
     let r = client.request(&RequestSpec::get("/hello")).unwrap();
     assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
 }
+
+const RING_KNOBS: &str = "[ring]\ndefer_taskrun = false\ncoop_taskrun = false\nsqpoll = true\n\
+                          sqpoll_idle_ms = 250\nsqpoll_cpu = 1\nidle_spin_us = 500\n\
+                          registered_send_buffers = 32\nsend_buffer_size = 8192\n\
+                          recv_bundle = true\n";
+
+#[test]
+fn every_new_ring_key_is_read() {
+    let c = parse(RING_KNOBS).unwrap();
+    let r = &c.ring;
+    assert!(r.sqpoll && r.recv_bundle && !r.coop_taskrun && !r.defer_taskrun);
+    assert_eq!((r.sqpoll_idle_ms, r.sqpoll_cpu), (250, Some(1)));
+    assert_eq!((r.registered_send_buffers, r.send_buffer_size), (32, 8192));
+    assert_eq!(c.idle_spin_us, 500);
+    // And the defaults when absent: nothing new is on.
+    let d = parse("").unwrap();
+    assert!(!d.ring.sqpoll && !d.ring.recv_bundle && d.ring.coop_taskrun);
+    assert_eq!((d.ring.registered_send_buffers, d.idle_spin_us), (0, 0));
+    assert_eq!(d.ring.sqpoll_cpu, None);
+    let c = parse("[ring]\ncoop_taskrun = false\n").unwrap();
+    assert!(!c.ring.coop_taskrun);
+}
+
+#[test]
+fn new_ring_keys_out_of_range_name_the_key_and_the_range() {
+    for (text, expected) in [
+        (
+            "[ring]\nidle_spin_us = 100001\n",
+            "fcgi-uring.toml:2: ring.idle_spin_us = 100001: must be between 0 and 100000",
+        ),
+        (
+            "[ring]\nsqpoll_idle_ms = 0\n",
+            "ring.sqpoll_idle_ms = 0: must be between 1 and 60000",
+        ),
+        (
+            "[ring]\nsqpoll_cpu = -1\n",
+            "ring.sqpoll_cpu = -1: must be between 0 and 4095",
+        ),
+        (
+            "[ring]\nregistered_send_buffers = 16385\n",
+            "ring.registered_send_buffers = 16385: must be between 0 and 16384",
+        ),
+        (
+            "[ring]\nsend_buffer_size = 0\n",
+            "ring.send_buffer_size = 0: must be between 1 and 16777216",
+        ),
+        (
+            "[ring]\nsqpoll = \"yes\"\n",
+            "ring.sqpoll: invalid type: string",
+        ),
+        (
+            "[ring]\nrecv_bundles = true\n",
+            "unknown key \"ring.recv_bundles\"",
+        ),
+        (
+            "[ring]\nsqpoll_cpu = 0\n",
+            "ring.sqpoll_cpu = 0 requires ring.sqpoll = true",
+        ),
+    ] {
+        let e = rejected(text);
+        assert!(e.contains(expected), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn sqpoll_with_a_taskrun_mode_on_is_refused_naming_the_keys() {
+    for text in [
+        "[ring]\nsqpoll = true\n",
+        "[ring]\nsqpoll = true\ndefer_taskrun = false\n",
+        "[ring]\nsqpoll = true\ncoop_taskrun = false\n",
+    ] {
+        let e = rejected(text);
+        assert!(
+            e.contains("ring.sqpoll = true cannot be combined with ring.defer_taskrun")
+                && e.contains("ring.coop_taskrun")
+                && e.contains("set ring.defer_taskrun = false and ring.coop_taskrun = false"),
+            "{text:?}: {e}"
+        );
+    }
+    parse("[ring]\nsqpoll = true\ndefer_taskrun = false\ncoop_taskrun = false\n").unwrap();
+}
+
+#[test]
+fn the_new_keys_round_trip_through_print_config() {
+    let c = parse(RING_KNOBS).unwrap();
+    let printed = config_file::to_toml(&c);
+    for key in [
+        "coop_taskrun = false",
+        "sqpoll = true",
+        "sqpoll_idle_ms = 250",
+        "sqpoll_cpu = 1",
+        "idle_spin_us = 500",
+        "registered_send_buffers = 32",
+        "send_buffer_size = 8192",
+        "recv_bundle = true",
+    ] {
+        assert!(printed.contains(key), "{key} missing:\n{printed}");
+    }
+    let again = parse(&printed).unwrap();
+    assert_eq!(again.ring, c.ring);
+    assert_eq!(again.idle_spin_us, 500);
+    assert_eq!(config_file::to_toml(&again), printed);
+    // Without sqpoll_cpu the key is left out (absent means "no CPU").
+    let d = config_file::to_toml(&parse("").unwrap());
+    assert!(
+        !d.contains("sqpoll_cpu") && d.contains("sqpoll = false"),
+        "{d}"
+    );
+
+    // Through the binary, with flags turning a file's `false` back on.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fcgi-uring.toml");
+    std::fs::write(
+        &path,
+        "[server]\npin_workers = false\n[ring]\nrecv_bundle = false\n",
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+    let out = print_config(&[
+        "--config",
+        p,
+        "--pin-workers",
+        "true",
+        "--recv-bundle",
+        "true",
+        "--idle-spin-us",
+        "20",
+    ])
+    .unwrap();
+    let c = parse(&out).unwrap();
+    assert!(c.pin_workers && c.ring.recv_bundle);
+    assert_eq!(c.idle_spin_us, 20);
+    std::fs::write(&path, &out).unwrap();
+    assert_eq!(print_config(&["--config", p]).unwrap(), out);
+}
+
+#[test]
+fn the_example_file_lists_every_new_ring_key() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fcgi-uring.example.toml"
+    ))
+    .unwrap();
+    for key in [
+        "coop_taskrun",
+        "sqpoll",
+        "sqpoll_idle_ms",
+        "sqpoll_cpu",
+        "idle_spin_us",
+        "registered_send_buffers",
+        "send_buffer_size",
+        "recv_bundle",
+    ] {
+        assert!(text.contains(&format!("{key} = ")), "{key} not documented");
+    }
+    let c = parse(&text).unwrap();
+    let d = Config::default();
+    assert_eq!(c.ring, d.ring, "the example shows the defaults");
+    assert_eq!(c.idle_spin_us, d.idle_spin_us);
+}
+
+/// Runs `fcgi-uring serve ARGS` with RLIMIT_MEMLOCK at `limit` bytes and without
+/// CAP_IPC_LOCK (which would exempt root from the limit); returns its exit status and stderr.
+fn serve_with_memlock(limit: u64, args: &[&str]) -> (bool, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args).stdout(Stdio::null());
+    // SAFETY (test): only async-signal-safe calls (prctl, setrlimit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Dropped from the bounding set, CAP_IPC_LOCK is not granted again at exec.
+            const CAP_IPC_LOCK: libc::c_ulong = 14;
+            libc::prctl(libc::PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0);
+            let rlim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = Child(cmd.stderr(Stdio::piped()).spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), err);
+        }
+        if Instant::now() > deadline {
+            return (true, "still running".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn registered_send_buffers_over_rlimit_memlock_fail_startup_naming_the_limit_and_the_fix() {
+    // 1 MiB is enough for the rings and the receive buffer ring (the binary starts with it),
+    // not for 64 MiB of send buffers.
+    let (ok, err) = serve_with_memlock(
+        1 << 20,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--registered-send-buffers",
+            "64",
+            "--send-buffer-size",
+            "1048576",
+        ],
+    );
+    assert!(!ok, "started: {err}");
+    assert!(
+        err.contains("could not register 64 send buffers of 1048576 bytes")
+            && err.contains("RLIMIT_MEMLOCK")
+            && err.contains("ulimit -l")
+            && err.contains("--registered-send-buffers"),
+        "{err}"
+    );
+}

@@ -20,17 +20,20 @@ use http::header::{CONTENT_LENGTH, HeaderName};
 /// `Content-Length` when `body_len` is known and the handler set none, and the blank line.
 pub fn encode_head(parts: &http::response::Parts, body_len: Option<u64>, out: &mut Vec<u8>) {
     encode_status_line(parts.status, out);
+    // Noticed while writing instead of looked up afterwards: a lookup hashes the name.
+    let mut has_length = false;
     for (name, value) in &parts.headers {
         if is_dropped(name) {
             continue;
         }
+        has_length |= name == CONTENT_LENGTH;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if let Some(len) = body_len
-        && !parts.headers.contains_key(CONTENT_LENGTH)
+        && !has_length
     {
         encode_content_length(len, out);
     }

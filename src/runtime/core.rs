@@ -19,7 +19,7 @@ use tokio::task::AbortHandle;
 use super::config::Timeouts;
 use super::stats::{Counter, Recorder, WorkerStats};
 use super::timeouts::{Clock, Millis, Wheel};
-use crate::uring::OpId;
+use crate::uring::{OpId, SendBuf};
 use std::time::Instant;
 
 /// Token of the listener's accept operation (connection tokens never have bit 63 set).
@@ -203,7 +203,7 @@ pub(crate) struct Conn {
     pub sending: usize,
     /// Offset into the in-flight buffer where that send started.
     pub send_offset: usize,
-    pub resend: Option<(Vec<u8>, usize)>,
+    pub resend: Option<(SendBuf, usize)>,
     pub recv: Recv,
     pub state: ConnState,
     pub requests: ReqTable,

@@ -11,7 +11,7 @@ use super::stats::Counter;
 use super::timeouts;
 use crate::body::{BodyError, Flow};
 use crate::protocol::{Event, Params, ProtocolStatus, RejectReason, Role};
-use crate::uring::{Completion, CompletionKind, Ring};
+use crate::uring::{Completion, CompletionKind, Ring, SendBuf};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
@@ -268,16 +268,20 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
     }
 }
 
-fn on_send(core: &Core, conn: &mut Conn, result: io::Result<usize>, mut buf: Vec<u8>) {
+fn on_send(core: &Core, conn: &mut Conn, result: io::Result<usize>, buf: SendBuf) {
     let start = conn.send_offset;
     conn.sending = 0;
     core.sends.set(core.sends.get().saturating_sub(1));
     match result {
+        // A short send: the rest goes out next turn, from the same (heap or registered) buffer.
         Ok(n) if n > 0 && start + n < buf.len() => conn.resend = Some((buf, start + n)),
         Ok(n) if n > 0 || start == buf.len() => {
-            buf.clear();
-            if conn.spare.capacity() == 0 && buf.capacity() <= MAX_SPARE_CAPACITY {
-                conn.spare = buf;
+            // A registered buffer goes back to its pool as it is dropped here.
+            if let SendBuf::Heap(mut buf) = buf {
+                buf.clear();
+                if conn.spare.capacity() == 0 && buf.capacity() <= MAX_SPARE_CAPACITY {
+                    conn.spare = buf;
+                }
             }
             for w in conn.writers.drain(..) {
                 w.wake();
@@ -322,10 +326,21 @@ fn queue_send(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
     let fd = conn.fd.as_raw_fd();
     let (buf, offset) = match conn.resend.take() {
         Some(pending) => pending,
-        None if !conn.out.is_empty() => {
-            let next = std::mem::take(&mut conn.spare);
-            (std::mem::replace(&mut conn.out, next), 0)
-        }
+        None if !conn.out.is_empty() => match ring.fixed_copy(&conn.out) {
+            // Output that fits a free registered send buffer is copied there (WRITE_FIXED);
+            // `out` keeps its allocation for the next response, unless it grew large.
+            Some(fixed) => {
+                if conn.out.capacity() > MAX_SPARE_CAPACITY {
+                    conn.out = std::mem::take(&mut conn.spare);
+                }
+                conn.out.clear();
+                (SendBuf::Fixed(fixed), 0)
+            }
+            None => {
+                let next = std::mem::take(&mut conn.spare);
+                (SendBuf::Heap(std::mem::replace(&mut conn.out, next)), 0)
+            }
+        },
         None => return,
     };
     conn.sending = buf.len() - offset;

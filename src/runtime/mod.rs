@@ -22,7 +22,7 @@ pub use stats::{Counter, Stats};
 
 use crate::addr::{Addr, AddrParseError};
 use crate::service::HttpService;
-use crate::uring::{Features, SetupError};
+use crate::uring::{Features, RingCounters, RingStats, SetupError};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,6 +119,8 @@ impl Server {
             let max_in_flight = Arc::new(AtomicUsize::new(0));
             let stats = Arc::new(stats::WorkerStats::default());
             handle.stats.push(stats.clone());
+            let ring_counters = Arc::new(RingCounters::default());
+            handle.ring_counters.push(ring_counters.clone());
             let spec = WorkerSpec {
                 core_id: core_for(&cores, i),
                 listener: listeners.for_worker(i),
@@ -127,6 +129,8 @@ impl Server {
                 settings: settings.clone(),
                 shutdown_timeout: cfg.shutdown_timeout,
                 completions_per_turn: cfg.completions_per_turn,
+                idle_spin: std::time::Duration::from_micros(cfg.idle_spin_us.into()),
+                ring_counters,
                 make: make.clone(),
                 stats,
                 stop: stop.clone(),
@@ -209,6 +213,7 @@ pub struct ServerHandle {
     /// Per worker: most requests seen in flight at once on one connection.
     max_in_flight: Vec<Arc<AtomicUsize>>,
     stats: Vec<Arc<stats::WorkerStats>>,
+    ring_counters: Vec<Arc<RingCounters>>,
 }
 
 impl ServerHandle {
@@ -221,6 +226,7 @@ impl ServerHandle {
             stops: Vec::new(),
             max_in_flight: Vec::new(),
             stats: Vec::new(),
+            ring_counters: Vec::new(),
         }
     }
 
@@ -237,6 +243,12 @@ impl ServerHandle {
     /// Limits hit, timeouts and other counters, summed over the workers.
     pub fn stats(&self) -> Stats {
         Stats::sum(self.stats.iter().map(|s| &**s))
+    }
+
+    /// What the workers' rings did (receive buffers and bundles, registered sends, SQPOLL
+    /// wakeups, idle spins), summed over the workers. All zero for `--protocol http1|h2c`.
+    pub fn ring_stats(&self) -> RingStats {
+        RingStats::sum(self.ring_counters.iter().map(|c| &**c))
     }
 
     /// Number of worker threads.

@@ -5,7 +5,7 @@ use super::core::{Core, LISTENER_TOKEN, Settings};
 use super::dispatch::Dispatcher;
 use super::driver::{self, Followups};
 use crate::service::HttpService;
-use crate::uring::{Features, OpId, Ring, RingConfig, SetupError};
+use crate::uring::{Features, OpId, Ring, RingConfig, RingCounters, SetupError};
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// What a worker reports once it is ready (or why it could not start).
@@ -37,6 +37,10 @@ pub(crate) struct WorkerSpec<F> {
     pub settings: Settings,
     pub shutdown_timeout: Duration,
     pub completions_per_turn: usize,
+    /// How long an idle worker keeps polling before it sleeps (zero: not at all).
+    pub idle_spin: Duration,
+    /// What the ring does, shared with the server handle.
+    pub ring_counters: Arc<RingCounters>,
     pub make: Arc<F>,
     pub stats: Arc<super::stats::WorkerStats>,
     pub stop: Arc<Stop>,
@@ -56,7 +60,7 @@ where
     {
         tracing::warn!("could not pin worker to core {}", id.id);
     }
-    let ring = match Ring::new(&spec.ring) {
+    let ring = match Ring::with_counters(&spec.ring, spec.ring_counters.clone()) {
         Ok(r) => r,
         Err(e) => {
             let _ = spec.ready.send(Err(WorkerError::Ring(e)));
@@ -81,6 +85,7 @@ where
     let _ = spec.ready.send(Ok(ring.features().clone()));
     let loop_ = Loop {
         batch: spec.completions_per_turn.max(1),
+        idle_spin: spec.idle_spin,
         listener: spec.listener,
         is_tcp: spec.is_tcp,
         stop: spec.stop,
@@ -117,9 +122,20 @@ impl Stop {
     }
 }
 
+/// How an idle spin ended.
+enum Spin {
+    /// Completions or handler output showed up.
+    Work,
+    /// A shutdown was requested.
+    Stop,
+    /// Nothing came: sleep.
+    Idle,
+}
+
 struct Loop {
     /// Completions handled per loop turn before answers are submitted.
     batch: usize,
+    idle_spin: Duration,
     listener: Arc<OwnedFd>,
     is_tcp: bool,
     stop: Arc<Stop>,
@@ -170,6 +186,16 @@ impl Loop {
                 tokio::task::yield_now().await;
                 continue;
             }
+            if deadline.is_none() && !self.idle_spin.is_zero() {
+                match self.spin(&mut ring, &core).await? {
+                    Spin::Work => {
+                        ring.counters().note_idle_spin_hit();
+                        continue;
+                    }
+                    Spin::Stop => continue,
+                    Spin::Idle => {}
+                }
+            }
             // Any wake after the first poll is worth a loop turn (ring, handler output, a body
             // channel that drained, stop, deadline); spurious ones cost one turn.
             let mut polled = false;
@@ -203,6 +229,30 @@ impl Loop {
         }
         drop(waiter);
         Ok(())
+    }
+
+    /// Before sleeping, looks for work for up to `idle_spin`: new completions (entering the
+    /// kernel without waiting, which runs deferred completions), handler output, paused
+    /// connections that may read again, expired deadlines. Yields to tokio between looks, so
+    /// handler tasks, timers and tokio IO go on; a stop request ends it.
+    async fn spin(&self, ring: &mut Ring, core: &Core) -> io::Result<Spin> {
+        let start = Instant::now();
+        loop {
+            tokio::task::yield_now().await;
+            if self.stop.is_requested() {
+                return Ok(Spin::Stop);
+            }
+            core.clock.update();
+            super::timeouts::expire(core);
+            driver::resume_paused(core);
+            ring.submit()?;
+            if core.has_dirty() || ring.has_completions() {
+                return Ok(Spin::Work);
+            }
+            if start.elapsed() >= self.idle_spin {
+                return Ok(Spin::Idle);
+            }
+        }
     }
 
     fn arm_accept(&self, ring: &mut Ring) -> OpId {

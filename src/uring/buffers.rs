@@ -5,6 +5,11 @@
 //! the moment its entry is published in the ring until a completion names its id; it is ours
 //! from then until [`BufRing::recycle`] publishes it again. The [`Lent`] token is the proof of
 //! "ours": only its holder can read the buffer or give it back, and only once.
+//!
+//! Ring slot `i` always holds buffer `i` (`bid == position % count`): buffers are republished in
+//! ring order, a buffer returned early waits until the ones before it are back. That is what
+//! makes receive bundles readable: the kernel consumes consecutive ring slots, and a bundle
+//! completion names only the first buffer, so its buffers are `bid, bid + 1, ...` modulo `count`.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -29,10 +34,13 @@ struct RawEntry {
 const _: () = assert!(std::mem::size_of::<RawEntry>() == std::mem::size_of::<BufRingEntry>());
 const _: () = assert!(std::mem::size_of::<RawEntry>() == 16);
 
-/// A buffer the kernel handed back in a completion: ours until recycled.
+/// Buffers the kernel handed back in a completion: ours until recycled. A single receive
+/// hands back one buffer, a bundle a run of `n` consecutive ones (modulo the ring size).
 #[derive(Debug)]
 pub(super) struct Lent {
+    // INVARIANT: buffers `bid, bid + 1, ... bid + n - 1` (modulo `count`) are ours, 1 <= n <= count.
     bid: u16,
+    n: u16,
 }
 
 pub(super) struct BufRing {
@@ -46,9 +54,16 @@ pub(super) struct BufRing {
     count: u16,
     size: u32,
     /// Our tail: entries below it are written; published to the kernel by [`BufRing::publish`].
+    /// The next buffer to republish is `tail % count`.
     tail: u16,
     /// INVARIANT: `lent[bid]` is true exactly while buffer `bid` is ours (not in the ring).
     lent: Vec<bool>,
+    /// `returned[bid]`: given back by a [`Lent`], waiting for the buffers before it in ring
+    /// order (still `lent` until then).
+    returned: Vec<bool>,
+    /// Buffers taken from completions, and given back, since creation.
+    taken_total: u64,
+    returned_total: u64,
     registered: bool,
     /// Set when the memory must never be freed (the kernel may still use it).
     leaked: bool,
@@ -93,12 +108,14 @@ impl BufRing {
             size,
             tail: 0,
             lent: vec![true; usize::from(count)],
+            returned: vec![false; usize::from(count)],
+            taken_total: 0,
+            returned_total: 0,
             registered: false,
             leaked: false,
         };
-        for bid in 0..count {
-            ring.recycle(Lent { bid });
-        }
+        ring.recycle(Lent { bid: 0, n: count });
+        ring.returned_total = 0;
         ring.publish();
         Ok(ring)
     }
@@ -131,47 +148,114 @@ impl BufRing {
 
     /// Takes back buffer `bid` that a completion named. `None` for an id out of range or one
     /// that is already ours (a kernel bug: never read memory the kernel may be writing).
+    #[cfg(test)]
     pub(super) fn take(&mut self, bid: u16) -> Option<Lent> {
-        let lent = self.lent.get_mut(usize::from(bid))?;
-        if *lent {
-            return None;
-        }
-        *lent = true;
-        Some(Lent { bid })
+        self.take_bundle(bid, 1)
     }
 
-    /// The first `len` bytes of a buffer we hold; `None` if `len` exceeds the buffer size.
-    pub(super) fn bytes(&self, buf: &Lent, len: usize) -> Option<&[u8]> {
-        if len > self.size as usize {
+    /// Takes back the `n` buffers a bundle completion consumed: `first` and the ones after it
+    /// in ring order (which are `first + 1, ...` modulo `count`, see the module doc). `None`,
+    /// and nothing taken, if any of them is not in the ring (a kernel bug, or `n` too large).
+    pub(super) fn take_bundle(&mut self, first: u16, n: usize) -> Option<Lent> {
+        if n == 0 || n > usize::from(self.count) || first >= self.count {
             return None;
         }
-        let offset = usize::from(buf.bid) * self.size as usize;
-        // SAFETY: `bid < count` (checked in `take`) and `len <= size`, so the range lies inside
-        // the pool allocation, which is zero-initialised and lives as long as `self`. The kernel
-        // does not write this buffer while it is lent to us (it is not in the ring), and the
-        // `Lent` token, which `recycle` consumes, is borrowed for the slice's lifetime.
+        let mask = self.count - 1;
+        let bids = (0..n as u16).map(|i| first.wrapping_add(i) & mask);
+        if bids.clone().any(|bid| self.lent[usize::from(bid)]) {
+            return None;
+        }
+        for bid in bids {
+            self.lent[usize::from(bid)] = true;
+        }
+        self.taken_total += n as u64;
+        Some(Lent {
+            bid: first,
+            n: n as u16,
+        })
+    }
+
+    /// How many buffers `buf` holds.
+    pub(super) fn lent_count(buf: &Lent) -> usize {
+        usize::from(buf.n)
+    }
+
+    /// Bytes per buffer.
+    pub(super) fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Buffers taken from completions and given back, since creation (equal when every
+    /// buffer the kernel handed us came back).
+    pub(super) fn totals(&self) -> (u64, u64) {
+        (self.taken_total, self.returned_total)
+    }
+
+    /// The first `len` bytes of the first buffer of `buf`; `None` if `len` exceeds the buffer
+    /// size.
+    pub(super) fn bytes(&self, buf: &Lent, len: usize) -> Option<&[u8]> {
+        self.buffer(buf.bid, len)
+    }
+
+    /// The `len` bytes a bundle received into `buf`, buffer by buffer (each full but the last).
+    /// `None` if `len` does not fit in `buf`'s buffers.
+    pub(super) fn chunks<'a>(&'a self, buf: &'a Lent, len: usize) -> Option<Chunks<'a>> {
+        let size = self.size as usize;
+        (len <= usize::from(buf.n) * size).then_some(Chunks {
+            ring: self,
+            buf,
+            index: 0,
+            left: len,
+        })
+    }
+
+    /// The first `len` bytes of buffer `bid`, which must be ours.
+    fn buffer(&self, bid: u16, len: usize) -> Option<&[u8]> {
+        if len > self.size as usize || bid >= self.count || !self.lent[usize::from(bid)] {
+            return None;
+        }
+        let offset = usize::from(bid) * self.size as usize;
+        // SAFETY: `bid < count` and `len <= size`, so the range lies inside the pool
+        // allocation, which is zero-initialised and lives as long as `self`. Buffer `bid` is
+        // ours (`lent`): the kernel does not write it while it is out of the ring. Callers reach
+        // this only through a `Lent` covering `bid`, which `recycle` consumes, and which is
+        // borrowed for the slice's lifetime.
         Some(unsafe { std::slice::from_raw_parts(self.data.as_ptr().add(offset), len) })
     }
 
-    /// Puts a buffer back into the ring (visible to the kernel after [`BufRing::publish`]).
+    /// Gives a buffer back. It is republished (visible to the kernel after
+    /// [`BufRing::publish`]) once every buffer before it in ring order is back too.
     pub(super) fn recycle(&mut self, buf: Lent) {
-        let bid = buf.bid;
         let mask = self.count - 1;
-        let index = usize::from(self.tail & mask);
+        for i in 0..buf.n {
+            self.returned[usize::from(buf.bid.wrapping_add(i) & mask)] = true;
+        }
+        self.returned_total += u64::from(buf.n);
+        while self.returned[usize::from(self.tail & mask)] {
+            let bid = self.tail & mask;
+            self.write_entry(bid);
+            self.returned[usize::from(bid)] = false;
+            self.lent[usize::from(bid)] = false;
+            self.tail = self.tail.wrapping_add(1);
+        }
+    }
+
+    /// (Re)writes slot `bid`, which holds buffer `bid`. The kernel may have shortened the entry's
+    /// `len` when it used the buffer, so every field is written again.
+    fn write_entry(&mut self, bid: u16) {
+        let index = usize::from(bid);
         let addr = self.data.as_ptr() as u64 + u64::from(bid) * u64::from(self.size);
-        // SAFETY: `index < count`, so the entry lies inside the entries allocation. The kernel
-        // only reads entries between its head and the published tail; this slot is beyond the
-        // published tail (at most `count` buffers are in the ring, and `bid` is not one of them),
-        // so the kernel is not reading it. We write the fields one by one through raw pointers
-        // and never touch `resv`: in entry 0 that field is the tail, which the kernel reads.
+        // SAFETY: `bid < count`, so the entry lies inside the entries allocation. Slot `bid` is
+        // at ring position `tail`, beyond the published tail (the buffer it held was consumed
+        // by the kernel and is ours), so the kernel is not reading it. We write the fields one
+        // by one through raw pointers and never touch `resv`: in entry 0 that field is the
+        // tail, which the kernel reads.
         unsafe {
             let entry = self.entries.as_ptr().add(index);
             ptr::addr_of_mut!((*entry).addr).write(addr);
             ptr::addr_of_mut!((*entry).len).write(self.size);
             ptr::addr_of_mut!((*entry).bid).write(bid);
         }
-        self.lent[usize::from(bid)] = false;
-        self.tail = self.tail.wrapping_add(1);
     }
 
     /// Makes every recycled buffer visible to the kernel.
@@ -211,7 +295,30 @@ impl Drop for BufRing {
     }
 }
 
-fn page_size() -> usize {
+/// The buffers of a bundle, in order (see [`BufRing::chunks`]).
+pub(super) struct Chunks<'a> {
+    ring: &'a BufRing,
+    buf: &'a Lent,
+    index: u16,
+    left: usize,
+}
+
+impl<'a> Iterator for Chunks<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 || self.index >= self.buf.n {
+            return None;
+        }
+        let len = self.left.min(self.ring.size as usize);
+        let bid = self.buf.bid.wrapping_add(self.index) & (self.ring.count - 1);
+        self.index += 1;
+        self.left -= len;
+        self.ring.buffer(bid, len)
+    }
+}
+
+pub(super) fn page_size() -> usize {
     // SAFETY: sysconf only reads a system constant; it takes no pointers.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     usize::try_from(page)
@@ -236,8 +343,8 @@ mod tests {
     #[test]
     fn take_and_recycle_track_ownership() {
         let mut ring = BufRing::new(4, 64).expect("alloc");
-        let buf = ring.take(2).expect("in ring");
-        assert!(ring.take(2).is_none(), "taken twice");
+        let buf = ring.take(0).expect("in ring");
+        assert!(ring.take(0).is_none(), "taken twice");
         assert!(ring.take(4).is_none(), "out of range");
         assert_eq!(ring.bytes(&buf, 64).map(<[u8]>::len), Some(64));
         assert!(ring.bytes(&buf, 65).is_none());
@@ -245,7 +352,44 @@ mod tests {
         ring.recycle(buf);
         ring.publish();
         assert_eq!(ring.available(), 4);
-        assert!(ring.take(2).is_some());
+        assert!(ring.take(0).is_some());
+    }
+
+    #[test]
+    fn buffers_are_republished_in_ring_order() {
+        let mut ring = BufRing::new(4, 64).expect("alloc");
+        // The kernel consumed slots 0..3 (buffers 0, 1, 2).
+        let a = ring.take(0).expect("0");
+        let b = ring.take(1).expect("1");
+        let c = ring.take(2).expect("2");
+        assert_eq!(ring.totals(), (3, 0));
+        // Buffer 2 back first: it waits for 0 and 1.
+        ring.recycle(c);
+        assert_eq!((ring.tail, ring.available()), (4, 1));
+        ring.recycle(a);
+        assert_eq!((ring.tail, ring.available()), (5, 2));
+        ring.recycle(b);
+        assert_eq!((ring.tail, ring.available()), (7, 4));
+        assert_eq!(ring.totals(), (3, 3));
+    }
+
+    #[test]
+    fn bundles_wrap_around_the_ring() {
+        let mut ring = BufRing::new(4, 64).expect("alloc");
+        let bufs = ring.take_bundle(3, 3).expect("3, 0, 1");
+        let starts: Vec<usize> = ring
+            .chunks(&bufs, 64 * 2 + 10)
+            .expect("fits")
+            .map(|c| c.as_ptr() as usize - ring.data.as_ptr() as usize)
+            .collect();
+        assert_eq!(starts, [3 * 64, 0, 64], "buffers 3, 0, 1 in that order");
+        let lens: Vec<usize> = ring.chunks(&bufs, 130).unwrap().map(<[u8]>::len).collect();
+        assert_eq!(lens, [64, 64, 2]);
+        assert!(ring.chunks(&bufs, 64 * 3 + 1).is_none());
+        assert!(ring.take_bundle(2, 2).is_none(), "3 is out already");
+        assert!(ring.take(2).is_some(), "a refused bundle takes nothing");
+        assert!(ring.take_bundle(0, 5).is_none(), "more than the ring");
+        assert!(ring.take_bundle(4, 1).is_none(), "out of range");
     }
 
     #[test]

@@ -13,12 +13,15 @@
 //! operation that references it has completed.
 //!
 //! Files: `setup.rs` (config checks, feature detection, errors), `buffers.rs` (the
-//! provided-buffer ring), `ops.rs` (the in-flight op table); the [`Ring`] is here.
+//! provided-buffer ring), `sendbufs.rs` (registered send buffers), `ops.rs` (the in-flight op
+//! table), `counters.rs` (what the ring did, for tests and tuning); the [`Ring`] is here.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod buffers;
+mod counters;
 mod ops;
+mod sendbufs;
 mod setup;
 #[cfg(test)]
 mod tests;
@@ -29,6 +32,7 @@ use std::io;
 use std::io::Read;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
@@ -37,7 +41,11 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use buffers::{BUF_GROUP, BufRing, Lent};
+use counters::Tally;
+pub use counters::{RingCounters, RingStats};
 use ops::{INTERNAL, OpKind, OpTable};
+pub use sendbufs::FixedBuf;
+use sendbufs::SendPool;
 
 /// Caller's tag for an operation, handed back in its completions.
 pub type Token = u64;
@@ -46,7 +54,7 @@ pub type Token = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OpId(pub(crate) u64);
 
-/// Ring and buffer sizes.
+/// Ring and buffer sizes, and the setup flags and data paths to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingConfig {
     /// Submission queue entries (power of two).
@@ -57,8 +65,34 @@ pub struct RingConfig {
     pub recv_buffers: u16,
     /// Bytes per provided receive buffer.
     pub recv_buffer_size: u32,
-    /// Use DEFER_TASKRUN (with SINGLE_ISSUER) when the kernel has it.
+    /// Use DEFER_TASKRUN (with SINGLE_ISSUER) when the kernel has it: completions are only
+    /// posted when the worker enters the kernel with GETEVENTS, never by interrupting it.
     pub defer_taskrun: bool,
+    /// When DEFER_TASKRUN is off or unavailable: COOP_TASKRUN (completion work runs when the
+    /// worker next enters the kernel, without an inter-processor interrupt) with TASKRUN_FLAG
+    /// (the ring shows when such work is pending, so a busy worker enters only then).
+    /// Ignored with `sqpoll`, which the kernel refuses to combine with it (see `sqpoll`).
+    pub coop_taskrun: bool,
+    /// IORING_SETUP_SQPOLL: a kernel thread per ring polls the submission queue, so submitting
+    /// needs no system call while that thread is awake. The kernel refuses SQPOLL together with
+    /// DEFER_TASKRUN or COOP_TASKRUN: `sqpoll` requires `defer_taskrun = false` and
+    /// `coop_taskrun = false` (checked by [`Ring::new`] and the configuration file).
+    pub sqpoll: bool,
+    /// Milliseconds the SQ thread polls without work before it sleeps (then the next submit
+    /// wakes it with IORING_ENTER_SQ_WAKEUP). 1..=60000.
+    pub sqpoll_idle_ms: u32,
+    /// The CPU the SQ thread is bound to (IORING_SETUP_SQ_AFF); `None`: the scheduler's choice.
+    pub sqpoll_cpu: Option<u32>,
+    /// Registered (fixed) send buffers per ring, 0 to turn them off. Output that fits in one is
+    /// copied into a free one and sent with WRITE_FIXED; the rest is sent from the heap. They
+    /// are locked memory: `registered_send_buffers * send_buffer_size` counts against
+    /// RLIMIT_MEMLOCK (without CAP_IPC_LOCK).
+    pub registered_send_buffers: u16,
+    /// Bytes per registered send buffer.
+    pub send_buffer_size: u32,
+    /// Multishot receive with IORING_RECVSEND_BUNDLE (Linux >= 6.10): one completion covers
+    /// several consecutive provided buffers. [`Ring::new`] fails on a kernel without it.
+    pub recv_bundle: bool,
 }
 
 impl Default for RingConfig {
@@ -69,6 +103,13 @@ impl Default for RingConfig {
             recv_buffers: 1024,
             recv_buffer_size: 16 * 1024,
             defer_taskrun: true,
+            coop_taskrun: true,
+            sqpoll: false,
+            sqpoll_idle_ms: 1000,
+            sqpoll_cpu: None,
+            registered_send_buffers: 0,
+            send_buffer_size: 64 * 1024,
+            recv_bundle: false,
         }
     }
 }
@@ -83,6 +124,12 @@ pub struct Features {
     pub multishot_accept: bool,
     pub multishot_recv: bool,
     pub provided_buffer_ring: bool,
+    /// COOP_TASKRUN's TASKRUN_FLAG.
+    pub taskrun_flag: bool,
+    pub sqpoll: bool,
+    pub recv_bundle: bool,
+    /// Registered send buffers (0: none).
+    pub registered_send_buffers: u16,
 }
 
 // `Display` (a compact list for the startup line, e.g.
@@ -101,6 +148,12 @@ pub enum SetupError {
     },
     /// ENOMEM: RLIMIT_MEMLOCK too small for the rings and buffers.
     Memlock(io::Error),
+    /// ENOMEM registering the send buffers: RLIMIT_MEMLOCK too small for them.
+    MemlockSendBuffers {
+        err: io::Error,
+        count: u16,
+        size: u32,
+    },
     /// A needed feature is missing (kernel too old).
     Unsupported {
         feature: &'static str,
@@ -142,13 +195,55 @@ pub enum CompletionKind<'a> {
         result: io::Result<&'a [u8]>,
         more: bool,
     },
-    /// A send finished: bytes sent (may be short: send the rest), and the buffer back for reuse.
+    /// A send finished: bytes sent (may be short: send the rest), and the buffer back for reuse
+    /// (a registered one goes back to its pool when dropped).
     Send {
         result: io::Result<usize>,
-        buf: Vec<u8>,
+        buf: SendBuf,
     },
     /// A shutdown(2) finished.
     Shutdown { result: io::Result<()> },
+}
+
+/// What a send sends from: a heap buffer, or a registered one ([`Ring::fixed_copy`]).
+#[derive(Debug)]
+pub enum SendBuf {
+    Heap(Vec<u8>),
+    Fixed(FixedBuf),
+}
+
+impl SendBuf {
+    /// Bytes it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            SendBuf::Heap(buf) => buf.len(),
+            SendBuf::Fixed(buf) => buf.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The heap buffer, if it is one.
+    pub fn into_heap(self) -> Option<Vec<u8>> {
+        match self {
+            SendBuf::Heap(buf) => Some(buf),
+            SendBuf::Fixed(_) => None,
+        }
+    }
+}
+
+impl From<Vec<u8>> for SendBuf {
+    fn from(buf: Vec<u8>) -> SendBuf {
+        SendBuf::Heap(buf)
+    }
+}
+
+impl From<FixedBuf> for SendBuf {
+    fn from(buf: FixedBuf) -> SendBuf {
+        SendBuf::Fixed(buf)
+    }
 }
 
 /// An owned duplicate of the ring's wakeup eventfd, registered by [`Ring::register_wakeup`].
@@ -183,28 +278,56 @@ pub struct Ring {
     ring: IoUring,
     eventfd: File,
     bufs: BufRing,
+    sends: Option<SendPool>,
     ops: OpTable,
     /// Entries that did not fit in the submission queue even after a submit (rare).
     backlog: VecDeque<squeue::Entry>,
     features: Features,
+    counters: Arc<RingCounters>,
     _single_thread: PhantomData<*mut ()>,
 }
 
 impl Ring {
     /// Creates the ring on the calling thread (the only thread that may use it: SINGLE_ISSUER).
     pub fn new(config: &RingConfig) -> Result<Ring, SetupError> {
+        Ring::with_counters(config, Arc::default())
+    }
+
+    /// Like [`Ring::new`], counting what the ring does in `counters` (which another thread may
+    /// read).
+    pub fn with_counters(
+        config: &RingConfig,
+        counters: Arc<RingCounters>,
+    ) -> Result<Ring, SetupError> {
         setup::validate(config)?;
         let kernel = setup::kernel_version();
         setup::check_required(kernel)?;
+        if config.registered_send_buffers > 0 {
+            setup::check_sigpipe()?;
+        }
         let (ring, flags) = setup::build_ring(config)?;
-        setup::check_opcodes(&ring)?;
+        setup::check_opcodes(&ring, config)?;
+        if config.recv_bundle {
+            setup::check_bundle(&ring, kernel)?;
+        }
 
         let eventfd = new_eventfd().map_err(SetupError::Other)?;
         ring.submitter()
             .register_eventfd(eventfd.as_raw_fd())
             .map_err(|err| setup::classify(err, setup::io_uring_disabled_sysctl()))?;
 
-        // Last, so that no later failure drops a registered pool before the ring.
+        // Registered after the ring exists; the ring is closed before they are freed (field
+        // order), so no failure below can free memory the kernel still knows.
+        let sends = match config.registered_send_buffers {
+            0 => None,
+            count => {
+                let pool =
+                    SendPool::new(count, config.send_buffer_size).map_err(SetupError::Other)?;
+                pool.register(&ring.submitter())
+                    .map_err(|err| setup::classify_send_buffers(err, config))?;
+                Some(pool)
+            }
+        };
         let mut bufs = BufRing::new(config.recv_buffers, config.recv_buffer_size)
             .map_err(SetupError::Other)?;
         bufs.register(&ring.submitter())
@@ -220,15 +343,26 @@ impl Ring {
         features.single_issuer = flags.single_issuer;
         features.defer_taskrun = flags.defer_taskrun;
         features.coop_taskrun = flags.coop_taskrun;
+        features.taskrun_flag = flags.taskrun_flag;
+        features.sqpoll = flags.sqpoll;
+        features.recv_bundle = config.recv_bundle;
+        features.registered_send_buffers = config.registered_send_buffers;
         Ok(Ring {
             ring,
             eventfd,
             bufs,
+            sends,
             ops: OpTable::default(),
             backlog: VecDeque::new(),
             features,
+            counters,
             _single_thread: PhantomData,
         })
+    }
+
+    /// What this ring did so far (shared: another thread may read it).
+    pub fn counters(&self) -> &Arc<RingCounters> {
+        &self.counters
     }
 
     pub fn features(&self) -> &Features {
@@ -273,33 +407,64 @@ impl Ring {
         OpId(user_data)
     }
 
-    /// Queues a multishot receive into the provided-buffer pool.
+    /// Queues a multishot receive into the provided-buffer pool (a bundle receive when the ring
+    /// was configured with `recv_bundle`; its completions still come one buffer at a time).
     pub fn recv_multishot(&mut self, fd: RawFd, token: Token) -> OpId {
         let user_data = self.ops.insert(token, OpKind::Recv);
-        let entry = opcode::RecvMulti::new(Fd(fd), BUF_GROUP)
-            .build()
-            .user_data(user_data);
-        self.push(entry);
+        let entry = if self.features.recv_bundle {
+            opcode::RecvMultiBundle::new(Fd(fd), BUF_GROUP).build()
+        } else {
+            opcode::RecvMulti::new(Fd(fd), BUF_GROUP).build()
+        };
+        self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
-    /// Queues a send of `buf[offset..]` (MSG_NOSIGNAL); the buffer comes back in the completion.
-    /// An `offset` past the end sends nothing; at most `u32::MAX` bytes go in one send.
-    pub fn send(&mut self, fd: RawFd, buf: Vec<u8>, offset: usize, token: Token) -> OpId {
+    /// Copies `data` into a free registered send buffer. `None` when the ring has none, all are
+    /// in use, or `data` is empty or larger than one.
+    pub fn fixed_copy(&mut self, data: &[u8]) -> Option<FixedBuf> {
+        self.sends.as_mut()?.fill(data)
+    }
+
+    /// Queues a send of `buf[offset..]`; the buffer comes back in the completion. An `offset`
+    /// past the end sends nothing; at most `u32::MAX` bytes go in one send. A heap buffer is
+    /// sent with SEND (MSG_NOSIGNAL), a registered one with WRITE_FIXED (a write(2): EPIPE
+    /// raises SIGPIPE, which [`Ring::new`] checked is not fatal).
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        buf: impl Into<SendBuf>,
+        offset: usize,
+        token: Token,
+    ) -> OpId {
+        let buf = buf.into();
         let offset = offset.min(buf.len());
         let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);
         let user_data = self.ops.insert(token, OpKind::Send(buf));
         // The pointer is taken from the buffer where it now lives (the op table), which keeps
         // it until the send's completion is reaped.
-        let ptr = match self.ops.get(user_data).map(|op| &op.kind) {
-            Some(OpKind::Send(buf)) => buf[offset..].as_ptr(),
-            _ => std::ptr::NonNull::dangling().as_ptr(),
+        let entry = match self.ops.get(user_data).map(|op| &op.kind) {
+            Some(OpKind::Send(SendBuf::Heap(buf))) => {
+                opcode::Send::new(Fd(fd), buf[offset..].as_ptr(), len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+            }
+            Some(OpKind::Send(SendBuf::Fixed(buf))) => match &self.sends {
+                Some(pool) => {
+                    self.counters.tally(&Tally {
+                        fixed_sends: 1,
+                        ..Tally::default()
+                    });
+                    opcode::WriteFixed::new(Fd(fd), pool.addr(buf, offset), len, buf.index())
+                        .offset(0)
+                        .build()
+                }
+                // A FixedBuf only comes from this ring's pool.
+                None => opcode::Nop::new().build(),
+            },
+            _ => opcode::Nop::new().build(),
         };
-        let entry = opcode::Send::new(Fd(fd), ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(user_data);
-        self.push(entry);
+        self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
@@ -371,21 +536,29 @@ impl Ring {
     /// has answered before reading more.
     pub fn complete_at_most(&mut self, max: usize, mut f: impl FnMut(Completion<'_>)) -> usize {
         let Ring {
-            ring, bufs, ops, ..
+            ring,
+            bufs,
+            ops,
+            counters,
+            ..
         } = self;
         let mut delivered = 0;
-        let mut recycled = false;
+        let mut tally = Tally::default();
+        let (_, returned_before) = bufs.totals();
+        let buf_size = bufs.size().max(1);
         for cqe in ring.completion().take(max) {
             let user_data = cqe.user_data();
             let res = cqe.result();
             let flags = cqe.flags();
-            // Whatever happens below, a buffer the kernel handed back returns to the pool.
-            let lent = cqueue::buffer_select(flags).and_then(|bid| bufs.take(bid));
+            // Whatever happens below, buffers the kernel handed back return to the pool. A
+            // bundle consumed as many consecutive buffers as its bytes fill (each is filled
+            // before the next); a single receive never exceeds one buffer.
+            let consumed = usize::try_from(res).map_or(1, |n| n.div_ceil(buf_size as usize).max(1));
+            let lent = cqueue::buffer_select(flags).and_then(|bid| bufs.take_bundle(bid, consumed));
             let Some(op) = ops.get(user_data) else {
                 // INTERNAL (cancel results) or unknown: swallowed.
                 if let Some(buf) = lent {
                     bufs.recycle(buf);
-                    recycled = true;
                 }
                 continue;
             };
@@ -393,41 +566,93 @@ impl Ring {
             let shape = Shape::of(&op.kind);
             let more = cqueue::more(flags) && matches!(shape, Shape::Accept | Shape::Recv);
             let ended = if more { None } else { ops.remove(user_data) };
-            let kind = match shape {
-                Shape::Accept => CompletionKind::Accept {
-                    result: accept_result(res),
-                    more,
-                },
-                Shape::Recv => CompletionKind::Recv {
-                    result: recv_result(res, lent.as_ref(), bufs),
-                    more,
-                },
-                Shape::Send => CompletionKind::Send {
-                    result: result_of(res).map(|n| n as usize),
-                    buf: match ended.map(|op| op.kind) {
-                        Some(OpKind::Send(buf)) => buf,
-                        _ => Vec::new(),
-                    },
-                },
-                Shape::Shutdown => CompletionKind::Shutdown {
-                    result: result_of(res).map(drop),
-                },
-            };
-            f(Completion {
-                token,
-                op: OpId(user_data),
-                kind,
-            });
+            let op = OpId(user_data);
+            match shape {
+                Shape::Recv if lent.as_ref().is_some_and(|b| BufRing::lent_count(b) > 1) => {
+                    // A bundle: one completion per buffer, in order; only the last one carries
+                    // the multishot's `more`.
+                    let buf = lent.as_ref().expect("checked above");
+                    let n = BufRing::lent_count(buf);
+                    tally.recv_completions += 1;
+                    tally.recv_buffers += n as u64;
+                    tally.multi_buffer_recvs += 1;
+                    match bufs.chunks(buf, res as usize) {
+                        Some(chunks) => {
+                            for (i, data) in chunks.enumerate() {
+                                let kind = CompletionKind::Recv {
+                                    result: Ok(data),
+                                    more: more || i + 1 < n,
+                                };
+                                f(Completion { token, op, kind });
+                            }
+                        }
+                        None => {
+                            let kind = CompletionKind::Recv {
+                                result: Err(io::Error::other(
+                                    "io_uring bundle completion larger than its buffers",
+                                )),
+                                more,
+                            };
+                            f(Completion { token, op, kind });
+                        }
+                    }
+                }
+                _ => {
+                    let kind = match shape {
+                        Shape::Accept => CompletionKind::Accept {
+                            result: accept_result(res),
+                            more,
+                        },
+                        Shape::Recv => {
+                            if res > 0 {
+                                tally.recv_completions += 1;
+                                tally.recv_buffers += lent.is_some() as u64;
+                            }
+                            CompletionKind::Recv {
+                                result: recv_result(res, lent.as_ref(), bufs),
+                                more,
+                            }
+                        }
+                        Shape::Send => {
+                            let buf = match ended.map(|op| op.kind) {
+                                Some(OpKind::Send(buf)) => buf,
+                                _ => SendBuf::Heap(Vec::new()),
+                            };
+                            if let SendBuf::Fixed(fixed) = &buf
+                                && usize::try_from(res).is_ok_and(|n| n > 0 && n < fixed.len())
+                            {
+                                tally.fixed_short_sends += 1;
+                            }
+                            CompletionKind::Send {
+                                result: result_of(res).map(|n| n as usize),
+                                buf,
+                            }
+                        }
+                        Shape::Shutdown => CompletionKind::Shutdown {
+                            result: result_of(res).map(drop),
+                        },
+                    };
+                    f(Completion { token, op, kind });
+                }
+            }
             delivered += 1;
             if let Some(buf) = lent {
                 bufs.recycle(buf);
-                recycled = true;
             }
         }
-        if recycled {
+        let (_, returned_after) = bufs.totals();
+        if returned_after != returned_before {
             bufs.publish();
+            tally.recv_buffers_returned = returned_after - returned_before;
         }
+        counters.tally(&tally);
         delivered
+    }
+
+    /// Whether completions wait in the completion queue (without entering the kernel: with
+    /// DEFER_TASKRUN, or COOP_TASKRUN work pending, only [`Ring::submit`] makes them appear).
+    pub fn has_completions(&mut self) -> bool {
+        !self.ring.completion().is_empty()
     }
 
     /// Operations submitted or queued whose final completion has not been reaped.
@@ -465,32 +690,42 @@ impl Ring {
     }
 
     /// One io_uring_enter: submits the queue, runs deferred work (GETEVENTS), and waits for
-    /// `want` completions (bounded by `timeout` if given).
+    /// `want` completions (bounded by `timeout` if given). With SQPOLL the kernel thread
+    /// submits: we enter only to wake it, to wait, or to flush an overflowed queue.
     fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<()> {
         self.flush_backlog();
-        let (to_submit, cq_overflow) = {
+        let (to_submit, cq_overflow, taskrun) = {
             let sq = self.ring.submission();
-            (sq.len() as u32, sq.cq_overflow())
+            (sq.len() as u32, sq.cq_overflow(), sq.taskrun())
         };
-        let mut flags = EnterFlags::empty();
-        if self.features.defer_taskrun || want > 0 || cq_overflow {
-            // With DEFER_TASKRUN, completions are only posted by an enter with GETEVENTS.
-            flags |= EnterFlags::GETEVENTS;
-        }
-        if flags.is_empty() && to_submit == 0 {
-            return Ok(());
-        }
-        let submitter = self.ring.submitter();
-        let result = match timeout {
-            // SAFETY: `to_submit` counts entries we pushed, each of which references only
-            // memory that outlives its operation (see `try_push`); no extended argument.
-            None => unsafe {
-                submitter.enter::<libc::sigset_t>(to_submit, want, flags.bits(), None)
-            },
-            Some(timeout) => {
-                let timespec = Timespec::from(timeout);
-                let args = SubmitArgs::new().timespec(&timespec);
-                submitter.submit_with_args(want as usize, &args)
+        let result = if self.features.sqpoll {
+            if want == 0 && to_submit == 0 && !cq_overflow {
+                // Nothing to hand over: leave a sleeping SQ thread asleep.
+                return Ok(());
+            }
+            self.enter_sqpoll(want, timeout)
+        } else {
+            let mut flags = EnterFlags::empty();
+            // With DEFER_TASKRUN, completions are only posted by an enter with GETEVENTS; with
+            // TASKRUN_FLAG, the kernel says when COOP_TASKRUN work waits for one.
+            if self.features.defer_taskrun || want > 0 || cq_overflow || taskrun {
+                flags |= EnterFlags::GETEVENTS;
+            }
+            if flags.is_empty() && to_submit == 0 {
+                return Ok(());
+            }
+            let submitter = self.ring.submitter();
+            match timeout {
+                // SAFETY: `to_submit` counts entries we pushed, each of which references only
+                // memory that outlives its operation (see `try_push`); no extended argument.
+                None => unsafe {
+                    submitter.enter::<libc::sigset_t>(to_submit, want, flags.bits(), None)
+                },
+                Some(timeout) => {
+                    let timespec = Timespec::from(timeout);
+                    let args = SubmitArgs::new().timespec(&timespec);
+                    submitter.submit_with_args(want as usize, &args)
+                }
             }
         };
         match result {
@@ -504,6 +739,26 @@ impl Ring {
                 Ok(())
             }
             Err(err) => Err(err),
+        }
+    }
+
+    /// [`Ring::enter`] under SQPOLL: the io-uring crate's submit skips the system call while
+    /// the SQ thread is awake and adds IORING_ENTER_SQ_WAKEUP when it sleeps.
+    fn enter_sqpoll(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<usize> {
+        if self.ring.submission().need_wakeup() {
+            self.counters.tally(&Tally {
+                sqpoll_wakeups: 1,
+                ..Tally::default()
+            });
+        }
+        let submitter = self.ring.submitter();
+        match timeout {
+            None => submitter.submit_and_wait(want as usize),
+            Some(timeout) => {
+                let timespec = Timespec::from(timeout);
+                let args = SubmitArgs::new().timespec(&timespec);
+                submitter.submit_with_args(want as usize, &args)
+            }
         }
     }
 }
@@ -538,6 +793,9 @@ impl Drop for Ring {
                 "io_uring operations did not end at drop: leaking their buffers"
             );
             self.bufs.leak();
+            if let Some(pool) = &mut self.sends {
+                pool.leak();
+            }
             self.ops.leak();
             #[cfg(test)]
             LEAKED_AT_DROP.with(|n| n.set(n.get() + 1));

@@ -5,7 +5,7 @@
 //! it (a multishot one until a completion without `MORE`). Whatever memory the kernel may read
 //! for it (a send's buffer) is owned by its entry, so it lives at least that long.
 
-use super::Token;
+use super::{SendBuf, Token};
 
 /// `user_data` of internal submissions (cancels) whose completions are swallowed. No operation
 /// has it: generations never reach `u32::MAX`.
@@ -17,7 +17,7 @@ pub(super) enum OpKind {
     Accept,
     Recv,
     /// INVARIANT: the kernel may read this buffer until the send's completion is reaped.
-    Send(Vec<u8>),
+    Send(SendBuf),
     Shutdown,
 }
 
@@ -140,9 +140,9 @@ mod tests {
     #[test]
     fn send_buffer_comes_back() {
         let mut table = OpTable::default();
-        let id = table.insert(7, OpKind::Send(vec![1, 2, 3]));
+        let id = table.insert(7, OpKind::Send(SendBuf::Heap(vec![1, 2, 3])));
         match table.remove(id).map(|op| op.kind) {
-            Some(OpKind::Send(buf)) => assert_eq!(buf, [1, 2, 3]),
+            Some(OpKind::Send(SendBuf::Heap(buf))) => assert_eq!(buf, [1, 2, 3]),
             other => panic!("{other:?}"),
         }
         assert_eq!(table.len(), 0);

@@ -14,11 +14,18 @@ const MAX_SQ_ENTRIES: u32 = 32768;
 const MAX_CQ_ENTRIES: u32 = 2 * MAX_SQ_ENTRIES;
 /// Largest provided-buffer ring the kernel accepts.
 const MAX_RECV_BUFFERS: u16 = 32768;
+/// Most registered buffers the kernel accepts (IORING_MAX_REG_BUFFERS).
+pub(super) const MAX_SEND_BUFFERS: u16 = 16384;
+/// Largest registered send buffer we accept (the kernel's limit is 1 GiB).
+pub(super) const MAX_SEND_BUFFER_SIZE: u32 = 16 << 20;
+/// Range of the SQ thread's idle time, in milliseconds.
+pub(super) const SQPOLL_IDLE_MS: (u32, u32) = (1, 60_000);
 
 /// Kernel versions that brought the features the ring relies on.
 const MULTISHOT_ACCEPT_SINCE: (u32, u32) = (5, 19);
 const BUF_RING_SINCE: (u32, u32) = (5, 19);
 const MULTISHOT_RECV_SINCE: (u32, u32) = (6, 0);
+const RECV_BUNDLE_SINCE: (u32, u32) = (6, 10);
 
 impl fmt::Display for Features {
     /// A compact list for the startup line, e.g.
@@ -32,9 +39,19 @@ impl fmt::Display for Features {
             (self.single_issuer, "single-issuer"),
             (self.defer_taskrun, "defer-taskrun"),
             (self.coop_taskrun, "coop-taskrun"),
+            (self.taskrun_flag, "taskrun-flag"),
+            (self.sqpoll, "sqpoll"),
+            (self.recv_bundle, "recv-bundle"),
         ];
         for (_, name) in flags.iter().filter(|(on, _)| *on) {
             write!(f, ", {name}")?;
+        }
+        if self.registered_send_buffers > 0 {
+            write!(
+                f,
+                ", {} registered send buffers",
+                self.registered_send_buffers
+            )?;
         }
         Ok(())
     }
@@ -66,6 +83,16 @@ impl fmt::Display for SetupError {
                 "io_uring could not lock memory for its rings and buffers ({err}); fix: raise \
                  RLIMIT_MEMLOCK (`ulimit -l`, systemd `LimitMEMLOCK=`), or reduce \
                  --ring-entries/--recv-buffers"
+            ),
+            SetupError::MemlockSendBuffers { err, count, size } => write!(
+                f,
+                "io_uring could not register {count} send buffers of {size} bytes ({} KiB of \
+                 locked memory): {err}; registered buffers count against RLIMIT_MEMLOCK \
+                 (`ulimit -l`, 8 MiB by default, per user over all processes); fix: raise \
+                 RLIMIT_MEMLOCK (`ulimit -l`, systemd `LimitMEMLOCK=`, or CAP_IPC_LOCK), or \
+                 lower ring.registered_send_buffers / ring.send_buffer_size \
+                 (--registered-send-buffers / --send-buffer-size; 0 buffers turns them off)",
+                (u64::from(*count) * u64::from(*size)).div_ceil(1024)
             ),
             SetupError::Unsupported { feature, needs } => write!(
                 f,
@@ -105,7 +132,83 @@ pub(super) fn validate(config: &RingConfig) -> Result<(), SetupError> {
     if config.recv_buffer_size == 0 {
         return bad("recv_buffer_size must be greater than 0".to_string());
     }
+    if config.sqpoll && (config.defer_taskrun || config.coop_taskrun) {
+        return bad(format!(
+            "sqpoll cannot be combined with defer_taskrun ({}) or coop_taskrun ({}): the \
+             kernel refuses SQPOLL with DEFER_TASKRUN or COOP_TASKRUN; set both to false",
+            config.defer_taskrun, config.coop_taskrun
+        ));
+    }
+    let (lo, hi) = SQPOLL_IDLE_MS;
+    if !(lo..=hi).contains(&config.sqpoll_idle_ms) {
+        return bad(format!(
+            "sqpoll_idle_ms {} must be in {lo}..={hi}",
+            config.sqpoll_idle_ms
+        ));
+    }
+    if config.sqpoll_cpu.is_some() && !config.sqpoll {
+        return bad("sqpoll_cpu needs sqpoll".to_string());
+    }
+    if config.registered_send_buffers > MAX_SEND_BUFFERS {
+        return bad(format!(
+            "registered_send_buffers {} must be in 0..={MAX_SEND_BUFFERS}",
+            config.registered_send_buffers
+        ));
+    }
+    if !(1..=MAX_SEND_BUFFER_SIZE).contains(&config.send_buffer_size) {
+        return bad(format!(
+            "send_buffer_size {} must be in 1..={MAX_SEND_BUFFER_SIZE}",
+            config.send_buffer_size
+        ));
+    }
     Ok(())
+}
+
+/// Registered send buffers are sent with write(2), which raises SIGPIPE when the peer is gone
+/// (there is no MSG_NOSIGNAL for a write). Refuses when SIGPIPE would terminate the process.
+/// Rust programs ignore SIGPIPE unless they restored it.
+pub(super) fn check_sigpipe() -> Result<(), SetupError> {
+    // SAFETY: `sigaction` is plain data, for which all-zero bytes are a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only queries; the kernel writes into `old`, which we own and
+    // which outlives the call.
+    if unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) } != 0 {
+        return Err(SetupError::Other(io::Error::last_os_error()));
+    }
+    if old.sa_sigaction == libc::SIG_DFL {
+        return Err(SetupError::Config(
+            "registered_send_buffers sends with write(2), which raises SIGPIPE when a peer is \
+             gone, and SIGPIPE would terminate this process (its default action); fix: ignore \
+             SIGPIPE (Rust programs do unless they restored it), or set \
+             registered_send_buffers = 0"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Maps a failure of IORING_REGISTER_BUFFERS: ENOMEM is RLIMIT_MEMLOCK.
+pub(super) fn classify_send_buffers(err: io::Error, config: &RingConfig) -> SetupError {
+    match err.raw_os_error() {
+        Some(libc::ENOMEM) => SetupError::MemlockSendBuffers {
+            err,
+            count: config.registered_send_buffers,
+            size: config.send_buffer_size,
+        },
+        _ => classify(err, io_uring_disabled_sysctl()),
+    }
+}
+
+/// Fails unless the kernel has receive bundles (IORING_FEAT_RECVSEND_BUNDLE, Linux 6.10).
+pub(super) fn check_bundle(ring: &IoUring, kernel: Option<(u32, u32)>) -> Result<(), SetupError> {
+    let by_version = kernel.is_none_or(|k| k >= RECV_BUNDLE_SINCE);
+    if ring.params().is_feature_recvsend_bundle() && by_version {
+        return Ok(());
+    }
+    Err(SetupError::Unsupported {
+        feature: "receive bundles (ring.recv_bundle, --recv-bundle)",
+        needs: "Linux >= 6.10 (or set recv_bundle = false)",
+    })
 }
 
 /// `"6.18.44-fc-v657"` -> `(6, 18)`.
@@ -169,6 +272,10 @@ pub(super) fn version_features(kernel: Option<(u32, u32)>) -> Features {
         multishot_accept: at_least(MULTISHOT_ACCEPT_SINCE),
         multishot_recv: at_least(MULTISHOT_RECV_SINCE),
         provided_buffer_ring: at_least(BUF_RING_SINCE),
+        taskrun_flag: false,
+        sqpoll: false,
+        recv_bundle: false,
+        registered_send_buffers: 0,
     }
 }
 
@@ -200,37 +307,59 @@ pub(super) fn classify(err: io::Error, sysctl: Option<u8>) -> SetupError {
 }
 
 /// Which setup flags a ring was created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct SetupFlags {
     pub single_issuer: bool,
     pub defer_taskrun: bool,
     pub coop_taskrun: bool,
+    pub taskrun_flag: bool,
     pub submit_all: bool,
+    pub sqpoll: bool,
 }
 
 /// The setup attempts, best first: each later one is tried only when the kernel refuses the
-/// previous one with EINVAL (unknown flag).
-pub(super) fn attempts(defer_taskrun: bool) -> Vec<SetupFlags> {
-    let flags = |single_issuer, defer_taskrun, coop_taskrun, submit_all| SetupFlags {
-        single_issuer,
-        defer_taskrun,
-        coop_taskrun,
-        submit_all,
+/// previous one with EINVAL (unknown flag). SQPOLL is in every attempt when asked for (it is
+/// never dropped silently), COOP_TASKRUN only when `coop_taskrun` is on.
+pub(super) fn attempts(config: &RingConfig) -> Vec<SetupFlags> {
+    let base = SetupFlags::default();
+    let si = SetupFlags {
+        single_issuer: true,
+        submit_all: true,
+        ..base
     };
-    let mut list = Vec::with_capacity(4);
-    if defer_taskrun {
-        list.push(flags(true, true, false, true));
+    let sa = SetupFlags {
+        submit_all: true,
+        ..base
+    };
+    if config.sqpoll {
+        let sq = |f: SetupFlags| SetupFlags { sqpoll: true, ..f };
+        return vec![sq(si), sq(sa), sq(base)];
     }
-    list.push(flags(true, false, true, true));
-    list.push(flags(false, false, true, true));
-    list.push(flags(false, false, false, false));
+    let mut list = Vec::with_capacity(5);
+    if config.defer_taskrun {
+        list.push(SetupFlags {
+            defer_taskrun: true,
+            ..si
+        });
+    }
+    if config.coop_taskrun {
+        let coop = |f: SetupFlags, taskrun_flag| SetupFlags {
+            coop_taskrun: true,
+            taskrun_flag,
+            ..f
+        };
+        list.extend([coop(si, true), coop(sa, true), coop(sa, false)]);
+    } else {
+        list.extend([si, sa]);
+    }
+    list.push(base);
     list
 }
 
 /// Creates the ring with the best setup flags the kernel accepts.
 pub(super) fn build_ring(config: &RingConfig) -> Result<(IoUring, SetupFlags), SetupError> {
     let mut last = io::Error::from_raw_os_error(libc::EINVAL);
-    for flags in attempts(config.defer_taskrun) {
+    for flags in attempts(config) {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(config.cq_entries).dontfork();
         if flags.single_issuer {
@@ -242,8 +371,17 @@ pub(super) fn build_ring(config: &RingConfig) -> Result<(IoUring, SetupFlags), S
         if flags.coop_taskrun {
             builder.setup_coop_taskrun();
         }
+        if flags.taskrun_flag {
+            builder.setup_taskrun_flag();
+        }
         if flags.submit_all {
             builder.setup_submit_all();
+        }
+        if flags.sqpoll {
+            builder.setup_sqpoll(config.sqpoll_idle_ms);
+            if let Some(cpu) = config.sqpoll_cpu {
+                builder.setup_sqpoll_cpu(cpu);
+            }
         }
         match builder.build(config.sq_entries) {
             Ok(ring) => return Ok((ring, flags)),
@@ -251,11 +389,24 @@ pub(super) fn build_ring(config: &RingConfig) -> Result<(IoUring, SetupFlags), S
             Err(err) => return Err(classify(err, io_uring_disabled_sysctl())),
         }
     }
+    if config.sqpoll {
+        return Err(match config.sqpoll_cpu {
+            Some(cpu) => SetupError::Config(format!(
+                "sqpoll_cpu {cpu} was refused ({last}): it must be an online CPU this process \
+                 may run on (this machine has {} CPUs, numbered from 0)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            )),
+            None => SetupError::Unsupported {
+                feature: "SQPOLL",
+                needs: "Linux >= 5.11 (or set sqpoll = false)",
+            },
+        });
+    }
     Err(SetupError::Other(last))
 }
 
 /// Checks that the kernel knows every opcode the ring submits.
-pub(super) fn check_opcodes(ring: &IoUring) -> Result<(), SetupError> {
+pub(super) fn check_opcodes(ring: &IoUring, config: &RingConfig) -> Result<(), SetupError> {
     let mut probe = Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
@@ -267,6 +418,10 @@ pub(super) fn check_opcodes(ring: &IoUring) -> Result<(), SetupError> {
         (opcode::Shutdown::CODE, "shutdown", "Linux >= 5.11"),
         (opcode::AsyncCancel::CODE, "async cancel", "Linux >= 5.5"),
     ];
+    let fixed = (opcode::WriteFixed::CODE, "write fixed", "Linux >= 5.1");
+    let needed = needed
+        .into_iter()
+        .chain((config.registered_send_buffers > 0).then_some(fixed));
     for (code, feature, needs) in needed {
         if !probe.is_supported(code) {
             return Err(SetupError::Unsupported { feature, needs });
@@ -436,8 +591,49 @@ mod tests {
             recv_buffers: 32768,
             recv_buffer_size: 1,
             defer_taskrun: false,
+            ..ok.clone()
         };
         assert!(validate(&edge).is_ok());
+        let sqpoll = RingConfig {
+            sqpoll: true,
+            defer_taskrun: false,
+            coop_taskrun: false,
+            sqpoll_cpu: Some(0),
+            ..ok.clone()
+        };
+        assert!(validate(&sqpoll).is_ok());
+        let refused = [
+            RingConfig {
+                coop_taskrun: true,
+                ..sqpoll.clone()
+            },
+            RingConfig {
+                defer_taskrun: true,
+                ..sqpoll.clone()
+            },
+            RingConfig {
+                sqpoll_idle_ms: 0,
+                ..sqpoll.clone()
+            },
+            RingConfig {
+                sqpoll_cpu: Some(0),
+                ..ok.clone()
+            },
+            RingConfig {
+                registered_send_buffers: MAX_SEND_BUFFERS + 1,
+                ..ok.clone()
+            },
+            RingConfig {
+                send_buffer_size: 0,
+                ..ok.clone()
+            },
+        ];
+        for config in refused {
+            assert!(
+                matches!(validate(&config), Err(SetupError::Config(_))),
+                "{config:?} accepted"
+            );
+        }
     }
 
     #[test]
@@ -471,6 +667,10 @@ mod tests {
             multishot_accept: true,
             multishot_recv: true,
             provided_buffer_ring: true,
+            taskrun_flag: false,
+            sqpoll: false,
+            recv_bundle: false,
+            registered_send_buffers: 0,
         };
         assert_eq!(
             features.to_string(),
@@ -486,23 +686,77 @@ mod tests {
             plain.to_string(),
             "kernel 6.18, multishot-accept, multishot-recv, buf-ring, coop-taskrun"
         );
+        let knobs = Features {
+            single_issuer: true,
+            defer_taskrun: false,
+            sqpoll: true,
+            recv_bundle: true,
+            registered_send_buffers: 64,
+            ..features
+        };
+        assert_eq!(
+            knobs.to_string(),
+            "kernel 6.18, multishot-accept, multishot-recv, buf-ring, single-issuer, sqpoll, \
+             recv-bundle, 64 registered send buffers"
+        );
     }
 
     #[test]
     fn fallback_order() {
-        let with_defer = attempts(true);
+        let defaults = RingConfig::default();
+        let with_defer = attempts(&defaults);
         assert!(with_defer[0].defer_taskrun && with_defer[0].single_issuer);
         assert!(with_defer[0].submit_all);
-        assert!(with_defer[1].coop_taskrun && !with_defer[1].defer_taskrun);
-        assert_eq!(
-            with_defer.last(),
-            Some(&SetupFlags {
-                single_issuer: false,
-                defer_taskrun: false,
-                coop_taskrun: false,
-                submit_all: false
-            })
+        assert!(with_defer[1].coop_taskrun && with_defer[1].taskrun_flag);
+        assert!(!with_defer[1].defer_taskrun);
+        assert_eq!(with_defer.last(), Some(&SetupFlags::default()));
+        let no_defer = RingConfig {
+            defer_taskrun: false,
+            ..defaults.clone()
+        };
+        assert!(attempts(&no_defer).iter().all(|f| !f.defer_taskrun));
+        assert!(attempts(&no_defer)[0].coop_taskrun);
+        let neither = RingConfig {
+            coop_taskrun: false,
+            ..no_defer.clone()
+        };
+        assert!(
+            attempts(&neither)
+                .iter()
+                .all(|f| !f.defer_taskrun && !f.coop_taskrun && !f.taskrun_flag)
         );
-        assert!(attempts(false).iter().all(|f| !f.defer_taskrun));
+        let sqpoll = RingConfig {
+            sqpoll: true,
+            ..neither
+        };
+        let list = attempts(&sqpoll);
+        assert!(
+            list.iter()
+                .all(|f| f.sqpoll && !f.coop_taskrun && !f.defer_taskrun)
+        );
+        assert!(list[0].single_issuer);
+    }
+
+    #[test]
+    fn send_buffer_enomem_names_rlimit_memlock_and_the_fix() {
+        let config = RingConfig {
+            registered_send_buffers: 64,
+            send_buffer_size: 1 << 20,
+            ..RingConfig::default()
+        };
+        let e = classify_send_buffers(errno(libc::ENOMEM), &config);
+        let msg = e.to_string();
+        assert!(matches!(e, SetupError::MemlockSendBuffers { .. }), "{msg}");
+        assert!(msg.contains("64 send buffers of 1048576 bytes"), "{msg}");
+        assert!(msg.contains("65536 KiB"), "{msg}");
+        assert!(
+            msg.contains("RLIMIT_MEMLOCK") && msg.contains("ulimit -l"),
+            "{msg}"
+        );
+        assert!(msg.contains("LimitMEMLOCK=") && msg.contains("registered_send_buffers"));
+        assert!(matches!(
+            classify_send_buffers(errno(libc::EFAULT), &config),
+            SetupError::Other(_)
+        ));
     }
 }

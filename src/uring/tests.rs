@@ -35,7 +35,9 @@ fn own(completion: Completion<'_>) -> (Token, Event) {
     let event = match completion.kind {
         CompletionKind::Accept { result, more } => Event::Accept(result, more),
         CompletionKind::Recv { result, more } => Event::Recv(result.map(<[u8]>::to_vec), more),
-        CompletionKind::Send { result, buf } => Event::Send(result, buf),
+        CompletionKind::Send { result, buf } => {
+            Event::Send(result, buf.into_heap().unwrap_or_default())
+        }
         CompletionKind::Shutdown { result } => Event::Shutdown(result),
     };
     (completion.token, event)
@@ -48,6 +50,7 @@ fn config() -> RingConfig {
         recv_buffers: 16,
         recv_buffer_size: 4096,
         defer_taskrun: true,
+        ..RingConfig::default()
     }
 }
 
@@ -659,4 +662,212 @@ fn coop_taskrun_ring_without_defer_works_the_same() {
         }
         assert_eq!(ring.in_flight(), 2);
     });
+}
+
+/// A ring with one of the knobs on.
+fn ring_with(config: RingConfig) -> Ring {
+    match Ring::new(&config) {
+        Ok(ring) => ring,
+        Err(err) => panic!("ring setup: {err}"),
+    }
+}
+
+#[test]
+fn recv_bundles_take_several_buffers_in_ring_order_and_give_every_one_back() {
+    let mut ring = ring_with(RingConfig {
+        recv_buffers: 128,
+        recv_buffer_size: 512,
+        recv_bundle: true,
+        ..config()
+    });
+    assert!(ring.features().recv_bundle);
+    let (mut client, server) = pair();
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let mut expected = Vec::new();
+    let mut events = Vec::new();
+    let mut armed = false;
+    // Three rounds, so that the ring wraps around (128 x 512 bytes < 3 x 40,000).
+    for round in 0..3 {
+        // Queued before the receive is (re-)armed or reaped: the kernel finds many buffers'
+        // worth at once.
+        client.write_all(&payload).expect("write");
+        expected.extend_from_slice(&payload);
+        let deadline = Instant::now() + TIMEOUT;
+        while recv_bytes(&events).len() < expected.len() {
+            assert!(Instant::now() < deadline, "round {round}: {events:?}");
+            if !armed {
+                ring.recv_multishot(server.as_raw_fd(), 9);
+            }
+            let before = events.len();
+            run_until(&mut ring, &mut events, |events| events.len() > before);
+            // The multishot ends on ENOBUFS (pool dry); the data waits in the socket.
+            armed = !matches!(events.last(), Some((_, Event::Recv(_, false))));
+        }
+    }
+    assert!(
+        recv_bytes(&events) == expected,
+        "bytes differ or out of order"
+    );
+    let stats = ring.counters().snapshot();
+    eprintln!("{stats}");
+    assert!(
+        stats.multi_buffer_recvs > 0,
+        "no completion covered several buffers: {stats}"
+    );
+    assert!(stats.recv_buffers > stats.recv_completions);
+    assert_eq!(stats.recv_buffers, stats.recv_buffers_returned);
+    assert_eq!(ring.bufs.available(), 128, "every buffer back in the ring");
+    let (taken, returned) = ring.bufs.totals();
+    assert_eq!(taken, returned);
+}
+
+/// Sends `payload` from registered buffers (one fill, short sends resent from the same
+/// buffer); returns how many sends it took.
+fn send_fixed_all(ring: &mut Ring, fd: i32, payload: &[u8]) -> usize {
+    let mut buf = SendBuf::Fixed(ring.fixed_copy(payload).expect("a free registered buffer"));
+    let (mut offset, mut sends) = (0, 0);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        ring.send(fd, buf, offset, 4);
+        sends += 1;
+        let mut back = None;
+        while back.is_none() {
+            assert!(Instant::now() < deadline, "send timed out");
+            ring.submit_and_wait_timeout(Duration::from_millis(50))
+                .expect("enter");
+            ring.complete(|c| {
+                if let CompletionKind::Send { result, buf } = c.kind {
+                    back = Some((result, buf));
+                }
+            });
+        }
+        let (result, returned) = back.expect("completion");
+        assert!(
+            matches!(returned, SendBuf::Fixed(_)),
+            "the same buffer comes back"
+        );
+        offset += result.expect("send");
+        if offset == payload.len() {
+            return sends;
+        }
+        buf = returned;
+    }
+}
+
+fn fixed_ring() -> Ring {
+    ring_with(RingConfig {
+        registered_send_buffers: 2,
+        send_buffer_size: 1 << 20,
+        ..config()
+    })
+}
+
+#[test]
+fn registered_send_buffers_over_tcp_and_unix_with_short_sends_resent() {
+    let mut ring = fixed_ring();
+    assert_eq!(ring.features().registered_send_buffers, 2);
+    let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 253) as u8).collect();
+    assert!(
+        ring.fixed_copy(&vec![0; (1 << 20) + 1]).is_none(),
+        "too large"
+    );
+
+    let (tcp_client, tcp_server) = pair();
+    let (unix_client, unix_server) = std::os::unix::net::UnixStream::pair().expect("pair");
+    for (name, server_fd, client) in [
+        (
+            "tcp",
+            tcp_server.as_raw_fd(),
+            Box::new(tcp_client) as Box<dyn ReadSend>,
+        ),
+        (
+            "unix",
+            unix_server.as_raw_fd(),
+            Box::new(unix_client) as Box<dyn ReadSend>,
+        ),
+    ] {
+        let want = payload.len();
+        let reader = thread::spawn(move || {
+            let mut client = client;
+            thread::sleep(Duration::from_millis(100));
+            let mut got = vec![0; want];
+            client.read_exact(&mut got).map(|_| got)
+        });
+        let sends = send_fixed_all(&mut ring, server_fd, &payload);
+        let got = reader.join().expect("reader").expect("read");
+        assert!(got == payload, "{name}: data differs");
+        eprintln!("{name}: 1 MiB in {sends} fixed sends");
+    }
+    let stats = ring.counters().snapshot();
+    assert!(stats.fixed_sends >= 2, "{stats}");
+    assert!(
+        stats.fixed_short_sends > 0,
+        "no short send: a reader that starts late should force one ({stats})"
+    );
+    // Both buffers are back: two fills succeed.
+    let a = ring.fixed_copy(b"a").expect("buffer 0 back");
+    let b = ring.fixed_copy(b"b").expect("buffer 1 back");
+    assert!(ring.fixed_copy(b"c").is_none());
+    drop((a, b));
+    assert_eq!(ring.in_flight(), 0);
+}
+
+trait ReadSend: Read + Send {}
+impl<T: Read + Send> ReadSend for T {}
+
+#[test]
+fn registered_send_to_a_closed_peer_fails_with_epipe_without_killing_us() {
+    let mut ring = fixed_ring();
+    let (client, server) = std::os::unix::net::UnixStream::pair().expect("pair");
+    drop(client);
+    let buf = ring.fixed_copy(b"nobody listens").expect("buffer");
+    ring.send(server.as_raw_fd(), buf, 0, 5);
+    let mut result = None;
+    let deadline = Instant::now() + TIMEOUT;
+    while result.is_none() {
+        assert!(Instant::now() < deadline);
+        ring.submit_and_wait_timeout(Duration::from_millis(50))
+            .expect("enter");
+        ring.complete(|c| {
+            if let CompletionKind::Send { result: r, .. } = c.kind {
+                result = Some(r);
+            }
+        });
+    }
+    assert_eq!(errno(&result.expect("completion")), Some(libc::EPIPE));
+}
+
+#[test]
+fn sqpoll_ring_receives_sends_and_wakes_its_sleeping_thread() {
+    let mut ring = ring_with(RingConfig {
+        sqpoll: true,
+        sqpoll_idle_ms: 1,
+        defer_taskrun: false,
+        coop_taskrun: false,
+        ..config()
+    });
+    assert!(ring.features().sqpoll && !ring.features().defer_taskrun);
+    let (mut client, server) = pair();
+    ring.recv_multishot(server.as_raw_fd(), 7);
+    ring.submit().expect("submit");
+    let mut events = Vec::new();
+    let mut expected = Vec::new();
+    for message in [&b"ping"[..], b"pong"] {
+        // Longer than the SQ thread's idle time: it sleeps, the next submit must wake it.
+        thread::sleep(Duration::from_millis(20));
+        client.write_all(message).expect("write");
+        expected.extend_from_slice(message);
+        run_until(&mut ring, &mut events, |events| {
+            recv_bytes(events) == expected
+        });
+        ring.send(server.as_raw_fd(), message.to_vec(), 0, 8);
+        run_until(&mut ring, &mut events, |events| {
+            events.iter().filter(|(token, _)| *token == 8).count() == expected.len() / 4
+        });
+        let mut echoed = [0; 4];
+        client.read_exact(&mut echoed).expect("read");
+        assert_eq!(&echoed, message);
+    }
+    let stats = ring.counters().snapshot();
+    assert!(stats.sqpoll_wakeups > 0, "{stats}");
 }
