@@ -121,14 +121,21 @@ pub const KNOBS: &[Knob] = &[
         key: "sqpoll",
         values: &BOOLS,
         quick: &BOOLS,
-        description: "IORING_SETUP_SQPOLL: a kernel thread polls the submission queue (needs defer_taskrun = false)",
+        description: "IORING_SETUP_SQPOLL: a kernel thread polls the submission queue (needs defer_taskrun and coop_taskrun off)",
+    },
+    Knob {
+        section: "ring",
+        key: "sqpoll_idle_ms",
+        values: &ints([10, 1000]),
+        quick: &NONE,
+        description: "ms the SQPOLL thread polls without work before it sleeps (tried with sqpoll = true)",
     },
     Knob {
         section: "ring",
         key: "coop_taskrun",
         values: &BOOLS,
         quick: &BOOLS,
-        description: "IORING_SETUP_COOP_TASKRUN: no interrupt to run completion work",
+        description: "COOP_TASKRUN + TASKRUN_FLAG when DEFER_TASKRUN is off (tried with defer_taskrun = false)",
     },
     Knob {
         section: "ring",
@@ -140,23 +147,23 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         section: "ring",
         key: "registered_send_buffers",
-        values: &ints([0, 64, 256, 1024]),
-        quick: &ints([0, 256]),
-        description: "registered (fixed) send buffers per ring, 0: off",
+        values: &ints([0, 16, 64, 256]),
+        quick: &ints([0, 64]),
+        description: "registered (fixed) send buffers per ring, 0: off (count x send_buffer_size must fit RLIMIT_MEMLOCK)",
     },
     Knob {
         section: "ring",
         key: "send_buffer_size",
         values: &ints([4096, 16384, 65536]),
         quick: &NONE,
-        description: "bytes per registered send buffer (needs registered_send_buffers > 0)",
+        description: "bytes per registered send buffer (tried with registered_send_buffers = 64 when they are off)",
     },
     Knob {
         section: "ring",
         key: "recv_bundle",
         values: &BOOLS,
         quick: &BOOLS,
-        description: "receive bundles: one completion for several provided buffers",
+        description: "multishot receive bundles: one completion for several provided buffers (Linux >= 6.10)",
     },
 ];
 
@@ -275,9 +282,33 @@ impl Effective<'_> {
 /// fires (its effective value is `None`).
 pub const RULES: &[Rule] = &[
     Rule {
+        why: "sqpoll_idle_ms only matters with sqpoll = true",
+        fix: |e| {
+            (e.overridden("ring.sqpoll_idle_ms")
+                && e.get("ring.sqpoll") == Some(Value::Bool(false)))
+            .then_some(("ring.sqpoll", Value::Bool(true)))
+        },
+    },
+    Rule {
         why: "sqpoll = true needs defer_taskrun = false",
         fix: |e| {
             (e.get("ring.sqpoll") == Some(Value::Bool(true))
+                && e.get("ring.defer_taskrun") == Some(Value::Bool(true)))
+            .then_some(("ring.defer_taskrun", Value::Bool(false)))
+        },
+    },
+    Rule {
+        why: "sqpoll = true needs coop_taskrun = false",
+        fix: |e| {
+            (e.get("ring.sqpoll") == Some(Value::Bool(true))
+                && e.get("ring.coop_taskrun") == Some(Value::Bool(true)))
+            .then_some(("ring.coop_taskrun", Value::Bool(false)))
+        },
+    },
+    Rule {
+        why: "coop_taskrun only matters with defer_taskrun = false",
+        fix: |e| {
+            (e.overridden("ring.coop_taskrun")
                 && e.get("ring.defer_taskrun") == Some(Value::Bool(true)))
             .then_some(("ring.defer_taskrun", Value::Bool(false)))
         },
@@ -296,7 +327,7 @@ pub const RULES: &[Rule] = &[
         fix: |e| {
             (e.overridden("ring.send_buffer_size")
                 && e.get("ring.registered_send_buffers") == Some(Value::Int(0)))
-            .then_some(("ring.registered_send_buffers", Value::Int(256)))
+            .then_some(("ring.registered_send_buffers", Value::Int(64)))
         },
     },
 ];
@@ -500,20 +531,37 @@ mod tests {
     fn rules_make_combinations_valid() {
         let d = defaults();
         let s = Setting::new(vec![("ring.sqpoll".into(), Value::Bool(true))], &d);
-        assert_eq!(s.implied.len(), 1);
+        assert_eq!(s.implied.len(), 2);
         assert_eq!(s.implied[0].key, "ring.defer_taskrun");
         assert_eq!(s.implied[0].value, Value::Bool(false));
-        assert_eq!(s.label(), "sqpoll=true (+defer_taskrun=false)");
+        assert_eq!(s.implied[1].key, "ring.coop_taskrun");
+        assert_eq!(
+            s.label(),
+            "sqpoll=true (+defer_taskrun=false) (+coop_taskrun=false)"
+        );
 
-        // Already false: nothing to add.
+        // Already off: nothing to add.
         let s = Setting::new(
             vec![
                 ("ring.sqpoll".into(), Value::Bool(true)),
                 ("ring.defer_taskrun".into(), Value::Bool(false)),
+                ("ring.coop_taskrun".into(), Value::Bool(false)),
             ],
             &d,
         );
         assert!(s.implied.is_empty());
+
+        // Rules chain: sqpoll_idle_ms turns sqpoll on, which turns the taskrun modes off.
+        let s = Setting::new(vec![("ring.sqpoll_idle_ms".into(), Value::Int(10))], &d);
+        let keys: Vec<&str> = s.implied.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["ring.sqpoll", "ring.defer_taskrun", "ring.coop_taskrun"]
+        );
+
+        // coop_taskrun is tried where it matters: with defer_taskrun off.
+        let s = Setting::new(vec![("ring.coop_taskrun".into(), Value::Bool(false))], &d);
+        assert_eq!(s.label(), "coop_taskrun=false (+defer_taskrun=false)");
 
         let s = Setting::new(vec![("ring.sq_entries".into(), Value::Int(8192))], &d);
         assert_eq!(s.keys()[1], ("ring.cq_entries".into(), Value::Int(8192)));
@@ -524,6 +572,7 @@ mod tests {
         // A rule about a key the server lacks does not fire.
         let mut old = d.clone();
         old.remove("ring.sqpoll");
+        old.remove("ring.coop_taskrun");
         let s = Setting::new(
             vec![("ring.defer_taskrun".into(), Value::Bool(false))],
             &old,

@@ -1124,6 +1124,7 @@ esac
                 ("ring.completions_per_turn".to_owned(), Value::Int(32)),
                 ("ring.sqpoll".to_owned(), Value::Bool(true)),
                 ("ring.defer_taskrun".to_owned(), Value::Bool(false)),
+                ("ring.coop_taskrun".to_owned(), Value::Bool(false)),
             ]
         );
         assert_eq!(

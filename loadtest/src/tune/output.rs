@@ -53,15 +53,15 @@ fn settings(r: &Results) -> Vec<String> {
     ]
 }
 
-fn row_line(out: &mut String, r: &Row) {
-    let _ = write!(out, "{:<14} {:<40} ", r.workload, r.setting);
+fn row_line(out: &mut String, r: &Row, width: usize) {
+    let _ = write!(out, "{:<14} {:<width$} ", r.workload, r.setting);
     let Some(m) = &r.ratios.median else {
         let _ = writeln!(out, "failed ({} run(s))", r.ratios.failed);
         return;
     };
     let _ = write!(
         out,
-        "{:>9.0} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7.2} {:>7} {:>4}  ",
+        "{:>9.0} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7.2} {:>7} {:>4}  ",
         m.rps,
         ratio(r.ratios.rps),
         m.p50_us,
@@ -99,10 +99,10 @@ fn row_line(out: &mut String, r: &Row) {
     out.push('\n');
 }
 
-fn header(out: &mut String) {
+fn header(out: &mut String, width: usize) {
     let _ = writeln!(
         out,
-        "{:<14} {:<40} {:>9} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>7} {:>4}  verdict",
+        "{:<14} {:<width$} {:>9} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>4}  verdict",
         "workload",
         "setting",
         "peak rps",
@@ -120,10 +120,19 @@ fn header(out: &mut String) {
 /// The table: every setting in every workload against the default, the decision per knob, the
 /// winners together, the notes.
 pub fn table(r: &Results) -> String {
+    let combined = r.combination.iter().flat_map(|c| c.rows.iter());
+    let width = r
+        .rows
+        .iter()
+        .chain(combined)
+        .map(|x| x.setting.len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     let mut out = String::new();
-    header(&mut out);
+    header(&mut out, width);
     for row in &r.rows {
-        row_line(&mut out, row);
+        row_line(&mut out, row, width);
     }
     let rates: Vec<String> = r
         .workloads
@@ -161,9 +170,9 @@ pub fn table(r: &Results) -> String {
             c.label,
             if c.accepted { "accepted" } else { "refused" }
         );
-        header(&mut out);
+        header(&mut out, width);
         for row in c.default_rows.iter().chain(&c.rows) {
-            row_line(&mut out, row);
+            row_line(&mut out, row, width);
         }
     }
     if !r.notes.is_empty() {
