@@ -390,7 +390,7 @@ mod tests {
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         match cli.command {
             Command::Serve(args) => args.config(),
-            Command::Request(_) => unreachable!(),
+            Command::Request(_) | Command::Tune { .. } => unreachable!(),
         }
     }
 
