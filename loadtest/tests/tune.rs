@@ -160,6 +160,7 @@ fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
 
 #[test]
 fn a_missing_server_binary_is_a_clear_error() {
+    let out = tempfile_dir("tune-test-missing");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
     cmd.args([
         "tune",
@@ -168,8 +169,9 @@ fn a_missing_server_binary_is_a_clear_error() {
         "/nonexistent/fcgi-uring",
         "--out",
     ])
-    .arg(tempfile_dir("tune-test-missing"));
+    .arg(&out);
     let (ok, _, stderr) = run_bounded(cmd);
+    let _ = std::fs::remove_dir_all(&out);
     assert!(!ok);
     assert!(
         stderr.contains("/nonexistent/fcgi-uring not found") && stderr.contains("cargo build"),
