@@ -332,20 +332,23 @@ fn candidate_lines(r: &Results, knob: &str) -> Vec<String> {
                 .rows
                 .iter()
                 .filter(|x| x.knob.as_deref() == Some(knob) && x.setting == c.label)
-                .map(|x| {
-                    format!(
-                        "{} rps {} p99 {} cpu {} {}",
-                        x.workload,
-                        ratio(x.ratios.rps),
-                        ratio(x.ratios.p99),
-                        ratio(x.ratios.cpu),
-                        x.verdict.map_or("", Verdict::name)
-                    )
-                })
+                .map(ratios_line)
                 .collect();
             format!("  {}: {}", c.label, per.join("; "))
         })
         .collect()
+}
+
+/// One row's ratios to the default and its verdict, for the TOML comments.
+fn ratios_line(x: &Row) -> String {
+    format!(
+        "{} rps {} p99 {} cpu {} {}",
+        x.workload,
+        ratio(x.ratios.rps),
+        ratio(x.ratios.p99),
+        ratio(x.ratios.cpu),
+        x.verdict.map_or("", Verdict::name)
+    )
 }
 
 /// The recommended configuration file: every swept knob at its recommended value (the default
@@ -377,20 +380,7 @@ pub fn recommendation_toml(r: &Results) -> String {
     ];
     match &r.combination {
         Some(c) => {
-            let per: Vec<String> = c
-                .rows
-                .iter()
-                .map(|x| {
-                    format!(
-                        "{} rps {} p99 {} cpu {} {}",
-                        x.workload,
-                        ratio(x.ratios.rps),
-                        ratio(x.ratios.p99),
-                        ratio(x.ratios.cpu),
-                        x.verdict.map_or("", Verdict::name)
-                    )
-                })
-                .collect();
+            let per: Vec<String> = c.rows.iter().map(ratios_line).collect();
             head.push(format!(
                 "Winners together ({}) vs the default: {}{}.",
                 c.label,
