@@ -69,6 +69,10 @@ struct TuneArgs {
     /// Open-loop rate as a fraction of the default configuration's peak in each workload.
     #[arg(long, default_value_t = 0.7)]
     fraction: f64,
+    /// Closed-loop runs of the default configuration, before the sweep, whose median peak sets
+    /// each workload's open-loop rate.
+    #[arg(long, default_value_t = 3)]
+    calibration_runs: usize,
     /// CPU of the server (one worker, pinned).
     #[arg(long, default_value_t = 0)]
     server_cpu: usize,
@@ -110,6 +114,7 @@ fn tune(a: TuneArgs) -> ExitCode {
             cfg.budget = None;
         }
         cfg.fraction = a.fraction;
+        cfg.calibration_runs = a.calibration_runs;
         cfg.server_cpu = a.server_cpu;
         cfg.client_cpu = a.client_cpu;
         cfg.rule.min_gain = a.min_gain;

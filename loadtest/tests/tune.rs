@@ -133,6 +133,22 @@ fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
     }
     let rate = trials[0]["rate"].as_f64().unwrap();
     assert!(trials.iter().all(|t| t["rate"].as_f64() == Some(rate)));
+    // The rate is 70 % of the median of three calibration peaks of the default.
+    let workload = &json["workloads"][0];
+    let mut peaks: Vec<f64> = workload["calibration"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert_eq!(peaks.len(), 3, "{workload}");
+    peaks.sort_by(f64::total_cmp);
+    assert!(peaks[0] > 0.0, "{workload}");
+    assert!(
+        (rate - 0.7 * peaks[1]).abs() < 1e-6 * rate,
+        "rate {rate} is not 70 % of the median of {peaks:?}"
+    );
+    assert!(stderr.contains("keepconn-tcp open-loop rate"), "{stderr}");
 
     // The recommendation is accepted as it is, and says what it chose.
     let toml = out.join("fcgi-uring.toml");

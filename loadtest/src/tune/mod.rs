@@ -13,6 +13,11 @@
 //! same offered rate) for p50/p99/p99.9 and the server's CPU per request, then the server is
 //! stopped. Per workload the default runs before the first knob and after each knob's values,
 //! so every value is compared with the default measured just around it.
+//!
+//! The open-loop rate of a workload is fixed before the sweep: `--calibration-runs` closed-loop
+//! runs of the default configuration (one server), and the rate is `--fraction` of their median.
+//! One run's peak is too noisy on a shared machine: a lucky first run would set a rate that
+//! later default runs cannot sustain, and every p99 would measure an overload.
 
 pub mod decide;
 pub mod knobs;
@@ -53,6 +58,9 @@ pub struct TuneConfig {
     pub rounds: usize,
     /// Open-loop rate as a fraction of the default configuration's peak.
     pub fraction: f64,
+    /// Closed-loop runs of the default configuration whose median peak sets the open-loop
+    /// rate of a workload.
+    pub calibration_runs: usize,
     pub server_cpu: usize,
     pub client_cpu: usize,
     pub rule: Rule,
@@ -73,6 +81,7 @@ impl TuneConfig {
             warmup: Duration::from_secs_f64(if quick { 0.3 } else { 1.0 }),
             rounds: if quick { 1 } else { 3 },
             fraction: 0.7,
+            calibration_runs: 3,
             server_cpu: 0,
             client_cpu: 1,
             rule: Rule::default(),
@@ -83,6 +92,9 @@ impl TuneConfig {
     fn check(&self) -> Result<(), String> {
         if self.rounds == 0 {
             return Err("--rounds must be at least 1".into());
+        }
+        if self.calibration_runs == 0 {
+            return Err("--calibration-runs must be at least 1".into());
         }
         if !(self.fraction > 0.0 && self.fraction <= 1.0) {
             return Err("--fraction must be in (0, 1]".into());
@@ -167,8 +179,11 @@ pub struct Combination {
 pub struct WorkloadInfo {
     pub name: String,
     pub description: String,
-    /// The open-loop rate (`fraction` of the default's first peak); `None` if it never ran.
+    /// The open-loop rate (`fraction` of the median of the calibration peaks); `None` if
+    /// calibration failed.
     pub rate: Option<f64>,
+    /// The default configuration's closed-loop peaks (requests/s) that set `rate`.
+    pub calibration: Vec<f64>,
 }
 
 /// One trial as it ran.
@@ -253,6 +268,7 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
         trials_dir,
         sockets: &sockets,
         rates: vec![None; workloads.len()],
+        calibration: vec![Vec::new(); workloads.len()],
         dead: vec![false; workloads.len()],
         trials: Vec::new(),
         chains: vec![Vec::new(); workloads.len()],
@@ -269,8 +285,11 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
         cfg.duration.as_secs_f64(),
         cfg.warmup.as_secs_f64(),
         sweep.total(),
-        clock(estimate(cfg, sweep.total()))
+        clock(estimate(cfg, workloads.len(), sweep.total()))
     );
+    for wi in 0..workloads.len() {
+        sweep.calibrate(wi);
+    }
     let default = Setting::default_config();
     for round in 1..=cfg.rounds {
         for wi in 0..workloads.len() {
@@ -299,10 +318,12 @@ pub fn tune(cfg: &TuneConfig) -> Result<Results, String> {
     let workload_info = workloads
         .iter()
         .zip(&sweep.rates)
-        .map(|(w, rate)| WorkloadInfo {
+        .zip(&sweep.calibration)
+        .map(|((w, rate), peaks)| WorkloadInfo {
             name: w.name(),
             description: w.description(),
             rate: *rate,
+            calibration: peaks.clone(),
         })
         .collect();
     let results = Results {
@@ -540,8 +561,11 @@ fn probe_knobs(
 const TRIAL_OVERHEAD: Duration = Duration::from_millis(400);
 
 /// The estimated time of `trials` trials.
-fn estimate(cfg: &TuneConfig, trials: usize) -> Duration {
-    (2 * (cfg.warmup + cfg.duration) + TRIAL_OVERHEAD) * trials as u32
+/// Wall time of `trials` trials in `workloads` workloads, calibration included.
+fn estimate(cfg: &TuneConfig, workloads: usize, trials: usize) -> Duration {
+    let calibration = (cfg.calibration_runs as u32 * (cfg.warmup + cfg.duration) + TRIAL_OVERHEAD)
+        * workloads as u32;
+    (2 * (cfg.warmup + cfg.duration) + TRIAL_OVERHEAD) * trials as u32 + calibration
 }
 
 fn trials_of(cfg: &TuneConfig, workloads: usize, plans: &[KnobPlan]) -> usize {
@@ -558,7 +582,7 @@ fn trim(
     plans: &mut Vec<KnobPlan>,
     notes: &mut Vec<String>,
 ) {
-    let over = |w: usize, p: &[KnobPlan]| estimate(cfg, trials_of(cfg, w, p)) > budget;
+    let over = |w: usize, p: &[KnobPlan]| estimate(cfg, w, trials_of(cfg, w, p)) > budget;
     while workloads.len() > 1 && over(workloads.len(), plans) {
         let w = workloads.pop().map(|w| w.name()).unwrap_or_default();
         notes.push(format!("{w}: left out to fit {} s", budget.as_secs()));
@@ -627,9 +651,11 @@ struct Sweep<'a> {
     workloads: &'a [Workload],
     trials_dir: PathBuf,
     sockets: &'a SocketDir,
-    /// Open-loop rate per workload, set by its first default trial.
+    /// Open-loop rate per workload, set by [`Sweep::calibrate`].
     rates: Vec<Option<f64>>,
-    /// A workload whose first default trial failed is not run again.
+    /// The closed-loop peaks of each workload's calibration.
+    calibration: Vec<Vec<f64>>,
+    /// A workload whose calibration or first default trial failed is not run again.
     dead: Vec<bool>,
     trials: Vec<Trial>,
     chains: Vec<Vec<Point>>,
@@ -679,9 +705,6 @@ impl Sweep<'_> {
         };
         match outcome {
             Ok((closed, open, sample)) => {
-                if self.rates[wi].is_none() && setting.is_default() {
-                    self.rates[wi] = open.rate;
-                }
                 trial.rate = open.rate;
                 trial.sample = Some(sample);
                 trial.closed = Some(closed);
@@ -758,6 +781,95 @@ impl Sweep<'_> {
             (None, Some(e)) => format!("{head}: FAILED: {e}"),
             (None, None) => head,
         }
+    }
+
+    /// Fixes workload `wi`'s open-loop rate: `calibration_runs` closed-loop runs of the default
+    /// configuration on one server, `fraction` of their median peak. A workload whose
+    /// calibration fails is dropped with a note.
+    fn calibrate(&mut self, wi: usize) {
+        let w = self.workloads[wi];
+        let setting = Setting::default_config();
+        let name = format!("calibrate-{}", w.name());
+        let config = self.trials_dir.join(format!("{name}.toml"));
+        let log = self.trials_dir.join(format!("{name}.log"));
+        let addr = match w.transport {
+            Transport::Tcp => child::free_port().map(|p| Addr::Tcp(([127, 0, 0, 1], p).into())),
+            Transport::Unix => Ok(Addr::Unix(self.sockets.path.join("calibrate.sock"))),
+        };
+        let peaks = addr.and_then(|addr| self.peaks(wi, &setting, &addr, &config, &log));
+        match peaks {
+            Ok(peaks) => {
+                let rate = self.cfg.fraction * decide::median(peaks.clone());
+                eprintln!(
+                    "tune: {} open-loop rate {rate:.0}/s = {:.0} % of the median of the \
+                     default's peaks {}",
+                    w.name(),
+                    100.0 * self.cfg.fraction,
+                    peaks
+                        .iter()
+                        .map(|p| format!("{p:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                self.rates[wi] = Some(rate);
+                self.calibration[wi] = peaks;
+            }
+            Err(e) => {
+                self.dead[wi] = true;
+                self.left[wi] = 0;
+                self.notes.push(format!(
+                    "{}: the default configuration failed in calibration, workload dropped: {e}",
+                    w.name()
+                ));
+                eprintln!("tune: {}", self.notes[self.notes.len() - 1]);
+            }
+        }
+    }
+
+    /// `calibration_runs` closed-loop peaks of `setting` on one server.
+    fn peaks(
+        &self,
+        wi: usize,
+        setting: &Setting,
+        addr: &Addr,
+        config: &Path,
+        log: &Path,
+    ) -> Result<Vec<f64>, String> {
+        let cfg = self.cfg;
+        let w = &self.workloads[wi];
+        fs::write(config, knobs::trial_toml(setting, &addr.to_string()))
+            .map_err(|e| format!("{}: {e}", config.display()))?;
+        let proc = self
+            .server
+            .start(config, addr, cfg.server_cpu, log)
+            .map_err(|e| format!("server did not start: {e}"))?;
+        let mut peaks = Vec::with_capacity(cfg.calibration_runs);
+        for _ in 0..cfg.calibration_runs {
+            let load = w.load(
+                addr.clone(),
+                None,
+                (cfg.warmup, cfg.duration),
+                cfg.client_cpu,
+                proc.pid(),
+            );
+            let closed = run(&load).map_err(|e| {
+                format!(
+                    "closed loop: {e}; server log: {} ({})",
+                    proc.log_tail(5),
+                    log.display()
+                )
+            })?;
+            if closed.requests == 0 {
+                return Err(format!(
+                    "closed loop: no request succeeded ({} errors: {:?}); server log: {}",
+                    closed.errors,
+                    closed.errors_by_kind,
+                    proc.log_tail(5)
+                ));
+            }
+            peaks.push(closed.rps);
+        }
+        Ok(peaks)
     }
 
     /// Starts the server for `setting`, runs the closed then the open loop, stops the server.

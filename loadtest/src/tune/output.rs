@@ -138,11 +138,24 @@ pub fn table(r: &Results) -> String {
         .workloads
         .iter()
         .map(|w| match w.rate {
-            Some(rate) => format!("{} {rate:.0}/s", w.name),
+            Some(rate) => format!(
+                "{} {rate:.0}/s (peaks {})",
+                w.name,
+                w.calibration
+                    .iter()
+                    .map(|p| format!("{p:.0}"))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ),
             None => format!("{} (not run)", w.name),
         })
         .collect();
-    let _ = writeln!(out, "\nopen-loop rates: {}", rates.join(", "));
+    let _ = writeln!(
+        out,
+        "\nopen-loop rates ({:.0} % of the median of the default's calibration peaks): {}",
+        100.0 * r.fraction,
+        rates.join(", ")
+    );
     let _ = writeln!(out, "\ndecisions:");
     for d in &r.decisions {
         let judged: Vec<String> = d
@@ -360,7 +373,7 @@ pub fn recommendation_toml(r: &Results) -> String {
         "fcgi-uring.toml recommended by `fcgi-uring tune` (fcgi-loadtest tune).".to_owned(),
         format!(
             "Measured with {} (1 worker pinned to CPU {}, client on CPU {}), {} round(s) of {:.1} s \
-             (+{:.1} s warmup) per run, open loop at {:.0}% of the default's peak; workloads: {}.",
+             (+{:.1} s warmup) per run, open loop at {:.0}% of the default's median peak; workloads: {}.",
             r.server,
             r.server_cpu,
             r.client_cpu,
@@ -611,11 +624,13 @@ mod tests {
                     name: "keepconn-tcp".into(),
                     description: "d".into(),
                     rate: Some(70_000.0),
+                    calibration: vec![99_000.0, 100_000.0, 101_000.0],
                 },
                 WorkloadInfo {
                     name: "mux16-tcp".into(),
                     description: "d".into(),
                     rate: Some(200_000.0),
+                    calibration: vec![285_000.0, 286_000.0, 290_000.0],
                 },
             ],
             knobs,
@@ -689,7 +704,10 @@ mod tests {
         assert!(together[0].starts_with("workload"), "{t}");
         assert!(together[1].starts_with("keepconn-tcp") && together[1].contains(" default "));
         assert!(together[4].starts_with("mux16-tcp") && together[4].ends_with("same"));
-        assert!(t.contains("open-loop rates: keepconn-tcp 70000/s"));
+        assert!(t.contains(
+            "open-loop rates (70 % of the median of the default's calibration peaks): \
+             keepconn-tcp 70000/s (peaks 99000/100000/101000)"
+        ));
         assert!(t.contains("sqpoll: skipped"));
     }
 
