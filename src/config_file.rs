@@ -54,6 +54,9 @@ pub struct ServerSection {
     /// Seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout: Option<f64>,
+    /// Seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_retry: Option<f64>,
 }
 
 /// `[ring]`.
@@ -253,6 +256,7 @@ const INT_KEYS: &[(&str, &str, Rule)] = &[
 /// Every seconds key, with its flag.
 const SECS_KEYS: &[(&str, &str)] = &[
     ("server.shutdown_timeout", "--shutdown-timeout"),
+    ("server.accept_retry", "--accept-retry"),
     ("timeouts.idle", "--idle-timeout"),
     ("timeouts.params", "--params-timeout"),
     ("timeouts.body", "--body-timeout"),
@@ -395,6 +399,11 @@ impl ConfigFile {
             s.shutdown_timeout,
             &mut config.shutdown_timeout,
         )?;
+        secs(
+            "server.accept_retry",
+            s.accept_retry,
+            &mut config.accept_retry,
+        )?;
 
         let r = &self.ring;
         int("ring.sq_entries", r.sq_entries, &mut config.ring.sq_entries)?;
@@ -533,6 +542,7 @@ impl ConfigFile {
                 backlog: Some(config.backlog.into()),
                 unix_mode: config.unix_mode.map(|m| format!("{m:o}")),
                 shutdown_timeout: Some(config.shutdown_timeout.as_secs_f64()),
+                accept_retry: Some(config.accept_retry.as_secs_f64()),
             },
             ring: RingSection {
                 sq_entries: Some(config.ring.sq_entries.into()),
@@ -650,6 +660,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
     let t = &config.timeouts;
     let secs = [
         ("server.shutdown_timeout", config.shutdown_timeout),
+        ("server.accept_retry", config.accept_retry),
         ("timeouts.idle", t.idle),
         ("timeouts.params", t.params),
         ("timeouts.body", t.body),
@@ -659,6 +670,13 @@ pub fn validate(config: &Config) -> Result<(), String> {
     ];
     for (key, d) in secs {
         check_secs(key, d.as_secs_f64()).map_err(|m| with_flag(key, m))?;
+    }
+    if config.accept_retry.is_zero() {
+        return Err(
+            "server.accept_retry = 0: must be more than 0 seconds (retrying a failed accept at \
+             once spins at full CPU) (flag --accept-retry)"
+                .to_owned(),
+        );
     }
     if let Some(m) = config.unix_mode
         && m > 0o777

@@ -137,6 +137,10 @@ struct ServeArgs {
     /// Seconds a graceful shutdown waits for in-flight requests [default: 30].
     #[arg(long)]
     shutdown_timeout: Option<f64>,
+    /// Seconds a worker waits before accepting again after accept failed (EMFILE: the open-file
+    /// limit reached, ENFILE, ENOMEM); new connections wait in the backlog [default: 0.1].
+    #[arg(long)]
+    accept_retry: Option<f64>,
     #[command(flatten)]
     hostile: HostileArgs,
 }
@@ -252,6 +256,9 @@ impl ServeArgs {
         set(&mut config.completions_per_turn, self.completions_per_turn);
         if let Some(v) = self.shutdown_timeout {
             config.shutdown_timeout = secs("shutdown-timeout", v)?;
+        }
+        if let Some(v) = self.accept_retry {
+            config.accept_retry = secs("accept-retry", v)?;
         }
         let h = &self.hostile;
         set(

@@ -47,6 +47,7 @@ pin_workers = false
 backlog = 128
 unix_mode = "0660"
 shutdown_timeout = 2.5
+accept_retry = 0.25
 
 [ring]
 sq_entries = 256
@@ -84,6 +85,7 @@ linger = 0
     assert_eq!((c.workers, c.pin_workers, c.backlog), (3, false, 128));
     assert_eq!(c.unix_mode, Some(0o660));
     assert_eq!(c.shutdown_timeout, Duration::from_millis(2500));
+    assert_eq!(c.accept_retry, Duration::from_millis(250));
     assert_eq!(
         (
             c.ring.sq_entries,
@@ -179,6 +181,10 @@ fn invalid_values_are_rejected_with_the_key_and_the_range() {
             "timeouts.body = -2.5: must be a number of seconds between 0 and",
         ),
         ("[timeouts]\nidle = nan\n", "timeouts.idle = NaN"),
+        (
+            "[server]\naccept_retry = 0\n",
+            "server.accept_retry = 0: must be more than 0 seconds",
+        ),
         ("[server]\nunix_mode = \"999\"\n", "server.unix_mode"),
         (
             "[server]\nlisten = \"nowhere\"\n",

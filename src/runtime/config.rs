@@ -40,6 +40,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// After accept fails (EMFILE when RLIMIT_NOFILE is reached, ENFILE, ENOMEM...), how long a
+    /// worker waits before accepting again. Meanwhile new connections wait in the listen
+    /// backlog; retrying at once would spin at full CPU while the failure lasts.
+    pub accept_retry: Duration,
     /// Completions handled per loop turn before the answers are submitted: smaller sends
     /// responses sooner (better overlap with the peer), larger amortises each `io_uring_enter`.
     pub completions_per_turn: usize,
@@ -67,6 +71,7 @@ impl Default for Config {
             max_requests_per_worker: 16_384,
             timeouts: Timeouts::default(),
             shutdown_timeout: Duration::from_secs(30),
+            accept_retry: Duration::from_millis(100),
             completions_per_turn: 32,
             idle_spin_us: 0,
         }

@@ -27,14 +27,17 @@ pub(crate) struct Staged {
 pub(crate) struct Followups {
     pub staged: Vec<Staged>,
     pub rearm_accept: bool,
+    /// The accept that ended failed: pause before arming it again.
+    pub accept_failed: bool,
 }
 
 /// Handles one completion. Never touches the ring (it is borrowed by the caller).
 pub(crate) fn on_completion(core: &Core, c: Completion<'_>, is_tcp: bool, f: &mut Followups) {
     if c.token == LISTENER_TOKEN {
         if let CompletionKind::Accept { result, more } = c.kind {
-            on_accept(core, result, is_tcp);
+            let failed = !on_accept(core, result, is_tcp);
             f.rearm_accept |= !more;
+            f.accept_failed |= failed && !more;
         }
         return;
     }
@@ -63,14 +66,22 @@ pub(crate) fn on_completion(core: &Core, c: Completion<'_>, is_tcp: bool, f: &mu
     core.mark_dirty(key, conn);
 }
 
-fn on_accept(core: &Core, result: io::Result<OwnedFd>, is_tcp: bool) {
+/// Takes a new connection; false when accept itself failed (not for our own cancel).
+fn on_accept(core: &Core, result: io::Result<OwnedFd>, is_tcp: bool) -> bool {
     let fd = match result {
         Ok(fd) => fd,
         // Our own cancel, at shutdown.
-        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return true,
         Err(e) => {
-            tracing::warn!("accept failed: {e}");
-            return;
+            core.stats.hit(
+                Counter::AcceptFailed,
+                core.now(),
+                format_args!(
+                    "accept failed: {e}; accepting again after server.accept_retry \
+                     (EMFILE: raise RLIMIT_NOFILE, e.g. LimitNOFILE= in the systemd unit)"
+                ),
+            );
+            return false;
         }
     };
     let mut conns = core.conns.borrow_mut();
@@ -83,7 +94,7 @@ fn on_accept(core: &Core, result: io::Result<OwnedFd>, is_tcp: bool) {
                 conns.len()
             ),
         );
-        return;
+        return true;
     }
     core.stats.count(Counter::Accepted);
     if is_tcp {
@@ -93,6 +104,7 @@ fn on_accept(core: &Core, result: io::Result<OwnedFd>, is_tcp: bool) {
     if let Some(conn) = conns.get_mut(key) {
         core.mark_dirty(key, conn);
     }
+    true
 }
 
 fn on_recv(

@@ -85,6 +85,7 @@ where
             is_tcp: listeners.is_tcp,
             protocol: cfg.protocol,
             shutdown_timeout: cfg.shutdown_timeout,
+            accept_retry: cfg.accept_retry,
             make: make.clone(),
             stop: stop.clone(),
             ready: ready_tx,
@@ -110,6 +111,7 @@ struct Spec<F> {
     is_tcp: bool,
     protocol: Protocol,
     shutdown_timeout: Duration,
+    accept_retry: Duration,
     make: Arc<F>,
     stop: Arc<Stop>,
     ready: mpsc::Sender<io::Result<()>>,
@@ -169,6 +171,7 @@ where
         spec.protocol,
         spec.stop,
         spec.shutdown_timeout,
+        spec.accept_retry,
     );
     local.block_on(&rt, serve);
 }
@@ -179,6 +182,7 @@ async fn serve<S>(
     protocol: Protocol,
     stop: Arc<Stop>,
     shutdown_timeout: Duration,
+    accept_retry: Duration,
 ) where
     S: HttpService,
 {
@@ -198,8 +202,11 @@ async fn serve<S>(
             }
             Err(e) => {
                 // EMFILE and the like: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tracing::warn!(
+                    "accept failed: {e}; accepting again in {} ms",
+                    accept_retry.as_millis()
+                );
+                tokio::time::sleep(accept_retry).await;
             }
         }
     }

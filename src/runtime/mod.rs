@@ -128,6 +128,7 @@ impl Server {
                 ring: cfg.ring.clone(),
                 settings: settings.clone(),
                 shutdown_timeout: cfg.shutdown_timeout,
+                accept_retry: cfg.accept_retry,
                 completions_per_turn: cfg.completions_per_turn,
                 idle_spin: std::time::Duration::from_micros(cfg.idle_spin_us.into()),
                 ring_counters,

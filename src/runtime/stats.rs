@@ -21,6 +21,9 @@ pub enum Counter {
     Accepted,
     /// Connections closed at accept: `max_conns_per_worker` reached.
     ConnsRefused,
+    /// accept failed (EMFILE, ENFILE, ENOMEM...): the worker paused accepting for
+    /// `accept_retry`.
+    AcceptFailed,
     /// Requests dispatched to a handler.
     Requests,
     /// END_REQUEST(OVERLOADED): `max_requests_per_worker` reached.
@@ -55,9 +58,10 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::Accepted,
         Counter::ConnsRefused,
+        Counter::AcceptFailed,
         Counter::Requests,
         Counter::WorkerOverloaded,
         Counter::ConnOverloaded,
@@ -80,6 +84,7 @@ impl Counter {
         match self {
             Counter::Accepted => "accepted",
             Counter::ConnsRefused => "conns_refused",
+            Counter::AcceptFailed => "accept_failed",
             Counter::Requests => "requests",
             Counter::WorkerOverloaded => "worker_overloaded",
             Counter::ConnOverloaded => "conn_overloaded",

@@ -36,6 +36,8 @@ pub(crate) struct WorkerSpec<F> {
     pub ring: RingConfig,
     pub settings: Settings,
     pub shutdown_timeout: Duration,
+    /// Pause before accepting again after accept failed.
+    pub accept_retry: Duration,
     pub completions_per_turn: usize,
     /// How long an idle worker keeps polling before it sleeps (zero: not at all).
     pub idle_spin: Duration,
@@ -90,6 +92,7 @@ where
         is_tcp: spec.is_tcp,
         stop: spec.stop,
         shutdown_timeout: spec.shutdown_timeout,
+        accept_retry: spec.accept_retry,
     };
     if let Err(e) = local.block_on(&rt, loop_.drive(ring, dispatcher)) {
         tracing::error!("worker stopped: {e}");
@@ -140,6 +143,7 @@ struct Loop {
     is_tcp: bool,
     stop: Arc<Stop>,
     shutdown_timeout: Duration,
+    accept_retry: Duration,
 }
 
 impl Loop {
@@ -151,6 +155,9 @@ impl Loop {
         let waiter = ring.register_wakeup()?;
         let mut accept: Option<OpId> = Some(self.arm_accept(&mut ring));
         let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // Set while accepting is paused after a failed accept (EMFILE...): the multishot accept
+        // is armed again when it elapses.
+        let mut accept_pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let stop = self.stop.clone();
         let mut stop_signal = std::pin::pin!(stop.notify.notified());
         let mut f = Followups::default();
@@ -159,13 +166,24 @@ impl Loop {
             core.clock.update();
             super::timeouts::expire(&core);
             driver::resume_paused(&core);
+            // Before the submit below, or the accept would wait for the next turn.
+            if accept_pause.as_ref().is_some_and(|p| p.is_elapsed()) && deadline.is_none() {
+                accept_pause = None;
+                accept = Some(self.arm_accept(&mut ring));
+            }
             driver::flush(&core, &mut ring);
             ring.submit()?;
             let n = ring.complete_at_most(self.batch, |c| {
                 driver::on_completion(&core, c, self.is_tcp, &mut f)
             });
+            let failed = std::mem::take(&mut f.accept_failed);
             if std::mem::take(&mut f.rearm_accept) && deadline.is_none() {
-                accept = Some(self.arm_accept(&mut ring));
+                if failed {
+                    accept = None;
+                    accept_pause = Some(Box::pin(tokio::time::sleep(self.accept_retry)));
+                } else {
+                    accept = Some(self.arm_accept(&mut ring));
+                }
             }
             for s in f.staged.drain(..) {
                 d.dispatch(s);
@@ -179,6 +197,7 @@ impl Loop {
                 if let Some(op) = accept.take() {
                     ring.cancel(op);
                 }
+                accept_pause = None;
                 deadline = Some(Box::pin(tokio::time::sleep(self.shutdown_timeout)));
                 continue;
             }
@@ -215,6 +234,9 @@ impl Loop {
                 }
                 if let Some(dl) = &mut deadline {
                     ready |= dl.as_mut().poll(cx).is_ready();
+                }
+                if let Some(p) = &mut accept_pause {
+                    ready |= p.as_mut().poll(cx).is_ready();
                 }
                 ready |= timer.poll(&core, cx);
                 if ready {
