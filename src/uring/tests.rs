@@ -852,9 +852,19 @@ fn sqpoll_ring_receives_sends_and_wakes_its_sleeping_thread() {
     ring.submit().expect("submit");
     let mut events = Vec::new();
     let mut expected = Vec::new();
-    for message in [&b"ping"[..], b"pong"] {
-        // Longer than the SQ thread's idle time: it sleeps, the next submit must wake it.
-        thread::sleep(Duration::from_millis(20));
+    // Each round waits longer than the SQ thread's idle time, so it goes to sleep and the next
+    // submit must wake it. On a loaded machine the thread may not have run to its idle check in
+    // time, so rounds go on (each waiting longer) until a wakeup was needed, at most ten.
+    for round in 0..10u64 {
+        if ring.counters().snapshot().sqpoll_wakeups > 0 {
+            break;
+        }
+        let message = if round % 2 == 0 {
+            &b"ping"[..]
+        } else {
+            b"pong"
+        };
+        thread::sleep(Duration::from_millis(20 * (round + 1)));
         client.write_all(message).expect("write");
         expected.extend_from_slice(message);
         run_until(&mut ring, &mut events, |events| {
