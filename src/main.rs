@@ -379,6 +379,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("fcgi-uring: cannot wait for signals: {e}");
     }
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
+    if handle.features().is_some() {
+        eprintln!("fcgi-uring: io_uring: {}", handle.ring_stats());
+    }
     handle.shutdown();
     ExitCode::SUCCESS
 }

@@ -67,18 +67,6 @@ fn routes(addr: &Addr) {
     assert_eq!((r.status, r.body.len()), (200, 0));
 }
 
-fn sequential(addr: &Addr) {
-    let mut c = connect(addr);
-    for i in 0..1000 {
-        let mut spec = RequestSpec::get("/hello");
-        spec.keep_conn = true;
-        let r = c
-            .request(&spec)
-            .unwrap_or_else(|e| panic!("request {i}: {e}"));
-        assert_eq!(r.body, b"Hello, World!", "request {i}");
-    }
-}
-
 /// 50 requests in flight on one connection, echoes of different sizes among them.
 fn multiplexed(addr: &Addr) {
     let mut c = connect(addr);
@@ -109,7 +97,7 @@ fn multiplexed(addr: &Addr) {
 
 fn exercise(addr: &Addr) {
     routes(addr);
-    sequential(addr);
+    sequential_1000(addr);
     multiplexed(addr);
 }
 

@@ -56,15 +56,7 @@ fn every_route_over_unix_socket() {
 #[test]
 fn keep_conn_serves_1000_sequential_requests_on_one_connection() {
     let server = demo_tcp();
-    let mut c = connect(server.local_addr());
-    for i in 0..1000 {
-        let mut spec = RequestSpec::get("/hello");
-        spec.keep_conn = true;
-        let r = c
-            .request(&spec)
-            .unwrap_or_else(|e| panic!("request {i}: {e}"));
-        assert_eq!(r.body, b"Hello, World!", "request {i}");
-    }
+    sequential_1000(server.local_addr());
 }
 
 #[test]

@@ -5,52 +5,96 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One ring's counters, shared with whoever wants to read them.
-#[derive(Debug, Default)]
-pub struct RingCounters {
-    recv_completions: AtomicU64,
-    recv_buffers: AtomicU64,
-    multi_buffer_recvs: AtomicU64,
-    recv_buffers_returned: AtomicU64,
-    fixed_sends: AtomicU64,
-    fixed_short_sends: AtomicU64,
-    sqpoll_wakeups: AtomicU64,
-    idle_spin_hits: AtomicU64,
+/// Declares [`RingCounters`] (atomics), [`Tally`] (a batch's increments, for the counters the
+/// ring itself counts) and [`RingStats`] (a snapshot) from one list, so the three cannot drift.
+macro_rules! ring_counters {
+    (
+        tallied { $( $(#[$tdoc:meta])* $t:ident, )* }
+        direct { $( $(#[$ddoc:meta])* $d:ident, )* }
+    ) => {
+        /// One ring's counters, shared with whoever wants to read them.
+        #[derive(Debug, Default)]
+        pub struct RingCounters {
+            $( $t: AtomicU64, )*
+            $( $d: AtomicU64, )*
+        }
+
+        /// Increments to add in one go (at the end of a batch of completions).
+        #[derive(Debug, Default)]
+        pub(super) struct Tally {
+            $( pub $t: u64, )*
+        }
+
+        /// A snapshot of [`RingCounters`], or their sum over several rings.
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct RingStats {
+            $( $(#[$tdoc])* pub $t: u64, )*
+            $( $(#[$ddoc])* pub $d: u64, )*
+        }
+
+        impl RingCounters {
+            pub(super) fn tally(&self, t: &Tally) {
+                $( add(&self.$t, t.$t); )*
+            }
+
+            pub fn snapshot(&self) -> RingStats {
+                let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                RingStats {
+                    $( $t: get(&self.$t), )*
+                    $( $d: get(&self.$d), )*
+                }
+            }
+        }
+
+        impl RingStats {
+            /// The sum of several snapshots.
+            pub fn sum<'a>(all: impl IntoIterator<Item = &'a RingCounters>) -> RingStats {
+                let mut total = RingStats::default();
+                for s in all.into_iter().map(RingCounters::snapshot) {
+                    $( total.$t += s.$t; )*
+                    $( total.$d += s.$d; )*
+                }
+                total
+            }
+        }
+
+        impl fmt::Display for RingStats {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut sep = "";
+                $(
+                    write!(f, concat!("{}", stringify!($t), "={}"), sep, self.$t)?;
+                    sep = " ";
+                )*
+                $( write!(f, concat!("{}", stringify!($d), "={}"), sep, self.$d)?; )*
+                Ok(())
+            }
+        }
+    };
 }
 
-/// Increments to add in one go (at the end of a batch of completions).
-#[derive(Debug, Default)]
-pub(super) struct Tally {
-    pub recv_completions: u64,
-    pub recv_buffers: u64,
-    pub multi_buffer_recvs: u64,
-    pub recv_buffers_returned: u64,
-    pub fixed_sends: u64,
-    pub fixed_short_sends: u64,
-    pub sqpoll_wakeups: u64,
-}
-
-/// A snapshot of [`RingCounters`], or their sum over several rings.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RingStats {
-    /// Receive completions that carried data.
-    pub recv_completions: u64,
-    /// Provided buffers those completions consumed.
-    pub recv_buffers: u64,
-    /// Receive completions that consumed more than one buffer (bundles).
-    pub multi_buffer_recvs: u64,
-    /// Provided buffers given back to the ring (equals `recv_buffers` once the worker has
-    /// handled every completion it reaped).
-    pub recv_buffers_returned: u64,
-    /// Sends queued from a registered buffer (WRITE_FIXED), resends included.
-    pub fixed_sends: u64,
-    /// Of those, how many sent less than asked (the rest was sent again).
-    pub fixed_short_sends: u64,
-    /// Submits that had to wake a sleeping SQPOLL thread.
-    pub sqpoll_wakeups: u64,
-    /// Idle spins (`idle_spin_us`) that found work before the worker would have slept.
-    pub idle_spin_hits: u64,
+ring_counters! {
+    tallied {
+        /// Receive completions that carried data.
+        recv_completions,
+        /// Provided buffers those completions consumed.
+        recv_buffers,
+        /// Receive completions that consumed more than one buffer (bundles).
+        multi_buffer_recvs,
+        /// Provided buffers given back to the ring (equals `recv_buffers` once the worker has
+        /// handled every completion it reaped).
+        recv_buffers_returned,
+        /// Sends queued from a registered buffer (WRITE_FIXED), resends included.
+        fixed_sends,
+        /// Of those, how many sent less than asked (the rest was sent again).
+        fixed_short_sends,
+        /// Submits that had to wake a sleeping SQPOLL thread.
+        sqpoll_wakeups,
+    }
+    direct {
+        /// Idle spins (`idle_spin_us`) that found work before the worker would have slept.
+        idle_spin_hits,
+    }
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -60,68 +104,39 @@ fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl RingCounters {
-    pub(super) fn tally(&self, t: &Tally) {
-        add(&self.recv_completions, t.recv_completions);
-        add(&self.recv_buffers, t.recv_buffers);
-        add(&self.multi_buffer_recvs, t.multi_buffer_recvs);
-        add(&self.recv_buffers_returned, t.recv_buffers_returned);
-        add(&self.fixed_sends, t.fixed_sends);
-        add(&self.fixed_short_sends, t.fixed_short_sends);
-        add(&self.sqpoll_wakeups, t.sqpoll_wakeups);
-    }
-
     /// Counts an idle spin that found work (called by the worker that owns the ring).
     pub fn note_idle_spin_hit(&self) {
         add(&self.idle_spin_hits, 1);
     }
-
-    pub fn snapshot(&self) -> RingStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        RingStats {
-            recv_completions: get(&self.recv_completions),
-            recv_buffers: get(&self.recv_buffers),
-            multi_buffer_recvs: get(&self.multi_buffer_recvs),
-            recv_buffers_returned: get(&self.recv_buffers_returned),
-            fixed_sends: get(&self.fixed_sends),
-            fixed_short_sends: get(&self.fixed_short_sends),
-            sqpoll_wakeups: get(&self.sqpoll_wakeups),
-            idle_spin_hits: get(&self.idle_spin_hits),
-        }
-    }
 }
 
-impl RingStats {
-    /// The sum of several snapshots.
-    pub fn sum<'a>(all: impl IntoIterator<Item = &'a RingCounters>) -> RingStats {
-        let mut total = RingStats::default();
-        for s in all.into_iter().map(RingCounters::snapshot) {
-            total.recv_completions += s.recv_completions;
-            total.recv_buffers += s.recv_buffers;
-            total.multi_buffer_recvs += s.multi_buffer_recvs;
-            total.recv_buffers_returned += s.recv_buffers_returned;
-            total.fixed_sends += s.fixed_sends;
-            total.fixed_short_sends += s.fixed_short_sends;
-            total.sqpoll_wakeups += s.sqpoll_wakeups;
-            total.idle_spin_hits += s.idle_spin_hits;
-        }
-        total
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl fmt::Display for RingStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "recv_completions={} recv_buffers={} multi_buffer_recvs={} recv_buffers_returned={} \
-             fixed_sends={} fixed_short_sends={} sqpoll_wakeups={} idle_spin_hits={}",
-            self.recv_completions,
-            self.recv_buffers,
-            self.multi_buffer_recvs,
-            self.recv_buffers_returned,
-            self.fixed_sends,
-            self.fixed_short_sends,
-            self.sqpoll_wakeups,
-            self.idle_spin_hits
-        )
+    #[test]
+    fn tally_snapshot_sum_and_display_cover_every_counter() {
+        let a = RingCounters::default();
+        let b = RingCounters::default();
+        let t = Tally {
+            recv_completions: 1,
+            recv_buffers: 2,
+            multi_buffer_recvs: 3,
+            recv_buffers_returned: 4,
+            fixed_sends: 5,
+            fixed_short_sends: 6,
+            sqpoll_wakeups: 7,
+        };
+        a.tally(&t);
+        a.tally(&t);
+        b.tally(&t);
+        b.note_idle_spin_hit();
+        let s = RingStats::sum([&a, &b]);
+        assert_eq!(
+            s.to_string(),
+            "recv_completions=3 recv_buffers=6 multi_buffer_recvs=9 recv_buffers_returned=12 \
+             fixed_sends=15 fixed_short_sends=18 sqpoll_wakeups=21 idle_spin_hits=1"
+        );
+        assert_eq!(a.snapshot().idle_spin_hits, 0);
     }
 }

@@ -60,6 +60,19 @@ pub fn get(addr: &Addr, uri: &str) -> Response {
         .expect("request")
 }
 
+/// 1,000 GET /hello one after another on one KEEP_CONN connection, each answered in full.
+pub fn sequential_1000(addr: &Addr) {
+    let mut c = connect(addr);
+    for i in 0..1000 {
+        let mut spec = RequestSpec::get("/hello");
+        spec.keep_conn = true;
+        let r = c
+            .request(&spec)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(r.body, b"Hello, World!", "request {i}");
+    }
+}
+
 /// What came back for one request id on a raw connection.
 #[derive(Debug, Default, Clone)]
 pub struct Collected {
