@@ -561,6 +561,11 @@ fn probe_knobs(
 const TRIAL_OVERHEAD: Duration = Duration::from_millis(400);
 
 /// The estimated time of `trials` trials.
+/// `e` with the tail of the server's log and the log's path.
+fn with_log(e: String, proc: &child::Proc, log: &Path) -> String {
+    format!("{e}; server log: {} ({})", proc.log_tail(5), log.display())
+}
+
 /// Wall time of `trials` trials in `workloads` workloads, calibration included.
 fn estimate(cfg: &TuneConfig, workloads: usize, trials: usize) -> Duration {
     let calibration = (cfg.calibration_runs as u32 * (cfg.warmup + cfg.duration) + TRIAL_OVERHEAD)
@@ -683,10 +688,7 @@ impl Sweep<'_> {
         let name = format!("{step:04}-{}-{}", w.name(), file_name(&label));
         let config = self.trials_dir.join(format!("{name}.toml"));
         let log = self.trials_dir.join(format!("{name}.log"));
-        let addr = match w.transport {
-            Transport::Tcp => child::free_port().map(|p| Addr::Tcp(([127, 0, 0, 1], p).into())),
-            Transport::Unix => Ok(Addr::Unix(self.sockets.path.join(format!("{step}.sock")))),
-        };
+        let addr = self.address(w, &step.to_string());
         let outcome = addr.and_then(|addr| self.measure(wi, setting, &addr, &config, &log));
         let mut trial = Trial {
             step,
@@ -783,6 +785,15 @@ impl Sweep<'_> {
         }
     }
 
+    /// A fresh address for a server: a free loopback port, or `NAME.sock` in the socket
+    /// directory.
+    fn address(&self, w: Workload, name: &str) -> Result<Addr, String> {
+        match w.transport {
+            Transport::Tcp => child::free_port().map(|p| Addr::Tcp(([127, 0, 0, 1], p).into())),
+            Transport::Unix => Ok(Addr::Unix(self.sockets.path.join(format!("{name}.sock")))),
+        }
+    }
+
     /// Fixes workload `wi`'s open-loop rate: `calibration_runs` closed-loop runs of the default
     /// configuration on one server, `fraction` of their median peak. A workload whose
     /// calibration fails is dropped with a note.
@@ -792,10 +803,7 @@ impl Sweep<'_> {
         let name = format!("calibrate-{}", w.name());
         let config = self.trials_dir.join(format!("{name}.toml"));
         let log = self.trials_dir.join(format!("{name}.log"));
-        let addr = match w.transport {
-            Transport::Tcp => child::free_port().map(|p| Addr::Tcp(([127, 0, 0, 1], p).into())),
-            Transport::Unix => Ok(Addr::Unix(self.sockets.path.join("calibrate.sock"))),
-        };
+        let addr = self.address(w, "calibrate");
         let peaks = addr.and_then(|addr| self.peaks(wi, &setting, &addr, &config, &log));
         match peaks {
             Ok(peaks) => {
@@ -835,41 +843,50 @@ impl Sweep<'_> {
         config: &Path,
         log: &Path,
     ) -> Result<Vec<f64>, String> {
-        let cfg = self.cfg;
-        let w = &self.workloads[wi];
+        let proc = self.start(setting, addr, config, log)?;
+        (0..self.cfg.calibration_runs)
+            .map(|_| self.closed_loop(wi, addr, &proc, log).map(|r| r.rps))
+            .collect()
+    }
+
+    /// Writes `setting`'s configuration file and starts a server with it on `addr`.
+    fn start(
+        &self,
+        setting: &Setting,
+        addr: &Addr,
+        config: &Path,
+        log: &Path,
+    ) -> Result<child::Proc, String> {
         fs::write(config, knobs::trial_toml(setting, &addr.to_string()))
             .map_err(|e| format!("{}: {e}", config.display()))?;
-        let proc = self
-            .server
-            .start(config, addr, cfg.server_cpu, log)
-            .map_err(|e| format!("server did not start: {e}"))?;
-        let mut peaks = Vec::with_capacity(cfg.calibration_runs);
-        for _ in 0..cfg.calibration_runs {
-            let load = w.load(
-                addr.clone(),
-                None,
-                (cfg.warmup, cfg.duration),
-                cfg.client_cpu,
-                proc.pid(),
-            );
-            let closed = run(&load).map_err(|e| {
+        self.server
+            .start(config, addr, self.cfg.server_cpu, log)
+            .map_err(|e| format!("server did not start: {e}"))
+    }
+
+    /// One closed-loop run of workload `wi` against `proc`; an error if no request succeeded.
+    fn closed_loop(
+        &self,
+        wi: usize,
+        addr: &Addr,
+        proc: &child::Proc,
+        log: &Path,
+    ) -> Result<Report, String> {
+        let cfg = self.cfg;
+        let timing = (cfg.warmup, cfg.duration);
+        let load = self.workloads[wi].load(addr.clone(), None, timing, cfg.client_cpu, proc.pid());
+        let closed = run(&load).map_err(|e| with_log(format!("closed loop: {e}"), proc, log))?;
+        if closed.requests == 0 {
+            return Err(with_log(
                 format!(
-                    "closed loop: {e}; server log: {} ({})",
-                    proc.log_tail(5),
-                    log.display()
-                )
-            })?;
-            if closed.requests == 0 {
-                return Err(format!(
-                    "closed loop: no request succeeded ({} errors: {:?}); server log: {}",
-                    closed.errors,
-                    closed.errors_by_kind,
-                    proc.log_tail(5)
-                ));
-            }
-            peaks.push(closed.rps);
+                    "closed loop: no request succeeded ({} errors: {:?})",
+                    closed.errors, closed.errors_by_kind
+                ),
+                proc,
+                log,
+            ));
         }
-        Ok(peaks)
+        Ok(closed)
     }
 
     /// Starts the server for `setting`, runs the closed then the open loop, stops the server.
@@ -883,27 +900,10 @@ impl Sweep<'_> {
     ) -> Result<(Report, Report, Sample), String> {
         let cfg = self.cfg;
         let w = &self.workloads[wi];
-        fs::write(config, knobs::trial_toml(setting, &addr.to_string()))
-            .map_err(|e| format!("{}: {e}", config.display()))?;
-        let mut proc = self
-            .server
-            .start(config, addr, cfg.server_cpu, log)
-            .map_err(|e| format!("server did not start: {e}"))?;
+        let mut proc = self.start(setting, addr, config, log)?;
         let timing = (cfg.warmup, cfg.duration);
-        let with_log = |e: String, proc: &child::Proc| {
-            format!("{e}; server log: {} ({})", proc.log_tail(5), log.display())
-        };
-        let closed = run(&w.load(addr.clone(), None, timing, cfg.client_cpu, proc.pid()))
-            .map_err(|e| with_log(format!("closed loop: {e}"), &proc))?;
-        if closed.requests == 0 {
-            return Err(with_log(
-                format!(
-                    "closed loop: no request succeeded ({} errors: {:?})",
-                    closed.errors, closed.errors_by_kind
-                ),
-                &proc,
-            ));
-        }
+        let with_log = |e: String, proc: &child::Proc| with_log(e, proc, log);
+        let closed = self.closed_loop(wi, addr, &proc, log)?;
         let rate = self.rates[wi].unwrap_or(cfg.fraction * closed.rps);
         let open = run(&w.load(addr.clone(), Some(rate), timing, cfg.client_cpu, proc.pid()))
             .map_err(|e| with_log(format!("open loop: {e}"), &proc))?;
