@@ -204,6 +204,12 @@ impl Params {
             .map(|p| (&self.buf[p.name()], &self.buf[p.value()]))
     }
 
+    /// The pair at `index` in arrival order (the `index`th of [`Params::iter`]).
+    pub(crate) fn pair(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        let p = self.pairs.get(index)?;
+        Some((self.buf.get(p.name())?, self.buf.get(p.value())?))
+    }
+
     /// Every pair in arrival order as zero-copy slices of the shared buffer.
     pub fn iter_bytes(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
         self.pairs
