@@ -4,7 +4,7 @@
 //! no task spawned; otherwise the same future moves into a local task on this core. Panics are
 //! caught: that request gets a 500 (or is cut short if its head was sent), the worker goes on.
 
-use super::core::{BodyIn, Core, ReqKey};
+use super::core::{BodyIn, Core, Head, ReqKey};
 use super::driver::Staged;
 use crate::body::{FilterData, RequestBody};
 use crate::cgi;
@@ -128,9 +128,8 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = response.into_parts();
-    let mut head = Vec::with_capacity(128);
-    cgi::encode_head(&parts, body.size_hint().exact(), &mut head);
-    let mut head = Some(head);
+    // Encoded into the connection's output with the first body bytes.
+    let mut head = Some(Head::Response(&parts, body.size_hint().exact()));
     let mut body = std::pin::pin!(body);
     loop {
         poll_fn(|cx| core.poll_writable(rk, cx)).await;
@@ -143,7 +142,7 @@ where
                 if !data.has_remaining() {
                     continue;
                 }
-                if !core.write_stdout(rk, head.take().as_deref(), &mut data) {
+                if !core.write_stdout(rk, head.take(), &mut data) {
                     return;
                 }
             }
@@ -157,7 +156,7 @@ where
         }
     }
     if let Some(head) = head
-        && !core.write_stdout(rk, Some(&head), &mut Bytes::new())
+        && !core.write_stdout(rk, Some(head), &mut Bytes::new())
     {
         return;
     }
