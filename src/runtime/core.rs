@@ -593,28 +593,39 @@ impl Core {
     /// Writes `head` (if any) followed by `data` as STDOUT. Returns false when the request is
     /// gone (aborted, connection closed): the caller stops producing.
     pub fn write_stdout(&self, rk: ReqKey, head: Option<Head<'_>>, data: &mut impl Buf) -> bool {
-        self.with_request(rk, |conn, core| {
-            if conn.requests.get(&rk.id).is_some_and(|e| e.head_only) {
-                data.advance(data.remaining());
-            }
-            if let Some(head) = head {
-                let first = data.chunk();
-                encode_stdout2(&mut conn.out, rk.id, head, first);
-                let n = first.len();
-                data.advance(n);
-                if let Some(e) = conn.requests.get_mut(&rk.id) {
-                    e.head_sent = true;
-                }
-            }
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                record::encode_stream(&mut conn.out, record::RecordType::Stdout, rk.id, chunk);
-                let n = chunk.len();
-                data.advance(n);
-            }
-            core.mark_dirty(rk.conn, conn);
-        })
-        .is_some()
+        let mut conns = self.conns.borrow_mut();
+        let Some(conn) = conns.get_mut(rk.conn) else {
+            return false;
+        };
+        if conn.state == ConnState::Closed {
+            return false;
+        }
+        // One lookup for the checks of `with_request` and both flags.
+        let Some(entry) = conn
+            .requests
+            .get_mut(&rk.id)
+            .filter(|e| e.serial == rk.serial)
+        else {
+            return false;
+        };
+        if entry.head_only {
+            data.advance(data.remaining());
+        }
+        if let Some(head) = head {
+            entry.head_sent = true;
+            let first = data.chunk();
+            encode_stdout2(&mut conn.out, rk.id, head, first);
+            let n = first.len();
+            data.advance(n);
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            record::encode_stream(&mut conn.out, record::RecordType::Stdout, rk.id, chunk);
+            let n = chunk.len();
+            data.advance(n);
+        }
+        self.mark_dirty(rk.conn, conn);
+        true
     }
 
     /// Marks a HEAD request: its response body is not sent (RFC 3875 4.3.3).

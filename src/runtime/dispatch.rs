@@ -158,7 +158,9 @@ where
     // Encoded into the connection's output with the first body bytes.
     let mut head = Some(Head::Response(&parts, body.size_hint().exact()));
     let mut body = std::pin::pin!(body);
-    loop {
+    // A body that says it has ended is not polled again (nor is room waited for): its end
+    // costs no lookup of the request.
+    while !body.is_end_stream() {
         poll_fn(|cx| core.poll_writable(rk, cx)).await;
         let frame = poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
         match frame {
