@@ -66,7 +66,8 @@ pub fn build_request<B>(
     role: Role,
     body: B,
 ) -> Result<http::Request<B>, RequestError> {
-    let known = Known::scan(&params);
+    let mut known = Known::default();
+    known.scan(&params);
     let method = match known.method {
         None => return Err(RequestError::MissingMethod),
         Some(m) => Method::from_bytes(m).map_err(|_| RequestError::BadMethod)?,
@@ -86,6 +87,10 @@ pub fn build_request<B>(
     Ok(request)
 }
 
+/// `HTTP_*` params whose positions [`Known::scan`] lists, so that the headers are built without
+/// a second pass over every param; past this many, that pass is made.
+const LISTED_HEADERS: usize = 48;
+
 /// The params a request is built from, found in one pass (the last of duplicates wins, as in
 /// [`Params::get`]).
 #[derive(Default)]
@@ -98,38 +103,65 @@ struct Known<'a> {
     protocol: Option<&'a [u8]>,
     content_type: Option<&'a [u8]>,
     content_length: Option<&'a [u8]>,
-    /// `HTTP_*` params.
-    http_count: usize,
+    /// Where the `HTTP_*` params are.
+    http: HttpParams,
+}
+
+/// The positions (in [`Params::iter`] order) of the `HTTP_*` params, while they fit.
+struct HttpParams {
+    count: usize,
+    at: [u16; LISTED_HEADERS],
+    /// Every `HTTP_*` param is in `at`.
+    listed: bool,
+}
+
+impl Default for HttpParams {
+    fn default() -> HttpParams {
+        HttpParams {
+            count: 0,
+            at: [0; LISTED_HEADERS],
+            listed: true,
+        }
+    }
+}
+
+impl HttpParams {
+    fn push(&mut self, at: usize) {
+        match (self.at.get_mut(self.count), u16::try_from(at)) {
+            (Some(slot), Ok(at)) => *slot = at,
+            _ => self.listed = false,
+        }
+        self.count += 1;
+    }
+
+    /// The listed positions, or `None` if some did not fit.
+    fn listed(&self) -> Option<&[u16]> {
+        self.at.get(..self.count).filter(|_| self.listed)
+    }
 }
 
 impl<'a> Known<'a> {
-    fn scan(params: &'a Params) -> Known<'a> {
-        let mut k = Known::default();
-        for (name, value) in params.iter() {
-            // Most params are neither `HTTP_*` nor one of the names below: skip them on their
-            // first byte.
-            match name.first() {
-                Some(b'H') => {
-                    k.http_count += usize::from(name.starts_with(b"HTTP_"));
-                    continue;
-                }
-                Some(b'R' | b'Q' | b'S' | b'P' | b'C') => {}
-                _ => continue,
+    fn scan(&mut self, params: &'a Params) {
+        for (at, (name, value)) in params.iter().enumerate() {
+            if name.starts_with(b"HTTP_") {
+                self.http.push(at);
+                continue;
             }
-            let slot = match name {
-                b"REQUEST_METHOD" => &mut k.method,
-                b"REQUEST_URI" => &mut k.request_uri,
-                b"QUERY_STRING" => &mut k.query,
-                b"SCRIPT_NAME" => &mut k.script_name,
-                b"PATH_INFO" => &mut k.path_info,
-                b"SERVER_PROTOCOL" => &mut k.protocol,
-                b"CONTENT_TYPE" => &mut k.content_type,
-                b"CONTENT_LENGTH" => &mut k.content_length,
+            // Most params are none of the names below: one jump on length and first byte, then
+            // at most a few comparisons.
+            let slot = match (name.len(), name.first()) {
+                (14, Some(b'R')) if name == b"REQUEST_METHOD" => &mut self.method,
+                (11, Some(b'R')) if name == b"REQUEST_URI" => &mut self.request_uri,
+                (12, Some(b'Q')) if name == b"QUERY_STRING" => &mut self.query,
+                (11, Some(b'S')) if name == b"SCRIPT_NAME" => &mut self.script_name,
+                (9, Some(b'P')) if name == b"PATH_INFO" => &mut self.path_info,
+                (15, Some(b'S')) if name == b"SERVER_PROTOCOL" => &mut self.protocol,
+                (12, Some(b'C')) if name == b"CONTENT_TYPE" => &mut self.content_type,
+                (14, Some(b'C')) if name == b"CONTENT_LENGTH" => &mut self.content_length,
                 _ => continue,
             };
             *slot = Some(value);
         }
-        k
     }
 }
 
@@ -245,42 +277,67 @@ fn escape(target: &[u8]) -> Vec<u8> {
 /// Headers from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values are zero-copy slices of the
 /// params buffer.
 fn build_headers(params: &Params, known: &Known<'_>) -> HeaderMap {
-    let count = known.http_count;
+    let content_type = known.content_type.filter(|v| !v.is_empty());
+    let content_length = known.content_length.filter(|v| is_decimal_u64(v));
+    let count = known.http.count
+        + usize::from(content_type.is_some())
+        + usize::from(content_length.is_some());
     // Bounded so that hostile params cannot make `with_capacity` panic.
-    let mut headers = HeaderMap::try_with_capacity((count + 2).min(1024)).unwrap_or_default();
+    let mut headers = HeaderMap::try_with_capacity(count.min(1024)).unwrap_or_default();
     let mut name_buf = [0u8; 64];
-    for (name, value) in params.iter() {
-        let Some(suffix) = name.strip_prefix(b"HTTP_") else {
-            continue;
-        };
-        if matches!(
-            suffix,
-            b"CONTENT_TYPE" | b"CONTENT_LENGTH" | b"TRANSFER_ENCODING"
-        ) {
-            continue;
+    match known.http.listed() {
+        Some(listed) => {
+            for &at in listed {
+                if let Some((name, value)) = params.pair(usize::from(at)) {
+                    add_header(&mut headers, params, name, value, &mut name_buf);
+                }
+            }
         }
-        let Some(header_name) = header_name(suffix, &mut name_buf) else {
-            continue;
-        };
-        let Some(Ok(header_value)) = params.share(value).map(HeaderValue::from_maybe_shared) else {
-            continue;
-        };
-        // Only fails past http's 32768-entry limit, far above the params limits.
-        let _ = headers.try_append(header_name, header_value);
+        None => {
+            for (name, value) in params.iter() {
+                add_header(&mut headers, params, name, value, &mut name_buf);
+            }
+        }
     }
-    if let Some(value) = known.content_type.and_then(|v| params.share(v))
-        && !value.is_empty()
+    if let Some(value) = content_type.and_then(|v| params.share(v))
         && let Ok(value) = HeaderValue::from_maybe_shared(value)
     {
         let _ = headers.try_insert(CONTENT_TYPE, value);
     }
-    if let Some(value) = known.content_length.and_then(|v| params.share(v))
-        && is_decimal_u64(&value)
+    if let Some(value) = content_length.and_then(|v| params.share(v))
         && let Ok(value) = HeaderValue::from_maybe_shared(value)
     {
         let _ = headers.try_insert(CONTENT_LENGTH, value);
     }
     headers
+}
+
+/// Appends the header of an `HTTP_*` param (any other param is ignored), unless `http` refuses
+/// its name or value or it is one of the ignored names (see the module docs).
+fn add_header(
+    headers: &mut HeaderMap,
+    params: &Params,
+    name: &[u8],
+    value: &[u8],
+    name_buf: &mut [u8; 64],
+) {
+    let Some(suffix) = name.strip_prefix(b"HTTP_") else {
+        return;
+    };
+    if matches!(
+        suffix,
+        b"CONTENT_TYPE" | b"CONTENT_LENGTH" | b"TRANSFER_ENCODING"
+    ) {
+        return;
+    }
+    let Some(header_name) = header_name(suffix, name_buf) else {
+        return;
+    };
+    let Some(Ok(header_value)) = params.share(value).map(HeaderValue::from_maybe_shared) else {
+        return;
+    };
+    // Only fails past http's 32768-entry limit, far above the params limits.
+    let _ = headers.try_append(header_name, header_value);
 }
 
 /// `FOO_BAR` -> `foo-bar` (lowercasing is done by `HeaderName::from_bytes`); names up to 64
@@ -302,25 +359,42 @@ fn header_name(suffix: &[u8], buf: &mut [u8; 64]) -> Option<HeaderName> {
     }
 }
 
-/// The headers browsers send on nearly every request, matched on the param's spelling so they
-/// cost no conversion and no lookup.
+/// The headers browsers and proxies send on nearly every request, matched on the param's
+/// spelling so they cost no conversion, no validation and no allocation: one jump on length and
+/// first byte, then at most a few comparisons.
 fn common_header(suffix: &[u8]) -> Option<HeaderName> {
     use http::header;
-    Some(match suffix {
-        b"HOST" => header::HOST,
-        b"USER_AGENT" => header::USER_AGENT,
-        b"ACCEPT" => header::ACCEPT,
-        b"ACCEPT_LANGUAGE" => header::ACCEPT_LANGUAGE,
-        b"ACCEPT_ENCODING" => header::ACCEPT_ENCODING,
-        b"CONNECTION" => header::CONNECTION,
-        b"COOKIE" => header::COOKIE,
-        b"REFERER" => header::REFERER,
-        b"AUTHORIZATION" => header::AUTHORIZATION,
-        b"CACHE_CONTROL" => header::CACHE_CONTROL,
-        b"ORIGIN" => header::ORIGIN,
-        b"IF_NONE_MATCH" => header::IF_NONE_MATCH,
-        b"IF_MODIFIED_SINCE" => header::IF_MODIFIED_SINCE,
-        b"UPGRADE_INSECURE_REQUESTS" => header::UPGRADE_INSECURE_REQUESTS,
+    const fn named(name: &'static str) -> HeaderName {
+        HeaderName::from_static(name)
+    }
+    Some(match (suffix.len(), suffix.first()?) {
+        (3, b'D') if suffix == b"DNT" => header::DNT,
+        (4, b'H') if suffix == b"HOST" => header::HOST,
+        (6, b'A') if suffix == b"ACCEPT" => header::ACCEPT,
+        (6, b'C') if suffix == b"COOKIE" => header::COOKIE,
+        (6, b'O') if suffix == b"ORIGIN" => header::ORIGIN,
+        (6, b'P') if suffix == b"PRAGMA" => header::PRAGMA,
+        (7, b'R') if suffix == b"REFERER" => header::REFERER,
+        (8, b'P') if suffix == b"PRIORITY" => const { named("priority") },
+        (9, b'S') if suffix == b"SEC_CH_UA" => const { named("sec-ch-ua") },
+        (9, b'X') if suffix == b"X_REAL_IP" => const { named("x-real-ip") },
+        (10, b'U') if suffix == b"USER_AGENT" => header::USER_AGENT,
+        (10, b'C') if suffix == b"CONNECTION" => header::CONNECTION,
+        (13, b'A') if suffix == b"AUTHORIZATION" => header::AUTHORIZATION,
+        (13, b'C') if suffix == b"CACHE_CONTROL" => header::CACHE_CONTROL,
+        (13, b'I') if suffix == b"IF_NONE_MATCH" => header::IF_NONE_MATCH,
+        (14, b'S') if suffix == b"SEC_FETCH_DEST" => const { named("sec-fetch-dest") },
+        (14, b'S') if suffix == b"SEC_FETCH_MODE" => const { named("sec-fetch-mode") },
+        (14, b'S') if suffix == b"SEC_FETCH_SITE" => const { named("sec-fetch-site") },
+        (14, b'S') if suffix == b"SEC_FETCH_USER" => const { named("sec-fetch-user") },
+        (15, b'A') if suffix == b"ACCEPT_LANGUAGE" => header::ACCEPT_LANGUAGE,
+        (15, b'A') if suffix == b"ACCEPT_ENCODING" => header::ACCEPT_ENCODING,
+        (15, b'X') if suffix == b"X_FORWARDED_FOR" => const { named("x-forwarded-for") },
+        (16, b'S') if suffix == b"SEC_CH_UA_MOBILE" => const { named("sec-ch-ua-mobile") },
+        (17, b'I') if suffix == b"IF_MODIFIED_SINCE" => header::IF_MODIFIED_SINCE,
+        (17, b'X') if suffix == b"X_FORWARDED_PROTO" => const { named("x-forwarded-proto") },
+        (18, b'S') if suffix == b"SEC_CH_UA_PLATFORM" => const { named("sec-ch-ua-platform") },
+        (25, b'U') if suffix == b"UPGRADE_INSECURE_REQUESTS" => header::UPGRADE_INSECURE_REQUESTS,
         _ => return None,
     })
 }

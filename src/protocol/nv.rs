@@ -462,6 +462,35 @@ mod tests {
         assert_eq!(decode(limits, &[&count]), Err(NvError::TooManyPairs));
     }
 
+    /// The fast path over whole pairs and the byte-by-byte path refuse at the same pair with
+    /// the same error.
+    #[test]
+    fn limits_agree_on_every_split() {
+        let limits = NvLimits {
+            max_name_len: 4,
+            max_value_len: 3,
+            max_total_bytes: 10,
+            max_pairs: 2,
+        };
+        let cases = [
+            pairs(&[(b"ABCD", b"123"), (b"EF", b"1")]),
+            pairs(&[(b"AB", b""), (b"ABCDE", b"")]),
+            pairs(&[(b"A", b"1"), (b"B", b"1234")]),
+            pairs(&[(b"ABCD", b"123"), (b"EF", b"12")]),
+            pairs(&[(b"ABCD", b"123"), (b"EFGH", b"")]),
+            pairs(&[(b"A", b""), (b"B", b""), (b"C", b"")]),
+        ];
+        for bytes in cases {
+            let whole = decode(limits, &[&bytes]);
+            for cut in 0..=bytes.len() {
+                let (a, b) = bytes.split_at(cut);
+                assert_eq!(decode(limits, &[a, b]), whole, "{bytes:?} cut at {cut}");
+            }
+            let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+            assert_eq!(decode(limits, &singles), whole, "{bytes:?} byte by byte");
+        }
+    }
+
     #[test]
     fn truncation_is_reported_at_finish() {
         let bytes = pairs(&[(b"NAME", b"value")]);

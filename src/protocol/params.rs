@@ -36,6 +36,9 @@ pub struct ParamsBuilder {
     pairs: Vec<PairIndex>,
     /// Start of the pair being appended (its name bytes come first, then its value bytes).
     open_pair: Option<(u32, u32)>,
+    /// The end of the furthest pair indexed with [`ParamsBuilder::index_in_block`] (pairs
+    /// stored any other way are always inside `buf`).
+    indexed_end: usize,
 }
 
 impl ParamsBuilder {
@@ -119,10 +122,12 @@ impl ParamsBuilder {
         self.content_len += name_len + value_len;
         let name_start = block + name_at;
         let name_end = name_start + name_len;
+        let value_end = name_end + value_len;
+        self.indexed_end = self.indexed_end.max(value_end);
         self.pairs.push(PairIndex {
             name_start: name_start as u32,
             name_end: name_end as u32,
-            value_end: (name_end + value_len) as u32,
+            value_end: value_end as u32,
         });
     }
 
@@ -145,8 +150,10 @@ impl ParamsBuilder {
     pub fn finish(mut self) -> Params {
         // Indexes past the end can only come from a caller that broke the block contract;
         // drop them rather than hand out ranges that would panic later.
-        let len = self.buf.len() as u32;
-        self.pairs.retain(|p| p.value_end <= len);
+        if self.indexed_end > self.buf.len() {
+            let len = self.buf.len() as u32;
+            self.pairs.retain(|p| p.value_end <= len);
+        }
         Params {
             buf: self.buf.freeze(),
             content_len: self.content_len,
@@ -202,6 +209,12 @@ impl Params {
         self.pairs
             .iter()
             .map(|p| (&self.buf[p.name()], &self.buf[p.value()]))
+    }
+
+    /// The pair at `index` in arrival order (the `index`th of [`Params::iter`]).
+    pub(crate) fn pair(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        let p = self.pairs.get(index)?;
+        Some((self.buf.get(p.name())?, self.buf.get(p.value())?))
     }
 
     /// Every pair in arrival order as zero-copy slices of the shared buffer.
@@ -297,5 +310,16 @@ mod tests {
         b.begin_pair();
         b.extend_name(b"HALF");
         assert_eq!(b.finish().len(), 1);
+    }
+
+    #[test]
+    fn pairs_indexed_past_the_appended_block_are_dropped() {
+        let mut b = ParamsBuilder::new();
+        let block = b.block_start();
+        b.index_in_block(block, 2, 1, 1);
+        b.index_in_block(block, 6, 1, 1);
+        b.append_block(&[1, 1, b'A', b'1', 1, 1]);
+        let p = b.finish();
+        assert_eq!(p, Params::from_pairs([(&b"A"[..], &b"1"[..])]));
     }
 }

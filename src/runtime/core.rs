@@ -299,7 +299,7 @@ impl Hasher for IdHasher {
 
 /// The in-flight requests of one connection by request id. The first request is stored inline,
 /// so a connection that carries one request at a time (nginx, Apache, Caddy, lighttpd) never
-/// allocates for its table; multiplexed requests spill into a hash map, freed again once a
+/// allocates for its table; multiplexed requests spill into a hash map, shrunk again once a
 /// large burst is over.
 #[derive(Debug, Default)]
 pub(crate) struct ReqTable {
@@ -307,7 +307,8 @@ pub(crate) struct ReqTable {
     more: HashMap<u16, ReqEntry, BuildHasherDefault<IdHasher>>,
 }
 
-/// A spill map that grew past this many slots is freed when it empties.
+/// A spill map that empties is shrunk to room for this many entries: a connection that keeps
+/// about as many requests in flight reuses its table, a large burst's table is given back.
 const SPILL_KEEP: usize = 16;
 
 impl ReqTable {
@@ -340,8 +341,9 @@ impl ReqTable {
             return self.one.take().map(|(_, e)| e);
         }
         let removed = self.more.remove(id);
-        if self.more.is_empty() && self.more.capacity() > SPILL_KEEP {
-            self.more = HashMap::default();
+        if self.more.is_empty() {
+            // A no-op unless the table is larger than needed for SPILL_KEEP entries.
+            self.more.shrink_to(SPILL_KEEP);
         }
         removed
     }
@@ -590,29 +592,40 @@ impl Core {
 
     /// Writes `head` (if any) followed by `data` as STDOUT. Returns false when the request is
     /// gone (aborted, connection closed): the caller stops producing.
-    pub fn write_stdout(&self, rk: ReqKey, head: Option<&[u8]>, data: &mut impl Buf) -> bool {
-        self.with_request(rk, |conn, core| {
-            if conn.requests.get(&rk.id).is_some_and(|e| e.head_only) {
-                data.advance(data.remaining());
-            }
-            if let Some(head) = head {
-                let first = data.chunk();
-                encode_stdout2(&mut conn.out, rk.id, head, first);
-                let n = first.len();
-                data.advance(n);
-                if let Some(e) = conn.requests.get_mut(&rk.id) {
-                    e.head_sent = true;
-                }
-            }
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                record::encode_stream(&mut conn.out, record::RecordType::Stdout, rk.id, chunk);
-                let n = chunk.len();
-                data.advance(n);
-            }
-            core.mark_dirty(rk.conn, conn);
-        })
-        .is_some()
+    pub fn write_stdout(&self, rk: ReqKey, head: Option<Head<'_>>, data: &mut impl Buf) -> bool {
+        let mut conns = self.conns.borrow_mut();
+        let Some(conn) = conns.get_mut(rk.conn) else {
+            return false;
+        };
+        if conn.state == ConnState::Closed {
+            return false;
+        }
+        // One lookup for the checks of `with_request` and both flags.
+        let Some(entry) = conn
+            .requests
+            .get_mut(&rk.id)
+            .filter(|e| e.serial == rk.serial)
+        else {
+            return false;
+        };
+        if entry.head_only {
+            data.advance(data.remaining());
+        }
+        if let Some(head) = head {
+            entry.head_sent = true;
+            let first = data.chunk();
+            encode_stdout2(&mut conn.out, rk.id, head, first);
+            let n = first.len();
+            data.advance(n);
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            record::encode_stream(&mut conn.out, record::RecordType::Stdout, rk.id, chunk);
+            let n = chunk.len();
+            data.advance(n);
+        }
+        self.mark_dirty(rk.conn, conn);
+        true
     }
 
     /// Marks a HEAD request: its response body is not sent (RFC 3875 4.3.3).
@@ -661,9 +674,8 @@ impl Core {
     /// Answers with a bare status and its reason as the body, then ends the request.
     pub fn write_status(&self, rk: ReqKey, status: http::StatusCode) {
         let reason = status.canonical_reason().unwrap_or("Error");
-        let mut head = Vec::with_capacity(96);
-        crate::cgi::encode_status_only(status, reason.len() as u64, &mut head);
-        if self.write_stdout(rk, Some(&head), &mut reason.as_bytes()) {
+        let head = Head::Status(status, reason.len() as u64);
+        if self.write_stdout(rk, Some(head), &mut reason.as_bytes()) {
             self.finish(rk, 0);
         }
     }
@@ -705,20 +717,49 @@ impl Core {
     }
 }
 
-/// Encodes `head ++ body` as STDOUT records of at most 65535 bytes, without joining them first.
-fn encode_stdout2(out: &mut Vec<u8>, id: u16, head: &[u8], body: &[u8]) {
-    let total = head.len() + body.len();
-    if total <= record::MAX_CONTENT_LEN {
-        out.reserve(record::HEADER_LEN + total);
-        out.extend_from_slice(
-            &record::Header::new(record::RecordType::Stdout, id, total as u16).encode(),
-        );
-        out.extend_from_slice(head);
-        out.extend_from_slice(body);
-        return;
+/// The CGI response head that starts a request's STDOUT, encoded straight into the
+/// connection's output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Head<'a> {
+    /// A handler's response head and its body length, when known (see [`crate::cgi::encode_head`]).
+    Response(&'a http::response::Parts, Option<u64>),
+    /// A bare status answered by the runtime, with a text/plain body of this many bytes.
+    Status(http::StatusCode, u64),
+}
+
+impl Head<'_> {
+    fn encode(self, out: &mut Vec<u8>) {
+        match self {
+            Head::Response(parts, body_len) => crate::cgi::encode_head(parts, body_len, out),
+            Head::Status(status, body_len) => crate::cgi::encode_status_only(status, body_len, out),
+        }
     }
-    record::encode_stream(out, record::RecordType::Stdout, id, head);
-    record::encode_stream(out, record::RecordType::Stdout, id, body);
+}
+
+/// Encodes `head ++ body` as STDOUT records of at most 65535 bytes; the head is encoded in
+/// place, behind a record header written once its length is known.
+fn encode_stdout2(out: &mut Vec<u8>, id: u16, head: Head<'_>, body: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; record::HEADER_LEN]);
+    head.encode(out);
+    let content_at = start + record::HEADER_LEN;
+    let total = out.len() - content_at + body.len();
+    match u16::try_from(total) {
+        Ok(len) if total <= record::MAX_CONTENT_LEN => {
+            let header = record::Header::new(record::RecordType::Stdout, id, len).encode();
+            if let Some(slot) = out.get_mut(start..content_at) {
+                slot.copy_from_slice(&header);
+            }
+            out.extend_from_slice(body);
+        }
+        _ => {
+            // A head and first chunk too large for one record (rare): one stream each.
+            let head = out.split_off(content_at);
+            out.truncate(start);
+            record::encode_stream(out, record::RecordType::Stdout, id, &head);
+            record::encode_stream(out, record::RecordType::Stdout, id, body);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -762,10 +803,9 @@ mod tests {
         for id in 0..100 {
             assert_eq!(t.remove(&id).map(|e| e.serial), Some(id as u64));
         }
-        assert_eq!(
-            t.more.capacity(),
-            0,
-            "a big spill map is freed when it empties"
+        assert!(
+            (SPILL_KEEP..2 * SPILL_KEEP).contains(&t.more.capacity()),
+            "a big spill map is shrunk when it empties"
         );
     }
 
@@ -781,9 +821,25 @@ mod tests {
 
     #[test]
     fn stdout_head_and_body_share_one_record() {
-        let mut out = Vec::new();
-        encode_stdout2(&mut out, 1, b"Status: 200 OK\r\n\r\n", b"hi");
-        assert_eq!(out.len(), 8 + 18 + 2);
-        assert_eq!(&out[..8], &[1, 6, 0, 1, 0, 20, 0, 0]);
+        let mut out = b"queued".to_vec();
+        let (parts, ()) = http::Response::new(()).into_parts();
+        encode_stdout2(&mut out, 1, Head::Response(&parts, None), b"hi");
+        assert_eq!(&out[..6], b"queued");
+        assert_eq!(&out[6..14], &[1, 6, 0, 1, 0, 20, 0, 0]);
+        assert_eq!(&out[14..], b"Status: 200 OK\r\n\r\nhi");
+    }
+
+    #[test]
+    fn a_head_and_chunk_too_large_for_one_record_are_split() {
+        let mut out = b"queued".to_vec();
+        let body = vec![b'x'; record::MAX_CONTENT_LEN];
+        let head = Head::Status(http::StatusCode::OK, body.len() as u64);
+        encode_stdout2(&mut out, 1, head, &body);
+        let mut expected = b"queued".to_vec();
+        let mut head_bytes = Vec::new();
+        head.encode(&mut head_bytes);
+        record::encode_stream(&mut expected, record::RecordType::Stdout, 1, &head_bytes);
+        record::encode_stream(&mut expected, record::RecordType::Stdout, 1, &body);
+        assert_eq!(out, expected);
     }
 }

@@ -1,10 +1,12 @@
 //! From a complete request to a running handler, and from its response to STDOUT records.
 //!
-//! A handler that finishes on its first poll (and whose body is ready) is answered inline, with
-//! no task spawned; otherwise the same future moves into a local task on this core. Panics are
-//! caught: that request gets a 500 (or is cut short if its head was sent), the worker goes on.
+//! Each handler runs in a heap slot taken from a per-core pool (so a request allocates nothing
+//! for its handler's future). A handler that finishes on its first poll (and whose body is
+//! ready) is answered inline, with no task spawned; otherwise its slot moves into a local task
+//! on this core, and returns to the pool when the task ends or is aborted. Panics are caught:
+//! that request gets a 500 (or is cut short if its head was sent), the worker goes on.
 
-use super::core::{BodyIn, Core, ReqKey};
+use super::core::{BodyIn, Core, Head, ReqKey};
 use super::driver::Staged;
 use crate::body::{FilterData, RequestBody};
 use crate::cgi;
@@ -23,12 +25,23 @@ use std::task::{Context, Poll, Waker};
 pub(crate) struct Dispatcher<S> {
     pub core: Rc<Core>,
     pub service: Rc<RefCell<S>>,
+    /// Idle handler slots, reused so that a request costs no allocation for its handler's
+    /// future (a few KiB with the handler's own state).
+    slots: SlotPool,
 }
 
 impl<S> Dispatcher<S>
 where
     S: HttpService,
 {
+    pub fn new(core: Rc<Core>, service: Rc<RefCell<S>>) -> Dispatcher<S> {
+        Dispatcher {
+            core,
+            service,
+            slots: Rc::default(),
+        }
+    }
+
     /// Starts the handler of a staged request.
     pub fn dispatch(&self, staged: Staged) {
         let Staged { rk, role, params } = staged;
@@ -55,17 +68,18 @@ where
                 return;
             }
         };
-        let core = self.core.clone();
-        let service = self.service.clone();
-        let mut fut: Pin<Box<dyn Future<Output = ()>>> = Box::pin(CatchUnwind {
-            inner: run(core, service, rk, request),
-            on_panic: Some((self.core.clone(), rk)),
-        });
+        let popped = self.slots.borrow_mut().pop();
+        let mut slot = popped.unwrap_or_else(|| self.new_slot());
+        slot.as_mut().start(rk, request);
         let mut cx = Context::from_waker(Waker::noop());
-        if fut.as_mut().poll(&mut cx).is_ready() {
+        if slot.as_mut().poll_handler(&mut cx).is_ready() {
+            recycle(&self.slots, slot);
             return;
         }
-        let handle = tokio::task::spawn_local(fut);
+        let handle = tokio::task::spawn_local(Pooled {
+            slot: Some(slot),
+            pool: self.slots.clone(),
+        });
         let mut conns = self.core.conns.borrow_mut();
         if let Some(entry) = conns
             .get_mut(rk.conn)
@@ -76,6 +90,19 @@ where
         } else {
             handle.abort();
         }
+    }
+
+    /// An empty slot that runs this worker's service.
+    fn new_slot(&self) -> Pin<Box<dyn HandlerSlot>> {
+        let core = self.core.clone();
+        let service = self.service.clone();
+        Box::pin(Slot {
+            start: move |rk, request| CatchUnwind {
+                inner: run(core.clone(), service.clone(), rk, request),
+                on_panic: Some((core.clone(), rk)),
+            },
+            running: None,
+        })
     }
 
     /// Turns the staged STDIN (and DATA, for a FILTER) into the request's bodies.
@@ -128,11 +155,12 @@ where
     B::Error: Into<BoxError>,
 {
     let (parts, body) = response.into_parts();
-    let mut head = Vec::with_capacity(128);
-    cgi::encode_head(&parts, body.size_hint().exact(), &mut head);
-    let mut head = Some(head);
+    // Encoded into the connection's output with the first body bytes.
+    let mut head = Some(Head::Response(&parts, body.size_hint().exact()));
     let mut body = std::pin::pin!(body);
-    loop {
+    // A body that says it has ended is not polled again (nor is room waited for): its end
+    // costs no lookup of the request.
+    while !body.is_end_stream() {
         poll_fn(|cx| core.poll_writable(rk, cx)).await;
         let frame = poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
         match frame {
@@ -143,7 +171,7 @@ where
                 if !data.has_remaining() {
                     continue;
                 }
-                if !core.write_stdout(rk, head.take().as_deref(), &mut data) {
+                if !core.write_stdout(rk, head.take(), &mut data) {
                     return;
                 }
             }
@@ -157,11 +185,107 @@ where
         }
     }
     if let Some(head) = head
-        && !core.write_stdout(rk, Some(&head), &mut Bytes::new())
+        && !core.write_stdout(rk, Some(head), &mut Bytes::new())
     {
         return;
     }
     core.finish(rk, 0);
+}
+
+/// Most idle handler slots kept per worker.
+const MAX_IDLE_SLOTS: usize = 64;
+
+type SlotPool = Rc<RefCell<Vec<Pin<Box<dyn HandlerSlot>>>>>;
+
+/// A heap slot that runs one request's handler at a time.
+trait HandlerSlot {
+    /// Starts the handler of `request` in this slot, dropping what it held.
+    fn start(self: Pin<&mut Self>, rk: ReqKey, request: http::Request<RequestBody>);
+
+    /// Polls the handler; once it is done the slot holds nothing.
+    fn poll_handler(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
+
+    /// Drops the handler, if any.
+    fn clear(self: Pin<&mut Self>);
+}
+
+pin_project_lite::pin_project! {
+    /// A [`HandlerSlot`] whose handler futures are made by `start`.
+    struct Slot<M, F> {
+        start: M,
+        #[pin]
+        running: Option<F>,
+    }
+}
+
+impl<M, F> HandlerSlot for Slot<M, F>
+where
+    M: Fn(ReqKey, http::Request<RequestBody>) -> F,
+    F: Future<Output = ()>,
+{
+    fn start(self: Pin<&mut Self>, rk: ReqKey, request: http::Request<RequestBody>) {
+        let this = self.project();
+        let handler = (this.start)(rk, request);
+        let mut running = this.running;
+        running.set(Some(handler));
+    }
+
+    fn poll_handler(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut running = self.project().running;
+        let Some(handler) = running.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let poll = handler.poll(cx);
+        if poll.is_ready() {
+            running.set(None);
+        }
+        poll
+    }
+
+    fn clear(self: Pin<&mut Self>) {
+        self.project().running.set(None);
+    }
+}
+
+/// Puts an idle slot back in the pool (or frees it when the pool is full).
+fn recycle(pool: &RefCell<Vec<Pin<Box<dyn HandlerSlot>>>>, mut slot: Pin<Box<dyn HandlerSlot>>) {
+    slot.as_mut().clear();
+    let mut pool = pool.borrow_mut();
+    if pool.len() < MAX_IDLE_SLOTS {
+        pool.push(slot);
+    }
+}
+
+/// A handler that did not finish on its first poll, as a task; its slot goes back to the pool
+/// when it finishes or is aborted.
+struct Pooled {
+    slot: Option<Pin<Box<dyn HandlerSlot>>>,
+    pool: SlotPool,
+}
+
+impl Future for Pooled {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(slot) = self.slot.as_mut() else {
+            return Poll::Ready(());
+        };
+        let poll = slot.as_mut().poll_handler(cx);
+        if poll.is_ready()
+            && let Some(slot) = self.slot.take()
+        {
+            recycle(&self.pool, slot);
+        }
+        poll
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            recycle(&self.pool, slot);
+        }
+    }
 }
 
 pin_project_lite::pin_project! {

@@ -80,10 +80,10 @@ where
         }
     };
     let local = tokio::task::LocalSet::new();
-    let dispatcher = Dispatcher {
-        core: Rc::new(Core::new(spec.settings, spec.stats, spec.max_in_flight)),
-        service: Rc::new(RefCell::new((spec.make)())),
-    };
+    let dispatcher = Dispatcher::new(
+        Rc::new(Core::new(spec.settings, spec.stats, spec.max_in_flight)),
+        Rc::new(RefCell::new((spec.make)())),
+    );
     let _ = spec.ready.send(Ok(ring.features().clone()));
     let loop_ = Loop {
         batch: spec.completions_per_turn.max(1),

@@ -412,3 +412,171 @@ fn errors_display() {
     );
     assert!(RequestError::BadUri.to_string().contains("URI"));
 }
+
+/// Past [`LISTED_HEADERS`] `HTTP_*` params the headers come from a second pass: the same
+/// headers, in the same order.
+#[test]
+fn many_headers_keep_their_order() {
+    for n in [
+        LISTED_HEADERS - 1,
+        LISTED_HEADERS,
+        LISTED_HEADERS + 1,
+        3 * LISTED_HEADERS,
+    ] {
+        let mut pairs = vec![
+            ("REQUEST_METHOD".to_owned(), "GET".to_owned()),
+            ("REQUEST_URI".to_owned(), "/".to_owned()),
+        ];
+        for i in 0..n {
+            pairs.push((format!("HTTP_X_H{i}"), format!("v{i}")));
+            pairs.push((format!("OTHER_{i}"), "o".to_owned()));
+        }
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+        let req = build(&pairs).unwrap();
+        let got: Vec<(String, &str)> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap()))
+            .collect();
+        let expected: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("x-h{i}"), format!("v{i}")))
+            .collect();
+        let expected: Vec<(String, &str)> =
+            expected.iter().map(|(k, v)| (k.clone(), &v[..])).collect();
+        assert_eq!(got, expected, "{n} headers");
+    }
+}
+
+/// Every name the fast path knows converts exactly as the general path would.
+#[test]
+fn common_header_names_match_the_general_conversion() {
+    let names = [
+        "DNT",
+        "HOST",
+        "ACCEPT",
+        "COOKIE",
+        "ORIGIN",
+        "PRAGMA",
+        "REFERER",
+        "PRIORITY",
+        "SEC_CH_UA",
+        "X_REAL_IP",
+        "USER_AGENT",
+        "CONNECTION",
+        "AUTHORIZATION",
+        "CACHE_CONTROL",
+        "IF_NONE_MATCH",
+        "SEC_FETCH_DEST",
+        "SEC_FETCH_MODE",
+        "SEC_FETCH_SITE",
+        "SEC_FETCH_USER",
+        "ACCEPT_LANGUAGE",
+        "ACCEPT_ENCODING",
+        "X_FORWARDED_FOR",
+        "SEC_CH_UA_MOBILE",
+        "IF_MODIFIED_SINCE",
+        "X_FORWARDED_PROTO",
+        "SEC_CH_UA_PLATFORM",
+        "UPGRADE_INSECURE_REQUESTS",
+    ];
+    for name in names {
+        let general = HeaderName::from_bytes(name.replace('_', "-").as_bytes()).unwrap();
+        assert_eq!(common_header(name.as_bytes()), Some(general), "{name}");
+        // A near miss of the same length and first letter is not taken for it.
+        let mut near = name.as_bytes().to_vec();
+        if let Some(last) = near.last_mut() {
+            *last = b'Q';
+        }
+        assert_eq!(common_header(&near), None, "{name}");
+    }
+}
+
+/// The headers of a request are those of a plain reference conversion, whatever the names,
+/// values, duplicates and order of the params.
+mod reference {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference_headers(p: &Params) -> Vec<(String, Vec<u8>)> {
+        let mut out = HeaderMap::new();
+        for (name, value) in p.iter() {
+            let Some(suffix) = name.strip_prefix(b"HTTP_") else {
+                continue;
+            };
+            if matches!(
+                suffix,
+                b"CONTENT_TYPE" | b"CONTENT_LENGTH" | b"TRANSFER_ENCODING"
+            ) {
+                continue;
+            }
+            let dashed: Vec<u8> = suffix
+                .iter()
+                .map(|&b| if b == b'_' { b'-' } else { b })
+                .collect();
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(&dashed),
+                HeaderValue::from_bytes(value),
+            ) {
+                out.append(n, v);
+            }
+        }
+        if let Some(v) = p.get(b"CONTENT_TYPE").filter(|v| !v.is_empty())
+            && let Ok(v) = HeaderValue::from_bytes(v)
+        {
+            out.insert(CONTENT_TYPE, v);
+        }
+        if let Some(v) = p.get(b"CONTENT_LENGTH").filter(|v| is_decimal_u64(v)) {
+            out.insert(CONTENT_LENGTH, HeaderValue::from_bytes(v).unwrap());
+        }
+        out.iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn name() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"HTTP_HOST".to_vec()),
+            Just(b"HTTP_ACCEPT".to_vec()),
+            Just(b"HTTP_ACCEPT_ENCODING".to_vec()),
+            Just(b"HTTP_SEC_FETCH_MODE".to_vec()),
+            Just(b"HTTP_SEC_FETCH_MODX".to_vec()),
+            Just(b"HTTP_CONTENT_TYPE".to_vec()),
+            Just(b"HTTP_TRANSFER_ENCODING".to_vec()),
+            Just(b"CONTENT_TYPE".to_vec()),
+            Just(b"CONTENT_LENGTH".to_vec()),
+            Just(b"REMOTE_ADDR".to_vec()),
+            "HTTP_[A-Z_]{0,12}".prop_map(String::into_bytes),
+            "HTTP_[ -~]{0,6}".prop_map(String::into_bytes),
+            "[A-Z_]{1,16}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(Vec::new()),
+            Just(b"42".to_vec()),
+            Just(b"-1".to_vec()),
+            Just(b"a\r\nb".to_vec()),
+            "[ -~]{0,12}".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn headers_match_the_reference(
+            pairs in proptest::collection::vec((name(), value()), 0..(2 * LISTED_HEADERS)),
+        ) {
+            let mut all = vec![(b"REQUEST_METHOD".to_vec(), b"GET".to_vec())];
+            all.push((b"REQUEST_URI".to_vec(), b"/".to_vec()));
+            all.extend(pairs);
+            let p = Params::from_pairs(all.iter().map(|(n, v)| (&n[..], &v[..])));
+            let req = build_request(p.clone(), Role::Responder, ()).unwrap();
+            let got: Vec<(String, Vec<u8>)> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            prop_assert_eq!(got, reference_headers(&p));
+        }
+    }
+}
