@@ -15,7 +15,7 @@
 //! so every value is compared with the default measured just around it.
 //!
 //! The open-loop rate of a workload is fixed before the sweep: `--calibration-runs` closed-loop
-//! runs of the default configuration (one server), and the rate is `--fraction` of their median.
+//! runs of the default configuration (each on a fresh server, as trials run), and the rate is `--fraction` of their median.
 //! One run's peak is too noisy on a shared machine: a lucky first run would set a rate that
 //! later default runs cannot sustain, and every p99 would measure an overload.
 
@@ -795,7 +795,7 @@ impl Sweep<'_> {
     }
 
     /// Fixes workload `wi`'s open-loop rate: `calibration_runs` closed-loop runs of the default
-    /// configuration on one server, `fraction` of their median peak. A workload whose
+    /// configuration, each on a fresh server, `fraction` of their median peak. A workload whose
     /// calibration fails is dropped with a note.
     fn calibrate(&mut self, wi: usize) {
         let w = self.workloads[wi];
@@ -803,8 +803,7 @@ impl Sweep<'_> {
         let name = format!("calibrate-{}", w.name());
         let config = self.trials_dir.join(format!("{name}.toml"));
         let log = self.trials_dir.join(format!("{name}.log"));
-        let addr = self.address(w, "calibrate");
-        let peaks = addr.and_then(|addr| self.peaks(wi, &setting, &addr, &config, &log));
+        let peaks = self.peaks(wi, &setting, &config, &log);
         match peaks {
             Ok(peaks) => {
                 let rate = self.cfg.fraction * decide::median(peaks.clone());
@@ -834,18 +833,21 @@ impl Sweep<'_> {
         }
     }
 
-    /// `calibration_runs` closed-loop peaks of `setting` on one server.
+    /// `calibration_runs` closed-loop peaks of `setting`, each on a fresh server as in a trial
+    /// (a server kept across runs measured up to 25 % faster than the trials' fresh ones).
     fn peaks(
         &self,
         wi: usize,
         setting: &Setting,
-        addr: &Addr,
         config: &Path,
         log: &Path,
     ) -> Result<Vec<f64>, String> {
-        let proc = self.start(setting, addr, config, log)?;
         (0..self.cfg.calibration_runs)
-            .map(|_| self.closed_loop(wi, addr, &proc, log).map(|r| r.rps))
+            .map(|i| {
+                let addr = self.address(self.workloads[wi], &format!("calibrate-{i}"))?;
+                let proc = self.start(setting, &addr, config, log)?;
+                self.closed_loop(wi, &addr, &proc, log).map(|r| r.rps)
+            })
             .collect()
     }
 
