@@ -14,20 +14,32 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The server process, killed if the test fails before it stops it.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn emfile_at_accept_pauses_then_recovers() {
     let port = common::proxy::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut server = Command::new("sh")
-        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_fcgi-uring"))
-        .args(["serve", "--listen", &listen, "--workers", "1"])
-        .args(["--pin-workers", "false", "--accept-retry", "0.1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start fcgi-uring serve under ulimit -n 64");
+    let mut server = Server(
+        Command::new("sh")
+            .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
+            .arg(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .args(["serve", "--listen", &listen, "--workers", "1"])
+            .args(["--pin-workers", "false", "--accept-retry", "0.1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start fcgi-uring serve under ulimit -n 64"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut held = Vec::new();
     while held.is_empty() {
@@ -72,20 +84,22 @@ fn emfile_at_accept_pauses_then_recovers() {
     assert_eq!(response.body, b"Hello, World!");
 
     let killed = Command::new("kill")
-        .args(["-INT", &server.id().to_string()])
+        .args(["-INT", &server.0.id().to_string()])
         .status()
         .expect("run kill");
     assert!(killed.success());
-    let status = server.wait().expect("wait for the server");
+    let status = server.0.wait().expect("wait for the server");
     let mut out = String::new();
     let mut err = String::new();
     server
+        .0
         .stdout
         .take()
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
     server
+        .0
         .stderr
         .take()
         .unwrap()
