@@ -253,6 +253,17 @@ impl Conn {
         }
     }
 
+    /// The entry of `rk` while this connection is open and its id still names that request
+    /// (same serial: not a later request that reused the id).
+    fn live_request(&mut self, rk: ReqKey) -> Option<&mut ReqEntry> {
+        if self.state == ConnState::Closed {
+            return None;
+        }
+        self.requests
+            .get_mut(&rk.id)
+            .filter(|e| e.serial == rk.serial)
+    }
+
     /// Queued output plus output in flight.
     pub fn backlog(&self) -> usize {
         self.out.len() + self.sending + self.resend.as_ref().map_or(0, |(b, o)| b.len() - o)
@@ -312,13 +323,6 @@ pub(crate) struct ReqTable {
 const SPILL_KEEP: usize = 16;
 
 impl ReqTable {
-    pub fn get(&self, id: &u16) -> Option<&ReqEntry> {
-        match &self.one {
-            Some((k, e)) if k == id => Some(e),
-            _ => self.more.get(id),
-        }
-    }
-
     pub fn get_mut(&mut self, id: &u16) -> Option<&mut ReqEntry> {
         match &mut self.one {
             Some((k, e)) if k == id => Some(e),
@@ -580,14 +584,14 @@ impl Core {
     fn with_request<R>(&self, rk: ReqKey, f: impl FnOnce(&mut Conn, &Core) -> R) -> Option<R> {
         let mut conns = self.conns.borrow_mut();
         let conn = conns.get_mut(rk.conn)?;
-        if conn.state == ConnState::Closed {
-            return None;
-        }
-        let entry = conn.requests.get(&rk.id)?;
-        if entry.serial != rk.serial {
-            return None;
-        }
+        conn.live_request(rk)?;
         Some(f(conn, self))
+    }
+
+    /// Runs `f` on the entry of `rk` if the request is still live (see `with_request`).
+    fn with_entry<R>(&self, rk: ReqKey, f: impl FnOnce(&mut ReqEntry) -> R) -> Option<R> {
+        let mut conns = self.conns.borrow_mut();
+        conns.get_mut(rk.conn)?.live_request(rk).map(f)
     }
 
     /// Writes `head` (if any) followed by `data` as STDOUT. Returns false when the request is
@@ -597,15 +601,8 @@ impl Core {
         let Some(conn) = conns.get_mut(rk.conn) else {
             return false;
         };
-        if conn.state == ConnState::Closed {
-            return false;
-        }
-        // One lookup for the checks of `with_request` and both flags.
-        let Some(entry) = conn
-            .requests
-            .get_mut(&rk.id)
-            .filter(|e| e.serial == rk.serial)
-        else {
+        // One lookup for the liveness check and both flags.
+        let Some(entry) = conn.live_request(rk) else {
             return false;
         };
         if entry.head_only {
@@ -630,11 +627,7 @@ impl Core {
 
     /// Marks a HEAD request: its response body is not sent (RFC 3875 4.3.3).
     pub fn set_head_only(&self, rk: ReqKey) {
-        self.with_request(rk, |conn, _| {
-            if let Some(e) = conn.requests.get_mut(&rk.id) {
-                e.head_only = true;
-            }
-        });
+        self.with_entry(rk, |e| e.head_only = true);
     }
 
     /// Ends the request: STDOUT end, END_REQUEST with `app_status`, entry removed.
@@ -659,11 +652,7 @@ impl Core {
     }
 
     fn cut_or(&self, rk: ReqKey, status: http::StatusCode) {
-        let head_sent = self
-            .with_request(rk, |conn, _| {
-                conn.requests.get(&rk.id).is_some_and(|e| e.head_sent)
-            })
-            .unwrap_or(true);
+        let head_sent = self.with_entry(rk, |e| e.head_sent).unwrap_or(true);
         if !head_sent {
             self.write_status(rk, status);
             return;
@@ -787,7 +776,7 @@ mod tests {
         t.insert(3, entry(30));
         t.insert(5, entry(50));
         assert_eq!(t.len(), 3);
-        assert_eq!(t.get(&3).map(|e| e.serial), Some(30));
+        assert_eq!(t.get_mut(&3).map(|e| e.serial), Some(30));
         assert_eq!(t.remove(&1).map(|e| e.serial), Some(10));
         // The inline slot is free again; a new id goes there unless the map holds it.
         t.insert(7, entry(70));

@@ -568,8 +568,9 @@ fn with_log(e: String, proc: &child::Proc, log: &Path) -> String {
 
 /// Wall time of `trials` trials in `workloads` workloads, calibration included.
 fn estimate(cfg: &TuneConfig, workloads: usize, trials: usize) -> Duration {
-    let calibration = (cfg.calibration_runs as u32 * (cfg.warmup + cfg.duration) + TRIAL_OVERHEAD)
-        * workloads as u32;
+    // Each calibration run starts and stops its own server, as a trial does.
+    let calibration =
+        (cfg.warmup + cfg.duration + TRIAL_OVERHEAD) * (cfg.calibration_runs * workloads) as u32;
     (2 * (cfg.warmup + cfg.duration) + TRIAL_OVERHEAD) * trials as u32 + calibration
 }
 
