@@ -10,7 +10,9 @@
 #   ROUNDS=3            every case runs once per round, rounds interleaved; the table shows
 #                       the median of the rounds (the machines are shared and noisy)
 #   SKIP_FCGI_URING=1   skip the fcgi-uring cases (also skipped when no binary is given/found)
-#   SKIP_GO=1, SKIP_HYPER=1, SKIP_WRK=1   skip those cases
+#   SKIP_GO=1, SKIP_HYPER=1, SKIP_WRK=1, SKIP_FLOOR=1   skip those cases
+# The fcgi-floor cases run the same ring with no application (see loadtest/src/bin/fcgi-floor.rs):
+# the rate any FastCGI server could reach here, so the ratios it gives are the ceilings.
 #   OUT=DIR             keep each case's JSON there (default: a temporary directory)
 # Needs: cargo, go (apt-get install golang-go), wrk (apt-get install wrk), python3.
 # Machines here have 2 cores and are shared: compare ratios from one run, not across runs.
@@ -33,13 +35,14 @@ fi
 log() { echo "== $*" >&2; }
 
 # --- build the client and the baselines -------------------------------------------------------
-log "building fcgi-loadtest and hyper-hello (release)"
+log "building fcgi-loadtest, hyper-hello and fcgi-floor (release)"
 if ! (cd "$root" && cargo build --release -q -p fcgi-loadtest) 2>"$OUT/build.log"; then
     cat "$OUT/build.log" >&2
     exit 1
 fi
 loadtest="$root/target/release/fcgi-loadtest"
 hyper_hello="$root/target/release/hyper-hello"
+fcgi_floor="$root/target/release/fcgi-floor"
 go_fcgi=""
 if [[ "${SKIP_GO:-0}" != 1 ]]; then
     if command -v go >/dev/null; then
@@ -134,6 +137,16 @@ for round in $(seq "$ROUNDS"); do
         fi
     else
         log "skipping fcgi-uring (no binary given, or SKIP_FCGI_URING=1)"
+    fi
+
+    if [[ "${SKIP_FLOOR:-0}" != 1 ]]; then
+        port=19103
+        if start_server "$port" "$fcgi_floor" "127.0.0.1:$port"; then
+            loadtest_case "fcgi-floor-c64" --protocol fastcgi --addr "127.0.0.1:$port" --conns 64
+            loadtest_case "fcgi-floor-c16xd16" --protocol fastcgi --addr "127.0.0.1:$port" \
+                --conns 16 --depth 16
+            cleanup
+        fi
     fi
 
     if [[ -n "$go_fcgi" ]]; then
@@ -231,6 +244,14 @@ print("\nRatios (medians): throughput, and server CPU per request (theirs / ours
 for other in ("go-fcgi-c64", "hyper-wrk-c64", "hyper-http1-c64"):
     print(f"  fcgi-uring-c64 vs {other:<16} rps {ratio('fcgi-uring-c64', other, 'rps'):>7}"
           f"   cpu/req {ratio('fcgi-uring-c64', other, 'server_cpu_us_per_req', inverse=True):>7}")
+print("\nCeilings: the no-application floor (fcgi-floor) against the same baselines, and the share")
+print("of the floor's rate fcgi-uring reaches")
+for other in ("go-fcgi-c64", "hyper-wrk-c64", "hyper-http1-c64"):
+    print(f"  fcgi-floor-c64 vs {other:<16} rps {ratio('fcgi-floor-c64', other, 'rps'):>7}"
+          f"   cpu/req {ratio('fcgi-floor-c64', other, 'server_cpu_us_per_req', inverse=True):>7}")
+for case in ("c64", "c16xd16"):
+    print(f"  fcgi-uring-{case} / fcgi-floor-{case:<8}   rps {ratio('fcgi-uring-' + case, 'fcgi-floor-' + case, 'rps'):>7}"
+          f"   cpu/req {ratio('fcgi-uring-' + case, 'fcgi-floor-' + case, 'server_cpu_us_per_req', inverse=True):>7}")
 print(f"\nmedian of {max((r or {}).get('rounds', 0) for r in by.values())} rounds of "
       f"{duration:.0f} s per case; servers on CPU 0, clients on CPU 1. JSON and logs in "
       f"{results.rsplit('/', 1)[0]}")
