@@ -298,10 +298,27 @@ fn check_int(key: &str, v: i128) -> Result<(), String> {
     }
 }
 
+/// Settings in seconds where 0 is refused rather than meaning "off", with the reason.
+const NONZERO_SECS: &[(&str, &str)] = &[(
+    "server.accept_retry",
+    "retrying a failed accept at once spins at full CPU",
+)];
+
 fn check_secs(key: &str, v: f64) -> Result<Duration, String> {
+    let nonzero = NONZERO_SECS.iter().find(|(k, _)| *k == key);
+    if let Some((_, why)) = nonzero
+        && v == 0.0
+    {
+        return Err(format!("{key} = 0: must be more than 0 seconds ({why})"));
+    }
     if !v.is_finite() || !(0.0..=MAX_TIMEOUT_SECS).contains(&v) {
+        let zero = if nonzero.is_some() {
+            ", more than 0"
+        } else {
+            " (0 turns it off)"
+        };
         return Err(format!(
-            "{key} = {v}: must be a number of seconds between 0 and {MAX_TIMEOUT_SECS} (0 turns it off)"
+            "{key} = {v}: must be a number of seconds between 0 and {MAX_TIMEOUT_SECS}{zero}"
         ));
     }
     Ok(Duration::from_secs_f64(v))
@@ -670,13 +687,6 @@ pub fn validate(config: &Config) -> Result<(), String> {
     ];
     for (key, d) in secs {
         check_secs(key, d.as_secs_f64()).map_err(|m| with_flag(key, m))?;
-    }
-    if config.accept_retry.is_zero() {
-        return Err(
-            "server.accept_retry = 0: must be more than 0 seconds (retrying a failed accept at \
-             once spins at full CPU) (flag --accept-retry)"
-                .to_owned(),
-        );
     }
     if let Some(m) = config.unix_mode
         && m > 0o777

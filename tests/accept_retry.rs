@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::KillOnDrop;
 use fcgi_uring::Addr;
 use fcgi_uring::client::RequestSpec;
 use std::io::Read;
@@ -14,21 +15,11 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The server process, killed if the test fails before it stops it.
-struct Server(std::process::Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn emfile_at_accept_pauses_then_recovers() {
     let port = common::proxy::free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut server = Server(
+    let mut server = KillOnDrop(
         Command::new("sh")
             .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
             .arg(env!("CARGO_BIN_EXE_fcgi-uring"))

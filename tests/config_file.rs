@@ -183,7 +183,11 @@ fn invalid_values_are_rejected_with_the_key_and_the_range() {
         ("[timeouts]\nidle = nan\n", "timeouts.idle = NaN"),
         (
             "[server]\naccept_retry = 0\n",
-            "server.accept_retry = 0: must be more than 0 seconds",
+            "server.accept_retry = 0: must be more than 0 seconds (retrying a failed accept",
+        ),
+        (
+            "[server]\naccept_retry = -1\n",
+            "server.accept_retry = -1: must be a number of seconds between 0 and 31536000, more than 0",
         ),
         ("[server]\nunix_mode = \"999\"\n", "server.unix_mode"),
         (

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::KillOnDrop;
 use common::http_client::{Upload, request};
 use common::proxy;
 use std::net::TcpStream;
@@ -16,21 +17,22 @@ use std::time::{Duration, Instant};
 fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
     let port = proxy::free_port();
     let backend = format!("127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
-        .args(["serve", "--listen", &backend, "--workers", "2", "--no-pin"])
-        .args(["--shutdown-timeout", "5"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start fcgi-uring serve");
+    // Killed if an assertion fails before it exits by itself.
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .args(["serve", "--listen", &backend, "--workers", "2", "--no-pin"])
+            .args(["--shutdown-timeout", "5"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start fcgi-uring serve"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(&backend).is_err() {
         assert!(Instant::now() < deadline, "server did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
     let Some(nginx) = proxy::nginx(&backend) else {
-        let _ = server.kill();
-        let _ = server.wait();
         return;
     };
     let addr = nginx.addr;
@@ -65,7 +67,7 @@ fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
     stop.store(true, Ordering::Relaxed);
     let signalled = Instant::now();
     let killed = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .expect("run kill");
     assert!(killed.success());
@@ -83,7 +85,7 @@ fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
     assert!(served > 0);
     // The process exits 0 within the shutdown deadline (plus slack for a loaded machine).
     let status = loop {
-        if let Some(status) = server.try_wait().expect("wait") {
+        if let Some(status) = server.0.try_wait().expect("wait") {
             break status;
         }
         assert!(

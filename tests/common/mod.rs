@@ -11,6 +11,17 @@ use std::time::Duration;
 /// assertion).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A child process (a server under test), killed when dropped, so that a failing assertion does
+/// not leave it running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The demo app on 127.0.0.1 with an ephemeral port and two workers.
 pub fn demo_tcp() -> ServerHandle {
     start_demo("127.0.0.1:0".parse().unwrap())
