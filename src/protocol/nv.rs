@@ -179,30 +179,25 @@ impl NvDecoder {
     /// The pairs found are copied in one block, length prefixes included, rather than pair by
     /// pair: one copy for a whole PARAMS record.
     fn whole_pairs(&self, input: &mut &[u8], params: &mut ParamsBuilder) {
-        let block = *input;
-        let base = params.block_start();
-        let mut used = 0;
-        while let Some(pair) = block.get(used..).and_then(WholePair::read) {
-            if !self.admits(&pair, params) {
-                break;
-            }
-            let name_at = used + pair.prefix_len;
-            params.index_in_block(base, name_at, pair.name_len, pair.value_len);
-            used = name_at + pair.name_len + pair.value_len;
-        }
-        let (stored, rest) = block.split_at_checked(used).unwrap_or((block, &[]));
-        params.append_block(stored);
-        *input = rest;
+        let used = params.append_pairs(input, |rest, pairs, bytes| {
+            let pair = WholePair::read(rest)?;
+            self.admits(&pair, pairs, bytes).then_some((
+                pair.prefix_len,
+                pair.name_len,
+                pair.value_len,
+            ))
+        });
+        *input = input.get(used..).unwrap_or_default();
     }
 
     /// Whether `pair` passes every check of [`NvDecoder::check_name`] and
-    /// [`NvDecoder::check_value`] (the pair count, both lengths and the byte total).
-    fn admits(&self, pair: &WholePair, params: &ParamsBuilder) -> bool {
-        params.pair_count() < self.limits.max_pairs
+    /// [`NvDecoder::check_value`] (the pair count, both lengths and the byte total), with
+    /// `pairs` pairs and `bytes` name and value bytes stored before it.
+    fn admits(&self, pair: &WholePair, pairs: usize, bytes: usize) -> bool {
+        pairs < self.limits.max_pairs
             && pair.name_len <= self.limits.max_name_len
             && pair.value_len <= self.limits.max_value_len
-            && params
-                .byte_len()
+            && bytes
                 .saturating_add(pair.name_len)
                 .saturating_add(pair.value_len)
                 <= self.limits.max_total_bytes
