@@ -60,8 +60,17 @@ impl ParamsBuilder {
     /// Makes room for `bytes` more name and value bytes and `pairs` more pairs, so that a PARAMS
     /// record costs one allocation of each. The caller bounds both by its limits.
     pub fn reserve(&mut self, bytes: usize, pairs: usize) {
-        self.buf.reserve(bytes);
-        self.pairs.reserve(pairs);
+        // The first record allocates directly: growing an empty buffer takes the longer path.
+        if self.buf.capacity() == 0 {
+            self.buf = BytesMut::with_capacity(bytes);
+        } else {
+            self.buf.reserve(bytes);
+        }
+        if self.pairs.capacity() == 0 {
+            self.pairs = Vec::with_capacity(pairs);
+        } else {
+            self.pairs.reserve(pairs);
+        }
     }
 
     /// Adds a whole pair.
