@@ -185,7 +185,9 @@ where
                 if !data.has_remaining() {
                     continue;
                 }
-                if !core.write_stdout(rk, head.take(), &mut data) {
+                // The last bytes end the request in the same lookup of it.
+                let last = body.is_end_stream();
+                if !core.write_stdout(rk, head.take(), &mut data, last) || last {
                     return;
                 }
             }
@@ -198,12 +200,12 @@ where
             None => break,
         }
     }
-    if let Some(head) = head
-        && !core.write_stdout(rk, Some(head), &mut Bytes::new())
-    {
-        return;
+    match head {
+        Some(head) => {
+            core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
+        }
+        None => core.finish(rk, 0),
     }
-    core.finish(rk, 0);
 }
 
 /// Most idle handler slots kept per worker.
