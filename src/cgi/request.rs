@@ -74,13 +74,13 @@ pub fn build_request<B>(
     };
     let uri = build_uri(&params, &known)?;
     let version = known.protocol.map_or(Version::HTTP_11, parse_version);
-    let headers = build_headers(&params, &known);
 
     let mut request = http::Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    *request.headers_mut() = headers;
+    // Filled in place: no map is moved in, and none replaced.
+    add_headers(&params, &known, request.headers_mut());
     let extensions = request.extensions_mut();
     extensions.insert(TrustedParams::new(params));
     extensions.insert(role);
@@ -274,28 +274,29 @@ fn escape(target: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Headers from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values are zero-copy slices of the
-/// params buffer.
-fn build_headers(params: &Params, known: &Known<'_>) -> HeaderMap {
+/// Adds to the empty `headers` those from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values
+/// are zero-copy slices of the params buffer.
+fn add_headers(params: &Params, known: &Known<'_>, headers: &mut HeaderMap) {
     let content_type = known.content_type.filter(|v| !v.is_empty());
     let content_length = known.content_length.filter(|v| is_decimal_u64(v));
     let count = known.http.count
         + usize::from(content_type.is_some())
         + usize::from(content_length.is_some());
-    // Bounded so that hostile params cannot make `with_capacity` panic.
-    let mut headers = HeaderMap::try_with_capacity(count.min(1024)).unwrap_or_default();
+    // Bounded so that hostile params cannot make it fail; if it did, the map would grow as
+    // headers are added.
+    let _ = headers.try_reserve(count.min(1024));
     let mut name_buf = [0u8; 64];
     match known.http.listed() {
         Some(listed) => {
             for &at in listed {
                 if let Some((name, value)) = params.pair(usize::from(at)) {
-                    add_header(&mut headers, params, name, value, &mut name_buf);
+                    add_header(headers, params, name, value, &mut name_buf);
                 }
             }
         }
         None => {
             for (name, value) in params.iter() {
-                add_header(&mut headers, params, name, value, &mut name_buf);
+                add_header(headers, params, name, value, &mut name_buf);
             }
         }
     }
@@ -309,7 +310,6 @@ fn build_headers(params: &Params, known: &Known<'_>) -> HeaderMap {
     {
         let _ = headers.try_insert(CONTENT_LENGTH, value);
     }
-    headers
 }
 
 /// Appends the header of an `HTTP_*` param (any other param is ignored), unless `http` refuses

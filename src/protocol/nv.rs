@@ -156,15 +156,13 @@ impl NvDecoder {
     /// On a limit error nothing of the offending pair has been stored.
     pub fn feed(&mut self, mut input: &[u8], params: &mut ParamsBuilder) -> Result<(), NvError> {
         loop {
-            let result = if self.state == State::NameLen(Prefix::default()) {
-                self.whole_pairs(&mut input, params)
-            } else {
-                Ok(())
-            };
-            if result.is_ok() && input.is_empty() && !self.state.completes_without_input() {
+            if self.state == State::NameLen(Prefix::default()) {
+                self.whole_pairs(&mut input, params);
+            }
+            if input.is_empty() && !self.state.completes_without_input() {
                 return Ok(());
             }
-            match result.and_then(|()| self.step(&mut input, params)) {
+            match self.step(&mut input, params) {
                 Ok(next) => self.state = next,
                 Err(error) => {
                     self.state = State::Failed(error);
@@ -174,46 +172,35 @@ impl NvDecoder {
         }
     }
 
-    /// Fast path between pairs: stores the pairs that lie whole at the front of `input`, with
-    /// the same checks as [`NvDecoder::step`], leaving a pair cut by the end of `input` to it.
+    /// Fast path between pairs: stores the pairs that lie whole at the front of `input` and
+    /// are within the limits. It stops at the first pair cut by the end of `input` or over a
+    /// limit, leaving that pair to [`NvDecoder::step`], which stores it or reports the error.
     ///
     /// The pairs found are copied in one block, length prefixes included, rather than pair by
     /// pair: one copy for a whole PARAMS record.
-    fn whole_pairs(&self, input: &mut &[u8], params: &mut ParamsBuilder) -> Result<(), NvError> {
-        let block = *input;
-        let base = params.block_start();
-        let mut used = 0;
-        let result = loop {
-            let Some(at) = block.get(used..) else {
-                break Ok(());
-            };
-            let Some((name_len, rest)) = read_len(at) else {
-                break Ok(());
-            };
-            if let Err(e) = self.check_name(name_len, params) {
-                break Err(e);
-            }
-            let Some((value_len, rest)) = read_len(rest) else {
-                break Ok(());
-            };
-            if let Err(e) = self.check_value(name_len, value_len, params) {
-                break Err(e);
-            }
-            let (name_len, value_len) = (widen(name_len), widen(value_len));
-            let name_at = block.len() - rest.len();
-            let Some(end) = name_at
-                .checked_add(name_len)
-                .and_then(|n| n.checked_add(value_len))
-                .filter(|end| *end <= block.len())
-            else {
-                break Ok(());
-            };
-            params.index_in_block(base, name_at, name_len, value_len);
-            used = end;
-        };
-        params.append_block(&block[..used]);
-        *input = &block[used..];
-        result
+    fn whole_pairs(&self, input: &mut &[u8], params: &mut ParamsBuilder) {
+        let used = params.append_pairs(input, |rest, pairs, bytes| {
+            let pair = WholePair::read(rest)?;
+            self.admits(&pair, pairs, bytes).then_some((
+                pair.prefix_len,
+                pair.name_len,
+                pair.value_len,
+            ))
+        });
+        *input = input.get(used..).unwrap_or_default();
+    }
+
+    /// Whether `pair` passes every check of [`NvDecoder::check_name`] and
+    /// [`NvDecoder::check_value`] (the pair count, both lengths and the byte total), with
+    /// `pairs` pairs and `bytes` name and value bytes stored before it.
+    fn admits(&self, pair: &WholePair, pairs: usize, bytes: usize) -> bool {
+        pairs < self.limits.max_pairs
+            && pair.name_len <= self.limits.max_name_len
+            && pair.value_len <= self.limits.max_value_len
+            && bytes
+                .saturating_add(pair.name_len)
+                .saturating_add(pair.value_len)
+                <= self.limits.max_total_bytes
     }
 
     /// The stream ended (empty PARAMS record): fails if a pair is unfinished.
@@ -309,6 +296,29 @@ impl NvDecoder {
             return Err(NvError::TooManyBytes);
         }
         Ok(())
+    }
+}
+
+/// A pair (spec 3.4) whose prefixes, name and value all lie in the input it was read from.
+struct WholePair {
+    /// Bytes of the two length prefixes (the name starts here).
+    prefix_len: usize,
+    name_len: usize,
+    value_len: usize,
+}
+
+impl WholePair {
+    /// Reads the pair at the front of `input` if it is whole there.
+    fn read(input: &[u8]) -> Option<WholePair> {
+        let (name_len, rest) = read_len(input)?;
+        let (value_len, rest) = read_len(rest)?;
+        let (name_len, value_len) = (widen(name_len), widen(value_len));
+        let data_len = name_len.saturating_add(value_len);
+        (data_len <= rest.len()).then_some(WholePair {
+            prefix_len: input.len() - rest.len(),
+            name_len,
+            value_len,
+        })
     }
 }
 
@@ -488,6 +498,47 @@ mod tests {
             }
             let singles: Vec<&[u8]> = bytes.chunks(1).collect();
             assert_eq!(decode(limits, &singles), whole, "{bytes:?} byte by byte");
+        }
+    }
+
+    mod splits {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn pair() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+            let bytes = |max| proptest::collection::vec(any::<u8>(), 0..max);
+            (bytes(6), prop_oneof![bytes(6), bytes(200)])
+        }
+
+        proptest! {
+            /// With limits that refuse at random points, the fast path over whole pairs and
+            /// the byte-by-byte path agree on the params or the error, however the stream is
+            /// cut.
+            #[test]
+            fn limits_agree_with_byte_by_byte(
+                list in proptest::collection::vec(pair(), 0..8),
+                max_name_len in 0usize..7,
+                max_value_len in 0usize..210,
+                max_total_bytes in 0usize..600,
+                max_pairs in 0usize..9,
+                cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+            ) {
+                let limits = NvLimits { max_name_len, max_value_len, max_total_bytes, max_pairs };
+                let refs: Vec<(&[u8], &[u8])> =
+                    list.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+                let bytes = pairs(&refs);
+                let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+                let expected = decode(limits, &singles);
+                let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+                at.sort_unstable();
+                let mut pieces = Vec::new();
+                let mut start = 0;
+                for end in at.into_iter().chain([bytes.len()]) {
+                    pieces.push(&bytes[start..end]);
+                    start = end;
+                }
+                prop_assert_eq!(decode(limits, &pieces), expected);
+            }
         }
     }
 

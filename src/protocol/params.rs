@@ -29,15 +29,16 @@ impl PairIndex {
 #[derive(Debug, Default)]
 pub struct ParamsBuilder {
     /// Name and value bytes; also the length prefixes of pairs copied as a block (see
-    /// [`ParamsBuilder::index_in_block`]), which no pair index covers.
+    /// [`ParamsBuilder::append_pairs`] and [`ParamsBuilder::index_in_block`]), which no pair
+    /// index covers.
     buf: BytesMut,
     /// Name and value bytes stored (what the limits count).
     content_len: usize,
     pairs: Vec<PairIndex>,
     /// Start of the pair being appended (its name bytes come first, then its value bytes).
     open_pair: Option<(u32, u32)>,
-    /// The end of the furthest pair indexed with [`ParamsBuilder::index_in_block`] (pairs
-    /// stored any other way are always inside `buf`).
+    /// The end of the furthest pair indexed with [`ParamsBuilder::append_pairs`] or
+    /// [`ParamsBuilder::index_in_block`] (pairs stored any other way are always inside `buf`).
     indexed_end: usize,
 }
 
@@ -59,8 +60,17 @@ impl ParamsBuilder {
     /// Makes room for `bytes` more name and value bytes and `pairs` more pairs, so that a PARAMS
     /// record costs one allocation of each. The caller bounds both by its limits.
     pub fn reserve(&mut self, bytes: usize, pairs: usize) {
-        self.buf.reserve(bytes);
-        self.pairs.reserve(pairs);
+        // The first record allocates directly: growing an empty buffer takes the longer path.
+        if self.buf.capacity() == 0 {
+            self.buf = BytesMut::with_capacity(bytes);
+        } else {
+            self.buf.reserve(bytes);
+        }
+        if self.pairs.capacity() == 0 {
+            self.pairs = Vec::with_capacity(pairs);
+        } else {
+            self.pairs.reserve(pairs);
+        }
     }
 
     /// Adds a whole pair.
@@ -134,6 +144,49 @@ impl ParamsBuilder {
     /// Appends encoded pairs verbatim (length prefixes included): one copy for many pairs.
     pub fn append_block(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Indexes the pairs that `next_pair` finds at the front of `block`, then appends the bytes
+    /// they span verbatim (length prefixes included): one copy for many pairs. Returns how many
+    /// bytes of `block` were appended.
+    ///
+    /// `next_pair(rest, pairs, bytes)` is given what follows the pairs found so far and the
+    /// builder's pair count and name and value bytes as they would be with them; it returns the
+    /// pair at the front of `rest` as (length prefix bytes, name length, value length), which
+    /// must lie within `rest`, or `None` to stop. Pairs it describes past `block` are dropped
+    /// by [`ParamsBuilder::finish`].
+    pub fn append_pairs(
+        &mut self,
+        block: &[u8],
+        mut next_pair: impl FnMut(&[u8], usize, usize) -> Option<(usize, usize, usize)>,
+    ) -> usize {
+        let base = self.buf.len();
+        let mut used = 0;
+        let mut content_len = self.content_len;
+        while let Some((prefix_len, name_len, value_len)) = block
+            .get(used..)
+            .and_then(|rest| next_pair(rest, self.pairs.len(), content_len))
+        {
+            let name_start = base + used + prefix_len;
+            let name_end = name_start + name_len;
+            let value_end = name_end + value_len;
+            self.pairs.push(PairIndex {
+                name_start: name_start as u32,
+                name_end: name_end as u32,
+                value_end: value_end as u32,
+            });
+            content_len += name_len + value_len;
+            used = value_end - base;
+        }
+        self.content_len = content_len;
+        self.indexed_end = self.indexed_end.max(base + used);
+        match block.get(..used) {
+            Some(bytes) => {
+                self.buf.extend_from_slice(bytes);
+                used
+            }
+            None => 0,
+        }
     }
 
     pub fn end_pair(&mut self) {
@@ -310,6 +363,41 @@ mod tests {
         b.begin_pair();
         b.extend_name(b"HALF");
         assert_eq!(b.finish().len(), 1);
+    }
+
+    #[test]
+    fn append_pairs_indexes_what_it_is_told_and_copies_the_span() {
+        let mut b = ParamsBuilder::new();
+        b.push(b"A", b"1");
+        let block = [1, 1, b'B', b'2', 2, 0, b'C', b'D', 9];
+        let mut seen = Vec::new();
+        let used = b.append_pairs(&block, |rest, pairs, bytes| {
+            seen.push((pairs, bytes));
+            match rest.first() {
+                Some(1) => Some((2, 1, 1)),
+                Some(2) => Some((2, 2, 0)),
+                _ => None,
+            }
+        });
+        assert_eq!(used, 8);
+        assert_eq!(seen, [(1, 2), (2, 4), (3, 6)]);
+        assert_eq!(b.byte_len(), 6);
+        let p = b.finish();
+        assert_eq!(
+            p,
+            Params::from_pairs([(&b"A"[..], &b"1"[..]), (b"B", b"2"), (b"CD", b"")])
+        );
+    }
+
+    #[test]
+    fn append_pairs_past_the_block_are_dropped() {
+        let mut b = ParamsBuilder::new();
+        let mut first = true;
+        let used = b.append_pairs(&[1, 1, b'A', b'1'], |_, _, _| {
+            std::mem::take(&mut first).then_some((2, 1, 9))
+        });
+        assert_eq!(used, 0);
+        assert!(b.finish().is_empty());
     }
 
     #[test]

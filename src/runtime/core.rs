@@ -594,9 +594,16 @@ impl Core {
         conns.get_mut(rk.conn)?.live_request(rk).map(f)
     }
 
-    /// Writes `head` (if any) followed by `data` as STDOUT. Returns false when the request is
-    /// gone (aborted, connection closed): the caller stops producing.
-    pub fn write_stdout(&self, rk: ReqKey, head: Option<Head<'_>>, data: &mut impl Buf) -> bool {
+    /// Writes `head` (if any) followed by `data` as STDOUT, then, if `last`, ends the request
+    /// as [`Core::finish`] with app status 0 does. Returns false when the request is gone
+    /// (aborted, connection closed): the caller stops producing.
+    pub fn write_stdout(
+        &self,
+        rk: ReqKey,
+        head: Option<Head<'_>>,
+        data: &mut impl Buf,
+        last: bool,
+    ) -> bool {
         let mut conns = self.conns.borrow_mut();
         let Some(conn) = conns.get_mut(rk.conn) else {
             return false;
@@ -621,7 +628,12 @@ impl Core {
             let n = chunk.len();
             data.advance(n);
         }
-        self.mark_dirty(rk.conn, conn);
+        if last {
+            record::encode_stream_end(&mut conn.out, record::RecordType::Stdout, rk.id);
+            self.end_request(rk.conn, conn, rk.id, 0);
+        } else {
+            self.mark_dirty(rk.conn, conn);
+        }
         true
     }
 
@@ -664,9 +676,7 @@ impl Core {
     pub fn write_status(&self, rk: ReqKey, status: http::StatusCode) {
         let reason = status.canonical_reason().unwrap_or("Error");
         let head = Head::Status(status, reason.len() as u64);
-        if self.write_stdout(rk, Some(head), &mut reason.as_bytes()) {
-            self.finish(rk, 0);
-        }
+        self.write_stdout(rk, Some(head), &mut reason.as_bytes(), true);
     }
 
     /// END_REQUEST for `id` (after its STDOUT end was written), entry removed, connection

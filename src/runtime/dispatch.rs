@@ -44,33 +44,13 @@ where
 
     /// Starts the handler of a staged request.
     pub fn dispatch(&self, staged: Staged) {
-        let Staged { rk, role, params } = staged;
-        let Some((body, data)) = self.take_body(rk) else {
+        let Some((body, data)) = self.take_body(staged.rk) else {
             return;
-        };
-        let request = match cgi::build_request(params, role, body) {
-            Ok(mut r) => {
-                if let Some(data) = data {
-                    r.extensions_mut().insert(FilterData::new(data));
-                }
-                if r.method() == http::Method::HEAD {
-                    self.core.set_head_only(rk);
-                }
-                r
-            }
-            Err(e) => {
-                self.core.stats.hit(
-                    super::stats::Counter::BadRequest,
-                    self.core.now(),
-                    format_args!("bad request (request id {}): {e}", rk.id),
-                );
-                self.core.write_status(rk, http::StatusCode::BAD_REQUEST);
-                return;
-            }
         };
         let popped = self.slots.borrow_mut().pop();
         let mut slot = popped.unwrap_or_else(|| self.new_slot());
-        slot.as_mut().start(rk, request);
+        let rk = staged.rk;
+        slot.as_mut().start(Incoming { staged, body, data });
         let mut cx = Context::from_waker(Waker::noop());
         if slot.as_mut().poll_handler(&mut cx).is_ready() {
             recycle(&self.slots, slot);
@@ -97,9 +77,9 @@ where
         let core = self.core.clone();
         let service = self.service.clone();
         Box::pin(Slot {
-            start: move |rk, request| CatchUnwind {
-                inner: run(core.clone(), service.clone(), rk, request),
-                on_panic: Some((core.clone(), rk)),
+            start: move |incoming: Incoming| CatchUnwind {
+                on_panic: Some((core.clone(), incoming.staged.rk)),
+                inner: run(core.clone(), service.clone(), incoming),
             },
             running: None,
         })
@@ -120,25 +100,59 @@ where
     }
 }
 
-/// Calls the handler and writes its response.
-async fn run<S>(
-    core: Rc<Core>,
-    service: Rc<RefCell<S>>,
-    rk: ReqKey,
-    request: http::Request<RequestBody>,
-) where
+/// A staged request with its bodies: what a handler slot starts from.
+struct Incoming {
+    staged: Staged,
+    body: RequestBody,
+    /// The DATA stream of a FILTER request.
+    data: Option<RequestBody>,
+}
+
+/// Builds the request (answering 400 if the params do not form one), calls the handler and
+/// writes its response.
+///
+/// The request is built here rather than by the dispatcher so that it is moved as little as
+/// possible (it is a few hundred bytes) on its way to the handler.
+async fn run<S>(core: Rc<Core>, service: Rc<RefCell<S>>, incoming: Incoming)
+where
     S: HttpService,
 {
+    let Incoming { staged, body, data } = incoming;
+    let Staged { rk, role, params } = staged;
+    let mut request = match cgi::build_request(params, role, body) {
+        Ok(request) => request,
+        Err(e) => {
+            core.stats.hit(
+                super::stats::Counter::BadRequest,
+                core.now(),
+                format_args!("bad request (request id {}): {e}", rk.id),
+            );
+            core.write_status(rk, http::StatusCode::BAD_REQUEST);
+            return;
+        }
+    };
+    if let Some(data) = data {
+        request.extensions_mut().insert(FilterData::new(data));
+    }
+    if request.method() == http::Method::HEAD {
+        core.set_head_only(rk);
+    }
     let ready = poll_fn(|cx| service.borrow_mut().poll_ready(cx)).await;
+    // The handler's and the response's futures are pinned where they are made: awaiting
+    // them by value would move them (several hundred bytes) once more.
     let result = match ready {
         Ok(()) => {
-            let call = service.borrow_mut().call(request);
+            let call = std::pin::pin!({
+                // Not borrowed while the handler runs: another request may call the service.
+                let mut service = service.borrow_mut();
+                service.call(request)
+            });
             call.await
         }
         Err(e) => Err(e),
     };
     match result {
-        Ok(response) => respond(&core, rk, response).await,
+        Ok(response) => std::pin::pin!(respond(&core, rk, response)).await,
         Err(e) => {
             let e: BoxError = e.into();
             tracing::error!("handler error (request id {}): {e}", rk.id);
@@ -171,7 +185,9 @@ where
                 if !data.has_remaining() {
                     continue;
                 }
-                if !core.write_stdout(rk, head.take(), &mut data) {
+                // The last bytes end the request in the same lookup of it.
+                let last = body.is_end_stream();
+                if !core.write_stdout(rk, head.take(), &mut data, last) || last {
                     return;
                 }
             }
@@ -184,12 +200,12 @@ where
             None => break,
         }
     }
-    if let Some(head) = head
-        && !core.write_stdout(rk, Some(head), &mut Bytes::new())
-    {
-        return;
+    match head {
+        Some(head) => {
+            core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
+        }
+        None => core.finish(rk, 0),
     }
-    core.finish(rk, 0);
 }
 
 /// Most idle handler slots kept per worker.
@@ -199,8 +215,8 @@ type SlotPool = Rc<RefCell<Vec<Pin<Box<dyn HandlerSlot>>>>>;
 
 /// A heap slot that runs one request's handler at a time.
 trait HandlerSlot {
-    /// Starts the handler of `request` in this slot, dropping what it held.
-    fn start(self: Pin<&mut Self>, rk: ReqKey, request: http::Request<RequestBody>);
+    /// Starts the handler of `incoming` in this slot, dropping what it held.
+    fn start(self: Pin<&mut Self>, incoming: Incoming);
 
     /// Polls the handler; once it is done the slot holds nothing.
     fn poll_handler(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()>;
@@ -220,12 +236,12 @@ pin_project_lite::pin_project! {
 
 impl<M, F> HandlerSlot for Slot<M, F>
 where
-    M: Fn(ReqKey, http::Request<RequestBody>) -> F,
+    M: Fn(Incoming) -> F,
     F: Future<Output = ()>,
 {
-    fn start(self: Pin<&mut Self>, rk: ReqKey, request: http::Request<RequestBody>) {
+    fn start(self: Pin<&mut Self>, incoming: Incoming) {
         let this = self.project();
-        let handler = (this.start)(rk, request);
+        let handler = (this.start)(incoming);
         let mut running = this.running;
         running.set(Some(handler));
     }
