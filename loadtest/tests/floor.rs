@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use fcgi_loadtest::fcgi::{RequestTemplate, nginx_like_params, probe_values};
@@ -16,25 +16,35 @@ use fcgi_uring::protocol::record::{HEADER_LEN, Header, RecordType};
 struct Floor {
     child: Child,
     addr: SocketAddr,
+    stdout: BufReader<ChildStdout>,
 }
 
 impl Floor {
     fn start() -> Floor {
+        Floor::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Floor {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
             .arg("127.0.0.1:0")
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start fcgi-floor");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        stdout.read_line(&mut line).unwrap();
         let addr = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .unwrap();
-        Floor { child, addr }
+        Floor {
+            child,
+            addr,
+            stdout,
+        }
     }
 }
 
@@ -135,4 +145,17 @@ fn floor_says_it_multiplexes_and_serves_a_multiplexed_load_without_errors() {
     let report = run(&cfg).unwrap();
     assert_eq!(report.errors, 0, "{report:?}");
     assert!(report.requests > 100, "{report:?}");
+}
+
+#[test]
+fn floor_with_seconds_exits_by_itself_and_counts_its_answers() {
+    let mut floor = Floor::start_with(&["1"]);
+    for id in [1, 2, 3] {
+        answer(floor.addr, id);
+    }
+    let status = floor.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut rest = String::new();
+    floor.stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "requests=3\n");
 }

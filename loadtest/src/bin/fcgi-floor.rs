@@ -14,13 +14,16 @@
 //! the reachable rate the real server reaches, and `fcgi-floor` / another server bounds the ratio
 //! any FastCGI server could reach against it on this machine.
 //!
-//! Usage: `fcgi-floor [HOST:PORT]` (default 127.0.0.1:9000). It prints `listening on ADDR` (port 0
-//! picks a free one) and runs until killed. Pin it with `taskset -c 0`.
+//! Usage: `fcgi-floor [HOST:PORT [SECONDS]]` (default 127.0.0.1:9000). It prints
+//! `listening on ADDR` (port 0 picks a free one) and runs until killed, or for SECONDS, then
+//! prints `requests=N` (answers sent) and exits 0, which lets a profiler such as callgrind
+//! write its output. Pin it with `taskset -c 0`.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use fcgi_uring::protocol::ProtocolStatus;
 use fcgi_uring::protocol::nv::encode_pair;
@@ -48,17 +51,28 @@ fn main() {
 }
 
 fn run() -> io::Result<()> {
+    let invalid = |what: &str, a: &str, e: &dyn std::fmt::Display| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{what} {a:?}: {e}"))
+    };
     let addr: SocketAddr = match std::env::args().nth(1) {
-        Some(a) => a.parse().map_err(|e| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("address {a:?}: {e}"))
-        })?,
+        Some(a) => a.parse().map_err(|e| invalid("address", &a, &e))?,
         None => SocketAddr::from(([127, 0, 0, 1], 9000)),
+    };
+    let run_for = match std::env::args().nth(2) {
+        Some(a) => {
+            let secs: f64 = a.parse().map_err(|e| invalid("seconds", &a, &e))?;
+            let d = Duration::try_from_secs_f64(secs).map_err(|e| invalid("seconds", &a, &e))?;
+            Some(d)
+        }
+        None => None,
     };
     let listener = listen(addr)?;
     let mut ring = Ring::new(&RingConfig::default()).map_err(io::Error::other)?;
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
-    Floor::new(listener).serve(&mut ring)
+    let answered = Floor::new(listener).serve(&mut ring, run_for)?;
+    println!("requests={answered}");
+    Ok(())
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -171,6 +185,8 @@ struct Floor {
     next_token: Token,
     /// Spare output buffers, so the steady state allocates nothing.
     spare: Vec<Vec<u8>>,
+    /// Requests answered.
+    answered: u64,
 }
 
 /// What the completions of one turn asked for, done once the ring is free again.
@@ -190,14 +206,26 @@ impl Floor {
             conns: HashMap::new(),
             next_token: 0,
             spare: Vec::new(),
+            answered: 0,
         }
     }
 
-    fn serve(mut self, ring: &mut Ring) -> io::Result<()> {
+    /// Serves until `run_for` has passed (`None`: forever); returns the requests answered.
+    fn serve(mut self, ring: &mut Ring, run_for: Option<Duration>) -> io::Result<u64> {
         ring.accept_multishot(self.listener.as_raw_fd(), LISTENER);
         let mut turn = Turn::default();
+        let deadline = run_for.map(|d| Instant::now() + d);
         loop {
-            ring.submit_and_wait()?;
+            match deadline {
+                None => ring.submit_and_wait()?,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(self.answered);
+                    }
+                    ring.submit_and_wait_timeout(left)?;
+                }
+            }
             ring.complete(|c| self.on_completion(c.token, c.kind, &mut turn));
             self.finish_turn(ring, &mut turn);
         }
@@ -228,10 +256,12 @@ impl Floor {
                 let response = &mut self.response;
                 let get_values_result = &self.get_values_result;
                 let out = &mut conn.out;
+                let answered = &mut self.answered;
                 conn.scan.feed(data, |event| match event {
                     Event::StdinEnd(id) => {
                         patch_id(response, id);
                         out.extend_from_slice(response);
+                        *answered += 1;
                     }
                     Event::GetValues => out.extend_from_slice(get_values_result),
                 });
