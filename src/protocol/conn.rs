@@ -292,10 +292,10 @@ impl Connection {
     /// inactive. Returns false, writing nothing, if `id` is not active.
     pub fn end_request(&mut self, id: u16, app_status: u32, out: &mut Vec<u8>) -> bool {
         match self.requests.remove(id) {
-            Some(keep_conn) => {
+            Some(request) => {
                 self.write_end(
                     id,
-                    keep_conn,
+                    request.keep_conn,
                     app_status,
                     ProtocolStatus::RequestComplete,
                     out,
@@ -311,8 +311,8 @@ impl Connection {
     /// false, writing nothing, if `id` is not active.
     pub fn refuse_request(&mut self, id: u16, status: ProtocolStatus, out: &mut Vec<u8>) -> bool {
         match self.requests.remove(id) {
-            Some(keep_conn) => {
-                self.write_end(id, keep_conn, 0, status, out);
+            Some(request) => {
+                self.write_end(id, request.keep_conn, 0, status, out);
                 true
             }
             None => false,
@@ -906,41 +906,25 @@ impl GetValues {
     }
 }
 
-/// Ids below this are found through a direct map (two bytes per id up to the highest such id
-/// seen); higher ids through a sorted index.
-const DIRECT_IDS: usize = 256;
-
-/// The active requests, by id, in a slab whose slots are reused, so a connection that serves
-/// one request at a time allocates its table once. Ids below [`DIRECT_IDS`] (what proxies
-/// use: nginx sends id 1, multiplexing proxies count up from 1) are found in one step through
-/// a direct map of at most 512 bytes; higher ids by a binary search over at most
-/// `max_requests_per_conn` 4-byte entries.
+/// The active requests, by id: a sorted index into a slab. Lookups are a binary search over
+/// at most `max_requests_per_conn` 4-byte entries; slots are reused, so a connection that
+/// serves one request at a time allocates its table once.
 #[derive(Debug, Default)]
 struct Table {
-    /// Slot + 1 of each id below [`DIRECT_IDS`] (0: not active), up to the highest seen.
-    direct: Vec<u16>,
-    /// (request id, slot) of the ids from [`DIRECT_IDS`] on, sorted by id.
+    /// (request id, slot), sorted by id.
     index: Vec<(u16, u16)>,
     slots: Vec<Option<Request>>,
     free: Vec<u16>,
-    len: usize,
 }
 
 impl Table {
     fn len(&self) -> usize {
-        self.len
+        self.index.len()
     }
 
     fn slot(&self, id: u16) -> Option<usize> {
-        let id = usize::from(id);
-        if id < DIRECT_IDS {
-            let slot = *self.direct.get(id)?;
-            return usize::from(slot).checked_sub(1);
-        }
-        let at = self
-            .index
-            .binary_search_by_key(&id, |&(id, _)| usize::from(id));
-        self.index.get(at.ok()?).map(|&(_, slot)| usize::from(slot))
+        let at = self.index.binary_search_by_key(&id, |&(id, _)| id).ok()?;
+        self.index.get(at).map(|&(_, slot)| usize::from(slot))
     }
 
     fn get(&self, id: u16) -> Option<&Request> {
@@ -954,58 +938,34 @@ impl Table {
 
     /// Adds a request whose id is not in the table (the caller checked).
     fn insert(&mut self, request: Request) {
+        let Err(at) = self.index.binary_search_by_key(&request.id, |&(id, _)| id) else {
+            return;
+        };
         let id = request.id;
-        if self.slot(id).is_some() {
-            return;
-        }
-        // At most one slot per distinct non-zero u16 id, so a slot and slot + 1 fit in u16.
-        let Some(slot) = self
-            .free
-            .pop()
-            .or_else(|| u16::try_from(self.slots.len()).ok())
-        else {
-            return;
-        };
-        let Some(mapped) = slot.checked_add(1) else {
-            return;
-        };
-        match self.slots.get_mut(usize::from(slot)) {
-            Some(entry) => *entry = Some(request),
-            None => self.slots.push(Some(request)),
-        }
-        self.len += 1;
-        let at = usize::from(id);
-        if at < DIRECT_IDS {
-            if self.direct.len() <= at {
-                self.direct.resize(at + 1, 0);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                if let Some(entry) = self.slots.get_mut(usize::from(slot)) {
+                    *entry = Some(request);
+                }
+                slot
             }
-            if let Some(entry) = self.direct.get_mut(at) {
-                *entry = mapped;
+            None => {
+                // At most one slot per distinct non-zero u16 id, so the index fits in u16.
+                let Ok(slot) = u16::try_from(self.slots.len()) else {
+                    return;
+                };
+                self.slots.push(Some(request));
+                slot
             }
-        } else if let Err(at) = self.index.binary_search_by_key(&id, |&(id, _)| id) {
-            self.index.insert(at, (id, slot));
-        }
+        };
+        self.index.insert(at, (id, slot));
     }
 
-    /// Removes request `id`; returns its KEEP_CONN flag.
-    fn remove(&mut self, id: u16) -> Option<bool> {
-        let slot = self.slot(id)?;
-        let entry = self.slots.get_mut(slot)?;
-        let keep_conn = entry.as_ref()?.keep_conn;
-        *entry = None;
-        let at = usize::from(id);
-        if at < DIRECT_IDS {
-            if let Some(entry) = self.direct.get_mut(at) {
-                *entry = 0;
-            }
-        } else if let Ok(at) = self.index.binary_search_by_key(&id, |&(id, _)| id) {
-            self.index.remove(at);
-        }
-        self.len -= 1;
-        if let Ok(slot) = u16::try_from(slot) {
-            self.free.push(slot);
-        }
-        Some(keep_conn)
+    fn remove(&mut self, id: u16) -> Option<Request> {
+        let at = self.index.binary_search_by_key(&id, |&(id, _)| id).ok()?;
+        let (_, slot) = self.index.remove(at);
+        self.free.push(slot);
+        self.slots.get_mut(usize::from(slot))?.take()
     }
 }
 
@@ -1158,40 +1118,6 @@ mod tests {
 
     fn nginx_stream() -> Vec<u8> {
         [request(1, true), rec(5, 1, &[], 0)].concat()
-    }
-
-    #[test]
-    fn table_finds_low_and_high_ids_and_reuses_slots() {
-        let request = |id| Request {
-            id,
-            role: Role::Responder,
-            keep_conn: id % 2 == 0,
-            phase: Phase::Aborted,
-        };
-        let mut t = Table::default();
-        let ids = [1, 255, 256, 7, 65535, 300, 2];
-        for id in ids {
-            t.insert(request(id));
-        }
-        t.insert(request(7)); // already active: ignored
-        assert_eq!(t.len(), ids.len());
-        for id in ids {
-            assert_eq!(t.get(id).map(|r| r.id), Some(id));
-        }
-        assert!(t.get(3).is_none() && t.get(301).is_none() && t.get(0).is_none());
-        assert_eq!(t.remove(256), Some(true));
-        assert_eq!(t.remove(7), Some(false));
-        assert_eq!(t.remove(7), None);
-        assert!(t.get(256).is_none() && t.get(7).is_none());
-        assert_eq!(t.len(), ids.len() - 2);
-        let slots = t.slots.len();
-        t.insert(request(9));
-        t.insert(request(1000));
-        assert_eq!(t.slots.len(), slots, "freed slots are reused");
-        assert_eq!(t.get_mut(1000).map(|r| r.id), Some(1000));
-        assert_eq!(t.get(9).map(|r| r.id), Some(9));
-        assert_eq!(t.get(255).map(|r| r.id), Some(255));
-        assert!(t.direct.len() <= DIRECT_IDS);
     }
 
     #[test]
