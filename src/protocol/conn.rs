@@ -292,10 +292,10 @@ impl Connection {
     /// inactive. Returns false, writing nothing, if `id` is not active.
     pub fn end_request(&mut self, id: u16, app_status: u32, out: &mut Vec<u8>) -> bool {
         match self.requests.remove(id) {
-            Some(request) => {
+            Some(keep_conn) => {
                 self.write_end(
                     id,
-                    request.keep_conn,
+                    keep_conn,
                     app_status,
                     ProtocolStatus::RequestComplete,
                     out,
@@ -311,8 +311,8 @@ impl Connection {
     /// false, writing nothing, if `id` is not active.
     pub fn refuse_request(&mut self, id: u16, status: ProtocolStatus, out: &mut Vec<u8>) -> bool {
         match self.requests.remove(id) {
-            Some(request) => {
-                self.write_end(id, request.keep_conn, 0, status, out);
+            Some(keep_conn) => {
+                self.write_end(id, keep_conn, 0, status, out);
                 true
             }
             None => false,
@@ -961,11 +961,16 @@ impl Table {
         self.index.insert(at, (id, slot));
     }
 
-    fn remove(&mut self, id: u16) -> Option<Request> {
+    /// Removes request `id`, dropping it where it lies (no move of the struct out); returns its
+    /// KEEP_CONN flag.
+    fn remove(&mut self, id: u16) -> Option<bool> {
         let at = self.index.binary_search_by_key(&id, |&(id, _)| id).ok()?;
         let (_, slot) = self.index.remove(at);
         self.free.push(slot);
-        self.slots.get_mut(usize::from(slot))?.take()
+        let entry = self.slots.get_mut(usize::from(slot))?;
+        let keep_conn = entry.as_ref()?.keep_conn;
+        *entry = None;
+        Some(keep_conn)
     }
 }
 
