@@ -183,24 +183,20 @@ impl NvDecoder {
             let pair = WholePair::read(rest)?;
             self.admits(&pair, pairs, bytes).then_some((
                 pair.prefix_len,
-                pair.name_len,
-                pair.value_len,
+                widen(pair.name_len),
+                widen(pair.value_len),
             ))
         });
         *input = input.get(used..).unwrap_or_default();
     }
 
-    /// Whether `pair` passes every check of [`NvDecoder::check_name`] and
-    /// [`NvDecoder::check_value`] (the pair count, both lengths and the byte total), with
+    /// Whether `pair` passes [`NvDecoder::check_name`] and [`NvDecoder::check_value`], with
     /// `pairs` pairs and `bytes` name and value bytes stored before it.
     fn admits(&self, pair: &WholePair, pairs: usize, bytes: usize) -> bool {
-        pairs < self.limits.max_pairs
-            && pair.name_len <= self.limits.max_name_len
-            && pair.value_len <= self.limits.max_value_len
-            && bytes
-                .saturating_add(pair.name_len)
-                .saturating_add(pair.value_len)
-                <= self.limits.max_total_bytes
+        self.check_name(pair.name_len, pairs, bytes).is_ok()
+            && self
+                .check_value(pair.name_len, pair.value_len, bytes)
+                .is_ok()
     }
 
     /// The stream ended (empty PARAMS record): fails if a pair is unfinished.
@@ -221,7 +217,7 @@ impl NvDecoder {
             State::NameLen(mut prefix) => match prefix.take(input) {
                 None => State::NameLen(prefix),
                 Some(name_len) => {
-                    self.check_name(name_len, params)?;
+                    self.check_name(name_len, params.pair_count(), params.byte_len())?;
                     State::ValueLen {
                         name_len,
                         prefix: Prefix::default(),
@@ -234,7 +230,7 @@ impl NvDecoder {
             } => match prefix.take(input) {
                 None => State::ValueLen { name_len, prefix },
                 Some(value_len) => {
-                    self.check_value(name_len, value_len, params)?;
+                    self.check_value(name_len, value_len, params.byte_len())?;
                     params.begin_pair();
                     State::Name {
                         left: name_len,
@@ -265,31 +261,25 @@ impl NvDecoder {
     }
 
     /// Checks a pair's name length before anything of the pair is stored.
-    fn check_name(&self, name_len: u32, params: &ParamsBuilder) -> Result<(), NvError> {
-        if params.pair_count() >= self.limits.max_pairs {
+    fn check_name(&self, name_len: u32, pairs: usize, bytes: usize) -> Result<(), NvError> {
+        if pairs >= self.limits.max_pairs {
             return Err(NvError::TooManyPairs);
         }
         if widen(name_len) > self.limits.max_name_len {
             return Err(NvError::NameTooLong { len: name_len });
         }
-        if params.byte_len().saturating_add(widen(name_len)) > self.limits.max_total_bytes {
+        if bytes.saturating_add(widen(name_len)) > self.limits.max_total_bytes {
             return Err(NvError::TooManyBytes);
         }
         Ok(())
     }
 
     /// Checks a pair's value length before anything of the pair is stored.
-    fn check_value(
-        &self,
-        name_len: u32,
-        value_len: u32,
-        params: &ParamsBuilder,
-    ) -> Result<(), NvError> {
+    fn check_value(&self, name_len: u32, value_len: u32, bytes: usize) -> Result<(), NvError> {
         if widen(value_len) > self.limits.max_value_len {
             return Err(NvError::ValueTooLong { len: value_len });
         }
-        let total = params
-            .byte_len()
+        let total = bytes
             .saturating_add(widen(name_len))
             .saturating_add(widen(value_len));
         if total > self.limits.max_total_bytes {
@@ -303,8 +293,8 @@ impl NvDecoder {
 struct WholePair {
     /// Bytes of the two length prefixes (the name starts here).
     prefix_len: usize,
-    name_len: usize,
-    value_len: usize,
+    name_len: u32,
+    value_len: u32,
 }
 
 impl WholePair {
@@ -312,8 +302,7 @@ impl WholePair {
     fn read(input: &[u8]) -> Option<WholePair> {
         let (name_len, rest) = read_len(input)?;
         let (value_len, rest) = read_len(rest)?;
-        let (name_len, value_len) = (widen(name_len), widen(value_len));
-        let data_len = name_len.saturating_add(value_len);
+        let data_len = widen(name_len).saturating_add(widen(value_len));
         (data_len <= rest.len()).then_some(WholePair {
             prefix_len: input.len() - rest.len(),
             name_len,

@@ -29,16 +29,15 @@ impl PairIndex {
 #[derive(Debug, Default)]
 pub struct ParamsBuilder {
     /// Name and value bytes; also the length prefixes of pairs copied as a block (see
-    /// [`ParamsBuilder::append_pairs`] and [`ParamsBuilder::index_in_block`]), which no pair
-    /// index covers.
+    /// [`ParamsBuilder::append_pairs`]), which no pair index covers.
     buf: BytesMut,
     /// Name and value bytes stored (what the limits count).
     content_len: usize,
     pairs: Vec<PairIndex>,
     /// Start of the pair being appended (its name bytes come first, then its value bytes).
     open_pair: Option<(u32, u32)>,
-    /// The end of the furthest pair indexed with [`ParamsBuilder::append_pairs`] or
-    /// [`ParamsBuilder::index_in_block`] (pairs stored any other way are always inside `buf`).
+    /// The end of the furthest pair indexed with [`ParamsBuilder::append_pairs`] (pairs stored
+    /// any other way are always inside `buf`).
     indexed_end: usize,
 }
 
@@ -108,41 +107,6 @@ impl ParamsBuilder {
 
     pub fn extend_value(&mut self, bytes: &[u8]) {
         self.content_len += bytes.len();
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Where the next [`ParamsBuilder::append_block`] will start: pairs indexed with
-    /// [`ParamsBuilder::index_in_block`] are relative to it.
-    pub fn block_start(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Indexes a pair whose name starts `name_at` bytes into the block that begins at `block`
-    /// (from [`ParamsBuilder::block_start`]); its bytes arrive with [`append_block`], which the
-    /// caller must call before [`ParamsBuilder::finish`] with a block covering the pair.
-    ///
-    /// [`append_block`]: ParamsBuilder::append_block
-    pub fn index_in_block(
-        &mut self,
-        block: usize,
-        name_at: usize,
-        name_len: usize,
-        value_len: usize,
-    ) {
-        self.content_len += name_len + value_len;
-        let name_start = block + name_at;
-        let name_end = name_start + name_len;
-        let value_end = name_end + value_len;
-        self.indexed_end = self.indexed_end.max(value_end);
-        self.pairs.push(PairIndex {
-            name_start: name_start as u32,
-            name_end: name_end as u32,
-            value_end: value_end as u32,
-        });
-    }
-
-    /// Appends encoded pairs verbatim (length prefixes included): one copy for many pairs.
-    pub fn append_block(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
@@ -398,16 +362,5 @@ mod tests {
         });
         assert_eq!(used, 0);
         assert!(b.finish().is_empty());
-    }
-
-    #[test]
-    fn pairs_indexed_past_the_appended_block_are_dropped() {
-        let mut b = ParamsBuilder::new();
-        let block = b.block_start();
-        b.index_in_block(block, 2, 1, 1);
-        b.index_in_block(block, 6, 1, 1);
-        b.append_block(&[1, 1, b'A', b'1', 1, 1]);
-        let p = b.finish();
-        assert_eq!(p, Params::from_pairs([(&b"A"[..], &b"1"[..])]));
     }
 }

@@ -629,8 +629,7 @@ impl Core {
             data.advance(n);
         }
         if last {
-            record::encode_stream_end(&mut conn.out, record::RecordType::Stdout, rk.id);
-            self.end_request(rk.conn, conn, rk.id, 0);
+            self.end_stdout(rk, conn, 0);
         } else {
             self.mark_dirty(rk.conn, conn);
         }
@@ -644,10 +643,13 @@ impl Core {
 
     /// Ends the request: STDOUT end, END_REQUEST with `app_status`, entry removed.
     pub fn finish(&self, rk: ReqKey, app_status: u32) {
-        self.with_request(rk, |conn, core| {
-            record::encode_stream_end(&mut conn.out, record::RecordType::Stdout, rk.id);
-            core.end_request(rk.conn, conn, rk.id, app_status);
-        });
+        self.with_request(rk, |conn, core| core.end_stdout(rk, conn, app_status));
+    }
+
+    /// STDOUT end, then END_REQUEST with `app_status` (see [`Core::end_request`]).
+    fn end_stdout(&self, rk: ReqKey, conn: &mut Conn, app_status: u32) {
+        record::encode_stream_end(&mut conn.out, record::RecordType::Stdout, rk.id);
+        self.end_request(rk.conn, conn, rk.id, app_status);
     }
 
     /// Ends the request after a handler error or panic: a 500 if nothing was sent yet, else
