@@ -1,0 +1,161 @@
+//! `fcgi-floor` (the no-application FastCGI floor) against the real server: it must answer
+//! `GET /hello` with exactly the bytes `fcgi-uring` answers with, or its rate would not bound the
+//! real server's, and the load client must run against it without errors, multiplexed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use fcgi_loadtest::fcgi::{RequestTemplate, nginx_like_params, probe_values};
+use fcgi_loadtest::{Config, Protocol, run};
+use fcgi_proto::record::{HEADER_LEN, Header, RecordType};
+use fcgi_uring::Addr;
+
+/// The `fcgi-floor` child, killed when dropped (even when an assertion fails).
+struct Floor {
+    child: Child,
+    addr: SocketAddr,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Floor {
+    fn start() -> Floor {
+        Floor::start_with(&[])
+    }
+
+    fn start_with(args: &[&str]) -> Floor {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
+            .arg("127.0.0.1:0")
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start fcgi-floor");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Floor {
+            child,
+            addr,
+            stdout,
+        }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real server with the demo app, in this process.
+fn real_server() -> (fcgi_uring::ServerHandle, SocketAddr) {
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = fcgi_uring::Config {
+        listen: Addr::Tcp(addr),
+        workers: 1,
+        pin_workers: false,
+        shutdown_timeout: Duration::from_secs(1),
+        ..fcgi_uring::Config::default()
+    };
+    let handle = fcgi_uring::Server::new(config)
+        .start(|| fcgi_uring::service_fn(fcgi_uring_cli::demo::app))
+        .unwrap();
+    (handle, addr)
+}
+
+/// Sends `GET /hello` as request `id` (split into two writes inside a record header) and
+/// returns every byte up to and including END_REQUEST.
+fn answer(addr: SocketAddr, id: u16) -> Vec<u8> {
+    let params = nginx_like_params("GET", "/hello", &[("Host", "localhost")], 0);
+    let mut request = Vec::new();
+    RequestTemplate::new(&params, b"", true).append(&mut request, id);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(&request[..13]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    stream.write_all(&request[13..]).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = end_of_response(&got) {
+            got.truncate(end);
+            return got;
+        }
+        let n = stream
+            .read(&mut chunk)
+            .expect("an answer before the timeout");
+        assert!(n > 0, "closed before END_REQUEST; got {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Where the END_REQUEST record ends, once it has arrived.
+fn end_of_response(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + HEADER_LEN) {
+        let header = Header::parse(header.try_into().ok()?);
+        let end = at + HEADER_LEN + header.body_len();
+        if header.known_type() == Some(RecordType::EndRequest) && end <= bytes.len() {
+            return Some(end);
+        }
+        at = end;
+    }
+    None
+}
+
+#[test]
+fn floor_answers_hello_with_the_real_servers_bytes() {
+    let floor = Floor::start();
+    let (_server, real) = real_server();
+    for id in [1, 300, 65535] {
+        let theirs = answer(real, id);
+        assert!(theirs.windows(13).any(|w| w == b"Hello, World!"));
+        assert_eq!(answer(floor.addr, id), theirs, "request id {id}");
+    }
+}
+
+#[test]
+fn floor_says_it_multiplexes_and_serves_a_multiplexed_load_without_errors() {
+    let floor = Floor::start();
+    let addr = Addr::Tcp(floor.addr);
+    let values = probe_values(&addr, Duration::from_secs(5))
+        .unwrap()
+        .expect("a GET_VALUES_RESULT");
+    assert_eq!(values.mpxs_conns, Some(true));
+
+    let mut cfg = Config::new(Protocol::Fastcgi, addr, "/hello");
+    cfg.conns = 4;
+    cfg.depth = 8;
+    cfg.duration = Duration::from_millis(500);
+    cfg.warmup = Duration::from_millis(100);
+    cfg.expect_body = Some("Hello, World!".into());
+    let report = run(&cfg).unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert!(report.requests > 100, "{report:?}");
+}
+
+#[test]
+fn floor_with_seconds_exits_by_itself_and_counts_its_answers() {
+    let mut floor = Floor::start_with(&["1"]);
+    for id in [1, 2, 3] {
+        answer(floor.addr, id);
+    }
+    let status = floor.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    let mut rest = String::new();
+    floor.stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "requests=3\n");
+}

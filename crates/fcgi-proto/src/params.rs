@@ -1,0 +1,366 @@
+//! The name-value pairs of one request's PARAMS stream (spec 5.2), stored in one shared buffer.
+//!
+//! Guarantees: [`Params`] is immutable; its bytes live in one `Bytes` buffer, so values can be
+//! handed out as zero-copy [`Bytes`] slices. Lookups by name return the **last** occurrence, the way
+//! php-fpm and CGI environments resolve duplicates; [`Params::get_all`] sees every one.
+
+use bytes::{Bytes, BytesMut};
+use std::ops::Range;
+
+/// Byte ranges of one pair inside the shared buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PairIndex {
+    name_start: u32,
+    name_end: u32,
+    value_end: u32,
+}
+
+impl PairIndex {
+    fn name(&self) -> Range<usize> {
+        self.name_start as usize..self.name_end as usize
+    }
+    fn value(&self) -> Range<usize> {
+        self.name_end as usize..self.value_end as usize
+    }
+}
+
+/// Accumulates pairs while a PARAMS stream is decoded. Bounded by its caller (the decoder checks
+/// limits before appending).
+#[derive(Debug, Default)]
+pub struct ParamsBuilder {
+    /// Name and value bytes; also the length prefixes of pairs copied as a block (see
+    /// [`ParamsBuilder::append_pairs`]), which no pair index covers.
+    buf: BytesMut,
+    /// Name and value bytes stored (what the limits count).
+    content_len: usize,
+    pairs: Vec<PairIndex>,
+    /// Start of the pair being appended (its name bytes come first, then its value bytes).
+    open_pair: Option<(u32, u32)>,
+    /// The end of the furthest pair indexed with [`ParamsBuilder::append_pairs`] (pairs stored
+    /// any other way are always inside `buf`).
+    indexed_end: usize,
+}
+
+impl ParamsBuilder {
+    pub fn new() -> ParamsBuilder {
+        ParamsBuilder::default()
+    }
+
+    /// Total name and value bytes stored so far.
+    pub fn byte_len(&self) -> usize {
+        self.content_len
+    }
+
+    /// Number of complete pairs so far.
+    pub fn pair_count(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Makes room for `bytes` more name and value bytes and `pairs` more pairs, so that a PARAMS
+    /// record costs one allocation of each. The caller bounds both by its limits.
+    pub fn reserve(&mut self, bytes: usize, pairs: usize) {
+        // The first record allocates directly: growing an empty buffer takes the longer path.
+        if self.buf.capacity() == 0 {
+            self.buf = BytesMut::with_capacity(bytes);
+        } else {
+            self.buf.reserve(bytes);
+        }
+        if self.pairs.capacity() == 0 {
+            self.pairs = Vec::with_capacity(pairs);
+        } else {
+            self.pairs.reserve(pairs);
+        }
+    }
+
+    /// Adds a whole pair.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.content_len += name.len() + value.len();
+        let name_start = self.buf.len() as u32;
+        self.buf.extend_from_slice(name);
+        let name_end = self.buf.len() as u32;
+        self.buf.extend_from_slice(value);
+        self.pairs.push(PairIndex {
+            name_start,
+            name_end,
+            value_end: self.buf.len() as u32,
+        });
+        self.open_pair = None;
+    }
+
+    /// Starts a pair whose bytes arrive in pieces: `extend_name`*, `end_name`, `extend_value`*,
+    /// `end_pair`.
+    pub fn begin_pair(&mut self) {
+        let at = self.buf.len() as u32;
+        self.open_pair = Some((at, at));
+    }
+
+    pub fn extend_name(&mut self, bytes: &[u8]) {
+        self.content_len += bytes.len();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn end_name(&mut self) {
+        if let Some((start, _)) = self.open_pair {
+            self.open_pair = Some((start, self.buf.len() as u32));
+        }
+    }
+
+    pub fn extend_value(&mut self, bytes: &[u8]) {
+        self.content_len += bytes.len();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Indexes the pairs that `next_pair` finds at the front of `block`, then appends the bytes
+    /// they span verbatim (length prefixes included): one copy for many pairs. Returns how many
+    /// bytes of `block` were appended.
+    ///
+    /// `next_pair(rest, pairs, bytes)` is given what follows the pairs found so far and the
+    /// builder's pair count and name and value bytes as they would be with them; it returns the
+    /// pair at the front of `rest` as (length prefix bytes, name length, value length), which
+    /// must lie within `rest`, or `None` to stop. Pairs it describes past `block` are dropped
+    /// by [`ParamsBuilder::finish`].
+    pub fn append_pairs(
+        &mut self,
+        block: &[u8],
+        mut next_pair: impl FnMut(&[u8], usize, usize) -> Option<(usize, usize, usize)>,
+    ) -> usize {
+        let base = self.buf.len();
+        let mut used = 0;
+        let mut content_len = self.content_len;
+        while let Some((prefix_len, name_len, value_len)) = block
+            .get(used..)
+            .and_then(|rest| next_pair(rest, self.pairs.len(), content_len))
+        {
+            let name_start = base + used + prefix_len;
+            let name_end = name_start + name_len;
+            let value_end = name_end + value_len;
+            self.pairs.push(PairIndex {
+                name_start: name_start as u32,
+                name_end: name_end as u32,
+                value_end: value_end as u32,
+            });
+            content_len += name_len + value_len;
+            used = value_end - base;
+        }
+        self.content_len = content_len;
+        self.indexed_end = self.indexed_end.max(base + used);
+        match block.get(..used) {
+            Some(bytes) => {
+                self.buf.extend_from_slice(bytes);
+                used
+            }
+            None => 0,
+        }
+    }
+
+    pub fn end_pair(&mut self) {
+        if let Some((name_start, name_end)) = self.open_pair.take() {
+            self.pairs.push(PairIndex {
+                name_start,
+                name_end,
+                value_end: self.buf.len() as u32,
+            });
+        }
+    }
+
+    /// Freezes the complete pairs (an unfinished pair is dropped).
+    pub fn finish(mut self) -> Params {
+        // Indexes past the end can only come from a caller that broke the block contract;
+        // drop them rather than hand out ranges that would panic later.
+        if self.indexed_end > self.buf.len() {
+            let len = self.buf.len() as u32;
+            self.pairs.retain(|p| p.value_end <= len);
+        }
+        Params {
+            buf: self.buf.freeze(),
+            content_len: self.content_len,
+            pairs: self.pairs,
+        }
+    }
+}
+
+/// The complete params of one request. Two `Params` are equal when they hold the same pairs in
+/// the same order, however their bytes are laid out.
+#[derive(Debug, Clone, Default)]
+pub struct Params {
+    buf: Bytes,
+    /// Name and value bytes (`buf` may also hold length prefixes).
+    content_len: usize,
+    pairs: Vec<PairIndex>,
+}
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Params) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Params {}
+
+impl Params {
+    /// Builds params from pairs (for tests and clients).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Params {
+        let mut b = ParamsBuilder::new();
+        for (n, v) in pairs {
+            b.push(n, v);
+        }
+        b.finish()
+    }
+
+    /// Number of pairs, duplicates included.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Name and value bytes in all.
+    pub fn byte_len(&self) -> usize {
+        self.content_len
+    }
+
+    /// Every pair in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.pairs
+            .iter()
+            .map(|p| (&self.buf[p.name()], &self.buf[p.value()]))
+    }
+
+    /// The pair at `index` in arrival order (the `index`th of [`Params::iter`]).
+    pub fn pair(&self, index: usize) -> Option<(&[u8], &[u8])> {
+        let p = self.pairs.get(index)?;
+        Some((self.buf.get(p.name())?, self.buf.get(p.value())?))
+    }
+
+    /// Every pair in arrival order as zero-copy slices of the shared buffer.
+    pub fn iter_bytes(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
+        self.pairs
+            .iter()
+            .map(|p| (self.buf.slice(p.name()), self.buf.slice(p.value())))
+    }
+
+    /// A zero-copy `Bytes` for `part`, which must be a slice obtained from this `Params` (from
+    /// [`Params::iter`] or [`Params::get`]); `None` for any other slice.
+    pub fn share(&self, part: &[u8]) -> Option<Bytes> {
+        let start = (part.as_ptr() as usize).checked_sub(self.buf.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= self.buf.len()).then(|| self.buf.slice(start..end))
+    }
+
+    /// The value of the last pair named `name` (exact, case-sensitive match as in CGI).
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|p| &self.buf[p.name()] == name)
+            .map(|p| &self.buf[p.value()])
+    }
+
+    /// Like [`Params::get`], as a zero-copy slice.
+    pub fn get_bytes(&self, name: &[u8]) -> Option<Bytes> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|p| &self.buf[p.name()] == name)
+            .map(|p| self.buf.slice(p.value()))
+    }
+
+    /// The value of the last pair named `name` if it is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name.as_bytes())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of pairs named `name`, in arrival order.
+    pub fn get_all<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_and_whole_pairs_agree() {
+        let mut b = ParamsBuilder::new();
+        b.begin_pair();
+        b.extend_name(b"REQ");
+        b.extend_name(b"UEST_METHOD");
+        b.end_name();
+        b.extend_value(b"GE");
+        b.extend_value(b"T");
+        b.end_pair();
+        b.push(b"EMPTY", b"");
+        let p = b.finish();
+        assert_eq!(
+            p,
+            Params::from_pairs([(&b"REQUEST_METHOD"[..], &b"GET"[..]), (b"EMPTY", b"")])
+        );
+        assert_eq!(p.get(b"REQUEST_METHOD"), Some(&b"GET"[..]));
+        assert_eq!(p.get(b"EMPTY"), Some(&b""[..]));
+        assert_eq!(p.get(b"NOPE"), None);
+    }
+
+    #[test]
+    fn share_slices_only_its_own_bytes() {
+        let p = Params::from_pairs([(&b"A"[..], &b"value"[..])]);
+        let v = p.get(b"A").unwrap();
+        assert_eq!(p.share(v).unwrap(), Bytes::from_static(b"value"));
+        assert_eq!(p.share(b"value"), None);
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_all_are_listed() {
+        let p = Params::from_pairs([(&b"A"[..], &b"1"[..]), (b"A", b"2")]);
+        assert_eq!(p.get(b"A"), Some(&b"2"[..]));
+        assert_eq!(p.get_all(b"A").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
+        assert_eq!(p.get_bytes(b"A").unwrap(), Bytes::from_static(b"2"));
+    }
+
+    #[test]
+    fn unfinished_pair_is_dropped() {
+        let mut b = ParamsBuilder::new();
+        b.push(b"A", b"1");
+        b.begin_pair();
+        b.extend_name(b"HALF");
+        assert_eq!(b.finish().len(), 1);
+    }
+
+    #[test]
+    fn append_pairs_indexes_what_it_is_told_and_copies_the_span() {
+        let mut b = ParamsBuilder::new();
+        b.push(b"A", b"1");
+        let block = [1, 1, b'B', b'2', 2, 0, b'C', b'D', 9];
+        let mut seen = Vec::new();
+        let used = b.append_pairs(&block, |rest, pairs, bytes| {
+            seen.push((pairs, bytes));
+            match rest.first() {
+                Some(1) => Some((2, 1, 1)),
+                Some(2) => Some((2, 2, 0)),
+                _ => None,
+            }
+        });
+        assert_eq!(used, 8);
+        assert_eq!(seen, [(1, 2), (2, 4), (3, 6)]);
+        assert_eq!(b.byte_len(), 6);
+        let p = b.finish();
+        assert_eq!(
+            p,
+            Params::from_pairs([(&b"A"[..], &b"1"[..]), (b"B", b"2"), (b"CD", b"")])
+        );
+    }
+
+    #[test]
+    fn append_pairs_past_the_block_are_dropped() {
+        let mut b = ParamsBuilder::new();
+        let mut first = true;
+        let used = b.append_pairs(&[1, 1, b'A', b'1'], |_, _, _| {
+            std::mem::take(&mut first).then_some((2, 1, 9))
+        });
+        assert_eq!(used, 0);
+        assert!(b.finish().is_empty());
+    }
+}

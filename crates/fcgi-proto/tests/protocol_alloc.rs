@@ -1,0 +1,112 @@
+//! The hot path allocates nothing beyond the params buffer and index: a typical nginx request
+//! (BEGIN, one PARAMS record padded to 8, empty PARAMS, empty STDIN) in one input slice.
+//!
+//! The params buffer costs two allocations: its bytes (reserved from the record's length) and,
+//! since that reservation is a little larger than the decoded bytes, the shared header that
+//! `bytes::Bytes` allocates when it freezes a buffer with spare capacity.
+
+use fcgi_proto::nv::encode_pair;
+use fcgi_proto::record::{RecordType, encode_begin_request, encode_stream_end};
+use fcgi_proto::{Connection, Event, Limits};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn nginx_request() -> Vec<u8> {
+    let mut params = Vec::new();
+    for (name, value) in [
+        ("QUERY_STRING", ""),
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", "/hello"),
+        ("REQUEST_URI", "/hello"),
+        ("DOCUMENT_ROOT", "/usr/share/nginx/html"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("REMOTE_PORT", "52814"),
+        ("HTTP_HOST", "localhost:8080"),
+        (
+            "HTTP_USER_AGENT",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Firefox/128.0",
+        ),
+    ] {
+        encode_pair(&mut params, name.as_bytes(), value.as_bytes());
+    }
+    let padding = (8 - params.len() % 8) % 8;
+    let mut out = Vec::new();
+    encode_begin_request(&mut out, 1, 1, true);
+    out.extend_from_slice(&[1, 4, 0, 1]);
+    out.extend_from_slice(&(params.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[padding as u8, 0]);
+    out.extend_from_slice(&params);
+    out.extend(std::iter::repeat_n(0, padding));
+    encode_stream_end(&mut out, RecordType::Params, 1);
+    encode_stream_end(&mut out, RecordType::Stdin, 1);
+    out
+}
+
+/// Allocations made by one `receive` of the whole request.
+fn receive_allocations(conn: &mut Connection, input: &[u8], out: &mut Vec<u8>) -> usize {
+    let mut params = None;
+    let mut ended = false;
+    let before = allocations();
+    conn.receive(input, out, &mut |event| match event {
+        Event::Request { params: p, .. } => params = Some(p),
+        Event::StdinEnd { .. } => ended = true,
+        _ => {}
+    })
+    .unwrap();
+    let made = allocations() - before;
+    assert!(ended);
+    assert_eq!(params.map(|p| p.len()), Some(10));
+    made
+}
+
+#[test]
+fn a_typical_request_allocates_only_the_params_buffer_and_index() {
+    let input = nginx_request();
+    let mut out = Vec::with_capacity(64);
+    let mut conn = Connection::new(Limits::default());
+    // First request on a connection: also the request table (index and slot).
+    let first = receive_allocations(&mut conn, &input, &mut out);
+    assert_eq!(first, 4);
+    assert!(conn.end_request(1, 0, &mut out));
+    out.clear();
+    for _ in 0..3 {
+        // The params bytes (one block copy fills the reserved buffer exactly, so freezing it
+        // needs no extra `Bytes` header) and the pair index.
+        assert_eq!(receive_allocations(&mut conn, &input, &mut out), 2);
+        assert!(conn.end_request(1, 0, &mut out));
+        out.clear();
+    }
+}

@@ -1,0 +1,8 @@
+//! The `fcgi-uring` command's parts, as a library for its tests and for `fcgi-loadtest`:
+//! the demo app it serves, its configuration file, and its `request` subcommand.
+
+#![forbid(unsafe_code)]
+
+pub mod config_file;
+pub mod demo;
+pub mod request;

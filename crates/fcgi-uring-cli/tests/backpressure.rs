@@ -1,0 +1,120 @@
+//! Bounded memory in both directions: a slow handler pauses reading, a slow proxy pauses the
+//! response body.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use fcgi_client::RequestSpec;
+use fcgi_uring::{Config, RequestBody, Server, service_fn};
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+#[test]
+fn a_slow_body_reader_pauses_the_connection_and_loses_nothing() {
+    let config = Config {
+        max_body_buffer: 16 * 1024,
+        ..test_config()
+    };
+    let server = Server::new(config)
+        .start(|| {
+            service_fn(|req: Request<RequestBody>| async move {
+                let mut body = req.into_body();
+                let mut all = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    all.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(all))))
+            })
+        })
+        .unwrap();
+    let body: Vec<u8> = (0..(1024 * 1024u32)).map(|i| (i % 241) as u8).collect();
+    let mut spec = RequestSpec::post("/slow-reader", body.clone());
+    spec.stdin_chunk = 4096;
+    let r = connect(server.local_addr()).request(&spec).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "body intact after pauses");
+}
+
+/// An endless body that counts the bytes it produced.
+struct Endless(Arc<AtomicUsize>);
+
+impl Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.fetch_add(64 * 1024, Ordering::SeqCst);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))))
+    }
+}
+
+#[test]
+fn a_proxy_that_stops_reading_pauses_the_response_body() {
+    let produced = Arc::new(AtomicUsize::new(0));
+    let p = produced.clone();
+    let config = Config {
+        max_output_buffer: 256 * 1024,
+        ..test_config()
+    };
+    let server = Server::new(config)
+        .start(move || {
+            let p = p.clone();
+            service_fn(move |_req: Request<RequestBody>| {
+                let p = p.clone();
+                async move { Ok::<_, Infallible>(Response::new(Endless(p))) }
+            })
+        })
+        .unwrap();
+    let mut c = connect(server.local_addr());
+    c.begin(&RequestSpec::get("/endless"), 1).unwrap();
+    // The client reads nothing: production must stop at the output limit plus what the kernel's
+    // socket buffers absorb, far below what an unpaused loop makes in this time.
+    std::thread::sleep(Duration::from_millis(500));
+    let first = produced.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = produced.load(Ordering::SeqCst);
+    assert!(first > 0, "the handler started");
+    assert_eq!(first, second, "production stopped while nobody reads");
+    assert!(first < 64 * 1024 * 1024, "bounded: {first} bytes produced");
+    // Reading resumes production.
+    for _ in 0..200 {
+        c.read_record().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        produced.load(Ordering::SeqCst) > second,
+        "resumed after reading"
+    );
+}
+
+#[test]
+fn unix_socket_file_mode_is_applied() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mode.sock");
+    let config = Config {
+        listen: fcgi_uring::Addr::Unix(path.clone()),
+        unix_mode: Some(0o660),
+        ..test_config()
+    };
+    let server = Server::new(config)
+        .start(|| service_fn(fcgi_uring_cli::demo::app))
+        .unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    assert_eq!(get(server.local_addr(), "/hello").status, 200);
+    drop(server);
+    assert!(!path.exists(), "socket file removed at shutdown");
+}

@@ -1,0 +1,144 @@
+//! Shared helpers for integration tests: start servers in-process on ephemeral addresses.
+#![allow(dead_code)]
+
+use fcgi_client::{Client, Record, RequestSpec, Response};
+use fcgi_proto::record::{Header, RecordType};
+use fcgi_uring::{Addr, Config, Server, ServerHandle, service_fn};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How long a test waits for any single answer before failing (a hang guard, not a speed
+/// assertion).
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A child process (a server under test), killed when dropped, so that a failing assertion does
+/// not leave it running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The demo app on 127.0.0.1 with an ephemeral port and two workers.
+pub fn demo_tcp() -> ServerHandle {
+    start_demo("127.0.0.1:0".parse().unwrap())
+}
+
+/// The demo app on a UNIX socket in a fresh temporary directory (kept alive by the returned
+/// guard).
+pub fn demo_unix() -> (ServerHandle, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = Addr::Unix(dir.path().join("app.sock"));
+    (start_demo(addr), dir)
+}
+
+pub fn start_demo(listen: Addr) -> ServerHandle {
+    let config = Config {
+        listen,
+        workers: 2,
+        pin_workers: false,
+        shutdown_timeout: Duration::from_secs(2),
+        ..Config::default()
+    };
+    Server::new(config)
+        .start(|| service_fn(fcgi_uring_cli::demo::app))
+        .expect("server starts")
+}
+
+/// A small config for tests that bring their own handler.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 1,
+        pin_workers: false,
+        shutdown_timeout: Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+pub fn connect(addr: &Addr) -> Client {
+    let c = Client::connect(addr).expect("connect");
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c
+}
+
+pub fn get(addr: &Addr, uri: &str) -> Response {
+    connect(addr)
+        .request(&RequestSpec::get(uri))
+        .expect("request")
+}
+
+/// 1,000 GET /hello one after another on one KEEP_CONN connection, each answered in full.
+pub fn sequential_1000(addr: &Addr) {
+    let mut c = connect(addr);
+    for i in 0..1000 {
+        let mut spec = RequestSpec::get("/hello");
+        spec.keep_conn = true;
+        let r = c
+            .request(&spec)
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(r.body, b"Hello, World!", "request {i}");
+    }
+}
+
+/// What came back for one request id on a raw connection.
+#[derive(Debug, Default, Clone)]
+pub struct Collected {
+    pub stdout: Vec<u8>,
+    pub stdout_ended: bool,
+    pub end_requests: usize,
+    pub protocol_status: Option<u8>,
+}
+
+/// Reads records until every id in `ids` has its END_REQUEST; returns what each received and the
+/// order in which the END_REQUESTs arrived.
+pub fn collect_until_ended(c: &mut Client, ids: &[u16]) -> (HashMap<u16, Collected>, Vec<u16>) {
+    let mut got: HashMap<u16, Collected> = HashMap::new();
+    let mut order = Vec::new();
+    while !ids
+        .iter()
+        .all(|id| got.get(id).is_some_and(|g| g.end_requests > 0))
+    {
+        let rec = c.read_record().expect("read").expect("connection open");
+        record_into(&mut got, &mut order, rec);
+    }
+    (got, order)
+}
+
+pub fn record_into(got: &mut HashMap<u16, Collected>, order: &mut Vec<u16>, rec: Record) {
+    let Header {
+        record_type,
+        request_id,
+        ..
+    } = rec.header;
+    let entry = got.entry(request_id).or_default();
+    match RecordType::from_u8(record_type) {
+        Some(RecordType::Stdout) if rec.content.is_empty() => entry.stdout_ended = true,
+        Some(RecordType::Stdout) => entry.stdout.extend_from_slice(&rec.content),
+        Some(RecordType::EndRequest) => {
+            entry.end_requests += 1;
+            entry.protocol_status = rec.content.get(4).copied();
+            order.push(request_id);
+        }
+        _ => {}
+    }
+}
+
+/// Splits a CGI response (head, blank line, body).
+pub fn split_cgi(stdout: &[u8]) -> (String, Vec<u8>) {
+    let pos = stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("CGI head ends with a blank line");
+    (
+        String::from_utf8_lossy(&stdout[..pos]).into_owned(),
+        stdout[pos + 4..].to_vec(),
+    )
+}
+pub mod app;
+pub mod http_client;
+pub mod matrix;
+pub mod proxy;

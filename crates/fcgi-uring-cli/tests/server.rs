@@ -1,0 +1,268 @@
+//! The real server, over TCP and a UNIX socket, driven by the FastCGI client.
+
+mod common;
+
+use common::*;
+use fcgi_client::RequestSpec;
+use fcgi_proto::record::{self, ProtocolStatus, RecordType};
+use fcgi_uring::Addr;
+use std::time::Duration;
+
+fn routes(addr: &Addr) {
+    let r = get(addr, "/hello");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"Hello, World!");
+    assert!(
+        r.headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case("content-type") && v.starts_with("text/plain"))
+    );
+
+    let r = get(addr, "/json");
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with(b"{"));
+
+    let r = get(addr, "/sleep?ms=20");
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"slept 20"[..]));
+
+    let r = get(addr, "/nope");
+    assert_eq!(r.status, 404);
+
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let r = connect(addr)
+        .request(&RequestSpec::post("/echo", body.clone()))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, body);
+
+    let r = connect(addr)
+        .request(&RequestSpec::post("/echo", Vec::new()))
+        .unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 0));
+}
+
+#[test]
+fn every_route_over_tcp() {
+    let server = demo_tcp();
+    routes(server.local_addr());
+}
+
+#[test]
+fn every_route_over_unix_socket() {
+    let (server, _dir) = demo_unix();
+    routes(server.local_addr());
+}
+
+#[test]
+fn keep_conn_serves_1000_sequential_requests_on_one_connection() {
+    let server = demo_tcp();
+    sequential_1000(server.local_addr());
+}
+
+#[test]
+fn without_keep_conn_the_server_closes_gracefully() {
+    let server = demo_tcp();
+    let mut c = connect(server.local_addr());
+    let mut spec = RequestSpec::get("/hello");
+    spec.keep_conn = false;
+    let r = c.request(&spec).unwrap();
+    assert_eq!(r.body, b"Hello, World!");
+    // Clean EOF (FIN), not a reset.
+    match c.read_record() {
+        Ok(None) => {}
+        other => panic!("expected a clean close, got {other:?}"),
+    }
+}
+
+#[test]
+fn unix_socket_without_keep_conn_closes_cleanly() {
+    let (server, _dir) = demo_unix();
+    let mut c = connect(server.local_addr());
+    let mut spec = RequestSpec::get("/hello");
+    spec.keep_conn = false;
+    assert_eq!(c.request(&spec).unwrap().status, 200);
+    assert!(matches!(c.read_record(), Ok(None)));
+}
+
+#[test]
+fn a_slow_request_does_not_hold_up_fast_ones_on_the_same_connection() {
+    let server = demo_tcp();
+    let mut c = connect(server.local_addr());
+    let mut slow = RequestSpec::get("/sleep?ms=200");
+    slow.keep_conn = true;
+    c.begin(&slow, 1).unwrap();
+    let mut ids = vec![1u16];
+    for id in 2..=50u16 {
+        let mut fast = RequestSpec::get("/hello");
+        fast.keep_conn = true;
+        c.begin(&fast, id).unwrap();
+        ids.push(id);
+    }
+    let (got, order) = collect_until_ended(&mut c, &ids);
+    assert_eq!(order.len(), 50);
+    assert_eq!(
+        *order.last().unwrap(),
+        1,
+        "the slow request ends last: {order:?}"
+    );
+    for id in 2..=50u16 {
+        let (_, body) = split_cgi(&got[&id].stdout);
+        assert_eq!(body, b"Hello, World!", "id {id}");
+        assert_eq!(got[&id].end_requests, 1);
+    }
+    let (_, body) = split_cgi(&got[&1].stdout);
+    assert_eq!(body, b"slept 200");
+}
+
+#[test]
+fn abort_request_gets_exactly_one_end_request() {
+    let server = demo_tcp();
+    let mut c = connect(server.local_addr());
+    let mut slow = RequestSpec::get("/sleep?ms=5000");
+    slow.keep_conn = true;
+    c.begin(&slow, 7).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut abort = Vec::new();
+    record::encode_abort_request(&mut abort, 7);
+    c.send_raw(&abort).unwrap();
+    // Then an ordinary request on the same connection: its END_REQUEST arrives after id 7's,
+    // and no second END_REQUEST for 7 may appear before it.
+    let mut fast = RequestSpec::get("/hello");
+    fast.keep_conn = true;
+    c.begin(&fast, 8).unwrap();
+    let (got, order) = collect_until_ended(&mut c, &[7, 8]);
+    assert_eq!(got[&7].end_requests, 1);
+    assert_eq!(
+        got[&7].protocol_status,
+        Some(ProtocolStatus::RequestComplete as u8)
+    );
+    assert_eq!(order, vec![7, 8]);
+    // A second abort for the now inactive id is ignored; the connection keeps working.
+    c.send_raw(&abort).unwrap();
+    let r = c.request(&fast).unwrap();
+    assert_eq!(r.body, b"Hello, World!");
+}
+
+#[test]
+fn get_values_answers_exactly_the_known_names_asked() {
+    let server = demo_tcp();
+    let mut c = connect(server.local_addr());
+    let values = c
+        .get_values(&["FCGI_MPXS_CONNS", "FCGI_MAX_REQS", "NOT_A_NAME"])
+        .unwrap();
+    let names: Vec<&str> = values.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["FCGI_MPXS_CONNS", "FCGI_MAX_REQS"]);
+    assert_eq!(values[0].1, "1");
+    assert!(values[1].1.parse::<u32>().unwrap() > 0);
+}
+
+#[test]
+fn unknown_role_and_unknown_management_type() {
+    let server = demo_tcp();
+    let mut c = connect(server.local_addr());
+    let mut bytes = Vec::new();
+    record::encode_begin_request(&mut bytes, 3, 99, true);
+    record::encode_record(&mut bytes, RecordType::GetValues, 0, &[]);
+    // An undefined management record type (spec 4.2).
+    bytes.extend_from_slice(
+        &record::Header {
+            version: 1,
+            record_type: 42,
+            request_id: 0,
+            content_length: 0,
+            padding_length: 0,
+        }
+        .encode(),
+    );
+    c.send_raw(&bytes).unwrap();
+    let mut seen_unknown_role = false;
+    let mut seen_unknown_type = false;
+    while !(seen_unknown_role && seen_unknown_type) {
+        let rec = c.read_record().unwrap().expect("open");
+        match RecordType::from_u8(rec.header.record_type) {
+            Some(RecordType::EndRequest) => {
+                assert_eq!(rec.header.request_id, 3);
+                assert_eq!(rec.content[4], ProtocolStatus::UnknownRole as u8);
+                seen_unknown_role = true;
+            }
+            Some(RecordType::UnknownType) => {
+                assert_eq!(rec.content[0], 42);
+                seen_unknown_type = true;
+            }
+            Some(RecordType::GetValuesResult) => assert!(rec.content.is_empty()),
+            other => panic!("unexpected record {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn large_streamed_request_body_is_echoed_intact() {
+    let server = demo_tcp();
+    let body: Vec<u8> = (0..(3 * 1024 * 1024u32))
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
+    let mut spec = RequestSpec::post("/echo", body.clone());
+    spec.stdin_chunk = 8 * 1024;
+    let r = connect(server.local_addr()).request(&spec).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    assert!(r.body == body);
+}
+
+#[test]
+fn without_keep_conn_an_unread_body_is_drained_before_a_clean_close() {
+    let server = demo_tcp();
+    let mut c = connect(server.local_addr());
+    // /nope answers 404 without reading its body; the server must still read the rest of STDIN
+    // and close with a FIN (an RST would cost the proxy the response).
+    let mut spec = RequestSpec::post("/nope", vec![7u8; 2 * 1024 * 1024]);
+    spec.keep_conn = false;
+    spec.stdin_chunk = 16 * 1024;
+    let r = c.request(&spec).unwrap();
+    assert_eq!(r.status, 404);
+    match c.read_record() {
+        Ok(None) => {}
+        other => panic!("expected a clean close after the drained body, got {other:?}"),
+    }
+}
+
+#[test]
+fn max_requests_in_flight_per_conn_counts_multiplexed_requests() {
+    let server = demo_tcp();
+    assert_eq!(server.max_requests_in_flight_per_conn(), 0);
+    let mut c = connect(server.local_addr());
+    for _ in 0..3 {
+        let mut spec = RequestSpec::get("/hello");
+        spec.keep_conn = true;
+        assert_eq!(c.request(&spec).unwrap().status, 200);
+    }
+    assert_eq!(
+        server.max_requests_in_flight_per_conn(),
+        1,
+        "sequential requests are never in flight together"
+    );
+    let ids = [1u16, 3, 5, 7];
+    for &id in &ids {
+        let mut slow = RequestSpec::get("/sleep?ms=500");
+        slow.keep_conn = true;
+        c.begin(&slow, id).unwrap();
+    }
+    let (got, _) = collect_until_ended(&mut c, &ids);
+    assert!(got.values().all(|g| g.end_requests == 1));
+    assert_eq!(server.max_requests_in_flight_per_conn(), 4);
+}
+
+/// RFC 3875 4.3.3: the script must not send a body for HEAD (HAProxy answers 502 when one
+/// comes); the head, with the Content-Length a GET would get, is sent as usual.
+#[test]
+fn head_gets_the_head_without_a_body() {
+    let server = demo_tcp();
+    let mut spec = RequestSpec::get("/hello");
+    spec.method = "HEAD".to_owned();
+    let r = connect(server.local_addr()).request(&spec).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Length"), Some("13"));
+    assert!(r.body.is_empty(), "HEAD body: {:?}", r.body);
+    let r = get(server.local_addr(), "/hello");
+    assert_eq!(r.body, b"Hello, World!");
+}

@@ -1,0 +1,14 @@
+//! FastCGI params <-> `http` types, the way nginx, Apache, HAProxy, Caddy and lighttpd send them
+//! (CGI/1.1, RFC 3875). Pure: no IO.
+//!
+//! - [`request`]: method, URI and headers of an `http::Request` from params; trusted params in
+//!   the [`TrustedParams`] extension, never mixed with client headers (`HTTP_*`).
+//! - [`response`]: the CGI header block (`Status:` line, headers, blank line) for STDOUT.
+
+pub mod request;
+pub mod response;
+pub mod trusted;
+
+pub use request::build_request;
+pub use response::{encode_head, encode_status_only};
+pub use trusted::TrustedParams;

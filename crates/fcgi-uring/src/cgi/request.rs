@@ -1,0 +1,414 @@
+//! Building an `http::Request` from a request's params (RFC 3875 section 4.1).
+//!
+//! Policies, each tested below:
+//! - **Method**: REQUEST_METHOD, required, must be an HTTP token.
+//! - **URI**: REQUEST_URI when present and non-empty (the raw path and query of the client's
+//!   request line, as nginx, Apache, HAProxy, Caddy and lighttpd send it); when it has no `?` and
+//!   QUERY_STRING is non-empty (Apache may send the query only there, and an nginx rewrite may
+//!   move it there) `?QUERY_STRING` is appended. Without REQUEST_URI: SCRIPT_NAME + PATH_INFO +
+//!   `?QUERY_STRING` (when non-empty). An absolute-form REQUEST_URI (`http://host/p?q`) keeps
+//!   only its path and query. Bytes a browser would have percent-encoded (the WHATWG path and
+//!   query percent-encode sets: controls, space, `"`, `#`, `<`, `>`, plus `` ` ``, `{`, `}` in
+//!   the path) and every non-ASCII byte are percent-encoded instead of refused; `%` is left
+//!   alone. A URI that still does not parse is [`RequestError::BadUri`]. The common case (a
+//!   clean REQUEST_URI) is not copied: the URI is a slice of the params buffer.
+//! - **Version**: SERVER_PROTOCOL (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/2.0`, `HTTP/3`...),
+//!   HTTP/1.1 when missing or unknown.
+//! - **Headers**: each `HTTP_FOO_BAR` param becomes a `foo-bar` header; names or values `http`
+//!   refuses are skipped; duplicates are appended (two HTTP_COOKIE give two `cookie` values).
+//!   CONTENT_TYPE gives `content-type` when non-empty; CONTENT_LENGTH gives `content-length`
+//!   only when it is a plain non-negative integer. CONTENT_LENGTH is **advisory**: proxies send
+//!   it computed, empty, absent or `-1` for chunked uploads, and the body ends where STDIN ends.
+//!   `HTTP_CONTENT_TYPE` and `HTTP_CONTENT_LENGTH` are ignored (the meta-variables above are
+//!   the proxy's statement, RFC 3875 4.1.18), and so is `HTTP_TRANSFER_ENCODING` (the proxy has
+//!   already removed the framing: STDIN is the decoded body).
+//! - **Trust**: `HTTP_PROXY` (from a client's `Proxy:` header) is an ordinary `proxy` header;
+//!   trusted values are only reachable through the [`TrustedParams`] extension, which refuses
+//!   every `HTTP_*` name.
+//! - **Extensions**: [`TrustedParams`] and the FastCGI [`Role`].
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri, Version};
+
+use super::TrustedParams;
+use fcgi_proto::{Params, Role};
+
+/// Why params could not form a request (answered with 400 by the runtime).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No REQUEST_METHOD param.
+    MissingMethod,
+    /// REQUEST_METHOD is not an HTTP token.
+    BadMethod,
+    /// No valid URI could be formed, even after percent-encoding.
+    BadUri,
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RequestError::MissingMethod => "REQUEST_METHOD param missing",
+            RequestError::BadMethod => "REQUEST_METHOD param is not a valid HTTP method",
+            RequestError::BadUri => "REQUEST_URI (or SCRIPT_NAME/PATH_INFO) is not a valid URI",
+        })
+    }
+}
+
+impl std::error::Error for RequestError {}
+
+/// Builds the request: method from REQUEST_METHOD; URI from REQUEST_URI, else SCRIPT_NAME +
+/// PATH_INFO + QUERY_STRING; headers from `HTTP_*` (plus CONTENT_TYPE and CONTENT_LENGTH);
+/// extensions: [`super::TrustedParams`] and the [`Role`]. See the module docs for the policies.
+pub fn build_request<B>(
+    params: Params,
+    role: Role,
+    body: B,
+) -> Result<http::Request<B>, RequestError> {
+    let mut known = Known::default();
+    known.scan(&params);
+    let method = match known.method {
+        None => return Err(RequestError::MissingMethod),
+        Some(m) => Method::from_bytes(m).map_err(|_| RequestError::BadMethod)?,
+    };
+    let uri = build_uri(&params, &known)?;
+    let version = known.protocol.map_or(Version::HTTP_11, parse_version);
+
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    // Filled in place: no map is moved in, and none replaced.
+    add_headers(&params, &known, request.headers_mut());
+    let extensions = request.extensions_mut();
+    extensions.insert(TrustedParams::new(params));
+    extensions.insert(role);
+    Ok(request)
+}
+
+/// `HTTP_*` params whose positions [`Known::scan`] lists, so that the headers are built without
+/// a second pass over every param; past this many, that pass is made.
+const LISTED_HEADERS: usize = 48;
+
+/// The params a request is built from, found in one pass (the last of duplicates wins, as in
+/// [`Params::get`]).
+#[derive(Default)]
+struct Known<'a> {
+    method: Option<&'a [u8]>,
+    request_uri: Option<&'a [u8]>,
+    query: Option<&'a [u8]>,
+    script_name: Option<&'a [u8]>,
+    path_info: Option<&'a [u8]>,
+    protocol: Option<&'a [u8]>,
+    content_type: Option<&'a [u8]>,
+    content_length: Option<&'a [u8]>,
+    /// Where the `HTTP_*` params are.
+    http: HttpParams,
+}
+
+/// The positions (in [`Params::iter`] order) of the `HTTP_*` params, while they fit.
+struct HttpParams {
+    count: usize,
+    at: [u16; LISTED_HEADERS],
+    /// Every `HTTP_*` param is in `at`.
+    listed: bool,
+}
+
+impl Default for HttpParams {
+    fn default() -> HttpParams {
+        HttpParams {
+            count: 0,
+            at: [0; LISTED_HEADERS],
+            listed: true,
+        }
+    }
+}
+
+impl HttpParams {
+    fn push(&mut self, at: usize) {
+        match (self.at.get_mut(self.count), u16::try_from(at)) {
+            (Some(slot), Ok(at)) => *slot = at,
+            _ => self.listed = false,
+        }
+        self.count += 1;
+    }
+
+    /// The listed positions, or `None` if some did not fit.
+    fn listed(&self) -> Option<&[u16]> {
+        self.at.get(..self.count).filter(|_| self.listed)
+    }
+}
+
+impl<'a> Known<'a> {
+    fn scan(&mut self, params: &'a Params) {
+        for (at, (name, value)) in params.iter().enumerate() {
+            if name.starts_with(b"HTTP_") {
+                self.http.push(at);
+                continue;
+            }
+            // Most params are none of the names below: one jump on length and first byte, then
+            // at most a few comparisons.
+            let slot = match (name.len(), name.first()) {
+                (14, Some(b'R')) if name == b"REQUEST_METHOD" => &mut self.method,
+                (11, Some(b'R')) if name == b"REQUEST_URI" => &mut self.request_uri,
+                (12, Some(b'Q')) if name == b"QUERY_STRING" => &mut self.query,
+                (11, Some(b'S')) if name == b"SCRIPT_NAME" => &mut self.script_name,
+                (9, Some(b'P')) if name == b"PATH_INFO" => &mut self.path_info,
+                (15, Some(b'S')) if name == b"SERVER_PROTOCOL" => &mut self.protocol,
+                (12, Some(b'C')) if name == b"CONTENT_TYPE" => &mut self.content_type,
+                (14, Some(b'C')) if name == b"CONTENT_LENGTH" => &mut self.content_length,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+    }
+}
+
+/// The version named by SERVER_PROTOCOL; HTTP/1.1 for anything unknown.
+fn parse_version(protocol: &[u8]) -> Version {
+    match protocol {
+        b"HTTP/1.1" => Version::HTTP_11,
+        b"HTTP/1.0" => Version::HTTP_10,
+        b"HTTP/2" | b"HTTP/2.0" => Version::HTTP_2,
+        b"HTTP/3" | b"HTTP/3.0" => Version::HTTP_3,
+        b"HTTP/0.9" => Version::HTTP_09,
+        _ => Version::HTTP_11,
+    }
+}
+
+fn build_uri(params: &Params, known: &Known<'_>) -> Result<Uri, RequestError> {
+    let query = known.query.unwrap_or_default();
+    match known.request_uri.and_then(|r| params.share(r)) {
+        Some(raw) if !raw.is_empty() => {
+            if query.is_empty() || raw.contains(&b'?') {
+                uri_from_target(raw)
+            } else {
+                let mut joined = Vec::with_capacity(raw.len() + 1 + query.len());
+                joined.extend_from_slice(&raw);
+                joined.push(b'?');
+                joined.extend_from_slice(query);
+                uri_from_target(Bytes::from(joined))
+            }
+        }
+        _ => {
+            let script = known.script_name.unwrap_or_default();
+            let path_info = known.path_info.unwrap_or_default();
+            let mut target = Vec::with_capacity(2 + script.len() + path_info.len() + query.len());
+            if !script.starts_with(b"/") {
+                target.push(b'/');
+            }
+            target.extend_from_slice(script);
+            if target.ends_with(b"/") && path_info.starts_with(b"/") {
+                target.pop();
+            }
+            target.extend_from_slice(path_info);
+            if !query.is_empty() {
+                target.push(b'?');
+                target.extend_from_slice(query);
+            }
+            uri_from_target(Bytes::from(target))
+        }
+    }
+}
+
+/// Parses a request target (origin, absolute, authority or asterisk form), percent-encoding
+/// what `http::Uri` would refuse. Absolute form is reduced to its path and query.
+fn uri_from_target(target: Bytes) -> Result<Uri, RequestError> {
+    let target = if needs_escape(&target) {
+        Bytes::from(escape(&target))
+    } else {
+        target
+    };
+    let uri = Uri::from_maybe_shared(target).map_err(|_| RequestError::BadUri)?;
+    if uri.scheme().is_none() {
+        return Ok(uri);
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|_| RequestError::BadUri)
+}
+
+/// Bytes escaped in the path: C0 controls, space, `"`, `#`, `<`, `>`, `` ` ``, `{`, `}`, DEL and
+/// non-ASCII (the WHATWG path percent-encode set, plus DEL and non-ASCII).
+fn escape_in_path(b: u8) -> bool {
+    matches!(b, 0..=0x20 | b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}' | 0x7F..=0xFF)
+}
+
+/// Bytes escaped in the query: the WHATWG query percent-encode set, plus DEL and non-ASCII.
+fn escape_in_query(b: u8) -> bool {
+    matches!(b, 0..=0x20 | b'"' | b'#' | b'<' | b'>' | 0x7F..=0xFF)
+}
+
+fn needs_escape(target: &[u8]) -> bool {
+    match target.iter().position(|&b| b == b'?') {
+        Some(q) => {
+            target[..q].iter().any(|&b| escape_in_path(b))
+                || target[q + 1..].iter().any(|&b| escape_in_query(b))
+        }
+        None => target.iter().any(|&b| escape_in_path(b)),
+    }
+}
+
+fn escape(target: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(target.len() + 16);
+    let mut in_query = false;
+    for &b in target {
+        let escaped = if in_query {
+            escape_in_query(b)
+        } else {
+            escape_in_path(b)
+        };
+        if escaped {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        } else {
+            out.push(b);
+        }
+        in_query |= b == b'?';
+    }
+    out
+}
+
+/// Adds to the empty `headers` those from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values
+/// are zero-copy slices of the params buffer.
+fn add_headers(params: &Params, known: &Known<'_>, headers: &mut HeaderMap) {
+    let content_type = known.content_type.filter(|v| !v.is_empty());
+    let content_length = known.content_length.filter(|v| is_decimal_u64(v));
+    let count = known.http.count
+        + usize::from(content_type.is_some())
+        + usize::from(content_length.is_some());
+    // Bounded so that hostile params cannot make it fail; if it did, the map would grow as
+    // headers are added.
+    let _ = headers.try_reserve(count.min(1024));
+    let mut name_buf = [0u8; 64];
+    match known.http.listed() {
+        Some(listed) => {
+            for &at in listed {
+                if let Some((name, value)) = params.pair(usize::from(at)) {
+                    add_header(headers, params, name, value, &mut name_buf);
+                }
+            }
+        }
+        None => {
+            for (name, value) in params.iter() {
+                add_header(headers, params, name, value, &mut name_buf);
+            }
+        }
+    }
+    if let Some(value) = content_type.and_then(|v| params.share(v))
+        && let Ok(value) = HeaderValue::from_maybe_shared(value)
+    {
+        let _ = headers.try_insert(CONTENT_TYPE, value);
+    }
+    if let Some(value) = content_length.and_then(|v| params.share(v))
+        && let Ok(value) = HeaderValue::from_maybe_shared(value)
+    {
+        let _ = headers.try_insert(CONTENT_LENGTH, value);
+    }
+}
+
+/// Appends the header of an `HTTP_*` param (any other param is ignored), unless `http` refuses
+/// its name or value or it is one of the ignored names (see the module docs).
+fn add_header(
+    headers: &mut HeaderMap,
+    params: &Params,
+    name: &[u8],
+    value: &[u8],
+    name_buf: &mut [u8; 64],
+) {
+    let Some(suffix) = name.strip_prefix(b"HTTP_") else {
+        return;
+    };
+    if matches!(
+        suffix,
+        b"CONTENT_TYPE" | b"CONTENT_LENGTH" | b"TRANSFER_ENCODING"
+    ) {
+        return;
+    }
+    let Some(header_name) = header_name(suffix, name_buf) else {
+        return;
+    };
+    let Some(Ok(header_value)) = params.share(value).map(HeaderValue::from_maybe_shared) else {
+        return;
+    };
+    // Only fails past http's 32768-entry limit, far above the params limits.
+    let _ = headers.try_append(header_name, header_value);
+}
+
+/// `FOO_BAR` -> `foo-bar` (lowercasing is done by `HeaderName::from_bytes`); names up to 64
+/// bytes use the stack buffer, so a standard header name allocates nothing.
+fn header_name(suffix: &[u8], buf: &mut [u8; 64]) -> Option<HeaderName> {
+    if let Some(name) = common_header(suffix) {
+        return Some(name);
+    }
+    let dash = |b: &u8| if *b == b'_' { b'-' } else { *b };
+    if suffix.len() <= buf.len() {
+        let out = &mut buf[..suffix.len()];
+        for (o, b) in out.iter_mut().zip(suffix) {
+            *o = dash(b);
+        }
+        HeaderName::from_bytes(out).ok()
+    } else {
+        let owned: Vec<u8> = suffix.iter().map(dash).collect();
+        HeaderName::from_bytes(&owned).ok()
+    }
+}
+
+/// The headers browsers and proxies send on nearly every request, matched on the param's
+/// spelling so they cost no conversion, no validation and no allocation: one jump on length and
+/// first byte, then at most a few comparisons.
+fn common_header(suffix: &[u8]) -> Option<HeaderName> {
+    use http::header;
+    const fn named(name: &'static str) -> HeaderName {
+        HeaderName::from_static(name)
+    }
+    Some(match (suffix.len(), suffix.first()?) {
+        (3, b'D') if suffix == b"DNT" => header::DNT,
+        (4, b'H') if suffix == b"HOST" => header::HOST,
+        (6, b'A') if suffix == b"ACCEPT" => header::ACCEPT,
+        (6, b'C') if suffix == b"COOKIE" => header::COOKIE,
+        (6, b'O') if suffix == b"ORIGIN" => header::ORIGIN,
+        (6, b'P') if suffix == b"PRAGMA" => header::PRAGMA,
+        (7, b'R') if suffix == b"REFERER" => header::REFERER,
+        (8, b'P') if suffix == b"PRIORITY" => const { named("priority") },
+        (9, b'S') if suffix == b"SEC_CH_UA" => const { named("sec-ch-ua") },
+        (9, b'X') if suffix == b"X_REAL_IP" => const { named("x-real-ip") },
+        (10, b'U') if suffix == b"USER_AGENT" => header::USER_AGENT,
+        (10, b'C') if suffix == b"CONNECTION" => header::CONNECTION,
+        (13, b'A') if suffix == b"AUTHORIZATION" => header::AUTHORIZATION,
+        (13, b'C') if suffix == b"CACHE_CONTROL" => header::CACHE_CONTROL,
+        (13, b'I') if suffix == b"IF_NONE_MATCH" => header::IF_NONE_MATCH,
+        (14, b'S') if suffix == b"SEC_FETCH_DEST" => const { named("sec-fetch-dest") },
+        (14, b'S') if suffix == b"SEC_FETCH_MODE" => const { named("sec-fetch-mode") },
+        (14, b'S') if suffix == b"SEC_FETCH_SITE" => const { named("sec-fetch-site") },
+        (14, b'S') if suffix == b"SEC_FETCH_USER" => const { named("sec-fetch-user") },
+        (15, b'A') if suffix == b"ACCEPT_LANGUAGE" => header::ACCEPT_LANGUAGE,
+        (15, b'A') if suffix == b"ACCEPT_ENCODING" => header::ACCEPT_ENCODING,
+        (15, b'X') if suffix == b"X_FORWARDED_FOR" => const { named("x-forwarded-for") },
+        (16, b'S') if suffix == b"SEC_CH_UA_MOBILE" => const { named("sec-ch-ua-mobile") },
+        (17, b'I') if suffix == b"IF_MODIFIED_SINCE" => header::IF_MODIFIED_SINCE,
+        (17, b'X') if suffix == b"X_FORWARDED_PROTO" => const { named("x-forwarded-proto") },
+        (18, b'S') if suffix == b"SEC_CH_UA_PLATFORM" => const { named("sec-ch-ua-platform") },
+        (25, b'U') if suffix == b"UPGRADE_INSECURE_REQUESTS" => header::UPGRADE_INSECURE_REQUESTS,
+        _ => return None,
+    })
+}
+
+/// A non-empty run of ASCII digits that fits a u64 (no sign, no spaces).
+fn is_decimal_u64(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= 20
+        && value.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(value)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,47 @@
+//! fcgi-uring: a thread-per-core io_uring FastCGI server for `http`/`tower` handlers.
+//!
+//! ```no_run
+//! use fcgi_uring::{Request, Server, service_fn};
+//!
+//! async fn hello(_req: Request) -> Result<http::Response<String>, std::convert::Infallible> {
+//!     Ok(http::Response::new("Hello, World!".to_owned()))
+//! }
+//!
+//! Server::bind("127.0.0.1:9000").unwrap().serve(|| service_fn(hello)).unwrap();
+//! ```
+//!
+//! Layers, with dependencies pointing one way: `fcgi_proto` (pure FastCGI, its own crate) <-
+//! `cgi` (params <-> `http`) <- `runtime` (connection core, per-core workers, server) which
+//! alone uses `uring` (the io_uring driver, the one module allowed `unsafe`).
+
+#![deny(unsafe_code)]
+
+mod body;
+mod cgi;
+mod runtime;
+mod service;
+// Parts of the driver's API are used only by the floor benchmark (feature `bench-internals`).
+#[cfg(not(feature = "bench-internals"))]
+#[allow(dead_code)]
+mod uring;
+
+/// The io_uring driver, exposed for the no-application floor benchmark only (feature
+/// `bench-internals`): not a stable API.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod uring;
+
+/// Params <-> `http` mapping, exposed for the per-request benchmark only (feature
+/// `bench-internals`): not a stable API.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::cgi::{build_request, encode_head};
+}
+
+pub use body::{BodyError, FilterData, RequestBody};
+pub use cgi::TrustedParams;
+pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
+pub use runtime::{Config, Counter, Protocol, Server, ServerHandle, StartError, Stats, Timeouts};
+pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};
+pub use uring::{Features, RingConfig, RingStats, SetupError};

@@ -1,0 +1,121 @@
+//! Listening sockets: one SO_REUSEPORT TCP listener per worker, or one UNIX listener shared by
+//! all workers (SO_REUSEPORT fails on AF_UNIX since Linux 6.12.9: every worker's ring accepts
+//! on the same socket instead).
+
+use fcgi_proto::addr::Addr;
+use socket2::{Domain, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The listening sockets of a server, bound before any worker starts.
+#[derive(Debug)]
+pub(crate) struct Listeners {
+    /// The address actually bound (the real port when 0 was asked).
+    pub local: Addr,
+    /// One per worker for TCP; a single shared one for UNIX.
+    pub sockets: Vec<Arc<OwnedFd>>,
+    pub is_tcp: bool,
+}
+
+impl Listeners {
+    /// The listener worker `i` accepts on.
+    pub fn for_worker(&self, i: usize) -> Arc<OwnedFd> {
+        self.sockets[i % self.sockets.len()].clone()
+    }
+}
+
+/// Binds `addr` for `workers` workers.
+pub(crate) fn bind(
+    addr: &Addr,
+    workers: usize,
+    backlog: i32,
+    unix_mode: Option<u32>,
+) -> io::Result<Listeners> {
+    match addr {
+        Addr::Tcp(sa) => bind_tcp(*sa, workers, backlog),
+        Addr::Unix(path) => bind_unix(path, backlog, unix_mode),
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, workers: usize, backlog: i32) -> io::Result<Listeners> {
+    let first = tcp_socket(addr, backlog)?;
+    let local = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("bound TCP socket has no IP address"))?;
+    let mut sockets = vec![Arc::new(OwnedFd::from(first))];
+    for _ in 1..workers.max(1) {
+        sockets.push(Arc::new(OwnedFd::from(tcp_socket(local, backlog)?)));
+    }
+    Ok(Listeners {
+        local: Addr::Tcp(local),
+        sockets,
+        is_tcp: true,
+    })
+}
+
+fn tcp_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<Listeners> {
+    remove_stale_socket(path)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    let sa = socket2::SockAddr::unix(path)?;
+    socket.bind(&sa).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind unix:{}: {e}", path.display()),
+        )
+    })?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    socket.listen(backlog)?;
+    Ok(Listeners {
+        local: Addr::Unix(path.to_path_buf()),
+        sockets: vec![Arc::new(OwnedFd::from(socket))],
+        is_tcp: false,
+    })
+}
+
+/// Removes a socket file left by an earlier run, refusing to touch anything that is not a socket
+/// or that a live server still answers on.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("unix:{} is in use by a running server", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}

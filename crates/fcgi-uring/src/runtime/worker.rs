@@ -1,0 +1,284 @@
+//! One worker thread: pinned, with its own ring, its own current-thread tokio runtime (so
+//! handlers can use timers, tokio sockets and tokio-based clients) and its own service.
+
+use super::core::{Core, LISTENER_TOKEN, Settings};
+use super::dispatch::Dispatcher;
+use super::driver::{self, Followups};
+use crate::service::HttpService;
+use crate::uring::{Features, OpId, Ring, RingConfig, RingCounters, SetupError};
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// What a worker reports once it is ready (or why it could not start).
+pub(crate) type Ready = Result<Features, WorkerError>;
+
+/// Why a worker could not start.
+#[derive(Debug)]
+pub(crate) enum WorkerError {
+    Ring(SetupError),
+    Runtime(io::Error),
+}
+
+/// Everything one worker thread needs.
+pub(crate) struct WorkerSpec<F> {
+    pub core_id: Option<core_affinity::CoreId>,
+    pub listener: Arc<OwnedFd>,
+    pub is_tcp: bool,
+    pub ring: RingConfig,
+    pub settings: Settings,
+    pub shutdown_timeout: Duration,
+    /// Pause before accepting again after accept failed.
+    pub accept_retry: Duration,
+    pub completions_per_turn: usize,
+    /// How long an idle worker keeps polling before it sleeps (zero: not at all).
+    pub idle_spin: Duration,
+    /// What the ring does, shared with the server handle.
+    pub ring_counters: Arc<RingCounters>,
+    pub make: Arc<F>,
+    pub stats: Arc<super::stats::WorkerStats>,
+    pub stop: Arc<Stop>,
+    pub ready: mpsc::Sender<Ready>,
+    /// This worker's most requests in flight on one connection (see `Core::note_in_flight`).
+    pub max_in_flight: Arc<AtomicUsize>,
+}
+
+/// The worker thread's body.
+pub(crate) fn run<F, S>(spec: WorkerSpec<F>)
+where
+    F: Fn() -> S + Send + Sync + 'static,
+    S: HttpService,
+{
+    if let Some(id) = spec.core_id
+        && !core_affinity::set_for_current(id)
+    {
+        tracing::warn!("could not pin worker to core {}", id.id);
+    }
+    let ring = match Ring::with_counters(&spec.ring, spec.ring_counters.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = spec.ready.send(Err(WorkerError::Ring(e)));
+            return;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = spec.ready.send(Err(WorkerError::Runtime(e)));
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let dispatcher = Dispatcher::new(
+        Rc::new(Core::new(spec.settings, spec.stats, spec.max_in_flight)),
+        Rc::new(RefCell::new((spec.make)())),
+    );
+    let _ = spec.ready.send(Ok(ring.features().clone()));
+    let loop_ = Loop {
+        batch: spec.completions_per_turn.max(1),
+        idle_spin: spec.idle_spin,
+        listener: spec.listener,
+        is_tcp: spec.is_tcp,
+        stop: spec.stop,
+        shutdown_timeout: spec.shutdown_timeout,
+        accept_retry: spec.accept_retry,
+    };
+    if let Err(e) = local.block_on(&rt, loop_.drive(ring, dispatcher)) {
+        tracing::error!("worker stopped: {e}");
+    }
+}
+
+/// A shutdown request for one worker: the flag is read once per busy loop turn, the notify wakes
+/// an idle worker.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    requested: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+
+    /// Resolves once a stop was requested (for workers that wait in a `select!`).
+    #[cfg(feature = "http-compare")]
+    pub async fn wait(&self) {
+        while !self.is_requested() {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// How an idle spin ended.
+enum Spin {
+    /// Completions or handler output showed up.
+    Work,
+    /// A shutdown was requested.
+    Stop,
+    /// Nothing came: sleep.
+    Idle,
+}
+
+struct Loop {
+    /// Completions handled per loop turn before answers are submitted.
+    batch: usize,
+    idle_spin: Duration,
+    listener: Arc<OwnedFd>,
+    is_tcp: bool,
+    stop: Arc<Stop>,
+    shutdown_timeout: Duration,
+    accept_retry: Duration,
+}
+
+impl Loop {
+    async fn drive<S>(self, mut ring: Ring, d: Dispatcher<S>) -> io::Result<()>
+    where
+        S: HttpService,
+    {
+        let core = d.core.clone();
+        let waiter = ring.register_wakeup()?;
+        let mut accept: Option<OpId> = Some(self.arm_accept(&mut ring));
+        let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // Set while accepting is paused after a failed accept (EMFILE...): the multishot accept
+        // is armed again when it elapses.
+        let mut accept_pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let stop = self.stop.clone();
+        let mut stop_signal = std::pin::pin!(stop.notify.notified());
+        let mut f = Followups::default();
+        let mut timer = super::timeouts::WakeTimer::new();
+        loop {
+            core.clock.update();
+            super::timeouts::expire(&core);
+            driver::resume_paused(&core);
+            // Before the submit below, or the accept would wait for the next turn.
+            if accept_pause.as_ref().is_some_and(|p| p.is_elapsed()) && deadline.is_none() {
+                accept_pause = None;
+                accept = Some(self.arm_accept(&mut ring));
+            }
+            driver::flush(&core, &mut ring);
+            ring.submit()?;
+            let n = ring.complete_at_most(self.batch, |c| {
+                driver::on_completion(&core, c, self.is_tcp, &mut f)
+            });
+            let failed = std::mem::take(&mut f.accept_failed);
+            if std::mem::take(&mut f.rearm_accept) && deadline.is_none() {
+                if failed {
+                    accept = None;
+                    accept_pause = Some(Box::pin(tokio::time::sleep(self.accept_retry)));
+                } else {
+                    accept = Some(self.arm_accept(&mut ring));
+                }
+            }
+            for s in f.staged.drain(..) {
+                d.dispatch(s);
+            }
+            if let Some(dl) = &deadline
+                && (core.is_quiet() || dl.is_elapsed())
+            {
+                break;
+            }
+            if deadline.is_none() && self.stop.is_requested() {
+                if let Some(op) = accept.take() {
+                    ring.cancel(op);
+                }
+                accept_pause = None;
+                deadline = Some(Box::pin(tokio::time::sleep(self.shutdown_timeout)));
+                continue;
+            }
+            if n > 0 || core.has_dirty() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if deadline.is_none() && !self.idle_spin.is_zero() {
+                match self.spin(&mut ring, &core).await? {
+                    Spin::Work => {
+                        ring.counters().note_idle_spin_hit();
+                        continue;
+                    }
+                    Spin::Stop => continue,
+                    Spin::Idle => {}
+                }
+            }
+            // Any wake after the first poll is worth a loop turn (ring, handler output, a body
+            // channel that drained, stop, deadline); spurious ones cost one turn.
+            let mut polled = false;
+            poll_fn(|cx| {
+                let mut ready = std::mem::replace(&mut polled, true);
+                core.set_driver_waker(cx.waker());
+                core.set_driver_parked(true);
+                ready |= core.has_dirty();
+                if let Poll::Ready(r) = waiter.poll_read_ready(cx) {
+                    if let Ok(mut guard) = r {
+                        guard.clear_ready();
+                    }
+                    ready = true;
+                }
+                if deadline.is_none() {
+                    ready |= stop_signal.as_mut().poll(cx).is_ready();
+                }
+                if let Some(dl) = &mut deadline {
+                    ready |= dl.as_mut().poll(cx).is_ready();
+                }
+                if let Some(p) = &mut accept_pause {
+                    ready |= p.as_mut().poll(cx).is_ready();
+                }
+                ready |= timer.poll(&core, cx);
+                if ready {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            core.set_driver_parked(false);
+            ring.acknowledge_wakeup();
+        }
+        drop(waiter);
+        Ok(())
+    }
+
+    /// Before sleeping, looks for work for up to `idle_spin`: new completions (entering the
+    /// kernel without waiting, which runs deferred completions), handler output, paused
+    /// connections that may read again, expired deadlines. Yields to tokio between looks, so
+    /// handler tasks, timers and tokio IO go on; a stop request ends it.
+    async fn spin(&self, ring: &mut Ring, core: &Core) -> io::Result<Spin> {
+        let start = Instant::now();
+        loop {
+            tokio::task::yield_now().await;
+            if self.stop.is_requested() {
+                return Ok(Spin::Stop);
+            }
+            core.clock.update();
+            super::timeouts::expire(core);
+            driver::resume_paused(core);
+            ring.submit()?;
+            if core.has_dirty() || ring.has_completions() {
+                return Ok(Spin::Work);
+            }
+            if start.elapsed() >= self.idle_spin {
+                return Ok(Spin::Idle);
+            }
+        }
+    }
+
+    fn arm_accept(&self, ring: &mut Ring) -> OpId {
+        ring.accept_multishot(self.listener.as_raw_fd(), LISTENER_TOKEN)
+    }
+}
