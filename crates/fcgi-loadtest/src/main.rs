@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, Subcommand};
 use fcgi_loadtest::compare::CompareConfig;
 use fcgi_loadtest::run::parse_cpu_list;
+use fcgi_loadtest::tune::cli::TuneArgs;
 use fcgi_loadtest::{Config, Protocol};
 use fcgi_uring::Addr;
 
@@ -33,130 +34,11 @@ enum Command {
     Tune(Box<TuneArgs>),
 }
 
-#[derive(clap::Args)]
-#[command(
-    after_help = "Outputs in --out: table.txt (also printed), results.json, report.html, \
-fcgi-uring.toml (the recommendation, checked with `fcgi-uring serve --config F --print-config`), \
-and trials/ (each trial's configuration file and server log). See tuning/README.md."
-)]
-struct TuneArgs {
-    /// A short sweep (few values, short runs, keepconn-tcp and mux16-tcp), under two minutes.
-    #[arg(long)]
-    quick: bool,
-    /// Output directory.
-    #[arg(long, default_value = "tune-out")]
-    out: std::path::PathBuf,
-    /// The fcgi-uring binary to tune (default: next to this one).
-    #[arg(long)]
-    server: Option<std::path::PathBuf>,
-    /// Only these workloads: names (keepconn-tcp), shapes (keepconn, newconn, mux16, post64k)
-    /// or transports (tcp, unix) [default: all; --quick: keepconn-tcp,mux16-tcp].
-    #[arg(long, value_delimiter = ',')]
-    workloads: Vec<String>,
-    /// Only these knobs, by key (completions_per_turn) or section.key [default: all].
-    #[arg(long, value_delimiter = ',')]
-    knobs: Vec<String>,
-    /// Measured seconds per run [default: 5; --quick: 1].
-    #[arg(long)]
-    duration: Option<f64>,
-    /// Warmup seconds per run [default: 1; --quick: 0.3].
-    #[arg(long)]
-    warmup: Option<f64>,
-    /// Rounds: every value measured this many times, each against the default around it
-    /// [default: 3; --quick: 1].
-    #[arg(long)]
-    rounds: Option<usize>,
-    /// Open-loop rate as a fraction of the default configuration's peak in each workload.
-    #[arg(long, default_value_t = 0.7)]
-    fraction: f64,
-    /// Closed-loop runs of the default configuration, before the sweep, whose median peak sets
-    /// each workload's open-loop rate.
-    #[arg(long, default_value_t = 3)]
-    calibration_runs: usize,
-    /// CPU of the server (one worker, pinned).
-    #[arg(long, default_value_t = 0)]
-    server_cpu: usize,
-    /// CPU of the client (one thread, pinned).
-    #[arg(long, default_value_t = 1)]
-    client_cpu: usize,
-    /// Smallest gain that counts, even when the measured noise is smaller.
-    #[arg(long, default_value_t = 0.02)]
-    min_gain: f64,
-    /// p99 at the fixed rate may grow by the measured noise or by this, whichever is larger.
-    #[arg(long, default_value_t = 0.10)]
-    p99_tolerance: f64,
-}
-
-fn tune(a: TuneArgs) -> ExitCode {
-    use fcgi_loadtest::tune::{TuneConfig, tune};
-    let cfg = (|| -> Result<TuneConfig, String> {
-        let server = match a.server {
-            Some(p) => p,
-            None => std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .with_file_name("fcgi-uring"),
-        };
-        let mut cfg = TuneConfig::new(server, a.quick);
-        cfg.out = a.out;
-        cfg.workloads = a.workloads;
-        cfg.knobs = a.knobs;
-        if let Some(d) = a.duration {
-            cfg.duration = seconds("duration", d)?;
-        }
-        if let Some(w) = a.warmup {
-            cfg.warmup = seconds("warmup", w)?;
-        }
-        if let Some(r) = a.rounds {
-            cfg.rounds = r;
-        }
-        // Explicit timings are the user's: do not trim the plan behind their back.
-        if a.duration.is_some() || a.warmup.is_some() || a.rounds.is_some() {
-            cfg.budget = None;
-        }
-        cfg.fraction = a.fraction;
-        cfg.calibration_runs = a.calibration_runs;
-        cfg.server_cpu = a.server_cpu;
-        cfg.client_cpu = a.client_cpu;
-        cfg.rule.min_gain = a.min_gain;
-        cfg.rule.p99_tolerance = a.p99_tolerance;
-        Ok(cfg)
-    })();
-    let cfg = match cfg {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fcgi-loadtest tune: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match tune(&cfg) {
-        Ok(results) => {
-            print!("{}", fcgi_loadtest::tune::output::table(&results));
-            let toml = cfg.out.join("fcgi-uring.toml");
-            println!(
-                "\nrecommendation ({}, accepted by `{} serve --config {}`):",
-                toml.display(),
-                results.server,
-                toml.display()
-            );
-            let text = std::fs::read_to_string(&toml).unwrap_or_default();
-            for line in text
-                .lines()
-                .filter(|l| !l.starts_with('#') && !l.is_empty())
-            {
-                println!("  {line}");
-            }
-            println!(
-                "report: {}; wall time {}",
-                cfg.out.join("report.html").display(),
-                fcgi_loadtest::tune::clock(std::time::Duration::from_secs_f64(results.wall_s))
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("fcgi-loadtest tune: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// `fcgi-loadtest tune`: the server defaults to the `fcgi-uring` next to this binary.
+fn tune(args: TuneArgs) -> ExitCode {
+    fcgi_loadtest::tune::cli::main("fcgi-loadtest tune", args, || {
+        Ok(std::env::current_exe()?.with_file_name("fcgi-uring"))
+    })
 }
 
 #[derive(clap::Args)]
