@@ -28,13 +28,8 @@ enum Command {
     /// Send one FastCGI request and print the response.
     Request(fcgi_uring_cli::request::RequestArgs),
     /// Measure this server's settings on this machine and write a recommended fcgi-uring.toml
-    /// (runs `fcgi-loadtest tune`; `fcgi-uring tune --help` for its options).
-    #[command(disable_help_flag = true)]
-    Tune {
-        /// Options of `fcgi-loadtest tune`, e.g. --quick --out DIR.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<std::ffi::OsString>,
-    },
+    /// (the sweep runs in this process against `fcgi-uring serve` children).
+    Tune(Box<fcgi_loadtest::tune::cli::TuneArgs>),
 }
 
 /// Flags of `serve`. Every setting is optional: a flag given on the command line overrides the
@@ -310,39 +305,14 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring_cli::request::run(args),
-        Command::Tune { args } => tune(args),
+        Command::Tune(args) => tune(*args),
     }
 }
 
-/// `fcgi-uring tune ARGS`: replaces this process with the `fcgi-loadtest` binary next to it, as
-/// `fcgi-loadtest tune --server <this binary> ARGS` (the sweep lives in the loadtest crate,
-/// which depends on this one).
-fn tune(args: Vec<std::ffi::OsString>) -> ExitCode {
-    use std::os::unix::process::CommandExt as _;
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("fcgi-uring tune: cannot find this binary's path: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let loadtest = exe.with_file_name("fcgi-loadtest");
-    if !loadtest.is_file() {
-        eprintln!(
-            "fcgi-uring tune: {} not found: the sweep runs in the fcgi-loadtest binary, built next \
-             to this one by `cargo build --release --workspace`",
-            loadtest.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    let e = std::process::Command::new(&loadtest)
-        .arg("tune")
-        .arg("--server")
-        .arg(&exe)
-        .args(args)
-        .exec();
-    eprintln!("fcgi-uring tune: cannot run {}: {e}", loadtest.display());
-    ExitCode::FAILURE
+/// `fcgi-uring tune`: the tuner of the fcgi-loadtest library, run in this process, with this
+/// binary as the server under test by default (see `fcgi_loadtest::tune::cli`).
+fn tune(args: fcgi_loadtest::tune::cli::TuneArgs) -> ExitCode {
+    fcgi_loadtest::tune::cli::main("fcgi-uring tune", args, std::env::current_exe)
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

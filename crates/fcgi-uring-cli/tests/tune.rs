@@ -1,69 +1,124 @@
-//! `fcgi-uring tune ARGS` runs the `fcgi-loadtest` binary next to it as
-//! `fcgi-loadtest tune --server <fcgi-uring> ARGS`, or says how to build it. The binary is
-//! linked into temporary directories, alone and beside a fake `fcgi-loadtest` that prints its
-//! arguments (the real sweep is tested in loadtest/tests/tune.rs).
+//! `fcgi-uring tune` needs nothing but the `fcgi-uring` binary, as `cargo install` gives it: a
+//! copy of the binary alone in a temporary directory (with `PATH` pointing there only) shows its
+//! options and runs a tiny real sweep (one workload, one knob, runs of a fraction of a second,
+//! one calibration run; killed past 60 s), tuning itself. The sweep's outputs are checked in
+//! depth by crates/fcgi-loadtest/tests/tune.rs; here: it succeeds, measures this very binary,
+//! and the recommendation it writes is accepted by it.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-/// `fcgi-uring` placed in `dir` (a hard link, or a copy across file systems).
-fn place(dir: &Path) -> PathBuf {
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A copy of `fcgi-uring`, alone in `dir`.
+fn place_alone(dir: &Path) -> PathBuf {
     let bin = dir.join("fcgi-uring");
-    let src = env!("CARGO_BIN_EXE_fcgi-uring");
-    if fs::hard_link(src, &bin).is_err() {
-        fs::copy(src, &bin).unwrap();
-    }
+    fs::copy(env!("CARGO_BIN_EXE_fcgi-uring"), &bin).unwrap();
+    let names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["fcgi-uring"]);
     bin
 }
 
-#[test]
-fn without_fcgi_loadtest_it_says_how_to_build_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = place(dir.path());
-    let out = Command::new(&bin)
-        .args(["tune", "--quick"])
-        .output()
+/// `bin ARGS` run in `dir` with `PATH=dir`, killed past [`LIMIT`].
+fn run_alone(bin: &Path, dir: &Path, args: &[&str]) -> Output {
+    let (stdout, stderr) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
+    let mut child = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", dir)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&stdout).unwrap())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    let missing = dir.path().join("fcgi-loadtest");
-    assert!(
-        err.contains(&format!("{} not found", missing.display())),
-        "{err}"
-    );
-    assert!(err.contains("cargo build --release --workspace"), "{err}");
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "fcgi-uring {args:?} ran past {LIMIT:?}; stderr: {}",
+                fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: fs::read(&stdout).unwrap(),
+        stderr: fs::read(&stderr).unwrap(),
+    }
 }
 
 #[test]
-fn it_runs_the_sibling_with_the_server_and_every_argument() {
+fn a_lone_fcgi_uring_binary_tunes_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = place(dir.path());
-    let fake = dir.path().join("fcgi-loadtest");
-    fs::write(&fake, "#!/bin/sh\nfor a in \"$@\"; do echo \"$a\"; done\n").unwrap();
-    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(&bin)
-        .args(["tune", "--help", "--out", "a b", "--knobs=x"])
+    let bin = place_alone(dir.path());
+
+    let help = run_alone(&bin, dir.path(), &["tune", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{help:?}");
+    for flag in ["--quick", "--workloads", "--knobs", "--server", "--out"] {
+        assert!(text.contains(flag), "{flag} missing from:\n{text}");
+    }
+
+    let out = dir.path().join("out");
+    let args = [
+        "tune",
+        "--quick",
+        "--workloads",
+        "keepconn-tcp",
+        "--knobs",
+        "completions_per_turn",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--rounds",
+        "1",
+        "--calibration-runs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let run = run_alone(&bin, dir.path(), &args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "tune failed:\n{stderr}\n{stdout}");
+    assert!(stdout.contains("completions_per_turn=128"), "{stdout}");
+
+    // Every trial ran (D, 8, 128, D at least), without an error, against this very binary.
+    let json = fs::read_to_string(out.join("results.json")).unwrap();
+    let trials = json.matches("\"step\": ").count();
+    assert!(trials >= 4, "{trials} trials:\n{stderr}");
+    assert_eq!(json.matches("\"error\": null").count(), trials, "{stderr}");
+    let itself = bin.canonicalize().unwrap();
+    assert!(
+        json.contains(&format!("\"server\": \"{}\"", itself.display())),
+        "the server under test is not {}:\n{stdout}",
+        itself.display()
+    );
+
+    // The recommendation is accepted by the binary as it is.
+    let check = Command::new(&bin)
+        .args(["serve", "--config"])
+        .arg(out.join("fcgi-uring.toml"))
+        .arg("--print-config")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let args: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let server = bin.canonicalize().unwrap().display().to_string();
-    assert_eq!(
-        args,
-        [
-            "tune",
-            "--server",
-            &server,
-            "--help",
-            "--out",
-            "a b",
-            "--knobs=x"
-        ]
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
     );
 }
