@@ -1,5 +1,7 @@
-//! The FastCGI client side of the load generator: a pre-encoded request whose only per-request
-//! change is the request id, a response parser over complete records, and the GET_VALUES probe.
+//! The FastCGI client side of the load generator: a request encoded once per run (the params
+//! nginx sends, from [`fcgi_client::nginx_params`], and the `fcgi_proto` record encoders) whose
+//! only per-request change is the request id, a response parser over complete records, and the
+//! GET_VALUES probe.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -66,53 +68,32 @@ impl RequestTemplate {
     }
 }
 
-/// The params of nginx's stock `fastcgi_params`, same names and order, then `HTTP_*` headers.
-// TODO: use fcgi_client::nginx_params once it is written.
-pub fn nginx_like_params(
+/// The request the load generator sends, encoded once per run: the params nginx's stock
+/// `fastcgi_params` gives for `method request_uri` ([`fcgi_client::nginx_params`]) with the
+/// headers of a plain client (`Host: host`, `User-Agent`, `Accept`, and for a body of
+/// `body.len()` bytes `Content-Type: application/octet-stream` and its CONTENT_LENGTH), then
+/// `body` as STDIN.
+pub fn nginx_request(
     method: &str,
     request_uri: &str,
-    headers: &[(&str, &str)],
-    body_len: usize,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let (path, query) = request_uri.split_once('?').unwrap_or((request_uri, ""));
-    let (content_type, content_length) = if body_len > 0 {
-        ("application/octet-stream".to_owned(), body_len.to_string())
-    } else {
-        (String::new(), String::new())
-    };
-    let fixed = [
-        ("QUERY_STRING", query.to_owned()),
-        ("REQUEST_METHOD", method.to_owned()),
-        ("CONTENT_TYPE", content_type),
-        ("CONTENT_LENGTH", content_length),
-        ("SCRIPT_NAME", path.to_owned()),
-        ("REQUEST_URI", request_uri.to_owned()),
-        ("DOCUMENT_URI", path.to_owned()),
-        ("DOCUMENT_ROOT", "/srv/www".to_owned()),
-        ("SERVER_PROTOCOL", "HTTP/1.1".to_owned()),
-        ("REQUEST_SCHEME", "http".to_owned()),
-        ("GATEWAY_INTERFACE", "CGI/1.1".to_owned()),
-        ("SERVER_SOFTWARE", "nginx/1.22.1".to_owned()),
-        ("REMOTE_ADDR", "127.0.0.1".to_owned()),
-        ("REMOTE_PORT", "51234".to_owned()),
-        ("SERVER_ADDR", "127.0.0.1".to_owned()),
-        ("SERVER_PORT", "80".to_owned()),
-        ("SERVER_NAME", "localhost".to_owned()),
-        ("REDIRECT_STATUS", "200".to_owned()),
+    host: &str,
+    body: &[u8],
+    keep_conn: bool,
+) -> RequestTemplate {
+    let mut headers = vec![
+        ("Host".to_owned(), host.to_owned()),
+        ("User-Agent".to_owned(), "fcgi-loadtest".to_owned()),
+        ("Accept".to_owned(), "*/*".to_owned()),
     ];
-    let mut params: Vec<(Vec<u8>, Vec<u8>)> = fixed
-        .into_iter()
-        .map(|(n, v)| (n.as_bytes().to_vec(), v.into_bytes()))
-        .collect();
-    for (name, value) in headers {
-        let mut cgi = b"HTTP_".to_vec();
-        cgi.extend(name.bytes().map(|b| match b {
-            b'-' => b'_',
-            b => b.to_ascii_uppercase(),
-        }));
-        params.push((cgi, value.as_bytes().to_vec()));
+    if !body.is_empty() {
+        headers.push((
+            "Content-Type".to_owned(),
+            "application/octet-stream".to_owned(),
+        ));
     }
-    params
+    let body_len = (!body.is_empty()).then_some(body.len());
+    let params = fcgi_client::nginx_params(method, request_uri, &headers, body_len);
+    RequestTemplate::new(&params, body, keep_conn)
 }
 
 /// Parses the records of responses on one connection, for request ids `1..=max_id`.
@@ -354,24 +335,56 @@ mod tests {
         assert_eq!(no_keep.bytes().len(), want_id1.len() - 11);
     }
 
+    /// The params of a request as `RequestTemplate::new` encoded them.
+    fn params_of(t: &RequestTemplate) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let header: &[u8; HEADER_LEN] = t.bytes()[16..24].try_into().unwrap();
+        let header = Header::parse(header);
+        assert_eq!(header.known_type(), Some(RecordType::Params));
+        let mut content = &t.bytes()[24..24 + header.content_length as usize];
+        let mut pairs = Vec::new();
+        while let Some((name, value, rest)) = next_pair(content) {
+            pairs.push((name.to_vec(), value.to_vec()));
+            content = rest;
+        }
+        assert!(content.is_empty());
+        pairs
+    }
+
     #[test]
-    fn nginx_params_order() {
-        let p = nginx_like_params(
+    fn requests_carry_what_nginx_sends() {
+        let get = nginx_request("GET", "/hello?x=1", "127.0.0.1:9000", b"", true);
+        let want = fcgi_client::nginx_params(
             "GET",
             "/hello?x=1",
-            &[("Host", "localhost"), ("X-Y", "z")],
-            0,
+            &[
+                ("Host".into(), "127.0.0.1:9000".into()),
+                ("User-Agent".into(), "fcgi-loadtest".into()),
+                ("Accept".into(), "*/*".into()),
+            ],
+            None,
         );
-        let names: Vec<&[u8]> = p.iter().map(|(n, _)| &n[..]).collect();
-        assert_eq!(names[0], b"QUERY_STRING");
-        assert_eq!(names[17], b"REDIRECT_STATUS");
-        assert_eq!(&names[18..], [&b"HTTP_HOST"[..], b"HTTP_X_Y"]);
-        assert_eq!(p[0].1, b"x=1");
-        assert_eq!(p[4].1, b"/hello");
-        assert_eq!(p[5].1, b"/hello?x=1");
-        assert_eq!(p[3].1, b"");
-        let post = nginx_like_params("POST", "/", &[], 10);
-        assert_eq!(post[3].1, b"10");
+        assert_eq!(params_of(&get), want);
+        let p = params_of(&get);
+        let value = |name: &[u8]| p.iter().find(|(n, _)| n == name).map(|(_, v)| &v[..]);
+        assert_eq!(value(b"CONTENT_LENGTH"), Some(&b""[..]));
+        assert_eq!(value(b"HTTP_HOST"), Some(&b"127.0.0.1:9000"[..]));
+        // No STDIN data record for an empty body.
+        let params_end = 24 + p.iter().map(|(n, v)| 2 + n.len() + v.len()).sum::<usize>();
+        assert_eq!(get.bytes().len(), params_end + 8 + 8);
+
+        let post = nginx_request("POST", "/echo", "localhost", b"xyz", false);
+        let p = params_of(&post);
+        let value = |name: &[u8]| p.iter().find(|(n, _)| n == name).map(|(_, v)| &v[..]);
+        assert_eq!(value(b"REQUEST_METHOD"), Some(&b"POST"[..]));
+        assert_eq!(value(b"CONTENT_LENGTH"), Some(&b"3"[..]));
+        assert_eq!(
+            value(b"CONTENT_TYPE"),
+            Some(&b"application/octet-stream"[..])
+        );
+        assert!(post.bytes().ends_with(&[
+            1, 5, 0, 1, 0, 3, 0, 0, b'x', b'y', b'z', 1, 5, 0, 1, 0, 0, 0, 0
+        ]));
+        assert_eq!(post.bytes()[10], 0, "KEEP_CONN off");
     }
 
     pub(crate) fn response(id: u16, stdout: &[u8], status: ProtocolStatus) -> Vec<u8> {

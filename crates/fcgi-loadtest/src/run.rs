@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fcgi_uring::Addr;
 
 use crate::engine::{Plan, Progress, Request, Worker};
-use crate::fcgi::{self, RequestTemplate, nginx_like_params};
+use crate::fcgi;
 use crate::h2c;
 use crate::http1;
 use crate::response::Expect;
@@ -162,15 +162,13 @@ fn build_plan(cfg: &Config, window_start: u64, window_end: u64) -> Plan {
         Addr::Unix(_) => "localhost".to_owned(),
     };
     let request = match cfg.protocol {
-        Protocol::Fastcgi => {
-            let headers = [
-                ("Host", host.as_str()),
-                ("User-Agent", "fcgi-loadtest"),
-                ("Accept", "*/*"),
-            ];
-            let params = nginx_like_params(&method, &cfg.path, &headers, cfg.body_bytes);
-            Request::Fcgi(RequestTemplate::new(&params, &body, cfg.keep_conn))
-        }
+        Protocol::Fastcgi => Request::Fcgi(fcgi::nginx_request(
+            &method,
+            &cfg.path,
+            &host,
+            &body,
+            cfg.keep_conn,
+        )),
         // HTTP/2 runs its own engine (`h2c_plan`); this one is unused.
         Protocol::Http1 | Protocol::H2 => {
             Request::Http1(http1::encode_request(&method, &cfg.path, &host, &body))

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use fcgi_loadtest::fcgi::{RequestTemplate, nginx_like_params, probe_values};
+use fcgi_loadtest::fcgi::{nginx_request, probe_values};
 use fcgi_loadtest::{Config, Protocol, run};
 use fcgi_proto::record::{HEADER_LEN, Header, RecordType};
 use fcgi_uring::Addr;
@@ -77,9 +77,8 @@ fn real_server() -> (fcgi_uring::ServerHandle, SocketAddr) {
 /// Sends `GET /hello` as request `id` (split into two writes inside a record header) and
 /// returns every byte up to and including END_REQUEST.
 fn answer(addr: SocketAddr, id: u16) -> Vec<u8> {
-    let params = nginx_like_params("GET", "/hello", &[("Host", "localhost")], 0);
     let mut request = Vec::new();
-    RequestTemplate::new(&params, b"", true).append(&mut request, id);
+    nginx_request("GET", "/hello", "localhost", b"", true).append(&mut request, id);
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
