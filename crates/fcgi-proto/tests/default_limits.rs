@@ -191,10 +191,7 @@ fn params_of_2_mib_pass_and_one_byte_more_is_overloaded() {
     assert_eq!(got.params[0].byte_len(), limits.max_params_bytes);
 
     encode_pair(&mut pairs, b"X", b"");
-    assert_eq!(
-        one_request(&pairs).rejected,
-        [RejectReason::ParamsTooLarge]
-    );
+    assert_eq!(one_request(&pairs).rejected, [RejectReason::ParamsTooLarge]);
 }
 
 #[test]
@@ -209,10 +206,7 @@ fn the_pair_limit_is_exact() {
     assert_eq!(got.params[0].len(), limits.max_params_pairs);
 
     encode_pair(&mut pairs, b"", b"");
-    assert_eq!(
-        one_request(&pairs).rejected,
-        [RejectReason::TooManyParams]
-    );
+    assert_eq!(one_request(&pairs).rejected, [RejectReason::TooManyParams]);
 }
 
 /// The FCGI_MAX_REQS value of a GET_VALUES_RESULT in `out`.
@@ -295,6 +289,9 @@ fn one_request_at_the_limits_stays_within_the_stated_worst_case() {
     let (pairs, _) = caddy_at_its_header_limit();
     let input = request(1, &pairs);
     let peak = peak_heap_of(&input);
-    eprintln!("peak {peak} bytes for Caddy's largest request ({} bytes)", input.len());
+    eprintln!(
+        "peak {peak} bytes for Caddy's largest request ({} bytes)",
+        input.len()
+    );
     assert!(peak <= bound, "peak {peak} > bound {bound}");
 }
