@@ -28,8 +28,12 @@ use std::net::SocketAddr;
 /// what a proxy adds is left out).
 const MARK: char = 'q';
 
-/// What the handler saw of the test headers: `count=N bytes=B digest=D`.
+/// What the handler saw of the test headers: `count=N bytes=B digest=D`; `GET /slow` waits
+/// [`SLOW`] first.
 async fn echo(req: Request<RequestBody>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/slow" {
+        tokio::time::sleep(SLOW).await;
+    }
     let seen = Seen::of(
         req.headers()
             .iter()
@@ -78,6 +82,10 @@ impl std::fmt::Display for Seen {
         )
     }
 }
+
+/// How long `GET /slow` takes: long enough for every concurrent request of
+/// [`haproxy_keeps_to_the_fcgi_max_reqs_answered`] to be in flight at once.
+const SLOW: std::time::Duration = std::time::Duration::from_millis(1500);
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
@@ -490,4 +498,56 @@ fn caddy_forwards_up_to_its_own_limits() {
             refused_past(Probe::Head, (1000, 2_000_000), 1_052_672),
         ],
     );
+}
+
+/// HAProxy with `option get-values` takes FCGI_MAX_REQS as the number of requests it may have
+/// in flight on one connection (overriding `option max-reqs 100`): the default answer is
+/// `max_requests_per_conn` (256), so 700 concurrent requests, more than one connection may
+/// carry, are all answered 200 and none is refused with OVERLOADED.
+#[test]
+fn haproxy_keeps_to_the_fcgi_max_reqs_answered() {
+    const CLIENTS: usize = 700;
+    let Some(setup) = Setup::start("haproxy", proxy::haproxy) else {
+        return;
+    };
+    let addr = setup.proxy.addr;
+    let request = move || {
+        let head = "GET /slow HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        send(addr, head.as_bytes().to_vec())
+    };
+    // One request first, so that HAProxy has asked GET_VALUES on a connection it reuses.
+    assert_eq!(request().status, Some(200));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| std::thread::spawn(move || request().status))
+        .collect();
+    let statuses: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .collect();
+    let most = setup.server.max_requests_in_flight_per_conn();
+    eprintln!("most requests in flight on one connection: {most}");
+    // HAProxy 2.6.12 answers a few multiplexed requests with its own 500 (termination state
+    // IH, an internal error; tests/common/matrix.rs `internal_errors_when_multiplexing`):
+    // tolerated only as many as its log shows it made. A refusal by the server would be
+    // counted below.
+    let failed: Vec<_> = statuses.iter().filter(|s| **s != Some(200)).collect();
+    let log = setup.proxy.log();
+    let internal_errors = log
+        .lines()
+        .filter(|l| l.contains(" 500 ") && l.contains(" IH"))
+        .count();
+    assert!(
+        failed.iter().all(|s| **s == Some(500)) && failed.len() == internal_errors,
+        "{} of {CLIENTS} failed: {failed:?}; server {:?}; log:\n{log}",
+        failed.len(),
+        setup.server.stats(),
+    );
+    eprintln!("HAProxy's own internal errors: {internal_errors}");
+    let limits = fcgi_uring::Limits::default();
+    assert!(
+        most > 100,
+        "HAProxy kept to its own max-reqs 100 (most {most})"
+    );
+    assert!(most <= limits.max_requests_per_conn, "most {most}");
+    setup.server_refused_nothing();
 }
