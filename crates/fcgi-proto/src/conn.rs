@@ -55,12 +55,15 @@ pub struct Limits {
     /// Params name+value bytes per request (length prefixes not counted). Default 2 MiB: Caddy
     /// forwards up to 1 MiB + 4 KiB of request line and headers (Go's `MaxHeaderBytes`), which
     /// its params (`HTTP_` prefixes, the URI repeated in several params) turn into at most
-    /// about 1.7 MiB; Apache's 100 fields of 8190 bytes give about 0.85 MB.
+    /// about 1.7 MB; Apache's 100 fields of 8190 bytes give about 0.85 MB. One request's
+    /// params take at most `2 * max_params_bytes + 40 * max_params_pairs` bytes of heap while
+    /// they arrive (14.7 MB with the defaults; tests/default_limits.rs).
     pub max_params_bytes: usize,
-    /// Params pairs per request. Default 262,144: Caddy forwards about 176,000 distinct
-    /// 1- to 3-byte header names within its 1 MiB; nginx about 8,000 (its one PARAMS record).
-    /// Bounds the pair index (12 bytes a pair), which the byte limit alone does not: an empty
-    /// pair costs no name or value byte.
+    /// Params pairs per request. Default 262,144: Caddy forwards up to about 169,000 distinct
+    /// 1- to 4-byte header names within its 1 MiB; nginx up to about 8,000 (as many as its one
+    /// 64 KiB PARAMS record holds; 1,000 headers where `max_headers` exists). Bounds the pair
+    /// index (12 bytes a pair), which the byte limit alone does not: an empty pair costs no
+    /// name or value byte.
     pub max_params_pairs: usize,
     /// Longest params name. Default 64 KiB: a stock proxy never sends a pair that does not fit
     /// one record (nginx and lighttpd send all params in one record, Caddy cuts values to fit
