@@ -44,34 +44,61 @@ use crate::record::{
 pub const GET_VALUES_MAX_PAIRS: usize = 64;
 
 /// Bounds and advertised values for one connection.
+///
+/// The defaults accept every request that nginx, Apache httpd, HAProxy, lighttpd and Caddy
+/// forward with their stock limits (each boundary is tested through the real proxy in
+/// `crates/fcgi-uring-cli/tests/proxy_limits.rs`), while keeping one request's params within a
+/// stated bound; docs/limits.md has the figures and the worst case. A request past a limit is
+/// answered END_REQUEST(OVERLOADED) without being dispatched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Params name+value bytes per request.
+    /// Params name+value bytes per request (length prefixes not counted). Default 2 MiB: Caddy
+    /// forwards up to 1 MiB + 4 KiB of request line and headers (Go's `MaxHeaderBytes`), which
+    /// its params (`HTTP_` prefixes, the URI repeated in several params) turn into at most
+    /// about 1.7 MB; Apache's 100 fields of 8190 bytes give about 0.85 MB. One request's
+    /// params take at most `2 * max_params_bytes + 40 * max_params_pairs` bytes of heap while
+    /// they arrive (14.7 MB with the defaults; tests/default_limits.rs).
     pub max_params_bytes: usize,
-    /// Params pairs per request.
+    /// Params pairs per request. Default 262,144: Caddy forwards up to about 169,000 distinct
+    /// 1- to 4-byte header names within its 1 MiB; nginx up to about 8,000 (as many as its one
+    /// 64 KiB PARAMS record holds; 1,000 headers where `max_headers` exists). Bounds the pair
+    /// index (12 bytes a pair), which the byte limit alone does not: an empty pair costs no
+    /// name or value byte.
     pub max_params_pairs: usize,
-    /// Longest params name.
+    /// Longest params name. Default 64 KiB: a stock proxy never sends a pair that does not fit
+    /// one record (nginx and lighttpd send all params in one record, Caddy cuts values to fit
+    /// 65,500 bytes, Apache skips pairs over 16 KiB, HAProxy's buffer is 16 KiB; php-fpm refuses
+    /// a pair split across records), and `HTTP_` plus a header name must pass.
     pub max_name_len: usize,
-    /// Longest params value.
+    /// Longest params value. Default 64 KiB, for the same reason as `max_name_len`.
     pub max_value_len: usize,
-    /// Requests active at once on this connection; a BEGIN past it gets OVERLOADED.
+    /// Requests active at once on this connection; a BEGIN past it gets OVERLOADED. Default
+    /// 256. Only HAProxy multiplexes (`option mpxs-conns`), and with `option get-values` it
+    /// keeps to the FCGI_MAX_REQS answered, which is `advertised_max_reqs`.
     pub max_requests_per_conn: usize,
-    /// Advertised as FCGI_MAX_CONNS in GET_VALUES_RESULT.
+    /// Advertised as FCGI_MAX_CONNS in GET_VALUES_RESULT (no proxy above acts on it).
     pub advertised_max_conns: u32,
-    /// Advertised as FCGI_MAX_REQS in GET_VALUES_RESULT.
+    /// Advertised as FCGI_MAX_REQS in GET_VALUES_RESULT. HAProxy takes it as the number of
+    /// requests it may have in flight on one connection, so it must not exceed
+    /// `max_requests_per_conn`; the default equals it (256).
     pub advertised_max_reqs: u32,
+}
+
+impl Limits {
+    /// Default of [`Limits::max_requests_per_conn`] and [`Limits::advertised_max_reqs`].
+    const DEFAULT_REQUESTS_PER_CONN: u16 = 256;
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_params_bytes: 128 * 1024,
-            max_params_pairs: 1024,
-            max_name_len: 1024,
+            max_params_bytes: 2 * 1024 * 1024,
+            max_params_pairs: 256 * 1024,
+            max_name_len: 64 * 1024,
             max_value_len: 64 * 1024,
-            max_requests_per_conn: 256,
+            max_requests_per_conn: usize::from(Limits::DEFAULT_REQUESTS_PER_CONN),
             advertised_max_conns: 10_000,
-            advertised_max_reqs: 100_000,
+            advertised_max_reqs: u32::from(Limits::DEFAULT_REQUESTS_PER_CONN),
         }
     }
 }
