@@ -18,6 +18,7 @@
 
 mod body;
 mod cgi;
+pub mod config;
 mod runtime;
 mod service;
 // Parts of the driver's API are used only by the floor benchmark (feature `bench-internals`).
@@ -41,6 +42,7 @@ pub mod bench {
 
 pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
+pub use config::{ConfigBuilder, ConfigError};
 pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
 pub use runtime::{Config, Counter, Protocol, Server, ServerHandle, StartError, Stats, Timeouts};
 pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};
