@@ -18,6 +18,8 @@ pub struct Setting {
     pub key: &'static str,
     /// The flag of `fcgi-uring serve`, without the dashes: `ring-entries`.
     pub flag: &'static str,
+    /// The [`ConfigBuilder`] method that sets it: `sq_entries`.
+    pub setter: &'static str,
     /// What the value must be.
     pub accepts: Accepts,
     /// Whether the setting may be unset ([`Value::None`]: absent from a file, `none` as a flag).
@@ -110,6 +112,7 @@ macro_rules! settings {
             Setting {
                 key: $key,
                 flag: $flag,
+                setter: stringify!($method),
                 accepts: $accepts,
                 optional: <$ty as FieldValue>::OPTIONAL,
                 follows: opt!($($follows)?),

@@ -165,7 +165,10 @@ fn flag_text_parses_by_type() {
         Err(ConfigError::OutOfRange { .. })
     ));
     let e = s("server.listen").parse("nowhere").unwrap_err();
-    assert!(matches!(e, ConfigError::Invalid { key: "server.listen", .. }), "{e}");
+    assert!(
+        matches!(e, ConfigError::OutOfRange { key: "server.listen", .. }),
+        "{e}"
+    );
 }
 
 /// Each variant's message names the key, the value and what is accepted (and the flag).
