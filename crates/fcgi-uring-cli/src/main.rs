@@ -105,7 +105,9 @@ impl SettingFlags {
 
 impl clap::Args for SettingFlags {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        SETTINGS.iter().fold(cmd, |cmd, s| cmd.arg(SettingFlags::arg(s)))
+        SETTINGS
+            .iter()
+            .fold(cmd, |cmd, s| cmd.arg(SettingFlags::arg(s)))
     }
 
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {

@@ -150,7 +150,10 @@ fn unknown_keys_are_rejected_with_the_key_named() {
     let e = rejected("[serverr]\nworkers = 1\n");
     assert!(e.contains("unknown key \"serverr\""), "{e}");
     assert!(e.contains("did you mean \"server\"?"), "{e}");
-    assert!(e.contains("sections: server, ring, limits, timeouts"), "{e}");
+    assert!(
+        e.contains("sections: server, ring, limits, timeouts"),
+        "{e}"
+    );
     let e = rejected("[timeouts]\nidle_timeout = 3\n");
     assert!(e.contains("unknown key \"timeouts.idle_timeout\""), "{e}");
     assert!(e.contains("did you mean \"timeouts.idle\"?"), "{e}");
@@ -271,7 +274,10 @@ fn flags_given_override_the_file_and_defaults_do_not() {
     .unwrap();
     let p = path.to_str().unwrap();
     let c = parse(&print_config(&["--config", p]).unwrap()).unwrap();
-    assert_eq!((c.workers(), c.backlog(), c.ring().sq_entries), (3, 77, 128));
+    assert_eq!(
+        (c.workers(), c.backlog(), c.ring().sq_entries),
+        (3, 77, 128)
+    );
     assert_eq!(c.timeouts().idle, Duration::from_secs(9));
     let c = parse(
         &print_config(&[
@@ -286,7 +292,10 @@ fn flags_given_override_the_file_and_defaults_do_not() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!((c.workers(), c.backlog(), c.ring().sq_entries), (5, 77, 128));
+    assert_eq!(
+        (c.workers(), c.backlog(), c.ring().sq_entries),
+        (5, 77, 128)
+    );
     assert_eq!(c.timeouts().idle, Duration::from_millis(1500));
     assert!(!c.pin_workers());
     // The round trip through the binary: its output is a file it accepts as is.

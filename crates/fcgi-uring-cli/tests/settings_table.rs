@@ -40,7 +40,8 @@ fn the_reference_page_is_the_tables() {
 fn a_changed_table_entry_fails_the_checks() {
     let example = repo_file("fcgi-uring.example.toml");
     let reference = repo_file("docs/configuration.md");
-    let changes: [(&str, fn(&mut Setting)); 3] = [
+    type Change = fn(&mut Setting);
+    let changes: [(&str, Change); 3] = [
         ("ring.sq_entries", |s| s.default = || Value::Int(2048)),
         ("server.workers", |s| {
             s.accepts = fcgi_uring::config::Accepts::Int { min: 0, max: 64 }
@@ -104,7 +105,10 @@ fn the_file_structs_hold_the_tables_keys_with_their_types() {
 /// Every setting has its flag, with what it accepts and its default in the help.
 #[test]
 fn serve_has_a_flag_per_setting_with_its_default_in_the_help() {
-    let out = Command::new(BIN).args(["serve", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for s in SETTINGS {
         let default = flag_value(s, &s.default_value());

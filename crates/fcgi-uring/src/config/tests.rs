@@ -143,7 +143,13 @@ fn set_refuses_unknown_keys_and_wrong_types() {
     let e = b
         .set("ring.sq_entries", Value::Text("many".into()))
         .unwrap_err();
-    assert!(matches!(e, ConfigError::WrongType { key: "ring.sq_entries", .. }));
+    assert!(matches!(
+        e,
+        ConfigError::WrongType {
+            key: "ring.sq_entries",
+            ..
+        }
+    ));
     let e = b.set("server.workers", Value::None).unwrap_err();
     assert!(matches!(e, ConfigError::WrongType { .. }), "not optional");
     b.set("ring.sqpoll_cpu", Value::None).unwrap();
@@ -166,7 +172,13 @@ fn flag_text_parses_by_type() {
     ));
     let e = s("server.listen").parse("nowhere").unwrap_err();
     assert!(
-        matches!(e, ConfigError::OutOfRange { key: "server.listen", .. }),
+        matches!(
+            e,
+            ConfigError::OutOfRange {
+                key: "server.listen",
+                ..
+            }
+        ),
         "{e}"
     );
 }
@@ -180,11 +192,17 @@ fn every_error_names_key_value_and_what_is_accepted() {
             "ring.sq_entries = 1000: must be a power of two between 1 and 32768 (flag --ring-entries)",
         ),
         (
-            Config::builder().accept_retry(Duration::ZERO).build().unwrap_err(),
+            Config::builder()
+                .accept_retry(Duration::ZERO)
+                .build()
+                .unwrap_err(),
             "server.accept_retry = 0: must be more than 0 seconds (retrying a failed accept at once spins at full CPU) (flag --accept-retry)",
         ),
         (
-            Config::builder().unix_mode(Some(0o1000)).build().unwrap_err(),
+            Config::builder()
+                .unix_mode(Some(0o1000))
+                .build()
+                .unwrap_err(),
             "server.unix_mode = 1000: must be an octal file mode between 0 and 777 (e.g. \"660\") (flag --unix-mode)",
         ),
         (
@@ -192,11 +210,15 @@ fn every_error_names_key_value_and_what_is_accepted() {
             "timeouts.body = \"x\": not a number of seconds; must be a number of seconds between 0 and 31536000 (0 turns it off) (flag --body-timeout)",
         ),
         (
-            Config::builder().set("server.pin_workers", Value::Int(1)).unwrap_err(),
+            Config::builder()
+                .set("server.pin_workers", Value::Int(1))
+                .unwrap_err(),
             "server.pin_workers = 1: expected true or false (flag --pin-workers)",
         ),
         (
-            Config::builder().set("ring.sq_entrys", Value::Int(1)).unwrap_err(),
+            Config::builder()
+                .set("ring.sq_entrys", Value::Int(1))
+                .unwrap_err(),
             "unknown key \"ring.sq_entrys\"; did you mean \"ring.sq_entries\"?",
         ),
         (
@@ -208,7 +230,11 @@ fn every_error_names_key_value_and_what_is_accepted() {
             "ring.sqpoll_cpu = 1 requires ring.sqpoll = true (flags --sqpoll-cpu, --sqpoll)",
         ),
         (
-            Config::builder().sq_entries(4096).cq_entries(1024).build().unwrap_err(),
+            Config::builder()
+                .sq_entries(4096)
+                .cq_entries(1024)
+                .build()
+                .unwrap_err(),
             "ring.cq_entries = 1024 must be at least ring.sq_entries = 4096 (flags --cq-entries, --ring-entries)",
         ),
     ];

@@ -86,9 +86,7 @@ impl Accepts {
             }
             Accepts::OneOf(names) => format!("one of {}", names.join(", ")),
             Accepts::Address => "host:port or unix:/path".to_owned(),
-            Accepts::FileMode => {
-                "an octal file mode between 0 and 777 (e.g. \"660\")".to_owned()
-            }
+            Accepts::FileMode => "an octal file mode between 0 and 777 (e.g. \"660\")".to_owned(),
         }
     }
 
@@ -159,10 +157,7 @@ impl Accepts {
                     Value::Int(_)
                 )
                 | (Accepts::Seconds { .. }, Value::Seconds(_))
-                | (
-                    Accepts::OneOf(_) | Accepts::Address,
-                    Value::Text(_)
-                )
+                | (Accepts::OneOf(_) | Accepts::Address, Value::Text(_))
         )
     }
 
