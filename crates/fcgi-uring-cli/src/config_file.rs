@@ -195,7 +195,8 @@ impl ConfigFile {
 
     /// Every key the file sets, with its value, in the table's order.
     pub fn entries(&self) -> Result<Vec<(&'static Setting, Value)>, ConfigError> {
-        let table = toml::Table::try_from(self).unwrap_or_default();
+        // Structs of optional numbers, booleans and strings always serialise to a table.
+        let table = toml::Table::try_from(self).expect("a ConfigFile serialises to a table");
         let mut out = Vec::new();
         for s in SETTINGS {
             let v = table

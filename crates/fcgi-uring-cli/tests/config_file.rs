@@ -425,15 +425,25 @@ fn new_ring_keys_out_of_range_name_the_key_and_the_range() {
 
 #[test]
 fn sqpoll_with_a_taskrun_mode_on_is_refused_naming_the_keys() {
-    for text in [
-        "[ring]\nsqpoll = true\n",
-        "[ring]\nsqpoll = true\ndefer_taskrun = false\n",
-        "[ring]\nsqpoll = true\ncoop_taskrun = false\ndefer_taskrun = true\n",
+    // The message names the modes that are on, and the fix.
+    for (text, on) in [
+        ("[ring]\nsqpoll = true\n", "ring.coop_taskrun = true"),
+        (
+            "[ring]\nsqpoll = true\ndefer_taskrun = false\n",
+            "ring.coop_taskrun = true",
+        ),
+        (
+            "[ring]\nsqpoll = true\ncoop_taskrun = false\ndefer_taskrun = true\n",
+            "ring.defer_taskrun = true:",
+        ),
+        (
+            "[ring]\nsqpoll = true\ndefer_taskrun = true\n",
+            "ring.defer_taskrun = true or ring.coop_taskrun = true:",
+        ),
     ] {
         let e = rejected(text);
         assert!(
-            e.contains("ring.sqpoll = true cannot be combined with ring.defer_taskrun")
-                && e.contains("ring.coop_taskrun")
+            e.contains(&format!("ring.sqpoll = true cannot be combined with {on}"))
                 && e.contains("set ring.defer_taskrun = false and ring.coop_taskrun = false"),
             "{text:?}: {e}"
         );

@@ -12,7 +12,9 @@
 //!
 //! Layers, with dependencies pointing one way: `fcgi_proto` (pure FastCGI, its own crate) <-
 //! `cgi` (params <-> `http`) <- `runtime` (connection core, per-core workers, server) which
-//! alone uses `uring` (the io_uring driver, the one module allowed `unsafe`).
+//! alone uses `uring` (the io_uring driver, the one module allowed `unsafe`). [`config`] holds
+//! the table of settings from which [`Config`], its builder, its checks and the command line's
+//! flags and file keys are derived.
 
 #![deny(unsafe_code)]
 

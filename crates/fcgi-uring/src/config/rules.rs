@@ -48,13 +48,19 @@ pub const RULES: &[Rule] = &[
 
 fn sqpoll_without_taskrun_modes(c: &Config) -> Result<(), ConfigError> {
     let r = &c.ring;
-    if r.sqpoll && (r.defer_taskrun || r.coop_taskrun) {
+    let on = [
+        ("ring.defer_taskrun", r.defer_taskrun),
+        ("ring.coop_taskrun", r.coop_taskrun),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(key, _)| (key, Value::Bool(true)));
+    let keys: Vec<_> = std::iter::once(("ring.sqpoll", Value::Bool(true)))
+        .chain(on)
+        .collect();
+    if r.sqpoll && keys.len() > 1 {
         return Err(ConfigError::Conflict {
-            keys: vec![
-                ("ring.sqpoll", Value::Bool(true)),
-                ("ring.defer_taskrun", Value::Bool(r.defer_taskrun)),
-                ("ring.coop_taskrun", Value::Bool(r.coop_taskrun)),
-            ],
+            keys,
             why: SQPOLL_WHY,
         });
     }

@@ -223,7 +223,15 @@ fn every_error_names_key_value_and_what_is_accepted() {
         ),
         (
             Config::builder().sqpoll(true).build().unwrap_err(),
-            "ring.sqpoll = true cannot be combined with ring.defer_taskrun = false or ring.coop_taskrun = true: the kernel refuses SQPOLL together with DEFER_TASKRUN or COOP_TASKRUN; set ring.defer_taskrun = false and ring.coop_taskrun = false (flags --sqpoll, --defer-taskrun, --coop-taskrun)",
+            "ring.sqpoll = true cannot be combined with ring.coop_taskrun = true: the kernel refuses SQPOLL together with DEFER_TASKRUN or COOP_TASKRUN; set ring.defer_taskrun = false and ring.coop_taskrun = false (flags --sqpoll, --coop-taskrun)",
+        ),
+        (
+            Config::builder()
+                .sqpoll(true)
+                .defer_taskrun(true)
+                .build()
+                .unwrap_err(),
+            "ring.sqpoll = true cannot be combined with ring.defer_taskrun = true or ring.coop_taskrun = true: the kernel refuses SQPOLL together with DEFER_TASKRUN or COOP_TASKRUN; set ring.defer_taskrun = false and ring.coop_taskrun = false (flags --sqpoll, --defer-taskrun, --coop-taskrun)",
         ),
         (
             Config::builder().sqpoll_cpu(Some(1)).build().unwrap_err(),
