@@ -61,13 +61,13 @@ fn real_server() -> (fcgi_uring::ServerHandle, SocketAddr) {
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = fcgi_uring::Config {
-        listen: Addr::Tcp(addr),
-        workers: 1,
-        pin_workers: false,
-        shutdown_timeout: Duration::from_secs(1),
-        ..fcgi_uring::Config::default()
-    };
+    let config = fcgi_uring::Config::builder()
+        .listen(Addr::Tcp(addr))
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let handle = fcgi_uring::Server::new(config)
         .start(|| fcgi_uring::service_fn(fcgi_uring_cli::demo::app))
         .unwrap();

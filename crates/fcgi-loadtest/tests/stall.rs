@@ -25,13 +25,13 @@ fn child_server_entry() {
     let Ok(addr) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let config = fcgi_uring::Config {
-        listen: addr.parse().unwrap(),
-        workers: 1,
-        pin_workers: false,
-        shutdown_timeout: Duration::from_secs(1),
-        ..fcgi_uring::Config::default()
-    };
+    let config = fcgi_uring::Config::builder()
+        .listen(addr.parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let _handle = fcgi_uring::Server::new(config)
         .start(|| fcgi_uring::service_fn(fcgi_uring_cli::demo::app))
         .unwrap();

@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use fcgi_client::RequestSpec;
-use fcgi_uring::{Config, RequestBody, Server, service_fn};
+use fcgi_uring::{RequestBody, Server, service_fn};
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
@@ -19,10 +19,11 @@ use std::time::Duration;
 
 #[test]
 fn a_slow_body_reader_pauses_the_connection_and_loses_nothing() {
-    let config = Config {
-        max_body_buffer: 16 * 1024,
-        ..test_config()
-    };
+    let config = test_config()
+        .into_builder()
+        .max_body_buffer(16 * 1024)
+        .build()
+        .unwrap();
     let server = Server::new(config)
         .start(|| {
             service_fn(|req: Request<RequestBody>| async move {
@@ -64,10 +65,11 @@ impl Body for Endless {
 fn a_proxy_that_stops_reading_pauses_the_response_body() {
     let produced = Arc::new(AtomicUsize::new(0));
     let p = produced.clone();
-    let config = Config {
-        max_output_buffer: 256 * 1024,
-        ..test_config()
-    };
+    let config = test_config()
+        .into_builder()
+        .max_output_buffer(256 * 1024)
+        .build()
+        .unwrap();
     let server = Server::new(config)
         .start(move || {
             let p = p.clone();
@@ -104,11 +106,12 @@ fn unix_socket_file_mode_is_applied() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mode.sock");
-    let config = Config {
-        listen: fcgi_uring::Addr::Unix(path.clone()),
-        unix_mode: Some(0o660),
-        ..test_config()
-    };
+    let config = test_config()
+        .into_builder()
+        .listen(fcgi_uring::Addr::Unix(path.clone()))
+        .unix_mode(Some(0o660))
+        .build()
+        .unwrap();
     let server = Server::new(config)
         .start(|| service_fn(fcgi_uring_cli::demo::app))
         .unwrap();

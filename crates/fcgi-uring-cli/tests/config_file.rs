@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_fcgi-uring");
 
 fn parse(text: &str) -> Result<Config, String> {
-    let file = ConfigFile::parse(text, "fcgi-uring.toml")?;
-    let mut config = Config::default();
-    file.apply(&mut config).map_err(|(_, m)| m)?;
-    config_file::validate(&config)?;
-    Ok(config)
+    let file = ConfigFile::parse(text, "fcgi-uring.toml").map_err(|e| e.to_string())?;
+    let mut builder = Config::builder();
+    file.apply(&mut builder).map_err(|e| e.to_string())?;
+    builder.build().map_err(|e| e.to_string())
 }
 
 fn rejected(text: &str) -> String {
@@ -29,10 +28,10 @@ fn the_example_file_parses_and_sets_every_section() {
     ))
     .unwrap();
     let c = parse(&text).unwrap();
-    assert_eq!(c.listen, "127.0.0.1:9000".parse::<Addr>().unwrap());
-    assert_eq!(c.ring.sq_entries, 1024);
-    assert_eq!(c.limits.advertised_max_reqs, 256);
-    assert_eq!(c.timeouts.idle, Duration::from_secs(300));
+    assert_eq!(*c.listen(), "127.0.0.1:9000".parse::<Addr>().unwrap());
+    assert_eq!(c.ring().sq_entries, 1024);
+    assert_eq!(c.limits().advertised_max_reqs, 256);
+    assert_eq!(c.timeouts().idle, Duration::from_secs(300));
 }
 
 #[test]
@@ -80,28 +79,28 @@ linger = 0
 "#,
     )
     .unwrap();
-    assert_eq!(c.protocol, fcgi_uring::Protocol::Http1);
-    assert_eq!(c.listen, "127.0.0.1:9100".parse::<Addr>().unwrap());
-    assert_eq!((c.workers, c.pin_workers, c.backlog), (3, false, 128));
-    assert_eq!(c.unix_mode, Some(0o660));
-    assert_eq!(c.shutdown_timeout, Duration::from_millis(2500));
-    assert_eq!(c.accept_retry, Duration::from_millis(250));
+    assert_eq!(c.protocol(), fcgi_uring::Protocol::Http1);
+    assert_eq!(*c.listen(), "127.0.0.1:9100".parse::<Addr>().unwrap());
+    assert_eq!((c.workers(), c.pin_workers(), c.backlog()), (3, false, 128));
+    assert_eq!(c.unix_mode(), Some(0o660));
+    assert_eq!(c.shutdown_timeout(), Duration::from_millis(2500));
+    assert_eq!(c.accept_retry(), Duration::from_millis(250));
     assert_eq!(
         (
-            c.ring.sq_entries,
-            c.ring.cq_entries,
-            c.ring.recv_buffers,
-            c.ring.recv_buffer_size,
-            c.ring.defer_taskrun,
-            c.completions_per_turn
+            c.ring().sq_entries,
+            c.ring().cq_entries,
+            c.ring().recv_buffers,
+            c.ring().recv_buffer_size,
+            c.ring().defer_taskrun,
+            c.completions_per_turn()
         ),
         (256, 512, 64, 4096, false, 8)
     );
     assert_eq!(
-        (c.max_conns_per_worker, c.max_requests_per_worker),
+        (c.max_conns_per_worker(), c.max_requests_per_worker()),
         (100, 200)
     );
-    let l = c.limits;
+    let l = c.limits();
     assert_eq!(
         (
             l.max_requests_per_conn,
@@ -112,9 +111,9 @@ linger = 0
         ),
         (16, 4096, 50, 100, 2000)
     );
-    assert_eq!((c.max_body_buffer, c.max_output_buffer), (8192, 16384));
+    assert_eq!((c.max_body_buffer(), c.max_output_buffer()), (8192, 16384));
     assert_eq!((l.advertised_max_conns, l.advertised_max_reqs), (99, 15));
-    let t = c.timeouts;
+    let t = c.timeouts();
     assert_eq!(t.idle, Duration::from_secs(10));
     assert_eq!(t.params, Duration::from_millis(1500));
     assert_eq!(t.body, Duration::from_secs(2));
@@ -127,16 +126,16 @@ linger = 0
 fn a_partial_file_keeps_the_defaults() {
     let c = parse("[ring]\nsq_entries = 2048\ncq_entries = 8192\n").unwrap();
     let d = Config::default();
-    assert_eq!((c.ring.sq_entries, c.ring.cq_entries), (2048, 8192));
-    assert_eq!(c.ring.recv_buffers, d.ring.recv_buffers);
-    assert_eq!(c.listen, d.listen);
-    assert_eq!(c.timeouts, d.timeouts);
-    assert_eq!(c.limits, d.limits);
-    assert_eq!(c.max_body_buffer, d.max_body_buffer);
+    assert_eq!((c.ring().sq_entries, c.ring().cq_entries), (2048, 8192));
+    assert_eq!(c.ring().recv_buffers, d.ring().recv_buffers);
+    assert_eq!(c.listen(), d.listen());
+    assert_eq!(c.timeouts(), d.timeouts());
+    assert_eq!(c.limits(), d.limits());
+    assert_eq!(c.max_body_buffer(), d.max_body_buffer());
     // An empty file is all defaults; the advertised values follow their limit.
     parse("").unwrap();
     let c = parse("[limits]\nmax_requests_per_conn = 8\n").unwrap();
-    assert_eq!(c.limits.advertised_max_reqs, 8);
+    assert_eq!(c.limits().advertised_max_reqs, 8);
 }
 
 #[test]
@@ -146,11 +145,20 @@ fn unknown_keys_are_rejected_with_the_key_named() {
         e.contains("fcgi-uring.toml:3:1") && e.contains("unknown key \"ring.sq_entrys\""),
         "{e}"
     );
-    assert!(e.contains("expected one of sq_entries"), "{e}");
+    assert!(e.contains("did you mean \"ring.sq_entries\"?"), "{e}");
+    assert!(e.contains("keys of [ring]: sq_entries, cq_entries"), "{e}");
     let e = rejected("[serverr]\nworkers = 1\n");
     assert!(e.contains("unknown key \"serverr\""), "{e}");
+    assert!(e.contains("did you mean \"server\"?"), "{e}");
+    assert!(
+        e.contains("sections: server, ring, limits, timeouts"),
+        "{e}"
+    );
     let e = rejected("[timeouts]\nidle_timeout = 3\n");
     assert!(e.contains("unknown key \"timeouts.idle_timeout\""), "{e}");
+    assert!(e.contains("did you mean \"timeouts.idle\"?"), "{e}");
+    let e = rejected("workers = 3\n");
+    assert!(e.contains("did you mean \"server.workers\"?"), "{e}");
 }
 
 #[test]
@@ -189,14 +197,21 @@ fn invalid_values_are_rejected_with_the_key_and_the_range() {
             "[server]\naccept_retry = -1\n",
             "server.accept_retry = -1: must be a number of seconds between 0 and 31536000, more than 0",
         ),
-        ("[server]\nunix_mode = \"999\"\n", "server.unix_mode"),
+        (
+            "[server]\nunix_mode = \"999\"\n",
+            "server.unix_mode = \"999\": not an octal file mode; must be an octal file mode",
+        ),
+        (
+            "[server]\nunix_mode = \"1777\"\n",
+            "server.unix_mode = 1777: must be an octal file mode between 0 and 777",
+        ),
         (
             "[server]\nlisten = \"nowhere\"\n",
-            "server.listen: invalid address",
+            "server.listen = \"nowhere\": must be host:port or unix:/path",
         ),
         (
             "[server]\nprotocol = \"spdy\"\n",
-            "server.protocol: unknown protocol",
+            "server.protocol = \"spdy\": must be one of fastcgi, http1, h2c",
         ),
         (
             "[ring]\nsq_entries = \"many\"\n",
@@ -219,18 +234,19 @@ fn invalid_values_are_rejected_with_the_key_and_the_range() {
 
 #[test]
 fn the_printed_config_reads_back_unchanged() {
-    let mut c = Config {
-        unix_mode: Some(0o640),
-        listen: "unix:/tmp/x.sock".parse().unwrap(),
-        ..Config::default()
-    };
-    c.timeouts.params = Duration::from_millis(1250);
-    c.ring.sq_entries = 64;
+    let c = Config::builder()
+        .unix_mode(Some(0o640))
+        .listen("unix:/tmp/x.sock".parse().unwrap())
+        .params_timeout(Duration::from_millis(1250))
+        .sq_entries(64)
+        .build()
+        .unwrap();
     let printed = config_file::to_toml(&c);
     let again = parse(&printed).unwrap();
     assert_eq!(config_file::to_toml(&again), printed);
-    assert_eq!(again.unix_mode, Some(0o640));
-    assert_eq!(again.timeouts.params, Duration::from_millis(1250));
+    assert_eq!(again, c);
+    assert_eq!(again.unix_mode(), Some(0o640));
+    assert_eq!(again.timeouts().params, Duration::from_millis(1250));
 }
 
 fn print_config(args: &[&str]) -> Result<String, String> {
@@ -258,8 +274,11 @@ fn flags_given_override_the_file_and_defaults_do_not() {
     .unwrap();
     let p = path.to_str().unwrap();
     let c = parse(&print_config(&["--config", p]).unwrap()).unwrap();
-    assert_eq!((c.workers, c.backlog, c.ring.sq_entries), (3, 77, 128));
-    assert_eq!(c.timeouts.idle, Duration::from_secs(9));
+    assert_eq!(
+        (c.workers(), c.backlog(), c.ring().sq_entries),
+        (3, 77, 128)
+    );
+    assert_eq!(c.timeouts().idle, Duration::from_secs(9));
     let c = parse(
         &print_config(&[
             "--config",
@@ -273,9 +292,12 @@ fn flags_given_override_the_file_and_defaults_do_not() {
         .unwrap(),
     )
     .unwrap();
-    assert_eq!((c.workers, c.backlog, c.ring.sq_entries), (5, 77, 128));
-    assert_eq!(c.timeouts.idle, Duration::from_millis(1500));
-    assert!(!c.pin_workers);
+    assert_eq!(
+        (c.workers(), c.backlog(), c.ring().sq_entries),
+        (5, 77, 128)
+    );
+    assert_eq!(c.timeouts().idle, Duration::from_millis(1500));
+    assert!(!c.pin_workers());
     // The round trip through the binary: its output is a file it accepts as is.
     let printed = print_config(&["--config", p, "--max-requests-per-conn", "9"]).unwrap();
     std::fs::write(&path, &printed).unwrap();
@@ -346,18 +368,18 @@ const RING_KNOBS: &str = "[ring]\ndefer_taskrun = false\ncoop_taskrun = false\ns
 #[test]
 fn every_new_ring_key_is_read() {
     let c = parse(RING_KNOBS).unwrap();
-    let r = &c.ring;
+    let r = c.ring();
     assert!(r.sqpoll && r.recv_bundle && !r.coop_taskrun && !r.defer_taskrun);
     assert_eq!((r.sqpoll_idle_ms, r.sqpoll_cpu), (250, Some(1)));
     assert_eq!((r.registered_send_buffers, r.send_buffer_size), (32, 8192));
-    assert_eq!(c.idle_spin_us, 500);
+    assert_eq!(c.idle_spin_us(), 500);
     // And the defaults when absent: nothing new is on.
     let d = parse("").unwrap();
-    assert!(!d.ring.sqpoll && !d.ring.recv_bundle && d.ring.coop_taskrun);
-    assert_eq!((d.ring.registered_send_buffers, d.idle_spin_us), (0, 0));
-    assert_eq!(d.ring.sqpoll_cpu, None);
+    assert!(!d.ring().sqpoll && !d.ring().recv_bundle && d.ring().coop_taskrun);
+    assert_eq!((d.ring().registered_send_buffers, d.idle_spin_us()), (0, 0));
+    assert_eq!(d.ring().sqpoll_cpu, None);
     let c = parse("[ring]\ncoop_taskrun = false\n").unwrap();
-    assert!(!c.ring.coop_taskrun);
+    assert!(!c.ring().coop_taskrun);
 }
 
 #[test]
@@ -403,15 +425,25 @@ fn new_ring_keys_out_of_range_name_the_key_and_the_range() {
 
 #[test]
 fn sqpoll_with_a_taskrun_mode_on_is_refused_naming_the_keys() {
-    for text in [
-        "[ring]\nsqpoll = true\n",
-        "[ring]\nsqpoll = true\ndefer_taskrun = false\n",
-        "[ring]\nsqpoll = true\ncoop_taskrun = false\ndefer_taskrun = true\n",
+    // The message names the modes that are on, and the fix.
+    for (text, on) in [
+        ("[ring]\nsqpoll = true\n", "ring.coop_taskrun = true"),
+        (
+            "[ring]\nsqpoll = true\ndefer_taskrun = false\n",
+            "ring.coop_taskrun = true",
+        ),
+        (
+            "[ring]\nsqpoll = true\ncoop_taskrun = false\ndefer_taskrun = true\n",
+            "ring.defer_taskrun = true:",
+        ),
+        (
+            "[ring]\nsqpoll = true\ndefer_taskrun = true\n",
+            "ring.defer_taskrun = true or ring.coop_taskrun = true:",
+        ),
     ] {
         let e = rejected(text);
         assert!(
-            e.contains("ring.sqpoll = true cannot be combined with ring.defer_taskrun")
-                && e.contains("ring.coop_taskrun")
+            e.contains(&format!("ring.sqpoll = true cannot be combined with {on}"))
                 && e.contains("set ring.defer_taskrun = false and ring.coop_taskrun = false"),
             "{text:?}: {e}"
         );
@@ -436,8 +468,8 @@ fn the_new_keys_round_trip_through_print_config() {
         assert!(printed.contains(key), "{key} missing:\n{printed}");
     }
     let again = parse(&printed).unwrap();
-    assert_eq!(again.ring, c.ring);
-    assert_eq!(again.idle_spin_us, 500);
+    assert_eq!(again.ring(), c.ring());
+    assert_eq!(again.idle_spin_us(), 500);
     assert_eq!(config_file::to_toml(&again), printed);
     // Without sqpoll_cpu the key is left out (absent means "no CPU").
     let d = config_file::to_toml(&parse("").unwrap());
@@ -467,8 +499,8 @@ fn the_new_keys_round_trip_through_print_config() {
     ])
     .unwrap();
     let c = parse(&out).unwrap();
-    assert!(c.pin_workers && c.ring.recv_bundle);
-    assert_eq!(c.idle_spin_us, 20);
+    assert!(c.pin_workers() && c.ring().recv_bundle);
+    assert_eq!(c.idle_spin_us(), 20);
     std::fs::write(&path, &out).unwrap();
     assert_eq!(print_config(&["--config", p]).unwrap(), out);
 }
@@ -494,8 +526,8 @@ fn the_example_file_lists_every_new_ring_key() {
     }
     let c = parse(&text).unwrap();
     let d = Config::default();
-    assert_eq!(c.ring, d.ring, "the example shows the defaults");
-    assert_eq!(c.idle_spin_us, d.idle_spin_us);
+    assert_eq!(c.ring(), d.ring(), "the example shows the defaults");
+    assert_eq!(c.idle_spin_us(), d.idle_spin_us());
 }
 
 /// Runs `fcgi-uring serve ARGS` with RLIMIT_MEMLOCK at `limit` bytes and without

@@ -141,19 +141,21 @@ async fn app(drops: Drops, req: Request<RequestBody>) -> Result<Response<Out>, I
 }
 
 fn hostile_config() -> Config {
-    let mut config = test_config();
-    config.limits.max_requests_per_conn = 64;
-    config.max_body_buffer = 256 * 1024;
-    config.max_output_buffer = 256 * 1024;
-    config.timeouts = Timeouts {
-        idle: Duration::from_millis(1500),
-        params: Duration::from_millis(800),
-        body: Duration::from_millis(800),
-        handler: Duration::from_millis(1500),
-        write: Duration::from_millis(800),
-        linger: Duration::from_millis(800),
-    };
-    config
+    test_config()
+        .into_builder()
+        .max_requests_per_conn(64)
+        .max_body_buffer(256 * 1024)
+        .max_output_buffer(256 * 1024)
+        .timeouts(Timeouts {
+            idle: Duration::from_millis(1500),
+            params: Duration::from_millis(800),
+            body: Duration::from_millis(800),
+            handler: Duration::from_millis(1500),
+            write: Duration::from_millis(800),
+            linger: Duration::from_millis(800),
+        })
+        .build()
+        .unwrap()
 }
 
 fn start(config: Config) -> (ServerHandle, Drops) {
@@ -457,8 +459,11 @@ fn ten_thousand_ids_opened_and_never_finished_are_bounded_and_reclaimed() {
 
 #[test]
 fn requests_in_flight_per_worker_past_the_limit_get_overloaded() {
-    let mut config = hostile_config();
-    config.max_requests_per_worker = 3;
+    let config = hostile_config()
+        .into_builder()
+        .max_requests_per_worker(3)
+        .build()
+        .unwrap();
     let (server, drops) = start(config);
     let mut clients: Vec<Client> = (0..3)
         .map(|_| {
@@ -519,8 +524,11 @@ fn a_100_mib_body_streams_with_bounded_memory_read_or_not() {
     const TOTAL: usize = 100 * 1024 * 1024;
     // Reading 100 MiB through a debug build takes over the hostile 1.5 s handler timeout on a
     // loaded machine (a 504 was seen): this test is about memory, so the handler gets time.
-    let mut config = hostile_config();
-    config.timeouts.handler = Duration::from_secs(60);
+    let config = hostile_config()
+        .into_builder()
+        .handler_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let (server, _) = start(config);
     let before = rss_kib();
     for (uri, expect) in [

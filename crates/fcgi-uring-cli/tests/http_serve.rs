@@ -5,16 +5,17 @@ mod common;
 
 use bytes::Bytes;
 use common::http_client::{self, Upload};
-use fcgi_uring::{Addr, Config, Protocol, Server, ServerHandle, service_fn};
+use fcgi_uring::{Addr, Protocol, Server, ServerHandle, service_fn};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 fn start(protocol: Protocol) -> ServerHandle {
-    let config = Config {
-        protocol,
-        workers: 2,
-        ..common::test_config()
-    };
+    let config = common::test_config()
+        .into_builder()
+        .protocol(protocol)
+        .workers(2)
+        .build()
+        .unwrap();
     Server::new(config)
         .start(|| service_fn(fcgi_uring_cli::demo::app))
         .expect("server starts")
@@ -130,11 +131,12 @@ fn demo_routes_over_h2c_on_one_connection() {
 
 #[test]
 fn handler_error_is_a_500_and_the_connection_goes_on() {
-    let config = Config {
-        protocol: Protocol::Http1,
-        shutdown_timeout: Duration::from_secs(1),
-        ..common::test_config()
-    };
+    let config = common::test_config()
+        .into_builder()
+        .protocol(Protocol::Http1)
+        .shutdown_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let server = Server::new(config)
         .start(|| {
             service_fn(|req: fcgi_uring::Request| async move {

@@ -7,28 +7,40 @@ mod common;
 use common::*;
 use fcgi_client::RequestSpec;
 use fcgi_uring::RingStats;
-use fcgi_uring::{Addr, Config, Server, ServerHandle, service_fn};
+use fcgi_uring::{Addr, Config, RingConfig, Server, ServerHandle, service_fn};
 use std::time::Duration;
 
-fn start(listen: Addr, set: impl FnOnce(&mut Config)) -> ServerHandle {
-    let mut config = Config {
-        listen,
-        workers: 1,
-        pin_workers: false,
-        shutdown_timeout: Duration::from_secs(2),
-        ..Config::default()
+/// The knobs a test turns: the ring's, and the idle spin.
+struct Knobs {
+    ring: RingConfig,
+    idle_spin_us: u32,
+}
+
+fn start(listen: Addr, set: impl FnOnce(&mut Knobs)) -> ServerHandle {
+    let mut knobs = Knobs {
+        ring: RingConfig::default(),
+        idle_spin_us: 0,
     };
-    set(&mut config);
+    set(&mut knobs);
+    let config = Config::builder()
+        .listen(listen)
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .ring(knobs.ring)
+        .idle_spin_us(knobs.idle_spin_us)
+        .build()
+        .unwrap();
     Server::new(config)
         .start(|| service_fn(fcgi_uring_cli::demo::app))
         .unwrap_or_else(|e| panic!("server starts: {e}"))
 }
 
-fn tcp(set: impl FnOnce(&mut Config)) -> ServerHandle {
+fn tcp(set: impl FnOnce(&mut Knobs)) -> ServerHandle {
     start("127.0.0.1:0".parse().unwrap(), set)
 }
 
-fn unix(set: impl FnOnce(&mut Config)) -> (ServerHandle, tempfile::TempDir) {
+fn unix(set: impl FnOnce(&mut Knobs)) -> (ServerHandle, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let server = start(Addr::Unix(dir.path().join("app.sock")), set);
     (server, dir)
@@ -158,19 +170,16 @@ fn sqpoll_bound_to_a_cpu() {
 
 #[test]
 fn sqpoll_on_a_cpu_that_does_not_exist_fails_startup_naming_the_key() {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-        pin_workers: false,
-        ring: fcgi_uring::uring::RingConfig {
-            sqpoll: true,
-            sqpoll_cpu: Some(4095),
-            defer_taskrun: false,
-            coop_taskrun: false,
-            ..Default::default()
-        },
-        ..Config::default()
-    };
+    let config = Config::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .sqpoll(true)
+        .sqpoll_cpu(Some(4095))
+        .defer_taskrun(false)
+        .coop_taskrun(false)
+        .build()
+        .unwrap();
     let e = Server::new(config)
         .start(|| service_fn(fcgi_uring_cli::demo::app))
         .map(drop)

@@ -12,12 +12,15 @@
 //!
 //! Layers, with dependencies pointing one way: `fcgi_proto` (pure FastCGI, its own crate) <-
 //! `cgi` (params <-> `http`) <- `runtime` (connection core, per-core workers, server) which
-//! alone uses `uring` (the io_uring driver, the one module allowed `unsafe`).
+//! alone uses `uring` (the io_uring driver, the one module allowed `unsafe`). [`config`] holds
+//! the table of settings from which [`Config`], its builder, its checks and the command line's
+//! flags and file keys are derived.
 
 #![deny(unsafe_code)]
 
 mod body;
 mod cgi;
+pub mod config;
 mod runtime;
 mod service;
 // Parts of the driver's API are used only by the floor benchmark (feature `bench-internals`).
@@ -41,6 +44,7 @@ pub mod bench {
 
 pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
+pub use config::{ConfigBuilder, ConfigError};
 pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
 pub use runtime::{Config, Counter, Protocol, Server, ServerHandle, StartError, Stats, Timeouts};
 pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};

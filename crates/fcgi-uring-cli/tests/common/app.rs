@@ -86,10 +86,13 @@ impl Body for TestBody {
 /// The app on `listen` with two workers (a UNIX socket gets mode 0666 so a proxy that drops
 /// root, like Apache, can connect).
 pub fn start(listen: Addr) -> ServerHandle {
-    let mut config = super::test_config();
-    config.listen = listen;
-    config.workers = 2;
-    config.unix_mode = Some(0o666);
+    let config = super::test_config()
+        .into_builder()
+        .listen(listen)
+        .workers(2)
+        .unix_mode(Some(0o666))
+        .build()
+        .unwrap();
     Server::new(config)
         .start(|| service_fn(handle))
         .expect("server starts")

@@ -36,13 +36,13 @@ pub fn demo_unix() -> (ServerHandle, tempfile::TempDir) {
 }
 
 pub fn start_demo(listen: Addr) -> ServerHandle {
-    let config = Config {
-        listen,
-        workers: 2,
-        pin_workers: false,
-        shutdown_timeout: Duration::from_secs(2),
-        ..Config::default()
-    };
+    let config = Config::builder()
+        .listen(listen)
+        .workers(2)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     Server::new(config)
         .start(|| service_fn(fcgi_uring_cli::demo::app))
         .expect("server starts")
@@ -50,13 +50,13 @@ pub fn start_demo(listen: Addr) -> ServerHandle {
 
 /// A small config for tests that bring their own handler.
 pub fn test_config() -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
-        pin_workers: false,
-        shutdown_timeout: Duration::from_secs(2),
-        ..Config::default()
-    }
+    Config::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
 }
 
 pub fn connect(addr: &Addr) -> Client {

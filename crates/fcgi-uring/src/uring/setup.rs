@@ -8,19 +8,6 @@ use io_uring::{IoUring, Probe, opcode};
 
 use super::{Features, RingConfig, SetupError};
 
-/// Largest submission queue the kernel accepts (IORING_MAX_ENTRIES).
-const MAX_SQ_ENTRIES: u32 = 32768;
-/// Largest completion queue the kernel accepts (IORING_MAX_CQ_ENTRIES).
-const MAX_CQ_ENTRIES: u32 = 2 * MAX_SQ_ENTRIES;
-/// Largest provided-buffer ring the kernel accepts.
-const MAX_RECV_BUFFERS: u16 = 32768;
-/// Most registered buffers the kernel accepts (IORING_MAX_REG_BUFFERS).
-pub(super) const MAX_SEND_BUFFERS: u16 = 16384;
-/// Largest registered send buffer we accept (the kernel's limit is 1 GiB).
-pub(super) const MAX_SEND_BUFFER_SIZE: u32 = 16 << 20;
-/// Range of the SQ thread's idle time, in milliseconds.
-pub(super) const SQPOLL_IDLE_MS: (u32, u32) = (1, 60_000);
-
 /// Kernel versions that brought the features the ring relies on.
 const MULTISHOT_ACCEPT_SINCE: (u32, u32) = (5, 19);
 const BUF_RING_SINCE: (u32, u32) = (5, 19);
@@ -105,63 +92,10 @@ impl fmt::Display for SetupError {
     }
 }
 
-/// Checks sizes before anything reaches the kernel.
+/// Checks the ring settings before anything reaches the kernel, with the same checks as
+/// [`Config::validate`](crate::Config::validate) (ranges and the rules between settings).
 pub(super) fn validate(config: &RingConfig) -> Result<(), SetupError> {
-    let bad = |msg: String| Err(SetupError::Config(msg));
-    let sq = config.sq_entries;
-    let cq = config.cq_entries;
-    if !sq.is_power_of_two() || sq > MAX_SQ_ENTRIES {
-        return bad(format!(
-            "sq_entries {sq} must be a power of two in 1..={MAX_SQ_ENTRIES}"
-        ));
-    }
-    if !cq.is_power_of_two() || cq > MAX_CQ_ENTRIES {
-        return bad(format!(
-            "cq_entries {cq} must be a power of two in 1..={MAX_CQ_ENTRIES}"
-        ));
-    }
-    if cq < sq {
-        return bad(format!("cq_entries {cq} must be at least sq_entries {sq}"));
-    }
-    let n = config.recv_buffers;
-    if !n.is_power_of_two() || n > MAX_RECV_BUFFERS {
-        return bad(format!(
-            "recv_buffers {n} must be a power of two in 1..={MAX_RECV_BUFFERS}"
-        ));
-    }
-    if config.recv_buffer_size == 0 {
-        return bad("recv_buffer_size must be greater than 0".to_string());
-    }
-    if config.sqpoll && (config.defer_taskrun || config.coop_taskrun) {
-        return bad(format!(
-            "sqpoll cannot be combined with defer_taskrun ({}) or coop_taskrun ({}): the \
-             kernel refuses SQPOLL with DEFER_TASKRUN or COOP_TASKRUN; set both to false",
-            config.defer_taskrun, config.coop_taskrun
-        ));
-    }
-    let (lo, hi) = SQPOLL_IDLE_MS;
-    if !(lo..=hi).contains(&config.sqpoll_idle_ms) {
-        return bad(format!(
-            "sqpoll_idle_ms {} must be in {lo}..={hi}",
-            config.sqpoll_idle_ms
-        ));
-    }
-    if config.sqpoll_cpu.is_some() && !config.sqpoll {
-        return bad("sqpoll_cpu needs sqpoll".to_string());
-    }
-    if config.registered_send_buffers > MAX_SEND_BUFFERS {
-        return bad(format!(
-            "registered_send_buffers {} must be in 0..={MAX_SEND_BUFFERS}",
-            config.registered_send_buffers
-        ));
-    }
-    if !(1..=MAX_SEND_BUFFER_SIZE).contains(&config.send_buffer_size) {
-        return bad(format!(
-            "send_buffer_size {} must be in 1..={MAX_SEND_BUFFER_SIZE}",
-            config.send_buffer_size
-        ));
-    }
-    Ok(())
+    crate::config::check_ring(config).map_err(|e| SetupError::Config(e.to_string()))
 }
 
 /// Registered send buffers are sent with write(2), which raises SIGPIPE when the peer is gone
@@ -620,7 +554,7 @@ mod tests {
                 ..ok.clone()
             },
             RingConfig {
-                registered_send_buffers: MAX_SEND_BUFFERS + 1,
+                registered_send_buffers: crate::config::MAX_SEND_BUFFERS as u16 + 1,
                 ..ok.clone()
             },
             RingConfig {
