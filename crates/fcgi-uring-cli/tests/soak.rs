@@ -22,10 +22,7 @@ fn soak_30_seconds_with_10000_idle_connections() {
     }
     let port = common::proxy::free_port();
     let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../bench/soak.sh"
-        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/soak.sh"))
         .env("SOAK_SECONDS", "30")
         .env("SOAK_PORT", port.to_string())
         .env("FCGI_URING", &server)
