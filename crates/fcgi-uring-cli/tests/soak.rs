@@ -1,4 +1,4 @@
-//! The CI-sized soak: `loadtest/soak.sh` for 30 s (10,000 idle connections plus load from
+//! The CI-sized soak: `bench/soak.sh` for 30 s (10,000 idle connections plus load from
 //! `fcgi-loadtest` with 64 connections), loopback only. It fails on any load error, any idle
 //! connection lost, or RSS growth past its bound; the script prints its figures.
 
@@ -22,16 +22,13 @@ fn soak_30_seconds_with_10000_idle_connections() {
     }
     let port = common::proxy::free_port();
     let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fcgi-loadtest/soak.sh"
-        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/soak.sh"))
         .env("SOAK_SECONDS", "30")
         .env("SOAK_PORT", port.to_string())
         .env("FCGI_URING", &server)
         .env("FCGI_LOADTEST", &loadtest)
         .output()
-        .expect("run loadtest/soak.sh");
+        .expect("run bench/soak.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     assert!(

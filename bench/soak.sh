@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak: 10,000 idle keep-alive connections plus sustained load, RSS sampled every second.
 #
-# Usage: loadtest/soak.sh            (SOAK_SECONDS=600 by default; SOAK_SECONDS=30 for CI)
+# Usage: bench/soak.sh            (SOAK_SECONDS=600 by default; the test suite runs 30)
+#        bench/soak.sh --help
 # Environment:
 #   SOAK_SECONDS   duration of the sustained load (600)
 #   SOAK_IDLE      idle connections held (10000)
@@ -12,8 +13,12 @@
 # Exits non-zero on any load error, any idle connection lost, or RSS growth past the bound.
 set -euo pipefail
 
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+    exit 0
+fi
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+root="$(cd "$here/.." && pwd)"
 seconds="${SOAK_SECONDS:-600}"
 idle="${SOAK_IDLE:-10000}"
 conns="${SOAK_CONNS:-64}"

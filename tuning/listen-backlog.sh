@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The listen backlog and net.core.somaxconn under a burst of new connections.
 #
-# Usage: tuning/backlog.sh            (as root for the somaxconn row; the others need no root)
+# Usage: tuning/listen-backlog.sh     (as root for the somaxconn row; the others need no root)
+#        tuning/listen-backlog.sh --help
 # Environment: CONNS=512 DURATION=3 ROUNDS=2 SERVER_CPU=0 CLIENT_CPU=1 PORT=9560
+#   BIN=DIR   where fcgi-uring and fcgi-loadtest are (default: target/release; build them with
+#             cargo build --release --workspace)
 #
 # Each run starts `fcgi-uring serve --workers 1` pinned to SERVER_CPU with a given --backlog and
 # loads it with CONNS connections at a time, a new connection per request (KEEP_CONN=0, what Caddy
@@ -13,6 +16,10 @@
 # over ROUNDS rounds. The last row lowers net.core.somaxconn to 16 with --backlog 4096: the kernel
 # clamps the backlog to somaxconn silently. somaxconn is restored on exit.
 set -euo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+    exit 0
+fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin="${BIN:-$here/../target/release}"
 conns=${CONNS:-512} duration=${DURATION:-3} rounds=${ROUNDS:-2}

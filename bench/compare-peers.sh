@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# Issue 2 benchmarks: fcgi-uring against Go net/http/fcgi and hyper, one server core each.
+# fcgi-uring against its peers on one server core: Go net/http/fcgi, hyper HTTP/1.1, and
+# fcgi-floor (the same io_uring loop with no application: the ceiling for a FastCGI server).
 #
-# Usage: loadtest/bench-issue2.sh [PATH/TO/fcgi-uring]
+# Usage: bench/compare-peers.sh [PATH/TO/fcgi-uring]
+#        bench/compare-peers.sh --help
 #   Servers run pinned with `taskset -c 0`, clients with `taskset -c 1` (and --cpus 1).
-#   Each case runs DURATION seconds (default 10) after a 1 s warmup; server CPU per request is
-#   read from /proc/PID/stat over the measured window.
+#   Each case runs DURATION seconds after a 1 s warmup; server CPU per request is read from
+#   /proc/PID/stat over the measured window. Cases: fcgi-uring at 1, 16 and 64 keep-alive
+#   connections and 16 connections x 16 multiplexed requests; fcgi-floor at 64 and 16 x 16;
+#   Go at 64; hyper at 64 with wrk and with fcgi-loadtest --protocol http1.
+#   Without a path, it builds and uses target/release/fcgi-uring (the release workspace).
 # Environment:
 #   DURATION=10         measured seconds per case
 #   ROUNDS=3            every case runs once per round, rounds interleaved; the table shows
-#                       the median of the rounds (the machines are shared and noisy)
+#                       the median of the rounds
 #   SKIP_FCGI_URING=1   skip the fcgi-uring cases (also skipped when no binary is given/found)
 #   SKIP_GO=1, SKIP_HYPER=1, SKIP_WRK=1, SKIP_FLOOR=1   skip those cases
-# The fcgi-floor cases run the same ring with no application (see loadtest/src/bin/fcgi-floor.rs):
-# the rate any FastCGI server could reach here, so the ratios it gives are the ceilings.
 #   OUT=DIR             keep each case's JSON there (default: a temporary directory)
-# Needs: cargo, go (apt-get install golang-go), wrk (apt-get install wrk), python3.
-# Machines here have 2 cores and are shared: compare ratios from one run, not across runs.
+# Needs: cargo, python3; go (apt-get install golang-go) and wrk (apt-get install wrk) for
+# those cases, which are skipped with a note when the tool is missing.
+# Compare ratios from one run, not absolute figures across runs: see docs/performance.md.
 set -euo pipefail
 
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+    exit 0
+fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+root="$(cd "$here/.." && pwd)"
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 SERVER_CPU=0
@@ -28,15 +36,17 @@ OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 
 fcgi_uring="${1:-${FCGI_URING:-}}"
-if [[ -z "$fcgi_uring" && -x "$root/target/release/fcgi-uring" ]]; then
+packages=(-p fcgi-loadtest)
+if [[ -z "$fcgi_uring" && "${SKIP_FCGI_URING:-0}" != 1 ]]; then
     fcgi_uring="$root/target/release/fcgi-uring"
+    packages+=(-p fcgi-uring-cli)
 fi
 
 log() { echo "== $*" >&2; }
 
 # --- build the client and the baselines -------------------------------------------------------
-log "building fcgi-loadtest, hyper-hello and fcgi-floor (release)"
-if ! (cd "$root" && cargo build --release -q -p fcgi-loadtest) 2>"$OUT/build.log"; then
+log "building (release): cargo build ${packages[*]}"
+if ! (cd "$root" && cargo build --release -q "${packages[@]}") 2>"$OUT/build.log"; then
     cat "$OUT/build.log" >&2
     exit 1
 fi
@@ -48,7 +58,7 @@ if [[ "${SKIP_GO:-0}" != 1 ]]; then
     if command -v go >/dev/null; then
         log "building the Go fcgi baseline"
         go_fcgi="$OUT/go-fcgi"
-        (cd "$here/baselines/go-fcgi" && go build -o "$go_fcgi" .)
+        (cd "$root/crates/fcgi-loadtest/baselines/go-fcgi" && go build -o "$go_fcgi" .)
     else
         log "go not found (apt-get install -y golang-go): skipping the Go baseline"
     fi

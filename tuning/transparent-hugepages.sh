@@ -3,22 +3,29 @@
 # same run. mimalloc's arena asks for huge pages itself (MADV_HUGEPAGE), so `madvise` and
 # `always` differ only outside the heap; `never` takes them from the heap too.
 #
-# Usage: tuning/thp.sh        (as root: it writes /sys/kernel/mm/transparent_hugepage/enabled,
-#                              and puts the original value back on exit)
+# Usage: tuning/transparent-hugepages.sh   (as root: it writes
+#            /sys/kernel/mm/transparent_hugepage/enabled, and puts the original value back on exit)
+#        tuning/transparent-hugepages.sh --help
 # Environment: DURATION=5 ROUNDS=3 SERVER_CPU=0 CLIENT_CPU=1 PORT=9570 IDLE=10000
+#   BIN=DIR   where fcgi-uring and fcgi-loadtest are (default: target/release; build them with
+#             cargo build --release --workspace)
 #
 # Per round and mode (interleaved): a fresh `fcgi-uring serve --workers 1` pinned to SERVER_CPU,
 # loaded by fcgi-loadtest pinned to CLIENT_CPU with GET /hello at 16 connections x 16
 # multiplexed requests, then at 64 keep-alive connections; the server's CPU per request from
 # /proc (fcgi-loadtest --server-pid). Then, once per mode, what IDLE idle keep-alive connections
-# add to a fresh server's RSS (loadtest/idle-rss.py) and the server's AnonHugePages.
+# add to a fresh server's RSS (bench/idle-rss.py) and the server's AnonHugePages.
 set -euo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+    exit 0
+fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin="${BIN:-$here/../target/release}"
 duration=${DURATION:-5} rounds=${ROUNDS:-3} idle=${IDLE:-10000}
 scpu=${SERVER_CPU:-0} ccpu=${CLIENT_CPU:-1} port=${PORT:-9570}
 knob=/sys/kernel/mm/transparent_hugepage/enabled
-[[ -w $knob ]] || { echo "thp.sh: $knob is not writable (run as root)" >&2; exit 2; }
+[[ -w $knob ]] || { echo "transparent-hugepages.sh: $knob is not writable (run as root)" >&2; exit 2; }
 saved=$(sed -E 's/.*\[([a-z]+)\].*/\1/' "$knob")
 server=
 cleanup() {
@@ -76,7 +83,7 @@ for mode in madvise always never; do
     start "$mode"
     ulimit -n $((idle + 1000)) 2>/dev/null || true
     printf '%-8s %s, AnonHugePages %s KiB\n' "$mode" \
-        "$(python3 "$here/../loadtest/idle-rss.py" "$server" "127.0.0.1:$port" "$idle" | tail -1)" \
+        "$(python3 "$here/../bench/idle-rss.py" "$server" "127.0.0.1:$port" "$idle" | tail -1)" \
         "$(anon_huge_kib "$server")"
     stop
 done

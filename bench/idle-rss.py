@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Holds N idle keep-alive FastCGI connections to a server and reports what they add to its RSS.
 
-Usage: idle-rss.py PID HOST:PORT [N=10000]
+Usage: bench/idle-rss.py PID HOST:PORT [N=10000]
 
 Each connection first completes one GET /hello with KEEP_CONN set (so it is a connection that
 has served a request, as a proxy's keepalive pool holds them), then stays open and idle. The
@@ -59,6 +59,9 @@ def read_until_end_request(sock):
 
 
 def main():
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__.strip())
+        raise SystemExit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     pid = int(sys.argv[1])
     host, port = sys.argv[2].rsplit(":", 1)
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 10000

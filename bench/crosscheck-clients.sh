@@ -6,13 +6,18 @@
 # CLIENT_CPU. Rounds alternate the two clients; the table shows medians and the ratio
 # fcgi-loadtest / other (throughput and p50 latency).
 #
-# Usage: loadtest/crosscheck.sh
+# Usage: bench/crosscheck-clients.sh
+#        bench/crosscheck-clients.sh --help
 # Environment: DURATION=5 ROUNDS=3 CONNS=64 H2_CONNS=16 H2_STREAMS=4 SERVER_CPU=0 CLIENT_CPU=1
 # Needs: wrk, h2load (apt-get install -y wrk nghttp2-client), a release build of the workspace.
 set -euo pipefail
 
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+    exit 0
+fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/../.." && pwd)"
+root="$(cd "$here/.." && pwd)"
 DURATION="${DURATION:-5}"
 ROUNDS="${ROUNDS:-3}"
 CONNS="${CONNS:-64}"
