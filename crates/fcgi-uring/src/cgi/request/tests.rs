@@ -1,4 +1,4 @@
-//! Params as each real front end sends them (FIELD-NOTES section 2), and the edge policies.
+//! Params as each real front end sends them (as observed from nginx, Apache, HAProxy, Caddy and lighttpd), and the edge policies.
 
 use super::*;
 
