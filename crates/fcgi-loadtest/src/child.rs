@@ -18,7 +18,7 @@ use crate::sys;
 /// How long a stopped child gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// A running child process, stopped (SIGTERM, then SIGKILL after [`STOP_GRACE`]) when dropped.
+/// A running child process, stopped (SIGTERM, then SIGKILL after 5 s) when dropped.
 pub struct Proc {
     child: Child,
     name: String,

@@ -2,7 +2,7 @@
 //!
 //! Layers, dependencies pointing one way: protocol codecs with no IO ([`fcgi`], [`http1`],
 //! [`response`]), pacing and statistics with no clock ([`schedule`], [`stats`]) <- the per-thread
-//! event loop ([`engine`], over [`net`] and [`sys`]) <- the run ([`run`]: threads, pinning,
+//! event loop ([`engine`], over [`net`] and [`sys`]) <- the run ([`run`](mod@run): threads, pinning,
 //! server CPU, progress). All `unsafe` is in [`sys`].
 
 pub mod child;
