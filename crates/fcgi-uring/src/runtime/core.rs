@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 
 use super::config::Timeouts;
 use super::stats::{Counter, Recorder, WorkerStats};
-use super::timeouts::{Clock, Millis, Wheel};
+use super::wheel::{Clock, Millis, Wheel};
 use crate::uring::{OpId, SendBuf};
 use std::time::Instant;
 
@@ -461,7 +461,7 @@ pub(crate) struct Core {
     pub sends: Cell<usize>,
     pub settings: Settings,
     pub clock: Clock,
-    pub wheel: RefCell<Wheel>,
+    pub wheel: RefCell<Wheel<ConnKey>>,
     pub stats: Recorder,
     /// Most requests seen in flight at once on one connection of this worker; `stat_shared`
     /// mirrors it for [`crate::ServerHandle`], written only when it grows.
@@ -473,7 +473,7 @@ impl Core {
     pub fn new(settings: Settings, stats: Arc<WorkerStats>, stat_shared: Arc<AtomicUsize>) -> Core {
         let clock = Clock::new();
         Core {
-            wheel: RefCell::new(Wheel::new(clock.now_ms())),
+            wheel: RefCell::new(Wheel::new(clock.now_ms(), Timeouts::RESOLUTION)),
             clock,
             stats: Recorder::new(stats),
             conns: RefCell::new(Conns::default()),

@@ -15,6 +15,7 @@ mod http_serve;
 mod listener;
 mod stats;
 mod timeouts;
+mod wheel;
 mod worker;
 
 pub use config::{Config, Protocol, Timeouts};

@@ -1,4 +1,4 @@
-//! Deadlines of one worker: a coarse hashed timer wheel of connection keys.
+//! Deadlines of one worker's connections, kept in a timer wheel of connection keys.
 //!
 //! A connection's deadline is a pure function of its state and a few timestamps
 //! ([`deadline`]); it is recomputed whenever the connection is flushed (every state change
@@ -12,70 +12,11 @@
 use super::config::Timeouts;
 use super::core::{BodyIn, Conn, ConnKey, ConnState, Core, ReqKey};
 use super::stats::Counter;
+use super::wheel::Millis;
 use crate::body::BodyError;
 use std::pin::Pin;
 use std::task::Context;
-use std::time::{Duration, Instant};
-
-/// Milliseconds since the worker started.
-pub(crate) type Millis = u64;
-
-const RESOLUTION_MS: u64 = Timeouts::RESOLUTION.as_millis() as u64;
-/// Slots of the wheel: deadlines further out than this many ticks wait in the last slot and are
-/// re-evaluated when it comes round.
-const SLOTS: usize = 2048;
-
-/// A timer wheel of connection keys, with tick = [`Timeouts::RESOLUTION`].
-pub(crate) struct Wheel {
-    slots: Vec<Vec<ConnKey>>,
-    /// The next tick to process; every entry is at a tick >= this.
-    next: u64,
-    len: usize,
-}
-
-impl Wheel {
-    pub fn new(now: Millis) -> Wheel {
-        Wheel {
-            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
-            next: now / RESOLUTION_MS,
-            len: 0,
-        }
-    }
-
-    /// The tick at which a deadline at `at` is looked at: rounded up, clamped to the horizon.
-    pub fn tick_for(&self, at: Millis) -> u64 {
-        at.div_ceil(RESOLUTION_MS)
-            .clamp(self.next, self.next + SLOTS as u64 - 1)
-    }
-
-    pub fn insert(&mut self, key: ConnKey, tick: u64) {
-        self.slots[(tick % SLOTS as u64) as usize].push(key);
-        self.len += 1;
-    }
-
-    /// Moves the entries due at or before `now` to `due`, with the tick each was scheduled for.
-    pub fn advance(&mut self, now: Millis, due: &mut Vec<(ConnKey, u64)>) {
-        let now_tick = now / RESOLUTION_MS;
-        while self.next <= now_tick && self.len > 0 {
-            let tick = self.next;
-            let slot = &mut self.slots[(tick % SLOTS as u64) as usize];
-            self.len -= slot.len();
-            due.extend(slot.drain(..).map(|k| (k, tick)));
-            self.next += 1;
-        }
-        self.next = self.next.max(now_tick + 1);
-    }
-
-    /// When the first non-empty slot is due.
-    pub fn next_due(&self) -> Option<Millis> {
-        if self.len == 0 {
-            return None;
-        }
-        (self.next..self.next + SLOTS as u64)
-            .find(|t| !self.slots[(*t % SLOTS as u64) as usize].is_empty())
-            .map(|t| t * RESOLUTION_MS)
-    }
-}
+use std::time::Duration;
 
 /// Why a connection or request is past its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,69 +218,5 @@ impl WakeTimer {
                 .reset(tokio::time::Instant::from_std(when));
         }
         self.sleep.as_mut().poll(cx).is_ready()
-    }
-}
-
-/// Worker clock: read once per loop turn.
-pub(crate) struct Clock {
-    start: Instant,
-    now: std::cell::Cell<Instant>,
-}
-
-impl Clock {
-    pub fn new() -> Clock {
-        let now = Instant::now();
-        Clock {
-            start: now,
-            now: std::cell::Cell::new(now),
-        }
-    }
-
-    pub fn update(&self) {
-        self.now.set(Instant::now());
-    }
-
-    pub fn now(&self) -> Instant {
-        self.now.get()
-    }
-
-    pub fn now_ms(&self) -> Millis {
-        self.now.get().duration_since(self.start).as_millis() as u64
-    }
-
-    pub fn at(&self, ms: Millis) -> Instant {
-        self.start + Duration::from_millis(ms)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(i: u64) -> ConnKey {
-        ConnKey::from_token(i).unwrap()
-    }
-
-    #[test]
-    fn entries_fire_at_their_tick_and_not_before() {
-        let mut w = Wheel::new(0);
-        let t = w.tick_for(120);
-        w.insert(key(1), t);
-        assert_eq!(w.next_due(), Some(150));
-        let mut due = Vec::new();
-        w.advance(149, &mut due);
-        assert!(due.is_empty());
-        w.advance(150, &mut due);
-        assert_eq!(due, vec![(key(1), t)]);
-        assert_eq!(w.next_due(), None);
-    }
-
-    #[test]
-    fn far_deadlines_wait_at_the_horizon() {
-        let w = Wheel::new(1000);
-        let t = w.tick_for(u64::MAX / 2);
-        assert_eq!(t, 1000 / RESOLUTION_MS + SLOTS as u64 - 1);
-        let past = w.tick_for(0);
-        assert_eq!(past, 1000 / RESOLUTION_MS);
     }
 }
