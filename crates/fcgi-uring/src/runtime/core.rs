@@ -11,6 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -193,7 +194,9 @@ pub(crate) enum Recv {
 /// One connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub fd: OwnedFd,
+    /// Shared with the ring's operations on it: the socket closes when the connection and
+    /// every operation in flight on it are gone.
+    pub fd: Rc<OwnedFd>,
     pub proto: protocol::Connection,
     /// Output not yet handed to a send.
     pub out: Vec<u8>,
@@ -209,8 +212,6 @@ pub(crate) struct Conn {
     pub requests: ReqTable,
     /// Streaming handlers waiting for output room.
     pub writers: Vec<Waker>,
-    /// Operations in the ring that reference `fd`.
-    pub ops: u32,
     /// Reading stopped because a request body buffer is full.
     pub paused: bool,
     /// Listed in the dirty list.
@@ -230,7 +231,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub fn new(fd: OwnedFd, limits: protocol::Limits, now: Millis) -> Conn {
         Conn {
-            fd,
+            fd: Rc::new(fd),
             proto: protocol::Connection::new(limits),
             out: Vec::new(),
             spare: Vec::new(),
@@ -241,7 +242,6 @@ impl Conn {
             state: ConnState::Open,
             requests: ReqTable::default(),
             writers: Vec::new(),
-            ops: 0,
             paused: false,
             dirty: false,
             last_recv: now,

@@ -13,7 +13,7 @@ use crate::body::{BodyError, Flow};
 use crate::uring::{Completion, CompletionKind, Ring, SendBuf};
 use fcgi_proto::{Event, Params, ProtocolStatus, RejectReason, Role};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 /// A request whose params are complete, waiting for the end of the receive batch.
 pub(crate) struct Staged {
@@ -44,24 +44,25 @@ pub(crate) fn on_completion(core: &Core, c: Completion<'_>, is_tcp: bool, f: &mu
     let Some(key) = ConnKey::from_token(c.token) else {
         return;
     };
+    if let CompletionKind::Send { .. } = c.kind {
+        // Counted also when the connection is gone (closed while its send was in flight).
+        core.sends.set(core.sends.get().saturating_sub(1));
+    }
     let mut conns = core.conns.borrow_mut();
+    // A connection dropped with operations in flight: their completions find no connection
+    // (its key's generation moved on), and the ring closes the socket after the last one.
     let Some(conn) = conns.get_mut(key) else {
         return;
     };
     match c.kind {
         CompletionKind::Recv { result, more } => {
             if !more {
-                conn.ops -= 1;
                 conn.recv = Recv::Idle;
             }
             on_recv(core, key, conn, result, f);
         }
-        CompletionKind::Send { result, buf } => {
-            conn.ops -= 1;
-            on_send(core, conn, result, buf);
-        }
-        CompletionKind::Shutdown { .. } => conn.ops -= 1,
-        CompletionKind::Accept { .. } => {}
+        CompletionKind::Send { result, buf } => on_send(core, conn, result, buf),
+        CompletionKind::Shutdown { .. } | CompletionKind::Accept { .. } => {}
     }
     core.mark_dirty(key, conn);
 }
@@ -283,7 +284,6 @@ fn feed(core: &Core, key: ConnKey, conn: &mut Conn, data: &[u8], f: &mut Followu
 fn on_send(core: &Core, conn: &mut Conn, result: io::Result<usize>, buf: SendBuf) {
     let start = conn.send_offset;
     conn.sending = 0;
-    core.sends.set(core.sends.get().saturating_sub(1));
     match result {
         // A short send: the rest goes out next turn, from the same (heap or registered) buffer.
         Ok(n) if n > 0 && start + n < buf.len() => conn.resend = Some((buf, start + n)),
@@ -335,7 +335,6 @@ fn queue_send(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
     if conn.sending > 0 || conn.state == ConnState::Closed {
         return;
     }
-    let fd = conn.fd.as_raw_fd();
     let (buf, offset) = match conn.resend.take() {
         Some(pending) => pending,
         None if !conn.out.is_empty() => match ring.fixed_copy(&conn.out) {
@@ -359,13 +358,12 @@ fn queue_send(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
     conn.send_offset = offset;
     conn.send_since = core.now_ms();
     core.sends.set(core.sends.get() + 1);
-    conn.ops += 1;
-    ring.send(fd, buf, offset, key.token());
+    ring.send(&conn.fd, buf, offset, key.token());
 }
 
-/// Moves the connection along its lifecycle; true when it can be dropped (socket closed).
+/// Moves the connection along its lifecycle; true when it can be dropped (its operations
+/// still in flight keep the socket open until they end).
 fn advance_state(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) -> bool {
-    let fd = conn.fd.as_raw_fd();
     let idle_out = conn.sending == 0 && conn.out.is_empty() && conn.resend.is_none();
     match conn.state {
         ConnState::Open => {
@@ -388,8 +386,7 @@ fn advance_state(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) ->
         ConnState::Draining { shutdown_sent } => {
             if !shutdown_sent && idle_out {
                 conn.shutdown_at = core.now_ms();
-                conn.ops += 1;
-                ring.shutdown_write(fd, key.token());
+                ring.shutdown_write(&conn.fd, key.token());
                 conn.state = ConnState::Draining {
                     shutdown_sent: true,
                 };
@@ -405,15 +402,14 @@ fn advance_state(core: &Core, key: ConnKey, conn: &mut Conn, ring: &mut Ring) ->
     }
     if conn.state == ConnState::Closed {
         cancel_recv(conn, ring);
-        return conn.ops == 0;
+        return true;
     }
     false
 }
 
 fn arm_recv(key: ConnKey, conn: &mut Conn, ring: &mut Ring) {
     if conn.recv == Recv::Idle {
-        conn.ops += 1;
-        conn.recv = Recv::Armed(ring.recv_multishot(conn.fd.as_raw_fd(), key.token()));
+        conn.recv = Recv::Armed(ring.recv_multishot(&conn.fd, key.token()));
     }
 }
 

@@ -9,7 +9,7 @@ use crate::uring::{Features, OpId, Ring, RingConfig, RingCounters, SetupError};
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -279,6 +279,6 @@ impl Loop {
     }
 
     fn arm_accept(&self, ring: &mut Ring) -> OpId {
-        ring.accept_multishot(self.listener.as_raw_fd(), LISTENER_TOKEN)
+        ring.accept_multishot(&self.listener, LISTENER_TOKEN)
     }
 }

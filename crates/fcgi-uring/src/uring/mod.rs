@@ -9,8 +9,11 @@
 //!   [`Ring::submit`] (or earlier only when the submission queue is full);
 //! - setup failures name the cause and the fix ([`SetupError`]).
 //!
-//! File descriptors are not owned by the ring: the caller keeps each fd open until every
-//! operation that references it has completed.
+//! - the fd an operation works on stays open until the operation's final completion has been
+//!   reaped: every operation holds a reference to it ([`OpFd`]), so a caller that drops its
+//!   connection cannot close a socket the kernel still uses (or that a new connection reuses);
+//! - a registered send buffer ([`FixedBuf`]) is sent only by the ring whose pool it came from:
+//!   [`Ring::send`] refuses another ring's (the send completes with an error).
 //!
 //! Files: `setup.rs` (config checks, feature detection, errors), `buffers.rs` (the
 //! provided-buffer ring), `sendbufs.rs` (registered send buffers), `ops.rs` (the in-flight op
@@ -33,6 +36,7 @@ use std::io;
 use std::io::Read;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +58,37 @@ pub type Token = u64;
 /// Identifies one submitted operation (for [`Ring::cancel`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OpId(pub(crate) u64);
+
+/// The fd of an operation, shared with the caller: the ring keeps its clone until the
+/// operation's final completion, so the fd is closed only after both let go of it.
+#[derive(Debug, Clone)]
+pub enum OpFd {
+    /// An fd of this thread (a connection).
+    Local(Rc<OwnedFd>),
+    /// An fd shared between threads (a listener every worker accepts on).
+    Shared(Arc<OwnedFd>),
+}
+
+impl OpFd {
+    fn raw(&self) -> RawFd {
+        match self {
+            OpFd::Local(fd) => fd.as_raw_fd(),
+            OpFd::Shared(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
+impl From<&Rc<OwnedFd>> for OpFd {
+    fn from(fd: &Rc<OwnedFd>) -> OpFd {
+        OpFd::Local(fd.clone())
+    }
+}
+
+impl From<&Arc<OwnedFd>> for OpFd {
+    fn from(fd: &Arc<OwnedFd>) -> OpFd {
+        OpFd::Shared(fd.clone())
+    }
+}
 
 /// Ring and buffer sizes, and the setup flags and data paths to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -401,26 +436,29 @@ impl Ring {
         let _ = (&self.eventfd).read(&mut count);
     }
 
-    /// Queues a multishot accept on a listening socket. Accepted fds are close-on-exec.
-    pub fn accept_multishot(&mut self, listener: RawFd, token: Token) -> OpId {
-        let user_data = self.ops.insert(token, OpKind::Accept);
-        let entry = opcode::AcceptMulti::new(Fd(listener))
+    /// Queues a multishot accept on a listening socket (kept open until the accept ends).
+    /// Accepted fds are close-on-exec.
+    pub fn accept_multishot(&mut self, listener: impl Into<OpFd>, token: Token) -> OpId {
+        let listener = listener.into();
+        let entry = opcode::AcceptMulti::new(Fd(listener.raw()))
             .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data);
-        self.push(entry);
+            .build();
+        let user_data = self.ops.insert(token, OpKind::Accept, Some(listener));
+        self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
     /// Queues a multishot receive into the provided-buffer pool (a bundle receive when the ring
     /// was configured with `recv_bundle`; its completions still come one buffer at a time).
-    pub fn recv_multishot(&mut self, fd: RawFd, token: Token) -> OpId {
-        let user_data = self.ops.insert(token, OpKind::Recv);
+    /// `fd` is kept open until the receive's final completion.
+    pub fn recv_multishot(&mut self, fd: impl Into<OpFd>, token: Token) -> OpId {
+        let fd = fd.into();
         let entry = if self.features.recv_bundle {
-            opcode::RecvMultiBundle::new(Fd(fd), BUF_GROUP).build()
+            opcode::RecvMultiBundle::new(Fd(fd.raw()), BUF_GROUP).build()
         } else {
-            opcode::RecvMulti::new(Fd(fd), BUF_GROUP).build()
+            opcode::RecvMulti::new(Fd(fd.raw()), BUF_GROUP).build()
         };
+        let user_data = self.ops.insert(token, OpKind::Recv, Some(fd));
         self.push(entry.user_data(user_data));
         OpId(user_data)
     }
@@ -431,55 +469,62 @@ impl Ring {
         self.sends.as_mut()?.fill(data)
     }
 
-    /// Queues a send of `buf[offset..]`; the buffer comes back in the completion. An `offset`
-    /// past the end sends nothing; at most `u32::MAX` bytes go in one send. A heap buffer is
-    /// sent with SEND (MSG_NOSIGNAL), a registered one with WRITE_FIXED (a write(2): EPIPE
-    /// raises SIGPIPE, which [`Ring::new`] checked is not fatal).
+    /// Queues a send of `buf[offset..]` on `fd` (kept open until the send completes); the
+    /// buffer comes back in the completion. An `offset` past the end sends nothing; at most
+    /// `u32::MAX` bytes go in one send. A heap buffer is sent with SEND (MSG_NOSIGNAL), a
+    /// registered one with WRITE_FIXED (a write(2): EPIPE raises SIGPIPE, which [`Ring::new`]
+    /// checked is not fatal). A registered buffer of another ring is not sent: its completion
+    /// is an `InvalidInput` error with the buffer.
     pub fn send(
         &mut self,
-        fd: RawFd,
+        fd: impl Into<OpFd>,
         buf: impl Into<SendBuf>,
         offset: usize,
         token: Token,
     ) -> OpId {
+        let fd = fd.into();
         let buf = buf.into();
+        if let SendBuf::Fixed(fixed) = &buf
+            && !self.sends.as_ref().is_some_and(|pool| pool.owns(fixed))
+        {
+            let user_data = self.ops.insert(token, OpKind::Refused(buf), None);
+            self.push(opcode::Nop::new().build().user_data(user_data));
+            return OpId(user_data);
+        }
+        let raw = fd.raw();
         let offset = offset.min(buf.len());
         let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);
-        let user_data = self.ops.insert(token, OpKind::Send(buf));
+        let user_data = self.ops.insert(token, OpKind::Send(buf), Some(fd));
         // The pointer is taken from the buffer where it now lives (the op table), which keeps
         // it until the send's completion is reaped.
-        let entry = match self.ops.get(user_data).map(|op| &op.kind) {
-            Some(OpKind::Send(SendBuf::Heap(buf))) => {
-                opcode::Send::new(Fd(fd), buf[offset..].as_ptr(), len)
+        let entry = match (self.ops.get(user_data).map(|op| &op.kind), &self.sends) {
+            (Some(OpKind::Send(SendBuf::Heap(buf))), _) => {
+                opcode::Send::new(Fd(raw), buf[offset..].as_ptr(), len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
             }
-            Some(OpKind::Send(SendBuf::Fixed(buf))) => match &self.sends {
-                Some(pool) => {
-                    self.counters.tally(&Tally {
-                        fixed_sends: 1,
-                        ..Tally::default()
-                    });
-                    opcode::WriteFixed::new(Fd(fd), pool.addr(buf, offset), len, buf.index())
-                        .offset(0)
-                        .build()
-                }
-                // A FixedBuf only comes from this ring's pool.
-                None => opcode::Nop::new().build(),
-            },
+            // `owns` was checked above: the buffer is one of this ring's registered ones.
+            (Some(OpKind::Send(SendBuf::Fixed(buf))), Some(pool)) => {
+                self.counters.tally(&Tally {
+                    fixed_sends: 1,
+                    ..Tally::default()
+                });
+                opcode::WriteFixed::new(Fd(raw), pool.addr(buf, offset), len, buf.index())
+                    .offset(0)
+                    .build()
+            }
             _ => opcode::Nop::new().build(),
         };
         self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
-    /// Queues shutdown(fd, SHUT_WR).
-    pub fn shutdown_write(&mut self, fd: RawFd, token: Token) -> OpId {
-        let user_data = self.ops.insert(token, OpKind::Shutdown);
-        let entry = opcode::Shutdown::new(Fd(fd), libc::SHUT_WR)
-            .build()
-            .user_data(user_data);
-        self.push(entry);
+    /// Queues shutdown(fd, SHUT_WR); `fd` is kept open until it completes.
+    pub fn shutdown_write(&mut self, fd: impl Into<OpFd>, token: Token) -> OpId {
+        let fd = fd.into();
+        let entry = opcode::Shutdown::new(Fd(fd.raw()), libc::SHUT_WR).build();
+        let user_data = self.ops.insert(token, OpKind::Shutdown, Some(fd));
+        self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
@@ -619,19 +664,25 @@ impl Ring {
                             }
                         }
                         Shape::Send => {
-                            let buf = match ended.map(|op| op.kind) {
-                                Some(OpKind::Send(buf)) => buf,
-                                _ => SendBuf::Heap(Vec::new()),
+                            let (buf, refused) = match ended.map(|op| op.kind) {
+                                Some(OpKind::Send(buf)) => (buf, false),
+                                Some(OpKind::Refused(buf)) => (buf, true),
+                                _ => (SendBuf::Heap(Vec::new()), false),
+                            };
+                            let result = if refused {
+                                Err(io::Error::new(
+                                    io::ErrorKind::InvalidInput,
+                                    "registered send buffer of another ring",
+                                ))
+                            } else {
+                                result_of(res).map(|n| n as usize)
                             };
                             if let SendBuf::Fixed(fixed) = &buf
                                 && usize::try_from(res).is_ok_and(|n| n > 0 && n < fixed.len())
                             {
                                 tally.fixed_short_sends += 1;
                             }
-                            CompletionKind::Send {
-                                result: result_of(res).map(|n| n as usize),
-                                buf,
-                            }
+                            CompletionKind::Send { result, buf }
                         }
                         Shape::Shutdown => CompletionKind::Shutdown {
                             result: result_of(res).map(drop),
@@ -680,7 +731,8 @@ impl Ring {
         // SAFETY: the entry references only memory that outlives the operation: a send's buffer
         // is owned by the op table until the send's completion is reaped, receives use the
         // buffer ring (freed only after every operation was reaped, or leaked), and the other
-        // entries reference no memory at all. Fds are the caller's to keep open (module doc).
+        // entries reference no memory at all. The fd of each operation is held open by its
+        // entry in the op table until its final completion is reaped.
         unsafe { self.ring.submission().push(entry) }.is_ok()
     }
 
@@ -828,7 +880,7 @@ impl Shape {
         match kind {
             OpKind::Accept => Shape::Accept,
             OpKind::Recv => Shape::Recv,
-            OpKind::Send(_) => Shape::Send,
+            OpKind::Send(_) | OpKind::Refused(_) => Shape::Send,
             OpKind::Shutdown => Shape::Shutdown,
         }
     }
