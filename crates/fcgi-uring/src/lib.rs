@@ -18,6 +18,7 @@
 
 mod body;
 mod cgi;
+mod conn;
 mod runtime;
 mod service;
 // Parts of the driver's API are used only by the floor benchmark (feature `bench-internals`).

@@ -6,16 +6,13 @@
 //! per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses SO_REUSEPORT on
 //! AF_UNIX), each worker's ring accepting on it.
 
-mod config;
-mod core;
+pub(crate) mod config;
 mod dispatch;
-mod driver;
 #[cfg(feature = "http-compare")]
 mod http_serve;
 mod listener;
-mod stats;
-mod timeouts;
-mod wheel;
+pub(crate) mod stats;
+pub(crate) mod wheel;
 mod worker;
 
 pub use config::{Config, Protocol, Timeouts};
@@ -114,7 +111,7 @@ impl Server {
             .map_err(StartError::Listen)?;
         let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
-        let settings = core::Settings {
+        let settings = crate::conn::Settings {
             limits: cfg.limits,
             max_body_buffer: cfg.max_body_buffer,
             max_output_buffer: cfg.max_output_buffer,

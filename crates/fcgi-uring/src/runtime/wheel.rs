@@ -97,6 +97,12 @@ impl Clock {
         self.now.get().duration_since(self.start).as_millis() as u64
     }
 
+    /// Moves the clock on by hand (tests of deadlines).
+    #[cfg(test)]
+    pub fn advance(&self, by: Duration) {
+        self.now.set(self.now.get() + by);
+    }
+
     pub fn at(&self, ms: Millis) -> Instant {
         self.start + Duration::from_millis(ms)
     }

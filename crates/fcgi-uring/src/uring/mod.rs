@@ -22,6 +22,7 @@
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub(crate) mod backend;
 mod buffers;
 mod counters;
 mod ops;

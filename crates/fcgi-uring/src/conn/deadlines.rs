@@ -9,13 +9,13 @@
 //! deadline is scheduled. Only connections with a deadline are ever looked at, and one tokio
 //! timer per worker (armed for the first non-empty slot) wakes the loop.
 
-use super::config::Timeouts;
-use super::core::{BodyIn, Conn, ConnKey, ConnState, Core, ReqKey};
-use super::stats::Counter;
-use super::wheel::Millis;
+use super::requests::{BodyIn, ReqEntry, ReqKey};
+use super::state::{Conn, Lifecycle};
+use super::{ConnKey, Core};
 use crate::body::BodyError;
-use std::pin::Pin;
-use std::task::Context;
+use crate::runtime::config::Timeouts;
+use crate::runtime::stats::Counter;
+use crate::runtime::wheel::Millis;
 use std::time::Duration;
 
 /// Why a connection or request is past its deadline.
@@ -40,42 +40,44 @@ fn deadlines(conn: &Conn, t: &Timeouts, mut each: impl FnMut(Millis, Cause)) {
             each(at, cause);
         }
     };
-    if conn.backlog() > 0 && conn.state != ConnState::Closed {
-        push(after(conn.send_since, t.write), Cause::Write);
+    if let Some(since) = conn.send_since()
+        && !conn.is_closed()
+    {
+        push(after(since, t.write), Cause::Write);
     }
-    match conn.state {
-        ConnState::Open => {}
-        ConnState::Draining {
-            shutdown_sent: true,
+    match conn.lifecycle() {
+        Lifecycle::Open => {}
+        Lifecycle::Draining {
+            shutdown_at: Some(at),
         } => {
-            push(after(conn.shutdown_at, t.linger), Cause::Linger);
+            push(after(at, t.linger), Cause::Linger);
             return;
         }
         _ => return,
     }
-    if conn.proto.active_requests() == 0 && conn.backlog() == 0 {
-        push(after(conn.last_activity, t.idle), Cause::Idle);
+    if conn.active_requests() == 0 && conn.backlog() == 0 {
+        push(after(conn.last_activity(), t.idle), Cause::Idle);
     }
-    if let Some(since) = conn.params_since {
+    if let Some(since) = conn.params_since() {
         push(after(since, t.params), Cause::Params);
     }
-    if !conn.paused && !t.body.is_zero() && conn.requests.values().any(waits_for_body) {
-        push(after(conn.last_recv, t.body), Cause::Body);
+    if !conn.is_paused() && !t.body.is_zero() && conn.requests().any(waits_for_body) {
+        push(after(conn.last_recv(), t.body), Cause::Body);
     }
     if !t.handler.is_zero() {
-        for e in conn.requests.values() {
+        for e in conn.requests() {
             push(after(e.started, t.handler), Cause::Handler);
         }
     }
 }
 
-fn waits_for_body(e: &super::core::ReqEntry) -> bool {
+fn waits_for_body(e: &ReqEntry) -> bool {
     let open = |b: &BodyIn| matches!(b, BodyIn::Stream(ch) if ch.is_open());
     open(&e.body) || open(&e.data)
 }
 
 /// The earliest deadline of `conn`, if any.
-pub(crate) fn deadline(conn: &Conn, t: &Timeouts) -> Option<Millis> {
+fn deadline(conn: &Conn, t: &Timeouts) -> Option<Millis> {
     let mut first: Option<Millis> = None;
     deadlines(conn, t, |at, _| {
         first = Some(first.map_or(at, |f| f.min(at)))
@@ -84,16 +86,16 @@ pub(crate) fn deadline(conn: &Conn, t: &Timeouts) -> Option<Millis> {
 }
 
 /// Puts `conn` in the wheel for its earliest deadline, unless an earlier entry is live.
-pub(crate) fn schedule(core: &Core, key: ConnKey, conn: &mut Conn) {
+pub(super) fn schedule(core: &Core, key: ConnKey, conn: &mut Conn) {
     let Some(at) = deadline(conn, &core.settings.timeouts) else {
         return;
     };
     let mut wheel = core.wheel.borrow_mut();
     let tick = wheel.tick_for(at);
-    if conn.timer.is_some_and(|t| t <= tick) {
+    if conn.timer().is_some_and(|t| t <= tick) {
         return;
     }
-    conn.timer = Some(tick);
+    conn.set_timer(Some(tick));
     wheel.insert(key, tick);
 }
 
@@ -112,10 +114,10 @@ pub(crate) fn expire(core: &Core) -> bool {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
-            if conn.timer != Some(tick) {
+            if conn.timer() != Some(tick) {
                 continue; // stale: rescheduled since
             }
-            conn.timer = None;
+            conn.set_timer(None);
             check(core, key, conn, now, &mut late_handlers);
             core.mark_dirty(key, conn);
         }
@@ -148,11 +150,12 @@ fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec
             at,
             format_args!("closing connection: {what} in time"),
         );
-        core.force_close(conn);
+        let n = conn.abort();
+        core.active.set(core.active.get().saturating_sub(n));
         return;
     }
     if passed[Cause::Body as usize] {
-        for e in conn.requests.values_mut() {
+        for e in conn.requests_mut() {
             if waits_for_body(e) {
                 core.stats.hit(
                     Counter::BodyTimeout,
@@ -170,7 +173,7 @@ fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec
     }
     if passed[Cause::Handler as usize] {
         let limit = core.settings.timeouts.handler.as_millis() as u64;
-        for e in conn.requests.values_mut() {
+        for e in conn.requests_mut() {
             if e.started.saturating_add(limit) <= now {
                 if let Some(task) = e.task.take() {
                     task.abort();
@@ -187,36 +190,5 @@ fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec
                 });
             }
         }
-    }
-}
-
-/// The worker's one timer: armed for the wheel's first due slot.
-pub(crate) struct WakeTimer {
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    armed: Option<Millis>,
-}
-
-impl WakeTimer {
-    pub fn new() -> WakeTimer {
-        WakeTimer {
-            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
-            armed: None,
-        }
-    }
-
-    /// Re-arms for the wheel's next due slot; true when that time has come.
-    pub fn poll(&mut self, core: &Core, cx: &mut Context<'_>) -> bool {
-        let Some(due) = core.wheel.borrow().next_due() else {
-            self.armed = None;
-            return false;
-        };
-        if self.armed != Some(due) {
-            self.armed = Some(due);
-            let when = core.instant_at(due);
-            self.sleep
-                .as_mut()
-                .reset(tokio::time::Instant::from_std(when));
-        }
-        self.sleep.as_mut().poll(cx).is_ready()
     }
 }
