@@ -14,8 +14,8 @@ use super::state::{Conn, Lifecycle};
 use super::{ConnKey, Core};
 use crate::body::BodyError;
 use crate::runtime::config::Timeouts;
-use crate::runtime::stats::Counter;
-use crate::runtime::wheel::Millis;
+use crate::stats::Counter;
+use crate::wheel::Millis;
 use std::time::Duration;
 
 /// Why a connection or request is past its deadline.

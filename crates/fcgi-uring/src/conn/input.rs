@@ -6,7 +6,7 @@ use super::requests::{BodyIn, ReqEntry, ReqKey};
 use super::state::Conn;
 use super::{ConnKey, Core};
 use crate::body::{Flow, RequestBody};
-use crate::runtime::stats::Counter;
+use crate::stats::Counter;
 use fcgi_proto::{Event, Params, ProtocolStatus, RejectReason, Role};
 use tokio::task::AbortHandle;
 

@@ -33,8 +33,8 @@ pub(crate) use requests::ReqKey;
 pub(crate) use respond::Head;
 
 use crate::runtime::config::Timeouts;
-use crate::runtime::stats::{Recorder, WorkerStats};
-use crate::runtime::wheel::{Clock, Millis, Wheel};
+use crate::stats::{Recorder, WorkerStats};
+use crate::wheel::{Clock, Millis, Wheel};
 use fcgi_proto as protocol;
 use state::Conn;
 use std::cell::{Cell, RefCell};
@@ -291,7 +291,7 @@ impl Core {
             }
             if done.output_full {
                 self.stats.hit(
-                    crate::runtime::stats::Counter::OutputFull,
+                    crate::stats::Counter::OutputFull,
                     self.now(),
                     format_args!("connection not read: its output queue is full"),
                 );

@@ -13,7 +13,7 @@ use std::task::Waker;
 use tokio::task::AbortHandle;
 
 use super::ConnKey;
-use crate::runtime::wheel::Millis;
+use crate::wheel::Millis;
 
 /// One request of one connection, unique for the life of the worker (ids are reused by
 /// proxies; the serial is not).

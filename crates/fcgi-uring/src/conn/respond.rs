@@ -9,7 +9,7 @@
 use super::requests::{ReqEntry, ReqKey};
 use super::state::Conn;
 use super::{ConnKey, Core};
-use crate::runtime::stats::Counter;
+use crate::stats::Counter;
 use bytes::Buf;
 use fcgi_proto::record;
 use std::task::{Context, Poll};

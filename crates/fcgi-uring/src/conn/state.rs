@@ -12,7 +12,7 @@ use super::ConnKey;
 use super::io::{Io, OutQueue};
 use super::requests::{ReqEntry, ReqKey, ReqTable};
 use crate::body::BodyError;
-use crate::runtime::wheel::Millis;
+use crate::wheel::Millis;
 use fcgi_proto::{self as protocol, Event, ProtocolError, ProtocolStatus};
 use std::task::Waker;
 

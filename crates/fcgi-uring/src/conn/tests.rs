@@ -3,7 +3,7 @@
 
 use super::state::{Lifecycle, Reading, Writing};
 use super::*;
-use crate::runtime::stats::WorkerStats;
+use crate::stats::WorkerStats;
 use fcgi_proto::record::{self, RecordType};
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
 
 use super::{Completion, CompletionKind, OpId, Ring, SendBuf, Token};
 use crate::conn::{ConnKey, Core, Io, OutQueue, Sent, Staged};
-use crate::runtime::stats::Counter;
+use crate::stats::Counter;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;

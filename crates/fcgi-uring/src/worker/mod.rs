@@ -1,11 +1,21 @@
 //! One worker thread: pinned, with its own ring, its own current-thread tokio runtime (so
 //! handlers can use timers, tokio sockets and tokio-based clients) and its own service.
+//!
+//! One loop turn: expire deadlines, resume paused connections, let the connection core act on
+//! what changed ([`Core::flush`] through the ring backend), submit everything in one
+//! `io_uring_enter` that also reaps completions (at most `completions_per_turn`), dispatch the
+//! requests that became complete ([`dispatch`]), then let handler tasks run. With nothing to do
+//! it spins for `idle_spin`, then sleeps in tokio's reactor until the ring, a handler task, a
+//! deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
+//! is in flight and every response was handed to the kernel, or at `shutdown_timeout`.
 
-use super::dispatch::Dispatcher;
+mod dispatch;
+
 use crate::conn::{self, Core, Settings};
 use crate::service::HttpService;
 use crate::uring::backend::{Backend, Followups};
 use crate::uring::{Features, OpId, Ring, RingConfig, RingCounters, SetupError};
+use dispatch::Dispatcher;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
@@ -45,7 +55,7 @@ pub(crate) struct WorkerSpec<F> {
     /// What the ring does, shared with the server handle.
     pub ring_counters: Arc<RingCounters>,
     pub make: Arc<F>,
-    pub stats: Arc<super::stats::WorkerStats>,
+    pub stats: Arc<crate::stats::WorkerStats>,
     pub stop: Arc<Stop>,
     pub ready: mpsc::Sender<Ready>,
     /// This worker's most requests in flight on one connection (see `Core::note_in_flight`).

@@ -99,7 +99,7 @@ where
         Ok(request) => request,
         Err(e) => {
             core.stats.hit(
-                super::stats::Counter::BadRequest,
+                crate::stats::Counter::BadRequest,
                 core.now(),
                 format_args!("bad request (request id {}): {e}", rk.id),
             );
