@@ -11,18 +11,26 @@
 //! ```
 //!
 //! Layers, with dependencies pointing one way: `fcgi_proto` (pure FastCGI, its own crate) <-
-//! `cgi` (params <-> `http`) <- `runtime` (connection core, per-core workers, server) which
-//! alone uses `uring` (the io_uring driver, the one module allowed `unsafe`). [`config`] holds
-//! the table of settings from which [`Config`], its builder, its checks and the command line's
-//! flags and file keys are derived.
+//! `cgi` (params <-> `http`) <- `conn` (the connection core: state, requests, output,
+//! deadlines; no IO) <- `uring` (the io_uring driver and the backend that runs the core on it;
+//! the one module allowed `unsafe`) <- `worker` (per-core loop, handler dispatch) <- `server`
+//! (threads, sockets, pinning). `stats` and `wheel` (timer wheel, worker clock) are leaves.
+//! [`config`] holds the table of settings from which [`Config`], its builder, its checks and the
+//! command line's flags and file keys are derived.
 
 #![deny(unsafe_code)]
 
 mod body;
 mod cgi;
 pub mod config;
-mod runtime;
+mod conn;
+#[cfg(feature = "http-compare")]
+mod http_compare;
+mod server;
 mod service;
+mod stats;
+mod wheel;
+mod worker;
 // Parts of the driver's API are used only by the floor benchmark (feature `bench-internals`).
 #[cfg(not(feature = "bench-internals"))]
 #[allow(dead_code)]
@@ -44,8 +52,10 @@ pub mod bench {
 
 pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
+pub use config::{Config, Protocol, Timeouts};
 pub use config::{ConfigBuilder, ConfigError};
 pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
-pub use runtime::{Config, Counter, Protocol, Server, ServerHandle, StartError, Stats, Timeouts};
+pub use server::{Server, ServerHandle, StartError};
 pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};
+pub use stats::{Counter, Stats};
 pub use uring::{Features, RingConfig, RingStats, SetupError};

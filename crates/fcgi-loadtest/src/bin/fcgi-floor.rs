@@ -22,7 +22,8 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fcgi_proto::ProtocolStatus;
@@ -167,18 +168,19 @@ impl RecordScan {
 }
 
 struct Conn {
-    fd: OwnedFd,
+    /// Shared with the ring's operations on it, which keep it open until they end.
+    fd: Rc<OwnedFd>,
     scan: RecordScan,
     /// Answers not yet handed to a send.
     out: Vec<u8>,
     /// A send is in flight (at most one per connection, as in `fcgi-uring serve`).
     sending: bool,
-    /// End of stream or an error: dropped once no send is in flight.
+    /// End of stream or an error: dropped at the end of the turn.
     closed: bool,
 }
 
 struct Floor {
-    listener: TcpListener,
+    listener: Rc<OwnedFd>,
     response: Vec<u8>,
     get_values_result: Vec<u8>,
     conns: HashMap<Token, Conn>,
@@ -200,7 +202,7 @@ struct Turn {
 impl Floor {
     fn new(listener: TcpListener) -> Floor {
         Floor {
-            listener,
+            listener: Rc::new(OwnedFd::from(listener)),
             response: hello_response(),
             get_values_result: get_values_result(),
             conns: HashMap::new(),
@@ -212,7 +214,7 @@ impl Floor {
 
     /// Serves until `run_for` has passed (`None`: forever); returns the requests answered.
     fn serve(mut self, ring: &mut Ring, run_for: Option<Duration>) -> io::Result<u64> {
-        ring.accept_multishot(self.listener.as_raw_fd(), LISTENER);
+        ring.accept_multishot(&self.listener, LISTENER);
         let mut turn = Turn::default();
         let deadline = run_for.map(|d| Instant::now() + d);
         loop {
@@ -299,7 +301,7 @@ impl Floor {
 
     fn finish_turn(&mut self, ring: &mut Ring, turn: &mut Turn) {
         if std::mem::take(&mut turn.rearm_accept) {
-            ring.accept_multishot(self.listener.as_raw_fd(), LISTENER);
+            ring.accept_multishot(&self.listener, LISTENER);
         }
         for fd in turn.accepted.drain(..) {
             let socket = Socket::from(fd);
@@ -307,9 +309,10 @@ impl Floor {
             let _ = socket.set_tcp_nodelay(true);
             let token = self.next_token;
             self.next_token += 1;
-            ring.recv_multishot(socket.as_raw_fd(), token);
+            let fd = Rc::new(OwnedFd::from(socket));
+            ring.recv_multishot(&fd, token);
             let conn = Conn {
-                fd: socket.into(),
+                fd,
                 scan: RecordScan::default(),
                 out: Vec::new(),
                 sending: false,
@@ -319,7 +322,7 @@ impl Floor {
         }
         for token in turn.rearm_recv.drain(..) {
             if let Some(conn) = self.conns.get(&token).filter(|c| !c.closed) {
-                ring.recv_multishot(conn.fd.as_raw_fd(), token);
+                ring.recv_multishot(&conn.fd, token);
             }
         }
         self.send_all(ring);
@@ -330,13 +333,13 @@ impl Floor {
         let spare = &mut self.spare;
         self.conns.retain(|&token, conn| {
             if conn.closed {
-                // The fd closes when no send uses it any more (the recv ended with the stream).
-                return conn.sending;
+                // The ring keeps the fd open until its last operation ends.
+                return false;
             }
             if !conn.sending && !conn.out.is_empty() {
                 let next = spare.pop().unwrap_or_default();
                 let out = std::mem::replace(&mut conn.out, next);
-                ring.send(conn.fd.as_raw_fd(), out, 0, token);
+                ring.send(&conn.fd, out, 0, token);
                 conn.sending = true;
             }
             true

@@ -22,6 +22,7 @@
 //! ```
 
 mod error;
+mod ring;
 mod rules;
 mod settings;
 mod value;
@@ -34,9 +35,9 @@ pub use value::{Accepts, MAX_SECONDS, Value, ZeroSeconds, parse_mode};
 #[cfg(test)]
 pub(crate) use settings::MAX_SEND_BUFFERS;
 
-use crate::uring::RingConfig;
 use fcgi_proto::Limits;
 use fcgi_proto::addr::Addr;
+pub use ring::RingConfig;
 use std::time::Duration;
 
 /// Everything a server needs to start. `Config::default()` listens on 127.0.0.1:9000 with one
@@ -46,7 +47,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct Config {
     /// What clients speak: FastCGI (io_uring), or HTTP/1.1 or h2c (hyper on tokio, for
-    /// comparisons; see `runtime::http_serve`).
+    /// comparisons; see the `http_compare` module).
     pub(crate) protocol: Protocol,
     /// Where to listen: TCP (one SO_REUSEPORT listener per worker) or a UNIX socket (one
     /// listener shared by all workers).

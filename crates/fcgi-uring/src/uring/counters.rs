@@ -25,7 +25,7 @@ macro_rules! ring_counters {
             $( pub $t: u64, )*
         }
 
-        /// A snapshot of [`RingCounters`], or their sum over several rings.
+        /// A snapshot of one ring's counters, or their sum over several rings.
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct RingStats {

@@ -9,16 +9,22 @@
 //!   [`Ring::submit`] (or earlier only when the submission queue is full);
 //! - setup failures name the cause and the fix ([`SetupError`]).
 //!
-//! File descriptors are not owned by the ring: the caller keeps each fd open until every
-//! operation that references it has completed.
+//! - the fd an operation works on stays open until the operation's final completion has been
+//!   reaped: every operation holds a reference to it ([`OpFd`]), so a caller that drops its
+//!   connection cannot close a socket the kernel still uses (or that a new connection reuses);
+//! - a registered send buffer ([`FixedBuf`]) is sent only by the ring whose pool it came from:
+//!   [`Ring::send`] refuses another ring's (the send completes with an error).
 //!
 //! Files: `setup.rs` (config checks, feature detection, errors), `buffers.rs` (the
 //! provided-buffer ring), `sendbufs.rs` (registered send buffers), `ops.rs` (the in-flight op
-//! table), `counters.rs` (what the ring did, for tests and tuning); the [`Ring`] is here.
+//! table), `counters.rs` (what the ring did, for tests and tuning), `backend.rs` (runs the
+//! connection core's [`crate::conn::Io`] requests on the ring and feeds it the completions; no
+//! `unsafe`); the [`Ring`] is here.
 
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub(crate) mod backend;
 mod buffers;
 mod counters;
 mod ops;
@@ -33,6 +39,7 @@ use std::io;
 use std::io::Read;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +48,7 @@ use io_uring::{EnterFlags, IoUring, cqueue, opcode, squeue};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+pub use crate::config::RingConfig;
 use buffers::{BUF_GROUP, BufRing, Lent};
 use counters::Tally;
 pub use counters::{RingCounters, RingStats};
@@ -55,67 +63,34 @@ pub type Token = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OpId(pub(crate) u64);
 
-/// Ring and buffer sizes, and the setup flags and data paths to use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RingConfig {
-    /// Submission queue entries (power of two).
-    pub sq_entries: u32,
-    /// Completion queue entries (power of two, >= sq_entries).
-    pub cq_entries: u32,
-    /// Provided receive buffers (power of two, at most 32768).
-    pub recv_buffers: u16,
-    /// Bytes per provided receive buffer.
-    pub recv_buffer_size: u32,
-    /// Use DEFER_TASKRUN (with SINGLE_ISSUER) when the kernel has it: completions are only
-    /// posted when the worker enters the kernel with GETEVENTS, never by interrupting it.
-    /// Off by default: on Linux 6.18.44 an idle worker waiting in epoll on the ring's eventfd
-    /// is then sometimes woken only about 16 ms after a completion became pending (every
-    /// request at one connection; 62 requests/s instead of 14,700), and with it off the
-    /// 16 x 16 multiplexed load is faster too.
-    pub defer_taskrun: bool,
-    /// When DEFER_TASKRUN is off or unavailable: COOP_TASKRUN (completion work runs when the
-    /// worker next enters the kernel, without an inter-processor interrupt) with TASKRUN_FLAG
-    /// (the ring shows when such work is pending, so a busy worker enters only then).
-    /// Ignored with `sqpoll`, which the kernel refuses to combine with it (see `sqpoll`).
-    pub coop_taskrun: bool,
-    /// IORING_SETUP_SQPOLL: a kernel thread per ring polls the submission queue, so submitting
-    /// needs no system call while that thread is awake. The kernel refuses SQPOLL together with
-    /// DEFER_TASKRUN or COOP_TASKRUN: `sqpoll` requires `defer_taskrun = false` and
-    /// `coop_taskrun = false` (checked by [`Ring::new`] and the configuration file).
-    pub sqpoll: bool,
-    /// Milliseconds the SQ thread polls without work before it sleeps (then the next submit
-    /// wakes it with IORING_ENTER_SQ_WAKEUP). 1..=60000.
-    pub sqpoll_idle_ms: u32,
-    /// The CPU the SQ thread is bound to (IORING_SETUP_SQ_AFF); `None`: the scheduler's choice.
-    pub sqpoll_cpu: Option<u32>,
-    /// Registered (fixed) send buffers per ring, 0 to turn them off. Output that fits in one is
-    /// copied into a free one and sent with WRITE_FIXED; the rest is sent from the heap. They
-    /// are locked memory: `registered_send_buffers * send_buffer_size` counts against
-    /// RLIMIT_MEMLOCK (without CAP_IPC_LOCK).
-    pub registered_send_buffers: u16,
-    /// Bytes per registered send buffer.
-    pub send_buffer_size: u32,
-    /// Multishot receive with IORING_RECVSEND_BUNDLE (Linux >= 6.10): one completion covers
-    /// several consecutive provided buffers. [`Ring::new`] fails on a kernel without it.
-    pub recv_bundle: bool,
+/// The fd of an operation, shared with the caller: the ring keeps its clone until the
+/// operation's final completion, so the fd is closed only after both let go of it.
+#[derive(Debug, Clone)]
+pub enum OpFd {
+    /// An fd of this thread (a connection).
+    Local(Rc<OwnedFd>),
+    /// An fd shared between threads (a listener every worker accepts on).
+    Shared(Arc<OwnedFd>),
 }
 
-impl Default for RingConfig {
-    fn default() -> RingConfig {
-        RingConfig {
-            sq_entries: 1024,
-            cq_entries: 4096,
-            recv_buffers: 1024,
-            recv_buffer_size: 16 * 1024,
-            defer_taskrun: false,
-            coop_taskrun: true,
-            sqpoll: false,
-            sqpoll_idle_ms: 1000,
-            sqpoll_cpu: None,
-            registered_send_buffers: 0,
-            send_buffer_size: 64 * 1024,
-            recv_bundle: false,
+impl OpFd {
+    fn raw(&self) -> RawFd {
+        match self {
+            OpFd::Local(fd) => fd.as_raw_fd(),
+            OpFd::Shared(fd) => fd.as_raw_fd(),
         }
+    }
+}
+
+impl From<&Rc<OwnedFd>> for OpFd {
+    fn from(fd: &Rc<OwnedFd>) -> OpFd {
+        OpFd::Local(fd.clone())
+    }
+}
+
+impl From<&Arc<OwnedFd>> for OpFd {
+    fn from(fd: &Arc<OwnedFd>) -> OpFd {
+        OpFd::Shared(fd.clone())
     }
 }
 
@@ -401,26 +376,29 @@ impl Ring {
         let _ = (&self.eventfd).read(&mut count);
     }
 
-    /// Queues a multishot accept on a listening socket. Accepted fds are close-on-exec.
-    pub fn accept_multishot(&mut self, listener: RawFd, token: Token) -> OpId {
-        let user_data = self.ops.insert(token, OpKind::Accept);
-        let entry = opcode::AcceptMulti::new(Fd(listener))
+    /// Queues a multishot accept on a listening socket (kept open until the accept ends).
+    /// Accepted fds are close-on-exec.
+    pub fn accept_multishot(&mut self, listener: impl Into<OpFd>, token: Token) -> OpId {
+        let listener = listener.into();
+        let entry = opcode::AcceptMulti::new(Fd(listener.raw()))
             .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data);
-        self.push(entry);
+            .build();
+        let user_data = self.ops.insert(token, OpKind::Accept, Some(listener));
+        self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
     /// Queues a multishot receive into the provided-buffer pool (a bundle receive when the ring
     /// was configured with `recv_bundle`; its completions still come one buffer at a time).
-    pub fn recv_multishot(&mut self, fd: RawFd, token: Token) -> OpId {
-        let user_data = self.ops.insert(token, OpKind::Recv);
+    /// `fd` is kept open until the receive's final completion.
+    pub fn recv_multishot(&mut self, fd: impl Into<OpFd>, token: Token) -> OpId {
+        let fd = fd.into();
         let entry = if self.features.recv_bundle {
-            opcode::RecvMultiBundle::new(Fd(fd), BUF_GROUP).build()
+            opcode::RecvMultiBundle::new(Fd(fd.raw()), BUF_GROUP).build()
         } else {
-            opcode::RecvMulti::new(Fd(fd), BUF_GROUP).build()
+            opcode::RecvMulti::new(Fd(fd.raw()), BUF_GROUP).build()
         };
+        let user_data = self.ops.insert(token, OpKind::Recv, Some(fd));
         self.push(entry.user_data(user_data));
         OpId(user_data)
     }
@@ -431,55 +409,62 @@ impl Ring {
         self.sends.as_mut()?.fill(data)
     }
 
-    /// Queues a send of `buf[offset..]`; the buffer comes back in the completion. An `offset`
-    /// past the end sends nothing; at most `u32::MAX` bytes go in one send. A heap buffer is
-    /// sent with SEND (MSG_NOSIGNAL), a registered one with WRITE_FIXED (a write(2): EPIPE
-    /// raises SIGPIPE, which [`Ring::new`] checked is not fatal).
+    /// Queues a send of `buf[offset..]` on `fd` (kept open until the send completes); the
+    /// buffer comes back in the completion. An `offset` past the end sends nothing; at most
+    /// `u32::MAX` bytes go in one send. A heap buffer is sent with SEND (MSG_NOSIGNAL), a
+    /// registered one with WRITE_FIXED (a write(2): EPIPE raises SIGPIPE, which [`Ring::new`]
+    /// checked is not fatal). A registered buffer of another ring is not sent: its completion
+    /// is an `InvalidInput` error with the buffer.
     pub fn send(
         &mut self,
-        fd: RawFd,
+        fd: impl Into<OpFd>,
         buf: impl Into<SendBuf>,
         offset: usize,
         token: Token,
     ) -> OpId {
+        let fd = fd.into();
         let buf = buf.into();
+        if let SendBuf::Fixed(fixed) = &buf
+            && !self.sends.as_ref().is_some_and(|pool| pool.owns(fixed))
+        {
+            let user_data = self.ops.insert(token, OpKind::Refused(buf), None);
+            self.push(opcode::Nop::new().build().user_data(user_data));
+            return OpId(user_data);
+        }
+        let raw = fd.raw();
         let offset = offset.min(buf.len());
         let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);
-        let user_data = self.ops.insert(token, OpKind::Send(buf));
+        let user_data = self.ops.insert(token, OpKind::Send(buf), Some(fd));
         // The pointer is taken from the buffer where it now lives (the op table), which keeps
         // it until the send's completion is reaped.
-        let entry = match self.ops.get(user_data).map(|op| &op.kind) {
-            Some(OpKind::Send(SendBuf::Heap(buf))) => {
-                opcode::Send::new(Fd(fd), buf[offset..].as_ptr(), len)
+        let entry = match (self.ops.get(user_data).map(|op| &op.kind), &self.sends) {
+            (Some(OpKind::Send(SendBuf::Heap(buf))), _) => {
+                opcode::Send::new(Fd(raw), buf[offset..].as_ptr(), len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
             }
-            Some(OpKind::Send(SendBuf::Fixed(buf))) => match &self.sends {
-                Some(pool) => {
-                    self.counters.tally(&Tally {
-                        fixed_sends: 1,
-                        ..Tally::default()
-                    });
-                    opcode::WriteFixed::new(Fd(fd), pool.addr(buf, offset), len, buf.index())
-                        .offset(0)
-                        .build()
-                }
-                // A FixedBuf only comes from this ring's pool.
-                None => opcode::Nop::new().build(),
-            },
+            // `owns` was checked above: the buffer is one of this ring's registered ones.
+            (Some(OpKind::Send(SendBuf::Fixed(buf))), Some(pool)) => {
+                self.counters.tally(&Tally {
+                    fixed_sends: 1,
+                    ..Tally::default()
+                });
+                opcode::WriteFixed::new(Fd(raw), pool.addr(buf, offset), len, buf.index())
+                    .offset(0)
+                    .build()
+            }
             _ => opcode::Nop::new().build(),
         };
         self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
-    /// Queues shutdown(fd, SHUT_WR).
-    pub fn shutdown_write(&mut self, fd: RawFd, token: Token) -> OpId {
-        let user_data = self.ops.insert(token, OpKind::Shutdown);
-        let entry = opcode::Shutdown::new(Fd(fd), libc::SHUT_WR)
-            .build()
-            .user_data(user_data);
-        self.push(entry);
+    /// Queues shutdown(fd, SHUT_WR); `fd` is kept open until it completes.
+    pub fn shutdown_write(&mut self, fd: impl Into<OpFd>, token: Token) -> OpId {
+        let fd = fd.into();
+        let entry = opcode::Shutdown::new(Fd(fd.raw()), libc::SHUT_WR).build();
+        let user_data = self.ops.insert(token, OpKind::Shutdown, Some(fd));
+        self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
@@ -619,19 +604,25 @@ impl Ring {
                             }
                         }
                         Shape::Send => {
-                            let buf = match ended.map(|op| op.kind) {
-                                Some(OpKind::Send(buf)) => buf,
-                                _ => SendBuf::Heap(Vec::new()),
+                            let (buf, refused) = match ended.map(|op| op.kind) {
+                                Some(OpKind::Send(buf)) => (buf, false),
+                                Some(OpKind::Refused(buf)) => (buf, true),
+                                _ => (SendBuf::Heap(Vec::new()), false),
+                            };
+                            let result = if refused {
+                                Err(io::Error::new(
+                                    io::ErrorKind::InvalidInput,
+                                    "registered send buffer of another ring",
+                                ))
+                            } else {
+                                result_of(res).map(|n| n as usize)
                             };
                             if let SendBuf::Fixed(fixed) = &buf
                                 && usize::try_from(res).is_ok_and(|n| n > 0 && n < fixed.len())
                             {
                                 tally.fixed_short_sends += 1;
                             }
-                            CompletionKind::Send {
-                                result: result_of(res).map(|n| n as usize),
-                                buf,
-                            }
+                            CompletionKind::Send { result, buf }
                         }
                         Shape::Shutdown => CompletionKind::Shutdown {
                             result: result_of(res).map(drop),
@@ -680,7 +671,8 @@ impl Ring {
         // SAFETY: the entry references only memory that outlives the operation: a send's buffer
         // is owned by the op table until the send's completion is reaped, receives use the
         // buffer ring (freed only after every operation was reaped, or leaked), and the other
-        // entries reference no memory at all. Fds are the caller's to keep open (module doc).
+        // entries reference no memory at all. The fd of each operation is held open by its
+        // entry in the op table until its final completion is reaped.
         unsafe { self.ring.submission().push(entry) }.is_ok()
     }
 
@@ -828,7 +820,7 @@ impl Shape {
         match kind {
             OpKind::Accept => Shape::Accept,
             OpKind::Recv => Shape::Recv,
-            OpKind::Send(_) => Shape::Send,
+            OpKind::Send(_) | OpKind::Refused(_) => Shape::Send,
             OpKind::Shutdown => Shape::Shutdown,
         }
     }

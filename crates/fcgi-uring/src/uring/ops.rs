@@ -3,9 +3,11 @@
 //!
 //! An operation stays in the table from the moment it is queued until the completion that ends
 //! it (a multishot one until a completion without `MORE`). Whatever memory the kernel may read
-//! for it (a send's buffer) is owned by its entry, so it lives at least that long.
+//! for it (a send's buffer) and the fd it works on are owned by its entry, so they live at least
+//! that long: a connection dropped by its owner keeps its socket open until its last operation
+//! has ended.
 
-use super::{SendBuf, Token};
+use super::{OpFd, SendBuf, Token};
 
 /// `user_data` of internal submissions (cancels) whose completions are swallowed. No operation
 /// has it: generations never reach `u32::MAX`.
@@ -18,6 +20,9 @@ pub(super) enum OpKind {
     Recv,
     /// INVARIANT: the kernel may read this buffer until the send's completion is reaped.
     Send(SendBuf),
+    /// A send that was never submitted (a registered buffer of another ring): it completes
+    /// with an error and gives the buffer back.
+    Refused(SendBuf),
     Shutdown,
 }
 
@@ -25,6 +30,9 @@ pub(super) enum OpKind {
 pub(super) struct Op {
     pub token: Token,
     pub kind: OpKind,
+    /// INVARIANT: the fd the kernel works on stays open while the operation is in the table
+    /// (held for that only, never read).
+    pub _keep_open: Option<OpFd>,
 }
 
 #[derive(Debug)]
@@ -50,8 +58,12 @@ fn decode(user_data: u64) -> (usize, u32) {
 
 impl OpTable {
     /// Stores an operation; returns its `user_data`.
-    pub(super) fn insert(&mut self, token: Token, kind: OpKind) -> u64 {
-        let op = Some(Op { token, kind });
+    pub(super) fn insert(&mut self, token: Token, kind: OpKind, fd: Option<OpFd>) -> u64 {
+        let op = Some(Op {
+            token,
+            kind,
+            _keep_open: fd,
+        });
         self.live += 1;
         if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
@@ -113,10 +125,10 @@ mod tests {
     #[test]
     fn stale_ids_never_match_a_reused_slot() {
         let mut table = OpTable::default();
-        let a = table.insert(1, OpKind::Recv);
+        let a = table.insert(1, OpKind::Recv, None);
         assert_eq!(table.len(), 1);
         assert!(table.remove(a).is_some());
-        let b = table.insert(2, OpKind::Accept);
+        let b = table.insert(2, OpKind::Accept, None);
         assert_eq!(decode(a).0, decode(b).0, "slot reused");
         assert_ne!(a, b);
         assert!(table.get(a).is_none());
@@ -130,7 +142,7 @@ mod tests {
     #[test]
     fn generation_skips_reserved_values() {
         let mut table = OpTable::default();
-        let a = table.insert(1, OpKind::Shutdown);
+        let a = table.insert(1, OpKind::Shutdown, None);
         table.slots[0].generation = u32::MAX - 1;
         let a = encode(decode(a).0 as u32, u32::MAX - 1);
         assert!(table.remove(a).is_some());
@@ -140,11 +152,25 @@ mod tests {
     #[test]
     fn send_buffer_comes_back() {
         let mut table = OpTable::default();
-        let id = table.insert(7, OpKind::Send(SendBuf::Heap(vec![1, 2, 3])));
+        let id = table.insert(7, OpKind::Send(SendBuf::Heap(vec![1, 2, 3])), None);
         match table.remove(id).map(|op| op.kind) {
             Some(OpKind::Send(SendBuf::Heap(buf))) => assert_eq!(buf, [1, 2, 3]),
             other => panic!("{other:?}"),
         }
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn an_entry_keeps_its_fd_open_until_removed() {
+        let mut table = OpTable::default();
+        let fd = std::rc::Rc::new(std::os::fd::OwnedFd::from(
+            std::fs::File::open("/dev/null").expect("open"),
+        ));
+        let id = table.insert(1, OpKind::Recv, Some(OpFd::from(&fd)));
+        let weak = std::rc::Rc::downgrade(&fd);
+        drop(fd);
+        assert!(weak.upgrade().is_some(), "the op keeps the fd");
+        drop(table.remove(id));
+        assert!(weak.upgrade().is_none(), "closed with the last op");
     }
 }

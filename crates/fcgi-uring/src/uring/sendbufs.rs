@@ -5,12 +5,17 @@
 //! fills or holds it, the op table's while a send from it is in flight (so it cannot be refilled
 //! until the kernel is done reading it). Dropping a [`FixedBuf`] puts its buffer back in the free
 //! list; it holds no pointer, so that is safe whenever it happens, also after the pool is gone.
+//!
+//! Each pool has an id unique in the process, and every [`FixedBuf`] records the pool it came
+//! from: a ring sends only from its own pool ([`FixedBuf::pool`]), since another ring's
+//! registered buffer index names different memory.
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
 use std::io;
 use std::ptr::NonNull;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use io_uring::Submitter;
 
@@ -19,7 +24,20 @@ use io_uring::Submitter;
 pub struct FixedBuf {
     index: u16,
     len: usize,
+    /// The id of the pool (and so of the ring) it belongs to.
+    pool: PoolId,
     free: Rc<RefCell<Vec<u16>>>,
+}
+
+/// Identifies one send pool (one per ring) for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PoolId(u32);
+
+impl PoolId {
+    fn next() -> PoolId {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        PoolId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 impl FixedBuf {
@@ -47,6 +65,7 @@ pub(super) struct SendPool {
     // INVARIANT: `data` points to `count * size` bytes allocated (zeroed) with `layout`.
     data: NonNull<u8>,
     layout: Layout,
+    id: PoolId,
     count: u16,
     size: usize,
     /// INVARIANT: holds exactly the indexes no `FixedBuf` owns.
@@ -74,6 +93,7 @@ impl SendPool {
         Ok(SendPool {
             data,
             layout,
+            id: PoolId::next(),
             count,
             size,
             // Popped from the end: buffer 0 first.
@@ -114,8 +134,19 @@ impl SendPool {
         Some(FixedBuf {
             index,
             len: data.len(),
+            pool: self.id,
             free: self.free.clone(),
         })
+    }
+
+    #[cfg(test)]
+    pub(super) fn id(&self) -> PoolId {
+        self.id
+    }
+
+    /// Whether `buf` is one of this pool's buffers.
+    pub(super) fn owns(&self, buf: &FixedBuf) -> bool {
+        buf.pool == self.id && buf.index < self.count
     }
 
     /// Address of byte `offset` of `buf` (for the SQE). `offset <= buf.len() <= size`.
@@ -175,5 +206,19 @@ mod tests {
         assert_eq!(c.index(), 0);
         drop((b, c));
         assert_eq!(pool.free_count(), 2);
+    }
+
+    #[test]
+    fn a_pool_owns_only_its_own_buffers() {
+        let mut a = SendPool::new(1, 8).expect("alloc");
+        let mut b = SendPool::new(1, 8).expect("alloc");
+        assert_ne!(a.id(), b.id());
+        let from_a = a.fill(b"x").expect("a");
+        let from_b = b.fill(b"y").expect("b");
+        assert!(a.owns(&from_a) && b.owns(&from_b));
+        assert!(
+            !a.owns(&from_b) && !b.owns(&from_a),
+            "same index, other pool"
+        );
     }
 }

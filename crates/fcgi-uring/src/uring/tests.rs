@@ -2,7 +2,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,11 @@ fn run_until(
     }
 }
 
+/// An owned duplicate of `socket`'s fd, for the ring to keep open while it uses it.
+fn dup(socket: &impl AsFd) -> Rc<OwnedFd> {
+    Rc::new(socket.as_fd().try_clone_to_owned().expect("dup"))
+}
+
 /// A connected loopback pair: (client, server side).
 fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -123,7 +129,7 @@ fn invalid_config_is_refused_before_the_kernel() {
 fn multishot_accept_of_several_connections() {
     let mut ring = ring();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let accept = ring.accept_multishot(listener.as_raw_fd(), 1);
+    let accept = ring.accept_multishot(&dup(&listener), 1);
     ring.submit().expect("submit");
     let clients: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(listener.local_addr().expect("addr")).expect("connect"))
@@ -154,7 +160,7 @@ fn multishot_accept_of_several_connections() {
 fn multishot_recv_of_several_messages_and_eof() {
     let mut ring = ring();
     let (mut client, server) = pair();
-    ring.recv_multishot(server.as_raw_fd(), 7);
+    ring.recv_multishot(&dup(&server), 7);
     ring.submit().expect("submit");
     let messages: [&[u8]; 3] = [b"hello", b", ", b"world"];
     let mut events = Vec::new();
@@ -209,7 +215,7 @@ fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
     let mut buf = payload.clone();
     let deadline = Instant::now() + TIMEOUT;
     while offset < payload.len() {
-        ring.send(server.as_raw_fd(), buf, offset, 3);
+        ring.send(&dup(&server), buf, offset, 3);
         sends += 1;
         let mut events = Vec::new();
         while events.is_empty() {
@@ -242,8 +248,8 @@ fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
 fn shutdown_write_makes_the_peer_read_eof() {
     let mut ring = ring();
     let (mut client, server) = pair();
-    ring.send(server.as_raw_fd(), b"bye".to_vec(), 0, 1);
-    ring.shutdown_write(server.as_raw_fd(), 2);
+    ring.send(&dup(&server), b"bye".to_vec(), 0, 1);
+    ring.shutdown_write(&dup(&server), 2);
     let mut events = Vec::new();
     run_until(&mut ring, &mut events, |events| events.len() == 2);
     assert!(
@@ -262,7 +268,7 @@ fn shutdown_write_makes_the_peer_read_eof() {
 fn cancel_of_multishot_recv_delivers_a_final_completion() {
     let mut ring = ring();
     let (_client, server) = pair();
-    let op = ring.recv_multishot(server.as_raw_fd(), 9);
+    let op = ring.recv_multishot(&dup(&server), 9);
     ring.submit().expect("submit");
     ring.cancel(op);
     let mut events = Vec::new();
@@ -283,7 +289,7 @@ fn cancel_of_multishot_recv_delivers_a_final_completion() {
 fn cancel_before_submit_still_ends_the_op() {
     let mut ring = ring();
     let (_client, server) = pair();
-    let op = ring.recv_multishot(server.as_raw_fd(), 9);
+    let op = ring.recv_multishot(&dup(&server), 9);
     ring.cancel(op); // Both in the same submission.
     let mut events = Vec::new();
     run_until(&mut ring, &mut events, |events| !events.is_empty());
@@ -305,7 +311,7 @@ fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
     let (mut client, server) = pair();
     let payload: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
     client.write_all(&payload).expect("write");
-    ring.recv_multishot(server.as_raw_fd(), 5);
+    ring.recv_multishot(&dup(&server), 5);
 
     let mut received = Vec::new();
     let mut enobufs = 0;
@@ -341,7 +347,7 @@ fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
         });
         if rearm {
             // The pool was refilled when `complete` returned: re-arm to go on.
-            ring.recv_multishot(server.as_raw_fd(), 5);
+            ring.recv_multishot(&dup(&server), 5);
         }
     }
     eprintln!("8 KiB through 2 x 64 B buffers: {enobufs} ENOBUFS re-arms");
@@ -356,9 +362,9 @@ fn in_flight_counts_queued_and_submitted_ops_until_their_final_completion() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let (mut client, server) = pair();
     assert_eq!(ring.in_flight(), 0);
-    ring.accept_multishot(listener.as_raw_fd(), 1);
-    let recv = ring.recv_multishot(server.as_raw_fd(), 2);
-    ring.send(server.as_raw_fd(), b"ping".to_vec(), 0, 3);
+    ring.accept_multishot(&dup(&listener), 1);
+    let recv = ring.recv_multishot(&dup(&server), 2);
+    ring.send(&dup(&server), b"ping".to_vec(), 0, 3);
     assert_eq!(ring.in_flight(), 3, "queued ops count");
     ring.submit().expect("submit");
 
@@ -392,13 +398,13 @@ fn in_flight_counts_queued_and_submitted_ops_until_their_final_completion() {
 fn stale_op_id_cancel_is_harmless() {
     let mut ring = ring();
     let (mut client, server) = pair();
-    let old = ring.recv_multishot(server.as_raw_fd(), 1);
+    let old = ring.recv_multishot(&dup(&server), 1);
     ring.cancel(old);
     let mut events = Vec::new();
     run_until(&mut ring, &mut events, |events| !events.is_empty());
     assert_eq!(ring.in_flight(), 0);
 
-    let new = ring.recv_multishot(server.as_raw_fd(), 2);
+    let new = ring.recv_multishot(&dup(&server), 2);
     assert_ne!(old, new, "same slot, new generation");
     ring.cancel(old); // Stale: must not touch `new`.
     ring.cancel(old);
@@ -437,10 +443,10 @@ fn drop_with_pending_recv_accept_and_send_cancels_and_reaps() {
     let (client, server) = pair();
     fill_socket_buffers(&server);
     let mut ring = ring();
-    ring.accept_multishot(listener.as_raw_fd(), 1);
-    ring.recv_multishot(server.as_raw_fd(), 2);
+    ring.accept_multishot(&dup(&listener), 1);
+    ring.recv_multishot(&dup(&server), 2);
     // The socket buffers are full and nobody reads: this send stays pending.
-    ring.send(server.as_raw_fd(), vec![7; 1 << 20], 0, 3);
+    ring.send(&dup(&server), vec![7; 1 << 20], 0, 3);
     ring.submit().expect("submit");
     ring.submit_and_wait_timeout(Duration::from_millis(50))
         .expect("enter");
@@ -491,7 +497,7 @@ fn many_ops_overflow_the_submission_queue_and_still_complete() {
         client.read_exact(&mut got).map(|_| got)
     });
     for i in 0..10u8 {
-        ring.send(server.as_raw_fd(), vec![i; 4], 0, u64::from(i));
+        ring.send(&dup(&server), vec![i; 4], 0, u64::from(i));
     }
     assert_eq!(ring.in_flight(), 10);
     let mut events = Vec::new();
@@ -537,7 +543,7 @@ fn eventfd_reports_deferred_completions_to_edge_triggered_epoll() {
         .expect("register in epoll");
         let eventfd = ring.register_wakeup().expect("register in epoll");
         let (mut client, server) = pair();
-        ring.recv_multishot(server.as_raw_fd(), 1);
+        ring.recv_multishot(&dup(&server), 1);
         ring.submit().expect("submit");
         assert_eq!(ring.complete(|c| panic!("{c:?}")), 0);
         ring.acknowledge_wakeup();
@@ -577,7 +583,7 @@ fn tokio_async_fd_wakes_for_a_recv_on_a_defer_taskrun_ring() {
         let mut ring = ring();
         let fd = ring.register_wakeup().expect("register in epoll");
         let (client, server) = pair();
-        ring.recv_multishot(server.as_raw_fd(), 4);
+        ring.recv_multishot(&dup(&server), 4);
         ring.submit().expect("submit");
 
         let writer = thread::spawn(move || {
@@ -632,7 +638,7 @@ fn coop_taskrun_ring_without_defer_works_the_same() {
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
-        ring.accept_multishot(listener.as_raw_fd(), 1);
+        ring.accept_multishot(&dup(&listener), 1);
         ring.submit().expect("submit");
         let mut client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
 
@@ -654,7 +660,7 @@ fn coop_taskrun_ring_without_defer_works_the_same() {
                 let Event::Accept(Ok(accepted), _) = events.remove(pos).1 else {
                     unreachable!()
                 };
-                ring.recv_multishot(accepted.as_raw_fd(), 2);
+                ring.recv_multishot(&dup(&accepted), 2);
                 ring.submit().expect("submit");
                 client.write_all(b"coop").expect("write");
                 server = Some(accepted);
@@ -696,7 +702,7 @@ fn recv_bundles_take_several_buffers_in_ring_order_and_give_every_one_back() {
         while recv_bytes(&events).len() < expected.len() {
             assert!(Instant::now() < deadline, "round {round}: {events:?}");
             if !armed {
-                ring.recv_multishot(server.as_raw_fd(), 9);
+                ring.recv_multishot(&dup(&server), 9);
             }
             let before = events.len();
             run_until(&mut ring, &mut events, |events| events.len() > before);
@@ -723,7 +729,7 @@ fn recv_bundles_take_several_buffers_in_ring_order_and_give_every_one_back() {
 
 /// Sends `payload` from registered buffers (one fill, short sends resent from the same
 /// buffer); returns how many sends it took.
-fn send_fixed_all(ring: &mut Ring, fd: i32, payload: &[u8]) -> usize {
+fn send_fixed_all(ring: &mut Ring, fd: &Rc<OwnedFd>, payload: &[u8]) -> usize {
     let mut buf = SendBuf::Fixed(ring.fixed_copy(payload).expect("a free registered buffer"));
     let (mut offset, mut sends) = (0, 0);
     let deadline = Instant::now() + TIMEOUT;
@@ -777,12 +783,12 @@ fn registered_send_buffers_over_tcp_and_unix_with_short_sends_resent() {
     for (name, server_fd, client) in [
         (
             "tcp",
-            tcp_server.as_raw_fd(),
+            dup(&tcp_server),
             Box::new(tcp_client) as Box<dyn ReadSend>,
         ),
         (
             "unix",
-            unix_server.as_raw_fd(),
+            dup(&unix_server),
             Box::new(unix_client) as Box<dyn ReadSend>,
         ),
     ] {
@@ -793,7 +799,7 @@ fn registered_send_buffers_over_tcp_and_unix_with_short_sends_resent() {
             let mut got = vec![0; want];
             client.read_exact(&mut got).map(|_| got)
         });
-        let sends = send_fixed_all(&mut ring, server_fd, &payload);
+        let sends = send_fixed_all(&mut ring, &server_fd, &payload);
         let got = reader.join().expect("reader").expect("read");
         assert!(got == payload, "{name}: data differs");
         eprintln!("{name}: 1 MiB in {sends} fixed sends");
@@ -816,12 +822,72 @@ trait ReadSend: Read + Send {}
 impl<T: Read + Send> ReadSend for T {}
 
 #[test]
+fn a_registered_buffer_of_another_ring_is_refused_and_given_back() {
+    let mut mine = fixed_ring();
+    let mut other = fixed_ring();
+    let (mut client, server) = std::os::unix::net::UnixStream::pair().expect("pair");
+    let foreign = other.fixed_copy(b"not yours").expect("buffer");
+    mine.send(&dup(&server), foreign, 0, 6);
+    let mut back = None;
+    let deadline = Instant::now() + TIMEOUT;
+    while back.is_none() {
+        assert!(Instant::now() < deadline, "no completion");
+        mine.submit_and_wait_timeout(Duration::from_millis(50))
+            .expect("enter");
+        mine.complete(|c| {
+            if let CompletionKind::Send { result, buf } = c.kind {
+                back = Some((result, buf));
+            }
+        });
+    }
+    let (result, buf) = back.expect("completion");
+    let err = result.expect_err("a foreign buffer is not sent");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(matches!(buf, SendBuf::Fixed(_)), "the buffer comes back");
+    assert_eq!(mine.counters().snapshot().fixed_sends, 0);
+    drop(buf);
+    // Back in its own pool: `other` can fill both of its buffers again.
+    let both = (other.fixed_copy(b"a"), other.fixed_copy(b"b"));
+    assert!(both.0.is_some() && both.1.is_some());
+    drop(server);
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("read");
+    assert!(rest.is_empty(), "nothing was written");
+}
+
+#[test]
+fn dropping_the_callers_fd_keeps_it_open_while_an_op_uses_it() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    let fd = Rc::new(OwnedFd::from(server));
+    ring.recv_multishot(&fd, 3);
+    ring.submit().expect("submit");
+    let weak = Rc::downgrade(&fd);
+    drop(fd);
+    assert!(weak.upgrade().is_some(), "the receive holds the socket");
+    client.write_all(b"still here").expect("write");
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| {
+        !recv_bytes(events).is_empty()
+    });
+    assert_eq!(recv_bytes(&events), b"still here");
+    client.shutdown(Shutdown::Write).expect("shutdown");
+    run_until(&mut ring, &mut events, |events| {
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Recv(Ok(b), false) if b.is_empty()))
+    });
+    assert_eq!(ring.in_flight(), 0);
+    assert!(weak.upgrade().is_none(), "closed with the last operation");
+}
+
+#[test]
 fn registered_send_to_a_closed_peer_fails_with_epipe_without_killing_us() {
     let mut ring = fixed_ring();
     let (client, server) = std::os::unix::net::UnixStream::pair().expect("pair");
     drop(client);
     let buf = ring.fixed_copy(b"nobody listens").expect("buffer");
-    ring.send(server.as_raw_fd(), buf, 0, 5);
+    ring.send(&dup(&server), buf, 0, 5);
     let mut result = None;
     let deadline = Instant::now() + TIMEOUT;
     while result.is_none() {
@@ -848,7 +914,7 @@ fn sqpoll_ring_receives_sends_and_wakes_its_sleeping_thread() {
     });
     assert!(ring.features().sqpoll && !ring.features().defer_taskrun);
     let (mut client, server) = pair();
-    ring.recv_multishot(server.as_raw_fd(), 7);
+    ring.recv_multishot(&dup(&server), 7);
     ring.submit().expect("submit");
     let mut events = Vec::new();
     let mut expected = Vec::new();
@@ -870,7 +936,7 @@ fn sqpoll_ring_receives_sends_and_wakes_its_sleeping_thread() {
         run_until(&mut ring, &mut events, |events| {
             recv_bytes(events) == expected
         });
-        ring.send(server.as_raw_fd(), message.to_vec(), 0, 8);
+        ring.send(&dup(&server), message.to_vec(), 0, 8);
         run_until(&mut ring, &mut events, |events| {
             events.iter().filter(|(token, _)| *token == 8).count() == expected.len() / 4
         });

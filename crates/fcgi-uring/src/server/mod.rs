@@ -1,4 +1,5 @@
-//! The server: listeners, one pinned worker thread per core, startup and shutdown.
+//! The server: listeners, one pinned worker thread per core ([`crate::worker`]), startup and
+//! shutdown, and the handle that reads the workers' statistics.
 //!
 //! Each worker owns its ring, its connections and its in-flight requests; nothing on the
 //! request path is shared between workers (no locks; the one shared atomic, a per-worker
@@ -6,29 +7,19 @@
 //! per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses SO_REUSEPORT on
 //! AF_UNIX), each worker's ring accepting on it.
 
-mod config;
-mod core;
-mod dispatch;
-mod driver;
-#[cfg(feature = "http-compare")]
-mod http_serve;
-mod listener;
-mod stats;
-mod timeouts;
-mod worker;
+pub(crate) mod listener;
 
-pub use config::{Config, Protocol, Timeouts};
-pub use stats::{Counter, Stats};
-
+use crate::config::{Config, Protocol};
 use crate::service::HttpService;
+use crate::stats::{self, Stats};
 use crate::uring::{Features, RingCounters, RingStats, SetupError};
+use crate::worker::{self, WorkerError, WorkerSpec};
 use fcgi_proto::addr::{Addr, AddrParseError};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
-use worker::{WorkerError, WorkerSpec};
 
 /// Builds and starts a FastCGI server.
 #[derive(Debug, Clone, Default)]
@@ -104,7 +95,7 @@ impl Server {
         let cfg = self.config;
         if cfg.protocol != Protocol::FastCgi {
             #[cfg(feature = "http-compare")]
-            return http_serve::start(cfg, make);
+            return crate::http_compare::start(cfg, make);
             #[cfg(not(feature = "http-compare"))]
             return Err(StartError::ProtocolUnavailable(cfg.protocol));
         }
@@ -113,7 +104,7 @@ impl Server {
             .map_err(StartError::Listen)?;
         let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
-        let settings = core::Settings {
+        let settings = crate::conn::Settings {
             limits: cfg.limits,
             max_body_buffer: cfg.max_body_buffer,
             max_output_buffer: cfg.max_output_buffer,
@@ -182,7 +173,7 @@ impl Server {
 }
 
 /// The cores worker `i` is pinned to (`core_for`), empty when workers are not pinned.
-fn pin_cores(pin: bool) -> Vec<core_affinity::CoreId> {
+pub(crate) fn pin_cores(pin: bool) -> Vec<core_affinity::CoreId> {
     if pin {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -190,12 +181,12 @@ fn pin_cores(pin: bool) -> Vec<core_affinity::CoreId> {
     }
 }
 
-fn core_for(cores: &[core_affinity::CoreId], i: usize) -> Option<core_affinity::CoreId> {
+pub(crate) fn core_for(cores: &[core_affinity::CoreId], i: usize) -> Option<core_affinity::CoreId> {
     (!cores.is_empty()).then(|| cores[i % cores.len()])
 }
 
 /// A worker's thread ended before saying whether it started.
-fn worker_vanished() -> StartError {
+pub(crate) fn worker_vanished() -> StartError {
     StartError::Thread(io::Error::other("worker thread exited during startup"))
 }
 
@@ -218,8 +209,8 @@ fn wait_for_signal() -> io::Result<()> {
 pub struct ServerHandle {
     local: Addr,
     features: Option<Features>,
-    threads: Vec<JoinHandle<()>>,
-    stops: Vec<Arc<worker::Stop>>,
+    pub(crate) threads: Vec<JoinHandle<()>>,
+    pub(crate) stops: Vec<Arc<worker::Stop>>,
     /// Per worker: most requests seen in flight at once on one connection.
     max_in_flight: Vec<Arc<AtomicUsize>>,
     stats: Vec<Arc<stats::WorkerStats>>,
@@ -228,7 +219,7 @@ pub struct ServerHandle {
 
 impl ServerHandle {
     /// A handle with no worker yet, filled in as workers start.
-    fn starting(local: Addr) -> ServerHandle {
+    pub(crate) fn starting(local: Addr) -> ServerHandle {
         ServerHandle {
             local,
             features: None,

@@ -1,20 +1,31 @@
 //! One worker thread: pinned, with its own ring, its own current-thread tokio runtime (so
 //! handlers can use timers, tokio sockets and tokio-based clients) and its own service.
+//!
+//! One loop turn: expire deadlines, resume paused connections, let the connection core act on
+//! what changed ([`Core::flush`] through the ring backend), submit everything in one
+//! `io_uring_enter` that also reaps completions (at most `completions_per_turn`), dispatch the
+//! requests that became complete ([`dispatch`]), then let handler tasks run. With nothing to do
+//! it spins for `idle_spin`, then sleeps in tokio's reactor until the ring, a handler task, a
+//! deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
+//! is in flight and every response was handed to the kernel, or at `shutdown_timeout`.
 
-use super::core::{Core, LISTENER_TOKEN, Settings};
-use super::dispatch::Dispatcher;
-use super::driver::{self, Followups};
+mod dispatch;
+
+use crate::conn::{self, Core, Settings};
 use crate::service::HttpService;
+use crate::uring::backend::{Backend, Followups};
 use crate::uring::{Features, OpId, Ring, RingConfig, RingCounters, SetupError};
+use dispatch::Dispatcher;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -44,7 +55,7 @@ pub(crate) struct WorkerSpec<F> {
     /// What the ring does, shared with the server handle.
     pub ring_counters: Arc<RingCounters>,
     pub make: Arc<F>,
-    pub stats: Arc<super::stats::WorkerStats>,
+    pub stats: Arc<crate::stats::WorkerStats>,
     pub stop: Arc<Stop>,
     pub ready: mpsc::Sender<Ready>,
     /// This worker's most requests in flight on one connection (see `Core::note_in_flight`).
@@ -148,13 +159,14 @@ struct Loop {
 }
 
 impl Loop {
-    async fn drive<S>(self, mut ring: Ring, d: Dispatcher<S>) -> io::Result<()>
+    async fn drive<S>(self, ring: Ring, d: Dispatcher<S>) -> io::Result<()>
     where
         S: HttpService,
     {
         let core = d.core.clone();
         let waiter = ring.register_wakeup()?;
-        let mut accept: Option<OpId> = Some(self.arm_accept(&mut ring));
+        let mut io = Backend::new(ring);
+        let mut accept: Option<OpId> = Some(io.arm_accept(&self.listener));
         let mut deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // Set while accepting is paused after a failed accept (EMFILE...): the multishot accept
         // is armed again when it elapses.
@@ -162,28 +174,26 @@ impl Loop {
         let stop = self.stop.clone();
         let mut stop_signal = std::pin::pin!(stop.notify.notified());
         let mut f = Followups::default();
-        let mut timer = super::timeouts::WakeTimer::new();
+        let mut timer = WakeTimer::new();
         loop {
             core.clock.update();
-            super::timeouts::expire(&core);
-            driver::resume_paused(&core);
+            conn::expire(&core);
+            core.resume_paused();
             // Before the submit below, or the accept would wait for the next turn.
             if accept_pause.as_ref().is_some_and(|p| p.is_elapsed()) && deadline.is_none() {
                 accept_pause = None;
-                accept = Some(self.arm_accept(&mut ring));
+                accept = Some(io.arm_accept(&self.listener));
             }
-            driver::flush(&core, &mut ring);
-            ring.submit()?;
-            let n = ring.complete_at_most(self.batch, |c| {
-                driver::on_completion(&core, c, self.is_tcp, &mut f)
-            });
+            core.flush(&mut io);
+            io.ring.submit()?;
+            let n = io.complete(&core, self.batch, self.is_tcp, &mut f);
             let failed = std::mem::take(&mut f.accept_failed);
             if std::mem::take(&mut f.rearm_accept) && deadline.is_none() {
                 if failed {
                     accept = None;
                     accept_pause = Some(Box::pin(tokio::time::sleep(self.accept_retry)));
                 } else {
-                    accept = Some(self.arm_accept(&mut ring));
+                    accept = Some(io.arm_accept(&self.listener));
                 }
             }
             for s in f.staged.drain(..) {
@@ -196,7 +206,7 @@ impl Loop {
             }
             if deadline.is_none() && self.stop.is_requested() {
                 if let Some(op) = accept.take() {
-                    ring.cancel(op);
+                    io.ring.cancel(op);
                 }
                 accept_pause = None;
                 deadline = Some(Box::pin(tokio::time::sleep(self.shutdown_timeout)));
@@ -207,9 +217,9 @@ impl Loop {
                 continue;
             }
             if deadline.is_none() && !self.idle_spin.is_zero() {
-                match self.spin(&mut ring, &core).await? {
+                match self.spin(&mut io.ring, &core).await? {
                     Spin::Work => {
-                        ring.counters().note_idle_spin_hit();
+                        io.ring.counters().note_idle_spin_hit();
                         continue;
                     }
                     Spin::Stop => continue,
@@ -248,7 +258,7 @@ impl Loop {
             })
             .await;
             core.set_driver_parked(false);
-            ring.acknowledge_wakeup();
+            io.ring.acknowledge_wakeup();
         }
         drop(waiter);
         Ok(())
@@ -266,8 +276,8 @@ impl Loop {
                 return Ok(Spin::Stop);
             }
             core.clock.update();
-            super::timeouts::expire(core);
-            driver::resume_paused(core);
+            conn::expire(core);
+            core.resume_paused();
             ring.submit()?;
             if core.has_dirty() || ring.has_completions() {
                 return Ok(Spin::Work);
@@ -277,8 +287,34 @@ impl Loop {
             }
         }
     }
+}
 
-    fn arm_accept(&self, ring: &mut Ring) -> OpId {
-        ring.accept_multishot(self.listener.as_raw_fd(), LISTENER_TOKEN)
+/// The worker's one timer: armed for the wheel's first due slot.
+struct WakeTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl WakeTimer {
+    pub fn new() -> WakeTimer {
+        WakeTimer {
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            armed: None,
+        }
+    }
+
+    /// Re-arms for the wheel's next due slot; true when that time has come.
+    pub fn poll(&mut self, core: &Core, cx: &mut Context<'_>) -> bool {
+        let Some(due) = core.next_deadline() else {
+            self.armed = None;
+            return false;
+        };
+        if self.armed != Some(due) {
+            self.armed = Some(due);
+            self.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(due));
+        }
+        self.sleep.as_mut().poll(cx).is_ready()
     }
 }

@@ -6,10 +6,9 @@
 //! on this core, and returns to the pool when the task ends or is aborted. Panics are caught:
 //! that request gets a 500 (or is cut short if its head was sent), the worker goes on.
 
-use super::core::{BodyIn, Core, Head, ReqKey};
-use super::driver::Staged;
 use crate::body::{FilterData, RequestBody};
 use crate::cgi;
+use crate::conn::{Core, Head, ReqKey, Staged};
 use crate::service::BoxError;
 use crate::service::HttpService;
 use bytes::{Buf, Bytes};
@@ -44,7 +43,7 @@ where
 
     /// Starts the handler of a staged request.
     pub fn dispatch(&self, staged: Staged) {
-        let Some((body, data)) = self.take_body(staged.rk) else {
+        let Some((body, data)) = self.core.take_body(staged.rk) else {
             return;
         };
         let popped = self.slots.borrow_mut().pop();
@@ -60,16 +59,7 @@ where
             slot: Some(slot),
             pool: self.slots.clone(),
         });
-        let mut conns = self.core.conns.borrow_mut();
-        if let Some(entry) = conns
-            .get_mut(rk.conn)
-            .and_then(|c| c.requests.get_mut(&rk.id))
-            .filter(|e| e.serial == rk.serial)
-        {
-            entry.task = Some(handle.abort_handle());
-        } else {
-            handle.abort();
-        }
+        self.core.set_task(rk, handle.abort_handle());
     }
 
     /// An empty slot that runs this worker's service.
@@ -83,20 +73,6 @@ where
             },
             running: None,
         })
-    }
-
-    /// Turns the staged STDIN (and DATA, for a FILTER) into the request's bodies.
-    fn take_body(&self, rk: ReqKey) -> Option<(RequestBody, Option<RequestBody>)> {
-        let limit = self.core.settings.max_body_buffer;
-        let mut conns = self.core.conns.borrow_mut();
-        let entry = conns
-            .get_mut(rk.conn)?
-            .requests
-            .get_mut(&rk.id)
-            .filter(|e| e.serial == rk.serial)?;
-        let body = entry.body.dispatch(limit);
-        let data = matches!(entry.data, BodyIn::Staged { .. }).then(|| entry.data.dispatch(limit));
-        Some((body, data))
     }
 }
 
@@ -123,7 +99,7 @@ where
         Ok(request) => request,
         Err(e) => {
             core.stats.hit(
-                super::stats::Counter::BadRequest,
+                crate::stats::Counter::BadRequest,
                 core.now(),
                 format_args!("bad request (request id {}): {e}", rk.id),
             );

@@ -9,11 +9,12 @@
 //! Shutdown stops accepting, asks every connection to close gracefully and waits up to the
 //! shutdown timeout.
 
-use super::worker::Stop;
-use super::{Config, Protocol, ServerHandle, StartError, listener};
 use crate::body::RequestBody;
+use crate::config::{Config, Protocol};
+use crate::server::{ServerHandle, StartError, core_for, listener, pin_cores, worker_vanished};
 use crate::service::BoxError;
 use crate::service::HttpService;
+use crate::worker::Stop;
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -40,7 +41,7 @@ where
     let workers = cfg.worker_count();
     let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
         .map_err(StartError::Listen)?;
-    let cores = super::pin_cores(cfg.pin_workers);
+    let cores = pin_cores(cfg.pin_workers);
     let make = Arc::new(make);
     // The FastCGI runtime's statistics do not apply to the HTTP workers: they stay empty.
     let mut handle = ServerHandle::starting(listeners.local.clone());
@@ -52,7 +53,7 @@ where
         let (ready_tx, ready_rx) = mpsc::channel();
         let stop = Arc::new(Stop::default());
         let spec = Spec {
-            core_id: super::core_for(&cores, i),
+            core_id: core_for(&cores, i),
             listener,
             is_tcp: listeners.is_tcp,
             protocol: cfg.protocol,
@@ -71,7 +72,7 @@ where
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(StartError::Thread(e)),
-            Err(_) => return Err(super::worker_vanished()),
+            Err(_) => return Err(worker_vanished()),
         }
     }
     Ok(handle)

@@ -1,0 +1,245 @@
+//! What the IO reports to the core: new connections, received bytes, ended receives, sends
+//! done. Each input updates the connection's state and marks it for the next flush; requests
+//! whose params are complete are staged for dispatch at the end of the receive batch.
+
+use super::requests::{BodyIn, ReqEntry, ReqKey};
+use super::state::Conn;
+use super::{ConnKey, Core};
+use crate::body::{Flow, RequestBody};
+use crate::stats::Counter;
+use fcgi_proto::{Event, Params, ProtocolStatus, RejectReason, Role};
+use tokio::task::AbortHandle;
+
+/// A request whose params are complete, waiting for the end of the receive batch.
+pub(crate) struct Staged {
+    pub rk: ReqKey,
+    pub role: Role,
+    pub params: Params,
+}
+
+/// How a send the core asked for ended.
+#[derive(Debug)]
+pub(crate) enum Sent {
+    /// Every byte went out; the heap buffer it was sent from, if any, for reuse.
+    All(Option<Vec<u8>>),
+    /// Only this many bytes went out: the IO holds the rest for [`super::Io::resend`].
+    Part(usize),
+    /// The send failed or wrote nothing: the peer is gone.
+    Failed,
+}
+
+impl Core {
+    /// A new connection from the IO. `None`: refused (`max_conns_per_worker`), drop it.
+    pub fn accept(&self) -> Option<ConnKey> {
+        let mut conns = self.conns.borrow_mut();
+        if conns.len() >= self.settings.max_conns {
+            self.stats.hit(
+                Counter::ConnsRefused,
+                self.now(),
+                format_args!(
+                    "connection refused: {} connections on this worker (max_conns_per_worker)",
+                    conns.len()
+                ),
+            );
+            return None;
+        }
+        self.stats.count(Counter::Accepted);
+        let key = conns.insert(Conn::new(self.settings.limits, self.now_ms()));
+        if let Some(conn) = conns.get_mut(key) {
+            self.mark_dirty(key, conn);
+        }
+        Some(key)
+    }
+
+    /// Bytes received on `key`: run through its protocol state machine; requests whose params
+    /// are complete are pushed to `staged`.
+    pub fn on_bytes(&self, key: ConnKey, data: &[u8], staged: &mut Vec<Staged>) {
+        self.with_conn(key, |core, conn| {
+            // Once we decided to close, what the peer still sends is discarded.
+            if conn.is_open() {
+                core.feed(key, conn, data, staged);
+            }
+        });
+    }
+
+    /// The peer closed (EOF) or the connection failed: requests cancelled, connection closed.
+    pub fn on_peer_gone(&self, key: ConnKey) {
+        self.with_conn(key, |core, conn| {
+            let aborted = core.peer_gone(conn);
+            if aborted > 0 {
+                tracing::debug!("connection closed by peer with {aborted} requests in flight");
+            }
+        });
+    }
+
+    /// The receive's final completion came (it must be armed again to read on).
+    pub fn on_recv_ended(&self, key: ConnKey) {
+        self.with_conn(key, |_, conn| conn.recv_ended());
+    }
+
+    /// A send of `key` completed. Reported also for a connection already dropped.
+    pub fn on_sent(&self, key: ConnKey, sent: Sent) {
+        self.sends.set(self.sends.get().saturating_sub(1));
+        self.with_conn(key, |core, conn| match sent {
+            Sent::All(buf) => conn.sent_all(buf),
+            Sent::Part(n) => conn.sent_part(n),
+            Sent::Failed => {
+                let n = conn.send_failed();
+                core.active.set(core.active.get().saturating_sub(n));
+            }
+        });
+    }
+
+    /// Runs `f` on the connection if it is still in the table, then marks it for the flush.
+    fn with_conn(&self, key: ConnKey, f: impl FnOnce(&Core, &mut Conn)) {
+        let mut conns = self.conns.borrow_mut();
+        if let Some(conn) = conns.get_mut(key) {
+            f(self, conn);
+            self.mark_dirty(key, conn);
+        }
+    }
+
+    /// Runs received bytes through the protocol state machine.
+    fn feed(&self, key: ConnKey, conn: &mut Conn, data: &[u8], staged: &mut Vec<Staged>) {
+        let mut aborts: Vec<u16> = Vec::new();
+        let mut overloaded: Vec<u16> = Vec::new();
+        let mut dispatched = false;
+        let mut pause = false;
+        let now = self.now_ms();
+        let result = conn.receive(data, now, &mut |event, requests| match event {
+            Event::Request {
+                id, role, params, ..
+            } => {
+                dispatched = true;
+                if self.active.get() >= self.settings.max_requests {
+                    overloaded.push(id);
+                    return;
+                }
+                self.stats.count(Counter::Requests);
+                let serial = self.next_serial();
+                self.active.set(self.active.get() + 1);
+                requests.insert(id, ReqEntry::new(id, serial, role, now));
+                staged.push(Staged {
+                    rk: ReqKey {
+                        conn: key,
+                        id,
+                        serial,
+                    },
+                    role,
+                    params,
+                });
+            }
+            Event::Stdin { id, data } => {
+                if let Some(entry) = requests.get_mut(&id) {
+                    pause |= entry.body.push(data) == Flow::Pause;
+                }
+            }
+            Event::StdinEnd { id } => {
+                if let Some(entry) = requests.get_mut(&id) {
+                    entry.body.end();
+                }
+            }
+            Event::Data { id, data } => {
+                if let Some(entry) = requests.get_mut(&id) {
+                    pause |= entry.data.push(data) == Flow::Pause;
+                }
+            }
+            Event::DataEnd { id } => {
+                if let Some(entry) = requests.get_mut(&id) {
+                    entry.data.end();
+                }
+            }
+            Event::Abort { id } => aborts.push(id),
+            Event::Rejected { id, reason } => {
+                let counter = match reason {
+                    RejectReason::TooManyRequests => Counter::ConnOverloaded,
+                    RejectReason::UnknownRole(_) => Counter::UnknownRole,
+                    _ => Counter::ParamsLimit,
+                };
+                self.stats.hit(
+                    counter,
+                    self.now(),
+                    format_args!("request {id} refused: {reason}"),
+                );
+            }
+        });
+        self.note_in_flight(conn.max_active_seen());
+        for id in overloaded {
+            self.stats.hit(
+                Counter::WorkerOverloaded,
+                self.now(),
+                format_args!(
+                    "request {id} refused: {} requests in flight on this worker (max_requests_per_worker)",
+                    self.active.get()
+                ),
+            );
+            conn.refuse(id, ProtocolStatus::Overloaded);
+        }
+        conn.track_params(dispatched, now);
+        for id in aborts {
+            conn.abort_request(id);
+            // A staged request aborted in the same batch is dropped before dispatch.
+            staged.retain(|s| !(s.rk.conn == key && s.rk.id == id));
+            self.end_request(key, conn, id, 0);
+        }
+        if let Err(e) = result {
+            self.stats.hit(
+                Counter::ProtocolError,
+                self.now(),
+                format_args!("closing connection: {e}"),
+            );
+            let n = conn.protocol_error();
+            self.active.set(self.active.get().saturating_sub(n));
+        }
+        if pause && conn.pause() {
+            self.paused.borrow_mut().push(key);
+        }
+    }
+
+    /// Resumes reading on paused connections whose body buffers drained.
+    pub fn resume_paused(&self) {
+        if self.paused.borrow().is_empty() {
+            return;
+        }
+        let Some(waker) = self.driver.borrow().clone() else {
+            return;
+        };
+        let keys = std::mem::take(&mut *self.paused.borrow_mut());
+        let mut conns = self.conns.borrow_mut();
+        for key in keys {
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            let ready = conn
+                .requests()
+                .all(|e| e.body.wants_more(&waker) && e.data.wants_more(&waker));
+            if ready {
+                conn.resume();
+                self.mark_dirty(key, conn);
+            } else {
+                self.paused.borrow_mut().push(key);
+            }
+        }
+    }
+
+    /// Turns the staged STDIN (and DATA, for a FILTER) of a request about to be dispatched into
+    /// its bodies; `None` when the request is gone.
+    pub fn take_body(&self, rk: ReqKey) -> Option<(RequestBody, Option<RequestBody>)> {
+        let limit = self.settings.max_body_buffer;
+        let mut conns = self.conns.borrow_mut();
+        let entry = conns.get_mut(rk.conn)?.live_request(rk)?;
+        let body = entry.body.dispatch(limit);
+        let data = matches!(entry.data, BodyIn::Staged { .. }).then(|| entry.data.dispatch(limit));
+        Some((body, data))
+    }
+
+    /// Records the task running the request's handler (aborted with the request). When the
+    /// request is already gone the task is aborted now.
+    pub fn set_task(&self, rk: ReqKey, task: AbortHandle) {
+        let mut conns = self.conns.borrow_mut();
+        match conns.get_mut(rk.conn).and_then(|c| c.live_request(rk)) {
+            Some(entry) => entry.task = Some(task),
+            None => task.abort(),
+        }
+    }
+}

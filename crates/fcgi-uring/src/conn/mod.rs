@@ -1,0 +1,306 @@
+//! The connection core of one worker, free of IO: its connections, their in-flight requests,
+//! their output queues and their deadlines.
+//!
+//! It takes bytes, completions and the time, and decides what the IO does: a backend reports
+//! what happened through the input methods ([`Core::accept`], [`Core::on_bytes`],
+//! [`Core::on_sent`], [`Core::on_peer_gone`], [`Core::on_recv_ended`]) and runs what
+//! [`Core::flush`] asks of it through the [`Io`] trait (send, arm or cancel a receive, shut
+//! down, close). Nothing here imports the io_uring driver, so any backend can drive it, and a
+//! test can with byte vectors and the worker clock.
+//!
+//! Guarantees:
+//! - bounded: a connection's queued output stops its reading past `max_output_buffer`, a full
+//!   request body buffer pauses it, and requests past `max_requests_per_worker` are refused;
+//! - a handler reaches only its own request ([`ReqKey`]'s serial), never a later one;
+//! - a connection leaves the table exactly when its state says closed, after its receive was
+//!   cancelled and the backend told to close it;
+//! - single-threaded by construction (`Rc`, `RefCell`): no borrow is held across an `.await`
+//!   or while user code runs.
+
+mod deadlines;
+mod input;
+mod io;
+mod requests;
+mod respond;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use deadlines::expire;
+pub(crate) use input::{Sent, Staged};
+pub(crate) use io::{Io, OutQueue};
+pub(crate) use requests::ReqKey;
+pub(crate) use respond::Head;
+
+use crate::config::Timeouts;
+use crate::stats::{Recorder, WorkerStats};
+use crate::wheel::{Clock, Millis, Wheel};
+use fcgi_proto as protocol;
+use state::Conn;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Waker;
+use std::time::Instant;
+
+/// A connection slot and the generation that was current when it was handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnKey {
+    index: u32,
+    generation: u32,
+}
+
+impl ConnKey {
+    /// A 63-bit tag for IO operations (bit 63 is free for the backend's own tags).
+    pub fn token(self) -> u64 {
+        ((self.generation as u64) << 32) | self.index as u64
+    }
+
+    /// The key of a [`ConnKey::token`]; `None` when bit 63 is set.
+    pub fn from_token(token: u64) -> Option<ConnKey> {
+        if token & (1 << 63) != 0 {
+            return None;
+        }
+        Some(ConnKey {
+            index: token as u32,
+            generation: (token >> 32) as u32,
+        })
+    }
+
+    /// The slot index, unique among live connections (for a backend's own per-connection table).
+    pub fn index(self) -> usize {
+        self.index as usize
+    }
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// The connection table: a slab with generations so that a stale key never reaches a new
+/// connection.
+#[derive(Default)]
+pub(crate) struct Conns {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Conns {
+    fn insert(&mut self, conn: Conn) -> ConnKey {
+        self.live += 1;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.generation = slot.generation.wrapping_add(1) & 0x7FFF_FFFF;
+            slot.conn = Some(conn);
+            return ConnKey {
+                index,
+                generation: slot.generation,
+            };
+        }
+        let index = self.slots.len() as u32;
+        self.slots.push(Slot {
+            generation: 0,
+            conn: Some(conn),
+        });
+        ConnKey {
+            index,
+            generation: 0,
+        }
+    }
+
+    fn get_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        slot.conn.as_mut()
+    }
+
+    fn remove(&mut self, key: ConnKey) -> Option<Conn> {
+        let slot = self.slots.get_mut(key.index as usize)?;
+        if slot.generation != key.generation {
+            return None;
+        }
+        let conn = slot.conn.take()?;
+        self.free.push(key.index);
+        self.live -= 1;
+        Some(conn)
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+}
+
+/// Tunables the per-core code reads.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub limits: protocol::Limits,
+    pub max_body_buffer: usize,
+    pub max_output_buffer: usize,
+    pub max_conns: usize,
+    pub max_requests: usize,
+    pub timeouts: Timeouts,
+}
+
+/// The per-core shared state: the connection table and what the worker's handlers share.
+pub(crate) struct Core {
+    conns: RefCell<Conns>,
+    /// Connections with output to send or a state change to act on.
+    dirty: RefCell<Vec<ConnKey>>,
+    /// Connections whose reading is paused on a full body buffer.
+    paused: RefCell<Vec<ConnKey>>,
+    driver: RefCell<Option<Waker>>,
+    /// The driver is parked waiting for work (only then do producers need to wake it).
+    driver_parked: Cell<bool>,
+    next_serial: Cell<u64>,
+    /// Requests dispatched and not yet ended, on all connections.
+    active: Cell<usize>,
+    /// Sends handed to the IO and not yet completed, on all connections.
+    sends: Cell<usize>,
+    pub settings: Settings,
+    pub clock: Clock,
+    wheel: RefCell<Wheel<ConnKey>>,
+    pub stats: Recorder,
+    /// Most requests seen in flight at once on one connection of this worker; `stat_shared`
+    /// mirrors it for [`crate::ServerHandle`], written only when it grows.
+    max_in_flight_seen: Cell<usize>,
+    stat_shared: Arc<AtomicUsize>,
+}
+
+impl Core {
+    pub fn new(settings: Settings, stats: Arc<WorkerStats>, stat_shared: Arc<AtomicUsize>) -> Core {
+        let clock = Clock::new();
+        Core {
+            wheel: RefCell::new(Wheel::new(clock.now_ms(), Timeouts::RESOLUTION)),
+            clock,
+            stats: Recorder::new(stats),
+            conns: RefCell::new(Conns::default()),
+            dirty: RefCell::new(Vec::new()),
+            paused: RefCell::new(Vec::new()),
+            driver: RefCell::new(None),
+            driver_parked: Cell::new(false),
+            next_serial: Cell::new(1),
+            active: Cell::new(0),
+            sends: Cell::new(0),
+            settings,
+            max_in_flight_seen: Cell::new(0),
+            stat_shared,
+        }
+    }
+
+    /// Records a connection's most requests in flight at once (its protocol state's
+    /// `max_active_seen`); the shared atomic is touched only when this worker's maximum grows.
+    fn note_in_flight(&self, seen: usize) {
+        if seen > self.max_in_flight_seen.get() {
+            self.max_in_flight_seen.set(seen);
+            self.stat_shared.fetch_max(seen, Ordering::Relaxed);
+        }
+    }
+
+    /// The worker clock, read once per loop turn.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    pub fn now_ms(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// When the first deadline in the wheel is due, as an instant.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let due = self.wheel.borrow().next_due()?;
+        Some(self.clock.at(due))
+    }
+
+    fn next_serial(&self) -> u64 {
+        let s = self.next_serial.get();
+        self.next_serial.set(s + 1);
+        s
+    }
+
+    /// Whether the driver is parked; set by the driver around its wait.
+    pub fn set_driver_parked(&self, parked: bool) {
+        self.driver_parked.set(parked);
+    }
+
+    /// Remembers the driver's waker (called each time the driver is about to sleep).
+    pub fn set_driver_waker(&self, waker: &Waker) {
+        let mut slot = self.driver.borrow_mut();
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+    }
+
+    fn wake_driver(&self) {
+        if self.driver_parked.replace(false)
+            && let Some(w) = &*self.driver.borrow()
+        {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Lists `conn` for the next flush.
+    fn mark_dirty(&self, key: ConnKey, conn: &mut Conn) {
+        if conn.set_dirty() {
+            self.dirty.borrow_mut().push(key);
+            self.wake_driver();
+        }
+    }
+
+    /// No request in flight and every response handed to the kernel (a graceful shutdown may
+    /// end now).
+    pub fn is_quiet(&self) -> bool {
+        self.active.get() == 0 && self.sends.get() == 0 && !self.has_dirty()
+    }
+
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.borrow().is_empty()
+    }
+
+    /// Connections in the table.
+    #[cfg(test)]
+    pub fn conn_count(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    /// Cancels every request of `conn` (peer gone); the connection closes.
+    fn peer_gone(&self, conn: &mut Conn) -> usize {
+        let n = conn.peer_gone();
+        self.active.set(self.active.get().saturating_sub(n));
+        n
+    }
+
+    /// Acts on every connection that changed: hands output to `io`, arms or cancels receives,
+    /// shuts down, closes (dropping the connection), and schedules the next deadline.
+    pub fn flush(&self, io: &mut impl Io) {
+        let keys = std::mem::take(&mut *self.dirty.borrow_mut());
+        let mut conns = self.conns.borrow_mut();
+        let now = self.now_ms();
+        let max_output = self.settings.max_output_buffer;
+        for key in keys {
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            let done = conn.step(key, max_output, now, io);
+            if done.sent {
+                self.sends.set(self.sends.get() + 1);
+            }
+            if done.output_full {
+                self.stats.hit(
+                    crate::stats::Counter::OutputFull,
+                    self.now(),
+                    format_args!("connection not read: its output queue is full"),
+                );
+            }
+            if done.closed {
+                conns.remove(key);
+            } else {
+                deadlines::schedule(self, key, conn);
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The in-flight requests of one connection and where their body bytes go.
+//!
+//! Guarantees: a request is named by its id and a serial unique for the life of the worker
+//! ([`ReqKey`]), so a handler of an ended request never reaches a later one that reuses its id;
+//! a connection carrying one request at a time allocates nothing for its table.
+
+use crate::body::{BodyError, Channel, Flow, RequestBody};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::task::Waker;
+use tokio::task::AbortHandle;
+
+use super::ConnKey;
+use crate::wheel::Millis;
+
+/// One request of one connection, unique for the life of the worker (ids are reused by
+/// proxies; the serial is not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReqKey {
+    pub conn: ConnKey,
+    pub id: u16,
+    pub serial: u64,
+}
+
+/// Where STDIN bytes of a request go.
+#[derive(Debug)]
+pub(crate) enum BodyIn {
+    /// Not dispatched yet: bytes collected during this receive batch.
+    Staged { chunks: Vec<Bytes>, ended: bool },
+    /// Dispatched with a streaming body.
+    Stream(Arc<Channel>),
+    /// Dispatched with a complete body, or the handler no longer wants bytes.
+    Done,
+}
+
+impl BodyIn {
+    /// A stream that has not been dispatched yet; `ended` when it will carry nothing.
+    pub fn staged(ended: bool) -> BodyIn {
+        BodyIn::Staged {
+            chunks: Vec::new(),
+            ended,
+        }
+    }
+
+    /// Adds received bytes; `Flow::Pause` when the handler's unread buffer is over its limit.
+    pub fn push(&mut self, data: &[u8]) -> Flow {
+        match self {
+            BodyIn::Staged { chunks, .. } => {
+                chunks.push(Bytes::copy_from_slice(data));
+                Flow::Continue
+            }
+            BodyIn::Stream(ch) => ch.push(Bytes::copy_from_slice(data)),
+            BodyIn::Done => Flow::Continue,
+        }
+    }
+
+    /// The stream's empty record arrived.
+    pub fn end(&mut self) {
+        match self {
+            BodyIn::Staged { ended, .. } => *ended = true,
+            BodyIn::Stream(ch) => ch.end(),
+            BodyIn::Done => {}
+        }
+    }
+
+    /// The stream cannot complete.
+    pub fn fail(&self, why: BodyError) {
+        if let BodyIn::Stream(ch) = self {
+            ch.fail(why);
+        }
+    }
+
+    /// True unless a handler's buffer is over its limit (then `driver` is woken when it
+    /// drains).
+    pub fn wants_more(&self, driver: &Waker) -> bool {
+        match self {
+            BodyIn::Stream(ch) => ch.wants_more(driver),
+            _ => true,
+        }
+    }
+
+    /// Hands the stream to the handler: complete bytes if it already ended, else a channel
+    /// that later bytes go to.
+    pub fn dispatch(&mut self, limit: usize) -> RequestBody {
+        let BodyIn::Staged { chunks, ended } = std::mem::replace(self, BodyIn::Done) else {
+            return RequestBody::empty();
+        };
+        if ended {
+            return RequestBody::full(concat(chunks));
+        }
+        let channel = Arc::new(Channel::new(limit));
+        for chunk in chunks {
+            channel.push(chunk);
+        }
+        *self = BodyIn::Stream(channel.clone());
+        RequestBody::streaming(channel)
+    }
+}
+
+fn concat(mut chunks: Vec<Bytes>) -> Bytes {
+    match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut all = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in &chunks {
+                all.extend_from_slice(c);
+            }
+            Bytes::from(all)
+        }
+    }
+}
+
+/// An in-flight request.
+#[derive(Debug)]
+pub(crate) struct ReqEntry {
+    pub(super) id: u16,
+    pub(super) serial: u64,
+    /// When it was dispatched (worker clock).
+    pub(super) started: Millis,
+    /// STDIN.
+    pub(super) body: BodyIn,
+    /// DATA (FILTER role only; otherwise discarded).
+    pub(super) data: BodyIn,
+    /// The spawned task driving the handler, if it did not finish on its first poll.
+    pub(super) task: Option<AbortHandle>,
+    /// Response bytes (the CGI head) have been written.
+    pub(super) head_sent: bool,
+    /// A HEAD request: the CGI head is sent, body bytes are dropped (RFC 3875 4.3.3: the
+    /// script must not send a body for HEAD; HAProxy answers 502 when one comes).
+    pub(super) head_only: bool,
+}
+
+impl ReqEntry {
+    /// A request just dispatched at `now`. An AUTHORIZER gets no STDIN (spec 6.3); only a
+    /// FILTER gets DATA (6.4).
+    pub(super) fn new(id: u16, serial: u64, role: fcgi_proto::Role, now: Millis) -> ReqEntry {
+        ReqEntry {
+            id,
+            serial,
+            started: now,
+            body: BodyIn::staged(role == fcgi_proto::Role::Authorizer),
+            data: if role == fcgi_proto::Role::Filter {
+                BodyIn::staged(false)
+            } else {
+                BodyIn::Done
+            },
+            task: None,
+            head_sent: false,
+            // Set at dispatch, once the method is parsed.
+            head_only: false,
+        }
+    }
+}
+
+/// Hashes a request id: ids are small integers chosen by the proxy, and the table is bounded by
+/// `max_requests_per_conn`, so a multiplicative hash is enough (no SipHash per lookup).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u16(&mut self, id: u16) {
+        self.0 = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The in-flight requests of one connection by request id. The first request is stored inline,
+/// so a connection that carries one request at a time (nginx, Apache, Caddy, lighttpd) never
+/// allocates for its table; multiplexed requests spill into a hash map, shrunk again once a
+/// large burst is over.
+#[derive(Debug, Default)]
+pub(crate) struct ReqTable {
+    one: Option<(u16, ReqEntry)>,
+    more: HashMap<u16, ReqEntry, BuildHasherDefault<IdHasher>>,
+}
+
+/// A spill map that empties is shrunk to room for this many entries: a connection that keeps
+/// about as many requests in flight reuses its table, a large burst's table is given back.
+const SPILL_KEEP: usize = 16;
+
+impl ReqTable {
+    pub fn get_mut(&mut self, id: &u16) -> Option<&mut ReqEntry> {
+        match &mut self.one {
+            Some((k, e)) if k == id => Some(e),
+            _ => self.more.get_mut(id),
+        }
+    }
+
+    pub fn insert(&mut self, id: u16, entry: ReqEntry) {
+        match &mut self.one {
+            Some((k, e)) if *k == id => *e = entry,
+            None if !self.more.contains_key(&id) => self.one = Some((id, entry)),
+            _ => {
+                self.more.insert(id, entry);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &u16) -> Option<ReqEntry> {
+        if matches!(&self.one, Some((k, _)) if k == id) {
+            return self.one.take().map(|(_, e)| e);
+        }
+        let removed = self.more.remove(id);
+        if self.more.is_empty() {
+            // A no-op unless the table is larger than needed for SPILL_KEEP entries.
+            self.more.shrink_to(SPILL_KEEP);
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.one.is_some()) + self.more.len()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &ReqEntry> {
+        self.one.iter().map(|(_, e)| e).chain(self.more.values())
+    }
+
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut ReqEntry> {
+        self.one
+            .iter_mut()
+            .map(|(_, e)| e)
+            .chain(self.more.values_mut())
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = (u16, ReqEntry)> + '_ {
+        self.one.take().into_iter().chain(self.more.drain())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(serial: u64) -> ReqEntry {
+        ReqEntry {
+            id: serial as u16,
+            serial,
+            started: 0,
+            body: BodyIn::Done,
+            data: BodyIn::Done,
+            task: None,
+            head_sent: false,
+            head_only: false,
+        }
+    }
+
+    #[test]
+    fn request_table_keeps_one_inline_and_spills_the_rest() {
+        let mut t = ReqTable::default();
+        t.insert(1, entry(10));
+        assert!(t.more.capacity() == 0, "one request allocates nothing");
+        t.insert(3, entry(30));
+        t.insert(5, entry(50));
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.get_mut(&3).map(|e| e.serial), Some(30));
+        assert_eq!(t.remove(&1).map(|e| e.serial), Some(10));
+        // The inline slot is free again; a new id goes there unless the map holds it.
+        t.insert(7, entry(70));
+        assert_eq!(t.get_mut(&7).map(|e| e.serial), Some(70));
+        assert_eq!(t.values().count(), 3);
+        let mut drained: Vec<u16> = t.drain().map(|(id, _)| id).collect();
+        drained.sort();
+        assert_eq!(drained, [3, 5, 7]);
+        assert_eq!(t.len(), 0);
+        for id in 0..100 {
+            t.insert(id, entry(id as u64));
+        }
+        for id in 0..100 {
+            assert_eq!(t.remove(&id).map(|e| e.serial), Some(id as u64));
+        }
+        assert!(
+            (SPILL_KEEP..2 * SPILL_KEEP).contains(&t.more.capacity()),
+            "a big spill map is shrunk when it empties"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! The handler side of the core: a response's head and body encoded as STDOUT records straight
+//! into the connection's output queue, the request ended with END_REQUEST, and backpressure
+//! for streaming handlers.
+//!
+//! Guarantees: a handler writes only to its own live request (a later request that reuses the
+//! id is never reached); a HEAD request's body is never sent (RFC 3875 4.3.3); a handler waits
+//! while its connection's backlog is at `max_output_buffer`.
+
+use super::requests::{ReqEntry, ReqKey};
+use super::state::Conn;
+use super::{ConnKey, Core};
+use crate::stats::Counter;
+use bytes::Buf;
+use fcgi_proto::record;
+use std::task::{Context, Poll};
+
+impl Core {
+    /// Runs `f` on the request if it is still in flight.
+    fn with_request<R>(&self, rk: ReqKey, f: impl FnOnce(&mut Conn, &Core) -> R) -> Option<R> {
+        let mut conns = self.conns.borrow_mut();
+        let conn = conns.get_mut(rk.conn)?;
+        conn.live_request(rk)?;
+        Some(f(conn, self))
+    }
+
+    /// Runs `f` on the entry of `rk` if the request is still live (see `with_request`).
+    fn with_entry<R>(&self, rk: ReqKey, f: impl FnOnce(&mut ReqEntry) -> R) -> Option<R> {
+        let mut conns = self.conns.borrow_mut();
+        conns.get_mut(rk.conn)?.live_request(rk).map(f)
+    }
+
+    /// Writes `head` (if any) followed by `data` as STDOUT, then, if `last`, ends the request
+    /// as [`Core::finish`] with app status 0 does. Returns false when the request is gone
+    /// (aborted, connection closed): the caller stops producing.
+    pub fn write_stdout(
+        &self,
+        rk: ReqKey,
+        head: Option<Head<'_>>,
+        data: &mut impl Buf,
+        last: bool,
+    ) -> bool {
+        let mut conns = self.conns.borrow_mut();
+        let Some(conn) = conns.get_mut(rk.conn) else {
+            return false;
+        };
+        // One lookup for the liveness check and both flags.
+        let Some((entry, out)) = conn.live_request_and_output(rk) else {
+            return false;
+        };
+        if entry.head_only {
+            data.advance(data.remaining());
+        }
+        if let Some(head) = head {
+            entry.head_sent = true;
+            let first = data.chunk();
+            encode_stdout2(out, rk.id, head, first);
+            let n = first.len();
+            data.advance(n);
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            record::encode_stream(out, record::RecordType::Stdout, rk.id, chunk);
+            let n = chunk.len();
+            data.advance(n);
+        }
+        if last {
+            self.end_stdout(rk, conn, 0);
+        } else {
+            self.mark_dirty(rk.conn, conn);
+        }
+        true
+    }
+
+    /// Marks a HEAD request: its response body is not sent (RFC 3875 4.3.3).
+    pub fn set_head_only(&self, rk: ReqKey) {
+        self.with_entry(rk, |e| e.head_only = true);
+    }
+
+    /// Ends the request: STDOUT end, END_REQUEST with `app_status`, entry removed.
+    pub fn finish(&self, rk: ReqKey, app_status: u32) {
+        self.with_request(rk, |conn, core| core.end_stdout(rk, conn, app_status));
+    }
+
+    /// STDOUT end, then END_REQUEST with `app_status` (see [`Core::end_request`]).
+    fn end_stdout(&self, rk: ReqKey, conn: &mut Conn, app_status: u32) {
+        record::encode_stream_end(conn.output(), record::RecordType::Stdout, rk.id);
+        self.end_request(rk.conn, conn, rk.id, app_status);
+    }
+
+    /// Ends the request after a handler error or panic: a 500 if nothing was sent yet, else
+    /// the response is cut short.
+    pub fn fail(&self, rk: ReqKey) {
+        self.stats.count(Counter::HandlerFailed);
+        self.cut_or(rk, http::StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// Ends a request whose handler was cancelled at its deadline: a 504 if nothing was sent
+    /// yet, else the response is cut short.
+    pub fn time_out(&self, rk: ReqKey) {
+        self.cut_or(rk, http::StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    fn cut_or(&self, rk: ReqKey, status: http::StatusCode) {
+        let head_sent = self.with_entry(rk, |e| e.head_sent).unwrap_or(true);
+        if !head_sent {
+            self.write_status(rk, status);
+            return;
+        }
+        self.finish(rk, 1);
+    }
+
+    /// Answers with a bare status and its reason as the body, then ends the request.
+    pub fn write_status(&self, rk: ReqKey, status: http::StatusCode) {
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let head = Head::Status(status, reason.len() as u64);
+        self.write_stdout(rk, Some(head), &mut reason.as_bytes(), true);
+    }
+
+    /// END_REQUEST for `id` (after its STDOUT end was written), entry removed, connection
+    /// state updated for KEEP_CONN=0.
+    pub(super) fn end_request(&self, key: ConnKey, conn: &mut Conn, id: u16, app_status: u32) {
+        if conn.end_request(id, app_status, self.now_ms()) {
+            self.active.set(self.active.get().saturating_sub(1));
+        }
+        self.mark_dirty(key, conn);
+    }
+
+    /// Ready when the connection has room for more response bytes (or the request is gone).
+    pub fn poll_writable(&self, rk: ReqKey, cx: &mut Context<'_>) -> Poll<()> {
+        let limit = self.settings.max_output_buffer;
+        let room = self.with_request(rk, |conn, _| {
+            if conn.backlog() < limit {
+                true
+            } else {
+                conn.wait_writable(cx.waker());
+                false
+            }
+        });
+        match room {
+            Some(false) => Poll::Pending,
+            _ => Poll::Ready(()),
+        }
+    }
+}
+
+/// The CGI response head that starts a request's STDOUT, encoded straight into the
+/// connection's output.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Head<'a> {
+    /// A handler's response head and its body length, when known (see [`crate::cgi::encode_head`]).
+    Response(&'a http::response::Parts, Option<u64>),
+    /// A bare status answered by the runtime, with a text/plain body of this many bytes.
+    Status(http::StatusCode, u64),
+}
+
+impl Head<'_> {
+    fn encode(self, out: &mut Vec<u8>) {
+        match self {
+            Head::Response(parts, body_len) => crate::cgi::encode_head(parts, body_len, out),
+            Head::Status(status, body_len) => crate::cgi::encode_status_only(status, body_len, out),
+        }
+    }
+}
+
+/// Encodes `head ++ body` as STDOUT records of at most 65535 bytes; the head is encoded in
+/// place, behind a record header written once its length is known.
+fn encode_stdout2(out: &mut Vec<u8>, id: u16, head: Head<'_>, body: &[u8]) {
+    let start = out.len();
+    out.extend_from_slice(&[0; record::HEADER_LEN]);
+    head.encode(out);
+    let content_at = start + record::HEADER_LEN;
+    let total = out.len() - content_at + body.len();
+    match u16::try_from(total) {
+        Ok(len) if total <= record::MAX_CONTENT_LEN => {
+            let header = record::Header::new(record::RecordType::Stdout, id, len).encode();
+            if let Some(slot) = out.get_mut(start..content_at) {
+                slot.copy_from_slice(&header);
+            }
+            out.extend_from_slice(body);
+        }
+        _ => {
+            // A head and first chunk too large for one record (rare): one stream each.
+            let head = out.split_off(content_at);
+            out.truncate(start);
+            record::encode_stream(out, record::RecordType::Stdout, id, &head);
+            record::encode_stream(out, record::RecordType::Stdout, id, body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdout_head_and_body_share_one_record() {
+        let mut out = b"queued".to_vec();
+        let (parts, ()) = http::Response::new(()).into_parts();
+        encode_stdout2(&mut out, 1, Head::Response(&parts, None), b"hi");
+        assert_eq!(&out[..6], b"queued");
+        assert_eq!(&out[6..14], &[1, 6, 0, 1, 0, 20, 0, 0]);
+        assert_eq!(&out[14..], b"Status: 200 OK\r\n\r\nhi");
+    }
+
+    #[test]
+    fn a_head_and_chunk_too_large_for_one_record_are_split() {
+        let mut out = b"queued".to_vec();
+        let body = vec![b'x'; record::MAX_CONTENT_LEN];
+        let head = Head::Status(http::StatusCode::OK, body.len() as u64);
+        encode_stdout2(&mut out, 1, head, &body);
+        let mut expected = b"queued".to_vec();
+        let mut head_bytes = Vec::new();
+        head.encode(&mut head_bytes);
+        record::encode_stream(&mut expected, record::RecordType::Stdout, 1, &head_bytes);
+        record::encode_stream(&mut expected, record::RecordType::Stdout, 1, &body);
+        assert_eq!(out, expected);
+    }
+}

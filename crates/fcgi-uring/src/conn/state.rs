@@ -1,0 +1,478 @@
+//! One connection's state: what it reads, what it writes, and where it is in its life, each a
+//! small enum changed only by the methods below.
+//!
+//! Invariants kept here:
+//! - at most one send is handed to the IO at a time ([`Writing`]), and the bytes it has not
+//!   confirmed count in [`Conn::backlog`] until it does;
+//! - a receive is armed at most once ([`Reading`]) and cancelled before the connection closes;
+//! - once [`Lifecycle::Closed`], nothing is sent, no request of it is live, and its queued
+//!   output is gone; a closed connection never opens again.
+
+use super::ConnKey;
+use super::io::{Io, OutQueue};
+use super::requests::{ReqEntry, ReqKey, ReqTable};
+use crate::body::BodyError;
+use crate::wheel::Millis;
+use fcgi_proto::{self as protocol, Event, ProtocolError, ProtocolStatus};
+use std::task::Waker;
+
+/// The receive side, as the IO holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// No receive armed.
+    Idle,
+    /// A receive is armed and delivers bytes as they come.
+    Armed,
+    /// Cancel asked; the receive's final completion is pending.
+    Cancelling,
+}
+
+/// The send side: at most one send in the IO's hands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writing {
+    /// Nothing handed to the IO.
+    Idle,
+    /// A send of `len` bytes started at `since`, not yet confirmed.
+    InFlight { len: usize, since: Millis },
+    /// A send that went out short: the IO holds the `left` bytes it must send again.
+    Partial { left: usize, since: Millis },
+}
+
+/// Lifecycle of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifecycle {
+    Open,
+    /// A KEEP_CONN=0 request ended: flush, shut down the write side (at `shutdown_at`), read
+    /// until EOF, close.
+    Draining {
+        shutdown_at: Option<Millis>,
+    },
+    /// Protocol error: flush what is queued, then close.
+    Closing,
+    /// Peer gone or given up on: cancel the receive, close. `abort`: shut both directions down
+    /// first, so that a send stuck on a peer that stopped reading ends.
+    Closed {
+        abort: bool,
+    },
+}
+
+/// What one [`Conn::step`] did, for the caller's accounting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stepped {
+    /// A send was handed to the IO.
+    pub sent: bool,
+    /// Reading stopped (or stays stopped) because the output backlog is over its limit while
+    /// a receive was armed.
+    pub output_full: bool,
+    /// The connection is closed and may be dropped.
+    pub closed: bool,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    proto: protocol::Connection,
+    requests: ReqTable,
+    out: OutQueue,
+    /// Streaming handlers waiting for output room.
+    writers: Vec<Waker>,
+    reading: Reading,
+    writing: Writing,
+    lifecycle: Lifecycle,
+    /// Reading stopped because a request body buffer is full.
+    paused: bool,
+    /// Listed in the core's dirty list.
+    dirty: bool,
+    /// Worker-clock times for the deadlines: last bytes received, last received bytes or ended
+    /// request.
+    last_recv: Millis,
+    last_activity: Millis,
+    /// Since when a request has been reading its params (oldest pending, approximately).
+    params_since: Option<Millis>,
+    /// The tick of this connection's live entry in the timer wheel.
+    timer: Option<u64>,
+}
+
+impl Conn {
+    pub fn new(limits: protocol::Limits, now: Millis) -> Conn {
+        Conn {
+            proto: protocol::Connection::new(limits),
+            requests: ReqTable::default(),
+            out: OutQueue::default(),
+            writers: Vec::new(),
+            reading: Reading::Idle,
+            writing: Writing::Idle,
+            lifecycle: Lifecycle::Open,
+            paused: false,
+            dirty: false,
+            last_recv: now,
+            last_activity: now,
+            params_since: None,
+            timer: None,
+        }
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        self.lifecycle
+    }
+
+    #[cfg(test)]
+    pub fn reading(&self) -> Reading {
+        self.reading
+    }
+
+    #[cfg(test)]
+    pub fn writing(&self) -> Writing {
+        self.writing
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.lifecycle == Lifecycle::Open
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Closed { .. })
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Lists the connection as dirty; false when it already was.
+    pub fn set_dirty(&mut self) -> bool {
+        !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Queued output plus output the IO has not confirmed.
+    pub fn backlog(&self) -> usize {
+        self.out.len()
+            + match self.writing {
+                Writing::Idle => 0,
+                Writing::InFlight { len, .. } => len,
+                Writing::Partial { left, .. } => left,
+            }
+    }
+
+    /// When the send the IO holds started (`None`: no send in flight).
+    pub fn send_since(&self) -> Option<Millis> {
+        match self.writing {
+            Writing::Idle => None,
+            Writing::InFlight { since, .. } | Writing::Partial { since, .. } => Some(since),
+        }
+    }
+
+    pub fn active_requests(&self) -> usize {
+        self.proto.active_requests()
+    }
+
+    pub fn max_active_seen(&self) -> usize {
+        self.proto.max_active_seen()
+    }
+
+    pub fn last_recv(&self) -> Millis {
+        self.last_recv
+    }
+
+    pub fn last_activity(&self) -> Millis {
+        self.last_activity
+    }
+
+    pub fn params_since(&self) -> Option<Millis> {
+        self.params_since
+    }
+
+    pub fn timer(&self) -> Option<u64> {
+        self.timer
+    }
+
+    pub fn set_timer(&mut self, tick: Option<u64>) {
+        self.timer = tick;
+    }
+
+    pub fn requests(&self) -> impl Iterator<Item = &ReqEntry> {
+        self.requests.values()
+    }
+
+    pub fn requests_mut(&mut self) -> impl Iterator<Item = &mut ReqEntry> {
+        self.requests.values_mut()
+    }
+
+    /// The entry of `rk` while this connection is not closed and its id still names that
+    /// request (same serial: not a later request that reused the id).
+    pub fn live_request(&mut self, rk: ReqKey) -> Option<&mut ReqEntry> {
+        if self.is_closed() {
+            return None;
+        }
+        self.requests
+            .get_mut(&rk.id)
+            .filter(|e| e.serial == rk.serial)
+    }
+
+    /// [`Conn::live_request`] with the output queue, to write the request's response.
+    pub fn live_request_and_output(&mut self, rk: ReqKey) -> Option<(&mut ReqEntry, &mut Vec<u8>)> {
+        if self.is_closed() {
+            return None;
+        }
+        let entry = self
+            .requests
+            .get_mut(&rk.id)
+            .filter(|e| e.serial == rk.serial)?;
+        Some((entry, self.out.buffer()))
+    }
+
+    /// The output queue's buffer, for the records of a live request (see
+    /// [`Conn::live_request_and_output`]).
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        self.out.buffer()
+    }
+
+    /// Registers a streaming handler to wake once output was sent.
+    pub fn wait_writable(&mut self, waker: &Waker) {
+        self.writers.push(waker.clone());
+    }
+
+    /// Runs received bytes through the protocol state machine; `on_event` sees each event with
+    /// the request table. Bytes received after the connection stopped being open are dropped.
+    pub fn receive(
+        &mut self,
+        data: &[u8],
+        now: Millis,
+        on_event: &mut impl FnMut(Event<'_>, &mut ReqTable),
+    ) -> Result<(), ProtocolError> {
+        if !self.is_open() {
+            return Ok(());
+        }
+        self.last_recv = now;
+        self.last_activity = now;
+        let Conn {
+            proto,
+            out,
+            requests,
+            ..
+        } = self;
+        proto.receive(data, out.buffer(), &mut |event| on_event(event, requests))
+    }
+
+    /// Answers a BEGIN_REQUEST with END_REQUEST(`status`) without running it.
+    pub fn refuse(&mut self, id: u16, status: ProtocolStatus) {
+        self.proto.refuse_request(id, status, self.out.buffer());
+    }
+
+    /// Starts or stops the params deadline after a receive: it runs from the oldest request
+    /// still reading its params (restarted when one completes, which keeps the bound per
+    /// request approximately).
+    pub fn track_params(&mut self, dispatched: bool, now: Millis) {
+        if self.proto.active_requests() > self.requests.len() {
+            if dispatched || self.params_since.is_none() {
+                self.params_since = Some(now);
+            }
+        } else {
+            self.params_since = None;
+        }
+    }
+
+    /// Stops reading until [`Conn::resume`]; true when it was reading.
+    pub fn pause(&mut self) -> bool {
+        !std::mem::replace(&mut self.paused, true)
+    }
+
+    pub fn resume(&mut self) {
+        self.paused = false;
+    }
+
+    /// Cancels request `id` at the peer's ABORT_REQUEST: handler aborted, bodies failed. The
+    /// caller ends it (END_REQUEST) with [`Conn::end_request`].
+    pub fn abort_request(&mut self, id: u16) {
+        if let Some(entry) = self.requests.get_mut(&id) {
+            if let Some(task) = entry.task.take() {
+                task.abort();
+            }
+            entry.body.fail(BodyError::Aborted);
+            entry.data.fail(BodyError::Aborted);
+        }
+    }
+
+    /// Ends request `id`: entry removed, END_REQUEST with `app_status` queued, KEEP_CONN=0
+    /// honoured. True when the id was active.
+    pub fn end_request(&mut self, id: u16, app_status: u32, now: Millis) -> bool {
+        if let Some(entry) = self.requests.remove(&id) {
+            entry.body.fail(BodyError::Aborted);
+            entry.data.fail(BodyError::Aborted);
+        }
+        let was_active = self.proto.end_request(id, app_status, self.out.buffer());
+        self.last_activity = now;
+        if self.proto.should_close() && self.is_open() {
+            self.lifecycle = Lifecycle::Draining { shutdown_at: None };
+        }
+        was_active
+    }
+
+    /// A protocol error: every request cancelled, what is queued is flushed, then the
+    /// connection closes. Returns how many requests were in flight.
+    pub fn protocol_error(&mut self) -> usize {
+        let n = self.abort_all(BodyError::ConnectionClosed);
+        if !self.is_closed() {
+            self.lifecycle = Lifecycle::Closing;
+        }
+        n
+    }
+
+    /// The peer is gone (EOF, reset, failed send): every request cancelled, queued output
+    /// dropped, closed. Returns how many requests were in flight.
+    pub fn peer_gone(&mut self) -> usize {
+        self.close(false)
+    }
+
+    /// Gives up on the connection whatever is in flight (a deadline passed): like
+    /// [`Conn::peer_gone`], and both directions are shut down before the close.
+    pub fn abort(&mut self) -> usize {
+        self.close(true)
+    }
+
+    fn close(&mut self, abort: bool) -> usize {
+        let n = self.abort_all(BodyError::ConnectionClosed);
+        self.out.clear();
+        let abort = abort || matches!(self.lifecycle, Lifecycle::Closed { abort: true });
+        self.lifecycle = Lifecycle::Closed { abort };
+        n
+    }
+
+    /// Ends every request: handlers cancelled, bodies failed, writers woken. Returns how many
+    /// requests were in flight.
+    fn abort_all(&mut self, why: BodyError) -> usize {
+        let n = self.requests.len();
+        for (_, entry) in self.requests.drain() {
+            if let Some(task) = entry.task {
+                task.abort();
+            }
+            entry.body.fail(why);
+            entry.data.fail(why);
+        }
+        for w in self.writers.drain(..) {
+            w.wake();
+        }
+        n
+    }
+
+    /// The receive's final completion came: none is armed any more.
+    pub fn recv_ended(&mut self) {
+        self.reading = Reading::Idle;
+    }
+
+    /// The IO confirmed `n` bytes of the send in flight, and holds the rest to send again.
+    pub fn sent_part(&mut self, n: usize) {
+        if let Writing::InFlight { len, since } = self.writing {
+            self.writing = Writing::Partial {
+                left: len.saturating_sub(n),
+                since,
+            };
+        }
+    }
+
+    /// The send in flight went out whole; `buf` is its emptied heap buffer, if it had one.
+    pub fn sent_all(&mut self, buf: Option<Vec<u8>>) {
+        self.writing = Writing::Idle;
+        if let Some(buf) = buf {
+            self.out.give_back(buf);
+        }
+        for w in self.writers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// The send in flight failed: the peer is gone. Returns how many requests were in flight.
+    pub fn send_failed(&mut self) -> usize {
+        self.writing = Writing::Idle;
+        self.peer_gone()
+    }
+
+    /// Acts on the state: hands output to the IO, arms or cancels the receive, shuts the write
+    /// side down, closes. `max_output` bounds the backlog of a connection that is still read.
+    pub fn step(
+        &mut self,
+        key: ConnKey,
+        max_output: usize,
+        now: Millis,
+        io: &mut impl Io,
+    ) -> Stepped {
+        self.dirty = false;
+        let mut done = Stepped {
+            sent: self.send(key, now, io),
+            ..Stepped::default()
+        };
+        let idle_out = self.writing == Writing::Idle && self.out.is_empty();
+        match self.lifecycle {
+            Lifecycle::Open => {
+                // A peer that sends without reading our answers (GET_VALUES, refusals) is read
+                // no further until it takes them: queued output stays bounded.
+                let out_full = self.backlog() > max_output;
+                done.output_full = out_full && self.reading == Reading::Armed;
+                if self.paused || out_full {
+                    self.cancel_recv(key, io);
+                } else {
+                    self.arm_recv(key, io);
+                }
+            }
+            Lifecycle::Draining { shutdown_at } => {
+                if shutdown_at.is_none() && idle_out {
+                    io.shutdown_write(key);
+                    self.lifecycle = Lifecycle::Draining {
+                        shutdown_at: Some(now),
+                    };
+                }
+                self.arm_recv(key, io);
+            }
+            Lifecycle::Closing => {
+                if idle_out {
+                    self.lifecycle = Lifecycle::Closed { abort: false };
+                }
+            }
+            Lifecycle::Closed { .. } => {}
+        }
+        if let Lifecycle::Closed { abort } = self.lifecycle {
+            self.cancel_recv(key, io);
+            io.close(key, abort);
+            done.closed = true;
+        }
+        done
+    }
+
+    /// Hands output to the IO when no send is in flight: what is left of a short send first,
+    /// else everything queued. True when a send started.
+    fn send(&mut self, key: ConnKey, now: Millis, io: &mut impl Io) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        match self.writing {
+            Writing::Partial { left, .. } => {
+                io.resend(key);
+                self.writing = Writing::InFlight {
+                    len: left,
+                    since: now,
+                };
+                true
+            }
+            Writing::Idle if !self.out.is_empty() => {
+                let len = self.out.len();
+                io.send(key, &mut self.out);
+                self.writing = Writing::InFlight { len, since: now };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn arm_recv(&mut self, key: ConnKey, io: &mut impl Io) {
+        if self.reading == Reading::Idle {
+            io.arm_recv(key);
+            self.reading = Reading::Armed;
+        }
+    }
+
+    fn cancel_recv(&mut self, key: ConnKey, io: &mut impl Io) {
+        if self.reading == Reading::Armed {
+            io.cancel_recv(key);
+            self.reading = Reading::Cancelling;
+        }
+    }
+}

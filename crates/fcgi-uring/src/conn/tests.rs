@@ -1,0 +1,357 @@
+//! The connection core driven with byte vectors, a fake IO that records what it is asked, and
+//! the worker clock moved by hand: no socket, no ring.
+
+use super::state::{Lifecycle, Reading, Writing};
+use super::*;
+use crate::stats::WorkerStats;
+use fcgi_proto::record::{self, RecordType};
+use std::time::Duration;
+
+/// What the core asked of the IO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Send(Vec<u8>),
+    Resend,
+    ArmRecv,
+    CancelRecv,
+    ShutdownWrite,
+    Close { abort: bool },
+}
+
+/// Records every action, taking the bytes of each send.
+#[derive(Default)]
+struct FakeIo {
+    actions: Vec<(ConnKey, Action)>,
+}
+
+impl FakeIo {
+    /// The actions since the last call, for `key`.
+    fn take(&mut self, key: ConnKey) -> Vec<Action> {
+        let all = std::mem::take(&mut self.actions);
+        all.into_iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, a)| a)
+            .collect()
+    }
+}
+
+impl Io for FakeIo {
+    fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
+        self.actions.push((key, Action::Send(out.take())));
+    }
+
+    fn resend(&mut self, key: ConnKey) {
+        self.actions.push((key, Action::Resend));
+    }
+
+    fn arm_recv(&mut self, key: ConnKey) {
+        self.actions.push((key, Action::ArmRecv));
+    }
+
+    fn cancel_recv(&mut self, key: ConnKey) {
+        self.actions.push((key, Action::CancelRecv));
+    }
+
+    fn shutdown_write(&mut self, key: ConnKey) {
+        self.actions.push((key, Action::ShutdownWrite));
+    }
+
+    fn close(&mut self, key: ConnKey, abort: bool) {
+        self.actions.push((key, Action::Close { abort }));
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        limits: fcgi_proto::Limits::default(),
+        max_body_buffer: 1 << 20,
+        max_output_buffer: 1024,
+        max_conns: 8,
+        max_requests: 64,
+        timeouts: Timeouts::default(),
+    }
+}
+
+fn core_with(settings: Settings) -> Core {
+    Core::new(
+        settings,
+        Arc::new(WorkerStats::default()),
+        Arc::new(AtomicUsize::new(0)),
+    )
+}
+
+/// A responder request `id` with no params and an empty body.
+fn request(id: u16, keep_conn: bool) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    record::encode_begin_request(&mut bytes, id, 1, keep_conn);
+    record::encode_stream_end(&mut bytes, RecordType::Params, id);
+    record::encode_stream_end(&mut bytes, RecordType::Stdin, id);
+    bytes
+}
+
+/// The records that end request `id` after its response: STDOUT end, END_REQUEST(0).
+fn end_of(id: u16) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    record::encode_stream_end(&mut bytes, RecordType::Stdout, id);
+    record::encode_end_request(
+        &mut bytes,
+        id,
+        0,
+        fcgi_proto::ProtocolStatus::RequestComplete,
+    );
+    bytes
+}
+
+/// A connection accepted and flushed once (its receive armed).
+fn open(core: &Core, io: &mut FakeIo) -> ConnKey {
+    let key = core.accept().expect("accepted");
+    core.flush(io);
+    assert_eq!(io.take(key), [Action::ArmRecv]);
+    key
+}
+
+/// Feeds `bytes`; returns the requests that became complete.
+fn receive(core: &Core, key: ConnKey, bytes: &[u8]) -> Vec<ReqKey> {
+    let mut staged = Vec::new();
+    core.on_bytes(key, bytes, &mut staged);
+    staged.iter().map(|s| s.rk).collect()
+}
+
+fn state(core: &Core, key: ConnKey) -> Option<(Lifecycle, Reading, Writing)> {
+    let mut conns = core.conns.borrow_mut();
+    let conn = conns.get_mut(key)?;
+    Some((conn.lifecycle(), conn.reading(), conn.writing()))
+}
+
+fn the_send(actions: &[Action]) -> Vec<u8> {
+    match actions {
+        [Action::Send(bytes), ..] => bytes.clone(),
+        other => panic!("expected a send first, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_request_in_gives_a_send_of_its_response() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let staged = receive(&core, key, &request(1, true));
+    assert_eq!(staged.len(), 1, "one request complete");
+    let rk = staged[0];
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [],
+        "nothing to send before the handler answers"
+    );
+
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    let sent = the_send(&io.take(key));
+    let mut head = Vec::new();
+    crate::cgi::encode_status_only(http::StatusCode::OK, 2, &mut head);
+    let mut want = Vec::new();
+    record::encode_stream(
+        &mut want,
+        RecordType::Stdout,
+        1,
+        &[head, b"OK".to_vec()].concat(),
+    );
+    want.extend_from_slice(&end_of(1));
+    assert_eq!(sent, want);
+    assert!(!core.is_quiet(), "the send is in flight");
+
+    core.on_sent(key, Sent::All(Some(sent)));
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [], "still reading, nothing more to do");
+    assert!(core.is_quiet());
+    let (lifecycle, reading, writing) = state(&core, key).expect("open");
+    assert_eq!(
+        (lifecycle, reading, writing),
+        (Lifecycle::Open, Reading::Armed, Writing::Idle)
+    );
+}
+
+#[test]
+fn a_short_send_is_resent_before_newer_output() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, true))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    let sent = the_send(&io.take(key));
+    core.on_sent(key, Sent::Part(5));
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [Action::Resend]);
+    let mut conns = core.conns.borrow_mut();
+    let conn = conns.get_mut(key).expect("open");
+    assert_eq!(conn.backlog(), sent.len() - 5, "the rest is still owed");
+}
+
+#[test]
+fn peer_eof_closes_the_connection() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    core.on_peer_gone(key);
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [Action::CancelRecv, Action::Close { abort: false }]
+    );
+    assert_eq!(core.conn_count(), 0, "dropped once closed");
+    // Late completions of the dropped connection are harmless.
+    core.on_recv_ended(key);
+    core.on_sent(key, Sent::Failed);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), []);
+}
+
+#[test]
+fn keep_conn_0_flushes_shuts_down_reads_to_eof_and_closes() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, false))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    let sent = the_send(&io.take(key));
+    assert!(sent.ends_with(&end_of(1)));
+    assert!(matches!(
+        state(&core, key),
+        Some((Lifecycle::Draining { shutdown_at: None }, Reading::Armed, _))
+    ));
+
+    core.on_sent(key, Sent::All(None));
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [Action::ShutdownWrite],
+        "FIN once all is sent"
+    );
+    assert!(matches!(
+        state(&core, key),
+        Some((
+            Lifecycle::Draining {
+                shutdown_at: Some(_)
+            },
+            Reading::Armed,
+            _
+        ))
+    ));
+    // What the peer still sends is read and dropped.
+    assert_eq!(receive(&core, key, &request(2, true)), []);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), []);
+
+    core.on_recv_ended(key);
+    core.on_peer_gone(key);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [Action::Close { abort: false }]);
+    assert_eq!(core.conn_count(), 0);
+}
+
+#[test]
+fn an_output_backlog_over_its_limit_stops_reading_until_it_drains() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, true))[0];
+    let body = vec![b'x'; 4096];
+    let head = Head::Status(http::StatusCode::OK, body.len() as u64);
+    assert!(core.write_stdout(rk, Some(head), &mut &body[..], false));
+    core.flush(&mut io);
+    let actions = io.take(key);
+    assert!(the_send(&actions).len() > 4096);
+    assert_eq!(
+        actions[1..],
+        [Action::CancelRecv],
+        "not read while over the limit"
+    );
+
+    core.on_recv_ended(key);
+    core.on_sent(key, Sent::All(None));
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [Action::ArmRecv], "read again once sent");
+}
+
+#[test]
+fn a_protocol_error_flushes_then_closes() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    // A record of version 2.
+    assert_eq!(receive(&core, key, &[2, 1, 0, 1, 0, 8, 0, 0]), []);
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [Action::CancelRecv, Action::Close { abort: false }]
+    );
+    assert_eq!(core.conn_count(), 0);
+}
+
+#[test]
+fn an_idle_connection_is_closed_at_its_deadline() {
+    let mut s = settings();
+    s.timeouts.idle = Duration::from_secs(2);
+    let core = core_with(s);
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    core.clock.advance(Duration::from_millis(1900));
+    expire(&core);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [], "not yet");
+    core.clock.advance(Duration::from_millis(200));
+    assert!(expire(&core));
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [Action::CancelRecv, Action::Close { abort: true }]
+    );
+    assert_eq!(core.conn_count(), 0);
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_closed_at_the_write_deadline() {
+    let mut s = settings();
+    s.timeouts.write = Duration::from_secs(3);
+    let core = core_with(s);
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, true))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    the_send(&io.take(key));
+    core.clock.advance(Duration::from_millis(3100));
+    assert!(expire(&core));
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [Action::CancelRecv, Action::Close { abort: true }],
+        "both directions shut down so that the stuck send ends"
+    );
+    assert!(!core.is_quiet(), "the stuck send is still counted");
+    core.on_sent(key, Sent::Failed);
+    assert!(core.is_quiet());
+}
+
+#[test]
+fn a_handler_past_its_deadline_gets_a_504() {
+    let mut s = settings();
+    s.timeouts.handler = Duration::from_secs(1);
+    let core = core_with(s);
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, true))[0];
+    core.flush(&mut io);
+    core.clock.advance(Duration::from_millis(1100));
+    assert!(expire(&core));
+    core.flush(&mut io);
+    let sent = the_send(&io.take(key));
+    assert!(sent.windows(12).any(|w| w == b"Status: 504 "));
+    assert!(
+        !core.write_stdout(rk, None, &mut &b"late"[..], true),
+        "gone"
+    );
+}

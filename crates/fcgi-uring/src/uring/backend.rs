@@ -1,0 +1,273 @@
+//! The io_uring backend of the connection core: runs what the core asks ([`Io`]) as ring
+//! operations, and turns completions into the core's inputs.
+//!
+//! Per connection it keeps the socket (shared with the ring's operations on it, so the socket
+//! closes only when the core has dropped the connection and the last operation has ended),
+//! the receive in flight (to cancel it), and the rest of a short send (resent from the same
+//! heap or registered buffer). It decides nothing about the protocol or the lifecycle.
+
+#![forbid(unsafe_code)]
+
+use super::{Completion, CompletionKind, OpId, Ring, SendBuf, Token};
+use crate::conn::{ConnKey, Core, Io, OutQueue, Sent, Staged};
+use crate::stats::Counter;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Token of the listener's accept operation (connection tokens never have bit 63 set).
+pub(crate) const LISTENER_TOKEN: Token = 1 << 63;
+
+/// What the ring holds for one connection.
+struct IoConn {
+    key: ConnKey,
+    fd: Rc<OwnedFd>,
+    recv: Option<OpId>,
+    /// Offset into the buffer of the send in flight where it started.
+    send_offset: usize,
+    /// What a short send left, to send again.
+    resend: Option<(SendBuf, usize)>,
+}
+
+/// The ring and its per-connection state, indexed like the core's connection table.
+pub(crate) struct Backend {
+    pub ring: Ring,
+    conns: Vec<Option<IoConn>>,
+}
+
+/// What the completions of one batch leave for the worker loop.
+#[derive(Default)]
+pub(crate) struct Followups {
+    pub staged: Vec<Staged>,
+    pub rearm_accept: bool,
+    /// The accept that ended failed: pause before arming it again.
+    pub accept_failed: bool,
+}
+
+impl Backend {
+    pub fn new(ring: Ring) -> Backend {
+        Backend {
+            ring,
+            conns: Vec::new(),
+        }
+    }
+
+    /// Arms the multishot accept on `listener`.
+    pub fn arm_accept(&mut self, listener: &Arc<OwnedFd>) -> OpId {
+        self.ring.accept_multishot(listener, LISTENER_TOKEN)
+    }
+
+    /// Reaps at most `max` completions into `core`; returns how many.
+    pub fn complete(&mut self, core: &Core, max: usize, is_tcp: bool, f: &mut Followups) -> usize {
+        let Backend { ring, conns } = self;
+        ring.complete_at_most(max, |c| on_completion(core, conns, c, is_tcp, f))
+    }
+
+    fn conn(&mut self, key: ConnKey) -> Option<&mut IoConn> {
+        self.conns
+            .get_mut(key.index())?
+            .as_mut()
+            .filter(|c| c.key == key)
+    }
+}
+
+impl Io for Backend {
+    fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
+        // Output that fits a free registered send buffer is copied there (WRITE_FIXED); the
+        // queue keeps its allocation for the next response.
+        let buf = match self.ring.fixed_copy(out.bytes()) {
+            Some(fixed) => {
+                out.copied();
+                SendBuf::Fixed(fixed)
+            }
+            None => SendBuf::Heap(out.take()),
+        };
+        let Backend { ring, conns } = self;
+        if let Some(c) = conns
+            .get_mut(key.index())
+            .and_then(Option::as_mut)
+            .filter(|c| c.key == key)
+        {
+            c.send_offset = 0;
+            ring.send(&c.fd, buf, 0, key.token());
+        }
+    }
+
+    fn resend(&mut self, key: ConnKey) {
+        let Backend { ring, conns } = self;
+        if let Some(c) = conns
+            .get_mut(key.index())
+            .and_then(Option::as_mut)
+            .filter(|c| c.key == key)
+            && let Some((buf, offset)) = c.resend.take()
+        {
+            c.send_offset = offset;
+            ring.send(&c.fd, buf, offset, key.token());
+        }
+    }
+
+    fn arm_recv(&mut self, key: ConnKey) {
+        let Backend { ring, conns } = self;
+        if let Some(c) = conns
+            .get_mut(key.index())
+            .and_then(Option::as_mut)
+            .filter(|c| c.key == key)
+        {
+            c.recv = Some(ring.recv_multishot(&c.fd, key.token()));
+        }
+    }
+
+    fn cancel_recv(&mut self, key: ConnKey) {
+        if let Some(op) = self.conn(key).and_then(|c| c.recv.take()) {
+            self.ring.cancel(op);
+        }
+    }
+
+    fn shutdown_write(&mut self, key: ConnKey) {
+        let Backend { ring, conns } = self;
+        if let Some(c) = conns
+            .get_mut(key.index())
+            .and_then(Option::as_mut)
+            .filter(|c| c.key == key)
+        {
+            ring.shutdown_write(&c.fd, key.token());
+        }
+    }
+
+    fn close(&mut self, key: ConnKey, abort: bool) {
+        let Some(slot) = self.conns.get_mut(key.index()) else {
+            return;
+        };
+        if !slot.as_ref().is_some_and(|c| c.key == key) {
+            return;
+        }
+        if let Some(c) = slot.take()
+            && abort
+        {
+            // A send stuck on a peer that stopped reading completes (with an error), and the
+            // ring lets go of the socket.
+            let _ = socket2::SockRef::from(&*c.fd).shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Handles one completion. Never touches the ring (the caller is reaping it).
+fn on_completion(
+    core: &Core,
+    conns: &mut Vec<Option<IoConn>>,
+    c: Completion<'_>,
+    is_tcp: bool,
+    f: &mut Followups,
+) {
+    if c.token == LISTENER_TOKEN {
+        if let CompletionKind::Accept { result, more } = c.kind {
+            let failed = !on_accept(core, conns, result, is_tcp);
+            f.rearm_accept |= !more;
+            f.accept_failed |= failed && !more;
+        }
+        return;
+    }
+    let Some(key) = ConnKey::from_token(c.token) else {
+        return;
+    };
+    let io = conns
+        .get_mut(key.index())
+        .and_then(Option::as_mut)
+        .filter(|c| c.key == key);
+    match c.kind {
+        CompletionKind::Recv { result, more } => {
+            if !more {
+                if let Some(io) = io {
+                    io.recv = None;
+                }
+                core.on_recv_ended(key);
+            }
+            on_recv(core, key, result, &mut f.staged);
+        }
+        // Reported also for a connection already dropped (the core counts sends in flight).
+        CompletionKind::Send { result, buf } => core.on_sent(key, on_send(io, result, buf)),
+        CompletionKind::Shutdown { .. } | CompletionKind::Accept { .. } => {}
+    }
+}
+
+/// Takes a new connection; false when accept itself failed (not for our own cancel).
+fn on_accept(
+    core: &Core,
+    conns: &mut Vec<Option<IoConn>>,
+    result: io::Result<OwnedFd>,
+    is_tcp: bool,
+) -> bool {
+    let fd = match result {
+        Ok(fd) => fd,
+        // Our own cancel, at shutdown.
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return true,
+        Err(e) => {
+            core.stats.hit(
+                Counter::AcceptFailed,
+                core.now(),
+                format_args!(
+                    "accept failed: {e}; accepting again after server.accept_retry \
+                     (EMFILE: raise RLIMIT_NOFILE, e.g. LimitNOFILE= in the systemd unit)"
+                ),
+            );
+            return false;
+        }
+    };
+    let Some(key) = core.accept() else {
+        return true; // refused: the socket closes here
+    };
+    if is_tcp {
+        let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+    }
+    if conns.len() <= key.index() {
+        conns.resize_with(key.index() + 1, || None);
+    }
+    conns[key.index()] = Some(IoConn {
+        key,
+        fd: Rc::new(fd),
+        recv: None,
+        send_offset: 0,
+        resend: None,
+    });
+    true
+}
+
+fn on_recv(core: &Core, key: ConnKey, result: io::Result<&[u8]>, staged: &mut Vec<Staged>) {
+    match result {
+        Ok([]) => core.on_peer_gone(key),
+        Ok(data) => core.on_bytes(key, data, staged),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::ENOBUFS) | Some(libc::ECANCELED) => {}
+            _ => {
+                tracing::debug!("receive failed: {e}");
+                core.on_peer_gone(key);
+            }
+        },
+    }
+}
+
+/// What a send completion means for the core; a short send keeps the rest for `resend`.
+fn on_send(io: Option<&mut IoConn>, result: io::Result<usize>, buf: SendBuf) -> Sent {
+    let Some(io) = io else {
+        return Sent::Failed; // the connection is gone; the core only counts it
+    };
+    let start = io.send_offset;
+    match result {
+        // A short send: the rest goes out next turn, from the same (heap or registered) buffer.
+        Ok(n) if n > 0 && start + n < buf.len() => {
+            io.resend = Some((buf, start + n));
+            Sent::Part(n)
+        }
+        // A registered buffer goes back to its pool as it is dropped here.
+        Ok(n) if n > 0 || start == buf.len() => Sent::All(buf.into_heap()),
+        Ok(_) => {
+            tracing::debug!("send wrote nothing: closing");
+            Sent::Failed
+        }
+        Err(e) => {
+            tracing::debug!("send failed: {e}");
+            Sent::Failed
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The worker clock and a coarse hashed timer wheel, generic over the key it holds.
+//!
+//! Guarantees: an entry inserted for tick `t` is handed back by [`Wheel::advance`] once the
+//! clock reaches `t` and not before; deadlines past the wheel's horizon wait in its last slot
+//! and come back early (the caller re-evaluates them). The wheel knows nothing of what its keys
+//! name: a key may be stale when it fires, and the caller decides.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the worker started.
+pub(crate) type Millis = u64;
+
+/// Slots of the wheel: deadlines further out than this many ticks wait in the last slot and are
+/// re-evaluated when it comes round.
+const SLOTS: usize = 2048;
+
+/// A timer wheel of keys, with a tick of `resolution_ms`.
+pub(crate) struct Wheel<K> {
+    slots: Vec<Vec<K>>,
+    resolution_ms: u64,
+    /// The next tick to process; every entry is at a tick >= this.
+    next: u64,
+    len: usize,
+}
+
+impl<K: Copy> Wheel<K> {
+    pub fn new(now: Millis, resolution: Duration) -> Wheel<K> {
+        let resolution_ms = (resolution.as_millis() as u64).max(1);
+        Wheel {
+            slots: (0..SLOTS).map(|_| Vec::new()).collect(),
+            resolution_ms,
+            next: now / resolution_ms,
+            len: 0,
+        }
+    }
+
+    /// The tick at which a deadline at `at` is looked at: rounded up, clamped to the horizon.
+    pub fn tick_for(&self, at: Millis) -> u64 {
+        at.div_ceil(self.resolution_ms)
+            .clamp(self.next, self.next + SLOTS as u64 - 1)
+    }
+
+    pub fn insert(&mut self, key: K, tick: u64) {
+        self.slots[(tick % SLOTS as u64) as usize].push(key);
+        self.len += 1;
+    }
+
+    /// Moves the entries due at or before `now` to `due`, with the tick each was scheduled for.
+    pub fn advance(&mut self, now: Millis, due: &mut Vec<(K, u64)>) {
+        let now_tick = now / self.resolution_ms;
+        while self.next <= now_tick && self.len > 0 {
+            let tick = self.next;
+            let slot = &mut self.slots[(tick % SLOTS as u64) as usize];
+            self.len -= slot.len();
+            due.extend(slot.drain(..).map(|k| (k, tick)));
+            self.next += 1;
+        }
+        self.next = self.next.max(now_tick + 1);
+    }
+
+    /// When the first non-empty slot is due.
+    pub fn next_due(&self) -> Option<Millis> {
+        if self.len == 0 {
+            return None;
+        }
+        (self.next..self.next + SLOTS as u64)
+            .find(|t| !self.slots[(*t % SLOTS as u64) as usize].is_empty())
+            .map(|t| t * self.resolution_ms)
+    }
+}
+
+/// Worker clock: read once per loop turn.
+pub(crate) struct Clock {
+    start: Instant,
+    now: Cell<Instant>,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let now = Instant::now();
+        Clock {
+            start: now,
+            now: Cell::new(now),
+        }
+    }
+
+    pub fn update(&self) {
+        self.now.set(Instant::now());
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    pub fn now_ms(&self) -> Millis {
+        self.now.get().duration_since(self.start).as_millis() as u64
+    }
+
+    /// Moves the clock on by hand (tests of deadlines).
+    #[cfg(test)]
+    pub fn advance(&self, by: Duration) {
+        self.now.set(self.now.get() + by);
+    }
+
+    pub fn at(&self, ms: Millis) -> Instant {
+        self.start + Duration::from_millis(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RES: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn entries_fire_at_their_tick_and_not_before() {
+        let mut w = Wheel::new(0, RES);
+        let t = w.tick_for(120);
+        w.insert(1u32, t);
+        assert_eq!(w.next_due(), Some(150));
+        let mut due = Vec::new();
+        w.advance(149, &mut due);
+        assert!(due.is_empty());
+        w.advance(150, &mut due);
+        assert_eq!(due, vec![(1, t)]);
+        assert_eq!(w.next_due(), None);
+    }
+
+    #[test]
+    fn far_deadlines_wait_at_the_horizon() {
+        let w: Wheel<u32> = Wheel::new(1000, RES);
+        let t = w.tick_for(u64::MAX / 2);
+        assert_eq!(t, 1000 / 50 + SLOTS as u64 - 1);
+        let past = w.tick_for(0);
+        assert_eq!(past, 1000 / 50);
+    }
+}
