@@ -123,9 +123,7 @@ pub enum SetupError {
     /// EPERM from io_uring_setup: a seccomp profile (Docker >= 25, containerd 2.x) blocks it.
     Blocked(io::Error),
     /// `kernel.io_uring_disabled` is 1 (and we are not in its group) or 2.
-    Disabled {
-        sysctl: u8,
-    },
+    Disabled { sysctl: u8 },
     /// ENOMEM: RLIMIT_MEMLOCK too small for the rings and buffers.
     Memlock(io::Error),
     /// ENOMEM registering the send buffers: RLIMIT_MEMLOCK too small for them.
@@ -139,8 +137,14 @@ pub enum SetupError {
         feature: &'static str,
         needs: &'static str,
     },
-    /// Invalid configuration (sizes not powers of two and so on).
-    Config(String),
+    /// Invalid ring settings (sizes not powers of two, conflicting modes...).
+    Config(crate::ConfigError),
+    /// `registered_send_buffers` is on while SIGPIPE would terminate the process (WRITE_FIXED
+    /// is a write(2), which raises SIGPIPE when the peer is gone).
+    SigpipeFatal,
+    /// The kernel refused to bind the SQPOLL thread to `sqpoll_cpu`.
+    SqpollCpu { cpu: u32, err: io::Error },
+    /// Any other failure of io_uring_setup or a registration.
     Other(io::Error),
 }
 

@@ -86,7 +86,19 @@ impl fmt::Display for SetupError {
                 "io_uring {feature} is not available on this kernel; it needs {needs}; fix: \
                  upgrade the kernel"
             ),
-            SetupError::Config(msg) => write!(f, "invalid io_uring configuration: {msg}"),
+            SetupError::Config(e) => write!(f, "invalid io_uring configuration: {e}"),
+            SetupError::SigpipeFatal => f.write_str(
+                "registered_send_buffers sends with write(2), which raises SIGPIPE when a peer is \
+                 gone, and SIGPIPE would terminate this process (its default action); fix: ignore \
+                 SIGPIPE (Rust programs do unless they restored it), or set \
+                 registered_send_buffers = 0",
+            ),
+            SetupError::SqpollCpu { cpu, err } => write!(
+                f,
+                "sqpoll_cpu {cpu} was refused ({err}): it must be an online CPU this process \
+                 may run on (this machine has {} CPUs, numbered from 0)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
             SetupError::Other(err) => write!(f, "io_uring setup failed: {err}"),
         }
     }
@@ -95,7 +107,7 @@ impl fmt::Display for SetupError {
 /// Checks the ring settings before anything reaches the kernel, with the same checks as
 /// [`Config::validate`](crate::Config::validate) (ranges and the rules between settings).
 pub(super) fn validate(config: &RingConfig) -> Result<(), SetupError> {
-    crate::config::check_ring(config).map_err(|e| SetupError::Config(e.to_string()))
+    crate::config::check_ring(config).map_err(SetupError::Config)
 }
 
 /// Registered send buffers are sent with write(2), which raises SIGPIPE when the peer is gone
@@ -110,13 +122,7 @@ pub(super) fn check_sigpipe() -> Result<(), SetupError> {
         return Err(SetupError::Other(io::Error::last_os_error()));
     }
     if old.sa_sigaction == libc::SIG_DFL {
-        return Err(SetupError::Config(
-            "registered_send_buffers sends with write(2), which raises SIGPIPE when a peer is \
-             gone, and SIGPIPE would terminate this process (its default action); fix: ignore \
-             SIGPIPE (Rust programs do unless they restored it), or set \
-             registered_send_buffers = 0"
-                .to_string(),
-        ));
+        return Err(SetupError::SigpipeFatal);
     }
     Ok(())
 }
@@ -325,11 +331,7 @@ pub(super) fn build_ring(config: &RingConfig) -> Result<(IoUring, SetupFlags), S
     }
     if config.sqpoll {
         return Err(match config.sqpoll_cpu {
-            Some(cpu) => SetupError::Config(format!(
-                "sqpoll_cpu {cpu} was refused ({last}): it must be an online CPU this process \
-                 may run on (this machine has {} CPUs, numbered from 0)",
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            )),
+            Some(cpu) => SetupError::SqpollCpu { cpu, err: last },
             None => SetupError::Unsupported {
                 feature: "SQPOLL",
                 needs: "Linux >= 5.11 (or set sqpoll = false)",
@@ -454,11 +456,28 @@ mod tests {
              fix: upgrade the kernel"
         );
 
-        let config = SetupError::Config("sq_entries 3 must be a power of two".into());
-        assert_eq!(
-            config.to_string(),
-            "invalid io_uring configuration: sq_entries 3 must be a power of two"
+        let bad = RingConfig {
+            sq_entries: 3,
+            ..RingConfig::default()
+        };
+        let config = validate(&bad).unwrap_err().to_string();
+        assert!(
+            config.starts_with(
+                "invalid io_uring configuration: ring.sq_entries = 3: must be a power of two"
+            ),
+            "{config}"
         );
+        assert!(
+            SetupError::SigpipeFatal
+                .to_string()
+                .contains("set registered_send_buffers = 0")
+        );
+        let cpu = SetupError::SqpollCpu {
+            cpu: 99,
+            err: errno(libc::EINVAL),
+        }
+        .to_string();
+        assert!(cpu.starts_with("sqpoll_cpu 99 was refused ("), "{cpu}");
         assert!(
             SetupError::Other(errno(libc::EFAULT))
                 .to_string()
