@@ -40,40 +40,6 @@ pub fn holds_within(guard: Duration, mut cond: impl FnMut() -> bool) -> bool {
     true
 }
 
-/// One IPv4 TCP socket of this network namespace, as /proc/net/tcp shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpSocket {
-    pub local_port: u16,
-    pub remote_port: u16,
-    /// The kernel's TCP state (1 ESTABLISHED, 10 LISTEN...).
-    pub state: u8,
-    /// Bytes queued for sending and not yet acknowledged.
-    pub tx_queue: u32,
-    /// Bytes received and not yet read by the application.
-    pub rx_queue: u32,
-}
-
-pub const TCP_ESTABLISHED: u8 = 1;
-
-/// Every IPv4 TCP socket in /proc/net/tcp.
-pub fn tcp_sockets() -> Vec<TcpSocket> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table.lines().skip(1).filter_map(parse_tcp_line).collect()
-}
-
-fn parse_tcp_line(line: &str) -> Option<TcpSocket> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
-    let (tx, rx) = fields.get(4)?.split_once(':')?;
-    Some(TcpSocket {
-        local_port: port(fields.get(1)?)?,
-        remote_port: port(fields.get(2)?)?,
-        state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
-        tx_queue: u32::from_str_radix(tx, 16).ok()?,
-        rx_queue: u32::from_str_radix(rx, 16).ok()?,
-    })
-}
-
 /// How many established TCP connections to local `port` have received bytes and have none left
 /// unread: requests the server there has read (from `ss -tin`, which shows bytes_received).
 pub fn connections_read(port: u16) -> usize {
