@@ -2,6 +2,9 @@
 //! `GET /hello` with exactly the bytes `fcgi-uring` answers with, or its rate would not bound the
 //! real server's, and the load client must run against it without errors, multiplexed.
 
+mod common;
+
+use common::{HANG_GUARD, TCP_ESTABLISHED, tcp_sockets, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -83,8 +86,24 @@ fn answer(addr: SocketAddr, id: u16) -> Vec<u8> {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    stream.set_nodelay(true).unwrap();
     stream.write_all(&request[..13]).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    // The server has read the first part (acknowledged, none left unread on its side) before
+    // the rest is sent: the header really arrives in two reads.
+    let ours = stream.local_addr().unwrap().port();
+    wait_for("the server to read the first 13 bytes", HANG_GUARD, || {
+        let sockets = tcp_sockets();
+        let acked = sockets
+            .iter()
+            .any(|s| s.local_port == ours && s.remote_port == addr.port() && s.tx_queue == 0);
+        let read = sockets.iter().any(|s| {
+            s.local_port == addr.port()
+                && s.remote_port == ours
+                && s.state == TCP_ESTABLISHED
+                && s.rx_queue == 0
+        });
+        acked && read
+    });
     stream.write_all(&request[13..]).unwrap();
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];

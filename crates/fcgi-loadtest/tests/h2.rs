@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +13,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// Streams in flight now, and the most seen at once, over all connections.
+/// Streams in flight now, and the most seen at once, over all connections; and a gate: no
+/// handler answers before `gate` streams were in flight at once (0: no gate).
 #[derive(Default)]
 struct Gauge {
+    gate: usize,
+    open: AtomicBool,
     now: AtomicUsize,
     max: AtomicUsize,
     conns: AtomicUsize,
@@ -27,7 +30,14 @@ async fn handle(
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let n = gauge.now.fetch_add(1, Ordering::SeqCst) + 1;
     gauge.max.fetch_max(n, Ordering::SeqCst);
-    // Long enough that every slot of the client is in flight at once.
+    if n >= gauge.gate {
+        gauge.open.store(true, Ordering::SeqCst);
+    }
+    // Polls the gate (a fact the other streams make true), with a short backoff.
+    while !gauge.open.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Kept: a latency floor the reports must show (p50 >= 2 ms); a loaded machine only adds.
     tokio::time::sleep(Duration::from_millis(2)).await;
     let path = req.uri().path().to_owned();
     let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -45,10 +55,18 @@ async fn handle(
 
 /// An h2c server on 127.0.0.1 in a background thread.
 fn h2c_server() -> (SocketAddr, Arc<Gauge>) {
+    h2c_server_gated(0)
+}
+
+/// An h2c server whose handlers wait until `gate` streams are in flight at once.
+fn h2c_server_gated(gate: usize) -> (SocketAddr, Arc<Gauge>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
-    let gauge = Arc::new(Gauge::default());
+    let gauge = Arc::new(Gauge {
+        gate,
+        ..Gauge::default()
+    });
     let g = gauge.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -82,7 +100,9 @@ fn config(addr: SocketAddr, path: &str) -> Config {
 
 #[test]
 fn streams_per_connection_and_checks() {
-    let (addr, gauge) = h2c_server();
+    // Every slot of the client in flight at once, whatever the scheduling: the handlers wait
+    // for all 16.
+    let (addr, gauge) = h2c_server_gated(2 * 8);
     let mut cfg = config(addr, "/hello");
     cfg.conns = 2;
     cfg.depth = 8;

@@ -8,10 +8,13 @@
 //! built, this test binary re-executes itself as the server (the same library call as
 //! `fcgi-uring serve`).
 
+mod common;
+
+use common::{HANG_GUARD, TCP_ESTABLISHED, process_state, tcp_sockets, wait_for};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fcgi_loadtest::stats::Report;
 use fcgi_loadtest::{Config, Protocol, run, sys};
@@ -35,7 +38,10 @@ fn child_server_entry() {
     let _handle = fcgi_uring::Server::new(config)
         .start(|| fcgi_uring::service_fn(fcgi_uring_cli::demo::app))
         .unwrap();
-    std::thread::sleep(Duration::from_secs(120));
+    // Serves until the parent kills it.
+    loop {
+        std::thread::park();
+    }
 }
 
 fn server_binary() -> Option<PathBuf> {
@@ -80,11 +86,11 @@ impl Server {
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         let child = cmd.spawn().expect("start the server");
         let server = Server { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "server did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(
+            &format!("the server listening on {addr}"),
+            HANG_GUARD,
+            || TcpStream::connect(addr).is_ok(),
+        );
         server
     }
 
@@ -93,8 +99,24 @@ impl Server {
         let pid = self.child.id();
         std::thread::scope(|s| {
             let load = s.spawn(|| run(cfg).unwrap());
+            let port = self.addr.port();
+            wait_for("the load's connections to the server", HANG_GUARD, || {
+                let conns = tcp_sockets()
+                    .into_iter()
+                    .filter(|s| s.remote_port == port && s.state == TCP_ESTABLISHED)
+                    .count();
+                conns >= cfg.conns
+            });
+            // Kept: the tool's warmup and measured window are wall-clock, so the stall is placed
+            // by time, 1 s into the 3 s window (2 s of slack on a loaded machine).
             std::thread::sleep(cfg.warmup + Duration::from_secs(1));
             sys::signal(pid, libc::SIGSTOP).unwrap();
+            wait_for("the server stopped", HANG_GUARD, || {
+                process_state(pid) == Some('T')
+            });
+            // Kept: the stall itself, what the reports must show. The assertions bound latency
+            // from below by the stall (a longer one on a loaded machine only adds), and the
+            // closed loop's p99 depends on how many requests were in flight, not on its length.
             std::thread::sleep(STALL);
             sys::signal(pid, libc::SIGCONT).unwrap();
             load.join().unwrap()

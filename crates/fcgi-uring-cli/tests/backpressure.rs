@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ fn a_slow_body_reader_pauses_the_connection_and_loses_nothing() {
                 let mut all = Vec::new();
                 while let Some(frame) = body.frame().await {
                     all.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                    // Kept: the slowness under test (a reader slower than the peer). The
+                    // assertion (every byte intact) holds whatever the pause's real length.
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(all))))
@@ -45,8 +47,15 @@ fn a_slow_body_reader_pauses_the_connection_and_loses_nothing() {
     assert!(r.body == body, "body intact after pauses");
 }
 
-/// An endless body that counts the bytes it produced.
-struct Endless(Arc<AtomicUsize>);
+/// An endless body that counts the bytes it produced and notes the thread that polls it (the
+/// worker's).
+struct Endless(Arc<Production>);
+
+#[derive(Default)]
+struct Production {
+    bytes: AtomicUsize,
+    worker_tid: AtomicU64,
+}
 
 impl Body for Endless {
     type Data = Bytes;
@@ -56,15 +65,16 @@ impl Body for Endless {
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.fetch_add(64 * 1024, Ordering::SeqCst);
+        self.0.worker_tid.store(current_tid(), Ordering::SeqCst);
+        self.0.bytes.fetch_add(64 * 1024, Ordering::SeqCst);
         Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024])))))
     }
 }
 
 #[test]
 fn a_proxy_that_stops_reading_pauses_the_response_body() {
-    let produced = Arc::new(AtomicUsize::new(0));
-    let p = produced.clone();
+    let production = Arc::new(Production::default());
+    let p = production.clone();
     let config = test_config()
         .into_builder()
         .max_output_buffer(256 * 1024)
@@ -79,26 +89,31 @@ fn a_proxy_that_stops_reading_pauses_the_response_body() {
             })
         })
         .unwrap();
+    let produced = || production.bytes.load(Ordering::SeqCst);
     let mut c = connect(server.local_addr());
     c.begin(&RequestSpec::get("/endless"), 1).unwrap();
-    // The client reads nothing: production must stop at the output limit plus what the kernel's
-    // socket buffers absorb, far below what an unpaused loop makes in this time.
-    std::thread::sleep(Duration::from_millis(500));
-    let first = produced.load(Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(300));
-    let second = produced.load(Ordering::SeqCst);
-    assert!(first > 0, "the handler started");
-    assert_eq!(first, second, "production stopped while nobody reads");
-    assert!(first < 64 * 1024 * 1024, "bounded: {first} bytes produced");
+    // The client reads nothing. A body that is always ready keeps an unpaused worker busy
+    // forever, so the worker asleep in the kernel, with the count the same before and after
+    // that look, is the fact that production stopped.
+    wait_for("the worker asleep with the body paused", HANG_GUARD, || {
+        let before = produced();
+        let tid = production.worker_tid.load(Ordering::SeqCst);
+        let asleep = before > 0 && thread_state(tid) == Some('S');
+        asleep && produced() == before
+    });
+    let paused_at = produced();
+    // Bounded: the output limit plus what the kernel's socket buffers absorb.
+    assert!(
+        paused_at < 64 * 1024 * 1024,
+        "bounded: {paused_at} bytes produced"
+    );
     // Reading resumes production.
     for _ in 0..200 {
         c.read_record().unwrap();
     }
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        produced.load(Ordering::SeqCst) > second,
-        "resumed after reading"
-    );
+    wait_for("production to resume after reading", HANG_GUARD, || {
+        produced() > paused_at
+    });
 }
 
 #[test]

@@ -25,30 +25,35 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------------
 // The application under attack.
 
-/// Counts drops of handler futures and response bodies.
+/// Counts guards made (a handler started, a streaming body made) and dropped.
 #[derive(Clone, Default)]
-struct Drops(Arc<AtomicUsize>);
+struct Drops {
+    made: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
 
 impl Drops {
     fn guard(&self) -> Guard {
-        Guard(self.0.clone())
+        self.made.fetch_add(1, Ordering::SeqCst);
+        Guard(self.dropped.clone())
     }
 
     fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.dropped.load(Ordering::SeqCst)
     }
 
     /// Waits (bounded) until at least `n` guards were dropped.
     fn wait_for(&self, n: usize) {
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while self.count() < n {
-            assert!(
-                Instant::now() < deadline,
-                "{} drops, expected {n}",
-                self.count()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_for(&format!("{n} guards dropped"), HANG_GUARD, || {
+            self.count() >= n
+        });
+    }
+
+    /// Waits (bounded) until at least `n` handlers (or bodies) started.
+    fn wait_for_started(&self, n: usize) {
+        wait_for(&format!("{n} handlers started"), HANG_GUARD, || {
+            self.made.load(Ordering::SeqCst) >= n
+        });
     }
 }
 
@@ -383,7 +388,7 @@ fn duplicate_begin_on_an_active_id_closes_and_drops_the_handler() {
     let (server, drops) = start(hostile_config());
     let mut c = connect(server.local_addr());
     c.begin(&keep("/forever"), 1).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    drops.wait_for_started(1);
     c.send_raw(&begin(1, true)).unwrap();
     let got = read_until_closed(&mut c);
     assert!(got.iter().all(|r| r.header.record_type != 3));
@@ -408,7 +413,8 @@ fn abort_at_every_stage_gives_exactly_one_end_request() {
     out.extend(begin(4, true));
     out.extend_from_slice(&params_and_stdin(&keep("/forever"), 4, b"")[..]);
     c.send_raw(&out).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Requests 3 and 4 running: the server read everything before them, 1 and 2 included.
+    drops.wait_for_started(2);
     for id in [1, 2, 3, 4, 4] {
         c.abort(id).unwrap();
     }
@@ -472,7 +478,7 @@ fn requests_in_flight_per_worker_past_the_limit_get_overloaded() {
             c
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    drops.wait_for_started(3);
     let mut c = connect(server.local_addr());
     c.begin(&keep("/hello"), 1).unwrap();
     let (got, _) = collect_until_ended(&mut c, &[1]);
@@ -691,7 +697,7 @@ fn peer_closing_mid_request_and_mid_response_drops_the_handler() {
     let mut out = begin(1, true);
     out.extend_from_slice(&all[..all.len() - 8]);
     c.send_raw(&out).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    drops.wait_for_started(1);
     drop(c);
     drops.wait_for(1);
     // Mid-response: an endless body.
@@ -762,11 +768,9 @@ fn slow_bodies_params_and_idle_connections_are_reclaimed() {
     let r = c.request(&RequestSpec::get("/hello")).unwrap();
     assert_eq!(r.body, b"fine");
     assert!(c.read_record().unwrap().is_none()); // our FIN
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while server.stats().get(Counter::LingerTimeout) == 0 {
-        assert!(Instant::now() < deadline, "linger never ended");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the linger timeout", HANG_GUARD, || {
+        server.stats().get(Counter::LingerTimeout) > 0
+    });
     drop(c);
     alive(&server);
 }

@@ -5,8 +5,36 @@ mod common;
 use common::*;
 use fcgi_client::RequestSpec;
 use fcgi_proto::record::{self, ProtocolStatus, RecordType};
-use fcgi_uring::Addr;
-use std::time::Duration;
+use fcgi_uring::{Addr, Counter, RequestBody, Server, ServerHandle, service_fn};
+use http::{Request, Response};
+use http_body_util::Full;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// A server whose `/gated` requests each wait for a permit the test adds, and whose other
+/// requests answer "fast" at once: a test decides when a slow request ends, instead of racing a
+/// timer against the scheduler.
+fn gated_server() -> (ServerHandle, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let server = Server::new(test_config())
+        .start(move || {
+            let g = g.clone();
+            service_fn(move |req: Request<RequestBody>| {
+                let g = g.clone();
+                async move {
+                    if req.uri().path() == "/gated" {
+                        g.acquire().await.expect("gate open").forget();
+                        return Ok::<_, Infallible>(Response::new(Full::new(&b"gated"[..])));
+                    }
+                    Ok(Response::new(Full::new(&b"fast"[..])))
+                }
+            })
+        })
+        .expect("server starts");
+    (server, gate)
+}
 
 fn routes(addr: &Addr) {
     let r = get(addr, "/hello");
@@ -86,42 +114,46 @@ fn unix_socket_without_keep_conn_closes_cleanly() {
 
 #[test]
 fn a_slow_request_does_not_hold_up_fast_ones_on_the_same_connection() {
-    let server = demo_tcp();
+    let (server, gate) = gated_server();
     let mut c = connect(server.local_addr());
-    let mut slow = RequestSpec::get("/sleep?ms=200");
+    let mut slow = RequestSpec::get("/gated");
     slow.keep_conn = true;
     c.begin(&slow, 1).unwrap();
-    let mut ids = vec![1u16];
+    let mut fast_ids = Vec::new();
     for id in 2..=50u16 {
         let mut fast = RequestSpec::get("/hello");
         fast.keep_conn = true;
         c.begin(&fast, id).unwrap();
-        ids.push(id);
+        fast_ids.push(id);
     }
-    let (got, order) = collect_until_ended(&mut c, &ids);
-    assert_eq!(order.len(), 50);
-    assert_eq!(
-        *order.last().unwrap(),
-        1,
-        "the slow request ends last: {order:?}"
-    );
+    // Every fast request ends while the slow one is still held.
+    let (got, order) = collect_until_ended(&mut c, &fast_ids);
+    assert_eq!(order.len(), 49, "{order:?}");
+    assert!(!got.contains_key(&1), "the slow request answered early");
     for id in 2..=50u16 {
         let (_, body) = split_cgi(&got[&id].stdout);
-        assert_eq!(body, b"Hello, World!", "id {id}");
+        assert_eq!(body, b"fast", "id {id}");
         assert_eq!(got[&id].end_requests, 1);
     }
+    gate.add_permits(1);
+    let (got, _) = collect_until_ended(&mut c, &[1]);
     let (_, body) = split_cgi(&got[&1].stdout);
-    assert_eq!(body, b"slept 200");
+    assert_eq!(body, b"gated");
 }
 
 #[test]
 fn abort_request_gets_exactly_one_end_request() {
     let server = demo_tcp();
     let mut c = connect(server.local_addr());
+    // The demo's slow route: it still runs when the abort comes (were it to end first, the
+    // assertions below would hold all the same).
     let mut slow = RequestSpec::get("/sleep?ms=5000");
     slow.keep_conn = true;
     c.begin(&slow, 7).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // Aborted while its handler runs (not before it was dispatched).
+    wait_for("request 7 dispatched", HANG_GUARD, || {
+        server.stats().get(Counter::Requests) == 1
+    });
     let mut abort = Vec::new();
     record::encode_abort_request(&mut abort, 7);
     c.send_raw(&abort).unwrap();
@@ -228,7 +260,7 @@ fn without_keep_conn_an_unread_body_is_drained_before_a_clean_close() {
 
 #[test]
 fn max_requests_in_flight_per_conn_counts_multiplexed_requests() {
-    let server = demo_tcp();
+    let (server, gate) = gated_server();
     assert_eq!(server.max_requests_in_flight_per_conn(), 0);
     let mut c = connect(server.local_addr());
     for _ in 0..3 {
@@ -243,10 +275,15 @@ fn max_requests_in_flight_per_conn_counts_multiplexed_requests() {
     );
     let ids = [1u16, 3, 5, 7];
     for &id in &ids {
-        let mut slow = RequestSpec::get("/sleep?ms=500");
+        let mut slow = RequestSpec::get("/gated");
         slow.keep_conn = true;
         c.begin(&slow, id).unwrap();
     }
+    // All four held at once: the gate opens only once they were all dispatched.
+    wait_for("the four gated requests dispatched", HANG_GUARD, || {
+        server.stats().get(Counter::Requests) == 3 + 4
+    });
+    gate.add_permits(4);
     let (got, _) = collect_until_ended(&mut c, &ids);
     assert!(got.values().all(|g| g.end_requests == 1));
     assert_eq!(server.max_requests_in_flight_per_conn(), 4);

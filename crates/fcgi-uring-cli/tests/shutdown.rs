@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::KillOnDrop;
 use common::http_client::{Upload, request};
 use common::proxy;
+use common::{HANG_GUARD, KillOnDrop, connections_read, wait_for};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -27,43 +27,46 @@ fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
             .spawn()
             .expect("start fcgi-uring serve"),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&backend).is_err() {
-        assert!(Instant::now() < deadline, "server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the server listening", HANG_GUARD, || {
+        TcpStream::connect(&backend).is_ok()
+    });
     let Some(nginx) = proxy::nginx(&backend) else {
         return;
     };
     let addr = nginx.addr;
-    assert_eq!(
-        request(addr, "GET", "/hello", &[], Upload::None).status,
-        200
-    );
 
+    // Slow requests, in flight when the signal arrives: the fact is that the server has read
+    // all 16 (nothing else talks to it yet). Their 2 s is the demo's slow handler, long enough
+    // to outlast the steps below; were one to end before the signal, the test would only be
+    // weaker, never wrong.
+    let slow: Vec<_> = (0..16)
+        .map(|_| {
+            std::thread::spawn(move || request(addr, "GET", "/sleep?ms=2000", &[], Upload::None))
+        })
+        .collect();
+    wait_for(
+        "the server to read the 16 slow requests",
+        HANG_GUARD,
+        || connections_read(port) >= 16,
+    );
     // Background load that runs until the signal (its later requests may fail: not asserted).
     let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
     let load: Vec<_> = (0..4)
         .map(|_| {
-            let stop = stop.clone();
+            let (stop, served) = (stop.clone(), served.clone());
             std::thread::spawn(move || {
-                let mut ok = 0;
                 while !stop.load(Ordering::Relaxed) {
                     if request(addr, "GET", "/hello", &[], Upload::None).status == 200 {
-                        ok += 1;
+                        served.fetch_add(1, Ordering::SeqCst);
                     }
                 }
-                ok
             })
         })
         .collect();
-    // Slow requests, in flight when the signal arrives.
-    let slow: Vec<_> = (0..16)
-        .map(|_| {
-            std::thread::spawn(move || request(addr, "GET", "/sleep?ms=300", &[], Upload::None))
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for("the load served through nginx", HANG_GUARD, || {
+        served.load(Ordering::SeqCst) >= 4
+    });
     stop.store(true, Ordering::Relaxed);
     let signalled = Instant::now();
     let killed = Command::new("kill")
@@ -76,23 +79,25 @@ fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
         let r = t.join().expect("slow request thread");
         assert_eq!(
             (r.status, r.body.as_slice()),
-            (200, &b"slept 300"[..]),
+            (200, &b"slept 2000"[..]),
             "slow request {i}; nginx log: {}",
             nginx.log()
         );
     }
-    let served: usize = load.into_iter().map(|t| t.join().unwrap_or(0)).sum();
-    assert!(served > 0);
+    for t in load {
+        t.join().expect("load thread");
+    }
     // The process exits 0 within the shutdown deadline (plus slack for a loaded machine).
-    let status = loop {
-        if let Some(status) = server.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(5 + 5),
-            "server still running after the shutdown deadline"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut status = None;
+    wait_for("the server to exit", HANG_GUARD, || {
+        status = server.0.try_wait().expect("wait");
+        status.is_some()
+    });
+    let exited_after = signalled.elapsed();
+    assert!(
+        exited_after < Duration::from_secs(5 + 5),
+        "server still running {exited_after:?} after the signal (shutdown deadline 5 s)"
+    );
+    let status = status.expect("exited");
     assert!(status.success(), "exit status {status}");
 }

@@ -283,7 +283,12 @@ pub fn concurrent_clients(p: &Proxy, expect: Expect) {
     if internal_errors > 0 {
         // The proxy made those 500s itself: its log says so (HAProxy: termination state IH,
         // an internal error while waiting for the response head).
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // The proxy writes its log line after the answer: wait for it.
+        super::wait_for(
+            "the proxy to log its internal errors",
+            super::HANG_GUARD,
+            || p.log().matches("IH--").count() >= internal_errors,
+        );
         let logged = p.log().matches(" 500 ").count();
         let ih = p.log().matches("IH--").count();
         eprintln!("proxy internal errors: {internal_errors} (log: {logged} 500s, {ih} IH)");

@@ -5,11 +5,99 @@ use fcgi_client::{Client, Record, RequestSpec, Response};
 use fcgi_proto::record::{Header, RecordType};
 use fcgi_uring::{Addr, Config, Server, ServerHandle, service_fn};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a test waits for any single answer before failing (a hang guard, not a speed
 /// assertion).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`wait_for`] waits for a fact before failing: generous, it only bounds a hang.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// Waits until `cond` holds, polling it with a short backoff (1 ms doubling up to 50 ms), and
+/// panics naming `what` if it still does not hold after `guard`. This is how a test waits for
+/// an observable fact (a counter, a byte, a socket or process state, a log line) instead of
+/// sleeping a fixed time and hoping.
+pub fn wait_for(what: &str, guard: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        holds_within(guard, cond),
+        "waited {guard:?} for {what}, in vain"
+    );
+}
+
+/// Polls `cond` as [`wait_for`] does; false if it still does not hold after `guard` (for a
+/// caller that adds its own context to the failure).
+pub fn holds_within(guard: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + guard;
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    true
+}
+
+/// How many established TCP connections to local `port` have received bytes and have none left
+/// unread: requests the server there has read (from `ss -tin`, which shows bytes_received).
+pub fn connections_read(port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-Htin",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("run ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let mut count = 0;
+    // Each socket: a line "Recv-Q Send-Q local peer", then an indented line of TCP info.
+    while let (Some(socket), Some(info)) = (lines.next(), lines.next()) {
+        let unread = socket.split_whitespace().next() != Some("0");
+        let received = info
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("bytes_received:"))
+            .is_some_and(|n| n != "0");
+        if received && !unread {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Whether process `pid` catches signal `signo` (it installed a handler: the SigCgt mask of
+/// /proc/PID/status).
+pub fn catches_signal(pid: u32, signo: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signo - 1)) != 0)
+}
+
+/// The state letter of a thread of this process (R running, S sleeping, T stopped...), from
+/// /proc/self/task/TID/stat.
+pub fn thread_state(tid: u64) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // "tid (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The kernel's id of the calling thread.
+pub fn current_tid() -> u64 {
+    let link = std::fs::read_link("/proc/thread-self").expect("read /proc/thread-self");
+    link.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("a thread id")
+}
 
 /// A child process (a server under test), killed when dropped, so that a failing assertion does
 /// not leave it running.

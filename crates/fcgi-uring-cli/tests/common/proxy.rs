@@ -4,7 +4,6 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The proxy binary, or `None` to skip outside CI. In CI (`CI=true`) a missing proxy fails the
 /// test: it never silently skips there.
@@ -43,15 +42,12 @@ impl Proxy {
         cmd.stdin(Stdio::null());
         let child = cmd.spawn().expect("start proxy");
         let proxy = Proxy { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "proxy did not listen on {addr}; log: {}",
-                proxy.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let listening = super::holds_within(super::HANG_GUARD, || TcpStream::connect(addr).is_ok());
+        assert!(
+            listening,
+            "proxy did not listen on {addr}; log: {}",
+            proxy.log()
+        );
         proxy
     }
 

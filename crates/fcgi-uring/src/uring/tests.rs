@@ -4,12 +4,46 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::*;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until `cond` holds, polling it with a short backoff; panics naming `what` after
+/// [`TIMEOUT`] (a hang guard). Tests wait for a fact this way, never for a fixed time.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    while !cond() {
+        assert!(Instant::now() < deadline, "waited {TIMEOUT:?} for {what}");
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The kernel's id of the calling thread.
+fn current_tid() -> u64 {
+    let link = std::fs::read_link("/proc/thread-self").expect("read /proc/thread-self");
+    link.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .expect("a thread id")
+}
+
+/// Whether thread `tid` of this process is asleep in the kernel (state S in its stat).
+fn thread_asleep(tid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.trim_start().chars().next()
+        })
+        == Some('S')
+}
 
 /// A completion with everything owned, to inspect after `complete` returns.
 enum Event {
@@ -202,10 +236,15 @@ fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
         .set_recv_buffer_size(16 * 1024)
         .expect("rcvbuf");
     let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    // The reader starts once the sender had to resend (a short send), or once it is done.
+    let sends_so_far = Arc::new(AtomicUsize::new(0));
+    let seen = sends_so_far.clone();
     let reader = thread::spawn(move || {
         let mut client = client;
         client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        thread::sleep(Duration::from_millis(200));
+        wait_for("a second send, or the last", || {
+            seen.load(Ordering::SeqCst) >= 2
+        });
         let mut got = Vec::new();
         client.read_to_end(&mut got).map(|_| got)
     });
@@ -217,6 +256,7 @@ fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
     while offset < payload.len() {
         ring.send(&dup(&server), buf, offset, 3);
         sends += 1;
+        sends_so_far.store(sends, Ordering::SeqCst);
         let mut events = Vec::new();
         while events.is_empty() {
             assert!(Instant::now() < deadline, "send timed out");
@@ -233,6 +273,7 @@ fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
             other => panic!("{other:?}"),
         }
     }
+    sends_so_far.store(usize::MAX, Ordering::SeqCst);
     assert_eq!(ring.in_flight(), 0);
     eprintln!("1 MiB sent in {sends} sends");
     assert!(
@@ -586,18 +627,29 @@ fn tokio_async_fd_wakes_for_a_recv_on_a_defer_taskrun_ring() {
         ring.recv_multishot(&dup(&server), 4);
         ring.submit().expect("submit");
 
+        // Each chunk is written while this thread is asleep waiting for readiness, the second
+        // only once the first was received: each needs its own wakeup.
+        let reader_tid = current_tid();
+        let first_received = Arc::new(AtomicBool::new(false));
+        let received = first_received.clone();
         let writer = thread::spawn(move || {
             let mut client = client;
-            for chunk in [&b"first"[..], b" second"] {
-                thread::sleep(Duration::from_millis(100));
-                client.write_all(chunk).expect("write");
-            }
+            wait_for("the reader asleep", || thread_asleep(reader_tid));
+            client.write_all(b"first").expect("write");
+            wait_for("the first chunk received", || {
+                received.load(Ordering::SeqCst)
+            });
+            wait_for("the reader asleep again", || thread_asleep(reader_tid));
+            client.write_all(b" second").expect("write");
             client
         });
 
         let mut events = Vec::new();
         let mut wakeups = 0;
         while recv_bytes(&events) != b"first second" {
+            if recv_bytes(&events) == b"first" {
+                first_received.store(true, Ordering::SeqCst);
+            }
             let mut guard = tokio::time::timeout(TIMEOUT, fd.readable())
                 .await
                 .expect("no readiness within the timeout: a lost wakeup")
@@ -793,13 +845,22 @@ fn registered_send_buffers_over_tcp_and_unix_with_short_sends_resent() {
         ),
     ] {
         let want = payload.len();
+        // The reader starts once a send came back short (the sender must resend the rest) or
+        // the sender is done (the kernel took it all at once).
+        let counters = ring.counters().clone();
+        let short_before = counters.snapshot().fixed_short_sends;
+        let sent = Arc::new(AtomicBool::new(false));
+        let done = sent.clone();
         let reader = thread::spawn(move || {
             let mut client = client;
-            thread::sleep(Duration::from_millis(100));
+            wait_for("a short fixed send, or the last", || {
+                counters.snapshot().fixed_short_sends > short_before || done.load(Ordering::SeqCst)
+            });
             let mut got = vec![0; want];
             client.read_exact(&mut got).map(|_| got)
         });
         let sends = send_fixed_all(&mut ring, &server_fd, &payload);
+        sent.store(true, Ordering::SeqCst);
         let got = reader.join().expect("reader").expect("read");
         assert!(got == payload, "{name}: data differs");
         eprintln!("{name}: 1 MiB in {sends} fixed sends");
@@ -918,19 +979,12 @@ fn sqpoll_ring_receives_sends_and_wakes_its_sleeping_thread() {
     ring.submit().expect("submit");
     let mut events = Vec::new();
     let mut expected = Vec::new();
-    // Each round waits longer than the SQ thread's idle time, so it goes to sleep and the next
-    // submit must wake it. On a loaded machine the thread may not have run to its idle check in
-    // time, so rounds go on (each waiting longer) until a wakeup was needed, at most ten.
-    for round in 0..10u64 {
-        if ring.counters().snapshot().sqpoll_wakeups > 0 {
-            break;
-        }
-        let message = if round % 2 == 0 {
-            &b"ping"[..]
-        } else {
-            b"pong"
-        };
-        thread::sleep(Duration::from_millis(20 * (round + 1)));
+    // Each round waits until the SQ thread went to sleep (the kernel's IORING_SQ_NEED_WAKEUP
+    // flag), so the next submit must wake it.
+    for message in [&b"ping"[..], b"pong"] {
+        wait_for("the SQ thread asleep", || {
+            ring.ring.submission().need_wakeup()
+        });
         client.write_all(message).expect("write");
         expected.extend_from_slice(message);
         run_until(&mut ring, &mut events, |events| {
