@@ -202,6 +202,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let protocol = config.protocol();
+    // Before the first connection is accepted: once connections hold descriptors, the signal
+    // runtime might find none left (RLIMIT_NOFILE) and the server could not be stopped cleanly.
+    let signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fcgi-uring: cannot listen for SIGINT and SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let handle = match Server::new(config).start(|| service_fn(fcgi_uring_cli::demo::app)) {
         Ok(h) => h,
         Err(e) => {
@@ -219,9 +228,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         handle.local_addr(),
         handle.workers()
     );
-    if let Err(e) = wait_for_signal() {
-        eprintln!("fcgi-uring: cannot wait for signals: {e}");
-    }
+    signals.wait();
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     if handle.features().is_some() {
         eprintln!("fcgi-uring: io_uring: {}", handle.ring_stats());
@@ -231,17 +238,43 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    })
+/// SIGINT and SIGTERM, registered when made (so a signal that arrives later is not lost and
+/// no descriptor is needed to wait for one).
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (int, term) = rt.block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })?;
+        Ok(Signals { rt, int, term })
+    }
+
+    /// Blocks until SIGINT or SIGTERM.
+    fn wait(self) {
+        let Signals {
+            rt,
+            mut int,
+            mut term,
+        } = self;
+        rt.block_on(async {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+    }
 }
 
 #[cfg(test)]
