@@ -111,11 +111,7 @@ where
     F: Fn() -> S + Send + Sync + 'static,
     S: HttpService,
 {
-    if let Some(id) = spec.core_id
-        && !core_affinity::set_for_current(id)
-    {
-        tracing::warn!("could not pin worker to core {}", id.id);
-    }
+    crate::server::pin_current_thread(spec.core_id);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -185,6 +185,15 @@ pub(crate) fn core_for(cores: &[core_affinity::CoreId], i: usize) -> Option<core
     (!cores.is_empty()).then(|| cores[i % cores.len()])
 }
 
+/// Pins the calling worker thread to `core` (if any); a refusal is logged, not fatal.
+pub(crate) fn pin_current_thread(core: Option<core_affinity::CoreId>) {
+    if let Some(id) = core
+        && !core_affinity::set_for_current(id)
+    {
+        tracing::warn!("could not pin worker to core {}", id.id);
+    }
+}
+
 /// A worker's thread ended before saying whether it started.
 pub(crate) fn worker_vanished() -> StartError {
     StartError::Thread(io::Error::other("worker thread exited during startup"))

@@ -68,11 +68,7 @@ where
     F: Fn() -> S + Send + Sync + 'static,
     S: HttpService,
 {
-    if let Some(id) = spec.core_id
-        && !core_affinity::set_for_current(id)
-    {
-        tracing::warn!("could not pin worker to core {}", id.id);
-    }
+    crate::server::pin_current_thread(spec.core_id);
     let ring = match Ring::with_counters(&spec.ring, spec.ring_counters.clone()) {
         Ok(r) => r,
         Err(e) => {
