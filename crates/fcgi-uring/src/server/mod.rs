@@ -77,12 +77,9 @@ impl Server {
         self
     }
 
+    /// The configuration it will start with.
     pub fn config(&self) -> &Config {
         &self.config
-    }
-
-    pub fn config_mut(&mut self) -> &mut Config {
-        &mut self.config
     }
 
     /// Starts the workers and returns once every one is accepting. `make` builds the handler
