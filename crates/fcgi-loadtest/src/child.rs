@@ -7,13 +7,33 @@
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use fcgi_uring::Addr;
 
 use crate::net;
 use crate::sys;
+
+/// Waits for `child` to exit; if it is still running after `limit`, kills it (SIGKILL) and
+/// waits for that. Returns its status and whether it had to be killed. The wait itself blocks on
+/// the child's exit; a watchdog thread bounds it.
+pub fn wait_or_kill(child: &mut Child, limit: Duration) -> std::io::Result<(ExitStatus, bool)> {
+    let pid = child.id();
+    let (exited, exit_seen) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let overran = exit_seen.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout);
+        if overran {
+            let _ = sys::signal(pid, libc::SIGKILL);
+        }
+        overran
+    });
+    let status = child.wait();
+    let _ = exited.send(());
+    let killed = watchdog.join().unwrap_or(false);
+    Ok((status?, killed))
+}
 
 /// How long a stopped child gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -43,21 +43,12 @@ fn run_bounded(mut cmd: Command) -> (bool, String, String) {
         .stderr(std::fs::File::create(&e).unwrap())
         .stdin(Stdio::null());
     let mut child = cmd.spawn().expect("start fcgi-loadtest tune");
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "tune ran past {LIMIT:?}; stderr: {}",
-                std::fs::read_to_string(&e).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, killed) = fcgi_loadtest::child::wait_or_kill(&mut child, LIMIT).unwrap();
+    assert!(
+        !killed,
+        "tune ran past {LIMIT:?}; stderr: {}",
+        std::fs::read_to_string(&e).unwrap_or_default()
+    );
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let result = (status.success(), read(&o), read(&e));
     let _ = std::fs::remove_dir_all(&out_dir);

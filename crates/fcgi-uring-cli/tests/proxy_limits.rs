@@ -23,16 +23,18 @@ use http::{Request, Response};
 use http_body_util::Full;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Test headers are the ones whose name starts with this letter (no standard header does, so
 /// what a proxy adds is left out).
 const MARK: char = 'q';
 
-/// What the handler saw of the test headers: `count=N bytes=B digest=D`; `GET /slow` waits
-/// [`SLOW`] first.
+/// What the handler saw of the test headers: `count=N bytes=B digest=D`; `GET /slow` first
+/// waits at [`SLOW_GATE`].
 async fn echo(req: Request<RequestBody>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/slow" {
-        tokio::time::sleep(SLOW).await;
+        SLOW_GATE.pass().await;
     }
     let seen = Seen::of(
         req.headers()
@@ -83,9 +85,47 @@ impl std::fmt::Display for Seen {
     }
 }
 
-/// How long `GET /slow` takes: long enough for every concurrent request of
-/// [`haproxy_keeps_to_the_fcgi_max_reqs_answered`] to be in flight at once.
-const SLOW: std::time::Duration = std::time::Duration::from_millis(1500);
+/// Where `GET /slow` waits: closed by [`haproxy_keeps_to_the_fcgi_max_reqs_answered`] until
+/// every one of its concurrent requests has reached the server (or been answered by HAProxy
+/// itself), so that they are all in flight at once.
+static SLOW_GATE: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(Gate::default);
+
+/// A gate for handlers: counts those that reached it since it closed, and lets them through
+/// when it opens.
+#[derive(Default)]
+struct Gate {
+    closed: AtomicBool,
+    reached: AtomicUsize,
+    opened: tokio::sync::Notify,
+}
+
+impl Gate {
+    fn close(&self) {
+        self.reached.store(0, Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+
+    fn reached(&self) -> usize {
+        self.reached.load(Ordering::SeqCst)
+    }
+
+    async fn pass(&self) {
+        self.reached.fetch_add(1, Ordering::SeqCst);
+        loop {
+            // Made before the check: an `open` after it still wakes this one.
+            let opened = self.opened.notified();
+            if !self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            opened.await;
+        }
+    }
+}
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
@@ -517,9 +557,26 @@ fn haproxy_keeps_to_the_fcgi_max_reqs_answered() {
     };
     // One request first, so that HAProxy has asked GET_VALUES on a connection it reuses.
     assert_eq!(request().status, Some(200));
+    SLOW_GATE.close();
+    let answered = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| std::thread::spawn(move || request().status))
+        .map(|_| {
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                let status = request().status;
+                answered.fetch_add(1, Ordering::SeqCst);
+                status
+            })
+        })
         .collect();
+    // While the gate is closed, a request is either held at the server or was answered by
+    // HAProxy itself (its internal errors, below).
+    common::wait_for(
+        "every request held at the server or answered",
+        common::HANG_GUARD,
+        || SLOW_GATE.reached() + answered.load(Ordering::SeqCst) >= CLIENTS,
+    );
+    SLOW_GATE.open();
     let statuses: Vec<_> = clients
         .into_iter()
         .map(|c| c.join().expect("client thread"))

@@ -8,7 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -36,21 +36,12 @@ fn run_alone(bin: &Path, dir: &Path, args: &[&str]) -> Output {
         .stderr(fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "fcgi-uring {args:?} ran past {LIMIT:?}; stderr: {}",
-                fs::read_to_string(&stderr).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (status, killed) = fcgi_loadtest::child::wait_or_kill(&mut child, LIMIT).unwrap();
+    assert!(
+        !killed,
+        "fcgi-uring {args:?} ran past {LIMIT:?}; stderr: {}",
+        fs::read_to_string(&stderr).unwrap_or_default()
+    );
     Output {
         status,
         stdout: fs::read(&stdout).unwrap(),
