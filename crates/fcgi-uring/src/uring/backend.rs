@@ -65,11 +65,17 @@ impl Backend {
     }
 
     fn conn(&mut self, key: ConnKey) -> Option<&mut IoConn> {
-        self.conns
-            .get_mut(key.index())?
-            .as_mut()
-            .filter(|c| c.key == key)
+        io_conn(&mut self.conns, key)
     }
+}
+
+/// The ring's state of connection `key`, if that connection (not a later one in its slot) is
+/// still there. A free function so that callers can hold the ring at the same time.
+fn io_conn(conns: &mut [Option<IoConn>], key: ConnKey) -> Option<&mut IoConn> {
+    conns
+        .get_mut(key.index())?
+        .as_mut()
+        .filter(|c| c.key == key)
 }
 
 impl Io for Backend {
@@ -84,10 +90,7 @@ impl Io for Backend {
             None => SendBuf::Heap(out.take()),
         };
         let Backend { ring, conns } = self;
-        if let Some(c) = conns
-            .get_mut(key.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.key == key)
+        if let Some(c) = io_conn(conns, key)
         {
             c.send_offset = 0;
             ring.send(&c.fd, buf, 0, key.token());
@@ -96,10 +99,7 @@ impl Io for Backend {
 
     fn resend(&mut self, key: ConnKey) {
         let Backend { ring, conns } = self;
-        if let Some(c) = conns
-            .get_mut(key.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.key == key)
+        if let Some(c) = io_conn(conns, key)
             && let Some((buf, offset)) = c.resend.take()
         {
             c.send_offset = offset;
@@ -109,10 +109,7 @@ impl Io for Backend {
 
     fn arm_recv(&mut self, key: ConnKey) {
         let Backend { ring, conns } = self;
-        if let Some(c) = conns
-            .get_mut(key.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.key == key)
+        if let Some(c) = io_conn(conns, key)
         {
             c.recv = Some(ring.recv_multishot(&c.fd, key.token()));
         }
@@ -126,10 +123,7 @@ impl Io for Backend {
 
     fn shutdown_write(&mut self, key: ConnKey) {
         let Backend { ring, conns } = self;
-        if let Some(c) = conns
-            .get_mut(key.index())
-            .and_then(Option::as_mut)
-            .filter(|c| c.key == key)
+        if let Some(c) = io_conn(conns, key)
         {
             ring.shutdown_write(&c.fd, key.token());
         }
@@ -171,10 +165,7 @@ fn on_completion(
     let Some(key) = ConnKey::from_token(c.token) else {
         return;
     };
-    let io = conns
-        .get_mut(key.index())
-        .and_then(Option::as_mut)
-        .filter(|c| c.key == key);
+    let io = io_conn(conns, key);
     match c.kind {
         CompletionKind::Recv { result, more } => {
             if !more {
