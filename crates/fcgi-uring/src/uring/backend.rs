@@ -90,8 +90,7 @@ impl Io for Backend {
             None => SendBuf::Heap(out.take()),
         };
         let Backend { ring, conns } = self;
-        if let Some(c) = io_conn(conns, key)
-        {
+        if let Some(c) = io_conn(conns, key) {
             c.send_offset = 0;
             ring.send(&c.fd, buf, 0, key.token());
         }
@@ -109,8 +108,7 @@ impl Io for Backend {
 
     fn arm_recv(&mut self, key: ConnKey) {
         let Backend { ring, conns } = self;
-        if let Some(c) = io_conn(conns, key)
-        {
+        if let Some(c) = io_conn(conns, key) {
             c.recv = Some(ring.recv_multishot(&c.fd, key.token()));
         }
     }
@@ -123,8 +121,7 @@ impl Io for Backend {
 
     fn shutdown_write(&mut self, key: ConnKey) {
         let Backend { ring, conns } = self;
-        if let Some(c) = io_conn(conns, key)
-        {
+        if let Some(c) = io_conn(conns, key) {
             ring.shutdown_write(&c.fd, key.token());
         }
     }
