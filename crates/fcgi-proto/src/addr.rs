@@ -33,6 +33,13 @@ impl fmt::Display for AddrParseError {
 
 impl std::error::Error for AddrParseError {}
 
+/// So that `main() -> std::io::Result<()>` can use `?` on an address (kind `InvalidInput`).
+impl From<AddrParseError> for std::io::Error {
+    fn from(e: AddrParseError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
+    }
+}
+
 impl FromStr for Addr {
     type Err = AddrParseError;
 

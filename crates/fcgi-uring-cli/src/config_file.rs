@@ -49,6 +49,8 @@ pub struct ServerSection {
     pub backlog: Option<i64>,
     /// Octal, as a string: `"660"`.
     pub unix_mode: Option<String>,
+    pub share_port: Option<bool>,
+    pub strip_script_name: Option<bool>,
     pub shutdown_timeout: Option<f64>,
     pub accept_retry: Option<f64>,
 }

@@ -55,7 +55,7 @@ pub use cgi::TrustedParams;
 pub use config::{Config, Protocol, Timeouts};
 pub use config::{ConfigBuilder, ConfigError};
 pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
-pub use server::{Server, ServerHandle, StartError};
+pub use server::{App, IntoServer, Serve, Server, ServerHandle, StartError, serve};
 pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};
 pub use stats::{Counter, Stats};
 pub use uring::{Features, RingConfig, RingStats, SetupError};

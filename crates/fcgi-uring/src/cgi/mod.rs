@@ -3,8 +3,10 @@
 //!
 //! - [`request`]: method, URI and headers of an `http::Request` from params; trusted params in
 //!   the [`TrustedParams`] extension, never mixed with client headers (`HTTP_*`).
+//! - [`mount`]: the path of an app mounted under a prefix (SCRIPT_NAME removed), opt-in.
 //! - [`response`]: the CGI header block (`Status:` line, headers, blank line) for STDOUT.
 
+pub mod mount;
 pub mod request;
 pub mod response;
 pub mod trusted;

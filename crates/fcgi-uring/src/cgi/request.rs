@@ -22,6 +22,11 @@
 //!   `HTTP_CONTENT_TYPE` and `HTTP_CONTENT_LENGTH` are ignored (the meta-variables above are
 //!   the proxy's statement, RFC 3875 4.1.18), and so is `HTTP_TRANSFER_ENCODING` (the proxy has
 //!   already removed the framing: STDIN is the decoded body).
+//! - **Hop-by-hop headers** (RFC 9110 7.6.1) are dropped: `Connection`, `Keep-Alive`,
+//!   `Proxy-Connection`, `TE`, `Upgrade`, and `Expect` (the proxy has answered any
+//!   `100-continue` itself). They describe the client's connection to the proxy, which the app
+//!   is not part of; nginx's `proxy_pass` does not forward them either, so an app moved from
+//!   HTTP to FastCGI sees the same request headers.
 //! - **Trust**: `HTTP_PROXY` (from a client's `Proxy:` header) is an ordinary `proxy` header;
 //!   trusted values are only reachable through the [`TrustedParams`] extension, which refuses
 //!   every `HTTP_*` name.
@@ -326,7 +331,15 @@ fn add_header(
     };
     if matches!(
         suffix,
-        b"CONTENT_TYPE" | b"CONTENT_LENGTH" | b"TRANSFER_ENCODING"
+        b"CONTENT_TYPE"
+            | b"CONTENT_LENGTH"
+            | b"TRANSFER_ENCODING"
+            | b"CONNECTION"
+            | b"KEEP_ALIVE"
+            | b"PROXY_CONNECTION"
+            | b"TE"
+            | b"UPGRADE"
+            | b"EXPECT"
     ) {
         return;
     }
@@ -379,7 +392,6 @@ fn common_header(suffix: &[u8]) -> Option<HeaderName> {
         (9, b'S') if suffix == b"SEC_CH_UA" => const { named("sec-ch-ua") },
         (9, b'X') if suffix == b"X_REAL_IP" => const { named("x-real-ip") },
         (10, b'U') if suffix == b"USER_AGENT" => header::USER_AGENT,
-        (10, b'C') if suffix == b"CONNECTION" => header::CONNECTION,
         (13, b'A') if suffix == b"AUTHORIZATION" => header::AUTHORIZATION,
         (13, b'C') if suffix == b"CACHE_CONTROL" => header::CACHE_CONTROL,
         (13, b'I') if suffix == b"IF_NONE_MATCH" => header::IF_NONE_MATCH,

@@ -13,8 +13,66 @@
 //! - `Content-Length: N` is added when `body_len` is known and the handler set none. A handler's
 //!   own `Content-Length` is kept (a HEAD answer needs it): the runtime must make sure it does
 //!   not exceed the bytes sent, since nginx, HAProxy and lighttpd then hang the client.
+//! - Before encoding, [`frame`] decides what a handler's response may carry, as hyper's
+//!   HTTP/1.1 server does (so that switching from `axum::serve` changes nothing): no body and
+//!   no added `Content-Length` for 204 and 304 (RFC 9110 6.4.1, 8.6); no body for HEAD, and no
+//!   added `Content-Length: 0` there (a HEAD of a streamed body has no known length); a
+//!   handler's `Content-Length` dropped when there is no body to send, except on HEAD. A 1xx
+//!   status cannot be a final answer (it would corrupt the client's connection):
+//!   [`replace_informational`] turns it into a bare 500, as hyper does.
 
 use http::header::{CONTENT_LENGTH, HeaderName};
+
+/// How a handler's response is framed (see [`frame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// The `Content-Length` to add when the handler set none.
+    pub content_length: Option<u64>,
+    /// Whether body bytes may follow the head (not for HEAD, 204, 304).
+    pub send_body: bool,
+}
+
+/// Decides the framing of a response to a HEAD request or not (`head_request`) whose body has
+/// ended (`body_ended`: `is_end_stream`) or has `body_len` bytes when known, removing a
+/// handler's `Content-Length` where no body is sent on a request other than HEAD. See the module
+/// docs.
+pub fn frame(
+    parts: &mut http::response::Parts,
+    head_request: bool,
+    body_ended: bool,
+    body_len: Option<u64>,
+) -> Framing {
+    let status = parts.status;
+    let can_have_length = !matches!(
+        status,
+        http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
+    ) && !status.is_informational();
+    if body_ended && !head_request {
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    let content_length = match (body_ended, body_len) {
+        (true, _) | (false, Some(0)) => (can_have_length && !head_request).then_some(0),
+        (false, Some(len)) => can_have_length.then_some(len),
+        (false, None) => None,
+    };
+    Framing {
+        content_length,
+        send_body: can_have_length && !head_request,
+    }
+}
+
+/// Replaces a 1xx final status with a bare 500 (no header, no body), returning the status
+/// replaced; any other response is left alone.
+pub fn replace_informational(parts: &mut http::response::Parts) -> Option<http::StatusCode> {
+    if !parts.status.is_informational() {
+        return None;
+    }
+    let status = parts.status;
+    let (mut bare, ()) = http::Response::new(()).into_parts();
+    bare.status = http::StatusCode::INTERNAL_SERVER_ERROR;
+    *parts = bare;
+    Some(status)
+}
 
 /// Appends `Status: <code> <reason>\r\n`, every header as `Name: value\r\n`, a
 /// `Content-Length` when `body_len` is known and the handler set none, and the blank line.
@@ -221,6 +279,101 @@ mod tests {
             }
             assert_eq!(line, format!("{general}\r\n").as_bytes(), "{code}");
         }
+    }
+
+    fn framed(
+        status: u16,
+        header_len: Option<&str>,
+        head: bool,
+        ended: bool,
+        len: Option<u64>,
+    ) -> String {
+        let mut r = Response::builder().status(status);
+        if let Some(v) = header_len {
+            r = r.header("content-length", v);
+        }
+        let (mut parts, ()) = r.body(()).unwrap().into_parts();
+        let framing = frame(&mut parts, head, ended, len);
+        let mut out = Vec::new();
+        encode_head(&parts, framing.content_length, &mut out);
+        let body = if framing.send_body { "body" } else { "no body" };
+        format!("{}| {body}", String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn no_content_and_not_modified_carry_no_length_and_no_body() {
+        for status in [204, 304] {
+            let line = if status == 204 {
+                "Status: 204 No Content\r\n\r\n| no body"
+            } else {
+                "Status: 304 Not Modified\r\n\r\n| no body"
+            };
+            // An empty body, a known empty body, an unknown one, a handler's own length of 0.
+            assert_eq!(framed(status, None, false, true, Some(0)), line);
+            assert_eq!(framed(status, None, false, false, Some(0)), line);
+            assert_eq!(framed(status, None, false, false, None), line);
+            assert_eq!(framed(status, None, false, false, Some(5)), line);
+            assert_eq!(framed(status, Some("0"), false, true, Some(0)), line);
+        }
+    }
+
+    #[test]
+    fn head_answers_get_no_added_zero_length_and_no_body() {
+        // axum empties the body of a HEAD answer: no length is known, none is invented.
+        assert_eq!(
+            framed(200, None, true, true, Some(0)),
+            "Status: 200 OK\r\n\r\n| no body"
+        );
+        // The handler's own length (of the GET body) is kept.
+        assert_eq!(
+            framed(200, Some("10485760"), true, true, Some(0)),
+            "Status: 200 OK\r\ncontent-length: 10485760\r\n\r\n| no body"
+        );
+        // A body of known length still tells its length, as hyper does.
+        assert_eq!(
+            framed(200, None, true, false, Some(7)),
+            "Status: 200 OK\r\nContent-Length: 7\r\n\r\n| no body"
+        );
+    }
+
+    #[test]
+    fn other_answers_are_framed_as_hyper_frames_them() {
+        assert_eq!(
+            framed(200, None, false, true, Some(0)),
+            "Status: 200 OK\r\nContent-Length: 0\r\n\r\n| body"
+        );
+        assert_eq!(
+            framed(200, None, false, false, Some(3)),
+            "Status: 200 OK\r\nContent-Length: 3\r\n\r\n| body"
+        );
+        assert_eq!(
+            framed(200, None, false, false, None),
+            "Status: 200 OK\r\n\r\n| body"
+        );
+        // A length header over an empty body is dropped: there is nothing to send.
+        assert_eq!(
+            framed(200, Some("9"), false, true, Some(0)),
+            "Status: 200 OK\r\nContent-Length: 0\r\n\r\n| body"
+        );
+    }
+
+    #[test]
+    fn informational_final_status_becomes_a_bare_500() {
+        let r = Response::builder()
+            .status(103)
+            .header("link", "</a.css>; rel=preload")
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = r.into_parts();
+        assert_eq!(
+            replace_informational(&mut parts),
+            Some(StatusCode::EARLY_HINTS)
+        );
+        assert_eq!(parts.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(parts.headers.is_empty());
+        let (mut ok, ()) = Response::new(()).into_parts();
+        assert_eq!(replace_informational(&mut ok), None);
+        assert_eq!(ok.status, StatusCode::OK);
     }
 
     #[test]

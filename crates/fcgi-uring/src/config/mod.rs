@@ -60,6 +60,10 @@ pub struct Config {
     pub(crate) backlog: i32,
     /// File mode of a UNIX socket (e.g. 0o660); `None` keeps the umask's.
     pub(crate) unix_mode: Option<u32>,
+    /// Start even when another server listens on the TCP port (SO_REUSEPORT sharing).
+    pub(crate) share_port: bool,
+    /// Remove SCRIPT_NAME from the start of the request path (see `cgi::mount`).
+    pub(crate) strip_script_name: bool,
     /// Ring and receive-buffer sizes.
     pub(crate) ring: RingConfig,
     /// Protocol limits (params sizes, requests per connection, advertised values).
@@ -102,6 +106,8 @@ impl Default for Config {
             pin_workers: false,
             backlog: 0,
             unix_mode: None,
+            share_port: false,
+            strip_script_name: false,
             ring: RingConfig::default(),
             limits: Limits::default(),
             max_body_buffer: 0,
@@ -169,6 +175,12 @@ impl Config {
     }
     pub fn unix_mode(&self) -> Option<u32> {
         self.unix_mode
+    }
+    pub fn share_port(&self) -> bool {
+        self.share_port
+    }
+    pub fn strip_script_name(&self) -> bool {
+        self.strip_script_name
     }
     pub fn ring(&self) -> &RingConfig {
         &self.ring

@@ -39,8 +39,14 @@ where
     S: HttpService,
 {
     let workers = cfg.worker_count();
-    let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
-        .map_err(StartError::Listen)?;
+    let listeners = listener::bind(
+        &cfg.listen,
+        workers,
+        cfg.backlog,
+        cfg.unix_mode,
+        cfg.share_port,
+    )
+    .map_err(StartError::Listen)?;
     let cores = pin_cores(cfg.pin_workers);
     let make = Arc::new(make);
     // The FastCGI runtime's statistics do not apply to the HTTP workers: they stay empty.

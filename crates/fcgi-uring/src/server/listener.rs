@@ -1,6 +1,11 @@
 //! Listening sockets: one SO_REUSEPORT TCP listener per worker, or one UNIX listener shared by
 //! all workers (SO_REUSEPORT fails on AF_UNIX since Linux 6.12.9: every worker's ring accepts
 //! on the same socket instead).
+//!
+//! A TCP port another listening socket already holds is refused (`AddrInUse`), as a plain
+//! `bind` would be: SO_REUSEPORT would otherwise let a second server silently take part of the
+//! traffic. [`refuse_if_served`] is the one place that checks; `server.share_port` skips it, and
+//! sockets received from elsewhere (handover, socket activation) never reach it.
 
 use fcgi_proto::addr::Addr;
 use socket2::{Domain, Socket, Type};
@@ -27,15 +32,22 @@ impl Listeners {
     }
 }
 
-/// Binds `addr` for `workers` workers.
+/// Binds `addr` for `workers` workers; a TCP port already listened on is refused unless
+/// `share_port`.
 pub(crate) fn bind(
     addr: &Addr,
     workers: usize,
     backlog: i32,
     unix_mode: Option<u32>,
+    share_port: bool,
 ) -> io::Result<Listeners> {
     match addr {
-        Addr::Tcp(sa) => bind_tcp(*sa, workers, backlog),
+        Addr::Tcp(sa) => {
+            if !share_port {
+                refuse_if_served(*sa)?;
+            }
+            bind_tcp(*sa, workers, backlog)
+        }
         Addr::Unix(path) => bind_unix(path, backlog, unix_mode),
     }
 }
@@ -55,6 +67,32 @@ fn bind_tcp(addr: SocketAddr, workers: usize, backlog: i32) -> io::Result<Listen
         sockets,
         is_tcp: true,
     })
+}
+
+/// `AddrInUse` when a socket already listens on `addr`: a socket without SO_REUSEPORT cannot
+/// bind next to a listener, whatever that one's options (SO_REUSEADDR, set here, still lets a
+/// port whose old connections linger in TIME_WAIT be bound). Port 0 asks for a fresh port: no
+/// check. The probe is closed before the real listeners bind.
+fn refuse_if_served(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    match probe.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "cannot bind {addr}: another server already listens there (set server.share_port \
+                 to share it through SO_REUSEPORT)"
+            ),
+        )),
+        // Any other failure is reported by the real bind, with its own message.
+        _ => Ok(()),
+    }
 }
 
 fn tcp_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {

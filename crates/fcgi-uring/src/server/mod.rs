@@ -8,13 +8,14 @@
 //! AF_UNIX), each worker's ring accepting on it.
 
 pub(crate) mod listener;
+pub(crate) mod serve;
 
 use crate::config::{Config, Protocol};
-use crate::service::HttpService;
 use crate::stats::{self, Stats};
 use crate::uring::{Features, RingCounters, RingStats, SetupError};
 use crate::worker::{self, WorkerError, WorkerSpec};
 use fcgi_proto::addr::{Addr, AddrParseError};
+pub use serve::{App, IntoServer, Serve, serve};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,13 +83,11 @@ impl Server {
         &self.config
     }
 
-    /// Starts the workers and returns once every one is accepting. `make` builds the handler
-    /// service, once on each worker thread.
-    pub fn start<F, S>(self, make: F) -> Result<ServerHandle, StartError>
-    where
-        F: Fn() -> S + Send + Sync + 'static,
-        S: HttpService,
-    {
+    /// Starts the workers and returns once every one is accepting. `app` is a service cloned
+    /// for each worker (an axum `Router`) or a factory called once on each worker; either way
+    /// the service is built on the worker, inside its runtime (see [`App`]).
+    pub fn start<M, A: App<M>>(self, app: A) -> Result<ServerHandle, StartError> {
+        let make = serve::factory(app, &self.config);
         let cfg = self.config;
         if cfg.protocol != Protocol::FastCgi {
             #[cfg(feature = "http-compare")]
@@ -97,8 +96,14 @@ impl Server {
             return Err(StartError::ProtocolUnavailable(cfg.protocol));
         }
         let workers = cfg.worker_count();
-        let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
-            .map_err(StartError::Listen)?;
+        let listeners = listener::bind(
+            &cfg.listen,
+            workers,
+            cfg.backlog,
+            cfg.unix_mode,
+            cfg.share_port,
+        )
+        .map_err(StartError::Listen)?;
         let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
         let settings = crate::conn::Settings {
@@ -157,13 +162,12 @@ impl Server {
     }
 
     /// Starts the server and serves until SIGINT or SIGTERM, then shuts down gracefully.
-    pub fn serve<F, S>(self, make: F) -> Result<(), StartError>
-    where
-        F: Fn() -> S + Send + Sync + 'static,
-        S: HttpService,
-    {
-        let handle = self.start(make)?;
-        wait_for_signal().map_err(StartError::Thread)?;
+    /// Blocks the calling thread (from inside `#[tokio::main]` too; there,
+    /// [`serve`](crate::serve()) can be awaited instead).
+    pub fn serve<M, A: App<M>>(self, app: A) -> Result<(), StartError> {
+        let signals = serve::SignalThread::spawn().map_err(StartError::Thread)?;
+        let handle = self.start(app)?;
+        signals.wait();
         handle.shutdown();
         Ok(())
     }
@@ -194,20 +198,6 @@ pub(crate) fn pin_current_thread(core: Option<core_affinity::CoreId>) {
 /// A worker's thread ended before saying whether it started.
 pub(crate) fn worker_vanished() -> StartError {
     StartError::Thread(io::Error::other("worker thread exited during startup"))
-}
-
-/// Blocks until SIGINT or SIGTERM.
-fn wait_for_signal() -> io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    })
 }
 
 /// A running server.

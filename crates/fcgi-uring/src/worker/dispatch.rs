@@ -110,7 +110,8 @@ where
     if let Some(data) = data {
         request.extensions_mut().insert(FilterData::new(data));
     }
-    if request.method() == http::Method::HEAD {
+    let head_request = request.method() == http::Method::HEAD;
+    if head_request {
         core.set_head_only(rk);
     }
     let ready = poll_fn(|cx| service.borrow_mut().poll_ready(cx)).await;
@@ -128,7 +129,7 @@ where
         Err(e) => Err(e),
     };
     match result {
-        Ok(response) => std::pin::pin!(respond(&core, rk, response)).await,
+        Ok(response) => std::pin::pin!(respond(&core, rk, head_request, response)).await,
         Err(e) => {
             let e: BoxError = e.into();
             tracing::error!("handler error (request id {}): {e}", rk.id);
@@ -138,15 +139,30 @@ where
 }
 
 /// Streams the response: CGI head and first body bytes in one record, then each frame as it
-/// comes, pausing while the connection's output backlog is over its limit.
-async fn respond<B>(core: &Core, rk: ReqKey, response: http::Response<B>)
+/// comes, pausing while the connection's output backlog is over its limit. A response that
+/// may carry no body (HEAD, 204, 304, a 1xx turned into 500) is its head alone.
+async fn respond<B>(core: &Core, rk: ReqKey, head_request: bool, response: http::Response<B>)
 where
     B: Body,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    let replaced = cgi::response::replace_informational(&mut parts);
+    if let Some(status) = replaced {
+        tracing::error!(
+            "handler answered {status} as a final status (request id {}): answered 500",
+            rk.id
+        );
+    }
+    let ended = replaced.is_some() || body.is_end_stream();
+    let framing = cgi::response::frame(&mut parts, head_request, ended, body.size_hint().exact());
+    if !framing.send_body {
+        let head = Head::Response(&parts, framing.content_length);
+        core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
+        return;
+    }
     // Encoded into the connection's output with the first body bytes.
-    let mut head = Some(Head::Response(&parts, body.size_hint().exact()));
+    let mut head = Some(Head::Response(&parts, framing.content_length));
     let mut body = std::pin::pin!(body);
     // A body that says it has ended is not polled again (nor is room waited for): its end
     // costs no lookup of the request.

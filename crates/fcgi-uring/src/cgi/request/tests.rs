@@ -374,6 +374,27 @@ fn invalid_header_names_and_values_are_skipped() {
     assert_eq!(req.headers()["x-obs-text"].as_bytes(), b"caf\xe9");
 }
 
+/// The client's hop-by-hop headers describe its connection to the proxy: the app never sees
+/// them (nginx's proxy_pass does not forward them either); end-to-end ones stay.
+#[test]
+fn hop_by_hop_request_headers_are_dropped() {
+    let req = build(&[
+        ("REQUEST_METHOD", "POST"),
+        ("REQUEST_URI", "/"),
+        ("HTTP_CONNECTION", "keep-alive, Upgrade"),
+        ("HTTP_KEEP_ALIVE", "timeout=5"),
+        ("HTTP_PROXY_CONNECTION", "keep-alive"),
+        ("HTTP_TE", "trailers"),
+        ("HTTP_UPGRADE", "websocket"),
+        ("HTTP_EXPECT", "100-continue"),
+        ("HTTP_UPGRADE_INSECURE_REQUESTS", "1"),
+        ("HTTP_X_KEPT", "yes"),
+    ])
+    .unwrap();
+    let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["upgrade-insecure-requests", "x-kept"]);
+}
+
 #[test]
 fn long_header_names_are_converted() {
     let long = format!("HTTP_{}", "X_LONG".repeat(20));
@@ -462,7 +483,6 @@ fn common_header_names_match_the_general_conversion() {
         "SEC_CH_UA",
         "X_REAL_IP",
         "USER_AGENT",
-        "CONNECTION",
         "AUTHORIZATION",
         "CACHE_CONTROL",
         "IF_NONE_MATCH",
@@ -505,7 +525,15 @@ mod reference {
             };
             if matches!(
                 suffix,
-                b"CONTENT_TYPE" | b"CONTENT_LENGTH" | b"TRANSFER_ENCODING"
+                b"CONTENT_TYPE"
+                    | b"CONTENT_LENGTH"
+                    | b"TRANSFER_ENCODING"
+                    | b"CONNECTION"
+                    | b"KEEP_ALIVE"
+                    | b"PROXY_CONNECTION"
+                    | b"TE"
+                    | b"UPGRADE"
+                    | b"EXPECT"
             ) {
                 continue;
             }
@@ -542,6 +570,8 @@ mod reference {
             Just(b"HTTP_SEC_FETCH_MODX".to_vec()),
             Just(b"HTTP_CONTENT_TYPE".to_vec()),
             Just(b"HTTP_TRANSFER_ENCODING".to_vec()),
+            Just(b"HTTP_CONNECTION".to_vec()),
+            Just(b"HTTP_TE".to_vec()),
             Just(b"CONTENT_TYPE".to_vec()),
             Just(b"CONTENT_LENGTH".to_vec()),
             Just(b"REMOTE_ADDR".to_vec()),

@@ -1,0 +1,388 @@
+//! What a server serves and how it waits for the end: an [`App`] (one service cloned onto each
+//! worker, or a factory run on each worker), the per-request adaptation the runtime applies to
+//! it, the [`serve`] future with its graceful shutdown, and waiting for SIGINT/SIGTERM.
+//!
+//! Guarantees:
+//! - Each worker gets its own service, built on the worker's thread **inside the worker's tokio
+//!   runtime and local task set**, when that worker first needs it (at its first request): layers
+//!   that spawn a task when built (tower's `Buffer`) work in a factory. A clone of a service is
+//!   made the same way, so state behind an `Arc` in it is shared by every worker, while state a
+//!   factory creates is one per worker.
+//! - Nothing here builds a tokio runtime on the caller's thread: [`Server::serve`] may be called
+//!   from inside `#[tokio::main]`, and the [`serve`] future runs on the caller's runtime.
+//! - SIGINT and SIGTERM are listened for before the first worker starts, so a signal that comes
+//!   during startup shuts the server down once it has started.
+
+use super::{Server, ServerHandle, StartError};
+use crate::cgi::TrustedParams;
+use crate::service::{HttpService, Request};
+use std::future::{Future, IntoFuture};
+use std::io;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// What [`Server::start`], [`Server::serve`] and [`serve`] accept: a service (an axum `Router`,
+/// any `Clone` tower service), cloned once for each worker, or a factory `Fn() -> service`,
+/// called once on each worker.
+///
+/// State inside a cloned service (an axum `State` holding an `Arc`) is shared by all workers;
+/// state a factory creates is **per worker** (one per core), which is what a thread-per-core
+/// server is for: no locks between cores. Either way the service is built on its worker, inside
+/// the worker's tokio runtime.
+///
+/// `M` only tells the two kinds apart; it is inferred.
+pub trait App<M>: Send + 'static {
+    /// The service each worker runs.
+    type Service: HttpService;
+
+    /// The function each worker calls once to get its service.
+    #[doc(hidden)]
+    fn into_factory(self) -> Box<dyn Fn() -> Self::Service + Send + Sync>;
+}
+
+/// Marks an [`App`] that is a factory `Fn() -> service`.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum ByFactory {}
+
+/// Marks an [`App`] that is a service cloned for each worker.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum ByClone {}
+
+impl<F, S> App<(ByFactory, S)> for F
+where
+    F: Fn() -> S + Send + Sync + 'static,
+    S: HttpService,
+{
+    type Service = S;
+
+    fn into_factory(self) -> Box<dyn Fn() -> S + Send + Sync> {
+        Box::new(self)
+    }
+}
+
+impl<S> App<ByClone> for S
+where
+    S: HttpService + Clone + Send,
+{
+    type Service = S;
+
+    fn into_factory(self) -> Box<dyn Fn() -> S + Send + Sync> {
+        // Locked once per worker at its first request; `Mutex` makes a `Send` service `Sync`.
+        let service = Mutex::new(self);
+        Box::new(move || {
+            service
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
+    }
+}
+
+/// The factory the workers call: each call gives a service that builds the app's own service
+/// at its first use (inside the worker's runtime) and adapts each request.
+pub(crate) fn factory<M, A: App<M>>(
+    app: A,
+    config: &crate::Config,
+) -> impl Fn() -> AppService<A::Service> + Send + Sync + 'static {
+    let make: Arc<dyn Fn() -> A::Service + Send + Sync> = Arc::from(app.into_factory());
+    let strip_script_name = config.strip_script_name();
+    move || AppService {
+        make: make.clone(),
+        service: None,
+        strip_script_name,
+    }
+}
+
+/// A worker's service: the app's own, built at first use, with the runtime's per-request
+/// adaptations (SCRIPT_NAME stripped when asked; axum's `ConnectInfo` with feature `axum`).
+pub(crate) struct AppService<S> {
+    make: Arc<dyn Fn() -> S + Send + Sync>,
+    service: Option<S>,
+    strip_script_name: bool,
+}
+
+impl<S: HttpService> AppService<S> {
+    fn service(&mut self) -> &mut S {
+        let make = &self.make;
+        self.service.get_or_insert_with(|| make())
+    }
+
+    fn adapt(&self, mut request: Request) -> Request {
+        #[cfg(feature = "axum")]
+        insert_connect_info(&mut request);
+        if self.strip_script_name {
+            strip_script_name(&mut request);
+        }
+        request
+    }
+}
+
+impl<S: HttpService> tower_service::Service<Request> for AppService<S> {
+    type Response = http::Response<S::ResBody>;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.service().poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> S::Future {
+        let request = self.adapt(request);
+        self.service().call(request)
+    }
+}
+
+/// Removes SCRIPT_NAME from the start of the path (see [`crate::cgi::mount`]); with feature
+/// `axum`, the URI before the change is kept as axum's `OriginalUri`.
+fn strip_script_name(request: &mut Request) {
+    let stripped = request
+        .extensions()
+        .get::<TrustedParams>()
+        .and_then(|t| t.script_name())
+        .and_then(|script| crate::cgi::mount::strip_script_name(request.uri(), script));
+    let Some(uri) = stripped else {
+        return;
+    };
+    let _original = std::mem::replace(request.uri_mut(), uri);
+    #[cfg(feature = "axum")]
+    request
+        .extensions_mut()
+        .insert(axum::extract::OriginalUri(_original));
+}
+
+/// axum's `ConnectInfo<SocketAddr>` from REMOTE_ADDR and REMOTE_PORT (port 0 when the proxy
+/// sent none); nothing when REMOTE_ADDR is not an IP address (a UNIX-socket client).
+#[cfg(feature = "axum")]
+fn insert_connect_info(request: &mut Request) {
+    let Some(trusted) = request.extensions().get::<TrustedParams>() else {
+        return;
+    };
+    let Some(ip) = trusted.remote_addr() else {
+        return;
+    };
+    let addr = std::net::SocketAddr::new(ip, trusted.remote_port().unwrap_or(0));
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+}
+
+/// Where [`serve`] listens: an address (`"127.0.0.1:9000"`, `"unix:/run/app.sock"`), or a
+/// configured [`Server`].
+pub trait IntoServer {
+    /// The server, or why the address is not one.
+    fn into_server(self) -> io::Result<Server>;
+}
+
+impl IntoServer for &str {
+    fn into_server(self) -> io::Result<Server> {
+        Ok(Server::bind(self)?)
+    }
+}
+
+impl IntoServer for String {
+    fn into_server(self) -> io::Result<Server> {
+        self.as_str().into_server()
+    }
+}
+
+impl IntoServer for Server {
+    fn into_server(self) -> io::Result<Server> {
+        Ok(self)
+    }
+}
+
+impl IntoServer for crate::Config {
+    fn into_server(self) -> io::Result<Server> {
+        Ok(Server::new(self))
+    }
+}
+
+/// Serves `app` on `listen` until SIGINT or SIGTERM (or the signal given to
+/// [`Serve::with_graceful_shutdown`]), then shuts down gracefully: the FastCGI counterpart of
+/// `axum::serve(listener, app)`, to be awaited on any tokio runtime.
+///
+/// ```no_run
+/// # async fn run(app: axum::Router) -> std::io::Result<()> {
+/// fcgi_uring::serve("127.0.0.1:9000", app).await?;
+/// # Ok(()) }
+/// ```
+///
+/// The workers run on their own pinned threads with their own runtimes; the caller's runtime
+/// only waits. Output: the start error (as an `io::Error`, kind `AddrInUse` for a port already
+/// served), or `Ok` after the shutdown.
+pub fn serve<M, A: App<M>>(listen: impl IntoServer, app: A) -> Serve<M, A> {
+    Serve {
+        server: listen.into_server(),
+        app,
+        shutdown: None,
+        _kind: PhantomData,
+    }
+}
+
+/// The future of [`serve`] (start it with `.await`).
+#[must_use = "a Serve does nothing until it is awaited"]
+pub struct Serve<M, A> {
+    server: io::Result<Server>,
+    app: A,
+    shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    _kind: PhantomData<fn() -> M>,
+}
+
+impl<M, A> std::fmt::Debug for Serve<M, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M, A: App<M>> Serve<M, A> {
+    /// Shuts down when `signal` completes instead of at SIGINT/SIGTERM (which are then left
+    /// alone), as `axum::serve(..).with_graceful_shutdown(signal)`: accepting stops, requests in
+    /// flight finish (up to `server.shutdown_timeout`), then the future completes.
+    pub fn with_graceful_shutdown<G>(mut self, signal: G) -> Serve<M, A>
+    where
+        G: Future<Output = ()> + Send + 'static,
+    {
+        self.shutdown = Some(Box::pin(signal));
+        self
+    }
+}
+
+impl<M, A: App<M>> IntoFuture for Serve<M, A> {
+    type Output = io::Result<()>;
+    type IntoFuture = Pin<Box<dyn Future<Output = io::Result<()>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let Serve {
+            server,
+            app,
+            shutdown,
+            _kind,
+        } = self;
+        Box::pin(async move {
+            let server = server?;
+            let mut signals = match shutdown {
+                None => Some(Signals::listen()?),
+                Some(_) => None,
+            };
+            // Starting blocks until every worker accepts: not on the caller's runtime thread.
+            let handle = tokio::task::spawn_blocking(move || server.start(app))
+                .await
+                .map_err(io::Error::other)??;
+            match (shutdown, signals.as_mut()) {
+                (Some(signal), _) => signal.await,
+                (None, Some(signals)) => signals.recv().await,
+                (None, None) => {}
+            }
+            shut_down(handle).await
+        })
+    }
+}
+
+/// Shuts the server down without blocking the caller's runtime thread.
+async fn shut_down(handle: ServerHandle) -> io::Result<()> {
+    tokio::task::spawn_blocking(move || handle.shutdown())
+        .await
+        .map_err(io::Error::other)
+}
+
+/// SIGINT and SIGTERM, listened for from creation on (a signal that comes before `recv` is
+/// polled is kept).
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    /// Needs a tokio runtime with IO enabled.
+    fn listen() -> io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// A thread of its own that waits for SIGINT or SIGTERM (with a runtime of its own, so the
+/// caller may be inside a runtime or not).
+pub(crate) struct SignalThread {
+    received: std::sync::mpsc::Receiver<()>,
+    /// Dropped (ending the thread) when the server did not start.
+    _cancel: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SignalThread {
+    /// Returns once the signals are listened for.
+    pub(crate) fn spawn() -> io::Result<SignalThread> {
+        let (listening_tx, listening_rx) = std::sync::mpsc::channel();
+        let (received_tx, received) = std::sync::mpsc::channel();
+        let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("fcgi-signals".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = listening_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let mut signals = match Signals::listen() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = listening_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = listening_tx.send(Ok(()));
+                    tokio::select! {
+                        () = signals.recv() => {
+                            let _ = received_tx.send(());
+                        }
+                        _ = cancelled => {}
+                    }
+                });
+            })?;
+        listening_rx
+            .recv()
+            .map_err(|_| io::Error::other("the signal thread exited during startup"))??;
+        Ok(SignalThread {
+            received,
+            _cancel: cancel,
+        })
+    }
+
+    /// Blocks until SIGINT or SIGTERM.
+    pub(crate) fn wait(self) {
+        let _ = self.received.recv();
+    }
+}
+
+/// Why a server could not start, as an `io::Error` of the same kind where there is one
+/// (`AddrInUse` for a port already served), so that `main() -> io::Result<()>` can use `?`.
+impl From<StartError> for io::Error {
+    fn from(e: StartError) -> io::Error {
+        let kind = match &e {
+            StartError::Listen(inner) | StartError::Thread(inner) => inner.kind(),
+            _ => io::ErrorKind::Unsupported,
+        };
+        io::Error::new(kind, e)
+    }
+}
