@@ -17,7 +17,8 @@
 //!   HTTP/1.1 server does (so that switching from `axum::serve` changes nothing): no body and
 //!   no added `Content-Length` for 204 and 304 (RFC 9110 6.4.1, 8.6); no body for HEAD, and no
 //!   added `Content-Length: 0` there (a HEAD of a streamed body has no known length); a
-//!   handler's `Content-Length` dropped when there is no body to send, except on HEAD. A 1xx
+//!   handler's `Content-Length` dropped on a 204 and wherever the body is empty, except on
+//!   HEAD (a 304 keeps a length its handler gave with a body, as hyper does). A 1xx
 //!   status cannot be a final answer (it would corrupt the client's connection):
 //!   [`replace_informational`] turns it into a bare 500, as hyper does.
 
@@ -47,7 +48,9 @@ pub fn frame(
         status,
         http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
     ) && !status.is_informational();
-    if body_ended && !head_request {
+    // RFC 9110 8.6: never on a 204. Elsewhere, as hyper: dropped when there is no body to send
+    // (a HEAD answer keeps it: it is the length a GET would get).
+    if status == http::StatusCode::NO_CONTENT || (body_ended && !head_request) {
         parts.headers.remove(CONTENT_LENGTH);
     }
     let content_length = match (body_ended, body_len) {
@@ -315,6 +318,15 @@ mod tests {
             assert_eq!(framed(status, None, false, false, Some(5)), line);
             assert_eq!(framed(status, Some("0"), false, true, Some(0)), line);
         }
+        // A handler's length with a body: never on a 204, kept (but no body) on a 304.
+        assert_eq!(
+            framed(204, Some("5"), false, false, Some(5)),
+            "Status: 204 No Content\r\n\r\n| no body"
+        );
+        assert_eq!(
+            framed(304, Some("5"), false, false, Some(5)),
+            "Status: 304 Not Modified\r\ncontent-length: 5\r\n\r\n| no body"
+        );
     }
 
     #[test]

@@ -156,7 +156,7 @@ where
     }
     let ended = replaced.is_some() || body.is_end_stream();
     let framing = cgi::response::frame(&mut parts, head_request, ended, body.size_hint().exact());
-    if !framing.send_body {
+    if replaced.is_some() || !framing.send_body {
         let head = Head::Response(&parts, framing.content_length);
         core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
         return;
