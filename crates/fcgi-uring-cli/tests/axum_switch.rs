@@ -342,3 +342,54 @@ fn unknown_routes_are_axums_404() {
     assert_eq!(r.status, 404);
     assert!(r.body.is_empty());
 }
+
+/// Workers run handlers on current-thread runtimes: `block_in_place` panics there (the
+/// request gets a 500, the worker goes on); `spawn_blocking` is the way (docs/axum.md).
+#[test]
+fn block_in_place_panics_and_spawn_blocking_works() {
+    let app = Router::new()
+        .route(
+            "/block-in-place",
+            routing::get(|| async { tokio::task::block_in_place(|| "never") }),
+        )
+        .route(
+            "/spawn-blocking",
+            routing::get(|| async {
+                tokio::task::spawn_blocking(|| "blocking work done")
+                    .await
+                    .unwrap_or("join failed")
+            }),
+        );
+    let server = Server::new(config(1)).start(app).unwrap();
+    assert_eq!(get(server.local_addr(), "/block-in-place").status, 500);
+    let r = get(server.local_addr(), "/spawn-blocking");
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"blocking work done"[..])
+    );
+}
+
+/// The README shows the axum example as it is, so the one-line switch it shows compiles (the
+/// example is built with the tests).
+#[test]
+fn the_readme_shows_the_axum_example_as_it_is() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("crates/fcgi-uring/examples/axum.rs")).unwrap();
+    let code: String = example
+        .lines()
+        .filter(|l| !l.starts_with("//!"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let shown = format!(
+        "<!-- example: axum -->\n```rust\n{}```\n",
+        code.trim_start()
+    );
+    assert!(
+        readme.contains(&shown),
+        "README.md's axum block differs from examples/axum.rs"
+    );
+    // The switch is one line: `axum::serve(..)` becomes `fcgi_uring::serve(..)`.
+    assert!(code.contains("    // Before: axum::serve("));
+    assert!(code.contains("    fcgi_uring::serve(\"127.0.0.1:9000\", app).await?;"));
+}

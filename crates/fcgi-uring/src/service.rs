@@ -1,5 +1,6 @@
 //! The handler surface: any `tower::Service<http::Request<RequestBody>>` returning an
-//! `http::Response` with any `http_body::Body`, built once per core by a factory.
+//! `http::Response` with any `http_body::Body`, given to the server as one service cloned for
+//! each core (an axum `Router`) or as a factory called once on each core ([`crate::App`]).
 //!
 //! ```no_run
 //! use bytes::Bytes;
@@ -13,8 +14,8 @@
 //! Server::bind("127.0.0.1:9000").unwrap().serve(|| service_fn(hello)).unwrap();
 //! ```
 //!
-//! The factory runs once on each worker thread, so the service itself needs neither `Send` nor
-//! locks; only the factory crosses threads.
+//! A factory runs once on each worker thread, so the service it makes needs neither `Send` nor
+//! locks; only the factory crosses threads. A service given as is must be `Clone + Send`.
 
 use crate::body::RequestBody;
 use std::future::Future;
