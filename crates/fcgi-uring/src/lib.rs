@@ -10,6 +10,10 @@
 //! Server::bind("127.0.0.1:9000").unwrap().serve(|| service_fn(hello)).unwrap();
 //! ```
 //!
+//! An axum `Router` (any `Clone` service) is served as is, from async code as with
+//! `axum::serve`: `fcgi_uring::serve("127.0.0.1:9000", router).await?` (see [`serve()`] and
+//! [`App`] for what is per core).
+//!
 //! Layers, with dependencies pointing one way: `fcgi_proto` (pure FastCGI, its own crate) <-
 //! `cgi` (params <-> `http`) <- `conn` (the connection core: state, requests, output,
 //! deadlines; no IO) <- `uring` (the io_uring driver and the backend that runs the core on it;
