@@ -77,10 +77,15 @@ impl Req {
         self.header("Content-Type", content_type)
     }
 
-    /// `METHOD /path`, the names of the headers it sends and the size of its body, if any.
+    /// `METHOD /path`, the headers it sends (values cut at 40 characters) and the size of its
+    /// body, if any.
     fn label(&self) -> String {
         let mut label = format!("{} {}", self.method, self.path);
-        let names: Vec<&str> = self.headers.iter().map(|(n, _)| *n).collect();
+        let names: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.chars().take(40).collect::<String>()))
+            .collect();
         if !names.is_empty() {
             label += &format!(" [{}]", names.join(", "));
         }
@@ -151,7 +156,7 @@ struct Difference {
 }
 
 const DIFFERENCES: &[Difference] = &[Difference {
-    label: "POST /echo [Content-Type] 7340032 bytes",
+    label: "POST /echo [Content-Type: application/octet-stream] 7340032 bytes",
     why: "a body over the app's limit: hyper answers 413 before reading it and closes the \
           connection, so nginx, still sending the body, may answer 502 instead; over FastCGI \
           the 413 always arrives",
@@ -246,6 +251,30 @@ fn requests(last_modified: &str) -> Vec<Req> {
             .header("Access-Control-Request-Headers", "content-type"),
         Req::get("/api/users/1").header("Origin", axum_app::ALLOWED_ORIGIN),
         Req::get("/").header("X-Block", "1"),
+        Req::new("HEAD", "/"),
+        Req::new("HEAD", "/api/users/7"),
+        Req::new("PUT", "/api/users/7").body(json, b"{}".to_vec()),
+        Req::new("DELETE", "/greet/world"),
+        Req::get("/greet/world/"),
+        Req::get("/api/users/7%2F8"),
+        Req::get("/search?tag=a&tag=b"),
+        Req::get("/search?q=%ZZ"),
+        Req::new("POST", "/form").body("text/plain", b"name=ann".to_vec()),
+        Req::new("POST", "/upload").body("multipart/form-data", b"no boundary".to_vec()),
+        Req::get("/cookies")
+            .header("Cookie", "a=1")
+            .header("Cookie", "b=2"),
+        Req::get("/static"),
+        Req::new("HEAD", "/static/"),
+        Req::get("/static/index.html").header("If-None-Match", "\"nope\""),
+        Req::get("/static/style.css").header("Range", "bytes=999999-"),
+        Req::get("/static/style.css").header("If-Modified-Since", "not a date"),
+        Req::new("OPTIONS", "/api/users")
+            .header("Origin", "https://evil.example")
+            .header("Access-Control-Request-Method", "POST"),
+        Req::get("/download/1").header("Accept-Encoding", "br;q=1, gzip;q=0.5"),
+        Req::get("/events").header("Accept-Encoding", "gzip"),
+        Req::get("/headers").header("X-Long", &"v".repeat(6000)),
     ]
 }
 
