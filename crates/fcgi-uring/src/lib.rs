@@ -24,6 +24,7 @@ mod body;
 mod cgi;
 pub mod config;
 mod conn;
+mod epoll;
 #[cfg(feature = "http-compare")]
 mod http_compare;
 mod server;
@@ -52,7 +53,7 @@ pub mod bench {
 
 pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
-pub use config::{Config, Protocol, Timeouts};
+pub use config::{Backend, Config, IoMode, Protocol, Timeouts};
 pub use config::{ConfigBuilder, ConfigError};
 pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
 pub use server::{Server, ServerHandle, StartError};

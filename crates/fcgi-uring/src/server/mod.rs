@@ -7,9 +7,10 @@
 //! per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses SO_REUSEPORT on
 //! AF_UNIX), each worker's ring accepting on it.
 
+pub(crate) mod backend;
 pub(crate) mod listener;
 
-use crate::config::{Config, Protocol};
+use crate::config::{Backend, Config, Protocol};
 use crate::service::HttpService;
 use crate::stats::{self, Stats};
 use crate::uring::{Features, RingCounters, RingStats, SetupError};
@@ -97,6 +98,7 @@ impl Server {
             return Err(StartError::ProtocolUnavailable(cfg.protocol));
         }
         let workers = cfg.worker_count();
+        let io = backend::choose(cfg.io, &cfg.ring);
         let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
             .map_err(StartError::Listen)?;
         let cores = pin_cores(cfg.pin_workers);
@@ -110,6 +112,7 @@ impl Server {
             timeouts: cfg.timeouts,
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
+        handle.backend = Some(io);
         for i in 0..workers {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
@@ -122,6 +125,7 @@ impl Server {
                 core_id: core_for(&cores, i),
                 listener: listeners.for_worker(i),
                 is_tcp: listeners.is_tcp,
+                backend: io,
                 ring: cfg.ring.clone(),
                 settings: settings.clone(),
                 shutdown_timeout: cfg.shutdown_timeout,
@@ -145,7 +149,7 @@ impl Server {
             match ready_rx.recv() {
                 Ok(Ok(features)) => {
                     if handle.features.is_none() {
-                        handle.features = Some(features);
+                        handle.features = features;
                     }
                 }
                 Ok(Err(WorkerError::Ring(e))) => return Err(StartError::Ring(e)),
@@ -214,6 +218,8 @@ fn wait_for_signal() -> io::Result<()> {
 #[derive(Debug)]
 pub struct ServerHandle {
     local: Addr,
+    /// The IO backend of the FastCGI workers (`None` for `--protocol http1|h2c`).
+    backend: Option<Backend>,
     features: Option<Features>,
     pub(crate) threads: Vec<JoinHandle<()>>,
     pub(crate) stops: Vec<Arc<worker::Stop>>,
@@ -228,6 +234,7 @@ impl ServerHandle {
     pub(crate) fn starting(local: Addr) -> ServerHandle {
         ServerHandle {
             local,
+            backend: None,
             features: None,
             threads: Vec::new(),
             stops: Vec::new(),
@@ -242,14 +249,19 @@ impl ServerHandle {
         &self.local
     }
 
-    /// io_uring features in use (as detected by the first worker).
+    /// The IO backend the workers run on (`None` for `--protocol http1|h2c`).
+    pub fn backend(&self) -> Option<Backend> {
+        self.backend
+    }
+
+    /// io_uring features in use (as detected by the first worker; `None` on epoll).
     pub fn features(&self) -> Option<&Features> {
         self.features.as_ref()
     }
 
     /// Limits hit, timeouts and other counters, summed over the workers.
     pub fn stats(&self) -> Stats {
-        Stats::sum(self.stats.iter().map(|s| &**s))
+        Stats::sum(self.stats.iter().map(|s| &**s)).with_backend(self.backend)
     }
 
     /// What the workers' rings did (receive buffers and bundles, registered sends, SQPOLL

@@ -28,6 +28,8 @@ pub(crate) mod backend;
 mod buffers;
 mod counters;
 mod ops;
+pub(crate) mod probe;
+pub(crate) mod reactor;
 mod sendbufs;
 mod setup;
 #[cfg(test)]

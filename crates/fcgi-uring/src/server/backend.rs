@@ -1,0 +1,65 @@
+//! Which IO backend a server runs on: `server.io` as set, or for `auto` the answer of the
+//! io_uring probe ([`crate::uring::probe`]), run once per process.
+//!
+//! Guarantees: `uring` never falls back (a ring that cannot be set up fails the start with its
+//! cause, as before); `epoll` never touches io_uring; `auto` falls back to epoll only when
+//! io_uring is unavailable to this process (blocked, disabled, out of locked memory, missing a
+//! feature), never for a mistake in the ring settings, and says so in one log line naming the
+//! cause and the way to get io_uring back.
+
+use crate::config::{Backend, IoMode, RingConfig};
+use crate::uring::SetupError;
+use std::sync::{Arc, OnceLock};
+
+/// Overrides `server.io = auto` with `uring` or `epoll` (for running a test suite or a
+/// deployment on a chosen backend without editing its configuration).
+pub const IO_ENV: &str = "FCGI_URING_IO";
+
+/// The probe's answer, kept for the life of the process.
+static PROBE: OnceLock<Result<(), Arc<SetupError>>> = OnceLock::new();
+
+/// The backend for `mode`. When `auto`'s probe failed for a reason that is not about
+/// availability (a ring setting the kernel refused), io_uring it is: the workers' ring setup
+/// then fails with that cause, as with `uring`.
+pub(crate) fn choose(mode: IoMode, ring: &RingConfig) -> Backend {
+    match effective(mode) {
+        IoMode::Epoll => Backend::Epoll,
+        IoMode::Auto => match PROBE.get_or_init(|| probe(ring)) {
+            Err(e) if falls_back(e) => Backend::Epoll,
+            _ => Backend::IoUring,
+        },
+        _ => Backend::IoUring,
+    }
+}
+
+/// `mode`, or for `auto` what [`IO_ENV`] asks for.
+fn effective(mode: IoMode) -> IoMode {
+    if mode != IoMode::Auto {
+        return mode;
+    }
+    match std::env::var(IO_ENV).ok().and_then(|v| v.parse().ok()) {
+        Some(forced) => forced,
+        None => IoMode::Auto,
+    }
+}
+
+fn probe(ring: &RingConfig) -> Result<(), Arc<SetupError>> {
+    let result = crate::uring::probe::probe(ring).map_err(Arc::new);
+    if let Err(e) = &result
+        && falls_back(e)
+    {
+        tracing::warn!(
+            "io_uring unavailable, serving with epoll (server.io = auto): {e}; \
+             see docs/deploy/containers.md"
+        );
+    }
+    result
+}
+
+/// Whether `e` says io_uring is unavailable here (rather than misconfigured).
+fn falls_back(e: &SetupError) -> bool {
+    !matches!(
+        e,
+        SetupError::Config(_) | SetupError::SigpipeFatal | SetupError::SqpollCpu { .. }
+    )
+}
