@@ -56,6 +56,7 @@ pub use cgi::TrustedParams;
 pub use config::{Backend, Config, IoMode, Protocol, Timeouts};
 pub use config::{ConfigBuilder, ConfigError};
 pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
+pub use server::backend::IO_ENV;
 pub use server::{Server, ServerHandle, StartError};
 pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};
 pub use stats::{Counter, Stats};
