@@ -34,6 +34,9 @@ struct IoConn {
     fd: OwnedFd,
     /// The kernel reported data (or EOF, or an error) not yet read to a short read.
     readable: bool,
+    /// The peer shut its side down or the connection failed (RDHUP, HUP, ERR): no edge will
+    /// come for the EOF, so reads go on past a short one until it shows.
+    hup: bool,
     /// The kernel reported room to send since the last write that would have blocked.
     writable: bool,
     /// The core wants bytes.
@@ -175,6 +178,7 @@ impl Backend {
         };
         if flags.intersects(F::IN | F::RDHUP | F::HUP | F::ERR) {
             c.readable = true;
+            c.hup |= flags.intersects(F::RDHUP | F::HUP | F::ERR);
             queue_read(c, to_read);
         }
         if flags.intersects(F::OUT | F::HUP | F::ERR) {
@@ -238,6 +242,7 @@ impl Backend {
             key,
             fd,
             readable: false,
+            hup: false,
             writable: false,
             armed: false,
             queued: false,
@@ -273,8 +278,9 @@ impl Backend {
                     core.on_peer_gone(key);
                 }
                 Ok((_, n)) => {
-                    // A short read emptied the socket; new data brings a new edge.
-                    if n == buf.len() {
+                    // A short read emptied the socket; new data brings a new edge (an EOF
+                    // already reported does not).
+                    if n == buf.len() || c.hup {
                         queue_read(c, to_read);
                     } else {
                         c.readable = false;
