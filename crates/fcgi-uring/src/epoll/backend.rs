@@ -237,11 +237,12 @@ impl Backend {
         if self.conns.len() <= key.index() {
             self.conns.resize_with(key.index() + 1, || None);
         }
-        // Registration reports what is already there (data sent with the handshake).
+        // Read at once: a client usually sends its request right behind the handshake, before
+        // the accept (an empty socket costs one EAGAIN, then the edge is awaited).
         self.conns[key.index()] = Some(IoConn {
             key,
             fd,
-            readable: false,
+            readable: true,
             hup: false,
             writable: false,
             armed: false,

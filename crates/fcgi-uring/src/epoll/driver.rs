@@ -2,10 +2,11 @@
 //! in place of completions.
 //!
 //! One turn: expire deadlines, resume paused connections, take the pending readiness events
-//! (without waiting), accept, read every ready connection once, hand the core the results of
-//! the last writes, dispatch the requests that became complete (a handler that answers at once
-//! queues its response now), then let the core act on what changed ([`Core::flush`]): one
-//! `send` per connection with output. With nothing to do it spins for `idle_spin`, then sleeps
+//! (without waiting), accept, let the core act on what changed ([`Core::flush`]: arm the new
+//! connections, send what handler tasks wrote), read every ready connection once, dispatch the
+//! requests that became complete (a handler that answers at once queues its response now),
+//! flush again, then hand the core the results of the turn's writes. A connection gets at
+//! most one `send` per turn: its send stays in flight for the core until the turn ends. With nothing to do it spins for `idle_spin`, then sleeps
 //! in tokio's reactor (where the epoll fd is registered) until a socket, a handler task, a
 //! deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
 //! is in flight and every response was handed to the kernel, or at `shutdown_timeout`.
@@ -57,13 +58,17 @@ where
                 0
             }
         };
+        // Arms the new connections (read in this turn's pass when data came with them) and
+        // sends what handler tasks wrote since the last turn.
+        core.flush(&mut io);
         let reads = io.read(&core, &mut staged);
-        let done = io.complete(&core);
         for s in staged.drain(..) {
             d.dispatch(s);
         }
         core.flush(&mut io);
-        let sent = io.complete(&core);
+        // Results of this turn's writes, after both flushes: a connection written to in this
+        // turn is not written to again before the next one.
+        let done = io.complete(&core);
         if let Some(dl) = &deadline
             && (core.is_quiet() || dl.is_elapsed())
         {
@@ -75,7 +80,7 @@ where
             deadline = Some(Box::pin(tokio::time::sleep(spec.shutdown_timeout)));
             continue;
         }
-        let work = events + accepted + reads + done + sent;
+        let work = events + accepted + reads + done;
         if work > 0 || core.has_dirty() || io.has_reads() {
             last_work = Instant::now();
             tokio::task::yield_now().await;
