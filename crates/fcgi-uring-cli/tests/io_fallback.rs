@@ -257,3 +257,18 @@ fn auto_picks_io_uring_without_the_filter() {
     let startup = line_with(&stdout, "fcgi-uring serving", &mut Vec::new());
     assert!(startup.contains("; io_uring: kernel"), "{startup}");
 }
+
+/// The suite's servers run on the backend `FCGI_URING_IO` names (io_uring when unset, on a host
+/// that allows it): the epoll pass of .ci/run really is on epoll.
+#[test]
+fn the_suite_runs_on_the_backend_fcgi_uring_io_names() {
+    let expected = match std::env::var(fcgi_uring::IO_ENV).as_deref() {
+        Ok("epoll") => fcgi_uring::Backend::Epoll,
+        _ => fcgi_uring::Backend::IoUring,
+    };
+    let server = common::demo_tcp();
+    assert_eq!(server.backend(), Some(expected));
+    assert_eq!(server.stats().backend(), Some(expected));
+    assert_eq!(server.features().is_some(), expected == fcgi_uring::Backend::IoUring);
+    sequential_1000(server.local_addr());
+}
