@@ -269,6 +269,9 @@ fn the_suite_runs_on_the_backend_fcgi_uring_io_names() {
     let server = common::demo_tcp();
     assert_eq!(server.backend(), Some(expected));
     assert_eq!(server.stats().backend(), Some(expected));
-    assert_eq!(server.features().is_some(), expected == fcgi_uring::Backend::IoUring);
+    assert_eq!(
+        server.features().is_some(),
+        expected == fcgi_uring::Backend::IoUring
+    );
     sequential_1000(server.local_addr());
 }

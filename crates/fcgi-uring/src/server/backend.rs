@@ -63,3 +63,49 @@ fn falls_back(e: &SetupError) -> bool {
         SetupError::Config(_) | SetupError::SigpipeFatal | SetupError::SqpollCpu { .. }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn unavailable_io_uring_falls_back_and_ring_mistakes_do_not() {
+        let eperm = || io::Error::from_raw_os_error(libc::EPERM);
+        for e in [
+            SetupError::Blocked(eperm()),
+            SetupError::Disabled { sysctl: 2 },
+            SetupError::Memlock(io::Error::from_raw_os_error(libc::ENOMEM)),
+            SetupError::Unsupported {
+                feature: "multishot recv",
+                needs: "Linux >= 6.0",
+            },
+            SetupError::Other(eperm()),
+        ] {
+            assert!(falls_back(&e), "{e}");
+        }
+        for e in [
+            SetupError::SigpipeFatal,
+            SetupError::SqpollCpu {
+                cpu: 4095,
+                err: io::Error::from_raw_os_error(libc::EINVAL),
+            },
+        ] {
+            assert!(!falls_back(&e), "{e}");
+        }
+    }
+
+    #[test]
+    fn forced_modes_never_probe() {
+        let ring = RingConfig::default();
+        assert_eq!(choose(IoMode::Epoll, &ring), Backend::Epoll);
+        assert_eq!(choose(IoMode::Uring, &ring), Backend::IoUring);
+    }
+
+    /// The unit tests need io_uring (the ring's own tests run here), so the probe passes.
+    #[test]
+    fn the_probe_passes_where_io_uring_works() {
+        let r = crate::uring::probe::probe(&RingConfig::default());
+        assert!(r.is_ok(), "{r:?}");
+    }
+}
