@@ -15,6 +15,9 @@
 #   ROUNDS=3      rounds, every case once per round, interleaved; the table shows medians
 #   OUT=DIR       keep each case's JSON there (default: a temporary directory)
 # Needs: cargo, python3, wrk (apt-get install wrk; the hyper row is skipped without it).
+# On a machine shared with other work, run it as `chrt -f 10 bench/epoll-vs-uring.sh` (root):
+# the measured processes then run as soon as they wake instead of after another process's
+# time slice (see docs/performance.md).
 # Idle memory is measured apart: see docs/performance.md (bench/idle-rss.py).
 set -euo pipefail
 
