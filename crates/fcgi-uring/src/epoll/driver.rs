@@ -6,9 +6,9 @@
 //! connections, send what handler tasks wrote), read every ready connection once, dispatch the
 //! requests that became complete (a handler that answers at once queues its response now),
 //! flush again, then hand the core the results of the turn's writes. A connection gets at
-//! most one `send` per turn: its send stays in flight for the core until the turn ends. With nothing to do it spins for `idle_spin`, then sleeps
-//! in tokio's reactor (where the epoll fd is registered) until a socket, a handler task, a
-//! deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
+//! most one `send` per turn: its send stays in flight for the core until the turn ends. With
+//! nothing to do it spins for `idle_spin`, then sleeps in tokio's reactor (where the epoll fd
+//! is registered) until a socket, a handler task, a deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
 //! is in flight and every response was handed to the kernel, or at `shutdown_timeout`.
 
 use super::backend::{AcceptError, Backend};

@@ -9,6 +9,12 @@
 //! complete, then makes at most one `send` per connection. The epoll fd is registered in the
 //! worker's tokio reactor, so the worker sleeps in one place for sockets, handler tasks and
 //! timers. No `unsafe`: the syscalls go through `rustix`.
+//!
+//! Connections are registered once, edge-triggered, for input and output: pausing a reader
+//! (full body buffer, full output queue) or waiting for room to send needs no `epoll_ctl`, and
+//! a paused connection with unread bytes does not wake the worker again and again as it would
+//! level-triggered. Listeners are level-triggered: what one turn leaves in the accept queue is
+//! reported again.
 
 pub(crate) mod backend;
 pub(crate) mod driver;
