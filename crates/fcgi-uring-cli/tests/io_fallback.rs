@@ -218,7 +218,7 @@ fn auto_falls_back_to_epoll_when_io_uring_gives_eperm() {
 
 #[test]
 fn auto_falls_back_to_epoll_when_io_uring_gives_enosys() {
-    auto_serves_on_epoll(libc::ENOSYS, "ENOSYS may also come from a seccomp filter");
+    auto_serves_on_epoll(libc::ENOSYS, "io_uring not implemented");
 }
 
 #[test]
@@ -228,7 +228,7 @@ fn uring_exits_with_the_cause_when_io_uring_gives_eperm() {
 
 #[test]
 fn uring_exits_with_the_cause_when_io_uring_gives_enosys() {
-    uring_refuses(libc::ENOSYS, "io_uring io_uring is not available");
+    uring_refuses(libc::ENOSYS, "a seccomp filter refuses it with ENOSYS");
 }
 
 /// The filter really is what blocks it: without it, `auto` picks io_uring here.
@@ -274,4 +274,80 @@ fn the_suite_runs_on_the_backend_fcgi_uring_io_names() {
         expected == fcgi_uring::Backend::IoUring
     );
     sequential_1000(server.local_addr());
+}
+
+/// Too little locked memory for the send buffers the rings are asked to register: `auto` serves
+/// on epoll and names the limit and the fix. `limit` bytes of RLIMIT_MEMLOCK, CAP_IPC_LOCK
+/// dropped, `workers` workers with `buffers` registered send buffers of 1 MiB each.
+fn auto_serves_on_epoll_with_memlock(limit: u64, workers: &str, buffers: &str) {
+    use std::os::unix::process::CommandExt;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--workers",
+        workers,
+        "--no-pin",
+        "--io",
+        "auto",
+        "--listen",
+        &listen,
+    ])
+    .args([
+        "--registered-send-buffers",
+        buffers,
+        "--send-buffer-size",
+        "1048576",
+    ])
+    .env_remove(fcgi_uring::IO_ENV)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY (test): only async-signal-safe calls (prctl, setrlimit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Dropped from the bounding set, CAP_IPC_LOCK is not granted again at exec.
+            const CAP_IPC_LOCK: libc::c_ulong = 14;
+            libc::prctl(libc::PR_CAPBSET_DROP, CAP_IPC_LOCK, 0, 0, 0);
+            let rlim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    let _server = KillOnDrop(child);
+    let mut seen = Vec::new();
+    let startup = line_with(&stdout, "fcgi-uring serving", &mut seen);
+    assert!(startup.ends_with("; epoll"), "startup line: {startup}");
+    let warning = line_with(&stderr, "serving with epoll", &mut seen);
+    assert!(
+        warning.contains("RLIMIT_MEMLOCK") && warning.contains("ulimit -l"),
+        "{warning}"
+    );
+    let addr: Addr = listen.parse().unwrap();
+    for _ in 0..100 {
+        assert_eq!(common::get(&addr, "/hello").body, b"Hello, World!");
+    }
+}
+
+/// 64 MiB of send buffers under a 1 MiB limit: the probe's own ring fails.
+#[test]
+fn auto_falls_back_to_epoll_when_one_rings_locked_memory_is_short() {
+    auto_serves_on_epoll_with_memlock(1 << 20, "1", "64");
+}
+
+/// 3 MiB per worker under a 4 MiB limit: one ring may fit (then the probe passes, the second
+/// worker's ring does not, and the workers started on io_uring are stopped and every worker
+/// starts again on epoll); the limit counts every process of the user, so on a busy machine
+/// the probe may fail first. Either way the server serves on epoll.
+#[test]
+fn auto_falls_back_to_epoll_when_the_workers_locked_memory_is_short() {
+    auto_serves_on_epoll_with_memlock(4 << 20, "2", "3");
 }

@@ -56,6 +56,39 @@ fn probe(ring: &RingConfig) -> Result<(), Arc<SetupError>> {
     result
 }
 
+/// Whether a worker's ring setup failure `e` under `mode`, on `io`, sends the whole start back
+/// to epoll: `auto` chose io_uring (its probe passed with one ring), and `e` is about
+/// availability (most often RLIMIT_MEMLOCK, which the rings of every worker share). Logs the
+/// fallback line.
+pub(crate) fn falls_back_after_probe(mode: IoMode, io: Backend, e: &SetupError) -> bool {
+    let fall_back = effective(mode) == IoMode::Auto && io == Backend::IoUring && falls_back(e);
+    if fall_back {
+        tracing::warn!(
+            "io_uring unavailable for every worker, serving with epoll (server.io = auto): {e}; \
+             see docs/deploy/containers.md"
+        );
+    }
+    fall_back
+}
+
+impl super::ServerHandle {
+    /// Stops and joins the workers started so far and forgets them; the listeners stay open
+    /// (and a UNIX socket's file in place) for the workers that start next.
+    pub(super) fn stop_workers(&mut self) {
+        for stop in &self.stops {
+            stop.request();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.stops.clear();
+        self.stats.clear();
+        self.ring_counters.clear();
+        self.max_in_flight.clear();
+        self.features = None;
+    }
+}
+
 /// Whether `e` says io_uring is unavailable here (rather than misconfigured).
 fn falls_back(e: &SetupError) -> bool {
     !matches!(
@@ -76,6 +109,7 @@ mod tests {
             SetupError::Blocked(eperm()),
             SetupError::Disabled { sysctl: 2 },
             SetupError::Memlock(io::Error::from_raw_os_error(libc::ENOMEM)),
+            SetupError::NotImplemented(io::Error::from_raw_os_error(libc::ENOSYS)),
             SetupError::Unsupported {
                 feature: "multishot recv",
                 needs: "Linux >= 6.0",
@@ -92,6 +126,33 @@ mod tests {
             },
         ] {
             assert!(!falls_back(&e), "{e}");
+        }
+    }
+
+    #[test]
+    fn only_auto_on_io_uring_falls_back_after_the_probe() {
+        let blocked = || SetupError::Blocked(io::Error::from_raw_os_error(libc::EPERM));
+        assert!(!falls_back_after_probe(
+            IoMode::Uring,
+            Backend::IoUring,
+            &blocked()
+        ));
+        assert!(!falls_back_after_probe(
+            IoMode::Epoll,
+            Backend::Epoll,
+            &blocked()
+        ));
+        assert!(!falls_back_after_probe(
+            IoMode::Auto,
+            Backend::IoUring,
+            &SetupError::SigpipeFatal
+        ));
+        if std::env::var_os(IO_ENV).is_none() {
+            assert!(falls_back_after_probe(
+                IoMode::Auto,
+                Backend::IoUring,
+                &blocked()
+            ));
         }
     }
 

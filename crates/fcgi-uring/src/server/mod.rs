@@ -98,7 +98,6 @@ impl Server {
             return Err(StartError::ProtocolUnavailable(cfg.protocol));
         }
         let workers = cfg.worker_count();
-        let io = backend::choose(cfg.io, &cfg.ring);
         let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
             .map_err(StartError::Listen)?;
         let cores = pin_cores(cfg.pin_workers);
@@ -112,8 +111,38 @@ impl Server {
             timeouts: cfg.timeouts,
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
+        let mut io = backend::choose(cfg.io, &cfg.ring);
+        loop {
+            let started =
+                Server::start_workers(&mut handle, &cfg, &listeners, &settings, &cores, &make, io);
+            match started {
+                // `auto`, and a worker's ring could not be set up after the probe passed (the
+                // locked memory of several workers' rings): every worker starts again on epoll.
+                Err(StartError::Ring(e)) if backend::falls_back_after_probe(cfg.io, io, &e) => {
+                    handle.stop_workers();
+                    io = Backend::Epoll;
+                }
+                other => return other.map(|()| handle),
+            }
+        }
+    }
+
+    /// Starts the workers on `io` into `handle`; returns once every one is accepting.
+    fn start_workers<F, S>(
+        handle: &mut ServerHandle,
+        cfg: &Config,
+        listeners: &listener::Listeners,
+        settings: &crate::conn::Settings,
+        cores: &[core_affinity::CoreId],
+        make: &Arc<F>,
+        io: Backend,
+    ) -> Result<(), StartError>
+    where
+        F: Fn() -> S + Send + Sync + 'static,
+        S: HttpService,
+    {
         handle.backend = Some(io);
-        for i in 0..workers {
+        for i in 0..cfg.worker_count() {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
             let max_in_flight = Arc::new(AtomicUsize::new(0));
@@ -122,7 +151,7 @@ impl Server {
             let ring_counters = Arc::new(RingCounters::default());
             handle.ring_counters.push(ring_counters.clone());
             let spec = WorkerSpec {
-                core_id: core_for(&cores, i),
+                core_id: core_for(cores, i),
                 listener: listeners.for_worker(i),
                 is_tcp: listeners.is_tcp,
                 backend: io,
@@ -157,7 +186,7 @@ impl Server {
                 Err(_) => return Err(worker_vanished()),
             }
         }
-        Ok(handle)
+        Ok(())
     }
 
     /// Starts the server and serves until SIGINT or SIGTERM, then shuts down gracefully.
