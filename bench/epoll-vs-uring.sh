@@ -14,6 +14,7 @@
 #   DURATION=10   measured seconds per case
 #   ROUNDS=3      rounds, every case once per round, interleaved; the table shows medians
 #   OUT=DIR       keep each case's JSON there (default: a temporary directory)
+#   PORT=19260    the servers listen on PORT and PORT+1
 # Needs: cargo, python3, wrk (apt-get install wrk; the hyper row is skipped without it).
 # On a machine shared with other work, run it as `chrt -f 10 bench/epoll-vs-uring.sh` (root):
 # the measured processes then run as soon as they wake instead of after another process's
@@ -112,7 +113,7 @@ wrk_case() {
 
 for round in $(seq "$ROUNDS"); do
     for io in uring epoll; do
-        port=19200
+        port=${PORT:-19260}
         if start_server "$port" "$fcgi_uring" serve --io "$io" --listen "127.0.0.1:$port" \
             --workers 1; then
             addr=(--protocol fastcgi --addr "127.0.0.1:$port")
@@ -123,7 +124,7 @@ for round in $(seq "$ROUNDS"); do
         fi
     done
     if command -v wrk >/dev/null; then
-        port=19202
+        port=$((${PORT:-19260} + 1))
         if start_server "$port" "$hyper_hello" "127.0.0.1:$port"; then
             wrk_case "hyper-wrk-c64" "http://127.0.0.1:$port/hello"
             cleanup

@@ -1,11 +1,11 @@
 //! The server: listeners, one pinned worker thread per core ([`crate::worker`]), startup and
 //! shutdown, and the handle that reads the workers' statistics.
 //!
-//! Each worker owns its ring, its connections and its in-flight requests; nothing on the
-//! request path is shared between workers (no locks; the one shared atomic, a per-worker
-//! statistic, is written only when it grows). TCP listeners are one
-//! per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses SO_REUSEPORT on
-//! AF_UNIX), each worker's ring accepting on it.
+//! Each worker owns its ring (or epoll instance: [`backend`] chooses), its connections and its
+//! in-flight requests; nothing on the request path is shared between workers (no locks; the
+//! one shared atomic, a per-worker statistic, is written only when it grows). TCP listeners
+//! are one per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses
+//! SO_REUSEPORT on AF_UNIX), each worker accepting on it.
 
 pub(crate) mod backend;
 pub(crate) mod listener;
@@ -294,7 +294,8 @@ impl ServerHandle {
     }
 
     /// What the workers' rings did (receive buffers and bundles, registered sends, SQPOLL
-    /// wakeups, idle spins), summed over the workers. All zero for `--protocol http1|h2c`.
+    /// wakeups, idle spins), summed over the workers. All zero on epoll and for
+    /// `--protocol http1|h2c`.
     pub fn ring_stats(&self) -> RingStats {
         RingStats::sum(self.ring_counters.iter().map(|c| &**c))
     }
