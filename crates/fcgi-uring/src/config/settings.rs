@@ -171,7 +171,7 @@ settings! {
         ty: IoMode,
         default: IoMode::Auto,
         accepts: Accepts::OneOf(&["auto", "uring", "epoll"]),
-        doc: "IO backend: uring (io_uring; fail to start where it is blocked), epoll, or auto (io_uring where this process may use it, else epoll with one log line naming the cause and the fix).",
+        doc: "IO backend: uring (io_uring; fail to start where it is blocked), epoll, or auto (io_uring where this process may use it, else epoll with one log line naming the cause and the fix; the environment variable FCGI_URING_IO=uring|epoll overrides auto).",
     },
     listen {
         key: "server.listen",
