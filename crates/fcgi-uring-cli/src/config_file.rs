@@ -43,6 +43,7 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     pub protocol: Option<String>,
+    pub io: Option<String>,
     pub listen: Option<String>,
     pub workers: Option<i64>,
     pub pin_workers: Option<bool>,

@@ -218,9 +218,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let features = match handle.features() {
-        Some(f) => format!("io_uring: {f}"),
-        None => "hyper on tokio".to_owned(),
+    let features = match (handle.backend(), handle.features()) {
+        (_, Some(f)) => format!("io_uring: {f}"),
+        (Some(backend), None) => backend.to_string(),
+        (None, None) => "hyper on tokio".to_owned(),
     };
     println!(
         "fcgi-uring serving the demo app over {:?} on {} with {} workers; {features}",

@@ -577,10 +577,13 @@ fn serve_with_memlock(limit: u64, args: &[&str]) -> (bool, String) {
 #[test]
 fn registered_send_buffers_over_rlimit_memlock_fail_startup_naming_the_limit_and_the_fix() {
     // 1 MiB is enough for the rings and the receive buffer ring (the binary starts with it),
-    // not for 64 MiB of send buffers.
+    // not for 64 MiB of send buffers. Specific to io_uring (`--io uring`: under `auto` the
+    // server falls back to epoll instead, see tests/io_fallback.rs).
     let (ok, err) = serve_with_memlock(
         1 << 20,
         &[
+            "--io",
+            "uring",
             "--listen",
             "127.0.0.1:0",
             "--workers",

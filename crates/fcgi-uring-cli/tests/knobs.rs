@@ -1,13 +1,17 @@
 //! Each runtime knob of `[ring]` turned on in a real server: every demo route (POST /echo of
 //! 1 MiB included), 1,000 sequential requests on one connection, multiplexed requests, and what
 //! the ring counted to show that the knob's path was really taken.
+//!
+//! Specific to the io_uring backend (its ring's knobs and statistics): every server here asks
+//! for `io = uring`, whatever `FCGI_URING_IO` says, so the suite's epoll pass runs them on
+//! io_uring too.
 
 mod common;
 
 use common::*;
 use fcgi_client::RequestSpec;
 use fcgi_uring::RingStats;
-use fcgi_uring::{Addr, Config, RingConfig, Server, ServerHandle, service_fn};
+use fcgi_uring::{Addr, Config, IoMode, RingConfig, Server, ServerHandle, service_fn};
 use std::time::Duration;
 
 /// The knobs a test turns: the ring's, and the idle spin.
@@ -23,6 +27,7 @@ fn start(listen: Addr, set: impl FnOnce(&mut Knobs)) -> ServerHandle {
     };
     set(&mut knobs);
     let config = Config::builder()
+        .io(IoMode::Uring)
         .listen(listen)
         .workers(1)
         .pin_workers(false)
@@ -171,6 +176,7 @@ fn sqpoll_bound_to_a_cpu() {
 #[test]
 fn sqpoll_on_a_cpu_that_does_not_exist_fails_startup_naming_the_key() {
     let config = Config::builder()
+        .io(IoMode::Uring)
         .listen("127.0.0.1:0".parse().unwrap())
         .workers(1)
         .pin_workers(false)

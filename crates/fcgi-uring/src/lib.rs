@@ -28,6 +28,7 @@ mod body;
 mod cgi;
 pub mod config;
 mod conn;
+mod epoll;
 #[cfg(feature = "http-compare")]
 mod http_compare;
 mod server;
@@ -56,9 +57,10 @@ pub mod bench {
 
 pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
-pub use config::{Config, Protocol, Timeouts};
+pub use config::{Backend, Config, IoMode, Protocol, Timeouts};
 pub use config::{ConfigBuilder, ConfigError};
 pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
+pub use server::backend::IO_ENV;
 pub use server::{App, IntoServer, Serve, Server, ServerHandle, StartError, serve};
 pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};
 pub use stats::{Counter, Stats};

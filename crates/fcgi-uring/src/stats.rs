@@ -129,6 +129,7 @@ impl WorkerStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     counts: [u64; N],
+    backend: Option<crate::config::Backend>,
 }
 
 impl Stats {
@@ -145,6 +146,16 @@ impl Stats {
     /// The count of `c`.
     pub fn get(&self, c: Counter) -> u64 {
         self.counts[c.index()]
+    }
+
+    /// The IO backend the counting workers run on (`None` for `--protocol http1|h2c`).
+    pub fn backend(&self) -> Option<crate::config::Backend> {
+        self.backend
+    }
+
+    pub(crate) fn with_backend(mut self, backend: Option<crate::config::Backend>) -> Stats {
+        self.backend = backend;
+        self
     }
 }
 

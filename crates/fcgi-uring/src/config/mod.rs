@@ -22,12 +22,14 @@
 //! ```
 
 mod error;
+mod io;
 mod ring;
 mod rules;
 mod settings;
 mod value;
 
 pub use error::ConfigError;
+pub use io::{Backend, IoMode};
 pub use rules::{RULES, Rule};
 pub use settings::{SETTINGS, Setting, find};
 pub use value::{Accepts, MAX_SECONDS, Value, ZeroSeconds, parse_mode};
@@ -49,6 +51,8 @@ pub struct Config {
     /// What clients speak: FastCGI (io_uring), or HTTP/1.1 or h2c (hyper on tokio, for
     /// comparisons; see the `http_compare` module).
     pub(crate) protocol: Protocol,
+    /// The IO backend: io_uring, epoll, or io_uring where this process may use it.
+    pub(crate) io: IoMode,
     /// Where to listen: TCP (one SO_REUSEPORT listener per worker) or a UNIX socket (one
     /// listener shared by all workers).
     pub(crate) listen: Addr,
@@ -101,6 +105,7 @@ impl Default for Config {
         // Every field is overwritten by its setting's default.
         let mut c = Config {
             protocol: Protocol::FastCgi,
+            io: IoMode::Auto,
             listen: Addr::Tcp(([127, 0, 0, 1], 0).into()),
             workers: 0,
             pin_workers: false,
@@ -159,6 +164,9 @@ impl Config {
 
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+    pub fn io(&self) -> IoMode {
+        self.io
     }
     pub fn listen(&self) -> &Addr {
         &self.listen

@@ -8,7 +8,7 @@ use fcgi_proto::addr::Addr;
 use std::time::Duration;
 
 use super::value::{Accepts, FieldValue, MAX_SECONDS, Value, ZeroSeconds};
-use super::{Config, ConfigBuilder, Protocol};
+use super::{Config, ConfigBuilder, IoMode, Protocol};
 
 /// One setting: where it is read from, what it accepts, its default and what it does.
 #[derive(Clone, Copy)]
@@ -163,6 +163,15 @@ settings! {
         default: Protocol::FastCgi,
         accepts: Accepts::OneOf(&["fastcgi", "http1", "h2c"]),
         doc: "What clients speak: fastcgi (io_uring), or http1 / h2c (hyper on tokio on the same pinned workers, for comparisons; feature http-compare).",
+    },
+    io {
+        key: "server.io",
+        flag: "io",
+        field: io,
+        ty: IoMode,
+        default: IoMode::Auto,
+        accepts: Accepts::OneOf(&["auto", "uring", "epoll"]),
+        doc: "IO backend: uring (io_uring; fail to start where it is blocked), epoll, or auto (io_uring where this process may use it, else epoll with one log line naming the cause and the fix; the environment variable FCGI_URING_IO=uring|epoll overrides auto).",
     },
     listen {
         key: "server.listen",

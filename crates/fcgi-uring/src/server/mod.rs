@@ -1,16 +1,18 @@
 //! The server: listeners, one pinned worker thread per core ([`crate::worker`]), startup and
 //! shutdown, and the handle that reads the workers' statistics.
 //!
-//! Each worker owns its ring, its connections and its in-flight requests; nothing on the
-//! request path is shared between workers (no locks; the one shared atomic, a per-worker
-//! statistic, is written only when it grows). TCP listeners are one
-//! per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses SO_REUSEPORT on
-//! AF_UNIX), each worker's ring accepting on it.
+//! Each worker owns its ring (or epoll instance: [`backend`] chooses), its connections and its
+//! in-flight requests; nothing on the request path is shared between workers (no locks; the
+//! one shared atomic, a per-worker statistic, is written only when it grows). TCP listeners
+//! are one per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses
+//! SO_REUSEPORT on AF_UNIX), each worker accepting on it.
 
+pub(crate) mod backend;
 pub(crate) mod listener;
 pub(crate) mod serve;
 
-use crate::config::{Config, Protocol};
+use crate::config::{Backend, Config, Protocol};
+use crate::service::HttpService;
 use crate::stats::{self, Stats};
 use crate::uring::{Features, RingCounters, RingStats, SetupError};
 use crate::worker::{self, WorkerError, WorkerSpec};
@@ -115,7 +117,38 @@ impl Server {
             timeouts: cfg.timeouts,
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
-        for i in 0..workers {
+        let mut io = backend::choose(cfg.io, &cfg.ring);
+        loop {
+            let started =
+                Server::start_workers(&mut handle, &cfg, &listeners, &settings, &cores, &make, io);
+            match started {
+                // `auto`, and a worker's ring could not be set up after the probe passed (the
+                // locked memory of several workers' rings): every worker starts again on epoll.
+                Err(StartError::Ring(e)) if backend::falls_back_after_probe(cfg.io, io, &e) => {
+                    handle.stop_workers();
+                    io = Backend::Epoll;
+                }
+                other => return other.map(|()| handle),
+            }
+        }
+    }
+
+    /// Starts the workers on `io` into `handle`; returns once every one is accepting.
+    fn start_workers<F, S>(
+        handle: &mut ServerHandle,
+        cfg: &Config,
+        listeners: &listener::Listeners,
+        settings: &crate::conn::Settings,
+        cores: &[core_affinity::CoreId],
+        make: &Arc<F>,
+        io: Backend,
+    ) -> Result<(), StartError>
+    where
+        F: Fn() -> S + Send + Sync + 'static,
+        S: HttpService,
+    {
+        handle.backend = Some(io);
+        for i in 0..cfg.worker_count() {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
             let max_in_flight = Arc::new(AtomicUsize::new(0));
@@ -124,9 +157,10 @@ impl Server {
             let ring_counters = Arc::new(RingCounters::default());
             handle.ring_counters.push(ring_counters.clone());
             let spec = WorkerSpec {
-                core_id: core_for(&cores, i),
+                core_id: core_for(cores, i),
                 listener: listeners.for_worker(i),
                 is_tcp: listeners.is_tcp,
+                backend: io,
                 ring: cfg.ring.clone(),
                 settings: settings.clone(),
                 shutdown_timeout: cfg.shutdown_timeout,
@@ -150,7 +184,7 @@ impl Server {
             match ready_rx.recv() {
                 Ok(Ok(features)) => {
                     if handle.features.is_none() {
-                        handle.features = Some(features);
+                        handle.features = features;
                     }
                 }
                 Ok(Err(WorkerError::Ring(e))) => return Err(StartError::Ring(e)),
@@ -158,7 +192,7 @@ impl Server {
                 Err(_) => return Err(worker_vanished()),
             }
         }
-        Ok(handle)
+        Ok(())
     }
 
     /// Starts the server and serves until SIGINT or SIGTERM, then shuts down gracefully.
@@ -204,6 +238,8 @@ pub(crate) fn worker_vanished() -> StartError {
 #[derive(Debug)]
 pub struct ServerHandle {
     local: Addr,
+    /// The IO backend of the FastCGI workers (`None` for `--protocol http1|h2c`).
+    backend: Option<Backend>,
     features: Option<Features>,
     pub(crate) threads: Vec<JoinHandle<()>>,
     pub(crate) stops: Vec<Arc<worker::Stop>>,
@@ -218,6 +254,7 @@ impl ServerHandle {
     pub(crate) fn starting(local: Addr) -> ServerHandle {
         ServerHandle {
             local,
+            backend: None,
             features: None,
             threads: Vec::new(),
             stops: Vec::new(),
@@ -232,18 +269,24 @@ impl ServerHandle {
         &self.local
     }
 
-    /// io_uring features in use (as detected by the first worker).
+    /// The IO backend the workers run on (`None` for `--protocol http1|h2c`).
+    pub fn backend(&self) -> Option<Backend> {
+        self.backend
+    }
+
+    /// io_uring features in use (as detected by the first worker; `None` on epoll).
     pub fn features(&self) -> Option<&Features> {
         self.features.as_ref()
     }
 
     /// Limits hit, timeouts and other counters, summed over the workers.
     pub fn stats(&self) -> Stats {
-        Stats::sum(self.stats.iter().map(|s| &**s))
+        Stats::sum(self.stats.iter().map(|s| &**s)).with_backend(self.backend)
     }
 
     /// What the workers' rings did (receive buffers and bundles, registered sends, SQPOLL
-    /// wakeups, idle spins), summed over the workers. All zero for `--protocol http1|h2c`.
+    /// wakeups, idle spins), summed over the workers. All zero on epoll and for
+    /// `--protocol http1|h2c`.
     pub fn ring_stats(&self) -> RingStats {
         RingStats::sum(self.ring_counters.iter().map(|c| &**c))
     }

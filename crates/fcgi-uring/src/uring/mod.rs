@@ -28,6 +28,8 @@ pub(crate) mod backend;
 mod buffers;
 mod counters;
 mod ops;
+pub(crate) mod probe;
+pub(crate) mod reactor;
 mod sendbufs;
 mod setup;
 #[cfg(test)]
@@ -126,6 +128,9 @@ pub enum SetupError {
     Disabled { sysctl: u8 },
     /// ENOMEM: RLIMIT_MEMLOCK too small for the rings and buffers.
     Memlock(io::Error),
+    /// ENOSYS from io_uring_setup: a kernel without io_uring, or a seccomp filter answering
+    /// ENOSYS (rootless Podman).
+    NotImplemented(io::Error),
     /// ENOMEM registering the send buffers: RLIMIT_MEMLOCK too small for them.
     MemlockSendBuffers {
         err: io::Error,

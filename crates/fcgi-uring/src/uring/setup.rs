@@ -81,6 +81,13 @@ impl fmt::Display for SetupError {
                  (--registered-send-buffers / --send-buffer-size; 0 buffers turns them off)",
                 (u64::from(*count) * u64::from(*size)).div_ceil(1024)
             ),
+            SetupError::NotImplemented(err) => write!(
+                f,
+                "io_uring not implemented ({err}): a seccomp filter refuses it with ENOSYS \
+                 (rootless Podman) or the kernel lacks CONFIG_IO_URING; fix: a seccomp profile \
+                 that allows io_uring_setup/io_uring_enter/io_uring_register, or a kernel with \
+                 io_uring (Linux >= 6.0)"
+            ),
             SetupError::Unsupported { feature, needs } => write!(
                 f,
                 "io_uring {feature} is not available on this kernel; it needs {needs}; fix: \
@@ -237,11 +244,7 @@ pub(super) fn classify(err: io::Error, sysctl: Option<u8>) -> SetupError {
             _ => SetupError::Blocked(err),
         },
         Some(libc::ENOMEM) => SetupError::Memlock(err),
-        Some(libc::ENOSYS) => SetupError::Unsupported {
-            feature: "io_uring",
-            needs: "Linux >= 6.0 built with CONFIG_IO_URING (ENOSYS may also come from a \
-                    seccomp filter)",
-        },
+        Some(libc::ENOSYS) => SetupError::NotImplemented(err),
         _ => SetupError::Other(err),
     }
 }
@@ -410,10 +413,7 @@ mod tests {
         ));
         assert!(matches!(
             classify(errno(libc::ENOSYS), None),
-            SetupError::Unsupported {
-                feature: "io_uring",
-                ..
-            }
+            SetupError::NotImplemented(_)
         ));
         assert!(matches!(
             classify(errno(libc::EFAULT), Some(2)),
@@ -444,6 +444,11 @@ mod tests {
         assert!(memlock.contains("ulimit -l"));
         assert!(memlock.contains("LimitMEMLOCK="));
         assert!(memlock.contains("--ring-entries/--recv-buffers"));
+
+        let nosys = SetupError::NotImplemented(errno(libc::ENOSYS)).to_string();
+        assert!(nosys.contains("ENOSYS (rootless Podman)"), "{nosys}");
+        assert!(nosys.contains("io_uring_setup/io_uring_enter/io_uring_register"));
+        assert!(nosys.contains("CONFIG_IO_URING"));
 
         let unsupported = SetupError::Unsupported {
             feature: "multishot recv",

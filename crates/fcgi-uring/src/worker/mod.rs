@@ -1,5 +1,6 @@
-//! One worker thread: pinned, with its own ring, its own current-thread tokio runtime (so
-//! handlers can use timers, tokio sockets and tokio-based clients) and its own service.
+//! One worker thread: pinned, with its own ring (or epoll instance, [`crate::epoll`]), its own
+//! current-thread tokio runtime (so handlers can use timers, tokio sockets and tokio-based
+//! clients) and its own service.
 //!
 //! One loop turn: expire deadlines, resume paused connections, let the connection core act on
 //! what changed ([`Core::flush`] through the ring backend), submit everything in one
@@ -11,11 +12,13 @@
 
 mod dispatch;
 
+pub(crate) use dispatch::Dispatcher;
+
+use crate::config::Backend as IoBackend;
 use crate::conn::{self, Core, Settings};
 use crate::service::HttpService;
 use crate::uring::backend::{Backend, Followups};
 use crate::uring::{Features, OpId, Ring, RingConfig, RingCounters, SetupError};
-use dispatch::Dispatcher;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
@@ -29,8 +32,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// What a worker reports once it is ready (or why it could not start).
-pub(crate) type Ready = Result<Features, WorkerError>;
+/// What a worker reports once it is ready (or why it could not start): the ring's features,
+/// none on epoll.
+pub(crate) type Ready = Result<Option<Features>, WorkerError>;
 
 /// Why a worker could not start.
 #[derive(Debug)]
@@ -44,6 +48,8 @@ pub(crate) struct WorkerSpec<F> {
     pub core_id: Option<core_affinity::CoreId>,
     pub listener: Arc<OwnedFd>,
     pub is_tcp: bool,
+    /// The IO backend, chosen once for the server.
+    pub backend: IoBackend,
     pub ring: RingConfig,
     pub settings: Settings,
     pub shutdown_timeout: Duration,
@@ -69,12 +75,15 @@ where
     S: HttpService,
 {
     crate::server::pin_current_thread(spec.core_id);
-    let ring = match Ring::with_counters(&spec.ring, spec.ring_counters.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = spec.ready.send(Err(WorkerError::Ring(e)));
-            return;
-        }
+    let ring = match spec.backend {
+        IoBackend::Epoll => None,
+        IoBackend::IoUring => match Ring::with_counters(&spec.ring, spec.ring_counters.clone()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let _ = spec.ready.send(Err(WorkerError::Ring(e)));
+                return;
+            }
+        },
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -91,9 +100,10 @@ where
         Rc::new(Core::new(spec.settings, spec.stats, spec.max_in_flight)),
         Rc::new(RefCell::new((spec.make)())),
     );
-    let _ = spec.ready.send(Ok(ring.features().clone()));
-    let loop_ = Loop {
-        batch: spec.completions_per_turn.max(1),
+    let _ = spec
+        .ready
+        .send(Ok(ring.as_ref().map(|r| r.features().clone())));
+    let loop_ = LoopSpec {
         idle_spin: spec.idle_spin,
         listener: spec.listener,
         is_tcp: spec.is_tcp,
@@ -101,7 +111,17 @@ where
         shutdown_timeout: spec.shutdown_timeout,
         accept_retry: spec.accept_retry,
     };
-    if let Err(e) = local.block_on(&rt, loop_.drive(ring, dispatcher)) {
+    let result = match ring {
+        Some(ring) => {
+            let uring = Loop {
+                batch: spec.completions_per_turn.max(1),
+                spec: loop_,
+            };
+            local.block_on(&rt, uring.drive(ring, dispatcher))
+        }
+        None => local.block_on(&rt, crate::epoll::driver::drive(loop_, dispatcher)),
+    };
+    if let Err(e) = result {
         tracing::error!("worker stopped: {e}");
     }
 }
@@ -120,8 +140,13 @@ impl Stop {
         self.notify.notify_one();
     }
 
-    fn is_requested(&self) -> bool {
+    pub(crate) fn is_requested(&self) -> bool {
         self.requested.load(Ordering::Acquire)
+    }
+
+    /// Notified at a stop request (wait on it, then check [`Stop::is_requested`]).
+    pub(crate) fn notify(&self) -> &Notify {
+        &self.notify
     }
 
     /// Resolves once a stop was requested (for workers that wait in a `select!`).
@@ -143,15 +168,28 @@ enum Spin {
     Idle,
 }
 
+/// What a worker's loop needs, whichever the backend.
+pub(crate) struct LoopSpec {
+    pub idle_spin: Duration,
+    pub listener: Arc<OwnedFd>,
+    pub is_tcp: bool,
+    pub stop: Arc<Stop>,
+    pub shutdown_timeout: Duration,
+    pub accept_retry: Duration,
+}
+
+/// The io_uring loop.
 struct Loop {
     /// Completions handled per loop turn before answers are submitted.
     batch: usize,
-    idle_spin: Duration,
-    listener: Arc<OwnedFd>,
-    is_tcp: bool,
-    stop: Arc<Stop>,
-    shutdown_timeout: Duration,
-    accept_retry: Duration,
+    spec: LoopSpec,
+}
+
+impl std::ops::Deref for Loop {
+    type Target = LoopSpec;
+    fn deref(&self) -> &LoopSpec {
+        &self.spec
+    }
 }
 
 impl Loop {
@@ -286,7 +324,7 @@ impl Loop {
 }
 
 /// The worker's one timer: armed for the wheel's first due slot.
-struct WakeTimer {
+pub(crate) struct WakeTimer {
     sleep: Pin<Box<tokio::time::Sleep>>,
     armed: Option<Instant>,
 }

@@ -1,0 +1,465 @@
+//! The epoll backend of the connection core: runs what the core asks ([`Io`]) as non-blocking
+//! socket calls, and turns readiness into the core's inputs.
+//!
+//! Per connection it keeps the socket, whether the kernel said it is readable or writable
+//! (edge-triggered: a flag stays set until a read comes back short or a write would block),
+//! whether the core wants bytes (a receive is "armed"), and the rest of a short send. A send
+//! the core asks for is written at once (the core asks after the turn's reads and dispatches);
+//! its result, like a cancelled receive's end, is handed to the core by [`Backend::complete`]
+//! after the core's flush, as a completion would be. It decides nothing about the protocol or
+//! the lifecycle.
+
+#![forbid(unsafe_code)]
+
+use crate::conn::{ConnKey, Core, Io, OutQueue, Sent, Staged};
+use crate::uring::reactor::{self, ReactorFd};
+use rustix::event::{Timespec, epoll};
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use tokio::io::unix::AsyncFd;
+
+/// Token of the listener (connection tokens never have bit 63 set).
+const LISTENER_TOKEN: u64 = 1 << 63;
+/// Bytes one `recv` reads at most; a connection with more waiting is read again next turn.
+const READ_CHUNK: usize = 64 * 1024;
+/// Readiness events taken per `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 1024;
+
+/// What the backend holds for one connection.
+struct IoConn {
+    key: ConnKey,
+    fd: OwnedFd,
+    /// The kernel reported data (or EOF, or an error) not yet read to a short read.
+    readable: bool,
+    /// The peer shut its side down or the connection failed (RDHUP, HUP, ERR): no edge will
+    /// come for the EOF, so reads go on past a short one until it shows.
+    hup: bool,
+    /// The kernel reported room to send since the last write that would have blocked.
+    writable: bool,
+    /// The core wants bytes.
+    armed: bool,
+    /// Listed for the next read pass.
+    queued: bool,
+    /// What a short send left: its buffer and how far it went.
+    rest: Option<(Vec<u8>, usize)>,
+    /// A send the core handed over and whose result it has not been told yet.
+    in_flight: bool,
+}
+
+/// A result for the core, held until its flush is over.
+enum Done {
+    Sent(Sent),
+    RecvEnded,
+}
+
+/// The epoll instance and the per-connection state, indexed like the core's connection table.
+pub(crate) struct Backend {
+    epoll: AsyncFd<ReactorFd>,
+    conns: Vec<Option<IoConn>>,
+    events: Vec<epoll::Event>,
+    /// Connections to read in the next read pass.
+    to_read: Vec<ConnKey>,
+    done: Vec<(ConnKey, Done)>,
+    buf: Box<[u8]>,
+    listener: Arc<OwnedFd>,
+    /// The listener is registered (not paused, not shut down).
+    listening: bool,
+    /// The listener reported pending connections.
+    accept_ready: bool,
+    /// A shared (UNIX) listener: registered with `EPOLLEXCLUSIVE`.
+    shared: bool,
+    is_tcp: bool,
+}
+
+/// Why accepting stopped.
+#[derive(Debug)]
+pub(crate) enum AcceptError {
+    /// accept(2) failed for a reason that lasts (EMFILE, ENFILE, ENOMEM...).
+    Failed(io::Error),
+}
+
+impl Backend {
+    /// An epoll instance registered in the current tokio reactor, listening on `listener`.
+    pub fn new(listener: Arc<OwnedFd>, is_tcp: bool) -> io::Result<Backend> {
+        let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let mut b = Backend {
+            epoll: reactor::register_readable(fd)?,
+            conns: Vec::new(),
+            events: Vec::with_capacity(EVENTS_PER_WAIT),
+            to_read: Vec::new(),
+            done: Vec::new(),
+            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            listener,
+            listening: false,
+            accept_ready: false,
+            shared: !is_tcp,
+            is_tcp,
+        };
+        b.listen(true)?;
+        Ok(b)
+    }
+
+    /// The epoll fd as registered in tokio: readable when an event is pending.
+    pub fn waiter(&self) -> &AsyncFd<ReactorFd> {
+        &self.epoll
+    }
+
+    /// Starts or stops watching the listener (a paused or shut-down worker accepts nothing;
+    /// connections wait in the backlog, or go to the other workers).
+    pub fn listen(&mut self, on: bool) -> io::Result<()> {
+        if on == self.listening {
+            return Ok(());
+        }
+        if on {
+            let mut flags = epoll::EventFlags::IN;
+            if self.shared {
+                flags |= epoll::EventFlags::EXCLUSIVE;
+            }
+            epoll::add(
+                self.epoll.get_ref().fd(),
+                &*self.listener,
+                epoll::EventData::new_u64(LISTENER_TOKEN),
+                flags,
+            )?;
+        } else {
+            epoll::delete(self.epoll.get_ref().fd(), &*self.listener)?;
+            self.accept_ready = false;
+        }
+        self.listening = on;
+        Ok(())
+    }
+
+    /// Takes the pending readiness events without waiting: marks connections readable or
+    /// writable, lists the armed readable ones for [`Backend::read`], writes what waited for
+    /// room. Returns how many events came (a full batch means more may be pending).
+    pub fn poll_events(&mut self) -> io::Result<usize> {
+        self.events.clear();
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let n = match epoll::wait(
+            self.epoll.get_ref().fd(),
+            rustix::buffer::spare_capacity(&mut self.events),
+            Some(&zero),
+        ) {
+            Ok(n) => n,
+            Err(Errno::INTR) => return Ok(1),
+            Err(e) => return Err(e.into()),
+        };
+        let events = std::mem::take(&mut self.events);
+        for ev in &events {
+            self.on_event(ev.data.u64(), ev.flags);
+        }
+        self.events = events;
+        Ok(n)
+    }
+
+    fn on_event(&mut self, token: u64, flags: epoll::EventFlags) {
+        use epoll::EventFlags as F;
+        if token == LISTENER_TOKEN {
+            self.accept_ready = self.listening;
+            return;
+        }
+        let Some(key) = ConnKey::from_token(token) else {
+            return;
+        };
+        let Backend {
+            conns,
+            to_read,
+            done,
+            ..
+        } = self;
+        let Some(c) = io_conn(conns, key) else {
+            return;
+        };
+        if flags.intersects(F::IN | F::RDHUP | F::HUP | F::ERR) {
+            c.readable = true;
+            c.hup |= flags.intersects(F::RDHUP | F::HUP | F::ERR);
+            queue_read(c, to_read);
+        }
+        if flags.intersects(F::OUT | F::HUP | F::ERR) {
+            c.writable = true;
+            if c.in_flight {
+                write_rest(c, done);
+            }
+        }
+    }
+
+    /// Accepts what the listener has (up to `max`), handing each connection to the core.
+    /// Returns how many were accepted.
+    pub fn accept(&mut self, core: &Core, max: usize) -> Result<usize, AcceptError> {
+        if !self.accept_ready {
+            return Ok(0);
+        }
+        let mut n = 0;
+        while n < max {
+            let fd = match rustix::net::accept_with(
+                &*self.listener,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::AGAIN) => {
+                    self.accept_ready = false;
+                    break;
+                }
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(e) => return Err(AcceptError::Failed(e.into())),
+            };
+            n += 1;
+            self.add_conn(core, fd);
+        }
+        Ok(n)
+    }
+
+    fn add_conn(&mut self, core: &Core, fd: OwnedFd) {
+        let Some(key) = core.accept() else {
+            return; // refused: the socket closes here
+        };
+        if self.is_tcp {
+            let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+        }
+        use epoll::EventFlags as F;
+        let flags = F::IN | F::OUT | F::RDHUP | F::ET;
+        if let Err(e) = epoll::add(
+            self.epoll.get_ref().fd(),
+            &fd,
+            epoll::EventData::new_u64(key.token()),
+            flags,
+        ) {
+            tracing::debug!("cannot watch a new connection: {e}");
+            core.on_peer_gone(key);
+            return;
+        }
+        if self.conns.len() <= key.index() {
+            self.conns.resize_with(key.index() + 1, || None);
+        }
+        // Read at once: a client usually sends its request right behind the handshake, before
+        // the accept (an empty socket costs one EAGAIN, then the edge is awaited).
+        self.conns[key.index()] = Some(IoConn {
+            key,
+            fd,
+            readable: true,
+            hup: false,
+            writable: false,
+            armed: false,
+            queued: false,
+            rest: None,
+            in_flight: false,
+        });
+    }
+
+    /// Reads each listed connection once, feeding the core; requests whose params are complete
+    /// go to `staged`. A connection that filled the read buffer is read again next turn.
+    /// Returns how many reads were made.
+    pub fn read(&mut self, core: &Core, staged: &mut Vec<Staged>) -> usize {
+        let keys = std::mem::take(&mut self.to_read);
+        let mut reads = 0;
+        for &key in &keys {
+            let Backend {
+                conns,
+                buf,
+                to_read,
+                ..
+            } = self;
+            let Some(c) = io_conn(conns, key) else {
+                continue;
+            };
+            c.queued = false;
+            if !(c.armed && c.readable) {
+                continue;
+            }
+            reads += 1;
+            match rustix::net::recv(&c.fd, &mut buf[..], RecvFlags::empty()) {
+                Ok((_, 0)) => {
+                    c.readable = false;
+                    core.on_peer_gone(key);
+                }
+                Ok((_, n)) => {
+                    // A short read emptied the socket; new data brings a new edge (an EOF
+                    // already reported does not).
+                    if n == buf.len() || c.hup {
+                        queue_read(c, to_read);
+                    } else {
+                        c.readable = false;
+                    }
+                    core.on_bytes(key, &buf[..n], staged);
+                }
+                Err(Errno::AGAIN) => c.readable = false,
+                Err(Errno::INTR) => queue_read(c, to_read),
+                Err(e) => {
+                    c.readable = false;
+                    tracing::debug!("receive failed: {e}");
+                    core.on_peer_gone(key);
+                }
+            }
+        }
+        // Keep the allocation of the list for the next turn.
+        let mut keys = keys;
+        keys.clear();
+        if self.to_read.is_empty() {
+            self.to_read = keys;
+        }
+        reads
+    }
+
+    /// Hands the core what happened during its flush (send results, ended receives); returns
+    /// how many.
+    pub fn complete(&mut self, core: &Core) -> usize {
+        let n = self.done.len();
+        for (key, done) in self.done.drain(..) {
+            match done {
+                Done::Sent(sent) => core.on_sent(key, sent),
+                Done::RecvEnded => core.on_recv_ended(key),
+            }
+        }
+        n
+    }
+
+    /// Readable connections waiting for the next read pass.
+    pub fn has_reads(&self) -> bool {
+        !self.to_read.is_empty()
+    }
+}
+
+fn io_conn(conns: &mut [Option<IoConn>], key: ConnKey) -> Option<&mut IoConn> {
+    conns
+        .get_mut(key.index())?
+        .as_mut()
+        .filter(|c| c.key == key)
+}
+
+fn queue_read(c: &mut IoConn, to_read: &mut Vec<ConnKey>) {
+    if c.armed && c.readable && !c.queued {
+        c.queued = true;
+        to_read.push(c.key);
+    }
+}
+
+/// One non-blocking send of `data`; `Ok(0)` when it would block.
+fn send_now(c: &IoConn, data: &[u8]) -> Result<usize, Errno> {
+    loop {
+        match rustix::net::send(&c.fd, data, SendFlags::NOSIGNAL) {
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(0),
+            other => return other,
+        }
+    }
+}
+
+/// Writes what a short send left, now that there is room; reports the result unless it would
+/// block again (then the send stays in flight until the next `EPOLLOUT`).
+fn write_rest(c: &mut IoConn, done: &mut Vec<(ConnKey, Done)>) {
+    let Some((buf, offset)) = c.rest.take() else {
+        return;
+    };
+    match send_now(c, &buf[offset..]) {
+        Ok(0) => {
+            c.writable = false;
+            c.rest = Some((buf, offset));
+        }
+        Ok(n) if offset + n < buf.len() => {
+            c.writable = false;
+            c.rest = Some((buf, offset + n));
+            c.in_flight = false;
+            done.push((c.key, Done::Sent(Sent::Part(n))));
+        }
+        Ok(_) => {
+            c.in_flight = false;
+            done.push((c.key, Done::Sent(Sent::All(Some(buf)))));
+        }
+        Err(e) => {
+            tracing::debug!("send failed: {e}");
+            c.in_flight = false;
+            done.push((c.key, Done::Sent(Sent::Failed)));
+        }
+    }
+}
+
+impl Io for Backend {
+    fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
+        let Backend { conns, done, .. } = self;
+        let Some(c) = io_conn(conns, key) else {
+            done.push((key, Done::Sent(Sent::Failed)));
+            return;
+        };
+        let result = send_now(c, out.bytes());
+        match result {
+            Ok(n) if n == out.len() => {
+                out.copied();
+                done.push((key, Done::Sent(Sent::All(None))));
+            }
+            Ok(0) => {
+                // No room: the whole send waits for EPOLLOUT.
+                c.writable = false;
+                c.rest = Some((out.take(), 0));
+                c.in_flight = true;
+            }
+            Ok(n) => {
+                c.writable = false;
+                c.rest = Some((out.take(), n));
+                done.push((key, Done::Sent(Sent::Part(n))));
+            }
+            Err(e) => {
+                tracing::debug!("send failed: {e}");
+                done.push((key, Done::Sent(Sent::Failed)));
+            }
+        }
+    }
+
+    fn resend(&mut self, key: ConnKey) {
+        let Backend { conns, done, .. } = self;
+        let Some(c) = io_conn(conns, key) else {
+            done.push((key, Done::Sent(Sent::Failed)));
+            return;
+        };
+        if c.rest.is_none() {
+            done.push((key, Done::Sent(Sent::All(None))));
+            return;
+        }
+        c.in_flight = true;
+        if c.writable {
+            write_rest(c, done);
+        }
+    }
+
+    fn arm_recv(&mut self, key: ConnKey) {
+        let Backend { conns, to_read, .. } = self;
+        if let Some(c) = io_conn(conns, key) {
+            c.armed = true;
+            queue_read(c, to_read);
+        }
+    }
+
+    fn cancel_recv(&mut self, key: ConnKey) {
+        if let Some(c) = io_conn(&mut self.conns, key) {
+            c.armed = false;
+        }
+        self.done.push((key, Done::RecvEnded));
+    }
+
+    fn shutdown_write(&mut self, key: ConnKey) {
+        if let Some(c) = io_conn(&mut self.conns, key) {
+            let _ = rustix::net::shutdown(&c.fd, rustix::net::Shutdown::Write);
+        }
+    }
+
+    fn close(&mut self, key: ConnKey, _abort: bool) {
+        // Closing the socket ends everything on it (and removes it from the epoll set); there
+        // is no operation left in the kernel to unblock, so `abort` needs nothing more.
+        let Some(slot) = self.conns.get_mut(key.index()) else {
+            return;
+        };
+        if !slot.as_ref().is_some_and(|c| c.key == key) {
+            return;
+        }
+        if let Some(c) = slot.take()
+            && c.in_flight
+        {
+            self.done.push((key, Done::Sent(Sent::Failed)));
+        }
+    }
+}

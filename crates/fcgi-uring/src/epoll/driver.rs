@@ -1,0 +1,137 @@
+//! The per-core loop of the epoll backend: the same turn as the io_uring loop, with readiness
+//! in place of completions.
+//!
+//! One turn: expire deadlines, resume paused connections, take the pending readiness events
+//! (without waiting), accept, let the core act on what changed ([`Core::flush`]: arm the new
+//! connections, send what handler tasks wrote), read every ready connection once, dispatch the
+//! requests that became complete (a handler that answers at once queues its response now),
+//! flush again, then hand the core the results of the turn's writes. A connection gets at
+//! most one `send` per turn: its send stays in flight for the core until the turn ends. With
+//! nothing to do it spins for `idle_spin`, then sleeps in tokio's reactor (where the epoll fd
+//! is registered) until a socket, a handler task, a deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
+//! is in flight and every response was handed to the kernel, or at `shutdown_timeout`.
+
+use super::backend::{AcceptError, Backend};
+use crate::conn::{self, Core};
+use crate::service::HttpService;
+use crate::stats::Counter;
+use crate::worker::{Dispatcher, LoopSpec, WakeTimer};
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
+
+/// Connections accepted per turn at most (the rest wait for the next turn).
+const ACCEPTS_PER_TURN: usize = 256;
+
+/// Runs the worker until it is stopped and quiet (or its shutdown timeout passed).
+pub(crate) async fn drive<S>(spec: LoopSpec, d: Dispatcher<S>) -> io::Result<()>
+where
+    S: HttpService,
+{
+    let core = d.core.clone();
+    let mut io = Backend::new(spec.listener.clone(), spec.is_tcp)?;
+    let mut deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // Set while accepting is paused after a failed accept (EMFILE...).
+    let mut accept_pause: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let stop = spec.stop.clone();
+    let mut stop_signal = std::pin::pin!(stop.notify().notified());
+    let mut timer = WakeTimer::new();
+    let mut staged = Vec::new();
+    let mut last_work = Instant::now();
+    loop {
+        core.clock.update();
+        conn::expire(&core);
+        core.resume_paused();
+        if accept_pause.as_ref().is_some_and(|p| p.is_elapsed()) && deadline.is_none() {
+            accept_pause = None;
+            io.listen(true)?;
+        }
+        let events = io.poll_events()?;
+        let accepted = match io.accept(&core, ACCEPTS_PER_TURN) {
+            Ok(n) => n,
+            Err(AcceptError::Failed(e)) => {
+                accept_failed(&core, &e);
+                io.listen(false)?;
+                accept_pause = Some(Box::pin(tokio::time::sleep(spec.accept_retry)));
+                0
+            }
+        };
+        // Arms the new connections (read in this turn's pass when data came with them) and
+        // sends what handler tasks wrote since the last turn.
+        core.flush(&mut io);
+        let reads = io.read(&core, &mut staged);
+        for s in staged.drain(..) {
+            d.dispatch(s);
+        }
+        core.flush(&mut io);
+        // Results of this turn's writes, after both flushes: a connection written to in this
+        // turn is not written to again before the next one.
+        let done = io.complete(&core);
+        if let Some(dl) = &deadline
+            && (core.is_quiet() || dl.is_elapsed())
+        {
+            break;
+        }
+        if deadline.is_none() && spec.stop.is_requested() {
+            io.listen(false)?;
+            accept_pause = None;
+            deadline = Some(Box::pin(tokio::time::sleep(spec.shutdown_timeout)));
+            continue;
+        }
+        let work = events + accepted + reads + done;
+        if work > 0 || core.has_dirty() || io.has_reads() {
+            last_work = Instant::now();
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // Spinning is more loop turns: each one looks at the epoll set without waiting.
+        if deadline.is_none() && last_work.elapsed() < spec.idle_spin {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let mut polled = false;
+        poll_fn(|cx| {
+            let mut ready = std::mem::replace(&mut polled, true);
+            core.set_driver_waker(cx.waker());
+            core.set_driver_parked(true);
+            ready |= core.has_dirty();
+            if let Poll::Ready(r) = io.waiter().poll_read_ready(cx) {
+                if let Ok(mut guard) = r {
+                    guard.clear_ready();
+                }
+                ready = true;
+            }
+            if deadline.is_none() {
+                ready |= stop_signal.as_mut().poll(cx).is_ready();
+            }
+            if let Some(dl) = &mut deadline {
+                ready |= dl.as_mut().poll(cx).is_ready();
+            }
+            if let Some(p) = &mut accept_pause {
+                ready |= p.as_mut().poll(cx).is_ready();
+            }
+            ready |= timer.poll(&core, cx);
+            if ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        core.set_driver_parked(false);
+    }
+    Ok(())
+}
+
+fn accept_failed(core: &Core, e: &io::Error) {
+    core.stats.hit(
+        Counter::AcceptFailed,
+        core.now(),
+        format_args!(
+            "accept failed: {e}; accepting again after server.accept_retry \
+             (EMFILE: raise RLIMIT_NOFILE, e.g. LimitNOFILE= in the systemd unit)"
+        ),
+    );
+}
