@@ -186,6 +186,7 @@ fn config(a: RunArgs) -> Result<(Config, bool), String> {
         keep_conn: a.keep_conn,
         expect_body: a.expect_body,
         server_pid: a.server_pid,
+        cpu_trees: Vec::new(),
         progress: true,
     };
     Ok((cfg, a.json))
