@@ -5,6 +5,7 @@
 //! event loop ([`engine`], over [`net`] and [`sys`]) <- the run ([`run`](mod@run): threads, pinning,
 //! server CPU, progress). All `unsafe` is in [`sys`].
 
+pub mod cells;
 pub mod child;
 pub mod compare;
 pub mod engine;
