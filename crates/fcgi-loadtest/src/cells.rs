@@ -15,6 +15,117 @@ use crate::stats::{Report, SATURATED_PCT};
 /// `--max-error-pct` says otherwise.
 pub const DEFAULT_MAX_ERROR_PCT: f64 = 0.1;
 
+/// The `format` of a `results.json` written by this version.
+pub const FORMAT: &str = "fcgi-loadtest compare 2";
+
+/// Everything `compare` measured: `DIR/results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub format: String,
+    pub title: String,
+    /// Pinning, load mode, rounds, scenarios: printed under the table and atop the page.
+    pub notes: Vec<String>,
+    pub settings: Settings,
+    pub cells: Vec<Cell>,
+}
+
+/// The settings of a comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub rounds: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub server_cpus: Vec<usize>,
+    pub client_cpus: Vec<usize>,
+    /// e.g. `closed loop`, `open loop at 50% of each cell's peak`.
+    pub load: String,
+    pub limits: Limits,
+}
+
+/// A `results.json` that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatError(pub String);
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A cell of the first `results.json` format (a list of these, one round each, no proxy CPU).
+#[derive(Deserialize)]
+struct OldRow {
+    scenario: String,
+    path: String,
+    shape: String,
+    report: Option<Report>,
+    error: Option<String>,
+}
+
+impl Results {
+    /// Parses a `results.json` of this format, or of the first one (one round per cell, the
+    /// backend's CPU only); summaries missing from the file are computed.
+    pub fn from_json(text: &str) -> Result<Results, FormatError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| FormatError(format!("not JSON: {e}")))?;
+        let mut results = if value.is_array() {
+            let rows: Vec<OldRow> = serde_json::from_value(value)
+                .map_err(|e| FormatError(format!("not a compare results.json: {e}")))?;
+            Results::from_old(rows)
+        } else {
+            serde_json::from_value::<Results>(value)
+                .map_err(|e| FormatError(format!("not a compare results.json: {e}")))?
+        };
+        let limits = results.settings.limits;
+        for c in &mut results.cells {
+            if c.summary.is_none() {
+                c.summarize(&limits);
+            }
+        }
+        Ok(results)
+    }
+
+    fn from_old(rows: Vec<OldRow>) -> Results {
+        let cells = rows
+            .into_iter()
+            .map(|r| Cell {
+                proxy: r.path.split_once('>').map(|(p, _)| p.to_owned()),
+                rate: r.report.as_ref().and_then(|rep| rep.rate),
+                rounds: vec![Round {
+                    backend_cpu_s: r.report.as_ref().and_then(|rep| rep.server_cpu_s),
+                    proxy_cpu_s: None,
+                    report: r.report,
+                    error: r.error,
+                }],
+                scenario: r.scenario,
+                path: r.path,
+                shape: r.shape,
+                summary: None,
+            })
+            .collect();
+        Results {
+            format: "fcgi-loadtest compare 1".into(),
+            title: "fcgi-loadtest compare".into(),
+            notes: vec![
+                "first results.json format: one round, the proxy's CPU not measured".into(),
+            ],
+            settings: Settings {
+                rounds: 1,
+                duration_s: 0.0,
+                warmup_s: 0.0,
+                server_cpus: vec![0],
+                client_cpus: vec![1],
+                load: "closed loop".into(),
+                limits: Limits {
+                    max_error_pct: DEFAULT_MAX_ERROR_PCT,
+                    server_cpus: 1,
+                },
+            },
+            cells,
+        }
+    }
+}
+
 /// One round of one cell.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Round {
@@ -293,7 +404,8 @@ fn summarize(cell: &Cell, limits: &Limits) -> Summary {
     } else {
         100.0 * errors as f64 / (requests + errors) as f64
     };
-    let reasons = reasons(&ok, cell.proxy.is_some());
+    let proxied = cell.proxy.is_some();
+    let reasons = reasons(&ok, proxied);
     let failed = if ok.is_empty() {
         Some(format!(
             "did not run: {}",
@@ -327,12 +439,22 @@ fn summarize(cell: &Cell, limits: &Limits) -> Summary {
     let total = col(&|r, rep| {
         let client = per_req(Some(rep.client_cpu_s), rep.requests)?;
         let backend = per_req(r.backend_cpu_s, rep.requests)?;
-        let proxy = per_req(r.proxy_cpu_s, rep.requests).unwrap_or(0.0);
+        // A proxied cell without the proxy's CPU (the first format) has no total.
+        let proxy = if proxied {
+            per_req(r.proxy_cpu_s, rep.requests)?
+        } else {
+            0.0
+        };
         Some(client + backend + proxy)
     });
     let busy = (!ok.is_empty()).then(|| Busy {
         client_pct: col(&|_, rep| Some(rep.client_cpu_pct)).map_or(0.0, |s| s.median),
-        proxy_pct: col(&|r, rep| r.proxy_cpu_s.map(|c| c / window_cpus(rep))).map(|s| s.median),
+        proxy_pct: col(&|r, rep| {
+            r.proxy_cpu_s
+                .filter(|_| proxied)
+                .map(|c| c / window_cpus(rep))
+        })
+        .map(|s| s.median),
         backend_pct: col(&|r, rep| r.backend_cpu_s.map(|c| c / window_cpus(rep))).map(|s| s.median),
     });
     Summary {
@@ -342,7 +464,7 @@ fn summarize(cell: &Cell, limits: &Limits) -> Summary {
         p50_us: col(&|_, rep| (rep.requests > 0).then_some(rep.p50_us as f64)),
         p99_us: col(&|_, rep| (rep.requests > 0).then_some(rep.p99_us as f64)),
         p999_us: col(&|_, rep| (rep.requests > 0).then_some(rep.p999_us as f64)),
-        proxy_us: col(&|r, rep| per_req(r.proxy_cpu_s, rep.requests)),
+        proxy_us: col(&|r, rep| per_req(r.proxy_cpu_s.filter(|_| proxied), rep.requests)),
         backend_us: col(&|r, rep| per_req(r.backend_cpu_s, rep.requests)),
         client_us: col(&|_, rep| per_req(Some(rep.client_cpu_s), rep.requests)),
         total_us: total,

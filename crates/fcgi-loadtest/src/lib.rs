@@ -5,9 +5,11 @@
 //! event loop ([`engine`], over [`net`] and [`sys`]) <- the run ([`run`](mod@run): threads, pinning,
 //! server CPU, progress). All `unsafe` is in [`sys`].
 
+pub mod cell_report;
 pub mod cells;
 pub mod child;
 pub mod compare;
+pub mod diff;
 pub mod engine;
 pub mod fcgi;
 pub mod h2c;
