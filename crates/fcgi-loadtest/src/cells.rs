@@ -639,6 +639,63 @@ mod tests {
     };
 
     #[test]
+    fn results_of_both_formats_read_back() {
+        let mut c = cell(
+            true,
+            vec![Round {
+                report: Some(report(1000, &[], 10)),
+                error: None,
+                proxy_cpu_s: Some(0.01),
+                backend_cpu_s: Some(0.02),
+            }],
+        );
+        c.summarize(&LIMITS);
+        let results = Results {
+            format: FORMAT.into(),
+            title: "t".into(),
+            notes: vec![],
+            settings: Settings {
+                rounds: 1,
+                duration_s: 1.0,
+                warmup_s: 0.0,
+                server_cpus: vec![0],
+                client_cpus: vec![1],
+                load: "closed loop".into(),
+                limits: LIMITS,
+            },
+            cells: vec![c],
+        };
+        let back = Results::from_json(&serde_json::to_string(&results).unwrap()).unwrap();
+        assert_eq!(back.cells[0].summary, results.cells[0].summary);
+        assert_eq!(
+            back.cells[0]
+                .summary
+                .as_ref()
+                .unwrap()
+                .total_us
+                .unwrap()
+                .median,
+            40.0
+        );
+        // The first format: a list of rows, the backend's CPU in the report, no proxy CPU.
+        let mut rep = report(1000, &[], 10);
+        rep.server_cpu_s = Some(0.02);
+        let old = serde_json::json!([
+            {"scenario": "hello", "path": "fastcgi", "shape": "16x4", "report": rep, "error": null},
+            {"scenario": "hello", "path": "nginx>fastcgi", "shape": "64x1", "report": rep, "error": null},
+            {"scenario": "hello", "path": "h2c", "shape": "-", "report": null, "error": "refused"},
+        ]);
+        let back = Results::from_json(&old.to_string()).unwrap();
+        let sum = |i: usize| back.cells[i].summary.clone().unwrap();
+        assert_eq!(sum(0).total_us.unwrap().median, 30.0);
+        assert_eq!(back.cells[1].proxy.as_deref(), Some("nginx"));
+        assert_eq!(sum(1).total_us, None);
+        assert_eq!(sum(2).failed.as_deref(), Some("did not run: refused"));
+        assert!(Results::from_json("{}").is_err());
+        assert!(Results::from_json("nope").is_err());
+    }
+
+    #[test]
     fn spreads() {
         let s = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
         assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));

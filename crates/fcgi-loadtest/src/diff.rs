@@ -345,10 +345,13 @@ fn chart(scenario: &str, cells: &[&CellDiff], metric: Metric) -> String {
                 );
             }
         }
-        let text = if c.newly_failed() {
-            "FAILED in new".to_owned()
-        } else {
-            verdict_text(&ch)
+        let text = match (&c.old_failed, &c.new_failed) {
+            (Some(None), Some(Some(_))) => "FAILED in new".to_owned(),
+            (Some(Some(_)), Some(Some(_))) => "FAILED in old and new".to_owned(),
+            (Some(Some(_)), Some(None)) => "failed in old, ok in new".to_owned(),
+            (None, _) => "new cell".to_owned(),
+            (_, None) => "missing in new".to_owned(),
+            _ => verdict_text(&ch),
         };
         let _ = writeln!(
             out,

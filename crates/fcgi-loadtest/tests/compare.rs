@@ -193,6 +193,7 @@ fn injected_failures_are_drawn_as_failed_and_cpu_adds_up() {
             assert!((parts - got.median).abs() < 0.05, "{}", c.path);
         }
     }
+    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -387,6 +388,7 @@ fn diff_passes_noise_and_fails_a_regression_beyond_it() {
     );
     // An unreadable file is exit status 2.
     assert_eq!(diff(&a, &dir.join("missing.json"), &[]).0, 2);
+    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -406,4 +408,32 @@ fn diff_flags_a_backend_that_spins_20_us_per_request() {
         .find(|l| l.starts_with("hello      fastcgi "))
         .unwrap();
     assert!(line.contains("REGRESSION"), "{line}");
+    let _ = fs::remove_dir_all(&base_dir);
+    let _ = fs::remove_dir_all(&slow_dir);
+}
+
+#[test]
+fn rate_fraction_runs_each_cell_open_loop_at_a_share_of_its_peak() {
+    let dir = out_dir("open-loop");
+    let mut cfg = CompareConfig::new(dir.clone(), backend_script(&dir, &[]));
+    cfg.duration = Duration::from_millis(300);
+    cfg.warmup = Duration::from_millis(100);
+    cfg.rounds = 1;
+    // The test backend speaks FastCGI only.
+    cfg.only = vec!["fastcgi".into()];
+    cfg.scenarios = vec!["hello".into()];
+    cfg.load = fcgi_loadtest::compare::Load::Fraction(0.5);
+    compare(&cfg).unwrap();
+    let results =
+        Results::from_json(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert!(results.settings.load.contains("open loop at 50%"));
+    for c in &results.cells {
+        let Some(rep) = c.rounds.last().and_then(|r| r.report.as_ref()) else {
+            panic!("{}: no report: {:?}", c.path, c.rounds);
+        };
+        let rate = c.rate.unwrap_or_else(|| panic!("{}: no rate", c.path));
+        assert!(rate > 0.0);
+        assert_eq!(rep.rate, Some(rate), "{}", c.path);
+    }
+    let _ = fs::remove_dir_all(&dir);
 }
