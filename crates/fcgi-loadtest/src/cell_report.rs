@@ -179,11 +179,12 @@ pub fn headline(results: &Results, scenario: &str) -> String {
     .collect();
     let tie = ties(&by_cpu, i, &cells);
     format!(
-        "{scenario}: cheapest per request {} at {} us of CPU ({}) at {} requests/s{}.{failed}",
+        "{scenario}: cheapest per request {} at {} us of CPU ({}) at {} requests/s ({}){}.{failed}",
         c.path,
         opt(med(s.total_us), 1),
         parts.join(" + "),
         opt(med(s.rps), 0),
+        s.busy.map_or("", |b| b.verdict()),
         if tie.is_empty() {
             String::new()
         } else {
@@ -355,9 +356,14 @@ fn cost_svg(scenario: &str, cells: &[(&Cell, Summary)]) -> String {
         }
         let tie = ties(&by_cpu, i, cells);
         let text = format!(
-            "{} us at {} req/s; {}{}",
+            "{} us at {} req/s{}; {}{}",
             opt(total, 1),
             opt(med(s.rps), 0),
+            if s.errors > 0 {
+                format!(" ({:.2}% errors)", s.error_pct)
+            } else {
+                String::new()
+            },
             s.busy.map_or("", |b| b.verdict()),
             if tie.is_empty() {
                 String::new()
