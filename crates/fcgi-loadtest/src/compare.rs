@@ -254,41 +254,18 @@ pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
     // Every server and proxy stays up for all rounds (and stops when `procs` is dropped).
     let mut procs: Vec<Proc> = Vec::new();
     let ready = start_all(cfg, &paths, &mut procs);
-    let mut cells: Vec<(Cell, Option<Config>)> = Vec::new();
-    for p in &paths {
-        for s in &scenarios {
-            let mut cell = Cell {
-                scenario: s.name.into(),
-                path: p.name.into(),
-                shape: "-".into(),
-                proxy: p.front.proxy().map(str::to_owned),
-                rate: None,
-                rounds: Vec::new(),
-                summary: None,
-            };
-            let load = match &ready[p.name] {
-                Ok(r) => {
-                    let (load, shape) = load_config(cfg, p, s, r);
-                    cell.shape = shape;
-                    Some(load)
+    let mut cells = plan_cells(cfg, &paths, &scenarios, &ready);
+    match cfg.load {
+        Load::Fraction(f) => calibrate(&mut cells, f),
+        Load::Rate(r) => {
+            for (cell, load) in &mut cells {
+                if let Some(load) = load {
+                    load.rate = Some(r);
+                    cell.rate = Some(r);
                 }
-                Err(e) => {
-                    cell.rounds = (0..cfg.rounds).map(|_| Round::failed(e.clone())).collect();
-                    None
-                }
-            };
-            cells.push((cell, load));
-        }
-    }
-    if let Load::Fraction(f) = cfg.load {
-        calibrate(&mut cells, f);
-    } else if let Load::Rate(r) = cfg.load {
-        for (cell, load) in &mut cells {
-            if let Some(load) = load {
-                load.rate = Some(r);
-                cell.rate = Some(r);
             }
         }
+        Load::Closed => {}
     }
     for round in 1..=cfg.rounds.max(1) {
         for (cell, load) in &mut cells {
@@ -301,11 +278,61 @@ pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
         }
     }
     drop(procs);
+    write_outputs(cfg, &scenarios, cells.into_iter().map(|(c, _)| c).collect())
+}
+
+/// A cell per path and scenario, with its load (`None`: the path did not start, and every
+/// round of the cell says why).
+fn plan_cells(
+    cfg: &CompareConfig,
+    paths: &[Route],
+    scenarios: &[Scenario],
+    ready: &std::collections::HashMap<&'static str, Result<Ready, String>>,
+) -> Vec<(Cell, Option<Config>)> {
+    let mut cells = Vec::new();
+    for p in paths {
+        for s in scenarios {
+            let mut cell = Cell {
+                scenario: s.name.into(),
+                path: p.name.into(),
+                shape: "-".into(),
+                proxy: p.front.proxy().map(str::to_owned),
+                rate: None,
+                rounds: Vec::new(),
+                summary: None,
+            };
+            let load = match ready.get(p.name) {
+                Some(Ok(r)) => {
+                    let (load, shape) = load_config(cfg, p, s, r);
+                    cell.shape = shape;
+                    Some(load)
+                }
+                Some(Err(e)) => {
+                    cell.rounds = (0..cfg.rounds).map(|_| Round::failed(e.clone())).collect();
+                    None
+                }
+                None => {
+                    cell.rounds = vec![Round::failed("not started")];
+                    None
+                }
+            };
+            cells.push((cell, load));
+        }
+    }
+    cells
+}
+
+/// Summarizes the cells and writes `report.html`, `table.txt` and `results.json`; returns the
+/// table.
+fn write_outputs(
+    cfg: &CompareConfig,
+    scenarios: &[Scenario],
+    mut cells: Vec<Cell>,
+) -> Result<String, String> {
     let limits = Limits {
         max_error_pct: cfg.max_error_pct,
         server_cpus: cfg.server_cpus.len().max(1),
     };
-    let mut cells: Vec<Cell> = cells.into_iter().map(|(c, _)| c).collect();
     for c in &mut cells {
         c.summarize(&limits);
     }
@@ -313,7 +340,7 @@ pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
         format: cells::FORMAT.into(),
         title: "fcgi-uring: FastCGI vs HTTP/1.1 vs h2c, direct and through nginx and HAProxy"
             .into(),
-        notes: notes(cfg, &scenarios),
+        notes: notes(cfg, scenarios),
         settings: Settings {
             rounds: cfg.rounds.max(1),
             duration_s: cfg.duration.as_secs_f64(),
