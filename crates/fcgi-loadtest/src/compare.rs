@@ -8,6 +8,7 @@
 //! are written into the output directory. Ports are fresh ephemeral ports, checked free before
 //! each start (a stale listener with SO_REUSEPORT would silently take a share of the load).
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -226,8 +227,17 @@ pub const SCENARIOS: [Scenario; 4] = [
 /// A path ready to load: where the client connects, and the processes whose CPU is counted.
 struct Ready {
     target: SocketAddr,
+    backend_addr: SocketAddr,
     backend_pid: u32,
     proxy_pid: Option<u32>,
+}
+
+/// The children of a comparison: a server per backend protocol, a proxy per proxied path. All
+/// stop when this is dropped.
+#[derive(Default)]
+struct Running {
+    servers: Vec<Proc>,
+    fronts: HashMap<&'static str, Proc>,
 }
 
 /// Runs every scenario through every path for `cfg.rounds` interleaved rounds; writes
@@ -251,9 +261,9 @@ pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
     if paths.is_empty() || scenarios.is_empty() {
         return Err("no path or no scenario left to run (see --only and --scenarios)".into());
     }
-    // Every server and proxy stays up for all rounds (and stops when `procs` is dropped).
-    let mut procs: Vec<Proc> = Vec::new();
-    let ready = start_all(cfg, &paths, &mut procs);
+    // Every server and proxy stays up for all rounds (and stops when `running` is dropped).
+    let mut running = Running::default();
+    let ready = start_all(cfg, &paths, &mut running);
     let mut cells = plan_cells(cfg, &paths, &scenarios, &ready);
     match cfg.load {
         Load::Fraction(f) => calibrate(&mut cells, f),
@@ -268,17 +278,69 @@ pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
         Load::Closed => {}
     }
     for round in 1..=cfg.rounds.max(1) {
-        for (cell, load) in &mut cells {
+        for i in 0..cells.len() {
+            let (cell, load) = &mut cells[i];
             let Some(load) = load else { continue };
             eprintln!(
                 "compare: round {round}/{}: {} {} ...",
                 cfg.rounds, cell.scenario, cell.path
             );
-            cell.rounds.push(measure(load));
+            let measured = measure(load);
+            let failed = over_threshold(&measured, cfg.max_error_pct);
+            cell.rounds.push(measured);
+            if failed && cell.proxy.is_some() {
+                let path = cell.path.clone();
+                restart_front(cfg, &path, &ready, &mut running, &mut cells);
+            }
         }
     }
-    drop(procs);
+    drop(running);
     write_outputs(cfg, &scenarios, cells.into_iter().map(|(c, _)| c).collect())
+}
+
+/// Whether a round failed more requests than `max_error_pct` percent (or did not run).
+fn over_threshold(round: &Round, max_error_pct: f64) -> bool {
+    round.report.as_ref().is_none_or(|r| {
+        let all = r.requests + r.errors;
+        all == 0 || 100.0 * r.errors as f64 / all as f64 > max_error_pct
+    })
+}
+
+/// After a failed round of a proxied path: a fresh proxy for the path's next cells, so a
+/// proxy stuck by one cell (a connection to the backend that no longer moves, say) does not
+/// fail the cells after it. The loads of the path's cells follow the new proxy.
+fn restart_front(
+    cfg: &CompareConfig,
+    path: &str,
+    ready: &HashMap<&'static str, Result<Ready, String>>,
+    running: &mut Running,
+    cells: &mut [(Cell, Option<Config>)],
+) {
+    let (Some(route), Some(Ok(r))) = (PATHS.iter().find(|p| p.name == path), ready.get(path))
+    else {
+        return;
+    };
+    // Stop the old proxy first: its port and its connections to the backend go with it.
+    running.fronts.remove(route.name);
+    eprintln!("compare: {path} failed: restarting its proxy");
+    let front = match start_front(cfg, route, r.backend_addr) {
+        Ok(Some(front)) => front,
+        Ok(None) => return,
+        Err(e) => {
+            eprintln!("compare: {path}: {e}");
+            return;
+        }
+    };
+    for (cell, load) in cells.iter_mut() {
+        if cell.path != path {
+            continue;
+        }
+        if let Some(load) = load {
+            load.addr = Addr::Tcp(front.addr);
+            load.cpu_trees = vec![r.backend_pid, front.pid()];
+        }
+    }
+    running.fronts.insert(route.name, front);
 }
 
 /// A cell per path and scenario, with its load (`None`: the path did not start, and every
@@ -287,7 +349,7 @@ fn plan_cells(
     cfg: &CompareConfig,
     paths: &[Route],
     scenarios: &[Scenario],
-    ready: &std::collections::HashMap<&'static str, Result<Ready, String>>,
+    ready: &HashMap<&'static str, Result<Ready, String>>,
 ) -> Vec<(Cell, Option<Config>)> {
     let mut cells = Vec::new();
     for p in paths {
@@ -412,9 +474,9 @@ fn calibrate(cells: &mut [(Cell, Option<Config>)], fraction: f64) {
 fn start_all(
     cfg: &CompareConfig,
     paths: &[Route],
-    procs: &mut Vec<Proc>,
-) -> std::collections::HashMap<&'static str, Result<Ready, String>> {
-    let mut ready = std::collections::HashMap::new();
+    running: &mut Running,
+) -> HashMap<&'static str, Result<Ready, String>> {
+    let mut ready = HashMap::new();
     for backend in [Backend::Fastcgi, Backend::Http1, Backend::H2c] {
         let mine: Vec<&Route> = paths.iter().filter(|p| p.backend == backend).collect();
         if mine.is_empty() {
@@ -431,20 +493,22 @@ fn start_all(
             }
         };
         let (backend_addr, backend_pid) = (server.addr, server.pid());
-        procs.push(server);
+        running.servers.push(server);
         for p in mine {
             let r = match start_front(cfg, p, backend_addr) {
                 Ok(Some(front)) => {
                     let r = Ready {
                         target: front.addr,
+                        backend_addr,
                         backend_pid,
                         proxy_pid: Some(front.pid()),
                     };
-                    procs.push(front);
+                    running.fronts.insert(p.name, front);
                     Ok(r)
                 }
                 Ok(None) => Ok(Ready {
                     target: backend_addr,
+                    backend_addr,
                     backend_pid,
                     proxy_pid: None,
                 }),
