@@ -60,7 +60,7 @@ fn remark(s: &Summary, cost_ties: &[String]) -> String {
     }
     let mut parts = Vec::new();
     if let Some(b) = &s.busy {
-        parts.push(b.verdict().to_owned());
+        parts.push(b.verdict());
     }
     if s.errors > 0 {
         parts.push(format!("{} errors", s.errors));
@@ -184,7 +184,7 @@ pub fn headline(results: &Results, scenario: &str) -> String {
         opt(med(s.total_us), 1),
         parts.join(" + "),
         opt(med(s.rps), 0),
-        s.busy.map_or("", |b| b.verdict()),
+        s.busy.map_or(String::new(), |b| b.verdict()),
         if tie.is_empty() {
             String::new()
         } else {
@@ -364,7 +364,7 @@ fn cost_svg(scenario: &str, cells: &[(&Cell, Summary)]) -> String {
             } else {
                 String::new()
             },
-            s.busy.map_or("", |b| b.verdict()),
+            s.busy.map_or(String::new(), |b| b.verdict()),
             if tie.is_empty() {
                 String::new()
             } else {
@@ -431,7 +431,7 @@ fn throughput_svg(scenario: &str, cells: &[(&Cell, Summary)]) -> String {
             "{} ({:.2}% errors); {}{}",
             opt(rps, 0),
             s.error_pct,
-            s.busy.map_or("", |b| b.verdict()),
+            s.busy.map_or(String::new(), |b| b.verdict()),
             if tie.is_empty() {
                 String::new()
             } else {
@@ -487,7 +487,8 @@ fn html_table(results: &Results) -> String {
          <th>rps median</th><th>rps min-max</th><th>p50 us</th><th>p99 us</th><th>p99.9 us</th>\
          <th>error %</th><th>proxy us/req</th><th>backend us/req</th><th>client us/req</th>\
          <th>total us/req</th><th>total min-max</th><th>client busy %</th><th>proxy busy %</th>\
-         <th>backend busy %</th><th>rounds</th><th class=\"l\">remark</th></tr>\n",
+         <th>backend busy %</th><th>server CPUs busy % (all)</th><th>client CPUs busy % (all)</th>\
+         <th>rounds</th><th class=\"l\">remark</th></tr>\n",
     );
     let range = |s: Option<Spread>, d: usize| {
         s.map_or("-".into(), |s| format!("{:.d$}-{:.d$}", s.min, s.max))
@@ -502,7 +503,8 @@ fn html_table(results: &Results) -> String {
                 out,
                 "<tr{}><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}/{}</td>\
                  <td class=\"l\">{}</td></tr>",
                 if s.failed.is_some() {
                     " class=\"failed\""
@@ -526,6 +528,8 @@ fn html_table(results: &Results) -> String {
                 opt(b.map(|b| b.client_pct), 0),
                 opt(b.and_then(|b| b.proxy_pct), 0),
                 opt(b.and_then(|b| b.backend_pct), 0),
+                opt(b.and_then(|b| b.server_cpus_pct), 0),
+                opt(b.and_then(|b| b.client_cpus_pct), 0),
                 s.rounds_ok,
                 s.rounds,
                 esc(&remark(s, &ties(&by_cpu, i, &cells)))

@@ -268,6 +268,12 @@ pub struct Busy {
     pub proxy_pct: Option<f64>,
     /// Backend CPU, percent of the server CPUs.
     pub backend_pct: Option<f64>,
+    /// How busy the server CPUs were, all processes (ours and others'), percent.
+    #[serde(default)]
+    pub server_cpus_pct: Option<f64>,
+    /// How busy the client CPUs were, all processes, percent.
+    #[serde(default)]
+    pub client_cpus_pct: Option<f64>,
 }
 
 impl Busy {
@@ -280,13 +286,42 @@ impl Busy {
         self.proxy_pct.unwrap_or(0.0) + self.backend_pct.unwrap_or(0.0) > SATURATED_PCT
     }
 
-    /// `client-bound`, `server-bound`, both, or `neither side saturated`.
-    pub fn verdict(&self) -> &'static str {
+    /// Other processes kept the server CPUs busy: they were over 90 % busy, ours were not.
+    pub fn server_contended(&self) -> bool {
+        !self.server_saturated() && self.server_cpus_pct.is_some_and(|p| p > SATURATED_PCT)
+    }
+
+    /// Other processes kept the client CPUs busy.
+    pub fn client_contended(&self) -> bool {
+        !self.client_saturated() && self.client_cpus_pct.is_some_and(|p| p > SATURATED_PCT)
+    }
+
+    /// `client-bound`, `server-bound`, both; else whether other processes held the CPUs
+    /// (`CPUs contended by other processes: server CPUs 97% busy, 40% ours`), else `neither
+    /// side saturated`.
+    pub fn verdict(&self) -> String {
+        let ours = self.proxy_pct.unwrap_or(0.0) + self.backend_pct.unwrap_or(0.0);
         match (self.client_saturated(), self.server_saturated()) {
-            (true, true) => "client- and server-bound",
-            (true, false) => "client-bound",
-            (false, true) => "server-bound",
-            (false, false) => "neither side saturated",
+            (true, true) => "client- and server-bound".into(),
+            (true, false) => "client-bound".into(),
+            (false, true) => "server-bound".into(),
+            (false, false) => {
+                let mut held = Vec::new();
+                if let (true, Some(all)) = (self.server_contended(), self.server_cpus_pct) {
+                    held.push(format!("server CPUs {all:.0}% busy, {ours:.0}% ours"));
+                }
+                if let (true, Some(all)) = (self.client_contended(), self.client_cpus_pct) {
+                    held.push(format!(
+                        "client CPUs {all:.0}% busy, {:.0}% ours",
+                        self.client_pct
+                    ));
+                }
+                if held.is_empty() {
+                    "neither side saturated".into()
+                } else {
+                    format!("CPUs contended by other processes: {}", held.join("; "))
+                }
+            }
         }
     }
 }
@@ -379,6 +414,15 @@ impl Cell {
     }
 }
 
+/// The mean busy share of the server CPUs (`server`), or of the client CPUs: `compare` watches
+/// the `server_cpus` server CPUs first, then the client's.
+fn mean_busy(rep: &Report, server_cpus: usize, server: bool) -> Option<f64> {
+    let split = server_cpus.min(rep.cpu_busy.len());
+    let (srv, cli) = rep.cpu_busy.split_at(split);
+    let mine = if server { srv } else { cli };
+    (!mine.is_empty()).then(|| mine.iter().map(|c| c.busy_pct).sum::<f64>() / mine.len() as f64)
+}
+
 fn per_req(cpu_s: Option<f64>, requests: u64) -> Option<f64> {
     cpu_s
         .filter(|_| requests > 0)
@@ -456,6 +500,8 @@ fn summarize(cell: &Cell, limits: &Limits) -> Summary {
         })
         .map(|s| s.median),
         backend_pct: col(&|r, rep| r.backend_cpu_s.map(|c| c / window_cpus(rep))).map(|s| s.median),
+        server_cpus_pct: col(&|_, rep| mean_busy(rep, limits.server_cpus, true)).map(|s| s.median),
+        client_cpus_pct: col(&|_, rep| mean_busy(rep, limits.server_cpus, false)).map(|s| s.median),
     });
     Summary {
         rounds_ok: ok.len(),
@@ -733,6 +779,17 @@ mod tests {
         );
         let busy = s.busy.unwrap();
         assert_eq!(busy.verdict(), "server-bound");
+        let contended = Busy {
+            client_pct: 20.0,
+            proxy_pct: Some(10.0),
+            backend_pct: Some(5.0),
+            server_cpus_pct: Some(98.0),
+            client_cpus_pct: Some(30.0),
+        };
+        assert_eq!(
+            contended.verdict(),
+            "CPUs contended by other processes: server CPUs 98% busy, 15% ours"
+        );
         assert!(!busy.client_saturated());
         assert!(s.failed.is_none());
     }

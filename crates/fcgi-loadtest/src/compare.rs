@@ -592,6 +592,13 @@ fn load_config(cfg: &CompareConfig, p: &Route, s: &Scenario, r: &Ready) -> (Conf
     c.cpus = cfg.client_cpus.clone();
     c.server_pid = Some(r.backend_pid);
     c.cpu_trees = std::iter::once(r.backend_pid).chain(r.proxy_pid).collect();
+    // Server CPUs first: the cells' summaries split the list at their number.
+    c.watch_cpus = cfg
+        .server_cpus
+        .iter()
+        .chain(&cfg.client_cpus)
+        .copied()
+        .collect();
     (c, format!("{conns}x{depth}"))
 }
 

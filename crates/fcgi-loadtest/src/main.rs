@@ -235,6 +235,7 @@ fn config(a: RunArgs) -> Result<(Config, bool), String> {
         expect_body: a.expect_body,
         server_pid: a.server_pid,
         cpu_trees: Vec::new(),
+        watch_cpus: Vec::new(),
         progress: true,
     };
     Ok((cfg, a.json))

@@ -13,7 +13,7 @@ use crate::h2c;
 use crate::http1;
 use crate::response::Expect;
 use crate::schedule;
-use crate::stats::{Report, RunInfo, ThreadStats, TreeCpu};
+use crate::stats::{CpuBusy, Report, RunInfo, ThreadStats, TreeCpu};
 use crate::sys;
 
 /// The protocol spoken to the server.
@@ -59,6 +59,9 @@ pub struct Config {
     /// Process trees (a root pid and its descendants, e.g. a proxy's master and workers) whose
     /// CPU time is read at the window's edges, into [`Report::tree_cpu`].
     pub cpu_trees: Vec<u32>,
+    /// CPUs whose busy time (all processes, from `/proc/stat`) is read at the window's edges,
+    /// into [`Report::cpu_busy`].
+    pub watch_cpus: Vec<usize>,
     /// Show a progress line on stderr (only honoured when stderr is a terminal).
     pub progress: bool,
 }
@@ -83,6 +86,7 @@ impl Config {
             expect_body: None,
             server_pid: None,
             cpu_trees: Vec::new(),
+            watch_cpus: Vec::new(),
             progress: false,
         }
     }
@@ -292,7 +296,7 @@ pub fn run(cfg: &Config) -> Result<Report, RunError> {
         keep_conn: cfg.keep_conn,
         rate: cfg.rate,
     };
-    let (server, trees) = server?;
+    let (server, trees, cpu_busy) = server?;
     let mut report = Report::new(
         info,
         &total,
@@ -300,6 +304,7 @@ pub fn run(cfg: &Config) -> Result<Report, RunError> {
         server,
     );
     report.tree_cpu = trees;
+    report.cpu_busy = cpu_busy;
     Ok(report)
 }
 
@@ -345,7 +350,10 @@ fn watch(
         server_cpu(pid)?; // Fail early if the process cannot be read.
     }
     read_trees(&cfg.cpu_trees)?;
+    let read_cpus = || sys::cpu_ticks(&cfg.watch_cpus).map_err(|e| format!("/proc/stat: {e}"));
+    read_cpus()?;
     let mut trees_start = Vec::new();
+    let mut cpus_start = Vec::new();
     let mut last_count = 0;
     let mut next_tick = 1_000_000_000u64;
     loop {
@@ -356,6 +364,7 @@ fn watch(
                 None => Some(None),
             };
             trees_start = read_trees(&cfg.cpu_trees)?;
+            cpus_start = read_cpus()?;
         }
         if now >= window_end {
             break;
@@ -398,17 +407,30 @@ fn watch(
     }
     let trees_end = read_trees(&cfg.cpu_trees)?;
     let trees = tree_deltas(&cfg.cpu_trees, &trees_start, &trees_end);
+    let cpus = cpu_busy(&cfg.watch_cpus, &cpus_start, &read_cpus()?);
     match (cfg.server_pid, server_start.flatten()) {
         (Some(pid), Some((_, start))) => {
             let end = server_cpu(pid)?;
-            Ok((Some((pid, end.saturating_sub(start))), trees))
+            Ok((Some((pid, end.saturating_sub(start))), trees, cpus))
         }
-        _ => Ok((None, trees)),
+        _ => Ok((None, trees, cpus)),
     }
 }
 
-/// What [`watch`] measured: the server's CPU time, and each process tree's.
-type WatchResult = (Option<(u32, Duration)>, Vec<TreeCpu>);
+/// Each CPU's busy share between two `/proc/stat` readings.
+fn cpu_busy(cpus: &[usize], start: &[(u64, u64)], end: &[(u64, u64)]) -> Vec<CpuBusy> {
+    cpus.iter()
+        .zip(start.iter().zip(end))
+        .map(|(&cpu, ((b0, a0), (b1, a1)))| CpuBusy {
+            cpu,
+            busy_pct: 100.0 * b1.saturating_sub(*b0) as f64
+                / (a1.saturating_sub(*a0)).max(1) as f64,
+        })
+        .collect()
+}
+
+/// What [`watch`] measured: the server's CPU time, each process tree's, each watched CPU's.
+type WatchResult = (Option<(u32, Duration)>, Vec<TreeCpu>, Vec<CpuBusy>);
 
 #[cfg(test)]
 mod tests {

@@ -151,6 +151,17 @@ pub struct Report {
     /// the window.
     #[serde(default)]
     pub tree_cpu: Vec<TreeCpu>,
+    /// How busy the CPUs named in [`Config::watch_cpus`](crate::run::Config) were over the
+    /// window, all processes (ours and others').
+    #[serde(default)]
+    pub cpu_busy: Vec<CpuBusy>,
+}
+
+/// A CPU's busy time over the measured window as a percentage, all processes.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CpuBusy {
+    pub cpu: usize,
+    pub busy_pct: f64,
 }
 
 /// The CPU time a process tree (a root and its descendants) used over the measured window.
@@ -242,6 +253,7 @@ impl Report {
                 .map(|s| s * 1e6 / requests as f64),
             latency_curve: latency_curve(h),
             tree_cpu: Vec::new(),
+            cpu_busy: Vec::new(),
         }
     }
 

@@ -252,6 +252,38 @@ pub fn tree_cpu_time(pid: u32) -> io::Result<(Duration, Vec<u32>)> {
     Ok((ticks_to_duration(ticks), tree))
 }
 
+/// `(cpu, busy ticks, all ticks)` of a `/proc/stat` line `cpuN user nice system idle iowait irq
+/// softirq steal ...`; busy is everything but idle and iowait. `None` for other lines (and
+/// the all-CPU `cpu` line).
+pub fn parse_proc_stat_cpu(line: &str) -> Option<(usize, u64, u64)> {
+    let mut fields = line.split_ascii_whitespace();
+    let cpu = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+    // Guest time is already counted in user and nice: the first eight fields are the total.
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let all: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((cpu, all - idle, all))
+}
+
+/// Busy and all ticks so far of each CPU in `cpus` (in that order), from `/proc/stat`: what
+/// every process on them used, ours and others'.
+pub fn cpu_ticks(cpus: &[usize]) -> io::Result<Vec<(u64, u64)>> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let lines: Vec<(usize, u64, u64)> = stat.lines().filter_map(parse_proc_stat_cpu).collect();
+    cpus.iter()
+        .map(|&c| {
+            lines
+                .iter()
+                .find(|(cpu, _, _)| *cpu == c)
+                .map(|(_, busy, all)| (*busy, *all))
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no CPU {c}")))
+        })
+        .collect()
+}
+
 /// Sends SIGTERM to `pid` (a child process of ours).
 pub fn terminate(pid: u32) -> io::Result<()> {
     signal(pid, libc::SIGTERM)
@@ -393,6 +425,17 @@ mod tests {
         let (cpu, tree) = tree_cpu_time(me).unwrap();
         assert_eq!(tree[0], me);
         assert!(cpu >= before);
+    }
+
+    #[test]
+    fn cpu_lines_of_proc_stat() {
+        let line = "cpu1 100 5 50 800 20 3 2 0 7 0";
+        assert_eq!(parse_proc_stat_cpu(line), Some((1, 160, 980)));
+        assert_eq!(parse_proc_stat_cpu("cpu 1 2 3 4 5 6 7 8 9 10"), None);
+        assert_eq!(parse_proc_stat_cpu("intr 1 2 3"), None);
+        let t = cpu_ticks(&[0]).unwrap();
+        assert!(t[0].0 <= t[0].1);
+        assert!(cpu_ticks(&[100_000]).is_err());
     }
 
     #[test]

@@ -181,6 +181,14 @@ fn injected_failures_are_drawn_as_failed_and_cpu_adds_up() {
             let server = rep.server_cpu_s.unwrap();
             assert!((server - backend).abs() <= 0.03, "{server} vs {backend}");
             assert_eq!(r.proxy_cpu_s.is_some(), c.proxy.is_some(), "{}", c.path);
+            // The server CPU, then the client CPU, busy with all processes.
+            let cpus: Vec<usize> = rep.cpu_busy.iter().map(|b| b.cpu).collect();
+            assert_eq!(cpus, vec![0, 1]);
+            assert!(
+                rep.cpu_busy
+                    .iter()
+                    .all(|b| (0.0..=100.0).contains(&b.busy_pct))
+            );
         }
         let s = c.summary.clone().unwrap();
         let per_round_total: Vec<f64> = c
