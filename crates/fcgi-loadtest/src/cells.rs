@@ -286,42 +286,52 @@ impl Busy {
         self.proxy_pct.unwrap_or(0.0) + self.backend_pct.unwrap_or(0.0) > SATURATED_PCT
     }
 
-    /// Other processes kept the server CPUs busy: they were over 90 % busy, ours were not.
+    /// The server CPUs were over 90 % busy, but not with our processes alone.
     pub fn server_contended(&self) -> bool {
         !self.server_saturated() && self.server_cpus_pct.is_some_and(|p| p > SATURATED_PCT)
     }
 
-    /// Other processes kept the client CPUs busy.
+    /// The client CPUs were over 90 % busy, but not with the client alone.
     pub fn client_contended(&self) -> bool {
         !self.client_saturated() && self.client_cpus_pct.is_some_and(|p| p > SATURATED_PCT)
     }
 
-    /// `client-bound`, `server-bound`, both; else whether other processes held the CPUs
-    /// (`CPUs contended by other processes: server CPUs 97% busy, 40% ours`), else `neither
-    /// side saturated`.
+    /// Per side: `client-bound` / `server-bound` when our processes kept its CPUs over 90 %
+    /// busy; else `client CPUs full (97% busy, 40% ours)` when they were over 90 % busy with
+    /// other work too (other processes, interrupts); `neither side saturated` when neither.
     pub fn verdict(&self) -> String {
         let ours = self.proxy_pct.unwrap_or(0.0) + self.backend_pct.unwrap_or(0.0);
-        match (self.client_saturated(), self.server_saturated()) {
-            (true, true) => "client- and server-bound".into(),
-            (true, false) => "client-bound".into(),
-            (false, true) => "server-bound".into(),
-            (false, false) => {
-                let mut held = Vec::new();
-                if let (true, Some(all)) = (self.server_contended(), self.server_cpus_pct) {
-                    held.push(format!("server CPUs {all:.0}% busy, {ours:.0}% ours"));
-                }
-                if let (true, Some(all)) = (self.client_contended(), self.client_cpus_pct) {
-                    held.push(format!(
-                        "client CPUs {all:.0}% busy, {:.0}% ours",
-                        self.client_pct
-                    ));
-                }
-                if held.is_empty() {
-                    "neither side saturated".into()
-                } else {
-                    format!("CPUs contended by other processes: {}", held.join("; "))
-                }
+        let side = |name: &str, bound: bool, full: bool, all: Option<f64>, ours: f64| {
+            if bound {
+                Some(format!("{name}-bound"))
+            } else {
+                all.filter(|_| full)
+                    .map(|all| format!("{name} CPUs full ({all:.0}% busy, {ours:.0}% ours)"))
             }
+        };
+        let parts: Vec<String> = [
+            side(
+                "client",
+                self.client_saturated(),
+                self.client_contended(),
+                self.client_cpus_pct,
+                self.client_pct,
+            ),
+            side(
+                "server",
+                self.server_saturated(),
+                self.server_contended(),
+                self.server_cpus_pct,
+                ours,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if parts.is_empty() {
+            "neither side saturated".into()
+        } else {
+            parts.join("; ")
         }
     }
 }
@@ -786,9 +796,14 @@ mod tests {
             server_cpus_pct: Some(98.0),
             client_cpus_pct: Some(30.0),
         };
+        assert_eq!(contended.verdict(), "server CPUs full (98% busy, 15% ours)");
+        let both = Busy {
+            client_pct: 95.0,
+            ..contended
+        };
         assert_eq!(
-            contended.verdict(),
-            "CPUs contended by other processes: server CPUs 98% busy, 15% ours"
+            both.verdict(),
+            "client-bound; server CPUs full (98% busy, 15% ours)"
         );
         assert!(!busy.client_saturated());
         assert!(s.failed.is_none());
