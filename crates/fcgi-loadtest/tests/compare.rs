@@ -118,10 +118,36 @@ fn short_compare(dir: &Path, env: &[(&str, &str)], rounds: usize) -> Results {
     cfg.rounds = rounds;
     cfg.only = vec!["fastcgi".into()];
     cfg.scenarios = vec!["hello".into()];
-    let table = compare(&cfg).unwrap();
-    eprintln!("{table}");
-    let text = fs::read_to_string(dir.join("results.json")).unwrap();
-    Results::from_json(&text).unwrap()
+    run_unstarved(&cfg)
+}
+
+/// Runs `cfg`, again (up to three times in all) when some round completed no request at all,
+/// answered or failed: the machine gave the processes no CPU (another process with a real-time
+/// priority on the same cores, say), which is not what the tests are about.
+fn run_unstarved(cfg: &CompareConfig) -> Results {
+    let starved = |r: &Results| {
+        r.cells.iter().any(|c| {
+            c.rounds.iter().any(|r| match &r.report {
+                Some(rep) => rep.requests + rep.errors == 0,
+                None => r
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("no successful request")),
+            })
+        })
+    };
+    let mut attempt = 1;
+    loop {
+        let table = compare(cfg).unwrap();
+        eprintln!("{table}");
+        let text = fs::read_to_string(cfg.out.join("results.json")).unwrap();
+        let results = Results::from_json(&text).unwrap();
+        if !starved(&results) || attempt == 3 {
+            return results;
+        }
+        eprintln!("a round completed no request (the machine starved it): running again");
+        attempt += 1;
+    }
 }
 
 #[test]
@@ -440,9 +466,7 @@ fn rate_fraction_runs_each_cell_open_loop_at_a_share_of_its_peak() {
     cfg.only = vec!["fastcgi".into()];
     cfg.scenarios = vec!["hello".into()];
     cfg.load = fcgi_loadtest::compare::Load::Fraction(0.5);
-    compare(&cfg).unwrap();
-    let results =
-        Results::from_json(&fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let results = run_unstarved(&cfg);
     assert!(results.settings.load.contains("open loop at 50%"));
     for c in &results.cells {
         let Some(rep) = c.rounds.last().and_then(|r| r.report.as_ref()) else {
