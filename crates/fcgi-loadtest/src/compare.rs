@@ -1,12 +1,14 @@
 //! `fcgi-loadtest compare`: the demo app served by `fcgi-uring serve` over FastCGI, HTTP/1.1
 //! and h2c, loaded directly and through nginx and HAProxy the way users deploy them, with the
-//! same scenarios; one table and `DIR/report.html`.
+//! same scenarios, in interleaved rounds; one table, `DIR/report.html` and `DIR/results.json`
+//! (read back by `diff`).
 //!
 //! Every server and proxy is a child process of this tool, pinned with `taskset` to the server
 //! CPUs (server and proxy share them); the client runs pinned to the client CPUs. Proxy configs
 //! are written into the output directory. Ports are fresh ephemeral ports, checked free before
 //! each start (a stale listener with SO_REUSEPORT would silently take a share of the load).
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,8 +17,9 @@ use std::time::Duration;
 
 use fcgi_uring::Addr;
 
+use crate::cell_report;
+use crate::cells::{self, Cell, Limits, Results, Round, Settings};
 use crate::child::{self, free_port};
-use crate::report::{self, Meta, Row};
 use crate::run::{Config, Protocol, run};
 
 /// What `compare` needs.
@@ -30,8 +33,61 @@ pub struct CompareConfig {
     pub fcgi_uring: PathBuf,
     /// Run only the paths whose names contain one of these (empty: all).
     pub only: Vec<String>,
+    /// Run only the scenarios named here (empty: all).
+    pub scenarios: Vec<String>,
     pub nginx: PathBuf,
     pub haproxy: PathBuf,
+    /// Rounds of all cells, interleaved (at least 1).
+    pub rounds: usize,
+    pub load: Load,
+    /// Error rate in percent above which a cell is drawn as failed.
+    pub max_error_pct: f64,
+}
+
+impl CompareConfig {
+    /// Defaults: every path and scenario, 3 rounds of 5 s closed loop, server on CPU 0 and
+    /// client on CPU 1.
+    pub fn new(out: PathBuf, fcgi_uring: PathBuf) -> CompareConfig {
+        CompareConfig {
+            out,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            server_cpus: vec![0],
+            client_cpus: vec![1],
+            fcgi_uring,
+            only: Vec::new(),
+            scenarios: Vec::new(),
+            nginx: "/usr/sbin/nginx".into(),
+            haproxy: "/usr/sbin/haproxy".into(),
+            rounds: 3,
+            load: Load::Closed,
+            max_error_pct: cells::DEFAULT_MAX_ERROR_PCT,
+        }
+    }
+}
+
+/// How the client loads each cell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Load {
+    /// Each answer sends the next request.
+    Closed,
+    /// Open loop at this many requests per second.
+    Rate(f64),
+    /// Open loop at this fraction of the cell's peak, measured by one closed-loop run first.
+    Fraction(f64),
+}
+
+impl Load {
+    fn describe(self) -> String {
+        match self {
+            Load::Closed => "closed loop".into(),
+            Load::Rate(r) => format!("open loop at {r:.0} requests/s"),
+            Load::Fraction(f) => format!(
+                "open loop at {:.0}% of each cell's peak (one closed-loop run measures the peak)",
+                f * 100.0
+            ),
+        }
+    }
 }
 
 /// A backend protocol of `fcgi-uring serve`.
@@ -57,6 +113,16 @@ enum Front {
     Direct,
     Nginx,
     Haproxy,
+}
+
+impl Front {
+    fn proxy(self) -> Option<&'static str> {
+        match self {
+            Front::Direct => None,
+            Front::Nginx => Some("nginx"),
+            Front::Haproxy => Some("haproxy"),
+        }
+    }
 }
 
 /// One way from the client to the app.
@@ -158,8 +224,24 @@ pub const SCENARIOS: [Scenario; 4] = [
     },
 ];
 
-/// Runs every scenario through every path; writes `report.html`, `results.json` and the
-/// configs into `cfg.out`; returns the table.
+/// A path ready to load: where the client connects, and the processes whose CPU is counted.
+struct Ready {
+    target: SocketAddr,
+    backend_addr: SocketAddr,
+    backend_pid: u32,
+    proxy_pid: Option<u32>,
+}
+
+/// The children of a comparison: a server per backend protocol, a proxy per proxied path. All
+/// stop when this is dropped.
+#[derive(Default)]
+struct Running {
+    servers: Vec<Proc>,
+    fronts: HashMap<&'static str, Proc>,
+}
+
+/// Runs every scenario through every path for `cfg.rounds` interleaved rounds; writes
+/// `report.html`, `table.txt`, `results.json` and the configs into `cfg.out`; returns the table.
 pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
     fs::create_dir_all(&cfg.out).map_err(|e| format!("{}: {e}", cfg.out.display()))?;
     if !cfg.fcgi_uring.exists() {
@@ -168,11 +250,233 @@ pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
             cfg.fcgi_uring.display()
         ));
     }
-    let mut rows = Vec::new();
     let paths: Vec<Route> = PATHS
         .into_iter()
         .filter(|p| cfg.only.is_empty() || cfg.only.iter().any(|o| p.name.contains(o.as_str())))
         .collect();
+    let scenarios: Vec<Scenario> = SCENARIOS
+        .into_iter()
+        .filter(|s| cfg.scenarios.is_empty() || cfg.scenarios.iter().any(|n| n == s.name))
+        .collect();
+    if paths.is_empty() || scenarios.is_empty() {
+        return Err("no path or no scenario left to run (see --only and --scenarios)".into());
+    }
+    // Every server and proxy stays up for all rounds (and stops when `running` is dropped).
+    let mut running = Running::default();
+    let ready = start_all(cfg, &paths, &mut running);
+    let mut cells = plan_cells(cfg, &paths, &scenarios, &ready);
+    match cfg.load {
+        Load::Fraction(f) => calibrate(&mut cells, f),
+        Load::Rate(r) => {
+            for (cell, load) in &mut cells {
+                if let Some(load) = load {
+                    load.rate = Some(r);
+                    cell.rate = Some(r);
+                }
+            }
+        }
+        Load::Closed => {}
+    }
+    for round in 1..=cfg.rounds.max(1) {
+        for i in 0..cells.len() {
+            let (cell, load) = &mut cells[i];
+            let Some(load) = load else { continue };
+            eprintln!(
+                "compare: round {round}/{}: {} {} ...",
+                cfg.rounds, cell.scenario, cell.path
+            );
+            let measured = measure(load);
+            let failed = over_threshold(&measured, cfg.max_error_pct);
+            cell.rounds.push(measured);
+            if failed && cell.proxy.is_some() {
+                let path = cell.path.clone();
+                restart_front(cfg, &path, &ready, &mut running, &mut cells);
+            }
+        }
+    }
+    drop(running);
+    write_outputs(cfg, &scenarios, cells.into_iter().map(|(c, _)| c).collect())
+}
+
+/// Whether a round failed more requests than `max_error_pct` percent (or did not run).
+fn over_threshold(round: &Round, max_error_pct: f64) -> bool {
+    round.report.as_ref().is_none_or(|r| {
+        let all = r.requests + r.errors;
+        all == 0 || 100.0 * r.errors as f64 / all as f64 > max_error_pct
+    })
+}
+
+/// After a failed round of a proxied path: a fresh proxy for the path's next cells, so a
+/// proxy stuck by one cell (a connection to the backend that no longer moves, say) does not
+/// fail the cells after it. The loads of the path's cells follow the new proxy.
+fn restart_front(
+    cfg: &CompareConfig,
+    path: &str,
+    ready: &HashMap<&'static str, Result<Ready, String>>,
+    running: &mut Running,
+    cells: &mut [(Cell, Option<Config>)],
+) {
+    let (Some(route), Some(Ok(r))) = (PATHS.iter().find(|p| p.name == path), ready.get(path))
+    else {
+        return;
+    };
+    // Stop the old proxy first: its port and its connections to the backend go with it.
+    running.fronts.remove(route.name);
+    eprintln!("compare: {path} failed: restarting its proxy");
+    let front = match start_front(cfg, route, r.backend_addr) {
+        Ok(Some(front)) => front,
+        Ok(None) => return,
+        Err(e) => {
+            eprintln!("compare: {path}: {e}");
+            return;
+        }
+    };
+    for (cell, load) in cells.iter_mut() {
+        if cell.path != path {
+            continue;
+        }
+        if let Some(load) = load {
+            load.addr = Addr::Tcp(front.addr);
+            load.cpu_trees = vec![r.backend_pid, front.pid()];
+        }
+    }
+    running.fronts.insert(route.name, front);
+}
+
+/// A cell per path and scenario, with its load (`None`: the path did not start, and every
+/// round of the cell says why).
+fn plan_cells(
+    cfg: &CompareConfig,
+    paths: &[Route],
+    scenarios: &[Scenario],
+    ready: &HashMap<&'static str, Result<Ready, String>>,
+) -> Vec<(Cell, Option<Config>)> {
+    let mut cells = Vec::new();
+    for p in paths {
+        for s in scenarios {
+            let mut cell = Cell {
+                scenario: s.name.into(),
+                path: p.name.into(),
+                shape: "-".into(),
+                proxy: p.front.proxy().map(str::to_owned),
+                rate: None,
+                rounds: Vec::new(),
+                summary: None,
+            };
+            let load = match ready.get(p.name) {
+                Some(Ok(r)) => {
+                    let (load, shape) = load_config(cfg, p, s, r);
+                    cell.shape = shape;
+                    Some(load)
+                }
+                Some(Err(e)) => {
+                    cell.rounds = (0..cfg.rounds).map(|_| Round::failed(e.clone())).collect();
+                    None
+                }
+                None => {
+                    cell.rounds = vec![Round::failed("not started")];
+                    None
+                }
+            };
+            cells.push((cell, load));
+        }
+    }
+    cells
+}
+
+/// Summarizes the cells and writes `report.html`, `table.txt` and `results.json`; returns the
+/// table.
+fn write_outputs(
+    cfg: &CompareConfig,
+    scenarios: &[Scenario],
+    mut cells: Vec<Cell>,
+) -> Result<String, String> {
+    let limits = Limits {
+        max_error_pct: cfg.max_error_pct,
+        server_cpus: cfg.server_cpus.len().max(1),
+    };
+    for c in &mut cells {
+        c.summarize(&limits);
+    }
+    let results = Results {
+        format: cells::FORMAT.into(),
+        title: "fcgi-uring: FastCGI vs HTTP/1.1 vs h2c, direct and through nginx and HAProxy"
+            .into(),
+        notes: notes(cfg, scenarios),
+        settings: Settings {
+            rounds: cfg.rounds.max(1),
+            duration_s: cfg.duration.as_secs_f64(),
+            warmup_s: cfg.warmup.as_secs_f64(),
+            server_cpus: cfg.server_cpus.clone(),
+            client_cpus: cfg.client_cpus.clone(),
+            load: cfg.load.describe(),
+            limits,
+        },
+        cells,
+    };
+    let table = cell_report::table(&results);
+    let write = |name: &str, text: &str| {
+        fs::write(cfg.out.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    write("report.html", &cell_report::html(&results))?;
+    write("table.txt", &table)?;
+    let json = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
+    write("results.json", &json)?;
+    Ok(table)
+}
+
+/// One round of one cell: the client's report and the CPU of the backend's and the proxy's
+/// process trees over the same window.
+fn measure(load: &Config) -> Round {
+    match run(load) {
+        Ok(report) => {
+            let tree = |i: usize| report.tree_cpu.get(i).map(|t| t.cpu_s);
+            Round {
+                backend_cpu_s: tree(0),
+                proxy_cpu_s: tree(1),
+                report: Some(report),
+                error: None,
+            }
+        }
+        Err(e) => {
+            eprintln!("compare: {e}");
+            Round::failed(e)
+        }
+    }
+}
+
+/// `--rate-fraction F`: one closed-loop run per cell measures its peak; the cell then runs
+/// open loop at F times that. A cell whose peak run failed keeps the failure.
+fn calibrate(cells: &mut [(Cell, Option<Config>)], fraction: f64) {
+    for (cell, load) in cells.iter_mut() {
+        let Some(cfg) = load.as_mut() else { continue };
+        eprintln!("compare: peak of {} {} ...", cell.scenario, cell.path);
+        match run(cfg) {
+            Ok(r) if r.rps > 0.0 => {
+                let rate = (r.rps * fraction).max(1.0);
+                cfg.rate = Some(rate);
+                cell.rate = Some(rate);
+            }
+            Ok(_) => {
+                cell.rounds
+                    .push(Round::failed("no successful request in the peak run"));
+                *load = None;
+            }
+            Err(e) => {
+                cell.rounds.push(Round::failed(format!("peak run: {e}")));
+                *load = None;
+            }
+        }
+    }
+}
+
+/// Starts the backends and the proxies of `paths`, each once; the processes go into `procs`.
+fn start_all(
+    cfg: &CompareConfig,
+    paths: &[Route],
+    running: &mut Running,
+) -> HashMap<&'static str, Result<Ready, String>> {
+    let mut ready = HashMap::new();
     for backend in [Backend::Fastcgi, Backend::Http1, Backend::H2c] {
         let mine: Vec<&Route> = paths.iter().filter(|p| p.backend == backend).collect();
         if mine.is_empty() {
@@ -183,73 +487,40 @@ pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
             Err(e) => {
                 eprintln!("compare: fcgi-uring --protocol {}: {e}", backend.arg());
                 for p in mine {
-                    fail_all(&mut rows, p.name, &e);
+                    ready.insert(p.name, Err(e.clone()));
                 }
                 continue;
             }
         };
+        let (backend_addr, backend_pid) = (server.addr, server.pid());
+        running.servers.push(server);
         for p in mine {
-            let front = match start_front(cfg, p, server.addr) {
-                Ok(f) => f,
+            let r = match start_front(cfg, p, backend_addr) {
+                Ok(Some(front)) => {
+                    let r = Ready {
+                        target: front.addr,
+                        backend_addr,
+                        backend_pid,
+                        proxy_pid: Some(front.pid()),
+                    };
+                    running.fronts.insert(p.name, front);
+                    Ok(r)
+                }
+                Ok(None) => Ok(Ready {
+                    target: backend_addr,
+                    backend_addr,
+                    backend_pid,
+                    proxy_pid: None,
+                }),
                 Err(e) => {
                     eprintln!("compare: {}: {e}", p.name);
-                    fail_all(&mut rows, p.name, &e);
-                    continue;
+                    Err(e)
                 }
             };
-            let target = front.as_ref().map_or(server.addr, |f| f.addr);
-            for s in SCENARIOS {
-                eprintln!("compare: {} {} ...", s.name, p.name);
-                let (load, shape) = load_config(cfg, p, &s, target, server.pid());
-                let result = run(&load);
-                if let Err(e) = &result {
-                    eprintln!("compare: {} {}: {e}", s.name, p.name);
-                }
-                rows.push(Row {
-                    scenario: s.name.into(),
-                    path: p.name.into(),
-                    shape,
-                    result,
-                });
-            }
-            drop(front);
+            ready.insert(p.name, r);
         }
-        drop(server);
     }
-    rows.sort_by_key(|r| {
-        let s = SCENARIOS.iter().position(|s| s.name == r.scenario);
-        let p = PATHS.iter().position(|p| p.name == r.path);
-        (s, p)
-    });
-    let meta = meta(cfg);
-    let table = report::table(&rows, &meta);
-    let write = |name: &str, text: &str| {
-        fs::write(cfg.out.join(name), text).map_err(|e| format!("{name}: {e}"))
-    };
-    write("report.html", &report::html(&rows, &meta))?;
-    write("table.txt", &table)?;
-    let json: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "scenario": r.scenario, "path": r.path, "shape": r.shape,
-                "report": r.result.as_ref().ok(), "error": r.result.as_ref().err(),
-            })
-        })
-        .collect();
-    write("results.json", &serde_json::Value::from(json).to_string())?;
-    Ok(table)
-}
-
-fn fail_all(rows: &mut Vec<Row>, path: &str, e: &str) {
-    for s in SCENARIOS {
-        rows.push(Row {
-            scenario: s.name.into(),
-            path: path.into(),
-            shape: "-".into(),
-            result: Err(e.to_owned()),
-        });
-    }
+    ready
 }
 
 fn cpu_list(cpus: &[usize]) -> String {
@@ -259,8 +530,8 @@ fn cpu_list(cpus: &[usize]) -> String {
         .join(",")
 }
 
-fn meta(cfg: &CompareConfig) -> Meta {
-    let shapes = SCENARIOS
+fn notes(cfg: &CompareConfig, scenarios: &[Scenario]) -> Vec<String> {
+    let shapes = scenarios
         .iter()
         .map(|s| {
             format!(
@@ -278,36 +549,28 @@ fn meta(cfg: &CompareConfig) -> Meta {
         })
         .collect::<Vec<_>>()
         .join("; ");
-    Meta {
-        title: "fcgi-uring: FastCGI vs HTTP/1.1 vs h2c, direct and through nginx and HAProxy".into(),
-        notes: vec![
-            format!(
-                "server (fcgi-uring, {} worker(s)) and proxy pinned to CPU {}; client ({} thread(s)) pinned to CPU {}; \
-                 closed loop, {:.1} s measured after {:.1} s warmup per cell.",
-                cfg.server_cpus.len(),
-                cpu_list(&cfg.server_cpus),
-                cfg.client_cpus.len(),
-                cpu_list(&cfg.client_cpus),
-                cfg.duration.as_secs_f64(),
-                cfg.warmup.as_secs_f64()
-            ),
-            format!("scenarios: {shapes}."),
-            "shape = client connections x requests in flight per connection. Direct fastcgi and h2c \
-             multiplex (16 connections); HTTP/1.1 clients, and all clients of a proxy, use one \
-             connection per request in flight. srv us/req = fcgi-uring's CPU per request (the \
-             proxy's own CPU is not included)."
-                .into(),
-        ],
-    }
+    vec![
+        format!(
+            "server (fcgi-uring, {} worker(s)) and proxy pinned to CPU {}; client ({} thread(s)) pinned to CPU {}; \
+             {}, {} round(s) of every cell interleaved, {:.1} s measured after {:.1} s warmup per cell and round.",
+            cfg.server_cpus.len(),
+            cpu_list(&cfg.server_cpus),
+            cfg.client_cpus.len(),
+            cpu_list(&cfg.client_cpus),
+            cfg.load.describe(),
+            cfg.rounds.max(1),
+            cfg.duration.as_secs_f64(),
+            cfg.warmup.as_secs_f64()
+        ),
+        format!("scenarios: {shapes}."),
+        "shape = client connections x requests in flight per connection. Direct fastcgi and h2c \
+         multiplex (16 connections); HTTP/1.1 clients, and all clients of a proxy, use one \
+         connection per request in flight."
+            .into(),
+    ]
 }
 
-fn load_config(
-    cfg: &CompareConfig,
-    p: &Route,
-    s: &Scenario,
-    target: SocketAddr,
-    server_pid: u32,
-) -> (Config, String) {
+fn load_config(cfg: &CompareConfig, p: &Route, s: &Scenario, r: &Ready) -> (Config, String) {
     let (protocol, conns, depth) = match (p.front, p.backend) {
         (Front::Direct, Backend::Fastcgi) => {
             (Protocol::Fastcgi, s.mux_conns, s.in_flight / s.mux_conns)
@@ -315,7 +578,7 @@ fn load_config(
         (Front::Direct, Backend::H2c) => (Protocol::H2, s.mux_conns, s.in_flight / s.mux_conns),
         _ => (Protocol::Http1, s.in_flight, 1),
     };
-    let mut c = Config::new(protocol, Addr::Tcp(target), s.path);
+    let mut c = Config::new(protocol, Addr::Tcp(r.target), s.path);
     c.conns = conns;
     c.depth = depth;
     c.duration = cfg.duration;
@@ -327,7 +590,15 @@ fn load_config(
     };
     c.threads = cfg.client_cpus.len().max(1);
     c.cpus = cfg.client_cpus.clone();
-    c.server_pid = Some(server_pid);
+    c.server_pid = Some(r.backend_pid);
+    c.cpu_trees = std::iter::once(r.backend_pid).chain(r.proxy_pid).collect();
+    // Server CPUs first: the cells' summaries split the list at their number.
+    c.watch_cpus = cfg
+        .server_cpus
+        .iter()
+        .chain(&cfg.client_cpus)
+        .copied()
+        .collect();
     (c, format!("{conns}x{depth}"))
 }
 

@@ -27,6 +27,9 @@ use crate::sys::{self, ERROR, Epoll, READABLE, WRITABLE};
 const READ_BUF: usize = 128 * 1024;
 /// Largest read buffer (a single HTTP response must fit).
 const MAX_READ_BUF: usize = 64 * 1024 * 1024;
+/// A request still unanswered at the end of the run that was sent (or due) longer ago than
+/// this counts as a [`Failure::Timeout`].
+pub const TIMEOUT_NS: u64 = 1_000_000_000;
 /// Wait before retrying a connection that could not be made.
 const CONNECT_BACKOFF_NS: u64 = 10_000_000;
 
@@ -242,8 +245,25 @@ impl Worker {
         }
         if self.in_window {
             self.stats.cpu = sys::thread_cpu_time().saturating_sub(self.cpu_at_start);
+            self.count_timeouts(self.now());
         }
         Ok(self.stats)
+    }
+
+    /// Counts the requests in flight that have waited longer than [`TIMEOUT_NS`].
+    fn count_timeouts(&mut self, now: u64) {
+        for c in &self.conns {
+            if c.socket.is_none() {
+                continue;
+            }
+            let stale = (1..=self.plan.depth)
+                .filter(|slot| !c.free.contains(slot))
+                .filter(|&slot| now.saturating_sub(c.sent_at[slot as usize]) > TIMEOUT_NS)
+                .count();
+            for _ in 0..stale {
+                self.stats.errors.count(Failure::Timeout);
+            }
+        }
     }
 
     /// Reconnects closed connections that are due and sends paced requests that are due.

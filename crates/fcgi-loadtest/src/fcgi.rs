@@ -437,7 +437,7 @@ mod tests {
             },
             Completion {
                 slot: 2,
-                result: Err(Failure::Status),
+                result: Err(Failure::Status(500)),
             },
             Completion {
                 slot: 3,

@@ -279,7 +279,7 @@ async fn exchange(
         }
     }
     if status != http::StatusCode::OK {
-        return Ok(Err(Failure::Status));
+        return Ok(Err(Failure::Status(status.as_u16())));
     }
     Ok(plan.expect.check_body(got, false))
 }

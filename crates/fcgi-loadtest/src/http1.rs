@@ -128,7 +128,7 @@ impl ResponseParser {
             .pop_front()
             .ok_or(Violation("response with no request in flight"))?;
         let result = if code != 200 {
-            Err(Failure::Status)
+            Err(Failure::Status(code))
         } else {
             self.expect.check_body(body, false)
         };
@@ -224,7 +224,7 @@ HTTP/1.1 204 No Content\r\n\r\n";
             },
             Completion {
                 slot: 2,
-                result: Err(Failure::Status),
+                result: Err(Failure::Status(500)),
             },
             Completion {
                 slot: 3,
@@ -233,7 +233,7 @@ HTTP/1.1 204 No Content\r\n\r\n";
             // 204 is not 200.
             Completion {
                 slot: 4,
-                result: Err(Failure::Status),
+                result: Err(Failure::Status(204)),
             },
         ];
         for cut in 0..=stream.len() {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
-use fcgi_loadtest::compare::CompareConfig;
+use fcgi_loadtest::compare::{CompareConfig, Load};
 use fcgi_loadtest::run::parse_cpu_list;
 use fcgi_loadtest::tune::cli::TuneArgs;
 use fcgi_loadtest::{Config, Protocol};
@@ -26,8 +26,12 @@ enum Command {
     /// Load a server and report throughput, latency percentiles and CPU use.
     Run(RunArgs),
     /// Serve the demo app over FastCGI, HTTP/1.1 and h2c (direct, and through nginx and
-    /// HAProxy), run the same scenarios against each, print a table, write DIR/report.html.
+    /// HAProxy), run the same scenarios against each in interleaved rounds, print a table,
+    /// write DIR/report.html and DIR/results.json.
     Compare(CompareArgs),
+    /// Compare two `compare` results (before and after a change): per cell the change with
+    /// its spread; exits 1 when --metric regresses beyond the noise and --threshold.
+    Diff(fcgi_loadtest::diff::DiffArgs),
     /// Run fcgi-uring with one knob varied at a time, then the winners together, against the
     /// front ends' workloads; print a table and write DIR/fcgi-uring.toml, report.html and
     /// results.json.
@@ -46,12 +50,26 @@ struct CompareArgs {
     /// Directory for report.html, table.txt, results.json, proxy configs and logs.
     #[arg(long, default_value = "compare-out")]
     out: std::path::PathBuf,
-    /// Measured seconds per cell (after a 1 s warmup).
+    /// Measured seconds per cell and round (after the warmup).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Warmup seconds per cell.
+    /// Warmup seconds per cell and round.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Rounds of all cells, interleaved: each cell reports the median and the min-max range.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Open loop at this many requests per second (latency counted from each request's
+    /// scheduled time). Default: closed loop.
+    #[arg(long, conflicts_with = "rate_fraction")]
+    rate: Option<f64>,
+    /// Open loop at this fraction (0 < F <= 1) of each cell's peak, measured first by one
+    /// closed-loop run of the cell.
+    #[arg(long)]
+    rate_fraction: Option<f64>,
+    /// A cell with more failed requests than this percentage is drawn as failed.
+    #[arg(long, default_value_t = fcgi_loadtest::cells::DEFAULT_MAX_ERROR_PCT)]
+    max_error_pct: f64,
     /// CPUs for the server and the proxy (they share them).
     #[arg(long, default_value = "0")]
     server_cpus: String,
@@ -64,41 +82,71 @@ struct CompareArgs {
     /// Only the paths whose names contain one of these (e.g. fastcgi,h2c).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Only these scenarios (hello, echo-1k, echo-64k, sleep-5ms).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: std::path::PathBuf,
     #[arg(long, default_value = "/usr/sbin/haproxy")]
     haproxy: std::path::PathBuf,
 }
 
+fn load(a: &CompareArgs) -> Result<Load, String> {
+    match (a.rate, a.rate_fraction) {
+        (Some(r), _) if r > 0.0 && r.is_finite() => Ok(Load::Rate(r)),
+        (Some(_), _) => Err("--rate must be a positive number of requests per second".into()),
+        (None, Some(f)) if f > 0.0 && f <= 1.0 => Ok(Load::Fraction(f)),
+        (None, Some(_)) => Err("--rate-fraction must be more than 0 and at most 1".into()),
+        (None, None) => Ok(Load::Closed),
+    }
+}
+
+fn compare_config(a: CompareArgs) -> Result<CompareConfig, String> {
+    let fcgi_uring = match &a.fcgi_uring {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("fcgi-uring"),
+    };
+    if !(a.max_error_pct >= 0.0 && a.max_error_pct <= 100.0) {
+        return Err("--max-error-pct must be between 0 and 100".into());
+    }
+    for s in &a.scenarios {
+        if !fcgi_loadtest::compare::SCENARIOS
+            .iter()
+            .any(|k| k.name == s)
+        {
+            return Err(format!("unknown scenario {s:?}"));
+        }
+    }
+    let mut cfg = CompareConfig::new(a.out.clone(), fcgi_uring);
+    cfg.load = load(&a)?;
+    cfg.duration = seconds("duration", a.duration)?;
+    cfg.warmup = seconds("warmup", a.warmup)?;
+    cfg.server_cpus = parse_cpu_list(&a.server_cpus)?;
+    cfg.client_cpus = parse_cpu_list(&a.client_cpus)?;
+    cfg.rounds = a.rounds as usize;
+    cfg.max_error_pct = a.max_error_pct;
+    cfg.only = a.only;
+    cfg.scenarios = a.scenarios;
+    cfg.nginx = a.nginx;
+    cfg.haproxy = a.haproxy;
+    Ok(cfg)
+}
+
 fn compare(a: CompareArgs) -> ExitCode {
-    let cfg = (|| -> Result<CompareConfig, String> {
-        let fcgi_uring = match a.fcgi_uring {
-            Some(p) => p,
-            None => std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .with_file_name("fcgi-uring"),
-        };
-        Ok(CompareConfig {
-            out: a.out,
-            duration: seconds("duration", a.duration)?,
-            warmup: seconds("warmup", a.warmup)?,
-            server_cpus: parse_cpu_list(&a.server_cpus)?,
-            client_cpus: parse_cpu_list(&a.client_cpus)?,
-            fcgi_uring,
-            only: a.only,
-            nginx: a.nginx,
-            haproxy: a.haproxy,
-        })
-    })();
+    let cfg = match compare_config(a) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fcgi-loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
     fcgi_loadtest::sys::kill_children_on_signal();
-    let result = cfg.and_then(|cfg| {
-        let table = fcgi_loadtest::compare::compare(&cfg)?;
-        Ok((table, cfg.out))
-    });
-    match result {
-        Ok((table, out)) => {
+    match fcgi_loadtest::compare::compare(&cfg) {
+        Ok(table) => {
             print!("{table}");
-            println!("report: {}", out.join("report.html").display());
+            println!("report: {}", cfg.out.join("report.html").display());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -186,6 +234,8 @@ fn config(a: RunArgs) -> Result<(Config, bool), String> {
         keep_conn: a.keep_conn,
         expect_body: a.expect_body,
         server_pid: a.server_pid,
+        cpu_trees: Vec::new(),
+        watch_cpus: Vec::new(),
         progress: true,
     };
     Ok((cfg, a.json))
@@ -196,6 +246,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args,
         Command::Compare(args) => return compare(args),
         Command::Tune(args) => return tune(*args),
+        Command::Diff(args) => return fcgi_loadtest::diff::main(args),
     };
     let (cfg, json) = match config(args) {
         Ok(c) => c,

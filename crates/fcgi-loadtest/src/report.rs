@@ -1,6 +1,6 @@
-//! The comparison's output, with no IO: one plain-text table (scenario x protocol/path) and an
-//! HTML page with hand-written inline SVG charts (throughput per path; latency percentile
-//! curves from the HdrHistograms). No scripts, no external resources.
+//! Chart and page primitives with no IO, shared by `compare` ([`cell_report`](crate::cell_report))
+//! and `tune`: the page head, horizontal bar charts and latency percentile curves from the
+//! HdrHistograms, as hand-written inline SVG. No scripts, no external resources.
 
 use std::fmt::Write as _;
 
@@ -27,76 +27,10 @@ pub struct Meta {
     pub notes: Vec<String>,
 }
 
-/// The plain-text table.
-pub fn table(rows: &[Row], meta: &Meta) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<10} {:<16} {:>7} {:>9} {:>9} {:>9} {:>9} {:>7} {:>11} {:>11}",
-        "scenario",
-        "path",
-        "shape",
-        "rps",
-        "p50 us",
-        "p99 us",
-        "p99.9 us",
-        "errors",
-        "client cpu",
-        "srv us/req"
-    );
-    for r in rows {
-        let _ = write!(out, "{:<10} {:<16} {:>7} ", r.scenario, r.path, r.shape);
-        match &r.result {
-            Ok(rep) => {
-                let _ = writeln!(
-                    out,
-                    "{:>9.0} {:>9} {:>9} {:>9} {:>7} {:>10.0}% {:>11}{}",
-                    rep.rps,
-                    rep.p50_us,
-                    rep.p99_us,
-                    rep.p999_us,
-                    rep.errors,
-                    rep.client_cpu_pct,
-                    rep.server_cpu_us_per_req
-                        .map_or("-".to_owned(), |u| format!("{u:.1}")),
-                    if rep.client_saturated {
-                        "  (client saturated)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            Err(e) => {
-                let _ = writeln!(out, "failed: {e}");
-            }
-        }
-    }
-    for n in &meta.notes {
-        let _ = writeln!(out, "{n}");
-    }
-    out
-}
-
 /// Series colours, one per path (in order of first appearance).
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
-
-/// The HTML page: the table, then per scenario a throughput chart and a latency chart.
-pub fn html(rows: &[Row], meta: &Meta) -> String {
-    let paths = unique(rows.iter().map(|r| r.path.as_str()));
-    let scenarios = unique(rows.iter().map(|r| r.scenario.as_str()));
-    let mut out = page_head(meta);
-    let _ = writeln!(out, "<pre>{}</pre>", esc(&table(rows, &Meta::default())));
-    for s in &scenarios {
-        let of: Vec<&Row> = rows.iter().filter(|r| r.scenario == *s).collect();
-        let _ = writeln!(out, "<h2>{}</h2>", esc(s));
-        out.push_str(&throughput_svg(s, &of, &paths));
-        out.push_str(&latency_svg(s, &of, &paths));
-    }
-    out.push_str("</body>\n</html>\n");
-    out
-}
 
 /// The start of an HTML page: head, style, the title as `<h1>` and the notes as paragraphs.
 /// Close it with `</body>\n</html>\n`.
@@ -132,29 +66,6 @@ pub fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 pub fn colour(paths: &[&str], path: &str) -> &'static str {
     let i = paths.iter().position(|p| *p == path).unwrap_or(0);
     COLOURS[i % COLOURS.len()]
-}
-
-/// Horizontal bars, one per path: requests per second.
-fn throughput_svg(scenario: &str, rows: &[&Row], paths: &[&str]) -> String {
-    let bars: Vec<Bar> = rows
-        .iter()
-        .map(|r| Bar {
-            label: r.path.clone(),
-            value: r.result.as_ref().ok().map(|rep| rep.rps),
-            text: r
-                .result
-                .as_ref()
-                .map_or("failed".to_owned(), |rep| format!("{:.0}", rep.rps)),
-            series: r.path.clone(),
-            colour: colour(paths, &r.path),
-        })
-        .collect();
-    bar_chart(
-        "throughput",
-        &format!("requests/s ({scenario})"),
-        &format!("throughput, {scenario}"),
-        &bars,
-    )
 }
 
 /// One bar of a [`bar_chart`].
@@ -464,55 +375,33 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn table_has_a_line_per_row_and_the_columns() {
-        let meta = Meta {
-            title: "t".into(),
-            notes: vec!["server on CPU 0".into()],
-        };
-        let t = table(&rows(), &meta);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 1 + 7 + 1);
-        for col in [
-            "scenario",
-            "path",
-            "rps",
-            "p50 us",
-            "p99 us",
-            "p99.9 us",
-            "errors",
-            "client cpu",
-        ] {
-            assert!(lines[0].contains(col), "{col}");
-        }
-        assert!(lines[1].starts_with("hello      fastcgi"));
-        assert!(lines[1].contains(" 1000 ")); // 1000 requests in 1 s
-        assert!(lines[7].contains("failed: did not start"));
-        assert_eq!(lines[8], "server on CPU 0");
-    }
-
-    #[test]
-    fn html_is_well_formed_with_one_series_per_path() {
-        let page = html(
-            &rows(),
-            &Meta {
-                title: "a < b".into(),
-                notes: vec![],
-            },
-        );
-        assert!(page.starts_with("<!DOCTYPE html>"));
-        assert!(!page.contains("<script"));
+    fn charts_are_well_formed_with_one_series_per_path() {
+        let rows = rows();
+        let refs: Vec<&Row> = rows.iter().filter(|r| r.scenario == "echo-1k").collect();
+        let paths = unique(rows.iter().map(|r| r.path.as_str()));
+        let page = latency_svg("echo-1k", &refs, &paths);
         let names = elements(&page);
-        assert_eq!(names.iter().filter(|n| *n == "svg").count(), 4);
-        assert!(page.contains("<title>a &lt; b</title>"));
-        // Throughput: a bar per successful row; latency: a curve per successful row.
-        assert_eq!(page.matches("<rect class=\"bar\"").count(), 6);
-        assert_eq!(page.matches("<polyline class=\"curve\"").count(), 6);
+        assert_eq!(names.iter().filter(|n| *n == "svg").count(), 1);
+        // A curve per successful row.
+        assert_eq!(page.matches("<polyline class=\"curve\"").count(), 3);
         for p in ["fastcgi", "h2c", "nginx&gt;fastcgi"] {
             let series = format!("data-series=\"{p}\"");
-            assert_eq!(page.matches(&series).count(), 4, "{p}");
+            assert_eq!(page.matches(&series).count(), 1, "{p}");
         }
-        // The failed row is shown, escaped, without a bar.
-        assert!(page.contains("haproxy&gt;h2c &lt;&amp;&gt;"));
+        let bars: Vec<Bar> = refs
+            .iter()
+            .map(|r| Bar {
+                label: r.path.clone(),
+                value: r.result.as_ref().ok().map(|rep| rep.rps),
+                text: "t".into(),
+                series: r.path.clone(),
+                colour: colour(&paths, &r.path),
+            })
+            .collect();
+        let chart = bar_chart("throughput", "a < b", "aria", &bars);
+        elements(&chart);
+        assert_eq!(chart.matches("<rect class=\"bar\"").count(), 3);
+        assert!(chart.contains("haproxy&gt;h2c &lt;&amp;&gt;"));
         // Curves rise left to right: latency grows with the percentile, y shrinks.
         let curve = page
             .split("points=\"")

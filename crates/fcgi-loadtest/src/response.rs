@@ -11,8 +11,11 @@ pub enum Failure {
     Io,
     /// The peer broke the protocol (bad record, bad END_REQUEST, unparsable response).
     Protocol,
-    /// The response status was not 200.
-    Status,
+    /// The response status was not 200 (the status code; 0 when it could not be read).
+    Status(u16),
+    /// No answer within [`TIMEOUT_NS`](crate::engine::TIMEOUT_NS) (still in flight at the end of
+    /// the run).
+    Timeout,
     /// The body differed from `--expect-body`.
     Body,
 }
@@ -56,11 +59,24 @@ pub fn check_cgi(stdout: &[u8], truncated: bool, expect: &Expect) -> Result<(), 
         if line.len() >= 7 && line[..7].eq_ignore_ascii_case(b"status:") {
             let value = line[7..].trim_ascii_start();
             if !value.starts_with(b"200") || value.get(3).is_some_and(u8::is_ascii_digit) {
-                return Err(Failure::Status);
+                return Err(Failure::Status(status_code(value)));
             }
         }
     }
     expect.check_body(&stdout[body_at..], truncated)
+}
+
+/// The three-digit code at the start of a `Status:` value (0 if there is none).
+fn status_code(value: &[u8]) -> u16 {
+    match value {
+        [a, b, c, rest @ ..]
+            if [a, b, c].iter().all(|d| d.is_ascii_digit())
+                && !rest.first().is_some_and(u8::is_ascii_digit) =>
+        {
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => 0,
+    }
 }
 
 /// The end of the header block (`\r\n\r\n` or `\n\n`): (header bytes, body offset).
@@ -105,10 +121,10 @@ mod tests {
         let lf = b"Status: 200 OK\nContent-Type: text/plain\n\nHello";
         assert_eq!(check_cgi(lf, false, &expect("Hello")), Ok(()));
         let err = b"Status: 500 Internal Server Error\r\n\r\noops";
-        assert_eq!(check_cgi(err, false, &none), Err(Failure::Status));
+        assert_eq!(check_cgi(err, false, &none), Err(Failure::Status(500)));
         assert_eq!(
             check_cgi(b"status:2000\r\n\r\n", false, &none),
-            Err(Failure::Status)
+            Err(Failure::Status(0))
         );
         assert_eq!(
             check_cgi(b"no header end", false, &none),

@@ -13,7 +13,7 @@ use crate::h2c;
 use crate::http1;
 use crate::response::Expect;
 use crate::schedule;
-use crate::stats::{Report, RunInfo, ThreadStats};
+use crate::stats::{CpuBusy, Report, RunInfo, ThreadStats, TreeCpu};
 use crate::sys;
 
 /// The protocol spoken to the server.
@@ -56,6 +56,12 @@ pub struct Config {
     pub keep_conn: bool,
     pub expect_body: Option<String>,
     pub server_pid: Option<u32>,
+    /// Process trees (a root pid and its descendants, e.g. a proxy's master and workers) whose
+    /// CPU time is read at the window's edges, into [`Report::tree_cpu`].
+    pub cpu_trees: Vec<u32>,
+    /// CPUs whose busy time (all processes, from `/proc/stat`) is read at the window's edges,
+    /// into [`Report::cpu_busy`].
+    pub watch_cpus: Vec<usize>,
     /// Show a progress line on stderr (only honoured when stderr is a terminal).
     pub progress: bool,
 }
@@ -79,6 +85,8 @@ impl Config {
             keep_conn: true,
             expect_body: None,
             server_pid: None,
+            cpu_trees: Vec::new(),
+            watch_cpus: Vec::new(),
             progress: false,
         }
     }
@@ -288,13 +296,41 @@ pub fn run(cfg: &Config) -> Result<Report, RunError> {
         keep_conn: cfg.keep_conn,
         rate: cfg.rate,
     };
-    let server = server?;
-    Ok(Report::new(
+    let (server, trees, cpu_busy) = server?;
+    let mut report = Report::new(
         info,
         &total,
         Duration::from_nanos(window_end - window_start),
         server,
-    ))
+    );
+    report.tree_cpu = trees;
+    report.cpu_busy = cpu_busy;
+    Ok(report)
+}
+
+/// Every tree's CPU time now (see [`sys::tree_cpu_time`]).
+fn read_trees(roots: &[u32]) -> Result<Vec<(Duration, Vec<u32>)>, RunError> {
+    roots
+        .iter()
+        .map(|&pid| sys::tree_cpu_time(pid).map_err(|e| format!("CPU of process tree {pid}: {e}")))
+        .collect()
+}
+
+/// The CPU each tree used between two readings, by root pid.
+fn tree_deltas(
+    roots: &[u32],
+    start: &[(Duration, Vec<u32>)],
+    end: &[(Duration, Vec<u32>)],
+) -> Vec<TreeCpu> {
+    roots
+        .iter()
+        .zip(start.iter().zip(end))
+        .map(|(&pid, ((a, _), (b, pids)))| TreeCpu {
+            pid,
+            pids: pids.clone(),
+            cpu_s: b.saturating_sub(*a).as_secs_f64(),
+        })
+        .collect()
 }
 
 /// On the calling thread while the workers run: reads the server's CPU time at the window's
@@ -305,7 +341,7 @@ fn watch(
     window_start: u64,
     window_end: u64,
     progress: &[Progress],
-) -> Result<Option<(u32, Duration)>, RunError> {
+) -> Result<WatchResult, RunError> {
     let tty = cfg.progress && std::io::stderr().is_terminal();
     let server_cpu =
         |pid: u32| sys::process_cpu_time(pid).map_err(|e| format!("--server-pid {pid}: {e}"));
@@ -313,6 +349,11 @@ fn watch(
     if let Some(pid) = cfg.server_pid {
         server_cpu(pid)?; // Fail early if the process cannot be read.
     }
+    read_trees(&cfg.cpu_trees)?;
+    let read_cpus = || sys::cpu_ticks(&cfg.watch_cpus).map_err(|e| format!("/proc/stat: {e}"));
+    read_cpus()?;
+    let mut trees_start = Vec::new();
+    let mut cpus_start = Vec::new();
     let mut last_count = 0;
     let mut next_tick = 1_000_000_000u64;
     loop {
@@ -322,6 +363,8 @@ fn watch(
                 Some(pid) => Some(Some((pid, server_cpu(pid)?))),
                 None => Some(None),
             };
+            trees_start = read_trees(&cfg.cpu_trees)?;
+            cpus_start = read_cpus()?;
         }
         if now >= window_end {
             break;
@@ -362,14 +405,32 @@ fn watch(
     if tty {
         eprint!("\r{:78}\r", "");
     }
+    let trees_end = read_trees(&cfg.cpu_trees)?;
+    let trees = tree_deltas(&cfg.cpu_trees, &trees_start, &trees_end);
+    let cpus = cpu_busy(&cfg.watch_cpus, &cpus_start, &read_cpus()?);
     match (cfg.server_pid, server_start.flatten()) {
         (Some(pid), Some((_, start))) => {
             let end = server_cpu(pid)?;
-            Ok(Some((pid, end.saturating_sub(start))))
+            Ok((Some((pid, end.saturating_sub(start))), trees, cpus))
         }
-        _ => Ok(None),
+        _ => Ok((None, trees, cpus)),
     }
 }
+
+/// Each CPU's busy share between two `/proc/stat` readings.
+fn cpu_busy(cpus: &[usize], start: &[(u64, u64)], end: &[(u64, u64)]) -> Vec<CpuBusy> {
+    cpus.iter()
+        .zip(start.iter().zip(end))
+        .map(|(&cpu, ((b0, a0), (b1, a1)))| CpuBusy {
+            cpu,
+            busy_pct: 100.0 * b1.saturating_sub(*b0) as f64
+                / (a1.saturating_sub(*a0)).max(1) as f64,
+        })
+        .collect()
+}
+
+/// What [`watch`] measured: the server's CPU time, each process tree's, each watched CPU's.
+type WatchResult = (Option<(u32, Duration)>, Vec<TreeCpu>, Vec<CpuBusy>);
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! Per-thread counters and latency histograms, merged into one [`Report`] printed as a table or
 //! as one JSON object.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -15,13 +16,21 @@ const MAX_LATENCY_US: u64 = 100_000_000;
 pub const SATURATED_PCT: f64 = 90.0;
 
 /// Failed requests by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ErrorCounts {
     pub connect: u64,
     pub io: u64,
     pub protocol: u64,
+    /// Answers with a status other than 200, all codes (`status_codes` splits them).
     pub status: u64,
     pub body: u64,
+    /// Requests still unanswered at the end of the run, sent more than
+    /// [`TIMEOUT_NS`](crate::engine::TIMEOUT_NS) before it.
+    #[serde(default)]
+    pub timeout: u64,
+    /// `status` by code (0: a status that could not be read).
+    #[serde(default)]
+    pub status_codes: BTreeMap<u16, u64>,
 }
 
 impl ErrorCounts {
@@ -30,13 +39,17 @@ impl ErrorCounts {
             Failure::Connect => self.connect += 1,
             Failure::Io => self.io += 1,
             Failure::Protocol => self.protocol += 1,
-            Failure::Status => self.status += 1,
+            Failure::Status(code) => {
+                self.status += 1;
+                *self.status_codes.entry(code).or_default() += 1;
+            }
             Failure::Body => self.body += 1,
+            Failure::Timeout => self.timeout += 1,
         }
     }
 
     pub fn total(&self) -> u64 {
-        self.connect + self.io + self.protocol + self.status + self.body
+        self.connect + self.io + self.protocol + self.status + self.body + self.timeout
     }
 
     fn add(&mut self, other: &ErrorCounts) {
@@ -45,6 +58,10 @@ impl ErrorCounts {
         self.protocol += other.protocol;
         self.status += other.status;
         self.body += other.body;
+        self.timeout += other.timeout;
+        for (code, n) in &other.status_codes {
+            *self.status_codes.entry(*code).or_default() += n;
+        }
     }
 }
 
@@ -130,6 +147,31 @@ pub struct Report {
     /// minimum), then 1 - 10^(-k/4) for k = 1..=20 (50, 68.4, 82.2, 90, ..., 99.999), then 100
     /// (the maximum). Empty when nothing succeeded.
     pub latency_curve: Vec<[f64; 2]>,
+    /// CPU time of the process trees named in [`Config::cpu_trees`](crate::run::Config), over
+    /// the window.
+    #[serde(default)]
+    pub tree_cpu: Vec<TreeCpu>,
+    /// How busy the CPUs named in [`Config::watch_cpus`](crate::run::Config) were over the
+    /// window, all processes (ours and others').
+    #[serde(default)]
+    pub cpu_busy: Vec<CpuBusy>,
+}
+
+/// A CPU's busy time over the measured window as a percentage, all processes.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CpuBusy {
+    pub cpu: usize,
+    pub busy_pct: f64,
+}
+
+/// The CPU time a process tree (a root and its descendants) used over the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct TreeCpu {
+    /// The root.
+    pub pid: u32,
+    /// The tree's processes at the window's end, root first.
+    pub pids: Vec<u32>,
+    pub cpu_s: f64,
 }
 
 /// The latency curve of a histogram (see [`Report::latency_curve`]).
@@ -192,7 +234,7 @@ impl Report {
             window_s: secs,
             requests,
             errors: stats.errors.total(),
-            errors_by_kind: stats.errors,
+            errors_by_kind: stats.errors.clone(),
             rps: requests as f64 / secs,
             mean_us: if requests == 0 { 0.0 } else { h.mean() },
             p50_us: q(0.5),
@@ -210,6 +252,8 @@ impl Report {
                 .filter(|_| requests > 0)
                 .map(|s| s * 1e6 / requests as f64),
             latency_curve: latency_curve(h),
+            tree_cpu: Vec::new(),
+            cpu_busy: Vec::new(),
         }
     }
 
@@ -283,8 +327,8 @@ impl Report {
     fn errors_text(&self) -> String {
         let e = &self.errors_by_kind;
         format!(
-            "{} (connect {}, io {}, protocol {}, status {}, body {})",
-            self.errors, e.connect, e.io, e.protocol, e.status, e.body
+            "{} (connect {}, io {}, protocol {}, status {}, body {}, timeout {})",
+            self.errors, e.connect, e.io, e.protocol, e.status, e.body, e.timeout
         )
     }
 
@@ -327,7 +371,7 @@ mod tests {
         for i in 1..=1000 {
             a.record_ok(i * 1000);
         }
-        b.errors.count(Failure::Status);
+        b.errors.count(Failure::Status(503));
         b.cpu = Duration::from_millis(950);
         a.merge(&b);
         let r = Report::new(
@@ -358,6 +402,7 @@ mod tests {
         assert_eq!(v["requests"], 1000);
         assert_eq!(v["errors"], 1);
         assert_eq!(v["errors_by_kind"]["status"], 1);
+        assert_eq!(v["errors_by_kind"]["status_codes"]["503"], 1);
         assert_eq!(v["protocol"], "fastcgi");
         let p50 = v["p50_us"].as_u64().unwrap();
         assert!((495..=505).contains(&p50), "{p50}");

@@ -165,8 +165,7 @@ pub fn process_cpu_time(pid: u32) -> io::Result<Duration> {
             format!("unexpected /proc/{pid}/stat"),
         )
     })?;
-    let hz = clock_ticks_per_second();
-    Ok(Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz))
+    Ok(ticks_to_duration(ticks))
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2) is
@@ -179,6 +178,110 @@ pub fn parse_proc_stat_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Parent pid (field 4) and utime + stime (fields 14 and 15) of a `/proc/PID/stat` line.
+pub fn parse_proc_stat_parent_and_ticks(stat: &str) -> Option<(u32, u64)> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    let ppid = after_comm.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some((ppid, parse_proc_stat_ticks(stat)?))
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    let hz = clock_ticks_per_second();
+    Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz)
+}
+
+/// Every live process as `(pid, parent pid, utime + stime ticks)`, from `/proc/*/stat`
+/// (processes that exit while the directory is read are left out).
+fn all_processes() -> io::Result<Vec<(u32, u32, u64)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((ppid, ticks)) = parse_proc_stat_parent_and_ticks(&stat) {
+            out.push((pid, ppid, ticks));
+        }
+    }
+    Ok(out)
+}
+
+/// `root` and its live descendants among `procs` (`(pid, parent, ticks)`), root first.
+pub fn tree_of(root: u32, procs: &[(u32, u32, u64)]) -> Vec<u32> {
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            procs
+                .iter()
+                .filter(|(pid, ppid, _)| *ppid == parent && *pid != parent)
+                .map(|(pid, _, _)| *pid),
+        );
+        i += 1;
+    }
+    tree
+}
+
+/// A process tree's CPU time: `pid` (e.g. a proxy's master) and every live descendant (its
+/// workers), the sum of their `/proc/PID/stat` utime + stime, all threads. An error when `pid`
+/// itself is gone.
+pub fn tree_cpu_time(pid: u32) -> io::Result<(Duration, Vec<u32>)> {
+    let procs = all_processes()?;
+    if !procs.iter().any(|(p, _, _)| *p == pid) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("process {pid} is gone"),
+        ));
+    }
+    let tree = tree_of(pid, &procs);
+    let ticks = procs
+        .iter()
+        .filter(|(p, _, _)| tree.contains(p))
+        .map(|(_, _, t)| t)
+        .sum();
+    Ok((ticks_to_duration(ticks), tree))
+}
+
+/// `(cpu, busy ticks, all ticks)` of a `/proc/stat` line `cpuN user nice system idle iowait irq
+/// softirq steal ...`; busy is everything but idle and iowait. `None` for other lines (and
+/// the all-CPU `cpu` line).
+pub fn parse_proc_stat_cpu(line: &str) -> Option<(usize, u64, u64)> {
+    let mut fields = line.split_ascii_whitespace();
+    let cpu = fields.next()?.strip_prefix("cpu")?.parse().ok()?;
+    // Guest time is already counted in user and nice: the first eight fields are the total.
+    let ticks: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let all: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((cpu, all - idle, all))
+}
+
+/// Busy and all ticks so far of each CPU in `cpus` (in that order), from `/proc/stat`: what
+/// every process on them used, ours and others'.
+pub fn cpu_ticks(cpus: &[usize]) -> io::Result<Vec<(u64, u64)>> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let lines: Vec<(usize, u64, u64)> = stat.lines().filter_map(parse_proc_stat_cpu).collect();
+    cpus.iter()
+        .map(|&c| {
+            lines
+                .iter()
+                .find(|(cpu, _, _)| *cpu == c)
+                .map(|(_, busy, all)| (*busy, *all))
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no CPU {c}")))
+        })
+        .collect()
 }
 
 /// Sends SIGTERM to `pid` (a child process of ours).
@@ -302,6 +405,37 @@ mod tests {
         let line = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
         assert_eq!(parse_proc_stat_ticks(line), Some(300));
         assert_eq!(parse_proc_stat_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn parent_pid_and_trees() {
+        let line = "7 (x y) S 3 7 7 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0";
+        assert_eq!(parse_proc_stat_parent_and_ticks(line), Some((3, 11)));
+        let procs = [
+            (1, 0, 0),
+            (3, 1, 0),
+            (7, 3, 0),
+            (8, 3, 0),
+            (9, 7, 0),
+            (10, 1, 0),
+        ];
+        assert_eq!(tree_of(3, &procs), vec![3, 7, 8, 9]);
+        let me = std::process::id();
+        let before = process_cpu_time(me).unwrap();
+        let (cpu, tree) = tree_cpu_time(me).unwrap();
+        assert_eq!(tree[0], me);
+        assert!(cpu >= before);
+    }
+
+    #[test]
+    fn cpu_lines_of_proc_stat() {
+        let line = "cpu1 100 5 50 800 20 3 2 0 7 0";
+        assert_eq!(parse_proc_stat_cpu(line), Some((1, 160, 980)));
+        assert_eq!(parse_proc_stat_cpu("cpu 1 2 3 4 5 6 7 8 9 10"), None);
+        assert_eq!(parse_proc_stat_cpu("intr 1 2 3"), None);
+        let t = cpu_ticks(&[0]).unwrap();
+        assert!(t[0].0 <= t[0].1);
+        assert!(cpu_ticks(&[100_000]).is_err());
     }
 
     #[test]
