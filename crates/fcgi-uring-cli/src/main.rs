@@ -27,6 +27,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Send one FastCGI request and print the response.
     Request(fcgi_uring_cli::request::RequestArgs),
+    /// Print a running server's live status (from its admin listener) as a table.
+    Status(fcgi_uring_cli::status::StatusArgs),
     /// Measure this server's settings on this machine and write a recommended fcgi-uring.toml
     /// (the sweep runs in this process against `fcgi-uring serve` children).
     Tune(Box<fcgi_loadtest::tune::cli::TuneArgs>),
@@ -152,7 +154,25 @@ impl ServeArgs {
         }
         builder.build().map_err(|e| e.to_string())
     }
+
+    /// Whether the file or a flag sets `admin.listen` (`none` included).
+    fn admin_given(&self) -> bool {
+        let in_flags = self
+            .settings
+            .given
+            .iter()
+            .any(|(s, _)| s.key == "admin.listen");
+        let in_file = self
+            .config
+            .as_ref()
+            .is_some_and(|path| ConfigFile::load(path).is_ok_and(|f| f.admin.listen.is_some()));
+        in_flags || in_file
+    }
 }
+
+/// The demo's admin listener when none is configured: loopback, the port `fcgi-uring status`
+/// asks by default.
+const DEMO_ADMIN: &str = "127.0.0.1:9100";
 
 /// `fcgi-uring config --example | --reference`.
 fn print_generated(args: &ConfigArgs) -> ExitCode {
@@ -178,6 +198,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring_cli::request::run(args),
+        Command::Status(args) => fcgi_uring_cli::status::run(&args),
         Command::Tune(args) => tune(*args),
         Command::Config(args) => print_generated(&args),
     }
@@ -211,7 +232,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let handle = match Server::new(config).start(|| service_fn(fcgi_uring_cli::demo::app)) {
+    let handle = match start_demo(config, !args.admin_given()) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("fcgi-uring: {e}");
@@ -228,6 +249,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         handle.local_addr(),
         handle.workers()
     );
+    if let Some(admin) = handle.admin_addr() {
+        println!("fcgi-uring admin listener on {admin} (/metrics /healthz /readyz /status)");
+    }
     signals.wait();
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     if handle.features().is_some() {
@@ -237,7 +261,31 @@ fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGINT or SIGTERM.
+/// Starts the demo app. With `admin_default`, the admin listener goes on [`DEMO_ADMIN`], or on
+/// a free loopback port when that one is taken (several demo servers on one machine).
+fn start_demo(
+    config: Config,
+    admin_default: bool,
+) -> Result<fcgi_uring::ServerHandle, fcgi_uring::StartError> {
+    let app = || service_fn(fcgi_uring_cli::demo::app);
+    if !admin_default || config.protocol() != fcgi_uring::Protocol::FastCgi {
+        return Server::new(config).start(app);
+    }
+    let with_admin = |addr: &str| {
+        let addr = addr.parse().ok();
+        config.clone().into_builder().admin_listen(addr).build()
+    };
+    if let Ok(c) = with_admin(DEMO_ADMIN)
+        && let Ok(h) = Server::new(c).start(app)
+    {
+        return Ok(h);
+    }
+    match with_admin("127.0.0.1:0") {
+        Ok(c) => Server::new(c).start(app),
+        Err(_) => Server::new(config).start(app),
+    }
+}
+
 /// SIGINT and SIGTERM, registered when made (so a signal that arrives later is not lost and
 /// no descriptor is needed to wait for one).
 struct Signals {

@@ -20,6 +20,7 @@
 
 #![deny(unsafe_code)]
 
+mod admin;
 mod body;
 mod cgi;
 pub mod config;
@@ -50,6 +51,7 @@ pub mod bench {
     pub use crate::cgi::{build_request, encode_head};
 }
 
+pub use admin::Readiness;
 pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
 pub use config::{Config, Protocol, Timeouts};

@@ -5,6 +5,8 @@
 //! once per [`LOG_INTERVAL`] per worker, with the count of occurrences not logged since, so
 //! hostile traffic cannot flood the log.
 
+pub(crate) mod metrics;
+
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,11 +56,15 @@ pub enum Counter {
     WriteTimeout,
     /// Connection closed: the peer did not close after our FIN.
     LingerTimeout,
+    /// Requests the peer cancelled (ABORT_REQUEST).
+    Aborted,
+    /// Requests for `ping.path`, answered without calling the application.
+    Pings,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 20] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::AcceptFailed,
@@ -77,6 +83,8 @@ impl Counter {
         Counter::HandlerTimeout,
         Counter::WriteTimeout,
         Counter::LingerTimeout,
+        Counter::Aborted,
+        Counter::Pings,
     ];
 
     /// Its name in logs and in [`Stats`]'s `Display`.
@@ -100,6 +108,8 @@ impl Counter {
             Counter::HandlerTimeout => "handler_timeout",
             Counter::WriteTimeout => "write_timeout",
             Counter::LingerTimeout => "linger_timeout",
+            Counter::Aborted => "aborted",
+            Counter::Pings => "pings",
         }
     }
 
@@ -114,6 +124,8 @@ const N: usize = Counter::ALL.len();
 #[derive(Debug, Default)]
 pub(crate) struct WorkerStats {
     counts: [AtomicU64; N],
+    /// Labelled counters, gauges and latency histograms (exported by the admin listener).
+    pub metrics: metrics::Metrics,
 }
 
 impl WorkerStats {
@@ -122,6 +134,13 @@ impl WorkerStats {
     fn add(&self, c: Counter) {
         let n = &self.counts[c.index()];
         n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+impl WorkerStats {
+    /// A snapshot of this worker's counters alone.
+    pub fn snapshot(&self) -> Stats {
+        Stats::sum([self])
     }
 }
 

@@ -7,6 +7,7 @@ use super::state::Conn;
 use super::{ConnKey, Core};
 use crate::body::{Flow, RequestBody};
 use crate::stats::Counter;
+use crate::stats::metrics::EndStatus;
 use fcgi_proto::{Event, Params, ProtocolStatus, RejectReason, Role};
 use tokio::task::AbortHandle;
 
@@ -54,6 +55,7 @@ impl Core {
     /// Bytes received on `key`: run through its protocol state machine; requests whose params
     /// are complete are pushed to `staged`.
     pub fn on_bytes(&self, key: ConnKey, data: &[u8], staged: &mut Vec<Staged>) {
+        self.stats.shared.metrics.received(data.len());
         self.with_conn(key, |core, conn| {
             // Once we decided to close, what the peer still sends is discarded.
             if conn.is_open() {
@@ -106,6 +108,9 @@ impl Core {
         let mut dispatched = false;
         let mut pause = false;
         let now = self.now_ms();
+        // Read once per receive, for the requests whose params it completes.
+        let mut params_done: Option<std::time::Instant> = None;
+        let metrics = &self.stats.shared.metrics;
         let result = conn.receive(data, now, &mut |event, requests| match event {
             Event::Request {
                 id, role, params, ..
@@ -116,9 +121,11 @@ impl Core {
                     return;
                 }
                 self.stats.count(Counter::Requests);
+                metrics.request(role.into());
                 let serial = self.next_serial();
                 self.active.set(self.active.get() + 1);
-                requests.insert(id, ReqEntry::new(id, serial, role, now));
+                let at = *params_done.get_or_insert_with(std::time::Instant::now);
+                requests.insert(id, ReqEntry::new(id, serial, role, now, at));
                 staged.push(Staged {
                     rk: ReqKey {
                         conn: key,
@@ -151,11 +158,14 @@ impl Core {
             }
             Event::Abort { id } => aborts.push(id),
             Event::Rejected { id, reason } => {
-                let counter = match reason {
-                    RejectReason::TooManyRequests => Counter::ConnOverloaded,
-                    RejectReason::UnknownRole(_) => Counter::UnknownRole,
-                    _ => Counter::ParamsLimit,
+                let (counter, status) = match reason {
+                    RejectReason::TooManyRequests => {
+                        (Counter::ConnOverloaded, EndStatus::Overloaded)
+                    }
+                    RejectReason::UnknownRole(_) => (Counter::UnknownRole, EndStatus::UnknownRole),
+                    _ => (Counter::ParamsLimit, EndStatus::Overloaded),
                 };
+                metrics.end_request(status);
                 self.stats.hit(
                     counter,
                     self.now(),
@@ -174,9 +184,11 @@ impl Core {
                 ),
             );
             conn.refuse(id, ProtocolStatus::Overloaded);
+            metrics.end_request(EndStatus::Overloaded);
         }
         conn.track_params(dispatched, now);
         for id in aborts {
+            self.stats.count(Counter::Aborted);
             conn.abort_request(id);
             // A staged request aborted in the same batch is dropped before dispatch.
             staged.retain(|s| !(s.rk.conn == key && s.rk.id == id));

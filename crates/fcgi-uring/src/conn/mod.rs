@@ -143,6 +143,16 @@ pub(crate) struct Settings {
     pub max_conns: usize,
     pub max_requests: usize,
     pub timeouts: Timeouts,
+    /// `ping.path`, answered without calling the application.
+    pub ping: Option<Arc<Ping>>,
+}
+
+/// The ping path: requests for `path` get `response` (503 while the server drains).
+#[derive(Debug)]
+pub(crate) struct Ping {
+    pub path: String,
+    pub response: bytes::Bytes,
+    pub health: Arc<crate::admin::Health>,
 }
 
 /// The per-core shared state: the connection table and what the worker's handlers share.
@@ -288,6 +298,7 @@ impl Core {
             let done = conn.step(key, max_output, now, io);
             if done.sent {
                 self.sends.set(self.sends.get() + 1);
+                self.stats.shared.metrics.sent(done.sent_bytes);
             }
             if done.output_full {
                 self.stats.hit(
@@ -297,10 +308,15 @@ impl Core {
                 );
             }
             if done.closed {
+                self.stats.shared.metrics.closed(conn.close_reason());
                 conns.remove(key);
             } else {
                 deadlines::schedule(self, key, conn);
             }
         }
+        self.stats
+            .shared
+            .metrics
+            .set_gauges(self.active.get(), conns.len());
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Instant;
 use tokio::task::AbortHandle;
 
 use super::ConnKey;
@@ -120,6 +121,8 @@ pub(crate) struct ReqEntry {
     pub(super) serial: u64,
     /// When it was dispatched (worker clock).
     pub(super) started: Millis,
+    /// When its params were complete (for the response-time histogram).
+    pub(super) params_done: Instant,
     /// STDIN.
     pub(super) body: BodyIn,
     /// DATA (FILTER role only; otherwise discarded).
@@ -136,11 +139,18 @@ pub(crate) struct ReqEntry {
 impl ReqEntry {
     /// A request just dispatched at `now`. An AUTHORIZER gets no STDIN (spec 6.3); only a
     /// FILTER gets DATA (6.4).
-    pub(super) fn new(id: u16, serial: u64, role: fcgi_proto::Role, now: Millis) -> ReqEntry {
+    pub(super) fn new(
+        id: u16,
+        serial: u64,
+        role: fcgi_proto::Role,
+        now: Millis,
+        params_done: Instant,
+    ) -> ReqEntry {
         ReqEntry {
             id,
             serial,
             started: now,
+            params_done,
             body: BodyIn::staged(role == fcgi_proto::Role::Authorizer),
             data: if role == fcgi_proto::Role::Filter {
                 BodyIn::staged(false)
@@ -249,6 +259,7 @@ mod tests {
             id: serial as u16,
             serial,
             started: 0,
+            params_done: Instant::now(),
             body: BodyIn::Done,
             data: BodyIn::Done,
             task: None,

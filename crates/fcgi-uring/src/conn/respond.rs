@@ -10,6 +10,7 @@ use super::requests::{ReqEntry, ReqKey};
 use super::state::Conn;
 use super::{ConnKey, Core};
 use crate::stats::Counter;
+use crate::stats::metrics::EndStatus;
 use bytes::Buf;
 use fcgi_proto::record;
 use std::task::{Context, Poll};
@@ -52,6 +53,7 @@ impl Core {
         }
         if let Some(head) = head {
             entry.head_sent = true;
+            self.stats.shared.metrics.response(head.status());
             let first = data.chunk();
             encode_stdout2(out, rk.id, head, first);
             let n = first.len();
@@ -119,8 +121,16 @@ impl Core {
     /// END_REQUEST for `id` (after its STDOUT end was written), entry removed, connection
     /// state updated for KEEP_CONN=0.
     pub(super) fn end_request(&self, key: ConnKey, conn: &mut Conn, id: u16, app_status: u32) {
-        if conn.end_request(id, app_status, self.now_ms()) {
+        let (was_active, entry) = conn.end_request(id, app_status, self.now_ms());
+        let metrics = &self.stats.shared.metrics;
+        if was_active {
+            metrics.end_request(EndStatus::RequestComplete);
+        }
+        if let Some(entry) = entry {
             self.active.set(self.active.get().saturating_sub(1));
+            if entry.head_sent {
+                metrics.response.observe(entry.params_done.elapsed());
+            }
         }
         self.mark_dirty(key, conn);
     }
@@ -154,6 +164,13 @@ pub(crate) enum Head<'a> {
 }
 
 impl Head<'_> {
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Head::Response(parts, _) => parts.status,
+            Head::Status(status, _) => *status,
+        }
+    }
+
     fn encode(self, out: &mut Vec<u8>) {
         match self {
             Head::Response(parts, body_len) => crate::cgi::encode_head(parts, body_len, out),

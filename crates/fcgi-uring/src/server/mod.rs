@@ -7,6 +7,7 @@
 //! per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses SO_REUSEPORT on
 //! AF_UNIX), each worker's ring accepting on it.
 
+mod admin_start;
 pub(crate) mod listener;
 
 use crate::config::{Config, Protocol};
@@ -99,6 +100,7 @@ impl Server {
         let workers = cfg.worker_count();
         let listeners = listener::bind(&cfg.listen, workers, cfg.backlog, cfg.unix_mode)
             .map_err(StartError::Listen)?;
+        let ops = admin_start::Ops::bind(&cfg)?;
         let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
         let settings = crate::conn::Settings {
@@ -108,8 +110,10 @@ impl Server {
             max_conns: cfg.max_conns_per_worker,
             max_requests: cfg.max_requests_per_worker,
             timeouts: cfg.timeouts,
+            ping: ops.ping(&cfg),
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
+        handle.ops = ops;
         for i in 0..workers {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
@@ -153,6 +157,7 @@ impl Server {
                 Err(_) => return Err(worker_vanished()),
             }
         }
+        handle.ops.start(&handle.stats, &handle.ring_counters)?;
         Ok(handle)
     }
 
@@ -221,6 +226,8 @@ pub struct ServerHandle {
     max_in_flight: Vec<Arc<AtomicUsize>>,
     stats: Vec<Arc<stats::WorkerStats>>,
     ring_counters: Vec<Arc<RingCounters>>,
+    /// Readiness and the admin listener.
+    ops: admin_start::Ops,
 }
 
 impl ServerHandle {
@@ -234,7 +241,25 @@ impl ServerHandle {
             max_in_flight: Vec::new(),
             stats: Vec::new(),
             ring_counters: Vec::new(),
+            ops: admin_start::Ops::default(),
         }
+    }
+
+    /// Where the admin listener listens (`admin.listen`; the real port when port 0 was asked).
+    pub fn admin_addr(&self) -> Option<&Addr> {
+        self.ops.admin_addr()
+    }
+
+    /// Starting, ready or draining, as `/readyz` reports it.
+    pub fn readiness(&self) -> crate::Readiness {
+        self.ops.readiness()
+    }
+
+    /// Starts a graceful shutdown's drain: `/readyz` and the ping path answer 503 from now on;
+    /// waits `admin.drain_delay` (while still accepting) the first time. [`ServerHandle::shutdown`]
+    /// does this first too.
+    pub fn drain(&self) {
+        self.ops.drain();
     }
 
     /// The address bound (with the real port when port 0 was asked).
@@ -281,6 +306,7 @@ impl ServerHandle {
     }
 
     fn stop_and_join(&mut self) {
+        self.ops.drain();
         for stop in &self.stops {
             stop.request();
         }
@@ -290,6 +316,7 @@ impl ServerHandle {
         if let Addr::Unix(path) = &self.local {
             let _ = std::fs::remove_file(path);
         }
+        self.ops.stop();
     }
 }
 
