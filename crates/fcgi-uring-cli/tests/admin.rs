@@ -326,3 +326,43 @@ fn status_reports_each_worker_as_json_and_as_a_table() {
         1
     );
 }
+
+/// The real binary: at SIGTERM `/readyz` turns 503 (and `fcgi_uring_ready` 0) while the
+/// FastCGI listener still accepts and serves new connections (`admin.drain_delay`), and
+/// `/healthz` stays 200.
+#[test]
+fn readyz_turns_503_at_sigterm_before_the_listeners_stop_accepting() {
+    let port = common::proxy::free_port();
+    let admin_port = common::proxy::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let admin: std::net::SocketAddr = ([127, 0, 0, 1], admin_port).into();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+        .args(["serve", "--listen", &listen, "--workers", "2", "--no-pin"])
+        .args(["--admin-listen", &admin.to_string(), "--drain-delay", "120"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start fcgi-uring serve");
+    let pid = child.id();
+    let _server = KillOnDrop(child);
+    wait_for("/readyz 200", HANG_GUARD, || {
+        TcpStream::connect(admin).is_ok() && get(admin, "/readyz", &[]).status == 200
+    });
+    let fcgi: fcgi_uring::Addr = listen.parse().unwrap();
+    assert_eq!(get_fcgi(&fcgi, "/hello").status, 200);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_for("/readyz 503 after SIGTERM", HANG_GUARD, || {
+        get(admin, "/readyz", &[]).status == 503
+    });
+    assert_eq!(get(admin, "/readyz", &[]).body, b"draining\n");
+    assert_eq!(scrape(admin).n("fcgi_uring_ready"), 0);
+    assert_eq!(get(admin, "/healthz", &[]).status, 200);
+    // Still accepting: a new connection is served.
+    for _ in 0..4 {
+        assert_eq!(get_fcgi(&fcgi, "/hello").status, 200);
+    }
+}
