@@ -228,7 +228,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("fcgi-uring: cannot listen for SIGINT and SIGTERM: {e}");
+            eprintln!("fcgi-uring: cannot listen for SIGINT, SIGTERM and SIGUSR1: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -252,7 +252,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(admin) = handle.admin_addr() {
         println!("fcgi-uring admin listener on {admin} (/metrics /healthz /readyz /status)");
     }
-    signals.wait();
+    signals.wait(|| handle.reopen_logs());
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     if handle.features().is_some() {
         eprintln!("fcgi-uring: io_uring: {}", handle.ring_stats());
@@ -286,12 +286,13 @@ fn start_demo(
     }
 }
 
-/// SIGINT and SIGTERM, registered when made (so a signal that arrives later is not lost and
-/// no descriptor is needed to wait for one).
+/// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the access log), registered when made (so a
+/// signal that arrives later is not lost and no descriptor is needed to wait for one).
 struct Signals {
     rt: tokio::runtime::Runtime,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -300,26 +301,36 @@ impl Signals {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (int, term) = rt.block_on(async {
+        let (int, term, usr1) = rt.block_on(async {
             Ok::<_, std::io::Error>((
                 signal(SignalKind::interrupt())?,
                 signal(SignalKind::terminate())?,
+                signal(SignalKind::user_defined1())?,
             ))
         })?;
-        Ok(Signals { rt, int, term })
+        Ok(Signals {
+            rt,
+            int,
+            term,
+            usr1,
+        })
     }
 
-    /// Blocks until SIGINT or SIGTERM.
-    fn wait(self) {
+    /// Blocks until SIGINT or SIGTERM, calling `reopen` at each SIGUSR1.
+    fn wait(self, reopen: impl Fn()) {
         let Signals {
             rt,
             mut int,
             mut term,
+            mut usr1,
         } = self;
         rt.block_on(async {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = int.recv() => return,
+                    _ = term.recv() => return,
+                    _ = usr1.recv() => reopen(),
+                }
             }
         });
     }

@@ -60,11 +60,13 @@ pub enum Counter {
     Aborted,
     /// Requests for `ping.path`, answered without calling the application.
     Pings,
+    /// Access-log lines dropped because the log writer fell behind.
+    AccessLogDropped,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::AcceptFailed,
@@ -85,6 +87,7 @@ impl Counter {
         Counter::LingerTimeout,
         Counter::Aborted,
         Counter::Pings,
+        Counter::AccessLogDropped,
     ];
 
     /// Its name in logs and in [`Stats`]'s `Display`.
@@ -110,6 +113,7 @@ impl Counter {
             Counter::LingerTimeout => "linger_timeout",
             Counter::Aborted => "aborted",
             Counter::Pings => "pings",
+            Counter::AccessLogDropped => "access_log_dropped",
         }
     }
 
@@ -123,6 +127,8 @@ const N: usize = Counter::ALL.len();
 /// One worker's counters (shared with the server handle).
 #[derive(Debug, Default)]
 pub(crate) struct WorkerStats {
+    /// The worker's index (the `worker` label of its metrics and log lines).
+    pub worker: usize,
     counts: [AtomicU64; N],
     /// Labelled counters, gauges and latency histograms (exported by the admin listener).
     pub metrics: metrics::Metrics,
@@ -138,6 +144,13 @@ impl WorkerStats {
 }
 
 impl WorkerStats {
+    pub fn new(worker: usize) -> WorkerStats {
+        WorkerStats {
+            worker,
+            ..WorkerStats::default()
+        }
+    }
+
     /// A snapshot of this worker's counters alone.
     pub fn snapshot(&self) -> Stats {
         Stats::sum([self])

@@ -56,8 +56,6 @@ pub struct Scrape {
     pub workers: Vec<WorkerScrape>,
     pub ready: bool,
     pub io_backend: &'static str,
-    /// Access-log lines dropped because the writer fell behind, per worker.
-    pub log_drops: Vec<u64>,
     pub process: Process,
 }
 
@@ -272,6 +270,12 @@ const EVENT_FAMILIES: &[EventFamily] = &[
         &[(Counter::Aborted, "")],
     ),
     (
+        "access_log_dropped_lines",
+        None,
+        "Access-log lines dropped because the log writer fell behind.",
+        &[(Counter::AccessLogDropped, "")],
+    ),
+    (
         "ping_requests",
         None,
         "Requests for ping.path, answered without calling the application.",
@@ -372,17 +376,6 @@ fn server_families(w: &mut Writer, s: &Scrape) {
         "",
         &[("io_backend", s.io_backend)],
         1,
-    );
-    w.header(
-        "fcgi_uring_access_log_dropped_lines",
-        Kind::Counter,
-        "Access-log lines dropped because the log writer fell behind.",
-    );
-    w.sample(
-        "fcgi_uring_access_log_dropped_lines",
-        "_total",
-        &[],
-        s.log_drops.iter().sum::<u64>(),
     );
 }
 
@@ -566,7 +559,6 @@ mod tests {
             workers: vec![WorkerScrape::default(), WorkerScrape::default()],
             ready: true,
             io_backend: "uring",
-            log_drops: vec![0, 0],
             process: Process::default(),
         }
     }

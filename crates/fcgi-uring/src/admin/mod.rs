@@ -16,12 +16,14 @@
 
 mod exposition;
 mod health;
+mod log_writer;
 mod process;
 mod serve;
 mod status;
 
 pub(crate) use exposition::{Scrape, WorkerScrape};
 pub use health::{Health, Readiness};
+pub(crate) use log_writer::LogWriter;
 pub(crate) use serve::{AdminServer, Bound};
 
 use crate::stats::WorkerStats;
@@ -59,8 +61,6 @@ pub(crate) struct Sources {
     pub health: Arc<Health>,
     pub started_at: Instant,
     pub io_backend: &'static str,
-    /// Per worker: access-log lines dropped (the log writer fell behind).
-    pub log_drops: Vec<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Sources {
@@ -78,11 +78,6 @@ impl Sources {
                 .collect(),
             ready: self.health.get() == Readiness::Ready,
             io_backend: self.io_backend,
-            log_drops: self
-                .log_drops
-                .iter()
-                .map(|d| d.load(std::sync::atomic::Ordering::Relaxed))
-                .collect(),
             process: process::read(),
         }
     }

@@ -20,6 +20,7 @@
 mod deadlines;
 mod input;
 mod io;
+mod oplog;
 mod requests;
 mod respond;
 mod state;
@@ -29,6 +30,12 @@ mod tests;
 pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
 pub(crate) use io::{Io, OutQueue};
+pub(crate) use oplog::{LogMsg, OpLogs, ReqInfo};
+
+/// Chunks of lines queued to the access log's writer.
+pub(crate) fn oplog_channel_chunks() -> usize {
+    oplog::CHANNEL_CHUNKS
+}
 pub(crate) use requests::ReqKey;
 pub(crate) use respond::Head;
 
@@ -132,6 +139,19 @@ impl Conns {
     pub fn len(&self) -> usize {
         self.live
     }
+
+    /// Runs `f` on every connection.
+    fn for_each(&mut self, mut f: impl FnMut(ConnKey, &mut Conn)) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(conn) = slot.conn.as_mut() {
+                let key = ConnKey {
+                    index: index as u32,
+                    generation: slot.generation,
+                };
+                f(key, conn);
+            }
+        }
+    }
 }
 
 /// Tunables the per-core code reads.
@@ -145,6 +165,8 @@ pub(crate) struct Settings {
     pub timeouts: Timeouts,
     /// `ping.path`, answered without calling the application.
     pub ping: Option<Arc<Ping>>,
+    /// The access and slow logs, if one is on.
+    pub logs: Option<Arc<OpLogs>>,
 }
 
 /// The ping path: requests for `path` get `response` (503 while the server drains).
@@ -178,12 +200,19 @@ pub(crate) struct Core {
     /// mirrors it for [`crate::ServerHandle`], written only when it grows.
     max_in_flight_seen: Cell<usize>,
     stat_shared: Arc<AtomicUsize>,
+    /// This worker's side of the access and slow logs.
+    log: RefCell<Option<oplog::WorkerLog>>,
 }
 
 impl Core {
     pub fn new(settings: Settings, stats: Arc<WorkerStats>, stat_shared: Arc<AtomicUsize>) -> Core {
         let clock = Clock::new();
+        let log = settings
+            .logs
+            .clone()
+            .map(|logs| oplog::WorkerLog::new(logs, stats.worker));
         Core {
+            log: RefCell::new(log),
             wheel: RefCell::new(Wheel::new(clock.now_ms(), Timeouts::RESOLUTION)),
             clock,
             stats: Recorder::new(stats),
@@ -318,5 +347,29 @@ impl Core {
             .shared
             .metrics
             .set_gauges(self.active.get(), conns.len());
+        if let Some(log) = self.log.borrow_mut().as_mut() {
+            log.flush();
+            let now = Instant::now();
+            if log.scan_due(now) {
+                conns.for_each(|key, conn| {
+                    for e in conn.requests_mut() {
+                        log.check_running(e, key.token(), now);
+                    }
+                });
+            }
+        }
+    }
+
+    /// Whether dispatch should record a [`ReqInfo`] for the logs.
+    pub fn wants_info(&self) -> bool {
+        self.settings.logs.as_ref().is_some_and(|l| l.wants_info())
+    }
+
+    /// Records what the logs say about a request being dispatched.
+    pub fn set_info(&self, rk: ReqKey, info: ReqInfo) {
+        let mut conns = self.conns.borrow_mut();
+        if let Some(e) = conns.get_mut(rk.conn).and_then(|c| c.live_request(rk)) {
+            e.info = Some(Box::new(info));
+        }
     }
 }

@@ -131,6 +131,12 @@ pub(crate) struct ReqEntry {
     pub(super) task: Option<AbortHandle>,
     /// Response bytes (the CGI head) have been written.
     pub(super) head_sent: bool,
+    /// The HTTP status sent (0 until the head is written).
+    pub(super) status: u16,
+    /// Response body bytes written.
+    pub(super) body_bytes: u64,
+    /// What the access and slow logs say about it (only when one of them is on).
+    pub(super) info: Option<Box<super::oplog::ReqInfo>>,
     /// A HEAD request: the CGI head is sent, body bytes are dropped (RFC 3875 4.3.3: the
     /// script must not send a body for HEAD; HAProxy answers 502 when one comes).
     pub(super) head_only: bool,
@@ -159,6 +165,9 @@ impl ReqEntry {
             },
             task: None,
             head_sent: false,
+            status: 0,
+            body_bytes: 0,
+            info: None,
             // Set at dispatch, once the method is parsed.
             head_only: false,
         }
@@ -264,6 +273,9 @@ mod tests {
             data: BodyIn::Done,
             task: None,
             head_sent: false,
+            status: 0,
+            body_bytes: 0,
+            info: None,
             head_only: false,
         }
     }

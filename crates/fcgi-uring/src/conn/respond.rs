@@ -51,9 +51,15 @@ impl Core {
         if entry.head_only {
             data.advance(data.remaining());
         }
+        entry.body_bytes += data.remaining() as u64;
         if let Some(head) = head {
             entry.head_sent = true;
-            self.stats.shared.metrics.response(head.status());
+            let status = head.status();
+            entry.status = status.as_u16();
+            self.stats.shared.metrics.response(status);
+            if let Some(info) = entry.info.as_mut() {
+                info.first_byte = Some(std::time::Instant::now());
+            }
             let first = data.chunk();
             encode_stdout2(out, rk.id, head, first);
             let n = first.len();
@@ -128,8 +134,23 @@ impl Core {
         }
         if let Some(entry) = entry {
             self.active.set(self.active.get().saturating_sub(1));
+            let now = std::time::Instant::now();
             if entry.head_sent {
-                metrics.response.observe(entry.params_done.elapsed());
+                metrics
+                    .response
+                    .observe(now.saturating_duration_since(entry.params_done));
+            }
+            if entry.info.is_some()
+                && let Some(log) = self.log.borrow_mut().as_mut()
+            {
+                let ended = super::oplog::Ended {
+                    entry: &entry,
+                    conn: key.token(),
+                    now,
+                };
+                if log.ended(&ended) {
+                    super::oplog::count_drop(&self.stats);
+                }
             }
         }
         self.mark_dirty(key, conn);

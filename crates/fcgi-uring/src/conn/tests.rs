@@ -70,6 +70,7 @@ fn settings() -> Settings {
         max_requests: 64,
         timeouts: Timeouts::default(),
         ping: None,
+        logs: None,
     }
 }
 

@@ -7,9 +7,9 @@
 //! exited, so that it answers during the whole drain.
 
 use super::StartError;
-use crate::admin::{AdminServer, Health, Readiness, Sources, WorkerSource};
+use crate::admin::{AdminServer, Health, LogWriter, Readiness, Sources, WorkerSource};
 use crate::config::Config;
-use crate::conn::Ping;
+use crate::conn::{OpLogs, Ping};
 use crate::stats::WorkerStats;
 use crate::uring::RingCounters;
 use fcgi_proto::addr::Addr;
@@ -25,6 +25,10 @@ pub(crate) struct Ops {
     bound: Option<crate::admin::Bound>,
     admin: Option<AdminServer>,
     drain_delay: Duration,
+    /// The access log's writer thread, if the access log is on.
+    log_writer: Option<LogWriter>,
+    /// The access and slow logs' settings for the workers.
+    logs: Option<Arc<OpLogs>>,
 }
 
 impl Ops {
@@ -41,12 +45,40 @@ impl Ops {
             })?),
             None => None,
         };
+        let log_writer = match &ops.access_log_path {
+            Some(path) => Some(LogWriter::start(path).map_err(|e| {
+                StartError::Listen(io::Error::new(
+                    e.kind(),
+                    format!("access_log.path {path}: {e}"),
+                ))
+            })?),
+            None => None,
+        };
+        let access = log_writer
+            .as_ref()
+            .map(|w| (w.sender(), ops.access_log_format));
+        let slow = (!ops.slow_log_threshold.is_zero()).then_some(ops.slow_log_threshold);
+        let logs = (access.is_some() || slow.is_some()).then(|| Arc::new(OpLogs { access, slow }));
         Ok(Ops {
             health: Arc::default(),
             bound,
             admin: None,
             drain_delay: ops.drain_delay,
+            log_writer,
+            logs,
         })
+    }
+
+    /// The access and slow logs' settings for the workers, if one is on.
+    pub fn logs(&self) -> Option<Arc<OpLogs>> {
+        self.logs.clone()
+    }
+
+    /// Reopens the access log file (after logrotate renamed it).
+    pub fn reopen_logs(&self) {
+        if let Some(w) = &self.log_writer {
+            w.reopen();
+        }
     }
 
     /// The ping path's settings for the workers, if `ping.path` is set.
@@ -80,7 +112,6 @@ impl Ops {
                 health: self.health.clone(),
                 started_at: Instant::now(),
                 io_backend: crate::admin::IO_BACKEND,
-                log_drops: Vec::new(),
             };
             let admin = AdminServer::start(bound, Arc::new(sources)).map_err(StartError::Thread)?;
             self.admin = Some(admin);
@@ -101,8 +132,13 @@ impl Ops {
         }
     }
 
-    /// Stops the admin listener (after the workers exited).
+    /// Stops the access log's writer and the admin listener (after the workers exited and
+    /// handed over their last lines).
     pub fn stop(&mut self) {
+        self.logs = None;
+        if let Some(mut w) = self.log_writer.take() {
+            w.stop();
+        }
         self.admin = None;
     }
 

@@ -111,6 +111,7 @@ impl Server {
             max_requests: cfg.max_requests_per_worker,
             timeouts: cfg.timeouts,
             ping: ops.ping(&cfg),
+            logs: ops.logs(),
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
         handle.ops = ops;
@@ -118,7 +119,7 @@ impl Server {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
             let max_in_flight = Arc::new(AtomicUsize::new(0));
-            let stats = Arc::new(stats::WorkerStats::default());
+            let stats = Arc::new(stats::WorkerStats::new(i));
             handle.stats.push(stats.clone());
             let ring_counters = Arc::new(RingCounters::default());
             handle.ring_counters.push(ring_counters.clone());
@@ -253,6 +254,13 @@ impl ServerHandle {
     /// Starting, ready or draining, as `/readyz` reports it.
     pub fn readiness(&self) -> crate::Readiness {
         self.ops.readiness()
+    }
+
+    /// Reopens the access log file, losing no line: lines handed over before go to the file
+    /// open until now (renamed by logrotate, say), later ones to a new file at
+    /// `access_log.path`. The `fcgi-uring` binary calls it on SIGUSR1.
+    pub fn reopen_logs(&self) {
+        self.ops.reopen_logs();
     }
 
     /// Starts a graceful shutdown's drain: `/readyz` and the ping path answer 503 from now on;

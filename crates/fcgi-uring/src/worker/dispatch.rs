@@ -110,8 +110,12 @@ where
     if let Some(data) = data {
         request.extensions_mut().insert(FilterData::new(data));
     }
+    let called = std::time::Instant::now();
     if request.method() == http::Method::HEAD {
         core.set_head_only(rk);
+    }
+    if core.wants_info() {
+        core.set_info(rk, crate::conn::ReqInfo::of(&request, called));
     }
     if let Some(ping) = &core.settings.ping
         && request.uri().path() == ping.path
@@ -120,7 +124,6 @@ where
         std::pin::pin!(respond(&core, rk, ping_response(ping))).await;
         return;
     }
-    let called = std::time::Instant::now();
     let ready = poll_fn(|cx| service.borrow_mut().poll_ready(cx)).await;
     // The handler's and the response's futures are pinned where they are made: awaiting
     // them by value would move them (several hundred bytes) once more.

@@ -1,0 +1,423 @@
+//! The access log and the slow-request log, as one worker records them.
+//!
+//! Guarantees: with both logs off, a request costs nothing here beyond a `None` check. With the
+//! access log on, a request that ends (END_REQUEST written) appends one line to this worker's
+//! own buffer; once per loop turn the buffer is handed to the log writer thread without
+//! blocking (`try_send` on a bounded channel). If the writer falls behind, the buffer is kept
+//! and grows up to [`MAX_PENDING`], past which lines are dropped and counted
+//! ([`Counter::AccessLogDropped`]): a worker never waits for the log and its memory stays
+//! bounded. A slow request (`slow_log.threshold`) is logged when it ends with its timing
+//! breakdown, and once while still running past the threshold.
+
+use super::requests::ReqEntry;
+use crate::config::AccessLogFormat;
+use crate::stats::Counter;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Most bytes of lines a worker keeps while the writer is behind.
+pub(crate) const MAX_PENDING: usize = 1 << 20;
+
+/// Chunks of lines queued to the writer thread (all workers together).
+pub(crate) const CHANNEL_CHUNKS: usize = 256;
+
+/// What the log writer thread receives.
+#[derive(Debug)]
+pub(crate) enum LogMsg {
+    /// Complete lines.
+    Lines(Vec<u8>),
+    /// Reopen the file (after a rename by logrotate): lines sent before go to the old file.
+    Reopen,
+    /// Write what is queued and exit.
+    Stop,
+}
+
+/// The operator logs' settings shared by every worker.
+#[derive(Debug)]
+pub(crate) struct OpLogs {
+    /// The access log's writer, if the access log is on.
+    pub access: Option<(SyncSender<LogMsg>, AccessLogFormat)>,
+    /// `slow_log.threshold`, if on.
+    pub slow: Option<Duration>,
+}
+
+impl OpLogs {
+    /// Whether requests need their [`ReqInfo`].
+    pub fn wants_info(&self) -> bool {
+        self.access.is_some() || self.slow.is_some()
+    }
+}
+
+/// What the logs say about a request, kept from its dispatch to its end (only when a log is
+/// on).
+#[derive(Debug)]
+pub(crate) struct ReqInfo {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub protocol: &'static str,
+    pub remote: String,
+    pub referer: String,
+    pub user_agent: String,
+    pub handler_started: Instant,
+    pub first_byte: Option<Instant>,
+    /// Logged as still running past the threshold.
+    pub reported_running: bool,
+}
+
+impl ReqInfo {
+    pub fn of(req: &http::Request<crate::body::RequestBody>, now: Instant) -> ReqInfo {
+        let header = |name: http::header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let remote = req
+            .extensions()
+            .get::<crate::cgi::TrustedParams>()
+            .and_then(|t| t.get("REMOTE_ADDR"))
+            .unwrap_or("-")
+            .to_owned();
+        ReqInfo {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            protocol: match req.version() {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_3 => "HTTP/3.0",
+                _ => "HTTP/1.1",
+            },
+            remote,
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            handler_started: now,
+            first_byte: None,
+            reported_running: false,
+        }
+    }
+}
+
+/// One worker's side of the logs.
+#[derive(Debug)]
+pub(crate) struct WorkerLog {
+    pub logs: Arc<OpLogs>,
+    worker: usize,
+    pending: Vec<u8>,
+    /// When running requests were last looked at for the slow log.
+    last_scan: Option<Instant>,
+}
+
+/// Where a request ended, for its log line.
+pub(crate) struct Ended<'a> {
+    pub entry: &'a ReqEntry,
+    pub conn: u64,
+    pub now: Instant,
+}
+
+impl WorkerLog {
+    pub fn new(logs: Arc<OpLogs>, worker: usize) -> WorkerLog {
+        WorkerLog {
+            logs,
+            worker,
+            pending: Vec::new(),
+            last_scan: None,
+        }
+    }
+
+    /// Logs the end of a request: its access-log line, and a slow-log line if it was slow.
+    /// Returns whether an access-log line was dropped.
+    pub fn ended(&mut self, e: &Ended<'_>) -> bool {
+        let Some(info) = &e.entry.info else {
+            return false;
+        };
+        let total = e.now.saturating_duration_since(e.entry.params_done);
+        if let Some(threshold) = self.logs.slow
+            && total >= threshold
+        {
+            slow_line(self.worker, e, info, total);
+        }
+        let Some((_, format)) = &self.logs.access else {
+            return false;
+        };
+        if self.pending.len() >= MAX_PENDING {
+            return true;
+        }
+        let line = Line {
+            worker: self.worker,
+            conn: e.conn,
+            id: e.entry.id,
+            status: e.entry.status,
+            bytes: e.entry.body_bytes,
+            micros: total.as_micros() as u64,
+            info,
+        };
+        match format {
+            AccessLogFormat::Json => line.json(&mut self.pending),
+            _ => line.combined(&mut self.pending),
+        }
+        false
+    }
+
+    /// Hands the lines of this turn to the writer without blocking (kept for the next turn if
+    /// its queue is full).
+    pub fn flush(&mut self) {
+        let Some((tx, _)) = &self.logs.access else {
+            return;
+        };
+        if self.pending.is_empty() {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.pending);
+        if let Err(TrySendError::Full(LogMsg::Lines(chunk))) = tx.try_send(LogMsg::Lines(chunk)) {
+            self.pending = chunk;
+        }
+    }
+
+    /// Whether running requests are due to be looked at for the slow log (about once a second).
+    pub fn scan_due(&mut self, now: Instant) -> bool {
+        if self.logs.slow.is_none() {
+            return false;
+        }
+        let due = self
+            .last_scan
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if due {
+            self.last_scan = Some(now);
+        }
+        due
+    }
+
+    /// Logs `entry` once if it has been running past the threshold.
+    pub fn check_running(&self, entry: &mut ReqEntry, conn: u64, now: Instant) {
+        let (Some(threshold), Some(info)) = (self.logs.slow, entry.info.as_mut()) else {
+            return;
+        };
+        let age = now.saturating_duration_since(entry.params_done);
+        if age < threshold || info.reported_running {
+            return;
+        }
+        info.reported_running = true;
+        tracing::warn!(
+            "slow request still running: {} {} running {:.3} s (worker {}, conn {conn}, id {}; handler started {:.3} s after params, first byte {})",
+            info.method,
+            info.uri,
+            age.as_secs_f64(),
+            self.worker,
+            entry.id,
+            info.handler_started
+                .saturating_duration_since(entry.params_done)
+                .as_secs_f64(),
+            since(info.first_byte, entry.params_done),
+        );
+    }
+}
+
+impl Drop for WorkerLog {
+    /// At the worker's exit: the last lines go to the writer, waiting for room if need be.
+    fn drop(&mut self) {
+        if let Some((tx, _)) = &self.logs.access
+            && !self.pending.is_empty()
+        {
+            let _ = tx.send(LogMsg::Lines(std::mem::take(&mut self.pending)));
+        }
+    }
+}
+
+/// `+0.000123 s` after `start`, or `-` when it did not happen.
+fn since(t: Option<Instant>, start: Instant) -> String {
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| format!("{:.6} s", t.saturating_duration_since(start).as_secs_f64()),
+    )
+}
+
+fn slow_line(worker: usize, e: &Ended<'_>, info: &ReqInfo, total: Duration) {
+    let start = e.entry.params_done;
+    tracing::warn!(
+        "slow request: {} {} took {:.6} s (worker {worker}, conn {}, id {}, status {}): params complete at 0, handler started {}, first response byte {}, last byte {}",
+        info.method,
+        info.uri,
+        total.as_secs_f64(),
+        e.conn,
+        e.entry.id,
+        e.entry.status,
+        since(Some(info.handler_started), start),
+        since(info.first_byte, start),
+        since(Some(e.now), start),
+    );
+}
+
+/// One access-log line's fields.
+struct Line<'a> {
+    worker: usize,
+    conn: u64,
+    id: u16,
+    status: u16,
+    bytes: u64,
+    micros: u64,
+    info: &'a ReqInfo,
+}
+
+impl Line<'_> {
+    /// `REMOTE - - [10/Oct/2000:13:55:36 +0000] "GET /x HTTP/1.1" 200 13 "referer" "agent"
+    /// 123 worker=0 conn=5 id=1`: the combined log format, then the request time in
+    /// microseconds, the worker, the connection and the request id.
+    fn combined(&self, out: &mut Vec<u8>) {
+        let i = self.info;
+        let mut s = String::with_capacity(200);
+        let status = if self.status == 0 {
+            "-".to_owned()
+        } else {
+            self.status.to_string()
+        };
+        let _ = writeln!(
+            s,
+            "{} - - [{}] \"{} {} {}\" {status} {} \"{}\" \"{}\" {} worker={} conn={} id={}",
+            quote(&i.remote),
+            clf_time(SystemTime::now()),
+            i.method,
+            quote(&i.uri.to_string()),
+            i.protocol,
+            self.bytes,
+            quote(or_dash(&i.referer)),
+            quote(or_dash(&i.user_agent)),
+            self.micros,
+            self.worker,
+            self.conn,
+            self.id,
+        );
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    fn json(&self, out: &mut Vec<u8>) {
+        let i = self.info;
+        let mut s = String::with_capacity(256);
+        let _ = writeln!(
+            s,
+            "{{\"time\":\"{}\",\"remote\":\"{}\",\"method\":\"{}\",\"uri\":\"{}\",\"protocol\":\"{}\",\
+             \"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\
+             \"request_time_us\":{},\"worker\":{},\"conn\":{},\"id\":{}}}",
+            iso_time(SystemTime::now()),
+            json_escape(&i.remote),
+            json_escape(i.method.as_str()),
+            json_escape(&i.uri.to_string()),
+            i.protocol,
+            self.status,
+            self.bytes,
+            json_escape(&i.referer),
+            json_escape(&i.user_agent),
+            self.micros,
+            self.worker,
+            self.conn,
+            self.id,
+        );
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+/// `s` with `"`, `\` and control characters escaped (`\"`, `\\`, `\xHH`), so that a field
+/// cannot break its quotes or its line.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Civil date (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// (year, month, day, hour, minute, second, millisecond) in UTC.
+fn utc(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs();
+    let (y, m, day) = civil((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    (y, m, day, s / 3600, s / 60 % 60, s % 60, d.subsec_millis())
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `10/Oct/2000:13:55:36 +0000`.
+fn clf_time(t: SystemTime) -> String {
+    let (y, m, d, hh, mm, ss, _) = utc(t);
+    let month = MONTHS.get(m as usize - 1).copied().unwrap_or("Jan");
+    format!("{d:02}/{month}/{y}:{hh:02}:{mm:02}:{ss:02} +0000")
+}
+
+/// `2000-10-10T13:55:36.123Z`.
+fn iso_time(t: SystemTime) -> String {
+    let (y, m, d, hh, mm, ss, ms) = utc(t);
+    format!("{y}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
+}
+
+/// Counts a dropped line.
+pub(crate) fn count_drop(stats: &crate::stats::Recorder) {
+    stats.count(Counter::AccessLogDropped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        let t = UNIX_EPOCH + Duration::from_millis(971_186_136_123);
+        assert_eq!(clf_time(t), "10/Oct/2000:13:55:36 +0000");
+        assert_eq!(iso_time(t), "2000-10-10T13:55:36.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(iso_time(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn fields_cannot_break_their_quotes_or_line() {
+        assert_eq!(quote("a\"b\\c\nd"), "a\\\"b\\\\c\\x0ad");
+        assert_eq!(json_escape("a\"\n\u{1}"), "a\\\"\\n\\u0001");
+    }
+}
