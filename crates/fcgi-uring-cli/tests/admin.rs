@@ -366,3 +366,42 @@ fn readyz_turns_503_at_sigterm_before_the_listeners_stop_accepting() {
         assert_eq!(get_fcgi(&fcgi, "/hello").status, 200);
     }
 }
+
+/// `/status` names each worker's oldest request in flight (sampled about once a second), and
+/// `fcgi-uring status` prints the table.
+#[test]
+fn status_shows_the_oldest_request_in_flight_and_the_cli_prints_it() {
+    let server = start(1);
+    let admin = admin_addr(&server);
+    let mut c = connect(server.local_addr());
+    c.send_raw(&raw_request(&RequestSpec::get("/slow?x=1"), 1, true))
+        .unwrap();
+    let oldest = || {
+        let r = get(admin, "/status", &[]);
+        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        json["workers"][0]["oldest_in_flight"].clone()
+    };
+    wait_for("the slow request in /status", HANG_GUARD, || {
+        oldest()["uri"] == "/slow?x=1"
+    });
+    let o = oldest();
+    assert_eq!(o["method"], "GET");
+    assert!(o["age_seconds"].as_f64().unwrap() >= 0.0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("GET /slow?x=1"), "{table}");
+    assert!(table.starts_with("fcgi-uring: ready"), "{table}");
+    c.abort(1).unwrap();
+    wait_for("nothing in flight", HANG_GUARD, || oldest().is_null());
+    // No server there: a clear error, exit status 1.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+        .args(["status", "--admin", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
+}

@@ -132,6 +132,9 @@ pub(crate) struct WorkerStats {
     counts: [AtomicU64; N],
     /// Labelled counters, gauges and latency histograms (exported by the admin listener).
     pub metrics: metrics::Metrics,
+    /// The oldest request in flight, published about once a second when the admin listener
+    /// is on (a lock taken once a second by the worker, never on the request path).
+    pub oldest_in_flight: std::sync::Mutex<Option<crate::conn::InFlight>>,
 }
 
 impl WorkerStats {

@@ -54,6 +54,8 @@ struct Row {
     rates: [Option<f64>; 3],
     limits_hit: u64,
     timeouts: u64,
+    /// The oldest request in flight: age in seconds, method, URI (sampled once a second).
+    oldest: Option<(f64, String, String)>,
 }
 
 const LIMITS: [Counter; 5] = [
@@ -90,9 +92,24 @@ fn rows(s: &Sources, history: Option<&History>) -> Vec<Row> {
                 rates: [rate(1), rate(10), rate(60)],
                 limits_hit: LIMITS.iter().map(|c| stats.get(*c)).sum(),
                 timeouts: TIMEOUTS.iter().map(|c| stats.get(*c)).sum(),
+                oldest: oldest(w, m.in_flight),
             }
         })
         .collect()
+}
+
+/// The oldest request in flight a worker published, unless it has none in flight now.
+fn oldest(w: &super::WorkerSource, in_flight: u64) -> Option<(f64, String, String)> {
+    if in_flight == 0 {
+        return None;
+    }
+    let slot = w.stats.oldest_in_flight.lock().ok()?;
+    let o = slot.as_ref()?;
+    Some((
+        o.since.elapsed().as_secs_f64(),
+        o.method.clone(),
+        o.uri.clone(),
+    ))
 }
 
 /// The status page and whether it is JSON.
@@ -110,6 +127,34 @@ fn num(v: Option<f64>) -> String {
     v.map_or_else(|| "null".to_owned(), |r| format!("{r:.1}"))
 }
 
+/// `s` as a JSON string.
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn oldest_json(o: &Option<(f64, String, String)>) -> String {
+    match o {
+        Some((age, method, uri)) => format!(
+            "{{\"age_seconds\":{age:.3},\"method\":{},\"uri\":{}}}",
+            json_str(method),
+            json_str(uri)
+        ),
+        None => "null".to_owned(),
+    }
+}
+
 fn json(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
     let mut out = format!(
         "{{\"state\":\"{state}\",\"io_backend\":\"{backend}\",\"uptime_seconds\":{uptime:.3},\"workers\":["
@@ -122,7 +167,7 @@ fn json(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
             out,
             "{{\"worker\":{},\"uptime_seconds\":{uptime:.3},\"connections\":{},\"in_flight\":{},\
              \"served\":{},\"rate_1s\":{},\"rate_10s\":{},\"rate_60s\":{},\"limits_hit\":{},\
-             \"timeouts\":{}}}",
+             \"timeouts\":{},\"oldest_in_flight\":{}}}",
             r.worker,
             r.conns,
             r.in_flight,
@@ -131,7 +176,8 @@ fn json(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
             num(r.rates[1]),
             num(r.rates[2]),
             r.limits_hit,
-            r.timeouts
+            r.timeouts,
+            oldest_json(&r.oldest),
         );
     }
     out.push_str("]}\n");
@@ -145,7 +191,7 @@ fn table(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>6} {:>6} {:>9} {:>12} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "{:>6} {:>6} {:>9} {:>12} {:>9} {:>9} {:>9} {:>8} {:>8}  oldest in flight",
         "worker",
         "conns",
         "in_flight",
@@ -158,9 +204,13 @@ fn table(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
     );
     let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |r| format!("{r:.1}"));
     for r in rows {
+        let oldest = match &r.oldest {
+            Some((age, method, uri)) => format!("{age:.1}s {method} {uri}"),
+            None => "-".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "{:>6} {:>6} {:>9} {:>12} {:>9} {:>9} {:>9} {:>8} {:>8}",
+            "{:>6} {:>6} {:>9} {:>12} {:>9} {:>9} {:>9} {:>8} {:>8}  {oldest}",
             r.worker,
             r.conns,
             r.in_flight,

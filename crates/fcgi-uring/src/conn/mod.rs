@@ -30,6 +30,7 @@ mod tests;
 pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
 pub(crate) use io::{Io, OutQueue};
+pub(crate) use oplog::InFlight;
 pub(crate) use oplog::{LogMsg, OpLogs, ReqInfo};
 
 /// Chunks of lines queued to the access log's writer.
@@ -248,10 +249,18 @@ impl Core {
         self.clock.now_ms()
     }
 
-    /// When the first deadline in the wheel is due, as an instant.
+    /// When the worker must wake next: the first deadline in the wheel, or, with requests in
+    /// flight, the next look at them for the slow log and `/status` (about once a second).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let due = self.wheel.borrow().next_due()?;
-        Some(self.clock.at(due))
+        let due = self.wheel.borrow().next_due().map(|d| self.clock.at(d));
+        let scan = match self.log.borrow().as_ref() {
+            Some(log) if self.active.get() > 0 => log.next_scan(),
+            _ => None,
+        };
+        match (due, scan) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn next_serial(&self) -> u64 {
@@ -351,11 +360,31 @@ impl Core {
             log.flush();
             let now = Instant::now();
             if log.scan_due(now) {
+                let mut oldest: Option<InFlight> = None;
                 conns.for_each(|key, conn| {
                     for e in conn.requests_mut() {
                         log.check_running(e, key.token(), now);
                     }
+                    let mut conn_oldest = None;
+                    for e in conn.requests() {
+                        conn_oldest = oplog::WorkerLog::older(conn_oldest, e);
+                    }
+                    if let Some(e) = conn_oldest
+                        && let Some(info) = &e.info
+                        && oldest.as_ref().is_none_or(|o| e.params_done < o.since)
+                    {
+                        oldest = Some(InFlight {
+                            since: e.params_done,
+                            method: info.method.to_string(),
+                            uri: info.uri.to_string(),
+                        });
+                    }
                 });
+                if log.logs.status
+                    && let Ok(mut slot) = self.stats.shared.oldest_in_flight.lock()
+                {
+                    *slot = oldest;
+                }
             }
         }
     }
@@ -365,8 +394,17 @@ impl Core {
         self.settings.logs.as_ref().is_some_and(|l| l.wants_info())
     }
 
-    /// Records what the logs say about a request being dispatched.
-    pub fn set_info(&self, rk: ReqKey, info: ReqInfo) {
+    /// Records what the logs and `/status` say about a request being dispatched.
+    pub fn set_info(
+        &self,
+        rk: ReqKey,
+        request: &http::Request<crate::body::RequestBody>,
+        now: Instant,
+    ) {
+        let Some(logs) = &self.settings.logs else {
+            return;
+        };
+        let info = ReqInfo::of(logs, request, now);
         let mut conns = self.conns.borrow_mut();
         if let Some(e) = conns.get_mut(rk.conn).and_then(|c| c.live_request(rk)) {
             e.info = Some(Box::new(info));

@@ -41,13 +41,24 @@ pub(crate) struct OpLogs {
     pub access: Option<(SyncSender<LogMsg>, AccessLogFormat)>,
     /// `slow_log.threshold`, if on.
     pub slow: Option<Duration>,
+    /// The admin listener's `/status` shows each worker's oldest request in flight.
+    pub status: bool,
 }
 
 impl OpLogs {
     /// Whether requests need their [`ReqInfo`].
     pub fn wants_info(&self) -> bool {
-        self.access.is_some() || self.slow.is_some()
+        self.access.is_some() || self.slow.is_some() || self.status
     }
+}
+
+/// A worker's oldest request in flight, published about once a second for `/status`.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    /// When its params were complete.
+    pub since: Instant,
+    pub method: String,
+    pub uri: String,
 }
 
 /// What the logs say about a request, kept from its dispatch to its end (only when a log is
@@ -56,18 +67,25 @@ impl OpLogs {
 pub(crate) struct ReqInfo {
     pub method: http::Method,
     pub uri: http::Uri,
-    pub protocol: &'static str,
-    pub remote: String,
-    pub referer: String,
-    pub user_agent: String,
+    /// Only with the access log on.
+    pub access: Option<Box<AccessFields>>,
     pub handler_started: Instant,
     pub first_byte: Option<Instant>,
     /// Logged as still running past the threshold.
     pub reported_running: bool,
 }
 
-impl ReqInfo {
-    pub fn of(req: &http::Request<crate::body::RequestBody>, now: Instant) -> ReqInfo {
+/// What only the access log needs.
+#[derive(Debug)]
+pub(crate) struct AccessFields {
+    pub protocol: &'static str,
+    pub remote: String,
+    pub referer: String,
+    pub user_agent: String,
+}
+
+impl AccessFields {
+    fn of(req: &http::Request<crate::body::RequestBody>) -> AccessFields {
         let header = |name: http::header::HeaderName| {
             req.headers()
                 .get(name)
@@ -81,9 +99,7 @@ impl ReqInfo {
             .and_then(|t| t.get("REMOTE_ADDR"))
             .unwrap_or("-")
             .to_owned();
-        ReqInfo {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
+        AccessFields {
             protocol: match req.version() {
                 http::Version::HTTP_10 => "HTTP/1.0",
                 http::Version::HTTP_2 => "HTTP/2.0",
@@ -93,6 +109,23 @@ impl ReqInfo {
             remote,
             referer: header(http::header::REFERER),
             user_agent: header(http::header::USER_AGENT),
+        }
+    }
+}
+
+impl ReqInfo {
+    pub fn of(
+        logs: &OpLogs,
+        req: &http::Request<crate::body::RequestBody>,
+        now: Instant,
+    ) -> ReqInfo {
+        ReqInfo {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            access: logs
+                .access
+                .is_some()
+                .then(|| Box::new(AccessFields::of(req))),
             handler_started: now,
             first_byte: None,
             reported_running: false,
@@ -139,7 +172,7 @@ impl WorkerLog {
         {
             slow_line(self.worker, e, info, total);
         }
-        let Some((_, format)) = &self.logs.access else {
+        let (Some((_, format)), Some(fields)) = (&self.logs.access, &info.access) else {
             return false;
         };
         if self.pending.len() >= MAX_PENDING {
@@ -153,6 +186,7 @@ impl WorkerLog {
             bytes: e.entry.body_bytes,
             micros: total.as_micros() as u64,
             info,
+            fields,
         };
         match format {
             AccessLogFormat::Json => line.json(&mut self.pending),
@@ -176,9 +210,10 @@ impl WorkerLog {
         }
     }
 
-    /// Whether running requests are due to be looked at for the slow log (about once a second).
+    /// Whether running requests are due to be looked at for the slow log and `/status` (about
+    /// once a second).
     pub fn scan_due(&mut self, now: Instant) -> bool {
-        if self.logs.slow.is_none() {
+        if self.logs.slow.is_none() && !self.logs.status {
             return false;
         }
         let due = self
@@ -188,6 +223,28 @@ impl WorkerLog {
             self.last_scan = Some(now);
         }
         due
+    }
+
+    /// When running requests are next due to be looked at (`None`: never).
+    pub fn next_scan(&self) -> Option<Instant> {
+        if self.logs.slow.is_none() && !self.logs.status {
+            return None;
+        }
+        Some(
+            self.last_scan
+                .map_or_else(Instant::now, |t| t + Duration::from_secs(1)),
+        )
+    }
+
+    /// The older of `oldest` and `entry` (for `/status`).
+    pub fn older<'a>(oldest: Option<&'a ReqEntry>, entry: &'a ReqEntry) -> Option<&'a ReqEntry> {
+        if entry.info.is_none() {
+            return oldest;
+        }
+        match oldest {
+            Some(o) if o.params_done <= entry.params_done => Some(o),
+            _ => Some(entry),
+        }
     }
 
     /// Logs `entry` once if it has been running past the threshold.
@@ -259,6 +316,7 @@ struct Line<'a> {
     bytes: u64,
     micros: u64,
     info: &'a ReqInfo,
+    fields: &'a AccessFields,
 }
 
 impl Line<'_> {
@@ -266,7 +324,7 @@ impl Line<'_> {
     /// 123 worker=0 conn=5 id=1`: the combined log format, then the request time in
     /// microseconds, the worker, the connection and the request id.
     fn combined(&self, out: &mut Vec<u8>) {
-        let i = self.info;
+        let (i, f) = (self.info, self.fields);
         let mut s = String::with_capacity(200);
         let status = if self.status == 0 {
             "-".to_owned()
@@ -276,14 +334,14 @@ impl Line<'_> {
         let _ = writeln!(
             s,
             "{} - - [{}] \"{} {} {}\" {status} {} \"{}\" \"{}\" {} worker={} conn={} id={}",
-            quote(&i.remote),
+            quote(&f.remote),
             clf_time(SystemTime::now()),
             i.method,
             quote(&i.uri.to_string()),
-            i.protocol,
+            f.protocol,
             self.bytes,
-            quote(or_dash(&i.referer)),
-            quote(or_dash(&i.user_agent)),
+            quote(or_dash(&f.referer)),
+            quote(or_dash(&f.user_agent)),
             self.micros,
             self.worker,
             self.conn,
@@ -293,7 +351,7 @@ impl Line<'_> {
     }
 
     fn json(&self, out: &mut Vec<u8>) {
-        let i = self.info;
+        let (i, f) = (self.info, self.fields);
         let mut s = String::with_capacity(256);
         let _ = writeln!(
             s,
@@ -301,14 +359,14 @@ impl Line<'_> {
              \"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\
              \"request_time_us\":{},\"worker\":{},\"conn\":{},\"id\":{}}}",
             iso_time(SystemTime::now()),
-            json_escape(&i.remote),
+            json_escape(&f.remote),
             json_escape(i.method.as_str()),
             json_escape(&i.uri.to_string()),
-            i.protocol,
+            f.protocol,
             self.status,
             self.bytes,
-            json_escape(&i.referer),
-            json_escape(&i.user_agent),
+            json_escape(&f.referer),
+            json_escape(&f.user_agent),
             self.micros,
             self.worker,
             self.conn,

@@ -58,7 +58,14 @@ impl Ops {
             .as_ref()
             .map(|w| (w.sender(), ops.access_log_format));
         let slow = (!ops.slow_log_threshold.is_zero()).then_some(ops.slow_log_threshold);
-        let logs = (access.is_some() || slow.is_some()).then(|| Arc::new(OpLogs { access, slow }));
+        let status = bound.is_some();
+        let logs = (access.is_some() || slow.is_some() || status).then(|| {
+            Arc::new(OpLogs {
+                access,
+                slow,
+                status,
+            })
+        });
         Ok(Ops {
             health: Arc::default(),
             bound,

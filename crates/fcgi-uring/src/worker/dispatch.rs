@@ -115,7 +115,7 @@ where
         core.set_head_only(rk);
     }
     if core.wants_info() {
-        core.set_info(rk, crate::conn::ReqInfo::of(&request, called));
+        core.set_info(rk, &request, called);
     }
     if let Some(ping) = &core.settings.ping
         && request.uri().path() == ping.path
