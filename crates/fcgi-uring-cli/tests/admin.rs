@@ -405,3 +405,35 @@ fn status_shows_the_oldest_request_in_flight_and_the_cli_prints_it() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
 }
+
+/// The admin listener on a UNIX socket, read by `fcgi-uring status`; the socket file goes
+/// with the server.
+#[test]
+fn admin_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let config = Config::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .admin_listen(Some(fcgi_uring::Addr::Unix(sock.clone())))
+        .build()
+        .unwrap();
+    let server = Server::new(config).start(|| service_fn(app)).unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+        .args(["status", "--admin", &format!("unix:{}", sock.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    server.shutdown();
+    assert!(!sock.exists(), "the socket file is removed at shutdown");
+}

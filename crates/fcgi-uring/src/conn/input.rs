@@ -248,9 +248,13 @@ impl Core {
     /// Records the task running the request's handler (aborted with the request). When the
     /// request is already gone the task is aborted now.
     pub fn set_task(&self, rk: ReqKey, task: AbortHandle) {
+        let line = self.pending_line.borrow_mut().take();
         let mut conns = self.conns.borrow_mut();
         match conns.get_mut(rk.conn).and_then(|c| c.live_request(rk)) {
-            Some(entry) => entry.task = Some(task),
+            Some(entry) => {
+                entry.task = Some(task);
+                entry.line = line.map(Box::new);
+            }
             None => task.abort(),
         }
     }

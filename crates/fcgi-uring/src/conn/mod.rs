@@ -203,6 +203,11 @@ pub(crate) struct Core {
     stat_shared: Arc<AtomicUsize>,
     /// This worker's side of the access and slow logs.
     log: RefCell<Option<oplog::WorkerLog>>,
+    /// See [`Core::note_line`].
+    pending_line: RefCell<Option<(http::Method, http::Uri)>>,
+    /// The request that ended last and when (read by its handler's task right after, so that
+    /// the handler histogram needs no clock read of its own).
+    last_end: Cell<Option<(ReqKey, Instant)>>,
 }
 
 impl Core {
@@ -214,6 +219,8 @@ impl Core {
             .map(|logs| oplog::WorkerLog::new(logs, stats.worker));
         Core {
             log: RefCell::new(log),
+            pending_line: RefCell::new(None),
+            last_end: Cell::new(None),
             wheel: RefCell::new(Wheel::new(clock.now_ms(), Timeouts::RESOLUTION)),
             clock,
             stats: Recorder::new(stats),
@@ -370,13 +377,13 @@ impl Core {
                         conn_oldest = oplog::WorkerLog::older(conn_oldest, e);
                     }
                     if let Some(e) = conn_oldest
-                        && let Some(info) = &e.info
+                        && let Some((method, uri)) = e.request_line()
                         && oldest.as_ref().is_none_or(|o| e.params_done < o.since)
                     {
                         oldest = Some(InFlight {
                             since: e.params_done,
-                            method: info.method.to_string(),
-                            uri: info.uri.to_string(),
+                            method: method.to_string(),
+                            uri: uri.to_string(),
                         });
                     }
                 });
@@ -392,6 +399,35 @@ impl Core {
     /// Whether dispatch should record a [`ReqInfo`] for the logs.
     pub fn wants_info(&self) -> bool {
         self.settings.logs.as_ref().is_some_and(|l| l.wants_info())
+    }
+
+    /// Keeps the method and URI of the request whose handler is being called, for the status
+    /// page, until [`Core::set_task`] stores them with a request that did not finish on its
+    /// first poll (or [`Core::clear_line`] drops them): no allocation and no lookup for a
+    /// request answered at once.
+    pub fn note_line(&self, request: &http::Request<crate::body::RequestBody>) {
+        let tracks = self
+            .settings
+            .logs
+            .as_ref()
+            .is_some_and(|l| l.status && !l.wants_info());
+        if tracks {
+            *self.pending_line.borrow_mut() =
+                Some((request.method().clone(), request.uri().clone()));
+        }
+    }
+
+    /// When `rk` ended, if it was the last request to end.
+    pub fn ended_at(&self, rk: ReqKey) -> Option<Instant> {
+        match self.last_end.get() {
+            Some((k, at)) if k == rk => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Drops the line kept by [`Core::note_line`] (its request finished on its first poll).
+    pub fn clear_line(&self) {
+        self.pending_line.borrow_mut().take();
     }
 
     /// Records what the logs and `/status` say about a request being dispatched.

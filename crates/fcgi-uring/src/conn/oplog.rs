@@ -12,7 +12,7 @@
 use super::requests::ReqEntry;
 use crate::config::AccessLogFormat;
 use crate::stats::Counter;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -46,9 +46,10 @@ pub(crate) struct OpLogs {
 }
 
 impl OpLogs {
-    /// Whether requests need their [`ReqInfo`].
+    /// Whether every request needs its [`ReqInfo`] (the status page needs only the method
+    /// and URI of requests still running after their first poll: see `Core::note_line`).
     pub fn wants_info(&self) -> bool {
-        self.access.is_some() || self.slow.is_some() || self.status
+        self.access.is_some() || self.slow.is_some()
     }
 }
 
@@ -75,30 +76,18 @@ pub(crate) struct ReqInfo {
     pub reported_running: bool,
 }
 
-/// What only the access log needs.
+/// What only the access log needs (no copy: header values share the params' buffer).
 #[derive(Debug)]
 pub(crate) struct AccessFields {
     pub protocol: &'static str,
-    pub remote: String,
-    pub referer: String,
-    pub user_agent: String,
+    pub remote: Option<std::net::IpAddr>,
+    pub referer: Option<http::HeaderValue>,
+    pub user_agent: Option<http::HeaderValue>,
 }
 
 impl AccessFields {
     fn of(req: &http::Request<crate::body::RequestBody>) -> AccessFields {
-        let header = |name: http::header::HeaderName| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let remote = req
-            .extensions()
-            .get::<crate::cgi::TrustedParams>()
-            .and_then(|t| t.get("REMOTE_ADDR"))
-            .unwrap_or("-")
-            .to_owned();
+        let header = |name: http::header::HeaderName| req.headers().get(name).cloned();
         AccessFields {
             protocol: match req.version() {
                 http::Version::HTTP_10 => "HTTP/1.0",
@@ -106,7 +95,10 @@ impl AccessFields {
                 http::Version::HTTP_3 => "HTTP/3.0",
                 _ => "HTTP/1.1",
             },
-            remote,
+            remote: req
+                .extensions()
+                .get::<crate::cgi::TrustedParams>()
+                .and_then(|t| t.remote_addr()),
             referer: header(http::header::REFERER),
             user_agent: header(http::header::USER_AGENT),
         }
@@ -141,6 +133,7 @@ pub(crate) struct WorkerLog {
     pending: Vec<u8>,
     /// When running requests were last looked at for the slow log.
     last_scan: Option<Instant>,
+    dates: DateCache,
 }
 
 /// Where a request ended, for its log line.
@@ -157,6 +150,7 @@ impl WorkerLog {
             worker,
             pending: Vec::new(),
             last_scan: None,
+            dates: DateCache::default(),
         }
     }
 
@@ -188,9 +182,10 @@ impl WorkerLog {
             info,
             fields,
         };
+        let (clf, iso) = self.dates.get(SystemTime::now());
         match format {
-            AccessLogFormat::Json => line.json(&mut self.pending),
-            _ => line.combined(&mut self.pending),
+            AccessLogFormat::Json => line.json(&mut self.pending, &iso),
+            _ => line.combined(&mut self.pending, clf),
         }
         false
     }
@@ -236,9 +231,10 @@ impl WorkerLog {
         )
     }
 
-    /// The older of `oldest` and `entry` (for `/status`).
+    /// The older of `oldest` and `entry` (for `/status`; only requests whose method and URI
+    /// were kept count).
     pub fn older<'a>(oldest: Option<&'a ReqEntry>, entry: &'a ReqEntry) -> Option<&'a ReqEntry> {
-        if entry.info.is_none() {
+        if entry.request_line().is_none() {
             return oldest;
         }
         match oldest {
@@ -319,100 +315,138 @@ struct Line<'a> {
     fields: &'a AccessFields,
 }
 
+/// A header value's bytes, or `-`.
+fn value_or_dash(v: &Option<http::HeaderValue>) -> &[u8] {
+    match v {
+        Some(v) if !v.is_empty() => v.as_bytes(),
+        _ => b"-",
+    }
+}
+
+fn path_and_query(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
 impl Line<'_> {
     /// `REMOTE - - [10/Oct/2000:13:55:36 +0000] "GET /x HTTP/1.1" 200 13 "referer" "agent"
     /// 123 worker=0 conn=5 id=1`: the combined log format, then the request time in
-    /// microseconds, the worker, the connection and the request id.
-    fn combined(&self, out: &mut Vec<u8>) {
+    /// microseconds, the worker, the connection and the request id. Written straight into
+    /// `out`.
+    fn combined(&self, out: &mut Vec<u8>, date: &str) {
         let (i, f) = (self.info, self.fields);
-        let mut s = String::with_capacity(200);
-        let status = if self.status == 0 {
-            "-".to_owned()
-        } else {
-            self.status.to_string()
-        };
-        let _ = writeln!(
-            s,
-            "{} - - [{}] \"{} {} {}\" {status} {} \"{}\" \"{}\" {} worker={} conn={} id={}",
-            quote(&f.remote),
-            clf_time(SystemTime::now()),
-            i.method,
-            quote(&i.uri.to_string()),
-            f.protocol,
-            self.bytes,
-            quote(or_dash(&f.referer)),
-            quote(or_dash(&f.user_agent)),
-            self.micros,
-            self.worker,
-            self.conn,
-            self.id,
-        );
-        out.extend_from_slice(s.as_bytes());
-    }
-
-    fn json(&self, out: &mut Vec<u8>) {
-        let (i, f) = (self.info, self.fields);
-        let mut s = String::with_capacity(256);
-        let _ = writeln!(
-            s,
-            "{{\"time\":\"{}\",\"remote\":\"{}\",\"method\":\"{}\",\"uri\":\"{}\",\"protocol\":\"{}\",\
-             \"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\
-             \"request_time_us\":{},\"worker\":{},\"conn\":{},\"id\":{}}}",
-            iso_time(SystemTime::now()),
-            json_escape(&f.remote),
-            json_escape(i.method.as_str()),
-            json_escape(&i.uri.to_string()),
-            f.protocol,
-            self.status,
-            self.bytes,
-            json_escape(&f.referer),
-            json_escape(&f.user_agent),
-            self.micros,
-            self.worker,
-            self.conn,
-            self.id,
-        );
-        out.extend_from_slice(s.as_bytes());
-    }
-}
-
-fn or_dash(s: &str) -> &str {
-    if s.is_empty() { "-" } else { s }
-}
-
-/// `s` with `"`, `\` and control characters escaped (`\"`, `\\`, `\xHH`), so that a field
-/// cannot break its quotes or its line.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
+        match f.remote {
+            Some(ip) => {
+                let _ = write!(out, "{ip}");
             }
-            c => out.push(c),
+            None => out.push(b'-'),
+        }
+        let _ = write!(out, " - - [{date}] \"{} ", i.method);
+        quoted(out, path_and_query(&i.uri).as_bytes());
+        let _ = write!(out, " {}\" ", f.protocol);
+        if self.status == 0 {
+            out.push(b'-');
+        } else {
+            let _ = write!(out, "{}", self.status);
+        }
+        let _ = write!(out, " {} \"", self.bytes);
+        quoted(out, value_or_dash(&f.referer));
+        out.extend_from_slice(b"\" \"");
+        quoted(out, value_or_dash(&f.user_agent));
+        let _ = writeln!(
+            out,
+            "\" {} worker={} conn={} id={}",
+            self.micros, self.worker, self.conn, self.id
+        );
+    }
+
+    fn json(&self, out: &mut Vec<u8>, time: &str) {
+        let (i, f) = (self.info, self.fields);
+        let _ = write!(out, "{{\"time\":\"{time}\",\"remote\":\"");
+        if let Some(ip) = f.remote {
+            let _ = write!(out, "{ip}");
+        }
+        let _ = write!(out, "\",\"method\":\"");
+        json_escaped(out, i.method.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"uri\":\"");
+        json_escaped(out, path_and_query(&i.uri).as_bytes());
+        let _ = write!(
+            out,
+            "\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"",
+            f.protocol, self.status, self.bytes
+        );
+        json_escaped(out, f.referer.as_ref().map_or(&b""[..], |v| v.as_bytes()));
+        out.extend_from_slice(b"\",\"user_agent\":\"");
+        json_escaped(
+            out,
+            f.user_agent.as_ref().map_or(&b""[..], |v| v.as_bytes()),
+        );
+        let _ = writeln!(
+            out,
+            "\",\"request_time_us\":{},\"worker\":{},\"conn\":{},\"id\":{}}}",
+            self.micros, self.worker, self.conn, self.id
+        );
+    }
+}
+
+/// `s` with `"`, `\`, control bytes and bytes over 0x7e escaped (`\"`, `\\`, `\xHH`), so that
+/// a field cannot break its quotes or its line.
+fn quoted(out: &mut Vec<u8>, s: &[u8]) {
+    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\';
+    if s.iter().all(plain) {
+        out.extend_from_slice(s);
+        return;
+    }
+    for b in s {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b if plain(b) => out.push(*b),
+            b => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
         }
     }
-    out
 }
 
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+/// `s` as the inside of a JSON string (bytes that are not UTF-8 become U+FFFD).
+fn json_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    for c in String::from_utf8_lossy(s).chars() {
         match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
             c if (c as u32) < 0x20 => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
-            c => out.push(c),
+            c => {
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
         }
     }
-    out
+}
+
+/// The formatted time, recomputed once a second.
+#[derive(Debug, Default)]
+struct DateCache {
+    second: u64,
+    clf: String,
+    iso: String,
+}
+
+impl DateCache {
+    /// `10/Oct/2000:13:55:36 +0000` and `2000-10-10T13:55:36.123Z` for `t`.
+    fn get(&mut self, t: SystemTime) -> (&str, String) {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        if d.as_secs() != self.second || self.clf.is_empty() {
+            self.second = d.as_secs();
+            self.clf = clf_time(t);
+            self.iso = iso_second(t);
+        }
+        (&self.clf, format!("{}.{:03}Z", self.iso, d.subsec_millis()))
+    }
 }
 
 /// Civil date (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -449,10 +483,10 @@ fn clf_time(t: SystemTime) -> String {
     format!("{d:02}/{month}/{y}:{hh:02}:{mm:02}:{ss:02} +0000")
 }
 
-/// `2000-10-10T13:55:36.123Z`.
-fn iso_time(t: SystemTime) -> String {
-    let (y, m, d, hh, mm, ss, ms) = utc(t);
-    format!("{y}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{ms:03}Z")
+/// `2000-10-10T13:55:36` (to the second).
+fn iso_second(t: SystemTime) -> String {
+    let (y, m, d, hh, mm, ss, _) = utc(t);
+    format!("{y}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}")
 }
 
 /// Counts a dropped line.
@@ -467,15 +501,23 @@ mod tests {
     #[test]
     fn dates_are_utc_civil_dates() {
         let t = UNIX_EPOCH + Duration::from_millis(971_186_136_123);
-        assert_eq!(clf_time(t), "10/Oct/2000:13:55:36 +0000");
-        assert_eq!(iso_time(t), "2000-10-10T13:55:36.123Z");
+        let mut cache = DateCache::default();
+        let (clf, iso) = cache.get(t);
+        assert_eq!(
+            (clf, iso.as_str()),
+            ("10/Oct/2000:13:55:36 +0000", "2000-10-10T13:55:36.123Z")
+        );
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(iso_time(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(cache.get(leap).1, "2000-02-29T00:00:00.000Z");
     }
 
     #[test]
     fn fields_cannot_break_their_quotes_or_line() {
-        assert_eq!(quote("a\"b\\c\nd"), "a\\\"b\\\\c\\x0ad");
-        assert_eq!(json_escape("a\"\n\u{1}"), "a\\\"\\n\\u0001");
+        let mut out = Vec::new();
+        quoted(&mut out, b"a\"b\\c\nd\xff");
+        assert_eq!(out, b"a\\\"b\\\\c\\x0ad\\xff");
+        let mut out = Vec::new();
+        json_escaped(&mut out, "a\"\n\u{1}é".as_bytes());
+        assert_eq!(String::from_utf8(out).unwrap(), "a\\\"\\n\\u0001é");
     }
 }

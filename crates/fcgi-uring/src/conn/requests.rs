@@ -137,6 +137,9 @@ pub(crate) struct ReqEntry {
     pub(super) body_bytes: u64,
     /// What the access and slow logs say about it (only when one of them is on).
     pub(super) info: Option<Box<super::oplog::ReqInfo>>,
+    /// Its method and URI, for the status page, when it outlived its first poll and no log
+    /// keeps them in `info`.
+    pub(super) line: Option<Box<(http::Method, http::Uri)>>,
     /// A HEAD request: the CGI head is sent, body bytes are dropped (RFC 3875 4.3.3: the
     /// script must not send a body for HEAD; HAProxy answers 502 when one comes).
     pub(super) head_only: bool,
@@ -168,8 +171,20 @@ impl ReqEntry {
             status: 0,
             body_bytes: 0,
             info: None,
+            line: None,
             // Set at dispatch, once the method is parsed.
             head_only: false,
+        }
+    }
+}
+
+impl ReqEntry {
+    /// Its method and URI, if kept.
+    pub(super) fn request_line(&self) -> Option<(&http::Method, &http::Uri)> {
+        match (&self.info, &self.line) {
+            (Some(i), _) => Some((&i.method, &i.uri)),
+            (None, Some(l)) => Some((&l.0, &l.1)),
+            _ => None,
         }
     }
 }
@@ -276,6 +291,7 @@ mod tests {
             status: 0,
             body_bytes: 0,
             info: None,
+            line: None,
             head_only: false,
         }
     }

@@ -135,6 +135,12 @@ impl Core {
         if let Some(entry) = entry {
             self.active.set(self.active.get().saturating_sub(1));
             let now = std::time::Instant::now();
+            let rk = ReqKey {
+                conn: key,
+                id,
+                serial: entry.serial,
+            };
+            self.last_end.set(Some((rk, now)));
             if entry.head_sent {
                 metrics
                     .response

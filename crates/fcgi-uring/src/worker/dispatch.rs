@@ -52,6 +52,7 @@ where
         slot.as_mut().start(Incoming { staged, body, data });
         let mut cx = Context::from_waker(Waker::noop());
         if slot.as_mut().poll_handler(&mut cx).is_ready() {
+            self.core.clear_line();
             recycle(&self.slots, slot);
             return;
         }
@@ -116,6 +117,8 @@ where
     }
     if core.wants_info() {
         core.set_info(rk, &request, called);
+    } else {
+        core.note_line(&request);
     }
     if let Some(ping) = &core.settings.ping
         && request.uri().path() == ping.path
@@ -146,7 +149,12 @@ where
             core.fail(rk);
         }
     }
-    core.stats.shared.metrics.handler.observe(called.elapsed());
+    let end = core.ended_at(rk).unwrap_or_else(std::time::Instant::now);
+    core.stats
+        .shared
+        .metrics
+        .handler
+        .observe(end.saturating_duration_since(called));
 }
 
 /// The ping path's answer: `ping.response` as text/plain, or 503 while the server drains (so
