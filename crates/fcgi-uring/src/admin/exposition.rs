@@ -476,14 +476,14 @@ fn request_families(w: &mut Writer, s: &Scrape) {
         w,
         s,
         "response_duration_seconds",
-        "Time from the end of a request's params to its END_REQUEST queued for the kernel (responses only).",
+        "Time from the worker turn that read the end of a request's params to its END_REQUEST queued for the kernel (responses only).",
         |m| &m.response,
     );
     histogram(
         w,
         s,
         "handler_duration_seconds",
-        "Time from the handler's call to the end of its response.",
+        "Time from the handler's dispatch (building the request included) to the end of its response.",
         |m| &m.handler,
     );
 }

@@ -108,8 +108,9 @@ impl Core {
         let mut dispatched = false;
         let mut pause = false;
         let now = self.now_ms();
-        // Read once per receive, for the requests whose params it completes.
-        let mut params_done: Option<std::time::Instant> = None;
+        // The worker turn's clock (read at the top of the turn, before its completions were
+        // reaped): no clock read per request.
+        let params_done = self.now();
         let metrics = &self.stats.shared.metrics;
         let result = conn.receive(data, now, &mut |event, requests| match event {
             Event::Request {
@@ -124,8 +125,7 @@ impl Core {
                 metrics.request(role.into());
                 let serial = self.next_serial();
                 self.active.set(self.active.get() + 1);
-                let at = *params_done.get_or_insert_with(std::time::Instant::now);
-                requests.insert(id, ReqEntry::new(id, serial, role, now, at));
+                requests.insert(id, ReqEntry::new(id, serial, role, now, params_done));
                 staged.push(Staged {
                     rk: ReqKey {
                         conn: key,

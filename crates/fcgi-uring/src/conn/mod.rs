@@ -208,6 +208,8 @@ pub(crate) struct Core {
     /// The request that ended last and when (read by its handler's task right after, so that
     /// the handler histogram needs no clock read of its own).
     last_end: Cell<Option<(ReqKey, Instant)>>,
+    /// The latest clock read of the latency histograms.
+    last_read: Cell<Option<Instant>>,
 }
 
 impl Core {
@@ -221,6 +223,7 @@ impl Core {
             log: RefCell::new(log),
             pending_line: RefCell::new(None),
             last_end: Cell::new(None),
+            last_read: Cell::new(None),
             wheel: RefCell::new(Wheel::new(clock.now_ms(), Timeouts::RESOLUTION)),
             clock,
             stats: Recorder::new(stats),
@@ -414,6 +417,24 @@ impl Core {
         if tracks {
             *self.pending_line.borrow_mut() =
                 Some((request.method().clone(), request.uri().clone()));
+        }
+    }
+
+    /// Reads the clock for the latency histograms.
+    pub fn read_clock(&self) -> Instant {
+        let t = Instant::now();
+        self.last_read.set(Some(t));
+        t
+    }
+
+    /// When a handler starts, for the handler histogram: the clock read of the request that
+    /// ended just before in this loop turn (handlers dispatched one after another in a turn
+    /// start where the previous one ended, give or take building the request), else a fresh
+    /// read. One clock read per request instead of two.
+    pub fn handler_start(&self) -> Instant {
+        match self.last_read.get() {
+            Some(t) if t >= self.clock.now() => t,
+            _ => self.read_clock(),
         }
     }
 

@@ -69,7 +69,7 @@ pub(crate) struct ReqInfo {
     pub method: http::Method,
     pub uri: http::Uri,
     /// Only with the access log on.
-    pub access: Option<Box<AccessFields>>,
+    pub access: Option<AccessFields>,
     pub handler_started: Instant,
     pub first_byte: Option<Instant>,
     /// Logged as still running past the threshold.
@@ -114,10 +114,7 @@ impl ReqInfo {
         ReqInfo {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            access: logs
-                .access
-                .is_some()
-                .then(|| Box::new(AccessFields::of(req))),
+            access: logs.access.is_some().then(|| AccessFields::of(req)),
             handler_started: now,
             first_byte: None,
             reported_running: false,
@@ -182,7 +179,7 @@ impl WorkerLog {
             info,
             fields,
         };
-        let (clf, iso) = self.dates.get(SystemTime::now());
+        let (clf, iso) = self.dates.get(e.now);
         match format {
             AccessLogFormat::Json => line.json(&mut self.pending, &iso),
             _ => line.combined(&mut self.pending, clf),
@@ -428,17 +425,36 @@ fn json_escaped(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-/// The formatted time, recomputed once a second.
+/// The wall-clock time of a monotonic instant, and its formatted forms, recomputed once a
+/// second (no wall-clock read per line).
 #[derive(Debug, Default)]
 struct DateCache {
+    /// A monotonic instant and the wall-clock time read with it.
+    base: Option<(Instant, SystemTime)>,
     second: u64,
     clf: String,
     iso: String,
 }
 
 impl DateCache {
-    /// `10/Oct/2000:13:55:36 +0000` and `2000-10-10T13:55:36.123Z` for `t`.
-    fn get(&mut self, t: SystemTime) -> (&str, String) {
+    /// `10/Oct/2000:13:55:36 +0000` and `2000-10-10T13:55:36.123Z` for `at`.
+    fn get(&mut self, at: Instant) -> (&str, String) {
+        let base = match self.base {
+            Some((i, w)) if at >= i && at.duration_since(i) < Duration::from_secs(1) => (i, w),
+            _ => {
+                let b = (Instant::now(), SystemTime::now());
+                self.base = Some(b);
+                b
+            }
+        };
+        let t = match at.checked_duration_since(base.0) {
+            Some(d) => base.1 + d,
+            None => base.1 - base.0.duration_since(at),
+        };
+        self.format(t)
+    }
+
+    fn format(&mut self, t: SystemTime) -> (&str, String) {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         if d.as_secs() != self.second || self.clf.is_empty() {
             self.second = d.as_secs();
@@ -502,13 +518,23 @@ mod tests {
     fn dates_are_utc_civil_dates() {
         let t = UNIX_EPOCH + Duration::from_millis(971_186_136_123);
         let mut cache = DateCache::default();
-        let (clf, iso) = cache.get(t);
+        let (clf, iso) = cache.format(t);
         assert_eq!(
             (clf, iso.as_str()),
             ("10/Oct/2000:13:55:36 +0000", "2000-10-10T13:55:36.123Z")
         );
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(cache.get(leap).1, "2000-02-29T00:00:00.000Z");
+        assert_eq!(cache.format(leap).1, "2000-02-29T00:00:00.000Z");
+        // An instant maps to the wall clock read with the cache's base.
+        let before = SystemTime::now();
+        let now = Instant::now();
+        let after = SystemTime::now();
+        let (_, iso) = cache.get(now);
+        let second = |t| DateCache::default().format(t).1[..19].to_owned();
+        assert!(
+            [second(before), second(after)].contains(&iso[..19].to_owned()),
+            "{iso}"
+        );
     }
 
     #[test]

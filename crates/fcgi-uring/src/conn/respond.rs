@@ -134,7 +134,7 @@ impl Core {
         }
         if let Some(entry) = entry {
             self.active.set(self.active.get().saturating_sub(1));
-            let now = std::time::Instant::now();
+            let now = self.read_clock();
             let rk = ReqKey {
                 conn: key,
                 id,

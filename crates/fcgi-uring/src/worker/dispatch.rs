@@ -111,7 +111,7 @@ where
     if let Some(data) = data {
         request.extensions_mut().insert(FilterData::new(data));
     }
-    let called = std::time::Instant::now();
+    let called = core.handler_start();
     if request.method() == http::Method::HEAD {
         core.set_head_only(rk);
     }
