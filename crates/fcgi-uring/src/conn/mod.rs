@@ -263,14 +263,13 @@ impl Core {
     /// flight, the next look at them for the slow log and `/status` (about once a second).
     pub fn next_deadline(&self) -> Option<Instant> {
         let due = self.wheel.borrow().next_due().map(|d| self.clock.at(d));
-        let scan = match self.log.borrow().as_ref() {
+        let log = self.log.borrow();
+        let scan = match log.as_ref() {
             Some(log) if self.active.get() > 0 => log.next_scan(),
             _ => None,
         };
-        match (due, scan) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let handover = log.as_ref().and_then(|l| l.next_handover());
+        [due, scan, handover].into_iter().flatten().min()
     }
 
     fn next_serial(&self) -> u64 {
@@ -367,8 +366,8 @@ impl Core {
             .metrics
             .set_gauges(self.active.get(), conns.len());
         if let Some(log) = self.log.borrow_mut().as_mut() {
-            log.flush();
-            let now = Instant::now();
+            let now = self.now();
+            log.flush(now);
             if log.scan_due(now) {
                 let mut oldest: Option<InFlight> = None;
                 conns.for_each(|key, conn| {

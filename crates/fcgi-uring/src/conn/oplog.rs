@@ -23,6 +23,13 @@ pub(crate) const MAX_PENDING: usize = 1 << 20;
 /// Chunks of lines queued to the writer thread (all workers together).
 pub(crate) const CHANNEL_CHUNKS: usize = 256;
 
+/// A worker hands its lines over once this many bytes are pending...
+const HANDOVER_BYTES: usize = 32 * 1024;
+
+/// ...or once the oldest pending line is this old (waking the writer thread once per loop turn
+/// would cost a context switch each time).
+const HANDOVER_DELAY: Duration = Duration::from_millis(50);
+
 /// What the log writer thread receives.
 #[derive(Debug)]
 pub(crate) enum LogMsg {
@@ -80,7 +87,7 @@ pub(crate) struct ReqInfo {
 #[derive(Debug)]
 pub(crate) struct AccessFields {
     pub protocol: &'static str,
-    pub remote: Option<std::net::IpAddr>,
+    pub remote: Option<bytes::Bytes>,
     pub referer: Option<http::HeaderValue>,
     pub user_agent: Option<http::HeaderValue>,
 }
@@ -98,7 +105,7 @@ impl AccessFields {
             remote: req
                 .extensions()
                 .get::<crate::cgi::TrustedParams>()
-                .and_then(|t| t.remote_addr()),
+                .and_then(|t| t.get_bytes("REMOTE_ADDR")),
             referer: header(http::header::REFERER),
             user_agent: header(http::header::USER_AGENT),
         }
@@ -131,6 +138,8 @@ pub(crate) struct WorkerLog {
     /// When running requests were last looked at for the slow log.
     last_scan: Option<Instant>,
     dates: DateCache,
+    /// When the oldest pending line was written.
+    pending_since: Option<Instant>,
 }
 
 /// Where a request ended, for its log line.
@@ -148,6 +157,7 @@ impl WorkerLog {
             pending: Vec::new(),
             last_scan: None,
             dates: DateCache::default(),
+            pending_since: None,
         }
     }
 
@@ -179,6 +189,9 @@ impl WorkerLog {
             info,
             fields,
         };
+        if self.pending_since.is_none() {
+            self.pending_since = Some(e.now);
+        }
         let (clf, iso) = self.dates.get(e.now);
         match format {
             AccessLogFormat::Json => line.json(&mut self.pending, &iso),
@@ -187,19 +200,31 @@ impl WorkerLog {
         false
     }
 
-    /// Hands the lines of this turn to the writer without blocking (kept for the next turn if
-    /// its queue is full).
-    pub fn flush(&mut self) {
+    /// Hands the pending lines to the writer without blocking, once [`HANDOVER_BYTES`] are
+    /// pending or the oldest is [`HANDOVER_DELAY`] old (kept for a later turn if the writer's
+    /// queue is full).
+    pub fn flush(&mut self, now: Instant) {
         let Some((tx, _)) = &self.logs.access else {
             return;
         };
-        if self.pending.is_empty() {
+        let Some(since) = self.pending_since else {
+            return;
+        };
+        let due = self.pending.len() >= HANDOVER_BYTES
+            || now.saturating_duration_since(since) >= HANDOVER_DELAY;
+        if !due {
             return;
         }
         let chunk = std::mem::take(&mut self.pending);
-        if let Err(TrySendError::Full(LogMsg::Lines(chunk))) = tx.try_send(LogMsg::Lines(chunk)) {
-            self.pending = chunk;
+        match tx.try_send(LogMsg::Lines(chunk)) {
+            Err(TrySendError::Full(LogMsg::Lines(chunk))) => self.pending = chunk,
+            _ => self.pending_since = None,
         }
+    }
+
+    /// When pending lines are due to be handed over (`None`: none pending).
+    pub fn next_handover(&self) -> Option<Instant> {
+        self.pending_since.map(|t| t + HANDOVER_DELAY)
     }
 
     /// Whether running requests are due to be looked at for the slow log and `/status` (about
@@ -331,36 +356,46 @@ impl Line<'_> {
     /// `out`.
     fn combined(&self, out: &mut Vec<u8>, date: &str) {
         let (i, f) = (self.info, self.fields);
-        match f.remote {
-            Some(ip) => {
-                let _ = write!(out, "{ip}");
-            }
-            None => out.push(b'-'),
+        match &f.remote {
+            Some(ip) if !ip.is_empty() => quoted(out, ip),
+            _ => out.push(b'-'),
         }
-        let _ = write!(out, " - - [{date}] \"{} ", i.method);
+        out.extend_from_slice(b" - - [");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"] \"");
+        quoted(out, i.method.as_str().as_bytes());
+        out.push(b' ');
         quoted(out, path_and_query(&i.uri).as_bytes());
-        let _ = write!(out, " {}\" ", f.protocol);
+        out.push(b' ');
+        out.extend_from_slice(f.protocol.as_bytes());
+        out.extend_from_slice(b"\" ");
         if self.status == 0 {
             out.push(b'-');
         } else {
-            let _ = write!(out, "{}", self.status);
+            push_u64(out, self.status.into());
         }
-        let _ = write!(out, " {} \"", self.bytes);
+        out.push(b' ');
+        push_u64(out, self.bytes);
+        out.extend_from_slice(b" \"");
         quoted(out, value_or_dash(&f.referer));
         out.extend_from_slice(b"\" \"");
         quoted(out, value_or_dash(&f.user_agent));
-        let _ = writeln!(
-            out,
-            "\" {} worker={} conn={} id={}",
-            self.micros, self.worker, self.conn, self.id
-        );
+        out.extend_from_slice(b"\" ");
+        push_u64(out, self.micros);
+        out.extend_from_slice(b" worker=");
+        push_u64(out, self.worker as u64);
+        out.extend_from_slice(b" conn=");
+        push_u64(out, self.conn);
+        out.extend_from_slice(b" id=");
+        push_u64(out, self.id.into());
+        out.push(b'\n');
     }
 
     fn json(&self, out: &mut Vec<u8>, time: &str) {
         let (i, f) = (self.info, self.fields);
         let _ = write!(out, "{{\"time\":\"{time}\",\"remote\":\"");
-        if let Some(ip) = f.remote {
-            let _ = write!(out, "{ip}");
+        if let Some(ip) = &f.remote {
+            json_escaped(out, ip);
         }
         let _ = write!(out, "\",\"method\":\"");
         json_escaped(out, i.method.as_str().as_bytes());
@@ -383,6 +418,21 @@ impl Line<'_> {
             self.micros, self.worker, self.conn, self.id
         );
     }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 /// `s` with `"`, `\`, control bytes and bytes over 0x7e escaped (`\"`, `\\`, `\xHH`), so that
@@ -535,6 +585,16 @@ mod tests {
             [second(before), second(after)].contains(&iso[..19].to_owned()),
             "{iso}"
         );
+    }
+
+    #[test]
+    fn integers_in_decimal() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            push_u64(&mut out, n);
+            out.push(b' ');
+        }
+        assert_eq!(out, b"0 7 10 1234567890 18446744073709551615 ");
     }
 
     #[test]

@@ -57,7 +57,13 @@ impl Core {
             let status = head.status();
             entry.status = status.as_u16();
             self.stats.shared.metrics.response(status);
-            if let Some(info) = entry.info.as_mut() {
+            if let Some(info) = entry.info.as_mut()
+                && self
+                    .settings
+                    .logs
+                    .as_ref()
+                    .is_some_and(|l| l.slow.is_some())
+            {
                 info.first_byte = Some(std::time::Instant::now());
             }
             let first = data.chunk();
