@@ -36,6 +36,10 @@ pub struct ConfigFile {
     pub ring: RingSection,
     pub limits: LimitsSection,
     pub timeouts: TimeoutsSection,
+    pub admin: AdminSection,
+    pub ping: PingSection,
+    pub access_log: AccessLogSection,
+    pub slow_log: SlowLogSection,
 }
 
 /// `[server]`.
@@ -103,6 +107,37 @@ pub struct TimeoutsSection {
     pub handler: Option<f64>,
     pub write: Option<f64>,
     pub linger: Option<f64>,
+}
+
+/// `[admin]`: the admin HTTP listener.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    pub listen: Option<String>,
+    pub drain_delay: Option<f64>,
+}
+
+/// `[ping]`: the FastCGI ping path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PingSection {
+    pub path: Option<String>,
+    pub response: Option<String>,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSection {
+    pub path: Option<String>,
+    pub format: Option<String>,
+}
+
+/// `[slow_log]`, in seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlowLogSection {
+    pub threshold: Option<f64>,
 }
 
 /// Why a file was refused.

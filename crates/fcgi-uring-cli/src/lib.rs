@@ -1,8 +1,9 @@
 //! The `fcgi-uring` command's parts, as a library for its tests and for `fcgi-loadtest`:
-//! the demo app it serves, its configuration file, and its `request` subcommand.
+//! the demo app it serves, its configuration file, and its `request` and `status` subcommands.
 
 #![forbid(unsafe_code)]
 
 pub mod config_file;
 pub mod demo;
 pub mod request;
+pub mod status;

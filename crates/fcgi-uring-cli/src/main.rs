@@ -27,6 +27,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Send one FastCGI request and print the response.
     Request(fcgi_uring_cli::request::RequestArgs),
+    /// Print a running server's live status (from its admin listener) as a table.
+    Status(fcgi_uring_cli::status::StatusArgs),
     /// Measure this server's settings on this machine and write a recommended fcgi-uring.toml
     /// (the sweep runs in this process against `fcgi-uring serve` children).
     Tune(Box<fcgi_loadtest::tune::cli::TuneArgs>),
@@ -152,7 +154,25 @@ impl ServeArgs {
         }
         builder.build().map_err(|e| e.to_string())
     }
+
+    /// Whether the file or a flag sets `admin.listen` (`none` included).
+    fn admin_given(&self) -> bool {
+        let in_flags = self
+            .settings
+            .given
+            .iter()
+            .any(|(s, _)| s.key == "admin.listen");
+        let in_file = self
+            .config
+            .as_ref()
+            .is_some_and(|path| ConfigFile::load(path).is_ok_and(|f| f.admin.listen.is_some()));
+        in_flags || in_file
+    }
 }
+
+/// The demo's admin listener when none is configured: loopback, the port `fcgi-uring status`
+/// asks by default.
+const DEMO_ADMIN: &str = "127.0.0.1:9100";
 
 /// `fcgi-uring config --example | --reference`.
 fn print_generated(args: &ConfigArgs) -> ExitCode {
@@ -178,6 +198,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring_cli::request::run(args),
+        Command::Status(args) => fcgi_uring_cli::status::run(&args),
         Command::Tune(args) => tune(*args),
         Command::Config(args) => print_generated(&args),
     }
@@ -207,11 +228,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     let signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("fcgi-uring: cannot listen for SIGINT and SIGTERM: {e}");
+            eprintln!("fcgi-uring: cannot listen for SIGINT, SIGTERM and SIGUSR1: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let handle = match Server::new(config).start(|| service_fn(fcgi_uring_cli::demo::app)) {
+    let handle = match start_demo(config, !args.admin_given()) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("fcgi-uring: {e}");
@@ -229,7 +250,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         handle.local_addr(),
         handle.workers()
     );
-    signals.wait();
+    if let Some(admin) = handle.admin_addr() {
+        println!("fcgi-uring admin listener on {admin} (/metrics /healthz /readyz /status)");
+    }
+    signals.wait(|| handle.reopen_logs());
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     if handle.features().is_some() {
         eprintln!("fcgi-uring: io_uring: {}", handle.ring_stats());
@@ -238,13 +262,38 @@ fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Blocks until SIGINT or SIGTERM.
-/// SIGINT and SIGTERM, registered when made (so a signal that arrives later is not lost and
-/// no descriptor is needed to wait for one).
+/// Starts the demo app. With `admin_default`, the admin listener goes on [`DEMO_ADMIN`], or on
+/// a free loopback port when that one is taken (several demo servers on one machine).
+fn start_demo(
+    config: Config,
+    admin_default: bool,
+) -> Result<fcgi_uring::ServerHandle, fcgi_uring::StartError> {
+    let app = || service_fn(fcgi_uring_cli::demo::app);
+    if !admin_default || config.protocol() != fcgi_uring::Protocol::FastCgi {
+        return Server::new(config).start(app);
+    }
+    let with_admin = |addr: &str| {
+        let addr = addr.parse().ok();
+        config.clone().into_builder().admin_listen(addr).build()
+    };
+    if let Ok(c) = with_admin(DEMO_ADMIN)
+        && let Ok(h) = Server::new(c).start(app)
+    {
+        return Ok(h);
+    }
+    match with_admin("127.0.0.1:0") {
+        Ok(c) => Server::new(c).start(app),
+        Err(_) => Server::new(config).start(app),
+    }
+}
+
+/// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the access log), registered when made (so a
+/// signal that arrives later is not lost and no descriptor is needed to wait for one).
 struct Signals {
     rt: tokio::runtime::Runtime,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -253,26 +302,36 @@ impl Signals {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (int, term) = rt.block_on(async {
+        let (int, term, usr1) = rt.block_on(async {
             Ok::<_, std::io::Error>((
                 signal(SignalKind::interrupt())?,
                 signal(SignalKind::terminate())?,
+                signal(SignalKind::user_defined1())?,
             ))
         })?;
-        Ok(Signals { rt, int, term })
+        Ok(Signals {
+            rt,
+            int,
+            term,
+            usr1,
+        })
     }
 
-    /// Blocks until SIGINT or SIGTERM.
-    fn wait(self) {
+    /// Blocks until SIGINT or SIGTERM, calling `reopen` at each SIGUSR1.
+    fn wait(self, reopen: impl Fn()) {
         let Signals {
             rt,
             mut int,
             mut term,
+            mut usr1,
         } = self;
         rt.block_on(async {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+            loop {
+                tokio::select! {
+                    _ = int.recv() => return,
+                    _ = term.recv() => return,
+                    _ = usr1.recv() => reopen(),
+                }
             }
         });
     }

@@ -70,6 +70,9 @@ fn the_file_structs_hold_the_tables_keys_with_their_types() {
         .defer_taskrun(false)
         .coop_taskrun(false)
         .sqpoll_cpu(Some(0))
+        .admin_listen(Some("127.0.0.1:9100".parse().unwrap()))
+        .ping_path(Some("/ping".to_owned()))
+        .access_log_path(Some("-".to_owned()))
         .build()
         .unwrap();
     let text = config_file::to_toml(&every_key_set);

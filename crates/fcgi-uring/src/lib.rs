@@ -24,6 +24,7 @@
 
 #![deny(unsafe_code)]
 
+mod admin;
 mod body;
 mod cgi;
 pub mod config;
@@ -55,6 +56,7 @@ pub mod bench {
     pub use crate::cgi::{build_request, encode_head};
 }
 
+pub use admin::Readiness;
 pub use body::{BodyError, FilterData, RequestBody};
 pub use cgi::TrustedParams;
 pub use config::{Backend, Config, IoMode, Protocol, Timeouts};

@@ -5,6 +5,8 @@
 //! once per [`LOG_INTERVAL`] per worker, with the count of occurrences not logged since, so
 //! hostile traffic cannot flood the log.
 
+pub(crate) mod metrics;
+
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,11 +56,17 @@ pub enum Counter {
     WriteTimeout,
     /// Connection closed: the peer did not close after our FIN.
     LingerTimeout,
+    /// Requests the peer cancelled (ABORT_REQUEST).
+    Aborted,
+    /// Requests for `ping.path`, answered without calling the application.
+    Pings,
+    /// Access-log lines dropped because the log writer fell behind.
+    AccessLogDropped,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 21] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::AcceptFailed,
@@ -77,6 +85,9 @@ impl Counter {
         Counter::HandlerTimeout,
         Counter::WriteTimeout,
         Counter::LingerTimeout,
+        Counter::Aborted,
+        Counter::Pings,
+        Counter::AccessLogDropped,
     ];
 
     /// Its name in logs and in [`Stats`]'s `Display`.
@@ -100,6 +111,9 @@ impl Counter {
             Counter::HandlerTimeout => "handler_timeout",
             Counter::WriteTimeout => "write_timeout",
             Counter::LingerTimeout => "linger_timeout",
+            Counter::Aborted => "aborted",
+            Counter::Pings => "pings",
+            Counter::AccessLogDropped => "access_log_dropped",
         }
     }
 
@@ -113,7 +127,14 @@ const N: usize = Counter::ALL.len();
 /// One worker's counters (shared with the server handle).
 #[derive(Debug, Default)]
 pub(crate) struct WorkerStats {
+    /// The worker's index (the `worker` label of its metrics and log lines).
+    pub worker: usize,
     counts: [AtomicU64; N],
+    /// Labelled counters, gauges and latency histograms (exported by the admin listener).
+    pub metrics: metrics::Metrics,
+    /// The oldest request in flight, published about once a second when the admin listener
+    /// is on (a lock taken once a second by the worker, never on the request path).
+    pub oldest_in_flight: std::sync::Mutex<Option<crate::conn::InFlight>>,
 }
 
 impl WorkerStats {
@@ -122,6 +143,20 @@ impl WorkerStats {
     fn add(&self, c: Counter) {
         let n = &self.counts[c.index()];
         n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+impl WorkerStats {
+    pub fn new(worker: usize) -> WorkerStats {
+        WorkerStats {
+            worker,
+            ..WorkerStats::default()
+        }
+    }
+
+    /// A snapshot of this worker's counters alone.
+    pub fn snapshot(&self) -> Stats {
+        Stats::sum([self])
     }
 }
 

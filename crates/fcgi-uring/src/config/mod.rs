@@ -23,6 +23,7 @@
 
 mod error;
 mod io;
+mod ops;
 mod ring;
 mod rules;
 mod settings;
@@ -30,6 +31,7 @@ mod value;
 
 pub use error::ConfigError;
 pub use io::{Backend, IoMode};
+pub use ops::{AccessLogFormat, OpsConfig};
 pub use rules::{RULES, Rule};
 pub use settings::{SETTINGS, Setting, find};
 pub use value::{Accepts, MAX_SECONDS, Value, ZeroSeconds, parse_mode};
@@ -97,6 +99,8 @@ pub struct Config {
     /// (with DEFER_TASKRUN, completions appear only then) and yields to the worker's tokio
     /// tasks in between; a shutdown request ends the spin. Trades CPU for wake-up latency.
     pub(crate) idle_spin_us: u32,
+    /// The admin listener, the ping path, the access and slow logs.
+    pub(crate) ops: OpsConfig,
 }
 
 impl Default for Config {
@@ -124,6 +128,7 @@ impl Default for Config {
             accept_retry: Duration::ZERO,
             completions_per_turn: 0,
             idle_spin_us: 0,
+            ops: OpsConfig::default(),
         };
         settings::apply_defaults(&mut c);
         c
@@ -222,6 +227,10 @@ impl Config {
     }
     pub fn idle_spin_us(&self) -> u32 {
         self.idle_spin_us
+    }
+    /// The admin listener, the ping path, the access and slow logs.
+    pub fn ops(&self) -> &OpsConfig {
+        &self.ops
     }
 }
 

@@ -8,7 +8,7 @@ use fcgi_proto::addr::Addr;
 use std::time::Duration;
 
 use super::value::{Accepts, FieldValue, MAX_SECONDS, Value, ZeroSeconds};
-use super::{Config, ConfigBuilder, IoMode, Protocol};
+use super::{AccessLogFormat, Config, ConfigBuilder, IoMode, Protocol};
 
 /// One setting: where it is read from, what it accepts, its default and what it does.
 #[derive(Clone, Copy)]
@@ -539,5 +539,71 @@ settings! {
         default: Duration::from_secs(5),
         accepts: SECONDS,
         doc: "After our FIN on a KEEP_CONN=0 connection, how long we keep reading until the peer closes too.",
+    },
+    admin_listen {
+        key: "admin.listen",
+        flag: "admin-listen",
+        field: ops.admin_listen,
+        ty: Option<Addr>,
+        default: None,
+        accepts: Accepts::Address,
+        example: "127.0.0.1:9100",
+        doc: "Where the admin HTTP listener serves /metrics (Prometheus, OpenMetrics), /healthz, /readyz and /status: host:port or unix:/path; unset: no admin listener.",
+    },
+    drain_delay {
+        key: "admin.drain_delay",
+        flag: "drain-delay",
+        field: ops.drain_delay,
+        ty: Duration,
+        default: Duration::ZERO,
+        accepts: SECONDS,
+        doc: "At shutdown (SIGTERM), how long /readyz and the ping path answer 503 while the server still accepts and serves, so that load balancers stop sending first.",
+    },
+    ping_path {
+        key: "ping.path",
+        flag: "ping-path",
+        field: ops.ping_path,
+        ty: Option<String>,
+        default: None,
+        accepts: Accepts::UrlPath,
+        example: "/ping",
+        doc: "A request for this path is answered by the runtime with ping.response, without calling the application (503 while draining); unset: off.",
+    },
+    ping_response {
+        key: "ping.response",
+        flag: "ping-response",
+        field: ops.ping_response,
+        ty: String,
+        default: "pong".to_owned(),
+        accepts: Accepts::Text,
+        doc: "The text/plain body of the ping answer.",
+    },
+    access_log_path {
+        key: "access_log.path",
+        flag: "access-log",
+        field: ops.access_log_path,
+        ty: Option<String>,
+        default: None,
+        accepts: Accepts::Text,
+        example: "/var/log/fcgi-uring/access.log",
+        doc: "Where each request is logged: a file (reopened on SIGUSR1 by the fcgi-uring binary) or - for standard output; unset: no access log. Never blocks a worker: lines are dropped and counted when the writer falls behind.",
+    },
+    access_log_format {
+        key: "access_log.format",
+        flag: "access-log-format",
+        field: ops.access_log_format,
+        ty: AccessLogFormat,
+        default: AccessLogFormat::Combined,
+        accepts: Accepts::OneOf(AccessLogFormat::NAMES),
+        doc: "combined: the combined log format's fields then request time in microseconds, worker, connection and request id; json: one JSON object per line.",
+    },
+    slow_log_threshold {
+        key: "slow_log.threshold",
+        flag: "slow-log-threshold",
+        field: ops.slow_log_threshold,
+        ty: Duration,
+        default: Duration::ZERO,
+        accepts: SECONDS,
+        doc: "Requests slower than this are logged (warn) with their timing breakdown, and requests still running past it once each.",
     },
 }

@@ -63,6 +63,19 @@ pub enum Accepts {
     Address,
     /// A file mode in octal, `0..=777` (the file writes it as a string: `"660"`).
     FileMode,
+    /// A URL path: starts with `/`, at most 1024 bytes, no space or control character.
+    UrlPath,
+    /// Any text of at most 1024 bytes (a file path, a body).
+    Text,
+}
+
+/// Longest [`Accepts::UrlPath`] or [`Accepts::Text`] value.
+const MAX_TEXT: usize = 1024;
+
+fn is_url_path(t: &str) -> bool {
+    t.starts_with('/')
+        && t.len() <= MAX_TEXT
+        && !t.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Longest accepted duration: one year.
@@ -87,6 +100,10 @@ impl Accepts {
             Accepts::OneOf(names) => format!("one of {}", names.join(", ")),
             Accepts::Address => "host:port or unix:/path".to_owned(),
             Accepts::FileMode => "an octal file mode between 0 and 777 (e.g. \"660\")".to_owned(),
+            Accepts::UrlPath => {
+                format!("a path starting with / (at most {MAX_TEXT} bytes, no spaces)")
+            }
+            Accepts::Text => format!("text of at most {MAX_TEXT} bytes"),
         }
     }
 
@@ -103,6 +120,8 @@ impl Accepts {
             Accepts::OneOf(names) => names.join(", "),
             Accepts::Address => "host:port, unix:/path".to_owned(),
             Accepts::FileMode => "octal, 0..=777".to_owned(),
+            Accepts::UrlPath => "/path".to_owned(),
+            Accepts::Text => "text".to_owned(),
         }
     }
 
@@ -115,6 +134,8 @@ impl Accepts {
             Accepts::OneOf(_) => "NAME",
             Accepts::Address => "ADDR",
             Accepts::FileMode => "MODE",
+            Accepts::UrlPath => "PATH",
+            Accepts::Text => "TEXT",
         }
     }
 
@@ -124,7 +145,11 @@ impl Accepts {
             Accepts::Bool => "boolean",
             Accepts::Int { .. } | Accepts::PowerOfTwo { .. } => "integer",
             Accepts::Seconds { .. } => "seconds",
-            Accepts::OneOf(_) | Accepts::Address | Accepts::FileMode => "string",
+            Accepts::OneOf(_)
+            | Accepts::Address
+            | Accepts::FileMode
+            | Accepts::UrlPath
+            | Accepts::Text => "string",
         }
     }
 
@@ -143,6 +168,8 @@ impl Accepts {
             (Accepts::OneOf(names), Value::Text(t)) => names.contains(&t.as_str()),
             (Accepts::Address, Value::Text(t)) => t.parse::<Addr>().is_ok(),
             (Accepts::FileMode, Value::Int(m)) => (0..=0o777).contains(m),
+            (Accepts::UrlPath, Value::Text(t)) => is_url_path(t),
+            (Accepts::Text, Value::Text(t)) => t.len() <= MAX_TEXT,
             _ => false,
         }
     }
@@ -157,7 +184,10 @@ impl Accepts {
                     Value::Int(_)
                 )
                 | (Accepts::Seconds { .. }, Value::Seconds(_))
-                | (Accepts::OneOf(_) | Accepts::Address, Value::Text(_))
+                | (
+                    Accepts::OneOf(_) | Accepts::Address | Accepts::UrlPath | Accepts::Text,
+                    Value::Text(_)
+                )
         )
     }
 
@@ -179,7 +209,7 @@ impl Accepts {
                 .map(Value::Seconds)
                 .map_err(|_| "not a number of seconds".to_owned()),
             Accepts::OneOf(_) => Ok(Value::Text(text.to_owned())),
-            Accepts::Address => Ok(Value::Text(text.to_owned())),
+            Accepts::Address | Accepts::UrlPath | Accepts::Text => Ok(Value::Text(text.to_owned())),
             Accepts::FileMode => parse_mode(text)
                 .map(|m| Value::Int(m.into()))
                 .ok_or_else(|| "not an octal file mode".to_owned()),
@@ -262,6 +292,30 @@ impl FieldValue for Addr {
     fn from_value(v: &Value) -> Option<Addr> {
         match v {
             Value::Text(t) => t.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl FieldValue for String {
+    fn to_value(&self) -> Value {
+        Value::Text(self.clone())
+    }
+    fn from_value(v: &Value) -> Option<String> {
+        match v {
+            Value::Text(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl FieldValue for super::AccessLogFormat {
+    fn to_value(&self) -> Value {
+        Value::Text(self.as_str().to_owned())
+    }
+    fn from_value(v: &Value) -> Option<super::AccessLogFormat> {
+        match v {
+            Value::Text(t) => super::AccessLogFormat::parse(t),
             _ => None,
         }
     }

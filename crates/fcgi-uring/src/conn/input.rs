@@ -7,6 +7,7 @@ use super::state::Conn;
 use super::{ConnKey, Core};
 use crate::body::{Flow, RequestBody};
 use crate::stats::Counter;
+use crate::stats::metrics::EndStatus;
 use fcgi_proto::{Event, Params, ProtocolStatus, RejectReason, Role};
 use tokio::task::AbortHandle;
 
@@ -54,6 +55,7 @@ impl Core {
     /// Bytes received on `key`: run through its protocol state machine; requests whose params
     /// are complete are pushed to `staged`.
     pub fn on_bytes(&self, key: ConnKey, data: &[u8], staged: &mut Vec<Staged>) {
+        self.stats.shared.metrics.received(data.len());
         self.with_conn(key, |core, conn| {
             // Once we decided to close, what the peer still sends is discarded.
             if conn.is_open() {
@@ -106,6 +108,10 @@ impl Core {
         let mut dispatched = false;
         let mut pause = false;
         let now = self.now_ms();
+        // The worker turn's clock (read at the top of the turn, before its completions were
+        // reaped): no clock read per request.
+        let params_done = self.now();
+        let metrics = &self.stats.shared.metrics;
         let result = conn.receive(data, now, &mut |event, requests| match event {
             Event::Request {
                 id, role, params, ..
@@ -116,9 +122,10 @@ impl Core {
                     return;
                 }
                 self.stats.count(Counter::Requests);
+                metrics.request(role.into());
                 let serial = self.next_serial();
                 self.active.set(self.active.get() + 1);
-                requests.insert(id, ReqEntry::new(id, serial, role, now));
+                requests.insert(id, ReqEntry::new(id, serial, role, now, params_done));
                 staged.push(Staged {
                     rk: ReqKey {
                         conn: key,
@@ -151,11 +158,14 @@ impl Core {
             }
             Event::Abort { id } => aborts.push(id),
             Event::Rejected { id, reason } => {
-                let counter = match reason {
-                    RejectReason::TooManyRequests => Counter::ConnOverloaded,
-                    RejectReason::UnknownRole(_) => Counter::UnknownRole,
-                    _ => Counter::ParamsLimit,
+                let (counter, status) = match reason {
+                    RejectReason::TooManyRequests => {
+                        (Counter::ConnOverloaded, EndStatus::Overloaded)
+                    }
+                    RejectReason::UnknownRole(_) => (Counter::UnknownRole, EndStatus::UnknownRole),
+                    _ => (Counter::ParamsLimit, EndStatus::Overloaded),
                 };
+                metrics.end_request(status);
                 self.stats.hit(
                     counter,
                     self.now(),
@@ -174,9 +184,11 @@ impl Core {
                 ),
             );
             conn.refuse(id, ProtocolStatus::Overloaded);
+            metrics.end_request(EndStatus::Overloaded);
         }
         conn.track_params(dispatched, now);
         for id in aborts {
+            self.stats.count(Counter::Aborted);
             conn.abort_request(id);
             // A staged request aborted in the same batch is dropped before dispatch.
             staged.retain(|s| !(s.rk.conn == key && s.rk.id == id));
@@ -236,9 +248,13 @@ impl Core {
     /// Records the task running the request's handler (aborted with the request). When the
     /// request is already gone the task is aborted now.
     pub fn set_task(&self, rk: ReqKey, task: AbortHandle) {
+        let line = self.pending_line.borrow_mut().take();
         let mut conns = self.conns.borrow_mut();
         match conns.get_mut(rk.conn).and_then(|c| c.live_request(rk)) {
-            Some(entry) => entry.task = Some(task),
+            Some(entry) => {
+                entry.task = Some(task);
+                entry.line = line.map(Box::new);
+            }
             None => task.abort(),
         }
     }

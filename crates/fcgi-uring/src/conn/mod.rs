@@ -20,6 +20,7 @@
 mod deadlines;
 mod input;
 mod io;
+mod oplog;
 mod requests;
 mod respond;
 mod state;
@@ -29,6 +30,13 @@ mod tests;
 pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
 pub(crate) use io::{Io, OutQueue};
+pub(crate) use oplog::InFlight;
+pub(crate) use oplog::{LogMsg, OpLogs, ReqInfo};
+
+/// Chunks of lines queued to the access log's writer.
+pub(crate) fn oplog_channel_chunks() -> usize {
+    oplog::CHANNEL_CHUNKS
+}
 pub(crate) use requests::ReqKey;
 pub(crate) use respond::Head;
 
@@ -132,6 +140,19 @@ impl Conns {
     pub fn len(&self) -> usize {
         self.live
     }
+
+    /// Runs `f` on every connection.
+    fn for_each(&mut self, mut f: impl FnMut(ConnKey, &mut Conn)) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(conn) = slot.conn.as_mut() {
+                let key = ConnKey {
+                    index: index as u32,
+                    generation: slot.generation,
+                };
+                f(key, conn);
+            }
+        }
+    }
 }
 
 /// Tunables the per-core code reads.
@@ -143,6 +164,18 @@ pub(crate) struct Settings {
     pub max_conns: usize,
     pub max_requests: usize,
     pub timeouts: Timeouts,
+    /// `ping.path`, answered without calling the application.
+    pub ping: Option<Arc<Ping>>,
+    /// The access and slow logs, if one is on.
+    pub logs: Option<Arc<OpLogs>>,
+}
+
+/// The ping path: requests for `path` get `response` (503 while the server drains).
+#[derive(Debug)]
+pub(crate) struct Ping {
+    pub path: String,
+    pub response: bytes::Bytes,
+    pub health: Arc<crate::admin::Health>,
 }
 
 /// The per-core shared state: the connection table and what the worker's handlers share.
@@ -168,12 +201,29 @@ pub(crate) struct Core {
     /// mirrors it for [`crate::ServerHandle`], written only when it grows.
     max_in_flight_seen: Cell<usize>,
     stat_shared: Arc<AtomicUsize>,
+    /// This worker's side of the access and slow logs.
+    log: RefCell<Option<oplog::WorkerLog>>,
+    /// See [`Core::note_line`].
+    pending_line: RefCell<Option<(http::Method, http::Uri)>>,
+    /// The request that ended last and when (read by its handler's task right after, so that
+    /// the handler histogram needs no clock read of its own).
+    last_end: Cell<Option<(ReqKey, Instant)>>,
+    /// The latest clock read of the latency histograms.
+    last_read: Cell<Option<Instant>>,
 }
 
 impl Core {
     pub fn new(settings: Settings, stats: Arc<WorkerStats>, stat_shared: Arc<AtomicUsize>) -> Core {
         let clock = Clock::new();
+        let log = settings
+            .logs
+            .clone()
+            .map(|logs| oplog::WorkerLog::new(logs, stats.worker));
         Core {
+            log: RefCell::new(log),
+            pending_line: RefCell::new(None),
+            last_end: Cell::new(None),
+            last_read: Cell::new(None),
             wheel: RefCell::new(Wheel::new(clock.now_ms(), Timeouts::RESOLUTION)),
             clock,
             stats: Recorder::new(stats),
@@ -209,10 +259,17 @@ impl Core {
         self.clock.now_ms()
     }
 
-    /// When the first deadline in the wheel is due, as an instant.
+    /// When the worker must wake next: the first deadline in the wheel, or, with requests in
+    /// flight, the next look at them for the slow log and `/status` (about once a second).
     pub fn next_deadline(&self) -> Option<Instant> {
-        let due = self.wheel.borrow().next_due()?;
-        Some(self.clock.at(due))
+        let due = self.wheel.borrow().next_due().map(|d| self.clock.at(d));
+        let log = self.log.borrow();
+        let scan = match log.as_ref() {
+            Some(log) if self.active.get() > 0 => log.next_scan(),
+            _ => None,
+        };
+        let handover = log.as_ref().and_then(|l| l.next_handover());
+        [due, scan, handover].into_iter().flatten().min()
     }
 
     fn next_serial(&self) -> u64 {
@@ -288,6 +345,7 @@ impl Core {
             let done = conn.step(key, max_output, now, io);
             if done.sent {
                 self.sends.set(self.sends.get() + 1);
+                self.stats.shared.metrics.sent(done.sent_bytes);
             }
             if done.output_full {
                 self.stats.hit(
@@ -297,10 +355,115 @@ impl Core {
                 );
             }
             if done.closed {
+                self.stats.shared.metrics.closed(conn.close_reason());
                 conns.remove(key);
             } else {
                 deadlines::schedule(self, key, conn);
             }
+        }
+        self.stats
+            .shared
+            .metrics
+            .set_gauges(self.active.get(), conns.len());
+        if let Some(log) = self.log.borrow_mut().as_mut() {
+            let now = self.now();
+            log.flush(now);
+            if log.scan_due(now) {
+                let mut oldest: Option<InFlight> = None;
+                conns.for_each(|key, conn| {
+                    for e in conn.requests_mut() {
+                        log.check_running(e, key.token(), now);
+                    }
+                    let mut conn_oldest = None;
+                    for e in conn.requests() {
+                        conn_oldest = oplog::WorkerLog::older(conn_oldest, e);
+                    }
+                    if let Some(e) = conn_oldest
+                        && let Some((method, uri)) = e.request_line()
+                        && oldest.as_ref().is_none_or(|o| e.params_done < o.since)
+                    {
+                        oldest = Some(InFlight {
+                            since: e.params_done,
+                            method: method.to_string(),
+                            uri: uri.to_string(),
+                        });
+                    }
+                });
+                if log.logs.status
+                    && let Ok(mut slot) = self.stats.shared.oldest_in_flight.lock()
+                {
+                    *slot = oldest;
+                }
+            }
+        }
+    }
+
+    /// Whether dispatch should record a [`ReqInfo`] for the logs.
+    pub fn wants_info(&self) -> bool {
+        self.settings.logs.as_ref().is_some_and(|l| l.wants_info())
+    }
+
+    /// Keeps the method and URI of the request whose handler is being called, for the status
+    /// page, until [`Core::set_task`] stores them with a request that did not finish on its
+    /// first poll (or [`Core::clear_line`] drops them): no allocation and no lookup for a
+    /// request answered at once.
+    pub fn note_line(&self, request: &http::Request<crate::body::RequestBody>) {
+        let tracks = self
+            .settings
+            .logs
+            .as_ref()
+            .is_some_and(|l| l.status && !l.wants_info());
+        if tracks {
+            *self.pending_line.borrow_mut() =
+                Some((request.method().clone(), request.uri().clone()));
+        }
+    }
+
+    /// Reads the clock for the latency histograms.
+    pub fn read_clock(&self) -> Instant {
+        let t = Instant::now();
+        self.last_read.set(Some(t));
+        t
+    }
+
+    /// When a handler starts, for the handler histogram: the clock read of the request that
+    /// ended just before in this loop turn (handlers dispatched one after another in a turn
+    /// start where the previous one ended, give or take building the request), else a fresh
+    /// read. One clock read per request instead of two.
+    pub fn handler_start(&self) -> Instant {
+        match self.last_read.get() {
+            Some(t) if t >= self.clock.now() => t,
+            _ => self.read_clock(),
+        }
+    }
+
+    /// When `rk` ended, if it was the last request to end.
+    pub fn ended_at(&self, rk: ReqKey) -> Option<Instant> {
+        match self.last_end.get() {
+            Some((k, at)) if k == rk => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Drops the line kept by [`Core::note_line`] (its request finished on its first poll).
+    pub fn clear_line(&self) {
+        self.pending_line.borrow_mut().take();
+    }
+
+    /// Records what the logs and `/status` say about a request being dispatched.
+    pub fn set_info(
+        &self,
+        rk: ReqKey,
+        request: &http::Request<crate::body::RequestBody>,
+        now: Instant,
+    ) {
+        let Some(logs) = &self.settings.logs else {
+            return;
+        };
+        let info = ReqInfo::of(logs, request, now);
+        let mut conns = self.conns.borrow_mut();
+        if let Some(e) = conns.get_mut(rk.conn).and_then(|c| c.live_request(rk)) {
+            e.info = Some(Box::new(info));
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Instant;
 use tokio::task::AbortHandle;
 
 use super::ConnKey;
@@ -120,6 +121,8 @@ pub(crate) struct ReqEntry {
     pub(super) serial: u64,
     /// When it was dispatched (worker clock).
     pub(super) started: Millis,
+    /// When its params were complete (for the response-time histogram).
+    pub(super) params_done: Instant,
     /// STDIN.
     pub(super) body: BodyIn,
     /// DATA (FILTER role only; otherwise discarded).
@@ -128,6 +131,15 @@ pub(crate) struct ReqEntry {
     pub(super) task: Option<AbortHandle>,
     /// Response bytes (the CGI head) have been written.
     pub(super) head_sent: bool,
+    /// The HTTP status sent (0 until the head is written).
+    pub(super) status: u16,
+    /// Response body bytes written.
+    pub(super) body_bytes: u64,
+    /// What the access and slow logs say about it (only when one of them is on).
+    pub(super) info: Option<Box<super::oplog::ReqInfo>>,
+    /// Its method and URI, for the status page, when it outlived its first poll and no log
+    /// keeps them in `info`.
+    pub(super) line: Option<Box<(http::Method, http::Uri)>>,
     /// A HEAD request: the CGI head is sent, body bytes are dropped (RFC 3875 4.3.3: the
     /// script must not send a body for HEAD; HAProxy answers 502 when one comes).
     pub(super) head_only: bool,
@@ -136,11 +148,18 @@ pub(crate) struct ReqEntry {
 impl ReqEntry {
     /// A request just dispatched at `now`. An AUTHORIZER gets no STDIN (spec 6.3); only a
     /// FILTER gets DATA (6.4).
-    pub(super) fn new(id: u16, serial: u64, role: fcgi_proto::Role, now: Millis) -> ReqEntry {
+    pub(super) fn new(
+        id: u16,
+        serial: u64,
+        role: fcgi_proto::Role,
+        now: Millis,
+        params_done: Instant,
+    ) -> ReqEntry {
         ReqEntry {
             id,
             serial,
             started: now,
+            params_done,
             body: BodyIn::staged(role == fcgi_proto::Role::Authorizer),
             data: if role == fcgi_proto::Role::Filter {
                 BodyIn::staged(false)
@@ -149,8 +168,23 @@ impl ReqEntry {
             },
             task: None,
             head_sent: false,
+            status: 0,
+            body_bytes: 0,
+            info: None,
+            line: None,
             // Set at dispatch, once the method is parsed.
             head_only: false,
+        }
+    }
+}
+
+impl ReqEntry {
+    /// Its method and URI, if kept.
+    pub(super) fn request_line(&self) -> Option<(&http::Method, &http::Uri)> {
+        match (&self.info, &self.line) {
+            (Some(i), _) => Some((&i.method, &i.uri)),
+            (None, Some(l)) => Some((&l.0, &l.1)),
+            _ => None,
         }
     }
 }
@@ -249,10 +283,15 @@ mod tests {
             id: serial as u16,
             serial,
             started: 0,
+            params_done: Instant::now(),
             body: BodyIn::Done,
             data: BodyIn::Done,
             task: None,
             head_sent: false,
+            status: 0,
+            body_bytes: 0,
+            info: None,
+            line: None,
             head_only: false,
         }
     }

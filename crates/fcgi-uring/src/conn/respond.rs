@@ -10,6 +10,7 @@ use super::requests::{ReqEntry, ReqKey};
 use super::state::Conn;
 use super::{ConnKey, Core};
 use crate::stats::Counter;
+use crate::stats::metrics::EndStatus;
 use bytes::Buf;
 use fcgi_proto::record;
 use std::task::{Context, Poll};
@@ -50,8 +51,21 @@ impl Core {
         if entry.head_only {
             data.advance(data.remaining());
         }
+        entry.body_bytes += data.remaining() as u64;
         if let Some(head) = head {
             entry.head_sent = true;
+            let status = head.status();
+            entry.status = status.as_u16();
+            self.stats.shared.metrics.response(status);
+            if let Some(info) = entry.info.as_mut()
+                && self
+                    .settings
+                    .logs
+                    .as_ref()
+                    .is_some_and(|l| l.slow.is_some())
+            {
+                info.first_byte = Some(std::time::Instant::now());
+            }
             let first = data.chunk();
             encode_stdout2(out, rk.id, head, first);
             let n = first.len();
@@ -119,8 +133,37 @@ impl Core {
     /// END_REQUEST for `id` (after its STDOUT end was written), entry removed, connection
     /// state updated for KEEP_CONN=0.
     pub(super) fn end_request(&self, key: ConnKey, conn: &mut Conn, id: u16, app_status: u32) {
-        if conn.end_request(id, app_status, self.now_ms()) {
+        let (was_active, entry) = conn.end_request(id, app_status, self.now_ms());
+        let metrics = &self.stats.shared.metrics;
+        if was_active {
+            metrics.end_request(EndStatus::RequestComplete);
+        }
+        if let Some(entry) = entry {
             self.active.set(self.active.get().saturating_sub(1));
+            let now = self.read_clock();
+            let rk = ReqKey {
+                conn: key,
+                id,
+                serial: entry.serial,
+            };
+            self.last_end.set(Some((rk, now)));
+            if entry.head_sent {
+                metrics
+                    .response
+                    .observe(now.saturating_duration_since(entry.params_done));
+            }
+            if entry.info.is_some()
+                && let Some(log) = self.log.borrow_mut().as_mut()
+            {
+                let ended = super::oplog::Ended {
+                    entry: &entry,
+                    conn: key.token(),
+                    now,
+                };
+                if log.ended(&ended) {
+                    super::oplog::count_drop(&self.stats);
+                }
+            }
         }
         self.mark_dirty(key, conn);
     }
@@ -154,6 +197,13 @@ pub(crate) enum Head<'a> {
 }
 
 impl Head<'_> {
+    fn status(&self) -> http::StatusCode {
+        match self {
+            Head::Response(parts, _) => parts.status,
+            Head::Status(status, _) => *status,
+        }
+    }
+
     fn encode(self, out: &mut Vec<u8>) {
         match self {
             Head::Response(parts, body_len) => crate::cgi::encode_head(parts, body_len, out),

@@ -12,6 +12,7 @@ use super::ConnKey;
 use super::io::{Io, OutQueue};
 use super::requests::{ReqEntry, ReqKey, ReqTable};
 use crate::body::BodyError;
+use crate::stats::metrics::CloseReason;
 use crate::wheel::Millis;
 use fcgi_proto::{self as protocol, Event, ProtocolError, ProtocolStatus};
 use std::task::Waker;
@@ -66,6 +67,8 @@ pub(crate) struct Stepped {
     pub output_full: bool,
     /// The connection is closed and may be dropped.
     pub closed: bool,
+    /// Bytes handed to the IO by this step (not counting a resend of a short send's rest).
+    pub sent_bytes: usize,
 }
 
 /// One connection.
@@ -91,6 +94,8 @@ pub(crate) struct Conn {
     params_since: Option<Millis>,
     /// The tick of this connection's live entry in the timer wheel.
     timer: Option<u64>,
+    /// Why it closed (meaningful once closed or closing).
+    close_reason: CloseReason,
 }
 
 impl Conn {
@@ -109,6 +114,7 @@ impl Conn {
             last_activity: now,
             params_since: None,
             timer: None,
+            close_reason: CloseReason::Peer,
         }
     }
 
@@ -124,6 +130,11 @@ impl Conn {
     #[cfg(test)]
     pub fn writing(&self) -> Writing {
         self.writing
+    }
+
+    /// Why the connection closed (or is closing).
+    pub fn close_reason(&self) -> CloseReason {
+        self.close_reason
     }
 
     pub fn is_open(&self) -> bool {
@@ -293,9 +304,15 @@ impl Conn {
     }
 
     /// Ends request `id`: entry removed, END_REQUEST with `app_status` queued, KEEP_CONN=0
-    /// honoured. True when the id was active.
-    pub fn end_request(&mut self, id: u16, app_status: u32, now: Millis) -> bool {
-        if let Some(entry) = self.requests.remove(&id) {
+    /// honoured. Returns whether the id was active, and its entry if it was dispatched.
+    pub fn end_request(
+        &mut self,
+        id: u16,
+        app_status: u32,
+        now: Millis,
+    ) -> (bool, Option<ReqEntry>) {
+        let entry = self.requests.remove(&id);
+        if let Some(entry) = &entry {
             entry.body.fail(BodyError::Aborted);
             entry.data.fail(BodyError::Aborted);
         }
@@ -304,7 +321,7 @@ impl Conn {
         if self.proto.should_close() && self.is_open() {
             self.lifecycle = Lifecycle::Draining { shutdown_at: None };
         }
-        was_active
+        (was_active, entry)
     }
 
     /// A protocol error: every request cancelled, what is queued is flushed, then the
@@ -313,6 +330,7 @@ impl Conn {
         let n = self.abort_all(BodyError::ConnectionClosed);
         if !self.is_closed() {
             self.lifecycle = Lifecycle::Closing;
+            self.close_reason = CloseReason::ProtocolError;
         }
         n
     }
@@ -320,16 +338,24 @@ impl Conn {
     /// The peer is gone (EOF, reset, failed send): every request cancelled, queued output
     /// dropped, closed. Returns how many requests were in flight.
     pub fn peer_gone(&mut self) -> usize {
-        self.close(false)
+        let reason = match self.lifecycle {
+            Lifecycle::Draining { .. } => CloseReason::KeepConnOff,
+            Lifecycle::Closing => CloseReason::ProtocolError,
+            _ => CloseReason::Peer,
+        };
+        self.close(false, reason)
     }
 
     /// Gives up on the connection whatever is in flight (a deadline passed): like
     /// [`Conn::peer_gone`], and both directions are shut down before the close.
     pub fn abort(&mut self) -> usize {
-        self.close(true)
+        self.close(true, CloseReason::Timeout)
     }
 
-    fn close(&mut self, abort: bool) -> usize {
+    fn close(&mut self, abort: bool, reason: CloseReason) -> usize {
+        if !self.is_closed() {
+            self.close_reason = reason;
+        }
         let n = self.abort_all(BodyError::ConnectionClosed);
         self.out.clear();
         let abort = abort || matches!(self.lifecycle, Lifecycle::Closed { abort: true });
@@ -383,7 +409,7 @@ impl Conn {
     /// The send in flight failed: the peer is gone. Returns how many requests were in flight.
     pub fn send_failed(&mut self) -> usize {
         self.writing = Writing::Idle;
-        self.peer_gone()
+        self.close(false, CloseReason::SendFailed)
     }
 
     /// Acts on the state: hands output to the IO, arms or cancels the receive, shuts the write
@@ -396,8 +422,10 @@ impl Conn {
         io: &mut impl Io,
     ) -> Stepped {
         self.dirty = false;
+        let sent = self.send(key, now, io);
         let mut done = Stepped {
-            sent: self.send(key, now, io),
+            sent: sent.is_some(),
+            sent_bytes: sent.unwrap_or(0),
             ..Stepped::default()
         };
         let idle_out = self.writing == Writing::Idle && self.out.is_empty();
@@ -438,10 +466,10 @@ impl Conn {
     }
 
     /// Hands output to the IO when no send is in flight: what is left of a short send first,
-    /// else everything queued. True when a send started.
-    fn send(&mut self, key: ConnKey, now: Millis, io: &mut impl Io) -> bool {
+    /// else everything queued. `Some(new bytes)` when a send started (0 for a resend).
+    fn send(&mut self, key: ConnKey, now: Millis, io: &mut impl Io) -> Option<usize> {
         if self.is_closed() {
-            return false;
+            return None;
         }
         match self.writing {
             Writing::Partial { left, .. } => {
@@ -450,15 +478,15 @@ impl Conn {
                     len: left,
                     since: now,
                 };
-                true
+                Some(0)
             }
             Writing::Idle if !self.out.is_empty() => {
                 let len = self.out.len();
                 io.send(key, &mut self.out);
                 self.writing = Writing::InFlight { len, since: now };
-                true
+                Some(len)
             }
-            _ => false,
+            _ => None,
         }
     }
 

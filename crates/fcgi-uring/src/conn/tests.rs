@@ -69,6 +69,8 @@ fn settings() -> Settings {
         max_conns: 8,
         max_requests: 64,
         timeouts: Timeouts::default(),
+        ping: None,
+        logs: None,
     }
 }
 

@@ -135,7 +135,7 @@ fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<Listene
 
 /// Removes a socket file left by an earlier run, refusing to touch anything that is not a socket
 /// or that a live server still answers on.
-fn remove_stale_socket(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());

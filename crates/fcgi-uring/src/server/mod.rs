@@ -7,6 +7,7 @@
 //! are one per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses
 //! SO_REUSEPORT on AF_UNIX), each worker accepting on it.
 
+mod admin_start;
 pub(crate) mod backend;
 pub(crate) mod listener;
 pub(crate) mod serve;
@@ -106,6 +107,7 @@ impl Server {
             cfg.share_port,
         )
         .map_err(StartError::Listen)?;
+        let ops = admin_start::Ops::bind(&cfg)?;
         let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
         let settings = crate::conn::Settings {
@@ -115,8 +117,11 @@ impl Server {
             max_conns: cfg.max_conns_per_worker,
             max_requests: cfg.max_requests_per_worker,
             timeouts: cfg.timeouts,
+            ping: ops.ping(&cfg),
+            logs: ops.logs(),
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
+        handle.ops = ops;
         let mut io = backend::choose(cfg.io, &cfg.ring);
         loop {
             let started =
@@ -128,9 +133,12 @@ impl Server {
                     handle.stop_workers();
                     io = Backend::Epoll;
                 }
-                other => return other.map(|()| handle),
+                Err(e) => return Err(e),
+                Ok(()) => break,
             }
         }
+        handle.ops.start(&handle.stats, &handle.ring_counters, io)?;
+        Ok(handle)
     }
 
     /// Starts the workers on `io` into `handle`; returns once every one is accepting.
@@ -152,7 +160,7 @@ impl Server {
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
             let max_in_flight = Arc::new(AtomicUsize::new(0));
-            let stats = Arc::new(stats::WorkerStats::default());
+            let stats = Arc::new(stats::WorkerStats::new(i));
             handle.stats.push(stats.clone());
             let ring_counters = Arc::new(RingCounters::default());
             handle.ring_counters.push(ring_counters.clone());
@@ -247,6 +255,8 @@ pub struct ServerHandle {
     max_in_flight: Vec<Arc<AtomicUsize>>,
     stats: Vec<Arc<stats::WorkerStats>>,
     ring_counters: Vec<Arc<RingCounters>>,
+    /// Readiness and the admin listener.
+    ops: admin_start::Ops,
 }
 
 impl ServerHandle {
@@ -261,7 +271,32 @@ impl ServerHandle {
             max_in_flight: Vec::new(),
             stats: Vec::new(),
             ring_counters: Vec::new(),
+            ops: admin_start::Ops::default(),
         }
+    }
+
+    /// Where the admin listener listens (`admin.listen`; the real port when port 0 was asked).
+    pub fn admin_addr(&self) -> Option<&Addr> {
+        self.ops.admin_addr()
+    }
+
+    /// Starting, ready or draining, as `/readyz` reports it.
+    pub fn readiness(&self) -> crate::Readiness {
+        self.ops.readiness()
+    }
+
+    /// Reopens the access log file, losing no line: lines handed over before go to the file
+    /// open until now (renamed by logrotate, say), later ones to a new file at
+    /// `access_log.path`. The `fcgi-uring` binary calls it on SIGUSR1.
+    pub fn reopen_logs(&self) {
+        self.ops.reopen_logs();
+    }
+
+    /// Starts a graceful shutdown's drain: `/readyz` and the ping path answer 503 from now on;
+    /// waits `admin.drain_delay` (while still accepting) the first time. [`ServerHandle::shutdown`]
+    /// does this first too.
+    pub fn drain(&self) {
+        self.ops.drain();
     }
 
     /// The address bound (with the real port when port 0 was asked).
@@ -314,6 +349,7 @@ impl ServerHandle {
     }
 
     fn stop_and_join(&mut self) {
+        self.ops.drain();
         for stop in &self.stops {
             stop.request();
         }
@@ -323,6 +359,7 @@ impl ServerHandle {
         if let Addr::Unix(path) = &self.local {
             let _ = std::fs::remove_file(path);
         }
+        self.ops.stop();
     }
 }
 

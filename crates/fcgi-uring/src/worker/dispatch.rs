@@ -8,7 +8,7 @@
 
 use crate::body::{FilterData, RequestBody};
 use crate::cgi;
-use crate::conn::{Core, Head, ReqKey, Staged};
+use crate::conn::{Core, Head, Ping, ReqKey, Staged};
 use crate::service::BoxError;
 use crate::service::HttpService;
 use bytes::{Buf, Bytes};
@@ -52,6 +52,7 @@ where
         slot.as_mut().start(Incoming { staged, body, data });
         let mut cx = Context::from_waker(Waker::noop());
         if slot.as_mut().poll_handler(&mut cx).is_ready() {
+            self.core.clear_line();
             recycle(&self.slots, slot);
             return;
         }
@@ -110,9 +111,22 @@ where
     if let Some(data) = data {
         request.extensions_mut().insert(FilterData::new(data));
     }
+    let called = core.handler_start();
     let head_request = request.method() == http::Method::HEAD;
     if head_request {
         core.set_head_only(rk);
+    }
+    if core.wants_info() {
+        core.set_info(rk, &request, called);
+    } else {
+        core.note_line(&request);
+    }
+    if let Some(ping) = &core.settings.ping
+        && request.uri().path() == ping.path
+    {
+        core.stats.count(crate::stats::Counter::Pings);
+        std::pin::pin!(respond(&core, rk, head_request, ping_response(ping))).await;
+        return;
     }
     let ready = poll_fn(|cx| service.borrow_mut().poll_ready(cx)).await;
     // The handler's and the response's futures are pinned where they are made: awaiting
@@ -136,6 +150,38 @@ where
             core.fail(rk);
         }
     }
+    let end = core.ended_at(rk).unwrap_or_else(std::time::Instant::now);
+    core.stats
+        .shared
+        .metrics
+        .handler
+        .observe(end.saturating_duration_since(called));
+}
+
+/// The ping path's answer: `ping.response` as text/plain, or 503 while the server drains (so
+/// that a load balancer's health check takes it out before it stops).
+fn ping_response(ping: &Ping) -> http::Response<http_body_util::Full<Bytes>> {
+    let draining = ping.health.get() == crate::admin::Readiness::Draining;
+    let (status, body) = if draining {
+        (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(b"draining\n"),
+        )
+    } else {
+        (http::StatusCode::OK, ping.response.clone())
+    };
+    let mut r = http::Response::new(http_body_util::Full::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache, no-store, must-revalidate, max-age=0"),
+    );
+    r
 }
 
 /// Streams the response: CGI head and first body bytes in one record, then each frame as it

@@ -1,0 +1,609 @@
+//! The access log and the slow-request log, as one worker records them.
+//!
+//! Guarantees: with both logs off, a request costs nothing here beyond a `None` check. With the
+//! access log on, a request that ends (END_REQUEST written) appends one line to this worker's
+//! own buffer; once per loop turn the buffer is handed to the log writer thread without
+//! blocking (`try_send` on a bounded channel). If the writer falls behind, the buffer is kept
+//! and grows up to [`MAX_PENDING`], past which lines are dropped and counted
+//! ([`Counter::AccessLogDropped`]): a worker never waits for the log and its memory stays
+//! bounded. A slow request (`slow_log.threshold`) is logged when it ends with its timing
+//! breakdown, and once while still running past the threshold.
+
+use super::requests::ReqEntry;
+use crate::config::AccessLogFormat;
+use crate::stats::Counter;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Most bytes of lines a worker keeps while the writer is behind.
+pub(crate) const MAX_PENDING: usize = 1 << 20;
+
+/// Chunks of lines queued to the writer thread (all workers together).
+pub(crate) const CHANNEL_CHUNKS: usize = 256;
+
+/// A worker hands its lines over once this many bytes are pending...
+const HANDOVER_BYTES: usize = 32 * 1024;
+
+/// ...or once the oldest pending line is this old (waking the writer thread once per loop turn
+/// would cost a context switch each time).
+const HANDOVER_DELAY: Duration = Duration::from_millis(50);
+
+/// What the log writer thread receives.
+#[derive(Debug)]
+pub(crate) enum LogMsg {
+    /// Complete lines.
+    Lines(Vec<u8>),
+    /// Reopen the file (after a rename by logrotate): lines sent before go to the old file.
+    Reopen,
+    /// Write what is queued and exit.
+    Stop,
+}
+
+/// The operator logs' settings shared by every worker.
+#[derive(Debug)]
+pub(crate) struct OpLogs {
+    /// The access log's writer, if the access log is on.
+    pub access: Option<(SyncSender<LogMsg>, AccessLogFormat)>,
+    /// `slow_log.threshold`, if on.
+    pub slow: Option<Duration>,
+    /// The admin listener's `/status` shows each worker's oldest request in flight.
+    pub status: bool,
+}
+
+impl OpLogs {
+    /// Whether every request needs its [`ReqInfo`] (the status page needs only the method
+    /// and URI of requests still running after their first poll: see `Core::note_line`).
+    pub fn wants_info(&self) -> bool {
+        self.access.is_some() || self.slow.is_some()
+    }
+}
+
+/// A worker's oldest request in flight, published about once a second for `/status`.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    /// When its params were complete.
+    pub since: Instant,
+    pub method: String,
+    pub uri: String,
+}
+
+/// What the logs say about a request, kept from its dispatch to its end (only when a log is
+/// on).
+#[derive(Debug)]
+pub(crate) struct ReqInfo {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    /// Only with the access log on.
+    pub access: Option<AccessFields>,
+    pub handler_started: Instant,
+    pub first_byte: Option<Instant>,
+    /// Logged as still running past the threshold.
+    pub reported_running: bool,
+}
+
+/// What only the access log needs (no copy: header values share the params' buffer).
+#[derive(Debug)]
+pub(crate) struct AccessFields {
+    pub protocol: &'static str,
+    pub remote: Option<bytes::Bytes>,
+    pub referer: Option<http::HeaderValue>,
+    pub user_agent: Option<http::HeaderValue>,
+}
+
+impl AccessFields {
+    fn of(req: &http::Request<crate::body::RequestBody>) -> AccessFields {
+        let header = |name: http::header::HeaderName| req.headers().get(name).cloned();
+        AccessFields {
+            protocol: match req.version() {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_3 => "HTTP/3.0",
+                _ => "HTTP/1.1",
+            },
+            remote: req
+                .extensions()
+                .get::<crate::cgi::TrustedParams>()
+                .and_then(|t| t.get_bytes("REMOTE_ADDR")),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+        }
+    }
+}
+
+impl ReqInfo {
+    pub fn of(
+        logs: &OpLogs,
+        req: &http::Request<crate::body::RequestBody>,
+        now: Instant,
+    ) -> ReqInfo {
+        ReqInfo {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            access: logs.access.is_some().then(|| AccessFields::of(req)),
+            handler_started: now,
+            first_byte: None,
+            reported_running: false,
+        }
+    }
+}
+
+/// One worker's side of the logs.
+#[derive(Debug)]
+pub(crate) struct WorkerLog {
+    pub logs: Arc<OpLogs>,
+    worker: usize,
+    pending: Vec<u8>,
+    /// When running requests were last looked at for the slow log.
+    last_scan: Option<Instant>,
+    dates: DateCache,
+    /// When the oldest pending line was written.
+    pending_since: Option<Instant>,
+}
+
+/// Where a request ended, for its log line.
+pub(crate) struct Ended<'a> {
+    pub entry: &'a ReqEntry,
+    pub conn: u64,
+    pub now: Instant,
+}
+
+impl WorkerLog {
+    pub fn new(logs: Arc<OpLogs>, worker: usize) -> WorkerLog {
+        WorkerLog {
+            logs,
+            worker,
+            pending: Vec::new(),
+            last_scan: None,
+            dates: DateCache::default(),
+            pending_since: None,
+        }
+    }
+
+    /// Logs the end of a request: its access-log line, and a slow-log line if it was slow.
+    /// Returns whether an access-log line was dropped.
+    pub fn ended(&mut self, e: &Ended<'_>) -> bool {
+        let Some(info) = &e.entry.info else {
+            return false;
+        };
+        let total = e.now.saturating_duration_since(e.entry.params_done);
+        if let Some(threshold) = self.logs.slow
+            && total >= threshold
+        {
+            slow_line(self.worker, e, info, total);
+        }
+        let (Some((_, format)), Some(fields)) = (&self.logs.access, &info.access) else {
+            return false;
+        };
+        if self.pending.len() >= MAX_PENDING {
+            return true;
+        }
+        let line = Line {
+            worker: self.worker,
+            conn: e.conn,
+            id: e.entry.id,
+            status: e.entry.status,
+            bytes: e.entry.body_bytes,
+            micros: total.as_micros() as u64,
+            info,
+            fields,
+        };
+        if self.pending_since.is_none() {
+            self.pending_since = Some(e.now);
+        }
+        let (clf, iso) = self.dates.get(e.now);
+        match format {
+            AccessLogFormat::Json => line.json(&mut self.pending, &iso),
+            _ => line.combined(&mut self.pending, clf),
+        }
+        false
+    }
+
+    /// Hands the pending lines to the writer without blocking, once [`HANDOVER_BYTES`] are
+    /// pending or the oldest is [`HANDOVER_DELAY`] old (kept for a later turn if the writer's
+    /// queue is full).
+    pub fn flush(&mut self, now: Instant) {
+        let Some((tx, _)) = &self.logs.access else {
+            return;
+        };
+        let Some(since) = self.pending_since else {
+            return;
+        };
+        let due = self.pending.len() >= HANDOVER_BYTES
+            || now.saturating_duration_since(since) >= HANDOVER_DELAY;
+        if !due {
+            return;
+        }
+        let chunk = std::mem::take(&mut self.pending);
+        match tx.try_send(LogMsg::Lines(chunk)) {
+            Err(TrySendError::Full(LogMsg::Lines(chunk))) => self.pending = chunk,
+            _ => self.pending_since = None,
+        }
+    }
+
+    /// When pending lines are due to be handed over (`None`: none pending).
+    pub fn next_handover(&self) -> Option<Instant> {
+        self.pending_since.map(|t| t + HANDOVER_DELAY)
+    }
+
+    /// Whether running requests are due to be looked at for the slow log and `/status` (about
+    /// once a second).
+    pub fn scan_due(&mut self, now: Instant) -> bool {
+        if self.logs.slow.is_none() && !self.logs.status {
+            return false;
+        }
+        let due = self
+            .last_scan
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if due {
+            self.last_scan = Some(now);
+        }
+        due
+    }
+
+    /// When running requests are next due to be looked at (`None`: never).
+    pub fn next_scan(&self) -> Option<Instant> {
+        if self.logs.slow.is_none() && !self.logs.status {
+            return None;
+        }
+        Some(
+            self.last_scan
+                .map_or_else(Instant::now, |t| t + Duration::from_secs(1)),
+        )
+    }
+
+    /// The older of `oldest` and `entry` (for `/status`; only requests whose method and URI
+    /// were kept count).
+    pub fn older<'a>(oldest: Option<&'a ReqEntry>, entry: &'a ReqEntry) -> Option<&'a ReqEntry> {
+        if entry.request_line().is_none() {
+            return oldest;
+        }
+        match oldest {
+            Some(o) if o.params_done <= entry.params_done => Some(o),
+            _ => Some(entry),
+        }
+    }
+
+    /// Logs `entry` once if it has been running past the threshold.
+    pub fn check_running(&self, entry: &mut ReqEntry, conn: u64, now: Instant) {
+        let (Some(threshold), Some(info)) = (self.logs.slow, entry.info.as_mut()) else {
+            return;
+        };
+        let age = now.saturating_duration_since(entry.params_done);
+        if age < threshold || info.reported_running {
+            return;
+        }
+        info.reported_running = true;
+        tracing::warn!(
+            "slow request still running: {} {} running {:.3} s (worker {}, conn {conn}, id {}; handler started {:.3} s after params, first byte {})",
+            info.method,
+            info.uri,
+            age.as_secs_f64(),
+            self.worker,
+            entry.id,
+            info.handler_started
+                .saturating_duration_since(entry.params_done)
+                .as_secs_f64(),
+            since(info.first_byte, entry.params_done),
+        );
+    }
+}
+
+impl Drop for WorkerLog {
+    /// At the worker's exit: the last lines go to the writer, waiting for room if need be.
+    fn drop(&mut self) {
+        if let Some((tx, _)) = &self.logs.access
+            && !self.pending.is_empty()
+        {
+            let _ = tx.send(LogMsg::Lines(std::mem::take(&mut self.pending)));
+        }
+    }
+}
+
+/// `+0.000123 s` after `start`, or `-` when it did not happen.
+fn since(t: Option<Instant>, start: Instant) -> String {
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| format!("{:.6} s", t.saturating_duration_since(start).as_secs_f64()),
+    )
+}
+
+fn slow_line(worker: usize, e: &Ended<'_>, info: &ReqInfo, total: Duration) {
+    let start = e.entry.params_done;
+    tracing::warn!(
+        "slow request: {} {} took {:.6} s (worker {worker}, conn {}, id {}, status {}): params complete at 0, handler started {}, first response byte {}, last byte {}",
+        info.method,
+        info.uri,
+        total.as_secs_f64(),
+        e.conn,
+        e.entry.id,
+        e.entry.status,
+        since(Some(info.handler_started), start),
+        since(info.first_byte, start),
+        since(Some(e.now), start),
+    );
+}
+
+/// One access-log line's fields.
+struct Line<'a> {
+    worker: usize,
+    conn: u64,
+    id: u16,
+    status: u16,
+    bytes: u64,
+    micros: u64,
+    info: &'a ReqInfo,
+    fields: &'a AccessFields,
+}
+
+/// A header value's bytes, or `-`.
+fn value_or_dash(v: &Option<http::HeaderValue>) -> &[u8] {
+    match v {
+        Some(v) if !v.is_empty() => v.as_bytes(),
+        _ => b"-",
+    }
+}
+
+fn path_and_query(uri: &http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+impl Line<'_> {
+    /// `REMOTE - - [10/Oct/2000:13:55:36 +0000] "GET /x HTTP/1.1" 200 13 "referer" "agent"
+    /// 123 worker=0 conn=5 id=1`: the combined log format, then the request time in
+    /// microseconds, the worker, the connection and the request id. Written straight into
+    /// `out`.
+    fn combined(&self, out: &mut Vec<u8>, date: &str) {
+        let (i, f) = (self.info, self.fields);
+        match &f.remote {
+            Some(ip) if !ip.is_empty() => quoted(out, ip),
+            _ => out.push(b'-'),
+        }
+        out.extend_from_slice(b" - - [");
+        out.extend_from_slice(date.as_bytes());
+        out.extend_from_slice(b"] \"");
+        quoted(out, i.method.as_str().as_bytes());
+        out.push(b' ');
+        quoted(out, path_and_query(&i.uri).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(f.protocol.as_bytes());
+        out.extend_from_slice(b"\" ");
+        if self.status == 0 {
+            out.push(b'-');
+        } else {
+            push_u64(out, self.status.into());
+        }
+        out.push(b' ');
+        push_u64(out, self.bytes);
+        out.extend_from_slice(b" \"");
+        quoted(out, value_or_dash(&f.referer));
+        out.extend_from_slice(b"\" \"");
+        quoted(out, value_or_dash(&f.user_agent));
+        out.extend_from_slice(b"\" ");
+        push_u64(out, self.micros);
+        out.extend_from_slice(b" worker=");
+        push_u64(out, self.worker as u64);
+        out.extend_from_slice(b" conn=");
+        push_u64(out, self.conn);
+        out.extend_from_slice(b" id=");
+        push_u64(out, self.id.into());
+        out.push(b'\n');
+    }
+
+    fn json(&self, out: &mut Vec<u8>, time: &str) {
+        let (i, f) = (self.info, self.fields);
+        let _ = write!(out, "{{\"time\":\"{time}\",\"remote\":\"");
+        if let Some(ip) = &f.remote {
+            json_escaped(out, ip);
+        }
+        let _ = write!(out, "\",\"method\":\"");
+        json_escaped(out, i.method.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"uri\":\"");
+        json_escaped(out, path_and_query(&i.uri).as_bytes());
+        let _ = write!(
+            out,
+            "\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"",
+            f.protocol, self.status, self.bytes
+        );
+        json_escaped(out, f.referer.as_ref().map_or(&b""[..], |v| v.as_bytes()));
+        out.extend_from_slice(b"\",\"user_agent\":\"");
+        json_escaped(
+            out,
+            f.user_agent.as_ref().map_or(&b""[..], |v| v.as_bytes()),
+        );
+        let _ = writeln!(
+            out,
+            "\",\"request_time_us\":{},\"worker\":{},\"conn\":{},\"id\":{}}}",
+            self.micros, self.worker, self.conn, self.id
+        );
+    }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// `s` with `"`, `\`, control bytes and bytes over 0x7e escaped (`\"`, `\\`, `\xHH`), so that
+/// a field cannot break its quotes or its line.
+fn quoted(out: &mut Vec<u8>, s: &[u8]) {
+    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\';
+    if s.iter().all(plain) {
+        out.extend_from_slice(s);
+        return;
+    }
+    for b in s {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b if plain(b) => out.push(*b),
+            b => {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        }
+    }
+}
+
+/// `s` as the inside of a JSON string (bytes that are not UTF-8 become U+FFFD).
+fn json_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    for c in String::from_utf8_lossy(s).chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+/// The wall-clock time of a monotonic instant, and its formatted forms, recomputed once a
+/// second (no wall-clock read per line).
+#[derive(Debug, Default)]
+struct DateCache {
+    /// A monotonic instant and the wall-clock time read with it.
+    base: Option<(Instant, SystemTime)>,
+    second: u64,
+    clf: String,
+    iso: String,
+}
+
+impl DateCache {
+    /// `10/Oct/2000:13:55:36 +0000` and `2000-10-10T13:55:36.123Z` for `at`.
+    fn get(&mut self, at: Instant) -> (&str, String) {
+        let base = match self.base {
+            Some((i, w)) if at >= i && at.duration_since(i) < Duration::from_secs(1) => (i, w),
+            _ => {
+                let b = (Instant::now(), SystemTime::now());
+                self.base = Some(b);
+                b
+            }
+        };
+        let t = match at.checked_duration_since(base.0) {
+            Some(d) => base.1 + d,
+            None => base.1 - base.0.duration_since(at),
+        };
+        self.format(t)
+    }
+
+    fn format(&mut self, t: SystemTime) -> (&str, String) {
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        if d.as_secs() != self.second || self.clf.is_empty() {
+            self.second = d.as_secs();
+            self.clf = clf_time(t);
+            self.iso = iso_second(t);
+        }
+        (&self.clf, format!("{}.{:03}Z", self.iso, d.subsec_millis()))
+    }
+}
+
+/// Civil date (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// (year, month, day, hour, minute, second, millisecond) in UTC.
+fn utc(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs();
+    let (y, m, day) = civil((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    (y, m, day, s / 3600, s / 60 % 60, s % 60, d.subsec_millis())
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `10/Oct/2000:13:55:36 +0000`.
+fn clf_time(t: SystemTime) -> String {
+    let (y, m, d, hh, mm, ss, _) = utc(t);
+    let month = MONTHS.get(m as usize - 1).copied().unwrap_or("Jan");
+    format!("{d:02}/{month}/{y}:{hh:02}:{mm:02}:{ss:02} +0000")
+}
+
+/// `2000-10-10T13:55:36` (to the second).
+fn iso_second(t: SystemTime) -> String {
+    let (y, m, d, hh, mm, ss, _) = utc(t);
+    format!("{y}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}")
+}
+
+/// Counts a dropped line.
+pub(crate) fn count_drop(stats: &crate::stats::Recorder) {
+    stats.count(Counter::AccessLogDropped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        let t = UNIX_EPOCH + Duration::from_millis(971_186_136_123);
+        let mut cache = DateCache::default();
+        let (clf, iso) = cache.format(t);
+        assert_eq!(
+            (clf, iso.as_str()),
+            ("10/Oct/2000:13:55:36 +0000", "2000-10-10T13:55:36.123Z")
+        );
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(cache.format(leap).1, "2000-02-29T00:00:00.000Z");
+        // An instant maps to the wall clock read with the cache's base.
+        let before = SystemTime::now();
+        let now = Instant::now();
+        let after = SystemTime::now();
+        let (_, iso) = cache.get(now);
+        let second = |t| DateCache::default().format(t).1[..19].to_owned();
+        assert!(
+            [second(before), second(after)].contains(&iso[..19].to_owned()),
+            "{iso}"
+        );
+    }
+
+    #[test]
+    fn integers_in_decimal() {
+        let mut out = Vec::new();
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            push_u64(&mut out, n);
+            out.push(b' ');
+        }
+        assert_eq!(out, b"0 7 10 1234567890 18446744073709551615 ");
+    }
+
+    #[test]
+    fn fields_cannot_break_their_quotes_or_line() {
+        let mut out = Vec::new();
+        quoted(&mut out, b"a\"b\\c\nd\xff");
+        assert_eq!(out, b"a\\\"b\\\\c\\x0ad\\xff");
+        let mut out = Vec::new();
+        json_escaped(&mut out, "a\"\n\u{1}é".as_bytes());
+        assert_eq!(String::from_utf8(out).unwrap(), "a\\\"\\n\\u0001é");
+    }
+}
