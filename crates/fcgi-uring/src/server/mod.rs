@@ -43,6 +43,13 @@ pub enum StartError {
     Thread(io::Error),
     /// `Config::protocol` asks for HTTP, and this build has no `http-compare` feature.
     ProtocolUnavailable(Protocol),
+    /// The application's service factory (or its `Clone`) panicked on a worker.
+    App {
+        /// The worker whose service could not be built.
+        worker: usize,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -54,6 +61,11 @@ impl fmt::Display for StartError {
             StartError::ProtocolUnavailable(p) => write!(
                 f,
                 "protocol {p:?} needs fcgi-uring built with the `http-compare` feature"
+            ),
+            StartError::App { worker, message } => write!(
+                f,
+                "the application's service could not be built on worker {worker}: it panicked: \
+                 {message}"
             ),
         }
     }
@@ -197,6 +209,7 @@ impl Server {
                 }
                 Ok(Err(WorkerError::Ring(e))) => return Err(StartError::Ring(e)),
                 Ok(Err(WorkerError::Runtime(e))) => return Err(StartError::Thread(e)),
+                Ok(Err(WorkerError::Start(e))) => return Err(e),
                 Err(_) => return Err(worker_vanished()),
             }
         }
