@@ -92,8 +92,7 @@ fn a_factory_is_called_once_per_worker() {
 fn a_panicking_factory_is_a_start_error() {
     let err = Server::new(config(2))
         .start(|| -> Router { panic!("no database configured") })
-        .err()
-        .expect("a panicking factory cannot start");
+        .expect_err("a panicking factory cannot start");
     match &err {
         fcgi_uring::StartError::App { worker, message } => {
             assert_eq!(*worker, 0);
