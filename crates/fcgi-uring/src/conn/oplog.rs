@@ -195,7 +195,7 @@ impl WorkerLog {
         let date = self.dates.get(e.now);
         match format {
             AccessLogFormat::Json => line.json(&mut self.pending, date),
-            _ => line.combined(&mut self.pending, &date.clf),
+            _ => line.combined(&mut self.pending, date.clf),
         }
         false
     }
