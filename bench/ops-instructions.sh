@@ -58,7 +58,7 @@ measure() {
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.1
     done
-    callgrind_control -z "$server_pid" >/dev/null
+    callgrind_control -z "$server_pid" >/dev/null 2>&1
     if [[ "$name" != baseline && "$name" != off ]]; then
         (while true; do curl -s -o /dev/null "http://127.0.0.1:$admin_port/metrics" || true; sleep 1; done) &
         scraper_pid=$!
@@ -70,7 +70,7 @@ measure() {
     cleanup
     local requests instructions
     requests=$(grep -o ' requests=[0-9]*' "$slog" | head -1 | cut -d= -f2)
-    instructions=$(callgrind_annotate "$cg" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    instructions=$(callgrind_annotate "$cg" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
     printf '%s\t%s\t%s\t%s\n' "$name" "$shape" "$requests" "$instructions"
 }
 
