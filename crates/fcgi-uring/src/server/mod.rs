@@ -43,6 +43,14 @@ pub enum StartError {
     Thread(io::Error),
     /// `Config::protocol` asks for HTTP, and this build has no `http-compare` feature.
     ProtocolUnavailable(Protocol),
+    /// `FCGI_WEB_SERVER_ADDRS` is set to something that is not a list of IP addresses and
+    /// networks.
+    WebServerAddrs {
+        /// The variable's value.
+        value: String,
+        /// What is wrong with it.
+        error: crate::config::PeerListError,
+    },
     /// The application's service factory (or its `Clone`) panicked on a worker.
     App {
         /// The worker whose service could not be built.
@@ -61,6 +69,11 @@ impl fmt::Display for StartError {
             StartError::ProtocolUnavailable(p) => write!(
                 f,
                 "protocol {p:?} needs fcgi-uring built with the `http-compare` feature"
+            ),
+            StartError::WebServerAddrs { value, error } => write!(
+                f,
+                "FCGI_WEB_SERVER_ADDRS={value:?} is not a list of peers: {error} (unset it, or \
+                 set server.allowed_peers, which takes precedence)"
             ),
             StartError::App { worker, message } => write!(
                 f,
@@ -131,6 +144,7 @@ impl Server {
             timeouts: cfg.timeouts,
             ping: ops.ping(&cfg),
             logs: ops.logs(),
+            allowed_peers: listener::allowed_peers(&cfg)?,
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
         handle.ops = ops;
