@@ -1,19 +1,18 @@
 //! `server.allowed_peers` and FastCGI's `FCGI_WEB_SERVER_ADDRS`: a peer not on the list has its
 //! connection closed at accept, before anything it sent is read, and is counted; a listed peer
 //! is served. Over loopback (127.0.0.2 is a different peer from 127.0.0.1), through the real
-//! binary's environment, and from network namespaces the test creates (root and `ip` needed:
-//! in CI a missing `ip` fails the test).
+//! binary's environment and file, and between hosts of a namespace lab (`common::lab`).
 
 mod common;
 
-use common::proxy::{find_binary, free_port};
+use common::lab::Lab;
+use common::proxy::free_port;
 use common::{HANG_GUARD, IO_TIMEOUT, KillOnDrop, test_config, wait_for};
 use fcgi_client::{Client, RequestSpec};
 use fcgi_uring::config::PeerList;
 use fcgi_uring::{Addr, Counter, Server, ServerHandle, service_fn};
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fcgi-uring");
@@ -165,123 +164,53 @@ fn fcgi_web_server_addrs_is_honoured_and_checked() {
     );
 }
 
-/// A network namespace with a veth link to the server's, removed when dropped.
-struct Lab {
-    ip: PathBuf,
-    names: Vec<String>,
-}
-
-impl Lab {
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new(&self.ip).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The server's namespace and two client namespaces, `ok` on 10.231.1.0/24 and `other` on
-    /// 10.231.2.0/24, each linked to the server's by a veth pair (server side .1, client .2).
-    fn new(ip: PathBuf) -> Lab {
-        let tag = std::process::id();
-        let names = ["srv", "ok", "other"].map(|n| format!("fcgi-peers-{n}-{tag}"));
-        let lab = Lab {
-            ip,
-            names: names.to_vec(),
-        };
-        for n in &names {
-            lab.ip(&["netns", "add", n]);
-            lab.ip(&["-n", n, "link", "set", "lo", "up"]);
-        }
-        for (i, client) in names[1..].iter().enumerate() {
-            let net = i + 1;
-            let (a, b) = (format!("vp{net}a{tag}"), format!("vp{net}b{tag}"));
-            // Interface names are at most 15 bytes.
-            let (a, b) = (&a[..a.len().min(15)], &b[..b.len().min(15)]);
-            lab.ip(&[
-                "link", "add", a, "netns", &names[0], "type", "veth", "peer", "name", b,
-            ]);
-            lab.ip(&["link", "set", b, "netns", client]);
-            let srv_addr = format!("10.231.{net}.1/24");
-            let cli_addr = format!("10.231.{net}.2/24");
-            lab.ip(&["-n", &names[0], "addr", "add", &srv_addr, "dev", a]);
-            lab.ip(&["-n", &names[0], "link", "set", a, "up"]);
-            lab.ip(&["-n", client, "addr", "add", &cli_addr, "dev", b]);
-            lab.ip(&["-n", client, "link", "set", b, "up"]);
-        }
-        lab
-    }
-
-    /// Runs `f` on a thread inside namespace `name` (a thread's network namespace is its own).
-    fn inside<T: Send>(&self, name: &str, f: impl FnOnce() -> T + Send) -> T {
-        let path = Path::new("/run/netns").join(name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = std::fs::File::open(&path).unwrap();
-                rustix::thread::move_into_link_name_space(
-                    std::os::fd::AsFd::as_fd(&ns),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-                .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = Command::new(&self.ip).args(["netns", "del", n]).output();
-        }
-    }
-}
-
-/// From namespaces the test creates: the server's namespace listens on every address with only
-/// the `ok` network allowed; a client in `other` is closed unanswered and counted, one in `ok` is
-/// served. The admin listener (in the server's namespace) reports the refusals.
+/// From namespaces the test creates: a backend host allows only the proxy host; a third host
+/// on the same network is closed unanswered and counted, the proxy is served, and the backend's
+/// admin listener (on its own loopback) reports the refusals.
 #[test]
-fn a_namespace_off_the_list_cannot_talk_to_the_backend() {
-    let Some(ip) = find_binary("ip", &["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip"]) else {
+fn a_host_off_the_list_cannot_talk_to_the_backend() {
+    let Some(lab) = Lab::new(&["backend", "proxy", "stranger"]) else {
         return;
     };
-    let lab = Lab::new(ip.clone());
+    let (backend, proxy, stranger) = (lab.host("backend"), lab.host("proxy"), lab.host("stranger"));
     let mut server = KillOnDrop(
-        Command::new(&ip)
-            .args(["netns", "exec", &lab.names[0], BIN, "serve"])
-            .args(["--workers", "2", "--no-pin", "--listen", "0.0.0.0:9000"])
+        lab.command(backend, BIN)
+            .args([
+                "serve",
+                "--workers",
+                "2",
+                "--no-pin",
+                "--listen",
+                "0.0.0.0:9000",
+            ])
             .args(["--admin-listen", "127.0.0.1:9100"])
-            .args(["--allowed-peers", "10.231.1.0/24"])
+            .args(["--allowed-peers", &proxy.ip.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let srv_ok: SocketAddr = "10.231.1.1:9000".parse().unwrap();
-    let srv_other: SocketAddr = "10.231.2.1:9000".parse().unwrap();
-    lab.inside(&lab.names[1], || {
-        wait_for("the server to listen", HANG_GUARD, || {
-            TcpStream::connect(srv_ok).is_ok()
+    let to = SocketAddr::new(backend.addr(), 9000);
+    lab.inside(proxy, || {
+        wait_for("the backend to listen", HANG_GUARD, || {
+            TcpStream::connect(to).is_ok()
         });
     });
-    lab.inside(&lab.names[2], || {
+    lab.inside(stranger, || {
         for _ in 0..5 {
-            assert_closed_unanswered(&mut connect_from([10, 231, 2, 2].into(), srv_other));
+            assert_closed_unanswered(&mut connect_from(stranger.addr(), to));
         }
     });
-    lab.inside(&lab.names[1], || {
+    lab.inside(proxy, || {
         for _ in 0..5 {
-            let r = connect_from([10, 231, 1, 2].into(), srv_ok)
+            let r = connect_from(proxy.addr(), to)
                 .request(&RequestSpec::get("/hello"))
                 .unwrap();
             assert_eq!(r.status, 200);
         }
     });
-    let refused = lab.inside(&lab.names[0], || {
+    let refused = lab.inside(backend, || {
         let mut refused = 0.0;
         wait_for("five refusals in the metrics", HANG_GUARD, || {
             refused = common::metrics::scrape("127.0.0.1:9100".parse().unwrap())
@@ -293,7 +222,7 @@ fn a_namespace_off_the_list_cannot_talk_to_the_backend() {
     assert_eq!(refused, 5.0);
     assert!(
         server.0.try_wait().unwrap().is_none(),
-        "the server still runs"
+        "the backend still runs"
     );
 }
 
