@@ -195,6 +195,63 @@ backend app
     })
 }
 
+/// Caddy with `reverse_proxy` over `transport fastcgi` (a connection per request), round robin,
+/// passive health checks and retries of GET on another upstream.
+fn caddy(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
+    let bin = find_binary("caddy", &["/usr/bin/caddy", "/usr/local/bin/caddy"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let upstreams: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{}:{FASTCGI_PORT}", b.ip))
+        .collect();
+    let upstreams = upstreams.join(" ");
+    let port = PROXY.rsplit_once(':').unwrap().1;
+    let conf = format!(
+        r#"{{
+    admin off
+    auto_https off
+    storage file_system {d}/data
+    log {{
+        output stderr
+        level WARN
+    }}
+}}
+http://:{port} {{
+    bind 127.0.0.1
+    reverse_proxy {upstreams} {{
+        lb_policy round_robin
+        lb_try_duration 2s
+        fail_duration 2s
+        max_fails 1
+        transport fastcgi {{
+            root /srv
+        }}
+    }}
+}}
+"#
+    );
+    let conf_path = dir.path().join("Caddyfile");
+    std::fs::write(&conf_path, conf).unwrap();
+    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
+    let child = lab
+        .command(proxy, bin)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&conf_path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Some(Proxy {
+        _child: KillOnDrop(child),
+        dir,
+    })
+}
+
 /// `n` GET /hello through the proxy from the proxy host, one connection each; the statuses.
 fn load(lab: &Lab, proxy: &Host, n: usize) -> Vec<u16> {
     let addr: SocketAddr = PROXY.parse().unwrap();
@@ -398,4 +455,14 @@ fn nginx_routes_around_a_killed_host_and_takes_it_back() {
 #[test]
 fn haproxy_routes_around_a_killed_host_and_takes_it_back() {
     kill_and_rejoin(haproxy);
+}
+
+#[test]
+fn caddy_spreads_requests_evenly_over_three_hosts() {
+    balance(caddy);
+}
+
+#[test]
+fn caddy_routes_around_a_killed_host_and_takes_it_back() {
+    kill_and_rejoin(caddy);
 }
