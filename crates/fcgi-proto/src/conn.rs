@@ -138,6 +138,9 @@ pub enum RejectReason {
     UnknownRole(u16),
     /// BEGIN_REQUEST while `max_requests_per_conn` were active (answered OVERLOADED).
     TooManyRequests,
+    /// BEGIN_REQUEST while a request was active on a connection that takes one at a time
+    /// (`max_requests_per_conn` = 1; answered CANT_MPX_CONN, as the spec says).
+    NotMultiplexed,
     /// A params name longer than `max_name_len` (answered OVERLOADED).
     ParamNameTooLong,
     /// A params value longer than `max_value_len` (answered OVERLOADED).
@@ -166,6 +169,11 @@ impl std::fmt::Display for RejectReason {
         match self {
             RejectReason::UnknownRole(role) => write!(f, "unknown role {role}"),
             RejectReason::TooManyRequests => f.write_str("too many requests on the connection"),
+            RejectReason::NotMultiplexed => f.write_str(
+                "a second request on a connection that takes one at a time \
+                 (limits.max_requests_per_conn = 1): the proxy multiplexes (HAProxy \
+                 option mpxs-conns); turn that off or raise the limit",
+            ),
             RejectReason::ParamNameTooLong => f.write_str("params name too long"),
             RejectReason::ParamValueTooLong => f.write_str("params value too long"),
             RejectReason::ParamsTooLarge => f.write_str("params too large"),
@@ -600,15 +608,14 @@ impl Connection {
             return Ok(());
         };
         if self.requests.len() >= self.limits.max_requests_per_conn {
-            let reason = RejectReason::TooManyRequests;
-            self.refuse(
-                id,
-                body.keep_conn,
-                ProtocolStatus::Overloaded,
-                reason,
-                out,
-                on_event,
-            );
+            // A connection that takes one request at a time does not multiplex: the spec's
+            // answer to a concurrent request there is CANT_MPX_CONN, not OVERLOADED.
+            let (reason, status) = if self.limits.max_requests_per_conn == 1 {
+                (RejectReason::NotMultiplexed, ProtocolStatus::CantMpxConn)
+            } else {
+                (RejectReason::TooManyRequests, ProtocolStatus::Overloaded)
+            };
+            self.refuse(id, body.keep_conn, status, reason, out, on_event);
             return Ok(());
         }
         self.requests.insert(Request {
@@ -924,6 +931,9 @@ impl GetValues {
                 let value = match known {
                     0 => limits.advertised_max_conns.to_string(),
                     1 => limits.advertised_max_reqs.to_string(),
+                    // Always 1, with FCGI_MAX_REQS saying how many: HAProxy 2.6 keeps to
+                    // FCGI_MAX_REQS = 1 when told "1", but sends concurrent requests anyway
+                    // when told FCGI_MPXS_CONNS = 0 (tests/misconfigured.rs).
                     _ => "1".to_owned(),
                 };
                 encode_pair(&mut body, name, value.as_bytes());
@@ -1255,6 +1265,20 @@ mod tests {
     }
 
     #[test]
+    fn one_request_per_connection_is_advertised_in_max_reqs() {
+        let limits = Limits {
+            max_requests_per_conn: 1,
+            advertised_max_reqs: 1,
+            ..Limits::default()
+        };
+        let mut h = Harness::new(limits);
+        let asked = pairs(&[(b"FCGI_MPXS_CONNS", b""), (b"FCGI_MAX_REQS", b"")]);
+        h.feed(&rec(9, 0, &asked, 0)).unwrap();
+        let answer = pairs(&[(b"FCGI_MPXS_CONNS", b"1"), (b"FCGI_MAX_REQS", b"1")]);
+        assert_eq!(h.drain(), (vec![], rec(10, 0, &answer, 0)));
+    }
+
+    #[test]
     fn get_values_empty_and_malformed() {
         let mut h = Harness::new(Limits::default());
         h.feed(&rec(9, 0, &[], 0)).unwrap();
@@ -1391,6 +1415,28 @@ mod tests {
         h.feed(&request(5, true)).unwrap();
         assert_eq!(h.drain().0, [dispatched(5, true)]);
         assert_eq!(h.conn.max_active_seen(), 2);
+    }
+
+    #[test]
+    fn a_second_request_where_one_is_allowed_gets_cant_mpx_conn() {
+        let limits = Limits {
+            max_requests_per_conn: 1,
+            advertised_max_reqs: 1,
+            ..Limits::default()
+        };
+        let mut h = Harness::new(limits);
+        h.feed(&[request(1, true), request(3, true)].concat())
+            .unwrap();
+        assert_eq!(
+            h.drain(),
+            (
+                vec![
+                    dispatched(1, true),
+                    Ev::Rejected(3, RejectReason::NotMultiplexed)
+                ],
+                end(3, 0, ProtocolStatus::CantMpxConn)
+            )
+        );
     }
 
     #[test]

@@ -77,3 +77,33 @@ fn a_fastcgi_client_on_the_admin_port_is_reported() {
     );
     assert_eq!(r.status, 200);
 }
+
+/// A FastCGI client that sends a second request while one runs on a connection that takes
+/// one at a time gets END_REQUEST(CANT_MPX_CONN) for it, as FastCGI 1.0 says, and the first
+/// is answered.
+#[test]
+fn a_concurrent_request_where_one_is_allowed_gets_cant_mpx_conn() {
+    let config = common::test_config()
+        .into_builder()
+        .max_requests_per_conn(1)
+        .build()
+        .unwrap();
+    let server = fcgi_uring::Server::new(config)
+        .start(|| fcgi_uring::service_fn(fcgi_uring_cli::demo::app))
+        .unwrap();
+    let mut c = common::connect(server.local_addr());
+    let mut spec = RequestSpec::get("/sleep?ms=200");
+    spec.keep_conn = true;
+    c.begin(&spec, 1).unwrap();
+    c.begin(&spec, 2).unwrap();
+    let mut responses = fcgi_client::Responses::new();
+    c.collect(&mut responses, &[1, 2]).unwrap();
+    let refused = responses.get(2).unwrap().end.unwrap();
+    assert_eq!(
+        refused.protocol_status,
+        fcgi_proto::record::ProtocolStatus::CantMpxConn as u8
+    );
+    assert_eq!(responses.get(1).unwrap().response().unwrap().status, 200);
+    let stats = server.stats();
+    assert_eq!(stats.get(fcgi_uring::Counter::ConnOverloaded), 1);
+}

@@ -420,7 +420,7 @@ settings! {
         ty: usize,
         default: Limits::default().max_requests_per_conn,
         accepts: ints(1, 65535),
-        doc: "Requests in flight per connection; past it END_REQUEST(OVERLOADED).",
+        doc: "Requests in flight per connection; past it END_REQUEST(OVERLOADED). 1: one request at a time (FCGI_MAX_REQS 1 answered to GET_VALUES; a concurrent request gets END_REQUEST(CANT_MPX_CONN)).",
     },
     max_params_bytes {
         key: "limits.max_params_bytes",

@@ -181,6 +181,9 @@ impl Core {
                     RejectReason::TooManyRequests => {
                         (Counter::ConnOverloaded, EndStatus::Overloaded)
                     }
+                    RejectReason::NotMultiplexed => {
+                        (Counter::ConnOverloaded, EndStatus::CantMpxConn)
+                    }
                     RejectReason::UnknownRole(_) => (Counter::UnknownRole, EndStatus::UnknownRole),
                     _ => (Counter::ParamsLimit, EndStatus::Overloaded),
                 };

@@ -89,6 +89,7 @@ label_set! {
     /// The protocol status of an END_REQUEST record sent.
     EndStatus {
         RequestComplete => "request_complete",
+        CantMpxConn => "cant_mpx_conn",
         Overloaded => "overloaded",
         UnknownRole => "unknown_role",
     }
@@ -190,7 +191,7 @@ impl HistogramSnapshot {
 pub struct Metrics {
     requests: [AtomicU64; 3],
     responses: [AtomicU64; 5],
-    end_requests: [AtomicU64; 3],
+    end_requests: [AtomicU64; 4],
     closed: [AtomicU64; 5],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -208,7 +209,7 @@ pub struct Metrics {
 pub struct MetricsSnapshot {
     pub requests: [u64; 3],
     pub responses: [u64; 5],
-    pub end_requests: [u64; 3],
+    pub end_requests: [u64; 4],
     pub closed: [u64; 5],
     pub bytes_in: u64,
     pub bytes_out: u64,
