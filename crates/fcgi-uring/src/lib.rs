@@ -54,6 +54,7 @@ pub mod uring;
 #[doc(hidden)]
 pub mod bench {
     pub use crate::cgi::{build_request, encode_head};
+    pub use crate::worker::harness::Harness;
 }
 
 pub use admin::Readiness;
