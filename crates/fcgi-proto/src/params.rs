@@ -27,17 +27,23 @@ impl PairIndex {
         out
     }
 
-    fn decode(bytes: &[u8]) -> PairIndex {
-        let word = |at: usize| {
-            bytes
-                .get(at..at + 4)
-                .and_then(|w| <[u8; 4]>::try_from(w).ok())
-                .map_or(0, u32::from_le_bytes)
-        };
+    fn decode(b: &[u8; INDEX_LEN]) -> PairIndex {
         PairIndex {
-            name_start: word(0),
-            name_end: word(4),
-            value_end: word(8),
+            name_start: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            name_end: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            value_end: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        }
+    }
+
+    /// Decodes a slice of [`INDEX_LEN`] bytes (any other length gives an empty pair).
+    fn decode_slice(bytes: &[u8]) -> PairIndex {
+        match <&[u8; INDEX_LEN]>::try_from(bytes) {
+            Ok(b) => PairIndex::decode(b),
+            Err(_) => PairIndex {
+                name_start: 0,
+                name_end: 0,
+                value_end: 0,
+            },
         }
     }
 
@@ -58,7 +64,9 @@ pub struct ParamsBuilder {
     buf: BytesMut,
     /// Name and value bytes stored (what the limits count).
     content_len: usize,
-    pairs: Vec<PairIndex>,
+    /// The pair indexes, encoded ([`INDEX_LEN`] bytes each): copied behind the name and value
+    /// bytes in one piece by [`ParamsBuilder::finish_into`].
+    pairs: Vec<u8>,
     /// Start of the pair being appended (its name bytes come first, then its value bytes).
     open_pair: Option<(u32, u32)>,
     /// The end of the furthest pair indexed with [`ParamsBuilder::append_pairs`] (pairs stored
@@ -73,7 +81,7 @@ pub struct ParamsBuilder {
 #[derive(Debug, Default)]
 pub struct ParamsArena {
     bytes: BytesMut,
-    pairs: Vec<PairIndex>,
+    pairs: Vec<u8>,
 }
 
 /// The size of a new arena block: many requests' params share one allocation (nginx's params
@@ -99,7 +107,7 @@ impl ParamsBuilder {
 
     /// Number of complete pairs so far.
     pub fn pair_count(&self) -> usize {
-        self.pairs.len()
+        self.pairs.len() / INDEX_LEN
     }
 
     /// Makes room for `bytes` more name and value bytes and `pairs` more pairs, so that a PARAMS
@@ -114,10 +122,11 @@ impl ParamsBuilder {
         } else {
             self.buf.reserve(bytes);
         }
+        let index = pairs.saturating_mul(INDEX_LEN);
         if self.pairs.capacity() == 0 {
-            self.pairs = Vec::with_capacity(pairs);
+            self.pairs = Vec::with_capacity(index);
         } else {
-            self.pairs.reserve(pairs);
+            self.pairs.reserve(index);
         }
     }
 
@@ -157,11 +166,14 @@ impl ParamsBuilder {
         self.buf.extend_from_slice(name);
         let name_end = self.buf.len() as u32;
         self.buf.extend_from_slice(value);
-        self.pairs.push(PairIndex {
-            name_start,
-            name_end,
-            value_end: self.buf.len() as u32,
-        });
+        self.pairs.extend_from_slice(
+            &PairIndex {
+                name_start,
+                name_end,
+                value_end: self.buf.len() as u32,
+            }
+            .encode(),
+        );
         self.open_pair = None;
     }
 
@@ -207,16 +219,19 @@ impl ParamsBuilder {
         let mut content_len = self.content_len;
         while let Some((prefix_len, name_len, value_len)) = block
             .get(used..)
-            .and_then(|rest| next_pair(rest, self.pairs.len(), content_len))
+            .and_then(|rest| next_pair(rest, self.pairs.len() / INDEX_LEN, content_len))
         {
             let name_start = base + used + prefix_len;
             let name_end = name_start + name_len;
             let value_end = name_end + value_len;
-            self.pairs.push(PairIndex {
-                name_start: name_start as u32,
-                name_end: name_end as u32,
-                value_end: value_end as u32,
-            });
+            self.pairs.extend_from_slice(
+                &PairIndex {
+                    name_start: name_start as u32,
+                    name_end: name_end as u32,
+                    value_end: value_end as u32,
+                }
+                .encode(),
+            );
             content_len += name_len + value_len;
             used = value_end - base;
         }
@@ -233,11 +248,14 @@ impl ParamsBuilder {
 
     pub fn end_pair(&mut self) {
         if let Some((name_start, name_end)) = self.open_pair.take() {
-            self.pairs.push(PairIndex {
-                name_start,
-                name_end,
-                value_end: self.buf.len() as u32,
-            });
+            self.pairs.extend_from_slice(
+                &PairIndex {
+                    name_start,
+                    name_end,
+                    value_end: self.buf.len() as u32,
+                }
+                .encode(),
+            );
         }
     }
 
@@ -256,19 +274,21 @@ impl ParamsBuilder {
         // drop them rather than hand out ranges that would panic later.
         if self.indexed_end > self.buf.len() {
             let len = self.buf.len() as u32;
-            self.pairs.retain(|p| p.value_end <= len);
+            let kept: Vec<u8> = self
+                .pairs
+                .chunks_exact(INDEX_LEN)
+                .filter(|p| PairIndex::decode_slice(p).value_end <= len)
+                .flatten()
+                .copied()
+                .collect();
+            self.pairs = kept;
         }
         let data_len = self.buf.len();
-        let index_len = self.pairs.len() * INDEX_LEN;
         if self.in_arena {
-            self.reserve_in_arena(index_len);
-        } else {
-            self.buf.reserve(index_len);
+            self.reserve_in_arena(self.pairs.len());
         }
-        for p in &self.pairs {
-            self.buf.extend_from_slice(&p.encode());
-        }
-        let count = self.pairs.len();
+        self.buf.extend_from_slice(&self.pairs);
+        let count = self.pairs.len() / INDEX_LEN;
         let buf = if self.in_arena {
             let filled = self.buf.split().freeze();
             if self.buf.capacity() > arena.bytes.capacity() {
@@ -327,7 +347,7 @@ impl Params {
             .get(self.data_len..)
             .unwrap_or_default()
             .chunks_exact(INDEX_LEN)
-            .map(PairIndex::decode)
+            .map(PairIndex::decode_slice)
     }
 
     /// Number of pairs, duplicates included.
@@ -353,7 +373,7 @@ impl Params {
     /// The pair at `index` in arrival order (the `index`th of [`Params::iter`]).
     pub fn pair(&self, index: usize) -> Option<(&[u8], &[u8])> {
         let at = index.checked_mul(INDEX_LEN)?.checked_add(self.data_len)?;
-        let p = PairIndex::decode(self.buf.get(at..at.checked_add(INDEX_LEN)?)?);
+        let p = PairIndex::decode_slice(self.buf.get(at..at.checked_add(INDEX_LEN)?)?);
         Some((self.buf.get(p.name())?, self.buf.get(p.value())?))
     }
 
