@@ -63,13 +63,22 @@ fn get_hello_allocates_only_what_the_http_types_need() {
     let hello16 = allocations_per_request(Workload::Hello16);
     println!("allocations per request: GET /hello {hello:.2}, 16 multiplexed {hello16:.2}");
     // The params arena takes a new block now and then (16 requests' params do not fit one).
-    assert!(hello <= HTTP_TYPES + 0.05, "GET /hello: {hello} allocations per request");
-    assert!(hello16 <= HTTP_TYPES + 0.25, "16 x GET /hello: {hello16} allocations per request");
+    assert!(
+        hello <= HTTP_TYPES + 0.05,
+        "GET /hello: {hello} allocations per request"
+    );
+    assert!(
+        hello16 <= HTTP_TYPES + 0.25,
+        "16 x GET /hello: {hello16} allocations per request"
+    );
 }
 
 #[test]
 fn echo_64k_allocation_count() {
     let echo = allocations_per_request(Workload::Echo64k);
     println!("allocations per request: POST /echo 64 KiB {echo:.2}");
-    assert!(echo <= 64.0, "POST /echo 64 KiB: {echo} allocations per request");
+    assert!(
+        echo <= 64.0,
+        "POST /echo 64 KiB: {echo} allocations per request"
+    );
 }

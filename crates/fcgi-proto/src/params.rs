@@ -488,7 +488,10 @@ mod tests {
         assert_eq!(p.share(&whole[whole.len() - 4..]), None);
         drop(kept);
         let again = build(&mut arena, 3);
-        assert_eq!(again, Params::from_pairs([(&b"P3"[..], &b"vvv"[..]), (b"N", b"3")]));
+        assert_eq!(
+            again,
+            Params::from_pairs([(&b"P3"[..], &b"vvv"[..]), (b"N", b"3")])
+        );
     }
 
     #[test]
