@@ -73,12 +73,15 @@ fn get_hello_allocates_only_what_the_http_types_need() {
     );
 }
 
+/// A 64 KiB body in two STDIN records is received into one buffer sized from CONTENT_LENGTH
+/// and handed over as it is: 3 allocations more than `GET /hello` (the body's buffer among
+/// them), none per record.
 #[test]
-fn echo_64k_allocation_count() {
+fn echo_64k_allocates_one_body_buffer() {
     let echo = allocations_per_request(Workload::Echo64k);
     println!("allocations per request: POST /echo 64 KiB {echo:.2}");
     assert!(
-        echo <= 64.0,
+        echo <= HTTP_TYPES + 3.05,
         "POST /echo 64 KiB: {echo} allocations per request"
     );
 }

@@ -5,30 +5,37 @@
 use fcgi_loadtest::fcgi::nginx_request;
 use fcgi_uring::bench::Harness;
 use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
-/// Counts allocations (including reallocations) and passes them on to mimalloc, the allocator
-/// of the `fcgi-uring` binary.
+/// Counts allocations (including reallocations) per thread and passes them on to mimalloc,
+/// the allocator of the `fcgi-uring` binary.
 pub struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
 
-/// Allocations and reallocations so far, on every thread.
+fn count() {
+    ALLOCATIONS.with(|n| n.set(n.get() + 1));
+}
+
+/// Allocations and reallocations so far on this thread (the harness runs on one thread; the
+/// test runner's own threads are not counted).
 pub fn allocations() -> u64 {
-    ALLOCATIONS.load(Ordering::Relaxed)
+    ALLOCATIONS.with(Cell::get)
 }
 
 // SAFETY: every method forwards to mimalloc's `GlobalAlloc` with the caller's arguments, so
 // mimalloc's guarantees are this allocator's; the counter has no effect on the memory.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller's contract for `alloc` is passed on unchanged.
         unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: the caller's contract for `alloc_zeroed` is passed on unchanged.
         unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
     }
@@ -39,7 +46,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: `ptr` came from mimalloc with `layout`; the caller's contract is passed on.
         unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }

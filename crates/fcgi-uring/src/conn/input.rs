@@ -139,7 +139,9 @@ impl Core {
             }
             Event::Stdin { id, data } => {
                 if let Some(entry) = requests.get_mut(&id) {
-                    pause |= entry.body.push(data) == Flow::Pause;
+                    // The announced length, looked up only for a body's first bytes.
+                    let expected = || announced_length(staged, key, id);
+                    pause |= entry.body.push(data, expected) == Flow::Pause;
                 }
             }
             Event::StdinEnd { id } => {
@@ -149,7 +151,7 @@ impl Core {
             }
             Event::Data { id, data } => {
                 if let Some(entry) = requests.get_mut(&id) {
-                    pause |= entry.data.push(data) == Flow::Pause;
+                    pause |= entry.data.push(data, || None) == Flow::Pause;
                 }
             }
             Event::DataEnd { id } => {
@@ -260,4 +262,18 @@ impl Core {
             None => task.abort(),
         }
     }
+}
+
+/// The CONTENT_LENGTH of request `id` of `key` if it is staged in this batch and states a
+/// plain length (advisory: only a size hint for its body's buffer).
+fn announced_length(staged: &[Staged], key: ConnKey, id: u16) -> Option<usize> {
+    let s = staged
+        .iter()
+        .rev()
+        .find(|s| s.rk.conn == key && s.rk.id == id)?;
+    let value = s.params.get(b"CONTENT_LENGTH")?;
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
