@@ -307,7 +307,11 @@ mod tests {
     fn a_staged_body_is_one_buffer_sized_from_its_announced_length() {
         let mut body = BodyIn::staged(false);
         body.push(&[1; 1000], || Some(1500));
-        assert_eq!(staged_capacity(&body), 1500, "room for the announced length");
+        assert_eq!(
+            staged_capacity(&body),
+            1500,
+            "room for the announced length"
+        );
         body.push(&[2; 500], || panic!("looked up for the first bytes only"));
         assert_eq!(staged_capacity(&body), 1500, "no growth");
         body.end();
