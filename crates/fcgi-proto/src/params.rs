@@ -154,7 +154,9 @@ impl ParamsBuilder {
             return;
         }
         let need = self.buf.len().saturating_add(bytes);
-        let mut block = BytesMut::with_capacity(need.max(ARENA_BLOCK));
+        // Doubling, so that params spanning many records are copied O(n) times in all.
+        let grown = self.buf.capacity().saturating_mul(2);
+        let mut block = BytesMut::with_capacity(need.max(grown).max(ARENA_BLOCK));
         block.extend_from_slice(&self.buf);
         self.buf = block;
     }
@@ -291,7 +293,9 @@ impl ParamsBuilder {
         let count = self.pairs.len() / INDEX_LEN;
         let buf = if self.in_arena {
             let filled = self.buf.split().freeze();
-            if self.buf.capacity() > arena.bytes.capacity() {
+            // The rest of a block grown for large params is not kept: it would hold the whole
+            // block for as long as the worker lives.
+            if filled.len() <= ARENA_BLOCK && self.buf.capacity() > arena.bytes.capacity() {
                 arena.bytes = self.buf;
             }
             if self.pairs.capacity() > arena.pairs.capacity() {
@@ -492,6 +496,25 @@ mod tests {
             again,
             Params::from_pairs([(&b"P3"[..], &b"vvv"[..]), (b"N", b"3")])
         );
+    }
+
+    /// Params much larger than a block, built record by record: the block grows by doubling,
+    /// and what is left of it is not kept in the arena.
+    #[test]
+    fn large_params_do_not_stay_in_the_arena() {
+        let mut arena = ParamsArena::default();
+        let mut b = ParamsBuilder::in_arena(&mut arena);
+        let value = vec![b'x'; 60_000];
+        for n in 0..20 {
+            b.reserve(value.len() + 8, 1);
+            b.push(format!("P{n:02}").as_bytes(), &value);
+        }
+        let p = b.finish_into(&mut arena);
+        assert_eq!(p.len(), 20);
+        assert_eq!(p.get(b"P19").map(<[u8]>::len), Some(60_000));
+        assert_eq!(arena.bytes.capacity(), 0, "nothing of the large block kept");
+        let small = ParamsBuilder::in_arena(&mut arena).finish_into(&mut arena);
+        assert!(small.is_empty());
     }
 
     #[test]
