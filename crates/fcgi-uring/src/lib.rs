@@ -48,8 +48,8 @@ mod uring;
 #[doc(hidden)]
 pub mod uring;
 
-/// Params <-> `http` mapping, exposed for the per-request benchmark only (feature
-/// `bench-internals`): not a stable API.
+/// Params <-> `http` mapping and the worker's request path without IO ([`bench::Harness`]),
+/// exposed for the per-request benchmarks only (feature `bench-internals`): not a stable API.
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench {
