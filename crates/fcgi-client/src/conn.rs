@@ -201,6 +201,15 @@ impl Client {
         })
     }
 
+    /// A client on a TCP connection made elsewhere (from a chosen source address, say); sets
+    /// TCP_NODELAY.
+    pub fn from_tcp(stream: TcpStream) -> io::Result<Client> {
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            reader: BufReader::with_capacity(64 * 1024, Stream::Tcp(stream)),
+        })
+    }
+
     /// A second handle on the same connection (for a writer thread while this one reads).
     pub fn try_clone(&self) -> io::Result<Client> {
         Ok(Client {

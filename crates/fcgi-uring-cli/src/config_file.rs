@@ -55,6 +55,8 @@ pub struct ServerSection {
     /// Octal, as a string: `"660"`.
     pub unix_mode: Option<String>,
     pub share_port: Option<bool>,
+    /// Addresses and networks separated by commas: `"10.0.0.5, 10.1.0.0/16"`.
+    pub allowed_peers: Option<String>,
     pub strip_script_name: Option<bool>,
     pub shutdown_timeout: Option<f64>,
     pub accept_retry: Option<f64>,

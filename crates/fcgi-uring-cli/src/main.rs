@@ -81,9 +81,14 @@ impl SettingFlags {
     fn arg(s: &'static Setting) -> clap::Arg {
         let default = flag_value(s, &s.default_value());
         let value_name = match (s.optional, s.accepts) {
-            (true, Accepts::FileMode) => "MODE",
-            (true, _) => "N|none",
             (false, a) => a.value_name(),
+            (true, Accepts::FileMode) => "MODE|none",
+            (true, Accepts::Address) => "ADDR|none",
+            (true, Accepts::UrlPath) => "PATH|none",
+            (true, Accepts::Text) => "TEXT|none",
+            (true, Accepts::PeerList) => "PEERS|none",
+            (true, Accepts::Seconds { .. }) => "SECONDS|none",
+            (true, _) => "N|none",
         };
         clap::Arg::new(s.flag)
             .long(s.flag)

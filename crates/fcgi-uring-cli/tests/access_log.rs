@@ -132,12 +132,23 @@ fn json_lines_parse_and_carry_the_request() {
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
-    assert_eq!(v[0]["method"], "GET");
-    assert_eq!(v[0]["uri"], "/hello?n=0");
-    assert_eq!(v[0]["status"], 200);
-    assert_eq!(v[0]["bytes"], 13);
-    assert!(v[0]["request_time_us"].is_u64() && v[0]["time"].is_string());
-    assert_eq!(v[100]["status"], 404);
+    // Each worker's lines are in order; the workers' batches interleave in any order.
+    let by_uri = |uri: &str| {
+        let found: Vec<_> = v.iter().filter(|l| l["uri"] == uri).collect();
+        assert_eq!(found.len(), 1, "one line for {uri}");
+        found[0]
+    };
+    let first = by_uri("/hello?n=0");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["bytes"], 13);
+    assert!(first["request_time_us"].is_u64() && first["time"].is_string());
+    let time = first["time"].as_str().unwrap();
+    assert!(
+        time.len() == 24 && time.ends_with('Z') && time.as_bytes()[19] == b'.',
+        "ISO 8601 with milliseconds: {time}"
+    );
+    assert_eq!(by_uri("/missing")["status"], 404);
 }
 
 /// The binary: lines written while the file is renamed and SIGUSR1 asks for a reopen are all

@@ -62,7 +62,8 @@ fn a_router_is_served_as_is_and_its_state_is_shared_by_every_worker() {
 }
 
 /// Item 6, the other kind: a factory is called once on each worker, so what it creates is per
-/// worker. Two workers, each asked until both answered: two factory calls, never more.
+/// worker. Two workers: both services are built before `start` returns, and requests never
+/// build another.
 #[test]
 fn a_factory_is_called_once_per_worker() {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -73,16 +74,33 @@ fn a_factory_is_called_once_per_worker() {
             counter_app(Arc::new(AtomicUsize::new(0)))
         })
         .unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "built before start returned"
+    );
     let addr = server.local_addr().clone();
-    // Connections are spread by the kernel: ask until both workers have built their service.
-    wait_for("both workers to build their service", HANG_GUARD, || {
-        assert_eq!(get(&addr, "/count").status, 200);
-        calls.load(Ordering::SeqCst) == 2
-    });
     for _ in 0..8 {
         assert_eq!(get(&addr, "/count").status, 200);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// A factory that panics stops the start with an error naming the worker and the panic; no
+/// worker is left serving 500s.
+#[test]
+fn a_panicking_factory_is_a_start_error() {
+    let err = Server::new(config(2))
+        .start(|| -> Router { panic!("no database configured") })
+        .expect_err("a panicking factory cannot start");
+    match &err {
+        fcgi_uring::StartError::App { worker, message } => {
+            assert_eq!(*worker, 0);
+            assert_eq!(message, "no database configured");
+        }
+        other => panic!("expected StartError::App, got {other:?}"),
+    }
+    assert!(err.to_string().contains("no database configured"), "{err}");
 }
 
 /// Item 2: the factory runs inside the worker's runtime, so axum's documented rate limiting

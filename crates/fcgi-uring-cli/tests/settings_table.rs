@@ -73,6 +73,7 @@ fn the_file_structs_hold_the_tables_keys_with_their_types() {
         .admin_listen(Some("127.0.0.1:9100".parse().unwrap()))
         .ping_path(Some("/ping".to_owned()))
         .access_log_path(Some("-".to_owned()))
+        .allowed_peers(Some("10.0.0.5, 10.1.0.0/16".parse().unwrap()))
         .build()
         .unwrap();
     let text = config_file::to_toml(&every_key_set);

@@ -62,11 +62,13 @@ pub enum Counter {
     Pings,
     /// Access-log lines dropped because the log writer fell behind.
     AccessLogDropped,
+    /// Connections closed at accept: the peer is not in `server.allowed_peers`.
+    PeerRefused,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::AcceptFailed,
@@ -88,6 +90,7 @@ impl Counter {
         Counter::Aborted,
         Counter::Pings,
         Counter::AccessLogDropped,
+        Counter::PeerRefused,
     ];
 
     /// Its name in logs and in [`Stats`]'s `Display`.
@@ -114,6 +117,7 @@ impl Counter {
             Counter::Aborted => "aborted",
             Counter::Pings => "pings",
             Counter::AccessLogDropped => "access_log_dropped",
+            Counter::PeerRefused => "peer_refused",
         }
     }
 

@@ -35,9 +35,10 @@ pub struct Expect {
     /// Under 100 concurrent clients multiplexed on few connections, the proxy answers a few
     /// requests with its own 500 (HAProxy 2.6.12: termination state `IH`, an internal error
     /// while waiting for the response head). HAProxy's own bug, not the backend's: the same
-    /// config in front of Go's net/http/fcgi fails the same way (docs/deploy/README.md);
-    /// probably haproxy/haproxy#2568. Tolerated only as a 500 that the proxy's log shows it
-    /// made.
+    /// config in front of Go's net/http/fcgi fails the same way (docs/deploy/README.md): a
+    /// PARAMS record that does not fit in the shared output buffer fails the request
+    /// (haproxy/haproxy#3346, fixed by 57faf0971). Tolerated only as a 500 that the proxy's log
+    /// shows it made.
     pub internal_errors_when_multiplexing: bool,
 }
 

@@ -228,6 +228,7 @@ pub fn split_cgi(stdout: &[u8]) -> (String, Vec<u8>) {
 }
 pub mod app;
 pub mod http_client;
+pub mod lab;
 pub mod matrix;
 pub mod metrics;
 pub mod proxy;

@@ -221,6 +221,12 @@ const EVENT_FAMILIES: &[EventFamily] = &[
         &[(Counter::AcceptFailed, "")],
     ),
     (
+        "peers_refused",
+        None,
+        "Connections closed at accept because the peer is not in server.allowed_peers (or FCGI_WEB_SERVER_ADDRS).",
+        &[(Counter::PeerRefused, "")],
+    ),
+    (
         "limit_hits",
         Some("limit"),
         "Limits hit: connections refused (max_conns_per_worker), requests answered OVERLOADED (max_requests_per_worker, max_requests_per_conn, params), reading paused on a full output queue (max_output_buffer).",

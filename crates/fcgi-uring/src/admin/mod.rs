@@ -19,6 +19,7 @@ mod health;
 mod log_writer;
 mod process;
 mod serve;
+mod sniff;
 mod status;
 
 pub(crate) use exposition::{Scrape, WorkerScrape};

@@ -2,6 +2,7 @@
 //! hyper's HTTP/1.1 server, routes the few endpoints, and stops when its handle is dropped.
 
 use super::exposition::{self, Format};
+use super::sniff::{FirstBytes, Tap};
 use super::status::{History, render_status};
 use super::{CONN_LIFETIME, HEAD_TIMEOUT, MAX_CONNS, MAX_HEAD, Readiness, Sources};
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use std::convert::Infallible;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -109,6 +110,7 @@ async fn run(bound: Bound, sources: Arc<Sources>, mut stopped: oneshot::Receiver
         sources,
         history,
         conns: AtomicUsize::new(0),
+        wrong_port_logged: AtomicU64::new(0),
     });
     let result = match bound {
         Bound::Tcp(l) => match tokio::net::TcpListener::from_std(l) {
@@ -138,6 +140,26 @@ struct Ctx {
     history: Arc<Mutex<History>>,
     /// Connections being served.
     conns: AtomicUsize,
+    /// When a FastCGI client on this listener was last reported (seconds since start).
+    wrong_port_logged: AtomicU64,
+}
+
+impl Ctx {
+    /// Logs, at most once a minute, that a FastCGI client (a proxy pointed at the wrong port)
+    /// connected to the admin listener.
+    fn wrong_port_warning(&self) {
+        let now = self.sources.started_at.elapsed().as_secs() + 1;
+        let last = self.wrong_port_logged.load(Ordering::Relaxed);
+        if last != 0 && now < last + 60 {
+            return;
+        }
+        self.wrong_port_logged.store(now, Ordering::Relaxed);
+        tracing::warn!(
+            "a FastCGI client connected to the admin listener (admin.listen), which speaks HTTP \
+             (/metrics, /healthz, /readyz, /status): point the proxy's FastCGI address at \
+             server.listen instead"
+        );
+    }
 }
 
 async fn sample_every_second(sources: Arc<Sources>, history: Arc<Mutex<History>>) {
@@ -202,6 +224,11 @@ where
         .try_clone_to_owned()
         .ok()
         .map(std::fs::File::from);
+    let first = Arc::new(FirstBytes::default());
+    let stream = Tap {
+        inner: stream,
+        first: first.clone(),
+    };
     let ctx2 = ctx.clone();
     let service = hyper::service::service_fn(move |req| {
         let response = route(&ctx2, &req);
@@ -212,8 +239,12 @@ where
         .header_read_timeout(HEAD_TIMEOUT)
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), service);
-    if let Ok(Err(e)) = tokio::time::timeout(CONN_LIFETIME, conn).await
-        && e.is_timeout()
+    let Ok(Err(e)) = tokio::time::timeout(CONN_LIFETIME, conn).await else {
+        return;
+    };
+    if first.looks_like_fastcgi() {
+        ctx.wrong_port_warning();
+    } else if e.is_timeout()
         && let Some(mut spare) = spare
     {
         // The socket is non-blocking: a peer that reads nothing just misses it.

@@ -24,6 +24,7 @@
 mod error;
 mod io;
 mod ops;
+mod peers;
 mod ring;
 mod rules;
 mod settings;
@@ -32,6 +33,7 @@ mod value;
 pub use error::ConfigError;
 pub use io::{Backend, IoMode};
 pub use ops::{AccessLogFormat, OpsConfig};
+pub use peers::{PeerList, PeerListError, WEB_SERVER_ADDRS_ENV};
 pub use rules::{RULES, Rule};
 pub use settings::{SETTINGS, Setting, find};
 pub use value::{Accepts, MAX_SECONDS, Value, ZeroSeconds, parse_mode};
@@ -70,6 +72,8 @@ pub struct Config {
     pub(crate) share_port: bool,
     /// Remove SCRIPT_NAME from the start of the request path (see `cgi::mount`).
     pub(crate) strip_script_name: bool,
+    /// The only TCP peers that may connect (`None`: any, or `FCGI_WEB_SERVER_ADDRS`).
+    pub(crate) allowed_peers: Option<PeerList>,
     /// Ring and receive-buffer sizes.
     pub(crate) ring: RingConfig,
     /// Protocol limits (params sizes, requests per connection, advertised values).
@@ -117,6 +121,7 @@ impl Default for Config {
             unix_mode: None,
             share_port: false,
             strip_script_name: false,
+            allowed_peers: None,
             ring: RingConfig::default(),
             limits: Limits::default(),
             max_body_buffer: 0,
@@ -194,6 +199,11 @@ impl Config {
     }
     pub fn strip_script_name(&self) -> bool {
         self.strip_script_name
+    }
+    /// The peers allowed to connect as set (`FCGI_WEB_SERVER_ADDRS` is read at start when
+    /// this is `None`).
+    pub fn allowed_peers(&self) -> Option<&PeerList> {
+        self.allowed_peers.as_ref()
     }
     pub fn ring(&self) -> &RingConfig {
         &self.ring

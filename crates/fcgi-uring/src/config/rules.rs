@@ -44,6 +44,12 @@ pub const RULES: &[Rule] = &[
         doc: "ring.cq_entries must be at least ring.sq_entries.",
         check: cq_at_least_sq,
     },
+    Rule {
+        keys: &["server.allowed_peers", "server.listen"],
+        doc: "server.allowed_peers needs a TCP server.listen: a UNIX socket's peers are local \
+              processes, guarded by the socket's file mode (server.unix_mode).",
+        check: allowed_peers_need_tcp,
+    },
 ];
 
 fn sqpoll_without_taskrun_modes(c: &Config) -> Result<(), ConfigError> {
@@ -88,4 +94,18 @@ fn cq_at_least_sq(c: &Config) -> Result<(), ConfigError> {
         });
     }
     Ok(())
+}
+
+fn allowed_peers_need_tcp(c: &Config) -> Result<(), ConfigError> {
+    match (&c.allowed_peers, &c.listen) {
+        (Some(peers), fcgi_proto::Addr::Unix(_)) => Err(ConfigError::Conflict {
+            keys: vec![
+                ("server.allowed_peers", Value::Text(peers.to_string())),
+                ("server.listen", Value::Text(c.listen.to_string())),
+            ],
+            why: "a UNIX socket's peers are local processes: guard it with its file mode \
+                  (server.unix_mode) instead",
+        }),
+        _ => Ok(()),
+    }
 }

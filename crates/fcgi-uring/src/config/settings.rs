@@ -8,7 +8,7 @@ use fcgi_proto::addr::Addr;
 use std::time::Duration;
 
 use super::value::{Accepts, FieldValue, MAX_SECONDS, Value, ZeroSeconds};
-use super::{AccessLogFormat, Config, ConfigBuilder, IoMode, Protocol};
+use super::{AccessLogFormat, Config, ConfigBuilder, IoMode, PeerList, Protocol};
 
 /// One setting: where it is read from, what it accepts, its default and what it does.
 #[derive(Clone, Copy)]
@@ -227,6 +227,16 @@ settings! {
         default: false,
         accepts: Accepts::Bool,
         doc: "Start even when another server already listens on the TCP port, sharing its traffic through SO_REUSEPORT; false: refuse with EADDRINUSE, as a plain bind does.",
+    },
+    allowed_peers {
+        key: "server.allowed_peers",
+        flag: "allowed-peers",
+        field: allowed_peers,
+        ty: Option<PeerList>,
+        default: None,
+        accepts: Accepts::PeerList,
+        example: "10.0.0.5, 10.1.0.0/16",
+        doc: "The only peers (the proxies) that may connect over TCP: addresses and networks; others are closed at accept, counted (peer_refused) and logged. Unset: FCGI_WEB_SERVER_ADDRS from the environment if set (FastCGI 1.0 section 3.2), else any peer.",
     },
     strip_script_name {
         key: "server.strip_script_name",

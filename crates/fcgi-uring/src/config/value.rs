@@ -67,6 +67,8 @@ pub enum Accepts {
     UrlPath,
     /// Any text of at most 1024 bytes (a file path, a body).
     Text,
+    /// IP addresses and networks separated by commas: `10.0.0.5, 10.1.0.0/16`.
+    PeerList,
 }
 
 /// Longest [`Accepts::UrlPath`] or [`Accepts::Text`] value.
@@ -104,6 +106,10 @@ impl Accepts {
                 format!("a path starting with / (at most {MAX_TEXT} bytes, no spaces)")
             }
             Accepts::Text => format!("text of at most {MAX_TEXT} bytes"),
+            Accepts::PeerList => {
+                "IP addresses and networks separated by commas (\"10.0.0.5, 10.1.0.0/16\")"
+                    .to_owned()
+            }
         }
     }
 
@@ -122,6 +128,7 @@ impl Accepts {
             Accepts::FileMode => "octal, 0..=777".to_owned(),
             Accepts::UrlPath => "/path".to_owned(),
             Accepts::Text => "text".to_owned(),
+            Accepts::PeerList => "addresses, networks".to_owned(),
         }
     }
 
@@ -136,6 +143,7 @@ impl Accepts {
             Accepts::FileMode => "MODE",
             Accepts::UrlPath => "PATH",
             Accepts::Text => "TEXT",
+            Accepts::PeerList => "PEERS",
         }
     }
 
@@ -149,7 +157,8 @@ impl Accepts {
             | Accepts::Address
             | Accepts::FileMode
             | Accepts::UrlPath
-            | Accepts::Text => "string",
+            | Accepts::Text
+            | Accepts::PeerList => "string",
         }
     }
 
@@ -170,6 +179,7 @@ impl Accepts {
             (Accepts::FileMode, Value::Int(m)) => (0..=0o777).contains(m),
             (Accepts::UrlPath, Value::Text(t)) => is_url_path(t),
             (Accepts::Text, Value::Text(t)) => t.len() <= MAX_TEXT,
+            (Accepts::PeerList, Value::Text(t)) => t.parse::<super::PeerList>().is_ok(),
             _ => false,
         }
     }
@@ -185,7 +195,11 @@ impl Accepts {
                 )
                 | (Accepts::Seconds { .. }, Value::Seconds(_))
                 | (
-                    Accepts::OneOf(_) | Accepts::Address | Accepts::UrlPath | Accepts::Text,
+                    Accepts::OneOf(_)
+                        | Accepts::Address
+                        | Accepts::UrlPath
+                        | Accepts::Text
+                        | Accepts::PeerList,
                     Value::Text(_)
                 )
         )
@@ -210,6 +224,10 @@ impl Accepts {
                 .map_err(|_| "not a number of seconds".to_owned()),
             Accepts::OneOf(_) => Ok(Value::Text(text.to_owned())),
             Accepts::Address | Accepts::UrlPath | Accepts::Text => Ok(Value::Text(text.to_owned())),
+            Accepts::PeerList => text
+                .parse::<super::PeerList>()
+                .map(|_| Value::Text(text.to_owned()))
+                .map_err(|e| e.to_string()),
             Accepts::FileMode => parse_mode(text)
                 .map(|m| Value::Int(m.into()))
                 .ok_or_else(|| "not an octal file mode".to_owned()),

@@ -30,8 +30,27 @@ pub(crate) enum Sent {
 }
 
 impl Core {
-    /// A new connection from the IO. `None`: refused (`max_conns_per_worker`), drop it.
-    pub fn accept(&self) -> Option<ConnKey> {
+    /// Whether [`Core::accept`] needs the peer's address (an allow-list is set); otherwise
+    /// the IO passes `None` and makes no syscall for it.
+    pub fn checks_peers(&self) -> bool {
+        self.settings.allowed_peers.is_some()
+    }
+
+    /// A new connection from the IO, from `peer` (a TCP peer's address, when
+    /// [`Core::checks_peers`]). `None`: refused (a peer not allowed, or
+    /// `max_conns_per_worker`), drop it.
+    pub fn accept(&self, peer: Option<std::net::IpAddr>) -> Option<ConnKey> {
+        if let Some(allowed) = &self.settings.allowed_peers
+            && !peer.is_some_and(|ip| allowed.allows(ip))
+        {
+            let who = peer.map_or_else(|| "an unknown peer".to_owned(), |ip| ip.to_string());
+            self.stats.hit(
+                Counter::PeerRefused,
+                self.now(),
+                format_args!("connection from {who} closed: not in server.allowed_peers"),
+            );
+            return None;
+        }
         let mut conns = self.conns.borrow_mut();
         if conns.len() >= self.settings.max_conns {
             self.stats.hit(

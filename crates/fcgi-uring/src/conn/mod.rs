@@ -168,6 +168,8 @@ pub(crate) struct Settings {
     pub ping: Option<Arc<Ping>>,
     /// The access and slow logs, if one is on.
     pub logs: Option<Arc<OpLogs>>,
+    /// The only TCP peers that may connect (`server.allowed_peers` or FCGI_WEB_SERVER_ADDRS).
+    pub allowed_peers: Option<Arc<crate::config::PeerList>>,
 }
 
 /// The ping path: requests for `path` get `response` (503 while the server drains).

@@ -192,10 +192,10 @@ impl WorkerLog {
         if self.pending_since.is_none() {
             self.pending_since = Some(e.now);
         }
-        let (clf, iso) = self.dates.get(e.now);
+        let date = self.dates.get(e.now);
         match format {
-            AccessLogFormat::Json => line.json(&mut self.pending, &iso),
-            _ => line.combined(&mut self.pending, clf),
+            AccessLogFormat::Json => line.json(&mut self.pending, date),
+            _ => line.combined(&mut self.pending, date.clf),
         }
         false
     }
@@ -391,9 +391,13 @@ impl Line<'_> {
         out.push(b'\n');
     }
 
-    fn json(&self, out: &mut Vec<u8>, time: &str) {
+    fn json(&self, out: &mut Vec<u8>, date: Dated<'_>) {
         let (i, f) = (self.info, self.fields);
-        let _ = write!(out, "{{\"time\":\"{time}\",\"remote\":\"");
+        let _ = write!(
+            out,
+            "{{\"time\":\"{}.{:03}Z\",\"remote\":\"",
+            date.iso_second, date.millis
+        );
         if let Some(ip) = &f.remote {
             json_escaped(out, ip);
         }
@@ -421,18 +425,8 @@ impl Line<'_> {
 }
 
 /// Appends `n` in decimal.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// `s` with `"`, `\`, control bytes and bytes over 0x7e escaped (`\"`, `\\`, `\xHH`), so that
@@ -486,9 +480,19 @@ struct DateCache {
     iso: String,
 }
 
+/// A line's time, in the forms the formats use.
+#[derive(Clone, Copy)]
+struct Dated<'a> {
+    /// `10/Oct/2000:13:55:36 +0000`
+    clf: &'a str,
+    /// `2000-10-10T13:55:36` (JSON adds `.mmmZ`)
+    iso_second: &'a str,
+    millis: u32,
+}
+
 impl DateCache {
-    /// `10/Oct/2000:13:55:36 +0000` and `2000-10-10T13:55:36.123Z` for `at`.
-    fn get(&mut self, at: Instant) -> (&str, String) {
+    /// The time of `at` (both forms are formatted once a second; nothing is allocated per line).
+    fn get(&mut self, at: Instant) -> Dated<'_> {
         let base = match self.base {
             Some((i, w)) if at >= i && at.duration_since(i) < Duration::from_secs(1) => (i, w),
             _ => {
@@ -504,14 +508,18 @@ impl DateCache {
         self.format(t)
     }
 
-    fn format(&mut self, t: SystemTime) -> (&str, String) {
+    fn format(&mut self, t: SystemTime) -> Dated<'_> {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         if d.as_secs() != self.second || self.clf.is_empty() {
             self.second = d.as_secs();
             self.clf = clf_time(t);
             self.iso = iso_second(t);
         }
-        (&self.clf, format!("{}.{:03}Z", self.iso, d.subsec_millis()))
+        Dated {
+            clf: &self.clf,
+            iso_second: &self.iso,
+            millis: d.subsec_millis(),
+        }
     }
 }
 
@@ -568,23 +576,21 @@ mod tests {
     fn dates_are_utc_civil_dates() {
         let t = UNIX_EPOCH + Duration::from_millis(971_186_136_123);
         let mut cache = DateCache::default();
-        let (clf, iso) = cache.format(t);
+        let d = cache.format(t);
         assert_eq!(
-            (clf, iso.as_str()),
-            ("10/Oct/2000:13:55:36 +0000", "2000-10-10T13:55:36.123Z")
+            (d.clf, d.iso_second, d.millis),
+            ("10/Oct/2000:13:55:36 +0000", "2000-10-10T13:55:36", 123)
         );
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(cache.format(leap).1, "2000-02-29T00:00:00.000Z");
+        let d = cache.format(leap);
+        assert_eq!((d.iso_second, d.millis), ("2000-02-29T00:00:00", 0));
         // An instant maps to the wall clock read with the cache's base.
         let before = SystemTime::now();
         let now = Instant::now();
         let after = SystemTime::now();
-        let (_, iso) = cache.get(now);
-        let second = |t| DateCache::default().format(t).1[..19].to_owned();
-        assert!(
-            [second(before), second(after)].contains(&iso[..19].to_owned()),
-            "{iso}"
-        );
+        let iso = cache.get(now).iso_second.to_owned();
+        let second = |t| DateCache::default().format(t).iso_second.to_owned();
+        assert!([second(before), second(after)].contains(&iso), "{iso}");
     }
 
     #[test]

@@ -71,6 +71,7 @@ fn settings() -> Settings {
         timeouts: Timeouts::default(),
         ping: None,
         logs: None,
+        allowed_peers: None,
     }
 }
 
@@ -106,7 +107,7 @@ fn end_of(id: u16) -> Vec<u8> {
 
 /// A connection accepted and flushed once (its receive armed).
 fn open(core: &Core, io: &mut FakeIo) -> ConnKey {
-    let key = core.accept().expect("accepted");
+    let key = core.accept(None).expect("accepted");
     core.flush(io);
     assert_eq!(io.take(key), [Action::ArmRecv]);
     key

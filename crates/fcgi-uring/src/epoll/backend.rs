@@ -216,7 +216,12 @@ impl Backend {
     }
 
     fn add_conn(&mut self, core: &Core, fd: OwnedFd) {
-        let Some(key) = core.accept() else {
+        let peer = if core.checks_peers() {
+            crate::server::listener::peer_ip(std::os::fd::AsFd::as_fd(&fd))
+        } else {
+            None
+        };
+        let Some(key) = core.accept(peer) else {
             return; // refused: the socket closes here
         };
         if self.is_tcp {

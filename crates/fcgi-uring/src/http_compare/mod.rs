@@ -68,6 +68,7 @@ where
             make: make.clone(),
             stop: stop.clone(),
             ready: ready_tx,
+            worker: i,
         };
         let thread = std::thread::Builder::new()
             .name(format!("http-worker-{i}"))
@@ -77,7 +78,7 @@ where
         handle.stops.push(stop);
         match ready_rx.recv() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(StartError::Thread(e)),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(worker_vanished()),
         }
     }
@@ -93,7 +94,8 @@ struct Spec<F> {
     accept_retry: Duration,
     make: Arc<F>,
     stop: Arc<Stop>,
-    ready: mpsc::Sender<io::Result<()>>,
+    ready: mpsc::Sender<Result<(), StartError>>,
+    worker: usize,
 }
 
 /// A listener of either family, registered with this worker's runtime.
@@ -124,7 +126,7 @@ where
     {
         Ok(rt) => rt,
         Err(e) => {
-            let _ = spec.ready.send(Err(e));
+            let _ = spec.ready.send(Err(StartError::Thread(e)));
             return;
         }
     };
@@ -132,12 +134,20 @@ where
     let listener = match rt.block_on(async { Listener::new(spec.listener, spec.is_tcp) }) {
         Ok(l) => l,
         Err(e) => {
+            let _ = spec.ready.send(Err(StartError::Listen(e)));
+            return;
+        }
+    };
+    let service = match crate::server::serve::build_on_worker(&*spec.make, &rt, &local, spec.worker)
+    {
+        Ok(service) => service,
+        Err(e) => {
             let _ = spec.ready.send(Err(e));
             return;
         }
     };
     let service = Adapter {
-        service: Rc::new(RefCell::new((spec.make)())),
+        service: Rc::new(RefCell::new(service)),
     };
     let _ = spec.ready.send(Ok(()));
     let serve = serve(

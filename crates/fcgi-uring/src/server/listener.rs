@@ -157,3 +157,38 @@ pub(crate) fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
     std::fs::remove_file(path)
 }
+
+/// The IP address of a connected TCP socket's peer, for `server.allowed_peers` (`None`: not an
+/// IP socket, or the peer is already gone).
+pub(crate) fn peer_ip(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::net::IpAddr> {
+    let addr = socket2::SockRef::from(&fd).peer_addr().ok()?;
+    addr.as_socket().map(|a| a.ip())
+}
+
+/// The allow-list in effect: `server.allowed_peers`, else `FCGI_WEB_SERVER_ADDRS` from the
+/// environment (FastCGI 1.0 section 3.2; TCP listeners only), else none. An invalid
+/// `FCGI_WEB_SERVER_ADDRS` is an error rather than a list that lets everyone in.
+pub(crate) fn allowed_peers(
+    cfg: &crate::Config,
+) -> Result<Option<Arc<crate::config::PeerList>>, super::StartError> {
+    use crate::config::WEB_SERVER_ADDRS_ENV;
+    let list = match (cfg.allowed_peers(), std::env::var(WEB_SERVER_ADDRS_ENV)) {
+        (Some(list), _) => list.clone(),
+        (None, Err(_)) => return Ok(None),
+        (None, Ok(_)) if matches!(cfg.listen(), Addr::Unix(_)) => {
+            tracing::warn!(
+                "{WEB_SERVER_ADDRS_ENV} ignored: it applies to TCP listeners, and this one is a \
+                 UNIX socket (guarded by its file mode)"
+            );
+            return Ok(None);
+        }
+        (None, Ok(value)) => value
+            .parse()
+            .map_err(|error| super::StartError::WebServerAddrs {
+                value: value.clone(),
+                error,
+            })?,
+    };
+    tracing::info!("accepting connections only from {list} (server.allowed_peers)");
+    Ok(Some(Arc::new(list)))
+}

@@ -43,6 +43,21 @@ pub enum StartError {
     Thread(io::Error),
     /// `Config::protocol` asks for HTTP, and this build has no `http-compare` feature.
     ProtocolUnavailable(Protocol),
+    /// `FCGI_WEB_SERVER_ADDRS` is set to something that is not a list of IP addresses and
+    /// networks.
+    WebServerAddrs {
+        /// The variable's value.
+        value: String,
+        /// What is wrong with it.
+        error: crate::config::PeerListError,
+    },
+    /// The application's service factory (or its `Clone`) panicked on a worker.
+    App {
+        /// The worker whose service could not be built.
+        worker: usize,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -54,6 +69,16 @@ impl fmt::Display for StartError {
             StartError::ProtocolUnavailable(p) => write!(
                 f,
                 "protocol {p:?} needs fcgi-uring built with the `http-compare` feature"
+            ),
+            StartError::WebServerAddrs { value, error } => write!(
+                f,
+                "FCGI_WEB_SERVER_ADDRS={value:?} is not a list of peers: {error} (unset it, or \
+                 set server.allowed_peers, which takes precedence)"
+            ),
+            StartError::App { worker, message } => write!(
+                f,
+                "the application's service could not be built on worker {worker}: it panicked: \
+                 {message}"
             ),
         }
     }
@@ -119,6 +144,7 @@ impl Server {
             timeouts: cfg.timeouts,
             ping: ops.ping(&cfg),
             logs: ops.logs(),
+            allowed_peers: listener::allowed_peers(&cfg)?,
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
         handle.ops = ops;
@@ -197,6 +223,7 @@ impl Server {
                 }
                 Ok(Err(WorkerError::Ring(e))) => return Err(StartError::Ring(e)),
                 Ok(Err(WorkerError::Runtime(e))) => return Err(StartError::Thread(e)),
+                Ok(Err(WorkerError::Start(e))) => return Err(e),
                 Err(_) => return Err(worker_vanished()),
             }
         }

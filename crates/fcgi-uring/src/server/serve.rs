@@ -4,8 +4,9 @@
 //!
 //! Guarantees:
 //! - Each worker gets its own service, built on the worker's thread **inside the worker's tokio
-//!   runtime and local task set**, when that worker first needs it (at its first request): layers
-//!   that spawn a task when built (tower's `Buffer`) work in a factory. A clone of a service is
+//!   runtime and local task set**, before the worker reports ready: layers that spawn a task when
+//!   built (tower's `Buffer`) work in a factory, and a factory that panics stops the start with
+//!   [`StartError::App`] instead of failing requests later. A clone of a service is
 //!   made the same way, so state behind an `Arc` in it is shared by every worker, while state a
 //!   factory creates is one per worker.
 //! - Nothing here builds a tokio runtime on the caller's thread: [`Server::serve`] may be called
@@ -20,7 +21,7 @@ use std::future::{Future, IntoFuture};
 use std::io;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -72,7 +73,7 @@ where
     type Service = S;
 
     fn into_factory(self) -> Box<dyn Fn() -> S + Send + Sync> {
-        // Locked once per worker at its first request; `Mutex` makes a `Send` service `Sync`.
+        // Locked once per worker as it starts; `Mutex` makes a `Send` service `Sync`.
         let service = Mutex::new(self);
         Box::new(move || {
             service
@@ -83,35 +84,52 @@ where
     }
 }
 
-/// The factory the workers call: each call gives a service that builds the app's own service
-/// at its first use (inside the worker's runtime) and adapts each request.
+/// The factory the workers call: each call builds the app's own service (on the worker,
+/// inside its runtime: see [`build_on_worker`]) wrapped in the per-request adaptations.
 pub(crate) fn factory<M, A: App<M>>(
     app: A,
     config: &crate::Config,
 ) -> impl Fn() -> AppService<A::Service> + Send + Sync + 'static {
-    let make: Arc<dyn Fn() -> A::Service + Send + Sync> = Arc::from(app.into_factory());
+    let make = app.into_factory();
     let strip_script_name = config.strip_script_name();
     move || AppService {
-        make: make.clone(),
-        service: None,
+        service: make(),
         strip_script_name,
     }
 }
 
-/// A worker's service: the app's own, built at first use, with the runtime's per-request
-/// adaptations (SCRIPT_NAME stripped when asked; axum's `ConnectInfo` with feature `axum`).
+/// Calls a worker's service factory inside the worker's runtime and local task set (so that
+/// `tokio::spawn` and `spawn_local` work in it; the tasks run once the worker loop does). A panic
+/// in the factory is caught and returned as [`StartError::App`] naming the worker.
+pub(crate) fn build_on_worker<F, S>(
+    make: &F,
+    rt: &tokio::runtime::Runtime,
+    local: &tokio::task::LocalSet,
+    worker: usize,
+) -> Result<S, StartError>
+where
+    F: Fn() -> S,
+{
+    let _rt = rt.enter();
+    let _local = local.enter();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        StartError::App { worker, message }
+    })
+}
+
+/// A worker's service: the app's own, with the runtime's per-request adaptations (SCRIPT_NAME
+/// stripped when asked; axum's `ConnectInfo` with feature `axum`).
 pub(crate) struct AppService<S> {
-    make: Arc<dyn Fn() -> S + Send + Sync>,
-    service: Option<S>,
+    service: S,
     strip_script_name: bool,
 }
 
 impl<S: HttpService> AppService<S> {
-    fn service(&mut self) -> &mut S {
-        let make = &self.make;
-        self.service.get_or_insert_with(|| make())
-    }
-
     fn adapt(&self, mut request: Request) -> Request {
         #[cfg(feature = "axum")]
         insert_connect_info(&mut request);
@@ -128,12 +146,12 @@ impl<S: HttpService> tower_service::Service<Request> for AppService<S> {
     type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.service().poll_ready(cx)
+        self.service.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> S::Future {
         let request = self.adapt(request);
-        self.service().call(request)
+        self.service.call(request)
     }
 }
 

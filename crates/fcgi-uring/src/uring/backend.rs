@@ -202,7 +202,12 @@ fn on_accept(
             return false;
         }
     };
-    let Some(key) = core.accept() else {
+    let peer = if core.checks_peers() {
+        crate::server::listener::peer_ip(std::os::fd::AsFd::as_fd(&fd))
+    } else {
+        None
+    };
+    let Some(key) = core.accept(peer) else {
         return true; // refused: the socket closes here
     };
     if is_tcp {

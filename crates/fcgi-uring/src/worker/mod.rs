@@ -43,6 +43,8 @@ pub(crate) type Ready = Result<Option<Features>, WorkerError>;
 pub(crate) enum WorkerError {
     Ring(SetupError),
     Runtime(io::Error),
+    /// The application's service could not be built.
+    Start(crate::server::StartError),
 }
 
 /// Everything one worker thread needs.
@@ -98,9 +100,17 @@ where
         }
     };
     let local = tokio::task::LocalSet::new();
+    let service =
+        match crate::server::serve::build_on_worker(&*spec.make, &rt, &local, spec.stats.worker) {
+            Ok(service) => service,
+            Err(e) => {
+                let _ = spec.ready.send(Err(WorkerError::Start(e)));
+                return;
+            }
+        };
     let dispatcher = Dispatcher::new(
         Rc::new(Core::new(spec.settings, spec.stats, spec.max_in_flight)),
-        Rc::new(RefCell::new((spec.make)())),
+        Rc::new(RefCell::new(service)),
     );
     let _ = spec
         .ready

@@ -1,0 +1,468 @@
+//! Several fcgi-uring hosts behind one load balancer, in a namespace lab (`common::lab`): three
+//! backend hosts, each running the real binary with the proxy as its only allowed peer, and a
+//! proxy host running nginx or HAProxy with the configuration docs/deploy/README.md shows. The
+//! share of each backend is read from its own metrics (admin listener on the host's loopback).
+
+mod common;
+
+use common::http_client::{Upload, request};
+use common::lab::{Host, Lab};
+use common::metrics::scrape;
+use common::proxy::find_binary;
+use common::{HANG_GUARD, KillOnDrop, holds_within, wait_for};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Stdio;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fcgi-uring");
+const BACKENDS: [&str; 3] = ["b1", "b2", "b3"];
+const FASTCGI_PORT: u16 = 9000;
+const ADMIN: &str = "127.0.0.1:9100";
+const PROXY: &str = "127.0.0.1:8080";
+
+/// The lab, or `None` outside CI when `ip` is missing.
+fn lab() -> Option<Lab> {
+    Lab::new(&["lb", "b1", "b2", "b3"])
+}
+
+/// `fcgi-uring serve` on a backend host: every address, the proxy host as its only peer, the
+/// ping path for health checks, metrics on the host's loopback.
+fn start_backend(lab: &Lab, host: &Host, proxy: &Host) -> KillOnDrop {
+    let child = lab
+        .command(host, BIN)
+        .args(["serve", "--workers", "1", "--no-pin"])
+        .args(["--listen", &format!("0.0.0.0:{FASTCGI_PORT}")])
+        .args(["--admin-listen", ADMIN, "--ping-path", "/ping"])
+        .args(["--allowed-peers", &proxy.ip.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = KillOnDrop(child);
+    lab.inside(host, || {
+        wait_for("the backend's admin listener", HANG_GUARD, || {
+            TcpStream::connect(ADMIN).is_ok()
+        });
+    });
+    server
+}
+
+/// Requests a backend answered for the application (the ping path's answers left out).
+fn app_requests(lab: &Lab, host: &Host) -> u64 {
+    lab.inside(host, || {
+        let page = scrape(ADMIN.parse().unwrap());
+        page.n("fcgi_uring_requests_total{role=\"responder\"}")
+            - page.n("fcgi_uring_ping_requests_total")
+    })
+}
+
+/// A proxy process on the proxy host, its config written to a temporary directory.
+struct Proxy {
+    _child: KillOnDrop,
+    dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+fn nginx(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
+    let bin = find_binary("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let servers: String = backends
+        .iter()
+        .map(|b| {
+            format!(
+                "        server {}:{FASTCGI_PORT} max_fails=1 fail_timeout=2s;\n",
+                b.ip
+            )
+        })
+        .collect();
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    fastcgi_temp_path {d}/fastcgi;
+    proxy_temp_path {d}/proxy;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream app {{
+{servers}        keepalive 16;
+    }}
+    server {{
+        listen {PROXY};
+        location / {{
+            include /etc/nginx/fastcgi_params;
+            fastcgi_pass app;
+            fastcgi_keep_conn on;
+            fastcgi_next_upstream error timeout;
+            fastcgi_next_upstream_tries 2;
+        }}
+    }}
+}}
+"#
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = lab
+        .command(proxy, bin)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Some(Proxy {
+        _child: KillOnDrop(child),
+        dir,
+    })
+}
+
+/// HAProxy 2.6 as the deploy guide recommends it for an unfixed 2.6 (kept-alive FastCGI
+/// connections, no multiplexing), round robin, FastCGI health checks through the ping path.
+fn haproxy(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
+    let bin = find_binary("haproxy", &["/usr/sbin/haproxy", "/usr/bin/haproxy"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            format!(
+                "    server s{i} {}:{FASTCGI_PORT} proto fcgi check inter 500ms fall 2 rise 2\n",
+                b.ip
+            )
+        })
+        .collect();
+    let conf = format!(
+        r#"global
+    log stderr format raw local0 info
+    maxconn 1024
+    pidfile {d}/haproxy.pid
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 5s
+    timeout client 20s
+    timeout server 20s
+fcgi-app app
+    docroot /srv
+    option keep-conn
+frontend web
+    bind {PROXY}
+    default_backend app
+backend app
+    use-fcgi-app app
+    http-reuse always
+    balance roundrobin
+    option httpchk GET /ping
+    # A request whose connection failed, or died before any answer, goes to another server
+    # (idempotent methods only, HAProxy's default for L7 retries).
+    retries 2
+    option redispatch 1
+    retry-on conn-failure empty-response
+{servers}"#
+    );
+    let conf_path = dir.path().join("haproxy.cfg");
+    std::fs::write(&conf_path, conf).unwrap();
+    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
+    let child = lab
+        .command(proxy, bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Some(Proxy {
+        _child: KillOnDrop(child),
+        dir,
+    })
+}
+
+/// Caddy with `reverse_proxy` over `transport fastcgi` (a connection per request), round robin,
+/// passive health checks and retries of GET on another upstream.
+fn caddy(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
+    let bin = find_binary("caddy", &["/usr/bin/caddy", "/usr/local/bin/caddy"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let upstreams: Vec<String> = backends
+        .iter()
+        .map(|b| format!("{}:{FASTCGI_PORT}", b.ip))
+        .collect();
+    let upstreams = upstreams.join(" ");
+    let port = PROXY.rsplit_once(':').unwrap().1;
+    let conf = format!(
+        r#"{{
+    admin off
+    auto_https off
+    storage file_system {d}/data
+    log {{
+        output stderr
+        level WARN
+    }}
+}}
+http://:{port} {{
+    bind 127.0.0.1
+    reverse_proxy {upstreams} {{
+        lb_policy round_robin
+        lb_try_duration 2s
+        fail_duration 2s
+        max_fails 1
+        transport fastcgi {{
+            root /srv
+        }}
+    }}
+}}
+"#
+    );
+    let conf_path = dir.path().join("Caddyfile");
+    std::fs::write(&conf_path, conf).unwrap();
+    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
+    let child = lab
+        .command(proxy, bin)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&conf_path)
+        .env("HOME", dir.path())
+        .env("XDG_DATA_HOME", dir.path().join("data"))
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Some(Proxy {
+        _child: KillOnDrop(child),
+        dir,
+    })
+}
+
+/// `n` GET /hello through the proxy from the proxy host, one connection each; the statuses.
+fn load(lab: &Lab, proxy: &Host, n: usize) -> Vec<u16> {
+    let addr: SocketAddr = PROXY.parse().unwrap();
+    lab.inside(proxy, || (0..n).map(|_| get_status(addr)).collect())
+}
+
+/// The lab with three backends and the proxy in front, every backend in service.
+struct Cluster {
+    lab: Lab,
+    lb: Host,
+    backends: Vec<Host>,
+    servers: Vec<KillOnDrop>,
+    proxy: Proxy,
+}
+
+type StartProxy = fn(&Lab, &Host, &[&Host]) -> Option<Proxy>;
+
+impl Cluster {
+    /// `None` outside CI when `ip` or the proxy is missing.
+    fn start(start_proxy: StartProxy) -> Option<Cluster> {
+        let lab = lab()?;
+        let lb = lab.host("lb").clone();
+        let backends: Vec<Host> = BACKENDS.iter().map(|b| lab.host(b).clone()).collect();
+        let servers = backends
+            .iter()
+            .map(|b| start_backend(&lab, b, &lb))
+            .collect();
+        let refs: Vec<&Host> = backends.iter().collect();
+        let proxy = start_proxy(&lab, &lb, &refs)?;
+        lab.inside(&lb, || {
+            wait_for("the proxy to listen", HANG_GUARD, || {
+                TcpStream::connect(PROXY).is_ok()
+            });
+        });
+        let cluster = Cluster {
+            lab,
+            lb,
+            backends,
+            servers,
+            proxy,
+        };
+        cluster.wait_all_serving();
+        Some(cluster)
+    }
+
+    /// Sends requests until every backend has answered one since `since`.
+    fn wait_all_serving(&self) {
+        let since = self.served();
+        let ready = holds_within(HANG_GUARD, || {
+            load(&self.lab, &self.lb, 3);
+            self.served()
+                .iter()
+                .zip(&since)
+                .all(|(now, then)| now > then)
+        });
+        assert!(
+            ready,
+            "backends not all in service; proxy log: {}",
+            self.proxy.log()
+        );
+    }
+
+    /// Application requests each backend has served.
+    fn served(&self) -> Vec<u64> {
+        self.backends
+            .iter()
+            .map(|b| app_requests(&self.lab, b))
+            .collect()
+    }
+
+    /// 300 requests: none fails, and each backend serves a third of them within 10 %.
+    fn assert_balanced(&self, what: &str) {
+        let before = self.served();
+        let statuses = load(&self.lab, &self.lb, 300);
+        let failed = statuses.iter().filter(|s| **s != 200).count();
+        assert_eq!(
+            failed,
+            0,
+            "{what}: failed requests; proxy log: {}",
+            self.proxy.log()
+        );
+        let served: Vec<u64> = self
+            .served()
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect();
+        eprintln!("{what}: 300 requests served as {served:?}");
+        assert_eq!(served.iter().sum::<u64>(), 300, "{what}: {served:?}");
+        for (b, n) in BACKENDS.iter().zip(&served) {
+            assert!(
+                (90..=110).contains(n),
+                "{what}: {b} served {n} of 300: {served:?}"
+            );
+        }
+    }
+}
+
+/// One GET /hello through the proxy on a new connection: its status, 0 when the connection
+/// failed or ended without an answer.
+fn get_status(addr: SocketAddr) -> u16 {
+    std::panic::catch_unwind(|| request(addr, "GET", "/hello", &[], Upload::None).status)
+        .unwrap_or(0)
+}
+
+/// Each backend serves a third of 300 requests, within 10 %, and none fails.
+fn balance(start_proxy: StartProxy) {
+    if let Some(cluster) = Cluster::start(start_proxy) {
+        cluster.assert_balanced("balance");
+    }
+}
+
+/// Under a steady load from one client (at most one request in flight), backend b2 is killed
+/// with SIGKILL: at most the request it was serving fails, the proxy stops sending to it, and
+/// once it is started again it rejoins and takes its third.
+fn kill_and_rejoin(start_proxy: StartProxy) {
+    let Some(mut cluster) = Cluster::start(start_proxy) else {
+        return;
+    };
+    let addr: SocketAddr = PROXY.parse().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let statuses = std::sync::Mutex::new(Vec::new());
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            cluster.lab.inside(&cluster.lb, || {
+                while !stop.load(ordering) {
+                    let status = get_status(addr);
+                    statuses.lock().unwrap().push(status);
+                    done.fetch_add(1, ordering);
+                }
+            })
+        });
+        wait_for("100 requests before the kill", HANG_GUARD, || {
+            done.load(ordering) >= 100
+        });
+        let killed_at = done.load(ordering);
+        cluster.servers[1].0.kill().unwrap();
+        cluster.servers[1].0.wait().unwrap();
+        wait_for("300 requests after the kill", HANG_GUARD, || {
+            done.load(ordering) >= killed_at + 300
+        });
+        stop.store(true, ordering);
+    });
+    let statuses = statuses.into_inner().unwrap();
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    eprintln!(
+        "kill: {} requests, {failed} failed (b2 killed with SIGKILL under load)",
+        statuses.len()
+    );
+    assert!(
+        failed <= 1,
+        "{failed} of {} failed; at most the one in flight may; proxy log: {}",
+        statuses.len(),
+        cluster.proxy.log()
+    );
+    // The proxy no longer sends to b2: 30 more requests all answered by the others.
+    let live = [&cluster.backends[0], &cluster.backends[2]];
+    let served_live = || live.map(|b| app_requests(&cluster.lab, b));
+    let before = served_live();
+    let after_kill = load(&cluster.lab, &cluster.lb, 30);
+    assert!(
+        after_kill.iter().all(|s| *s == 200),
+        "{after_kill:?}; proxy log: {}",
+        cluster.proxy.log()
+    );
+    let served: Vec<u64> = served_live()
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a - b)
+        .collect();
+    assert_eq!(
+        served.iter().sum::<u64>(),
+        30,
+        "b1 and b3 served {served:?}"
+    );
+    // b2 comes back on the same address: it rejoins (nginx after fail_timeout, HAProxy after
+    // two passed health checks) and takes its share.
+    let lb = cluster.lb.clone();
+    cluster.servers[1] = start_backend(&cluster.lab, &cluster.backends[1], &lb);
+    cluster.wait_all_serving();
+    cluster.assert_balanced("rejoined");
+}
+
+#[test]
+fn nginx_spreads_requests_evenly_over_three_hosts() {
+    balance(nginx);
+}
+
+#[test]
+fn haproxy_spreads_requests_evenly_over_three_hosts() {
+    balance(haproxy);
+}
+
+#[test]
+fn nginx_routes_around_a_killed_host_and_takes_it_back() {
+    kill_and_rejoin(nginx);
+}
+
+#[test]
+fn haproxy_routes_around_a_killed_host_and_takes_it_back() {
+    kill_and_rejoin(haproxy);
+}
+
+#[test]
+fn caddy_spreads_requests_evenly_over_three_hosts() {
+    balance(caddy);
+}
+
+#[test]
+fn caddy_routes_around_a_killed_host_and_takes_it_back() {
+    kill_and_rejoin(caddy);
+}
