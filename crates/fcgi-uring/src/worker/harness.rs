@@ -43,6 +43,7 @@ impl<S: HttpService> Harness<S> {
             timeouts: cfg.timeouts,
             ping: None,
             logs: None,
+            allowed_peers: None,
         };
         let core = Rc::new(Core::new(
             settings,
@@ -50,7 +51,7 @@ impl<S: HttpService> Harness<S> {
             Arc::new(AtomicUsize::new(0)),
         ));
         let mut io = CopyIo::default();
-        let key = core.accept();
+        let key = core.accept(None);
         core.flush(&mut io);
         Harness {
             dispatcher: Dispatcher::new(core, Rc::new(RefCell::new(service))),
