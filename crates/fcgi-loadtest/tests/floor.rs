@@ -1,6 +1,7 @@
 //! `fcgi-floor` (the no-application FastCGI floor) against the real server: it must answer
 //! `GET /hello` with exactly the bytes `fcgi-uring` answers with, or its rate would not bound the
-//! real server's, and the load client must run against it without errors, multiplexed.
+//! real server's, and the load client must run against it without errors, multiplexed. Each
+//! test runs both modes: the io_uring floor and `--epoll`.
 
 mod common;
 
@@ -23,12 +24,16 @@ struct Floor {
 }
 
 impl Floor {
-    fn start() -> Floor {
-        Floor::start_with(&[])
+    fn start(mode: Mode) -> Floor {
+        Floor::start_with(mode, &[])
     }
 
-    fn start_with(args: &[&str]) -> Floor {
+    fn start_with(mode: Mode, args: &[&str]) -> Floor {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
+            .args(match mode {
+                Mode::Ring => &[][..],
+                Mode::Epoll => &["--epoll"][..],
+            })
             .arg("127.0.0.1:0")
             .args(args)
             .stdout(Stdio::piped())
@@ -50,6 +55,15 @@ impl Floor {
         }
     }
 }
+
+/// The floor's IO.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Ring,
+    Epoll,
+}
+
+const MODES: [Mode; 2] = [Mode::Ring, Mode::Epoll];
 
 impl Drop for Floor {
     fn drop(&mut self) {
@@ -136,18 +150,26 @@ fn end_of_response(bytes: &[u8]) -> Option<usize> {
 
 #[test]
 fn floor_answers_hello_with_the_real_servers_bytes() {
-    let floor = Floor::start();
     let (_server, real) = real_server();
-    for id in [1, 300, 65535] {
-        let theirs = answer(real, id);
-        assert!(theirs.windows(13).any(|w| w == b"Hello, World!"));
-        assert_eq!(answer(floor.addr, id), theirs, "request id {id}");
+    for mode in MODES {
+        let floor = Floor::start(mode);
+        for id in [1, 300, 65535] {
+            let theirs = answer(real, id);
+            assert!(theirs.windows(13).any(|w| w == b"Hello, World!"));
+            assert_eq!(answer(floor.addr, id), theirs, "{mode:?}, request id {id}");
+        }
     }
 }
 
 #[test]
 fn floor_says_it_multiplexes_and_serves_a_multiplexed_load_without_errors() {
-    let floor = Floor::start();
+    for mode in MODES {
+        multiplexed_load(mode);
+    }
+}
+
+fn multiplexed_load(mode: Mode) {
+    let floor = Floor::start(mode);
     let addr = Addr::Tcp(floor.addr);
     let values = probe_values(&addr, Duration::from_secs(5))
         .unwrap()
@@ -161,19 +183,23 @@ fn floor_says_it_multiplexes_and_serves_a_multiplexed_load_without_errors() {
     cfg.warmup = Duration::from_millis(100);
     cfg.expect_body = Some("Hello, World!".into());
     let report = run(&cfg).unwrap();
-    assert_eq!(report.errors, 0, "{report:?}");
-    assert!(report.requests > 100, "{report:?}");
+    assert_eq!(report.errors, 0, "{mode:?}: {report:?}");
+    assert!(report.requests > 100, "{mode:?}: {report:?}");
 }
 
 #[test]
 fn floor_with_seconds_exits_by_itself_and_counts_its_answers() {
-    let mut floor = Floor::start_with(&["1"]);
-    for id in [1, 2, 3] {
-        answer(floor.addr, id);
+    for mode in MODES {
+        // Long enough for the three answers on a busy machine (each waits for the floor to
+        // read half a request), short enough to wait out.
+        let mut floor = Floor::start_with(mode, &["4"]);
+        for id in [1, 2, 3] {
+            answer(floor.addr, id);
+        }
+        let status = floor.child.wait().unwrap();
+        assert!(status.success(), "{mode:?}: exit status {status}");
+        let mut rest = String::new();
+        floor.stdout.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "requests=3\n", "{mode:?}");
     }
-    let status = floor.child.wait().unwrap();
-    assert!(status.success(), "exit status {status}");
-    let mut rest = String::new();
-    floor.stdout.read_to_string(&mut rest).unwrap();
-    assert_eq!(rest, "requests=3\n");
 }

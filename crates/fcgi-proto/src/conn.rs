@@ -34,7 +34,7 @@
 //!   [`GET_VALUES_MAX_PAIRS`] pairs) is answered with the pairs decoded before the fault.
 
 use super::nv::{NvDecoder, NvError, NvLimits, encode_pair};
-use super::params::{Params, ParamsBuilder};
+use super::params::{Params, ParamsArena, ParamsBuilder};
 use crate::record::{
     self, BEGIN_BODY_LEN, BeginRequestBody, HEADER_LEN, Header, MAX_CONTENT_LEN, ProtocolStatus,
     RecordType, Role, VERSION_1,
@@ -224,6 +224,8 @@ pub struct Connection {
     closing: bool,
     /// Sticky: the connection must be closed.
     failed: Option<ProtocolError>,
+    /// Where params are built ([`ParamsBuilder::in_arena`]); see [`Connection::params_arena`].
+    arena: ParamsArena,
 }
 
 /// Where the reader is in the record stream (spec 3.3).
@@ -303,7 +305,17 @@ impl Connection {
             max_active_seen: 0,
             closing: false,
             failed: None,
+            arena: ParamsArena::default(),
         }
+    }
+
+    /// The buffer whose spare capacity the params of new requests are stored in (empty at
+    /// first: then each request allocates its own block, see [`crate::params::ARENA_BLOCK`],
+    /// whose rest stays here for the next ones). A server with many connections can swap one
+    /// arena in and out around each [`Connection::receive`] so that connections share it and an
+    /// idle connection holds none.
+    pub fn params_arena(&mut self) -> &mut ParamsArena {
+        &mut self.arena
     }
 
     /// Feeds received bytes; see the module doc.
@@ -667,6 +679,9 @@ impl Connection {
             return Ok(Sink::Skip);
         };
         if len > 0 {
+            if builder.is_unused() {
+                *builder = ParamsBuilder::in_arena(&mut self.arena);
+            }
             let len = usize::from(len);
             let bytes = len.min(limits.max_params_bytes.saturating_sub(builder.byte_len()));
             let pairs =
@@ -678,7 +693,7 @@ impl Connection {
         decoder
             .finish()
             .map_err(|error| ProtocolError::Params { id, error })?;
-        let params = std::mem::take(builder).finish();
+        let params = std::mem::take(builder).finish_into(&mut self.arena);
         request.phase = Phase::Dispatched {
             stdin_open: true,
             data_open: true,

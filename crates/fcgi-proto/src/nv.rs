@@ -179,9 +179,18 @@ impl NvDecoder {
     /// The pairs found are copied in one block, length prefixes included, rather than pair by
     /// pair: one copy for a whole PARAMS record.
     fn whole_pairs(&self, input: &mut &[u8], params: &mut ParamsBuilder) {
+        // No pair inside `input` can break a limit when all of `input` could not: a pair takes
+        // at least two bytes (its prefixes), and a name or value is no longer than `input`.
+        let within = |limit: usize, used: usize, more: usize| used.saturating_add(more) <= limit;
+        let limits = &self.limits;
+        let len = input.len();
+        let unchecked = within(limits.max_total_bytes, params.byte_len(), len)
+            && within(limits.max_pairs, params.pair_count(), len / 2)
+            && len <= limits.max_name_len
+            && len <= limits.max_value_len;
         let used = params.append_pairs(input, |rest, pairs, bytes| {
             let pair = WholePair::read(rest)?;
-            self.admits(&pair, pairs, bytes).then_some((
+            (unchecked || self.admits(&pair, pairs, bytes)).then_some((
                 pair.prefix_len,
                 widen(pair.name_len),
                 widen(pair.value_len),

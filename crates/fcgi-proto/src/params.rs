@@ -15,7 +15,38 @@ struct PairIndex {
     value_end: u32,
 }
 
+/// Bytes of one [`PairIndex`] stored after the name and value bytes of [`Params`].
+const INDEX_LEN: usize = 12;
+
 impl PairIndex {
+    fn encode(&self) -> [u8; INDEX_LEN] {
+        let mut out = [0; INDEX_LEN];
+        out[..4].copy_from_slice(&self.name_start.to_le_bytes());
+        out[4..8].copy_from_slice(&self.name_end.to_le_bytes());
+        out[8..].copy_from_slice(&self.value_end.to_le_bytes());
+        out
+    }
+
+    fn decode(b: &[u8; INDEX_LEN]) -> PairIndex {
+        PairIndex {
+            name_start: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            name_end: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            value_end: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+        }
+    }
+
+    /// Decodes a slice of [`INDEX_LEN`] bytes (any other length gives an empty pair).
+    fn decode_slice(bytes: &[u8]) -> PairIndex {
+        match <&[u8; INDEX_LEN]>::try_from(bytes) {
+            Ok(b) => PairIndex::decode(b),
+            Err(_) => PairIndex {
+                name_start: 0,
+                name_end: 0,
+                value_end: 0,
+            },
+        }
+    }
+
     fn name(&self) -> Range<usize> {
         self.name_start as usize..self.name_end as usize
     }
@@ -33,13 +64,31 @@ pub struct ParamsBuilder {
     buf: BytesMut,
     /// Name and value bytes stored (what the limits count).
     content_len: usize,
-    pairs: Vec<PairIndex>,
+    /// The pair indexes, encoded ([`INDEX_LEN`] bytes each): copied behind the name and value
+    /// bytes in one piece by [`ParamsBuilder::finish_into`].
+    pairs: Vec<u8>,
     /// Start of the pair being appended (its name bytes come first, then its value bytes).
     open_pair: Option<(u32, u32)>,
     /// The end of the furthest pair indexed with [`ParamsBuilder::append_pairs`] (pairs stored
     /// any other way are always inside `buf`).
     indexed_end: usize,
+    /// `buf` was taken from an arena ([`ParamsBuilder::in_arena`]).
+    in_arena: bool,
 }
+
+/// Where params are built one request after another (see [`ParamsBuilder::in_arena`]): the
+/// spare capacity of a shared buffer and a pair list reused for each request.
+#[derive(Debug, Default)]
+pub struct ParamsArena {
+    bytes: BytesMut,
+    pairs: Vec<u8>,
+}
+
+/// The size of a new arena block: many requests' params share one allocation (nginx's params
+/// for a plain GET are about 600 bytes). A request whose params are still referenced (by a
+/// long-running handler) keeps its block allocated, so this is also what one such request can
+/// hold at most beyond its own params.
+pub const ARENA_BLOCK: usize = 8 * 1024;
 
 impl ParamsBuilder {
     pub fn new() -> ParamsBuilder {
@@ -51,25 +100,65 @@ impl ParamsBuilder {
         self.content_len
     }
 
+    /// Nothing stored and no buffer yet (a builder fresh from [`ParamsBuilder::new`]).
+    pub fn is_unused(&self) -> bool {
+        !self.in_arena && self.buf.capacity() == 0 && self.pairs.is_empty()
+    }
+
     /// Number of complete pairs so far.
     pub fn pair_count(&self) -> usize {
-        self.pairs.len()
+        self.pairs.len() / INDEX_LEN
     }
 
     /// Makes room for `bytes` more name and value bytes and `pairs` more pairs, so that a PARAMS
     /// record costs one allocation of each. The caller bounds both by its limits.
     pub fn reserve(&mut self, bytes: usize, pairs: usize) {
-        // The first record allocates directly: growing an empty buffer takes the longer path.
-        if self.buf.capacity() == 0 {
+        if self.in_arena {
+            // With room for the pair index written at the end (see `finish_into`).
+            self.reserve_in_arena(bytes.saturating_add(pairs.saturating_mul(INDEX_LEN)));
+        } else if self.buf.capacity() == 0 {
+            // The first record allocates directly: growing an empty buffer takes the longer path.
             self.buf = BytesMut::with_capacity(bytes);
         } else {
             self.buf.reserve(bytes);
         }
+        let index = pairs.saturating_mul(INDEX_LEN);
         if self.pairs.capacity() == 0 {
-            self.pairs = Vec::with_capacity(pairs);
+            self.pairs = Vec::with_capacity(index);
         } else {
-            self.pairs.reserve(pairs);
+            self.pairs.reserve(index);
         }
+    }
+
+    /// A builder that stores its bytes in the spare capacity of `arena` (taken; give it back
+    /// with [`ParamsBuilder::finish_into`]). Params built one after another in one arena share
+    /// its allocation, which is reused once every `Params` made from it is dropped, so that in
+    /// the steady state building params allocates nothing for their bytes.
+    pub fn in_arena(arena: &mut ParamsArena) -> ParamsBuilder {
+        let mut buf = std::mem::take(&mut arena.bytes);
+        buf.clear();
+        let mut pairs = std::mem::take(&mut arena.pairs);
+        pairs.clear();
+        ParamsBuilder {
+            buf,
+            pairs,
+            in_arena: true,
+            ..ParamsBuilder::default()
+        }
+    }
+
+    /// Room for `bytes` more in an arena's buffer: its spare capacity, else its whole block
+    /// reclaimed when no earlier params use it any more, else a new block.
+    fn reserve_in_arena(&mut self, bytes: usize) {
+        if self.buf.capacity() - self.buf.len() >= bytes || self.buf.try_reclaim(bytes) {
+            return;
+        }
+        let need = self.buf.len().saturating_add(bytes);
+        // Doubling, so that params spanning many records are copied O(n) times in all.
+        let grown = self.buf.capacity().saturating_mul(2);
+        let mut block = BytesMut::with_capacity(need.max(grown).max(ARENA_BLOCK));
+        block.extend_from_slice(&self.buf);
+        self.buf = block;
     }
 
     /// Adds a whole pair.
@@ -79,11 +168,14 @@ impl ParamsBuilder {
         self.buf.extend_from_slice(name);
         let name_end = self.buf.len() as u32;
         self.buf.extend_from_slice(value);
-        self.pairs.push(PairIndex {
-            name_start,
-            name_end,
-            value_end: self.buf.len() as u32,
-        });
+        self.pairs.extend_from_slice(
+            &PairIndex {
+                name_start,
+                name_end,
+                value_end: self.buf.len() as u32,
+            }
+            .encode(),
+        );
         self.open_pair = None;
     }
 
@@ -129,16 +221,19 @@ impl ParamsBuilder {
         let mut content_len = self.content_len;
         while let Some((prefix_len, name_len, value_len)) = block
             .get(used..)
-            .and_then(|rest| next_pair(rest, self.pairs.len(), content_len))
+            .and_then(|rest| next_pair(rest, self.pairs.len() / INDEX_LEN, content_len))
         {
             let name_start = base + used + prefix_len;
             let name_end = name_start + name_len;
             let value_end = name_end + value_len;
-            self.pairs.push(PairIndex {
-                name_start: name_start as u32,
-                name_end: name_end as u32,
-                value_end: value_end as u32,
-            });
+            self.pairs.extend_from_slice(
+                &PairIndex {
+                    name_start: name_start as u32,
+                    name_end: name_end as u32,
+                    value_end: value_end as u32,
+                }
+                .encode(),
+            );
             content_len += name_len + value_len;
             used = value_end - base;
         }
@@ -155,26 +250,66 @@ impl ParamsBuilder {
 
     pub fn end_pair(&mut self) {
         if let Some((name_start, name_end)) = self.open_pair.take() {
-            self.pairs.push(PairIndex {
-                name_start,
-                name_end,
-                value_end: self.buf.len() as u32,
-            });
+            self.pairs.extend_from_slice(
+                &PairIndex {
+                    name_start,
+                    name_end,
+                    value_end: self.buf.len() as u32,
+                }
+                .encode(),
+            );
         }
     }
 
     /// Freezes the complete pairs (an unfinished pair is dropped).
-    pub fn finish(mut self) -> Params {
+    pub fn finish(self) -> Params {
+        self.finish_into(&mut ParamsArena::default())
+    }
+
+    /// Like [`ParamsBuilder::finish`]; the spare capacity of the buffer goes (back) to `arena`
+    /// unless `arena` has more.
+    ///
+    /// The pair index is stored after the name and value bytes, in the same buffer: a
+    /// `Params` is one shared buffer.
+    pub fn finish_into(mut self, arena: &mut ParamsArena) -> Params {
         // Indexes past the end can only come from a caller that broke the block contract;
         // drop them rather than hand out ranges that would panic later.
         if self.indexed_end > self.buf.len() {
             let len = self.buf.len() as u32;
-            self.pairs.retain(|p| p.value_end <= len);
+            let kept: Vec<u8> = self
+                .pairs
+                .chunks_exact(INDEX_LEN)
+                .filter(|p| PairIndex::decode_slice(p).value_end <= len)
+                .flatten()
+                .copied()
+                .collect();
+            self.pairs = kept;
         }
+        let data_len = self.buf.len();
+        if self.in_arena {
+            self.reserve_in_arena(self.pairs.len());
+        }
+        self.buf.extend_from_slice(&self.pairs);
+        let count = self.pairs.len() / INDEX_LEN;
+        let buf = if self.in_arena {
+            let filled = self.buf.split().freeze();
+            // The rest of a block grown for large params is not kept: it would hold the whole
+            // block for as long as the worker lives.
+            if filled.len() <= ARENA_BLOCK && self.buf.capacity() > arena.bytes.capacity() {
+                arena.bytes = self.buf;
+            }
+            if self.pairs.capacity() > arena.pairs.capacity() {
+                arena.pairs = self.pairs;
+            }
+            filled
+        } else {
+            self.buf.freeze()
+        };
         Params {
-            buf: self.buf.freeze(),
+            buf,
+            data_len,
+            count,
             content_len: self.content_len,
-            pairs: self.pairs,
         }
     }
 }
@@ -183,10 +318,13 @@ impl ParamsBuilder {
 /// the same order, however their bytes are laid out.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
+    /// Name and value bytes (and maybe length prefixes) up to `data_len`, then `count` pair
+    /// indexes of [`INDEX_LEN`] bytes.
     buf: Bytes,
+    data_len: usize,
+    count: usize,
     /// Name and value bytes (`buf` may also hold length prefixes).
     content_len: usize,
-    pairs: Vec<PairIndex>,
 }
 
 impl PartialEq for Params {
@@ -207,13 +345,22 @@ impl Params {
         b.finish()
     }
 
+    /// The pair indexes, in arrival order.
+    fn pairs(&self) -> impl DoubleEndedIterator<Item = PairIndex> + '_ {
+        self.buf
+            .get(self.data_len..)
+            .unwrap_or_default()
+            .chunks_exact(INDEX_LEN)
+            .map(PairIndex::decode_slice)
+    }
+
     /// Number of pairs, duplicates included.
     pub fn len(&self) -> usize {
-        self.pairs.len()
+        self.count
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.count == 0
     }
 
     /// Name and value bytes in all.
@@ -223,21 +370,20 @@ impl Params {
 
     /// Every pair in arrival order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.pairs
-            .iter()
+        self.pairs()
             .map(|p| (&self.buf[p.name()], &self.buf[p.value()]))
     }
 
     /// The pair at `index` in arrival order (the `index`th of [`Params::iter`]).
     pub fn pair(&self, index: usize) -> Option<(&[u8], &[u8])> {
-        let p = self.pairs.get(index)?;
+        let at = index.checked_mul(INDEX_LEN)?.checked_add(self.data_len)?;
+        let p = PairIndex::decode_slice(self.buf.get(at..at.checked_add(INDEX_LEN)?)?);
         Some((self.buf.get(p.name())?, self.buf.get(p.value())?))
     }
 
     /// Every pair in arrival order as zero-copy slices of the shared buffer.
     pub fn iter_bytes(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
-        self.pairs
-            .iter()
+        self.pairs()
             .map(|p| (self.buf.slice(p.name()), self.buf.slice(p.value())))
     }
 
@@ -246,13 +392,12 @@ impl Params {
     pub fn share(&self, part: &[u8]) -> Option<Bytes> {
         let start = (part.as_ptr() as usize).checked_sub(self.buf.as_ptr() as usize)?;
         let end = start.checked_add(part.len())?;
-        (end <= self.buf.len()).then(|| self.buf.slice(start..end))
+        (end <= self.data_len).then(|| self.buf.slice(start..end))
     }
 
     /// The value of the last pair named `name` (exact, case-sensitive match as in CGI).
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        self.pairs
-            .iter()
+        self.pairs()
             .rev()
             .find(|p| &self.buf[p.name()] == name)
             .map(|p| &self.buf[p.value()])
@@ -260,8 +405,7 @@ impl Params {
 
     /// Like [`Params::get`], as a zero-copy slice.
     pub fn get_bytes(&self, name: &[u8]) -> Option<Bytes> {
-        self.pairs
-            .iter()
+        self.pairs()
             .rev()
             .find(|p| &self.buf[p.name()] == name)
             .map(|p| self.buf.slice(p.value()))
@@ -318,6 +462,59 @@ mod tests {
         assert_eq!(p.get(b"A"), Some(&b"2"[..]));
         assert_eq!(p.get_all(b"A").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
         assert_eq!(p.get_bytes(b"A").unwrap(), Bytes::from_static(b"2"));
+    }
+
+    /// Params built one after another in an arena: each keeps its own pairs while later ones
+    /// are built, and a block is reused only once nothing refers to it.
+    #[test]
+    fn params_in_an_arena_stay_intact() {
+        let mut arena = ParamsArena::default();
+        let build = |arena: &mut ParamsArena, n: usize| {
+            let mut b = ParamsBuilder::in_arena(arena);
+            let value = vec![b'v'; n % 700];
+            b.reserve(4 + value.len(), 1);
+            b.push(format!("P{n}").as_bytes(), &value);
+            b.push(b"N", n.to_string().as_bytes());
+            b.finish_into(arena)
+        };
+        let kept: Vec<Params> = (0..64).map(|n| build(&mut arena, n)).collect();
+        for (n, p) in kept.iter().enumerate() {
+            assert_eq!(p.len(), 2);
+            assert_eq!(p.get_str("N"), Some(n.to_string().as_str()));
+            assert_eq!(p.pair(0).map(|(_, v)| v.len()), Some(n % 700));
+            assert_eq!(p.pair(2), None);
+            let value = p.get(format!("P{n}").as_bytes()).unwrap();
+            assert_eq!(p.share(value).map(|b| b.len()), Some(n % 700));
+        }
+        // The index after the values is not a value.
+        let p = &kept[1];
+        let whole = p.buf.as_ref();
+        assert_eq!(p.share(&whole[whole.len() - 4..]), None);
+        drop(kept);
+        let again = build(&mut arena, 3);
+        assert_eq!(
+            again,
+            Params::from_pairs([(&b"P3"[..], &b"vvv"[..]), (b"N", b"3")])
+        );
+    }
+
+    /// Params much larger than a block, built record by record: the block grows by doubling,
+    /// and what is left of it is not kept in the arena.
+    #[test]
+    fn large_params_do_not_stay_in_the_arena() {
+        let mut arena = ParamsArena::default();
+        let mut b = ParamsBuilder::in_arena(&mut arena);
+        let value = vec![b'x'; 60_000];
+        for n in 0..20 {
+            b.reserve(value.len() + 8, 1);
+            b.push(format!("P{n:02}").as_bytes(), &value);
+        }
+        let p = b.finish_into(&mut arena);
+        assert_eq!(p.len(), 20);
+        assert_eq!(p.get(b"P19").map(<[u8]>::len), Some(60_000));
+        assert_eq!(arena.bytes.capacity(), 0, "nothing of the large block kept");
+        let small = ParamsBuilder::in_arena(&mut arena).finish_into(&mut arena);
+        assert!(small.is_empty());
     }
 
     #[test]

@@ -48,12 +48,13 @@ mod uring;
 #[doc(hidden)]
 pub mod uring;
 
-/// Params <-> `http` mapping, exposed for the per-request benchmark only (feature
-/// `bench-internals`): not a stable API.
+/// Params <-> `http` mapping and the worker's request path without IO ([`bench::Harness`]),
+/// exposed for the per-request benchmarks only (feature `bench-internals`): not a stable API.
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod bench {
     pub use crate::cgi::{build_request, encode_head};
+    pub use crate::worker::harness::Harness;
 }
 
 pub use admin::Readiness;

@@ -74,6 +74,9 @@ impl<K: Copy> Wheel<K> {
 pub(crate) struct Clock {
     start: Instant,
     now: Cell<Instant>,
+    /// `now` in milliseconds since `start`, computed once per update (it is asked for several
+    /// times per request).
+    now_ms: Cell<Millis>,
 }
 
 impl Clock {
@@ -82,11 +85,18 @@ impl Clock {
         Clock {
             start: now,
             now: Cell::new(now),
+            now_ms: Cell::new(0),
         }
     }
 
     pub fn update(&self) {
-        self.now.set(Instant::now());
+        self.set(Instant::now());
+    }
+
+    fn set(&self, now: Instant) {
+        self.now.set(now);
+        self.now_ms
+            .set(now.duration_since(self.start).as_millis() as u64);
     }
 
     pub fn now(&self) -> Instant {
@@ -94,13 +104,13 @@ impl Clock {
     }
 
     pub fn now_ms(&self) -> Millis {
-        self.now.get().duration_since(self.start).as_millis() as u64
+        self.now_ms.get()
     }
 
     /// Moves the clock on by hand (tests of deadlines).
     #[cfg(test)]
     pub fn advance(&self, by: Duration) {
-        self.now.set(self.now.get() + by);
+        self.set(self.now.get() + by);
     }
 
     pub fn at(&self, ms: Millis) -> Instant {

@@ -14,7 +14,13 @@
 //! the reachable rate the real server reaches, and `fcgi-floor` / another server bounds the ratio
 //! any FastCGI server could reach against it on this machine.
 //!
-//! Usage: `fcgi-floor [HOST:PORT [SECONDS]]` (default 127.0.0.1:9000). It prints
+//! With `--epoll` it runs no ring at all: one epoll instance, level-triggered, sleeping in
+//! `epoll_wait`; each readable connection gets one `recv` (64 KiB buffer) and its answers one
+//! `send` right away. At one connection that is one `epoll_wait`, one `recv` and one `send`
+//! per request, the least a readiness-based server can do: the bound for fcgi-uring's wake
+//! path at low load, which the io_uring floor shares and so cannot measure.
+//!
+//! Usage: `fcgi-floor [--epoll] [HOST:PORT [SECONDS]]` (default 127.0.0.1:9000). It prints
 //! `listening on ADDR` (port 0 picks a free one) and runs until killed, or for SECONDS, then
 //! prints `requests=N` (answers sent) and exits 0, which lets a profiler such as callgrind
 //! write its output. Pin it with `taskset -c 0`.
@@ -55,11 +61,17 @@ fn run() -> io::Result<()> {
     let invalid = |what: &str, a: &str, e: &dyn std::fmt::Display| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("{what} {a:?}: {e}"))
     };
-    let addr: SocketAddr = match std::env::args().nth(1) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let epoll = args.first().is_some_and(|a| a == "--epoll");
+    if epoll {
+        args.remove(0);
+    }
+    let mut args = args.into_iter();
+    let addr: SocketAddr = match args.next() {
         Some(a) => a.parse().map_err(|e| invalid("address", &a, &e))?,
         None => SocketAddr::from(([127, 0, 0, 1], 9000)),
     };
-    let run_for = match std::env::args().nth(2) {
+    let run_for = match args.next() {
         Some(a) => {
             let secs: f64 = a.parse().map_err(|e| invalid("seconds", &a, &e))?;
             let d = Duration::try_from_secs_f64(secs).map_err(|e| invalid("seconds", &a, &e))?;
@@ -68,6 +80,13 @@ fn run() -> io::Result<()> {
         None => None,
     };
     let listener = listen(addr)?;
+    if epoll {
+        println!("listening on {}", listener.local_addr()?);
+        io::stdout().flush()?;
+        let answered = EpollFloor::new(listener)?.serve(run_for)?;
+        println!("requests={answered}");
+        return Ok(());
+    }
     let mut ring = Ring::new(&RingConfig::default()).map_err(io::Error::other)?;
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
@@ -344,6 +363,188 @@ impl Floor {
             }
             true
         });
+    }
+}
+
+/// One connection of the epoll floor.
+struct EpollConn {
+    fd: OwnedFd,
+    scan: RecordScan,
+    /// Answers a short send left.
+    out: Vec<u8>,
+    /// Registered for writability too (while `out` is not empty).
+    writing: bool,
+}
+
+/// The floor without a ring (`--epoll`).
+struct EpollFloor {
+    listener: OwnedFd,
+    epoll: OwnedFd,
+    response: Vec<u8>,
+    get_values_result: Vec<u8>,
+    /// Indexed by token.
+    conns: Vec<Option<EpollConn>>,
+    free: Vec<usize>,
+    buf: Vec<u8>,
+    answered: u64,
+}
+
+impl EpollFloor {
+    fn new(listener: TcpListener) -> io::Result<EpollFloor> {
+        use rustix::event::epoll;
+        listener.set_nonblocking(true)?;
+        let listener = OwnedFd::from(listener);
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        epoll::add(
+            &ep,
+            &listener,
+            epoll::EventData::new_u64(LISTENER),
+            epoll::EventFlags::IN,
+        )?;
+        Ok(EpollFloor {
+            listener,
+            epoll: ep,
+            response: hello_response(),
+            get_values_result: get_values_result(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            buf: vec![0; 64 * 1024],
+            answered: 0,
+        })
+    }
+
+    /// Serves until `run_for` has passed (`None`: forever); returns the requests answered.
+    fn serve(mut self, run_for: Option<Duration>) -> io::Result<u64> {
+        use rustix::event::{Timespec, epoll};
+        use rustix::io::Errno;
+        let deadline = run_for.map(|d| Instant::now() + d);
+        let mut events: Vec<epoll::Event> = Vec::with_capacity(256);
+        loop {
+            let timeout = match deadline {
+                None => None,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(self.answered);
+                    }
+                    Some(Timespec::try_from(left).map_err(io::Error::other)?)
+                }
+            };
+            events.clear();
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            for ev in &events {
+                let token = ev.data.u64();
+                if token == LISTENER {
+                    self.accept_all()?;
+                } else {
+                    self.on_ready(token as usize, ev.flags);
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self) -> io::Result<()> {
+        use rustix::event::epoll;
+        use rustix::io::Errno;
+        use rustix::net::SocketFlags;
+        loop {
+            let fd = match rustix::net::accept_with(
+                &self.listener,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::AGAIN) => return Ok(()),
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(e) => {
+                    eprintln!("fcgi-floor: accept: {e}");
+                    return Ok(());
+                }
+            };
+            // As `fcgi-uring serve` does; a failure only costs latency.
+            let _ = socket2::SockRef::from(&fd).set_tcp_nodelay(true);
+            let token = self.free.pop().unwrap_or(self.conns.len());
+            epoll::add(
+                &self.epoll,
+                &fd,
+                epoll::EventData::new_u64(token as u64),
+                epoll::EventFlags::IN,
+            )?;
+            let conn = EpollConn {
+                fd,
+                scan: RecordScan::default(),
+                out: Vec::new(),
+                writing: false,
+            };
+            match self.conns.get_mut(token) {
+                Some(slot) => *slot = Some(conn),
+                None => self.conns.push(Some(conn)),
+            }
+        }
+    }
+
+    /// One `recv` if readable, then one `send` of what is owed.
+    fn on_ready(&mut self, token: usize, flags: rustix::event::epoll::EventFlags) {
+        use rustix::event::epoll::{self, EventFlags as F};
+        use rustix::io::Errno;
+        use rustix::net::{RecvFlags, SendFlags};
+        let Some(conn) = self.conns.get_mut(token).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut closed = false;
+        if flags.intersects(F::IN | F::HUP | F::ERR) {
+            match rustix::net::recv(&conn.fd, &mut self.buf[..], RecvFlags::empty()) {
+                Ok((0, _)) => closed = true,
+                Ok((n, _)) => {
+                    let response = &mut self.response;
+                    let get_values_result = &self.get_values_result;
+                    let out = &mut conn.out;
+                    let answered = &mut self.answered;
+                    conn.scan.feed(&self.buf[..n], |event| match event {
+                        Event::StdinEnd(id) => {
+                            patch_id(response, id);
+                            out.extend_from_slice(response);
+                            *answered += 1;
+                        }
+                        Event::GetValues => out.extend_from_slice(get_values_result),
+                    });
+                }
+                Err(Errno::AGAIN | Errno::INTR) => {}
+                Err(_) => closed = true,
+            }
+        }
+        if !closed && !conn.out.is_empty() {
+            match rustix::net::send(&conn.fd, &conn.out, SendFlags::NOSIGNAL) {
+                Ok(n) => {
+                    conn.out.drain(..n);
+                }
+                Err(Errno::AGAIN | Errno::INTR) => {}
+                Err(_) => closed = true,
+            }
+        }
+        let want_out = !conn.out.is_empty();
+        if !closed && want_out != conn.writing {
+            let flags = if want_out { F::IN | F::OUT } else { F::IN };
+            closed = epoll::modify(
+                &self.epoll,
+                &conn.fd,
+                epoll::EventData::new_u64(token as u64),
+                flags,
+            )
+            .is_err();
+            conn.writing = want_out;
+        }
+        if closed {
+            // Dropping the fd closes it, which also removes it from the epoll set.
+            self.conns[token] = None;
+            self.free.push(token);
+        }
     }
 }
 

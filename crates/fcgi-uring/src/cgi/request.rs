@@ -329,7 +329,25 @@ fn add_header(
     let Some(suffix) = name.strip_prefix(b"HTTP_") else {
         return;
     };
-    if matches!(
+    // The common headers are none of the ignored ones: they skip that check.
+    let header_name = match common_header(suffix) {
+        Some(name) => name,
+        None if is_ignored(suffix) => return,
+        None => match header_name(suffix, name_buf) {
+            Some(name) => name,
+            None => return,
+        },
+    };
+    let Some(Ok(header_value)) = params.share(value).map(HeaderValue::from_maybe_shared) else {
+        return;
+    };
+    // Only fails past http's 32768-entry limit, far above the params limits.
+    let _ = headers.try_append(header_name, header_value);
+}
+
+/// `HTTP_*` params that give no header (see the module docs).
+fn is_ignored(suffix: &[u8]) -> bool {
+    matches!(
         suffix,
         b"CONTENT_TYPE"
             | b"CONTENT_LENGTH"
@@ -340,25 +358,13 @@ fn add_header(
             | b"TE"
             | b"UPGRADE"
             | b"EXPECT"
-    ) {
-        return;
-    }
-    let Some(header_name) = header_name(suffix, name_buf) else {
-        return;
-    };
-    let Some(Ok(header_value)) = params.share(value).map(HeaderValue::from_maybe_shared) else {
-        return;
-    };
-    // Only fails past http's 32768-entry limit, far above the params limits.
-    let _ = headers.try_append(header_name, header_value);
+    )
 }
 
-/// `FOO_BAR` -> `foo-bar` (lowercasing is done by `HeaderName::from_bytes`); names up to 64
-/// bytes use the stack buffer, so a standard header name allocates nothing.
+/// `FOO_BAR` -> `foo-bar` (lowercasing is done by `HeaderName::from_bytes`) for a name that
+/// [`common_header`] does not know; names up to 64 bytes use the stack buffer, so a standard
+/// header name allocates nothing.
 fn header_name(suffix: &[u8], buf: &mut [u8; 64]) -> Option<HeaderName> {
-    if let Some(name) = common_header(suffix) {
-        return Some(name);
-    }
     let dash = |b: &u8| if *b == b'_' { b'-' } else { *b };
     if suffix.len() <= buf.len() {
         let out = &mut buf[..suffix.len()];

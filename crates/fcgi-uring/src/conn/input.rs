@@ -131,7 +131,8 @@ impl Core {
         // reaped): no clock read per request.
         let params_done = self.now();
         let metrics = &self.stats.shared.metrics;
-        let result = conn.receive(data, now, &mut |event, requests| match event {
+        let mut arena = self.params_arena.take();
+        let result = conn.receive(data, now, &mut arena, &mut |event, requests| match event {
             Event::Request {
                 id, role, params, ..
             } => {
@@ -157,7 +158,9 @@ impl Core {
             }
             Event::Stdin { id, data } => {
                 if let Some(entry) = requests.get_mut(&id) {
-                    pause |= entry.body.push(data) == Flow::Pause;
+                    // The announced length, looked up only for a body's first bytes.
+                    let expected = || announced_length(staged, key, id);
+                    pause |= entry.body.push(data, expected) == Flow::Pause;
                 }
             }
             Event::StdinEnd { id } => {
@@ -167,7 +170,7 @@ impl Core {
             }
             Event::Data { id, data } => {
                 if let Some(entry) = requests.get_mut(&id) {
-                    pause |= entry.data.push(data) == Flow::Pause;
+                    pause |= entry.data.push(data, || None) == Flow::Pause;
                 }
             }
             Event::DataEnd { id } => {
@@ -195,6 +198,7 @@ impl Core {
                 );
             }
         });
+        self.params_arena.set(arena);
         self.note_in_flight(conn.max_active_seen());
         for id in overloaded {
             self.stats.hit(
@@ -280,4 +284,18 @@ impl Core {
             None => task.abort(),
         }
     }
+}
+
+/// The CONTENT_LENGTH of request `id` of `key` if it is staged in this batch and states a
+/// plain length (advisory: only a size hint for its body's buffer).
+fn announced_length(staged: &[Staged], key: ConnKey, id: u16) -> Option<usize> {
+    let s = staged
+        .iter()
+        .rev()
+        .find(|s| s.rk.conn == key && s.rk.id == id)?;
+    let value = s.params.get(b"CONTENT_LENGTH")?;
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
 }

@@ -185,6 +185,12 @@ pub(crate) struct Core {
     conns: RefCell<Conns>,
     /// Connections with output to send or a state change to act on.
     dirty: RefCell<Vec<ConnKey>>,
+    /// The other list of [`Core::flush`], swapped with `dirty` (so that neither is reallocated
+    /// each loop turn).
+    flushing: RefCell<Vec<ConnKey>>,
+    /// Where the params of every connection's requests are built, lent to each receive (see
+    /// `fcgi_proto::Connection::params_arena`).
+    params_arena: Cell<fcgi_proto::ParamsArena>,
     /// Connections whose reading is paused on a full body buffer.
     paused: RefCell<Vec<ConnKey>>,
     driver: RefCell<Option<Waker>>,
@@ -231,6 +237,8 @@ impl Core {
             stats: Recorder::new(stats),
             conns: RefCell::new(Conns::default()),
             dirty: RefCell::new(Vec::new()),
+            flushing: RefCell::new(Vec::new()),
+            params_arena: Cell::new(fcgi_proto::ParamsArena::default()),
             paused: RefCell::new(Vec::new()),
             driver: RefCell::new(None),
             driver_parked: Cell::new(false),
@@ -336,11 +344,12 @@ impl Core {
     /// Acts on every connection that changed: hands output to `io`, arms or cancels receives,
     /// shuts down, closes (dropping the connection), and schedules the next deadline.
     pub fn flush(&self, io: &mut impl Io) {
-        let keys = std::mem::take(&mut *self.dirty.borrow_mut());
+        let mut keys = std::mem::take(&mut *self.flushing.borrow_mut());
+        std::mem::swap(&mut keys, &mut *self.dirty.borrow_mut());
         let mut conns = self.conns.borrow_mut();
         let now = self.now_ms();
         let max_output = self.settings.max_output_buffer;
-        for key in keys {
+        for key in keys.drain(..) {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
@@ -363,6 +372,7 @@ impl Core {
                 deadlines::schedule(self, key, conn);
             }
         }
+        *self.flushing.borrow_mut() = keys;
         self.stats
             .shared
             .metrics

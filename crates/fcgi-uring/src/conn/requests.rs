@@ -28,8 +28,9 @@ pub(crate) struct ReqKey {
 /// Where STDIN bytes of a request go.
 #[derive(Debug)]
 pub(crate) enum BodyIn {
-    /// Not dispatched yet: bytes collected during this receive batch.
-    Staged { chunks: Vec<Bytes>, ended: bool },
+    /// Not dispatched yet: bytes collected during this receive batch, in one buffer (handed
+    /// to the handler as they are: no second copy to join records).
+    Staged { bytes: Vec<u8>, ended: bool },
     /// Dispatched with a streaming body.
     Stream(Arc<Channel>),
     /// Dispatched with a complete body, or the handler no longer wants bytes.
@@ -40,16 +41,26 @@ impl BodyIn {
     /// A stream that has not been dispatched yet; `ended` when it will carry nothing.
     pub fn staged(ended: bool) -> BodyIn {
         BodyIn::Staged {
-            chunks: Vec::new(),
+            bytes: Vec::new(),
             ended,
         }
     }
 
     /// Adds received bytes; `Flow::Pause` when the handler's unread buffer is over its limit.
-    pub fn push(&mut self, data: &[u8]) -> Flow {
+    ///
+    /// The first bytes of a staged body reserve room for `expected()` bytes (the body's
+    /// announced length, if any), but at most [`FIRST_RESERVE_FACTOR`] times what arrived: an
+    /// announced length costs nothing until bytes come, and cannot make a few bytes reserve
+    /// much more.
+    pub fn push(&mut self, data: &[u8], expected: impl FnOnce() -> Option<usize>) -> Flow {
         match self {
-            BodyIn::Staged { chunks, .. } => {
-                chunks.push(Bytes::copy_from_slice(data));
+            BodyIn::Staged { bytes, .. } => {
+                if bytes.capacity() == 0 {
+                    let most = data.len().saturating_mul(FIRST_RESERVE_FACTOR);
+                    let want = expected().map_or(data.len(), |n| n.clamp(data.len(), most));
+                    bytes.reserve_exact(want);
+                }
+                bytes.extend_from_slice(data);
                 Flow::Continue
             }
             BodyIn::Stream(ch) => ch.push(Bytes::copy_from_slice(data)),
@@ -85,34 +96,23 @@ impl BodyIn {
     /// Hands the stream to the handler: complete bytes if it already ended, else a channel
     /// that later bytes go to.
     pub fn dispatch(&mut self, limit: usize) -> RequestBody {
-        let BodyIn::Staged { chunks, ended } = std::mem::replace(self, BodyIn::Done) else {
+        let BodyIn::Staged { bytes, ended } = std::mem::replace(self, BodyIn::Done) else {
             return RequestBody::empty();
         };
         if ended {
-            return RequestBody::full(concat(chunks));
+            return RequestBody::full(Bytes::from(bytes));
         }
         let channel = Arc::new(Channel::new(limit));
-        for chunk in chunks {
-            channel.push(chunk);
+        if !bytes.is_empty() {
+            channel.push(Bytes::from(bytes));
         }
         *self = BodyIn::Stream(channel.clone());
         RequestBody::streaming(channel)
     }
 }
 
-fn concat(mut chunks: Vec<Bytes>) -> Bytes {
-    match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut all = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            Bytes::from(all)
-        }
-    }
-}
+/// How much more than its first bytes a staged body may reserve (see [`BodyIn::push`]).
+const FIRST_RESERVE_FACTOR: usize = 4;
 
 /// An in-flight request.
 #[derive(Debug)]
@@ -294,6 +294,50 @@ mod tests {
             line: None,
             head_only: false,
         }
+    }
+
+    fn staged_capacity(body: &BodyIn) -> usize {
+        match body {
+            BodyIn::Staged { bytes, .. } => bytes.capacity(),
+            other => panic!("not staged: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_staged_body_is_one_buffer_sized_from_its_announced_length() {
+        let mut body = BodyIn::staged(false);
+        body.push(&[1; 1000], || Some(1500));
+        assert_eq!(
+            staged_capacity(&body),
+            1500,
+            "room for the announced length"
+        );
+        body.push(&[2; 500], || panic!("looked up for the first bytes only"));
+        assert_eq!(staged_capacity(&body), 1500, "no growth");
+        body.end();
+        let mut got = body.dispatch(1 << 20);
+        let frame = std::pin::pin!(&mut got);
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        let std::task::Poll::Ready(Some(Ok(frame))) = http_body::Body::poll_frame(frame, &mut cx)
+        else {
+            panic!("one data frame");
+        };
+        let data = frame.into_data().expect("data");
+        assert_eq!(data.len(), 1500);
+        assert!(data[..1000].iter().all(|&b| b == 1) && data[1000..].iter().all(|&b| b == 2));
+    }
+
+    #[test]
+    fn an_announced_length_reserves_at_most_four_times_the_first_bytes() {
+        let mut body = BodyIn::staged(false);
+        body.push(&[0; 10], || Some(1 << 30));
+        assert_eq!(staged_capacity(&body), 40);
+        let mut none = BodyIn::staged(false);
+        none.push(&[0; 10], || None);
+        assert_eq!(staged_capacity(&none), 10);
+        let mut short = BodyIn::staged(false);
+        short.push(&[0; 10], || Some(3));
+        assert_eq!(staged_capacity(&short), 10, "never less than what arrived");
     }
 
     #[test]

@@ -244,10 +244,14 @@ impl Conn {
 
     /// Runs received bytes through the protocol state machine; `on_event` sees each event with
     /// the request table. Bytes received after the connection stopped being open are dropped.
+    ///
+    /// Params are built in `arena` (the worker's, lent to the protocol state for this call:
+    /// connections share it, and an idle one holds none).
     pub fn receive(
         &mut self,
         data: &[u8],
         now: Millis,
+        arena: &mut fcgi_proto::ParamsArena,
         on_event: &mut impl FnMut(Event<'_>, &mut ReqTable),
     ) -> Result<(), ProtocolError> {
         if !self.is_open() {
@@ -261,7 +265,10 @@ impl Conn {
             requests,
             ..
         } = self;
-        proto.receive(data, out.buffer(), &mut |event| on_event(event, requests))
+        std::mem::swap(proto.params_arena(), arena);
+        let result = proto.receive(data, out.buffer(), &mut |event| on_event(event, requests));
+        std::mem::swap(proto.params_arena(), arena);
+        result
     }
 
     /// Answers a BEGIN_REQUEST with END_REQUEST(`status`) without running it.

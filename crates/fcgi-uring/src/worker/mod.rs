@@ -11,6 +11,8 @@
 //! is in flight and every response was handed to the kernel, or at `shutdown_timeout`.
 
 mod dispatch;
+#[cfg(feature = "bench-internals")]
+pub mod harness;
 
 pub(crate) use dispatch::Dispatcher;
 

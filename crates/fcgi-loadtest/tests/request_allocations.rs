@@ -1,0 +1,87 @@
+//! Allocations per request on the worker's request path (bytes in -> connection core ->
+//! `http::Request` -> the demo app through `tower::Service` -> records out), counted by a
+//! global allocator over recorded requests: deterministic, no socket, no timing.
+
+#[path = "support/request_path.rs"]
+mod support;
+
+use fcgi_proto::record::{HEADER_LEN, Header, RecordType};
+use support::{Counting, Workload, allocations, demo_worker, run_rounds};
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The STDOUT content of every request in `out`, in order of their ids' first STDOUT record.
+fn stdout_bodies(out: &[u8]) -> Vec<Vec<u8>> {
+    let mut by_id: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut at = 0;
+    while at + HEADER_LEN <= out.len() {
+        let header: &[u8; HEADER_LEN] = out[at..at + HEADER_LEN].try_into().expect("header");
+        let h = Header::parse(header);
+        let content = &out[at + HEADER_LEN..at + HEADER_LEN + usize::from(h.content_length)];
+        if h.record_type == RecordType::Stdout as u8 && !content.is_empty() {
+            match by_id.iter_mut().find(|(id, _)| *id == h.request_id) {
+                Some((_, v)) => v.extend_from_slice(content),
+                None => by_id.push((h.request_id, content.to_vec())),
+            }
+        }
+        at += HEADER_LEN + h.body_len();
+    }
+    by_id.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Runs `workload` and returns its allocations per request in the steady state, after checking
+/// that every request got its answer.
+fn allocations_per_request(workload: Workload) -> f64 {
+    let (input, per_round) = workload.input();
+    let mut worker = demo_worker();
+    let warm = run_rounds(&mut worker, &input, 64);
+    let bodies = stdout_bodies(&warm);
+    assert_eq!(bodies.len() as u64, per_round, "one answer per request");
+    for body in &bodies {
+        let text = String::from_utf8_lossy(body);
+        assert!(text.starts_with("Status: 200 OK\r\n"), "{text}");
+        assert!(body.ends_with(&workload.answer()), "{text}");
+    }
+    let rounds = 200;
+    let before = allocations();
+    let last = run_rounds(&mut worker, &input, rounds);
+    let allocs = allocations() - before;
+    assert_eq!(stdout_bodies(&last), bodies, "the same answers every round");
+    allocs as f64 / (rounds * per_round) as f64
+}
+
+/// What `http`'s types allocate for a `GET /hello` through the full surface, none of which the
+/// runtime can avoid: the request's `HeaderMap` (2: its index and entries), its two extensions
+/// `TrustedParams` and `Role` (4: the map, its table, a box each) and the demo handler's
+/// response `HeaderMap` (2). Everything else (params, the request entry, the output) is reused.
+const HTTP_TYPES: f64 = 8.0;
+
+#[test]
+fn get_hello_allocates_only_what_the_http_types_need() {
+    let hello = allocations_per_request(Workload::Hello);
+    let hello16 = allocations_per_request(Workload::Hello16);
+    println!("allocations per request: GET /hello {hello:.2}, 16 multiplexed {hello16:.2}");
+    // The params arena takes a new block now and then (16 requests' params do not fit one).
+    assert!(
+        hello <= HTTP_TYPES + 0.05,
+        "GET /hello: {hello} allocations per request"
+    );
+    assert!(
+        hello16 <= HTTP_TYPES + 0.25,
+        "16 x GET /hello: {hello16} allocations per request"
+    );
+}
+
+/// A 64 KiB body in two STDIN records is received into one buffer sized from CONTENT_LENGTH
+/// and handed over as it is: 3 allocations more than `GET /hello` (the body's buffer among
+/// them), none per record.
+#[test]
+fn echo_64k_allocates_one_body_buffer() {
+    let echo = allocations_per_request(Workload::Echo64k);
+    println!("allocations per request: POST /echo 64 KiB {echo:.2}");
+    assert!(
+        echo <= HTTP_TYPES + 3.05,
+        "POST /echo 64 KiB: {echo} allocations per request"
+    );
+}
