@@ -313,7 +313,7 @@ mod tests {
     fn label_sets_index_their_arrays() {
         assert_eq!(RoleLabel::ALL.len(), 3);
         assert_eq!(StatusClass::ALL.len(), 5);
-        assert_eq!(EndStatus::ALL.len(), 3);
+        assert_eq!(EndStatus::ALL.len(), 4);
         assert_eq!(CloseReason::ALL.len(), 5);
         assert_eq!(
             StatusClass::of(http::StatusCode::NOT_FOUND),
