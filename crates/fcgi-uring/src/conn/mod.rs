@@ -193,6 +193,8 @@ pub(crate) struct Core {
     active: Cell<usize>,
     /// Sends handed to the IO and not yet completed, on all connections.
     sends: Cell<usize>,
+    /// The server drains ([`Core::begin_drain`]).
+    draining: Cell<bool>,
     pub settings: Settings,
     pub clock: Clock,
     wheel: RefCell<Wheel<ConnKey>>,
@@ -235,6 +237,7 @@ impl Core {
             next_serial: Cell::new(1),
             active: Cell::new(0),
             sends: Cell::new(0),
+            draining: Cell::new(false),
             settings,
             max_in_flight_seen: Cell::new(0),
             stat_shared,
@@ -331,6 +334,22 @@ impl Core {
         n
     }
 
+    /// The server drains: from now on each connection closes as soon as no request is in flight
+    /// on it ([`Conn::drain_if_idle`]); requests already on a connection, and those whose
+    /// first bytes came before, are served. Every connection is looked at now.
+    pub fn begin_drain(&self) {
+        if self.draining.replace(true) {
+            return;
+        }
+        let mut conns = self.conns.borrow_mut();
+        conns.for_each(|key, conn| self.mark_dirty(key, conn));
+    }
+
+    /// Draining, and every connection closed: a worker may end.
+    pub fn is_drained(&self) -> bool {
+        self.is_quiet() && self.conns.borrow().len() == 0
+    }
+
     /// Acts on every connection that changed: hands output to `io`, arms or cancels receives,
     /// shuts down, closes (dropping the connection), and schedules the next deadline.
     pub fn flush(&self, io: &mut impl Io) {
@@ -342,6 +361,9 @@ impl Core {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
+            if self.draining.get() {
+                conn.drain_if_idle();
+            }
             let done = conn.step(key, max_output, now, io);
             if done.sent {
                 self.sends.set(self.sends.get() + 1);

@@ -324,6 +324,22 @@ impl Conn {
         (was_active, entry)
     }
 
+    /// The server drains: an open connection with no request in flight, not even one whose
+    /// params are still arriving, closes as after a KEEP_CONN=0 request (queued output sent,
+    /// write side shut down, later bytes dropped unread so that no new request starts, closed
+    /// at the peer's EOF or the linger deadline). True when it began draining now.
+    pub fn drain_if_idle(&mut self) -> bool {
+        if self.lifecycle != Lifecycle::Open
+            || self.requests.len() > 0
+            || self.proto.active_requests() > 0
+        {
+            return false;
+        }
+        self.lifecycle = Lifecycle::Draining { shutdown_at: None };
+        self.close_reason = CloseReason::Drain;
+        true
+    }
+
     /// A protocol error: every request cancelled, what is queued is flushed, then the
     /// connection closes. Returns how many requests were in flight.
     pub fn protocol_error(&mut self) -> usize {
@@ -339,6 +355,9 @@ impl Conn {
     /// dropped, closed. Returns how many requests were in flight.
     pub fn peer_gone(&mut self) -> usize {
         let reason = match self.lifecycle {
+            Lifecycle::Draining { .. } if self.close_reason == CloseReason::Drain => {
+                CloseReason::Drain
+            }
             Lifecycle::Draining { .. } => CloseReason::KeepConnOff,
             Lifecycle::Closing => CloseReason::ProtocolError,
             _ => CloseReason::Peer,

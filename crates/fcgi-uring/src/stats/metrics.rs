@@ -107,6 +107,8 @@ label_set! {
         Timeout => "timeout",
         /// A send failed: the peer is gone.
         SendFailed => "send_failed",
+        /// The server drained (shutdown or hot upgrade) and closed it between requests.
+        Drain => "drain",
     }
 }
 
@@ -191,7 +193,7 @@ pub struct Metrics {
     requests: [AtomicU64; 3],
     responses: [AtomicU64; 5],
     end_requests: [AtomicU64; 3],
-    closed: [AtomicU64; 5],
+    closed: [AtomicU64; 6],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     /// Gauges, published once per loop turn.
@@ -209,7 +211,7 @@ pub struct MetricsSnapshot {
     pub requests: [u64; 3],
     pub responses: [u64; 5],
     pub end_requests: [u64; 3],
-    pub closed: [u64; 5],
+    pub closed: [u64; 6],
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub in_flight: u64,
@@ -313,7 +315,7 @@ mod tests {
         assert_eq!(RoleLabel::ALL.len(), 3);
         assert_eq!(StatusClass::ALL.len(), 5);
         assert_eq!(EndStatus::ALL.len(), 3);
-        assert_eq!(CloseReason::ALL.len(), 5);
+        assert_eq!(CloseReason::ALL.len(), 6);
         assert_eq!(
             StatusClass::of(http::StatusCode::NOT_FOUND),
             StatusClass::ClientError

@@ -1,0 +1,74 @@
+//! `fcgi-uring reload --pid-file F`: asks a running server for a hot upgrade (SIGUSR2 to the
+//! pid in F) and waits until the new process has written its pid to F (it does once every
+//! worker accepts and the old process handed over). Exit 0 when it did, 1 when the server
+//! answered nothing in time (its log says why: a failed upgrade leaves the old one serving).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct ReloadArgs {
+    /// The pid file the server writes (`fcgi-uring serve --pid-file F`).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: PathBuf,
+    /// Seconds to wait for the new process (past the server's `server.upgrade_timeout`).
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
+}
+
+/// The pid in `path`, if it holds one.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+pub fn run(args: &ReloadArgs) -> ExitCode {
+    let Some(old) = read_pid(&args.pid_file) else {
+        eprintln!("fcgi-uring reload: no pid in {}", args.pid_file.display());
+        return ExitCode::FAILURE;
+    };
+    let Some(pid) = rustix::process::Pid::from_raw(old) else {
+        eprintln!("fcgi-uring reload: invalid pid {old}");
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::USR2) {
+        eprintln!("fcgi-uring reload: cannot signal pid {old}: {e}");
+        return ExitCode::FAILURE;
+    }
+    let until = Instant::now() + Duration::from_secs(args.wait);
+    while Instant::now() < until {
+        if let Some(new) = read_pid(&args.pid_file)
+            && new != old
+        {
+            println!("fcgi-uring reload: pid {new} serves; pid {old} drains");
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "fcgi-uring reload: pid {old} was not replaced within {} s; it still serves (see its log)",
+        args.wait
+    );
+    ExitCode::FAILURE
+}
+
+/// The pid file of a running server: written at start, removed at exit only if it still names
+/// this process (after a hot upgrade it names the new one).
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn write(path: PathBuf) -> std::io::Result<PidFile> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if read_pid(&self.0) == Some(std::process::id() as i32) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
