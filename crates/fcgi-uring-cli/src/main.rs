@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the built-in demo app (GET /hello, POST /echo, GET /sleep?ms=N, GET /json).
+    /// Serve the built-in demo app (GET /hello, POST /echo, GET /sleep?ms=N, GET /json, GET /pid).
     Serve(Box<ServeArgs>),
     /// Send one FastCGI request and print the response.
     Request(fcgi_uring_cli::request::RequestArgs),

@@ -231,3 +231,4 @@ pub mod http_client;
 pub mod matrix;
 pub mod metrics;
 pub mod proxy;
+pub mod restarts;

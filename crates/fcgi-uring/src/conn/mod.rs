@@ -345,6 +345,10 @@ impl Core {
         conns.for_each(|key, conn| self.mark_dirty(key, conn));
     }
 
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
     /// Draining, and every connection closed: a worker may end.
     pub fn is_drained(&self) -> bool {
         self.is_quiet() && self.conns.borrow().len() == 0

@@ -96,6 +96,9 @@ pub(crate) struct Conn {
     timer: Option<u64>,
     /// Why it closed (meaningful once closed or closing).
     close_reason: CloseReason,
+    /// Bytes came in at least once (a connection accepted just before a drain began has not
+    /// sent its first request yet: it gets [`super::deadlines::DRAIN_FIRST_REQUEST`] to).
+    received: bool,
 }
 
 impl Conn {
@@ -112,6 +115,7 @@ impl Conn {
             dirty: false,
             last_recv: now,
             last_activity: now,
+            received: false,
             params_since: None,
             timer: None,
             close_reason: CloseReason::Peer,
@@ -255,6 +259,7 @@ impl Conn {
         }
         self.last_recv = now;
         self.last_activity = now;
+        self.received = true;
         let Conn {
             proto,
             out,
@@ -328,7 +333,22 @@ impl Conn {
     /// params are still arriving, closes as after a KEEP_CONN=0 request (queued output sent,
     /// write side shut down, later bytes dropped unread so that no new request starts, closed
     /// at the peer's EOF or the linger deadline). True when it began draining now.
+    /// A connection that never received a byte is left for its first request (see
+    /// [`Conn::has_received`]); [`Conn::drain_unused`] closes it after that grace.
     pub fn drain_if_idle(&mut self) -> bool {
+        if !self.received {
+            return false;
+        }
+        self.drain_unused()
+    }
+
+    /// Whether bytes ever came in.
+    pub fn has_received(&self) -> bool {
+        self.received
+    }
+
+    /// [`Conn::drain_if_idle`], whether or not bytes ever came in.
+    pub fn drain_unused(&mut self) -> bool {
         if self.lifecycle != Lifecycle::Open
             || self.requests.len() > 0
             || self.proto.active_requests() > 0
