@@ -57,6 +57,7 @@ pub struct ServerSection {
     pub share_port: Option<bool>,
     pub strip_script_name: Option<bool>,
     pub shutdown_timeout: Option<f64>,
+    pub upgrade_timeout: Option<f64>,
     pub accept_retry: Option<f64>,
 }
 

@@ -264,7 +264,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(admin) = handle.admin_addr() {
         println!("fcgi-uring admin listener on {admin} (/metrics /healthz /readyz /status)");
     }
-    let _pid_file = match args
+    let pid_file = match args
         .pid_file
         .clone()
         .map(fcgi_uring_cli::reload::PidFile::write)
@@ -276,7 +276,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(Ok(f)) => Some(f),
         None => None,
     };
-    signals.wait(&mut handle, |handle| upgrade(handle, &exe));
+    signals.wait(&mut handle, |handle| {
+        let upgraded = upgrade(handle, &exe);
+        if !upgraded && let Some(Err(e)) = pid_file.as_ref().map(|f| f.rewrite()) {
+            eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
+        }
+        upgraded
+    });
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     if handle.features().is_some() {
         eprintln!("fcgi-uring: io_uring: {}", handle.ring_stats());

@@ -1,7 +1,8 @@
 //! `fcgi-uring reload --pid-file F`: asks a running server for a hot upgrade (SIGUSR2 to the
 //! pid in F) and waits until the new process has written its pid to F (it does once every
-//! worker accepts and the old process handed over). Exit 0 when it did, 1 when the server
-//! answered nothing in time (its log says why: a failed upgrade leaves the old one serving).
+//! worker accepts and the old process handed over). Exit 0 when it did; 1 when the old
+//! process rewrote F with its own pid (it does when an upgrade failed: its log says why, and
+//! it serves on) or nothing changed in time.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,19 +32,27 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
         eprintln!("fcgi-uring reload: invalid pid {old}");
         return ExitCode::FAILURE;
     };
+    let written = modified(&args.pid_file);
     if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::USR2) {
         eprintln!("fcgi-uring reload: cannot signal pid {old}: {e}");
         return ExitCode::FAILURE;
     }
     let until = Instant::now() + Duration::from_secs(args.wait);
     while Instant::now() < until {
-        if let Some(new) = read_pid(&args.pid_file)
-            && new != old
-        {
-            println!("fcgi-uring reload: pid {new} serves; pid {old} drains");
-            return ExitCode::SUCCESS;
+        match read_pid(&args.pid_file) {
+            Some(new) if new != old => {
+                println!("fcgi-uring reload: pid {new} serves; pid {old} drains");
+                return ExitCode::SUCCESS;
+            }
+            Some(_) if modified(&args.pid_file) != written => {
+                eprintln!(
+                    "fcgi-uring reload: the upgrade failed; pid {old} serves on (see its log)"
+                );
+                return ExitCode::FAILURE;
+            }
+            _ => {}
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!(
         "fcgi-uring reload: pid {old} was not replaced within {} s; it still serves (see its log)",
@@ -52,16 +61,26 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
     ExitCode::FAILURE
 }
 
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// The pid file of a running server: written at start, removed at exit only if it still names
 /// this process (after a hot upgrade it names the new one).
 pub struct PidFile(PathBuf);
 
 impl PidFile {
     pub fn write(path: PathBuf) -> std::io::Result<PidFile> {
-        let tmp = path.with_extension("tmp");
+        let file = PidFile(path);
+        file.rewrite()?;
+        Ok(file)
+    }
+
+    /// Writes the file again (a failed upgrade's answer to `reload`: same pid, new mtime).
+    pub fn rewrite(&self) -> std::io::Result<()> {
+        let tmp = self.0.with_extension("tmp");
         std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(PidFile(path))
+        std::fs::rename(&tmp, &self.0)
     }
 }
 

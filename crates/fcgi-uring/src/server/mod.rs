@@ -149,7 +149,9 @@ impl Server {
         let mut handle = ServerHandle::starting(listeners.local.clone());
         handle.ops = ops;
         handle.listeners = listeners.sockets.clone();
-        handle.owns_socket_file = !listeners.passed;
+        // A socket made by this server or an earlier process of it (hot upgrade) is its own;
+        // systemd's is the socket unit's.
+        handle.owns_socket_file = !listeners.passed || passed.from_upgrade;
         handle.upgrade_timeout = cfg.upgrade_timeout;
         handle.shutdown_timeout = cfg.shutdown_timeout;
         let watchdog = systemd::watchdog_period();

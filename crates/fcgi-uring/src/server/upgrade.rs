@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 pub enum UpgradeError {
     /// The new process could not be started.
     Spawn(io::Error),
-    /// It exited before reporting ready (its status).
-    Exited(ExitStatus),
+    /// It exited before reporting ready.
+    Exited { pid: u32, status: ExitStatus },
     /// It did not report ready within `server.upgrade_timeout` and was stopped.
-    NotReady(Duration),
+    NotReady { pid: u32, timeout: Duration },
     /// Waiting for it failed.
     Io(io::Error),
     /// A hot upgrade already handed this server's sockets over.
@@ -48,10 +48,16 @@ impl fmt::Display for UpgradeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpgradeError::Spawn(e) => write!(f, "cannot start the new process: {e}"),
-            UpgradeError::Exited(s) => write!(f, "the new process exited before ready ({s})"),
-            UpgradeError::NotReady(t) => write!(
+            UpgradeError::Exited { pid, status } => {
+                write!(
+                    f,
+                    "the new process (pid {pid}) exited before ready ({status})"
+                )
+            }
+            UpgradeError::NotReady { pid, timeout } => write!(
                 f,
-                "the new process was not ready within {t:?} (server.upgrade_timeout); stopped it"
+                "the new process (pid {pid}) was not ready within {timeout:?} \
+                 (server.upgrade_timeout); stopped it"
             ),
             UpgradeError::Io(e) => write!(f, "waiting for the new process: {e}"),
             UpgradeError::AlreadyHandedOver => write!(f, "the sockets were already handed over"),
@@ -106,12 +112,16 @@ pub(crate) fn start(
     // The parent's copies of the mapped fds were moved into `command`: drop them now, so the
     // socket pair reports EOF when the child exits.
     drop(command);
+    let pid = child.id();
     match wait_ready(ours, timeout) {
-        Ok(true) => Ok(child.id()),
-        Ok(false) => Err(UpgradeError::Exited(reap(&mut child, stop_grace))),
+        Ok(true) => Ok(pid),
+        Ok(false) => Err(UpgradeError::Exited {
+            pid,
+            status: reap(&mut child, stop_grace),
+        }),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
             reap(&mut child, stop_grace);
-            Err(UpgradeError::NotReady(timeout))
+            Err(UpgradeError::NotReady { pid, timeout })
         }
         Err(e) => {
             reap(&mut child, stop_grace);
