@@ -357,3 +357,101 @@ fn a_handler_past_its_deadline_gets_a_504() {
         "gone"
     );
 }
+
+/// Serves request 1 on `key` to the end (answer sent and confirmed); what the IO was asked
+/// after the send.
+fn serve_one(core: &Core, io: &mut FakeIo, key: ConnKey) -> Vec<Action> {
+    let rk = receive(core, key, &request(1, true))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(io);
+    let _ = the_send(&io.take(key));
+    core.on_sent(key, Sent::All(None));
+    core.flush(io);
+    io.take(key)
+}
+
+fn drained_closes(core: &Core) -> u64 {
+    core.stats
+        .shared
+        .metrics
+        .snapshot()
+        .closed(crate::stats::metrics::CloseReason::Drain)
+}
+
+#[test]
+fn a_drain_answers_the_request_in_flight_then_shuts_down_between_requests() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let busy = open(&core, &mut io);
+    let rk = receive(&core, busy, &request(1, true))[0];
+    core.begin_drain();
+    assert!(core.is_draining());
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(busy),
+        [],
+        "a request in flight: the connection stays"
+    );
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    let sent = the_send(&io.take(busy));
+    assert!(
+        sent.ends_with(&end_of(1)),
+        "the request in flight is answered"
+    );
+    assert!(!core.is_drained());
+    core.on_sent(busy, Sent::All(None));
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(busy),
+        [Action::ShutdownWrite],
+        "FIN once its last answer is sent"
+    );
+    // A request that crossed the FIN is read and dropped: it never runs.
+    assert_eq!(receive(&core, busy, &request(2, true)), []);
+    core.on_recv_ended(busy);
+    core.on_peer_gone(busy);
+    core.flush(&mut io);
+    assert_eq!(io.take(busy), [Action::Close { abort: false }]);
+    assert!(core.is_drained());
+    assert_eq!(drained_closes(&core), 1);
+}
+
+#[test]
+fn a_drain_shuts_down_an_idle_connection_at_once() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    assert_eq!(serve_one(&core, &mut io, key), []);
+    core.begin_drain();
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [Action::ShutdownWrite]);
+    assert!(!core.is_drained(), "closed at the peer's EOF, not before");
+}
+
+#[test]
+fn a_connection_accepted_before_the_drain_gets_its_first_request_served() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let early = open(&core, &mut io);
+    let silent = open(&core, &mut io);
+    core.begin_drain();
+    core.flush(&mut io);
+    assert_eq!(io.take(early), [], "no request yet: left open");
+    assert_eq!(io.take(silent), []);
+    core.clock.advance(Duration::from_millis(500));
+    expire(&core);
+    assert_eq!(
+        serve_one(&core, &mut io, early),
+        [Action::ShutdownWrite],
+        "served, then shut down"
+    );
+    core.clock.advance(deadlines::DRAIN_FIRST_REQUEST);
+    assert!(expire(&core));
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(silent),
+        [Action::ShutdownWrite],
+        "nothing came within the grace"
+    );
+}
