@@ -24,6 +24,7 @@ const UPGRADES: usize = 20;
 /// A server started from `exe` with `--config config --pid-file DIR/pid`, its stderr in
 /// DIR/server.log.
 struct Served {
+    _first: common::KillOnDrop,
     pid_file: PathBuf,
     log: PathBuf,
     _kill: KillPidFile,
@@ -34,18 +35,22 @@ impl Served {
         let pid_file = dir.join("fcgi-uring.pid");
         let log = dir.join("server.log");
         let stderr = std::fs::File::create(&log).expect("create the log");
-        // Not kept as a Child: the processes after the first are not this test's children.
-        let _first = Command::new(exe)
-            .args(["serve", "--config"])
-            .arg(config)
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start fcgi-uring serve");
+        // The processes after the first are not this test's children: they are found through
+        // the pid file (and killed through it by `KillPidFile` if the test fails).
+        let first = common::KillOnDrop(
+            Command::new(exe)
+                .args(["serve", "--config"])
+                .arg(config)
+                .arg("--pid-file")
+                .arg(&pid_file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("start fcgi-uring serve"),
+        );
         let served = Served {
+            _first: first,
             _kill: KillPidFile(pid_file.clone()),
             pid_file,
             log,

@@ -53,16 +53,18 @@ fn ready_watchdog_mainpid_and_stopping() {
     let pid_file = dir.path().join("fcgi-uring.pid");
     let _kill = KillPidFile(pid_file.clone());
     let listen = format!("127.0.0.1:{}", common::proxy::free_port());
-    let _first = Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
-        .args(["serve", "--listen", &listen, "--workers", "2", "--no-pin"])
-        .args(["--admin-listen", "none", "--pid-file"])
-        .arg(&pid_file)
-        .env("NOTIFY_SOCKET", &notify)
-        .env("WATCHDOG_USEC", "200000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start fcgi-uring serve");
+    let _first = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .args(["serve", "--listen", &listen, "--workers", "2", "--no-pin"])
+            .args(["--admin-listen", "none", "--pid-file"])
+            .arg(&pid_file)
+            .env("NOTIFY_SOCKET", &notify)
+            .env("WATCHDOG_USEC", "200000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start fcgi-uring serve"),
+    );
     wait_for("READY=1", HANG_GUARD, || count(&got, "READY=1") == 1);
     let old = pid_in(&pid_file).expect("pid file");
     // Pings every 100 ms while the workers turn.
