@@ -27,21 +27,29 @@ enum Cause {
     Handler,
     Write,
     Linger,
-    /// The server drains and a connection accepted before sent nothing in time.
-    DrainFirstRequest,
+    /// The server drains and the connection stayed idle.
+    DrainIdle,
 }
 
-/// How long a draining server waits for the first request of a connection it accepted just
-/// before the drain began (the client connected, and its request is on the way): closing it
-/// at once would turn that request into an EOF on a fresh connection.
-pub(crate) const DRAIN_FIRST_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a draining server leaves a connection idle before it closes it without an answer
+/// to carry the FIN. A connection is closed safely right after an answer (the FIN in the
+/// answer's last segment); one that is idle may be picked by the proxy at the very moment the
+/// FIN is on its way, so it gets this long to bring a request first (and a connection
+/// accepted just before the drain, its first request) and is closed only after.
+pub(crate) const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn after(since: Millis, limit: Duration) -> Option<Millis> {
     (!limit.is_zero()).then(|| since.saturating_add(limit.as_millis() as u64))
 }
 
 /// Every deadline of `conn` that applies in its current state.
-fn deadlines(conn: &Conn, t: &Timeouts, draining: bool, mut each: impl FnMut(Millis, Cause)) {
+/// `draining`: since when the server drains.
+fn deadlines(
+    conn: &Conn,
+    t: &Timeouts,
+    draining: Option<Millis>,
+    mut each: impl FnMut(Millis, Cause),
+) {
     let mut push = |at: Option<Millis>, cause| {
         if let Some(at) = at {
             each(at, cause);
@@ -64,10 +72,10 @@ fn deadlines(conn: &Conn, t: &Timeouts, draining: bool, mut each: impl FnMut(Mil
     }
     if conn.active_requests() == 0 && conn.backlog() == 0 {
         push(after(conn.last_activity(), t.idle), Cause::Idle);
-        if draining && !conn.has_received() {
+        if let Some(since) = draining {
             push(
-                after(conn.last_activity(), DRAIN_FIRST_REQUEST),
-                Cause::DrainFirstRequest,
+                after(conn.last_activity().max(since), DRAIN_IDLE),
+                Cause::DrainIdle,
             );
         }
     }
@@ -90,7 +98,7 @@ fn waits_for_body(e: &ReqEntry) -> bool {
 }
 
 /// The earliest deadline of `conn`, if any.
-fn deadline(conn: &Conn, t: &Timeouts, draining: bool) -> Option<Millis> {
+fn deadline(conn: &Conn, t: &Timeouts, draining: Option<Millis>) -> Option<Millis> {
     let mut first: Option<Millis> = None;
     deadlines(conn, t, draining, |at, _| {
         first = Some(first.map_or(at, |f| f.min(at)))
@@ -100,7 +108,7 @@ fn deadline(conn: &Conn, t: &Timeouts, draining: bool) -> Option<Millis> {
 
 /// Puts `conn` in the wheel for its earliest deadline, unless an earlier entry is live.
 pub(super) fn schedule(core: &Core, key: ConnKey, conn: &mut Conn) {
-    let Some(at) = deadline(conn, &core.settings.timeouts, core.is_draining()) else {
+    let Some(at) = deadline(conn, &core.settings.timeouts, core.draining_since()) else {
         return;
     };
     let mut wheel = core.wheel.borrow_mut();
@@ -147,7 +155,7 @@ fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec
     deadlines(
         conn,
         &core.settings.timeouts,
-        core.is_draining(),
+        core.draining_since(),
         |at, cause| {
             if at <= now {
                 passed[cause as usize] = true;
@@ -172,8 +180,8 @@ fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec
         core.active.set(core.active.get().saturating_sub(n));
         return;
     }
-    if passed[Cause::DrainFirstRequest as usize] {
-        conn.drain_unused();
+    if passed[Cause::DrainIdle as usize] {
+        conn.drain_now();
         return;
     }
     if passed[Cause::Body as usize] {

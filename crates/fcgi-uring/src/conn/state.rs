@@ -96,9 +96,8 @@ pub(crate) struct Conn {
     timer: Option<u64>,
     /// Why it closed (meaningful once closed or closing).
     close_reason: CloseReason,
-    /// Bytes came in at least once (a connection accepted just before a drain began has not
-    /// sent its first request yet: it gets [`super::deadlines::DRAIN_FIRST_REQUEST`] to).
-    received: bool,
+    /// Cork before the next send (set when a drain closes the connection after its answer).
+    cork: bool,
 }
 
 impl Conn {
@@ -115,7 +114,7 @@ impl Conn {
             dirty: false,
             last_recv: now,
             last_activity: now,
-            received: false,
+            cork: false,
             params_since: None,
             timer: None,
             close_reason: CloseReason::Peer,
@@ -259,7 +258,6 @@ impl Conn {
         }
         self.last_recv = now;
         self.last_activity = now;
-        self.received = true;
         let Conn {
             proto,
             out,
@@ -329,26 +327,24 @@ impl Conn {
         (was_active, entry)
     }
 
-    /// The server drains: an open connection with no request in flight, not even one whose
-    /// params are still arriving, closes as after a KEEP_CONN=0 request (queued output sent,
-    /// write side shut down, later bytes dropped unread so that no new request starts, closed
-    /// at the peer's EOF or the linger deadline). True when it began draining now.
-    /// A connection that never received a byte is left for its first request (see
-    /// [`Conn::has_received`]); [`Conn::drain_unused`] closes it after that grace.
-    pub fn drain_if_idle(&mut self) -> bool {
-        if !self.received {
+    /// The server drains and this connection's last answer is queued (no other request in
+    /// flight, not even one whose params are still arriving): it closes as after a KEEP_CONN=0
+    /// request (answer sent, write side shut down, later bytes dropped unread so that no new
+    /// request starts, closed at the peer's EOF or the linger deadline), and the answer is
+    /// corked so that the FIN rides in its last segment: a proxy reading the answer sees the
+    /// close before it could put the connection back in its pool. True when it began now.
+    pub fn drain_after_answer(&mut self) -> bool {
+        if self.out.is_empty() {
             return false;
         }
-        self.drain_unused()
+        let began = self.drain_now();
+        self.cork = began;
+        began
     }
 
-    /// Whether bytes ever came in.
-    pub fn has_received(&self) -> bool {
-        self.received
-    }
-
-    /// [`Conn::drain_if_idle`], whether or not bytes ever came in.
-    pub fn drain_unused(&mut self) -> bool {
+    /// Starts closing as [`Conn::drain_after_answer`] does, answer or not (a connection left
+    /// idle during a drain). False when a request is in flight or it was not open.
+    pub fn drain_now(&mut self) -> bool {
         if self.lifecycle != Lifecycle::Open
             || self.requests.len() > 0
             || self.proto.active_requests() > 0
@@ -461,6 +457,9 @@ impl Conn {
         io: &mut impl Io,
     ) -> Stepped {
         self.dirty = false;
+        if std::mem::take(&mut self.cork) {
+            io.cork(key);
+        }
         let sent = self.send(key, now, io);
         let mut done = Stepped {
             sent: sent.is_some(),
