@@ -118,3 +118,54 @@ fn unix_socket_restarts_lose_nothing() {
         "the socket file belongs to the socket unit: the service must leave it"
     );
 }
+
+/// `sh -c SCRIPT` with the binary as `$0`, its output.
+fn run_sh(script: &str) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", script, env!("CARGO_BIN_EXE_fcgi-uring")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh")
+}
+
+#[test]
+fn a_passed_fd_that_is_no_listening_socket_fails_the_start_naming_it() {
+    let out = run_sh(
+        "exec 3</dev/null; LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=web \
+         exec \"$0\" serve --workers 1 --no-pin --admin-listen none",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("passed fd 3 (name \"web\")"), "{err}");
+}
+
+#[test]
+fn a_stray_listen_fds_without_listen_pid_is_ignored() {
+    let port = common::proxy::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("pid");
+    let _kill = KillPidFile(pid_file.clone());
+    let mut server = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .args([
+                "serve",
+                "--workers",
+                "1",
+                "--no-pin",
+                "--admin-listen",
+                "none",
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--pid-file"])
+            .arg(&pid_file)
+            .env("LISTEN_FDS", "1")
+            .env_remove("LISTEN_PID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start"),
+    );
+    wait_for("the server on its own port", HANG_GUARD, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    assert!(server.0.try_wait().expect("wait").is_none());
+}

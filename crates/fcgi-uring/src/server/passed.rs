@@ -102,6 +102,12 @@ fn from_env() -> io::Result<Passed> {
         .map(|n| n.split(':').map(str::to_owned).collect())
         .unwrap_or_default();
     let from_upgrade = std::env::var_os(UPGRADE_ENV).is_some();
+    // systemd names the process meant (listenfd checks it); without LISTEN_PID only a hot
+    // upgrade passes sockets: a stray LISTEN_FDS in an environment is ignored, as systemd's
+    // sd_listen_fds(3) would.
+    if std::env::var_os("LISTEN_PID").is_none() && !from_upgrade {
+        return Ok(Passed::default());
+    }
     let mut fds = ListenFd::from_env();
     let mut passed = Passed {
         from_upgrade,
