@@ -276,10 +276,17 @@ fn serve(args: ServeArgs) -> ExitCode {
         Some(Ok(f)) => Some(f),
         None => None,
     };
+    let mut pid_file = pid_file;
     signals.wait(&mut handle, |handle| {
         let upgraded = upgrade(handle, &exe);
-        if !upgraded && let Some(Err(e)) = pid_file.as_ref().map(|f| f.rewrite()) {
-            eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
+        match pid_file.as_mut() {
+            Some(f) if upgraded => f.hand_over(),
+            Some(f) => {
+                if let Err(e) = f.rewrite() {
+                    eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
+                }
+            }
+            None => {}
         }
         upgraded
     });

@@ -65,29 +65,42 @@ fn modified(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The pid file of a running server: written at start, removed at exit only if it still names
-/// this process (after a hot upgrade it names the new one).
-pub struct PidFile(PathBuf);
+/// The pid file of a running server: written at start, removed at exit, unless a hot upgrade
+/// handed over (the file is then the new process's, which may be writing it right now).
+pub struct PidFile {
+    path: PathBuf,
+    handed_over: bool,
+}
 
 impl PidFile {
     pub fn write(path: PathBuf) -> std::io::Result<PidFile> {
-        let file = PidFile(path);
+        let file = PidFile {
+            path,
+            handed_over: false,
+        };
         file.rewrite()?;
         Ok(file)
     }
 
-    /// Writes the file again (a failed upgrade's answer to `reload`: same pid, new mtime).
+    /// Writes the file again (a failed upgrade's answer to `reload`: same pid, new mtime),
+    /// atomically (a temporary file of this process renamed over it).
     pub fn rewrite(&self) -> std::io::Result<()> {
-        let tmp = self.0.with_extension("tmp");
-        std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
-        std::fs::rename(&tmp, &self.0)
+        let pid = std::process::id();
+        let tmp = self.path.with_extension(format!("{pid}.tmp"));
+        std::fs::write(&tmp, format!("{pid}\n"))?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// A hot upgrade handed over: the file is left to the new process.
+    pub fn hand_over(&mut self) {
+        self.handed_over = true;
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        if read_pid(&self.0) == Some(std::process::id() as i32) {
-            let _ = std::fs::remove_file(&self.0);
+        if !self.handed_over && read_pid(&self.path) == Some(std::process::id() as i32) {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }

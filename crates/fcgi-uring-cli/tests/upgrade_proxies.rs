@@ -177,3 +177,8 @@ fn haproxy_mpxs_conns_with_l7_retries_loses_nothing_across_upgrades() {
 fn caddy_loses_nothing_across_upgrades() {
     upgrades_behind(proxy::caddy, "caddy");
 }
+
+#[test]
+fn apache_enablereuse_loses_nothing_across_upgrades() {
+    upgrades_behind(proxy::apache, "apache");
+}
