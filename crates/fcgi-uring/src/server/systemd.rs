@@ -69,6 +69,15 @@ pub(crate) struct Watchdog {
 
 impl Watchdog {
     pub fn start(period: Duration, workers: Vec<Arc<Heartbeat>>) -> std::io::Result<Watchdog> {
+        Watchdog::start_with(period, workers, || notify(&[NotifyState::Watchdog]))
+    }
+
+    /// [`Watchdog::start`] with `ping` in place of `WATCHDOG=1`.
+    fn start_with(
+        period: Duration,
+        workers: Vec<Arc<Heartbeat>>,
+        ping: impl Fn() + Send + 'static,
+    ) -> std::io::Result<Watchdog> {
         let (stop, stopped) = mpsc::channel::<()>();
         let half = period / 2;
         let thread = std::thread::Builder::new()
@@ -76,7 +85,7 @@ impl Watchdog {
             .spawn(move || {
                 loop {
                     if workers.iter().all(|h| h.age() < half) {
-                        notify(&[NotifyState::Watchdog]);
+                        ping();
                     } else {
                         tracing::error!("a worker has not turned in {half:?}: no watchdog ping");
                     }
@@ -99,5 +108,61 @@ impl Drop for Watchdog {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Stamps `h` every 10 ms until `stop`.
+    fn beating(h: Arc<Heartbeat>, stop: Arc<std::sync::atomic::AtomicBool>) {
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                h.beat();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+    }
+
+    fn wait(what: &str, cond: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < until, "waited in vain for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn pings_only_while_every_worker_stamps() {
+        let (alive, stuck) = (
+            Arc::new(Heartbeat::default()),
+            Arc::new(Heartbeat::default()),
+        );
+        alive.beat();
+        stuck.beat();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        beating(alive.clone(), stop.clone());
+        let pings = Arc::new(AtomicUsize::new(0));
+        let counted = pings.clone();
+        let period = Duration::from_millis(200);
+        let _dog = Watchdog::start_with(period, vec![alive, stuck.clone()], move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .expect("start");
+        // `stuck` stopped stamping: once its stamp is older than half the period, no ping.
+        wait("the stuck worker's stamp to age", || stuck.age() >= period);
+        let before = pings.load(Ordering::SeqCst);
+        wait("two checks after", || stuck.age() >= period * 2);
+        assert_eq!(
+            pings.load(Ordering::SeqCst),
+            before,
+            "pinged with a stuck worker"
+        );
+        // It turns again: pings resume.
+        beating(stuck, stop.clone());
+        wait("pings again", || pings.load(Ordering::SeqCst) >= before + 2);
+        stop.store(true, Ordering::Relaxed);
     }
 }
