@@ -250,3 +250,36 @@ fn failed_upgrades_keep_the_old_process_serving() {
     server.stop();
     assert_lossless(&tally, &[old, new]);
 }
+
+/// Fewer workers after an upgrade than SO_REUSEPORT sockets handed over: every socket is still
+/// accepted on (the worker count is raised to the socket count), so no connection waits in an
+/// accept queue nobody serves.
+#[test]
+fn fewer_workers_after_an_upgrade_still_serve_every_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("fcgi-uring.toml");
+    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
+    std::fs::write(&conf, config(&listen, "")).expect("write config");
+    let server = Served::start(env!("CARGO_BIN_EXE_fcgi-uring").as_ref(), &conf, dir.path());
+    let old = server.pid().expect("serving");
+    std::fs::write(
+        &conf,
+        config(&listen, "").replace("workers = 2", "workers = 1"),
+    )
+    .expect("write config");
+    assert!(server.reload(), "server log:\n{}", server.log());
+    wait_for("the old process to exit", HANG_GUARD, || !alive(old));
+    let new = server.pid().expect("the new process serves");
+    let addr: Addr = listen.parse().expect("addr");
+    // A connection lands on either socket (the kernel hashes its 4-tuple): 64 fresh ones
+    // reach both with near certainty (each one-sided run of 64 has probability 2^-63).
+    for i in 0..64 {
+        let r = get(&addr, "/pid");
+        assert_eq!(
+            (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+            (200, new.to_string()),
+            "connection {i}"
+        );
+    }
+    server.stop();
+}
