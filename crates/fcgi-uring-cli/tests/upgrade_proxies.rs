@@ -160,11 +160,13 @@ fn nginx_keep_conn_loses_nothing_across_upgrades() {
 /// HAProxy multiplexes: it may send a request on a connection before the answer that ends
 /// it arrives, so the close can cross a request whatever the order. That request was never
 /// run (bytes after the FIN are dropped unread), so HAProxy's L7 retry of an empty response is
-/// safe, even for a POST: with it, nothing is lost (docs/deploy/restarts.md).
+/// safe, even for a POST: with it, nothing is lost (docs/deploy/restarts.md). A retry may pick
+/// another pooled connection of the draining process: `retries` must exceed the pool (with 3,
+/// two 502s were seen on a loaded machine).
 fn haproxy_with_retries(backend: &str) -> Option<Proxy> {
     proxy::haproxy_with(
         backend,
-        "    retries 3\n    retry-on conn-failure empty-response\n",
+        "    retries 10\n    retry-on conn-failure empty-response\n",
     )
 }
 
