@@ -59,6 +59,7 @@ pub struct ServerSection {
     pub allowed_peers: Option<String>,
     pub strip_script_name: Option<bool>,
     pub shutdown_timeout: Option<f64>,
+    pub upgrade_timeout: Option<f64>,
     pub accept_retry: Option<f64>,
 }
 

@@ -4,6 +4,8 @@
 //! - `POST /echo` -> the request body
 //! - `GET /sleep?ms=N` -> waits N ms (asynchronously, at most 60 s), then `slept N`
 //! - `GET /json` -> a small JSON document
+//! - `GET /pid` -> the serving process's id (which process answered, across restarts and hot
+//!   upgrades)
 //! - anything else -> 404
 
 use bytes::Bytes;
@@ -25,6 +27,7 @@ pub async fn app(req: http::Request<RequestBody>) -> Result<Response<DemoBody>, 
     Ok(match req.uri().path() {
         "/hello" if get => text(StatusCode::OK, Bytes::from_static(b"Hello, World!")),
         "/json" if get => json(),
+        "/pid" if get => text(StatusCode::OK, Bytes::from(std::process::id().to_string())),
         "/sleep" if get => sleep(req.uri().query()).await,
         "/echo" if req.method() == Method::POST => echo(req).await,
         _ => text(StatusCode::NOT_FOUND, Bytes::from_static(b"Not Found")),

@@ -5,5 +5,6 @@
 
 pub mod config_file;
 pub mod demo;
+pub mod reload;
 pub mod request;
 pub mod status;

@@ -23,10 +23,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the built-in demo app (GET /hello, POST /echo, GET /sleep?ms=N, GET /json).
+    /// Serve the built-in demo app (GET /hello, POST /echo, GET /sleep?ms=N, GET /json, GET /pid).
     Serve(Box<ServeArgs>),
     /// Send one FastCGI request and print the response.
     Request(fcgi_uring_cli::request::RequestArgs),
+    /// Hot upgrade of a running server: the binary at its path starts with the listening
+    /// sockets handed over and the configuration read anew; the old process drains and exits.
+    Reload(fcgi_uring_cli::reload::ReloadArgs),
     /// Print a running server's live status (from its admin listener) as a table.
     Status(fcgi_uring_cli::status::StatusArgs),
     /// Measure this server's settings on this machine and write a recommended fcgi-uring.toml
@@ -46,6 +49,10 @@ struct ServeArgs {
     /// TOML configuration file (see fcgi-uring.example.toml); flags given here override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Write the process id to FILE once serving (SIGUSR2 or `fcgi-uring reload --pid-file
+    /// FILE` starts a hot upgrade; the new process writes its own pid there).
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
     /// Print the effective configuration as TOML (a file --config accepts) and exit.
     #[arg(long)]
     print_config: bool,
@@ -203,6 +210,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring_cli::request::run(args),
+        Command::Reload(args) => fcgi_uring_cli::reload::run(&args),
         Command::Status(args) => fcgi_uring_cli::status::run(&args),
         Command::Tune(args) => tune(*args),
         Command::Config(args) => print_generated(&args),
@@ -228,16 +236,19 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let protocol = config.protocol();
+    // The path this binary was started from, read now: once a deploy replaced the file,
+    // /proc/self/exe names a deleted file, and the hot upgrade must run the new one.
+    let exe = std::env::current_exe();
     // Before the first connection is accepted: once connections hold descriptors, the signal
     // runtime might find none left (RLIMIT_NOFILE) and the server could not be stopped cleanly.
     let signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("fcgi-uring: cannot listen for SIGINT, SIGTERM and SIGUSR1: {e}");
+            eprintln!("fcgi-uring: cannot listen for SIGINT, SIGTERM, SIGUSR1 and SIGUSR2: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let handle = match start_demo(config, !args.admin_given()) {
+    let mut handle = match start_demo(config, !args.admin_given()) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("fcgi-uring: {e}");
@@ -258,13 +269,72 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(admin) = handle.admin_addr() {
         println!("fcgi-uring admin listener on {admin} (/metrics /healthz /readyz /status)");
     }
-    signals.wait(|| handle.reopen_logs());
+    let pid_file = match args
+        .pid_file
+        .clone()
+        .map(fcgi_uring_cli::reload::PidFile::write)
+    {
+        Some(Err(e)) => {
+            eprintln!("fcgi-uring: cannot write the pid file: {e}");
+            return ExitCode::FAILURE;
+        }
+        Some(Ok(f)) => Some(f),
+        None => None,
+    };
+    let mut pid_file = pid_file;
+    signals.wait(&mut handle, |handle| {
+        let upgraded = upgrade(handle, &exe);
+        match pid_file.as_mut() {
+            Some(f) if upgraded => f.hand_over(),
+            Some(f) => {
+                if let Err(e) = f.rewrite() {
+                    eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
+                }
+            }
+            None => {}
+        }
+        upgraded
+    });
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     if handle.features().is_some() {
         eprintln!("fcgi-uring: io_uring: {}", handle.ring_stats());
     }
     handle.shutdown();
     ExitCode::SUCCESS
+}
+
+/// SIGUSR2: starts `exe` with this process's arguments and the listening sockets; true once
+/// it reported ready (this process then drains and exits), false when it failed (logged; this
+/// process serves on).
+fn upgrade(handle: &mut fcgi_uring::ServerHandle, exe: &std::io::Result<PathBuf>) -> bool {
+    let exe = match exe {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!(
+                "fcgi-uring: upgrade failed: this binary's path is unknown ({e}); still serving"
+            );
+            return false;
+        }
+    };
+    eprintln!(
+        "fcgi-uring: SIGUSR2: starting {} with the listening sockets",
+        exe.display()
+    );
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1));
+    match handle.upgrade(command) {
+        Ok(pid) => {
+            eprintln!(
+                "fcgi-uring: upgraded: pid {pid} serves; draining pid {}",
+                std::process::id()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("fcgi-uring: upgrade failed: {e}; still serving");
+            false
+        }
+    }
 }
 
 /// Starts the demo app. With `admin_default`, the admin listener goes on [`DEMO_ADMIN`], or on
@@ -292,13 +362,15 @@ fn start_demo(
     }
 }
 
-/// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the access log), registered when made (so a
-/// signal that arrives later is not lost and no descriptor is needed to wait for one).
+/// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the access log), SIGUSR2 (hot upgrade),
+/// registered when made (so a signal that arrives later is not lost and no descriptor is
+/// needed to wait for one).
 struct Signals {
     rt: tokio::runtime::Runtime,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -307,11 +379,12 @@ impl Signals {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (int, term, usr1) = rt.block_on(async {
+        let (int, term, usr1, usr2) = rt.block_on(async {
             Ok::<_, std::io::Error>((
                 signal(SignalKind::interrupt())?,
                 signal(SignalKind::terminate())?,
                 signal(SignalKind::user_defined1())?,
+                signal(SignalKind::user_defined2())?,
             ))
         })?;
         Ok(Signals {
@@ -319,23 +392,37 @@ impl Signals {
             int,
             term,
             usr1,
+            usr2,
         })
     }
 
-    /// Blocks until SIGINT or SIGTERM, calling `reopen` at each SIGUSR1.
-    fn wait(self, reopen: impl Fn()) {
+    /// Blocks until SIGINT or SIGTERM, or a SIGUSR2 for which `upgrade` returned true;
+    /// reopens the access log at each SIGUSR1.
+    fn wait(
+        self,
+        handle: &mut fcgi_uring::ServerHandle,
+        mut upgrade: impl FnMut(&mut fcgi_uring::ServerHandle) -> bool,
+    ) {
         let Signals {
             rt,
             mut int,
             mut term,
             mut usr1,
+            mut usr2,
         } = self;
         rt.block_on(async {
             loop {
                 tokio::select! {
                     _ = int.recv() => return,
                     _ = term.recv() => return,
-                    _ = usr1.recv() => reopen(),
+                    _ = usr1.recv() => handle.reopen_logs(),
+                    _ = usr2.recv() => {
+                        // Blocks this thread (up to server.upgrade_timeout): signals that come
+                        // meanwhile wait in their streams.
+                        if upgrade(handle) {
+                            return;
+                        }
+                    }
                 }
             }
         });

@@ -232,3 +232,4 @@ pub mod lab;
 pub mod matrix;
 pub mod metrics;
 pub mod proxy;
+pub mod restarts;

@@ -201,6 +201,11 @@ ProxyPass "/" "{target}" enablereuse=on
 /// HAProxy (`-db`: foreground) with an `fcgi-app` that multiplexes: `option keep-conn`,
 /// `option get-values`, `option mpxs-conns`, `option max-reqs 100`, `http-reuse always`.
 pub fn haproxy(backend_spec: &str) -> Option<Proxy> {
+    haproxy_with(backend_spec, "")
+}
+
+/// [`haproxy`] with `extra` lines in the backend section.
+pub fn haproxy_with(backend_spec: &str, extra: &str) -> Option<Proxy> {
     let bin = find_binary("haproxy", &["/usr/sbin/haproxy", "/usr/bin/haproxy"])?;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -234,7 +239,7 @@ backend app
     use-fcgi-app app
     http-reuse always
     server s1 {server} proto fcgi maxconn 1000
-"#
+{extra}"#
     );
     let conf_path = dir.path().join("haproxy.cfg");
     std::fs::write(&conf_path, conf).unwrap();

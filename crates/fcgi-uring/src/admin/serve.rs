@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -51,6 +51,37 @@ impl Bound {
         }
     }
 
+    /// A listener passed by systemd or a hot upgrade (its UNIX socket file is left in place at
+    /// the end: it belongs to whoever passed it).
+    pub fn from_passed(l: crate::server::passed::Listener) -> io::Result<Bound> {
+        use crate::server::passed::Listener;
+        Ok(match l {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                Bound::Tcp(l)
+            }
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)?;
+                let addr = l.local_addr()?;
+                let path = addr.as_pathname().map(Path::to_path_buf).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "passed admin socket has no path",
+                    )
+                })?;
+                Bound::Unix(l, path)
+            }
+        })
+    }
+
+    /// A duplicate of the socket, to hand over in a hot upgrade.
+    pub fn try_clone_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(match self {
+            Bound::Tcp(l) => l.try_clone()?.into(),
+            Bound::Unix(l, _) => l.try_clone()?.into(),
+        })
+    }
+
     /// The address bound (the real port when port 0 was asked).
     pub fn local_addr(&self) -> io::Result<Addr> {
         Ok(match self {
@@ -64,6 +95,8 @@ impl Bound {
 #[derive(Debug)]
 pub(crate) struct AdminServer {
     local: Addr,
+    /// Remove a UNIX socket's file when stopped (not when the socket was passed or handed over).
+    remove_file: bool,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -81,6 +114,7 @@ impl AdminServer {
             .spawn(move || rt.block_on(run(bound, sources, stopped)))?;
         Ok(AdminServer {
             local,
+            remove_file: true,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -88,6 +122,11 @@ impl AdminServer {
 
     pub fn local_addr(&self) -> &Addr {
         &self.local
+    }
+
+    /// Leaves a UNIX socket's file in place when stopped.
+    pub fn keep_file(&mut self) {
+        self.remove_file = false;
     }
 }
 
@@ -97,7 +136,9 @@ impl Drop for AdminServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Addr::Unix(path) = &self.local {
+        if let Addr::Unix(path) = &self.local
+            && self.remove_file
+        {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -91,6 +91,9 @@ pub struct Config {
     pub(crate) timeouts: Timeouts,
     /// How long a graceful shutdown waits for in-flight requests.
     pub(crate) shutdown_timeout: Duration,
+    /// How long a hot upgrade waits for the new process to report ready before giving up on it
+    /// (the old process keeps serving).
+    pub(crate) upgrade_timeout: Duration,
     /// After accept fails (EMFILE when RLIMIT_NOFILE is reached, ENFILE, ENOMEM...), how long a
     /// worker waits before accepting again. Meanwhile new connections wait in the listen
     /// backlog; retrying at once would spin at full CPU while the failure lasts.
@@ -130,6 +133,7 @@ impl Default for Config {
             max_requests_per_worker: 0,
             timeouts: Timeouts::OFF,
             shutdown_timeout: Duration::ZERO,
+            upgrade_timeout: Duration::ZERO,
             accept_retry: Duration::ZERO,
             completions_per_turn: 0,
             idle_spin_us: 0,
@@ -228,6 +232,11 @@ impl Config {
     }
     pub fn shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
+    }
+
+    /// How long a hot upgrade waits for the new process to report ready.
+    pub fn upgrade_timeout(&self) -> Duration {
+        self.upgrade_timeout
     }
     pub fn accept_retry(&self) -> Duration {
         self.accept_retry

@@ -256,6 +256,18 @@ settings! {
         accepts: SECONDS,
         doc: "Seconds a graceful shutdown (SIGTERM, SIGINT) waits for in-flight requests.",
     },
+    upgrade_timeout {
+        key: "server.upgrade_timeout",
+        flag: "upgrade-timeout",
+        field: upgrade_timeout,
+        ty: Duration,
+        default: Duration::from_secs(30),
+        accepts: Accepts::Seconds {
+            max: MAX_SECONDS,
+            zero: ZeroSeconds::Refused("a new process cannot report ready in no time"),
+        },
+        doc: "Seconds a hot upgrade (SIGUSR2) waits for the new process to report ready; past it the new process is stopped and the old one keeps serving.",
+    },
     accept_retry {
         key: "server.accept_retry",
         flag: "accept-retry",

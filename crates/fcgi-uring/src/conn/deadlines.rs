@@ -27,14 +27,29 @@ enum Cause {
     Handler,
     Write,
     Linger,
+    /// The server drains and the connection stayed idle.
+    DrainIdle,
 }
+
+/// How long a draining server leaves a connection idle before it closes it without an answer
+/// to carry the FIN. A connection is closed safely right after an answer (the FIN in the
+/// answer's last segment); one that is idle may be picked by the proxy at the very moment the
+/// FIN is on its way, so it gets this long to bring a request first (and a connection
+/// accepted just before the drain, its first request) and is closed only after.
+pub(crate) const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn after(since: Millis, limit: Duration) -> Option<Millis> {
     (!limit.is_zero()).then(|| since.saturating_add(limit.as_millis() as u64))
 }
 
 /// Every deadline of `conn` that applies in its current state.
-fn deadlines(conn: &Conn, t: &Timeouts, mut each: impl FnMut(Millis, Cause)) {
+/// `draining`: since when the server drains.
+fn deadlines(
+    conn: &Conn,
+    t: &Timeouts,
+    draining: Option<Millis>,
+    mut each: impl FnMut(Millis, Cause),
+) {
     let mut push = |at: Option<Millis>, cause| {
         if let Some(at) = at {
             each(at, cause);
@@ -57,6 +72,12 @@ fn deadlines(conn: &Conn, t: &Timeouts, mut each: impl FnMut(Millis, Cause)) {
     }
     if conn.active_requests() == 0 && conn.backlog() == 0 {
         push(after(conn.last_activity(), t.idle), Cause::Idle);
+        if let Some(since) = draining {
+            push(
+                after(conn.last_activity().max(since), DRAIN_IDLE),
+                Cause::DrainIdle,
+            );
+        }
     }
     if let Some(since) = conn.params_since() {
         push(after(since, t.params), Cause::Params);
@@ -77,9 +98,9 @@ fn waits_for_body(e: &ReqEntry) -> bool {
 }
 
 /// The earliest deadline of `conn`, if any.
-fn deadline(conn: &Conn, t: &Timeouts) -> Option<Millis> {
+fn deadline(conn: &Conn, t: &Timeouts, draining: Option<Millis>) -> Option<Millis> {
     let mut first: Option<Millis> = None;
-    deadlines(conn, t, |at, _| {
+    deadlines(conn, t, draining, |at, _| {
         first = Some(first.map_or(at, |f| f.min(at)))
     });
     first
@@ -87,7 +108,7 @@ fn deadline(conn: &Conn, t: &Timeouts) -> Option<Millis> {
 
 /// Puts `conn` in the wheel for its earliest deadline, unless an earlier entry is live.
 pub(super) fn schedule(core: &Core, key: ConnKey, conn: &mut Conn) {
-    let Some(at) = deadline(conn, &core.settings.timeouts) else {
+    let Some(at) = deadline(conn, &core.settings.timeouts, core.draining_since()) else {
         return;
     };
     let mut wheel = core.wheel.borrow_mut();
@@ -130,12 +151,17 @@ pub(crate) fn expire(core: &Core) -> bool {
 
 /// Acts on the deadlines of `conn` that have passed.
 fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec<ReqKey>) {
-    let mut passed = [false; 6];
-    deadlines(conn, &core.settings.timeouts, |at, cause| {
-        if at <= now {
-            passed[cause as usize] = true;
-        }
-    });
+    let mut passed = [false; 7];
+    deadlines(
+        conn,
+        &core.settings.timeouts,
+        core.draining_since(),
+        |at, cause| {
+            if at <= now {
+                passed[cause as usize] = true;
+            }
+        },
+    );
     let at = core.now();
     let close = |cause: Cause, counter: Counter, what: &str| {
         passed[cause as usize].then(|| (counter, what.to_owned()))
@@ -152,6 +178,10 @@ fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec
         );
         let n = conn.abort();
         core.active.set(core.active.get().saturating_sub(n));
+        return;
+    }
+    if passed[Cause::DrainIdle as usize] {
+        conn.drain_now();
         return;
     }
     if passed[Cause::Body as usize] {

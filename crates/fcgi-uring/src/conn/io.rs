@@ -21,6 +21,10 @@ pub(crate) trait Io {
     fn cancel_recv(&mut self, key: ConnKey);
     /// Shuts the write side down (our FIN) once every byte was sent.
     fn shutdown_write(&mut self, key: ConnKey);
+    /// Holds back the last partial segment of what is sent next (TCP_CORK), so that the FIN of
+    /// a [`Io::shutdown_write`] that follows goes out in the same segment as the last bytes; a
+    /// no-op where it does not apply (UNIX sockets).
+    fn cork(&mut self, key: ConnKey);
     /// The core dropped the connection: release the socket once no operation uses it.
     /// `abort`: shut both directions down first, so that an operation stuck on the peer ends.
     fn close(&mut self, key: ConnKey, abort: bool);

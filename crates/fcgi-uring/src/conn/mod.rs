@@ -201,6 +201,8 @@ pub(crate) struct Core {
     active: Cell<usize>,
     /// Sends handed to the IO and not yet completed, on all connections.
     sends: Cell<usize>,
+    /// Since when the server drains ([`Core::begin_drain`]).
+    draining: Cell<Option<Millis>>,
     pub settings: Settings,
     pub clock: Clock,
     wheel: RefCell<Wheel<ConnKey>>,
@@ -245,6 +247,7 @@ impl Core {
             next_serial: Cell::new(1),
             active: Cell::new(0),
             sends: Cell::new(0),
+            draining: Cell::new(None),
             settings,
             max_in_flight_seen: Cell::new(0),
             stat_shared,
@@ -341,6 +344,32 @@ impl Core {
         n
     }
 
+    /// The server drains: from now on each connection closes right after its next answer
+    /// ([`Conn::drain_after_answer`]), or once idle for [`deadlines::DRAIN_IDLE`]; requests
+    /// already on a connection, and those whose first bytes came before, are served. Every
+    /// connection is looked at now (its deadlines change).
+    pub fn begin_drain(&self) {
+        if self.draining.get().is_some() {
+            return;
+        }
+        self.draining.set(Some(self.now_ms()));
+        let mut conns = self.conns.borrow_mut();
+        conns.for_each(|key, conn| self.mark_dirty(key, conn));
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.get().is_some()
+    }
+
+    pub fn draining_since(&self) -> Option<Millis> {
+        self.draining.get()
+    }
+
+    /// Draining, and every connection closed: a worker may end.
+    pub fn is_drained(&self) -> bool {
+        self.is_quiet() && self.conns.borrow().len() == 0
+    }
+
     /// Acts on every connection that changed: hands output to `io`, arms or cancels receives,
     /// shuts down, closes (dropping the connection), and schedules the next deadline.
     pub fn flush(&self, io: &mut impl Io) {
@@ -353,6 +382,9 @@ impl Core {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
+            if self.is_draining() {
+                conn.drain_after_answer();
+            }
             let done = conn.step(key, max_output, now, io);
             if done.sent {
                 self.sends.set(self.sends.get() + 1);

@@ -96,6 +96,8 @@ pub(crate) struct Conn {
     timer: Option<u64>,
     /// Why it closed (meaningful once closed or closing).
     close_reason: CloseReason,
+    /// Cork before the next send (set when a drain closes the connection after its answer).
+    cork: bool,
 }
 
 impl Conn {
@@ -112,6 +114,7 @@ impl Conn {
             dirty: false,
             last_recv: now,
             last_activity: now,
+            cork: false,
             params_since: None,
             timer: None,
             close_reason: CloseReason::Peer,
@@ -331,6 +334,35 @@ impl Conn {
         (was_active, entry)
     }
 
+    /// The server drains and this connection's last answer is queued (no other request in
+    /// flight, not even one whose params are still arriving): it closes as after a KEEP_CONN=0
+    /// request (answer sent, write side shut down, later bytes dropped unread so that no new
+    /// request starts, closed at the peer's EOF or the linger deadline), and the answer is
+    /// corked so that the FIN rides in its last segment: a proxy reading the answer sees the
+    /// close before it could put the connection back in its pool. True when it began now.
+    pub fn drain_after_answer(&mut self) -> bool {
+        if self.out.is_empty() {
+            return false;
+        }
+        let began = self.drain_now();
+        self.cork = began;
+        began
+    }
+
+    /// Starts closing as [`Conn::drain_after_answer`] does, answer or not (a connection left
+    /// idle during a drain). False when a request is in flight or it was not open.
+    pub fn drain_now(&mut self) -> bool {
+        if self.lifecycle != Lifecycle::Open
+            || self.requests.len() > 0
+            || self.proto.active_requests() > 0
+        {
+            return false;
+        }
+        self.lifecycle = Lifecycle::Draining { shutdown_at: None };
+        self.close_reason = CloseReason::Drain;
+        true
+    }
+
     /// A protocol error: every request cancelled, what is queued is flushed, then the
     /// connection closes. Returns how many requests were in flight.
     pub fn protocol_error(&mut self) -> usize {
@@ -346,6 +378,9 @@ impl Conn {
     /// dropped, closed. Returns how many requests were in flight.
     pub fn peer_gone(&mut self) -> usize {
         let reason = match self.lifecycle {
+            Lifecycle::Draining { .. } if self.close_reason == CloseReason::Drain => {
+                CloseReason::Drain
+            }
             Lifecycle::Draining { .. } => CloseReason::KeepConnOff,
             Lifecycle::Closing => CloseReason::ProtocolError,
             _ => CloseReason::Peer,
@@ -429,6 +464,9 @@ impl Conn {
         io: &mut impl Io,
     ) -> Stepped {
         self.dirty = false;
+        if std::mem::take(&mut self.cork) {
+            io.cork(key);
+        }
         let sent = self.send(key, now, io);
         let mut done = Stepped {
             sent: sent.is_some(),

@@ -15,6 +15,7 @@ enum Action {
     ArmRecv,
     CancelRecv,
     ShutdownWrite,
+    Cork,
     Close { abort: bool },
 }
 
@@ -54,6 +55,10 @@ impl Io for FakeIo {
 
     fn shutdown_write(&mut self, key: ConnKey) {
         self.actions.push((key, Action::ShutdownWrite));
+    }
+
+    fn cork(&mut self, key: ConnKey) {
+        self.actions.push((key, Action::Cork));
     }
 
     fn close(&mut self, key: ConnKey, abort: bool) {
@@ -356,5 +361,107 @@ fn a_handler_past_its_deadline_gets_a_504() {
     assert!(
         !core.write_stdout(rk, None, &mut &b"late"[..], true),
         "gone"
+    );
+}
+
+/// Serves request 1 on `key` to the end (answer sent and confirmed); what the IO was asked
+/// after the send.
+fn serve_one(core: &Core, io: &mut FakeIo, key: ConnKey) -> Vec<Action> {
+    let rk = receive(core, key, &request(1, true))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(io);
+    let actions = io.take(key);
+    let skip = usize::from(actions.first() == Some(&Action::Cork));
+    let _ = the_send(&actions[skip..]);
+    core.on_sent(key, Sent::All(None));
+    core.flush(io);
+    io.take(key)
+}
+
+fn drained_closes(core: &Core) -> u64 {
+    core.stats
+        .shared
+        .metrics
+        .snapshot()
+        .closed(crate::stats::metrics::CloseReason::Drain)
+}
+
+#[test]
+fn a_drain_answers_the_request_in_flight_then_shuts_down_between_requests() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let busy = open(&core, &mut io);
+    let rk = receive(&core, busy, &request(1, true))[0];
+    core.begin_drain();
+    assert!(core.is_draining());
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(busy),
+        [],
+        "a request in flight: the connection stays"
+    );
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    let actions = io.take(busy);
+    assert_eq!(
+        actions.first(),
+        Some(&Action::Cork),
+        "corked before its last answer, so the FIN rides in its last segment"
+    );
+    let sent = the_send(&actions[1..]);
+    assert!(
+        sent.ends_with(&end_of(1)),
+        "the request in flight is answered"
+    );
+    assert!(!core.is_drained());
+    core.on_sent(busy, Sent::All(None));
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(busy),
+        [Action::ShutdownWrite],
+        "FIN once its last answer is sent"
+    );
+    // A request that crossed the FIN is read and dropped: it never runs.
+    assert_eq!(receive(&core, busy, &request(2, true)), []);
+    core.on_recv_ended(busy);
+    core.on_peer_gone(busy);
+    core.flush(&mut io);
+    assert_eq!(io.take(busy), [Action::Close { abort: false }]);
+    assert!(core.is_drained());
+    assert_eq!(drained_closes(&core), 1);
+}
+
+#[test]
+fn a_drain_leaves_an_idle_connection_a_moment_to_bring_a_request() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let served = open(&core, &mut io);
+    assert_eq!(serve_one(&core, &mut io, served), []);
+    let fresh = open(&core, &mut io);
+    let silent = open(&core, &mut io);
+    core.begin_drain();
+    core.flush(&mut io);
+    for key in [served, fresh, silent] {
+        assert_eq!(io.take(key), [], "idle, not closed at once");
+    }
+    core.clock.advance(deadlines::DRAIN_IDLE / 2);
+    expire(&core);
+    core.flush(&mut io);
+    // A request within the moment is served, and the FIN rides with its answer.
+    for key in [served, fresh] {
+        assert_eq!(
+            serve_one(&core, &mut io, key),
+            [Action::ShutdownWrite],
+            "served, then shut down"
+        );
+    }
+    core.clock
+        .advance(deadlines::DRAIN_IDLE / 2 + Duration::from_millis(50));
+    assert!(expire(&core));
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(silent),
+        [Action::ShutdownWrite],
+        "nothing came: closed after the moment"
     );
 }

@@ -446,6 +446,12 @@ impl Io for Backend {
         self.done.push((key, Done::RecvEnded));
     }
 
+    fn cork(&mut self, key: ConnKey) {
+        if let Some(c) = io_conn(&mut self.conns, key) {
+            let _ = rustix::net::sockopt::set_tcp_cork(&c.fd, true);
+        }
+    }
+
     fn shutdown_write(&mut self, key: ConnKey) {
         if let Some(c) = io_conn(&mut self.conns, key) {
             let _ = rustix::net::shutdown(&c.fd, rustix::net::Shutdown::Write);

@@ -9,7 +9,8 @@
 //! most one `send` per turn: its send stays in flight for the core until the turn ends. With
 //! nothing to do it spins for `idle_spin`, then sleeps in tokio's reactor (where the epoll fd
 //! is registered) until a socket, a handler task, a deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
-//! is in flight and every response was handed to the kernel, or at `shutdown_timeout`.
+//! is in flight, every response was handed to the kernel and every connection closed
+//! between requests ([`crate::conn::Core::begin_drain`]), or at `shutdown_timeout`.
 
 use super::backend::{AcceptError, Backend};
 use crate::conn::{self, Core};
@@ -70,13 +71,14 @@ where
         // turn is not written to again before the next one.
         let done = io.complete(&core);
         if let Some(dl) = &deadline
-            && (core.is_quiet() || dl.is_elapsed())
+            && (core.is_drained() || dl.is_elapsed())
         {
             break;
         }
         if deadline.is_none() && spec.stop.is_requested() {
             io.listen(false)?;
             accept_pause = None;
+            core.begin_drain();
             deadline = Some(Box::pin(tokio::time::sleep(spec.shutdown_timeout)));
             continue;
         }

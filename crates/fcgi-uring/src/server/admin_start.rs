@@ -29,20 +29,36 @@ pub(crate) struct Ops {
     log_writer: Option<LogWriter>,
     /// The access and slow logs' settings for the workers.
     logs: Option<Arc<OpLogs>>,
+    /// A duplicate of the admin socket, for a hot upgrade to hand over.
+    admin_fd: Option<std::os::fd::OwnedFd>,
+    /// The admin socket was passed (systemd, hot upgrade): its file is not ours to remove.
+    admin_passed: bool,
 }
 
 impl Ops {
     /// Binds the admin listener if `admin.listen` is set (before any worker starts, so that a
-    /// taken address fails the start cleanly).
-    pub fn bind(cfg: &Config) -> Result<Ops, StartError> {
+    /// taken address fails the start cleanly), or serves the one `passed` (named `admin` in
+    /// `LISTEN_FDNAMES`) when `admin.listen` is set.
+    pub fn bind(cfg: &Config, passed: Option<super::passed::Listener>) -> Result<Ops, StartError> {
         let ops = cfg.ops();
-        let bound = match &ops.admin_listen {
-            Some(addr) => Some(crate::admin::Bound::bind(addr).map_err(|e| {
+        let admin_passed = passed.is_some() && ops.admin_listen.is_some();
+        let bound = match (&ops.admin_listen, passed) {
+            (Some(addr), Some(l)) => Some(crate::admin::Bound::from_passed(l).map_err(|e| {
+                StartError::Listen(io::Error::new(
+                    e.kind(),
+                    format!("admin.listen {addr} (passed socket): {e}"),
+                ))
+            })?),
+            (Some(addr), None) => Some(crate::admin::Bound::bind(addr).map_err(|e| {
                 StartError::Listen(io::Error::new(
                     e.kind(),
                     format!("admin.listen {addr}: {e}"),
                 ))
             })?),
+            (None, _) => None,
+        };
+        let admin_fd = match &bound {
+            Some(b) => Some(b.try_clone_fd().map_err(StartError::Listen)?),
             None => None,
         };
         let log_writer = match &ops.access_log_path {
@@ -73,7 +89,24 @@ impl Ops {
             drain_delay: ops.drain_delay,
             log_writer,
             logs,
+            admin_fd,
+            admin_passed,
         })
+    }
+
+    /// A duplicate of the admin socket, to hand over.
+    pub fn admin_fd(&self) -> io::Result<Option<std::os::fd::OwnedFd>> {
+        self.admin_fd.as_ref().map(|fd| fd.try_clone()).transpose()
+    }
+
+    /// A hot upgrade handed the sockets over: the admin listener stops accepting now (the new
+    /// process answers on the same socket, so `/readyz` never reports this one's drain), and
+    /// its UNIX socket file stays.
+    pub fn hand_over(&mut self) {
+        self.admin_fd = None;
+        if let Some(mut admin) = self.admin.take() {
+            admin.keep_file();
+        }
     }
 
     /// The access and slow logs' settings for the workers, if one is on.
@@ -121,7 +154,11 @@ impl Ops {
                 started_at: Instant::now(),
                 io_backend: backend.as_str(),
             };
-            let admin = AdminServer::start(bound, Arc::new(sources)).map_err(StartError::Thread)?;
+            let mut admin =
+                AdminServer::start(bound, Arc::new(sources)).map_err(StartError::Thread)?;
+            if self.admin_passed {
+                admin.keep_file();
+            }
             self.admin = Some(admin);
         }
         self.health.set_ready();
@@ -148,6 +185,7 @@ impl Ops {
             w.stop();
         }
         self.admin = None;
+        self.admin_fd = None;
     }
 
     pub fn admin_addr(&self) -> Option<&Addr> {

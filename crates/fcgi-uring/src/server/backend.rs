@@ -85,6 +85,7 @@ impl super::ServerHandle {
         self.stats.clear();
         self.ring_counters.clear();
         self.max_in_flight.clear();
+        self.heartbeats.clear();
         self.features = None;
     }
 }

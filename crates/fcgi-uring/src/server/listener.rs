@@ -23,12 +23,52 @@ pub(crate) struct Listeners {
     /// One per worker for TCP; a single shared one for UNIX.
     pub sockets: Vec<Arc<OwnedFd>>,
     pub is_tcp: bool,
+    /// Passed by systemd or a hot upgrade: a UNIX socket's file belongs to whoever passed it.
+    pub passed: bool,
 }
 
 impl Listeners {
     /// The listener worker `i` accepts on.
     pub fn for_worker(&self, i: usize) -> Arc<OwnedFd> {
         self.sockets[i % self.sockets.len()].clone()
+    }
+
+    /// How many workers serve these sockets when `configured` are asked: never fewer than the
+    /// sockets (a passed SO_REUSEPORT socket no worker accepted on would keep its queued
+    /// connections waiting forever).
+    pub fn workers(&self, configured: usize) -> usize {
+        configured.max(self.sockets.len())
+    }
+
+    /// The FastCGI listeners `passed` holds (none: bind instead).
+    pub fn from_passed(passed: Vec<super::passed::Listener>) -> io::Result<Option<Listeners>> {
+        use super::passed::Listener;
+        let Some(first) = passed.first() else {
+            return Ok(None);
+        };
+        let (local, is_tcp) = match first {
+            Listener::Tcp(l) => (Addr::Tcp(l.local_addr()?), true),
+            Listener::Unix(l) => {
+                let addr = l.local_addr()?;
+                let path = addr.as_pathname().ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a passed UNIX socket has no path (abstract and unnamed sockets are not served)",
+                    )
+                })?;
+                (Addr::Unix(path.to_path_buf()), false)
+            }
+        };
+        let sockets = passed
+            .into_iter()
+            .map(|l| l.into_fd().map(Arc::new))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Some(Listeners {
+            local,
+            sockets,
+            is_tcp,
+            passed: true,
+        }))
     }
 }
 
@@ -66,6 +106,7 @@ fn bind_tcp(addr: SocketAddr, workers: usize, backlog: i32) -> io::Result<Listen
         local: Addr::Tcp(local),
         sockets,
         is_tcp: true,
+        passed: false,
     })
 }
 
@@ -130,6 +171,7 @@ fn bind_unix(path: &Path, backlog: i32, mode: Option<u32>) -> io::Result<Listene
         local: Addr::Unix(path.to_path_buf()),
         sockets: vec![Arc::new(OwnedFd::from(socket))],
         is_tcp: false,
+        passed: false,
     })
 }
 

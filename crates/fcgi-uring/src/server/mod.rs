@@ -5,12 +5,17 @@
 //! in-flight requests; nothing on the request path is shared between workers (no locks; the
 //! one shared atomic, a per-worker statistic, is written only when it grows). TCP listeners
 //! are one per worker with SO_REUSEPORT; a UNIX listener is shared (the kernel refuses
-//! SO_REUSEPORT on AF_UNIX), each worker accepting on it.
+//! SO_REUSEPORT on AF_UNIX), each worker accepting on it. Sockets passed by systemd socket
+//! activation or by a hot upgrade ([`passed`]) are served instead of binding, and a running
+//! server can hand its sockets to a new process ([`ServerHandle::upgrade`], [`upgrade`]).
 
 mod admin_start;
 pub(crate) mod backend;
 pub(crate) mod listener;
+pub(crate) mod passed;
 pub(crate) mod serve;
+pub(crate) mod systemd;
+pub(crate) mod upgrade;
 
 use crate::config::{Backend, Config, Protocol};
 use crate::service::HttpService;
@@ -21,9 +26,11 @@ use fcgi_proto::addr::{Addr, AddrParseError};
 pub use serve::{App, IntoServer, Serve, serve};
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
+pub use upgrade::UpgradeError;
 
 /// Builds and starts a FastCGI server.
 #[derive(Debug, Clone, Default)]
@@ -123,16 +130,35 @@ impl Server {
             #[cfg(not(feature = "http-compare"))]
             return Err(StartError::ProtocolUnavailable(cfg.protocol));
         }
-        let workers = cfg.worker_count();
-        let listeners = listener::bind(
-            &cfg.listen,
-            workers,
-            cfg.backlog,
-            cfg.unix_mode,
-            cfg.share_port,
-        )
-        .map_err(StartError::Listen)?;
-        let ops = admin_start::Ops::bind(&cfg)?;
+        let passed = passed::peek()
+            .map_err(StartError::Listen)?
+            .unwrap_or_default();
+        let listeners =
+            match listener::Listeners::from_passed(passed.listeners).map_err(StartError::Listen)? {
+                Some(l) => {
+                    tracing::info!(
+                        "serving {} passed socket(s) on {} (from {}) instead of server.listen",
+                        l.sockets.len(),
+                        l.local,
+                        if passed.from_upgrade {
+                            "the process upgraded"
+                        } else {
+                            "LISTEN_FDS"
+                        }
+                    );
+                    l
+                }
+                None => listener::bind(
+                    &cfg.listen,
+                    cfg.worker_count(),
+                    cfg.backlog,
+                    cfg.unix_mode,
+                    cfg.share_port,
+                )
+                .map_err(StartError::Listen)?,
+            };
+        let workers = listeners.workers(cfg.worker_count());
+        let ops = admin_start::Ops::bind(&cfg, passed.admin)?;
         let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
         let settings = crate::conn::Settings {
@@ -148,10 +174,24 @@ impl Server {
         };
         let mut handle = ServerHandle::starting(listeners.local.clone());
         handle.ops = ops;
+        handle.listeners = listeners.sockets.clone();
+        // A socket made by this server or an earlier process of it (hot upgrade) is its own;
+        // systemd's is the socket unit's.
+        handle.owns_socket_file = !listeners.passed || passed.from_upgrade;
+        handle.upgrade_timeout = cfg.upgrade_timeout;
+        handle.shutdown_timeout = cfg.shutdown_timeout;
+        let watchdog = systemd::watchdog_period();
         let mut io = backend::choose(cfg.io, &cfg.ring);
         loop {
-            let started =
-                Server::start_workers(&mut handle, &cfg, &listeners, &settings, &cores, &make, io);
+            let started = Server::start_workers(
+                &mut handle,
+                &cfg,
+                (&listeners, workers),
+                &settings,
+                &cores,
+                &make,
+                (io, watchdog),
+            );
             match started {
                 // `auto`, and a worker's ring could not be set up after the probe passed (the
                 // locked memory of several workers' rings): every worker starts again on epoll.
@@ -164,25 +204,34 @@ impl Server {
             }
         }
         handle.ops.start(&handle.stats, &handle.ring_counters, io)?;
+        passed::consumed();
+        handle.report_ready(passed.ready, watchdog)?;
         Ok(handle)
     }
 
     /// Starts the workers on `io` into `handle`; returns once every one is accepting.
+    /// `watchdog`: the systemd watchdog's period, when the workers are to stamp heartbeats.
     fn start_workers<F, S>(
         handle: &mut ServerHandle,
         cfg: &Config,
-        listeners: &listener::Listeners,
+        (listeners, workers): (&listener::Listeners, usize),
         settings: &crate::conn::Settings,
         cores: &[core_affinity::CoreId],
         make: &Arc<F>,
-        io: Backend,
+        (io, watchdog): (Backend, Option<std::time::Duration>),
     ) -> Result<(), StartError>
     where
         F: Fn() -> S + Send + Sync + 'static,
         S: HttpService,
     {
         handle.backend = Some(io);
-        for i in 0..cfg.worker_count() {
+        for i in 0..workers {
+            let heartbeat = watchdog.map(|period| {
+                let h = Arc::new(systemd::Heartbeat::default());
+                h.beat();
+                handle.heartbeats.push(h.clone());
+                (h, period / 4)
+            });
             let (ready_tx, ready_rx) = mpsc::channel();
             let stop = Arc::new(worker::Stop::default());
             let max_in_flight = Arc::new(AtomicUsize::new(0));
@@ -207,6 +256,7 @@ impl Server {
                 stop: stop.clone(),
                 ready: ready_tx,
                 max_in_flight: max_in_flight.clone(),
+                heartbeat,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("fcgi-worker-{i}"))
@@ -284,6 +334,18 @@ pub struct ServerHandle {
     ring_counters: Vec<Arc<RingCounters>>,
     /// Readiness and the admin listener.
     ops: admin_start::Ops,
+    /// The FastCGI listeners (what a hot upgrade hands over).
+    listeners: Vec<Arc<OwnedFd>>,
+    /// The UNIX socket's file was made here (not passed): removed at shutdown, unless handed
+    /// over.
+    owns_socket_file: bool,
+    /// A hot upgrade handed the sockets to a new process.
+    handed_over: AtomicBool,
+    upgrade_timeout: std::time::Duration,
+    shutdown_timeout: std::time::Duration,
+    /// Per worker, for the systemd watchdog.
+    heartbeats: Vec<Arc<systemd::Heartbeat>>,
+    watchdog: Option<systemd::Watchdog>,
 }
 
 impl ServerHandle {
@@ -299,7 +361,69 @@ impl ServerHandle {
             stats: Vec::new(),
             ring_counters: Vec::new(),
             ops: admin_start::Ops::default(),
+            listeners: Vec::new(),
+            owns_socket_file: true,
+            handed_over: AtomicBool::new(false),
+            upgrade_timeout: std::time::Duration::from_secs(30),
+            shutdown_timeout: std::time::Duration::from_secs(30),
+            heartbeats: Vec::new(),
+            watchdog: None,
         }
+    }
+
+    /// Every worker accepts: tells the process that started this one by a hot upgrade
+    /// (`READY` on the passed stream) and systemd (`READY=1`), and starts the watchdog pings.
+    fn report_ready(
+        &mut self,
+        ready: Option<std::os::unix::net::UnixStream>,
+        watchdog: Option<std::time::Duration>,
+    ) -> Result<(), StartError> {
+        if let Some(mut stream) = ready {
+            use std::io::Write;
+            // The old process may have given up already (timeout): it keeps serving, and so
+            // does this one, on the same sockets.
+            if let Err(e) = stream.write_all(upgrade::READY) {
+                tracing::warn!("could not report ready to the process upgraded: {e}");
+            }
+        }
+        systemd::notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(period) = watchdog {
+            self.watchdog = Some(
+                systemd::Watchdog::start(period, self.heartbeats.clone())
+                    .map_err(StartError::Thread)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Hot upgrade: starts `command` (typically this binary, from its path, with the same
+    /// arguments) with this server's listening sockets (FastCGI and admin) passed as in systemd
+    /// socket activation, and waits up to `server.upgrade_timeout` for it to report ready.
+    /// Returns its pid; this server then goes on accepting until [`ServerHandle::shutdown`],
+    /// which stops accepting without closing the sockets the new process serves, finishes the
+    /// requests in flight and closes each connection between requests. On an error, the new
+    /// process is gone and this server serves on, untouched. See [`upgrade`].
+    pub fn upgrade(&mut self, command: std::process::Command) -> Result<u32, UpgradeError> {
+        if self.handed_over.load(Ordering::Acquire) {
+            return Err(UpgradeError::AlreadyHandedOver);
+        }
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|fd| fd.try_clone())
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(UpgradeError::Spawn)?;
+        let admin = self.ops.admin_fd().map_err(UpgradeError::Spawn)?;
+        let pid = upgrade::start(
+            command,
+            upgrade::Handover { listeners, admin },
+            self.upgrade_timeout,
+            self.shutdown_timeout,
+        )?;
+        self.handed_over.store(true, Ordering::Release);
+        self.ops.hand_over();
+        systemd::notify(&[sd_notify::NotifyState::MainPid(pid)]);
+        Ok(pid)
     }
 
     /// Where the admin listener listens (`admin.listen`; the real port when port 0 was asked).
@@ -376,14 +500,26 @@ impl ServerHandle {
     }
 
     fn stop_and_join(&mut self) {
-        self.ops.drain();
+        let handed_over = self.handed_over.load(Ordering::Acquire);
+        if !handed_over {
+            if !self.threads.is_empty() {
+                systemd::notify(&[sd_notify::NotifyState::Stopping]);
+            }
+            // After a hot upgrade the new process answers `/readyz` and the ping path: this
+            // one's drain is not the service's.
+            self.ops.drain();
+        }
         for stop in &self.stops {
             stop.request();
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        if let Addr::Unix(path) = &self.local {
+        self.watchdog = None;
+        if let Addr::Unix(path) = &self.local
+            && self.owns_socket_file
+            && !handed_over
+        {
             let _ = std::fs::remove_file(path);
         }
         self.ops.stop();

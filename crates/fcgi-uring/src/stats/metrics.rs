@@ -108,6 +108,8 @@ label_set! {
         Timeout => "timeout",
         /// A send failed: the peer is gone.
         SendFailed => "send_failed",
+        /// The server drained (shutdown or hot upgrade) and closed it between requests.
+        Drain => "drain",
     }
 }
 
@@ -192,7 +194,7 @@ pub struct Metrics {
     requests: [AtomicU64; 3],
     responses: [AtomicU64; 5],
     end_requests: [AtomicU64; 4],
-    closed: [AtomicU64; 5],
+    closed: [AtomicU64; 6],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     /// Gauges, published once per loop turn.
@@ -210,7 +212,7 @@ pub struct MetricsSnapshot {
     pub requests: [u64; 3],
     pub responses: [u64; 5],
     pub end_requests: [u64; 4],
-    pub closed: [u64; 5],
+    pub closed: [u64; 6],
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub in_flight: u64,
@@ -314,7 +316,7 @@ mod tests {
         assert_eq!(RoleLabel::ALL.len(), 3);
         assert_eq!(StatusClass::ALL.len(), 5);
         assert_eq!(EndStatus::ALL.len(), 4);
-        assert_eq!(CloseReason::ALL.len(), 5);
+        assert_eq!(CloseReason::ALL.len(), 6);
         assert_eq!(
             StatusClass::of(http::StatusCode::NOT_FOUND),
             StatusClass::ClientError

@@ -119,6 +119,13 @@ impl Io for Backend {
         }
     }
 
+    fn cork(&mut self, key: ConnKey) {
+        if let Some(c) = io_conn(&mut self.conns, key) {
+            // Synchronous: it takes effect before the send submitted after it.
+            let _ = rustix::net::sockopt::set_tcp_cork(&*c.fd, true);
+        }
+    }
+
     fn shutdown_write(&mut self, key: ConnKey) {
         let Backend { ring, conns } = self;
         if let Some(c) = io_conn(conns, key) {

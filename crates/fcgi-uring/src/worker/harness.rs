@@ -98,5 +98,6 @@ impl Io for CopyIo {
     fn arm_recv(&mut self, _key: ConnKey) {}
     fn cancel_recv(&mut self, _key: ConnKey) {}
     fn shutdown_write(&mut self, _key: ConnKey) {}
+    fn cork(&mut self, _key: ConnKey) {}
     fn close(&mut self, _key: ConnKey, _abort: bool) {}
 }

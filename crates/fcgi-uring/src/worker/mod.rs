@@ -8,7 +8,8 @@
 //! requests that became complete ([`dispatch`]), then let handler tasks run. With nothing to do
 //! it spins for `idle_spin`, then sleeps in tokio's reactor until the ring, a handler task, a
 //! deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
-//! is in flight and every response was handed to the kernel, or at `shutdown_timeout`.
+//! is in flight, every response was handed to the kernel and every connection closed
+//! between requests ([`crate::conn::Core::begin_drain`]), or at `shutdown_timeout`.
 
 mod dispatch;
 #[cfg(feature = "bench-internals")]
@@ -70,6 +71,8 @@ pub(crate) struct WorkerSpec<F> {
     pub ready: mpsc::Sender<Ready>,
     /// This worker's most requests in flight on one connection (see `Core::note_in_flight`).
     pub max_in_flight: Arc<AtomicUsize>,
+    /// The systemd watchdog's liveness stamp and how often this worker's runtime stamps it.
+    pub heartbeat: Option<(Arc<crate::server::systemd::Heartbeat>, Duration)>,
 }
 
 /// The worker thread's body.
@@ -100,6 +103,10 @@ where
         }
     };
     let local = tokio::task::LocalSet::new();
+    if let Some((heartbeat, period)) = spec.heartbeat {
+        // A task on the worker's own runtime: it stamps only while the loop yields to tokio.
+        local.spawn_local(heartbeat.run(period));
+    }
     let service =
         match crate::server::serve::build_on_worker(&*spec.make, &rt, &local, spec.stats.worker) {
             Ok(service) => service,
@@ -246,7 +253,7 @@ impl Loop {
                 d.dispatch(s);
             }
             if let Some(dl) = &deadline
-                && (core.is_quiet() || dl.is_elapsed())
+                && (core.is_drained() || dl.is_elapsed())
             {
                 break;
             }
@@ -255,6 +262,7 @@ impl Loop {
                     io.ring.cancel(op);
                 }
                 accept_pause = None;
+                core.begin_drain();
                 deadline = Some(Box::pin(tokio::time::sleep(self.shutdown_timeout)));
                 continue;
             }

@@ -1,0 +1,106 @@
+//! `fcgi-uring reload --pid-file F`: asks a running server for a hot upgrade (SIGUSR2 to the
+//! pid in F) and waits until the new process has written its pid to F (it does once every
+//! worker accepts and the old process handed over). Exit 0 when it did; 1 when the old
+//! process rewrote F with its own pid (it does when an upgrade failed: its log says why, and
+//! it serves on) or nothing changed in time.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct ReloadArgs {
+    /// The pid file the server writes (`fcgi-uring serve --pid-file F`).
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: PathBuf,
+    /// Seconds to wait for the new process (past the server's `server.upgrade_timeout`).
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
+}
+
+/// The pid in `path`, if it holds one.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+pub fn run(args: &ReloadArgs) -> ExitCode {
+    let Some(old) = read_pid(&args.pid_file) else {
+        eprintln!("fcgi-uring reload: no pid in {}", args.pid_file.display());
+        return ExitCode::FAILURE;
+    };
+    let Some(pid) = rustix::process::Pid::from_raw(old) else {
+        eprintln!("fcgi-uring reload: invalid pid {old}");
+        return ExitCode::FAILURE;
+    };
+    let written = modified(&args.pid_file);
+    if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::USR2) {
+        eprintln!("fcgi-uring reload: cannot signal pid {old}: {e}");
+        return ExitCode::FAILURE;
+    }
+    let until = Instant::now() + Duration::from_secs(args.wait);
+    while Instant::now() < until {
+        match read_pid(&args.pid_file) {
+            Some(new) if new != old => {
+                println!("fcgi-uring reload: pid {new} serves; pid {old} drains");
+                return ExitCode::SUCCESS;
+            }
+            Some(_) if modified(&args.pid_file) != written => {
+                eprintln!(
+                    "fcgi-uring reload: the upgrade failed; pid {old} serves on (see its log)"
+                );
+                return ExitCode::FAILURE;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "fcgi-uring reload: pid {old} was not replaced within {} s; it still serves (see its log)",
+        args.wait
+    );
+    ExitCode::FAILURE
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The pid file of a running server: written at start, removed at exit, unless a hot upgrade
+/// handed over (the file is then the new process's, which may be writing it right now).
+pub struct PidFile {
+    path: PathBuf,
+    handed_over: bool,
+}
+
+impl PidFile {
+    pub fn write(path: PathBuf) -> std::io::Result<PidFile> {
+        let file = PidFile {
+            path,
+            handed_over: false,
+        };
+        file.rewrite()?;
+        Ok(file)
+    }
+
+    /// Writes the file again (a failed upgrade's answer to `reload`: same pid, new mtime),
+    /// atomically (a temporary file of this process renamed over it).
+    pub fn rewrite(&self) -> std::io::Result<()> {
+        let pid = std::process::id();
+        let tmp = self.path.with_extension(format!("{pid}.tmp"));
+        std::fs::write(&tmp, format!("{pid}\n"))?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    /// A hot upgrade handed over: the file is left to the new process.
+    pub fn hand_over(&mut self) {
+        self.handed_over = true;
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if !self.handed_over && read_pid(&self.path) == Some(std::process::id() as i32) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Hot upgrade of the real binary (SIGUSR2 through `fcgi-uring reload --pid-file`): the new
+//! process gets the listening sockets and reads the configuration file anew; the old one stops
+//! accepting only once the new one reported ready, drains and exits.
+//!
+//! - 20 consecutive upgrades under steady keep-alive load, on TCP (one SO_REUSEPORT socket per
+//!   worker) and on a UNIX socket: no failed request, no reset, every request answered by
+//!   exactly one of the 21 processes, each old process exits, and the configuration changed
+//!   on disk is in force after the first upgrade.
+//! - Failed upgrades (invalid configuration, a binary that exits at once, one that never
+//!   reports ready): the failure is reported (log line, `reload` exit status) and the old
+//!   process serves on with no failed request; a good upgrade then still works.
+
+mod common;
+
+use common::restarts::{KillPidFile, Load, alive, assert_lossless, pid_in};
+use common::{HANG_GUARD, wait_for};
+use fcgi_client::{Client, RequestSpec};
+use fcgi_uring::Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const UPGRADES: usize = 20;
+
+/// A server started from `exe` with `--config config --pid-file DIR/pid`, its stderr in
+/// DIR/server.log.
+struct Served {
+    _first: common::KillOnDrop,
+    pid_file: PathBuf,
+    log: PathBuf,
+    _kill: KillPidFile,
+}
+
+impl Served {
+    fn start(exe: &Path, config: &Path, dir: &Path) -> Served {
+        let pid_file = dir.join("fcgi-uring.pid");
+        let log = dir.join("server.log");
+        let stderr = std::fs::File::create(&log).expect("create the log");
+        // The processes after the first are not this test's children: they are found through
+        // the pid file (and killed through it by `KillPidFile` if the test fails).
+        let first = common::KillOnDrop(
+            Command::new(exe)
+                .args(["serve", "--config"])
+                .arg(config)
+                .arg("--pid-file")
+                .arg(&pid_file)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .expect("start fcgi-uring serve"),
+        );
+        let served = Served {
+            _first: first,
+            _kill: KillPidFile(pid_file.clone()),
+            pid_file,
+            log,
+        };
+        wait_for("the server's pid file", HANG_GUARD, || {
+            served.pid().is_some()
+        });
+        served
+    }
+
+    fn pid(&self) -> Option<u32> {
+        pid_in(&self.pid_file).filter(|&p| alive(p))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `fcgi-uring reload --pid-file F`: whether it reported a new process.
+    fn reload(&self) -> bool {
+        Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .args(["reload", "--wait", "60", "--pid-file"])
+            .arg(&self.pid_file)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run fcgi-uring reload")
+            .success()
+    }
+
+    fn stop(&self) {
+        if let Some(pid) = self.pid() {
+            common::restarts::signal(pid, "TERM");
+            wait_for("the last server to exit", HANG_GUARD, || !alive(pid));
+        }
+    }
+}
+
+fn config(listen: &str, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"{listen}\"\nworkers = 2\npin_workers = false\n\
+         shutdown_timeout = 10\nupgrade_timeout = 5\n\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
+    )
+}
+
+fn get(addr: &Addr, uri: &str) -> fcgi_client::Response {
+    let mut c = Client::connect(addr).expect("connect");
+    c.set_read_timeout(Some(common::IO_TIMEOUT))
+        .expect("timeout");
+    c.request(&RequestSpec::get(uri)).expect("request")
+}
+
+fn upgrades_lose_nothing(listen: &str, addr: &Addr) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("fcgi-uring.toml");
+    std::fs::write(&conf, config(listen, "")).expect("write config");
+    let server = Served::start(env!("CARGO_BIN_EXE_fcgi-uring").as_ref(), &conf, dir.path());
+    assert_eq!(
+        get(addr, "/ping").status,
+        404,
+        "no ping path configured yet"
+    );
+    // Read anew by the next process.
+    std::fs::write(&conf, config(listen, "\n[ping]\npath = \"/ping\"\n")).expect("config");
+
+    let load = Load::start(addr, 8);
+    let mut pids = vec![server.pid().expect("serving")];
+    load.wait_answered_by(pids[0]);
+    for i in 0..UPGRADES {
+        let old = pids[pids.len() - 1];
+        assert!(
+            server.reload(),
+            "upgrade {i} failed; server log:\n{}",
+            server.log()
+        );
+        let new = server.pid().expect("the new process serves");
+        assert_ne!(new, old);
+        wait_for("the old process to drain and exit", HANG_GUARD, || {
+            !alive(old)
+        });
+        load.wait_answered_by(new);
+        pids.push(new);
+        if i == 0 {
+            let ping = get(addr, "/ping");
+            assert_eq!(
+                (ping.status, ping.body.as_slice()),
+                (200, &b"pong"[..]),
+                "the new process read the changed configuration"
+            );
+        }
+    }
+    load.wait_answers(100);
+    let tally = load.stop();
+    server.stop();
+    assert_lossless(&tally, &pids);
+    eprintln!(
+        "{UPGRADES} upgrades: {} answered, {} resent after a close between requests, by pid: {:?}",
+        tally.answered(),
+        tally.resent,
+        tally.by_pid
+    );
+}
+
+#[test]
+fn twenty_upgrades_on_tcp_lose_nothing() {
+    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
+    upgrades_lose_nothing(&listen, &listen.parse().expect("addr"));
+}
+
+#[test]
+fn twenty_upgrades_on_a_unix_socket_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fcgi.sock");
+    let listen = format!("unix:{}", path.display());
+    upgrades_lose_nothing(&listen, &Addr::Unix(path.clone()));
+    assert!(!path.exists(), "the last process removes its socket file");
+}
+
+/// Replaces the file at `path` the way a deploy does (a new file renamed over it).
+fn install(path: &Path, contents: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, contents).expect("write");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+#[test]
+fn failed_upgrades_keep_the_old_process_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = dir.path().join("fcgi-uring");
+    let real = std::fs::read(env!("CARGO_BIN_EXE_fcgi-uring")).expect("read the binary");
+    install(&exe, &real);
+    let conf = dir.path().join("fcgi-uring.toml");
+    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
+    let good = config(&listen, "");
+    std::fs::write(&conf, &good).expect("write config");
+    let addr: Addr = listen.parse().expect("addr");
+    let server = Served::start(&exe, &conf, dir.path());
+    let old = server.pid().expect("serving");
+    let load = Load::start(&addr, 8);
+    load.wait_answered_by(old);
+
+    let cases: [(&str, &dyn Fn(), &str); 3] = [
+        (
+            "an invalid configuration",
+            &|| std::fs::write(&conf, "[server]\nworkers = \"many\"\n").expect("config"),
+            "exited before ready",
+        ),
+        (
+            "a binary that exits at once",
+            &|| install(&exe, b"#!/bin/sh\nexit 3\n"),
+            "exited before ready",
+        ),
+        (
+            "a binary that never reports ready",
+            &|| install(&exe, b"#!/bin/sh\nexec sleep 600\n"),
+            "not ready within",
+        ),
+    ];
+    for (n, (what, break_it, reported)) in cases.into_iter().enumerate() {
+        break_it();
+        assert!(!server.reload(), "the upgrade to {what} succeeded");
+        wait_for(
+            &format!("the failure report for {what}"),
+            HANG_GUARD,
+            || server.log().matches("upgrade failed").count() == n + 1,
+        );
+        let log = server.log();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("upgrade failed"))
+            .nth(n)
+            .unwrap_or_default()
+            .to_owned();
+        assert!(line.contains(reported), "{what}: {line}");
+        // The new process is gone (exited, or stopped when it never reported ready): it does
+        // not hold the sockets.
+        let pid: u32 = line
+            .split("(pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {line}"));
+        assert!(!alive(pid), "{what}: pid {pid} still runs");
+        assert_eq!(server.pid(), Some(old), "{what}: the old process serves on");
+        load.wait_answers(50);
+        // Undo it for the next case.
+        std::fs::write(&conf, &good).expect("config");
+        install(&exe, &real);
+    }
+    // The old process still upgrades.
+    assert!(server.reload(), "server log:\n{}", server.log());
+    let new = server.pid().expect("the new process serves");
+    wait_for("the old process to exit", HANG_GUARD, || !alive(old));
+    load.wait_answered_by(new);
+    let tally = load.stop();
+    server.stop();
+    assert_lossless(&tally, &[old, new]);
+}
+
+/// Fewer workers after an upgrade than SO_REUSEPORT sockets handed over: every socket is still
+/// accepted on (the worker count is raised to the socket count), so no connection waits in an
+/// accept queue nobody serves.
+#[test]
+fn fewer_workers_after_an_upgrade_still_serve_every_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("fcgi-uring.toml");
+    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
+    std::fs::write(&conf, config(&listen, "")).expect("write config");
+    let server = Served::start(env!("CARGO_BIN_EXE_fcgi-uring").as_ref(), &conf, dir.path());
+    let old = server.pid().expect("serving");
+    std::fs::write(
+        &conf,
+        config(&listen, "").replace("workers = 2", "workers = 1"),
+    )
+    .expect("write config");
+    assert!(server.reload(), "server log:\n{}", server.log());
+    wait_for("the old process to exit", HANG_GUARD, || !alive(old));
+    let new = server.pid().expect("the new process serves");
+    let addr: Addr = listen.parse().expect("addr");
+    // A connection lands on either socket (the kernel hashes its 4-tuple): 64 fresh ones
+    // reach both with near certainty (each one-sided run of 64 has probability 2^-63).
+    for i in 0..64 {
+        let r = get(&addr, "/pid");
+        assert_eq!(
+            (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+            (200, new.to_string()),
+            "connection {i}"
+        );
+    }
+    server.stop();
+}
