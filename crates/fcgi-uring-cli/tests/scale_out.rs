@@ -63,8 +63,25 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// Runs `cmd` (a command inside the proxy host) with its output in `dir/error.log`.
+    fn spawn(mut cmd: std::process::Command, dir: tempfile::TempDir) -> Proxy {
+        let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Proxy {
+            _child: KillOnDrop(child),
+            dir,
+        }
+    }
+
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+        ["error.log", "nginx-error.log"]
+            .map(|f| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default())
+            .concat()
     }
 }
 
@@ -85,7 +102,7 @@ fn nginx(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
         r#"daemon off;
 master_process off;
 worker_processes 1;
-error_log {d}/error.log warn;
+error_log {d}/nginx-error.log warn;
 pid {d}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{
@@ -113,21 +130,10 @@ http {{
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let child = lab
-        .command(proxy, bin)
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Some(Proxy {
-        _child: KillOnDrop(child),
-        dir,
-    })
+    let mut cmd = lab.command(proxy, bin);
+    cmd.arg("-p").arg(dir.path()).arg("-c").arg(&conf_path);
+    cmd.arg("-e").arg(dir.path().join("nginx-error.log"));
+    Some(Proxy::spawn(cmd, dir))
 }
 
 /// HAProxy 2.6 as the deploy guide recommends it for an unfixed 2.6 (kept-alive FastCGI
@@ -178,21 +184,9 @@ backend app
     );
     let conf_path = dir.path().join("haproxy.cfg");
     std::fs::write(&conf_path, conf).unwrap();
-    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
-    let child = lab
-        .command(proxy, bin)
-        .arg("-db")
-        .arg("-f")
-        .arg(&conf_path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Some(Proxy {
-        _child: KillOnDrop(child),
-        dir,
-    })
+    let mut cmd = lab.command(proxy, bin);
+    cmd.arg("-db").arg("-f").arg(&conf_path);
+    Some(Proxy::spawn(cmd, dir))
 }
 
 /// Caddy with `reverse_proxy` over `transport fastcgi` (a connection per request), round robin,
@@ -233,23 +227,13 @@ http://:{port} {{
     );
     let conf_path = dir.path().join("Caddyfile");
     std::fs::write(&conf_path, conf).unwrap();
-    let log = std::fs::File::create(dir.path().join("error.log")).unwrap();
-    let child = lab
-        .command(proxy, bin)
-        .args(["run", "--adapter", "caddyfile", "--config"])
+    let mut cmd = lab.command(proxy, bin);
+    cmd.args(["run", "--adapter", "caddyfile", "--config"])
         .arg(&conf_path)
         .env("HOME", dir.path())
         .env("XDG_DATA_HOME", dir.path().join("data"))
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Some(Proxy {
-        _child: KillOnDrop(child),
-        dir,
-    })
+        .env("XDG_CONFIG_HOME", dir.path().join("config"));
+    Some(Proxy::spawn(cmd, dir))
 }
 
 /// `n` GET /hello through the proxy from the proxy host, one connection each; the statuses.
