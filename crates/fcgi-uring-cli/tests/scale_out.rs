@@ -32,6 +32,9 @@ fn start_backend(lab: &Lab, host: &Host, proxy: &Host) -> KillOnDrop {
         .args(["serve", "--workers", "1", "--no-pin"])
         .args(["--listen", &format!("0.0.0.0:{FASTCGI_PORT}")])
         .args(["--admin-listen", ADMIN, "--ping-path", "/ping"])
+        // At SIGTERM, /readyz and the ping path answer 503 for 1.5 s while the host still
+        // serves, so that health checks take it out before it stops accepting.
+        .args(["--drain-delay", "1.5"])
         .args(["--allowed-peers", &proxy.ip.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -348,10 +351,20 @@ fn balance(start_proxy: StartProxy) {
     }
 }
 
-/// Under a steady load from one client (at most one request in flight), backend b2 is killed
-/// with SIGKILL: at most the request it was serving fails, the proxy stops sending to it, and
-/// once it is started again it rejoins and takes its third.
-fn kill_and_rejoin(start_proxy: StartProxy) {
+/// How b2 is stopped under load.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// SIGKILL: the request it was serving may fail (one client: at most one).
+    Kill,
+    /// SIGTERM: it drains (ping path 503 first, then in-flight requests answered and
+    /// connections closed between requests): no request may fail.
+    Drain,
+}
+
+/// Under a steady load from one client (at most one request in flight), backend b2 is stopped
+/// (`how`): the proxy stops sending to it, and once it is started again it rejoins and takes
+/// its third.
+fn stop_and_rejoin(start_proxy: StartProxy, how: Stop) {
     let Some(mut cluster) = Cluster::start(start_proxy) else {
         return;
     };
@@ -374,8 +387,21 @@ fn kill_and_rejoin(start_proxy: StartProxy) {
             done.load(ordering) >= 100
         });
         let killed_at = done.load(ordering);
-        cluster.servers[1].0.kill().unwrap();
-        cluster.servers[1].0.wait().unwrap();
+        let b2 = &mut cluster.servers[1].0;
+        match how {
+            Stop::Kill => b2.kill().unwrap(),
+            Stop::Drain => {
+                let sent = std::process::Command::new("kill")
+                    .args(["-TERM", &b2.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(sent.success());
+            }
+        }
+        let exited = b2.wait().unwrap();
+        if how == Stop::Drain {
+            assert!(exited.success(), "b2 drained and exited cleanly: {exited}");
+        }
         wait_for("300 requests after the kill", HANG_GUARD, || {
             done.load(ordering) >= killed_at + 300
         });
@@ -383,13 +409,17 @@ fn kill_and_rejoin(start_proxy: StartProxy) {
     });
     let statuses = statuses.into_inner().unwrap();
     let failed = statuses.iter().filter(|s| **s != 200).count();
+    let (what, allowed) = match how {
+        Stop::Kill => ("killed with SIGKILL", 1),
+        Stop::Drain => ("drained with SIGTERM", 0),
+    };
     eprintln!(
-        "kill: {} requests, {failed} failed (b2 killed with SIGKILL under load)",
+        "stop: {} requests, {failed} failed (b2 {what} under load)",
         statuses.len()
     );
     assert!(
-        failed <= 1,
-        "{failed} of {} failed; at most the one in flight may; proxy log: {}",
+        failed <= allowed,
+        "{failed} of {} failed with b2 {what} (at most {allowed} may); proxy log: {}",
         statuses.len(),
         cluster.proxy.log()
     );
@@ -433,12 +463,12 @@ fn haproxy_spreads_requests_evenly_over_three_hosts() {
 
 #[test]
 fn nginx_routes_around_a_killed_host_and_takes_it_back() {
-    kill_and_rejoin(nginx);
+    stop_and_rejoin(nginx, Stop::Kill);
 }
 
 #[test]
 fn haproxy_routes_around_a_killed_host_and_takes_it_back() {
-    kill_and_rejoin(haproxy);
+    stop_and_rejoin(haproxy, Stop::Kill);
 }
 
 #[test]
@@ -448,5 +478,20 @@ fn caddy_spreads_requests_evenly_over_three_hosts() {
 
 #[test]
 fn caddy_routes_around_a_killed_host_and_takes_it_back() {
-    kill_and_rejoin(caddy);
+    stop_and_rejoin(caddy, Stop::Kill);
+}
+
+#[test]
+fn nginx_loses_nothing_when_a_host_drains() {
+    stop_and_rejoin(nginx, Stop::Drain);
+}
+
+#[test]
+fn haproxy_loses_nothing_when_a_host_drains() {
+    stop_and_rejoin(haproxy, Stop::Drain);
+}
+
+#[test]
+fn caddy_loses_nothing_when_a_host_drains() {
+    stop_and_rejoin(caddy, Stop::Drain);
 }
