@@ -30,6 +30,8 @@ fn start_backend(lab: &Lab, host: &Host, proxy: &Host) -> KillOnDrop {
     let child = lab
         .command(host, BIN)
         .args(["serve", "--workers", "1", "--no-pin"])
+        .arg("--pid-file")
+        .arg(pid_file(host))
         .args(["--listen", &format!("0.0.0.0:{FASTCGI_PORT}")])
         .args(["--admin-listen", ADMIN, "--ping-path", "/ping"])
         // At SIGTERM, /readyz and the ping path answer 503 for 1.5 s while the host still
@@ -48,6 +50,26 @@ fn start_backend(lab: &Lab, host: &Host, proxy: &Host) -> KillOnDrop {
         });
     });
     server
+}
+
+/// Where a backend host's server writes its pid (the hot upgrade's new process rewrites it).
+fn pid_file(host: &Host) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{}.pid", host.ns))
+}
+
+/// Kills whatever process a backend's pid file names (an upgraded server is no child of the
+/// test), when dropped.
+struct KillByPidFile(std::path::PathBuf);
+
+impl Drop for KillByPidFile {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .status();
+        }
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Requests a backend answered for the application (the ping path's answers left out).
@@ -494,4 +516,78 @@ fn haproxy_loses_nothing_when_a_host_drains() {
 #[test]
 fn caddy_loses_nothing_when_a_host_drains() {
     stop_and_rejoin(caddy, Stop::Drain);
+}
+
+/// A rolling hot upgrade (`fcgi-uring reload`) of the three hosts, one after another, under a
+/// steady load through the proxy: no request fails, and every host serves again afterwards.
+fn rolling_upgrade(start_proxy: StartProxy) {
+    let Some(cluster) = Cluster::start(start_proxy) else {
+        return;
+    };
+    let _cleanup: Vec<KillByPidFile> = cluster
+        .backends
+        .iter()
+        .map(|b| KillByPidFile(pid_file(b)))
+        .collect();
+    let addr: SocketAddr = PROXY.parse().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let statuses = std::sync::Mutex::new(Vec::new());
+    let ordering = std::sync::atomic::Ordering::SeqCst;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            cluster.lab.inside(&cluster.lb, || {
+                while !stop.load(ordering) {
+                    let status = get_status(addr);
+                    statuses.lock().unwrap().push(status);
+                }
+            })
+        });
+        for b in &cluster.backends {
+            let old = std::fs::read_to_string(pid_file(b)).unwrap();
+            let out = std::process::Command::new(BIN)
+                .args(["reload", "--wait", "60", "--pid-file"])
+                .arg(pid_file(b))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "reload of {}: {}",
+                b.ns,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let new = std::fs::read_to_string(pid_file(b)).unwrap();
+            assert_ne!(old.trim(), new.trim(), "{} runs a new process", b.ns);
+        }
+        stop.store(true, ordering);
+    });
+    let statuses = statuses.into_inner().unwrap();
+    let failed = statuses.iter().filter(|s| **s != 200).count();
+    eprintln!(
+        "rolling upgrade: {} requests, {failed} failed",
+        statuses.len()
+    );
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} failed; proxy log: {}",
+        statuses.len(),
+        cluster.proxy.log()
+    );
+    cluster.wait_all_serving();
+    cluster.assert_balanced("after the rolling upgrade");
+}
+
+#[test]
+fn nginx_loses_nothing_in_a_rolling_upgrade() {
+    rolling_upgrade(nginx);
+}
+
+#[test]
+fn haproxy_loses_nothing_in_a_rolling_upgrade() {
+    rolling_upgrade(haproxy);
+}
+
+#[test]
+fn caddy_loses_nothing_in_a_rolling_upgrade() {
+    rolling_upgrade(caddy);
 }
