@@ -9,6 +9,7 @@ use common::http_client::{Upload, request};
 use common::lab::{Host, Lab};
 use common::metrics::scrape;
 use common::proxy::find_binary;
+use common::restarts::{KillPidFile, signal};
 use common::{HANG_GUARD, KillOnDrop, holds_within, wait_for};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
@@ -31,7 +32,7 @@ fn start_backend(lab: &Lab, host: &Host, proxy: &Host) -> KillOnDrop {
         .command(host, BIN)
         .args(["serve", "--workers", "1", "--no-pin"])
         .arg("--pid-file")
-        .arg(pid_file(host))
+        .arg(pid_file(lab, host))
         .args(["--listen", &format!("0.0.0.0:{FASTCGI_PORT}")])
         .args(["--admin-listen", ADMIN, "--ping-path", "/ping"])
         // At SIGTERM, /readyz and the ping path answer 503 for 1.5 s while the host still
@@ -53,23 +54,8 @@ fn start_backend(lab: &Lab, host: &Host, proxy: &Host) -> KillOnDrop {
 }
 
 /// Where a backend host's server writes its pid (the hot upgrade's new process rewrites it).
-fn pid_file(host: &Host) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("{}.pid", host.ns))
-}
-
-/// Kills whatever process a backend's pid file names (an upgraded server is no child of the
-/// test), when dropped.
-struct KillByPidFile(std::path::PathBuf);
-
-impl Drop for KillByPidFile {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", pid.trim()])
-                .status();
-        }
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn pid_file(lab: &Lab, host: &Host) -> std::path::PathBuf {
+    lab.dir.path().join(format!("{}.pid", host.ns))
 }
 
 /// Requests a backend answered for the application (the ping path's answers left out).
@@ -412,13 +398,7 @@ fn stop_and_rejoin(start_proxy: StartProxy, how: Stop) {
         let b2 = &mut cluster.servers[1].0;
         match how {
             Stop::Kill => b2.kill().unwrap(),
-            Stop::Drain => {
-                let sent = std::process::Command::new("kill")
-                    .args(["-TERM", &b2.id().to_string()])
-                    .status()
-                    .unwrap();
-                assert!(sent.success());
-            }
+            Stop::Drain => signal(b2.id(), "TERM"),
         }
         let exited = b2.wait().unwrap();
         if how == Stop::Drain {
@@ -524,10 +504,10 @@ fn rolling_upgrade(start_proxy: StartProxy) {
     let Some(cluster) = Cluster::start(start_proxy) else {
         return;
     };
-    let _cleanup: Vec<KillByPidFile> = cluster
+    let _cleanup: Vec<KillPidFile> = cluster
         .backends
         .iter()
-        .map(|b| KillByPidFile(pid_file(b)))
+        .map(|b| KillPidFile(pid_file(&cluster.lab, b)))
         .collect();
     let addr: SocketAddr = PROXY.parse().unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -543,10 +523,10 @@ fn rolling_upgrade(start_proxy: StartProxy) {
             })
         });
         for b in &cluster.backends {
-            let old = std::fs::read_to_string(pid_file(b)).unwrap();
+            let old = std::fs::read_to_string(pid_file(&cluster.lab, b)).unwrap();
             let out = std::process::Command::new(BIN)
                 .args(["reload", "--wait", "60", "--pid-file"])
-                .arg(pid_file(b))
+                .arg(pid_file(&cluster.lab, b))
                 .output()
                 .unwrap();
             assert!(
@@ -555,7 +535,7 @@ fn rolling_upgrade(start_proxy: StartProxy) {
                 b.ns,
                 String::from_utf8_lossy(&out.stderr)
             );
-            let new = std::fs::read_to_string(pid_file(b)).unwrap();
+            let new = std::fs::read_to_string(pid_file(&cluster.lab, b)).unwrap();
             assert_ne!(old.trim(), new.trim(), "{} runs a new process", b.ns);
         }
         stop.store(true, ordering);

@@ -230,9 +230,10 @@ async fn set_cookies() -> impl IntoResponse {
     )
 }
 
+/// Never answers: the `TimeoutLayer` (HANDLER_TIMEOUT) answers for it.
 async fn slow() -> &'static str {
-    tokio::time::sleep(HANDLER_TIMEOUT * 20).await;
-    "too late"
+    std::future::pending::<()>().await;
+    "never"
 }
 
 async fn ip(ConnectInfo(addr): ConnectInfo<SocketAddr>) -> String {

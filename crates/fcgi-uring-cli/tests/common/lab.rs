@@ -25,6 +25,8 @@ pub struct Lab {
     ip_bin: PathBuf,
     switch: String,
     pub hosts: Vec<Host>,
+    /// A directory of the lab's own (pid files, configs), removed with it.
+    pub dir: tempfile::TempDir,
 }
 
 impl Lab {
@@ -40,6 +42,7 @@ impl Lab {
             ip_bin,
             switch: format!("fcgi-lab-sw-{tag}"),
             hosts: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
         };
         let switch = lab.switch.clone();
         lab.run(&["netns", "add", &switch]);
