@@ -13,6 +13,8 @@ use common::restarts::{KillPidFile, signal};
 use common::{HANG_GUARD, KillOnDrop, holds_within, wait_for};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fcgi-uring");
 const BACKENDS: [&str; 3] = ["b1", "b2", "b3"];
@@ -345,6 +347,37 @@ impl Cluster {
     }
 }
 
+/// Runs `during` while one client on the proxy host sends GET /hello through the proxy back to
+/// back (at most one request in flight); `during` gets the count of answered requests so far.
+/// Returns every status (0: no answer).
+fn under_load(lab: &Lab, lb: &Host, during: impl FnOnce(&AtomicUsize)) -> Vec<u16> {
+    let addr: SocketAddr = PROXY.parse().unwrap();
+    let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    let statuses = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            lab.inside(lb, || {
+                while !stop.load(Ordering::SeqCst) {
+                    let status = get_status(addr);
+                    statuses.lock().unwrap().push(status);
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        });
+        // Stops the client even when `during` panics, so that the scope can end.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
+        during(&done);
+    });
+    statuses.into_inner().unwrap()
+}
+
 /// One GET /hello through the proxy on a new connection: its status, 0 when the connection
 /// failed or ended without an answer.
 fn get_status(addr: SocketAddr) -> u16 {
@@ -376,25 +409,11 @@ fn stop_and_rejoin(start_proxy: StartProxy, how: Stop) {
     let Some(mut cluster) = Cluster::start(start_proxy) else {
         return;
     };
-    let addr: SocketAddr = PROXY.parse().unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let statuses = std::sync::Mutex::new(Vec::new());
-    let ordering = std::sync::atomic::Ordering::SeqCst;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            cluster.lab.inside(&cluster.lb, || {
-                while !stop.load(ordering) {
-                    let status = get_status(addr);
-                    statuses.lock().unwrap().push(status);
-                    done.fetch_add(1, ordering);
-                }
-            })
+    let statuses = under_load(&cluster.lab, &cluster.lb, |done| {
+        wait_for("100 requests before the stop", HANG_GUARD, || {
+            done.load(Ordering::SeqCst) >= 100
         });
-        wait_for("100 requests before the kill", HANG_GUARD, || {
-            done.load(ordering) >= 100
-        });
-        let killed_at = done.load(ordering);
+        let stopped_at = done.load(Ordering::SeqCst);
         let b2 = &mut cluster.servers[1].0;
         match how {
             Stop::Kill => b2.kill().unwrap(),
@@ -404,12 +423,10 @@ fn stop_and_rejoin(start_proxy: StartProxy, how: Stop) {
         if how == Stop::Drain {
             assert!(exited.success(), "b2 drained and exited cleanly: {exited}");
         }
-        wait_for("300 requests after the kill", HANG_GUARD, || {
-            done.load(ordering) >= killed_at + 300
+        wait_for("300 requests after the stop", HANG_GUARD, || {
+            done.load(Ordering::SeqCst) >= stopped_at + 300
         });
-        stop.store(true, ordering);
     });
-    let statuses = statuses.into_inner().unwrap();
     let failed = statuses.iter().filter(|s| **s != 200).count();
     let (what, allowed) = match how {
         Stop::Kill => ("killed with SIGKILL", 1),
@@ -509,24 +526,13 @@ fn rolling_upgrade(start_proxy: StartProxy) {
         .iter()
         .map(|b| KillPidFile(pid_file(&cluster.lab, b)))
         .collect();
-    let addr: SocketAddr = PROXY.parse().unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let statuses = std::sync::Mutex::new(Vec::new());
-    let ordering = std::sync::atomic::Ordering::SeqCst;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            cluster.lab.inside(&cluster.lb, || {
-                while !stop.load(ordering) {
-                    let status = get_status(addr);
-                    statuses.lock().unwrap().push(status);
-                }
-            })
-        });
+    let statuses = under_load(&cluster.lab, &cluster.lb, |_| {
         for b in &cluster.backends {
-            let old = std::fs::read_to_string(pid_file(&cluster.lab, b)).unwrap();
+            let pids = pid_file(&cluster.lab, b);
+            let old = std::fs::read_to_string(&pids).unwrap();
             let out = std::process::Command::new(BIN)
                 .args(["reload", "--wait", "60", "--pid-file"])
-                .arg(pid_file(&cluster.lab, b))
+                .arg(&pids)
                 .output()
                 .unwrap();
             assert!(
@@ -535,12 +541,10 @@ fn rolling_upgrade(start_proxy: StartProxy) {
                 b.ns,
                 String::from_utf8_lossy(&out.stderr)
             );
-            let new = std::fs::read_to_string(pid_file(&cluster.lab, b)).unwrap();
+            let new = std::fs::read_to_string(&pids).unwrap();
             assert_ne!(old.trim(), new.trim(), "{} runs a new process", b.ns);
         }
-        stop.store(true, ordering);
     });
-    let statuses = statuses.into_inner().unwrap();
     let failed = statuses.iter().filter(|s| **s != 200).count();
     eprintln!(
         "rolling upgrade: {} requests, {failed} failed",
