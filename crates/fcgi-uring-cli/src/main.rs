@@ -282,18 +282,27 @@ fn serve(args: ServeArgs) -> ExitCode {
         None => None,
     };
     let mut pid_file = pid_file;
-    signals.wait(&mut handle, |handle| {
-        let upgraded = upgrade(handle, &exe);
-        match pid_file.as_mut() {
-            Some(f) if upgraded => f.hand_over(),
-            Some(f) => {
-                if let Err(e) = f.rewrite() {
-                    eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
-                }
+    signals.wait(&mut handle, |handle| match upgrade(handle, &exe) {
+        Ok(pid) => {
+            if let Some(f) = pid_file.as_mut() {
+                f.hand_over();
             }
-            None => {}
+            eprintln!(
+                "fcgi-uring: upgraded: pid {pid} serves; draining pid {}",
+                std::process::id()
+            );
+            true
         }
-        upgraded
+        Err(cause) => {
+            // The pid file first, the log line second: whoever waits for the line (an
+            // operator, a test) then issues the next `reload` after the rewrite, and that
+            // reload is not answered by this one's rewrite.
+            if let Some(Err(e)) = pid_file.as_ref().map(|f| f.rewrite()) {
+                eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
+            }
+            eprintln!("fcgi-uring: upgrade failed: {cause}; still serving");
+            false
+        }
     });
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
     if handle.features().is_some() {
@@ -303,38 +312,23 @@ fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGUSR2: starts `exe` with this process's arguments and the listening sockets; true once
-/// it reported ready (this process then drains and exits), false when it failed (logged; this
-/// process serves on).
-fn upgrade(handle: &mut fcgi_uring::ServerHandle, exe: &std::io::Result<PathBuf>) -> bool {
-    let exe = match exe {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!(
-                "fcgi-uring: upgrade failed: this binary's path is unknown ({e}); still serving"
-            );
-            return false;
-        }
-    };
+/// SIGUSR2: starts `exe` with this process's arguments and the listening sockets; the new
+/// process's pid once it reported ready (this process then drains and exits), or why it
+/// failed (this process serves on).
+fn upgrade(
+    handle: &mut fcgi_uring::ServerHandle,
+    exe: &std::io::Result<PathBuf>,
+) -> Result<u32, String> {
+    let exe = exe
+        .as_ref()
+        .map_err(|e| format!("this binary's path is unknown ({e})"))?;
     eprintln!(
         "fcgi-uring: SIGUSR2: starting {} with the listening sockets",
         exe.display()
     );
     let mut command = std::process::Command::new(exe);
     command.args(std::env::args_os().skip(1));
-    match handle.upgrade(command) {
-        Ok(pid) => {
-            eprintln!(
-                "fcgi-uring: upgraded: pid {pid} serves; draining pid {}",
-                std::process::id()
-            );
-            true
-        }
-        Err(e) => {
-            eprintln!("fcgi-uring: upgrade failed: {e}; still serving");
-            false
-        }
-    }
+    handle.upgrade(command).map_err(|e| e.to_string())
 }
 
 /// Starts the demo app. With `admin_default`, the admin listener goes on [`DEMO_ADMIN`], or on

@@ -61,8 +61,12 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn modified(path: &Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What changes when the file is written again: its inode (a rewrite renames a new file
+/// over it) and its mtime (which alone can miss a rewrite within one clock tick).
+fn modified(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.ino(), meta.modified().ok()?))
 }
 
 /// The pid file of a running server: written at start, removed at exit, unless a hot upgrade
