@@ -206,6 +206,16 @@ pub fn haproxy(backend_spec: &str) -> Option<Proxy> {
 
 /// [`haproxy`] with `extra` lines in the backend section.
 pub fn haproxy_with(backend_spec: &str, extra: &str) -> Option<Proxy> {
+    haproxy_fcgi_app(backend_spec, MULTIPLEXING, extra)
+}
+
+/// The `fcgi-app` options that make HAProxy multiplex requests on its backend connections.
+pub const MULTIPLEXING: &str =
+    "    option get-values\n    option mpxs-conns\n    option max-reqs 100\n";
+
+/// HAProxy with `option keep-conn` and the `fcgi-app` options `app_options` (e.g.
+/// [`MULTIPLEXING`], or none: one request at a time per connection), then `extra` in the backend.
+pub fn haproxy_fcgi_app(backend_spec: &str, app_options: &str, extra: &str) -> Option<Proxy> {
     let bin = find_binary("haproxy", &["/usr/sbin/haproxy", "/usr/bin/haproxy"])?;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -229,10 +239,7 @@ defaults
 fcgi-app app
     docroot /srv
     option keep-conn
-    option get-values
-    option mpxs-conns
-    option max-reqs 100
-frontend web
+{app_options}frontend web
     bind 127.0.0.1:{port}
     default_backend app
 backend app

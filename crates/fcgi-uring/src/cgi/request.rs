@@ -87,7 +87,8 @@ pub fn build_request<B>(
     // Filled in place: no map is moved in, and none replaced.
     add_headers(&params, &known, request.headers_mut());
     let extensions = request.extensions_mut();
-    extensions.insert(TrustedParams::new(params));
+    let remote_at = known.remote_addr;
+    extensions.insert(TrustedParams::with_remote_at(params, remote_at));
     extensions.insert(role);
     Ok(request)
 }
@@ -108,6 +109,8 @@ struct Known<'a> {
     protocol: Option<&'a [u8]>,
     content_type: Option<&'a [u8]>,
     content_length: Option<&'a [u8]>,
+    /// The index of the last REMOTE_ADDR (the access log reads it without a search).
+    remote_addr: Option<usize>,
     /// Where the `HTTP_*` params are.
     http: HttpParams,
 }
@@ -163,6 +166,10 @@ impl<'a> Known<'a> {
                 (15, Some(b'S')) if name == b"SERVER_PROTOCOL" => &mut self.protocol,
                 (12, Some(b'C')) if name == b"CONTENT_TYPE" => &mut self.content_type,
                 (14, Some(b'C')) if name == b"CONTENT_LENGTH" => &mut self.content_length,
+                (11, Some(b'R')) if name == b"REMOTE_ADDR" => {
+                    self.remote_addr = Some(at);
+                    continue;
+                }
                 _ => continue,
             };
             *slot = Some(value);

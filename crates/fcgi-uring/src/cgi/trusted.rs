@@ -16,6 +16,18 @@ use fcgi_proto::Params;
 #[derive(Debug, Clone)]
 pub struct TrustedParams {
     params: Params,
+    /// Where the last REMOTE_ADDR is (its index in [`Params::iter`] order), when the request
+    /// builder noted it in its pass over the params: read without a search.
+    remote: RemoteAt,
+}
+
+/// What is known of REMOTE_ADDR's position.
+#[derive(Debug, Clone, Copy)]
+enum RemoteAt {
+    /// Not looked for: searched on demand.
+    Unknown,
+    Absent,
+    At(usize),
 }
 
 /// Whether `name` is a client header param (`HTTP_*`, any case).
@@ -25,7 +37,33 @@ fn is_client_header(name: &[u8]) -> bool {
 
 impl TrustedParams {
     pub fn new(params: Params) -> TrustedParams {
-        TrustedParams { params }
+        TrustedParams {
+            params,
+            remote: RemoteAt::Unknown,
+        }
+    }
+
+    /// With the position of the last REMOTE_ADDR already found (`at`: its index in
+    /// [`Params::iter`] order, `None` when there is none).
+    pub(crate) fn with_remote_at(params: Params, at: Option<usize>) -> TrustedParams {
+        TrustedParams {
+            params,
+            remote: at.map_or(RemoteAt::Absent, RemoteAt::At),
+        }
+    }
+
+    /// REMOTE_ADDR as the proxy sent it, as a zero-copy slice.
+    pub(crate) fn remote_addr_shared(&self) -> Option<Bytes> {
+        self.remote_addr_bytes().and_then(|v| self.params.share(v))
+    }
+
+    /// REMOTE_ADDR's bytes as the proxy sent them.
+    pub(crate) fn remote_addr_bytes(&self) -> Option<&[u8]> {
+        match self.remote {
+            RemoteAt::Unknown => self.params.get(b"REMOTE_ADDR"),
+            RemoteAt::Absent => None,
+            RemoteAt::At(i) => self.params.pair(i).map(|(_, v)| v),
+        }
     }
 
     /// The value of the last param `name` if it is UTF-8; `None` for any `HTTP_*` name.
@@ -61,7 +99,9 @@ impl TrustedParams {
     /// REMOTE_ADDR: the client's address as the proxy saw it (`None` when absent or not an IP,
     /// e.g. nginx's `unix:` for a UNIX-socket client).
     pub fn remote_addr(&self) -> Option<IpAddr> {
-        self.get("REMOTE_ADDR").and_then(parse_ip)
+        self.remote_addr_bytes()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(parse_ip)
     }
 
     /// REMOTE_PORT.

@@ -30,6 +30,9 @@ const HANDOVER_BYTES: usize = 32 * 1024;
 /// would cost a context switch each time).
 const HANDOVER_DELAY: Duration = Duration::from_millis(50);
 
+/// Room for a few lines past [`HANDOVER_BYTES`] in a fresh buffer.
+const LINE_ROOM: usize = 4 * 1024;
+
 /// What the log writer thread receives.
 #[derive(Debug)]
 pub(crate) enum LogMsg {
@@ -105,7 +108,7 @@ impl AccessFields {
             remote: req
                 .extensions()
                 .get::<crate::cgi::TrustedParams>()
-                .and_then(|t| t.get_bytes("REMOTE_ADDR")),
+                .and_then(|t| t.remote_addr_shared()),
             referer: header(http::header::REFERER),
             user_agent: header(http::header::USER_AGENT),
         }
@@ -215,7 +218,10 @@ impl WorkerLog {
         if !due {
             return;
         }
-        let chunk = std::mem::take(&mut self.pending);
+        // The next lines go to a buffer of the size handed over, so that it is not grown
+        // (and copied) line by line.
+        let next = Vec::with_capacity(HANDOVER_BYTES + LINE_ROOM);
+        let chunk = std::mem::replace(&mut self.pending, next);
         match tx.try_send(LogMsg::Lines(chunk)) {
             Err(TrySendError::Full(LogMsg::Lines(chunk))) => self.pending = chunk,
             _ => self.pending_since = None,
@@ -429,24 +435,40 @@ fn push_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// `s` with `"`, `\`, control bytes and bytes over 0x7e escaped (`\"`, `\\`, `\xHH`), so that
-/// a field cannot break its quotes or its line.
-fn quoted(out: &mut Vec<u8>, s: &[u8]) {
-    let plain = |b: &u8| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\';
-    if s.iter().all(plain) {
-        out.extend_from_slice(s);
-        return;
+/// The bytes [`quoted`] copies as they are: printable ASCII but `"` and `\`.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
     }
-    for b in s {
+    t
+};
+
+/// `s` with `"`, `\`, control bytes and bytes over 0x7e escaped (`\"`, `\\`, `\xHH`), so that
+/// a field cannot break its quotes or its line. One pass; runs of plain bytes are copied whole.
+fn quoted(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if PLAIN[usize::from(b)] {
+            continue;
+        }
+        out.extend_from_slice(&s[start..i]);
+        start = i + 1;
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
-            b if plain(b) => out.push(*b),
-            b => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
+            b => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
         }
     }
+    out.extend_from_slice(&s[start..]);
 }
 
 /// `s` as the inside of a JSON string (bytes that are not UTF-8 become U+FFFD).
@@ -470,11 +492,14 @@ fn json_escaped(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// The wall-clock time of a monotonic instant, and its formatted forms, recomputed once a
-/// second (no wall-clock read per line).
+/// second (no wall-clock read per line; a line within the second formatted last costs two
+/// comparisons and one subtraction).
 #[derive(Debug, Default)]
 struct DateCache {
     /// A monotonic instant and the wall-clock time read with it.
     base: Option<(Instant, SystemTime)>,
+    /// The monotonic instants where the formatted second starts and ends.
+    span: Option<(Instant, Instant)>,
     second: u64,
     clf: String,
     iso: String,
@@ -493,6 +518,16 @@ struct Dated<'a> {
 impl DateCache {
     /// The time of `at` (both forms are formatted once a second; nothing is allocated per line).
     fn get(&mut self, at: Instant) -> Dated<'_> {
+        if let Some((start, end)) = self.span
+            && at >= start
+            && at < end
+        {
+            return Dated {
+                clf: &self.clf,
+                iso_second: &self.iso,
+                millis: at.duration_since(start).subsec_millis(),
+            };
+        }
         let base = match self.base {
             Some((i, w)) if at >= i && at.duration_since(i) < Duration::from_secs(1) => (i, w),
             _ => {
@@ -505,6 +540,12 @@ impl DateCache {
             Some(d) => base.1 + d,
             None => base.1 - base.0.duration_since(at),
         };
+        let into_second = t.duration_since(UNIX_EPOCH).map_or(Duration::ZERO, |d| {
+            Duration::from_nanos(d.subsec_nanos().into())
+        });
+        self.span = at
+            .checked_sub(into_second)
+            .map(|start| (start, start + Duration::from_secs(1)));
         self.format(t)
     }
 
