@@ -7,8 +7,8 @@
 //!   mode that starts under the seccomp profile chosen; the network policy lets the proxy's pods
 //!   in on the FastCGI port.
 //! - A pod's termination as the kubelet runs it: two replicas started from the container's
-//!   command and the ConfigMap's configuration (addresses moved to free loopback ports), each
-//!   ready by its readiness probe; load spread over them as kube-proxy spreads connections;
+//!   command and the ConfigMap's configuration (addresses moved to free loopback ports), as the
+//!   container's user (when the test runs as root), each ready by its readiness probe; load spread over them as kube-proxy spreads connections;
 //!   one replica terminated (its preStop hook if it has one, then SIGTERM) and left in the
 //!   endpoints until it has served new connections since (the endpoints' propagation), then
 //!   taken out: its readiness answers 503, it exits within the grace period, and no request
@@ -147,11 +147,29 @@ impl<'a> Workload<'a> {
         argv
     }
 
-    /// The seccomp profile type, the container's over the pod's.
+    /// A `securityContext` field, the container's over the pod's.
+    fn security(&self, key: &str) -> &'a Yaml {
+        let mine = &self.container["securityContext"][key];
+        if mine.is_badvalue() {
+            &self.pod["securityContext"][key]
+        } else {
+            mine
+        }
+    }
+
+    /// The seccomp profile type.
     fn seccomp(&self) -> Option<&'a str> {
-        self.container["securityContext"]["seccompProfile"]["type"]
-            .as_str()
-            .or(self.pod["securityContext"]["seccompProfile"]["type"].as_str())
+        self.security("seccompProfile")["type"].as_str()
+    }
+
+    /// The user and group the container runs as.
+    fn run_as(&self) -> (u32, u32) {
+        let id = |key: &str| {
+            let n = self.security(key).as_i64();
+            n.and_then(|n| u32::try_from(n).ok())
+                .unwrap_or_else(|| panic!("securityContext.{key} is set"))
+        };
+        (id("runAsUser"), id("runAsGroup"))
     }
 
     /// The ConfigMap key mounted at `path` in the container: `(ConfigMap name, key)`.
@@ -406,6 +424,18 @@ fn the_manifests_agree_with_each_other() {
         "server.pin_workers = false (its default is true)"
     );
 
+    // Not root, no capability, no escalation, nothing written to the image (the kubelet
+    // simulation below runs the replicas as that user).
+    assert_eq!(w.security("runAsNonRoot").as_bool(), Some(true));
+    assert_ne!(w.run_as().0, 0, "runAsUser");
+    let container = &w.container["securityContext"];
+    assert_eq!(container["allowPrivilegeEscalation"].as_bool(), Some(false));
+    assert_eq!(container["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(
+        list(&container["capabilities"]["drop"], "capabilities.drop"),
+        [Yaml::String("ALL".to_owned())]
+    );
+
     // Under RuntimeDefault io_uring is blocked: the IO mode must be one that starts there.
     let io = backend
         .setting("server.io")
@@ -498,8 +528,32 @@ impl Replica {
                 a.into()
             }
         });
+        // As the container runs it: its user and group, no capability, no new privileges
+        // (with the binary and the configuration where that user can read them).
+        let exe = dir.path().join("fcgi-uring");
+        if std::fs::hard_link(env!("CARGO_BIN_EXE_fcgi-uring"), &exe).is_err() {
+            std::fs::copy(env!("CARGO_BIN_EXE_fcgi-uring"), &exe).expect("copy the binary");
+        }
+        let readable = |path: &Path, mode: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        readable(dir.path(), 0o755);
+        readable(&config_file, 0o644);
+        let mut cmd = if is_root() {
+            let (uid, gid) = backend.workload().run_as();
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+                .args(["--clear-groups", "--no-new-privs"])
+                .args(["--bounding-set=-all", "--inh-caps=-all"])
+                .arg(&exe);
+            cmd
+        } else {
+            // Already a user without privileges.
+            Command::new(&exe)
+        };
         let log = dir.path().join("server.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -536,6 +590,20 @@ impl Replica {
         }
     }
 
+    /// Waits until the readiness probe at `path` passes; a replica that exits first fails the
+    /// test with its log.
+    fn wait_ready(&mut self, path: &str) {
+        wait_for("the readiness probe to pass", HANG_GUARD, || {
+            self.http_get(path) == 200 || self.exited().is_some()
+        });
+        if let Some(status) = self.exited() {
+            panic!(
+                "the replica exited ({status}) before ready; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.0.try_wait().expect("try_wait")
     }
@@ -543,6 +611,16 @@ impl Replica {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// Whether this test runs as root (then each replica drops to the container's user).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false)
 }
 
 /// What the load saw, per endpoint (the replica's FastCGI address).
@@ -632,8 +710,7 @@ impl ServiceLoad {
         for t in self.threads {
             t.join().expect("load thread");
         }
-        let tally = std::mem::take(&mut *self.tally.lock().expect("tally"));
-        tally
+        std::mem::take(&mut *self.tally.lock().expect("tally"))
     }
 }
 
@@ -744,10 +821,8 @@ fn a_pod_terminates_as_the_kubelet_runs_it_without_losing_a_request() {
     let (ready_path, _) = w.probe("readinessProbe");
     let (live_path, _) = w.probe("livenessProbe");
     let mut pods = [Replica::start(&backend), Replica::start(&backend)];
-    for pod in &pods {
-        wait_for("the readiness probe to pass", HANG_GUARD, || {
-            pod.http_get(&ready_path) == 200
-        });
+    for pod in &mut pods {
+        pod.wait_ready(&ready_path);
         assert_eq!(pod.http_get(&live_path), 200, "the liveness probe");
     }
     let [a, b] = [pods[0].fcgi.clone(), pods[1].fcgi.clone()];
@@ -833,11 +908,9 @@ fn the_proxy_configuration_carries_requests_to_the_fastcgi_port() {
     };
     let backend = Backend::load();
     let proxy = Proxy::load();
-    let replica = Replica::start(&backend);
+    let mut replica = Replica::start(&backend);
     let (ready_path, _) = backend.workload().probe("readinessProbe");
-    wait_for("the replica to be ready", HANG_GUARD, || {
-        replica.http_get(&ready_path) == 200
-    });
+    replica.wait_ready(&ready_path);
 
     let (service, service_port) = backend.service_fastcgi();
     let mut conf = proxy.conf.replace(
