@@ -215,11 +215,12 @@ fn stop_of_a_containers_pid_1_returns_once_signalled() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    // The server is PID 1 of a new PID namespace, as a container's main process is.
+    // The server is PID 1 of a new PID namespace, as a container's main process is (and is
+    // killed with `unshare` if the test fails).
     let mut server = Server::start(
         dir.path(),
         "1",
-        &["unshare", "--pid", "--fork", "--mount-proc"],
+        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
     );
     assert_eq!(
         std::fs::read_to_string(&server.pid_file)
