@@ -1,5 +1,5 @@
 //! The `fcgi-uring` command's parts, as a library for its tests and for `fcgi-loadtest`:
-//! the demo app it serves, its configuration file, and its `request` and `status` subcommands.
+//! the demo app it serves, its configuration file, and its `request`, `reload`, `status` and `stop` subcommands.
 
 #![forbid(unsafe_code)]
 
@@ -8,3 +8,4 @@ pub mod demo;
 pub mod reload;
 pub mod request;
 pub mod status;
+pub mod stop;

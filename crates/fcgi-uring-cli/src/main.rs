@@ -30,6 +30,9 @@ enum Command {
     /// Hot upgrade of a running server: the binary at its path starts with the listening
     /// sockets handed over and the configuration read anew; the old process drains and exits.
     Reload(fcgi_uring_cli::reload::ReloadArgs),
+    /// Graceful stop of a running server, as SIGTERM (drain delay, then the drain), waiting
+    /// until it has exited.
+    Stop(fcgi_uring_cli::stop::StopArgs),
     /// Print a running server's live status (from its admin listener) as a table.
     Status(fcgi_uring_cli::status::StatusArgs),
     /// Measure this server's settings on this machine and write a recommended fcgi-uring.toml
@@ -50,7 +53,8 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Write the process id to FILE once serving (SIGUSR2 or `fcgi-uring reload --pid-file
-    /// FILE` starts a hot upgrade; the new process writes its own pid there).
+    /// FILE` starts a hot upgrade, the new process writing its own pid there; `fcgi-uring stop
+    /// --pid-file FILE` stops it gracefully).
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
     /// Print the effective configuration as TOML (a file --config accepts) and exit.
@@ -211,6 +215,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring_cli::request::run(args),
         Command::Reload(args) => fcgi_uring_cli::reload::run(&args),
+        Command::Stop(args) => fcgi_uring_cli::stop::run(&args),
         Command::Status(args) => fcgi_uring_cli::status::run(&args),
         Command::Tune(args) => tune(*args),
         Command::Config(args) => print_generated(&args),
