@@ -369,7 +369,8 @@ impl Line<'_> {
         out.extend_from_slice(b" - - [");
         out.extend_from_slice(date.as_bytes());
         out.extend_from_slice(b"] \"");
-        quoted(out, i.method.as_str().as_bytes());
+        // A method is a token: nothing in it needs escaping.
+        out.extend_from_slice(i.method.as_str().as_bytes());
         out.push(b' ');
         quoted(out, path_and_query(&i.uri).as_bytes());
         out.push(b' ');
@@ -450,6 +451,10 @@ const PLAIN: [bool; 256] = {
 /// a field cannot break its quotes or its line. One pass; runs of plain bytes are copied whole.
 fn quoted(out: &mut Vec<u8>, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    if all_plain(s) {
+        out.extend_from_slice(s);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
         if PLAIN[usize::from(b)] {
@@ -469,6 +474,33 @@ fn quoted(out: &mut Vec<u8>, s: &[u8]) {
         }
     }
     out.extend_from_slice(&s[start..]);
+}
+
+/// Whether every byte of `s` is [`PLAIN`], eight at a time (a field usually is).
+fn all_plain(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `w` is zero: no false negative (a false positive only means the slow path).
+    let zero_byte = |w: u64| w.wrapping_sub(ONES) & !w & HIGHS;
+    let plain_word = |w: u64| {
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let over_7e = (w.wrapping_add(ONES) | w) & HIGHS;
+        control
+            | over_7e
+            | zero_byte(w ^ (ONES * u64::from(b'"')))
+            | zero_byte(w ^ (ONES * u64::from(b'\\')))
+            == 0
+    };
+    let mut words = s.chunks_exact(8);
+    for word in &mut words {
+        let Ok(bytes) = <[u8; 8]>::try_from(word) else {
+            return false;
+        };
+        if !plain_word(u64::from_le_bytes(bytes)) {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|&b| PLAIN[usize::from(b)])
 }
 
 /// `s` as the inside of a JSON string (bytes that are not UTF-8 become U+FFFD).
@@ -649,8 +681,32 @@ mod tests {
         let mut out = Vec::new();
         quoted(&mut out, b"a\"b\\c\nd\xff");
         assert_eq!(out, b"a\\\"b\\\\c\\x0ad\\xff");
+        // The word-at-a-time check agrees with the table for every byte at every position.
+        for len in [1, 7, 8, 9, 16, 17] {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(
+                        all_plain(&s),
+                        PLAIN[usize::from(b)],
+                        "{b:#x} at {at} of {len}"
+                    );
+                    let mut out = Vec::new();
+                    quoted(&mut out, &s);
+                    assert_eq!(out.len() == len, PLAIN[usize::from(b)], "{b:#x}");
+                }
+            }
+        }
         let mut out = Vec::new();
         json_escaped(&mut out, "a\"\n\u{1}é".as_bytes());
         assert_eq!(String::from_utf8(out).unwrap(), "a\\\"\\n\\u0001é");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_word_check_agrees_with_the_table(s in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            proptest::prop_assert_eq!(all_plain(&s), s.iter().all(|&b| PLAIN[usize::from(b)]));
+        }
     }
 }
