@@ -151,6 +151,59 @@ fn json_lines_parse_and_carry_the_request() {
     assert_eq!(by_uri("/missing")["status"], 404);
 }
 
+/// The remote address (the last REMOTE_ADDR), the referer and the user agent as sent, with
+/// quotes, backslashes, control bytes and bytes past ASCII escaped so that no field breaks
+/// its quotes or its line; absent ones are `-` (combined) or empty (JSON).
+#[test]
+fn remote_referer_and_agent_are_logged_as_sent_and_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    for format in ["combined", "json"] {
+        let path = dir.path().join(format);
+        let server = server_logging_to(&path, format);
+        let mut hostile = RequestSpec::get("/hello?who=1")
+            .header("Referer", "https://example.com/a\"b")
+            .header("User-Agent", "agent\\x\u{1}é");
+        hostile
+            .extra_params
+            .push((b"REMOTE_ADDR".to_vec(), b"2001:db8::7".to_vec()));
+        let mut c = fcgi_client::Client::connect(server.local_addr()).unwrap();
+        assert_eq!(c.request(&hostile).unwrap().status, 200);
+        let mut c = fcgi_client::Client::connect(server.local_addr()).unwrap();
+        assert_eq!(c.request(&RequestSpec::get("/hello?who=2")).unwrap().status, 200);
+        server.shutdown();
+        let lines = lines(&path);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let line = |who: &str| {
+            lines
+                .iter()
+                .find(|l| l.contains(&format!("who={who}")))
+                .unwrap_or_else(|| panic!("no line for {who}: {lines:?}"))
+                .clone()
+        };
+        if format == "combined" {
+            let hostile = line("1");
+            assert!(
+                hostile.starts_with("2001:db8::7 - - ["),
+                "the last REMOTE_ADDR: {hostile}"
+            );
+            assert!(
+                hostile.contains(r#" "https://example.com/a\"b" "agent\\x\x01\xc3\xa9" "#),
+                "{hostile}"
+            );
+            let plain = line("2");
+            assert!(plain.contains(r#" 200 13 "-" "-" "#), "{plain}");
+            assert!(parse_combined(&plain).request.starts_with("GET /hello?who=2 "));
+        } else {
+            let hostile: serde_json::Value = serde_json::from_str(&line("1")).unwrap();
+            assert_eq!(hostile["remote"], "2001:db8::7");
+            assert_eq!(hostile["referer"], "https://example.com/a\"b");
+            assert_eq!(hostile["user_agent"], "agent\\x\u{1}é");
+            let plain: serde_json::Value = serde_json::from_str(&line("2")).unwrap();
+            assert_eq!((&plain["referer"], &plain["user_agent"]), (&"".into(), &"".into()));
+        }
+    }
+}
+
 /// The binary: lines written while the file is renamed and SIGUSR1 asks for a reopen are all
 /// in one of the two files, once.
 #[test]

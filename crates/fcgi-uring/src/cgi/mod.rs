@@ -13,4 +13,5 @@ pub mod trusted;
 
 pub use request::build_request;
 pub use response::{encode_head, encode_status_only};
+pub(crate) use trusted::LogParams;
 pub use trusted::TrustedParams;

@@ -87,8 +87,8 @@ pub fn build_request<B>(
     // Filled in place: no map is moved in, and none replaced.
     add_headers(&params, &known, request.headers_mut());
     let extensions = request.extensions_mut();
-    let remote_at = known.remote_addr;
-    extensions.insert(TrustedParams::with_remote_at(params, remote_at));
+    let log = known.log;
+    extensions.insert(TrustedParams::with_log_params(params, log));
     extensions.insert(role);
     Ok(request)
 }
@@ -109,8 +109,8 @@ struct Known<'a> {
     protocol: Option<&'a [u8]>,
     content_type: Option<&'a [u8]>,
     content_length: Option<&'a [u8]>,
-    /// The index of the last REMOTE_ADDR (the access log reads it without a search).
-    remote_addr: Option<usize>,
+    /// Where the access log's params are (it reads them without a search).
+    log: super::trusted::LogParams,
     /// Where the `HTTP_*` params are.
     http: HttpParams,
 }
@@ -153,6 +153,11 @@ impl<'a> Known<'a> {
         for (at, (name, value)) in params.iter().enumerate() {
             if name.starts_with(b"HTTP_") {
                 self.http.push(at);
+                match name.len() {
+                    12 if name == b"HTTP_REFERER" => self.log.referer = Some(at),
+                    15 if name == b"HTTP_USER_AGENT" => self.log.user_agent = Some(at),
+                    _ => {}
+                }
                 continue;
             }
             // Most params are none of the names below: one jump on length and first byte, then
@@ -167,7 +172,7 @@ impl<'a> Known<'a> {
                 (12, Some(b'C')) if name == b"CONTENT_TYPE" => &mut self.content_type,
                 (14, Some(b'C')) if name == b"CONTENT_LENGTH" => &mut self.content_length,
                 (11, Some(b'R')) if name == b"REMOTE_ADDR" => {
-                    self.remote_addr = Some(at);
+                    self.log.remote = Some(at);
                     continue;
                 }
                 _ => continue,

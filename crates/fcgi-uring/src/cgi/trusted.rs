@@ -16,18 +16,20 @@ use fcgi_proto::Params;
 #[derive(Debug, Clone)]
 pub struct TrustedParams {
     params: Params,
-    /// Where the last REMOTE_ADDR is (its index in [`Params::iter`] order), when the request
-    /// builder noted it in its pass over the params: read without a search.
-    remote: RemoteAt,
+    /// Where the params the access log reads are, when the request builder noted them in its
+    /// pass over the params (`None`: made by [`TrustedParams::new`], looked up on demand).
+    log: Option<LogParams>,
 }
 
-/// What is known of REMOTE_ADDR's position.
-#[derive(Debug, Clone, Copy)]
-enum RemoteAt {
-    /// Not looked for: searched on demand.
-    Unknown,
-    Absent,
-    At(usize),
+/// Where the request builder found the params the access log reads: each the index of the
+/// last pair of that name in [`Params::iter`] order. `referer` and `user_agent` are client
+/// headers (`HTTP_REFERER`, `HTTP_USER_AGENT`): only the access log reads them through this,
+/// never a [`TrustedParams`] accessor.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LogParams {
+    pub remote: Option<usize>,
+    pub referer: Option<usize>,
+    pub user_agent: Option<usize>,
 }
 
 /// Whether `name` is a client header param (`HTTP_*`, any case).
@@ -37,32 +39,43 @@ fn is_client_header(name: &[u8]) -> bool {
 
 impl TrustedParams {
     pub fn new(params: Params) -> TrustedParams {
+        TrustedParams { params, log: None }
+    }
+
+    /// With the positions of what the access log reads already found.
+    pub(crate) fn with_log_params(params: Params, log: LogParams) -> TrustedParams {
         TrustedParams {
             params,
-            remote: RemoteAt::Unknown,
+            log: Some(log),
         }
     }
 
-    /// With the position of the last REMOTE_ADDR already found (`at`: its index in
-    /// [`Params::iter`] order, `None` when there is none).
-    pub(crate) fn with_remote_at(params: Params, at: Option<usize>) -> TrustedParams {
-        TrustedParams {
-            params,
-            remote: at.map_or(RemoteAt::Absent, RemoteAt::At),
-        }
-    }
-
-    /// REMOTE_ADDR as the proxy sent it, as a zero-copy slice.
-    pub(crate) fn remote_addr_shared(&self) -> Option<Bytes> {
-        self.remote_addr_bytes().and_then(|v| self.params.share(v))
+    /// The params, and where the access log's are (for the access log only: a clone of the
+    /// params is one reference count).
+    pub(crate) fn for_access_log(&self) -> (Params, LogParams) {
+        let log = self.log.unwrap_or_else(|| {
+            let last = |name: &[u8]| {
+                self.params
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, _))| *n == name)
+                    .last()
+                    .map(|(i, _)| i)
+            };
+            LogParams {
+                remote: last(b"REMOTE_ADDR"),
+                referer: last(b"HTTP_REFERER"),
+                user_agent: last(b"HTTP_USER_AGENT"),
+            }
+        });
+        (self.params.clone(), log)
     }
 
     /// REMOTE_ADDR's bytes as the proxy sent them.
-    pub(crate) fn remote_addr_bytes(&self) -> Option<&[u8]> {
-        match self.remote {
-            RemoteAt::Unknown => self.params.get(b"REMOTE_ADDR"),
-            RemoteAt::Absent => None,
-            RemoteAt::At(i) => self.params.pair(i).map(|(_, v)| v),
+    fn remote_addr_bytes(&self) -> Option<&[u8]> {
+        match self.log {
+            None => self.params.get(b"REMOTE_ADDR"),
+            Some(log) => log.remote.and_then(|i| self.params.pair(i)).map(|(_, v)| v),
         }
     }
 

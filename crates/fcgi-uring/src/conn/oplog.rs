@@ -10,6 +10,7 @@
 //! breakdown, and once while still running past the threshold.
 
 use super::requests::ReqEntry;
+use crate::cgi::LogParams;
 use crate::config::AccessLogFormat;
 use crate::stats::Counter;
 use std::io::Write as _;
@@ -86,18 +87,16 @@ pub(crate) struct ReqInfo {
     pub reported_running: bool,
 }
 
-/// What only the access log needs (no copy: header values share the params' buffer).
+/// What only the access log needs: the request's params (a reference count, no copy) and
+/// where in them the remote address, referer and user agent are.
 #[derive(Debug)]
 pub(crate) struct AccessFields {
     pub protocol: &'static str,
-    pub remote: Option<bytes::Bytes>,
-    pub referer: Option<http::HeaderValue>,
-    pub user_agent: Option<http::HeaderValue>,
+    params: Option<(fcgi_proto::Params, LogParams)>,
 }
 
 impl AccessFields {
     fn of(req: &http::Request<crate::body::RequestBody>) -> AccessFields {
-        let header = |name: http::header::HeaderName| req.headers().get(name).cloned();
         AccessFields {
             protocol: match req.version() {
                 http::Version::HTTP_10 => "HTTP/1.0",
@@ -105,13 +104,28 @@ impl AccessFields {
                 http::Version::HTTP_3 => "HTTP/3.0",
                 _ => "HTTP/1.1",
             },
-            remote: req
+            params: req
                 .extensions()
                 .get::<crate::cgi::TrustedParams>()
-                .and_then(|t| t.remote_addr_shared()),
-            referer: header(http::header::REFERER),
-            user_agent: header(http::header::USER_AGENT),
+                .map(|t| t.for_access_log()),
         }
+    }
+
+    fn value(&self, at: fn(&LogParams) -> Option<usize>) -> Option<&[u8]> {
+        let (params, log) = self.params.as_ref()?;
+        params.pair(at(log)?).map(|(_, v)| v)
+    }
+
+    fn remote(&self) -> Option<&[u8]> {
+        self.value(|l| l.remote)
+    }
+
+    fn referer(&self) -> Option<&[u8]> {
+        self.value(|l| l.referer)
+    }
+
+    fn user_agent(&self) -> Option<&[u8]> {
+        self.value(|l| l.user_agent)
     }
 }
 
@@ -344,9 +358,9 @@ struct Line<'a> {
 }
 
 /// A header value's bytes, or `-`.
-fn value_or_dash(v: &Option<http::HeaderValue>) -> &[u8] {
+fn value_or_dash(v: Option<&[u8]>) -> &[u8] {
     match v {
-        Some(v) if !v.is_empty() => v.as_bytes(),
+        Some(v) if !v.is_empty() => v,
         _ => b"-",
     }
 }
@@ -362,7 +376,7 @@ impl Line<'_> {
     /// `out`.
     fn combined(&self, out: &mut Vec<u8>, date: &str) {
         let (i, f) = (self.info, self.fields);
-        match &f.remote {
+        match f.remote() {
             Some(ip) if !ip.is_empty() => quoted(out, ip),
             _ => out.push(b'-'),
         }
@@ -384,9 +398,9 @@ impl Line<'_> {
         out.push(b' ');
         push_u64(out, self.bytes);
         out.extend_from_slice(b" \"");
-        quoted(out, value_or_dash(&f.referer));
+        quoted(out, value_or_dash(f.referer()));
         out.extend_from_slice(b"\" \"");
-        quoted(out, value_or_dash(&f.user_agent));
+        quoted(out, value_or_dash(f.user_agent()));
         out.extend_from_slice(b"\" ");
         push_u64(out, self.micros);
         out.extend_from_slice(b" worker=");
@@ -405,7 +419,7 @@ impl Line<'_> {
             "{{\"time\":\"{}.{:03}Z\",\"remote\":\"",
             date.iso_second, date.millis
         );
-        if let Some(ip) = &f.remote {
+        if let Some(ip) = f.remote() {
             json_escaped(out, ip);
         }
         let _ = write!(out, "\",\"method\":\"");
@@ -417,12 +431,9 @@ impl Line<'_> {
             "\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"",
             f.protocol, self.status, self.bytes
         );
-        json_escaped(out, f.referer.as_ref().map_or(&b""[..], |v| v.as_bytes()));
+        json_escaped(out, f.referer().unwrap_or_default());
         out.extend_from_slice(b"\",\"user_agent\":\"");
-        json_escaped(
-            out,
-            f.user_agent.as_ref().map_or(&b""[..], |v| v.as_bytes()),
-        );
+        json_escaped(out, f.user_agent().unwrap_or_default());
         let _ = writeln!(
             out,
             "\",\"request_time_us\":{},\"worker\":{},\"conn\":{},\"id\":{}}}",

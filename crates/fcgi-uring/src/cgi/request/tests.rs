@@ -610,3 +610,42 @@ mod reference {
         }
     }
 }
+
+/// The builder notes where the access log's params are; what it notes is what a search finds
+/// (the last of duplicates), and a client header never becomes a trusted param by it.
+#[test]
+fn the_access_log_params_found_while_building_match_a_search() {
+    let pairs = [
+        ("REMOTE_ADDR", "10.0.0.1"),
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", "/x"),
+        ("HTTP_USER_AGENT", "first"),
+        ("HTTP_REFERER", "https://example.com/"),
+        ("REMOTE_ADDR", "10.0.0.2"),
+        ("HTTP_CONNECTION", "keep-alive"),
+        ("HTTP_USER_AGENT", "second"),
+    ];
+    let req = build(&pairs).unwrap();
+    let (built_params, built) = trusted(&req).for_access_log();
+    let (searched_params, searched) = TrustedParams::new(params(&pairs)).for_access_log();
+    let value = |p: &Params, at: Option<usize>| at.and_then(|i| p.pair(i)).map(|(_, v)| v.to_vec());
+    for (b, s, want) in [
+        (built.remote, searched.remote, &b"10.0.0.2"[..]),
+        (built.referer, searched.referer, b"https://example.com/"),
+        (built.user_agent, searched.user_agent, b"second"),
+    ] {
+        assert_eq!(value(&built_params, b).as_deref(), Some(want));
+        assert_eq!(value(&searched_params, s).as_deref(), Some(want));
+    }
+    assert_eq!(
+        trusted(&req).remote_addr(),
+        Some("10.0.0.2".parse().unwrap())
+    );
+    assert_eq!(trusted(&req).get("HTTP_USER_AGENT"), None);
+    let none = build(&[("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/")]).unwrap();
+    let (_, log) = trusted(&none).for_access_log();
+    assert_eq!(
+        (log.remote, log.referer, log.user_agent),
+        (None, None, None)
+    );
+}
