@@ -6,8 +6,8 @@
 #   A lab of network namespaces (as tests/common/lab.rs builds): a bridge in a namespace of
 #   its own, a proxy host `lb` at 10.232.0.1 and backend hosts at 10.232.0.2-4. Each backend
 #   runs `fcgi-uring serve --workers 1` (the lb as its only allowed peer); the proxy runs with
-#   the configuration of docs/deploy/scale-out.md (nginx: one worker; HAProxy: one thread;
-#   Caddy: GOMAXPROCS=1). The proxy and every backend are pinned to CPU 0, `fcgi-loadtest run
+#   the configuration of docs/deploy/scale-out.md (nginx: one worker, and `keepalive` sized
+#   to the client connections, NGINX_KEEPALIVE; HAProxy: one thread; Caddy: GOMAXPROCS=1). The proxy and every backend are pinned to CPU 0, `fcgi-loadtest run
 #   --protocol http1` inside the lb namespace to CPU 1 (CONNS keep-alive clients, GET /hello
 #   and POST /echo with a 1 KiB body). Per case: a fresh set of processes, a 1 s warmup run,
 #   then utime+stime of the proxy and of each backend (/proc/PID/stat) around a DURATION s
@@ -20,8 +20,9 @@
 #   DURATION=4   measured seconds per case      ROUNDS=3   rounds
 #   CONNS=64     client connections             PROXIES="haproxy nginx caddy"
 #   BACKENDS="1 2 3"                            LOADS="get post"
+#   NGINX_KEEPALIVE=CONNS  nginx's upstream keepalive (idle connections it keeps)
 #   OUT=DIR      keep the JSON, configs and logs there (default: a temporary directory)
-# Needs: root (ip netns), ip, taskset, python3, and the proxies named in PROXIES; builds
+# Needs: root (ip netns), ip, taskset, curl, python3, and the proxies named in PROXIES; builds
 # fcgi-uring and fcgi-loadtest (release) when no binary is given.
 set -euo pipefail
 
@@ -37,6 +38,7 @@ CONNS="${CONNS:-64}"
 PROXIES="${PROXIES:-haproxy nginx caddy}"
 BACKENDS="${BACKENDS:-1 2 3}"
 LOADS="${LOADS:-get post}"
+NGINX_KEEPALIVE="${NGINX_KEEPALIVE:-$CONNS}"
 OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 log() { echo "== $*" >&2; }
@@ -191,7 +193,7 @@ http {
     uwsgi_temp_path $2/nginx/uwsgi;
     scgi_temp_path $2/nginx/scgi;
     upstream app {
-$servers        keepalive 16;
+$servers        keepalive $NGINX_KEEPALIVE;
     }
     server {
         listen 127.0.0.1:8080;
@@ -263,6 +265,16 @@ run() {
         --addr 127.0.0.1:8080 --conns "$CONNS" --cpus 1 --json)
     # Warmup: every backend connected to and in service before the window.
     "${client[@]}" --duration 1 --warmup 0 "${args[@]}" >/dev/null 2>&1
+    # Caddy counts the requests the warmup's clients left in flight as upstream failures
+    # (max_fails 1: every upstream out for fail_duration): measure once it answers again.
+    local answered=""
+    for _ in $(seq 100); do
+        answered=$(ip netns exec "$lb" curl -s -m 5 -o /dev/null -w '%{http_code}' \
+            http://127.0.0.1:8080/hello || true)
+        [[ "$answered" == 200 ]] && break
+        sleep 0.1
+    done
+    [[ "$answered" == 200 ]] || { log "$proxy does not answer after the warmup"; return 1; }
     local before after
     before=$(cpu_ticks "$proxy_pid" "${backend_pids[@]}" | tr '\n' ' ')
     "${client[@]}" --duration "$DURATION" --warmup 0 "${args[@]}" >"$OUT/run.json" 2>"$OUT/run.err"
