@@ -13,6 +13,8 @@
 #     mpxs             + option mpxs-conns (max-reqs left at HAProxy's default, 1)
 #     mpxs-max-reqs    + option mpxs-conns + option max-reqs 100
 #     all              + option get-values + option mpxs-conns + option max-reqs 100
+#     all-reqs1        as all, the server started with --advertised-max-reqs 1 (it answers
+#                      FCGI_MAX_REQS=1 to get-values)
 #   Cases are interleaved over rounds, each on a fresh server and HAProxy. Per case: requests
 #   answered 200 per second; the requests answered with anything else (the demo answers 200
 #   to both, so a 500 is HAProxy's own; its log shows them as internal errors, termination
@@ -76,22 +78,23 @@ wait_port() {
     return 1
 }
 
-variants=(keep-conn get-values mpxs mpxs-max-reqs all)
+variants=(keep-conn get-values mpxs mpxs-max-reqs all all-reqs1)
 options() {
     case "$1" in
         keep-conn) ;;
         get-values) echo "    option get-values" ;;
         mpxs) echo "    option mpxs-conns" ;;
         mpxs-max-reqs) printf '    option mpxs-conns\n    option max-reqs 100\n' ;;
-        all) printf '    option get-values\n    option mpxs-conns\n    option max-reqs 100\n' ;;
+        all | all-reqs1) printf '    option get-values\n    option mpxs-conns\n    option max-reqs 100\n' ;;
     esac
 }
 
 # start VARIANT: a fresh server and HAProxy (no connection state carried over).
 start() {
-    local v="$1"
+    local v="$1" extra=()
+    [[ "$v" == all-reqs1 ]] && extra=(--advertised-max-reqs 1)
     taskset -c 0 "$fcgi_uring" serve --listen "127.0.0.1:$fcgi_port" --workers 1 --no-pin \
-        --admin-listen none >"$OUT/server.log" 2>&1 &
+        --admin-listen none "${extra[@]}" >"$OUT/server.log" 2>&1 &
     server_pid=$!
     wait_port "$fcgi_port"
     cat >"$OUT/haproxy-$v.cfg" <<EOF
@@ -168,7 +171,7 @@ print(f"{conns} HTTP/1.1 clients, {duration} s x {rounds} rounds per case; "
       "HAProxy and one fcgi-uring worker on CPU 0, the client on CPU 1")
 print("| variant | load | 200s/s (median, range) | not 200 (per round) | share | IH 500s in HAProxy's log (per round, warmup included) | HAProxy us/req (median) |")
 print("|---|---|---|---|---|---|---|")
-order = ["keep-conn", "get-values", "mpxs", "mpxs-max-reqs", "all"]
+order = ["keep-conn", "get-values", "mpxs", "mpxs-max-reqs", "all", "all-reqs1"]
 for load in ["get", "post"]:
     for v in order:
         rs = [r for r in rows if r["variant"] == v and r["load"] == load]

@@ -6,12 +6,14 @@
 #   A lab of network namespaces (as tests/common/lab.rs builds): a bridge in a namespace of
 #   its own, a proxy host `lb` at 10.232.0.1 and backend hosts at 10.232.0.2-4. Each backend
 #   runs `fcgi-uring serve --workers 1` (the lb as its only allowed peer); the proxy runs with
-#   the configuration of docs/deploy/scale-out.md (nginx: one worker, and `keepalive` sized
-#   to the client connections, NGINX_KEEPALIVE; HAProxy: one thread; Caddy: GOMAXPROCS=1). The proxy and every backend are pinned to CPU 0, `fcgi-loadtest run
-#   --protocol http1` inside the lb namespace to CPU 1 (CONNS keep-alive clients, GET /hello
-#   and POST /echo with a 1 KiB body). Per case: a fresh set of processes, a 1 s warmup run,
-#   then utime+stime of the proxy and of each backend (/proc/PID/stat) around a DURATION s
-#   run. Cases are interleaved over rounds; the table gives the median and range per case.
+#   the configuration of docs/deploy/scale-out.md (nginx: one worker, `keepalive` sized to
+#   the client connections, NGINX_KEEPALIVE; HAProxy: one thread; Caddy: GOMAXPROCS=1). The
+#   proxy and every backend are pinned to CPU 0, `fcgi-loadtest run --protocol http1` inside
+#   the lb namespace to CPU 1 (CONNS keep-alive clients, GET /hello and POST /echo with a
+#   1 KiB body). Per case: a fresh set of processes, a 1 s warmup run, then utime+stime of
+#   the proxy and of each backend (/proc/PID/stat), and the backends' context switches
+#   (/proc/PID/task/*/status), around a DURATION s run. Cases are interleaved over rounds;
+#   the table gives the median and range per case.
 #
 #   All processes share one core: this shows what a request COSTS (proxy + backends, CPU per
 #   request) as backends are added, not a speed-up. More backends on more cores would add
@@ -119,6 +121,18 @@ cpu_ticks() {
     for pid in "$@"; do
         awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat"
     done
+}
+
+# switches PID...: the context switches of all threads of the processes (each one a thread
+# that went to sleep or was preempted), summed.
+switches() {
+    local pid total=0 n
+    for pid in "$@"; do
+        for n in $(awk '/^(non)?voluntary_ctxt_switches/ { print $2 }' /proc/"$pid"/task/*/status); do
+            total=$((total + n))
+        done
+    done
+    echo "$total"
 }
 
 backend_pids=()
@@ -275,15 +289,17 @@ run() {
         sleep 0.1
     done
     [[ "$answered" == 200 ]] || { log "$proxy does not answer after the warmup"; return 1; }
-    local before after
+    local before after sw_before sw_after
+    sw_before=$(switches "${backend_pids[@]}")
     before=$(cpu_ticks "$proxy_pid" "${backend_pids[@]}" | tr '\n' ' ')
     "${client[@]}" --duration "$DURATION" --warmup 0 "${args[@]}" >"$OUT/run.json" 2>"$OUT/run.err"
     after=$(cpu_ticks "$proxy_pid" "${backend_pids[@]}" | tr '\n' ' ')
+    sw_after=$(switches "${backend_pids[@]}")
     stop_all
     python3 - "$proxy" "$n" "$load" "$round" "$before" "$after" "$(getconf CLK_TCK)" \
-        "$OUT/run.json" >>"$OUT/results.jsonl" <<'EOF'
+        "$OUT/run.json" "$((sw_after - sw_before))" >>"$OUT/results.jsonl" <<'EOF'
 import json, sys
-proxy, n, load, rnd, before, after, hz, path = sys.argv[1:]
+proxy, n, load, rnd, before, after, hz, path, switches = sys.argv[1:]
 r = json.load(open(path))
 d = [(int(a) - int(b)) / int(hz) for a, b in zip(after.split(), before.split())]
 done = r["requests"] + r["errors"]
@@ -292,6 +308,7 @@ print(json.dumps({"proxy": proxy, "n": int(n), "load": load, "round": int(rnd),
                   "rps": r["rps"], "ok": r["requests"], "failed": r["errors"],
                   "proxy_us": us(d[0]), "backends_us": us(sum(d[1:])),
                   "total_us": us(sum(d)), "backend_cpu_s": d[1:],
+                  "backend_switches_per_req": int(switches) / done if done else None,
                   "client_saturated": r["client_saturated"]}))
 EOF
     log "$proxy n=$n $load round $round: $(tail -1 "$OUT/results.jsonl")"
@@ -315,8 +332,8 @@ rows = [json.loads(l) for l in open(path)]
 print(f"{conns} HTTP/1.1 keep-alive clients, {duration} s x {rounds} rounds per case; the proxy "
       "and every backend (one worker each) on CPU 0, the client on CPU 1.")
 print("One core serves them all: the figures show the COST of a request, not a speed-up.")
-print("| proxy | load | backends | requests/s | failed | proxy us/req | backends us/req | total us/req |")
-print("|---|---|---|---|---|---|---|---|")
+print("| proxy | load | backends | requests/s | failed | proxy us/req | backends us/req | total us/req | backends' context switches/req |")
+print("|---|---|---|---|---|---|---|---|---|")
 def cell(xs, fmt):
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -337,6 +354,7 @@ for proxy, load, n in seen:
           f"| {' / '.join(str(r['failed']) for r in rs)} "
           f"| {cell([r['proxy_us'] for r in rs], lambda x: f'{x:.1f}')} "
           f"| {cell([r['backends_us'] for r in rs], lambda x: f'{x:.1f}')} "
-          f"| {cell([r['total_us'] for r in rs], lambda x: f'{x:.1f}')} |")
+          f"| {cell([r['total_us'] for r in rs], lambda x: f'{x:.1f}')} "
+          f"| {cell([r.get('backend_switches_per_req') for r in rs], lambda x: f'{x:.2f}')} |")
 EOF
 log "results: $OUT/results.jsonl"
