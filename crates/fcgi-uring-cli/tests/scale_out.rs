@@ -152,7 +152,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     upstream app {{
-{servers}        keepalive 16;
+{servers}        keepalive 64;
     }}
     server {{
         listen {PROXY};
