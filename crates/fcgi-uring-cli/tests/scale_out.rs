@@ -195,6 +195,22 @@ fn haproxy_shutdown_sessions(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Opt
     )
 }
 
+/// [`haproxy_shutdown_sessions`] without `http-request disable-l7-retry unless METH_GET`.
+fn haproxy_shutdown_sessions_retrying_posts(
+    lab: &Lab,
+    proxy: &Host,
+    backends: &[&Host],
+) -> Option<Proxy> {
+    haproxy_retrying(
+        lab,
+        proxy,
+        backends,
+        " on-marked-down shutdown-sessions",
+        "    timeout server 6s\n",
+        true,
+    )
+}
+
 /// [`haproxy`] with `timeout server` 6 s.
 fn haproxy_timeout_6s(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
     haproxy_with(lab, proxy, backends, "", "    timeout server 6s\n")
@@ -214,9 +230,27 @@ fn haproxy_with(
     server_extra: &str,
     backend_extra: &str,
 ) -> Option<Proxy> {
+    haproxy_retrying(lab, proxy, backends, server_extra, backend_extra, false)
+}
+
+/// [`haproxy_with`]; `retry_posts`: without `http-request disable-l7-retry unless METH_GET`,
+/// so that L7 retries send a POST again too.
+fn haproxy_retrying(
+    lab: &Lab,
+    proxy: &Host,
+    backends: &[&Host],
+    server_extra: &str,
+    backend_extra: &str,
+    retry_posts: bool,
+) -> Option<Proxy> {
     let bin = find_binary("haproxy", &["/usr/sbin/haproxy", "/usr/bin/haproxy"])?;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
+    let no_retry = if retry_posts {
+        ""
+    } else {
+        "    http-request disable-l7-retry unless METH_GET\n"
+    };
     let servers: String = backends
         .iter()
         .enumerate()
@@ -256,8 +290,7 @@ backend app
     retries 2
     option redispatch 1
     retry-on conn-failure empty-response
-    http-request disable-l7-retry unless METH_GET
-{backend_extra}{servers}"#
+{no_retry}{backend_extra}{servers}"#
     );
     let conf_path = dir.path().join("haproxy.cfg");
     std::fs::write(&conf_path, conf).unwrap();
@@ -748,22 +781,28 @@ fn slow_request_on_a_lost_host(start_proxy: StartProxy, how: Loss) -> Option<Out
         }
         clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
-    // The log lines of the three requests; b2's is the one answered by s1 or sent again.
-    let slow = || -> Vec<Outcome> {
-        let target = format!("\"GET {SLOW} ");
+    eprintln!("{how:?}:");
+    Some(b2_outcome(&cluster, &format!("\"GET {SLOW} "), &statuses))
+}
+
+/// Of the three requests whose log lines contain `target`, one went to each backend: b1's and
+/// b3's were answered 200 and the clients got what HAProxy logged. Returns b2's: the one s1
+/// answered, or that was sent again to another server.
+fn b2_outcome(cluster: &Cluster, target: &str, statuses: &[u16]) -> Outcome {
+    let lines = || -> Vec<Outcome> {
         let log = cluster.proxy.log();
         log.lines()
-            .filter(|l| l.contains(&target))
+            .filter(|l| l.contains(target))
             .filter_map(Outcome::parse)
             .collect()
     };
     assert!(
-        holds_within(HANG_GUARD, || slow().len() == 3),
-        "three log lines for the slow requests ({statuses:?}); HAProxy's log:\n{}",
+        holds_within(HANG_GUARD, || lines().len() == 3),
+        "three log lines for {target} ({statuses:?}); HAProxy's log:\n{}",
         cluster.proxy.log()
     );
-    let mut outcomes = slow();
-    eprintln!("{how:?}: client statuses {statuses:?}; HAProxy: {outcomes:?}");
+    let mut outcomes = lines();
+    eprintln!("client statuses {statuses:?}; HAProxy: {outcomes:?}");
     let b2 = outcomes
         .iter()
         .position(|o| o.server == "app/s1" || o.redispatched)
@@ -780,7 +819,55 @@ fn slow_request_on_a_lost_host(start_proxy: StartProxy, how: Loss) -> Option<Out
     expected.sort();
     got.sort();
     assert_eq!(got, expected, "the clients got what HAProxy logged");
-    Some(b2)
+    b2
+}
+
+/// Three POSTs through HAProxy (`start_proxy`, with `on-marked-down shutdown-sessions`) just
+/// after b2 is cut off the network, one for each backend (round robin): b2's is written to a
+/// kept-alive connection to it and never answered, until HAProxy marks b2 down and ends it.
+/// Returns what became of it.
+fn post_to_a_cut_off_host(start_proxy: StartProxy) -> Option<Outcome> {
+    let cluster = Cluster::start(start_proxy)?;
+    let addr: SocketAddr = PROXY.parse().unwrap();
+    let body = vec![b'x'; 1024];
+    cluster.lab.cut_off(&cluster.backends[1]);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    cluster.lab.inside(&cluster.lb, || {
+                        std::panic::catch_unwind(|| {
+                            request(addr, "POST", "/echo", &[], Upload::Fixed(&body)).status
+                        })
+                        .unwrap_or(0)
+                    })
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    Some(b2_outcome(&cluster, "\"POST /echo ", &statuses))
+}
+
+/// HAProxy's L7 retries (`retry-on empty-response`) do not look at the method: a POST that
+/// b2 received and never answered is sent again to another host unless the configuration
+/// says `http-request disable-l7-retry unless METH_GET`, as the guide's does.
+#[test]
+fn haproxy_sends_a_post_twice_unless_told_not_to() {
+    let Some(retried) = post_to_a_cut_off_host(haproxy_shutdown_sessions_retrying_posts) else {
+        return;
+    };
+    assert!(
+        retried.redispatched && retried.server != "app/s1" && retried.status == "200",
+        "without disable-l7-retry: {retried:?}"
+    );
+    let Some(kept) = post_to_a_cut_off_host(haproxy_shutdown_sessions) else {
+        return;
+    };
+    assert!(
+        !kept.redispatched && kept.server == "app/s1" && kept.status != "200",
+        "with disable-l7-retry unless METH_GET: {kept:?}"
+    );
 }
 
 /// A host cut off the network with a GET in flight on it. Without `on-marked-down
