@@ -1,7 +1,10 @@
 //! Several fcgi-uring hosts behind one load balancer, in a namespace lab (`common::lab`): three
 //! backend hosts, each running the real binary with the proxy as its only allowed peer, and a
-//! proxy host running nginx or HAProxy with the configuration docs/deploy/README.md shows. The
-//! share of each backend is read from its own metrics (admin listener on the host's loopback).
+//! proxy host running nginx, HAProxy or Caddy with the configuration docs/deploy/scale-out.md
+//! shows. The share of each backend is read from its own metrics (admin listener on the host's
+//! loopback); HAProxy's view of its servers from its stats socket and its log. Besides balance,
+//! kill, drain, rolling upgrade and rejoin: what HAProxy's `on-marked-down shutdown-sessions`
+//! and L7 retries do to a request in flight on a host cut off the network or drained.
 
 mod common;
 
