@@ -22,6 +22,7 @@
 # Environment:
 #   DURATION=4   measured seconds per case     ROUNDS=3   rounds (median and range)
 #   CONNS=64     client connections           OUT=DIR    keep JSON and logs there
+#   HAPROXY=PATH the HAProxy binary (default: haproxy on the PATH)
 # Needs: haproxy, python3; builds fcgi-uring and fcgi-loadtest (release) when not given.
 set -euo pipefail
 
@@ -38,7 +39,7 @@ OUT="${OUT:-$(mktemp -d)}"
 mkdir -p "$OUT"
 log() { echo "== $*" >&2; }
 
-haproxy="$(command -v haproxy || echo /usr/sbin/haproxy)"
+haproxy="${HAPROXY:-$(command -v haproxy || echo /usr/sbin/haproxy)}"
 [[ -x "$haproxy" ]] || { log "haproxy not found"; exit 1; }
 packages=(-p fcgi-loadtest)
 fcgi_uring="${1:-}"
@@ -133,7 +134,7 @@ run() {
         post) args=(--body-bytes 1024 /echo) ;;
     esac
     start "$v"
-    taskset -c 1 "$loadtest" run --protocol http1 --addr "127.0.0.1:$http_port" \
+    taskset -c 1 timeout 60 "$loadtest" run --protocol http1 --addr "127.0.0.1:$http_port" \
         --conns "$CONNS" --duration "$DURATION" --warmup 1 --cpus 1 --json \
         --server-pid "$haproxy_pid" "${args[@]}" >"$OUT/run.json" 2>"$OUT/run.err"
     stop
