@@ -1,7 +1,10 @@
 //! Several fcgi-uring hosts behind one load balancer, in a namespace lab (`common::lab`): three
 //! backend hosts, each running the real binary with the proxy as its only allowed peer, and a
-//! proxy host running nginx or HAProxy with the configuration docs/deploy/README.md shows. The
-//! share of each backend is read from its own metrics (admin listener on the host's loopback).
+//! proxy host running nginx, HAProxy or Caddy with the configuration docs/deploy/scale-out.md
+//! shows. The share of each backend is read from its own metrics (admin listener on the host's
+//! loopback); HAProxy's view of its servers from its stats socket and its log. Besides balance,
+//! kill, drain, rolling upgrade and rejoin: what HAProxy's `on-marked-down shutdown-sessions`
+//! and L7 retries do to a request in flight on a host cut off the network or drained.
 
 mod common;
 
@@ -11,6 +14,7 @@ use common::metrics::scrape;
 use common::proxy::find_binary;
 use common::restarts::{KillPidFile, signal};
 use common::{HANG_GUARD, KillOnDrop, holds_within, wait_for};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -73,6 +77,8 @@ fn app_requests(lab: &Lab, host: &Host) -> u64 {
 struct Proxy {
     _child: KillOnDrop,
     dir: tempfile::TempDir,
+    /// HAProxy's stats socket (`show servers state`), for HAProxy only.
+    stats: Option<std::path::PathBuf>,
 }
 
 impl Proxy {
@@ -88,7 +94,30 @@ impl Proxy {
         Proxy {
             _child: KillOnDrop(child),
             dir,
+            stats: None,
         }
+    }
+
+    /// The operational state of HAProxy's server `name` in backend `app` (`show servers
+    /// state`: [`STOPPED`], [`STARTING`] while `slowstart` ramps its weight up, [`RUNNING`]).
+    fn server_state(&self, name: &str) -> u8 {
+        let path = self.stats.as_ref().expect("HAProxy's stats socket");
+        let mut sock = std::os::unix::net::UnixStream::connect(path).unwrap();
+        sock.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+        sock.write_all(b"show servers state app\n").unwrap();
+        let mut out = String::new();
+        sock.read_to_string(&mut out).unwrap();
+        // "be_id be_name srv_id srv_name srv_addr srv_op_state ..."
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.len() > 5 && f[1] == "app" && f[3] == name)
+            .and_then(|f| f[5].parse().ok())
+            .unwrap_or_else(|| panic!("no state for server {name} in: {out}"))
+    }
+
+    /// Every server of HAProxy's backend `app` at full weight (running, slowstart over).
+    fn haproxy_all_running(&self, servers: usize) -> bool {
+        (0..servers).all(|i| self.server_state(&format!("s{i}")) == RUNNING)
     }
 
     fn log(&self) -> String {
@@ -126,7 +155,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     upstream app {{
-{servers}        keepalive 16;
+{servers}        keepalive 64;
     }}
     server {{
         listen {PROXY};
@@ -150,17 +179,87 @@ http {{
 }
 
 /// HAProxy 2.6 as the deploy guide recommends it for an unfixed 2.6 (kept-alive FastCGI
-/// connections, no multiplexing), round robin, FastCGI health checks through the ping path.
+/// connections, no multiplexing), round robin, FastCGI health checks through the ping path,
+/// and `slowstart`: a server that comes back up gets its weight ramped up over 2 s.
 fn haproxy(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
+    haproxy_with(lab, proxy, backends, "", "")
+}
+
+/// [`haproxy`] with `on-marked-down shutdown-sessions` on every server: when a server is
+/// marked down, the requests in flight on it are ended at once. `timeout server` is 6 s (for
+/// the comparison with [`haproxy_timeout_6s`]).
+fn haproxy_shutdown_sessions(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
+    haproxy_with(
+        lab,
+        proxy,
+        backends,
+        " on-marked-down shutdown-sessions",
+        "    timeout server 6s\n",
+    )
+}
+
+/// [`haproxy_shutdown_sessions`] without `http-request disable-l7-retry unless METH_GET`.
+fn haproxy_shutdown_sessions_retrying_posts(
+    lab: &Lab,
+    proxy: &Host,
+    backends: &[&Host],
+) -> Option<Proxy> {
+    haproxy_retrying(
+        lab,
+        proxy,
+        backends,
+        " on-marked-down shutdown-sessions",
+        "    timeout server 6s\n",
+        true,
+    )
+}
+
+/// [`haproxy`] with `timeout server` 6 s.
+fn haproxy_timeout_6s(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
+    haproxy_with(lab, proxy, backends, "", "    timeout server 6s\n")
+}
+
+/// HAProxy's server states (`show servers state`, `srv_op_state`).
+const STOPPED: u8 = 0;
+const STARTING: u8 = 1;
+const RUNNING: u8 = 2;
+
+/// [`haproxy`] with `server_extra` on each server line and `backend_extra` lines in the
+/// backend.
+fn haproxy_with(
+    lab: &Lab,
+    proxy: &Host,
+    backends: &[&Host],
+    server_extra: &str,
+    backend_extra: &str,
+) -> Option<Proxy> {
+    haproxy_retrying(lab, proxy, backends, server_extra, backend_extra, false)
+}
+
+/// [`haproxy_with`]; `retry_posts`: without `http-request disable-l7-retry unless METH_GET`,
+/// so that L7 retries send a POST again too.
+fn haproxy_retrying(
+    lab: &Lab,
+    proxy: &Host,
+    backends: &[&Host],
+    server_extra: &str,
+    backend_extra: &str,
+    retry_posts: bool,
+) -> Option<Proxy> {
     let bin = find_binary("haproxy", &["/usr/sbin/haproxy", "/usr/bin/haproxy"])?;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
+    let no_retry = if retry_posts {
+        ""
+    } else {
+        "    http-request disable-l7-retry unless METH_GET\n"
+    };
     let servers: String = backends
         .iter()
         .enumerate()
         .map(|(i, b)| {
             format!(
-                "    server s{i} {}:{FASTCGI_PORT} proto fcgi check inter 500ms fall 2 rise 2\n",
+                "    server s{i} {}:{FASTCGI_PORT} proto fcgi check inter 500ms fall 2 rise 2 slowstart 2s{server_extra}\n",
                 b.ip
             )
         })
@@ -170,6 +269,7 @@ fn haproxy(lab: &Lab, proxy: &Host, backends: &[&Host]) -> Option<Proxy> {
     log stderr format raw local0 info
     maxconn 1024
     pidfile {d}/haproxy.pid
+    stats socket {d}/haproxy.sock level admin
 defaults
     mode http
     log global
@@ -188,18 +288,21 @@ backend app
     http-reuse always
     balance roundrobin
     option httpchk GET /ping
-    # A request whose connection failed, or died before any answer, goes to another server
-    # (idempotent methods only, HAProxy's default for L7 retries).
+    # A request whose connection failed, or died before any answer, goes to another server;
+    # once sent, only GET and HEAD are sent again (HAProxy's L7 retries would replay a POST).
     retries 2
     option redispatch 1
     retry-on conn-failure empty-response
-{servers}"#
+{no_retry}{backend_extra}{servers}"#
     );
     let conf_path = dir.path().join("haproxy.cfg");
     std::fs::write(&conf_path, conf).unwrap();
+    let stats = dir.path().join("haproxy.sock");
     let mut cmd = lab.command(proxy, bin);
     cmd.arg("-db").arg("-f").arg(&conf_path);
-    Some(Proxy::spawn(cmd, dir))
+    let mut proxy = Proxy::spawn(cmd, dir);
+    proxy.stats = Some(stats);
+    Some(proxy)
 }
 
 /// Caddy with `reverse_proxy` over `transport fastcgi` (a connection per request), round robin,
@@ -309,6 +412,13 @@ impl Cluster {
             "backends not all in service; proxy log: {}",
             self.proxy.log()
         );
+        if self.proxy.stats.is_some() {
+            wait_for(
+                "every HAProxy server running at full weight",
+                HANG_GUARD,
+                || self.proxy.haproxy_all_running(self.backends.len()),
+            );
+        }
     }
 
     /// Application requests each backend has served.
@@ -463,9 +573,31 @@ fn stop_and_rejoin(start_proxy: StartProxy, how: Stop) {
         "b1 and b3 served {served:?}"
     );
     // b2 comes back on the same address: it rejoins (nginx after fail_timeout, HAProxy after
-    // two passed health checks) and takes its share.
+    // two passed health checks, then a slowstart ramp) and takes its share.
+    let haproxy = cluster.proxy.stats.is_some();
+    if haproxy {
+        wait_for("HAProxy to mark s1 (b2) down", HANG_GUARD, || {
+            cluster.proxy.server_state("s1") == STOPPED
+        });
+    }
     let lb = cluster.lb.clone();
     cluster.servers[1] = start_backend(&cluster.lab, &cluster.backends[1], &lb);
+    if haproxy {
+        // HAProxy's view of s1 until it runs at full weight: it must go through STARTING
+        // (slowstart: its weight ramped up), not straight from down to full weight.
+        let mut seen = vec![STOPPED];
+        wait_for("s1 (b2) running at full weight", HANG_GUARD, || {
+            let state = cluster.proxy.server_state("s1");
+            if seen.last() != Some(&state) {
+                seen.push(state);
+            }
+            state == RUNNING
+        });
+        assert!(
+            seen.contains(&STARTING),
+            "s1 came back as {seen:?} (0 stopped, 1 starting, 2 running): no slowstart ramp"
+        );
+    }
     cluster.wait_all_serving();
     cluster.assert_balanced("rejoined");
 }
@@ -574,4 +706,221 @@ fn haproxy_loses_nothing_in_a_rolling_upgrade() {
 #[test]
 fn caddy_loses_nothing_in_a_rolling_upgrade() {
     rolling_upgrade(caddy);
+}
+
+/// How HAProxy loses b2 while a slow request is in flight on it.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Loss {
+    /// b2's link goes down: nothing it sends arrives any more, nothing is reset.
+    CutOff,
+    /// b2 gets SIGTERM: its ping path answers 503 (HAProxy marks it down) while it still
+    /// serves, then it drains (answers what is in flight) and exits.
+    Drain,
+}
+
+/// What became of the slow request HAProxy had sent to b2, from HAProxy's log line for it.
+#[derive(Debug)]
+struct Outcome {
+    /// The server that answered it last (`app/s1` is b2).
+    server: String,
+    /// The status HAProxy sent the client.
+    status: String,
+    /// Its termination state (`sH--`: the server timeout struck while waiting for the
+    /// response head; `----`: a normal end).
+    state: String,
+    /// Sent again to another server after the first attempt (`+N` in the retries field).
+    redispatched: bool,
+}
+
+impl Outcome {
+    /// From an `option httplog` line: "... app/s1 TR/Tw/Tc/Tr/Ta STATUS BYTES - - STATE
+    /// ac/fc/bc/sc/rc ...".
+    fn parse(line: &str) -> Option<Outcome> {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let at = fields.iter().position(|f| f.starts_with("app/"))?;
+        let retries = fields.get(at + 7)?.rsplit('/').next()?;
+        Some(Outcome {
+            server: fields[at].to_owned(),
+            status: fields.get(at + 2)?.to_string(),
+            state: fields.get(at + 6)?.to_string(),
+            redispatched: retries.starts_with('+'),
+        })
+    }
+}
+
+/// Three slow GETs through HAProxy (`start_proxy`), one on each backend (round robin), all in
+/// flight when b2 is lost (`how`); returns what became of b2's.
+fn slow_request_on_a_lost_host(start_proxy: StartProxy, how: Loss) -> Option<Outcome> {
+    const SLOW: &str = "/sleep?ms=4000";
+    let cluster = Cluster::start(start_proxy)?;
+    let addr: SocketAddr = PROXY.parse().unwrap();
+    let in_flight = |host: &Host| {
+        cluster.lab.inside(host, || {
+            scrape(ADMIN.parse().unwrap()).n("fcgi_uring_requests_in_flight")
+        })
+    };
+    let b2_pid = cluster.servers[1].0.id();
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    cluster.lab.inside(&cluster.lb, || {
+                        std::panic::catch_unwind(|| {
+                            request(addr, "GET", SLOW, &[], Upload::None).status
+                        })
+                        .unwrap_or(0)
+                    })
+                })
+            })
+            .collect();
+        wait_for("three slow requests in flight", HANG_GUARD, || {
+            cluster.backends.iter().map(in_flight).sum::<u64>() >= 3
+        });
+        let spread: Vec<u64> = cluster.backends.iter().map(in_flight).collect();
+        assert!(spread[1] >= 1, "no request in flight on b2: {spread:?}");
+        match how {
+            Loss::CutOff => cluster.lab.cut_off(&cluster.backends[1]),
+            Loss::Drain => signal(b2_pid, "TERM"),
+        }
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    eprintln!("{how:?}:");
+    Some(b2_outcome(&cluster, &format!("\"GET {SLOW} "), &statuses))
+}
+
+/// Of the three requests whose log lines contain `target`, one went to each backend: b1's and
+/// b3's were answered 200 and the clients got what HAProxy logged. Returns b2's: the one s1
+/// answered, or that was sent again to another server.
+fn b2_outcome(cluster: &Cluster, target: &str, statuses: &[u16]) -> Outcome {
+    let lines = || -> Vec<Outcome> {
+        let log = cluster.proxy.log();
+        log.lines()
+            .filter(|l| l.contains(target))
+            .filter_map(Outcome::parse)
+            .collect()
+    };
+    assert!(
+        holds_within(HANG_GUARD, || lines().len() == 3),
+        "three log lines for {target} ({statuses:?}); HAProxy's log:\n{}",
+        cluster.proxy.log()
+    );
+    let mut outcomes = lines();
+    eprintln!("client statuses {statuses:?}; HAProxy: {outcomes:?}");
+    let b2 = outcomes
+        .iter()
+        .position(|o| o.server == "app/s1" || o.redispatched)
+        .expect("b2's request in the log");
+    let b2 = outcomes.swap_remove(b2);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.status == "200" && !o.redispatched && o.server != "app/s1"),
+        "b1's and b3's requests answered: {outcomes:?}"
+    );
+    let mut expected: Vec<String> = vec!["200".into(), "200".into(), b2.status.clone()];
+    let mut got: Vec<String> = statuses.iter().map(u16::to_string).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "the clients got what HAProxy logged");
+    b2
+}
+
+/// Three POSTs through HAProxy (`start_proxy`, with `on-marked-down shutdown-sessions`) just
+/// after b2 is cut off the network, one for each backend (round robin): b2's is written to a
+/// kept-alive connection to it and never answered, until HAProxy marks b2 down and ends it.
+/// Returns what became of it.
+fn post_to_a_cut_off_host(start_proxy: StartProxy) -> Option<Outcome> {
+    let cluster = Cluster::start(start_proxy)?;
+    let addr: SocketAddr = PROXY.parse().unwrap();
+    let body = vec![b'x'; 1024];
+    cluster.lab.cut_off(&cluster.backends[1]);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    cluster.lab.inside(&cluster.lb, || {
+                        std::panic::catch_unwind(|| {
+                            request(addr, "POST", "/echo", &[], Upload::Fixed(&body)).status
+                        })
+                        .unwrap_or(0)
+                    })
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    Some(b2_outcome(&cluster, "\"POST /echo ", &statuses))
+}
+
+/// HAProxy's L7 retries (`retry-on empty-response`) do not look at the method: a POST that
+/// b2 received and never answered is sent again to another host unless the configuration
+/// says `http-request disable-l7-retry unless METH_GET`, as the guide's does.
+#[test]
+fn haproxy_sends_a_post_twice_unless_told_not_to() {
+    let Some(retried) = post_to_a_cut_off_host(haproxy_shutdown_sessions_retrying_posts) else {
+        return;
+    };
+    assert!(
+        retried.redispatched && retried.server != "app/s1" && retried.status == "200",
+        "without disable-l7-retry: {retried:?}"
+    );
+    let Some(kept) = post_to_a_cut_off_host(haproxy_shutdown_sessions) else {
+        return;
+    };
+    assert!(
+        !kept.redispatched && kept.server == "app/s1" && kept.status != "200",
+        "with disable-l7-retry unless METH_GET: {kept:?}"
+    );
+}
+
+/// A host cut off the network with a GET in flight on it. Without `on-marked-down
+/// shutdown-sessions`, HAProxy waits for the answer until `timeout server` (504, `sH`) although
+/// its health checks mark the host down within about a second. With the option the request is
+/// ended when the host is marked down, and `retry-on empty-response` with `option redispatch`
+/// sends it to another host, which answers.
+#[test]
+fn haproxy_shutdown_sessions_retries_a_get_stuck_on_a_cut_off_host() {
+    let Some(plain) = slow_request_on_a_lost_host(haproxy_timeout_6s, Loss::CutOff) else {
+        return;
+    };
+    assert!(
+        plain.server == "app/s1"
+            && plain.status == "504"
+            && plain.state == "sH--"
+            && !plain.redispatched,
+        "without the option: {plain:?}"
+    );
+    let Some(shut) = slow_request_on_a_lost_host(haproxy_shutdown_sessions, Loss::CutOff) else {
+        return;
+    };
+    assert!(
+        shut.redispatched && shut.server != "app/s1" && shut.status == "200",
+        "with the option: {shut:?}"
+    );
+}
+
+/// A host drained with SIGTERM (ping 503: HAProxy marks it down while it still serves).
+/// Without `on-marked-down shutdown-sessions` the GET in flight on it is answered by it. With
+/// the option HAProxy ends it when it marks the host down, although the host would have
+/// answered: the GET is run again on another host (from the start, the work done on the
+/// draining host lost); a request HAProxy does not retry (a POST, see the guide) fails.
+#[test]
+fn haproxy_shutdown_sessions_cuts_short_a_draining_hosts_requests() {
+    let Some(plain) = slow_request_on_a_lost_host(haproxy_timeout_6s, Loss::Drain) else {
+        return;
+    };
+    assert!(
+        plain.server == "app/s1"
+            && plain.status == "200"
+            && plain.state == "----"
+            && !plain.redispatched,
+        "without the option: {plain:?}"
+    );
+    let Some(shut) = slow_request_on_a_lost_host(haproxy_shutdown_sessions, Loss::Drain) else {
+        return;
+    };
+    assert!(
+        shut.redispatched && shut.server != "app/s1",
+        "with the option: {shut:?}"
+    );
 }

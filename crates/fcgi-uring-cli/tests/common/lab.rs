@@ -93,6 +93,12 @@ impl Lab {
         c
     }
 
+    /// Cuts `host` off the lab network (its `eth0` down): packets to it are dropped at the
+    /// bridge, nothing is answered or reset, as when a host loses its link or power.
+    pub fn cut_off(&self, host: &Host) {
+        self.run(&["-n", &host.ns, "link", "set", "eth0", "down"]);
+    }
+
     /// Runs `f` on a thread inside `host`'s namespace (a thread's network namespace is its
     /// own); its sockets are the host's.
     pub fn inside<T: Send>(&self, host: &Host, f: impl FnOnce() -> T + Send) -> T {
