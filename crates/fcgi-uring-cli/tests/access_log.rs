@@ -169,7 +169,10 @@ fn remote_referer_and_agent_are_logged_as_sent_and_escaped() {
         let mut c = fcgi_client::Client::connect(server.local_addr()).unwrap();
         assert_eq!(c.request(&hostile).unwrap().status, 200);
         let mut c = fcgi_client::Client::connect(server.local_addr()).unwrap();
-        assert_eq!(c.request(&RequestSpec::get("/hello?who=2")).unwrap().status, 200);
+        assert_eq!(
+            c.request(&RequestSpec::get("/hello?who=2")).unwrap().status,
+            200
+        );
         server.shutdown();
         let lines = lines(&path);
         assert_eq!(lines.len(), 2, "{lines:?}");
@@ -192,14 +195,21 @@ fn remote_referer_and_agent_are_logged_as_sent_and_escaped() {
             );
             let plain = line("2");
             assert!(plain.contains(r#" 200 13 "-" "-" "#), "{plain}");
-            assert!(parse_combined(&plain).request.starts_with("GET /hello?who=2 "));
+            assert!(
+                parse_combined(&plain)
+                    .request
+                    .starts_with("GET /hello?who=2 ")
+            );
         } else {
             let hostile: serde_json::Value = serde_json::from_str(&line("1")).unwrap();
             assert_eq!(hostile["remote"], "2001:db8::7");
             assert_eq!(hostile["referer"], "https://example.com/a\"b");
             assert_eq!(hostile["user_agent"], "agent\\x\u{1}é");
             let plain: serde_json::Value = serde_json::from_str(&line("2")).unwrap();
-            assert_eq!((&plain["referer"], &plain["user_agent"]), (&"".into(), &"".into()));
+            assert_eq!(
+                (&plain["referer"], &plain["user_agent"]),
+                (&"".into(), &"".into())
+            );
         }
     }
 }
