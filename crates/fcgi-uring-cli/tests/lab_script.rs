@@ -165,7 +165,10 @@ fn namespaces(ip: &Path, prefix: &str) -> Vec<String> {
 
 /// The processes running in namespace `ns`.
 fn pids_in(ip: &Path, ns: &str) -> Vec<u32> {
-    let out = Command::new(ip).args(["netns", "pids", ns]).output().unwrap();
+    let out = Command::new(ip)
+        .args(["netns", "pids", ns])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "ip netns pids {ns}: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
