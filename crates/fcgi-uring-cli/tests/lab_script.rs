@@ -194,12 +194,13 @@ fn inside<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// Requests a backend served (its metrics, health checks left out).
+/// Requests a backend served (its metrics, health checks left out: a check counted between
+/// the two series' reads can make this one less, never more).
 fn served(ns: &str) -> u64 {
     inside(ns, || {
         let page = scrape(ADMIN.parse().unwrap());
         page.n("fcgi_uring_requests_total{role=\"responder\"}")
-            - page.n("fcgi_uring_ping_requests_total")
+            .saturating_sub(page.n("fcgi_uring_ping_requests_total"))
     })
 }
 
@@ -233,7 +234,8 @@ fn lab_with(proxy: &str, stop_signal: &str) {
         pids.extend(in_ns);
     }
 
-    let before = served(&b1) + served(&b2);
+    // 20 requests through the proxy: round robin gives each backend about half.
+    let before = [served(&b1), served(&b2)];
     inside(&lb, || {
         for _ in 0..20 {
             let r = request(PROXY.parse().unwrap(), "GET", "/hello", &[], Upload::None);
@@ -241,10 +243,11 @@ fn lab_with(proxy: &str, stop_signal: &str) {
             assert_eq!(r.body, b"Hello, World!");
         }
     });
-    let (n1, n2) = (served(&b1), served(&b2));
+    let after = [served(&b1), served(&b2)];
+    let share = [0, 1].map(|i| after[i].saturating_sub(before[i]));
     assert!(
-        n1 > 0 && n2 > 0 && n1 + n2 - before == 20,
-        "both backends serve: b1 {n1}, b2 {n2}, {before} before the 20 requests"
+        share.iter().all(|&n| n >= 5),
+        "both backends serve some of the 20 requests: {share:?} (b1, b2)"
     );
 
     signal(lab.child.id(), stop_signal);
