@@ -95,6 +95,7 @@ sleeper=""
 finish() {
     local rc=$?
     trap - EXIT INT TERM
+    set +e # tear down all of it, whatever fails
     [[ -n "$sleeper" ]] && kill "$sleeper" 2>/dev/null
     echo "== tearing the lab down" >&2
     lab_cleanup
