@@ -58,62 +58,18 @@ for p in $PROXIES; do
     command -v "$p" >/dev/null || { log "$p not found"; exit 1; }
 done
 
-tag="fcgi-cost-$$"
-sw="$tag-sw"
-lb="$tag-lb"
-lb_ip=10.232.0.1
-hosts=()
-pids=()
-
-stop_all() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    pids=()
-}
-cleanup() {
-    stop_all
-    for ns in "$lb" "${hosts[@]}" "$sw"; do
-        ip netns del "$ns" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
+# The lab (bench/lab-lib.sh): the switch, the lb at 10.232.0.1 and three backend hosts.
+# shellcheck source=bench/lab-lib.sh
+source "$here/lab-lib.sh"
+lab_tag="fcgi-cost-$$"
+lab_net=10.232.0
+lab_dir="$OUT"
+lab_pin=(taskset -c 0)
+lab_proxy_env=(GOMAXPROCS=1)
+trap lab_cleanup EXIT
 trap 'exit 130' INT TERM
-
-# The lab: the switch, then the lb and three backend hosts, each linked to the bridge.
-ip netns add "$sw"
-ip -n "$sw" link add br0 type bridge
-ip -n "$sw" link set br0 up
-add_host() { # NS IP PORT
-    ip netns add "$1"
-    ip -n "$1" link set lo up
-    ip -n "$1" link add eth0 type veth peer name "$3" netns "$sw"
-    ip -n "$sw" link set "$3" master br0
-    ip -n "$sw" link set "$3" up
-    ip -n "$1" addr add "$2/24" dev eth0
-    ip -n "$1" link set eth0 up
-}
-add_host "$lb" "$lb_ip" p0
-for i in 1 2 3; do
-    hosts+=("$tag-b$i")
-    add_host "$tag-b$i" "10.232.0.$((i + 1))" "p$i"
-done
-
-# wait_port NS HOST PORT
-wait_port() {
-    for _ in $(seq 100); do
-        if ip netns exec "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "nothing listens on $2:$3 in $1"
-    return 1
-}
+lab_create 3
+lb="$lab_lb"
 
 # cpu_ticks PID...: utime+stime of each process, in clock ticks.
 cpu_ticks() {
@@ -135,135 +91,13 @@ switches() {
     echo "$total"
 }
 
-backend_pids=()
-proxy_pid=""
-
 start_backends() { # N
-    backend_pids=()
+    lab_backend_pids=()
     local i
     for i in $(seq "$1"); do
-        ip netns exec "${hosts[$((i - 1))]}" taskset -c 0 "$fcgi_uring" serve \
-            --listen 0.0.0.0:9000 --workers 1 --no-pin --admin-listen none \
-            --ping-path /ping --allowed-peers "$lb_ip" >"$OUT/b$i.log" 2>&1 &
-        backend_pids+=($!)
-        pids+=($!)
+        lab_start_backend "$i" --admin-listen none
     done
-    for i in $(seq "$1"); do
-        wait_port "${hosts[$((i - 1))]}" "10.232.0.$((i + 1))" 9000
-    done
-}
-
-config_haproxy() { # N DIR
-    local servers="" i
-    for i in $(seq "$1"); do
-        servers+="    server s$i 10.232.0.$((i + 1)):9000 proto fcgi check inter 500ms fall 2 rise 2"$'\n'
-    done
-    cat >"$2/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 4096
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 20s
-    timeout server 20s
-fcgi-app app
-    docroot /srv
-    option keep-conn
-frontend web
-    bind 127.0.0.1:8080
-    default_backend app
-backend app
-    use-fcgi-app app
-    http-reuse always
-    balance roundrobin
-    option httpchk GET /ping
-    retries 2
-    option redispatch 1
-    retry-on conn-failure empty-response
-$servers
-EOF
-    echo haproxy -db -f "$2/haproxy.cfg"
-}
-
-config_nginx() { # N DIR
-    local servers="" i
-    for i in $(seq "$1"); do
-        servers+="        server 10.232.0.$((i + 1)):9000 max_fails=1 fail_timeout=2s;"$'\n'
-    done
-    mkdir -p "$2/nginx"
-    cat >"$2/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-error_log $2/nginx/error.log warn;
-pid $2/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $2/nginx/client_body;
-    fastcgi_temp_path $2/nginx/fastcgi;
-    proxy_temp_path $2/nginx/proxy;
-    uwsgi_temp_path $2/nginx/uwsgi;
-    scgi_temp_path $2/nginx/scgi;
-    upstream app {
-$servers        keepalive $NGINX_KEEPALIVE;
-    }
-    server {
-        listen 127.0.0.1:8080;
-        location / {
-            include /etc/nginx/fastcgi_params;
-            fastcgi_pass app;
-            fastcgi_keep_conn on;
-            fastcgi_next_upstream error timeout;
-            fastcgi_next_upstream_tries 2;
-        }
-    }
-}
-EOF
-    echo nginx -p "$2/nginx" -c "$2/nginx.conf" -e "$2/nginx/error.log"
-}
-
-config_caddy() { # N DIR
-    local upstreams="" i
-    for i in $(seq "$1"); do
-        upstreams+=" 10.232.0.$((i + 1)):9000"
-    done
-    cat >"$2/Caddyfile" <<EOF
-{
-    admin off
-    auto_https off
-    storage file_system $2/caddy
-    log {
-        output stderr
-        level WARN
-    }
-}
-http://:8080 {
-    bind 127.0.0.1
-    reverse_proxy$upstreams {
-        lb_policy round_robin
-        lb_try_duration 2s
-        fail_duration 2s
-        max_fails 1
-        transport fastcgi {
-            root /srv
-        }
-    }
-}
-EOF
-    echo caddy run --adapter caddyfile --config "$2/Caddyfile"
-}
-
-start_proxy() { # PROXY N
-    local dir="$OUT/$1-$2" cmd
-    mkdir -p "$dir"
-    read -r -a cmd <<<"$("config_$1" "$2" "$dir")"
-    HOME="$dir" XDG_DATA_HOME="$dir/caddy" XDG_CONFIG_HOME="$dir/caddy" GOMAXPROCS=1 \
-        ip netns exec "$lb" taskset -c 0 "${cmd[@]}" >"$dir/proxy.log" 2>&1 &
-    proxy_pid=$!
-    pids+=($!)
-    wait_port "$lb" 127.0.0.1 8080
+    lab_wait_backends "$1"
 }
 
 # run PROXY N LOAD ROUND: appends one JSON line to $OUT/results.jsonl.
@@ -274,7 +108,7 @@ run() {
         post) args=(--body-bytes 1024 /echo) ;;
     esac
     start_backends "$n"
-    start_proxy "$proxy" "$n"
+    lab_start_proxy "$proxy" "$n"
     local client=(ip netns exec "$lb" taskset -c 1 timeout 60 "$loadtest" run --protocol http1
         --addr 127.0.0.1:8080 --conns "$CONNS" --cpus 1 --json)
     # Warmup: every backend connected to and in service before the window.
@@ -290,12 +124,12 @@ run() {
     done
     [[ "$answered" == 200 ]] || { log "$proxy does not answer after the warmup"; return 1; }
     local before after sw_before sw_after
-    sw_before=$(switches "${backend_pids[@]}")
-    before=$(cpu_ticks "$proxy_pid" "${backend_pids[@]}" | tr '\n' ' ')
+    sw_before=$(switches "${lab_backend_pids[@]}")
+    before=$(cpu_ticks "$lab_proxy_pid" "${lab_backend_pids[@]}" | tr '\n' ' ')
     "${client[@]}" --duration "$DURATION" --warmup 0 "${args[@]}" >"$OUT/run.json" 2>"$OUT/run.err"
-    after=$(cpu_ticks "$proxy_pid" "${backend_pids[@]}" | tr '\n' ' ')
-    sw_after=$(switches "${backend_pids[@]}")
-    stop_all
+    after=$(cpu_ticks "$lab_proxy_pid" "${lab_backend_pids[@]}" | tr '\n' ' ')
+    sw_after=$(switches "${lab_backend_pids[@]}")
+    lab_stop_all
     python3 - "$proxy" "$n" "$load" "$round" "$before" "$after" "$(getconf CLK_TCK)" \
         "$OUT/run.json" "$((sw_after - sw_before))" >>"$OUT/results.jsonl" <<'EOF'
 import json, sys
