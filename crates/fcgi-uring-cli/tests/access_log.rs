@@ -342,3 +342,37 @@ fn a_stalled_writer_never_blocks_a_worker_and_drops_are_counted() {
         "{written} + {dropped}"
     );
 }
+
+/// An access log that cannot be opened fails the start with an error that names it (not the
+/// listener), and nothing is left listening.
+#[test]
+fn an_access_log_that_cannot_be_opened_is_a_clear_start_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("access.log");
+    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
+    let config = Config::builder()
+        .listen(listen.parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .access_log_path(Some(path.display().to_string()))
+        .build()
+        .unwrap();
+    let err = match Server::new(config).start(|| service_fn(fcgi_uring_cli::demo::app)) {
+        Ok(_) => panic!("the server started with an access log it cannot open"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, fcgi_uring::StartError::AccessLog { path: p, error }
+            if *p == path.display().to_string() && error.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.starts_with("cannot open the access log") && message.contains("no-such-dir"),
+        "{message}"
+    );
+    assert!(
+        std::net::TcpStream::connect(&listen).is_err(),
+        "nothing listens after a failed start"
+    );
+}

@@ -62,12 +62,12 @@ impl Ops {
             None => None,
         };
         let log_writer = match &ops.access_log_path {
-            Some(path) => Some(LogWriter::start(path).map_err(|e| {
-                StartError::Listen(io::Error::new(
-                    e.kind(),
-                    format!("access_log.path {path}: {e}"),
-                ))
-            })?),
+            Some(path) => Some(
+                LogWriter::start(path).map_err(|error| StartError::AccessLog {
+                    path: path.clone(),
+                    error,
+                })?,
+            ),
             None => None,
         };
         let access = log_writer

@@ -58,6 +58,12 @@ pub enum StartError {
         /// What is wrong with it.
         error: crate::config::PeerListError,
     },
+    /// `access_log.path` could not be opened for appending.
+    AccessLog {
+        /// The path as configured.
+        path: String,
+        error: io::Error,
+    },
     /// The application's service factory (or its `Clone`) panicked on a worker.
     App {
         /// The worker whose service could not be built.
@@ -81,6 +87,10 @@ impl fmt::Display for StartError {
                 f,
                 "FCGI_WEB_SERVER_ADDRS={value:?} is not a list of peers: {error} (unset it, or \
                  set server.allowed_peers, which takes precedence)"
+            ),
+            StartError::AccessLog { path, error } => write!(
+                f,
+                "cannot open the access log access_log.path = {path:?} for appending: {error}"
             ),
             StartError::App { worker, message } => write!(
                 f,
