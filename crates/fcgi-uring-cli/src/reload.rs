@@ -39,12 +39,16 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
     }
     let until = Instant::now() + Duration::from_secs(args.wait);
     while Instant::now() < until {
+        // The file's identity first, its pid second: a pid read after a rewrite was seen is
+        // that rewrite's (or a later one's), so a new process's pid file renamed in between
+        // is never taken for the old process's failure answer.
+        let seen = modified(&args.pid_file);
         match read_pid(&args.pid_file) {
             Some(new) if new != old => {
                 println!("fcgi-uring reload: pid {new} serves; pid {old} drains");
                 return ExitCode::SUCCESS;
             }
-            Some(_) if modified(&args.pid_file) != written => {
+            Some(_) if seen != written => {
                 eprintln!(
                     "fcgi-uring reload: the upgrade failed; pid {old} serves on (see its log)"
                 );
