@@ -136,12 +136,8 @@ impl Drop for LabScript {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             signal(self.child.id(), "TERM");
-            let deadline = Instant::now() + HANG_GUARD;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
+            if common::holds_within(HANG_GUARD, || matches!(self.child.try_wait(), Ok(Some(_)))) {
+                return;
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
