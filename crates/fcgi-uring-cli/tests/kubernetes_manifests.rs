@@ -790,28 +790,7 @@ fn client(
 /// Sends `spec` as request 1 and reads its answer's status; `None` on a clean EOF before any
 /// byte of it (the server closed the connection between requests: this one was not run).
 fn exchange(c: &mut Client, spec: &RequestSpec) -> io::Result<Option<u16>> {
-    c.begin(spec, 1)?;
-    let mut responses = fcgi_client::Responses::new();
-    let mut first = true;
-    while !responses.is_ended(1) {
-        match c.read_record()? {
-            Some(record) => {
-                responses.push(record);
-            }
-            None if first => return Ok(None),
-            None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed inside an answer",
-                ));
-            }
-        }
-        first = false;
-    }
-    let exchange = responses
-        .take(1)
-        .ok_or_else(|| io::Error::other("no END_REQUEST"))?;
-    Ok(Some(exchange.response()?.status))
+    Ok(common::restarts::exchange(c, spec)?.map(|r| r.status))
 }
 
 #[test]

@@ -165,7 +165,7 @@ fn client(addr: &Addr, stop: &AtomicBool, answered: &AtomicU64, last_pid: &Atomi
 
 /// Sends `spec` as request 1 and reads its answer; `None` on a clean EOF before any byte of
 /// it (the server closed the connection between requests: this one was not run).
-fn exchange(c: &mut Client, spec: &RequestSpec) -> io::Result<Option<fcgi_client::Response>> {
+pub fn exchange(c: &mut Client, spec: &RequestSpec) -> io::Result<Option<fcgi_client::Response>> {
     c.begin(spec, 1)?;
     let mut responses = fcgi_client::Responses::new();
     let mut first = true;
