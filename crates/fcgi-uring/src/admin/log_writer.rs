@@ -2,15 +2,18 @@
 //! order they arrive, to a file or standard output; reopens the file on request (logrotate's
 //! `postrotate` sends SIGUSR1 to the `fcgi-uring` binary).
 //!
+//! Each chunk, once written, goes back to the workers' [`SpareBuffers`] for reuse.
+//!
 //! Guarantees: every line received before a reopen is written to the file open before it,
 //! every line after to the new one (none lost, none written twice); a failed write is reported
 //! once per reopen (the lines are lost, the workers go on); the thread ends at
 //! [`crate::conn::LogMsg::Stop`], after writing everything queued before it.
 
-use crate::conn::LogMsg;
+use crate::conn::{LogMsg, SpareBuffers};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -54,6 +57,7 @@ fn open(path: &PathBuf) -> io::Result<File> {
 #[derive(Debug)]
 pub(crate) struct LogWriter {
     tx: SyncSender<LogMsg>,
+    spare: Arc<SpareBuffers>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -63,17 +67,25 @@ impl LogWriter {
     pub fn start(path: &str) -> io::Result<LogWriter> {
         let sink = Sink::open(path)?;
         let (tx, rx) = sync_channel(crate::conn::oplog_channel_chunks());
+        let spare = Arc::new(SpareBuffers::default());
+        let written = Arc::clone(&spare);
         let thread = std::thread::Builder::new()
             .name("fcgi-access-log".to_owned())
-            .spawn(move || run(sink, rx))?;
+            .spawn(move || run(sink, rx, &written))?;
         Ok(LogWriter {
             tx,
+            spare,
             thread: Some(thread),
         })
     }
 
     pub fn sender(&self) -> SyncSender<LogMsg> {
         self.tx.clone()
+    }
+
+    /// Where written buffers go back to the workers.
+    pub fn spare(&self) -> Arc<SpareBuffers> {
+        Arc::clone(&self.spare)
     }
 
     /// Reopens the file after the lines queued so far (blocks while the queue is full).
@@ -96,7 +108,7 @@ impl Drop for LogWriter {
     }
 }
 
-fn run(mut sink: Sink, rx: Receiver<LogMsg>) {
+fn run(mut sink: Sink, rx: Receiver<LogMsg>, spare: &SpareBuffers) {
     let mut failed = false;
     while let Ok(msg) = rx.recv() {
         match msg {
@@ -106,6 +118,7 @@ fn run(mut sink: Sink, rx: Receiver<LogMsg>) {
                 {
                     tracing::error!("access log: write failed, lines lost: {e}");
                 }
+                spare.give_back(bytes);
             }
             LogMsg::Reopen => match sink.reopen() {
                 Ok(()) => failed = false,

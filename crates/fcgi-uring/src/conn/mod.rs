@@ -31,7 +31,46 @@ pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
 pub(crate) use io::{Io, OutQueue};
 pub(crate) use oplog::InFlight;
-pub(crate) use oplog::{LogMsg, OpLogs, ReqInfo};
+pub(crate) use oplog::{AccessSink, LogMsg, OpLogs, ReqInfo, SpareBuffers, Target};
+
+/// The method and target of the request whose handler is being called, for `/status` (see
+/// [`Core::note_line`]), in a [`Target`] reused for every request: the usual request,
+/// answered on its first poll, costs a small copy rather than the reference counts of its
+/// `Uri`.
+struct PendingLine {
+    noted: bool,
+    method: http::Method,
+    target: Target,
+}
+
+impl Default for PendingLine {
+    fn default() -> PendingLine {
+        PendingLine {
+            noted: false,
+            method: http::Method::GET,
+            target: Target::of(&http::Uri::default()),
+        }
+    }
+}
+
+impl PendingLine {
+    fn note(&mut self, request: &http::Request<crate::body::RequestBody>) {
+        self.method.clone_from(request.method());
+        self.target.set(request.uri());
+        self.noted = true;
+    }
+
+    fn clear(&mut self) {
+        self.noted = false;
+        self.target.release();
+    }
+
+    /// The noted line, taken (for a request that outlived its first poll).
+    fn take(&mut self) -> Option<(http::Method, Target)> {
+        std::mem::replace(&mut self.noted, false)
+            .then(|| (self.method.clone(), self.target.clone()))
+    }
+}
 
 /// Chunks of lines queued to the access log's writer.
 pub(crate) fn oplog_channel_chunks() -> usize {
@@ -214,12 +253,19 @@ pub(crate) struct Core {
     /// This worker's side of the access and slow logs.
     log: RefCell<Option<oplog::WorkerLog>>,
     /// See [`Core::note_line`].
-    pending_line: RefCell<Option<(http::Method, http::Uri)>>,
-    /// The request that ended last and when (read by its handler's task right after, so that
-    /// the handler histogram needs no clock read of its own).
-    last_end: Cell<Option<(ReqKey, Instant)>>,
-    /// The latest clock read of the latency histograms.
-    last_read: Cell<Option<Instant>>,
+    pending_line: RefCell<PendingLine>,
+    /// Latencies whose end is the next flush (see [`Core::flush`]).
+    unclocked: RefCell<Unclocked>,
+}
+
+/// Starts of latencies that end at the next flush: the histograms read the clock once per
+/// flush, not once per request.
+#[derive(Debug, Default)]
+struct Unclocked {
+    /// Params complete, of requests whose last response bytes were queued.
+    response: Vec<Instant>,
+    /// Handler calls, of handlers whose response was written.
+    handler: Vec<Instant>,
 }
 
 impl Core {
@@ -231,9 +277,8 @@ impl Core {
             .map(|logs| oplog::WorkerLog::new(logs, stats.worker));
         Core {
             log: RefCell::new(log),
-            pending_line: RefCell::new(None),
-            last_end: Cell::new(None),
-            last_read: Cell::new(None),
+            pending_line: RefCell::new(PendingLine::default()),
+            unclocked: RefCell::default(),
             wheel: RefCell::new(Wheel::new(clock.now_ms(), Timeouts::RESOLUTION)),
             clock,
             stats: Recorder::new(stats),
@@ -405,6 +450,7 @@ impl Core {
             }
         }
         *self.flushing.borrow_mut() = keys;
+        self.observe_unclocked();
         self.stats
             .shared
             .metrics
@@ -458,40 +504,51 @@ impl Core {
             .as_ref()
             .is_some_and(|l| l.status && !l.wants_info());
         if tracks {
-            *self.pending_line.borrow_mut() =
-                Some((request.method().clone(), request.uri().clone()));
+            self.pending_line.borrow_mut().note(request);
         }
     }
 
-    /// Reads the clock for the latency histograms.
-    pub fn read_clock(&self) -> Instant {
-        let t = Instant::now();
-        self.last_read.set(Some(t));
-        t
-    }
-
-    /// When a handler starts, for the handler histogram: the clock read of the request that
-    /// ended just before in this loop turn (handlers dispatched one after another in a turn
-    /// start where the previous one ended, give or take building the request), else a fresh
-    /// read. One clock read per request instead of two.
+    /// When a handler is called, for the handler histogram: the loop turn's clock (no clock
+    /// read per request).
     pub fn handler_start(&self) -> Instant {
-        match self.last_read.get() {
-            Some(t) if t >= self.clock.now() => t,
-            _ => self.read_clock(),
-        }
+        self.now()
     }
 
-    /// When `rk` ended, if it was the last request to end.
-    pub fn ended_at(&self, rk: ReqKey) -> Option<Instant> {
-        match self.last_end.get() {
-            Some((k, at)) if k == rk => Some(at),
-            _ => None,
+    /// A handler called at `called` wrote its whole response: observed at the next flush.
+    pub fn handler_ended(&self, called: Instant) {
+        self.unclocked.borrow_mut().handler.push(called);
+    }
+
+    /// A request whose params were complete at `params_done` queued its last response bytes:
+    /// observed at the next flush.
+    fn response_ended(&self, params_done: Instant) {
+        self.unclocked.borrow_mut().response.push(params_done);
+    }
+
+    /// Observes the latencies that end now, when their responses are handed to the backend:
+    /// one clock read for all of them.
+    fn observe_unclocked(&self) {
+        let mut unclocked = self.unclocked.borrow_mut();
+        if unclocked.response.is_empty() && unclocked.handler.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let metrics = &self.stats.shared.metrics;
+        for start in unclocked.response.drain(..) {
+            metrics
+                .response
+                .observe(now.saturating_duration_since(start));
+        }
+        for start in unclocked.handler.drain(..) {
+            metrics
+                .handler
+                .observe(now.saturating_duration_since(start));
         }
     }
 
     /// Drops the line kept by [`Core::note_line`] (its request finished on its first poll).
     pub fn clear_line(&self) {
-        self.pending_line.borrow_mut().take();
+        self.pending_line.borrow_mut().clear();
     }
 
     /// Records what the logs and `/status` say about a request being dispatched.
@@ -504,10 +561,12 @@ impl Core {
         let Some(logs) = &self.settings.logs else {
             return;
         };
-        let info = ReqInfo::of(logs, request, now);
         let mut conns = self.conns.borrow_mut();
         if let Some(e) = conns.get_mut(rk.conn).and_then(|c| c.live_request(rk)) {
-            e.info = Some(Box::new(info));
+            e.info = Some(match self.log.borrow_mut().as_mut() {
+                Some(log) => log.info(request, now),
+                None => Box::new(ReqInfo::of(logs, request, now)),
+            });
         }
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! Guarantees: with both logs off, a request costs nothing here beyond a `None` check. With the
 //! access log on, a request that ends (END_REQUEST written) appends one line to this worker's
-//! own buffer; once per loop turn the buffer is handed to the log writer thread without
-//! blocking (`try_send` on a bounded channel). If the writer falls behind, the buffer is kept
-//! and grows up to [`MAX_PENDING`], past which lines are dropped and counted
-//! ([`Counter::AccessLogDropped`]): a worker never waits for the log and its memory stays
-//! bounded. A slow request (`slow_log.threshold`) is logged when it ends with its timing
+//! own buffer; once [`HANDOVER_BYTES`] are pending (or the oldest line is [`HANDOVER_DELAY`]
+//! old) the buffer is handed to the log writer thread without blocking (`try_send` on a
+//! bounded channel), and the writer hands written buffers back for reuse ([`SpareBuffers`]),
+//! so that a worker does not allocate and fault in a fresh buffer per handover. If the writer
+//! falls behind, the buffer is kept and grows up to [`MAX_PENDING`], past which lines are
+//! dropped and counted ([`Counter::AccessLogDropped`]): a worker never waits for the log and
+//! its memory stays bounded. A slow request (`slow_log.threshold`) is logged when it ends with its timing
 //! breakdown, and once while still running past the threshold.
 
 use super::requests::ReqEntry;
@@ -14,18 +16,23 @@ use crate::cgi::LogParams;
 use crate::config::AccessLogFormat;
 use crate::stats::Counter;
 use std::io::Write as _;
-use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most bytes of lines a worker keeps while the writer is behind.
 pub(crate) const MAX_PENDING: usize = 1 << 20;
 
-/// Chunks of lines queued to the writer thread (all workers together).
-pub(crate) const CHANNEL_CHUNKS: usize = 256;
+/// Written buffers kept for reuse (all workers together).
+const MAX_SPARE: usize = 16;
 
-/// A worker hands its lines over once this many bytes are pending...
-const HANDOVER_BYTES: usize = 32 * 1024;
+/// Chunks of lines queued to the writer thread (all workers together): at most 8 MiB of
+/// lines.
+pub(crate) const CHANNEL_CHUNKS: usize = 64;
+
+/// A worker hands its lines over once this many bytes are pending (each handover wakes the
+/// writer thread, on the worker's core when both are pinned to it)...
+const HANDOVER_BYTES: usize = 128 * 1024;
 
 /// ...or once the oldest pending line is this old (waking the writer thread once per loop turn
 /// would cost a context switch each time).
@@ -45,11 +52,47 @@ pub(crate) enum LogMsg {
     Stop,
 }
 
+/// Buffers the writer has written, emptied, for the workers to fill again. Touched once per
+/// handover (about every [`HANDOVER_BYTES`] of lines), never per request, and never waited
+/// for: a worker that finds it locked allocates a buffer instead.
+#[derive(Debug, Default)]
+pub(crate) struct SpareBuffers(Mutex<Vec<Vec<u8>>>);
+
+impl SpareBuffers {
+    /// An empty buffer with room for a handover's lines.
+    fn take(&self) -> Vec<u8> {
+        let spare = self.0.try_lock().ok().and_then(|mut s| s.pop());
+        spare.unwrap_or_else(|| Vec::with_capacity(HANDOVER_BYTES + LINE_ROOM))
+    }
+
+    /// Keeps a written buffer for reuse (dropped when enough are kept, or if it grew past a
+    /// handover's size while the writer was behind).
+    pub fn give_back(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > HANDOVER_BYTES + LINE_ROOM {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut spare) = self.0.lock()
+            && spare.len() < MAX_SPARE
+        {
+            spare.push(buf);
+        }
+    }
+}
+
+/// Where the workers' access-log lines go.
+#[derive(Debug)]
+pub(crate) struct AccessSink {
+    pub tx: SyncSender<LogMsg>,
+    pub format: AccessLogFormat,
+    pub spare: Arc<SpareBuffers>,
+}
+
 /// The operator logs' settings shared by every worker.
 #[derive(Debug)]
 pub(crate) struct OpLogs {
     /// The access log's writer, if the access log is on.
-    pub access: Option<(SyncSender<LogMsg>, AccessLogFormat)>,
+    pub access: Option<AccessSink>,
     /// `slow_log.threshold`, if on.
     pub slow: Option<Duration>,
     /// The admin listener's `/status` shows each worker's oldest request in flight.
@@ -73,12 +116,74 @@ pub struct InFlight {
     pub uri: String,
 }
 
+/// Most bytes of a request target [`Target`] copies; a longer one is kept by reference.
+pub(crate) const SHORT_TARGET: usize = 120;
+
+/// A request's target (path and query) as the logs and `/status` show it: a short one copied
+/// into a buffer of its own (reused with the [`ReqInfo`] box it is in), so that the usual
+/// request touches no reference count for it; a long one kept by reference.
+#[derive(Clone)]
+pub(crate) struct Target {
+    short: [u8; SHORT_TARGET],
+    short_len: usize,
+    long: Option<http::uri::PathAndQuery>,
+}
+
+impl Target {
+    pub fn of(uri: &http::Uri) -> Target {
+        let mut t = Target {
+            short: [0; SHORT_TARGET],
+            short_len: 0,
+            long: None,
+        };
+        t.set(uri);
+        t
+    }
+
+    /// Becomes `uri`'s path and query (`/` when it has none).
+    pub fn set(&mut self, uri: &http::Uri) {
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        match self.short.get_mut(..target.len()) {
+            Some(short) => {
+                short.copy_from_slice(target.as_bytes());
+                self.short_len = target.len();
+                self.long = None;
+            }
+            None => self.long = uri.path_and_query().cloned(),
+        }
+    }
+
+    /// Drops the reference to a long target (which may hold the request's params).
+    pub fn release(&mut self) {
+        self.long = None;
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match &self.long {
+            Some(long) => long.as_str().as_bytes(),
+            None => self.short.get(..self.short_len).unwrap_or_default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.bytes()))
+    }
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.bytes()))
+    }
+}
+
 /// What the logs say about a request, kept from its dispatch to its end (only when a log is
 /// on).
 #[derive(Debug)]
 pub(crate) struct ReqInfo {
     pub method: http::Method,
-    pub uri: http::Uri,
+    pub target: Target,
     /// Only with the access log on.
     pub access: Option<AccessFields>,
     pub handler_started: Instant,
@@ -137,14 +242,34 @@ impl ReqInfo {
     ) -> ReqInfo {
         ReqInfo {
             method: req.method().clone(),
-            uri: req.uri().clone(),
+            target: Target::of(req.uri()),
             access: logs.access.is_some().then(|| AccessFields::of(req)),
             handler_started: now,
             first_byte: None,
             reported_running: false,
         }
     }
+
+    /// Becomes what [`ReqInfo::of`] makes, in place.
+    fn set(&mut self, logs: &OpLogs, req: &http::Request<crate::body::RequestBody>, now: Instant) {
+        self.method.clone_from(req.method());
+        self.target.set(req.uri());
+        self.access = logs.access.is_some().then(|| AccessFields::of(req));
+        self.handler_started = now;
+        self.first_byte = None;
+        self.reported_running = false;
+    }
+
+    /// Drops the references it holds (the request's params go back to their arena), keeping
+    /// the box.
+    fn clear(&mut self) {
+        self.access = None;
+        self.target.release();
+    }
 }
+
+/// Boxes of ended requests' [`ReqInfo`] a worker keeps for reuse.
+const MAX_SPARE_INFOS: usize = 256;
 
 /// One worker's side of the logs.
 #[derive(Debug)]
@@ -157,6 +282,10 @@ pub(crate) struct WorkerLog {
     dates: DateCache,
     /// When the oldest pending line was written.
     pending_since: Option<Instant>,
+    /// Emptied boxes of ended requests' [`ReqInfo`], so that a request does not allocate one
+    /// (boxes, not values: a request entry holds its info boxed).
+    #[allow(clippy::vec_box)]
+    spare_infos: Vec<Box<ReqInfo>>,
 }
 
 /// Where a request ended, for its log line.
@@ -175,6 +304,31 @@ impl WorkerLog {
             last_scan: None,
             dates: DateCache::default(),
             pending_since: None,
+            spare_infos: Vec::new(),
+        }
+    }
+
+    /// What the logs keep of `req`, in a box an ended request left (a fresh one if none is
+    /// left).
+    pub fn info(
+        &mut self,
+        req: &http::Request<crate::body::RequestBody>,
+        now: Instant,
+    ) -> Box<ReqInfo> {
+        match self.spare_infos.pop() {
+            Some(mut spare) => {
+                spare.set(&self.logs, req, now);
+                spare
+            }
+            None => Box::new(ReqInfo::of(&self.logs, req, now)),
+        }
+    }
+
+    /// Keeps an ended request's box for [`WorkerLog::info`], its references dropped now.
+    pub fn recycle(&mut self, mut info: Box<ReqInfo>) {
+        if self.spare_infos.len() < MAX_SPARE_INFOS {
+            info.clear();
+            self.spare_infos.push(info);
         }
     }
 
@@ -190,7 +344,8 @@ impl WorkerLog {
         {
             slow_line(self.worker, e, info, total);
         }
-        let (Some((_, format)), Some(fields)) = (&self.logs.access, &info.access) else {
+        let (Some(AccessSink { format, .. }), Some(fields)) = (&self.logs.access, &info.access)
+        else {
             return false;
         };
         if self.pending.len() >= MAX_PENDING {
@@ -209,7 +364,8 @@ impl WorkerLog {
         if self.pending_since.is_none() {
             self.pending_since = Some(e.now);
         }
-        let date = self.dates.get(e.now);
+        let json = matches!(format, AccessLogFormat::Json);
+        let date = self.dates.get(e.now, json);
         match format {
             AccessLogFormat::Json => line.json(&mut self.pending, date),
             _ => line.combined(&mut self.pending, date.clf),
@@ -221,7 +377,7 @@ impl WorkerLog {
     /// pending or the oldest is [`HANDOVER_DELAY`] old (kept for a later turn if the writer's
     /// queue is full).
     pub fn flush(&mut self, now: Instant) {
-        let Some((tx, _)) = &self.logs.access else {
+        let Some(sink) = &self.logs.access else {
             return;
         };
         let Some(since) = self.pending_since else {
@@ -234,10 +390,12 @@ impl WorkerLog {
         }
         // The next lines go to a buffer of the size handed over, so that it is not grown
         // (and copied) line by line.
-        let next = Vec::with_capacity(HANDOVER_BYTES + LINE_ROOM);
-        let chunk = std::mem::replace(&mut self.pending, next);
-        match tx.try_send(LogMsg::Lines(chunk)) {
-            Err(TrySendError::Full(LogMsg::Lines(chunk))) => self.pending = chunk,
+        let chunk = std::mem::replace(&mut self.pending, sink.spare.take());
+        match sink.tx.try_send(LogMsg::Lines(chunk)) {
+            Err(TrySendError::Full(LogMsg::Lines(chunk))) => {
+                sink.spare
+                    .give_back(std::mem::replace(&mut self.pending, chunk));
+            }
             _ => self.pending_since = None,
         }
     }
@@ -298,7 +456,7 @@ impl WorkerLog {
         tracing::warn!(
             "slow request still running: {} {} running {:.3} s (worker {}, conn {conn}, id {}; handler started {:.3} s after params, first byte {})",
             info.method,
-            info.uri,
+            info.target,
             age.as_secs_f64(),
             self.worker,
             entry.id,
@@ -313,10 +471,12 @@ impl WorkerLog {
 impl Drop for WorkerLog {
     /// At the worker's exit: the last lines go to the writer, waiting for room if need be.
     fn drop(&mut self) {
-        if let Some((tx, _)) = &self.logs.access
+        if let Some(sink) = &self.logs.access
             && !self.pending.is_empty()
         {
-            let _ = tx.send(LogMsg::Lines(std::mem::take(&mut self.pending)));
+            let _ = sink
+                .tx
+                .send(LogMsg::Lines(std::mem::take(&mut self.pending)));
         }
     }
 }
@@ -334,7 +494,7 @@ fn slow_line(worker: usize, e: &Ended<'_>, info: &ReqInfo, total: Duration) {
     tracing::warn!(
         "slow request: {} {} took {:.6} s (worker {worker}, conn {}, id {}, status {}): params complete at 0, handler started {}, first response byte {}, last byte {}",
         info.method,
-        info.uri,
+        info.target,
         total.as_secs_f64(),
         e.conn,
         e.entry.id,
@@ -365,10 +525,6 @@ fn value_or_dash(v: Option<&[u8]>) -> &[u8] {
     }
 }
 
-fn path_and_query(uri: &http::Uri) -> &str {
-    uri.path_and_query().map_or("/", |p| p.as_str())
-}
-
 impl Line<'_> {
     /// `REMOTE - - [10/Oct/2000:13:55:36 +0000] "GET /x HTTP/1.1" 200 13 "referer" "agent"
     /// 123 worker=0 conn=5 id=1`: the combined log format, then the request time in
@@ -386,7 +542,7 @@ impl Line<'_> {
         // A method is a token: nothing in it needs escaping.
         out.extend_from_slice(i.method.as_str().as_bytes());
         out.push(b' ');
-        quoted(out, path_and_query(&i.uri).as_bytes());
+        quoted(out, i.target.bytes());
         out.push(b' ');
         out.extend_from_slice(f.protocol.as_bytes());
         out.extend_from_slice(b"\" ");
@@ -425,7 +581,7 @@ impl Line<'_> {
         let _ = write!(out, "\",\"method\":\"");
         json_escaped(out, i.method.as_str().as_bytes());
         out.extend_from_slice(b"\",\"uri\":\"");
-        json_escaped(out, path_and_query(&i.uri).as_bytes());
+        json_escaped(out, i.target.bytes());
         let _ = write!(
             out,
             "\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"",
@@ -459,13 +615,21 @@ const PLAIN: [bool; 256] = {
 };
 
 /// `s` with `"`, `\`, control bytes and bytes over 0x7e escaped (`\"`, `\\`, `\xHH`), so that
-/// a field cannot break its quotes or its line. One pass; runs of plain bytes are copied whole.
+/// a field cannot break its quotes or its line. A field that needs no escape (the usual one) is
+/// checked eight bytes at a time and copied whole.
+#[inline]
 fn quoted(out: &mut Vec<u8>, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     if all_plain(s) {
         out.extend_from_slice(s);
-        return;
+    } else {
+        escaped(out, s);
     }
+}
+
+/// [`quoted`] for a field with bytes to escape: one pass, runs of plain bytes copied whole.
+#[cold]
+fn escaped(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
         if PLAIN[usize::from(b)] {
@@ -511,7 +675,21 @@ fn all_plain(s: &[u8]) -> bool {
             return false;
         }
     }
-    words.remainder().iter().all(|&b| PLAIN[usize::from(b)])
+    // The last bytes: the string's last word when it has one (overlapping bytes already
+    // checked), else the bytes padded with plain ones.
+    let rest = words.remainder();
+    if rest.is_empty() {
+        return true;
+    }
+    let last = match s.len().checked_sub(8) {
+        Some(at) => s.get(at..).and_then(|w| <[u8; 8]>::try_from(w).ok()),
+        None => {
+            let mut padded = [b'a'; 8];
+            padded[..rest.len()].copy_from_slice(rest);
+            Some(padded)
+        }
+    };
+    last.is_some_and(|w| plain_word(u64::from_le_bytes(w)))
 }
 
 /// `s` as the inside of a JSON string (bytes that are not UTF-8 become U+FFFD).
@@ -560,7 +738,8 @@ struct Dated<'a> {
 
 impl DateCache {
     /// The time of `at` (both forms are formatted once a second; nothing is allocated per line).
-    fn get(&mut self, at: Instant) -> Dated<'_> {
+    /// Its milliseconds only `with_millis` (else 0: the combined format has none).
+    fn get(&mut self, at: Instant, with_millis: bool) -> Dated<'_> {
         if let Some((start, end)) = self.span
             && at >= start
             && at < end
@@ -568,7 +747,11 @@ impl DateCache {
             return Dated {
                 clf: &self.clf,
                 iso_second: &self.iso,
-                millis: at.duration_since(start).subsec_millis(),
+                millis: if with_millis {
+                    at.duration_since(start).subsec_millis()
+                } else {
+                    0
+                },
             };
         }
         let base = match self.base {
@@ -672,7 +855,7 @@ mod tests {
         let before = SystemTime::now();
         let now = Instant::now();
         let after = SystemTime::now();
-        let iso = cache.get(now).iso_second.to_owned();
+        let iso = cache.get(now, true).iso_second.to_owned();
         let second = |t| DateCache::default().format(t).iso_second.to_owned();
         assert!([second(before), second(after)].contains(&iso), "{iso}");
     }

@@ -139,7 +139,7 @@ pub(crate) struct ReqEntry {
     pub(super) info: Option<Box<super::oplog::ReqInfo>>,
     /// Its method and URI, for the status page, when it outlived its first poll and no log
     /// keeps them in `info`.
-    pub(super) line: Option<Box<(http::Method, http::Uri)>>,
+    pub(super) line: Option<Box<(http::Method, super::Target)>>,
     /// A HEAD request: the CGI head is sent, body bytes are dropped (RFC 3875 4.3.3: the
     /// script must not send a body for HEAD; HAProxy answers 502 when one comes).
     pub(super) head_only: bool,
@@ -180,9 +180,9 @@ impl ReqEntry {
 
 impl ReqEntry {
     /// Its method and URI, if kept.
-    pub(super) fn request_line(&self) -> Option<(&http::Method, &http::Uri)> {
+    pub(super) fn request_line(&self) -> Option<(&http::Method, &super::Target)> {
         match (&self.info, &self.line) {
-            (Some(i), _) => Some((&i.method, &i.uri)),
+            (Some(i), _) => Some((&i.method, &i.target)),
             (None, Some(l)) => Some((&l.0, &l.1)),
             _ => None,
         }

@@ -138,23 +138,20 @@ impl Core {
         if was_active {
             metrics.end_request(EndStatus::RequestComplete);
         }
-        if let Some(entry) = entry {
+        if let Some(mut entry) = entry {
             self.active.set(self.active.get().saturating_sub(1));
-            let now = self.read_clock();
-            let rk = ReqKey {
-                conn: key,
-                id,
-                serial: entry.serial,
-            };
-            self.last_end.set(Some((rk, now)));
-            if entry.head_sent {
-                metrics
-                    .response
-                    .observe(now.saturating_duration_since(entry.params_done));
-            }
-            if entry.info.is_some()
-                && let Some(log) = self.log.borrow_mut().as_mut()
-            {
+            if entry.info.is_none() {
+                if entry.head_sent {
+                    self.response_ended(entry.params_done);
+                }
+            } else if let Some(log) = self.log.borrow_mut().as_mut() {
+                // The logs state each request's own time: one clock read per request.
+                let now = std::time::Instant::now();
+                if entry.head_sent {
+                    metrics
+                        .response
+                        .observe(now.saturating_duration_since(entry.params_done));
+                }
                 let ended = super::oplog::Ended {
                     entry: &entry,
                     conn: key.token(),
@@ -162,6 +159,9 @@ impl Core {
                 };
                 if log.ended(&ended) {
                     super::oplog::count_drop(&self.stats);
+                }
+                if let Some(info) = entry.info.take() {
+                    log.recycle(info);
                 }
             }
         }

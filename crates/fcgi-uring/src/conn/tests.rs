@@ -465,3 +465,31 @@ fn a_drain_leaves_an_idle_connection_a_moment_to_bring_a_request() {
         "nothing came: closed after the moment"
     );
 }
+
+/// The status page's request line survives the copy that replaces the `Uri`'s reference
+/// counts: a short target from the reused buffer, a long one by reference, none once cleared.
+#[test]
+fn a_noted_request_line_is_kept_short_or_long() {
+    let request = |target: &str| {
+        http::Request::builder()
+            .method(http::Method::PUT)
+            .uri(target)
+            .body(crate::body::RequestBody::empty())
+            .unwrap()
+    };
+    let long = format!("/{}?q=1", "x".repeat(super::oplog::SHORT_TARGET));
+    for target in ["/", "/a/b?c=d", long.as_str()] {
+        let mut line = super::PendingLine::default();
+        line.note(&request(target));
+        let (method, kept) = line.take().expect("a noted line");
+        assert_eq!(
+            (method, kept.to_string()),
+            (http::Method::PUT, target.to_owned())
+        );
+        assert_eq!(kept.bytes(), target.as_bytes());
+        assert!(line.take().is_none(), "taken once");
+        line.note(&request(target));
+        line.clear();
+        assert!(line.take().is_none(), "cleared");
+    }
+}

@@ -9,7 +9,7 @@
 use super::StartError;
 use crate::admin::{AdminServer, Health, LogWriter, Readiness, Sources, WorkerSource};
 use crate::config::Config;
-use crate::conn::{OpLogs, Ping};
+use crate::conn::{AccessSink, OpLogs, Ping};
 use crate::stats::WorkerStats;
 use crate::uring::RingCounters;
 use fcgi_proto::addr::Addr;
@@ -70,9 +70,11 @@ impl Ops {
             ),
             None => None,
         };
-        let access = log_writer
-            .as_ref()
-            .map(|w| (w.sender(), ops.access_log_format));
+        let access = log_writer.as_ref().map(|w| AccessSink {
+            tx: w.sender(),
+            format: ops.access_log_format,
+            spare: w.spare(),
+        });
         let slow = (!ops.slow_log_threshold.is_zero()).then_some(ops.slow_log_threshold);
         let status = bound.is_some();
         let logs = (access.is_some() || slow.is_some() || status).then(|| {

@@ -150,12 +150,7 @@ where
             core.fail(rk);
         }
     }
-    let end = core.ended_at(rk).unwrap_or_else(std::time::Instant::now);
-    core.stats
-        .shared
-        .metrics
-        .handler
-        .observe(end.saturating_duration_since(called));
+    core.handler_ended(called);
 }
 
 /// The ping path's answer: `ping.response` as text/plain, or 503 while the server drains (so
