@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the operator features cost in instructions per request: the server under callgrind, its
-# counters zeroed once it is up, then a fixed load; total instructions / requests served.
+# counters zeroed once it has served a second of warm-up load, then a fixed load; total
+# instructions / requests of that load.
 # Unlike a rate, the count barely moves with other work on the machine.
 #
 # Usage: bench/ops-instructions.sh BASELINE_FCGI_URING [PATH/TO/fcgi-uring]
@@ -58,6 +59,9 @@ measure() {
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.1
     done
+    # The workers set up their rings (megabytes of buffers zeroed) after the port is bound:
+    # one second of load first, so that the count starts after them.
+    "$loadtest" run --addr "127.0.0.1:$port" --duration 1 --warmup 0 --conns 1 /hello >/dev/null 2>&1
     callgrind_control -z "$server_pid" >/dev/null 2>&1
     if [[ "$name" != baseline && "$name" != off ]]; then
         (while true; do curl -s -o /dev/null "http://127.0.0.1:$admin_port/metrics" || true; sleep 1; done) &
@@ -69,7 +73,8 @@ measure() {
         >"$OUT/$name-$shape.load" 2>&1
     cleanup
     local requests instructions
-    requests=$(grep -o ' requests=[0-9]*' "$slog" | head -1 | cut -d= -f2)
+    # The requests of the measured load (the server's own count includes the warm-up).
+    requests=$(awk '$1 == "requests" {print $2; exit}' "$OUT/$name-$shape.load")
     instructions=$(callgrind_annotate "$cg" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}')
     printf '%s\t%s\t%s\t%s\n' "$name" "$shape" "$requests" "$instructions"
 }

@@ -450,7 +450,7 @@ impl Core {
             }
         }
         *self.flushing.borrow_mut() = keys;
-        self.observe_unclocked();
+        self.observe_ended();
         self.stats
             .shared
             .metrics
@@ -525,14 +525,21 @@ impl Core {
         self.unclocked.borrow_mut().response.push(params_done);
     }
 
-    /// Observes the latencies that end now, when their responses are handed to the backend:
-    /// one clock read for all of them.
-    fn observe_unclocked(&self) {
+    /// Observes the latencies that end now, when their responses are handed to the backend,
+    /// and logs the requests that ended: one clock read for all of them.
+    fn observe_ended(&self) {
         let mut unclocked = self.unclocked.borrow_mut();
-        if unclocked.response.is_empty() && unclocked.handler.is_empty() {
+        let mut log = self.log.borrow_mut();
+        let logged = log.as_ref().is_some_and(|l| l.has_ended());
+        if unclocked.response.is_empty() && unclocked.handler.is_empty() && !logged {
             return;
         }
         let now = Instant::now();
+        if let Some(log) = log.as_mut() {
+            for _ in 0..log.write_ended(now) {
+                oplog::count_drop(&self.stats);
+            }
+        }
         let metrics = &self.stats.shared.metrics;
         for start in unclocked.response.drain(..) {
             metrics

@@ -286,13 +286,36 @@ pub(crate) struct WorkerLog {
     /// (boxes, not values: a request entry holds its info boxed).
     #[allow(clippy::vec_box)]
     spare_infos: Vec<Box<ReqInfo>>,
+    /// Requests that ended since the last flush, logged at the flush (one clock read for all).
+    ended: Vec<Ended>,
 }
 
-/// Where a request ended, for its log line.
-pub(crate) struct Ended<'a> {
-    pub entry: &'a ReqEntry,
+/// A request that ended, for its log lines.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub info: Box<ReqInfo>,
     pub conn: u64,
-    pub now: Instant,
+    pub id: u16,
+    /// The HTTP status sent (0: none).
+    pub status: u16,
+    pub bytes: u64,
+    /// When its params were complete.
+    pub start: Instant,
+}
+
+impl Ended {
+    /// What the logs say of `entry`, which ended on connection `conn` (`None` unless a log is
+    /// on).
+    pub fn of(entry: &mut ReqEntry, conn: u64) -> Option<Ended> {
+        Some(Ended {
+            info: entry.info.take()?,
+            conn,
+            id: entry.id,
+            status: entry.status,
+            bytes: entry.body_bytes,
+            start: entry.params_done,
+        })
+    }
 }
 
 impl WorkerLog {
@@ -305,7 +328,31 @@ impl WorkerLog {
             dates: DateCache::default(),
             pending_since: None,
             spare_infos: Vec::new(),
+            ended: Vec::new(),
         }
+    }
+
+    /// Logs `e` at the next [`WorkerLog::write_ended`].
+    pub fn end(&mut self, e: Ended) {
+        self.ended.push(e);
+    }
+
+    /// Whether requests ended since the last [`WorkerLog::write_ended`].
+    pub fn has_ended(&self) -> bool {
+        !self.ended.is_empty()
+    }
+
+    /// Logs the requests that ended, as of `now` (when their answers go to the kernel).
+    /// Returns how many access-log lines were dropped.
+    pub fn write_ended(&mut self, now: Instant) -> u64 {
+        let mut ended = std::mem::take(&mut self.ended);
+        let mut dropped = 0;
+        for e in ended.drain(..) {
+            dropped += u64::from(self.ended_one(&e, now));
+            self.recycle(e.info);
+        }
+        self.ended = ended;
+        dropped
     }
 
     /// What the logs keep of `req`, in a box an ended request left (a fresh one if none is
@@ -334,15 +381,13 @@ impl WorkerLog {
 
     /// Logs the end of a request: its access-log line, and a slow-log line if it was slow.
     /// Returns whether an access-log line was dropped.
-    pub fn ended(&mut self, e: &Ended<'_>) -> bool {
-        let Some(info) = &e.entry.info else {
-            return false;
-        };
-        let total = e.now.saturating_duration_since(e.entry.params_done);
+    fn ended_one(&mut self, e: &Ended, now: Instant) -> bool {
+        let info = &e.info;
+        let total = now.saturating_duration_since(e.start);
         if let Some(threshold) = self.logs.slow
             && total >= threshold
         {
-            slow_line(self.worker, e, info, total);
+            slow_line(self.worker, e, now, total);
         }
         let (Some(AccessSink { format, .. }), Some(fields)) = (&self.logs.access, &info.access)
         else {
@@ -354,18 +399,18 @@ impl WorkerLog {
         let line = Line {
             worker: self.worker,
             conn: e.conn,
-            id: e.entry.id,
-            status: e.entry.status,
-            bytes: e.entry.body_bytes,
+            id: e.id,
+            status: e.status,
+            bytes: e.bytes,
             micros: total.as_micros() as u64,
             info,
             fields,
         };
         if self.pending_since.is_none() {
-            self.pending_since = Some(e.now);
+            self.pending_since = Some(now);
         }
         let json = matches!(format, AccessLogFormat::Json);
-        let date = self.dates.get(e.now, json);
+        let date = self.dates.get(now, json);
         match format {
             AccessLogFormat::Json => line.json(&mut self.pending, date),
             _ => line.combined(&mut self.pending, date.clf),
@@ -471,6 +516,7 @@ impl WorkerLog {
 impl Drop for WorkerLog {
     /// At the worker's exit: the last lines go to the writer, waiting for room if need be.
     fn drop(&mut self) {
+        self.write_ended(Instant::now());
         if let Some(sink) = &self.logs.access
             && !self.pending.is_empty()
         {
@@ -489,19 +535,19 @@ fn since(t: Option<Instant>, start: Instant) -> String {
     )
 }
 
-fn slow_line(worker: usize, e: &Ended<'_>, info: &ReqInfo, total: Duration) {
-    let start = e.entry.params_done;
+fn slow_line(worker: usize, e: &Ended, now: Instant, total: Duration) {
+    let (info, start) = (&e.info, e.start);
     tracing::warn!(
         "slow request: {} {} took {:.6} s (worker {worker}, conn {}, id {}, status {}): params complete at 0, handler started {}, first response byte {}, last byte {}",
         info.method,
         info.target,
         total.as_secs_f64(),
         e.conn,
-        e.entry.id,
-        e.entry.status,
+        e.id,
+        e.status,
         since(Some(info.handler_started), start),
         since(info.first_byte, start),
-        since(Some(e.now), start),
+        since(Some(now), start),
     );
 }
 

@@ -140,29 +140,13 @@ impl Core {
         }
         if let Some(mut entry) = entry {
             self.active.set(self.active.get().saturating_sub(1));
-            if entry.info.is_none() {
-                if entry.head_sent {
-                    self.response_ended(entry.params_done);
-                }
-            } else if let Some(log) = self.log.borrow_mut().as_mut() {
-                // The logs state each request's own time: one clock read per request.
-                let now = std::time::Instant::now();
-                if entry.head_sent {
-                    metrics
-                        .response
-                        .observe(now.saturating_duration_since(entry.params_done));
-                }
-                let ended = super::oplog::Ended {
-                    entry: &entry,
-                    conn: key.token(),
-                    now,
-                };
-                if log.ended(&ended) {
-                    super::oplog::count_drop(&self.stats);
-                }
-                if let Some(info) = entry.info.take() {
-                    log.recycle(info);
-                }
+            if entry.head_sent {
+                self.response_ended(entry.params_done);
+            }
+            if let Some(ended) = super::oplog::Ended::of(&mut entry, key.token())
+                && let Some(log) = self.log.borrow_mut().as_mut()
+            {
+                log.end(ended);
             }
         }
         self.mark_dirty(key, conn);
