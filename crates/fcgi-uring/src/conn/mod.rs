@@ -418,6 +418,8 @@ impl Core {
     /// Acts on every connection that changed: hands output to `io`, arms or cancels receives,
     /// shuts down, closes (dropping the connection), and schedules the next deadline.
     pub fn flush(&self, io: &mut impl Io) {
+        // Before the sends: a peer that has its answer finds its request counted and logged.
+        self.observe_ended();
         let mut keys = std::mem::take(&mut *self.flushing.borrow_mut());
         std::mem::swap(&mut keys, &mut *self.dirty.borrow_mut());
         let mut conns = self.conns.borrow_mut();
@@ -450,7 +452,6 @@ impl Core {
             }
         }
         *self.flushing.borrow_mut() = keys;
-        self.observe_ended();
         self.stats
             .shared
             .metrics
@@ -525,8 +526,8 @@ impl Core {
         self.unclocked.borrow_mut().response.push(params_done);
     }
 
-    /// Observes the latencies that end now, when their responses are handed to the backend,
-    /// and logs the requests that ended: one clock read for all of them.
+    /// Observes the latencies that end now, as their responses are about to be handed to the
+    /// backend, and logs the requests that ended: one clock read for all of them.
     fn observe_ended(&self) {
         let mut unclocked = self.unclocked.borrow_mut();
         let mut log = self.log.borrow_mut();
