@@ -70,7 +70,10 @@ fn nginx_stock_fastcgi_params() {
     assert_eq!(t.remote_addr(), Some("203.0.113.7".parse().unwrap()));
     assert_eq!(t.remote_port(), Some(50412));
     assert_eq!(t.server_name(), Some("example.com"));
-    assert_eq!(req.extensions().get::<Role>(), Some(&Role::Responder));
+    assert_eq!(t.role(), Role::Responder);
+    // The role is no extension of its own: TrustedParams is the only one.
+    assert_eq!(req.extensions().get::<Role>(), None);
+    assert_eq!(req.extensions().len(), 1);
 }
 
 /// Apache mod_proxy_fcgi: client headers first, then the CGI variables; REQUEST_URI may come
@@ -421,7 +424,7 @@ fn values_are_not_copied() {
     assert_eq!(req.headers()["user-agent"].as_bytes().as_ptr(), ua.as_ptr());
     let uri = p.get(b"REQUEST_URI").unwrap();
     assert_eq!(req.uri().path().as_ptr(), uri.as_ptr());
-    assert_eq!(req.extensions().get::<Role>(), Some(&Role::Authorizer));
+    assert_eq!(trusted(&req).role(), Role::Authorizer);
 }
 
 #[test]
