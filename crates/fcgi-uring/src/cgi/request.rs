@@ -72,6 +72,17 @@ pub fn build_request<B>(
     role: Role,
     body: B,
 ) -> Result<http::Request<B>, RequestError> {
+    build_request_in(params, role, body, HeaderMap::new())
+}
+
+/// Like [`build_request`], with the headers added to `headers`, an empty map whose
+/// allocation is reused (the worker keeps the maps of answered responses for this).
+pub fn build_request_in<B>(
+    params: Params,
+    role: Role,
+    body: B,
+    headers: HeaderMap,
+) -> Result<http::Request<B>, RequestError> {
     let mut known = Known::default();
     known.scan(&params);
     let method = match known.method {
@@ -85,7 +96,8 @@ pub fn build_request<B>(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    // Filled in place: no map is moved in, and none replaced.
+    // Filled in place: the map is moved in empty, and the one it replaces never allocated.
+    *request.headers_mut() = headers;
     add_headers(&params, &known, request.headers_mut());
     let log = known.log;
     request
@@ -292,7 +304,7 @@ fn escape(target: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Adds to the empty `headers` those from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values
+/// Adds to the empty `headers` (which may have room already) those from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values
 /// are zero-copy slices of the params buffer.
 fn add_headers(params: &Params, known: &Known<'_>, headers: &mut HeaderMap) {
     let content_type = known.content_type.filter(|v| !v.is_empty());
