@@ -265,23 +265,51 @@ fn uri_from_target(target: Bytes) -> Result<Uri, RequestError> {
 
 /// Bytes escaped in the path: C0 controls, space, `"`, `#`, `<`, `>`, `` ` ``, `{`, `}`, DEL and
 /// non-ASCII (the WHATWG path percent-encode set, plus DEL and non-ASCII).
-fn escape_in_path(b: u8) -> bool {
+const fn escape_in_path(b: u8) -> bool {
     matches!(b, 0..=0x20 | b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}' | 0x7F..=0xFF)
 }
 
 /// Bytes escaped in the query: the WHATWG query percent-encode set, plus DEL and non-ASCII.
-fn escape_in_query(b: u8) -> bool {
+const fn escape_in_query(b: u8) -> bool {
     matches!(b, 0..=0x20 | b'"' | b'#' | b'<' | b'>' | 0x7F..=0xFF)
 }
 
-fn needs_escape(target: &[u8]) -> bool {
-    match target.iter().position(|&b| b == b'?') {
-        Some(q) => {
-            target[..q].iter().any(|&b| escape_in_path(b))
-                || target[q + 1..].iter().any(|&b| escape_in_query(b))
+/// Per byte: [`ESCAPED_IN_PATH`], [`ESCAPED_IN_QUERY`] and [`QUESTION_MARK`] bits, so that a
+/// clean target is checked with one table load and one test per byte.
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        if escape_in_path(byte) {
+            table[b] |= ESCAPED_IN_PATH;
         }
-        None => target.iter().any(|&b| escape_in_path(b)),
+        if escape_in_query(byte) {
+            table[b] |= ESCAPED_IN_QUERY;
+        }
+        b += 1;
     }
+    table[b'?' as usize] |= QUESTION_MARK;
+    table
+};
+const ESCAPED_IN_PATH: u8 = 1;
+const ESCAPED_IN_QUERY: u8 = 2;
+const QUESTION_MARK: u8 = 4;
+
+fn needs_escape(target: &[u8]) -> bool {
+    // The bits that stop the scan: escaped bytes where it is, and `?` while in the path.
+    let mut stop = ESCAPED_IN_PATH | QUESTION_MARK;
+    for &b in target {
+        let class = BYTE_CLASS[usize::from(b)];
+        if class & stop != 0 {
+            if b != b'?' {
+                return true;
+            }
+            // The first `?` (escaped nowhere) starts the query.
+            stop = ESCAPED_IN_QUERY;
+        }
+    }
+    false
 }
 
 fn escape(target: &[u8]) -> Vec<u8> {

@@ -652,3 +652,34 @@ fn the_access_log_params_found_while_building_match_a_search() {
         (None, None, None)
     );
 }
+
+/// The byte table gives the sets of `escape_in_path` and `escape_in_query`: each byte in the
+/// path, in the query, and after a second `?` (still the query).
+#[test]
+fn escape_check_follows_the_path_and_query_sets() {
+    for b in 0..=255u8 {
+        assert_eq!(
+            needs_escape(&[b'/', b]),
+            escape_in_path(b),
+            "path byte {b:#x}"
+        );
+        assert_eq!(
+            needs_escape(&[b'/', b'?', b]),
+            escape_in_query(b),
+            "query byte {b:#x}"
+        );
+        assert_eq!(
+            needs_escape(&[b'/', b'?', b'?', b]),
+            escape_in_query(b),
+            "{b:#x} after ??"
+        );
+        assert_eq!(
+            needs_escape(&[b, b'?']),
+            escape_in_path(b),
+            "{b:#x} before ?"
+        );
+    }
+    assert!(!needs_escape(b""));
+    assert!(!needs_escape(b"/a/b?c=d&e={f}"));
+    assert!(needs_escape(b"/a{b}?c"));
+}
