@@ -195,7 +195,10 @@ fn ping_response(ping: &Ping) -> http::Response<http_body_util::Full<Bytes>> {
     r
 }
 
-/// Streams the response (see [`send`]), then keeps its header map for a later request.
+/// Streams the response: CGI head and first body bytes in one record, then each frame as it
+/// comes, pausing while the connection's output backlog is over its limit. A response that
+/// may carry no body (HEAD, 204, 304, a 1xx turned into 500) is its head alone. Its header map
+/// is kept for a later request.
 async fn respond<B>(
     core: &Core,
     maps: &HeaderMaps,
@@ -207,24 +210,7 @@ async fn respond<B>(
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = response.into_parts();
-    std::pin::pin!(send(core, rk, head_request, &mut parts, body)).await;
-    maps.put(std::mem::take(&mut parts.headers));
-}
-
-/// Sends the response: CGI head and first body bytes in one record, then each frame as it
-/// comes, pausing while the connection's output backlog is over its limit. A response that
-/// may carry no body (HEAD, 204, 304, a 1xx turned into 500) is its head alone.
-async fn send<B>(
-    core: &Core,
-    rk: ReqKey,
-    head_request: bool,
-    parts: &mut http::response::Parts,
-    body: B,
-) where
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    let replaced = cgi::response::replace_informational(parts);
+    let replaced = cgi::response::replace_informational(&mut parts);
     if let Some(status) = replaced {
         tracing::error!(
             "handler answered {status} as a final status (request id {}): answered 500",
@@ -232,50 +218,52 @@ async fn send<B>(
         );
     }
     let ended = replaced.is_some() || body.is_end_stream();
-    let framing = cgi::response::frame(parts, head_request, ended, body.size_hint().exact());
-    let parts = &*parts;
-    if replaced.is_some() || !framing.send_body {
-        let head = Head::Response(parts, framing.content_length);
-        core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
-        return;
-    }
-    // Encoded into the connection's output with the first body bytes.
-    let mut head = Some(Head::Response(parts, framing.content_length));
-    let mut body = std::pin::pin!(body);
-    // A body that says it has ended is not polled again (nor is room waited for): its end
-    // costs no lookup of the request.
-    while !body.is_end_stream() {
-        poll_fn(|cx| core.poll_writable(rk, cx)).await;
-        let frame = poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
-        match frame {
-            Some(Ok(frame)) => {
-                let Ok(mut data) = frame.into_data() else {
-                    continue; // trailers have no place in a CGI response
-                };
-                if !data.has_remaining() {
-                    continue;
-                }
-                // The last bytes end the request in the same lookup of it.
-                let last = body.is_end_stream();
-                if !core.write_stdout(rk, head.take(), &mut data, last) || last {
-                    return;
-                }
-            }
-            Some(Err(e)) => {
-                let e: BoxError = e.into();
-                tracing::error!("response body error (request id {}): {e}", rk.id);
-                core.fail(rk);
-                return;
-            }
-            None => break,
-        }
-    }
-    match head {
-        Some(head) => {
+    let framing = cgi::response::frame(&mut parts, head_request, ended, body.size_hint().exact());
+    'send: {
+        if replaced.is_some() || !framing.send_body {
+            let head = Head::Response(&parts, framing.content_length);
             core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
+            break 'send;
         }
-        None => core.finish(rk, 0),
+        // Encoded into the connection's output with the first body bytes.
+        let mut head = Some(Head::Response(&parts, framing.content_length));
+        let mut body = std::pin::pin!(body);
+        // A body that says it has ended is not polled again (nor is room waited for): its end
+        // costs no lookup of the request.
+        while !body.is_end_stream() {
+            poll_fn(|cx| core.poll_writable(rk, cx)).await;
+            let frame = poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(mut data) = frame.into_data() else {
+                        continue; // trailers have no place in a CGI response
+                    };
+                    if !data.has_remaining() {
+                        continue;
+                    }
+                    // The last bytes end the request in the same lookup of it.
+                    let last = body.is_end_stream();
+                    if !core.write_stdout(rk, head.take(), &mut data, last) || last {
+                        break 'send;
+                    }
+                }
+                Some(Err(e)) => {
+                    let e: BoxError = e.into();
+                    tracing::error!("response body error (request id {}): {e}", rk.id);
+                    core.fail(rk);
+                    break 'send;
+                }
+                None => break,
+            }
+        }
+        match head {
+            Some(head) => {
+                core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
+            }
+            None => core.finish(rk, 0),
+        }
     }
+    maps.put(parts.headers);
 }
 
 /// Most idle handler slots kept per worker.
