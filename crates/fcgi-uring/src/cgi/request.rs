@@ -67,6 +67,7 @@ impl std::error::Error for RequestError {}
 /// Builds the request: method from REQUEST_METHOD; URI from REQUEST_URI, else SCRIPT_NAME +
 /// PATH_INFO + QUERY_STRING; headers from `HTTP_*` (plus CONTENT_TYPE and CONTENT_LENGTH);
 /// extension: [`super::TrustedParams`], with the [`Role`]. See the module docs for the policies.
+#[cfg(any(test, feature = "bench-internals"))]
 pub fn build_request<B>(
     params: Params,
     role: Role,

@@ -272,8 +272,9 @@ const MAX_IDLE_SLOTS: usize = 64;
 /// Most emptied header maps kept per worker.
 const MAX_IDLE_HEADER_MAPS: usize = 16;
 
-/// Largest header map kept (in headers it holds without growing): what a browser's request
-/// needs, so that a handler's unusually large response does not stay allocated.
+/// Largest header map kept (in headers it holds without growing, and in values it held): what a
+/// browser's request needs, so that a handler's unusually large response does not stay
+/// allocated.
 const MAX_KEPT_HEADER_CAPACITY: usize = 24;
 
 /// Emptied header maps, reused for the headers of later requests: a new `HeaderMap`
@@ -291,11 +292,10 @@ impl HeaderMaps {
     /// Keeps `map`, emptied, unless it never allocated, is large, or enough are kept.
     fn put(&self, mut map: HeaderMap) {
         let capacity = map.capacity();
+        // `len` counts the values of repeated names too, which `capacity` does not.
+        let large = capacity > MAX_KEPT_HEADER_CAPACITY || map.len() > MAX_KEPT_HEADER_CAPACITY;
         let mut maps = self.0.borrow_mut();
-        if capacity == 0
-            || capacity > MAX_KEPT_HEADER_CAPACITY
-            || maps.len() >= MAX_IDLE_HEADER_MAPS
-        {
+        if capacity == 0 || large || maps.len() >= MAX_IDLE_HEADER_MAPS {
             return;
         }
         map.clear();
@@ -471,6 +471,13 @@ mod tests {
         let maps = HeaderMaps::default();
         maps.put(HeaderMap::new());
         maps.put(map_with(MAX_KEPT_HEADER_CAPACITY + 1));
+        // Few names, many values: the values of a repeated name are held apart.
+        let mut cookies = map_with(1);
+        for _ in 0..MAX_KEPT_HEADER_CAPACITY {
+            cookies.append(http::header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        }
+        assert!(cookies.capacity() <= MAX_KEPT_HEADER_CAPACITY);
+        maps.put(cookies);
         assert_eq!(maps.0.borrow().len(), 0);
         for _ in 0..MAX_IDLE_HEADER_MAPS + 3 {
             maps.put(map_with(2));
