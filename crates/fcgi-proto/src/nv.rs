@@ -188,14 +188,22 @@ impl NvDecoder {
             && within(limits.max_pairs, params.pair_count(), len / 2)
             && len <= limits.max_name_len
             && len <= limits.max_value_len;
-        let used = params.append_pairs(input, |rest, pairs, bytes| {
-            let pair = WholePair::read(rest)?;
-            (unchecked || self.admits(&pair, pairs, bytes)).then_some((
-                pair.prefix_len,
-                widen(pair.name_len),
-                widen(pair.value_len),
-            ))
-        });
+        // Two loops, so that the common one has no limit check in it at all.
+        let used = if unchecked {
+            params.append_pairs(input, |rest, _, _| {
+                let pair = WholePair::read(rest)?;
+                Some((pair.prefix_len, widen(pair.name_len), widen(pair.value_len)))
+            })
+        } else {
+            params.append_pairs(input, |rest, pairs, bytes| {
+                let pair = WholePair::read(rest)?;
+                self.admits(&pair, pairs, bytes).then_some((
+                    pair.prefix_len,
+                    widen(pair.name_len),
+                    widen(pair.value_len),
+                ))
+            })
+        };
         *input = input.get(used..).unwrap_or_default();
     }
 
@@ -309,6 +317,15 @@ struct WholePair {
 impl WholePair {
     /// Reads the pair at the front of `input` if it is whole there.
     fn read(input: &[u8]) -> Option<WholePair> {
+        // Most pairs have two one-byte prefixes (names and values under 128 bytes).
+        if let [name_len @ 0..=0x7F, value_len @ 0..=0x7F, rest @ ..] = input {
+            let data_len = usize::from(*name_len) + usize::from(*value_len);
+            return (data_len <= rest.len()).then_some(WholePair {
+                prefix_len: 2,
+                name_len: u32::from(*name_len),
+                value_len: u32::from(*value_len),
+            });
+        }
         let (name_len, rest) = read_len(input)?;
         let (value_len, rest) = read_len(rest)?;
         let data_len = widen(name_len).saturating_add(widen(value_len));

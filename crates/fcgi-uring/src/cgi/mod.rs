@@ -11,6 +11,7 @@ pub mod request;
 pub mod response;
 pub mod trusted;
 
+#[cfg(feature = "bench-internals")]
 pub use request::build_request;
 pub use response::{encode_head, encode_status_only};
 pub(crate) use trusted::LogParams;

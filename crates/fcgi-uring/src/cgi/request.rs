@@ -30,7 +30,8 @@
 //! - **Trust**: `HTTP_PROXY` (from a client's `Proxy:` header) is an ordinary `proxy` header;
 //!   trusted values are only reachable through the [`TrustedParams`] extension, which refuses
 //!   every `HTTP_*` name.
-//! - **Extensions**: [`TrustedParams`] and the FastCGI [`Role`].
+//! - **Extensions**: one, [`TrustedParams`], which also holds the FastCGI [`Role`] (one
+//!   extension costs `http` three allocations, each more one).
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
@@ -65,11 +66,23 @@ impl std::error::Error for RequestError {}
 
 /// Builds the request: method from REQUEST_METHOD; URI from REQUEST_URI, else SCRIPT_NAME +
 /// PATH_INFO + QUERY_STRING; headers from `HTTP_*` (plus CONTENT_TYPE and CONTENT_LENGTH);
-/// extensions: [`super::TrustedParams`] and the [`Role`]. See the module docs for the policies.
+/// extension: [`super::TrustedParams`], with the [`Role`]. See the module docs for the policies.
+#[cfg(any(test, feature = "bench-internals"))]
 pub fn build_request<B>(
     params: Params,
     role: Role,
     body: B,
+) -> Result<http::Request<B>, RequestError> {
+    build_request_in(params, role, body, HeaderMap::new())
+}
+
+/// Like [`build_request`], with the headers added to `headers`, an empty map whose
+/// allocation is reused (the worker keeps the maps of answered responses for this).
+pub fn build_request_in<B>(
+    params: Params,
+    role: Role,
+    body: B,
+    headers: HeaderMap,
 ) -> Result<http::Request<B>, RequestError> {
     let mut known = Known::default();
     known.scan(&params);
@@ -84,12 +97,13 @@ pub fn build_request<B>(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    // Filled in place: no map is moved in, and none replaced.
+    // Filled in place: the map is moved in empty, and the one it replaces never allocated.
+    *request.headers_mut() = headers;
     add_headers(&params, &known, request.headers_mut());
-    let extensions = request.extensions_mut();
     let log = known.log;
-    extensions.insert(TrustedParams::with_log_params(params, log));
-    extensions.insert(role);
+    request
+        .extensions_mut()
+        .insert(TrustedParams::with_log_params(params, role, log));
     Ok(request)
 }
 
@@ -252,23 +266,51 @@ fn uri_from_target(target: Bytes) -> Result<Uri, RequestError> {
 
 /// Bytes escaped in the path: C0 controls, space, `"`, `#`, `<`, `>`, `` ` ``, `{`, `}`, DEL and
 /// non-ASCII (the WHATWG path percent-encode set, plus DEL and non-ASCII).
-fn escape_in_path(b: u8) -> bool {
+const fn escape_in_path(b: u8) -> bool {
     matches!(b, 0..=0x20 | b'"' | b'#' | b'<' | b'>' | b'`' | b'{' | b'}' | 0x7F..=0xFF)
 }
 
 /// Bytes escaped in the query: the WHATWG query percent-encode set, plus DEL and non-ASCII.
-fn escape_in_query(b: u8) -> bool {
+const fn escape_in_query(b: u8) -> bool {
     matches!(b, 0..=0x20 | b'"' | b'#' | b'<' | b'>' | 0x7F..=0xFF)
 }
 
-fn needs_escape(target: &[u8]) -> bool {
-    match target.iter().position(|&b| b == b'?') {
-        Some(q) => {
-            target[..q].iter().any(|&b| escape_in_path(b))
-                || target[q + 1..].iter().any(|&b| escape_in_query(b))
+/// Per byte: [`ESCAPED_IN_PATH`], [`ESCAPED_IN_QUERY`] and [`QUESTION_MARK`] bits, so that a
+/// clean target is checked with one table load and one test per byte.
+const BYTE_CLASS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        if escape_in_path(byte) {
+            table[b] |= ESCAPED_IN_PATH;
         }
-        None => target.iter().any(|&b| escape_in_path(b)),
+        if escape_in_query(byte) {
+            table[b] |= ESCAPED_IN_QUERY;
+        }
+        b += 1;
     }
+    table[b'?' as usize] |= QUESTION_MARK;
+    table
+};
+const ESCAPED_IN_PATH: u8 = 1;
+const ESCAPED_IN_QUERY: u8 = 2;
+const QUESTION_MARK: u8 = 4;
+
+fn needs_escape(target: &[u8]) -> bool {
+    // The bits that stop the scan: escaped bytes where it is, and `?` while in the path.
+    let mut stop = ESCAPED_IN_PATH | QUESTION_MARK;
+    for &b in target {
+        let class = BYTE_CLASS[usize::from(b)];
+        if class & stop != 0 {
+            if b != b'?' {
+                return true;
+            }
+            // The first `?` (escaped nowhere) starts the query.
+            stop = ESCAPED_IN_QUERY;
+        }
+    }
+    false
 }
 
 fn escape(target: &[u8]) -> Vec<u8> {
@@ -291,7 +333,7 @@ fn escape(target: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Adds to the empty `headers` those from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values
+/// Adds to the empty `headers` (which may have room already) those from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values
 /// are zero-copy slices of the params buffer.
 fn add_headers(params: &Params, known: &Known<'_>, headers: &mut HeaderMap) {
     let content_type = known.content_type.filter(|v| !v.is_empty());

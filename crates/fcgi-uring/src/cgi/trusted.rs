@@ -1,4 +1,4 @@
-//! The params the proxy vouches for, apart from client headers.
+//! The params the proxy vouches for, apart from client headers, and the request's FastCGI role.
 //!
 //! Guarantees: no accessor returns the value of a param whose name starts with `HTTP_` (in any
 //! letter case: `http_proxy` is refused too), so a client header such as `Proxy:` (`HTTP_PROXY`)
@@ -8,14 +8,19 @@
 use bytes::Bytes;
 use std::net::IpAddr;
 
-use fcgi_proto::Params;
+use fcgi_proto::{Params, Role};
 
 /// The request's non-`HTTP_*` params (REMOTE_ADDR, HTTPS, SERVER_NAME, SSL_*...), set by the
-/// proxy itself. A client header can never appear here: `HTTP_*` names are refused by every
-/// accessor (so `HTTP_PROXY`, from a client's `Proxy:` header, is never trusted).
+/// proxy itself, and its FastCGI [`Role`] (from BEGIN_REQUEST). A client header can never
+/// appear here: `HTTP_*` names are refused by every accessor (so `HTTP_PROXY`, from a client's
+/// `Proxy:` header, is never trusted).
+///
+/// It is the one extension the runtime adds to every request:
+/// `req.extensions().get::<TrustedParams>()`.
 #[derive(Debug, Clone)]
 pub struct TrustedParams {
     params: Params,
+    role: Role,
     /// Where the params the access log reads are, when the request builder noted them in its
     /// pass over the params (`None`: made by [`TrustedParams::new`], looked up on demand).
     log: Option<LogParams>,
@@ -38,16 +43,33 @@ fn is_client_header(name: &[u8]) -> bool {
 }
 
 impl TrustedParams {
+    /// The params of a RESPONDER request (see [`TrustedParams::with_role`]).
     pub fn new(params: Params) -> TrustedParams {
-        TrustedParams { params, log: None }
+        TrustedParams {
+            params,
+            role: Role::Responder,
+            log: None,
+        }
+    }
+
+    /// The same params for a request of `role`.
+    pub fn with_role(self, role: Role) -> TrustedParams {
+        TrustedParams { role, ..self }
     }
 
     /// With the positions of what the access log reads already found.
-    pub(crate) fn with_log_params(params: Params, log: LogParams) -> TrustedParams {
+    pub(crate) fn with_log_params(params: Params, role: Role, log: LogParams) -> TrustedParams {
         TrustedParams {
             params,
+            role,
             log: Some(log),
         }
+    }
+
+    /// The request's FastCGI role (spec 6): [`Role::Responder`] for what proxies send,
+    /// [`Role::Authorizer`] or [`Role::Filter`] otherwise.
+    pub fn role(&self) -> Role {
+        self.role
     }
 
     /// The params, and where the access log's are (for the access log only: a clone of the
@@ -277,6 +299,8 @@ mod tests {
         assert_eq!(t.document_root(), Some("/srv"));
         assert_eq!(t.query_string(), Some("x=1"));
         assert_eq!(t.get_bytes("DOCUMENT_ROOT").unwrap(), "/srv");
+        assert_eq!(t.role(), Role::Responder);
+        assert_eq!(t.with_role(Role::Filter).role(), Role::Filter);
     }
 
     #[test]

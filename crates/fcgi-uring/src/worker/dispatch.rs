@@ -5,6 +5,10 @@
 //! ready) is answered inline, with no task spawned; otherwise its slot moves into a local task
 //! on this core, and returns to the pool when the task ends or is aborted. Panics are caught:
 //! that request gets a 500 (or is cut short if its head was sent), the worker goes on.
+//!
+//! The header map of each response, once its head is encoded, is emptied and kept for the
+//! headers of a later request, so that in the steady state a request allocates nothing for its
+//! `HeaderMap`.
 
 use crate::body::{FilterData, RequestBody};
 use crate::cgi;
@@ -12,6 +16,7 @@ use crate::conn::{Core, Head, Ping, ReqKey, Staged};
 use crate::service::BoxError;
 use crate::service::HttpService;
 use bytes::{Buf, Bytes};
+use http::HeaderMap;
 use http_body::Body;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -27,6 +32,8 @@ pub(crate) struct Dispatcher<S> {
     /// Idle handler slots, reused so that a request costs no allocation for its handler's
     /// future (a few KiB with the handler's own state).
     slots: SlotPool,
+    /// Emptied header maps of answered responses, for the next requests' headers.
+    header_maps: Rc<HeaderMaps>,
 }
 
 impl<S> Dispatcher<S>
@@ -38,6 +45,7 @@ where
             core,
             service,
             slots: Rc::default(),
+            header_maps: Rc::default(),
         }
     }
 
@@ -67,10 +75,11 @@ where
     fn new_slot(&self) -> Pin<Box<dyn HandlerSlot>> {
         let core = self.core.clone();
         let service = self.service.clone();
+        let maps = self.header_maps.clone();
         Box::pin(Slot {
             start: move |incoming: Incoming| CatchUnwind {
                 on_panic: Some((core.clone(), incoming.staged.rk)),
-                inner: run(core.clone(), service.clone(), incoming),
+                inner: run(core.clone(), service.clone(), maps.clone(), incoming),
             },
             running: None,
         })
@@ -90,13 +99,14 @@ struct Incoming {
 ///
 /// The request is built here rather than by the dispatcher so that it is moved as little as
 /// possible (it is a few hundred bytes) on its way to the handler.
-async fn run<S>(core: Rc<Core>, service: Rc<RefCell<S>>, incoming: Incoming)
+async fn run<S>(core: Rc<Core>, service: Rc<RefCell<S>>, maps: Rc<HeaderMaps>, incoming: Incoming)
 where
     S: HttpService,
 {
     let Incoming { staged, body, data } = incoming;
     let Staged { rk, role, params } = staged;
-    let mut request = match cgi::build_request(params, role, body) {
+    let headers = maps.take();
+    let mut request = match cgi::request::build_request_in(params, role, body, headers) {
         Ok(request) => request,
         Err(e) => {
             core.stats.hit(
@@ -125,7 +135,8 @@ where
         && request.uri().path() == ping.path
     {
         core.stats.count(crate::stats::Counter::Pings);
-        std::pin::pin!(respond(&core, rk, head_request, ping_response(ping))).await;
+        let response = ping_response(ping);
+        std::pin::pin!(respond(&core, &maps, rk, head_request, response)).await;
         return;
     }
     let ready = poll_fn(|cx| service.borrow_mut().poll_ready(cx)).await;
@@ -143,7 +154,7 @@ where
         Err(e) => Err(e),
     };
     match result {
-        Ok(response) => std::pin::pin!(respond(&core, rk, head_request, response)).await,
+        Ok(response) => std::pin::pin!(respond(&core, &maps, rk, head_request, response)).await,
         Err(e) => {
             let e: BoxError = e.into();
             tracing::error!("handler error (request id {}): {e}", rk.id);
@@ -181,9 +192,15 @@ fn ping_response(ping: &Ping) -> http::Response<http_body_util::Full<Bytes>> {
 
 /// Streams the response: CGI head and first body bytes in one record, then each frame as it
 /// comes, pausing while the connection's output backlog is over its limit. A response that
-/// may carry no body (HEAD, 204, 304, a 1xx turned into 500) is its head alone.
-async fn respond<B>(core: &Core, rk: ReqKey, head_request: bool, response: http::Response<B>)
-where
+/// may carry no body (HEAD, 204, 304, a 1xx turned into 500) is its head alone. Its header map
+/// is kept for a later request.
+async fn respond<B>(
+    core: &Core,
+    maps: &HeaderMaps,
+    rk: ReqKey,
+    head_request: bool,
+    response: http::Response<B>,
+) where
     B: Body,
     B::Error: Into<BoxError>,
 {
@@ -197,52 +214,89 @@ where
     }
     let ended = replaced.is_some() || body.is_end_stream();
     let framing = cgi::response::frame(&mut parts, head_request, ended, body.size_hint().exact());
-    if replaced.is_some() || !framing.send_body {
-        let head = Head::Response(&parts, framing.content_length);
-        core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
-        return;
-    }
-    // Encoded into the connection's output with the first body bytes.
-    let mut head = Some(Head::Response(&parts, framing.content_length));
-    let mut body = std::pin::pin!(body);
-    // A body that says it has ended is not polled again (nor is room waited for): its end
-    // costs no lookup of the request.
-    while !body.is_end_stream() {
-        poll_fn(|cx| core.poll_writable(rk, cx)).await;
-        let frame = poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
-        match frame {
-            Some(Ok(frame)) => {
-                let Ok(mut data) = frame.into_data() else {
-                    continue; // trailers have no place in a CGI response
-                };
-                if !data.has_remaining() {
-                    continue;
-                }
-                // The last bytes end the request in the same lookup of it.
-                let last = body.is_end_stream();
-                if !core.write_stdout(rk, head.take(), &mut data, last) || last {
-                    return;
-                }
-            }
-            Some(Err(e)) => {
-                let e: BoxError = e.into();
-                tracing::error!("response body error (request id {}): {e}", rk.id);
-                core.fail(rk);
-                return;
-            }
-            None => break,
-        }
-    }
-    match head {
-        Some(head) => {
+    'send: {
+        if replaced.is_some() || !framing.send_body {
+            let head = Head::Response(&parts, framing.content_length);
             core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
+            break 'send;
         }
-        None => core.finish(rk, 0),
+        // Encoded into the connection's output with the first body bytes.
+        let mut head = Some(Head::Response(&parts, framing.content_length));
+        let mut body = std::pin::pin!(body);
+        // A body that says it has ended is not polled again (nor is room waited for): its end
+        // costs no lookup of the request.
+        while !body.is_end_stream() {
+            poll_fn(|cx| core.poll_writable(rk, cx)).await;
+            let frame = poll_fn(|cx| body.as_mut().poll_frame(cx)).await;
+            match frame {
+                Some(Ok(frame)) => {
+                    let Ok(mut data) = frame.into_data() else {
+                        continue; // trailers have no place in a CGI response
+                    };
+                    if !data.has_remaining() {
+                        continue;
+                    }
+                    // The last bytes end the request in the same lookup of it.
+                    let last = body.is_end_stream();
+                    if !core.write_stdout(rk, head.take(), &mut data, last) || last {
+                        break 'send;
+                    }
+                }
+                Some(Err(e)) => {
+                    let e: BoxError = e.into();
+                    tracing::error!("response body error (request id {}): {e}", rk.id);
+                    core.fail(rk);
+                    break 'send;
+                }
+                None => break,
+            }
+        }
+        match head {
+            Some(head) => {
+                core.write_stdout(rk, Some(head), &mut Bytes::new(), true);
+            }
+            None => core.finish(rk, 0),
+        }
     }
+    maps.put(parts.headers);
 }
 
 /// Most idle handler slots kept per worker.
 const MAX_IDLE_SLOTS: usize = 64;
+
+/// Most emptied header maps kept per worker.
+const MAX_IDLE_HEADER_MAPS: usize = 16;
+
+/// Largest header map kept (in headers it holds without growing, and in values it held): what a
+/// browser's request needs, so that a handler's unusually large response does not stay
+/// allocated.
+const MAX_KEPT_HEADER_CAPACITY: usize = 24;
+
+/// Emptied header maps, reused for the headers of later requests: a new `HeaderMap`
+/// allocates twice (its index and its entries) at its first header, a reused one not at all
+/// while the request's headers fit.
+#[derive(Default)]
+struct HeaderMaps(RefCell<Vec<HeaderMap>>);
+
+impl HeaderMaps {
+    /// A kept map, or a new (unallocated) one.
+    fn take(&self) -> HeaderMap {
+        self.0.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Keeps `map`, emptied, unless it never allocated, is large, or enough are kept.
+    fn put(&self, mut map: HeaderMap) {
+        let capacity = map.capacity();
+        // `len` counts the values of repeated names too, which `capacity` does not.
+        let large = capacity > MAX_KEPT_HEADER_CAPACITY || map.len() > MAX_KEPT_HEADER_CAPACITY;
+        let mut maps = self.0.borrow_mut();
+        if capacity == 0 || large || maps.len() >= MAX_IDLE_HEADER_MAPS {
+            return;
+        }
+        map.clear();
+        maps.push(map);
+    }
+}
 
 type SlotPool = Rc<RefCell<Vec<Pin<Box<dyn HandlerSlot>>>>>;
 
@@ -362,5 +416,67 @@ impl<F: Future<Output = ()>> Future for CatchUnwind<F> {
                 Poll::Ready(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use http::header::{CONTENT_TYPE, HOST};
+
+    fn map_with(headers: usize) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for i in 0..headers {
+            let name = http::HeaderName::try_from(format!("x-h{i}")).unwrap();
+            map.insert(name, HeaderValue::from_static("v"));
+        }
+        map
+    }
+
+    /// A kept map comes back empty, with its room: a response's headers never reach a later
+    /// request, and the request's headers need no allocation.
+    #[test]
+    fn kept_header_maps_come_back_empty_with_their_room() {
+        let maps = HeaderMaps::default();
+        let mut map = map_with(3);
+        map.append(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let capacity = map.capacity();
+        maps.put(map);
+        let again = maps.take();
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), capacity);
+        assert!(maps.take().capacity() == 0, "one map was kept, and taken");
+
+        let params = fcgi_proto::Params::from_pairs([
+            (&b"REQUEST_METHOD"[..], &b"GET"[..]),
+            (b"REQUEST_URI", b"/"),
+            (b"HTTP_HOST", b"example.com"),
+        ]);
+        let req =
+            cgi::request::build_request_in(params, fcgi_proto::Role::Responder, (), again).unwrap();
+        assert_eq!(req.headers().len(), 1);
+        assert_eq!(req.headers()[HOST], "example.com");
+        assert_eq!(req.headers().capacity(), capacity);
+    }
+
+    /// Maps that never allocated, large ones, and more than the pool holds are dropped.
+    #[test]
+    fn only_small_allocated_maps_are_kept_and_few() {
+        let maps = HeaderMaps::default();
+        maps.put(HeaderMap::new());
+        maps.put(map_with(MAX_KEPT_HEADER_CAPACITY + 1));
+        // Few names, many values: the values of a repeated name are held apart.
+        let mut cookies = map_with(1);
+        for _ in 0..MAX_KEPT_HEADER_CAPACITY {
+            cookies.append(http::header::SET_COOKIE, HeaderValue::from_static("a=1"));
+        }
+        assert!(cookies.capacity() <= MAX_KEPT_HEADER_CAPACITY);
+        maps.put(cookies);
+        assert_eq!(maps.0.borrow().len(), 0);
+        for _ in 0..MAX_IDLE_HEADER_MAPS + 3 {
+            maps.put(map_with(2));
+        }
+        assert_eq!(maps.0.borrow().len(), MAX_IDLE_HEADER_MAPS);
     }
 }

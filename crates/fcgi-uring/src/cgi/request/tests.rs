@@ -70,7 +70,10 @@ fn nginx_stock_fastcgi_params() {
     assert_eq!(t.remote_addr(), Some("203.0.113.7".parse().unwrap()));
     assert_eq!(t.remote_port(), Some(50412));
     assert_eq!(t.server_name(), Some("example.com"));
-    assert_eq!(req.extensions().get::<Role>(), Some(&Role::Responder));
+    assert_eq!(t.role(), Role::Responder);
+    // The role is no extension of its own: TrustedParams is the only one.
+    assert_eq!(req.extensions().get::<Role>(), None);
+    assert_eq!(req.extensions().len(), 1);
 }
 
 /// Apache mod_proxy_fcgi: client headers first, then the CGI variables; REQUEST_URI may come
@@ -421,7 +424,7 @@ fn values_are_not_copied() {
     assert_eq!(req.headers()["user-agent"].as_bytes().as_ptr(), ua.as_ptr());
     let uri = p.get(b"REQUEST_URI").unwrap();
     assert_eq!(req.uri().path().as_ptr(), uri.as_ptr());
-    assert_eq!(req.extensions().get::<Role>(), Some(&Role::Authorizer));
+    assert_eq!(trusted(&req).role(), Role::Authorizer);
 }
 
 #[test]
@@ -648,4 +651,35 @@ fn the_access_log_params_found_while_building_match_a_search() {
         (log.remote, log.referer, log.user_agent),
         (None, None, None)
     );
+}
+
+/// The byte table gives the sets of `escape_in_path` and `escape_in_query`: each byte in the
+/// path, in the query, and after a second `?` (still the query).
+#[test]
+fn escape_check_follows_the_path_and_query_sets() {
+    for b in 0..=255u8 {
+        assert_eq!(
+            needs_escape(&[b'/', b]),
+            escape_in_path(b),
+            "path byte {b:#x}"
+        );
+        assert_eq!(
+            needs_escape(&[b'/', b'?', b]),
+            escape_in_query(b),
+            "query byte {b:#x}"
+        );
+        assert_eq!(
+            needs_escape(&[b'/', b'?', b'?', b]),
+            escape_in_query(b),
+            "{b:#x} after ??"
+        );
+        assert_eq!(
+            needs_escape(&[b, b'?']),
+            escape_in_path(b),
+            "{b:#x} before ?"
+        );
+    }
+    assert!(!needs_escape(b""));
+    assert!(!needs_escape(b"/a/b?c=d&e={f}"));
+    assert!(needs_escape(b"/a{b}?c"));
 }
