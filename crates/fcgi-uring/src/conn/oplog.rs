@@ -196,23 +196,38 @@ pub(crate) struct ReqInfo {
 /// where in them the remote address, referer and user agent are.
 #[derive(Debug)]
 pub(crate) struct AccessFields {
-    pub protocol: &'static str,
+    version: http::Version,
     params: Option<(fcgi_proto::Params, LogParams)>,
 }
 
 impl AccessFields {
     fn of(req: &http::Request<crate::body::RequestBody>) -> AccessFields {
         AccessFields {
-            protocol: match req.version() {
-                http::Version::HTTP_10 => "HTTP/1.0",
-                http::Version::HTTP_2 => "HTTP/2.0",
-                http::Version::HTTP_3 => "HTTP/3.0",
-                _ => "HTTP/1.1",
-            },
+            version: req.version(),
             params: req
                 .extensions()
                 .get::<crate::cgi::TrustedParams>()
                 .map(|t| t.for_access_log()),
+        }
+    }
+
+    /// The request's protocol, as the JSON format writes it.
+    fn protocol(&self) -> &'static str {
+        match self.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        }
+    }
+
+    /// The protocol and what follows it in the combined format, in one piece.
+    fn protocol_and_quote(&self) -> &'static [u8] {
+        match self.version {
+            http::Version::HTTP_10 => b" HTTP/1.0\" ",
+            http::Version::HTTP_2 => b" HTTP/2.0\" ",
+            http::Version::HTTP_3 => b" HTTP/3.0\" ",
+            _ => b" HTTP/1.1\" ",
         }
     }
 
@@ -276,6 +291,8 @@ const MAX_SPARE_INFOS: usize = 256;
 pub(crate) struct WorkerLog {
     pub logs: Arc<OpLogs>,
     worker: usize,
+    /// ` worker=N conn=`, as every combined line of this worker has it.
+    worker_part: Vec<u8>,
     pending: Vec<u8>,
     /// When running requests were last looked at for the slow log.
     last_scan: Option<Instant>,
@@ -323,6 +340,7 @@ impl WorkerLog {
         WorkerLog {
             logs,
             worker,
+            worker_part: format!(" worker={worker} conn=").into_bytes(),
             pending: Vec::new(),
             last_scan: None,
             dates: DateCache::default(),
@@ -413,7 +431,7 @@ impl WorkerLog {
         let date = self.dates.get(now, json);
         match format {
             AccessLogFormat::Json => line.json(&mut self.pending, date),
-            _ => line.combined(&mut self.pending, date.clf),
+            _ => line.combined(&mut self.pending, date.clf_part, &self.worker_part),
         }
         false
     }
@@ -576,28 +594,21 @@ impl Line<'_> {
     /// 123 worker=0 conn=5 id=1`: the combined log format, then the request time in
     /// microseconds, the worker, the connection and the request id. Written straight into
     /// `out`.
-    fn combined(&self, out: &mut Vec<u8>, date: &str) {
+    /// The constant pieces come whole: the date with the separators around it (formatted once
+    /// a second), the protocol with its closing quote, `worker=N conn=` (once per worker).
+    fn combined(&self, out: &mut Vec<u8>, date_part: &str, worker_part: &[u8]) {
         let (i, f) = (self.info, self.fields);
         match f.remote() {
             Some(ip) if !ip.is_empty() => quoted(out, ip),
             _ => out.push(b'-'),
         }
-        out.extend_from_slice(b" - - [");
-        out.extend_from_slice(date.as_bytes());
-        out.extend_from_slice(b"] \"");
+        out.extend_from_slice(date_part.as_bytes());
         // A method is a token: nothing in it needs escaping.
         out.extend_from_slice(i.method.as_str().as_bytes());
         out.push(b' ');
         quoted(out, i.target.bytes());
-        out.push(b' ');
-        out.extend_from_slice(f.protocol.as_bytes());
-        out.extend_from_slice(b"\" ");
-        if self.status == 0 {
-            out.push(b'-');
-        } else {
-            push_u64(out, self.status.into());
-        }
-        out.push(b' ');
+        out.extend_from_slice(f.protocol_and_quote());
+        push_status(out, self.status);
         push_u64(out, self.bytes);
         out.extend_from_slice(b" \"");
         quoted(out, value_or_dash(f.referer()));
@@ -605,9 +616,7 @@ impl Line<'_> {
         quoted(out, value_or_dash(f.user_agent()));
         out.extend_from_slice(b"\" ");
         push_u64(out, self.micros);
-        out.extend_from_slice(b" worker=");
-        push_u64(out, self.worker as u64);
-        out.extend_from_slice(b" conn=");
+        out.extend_from_slice(worker_part);
         push_u64(out, self.conn);
         out.extend_from_slice(b" id=");
         push_u64(out, self.id.into());
@@ -631,7 +640,9 @@ impl Line<'_> {
         let _ = write!(
             out,
             "\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"",
-            f.protocol, self.status, self.bytes
+            f.protocol(),
+            self.status,
+            self.bytes
         );
         json_escaped(out, f.referer().unwrap_or_default());
         out.extend_from_slice(b"\",\"user_agent\":\"");
@@ -641,6 +652,21 @@ impl Line<'_> {
             "\",\"request_time_us\":{},\"worker\":{},\"conn\":{},\"id\":{}}}",
             self.micros, self.worker, self.conn, self.id
         );
+    }
+}
+
+/// Appends a status and a space (`-` for none): three digits in one piece.
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    match u8::try_from(status / 100) {
+        Ok(hundreds @ 1..=9) => {
+            let digit = |n: u16| b'0' + (n % 10) as u8;
+            out.extend_from_slice(&[b'0' + hundreds, digit(status / 10), digit(status), b' ']);
+        }
+        _ if status == 0 => out.extend_from_slice(b"- "),
+        _ => {
+            push_u64(out, status.into());
+            out.push(b' ');
+        }
     }
 }
 
@@ -768,15 +794,17 @@ struct DateCache {
     /// The monotonic instants where the formatted second starts and ends.
     span: Option<(Instant, Instant)>,
     second: u64,
-    clf: String,
+    /// ` - - [10/Oct/2000:13:55:36 +0000] "`: the date with what surrounds it in the combined
+    /// format.
+    clf_part: String,
     iso: String,
 }
 
 /// A line's time, in the forms the formats use.
 #[derive(Clone, Copy)]
 struct Dated<'a> {
-    /// `10/Oct/2000:13:55:36 +0000`
-    clf: &'a str,
+    /// ` - - [10/Oct/2000:13:55:36 +0000] "`
+    clf_part: &'a str,
     /// `2000-10-10T13:55:36` (JSON adds `.mmmZ`)
     iso_second: &'a str,
     millis: u32,
@@ -791,7 +819,7 @@ impl DateCache {
             && at < end
         {
             return Dated {
-                clf: &self.clf,
+                clf_part: &self.clf_part,
                 iso_second: &self.iso,
                 millis: if with_millis {
                     at.duration_since(start).subsec_millis()
@@ -823,13 +851,13 @@ impl DateCache {
 
     fn format(&mut self, t: SystemTime) -> Dated<'_> {
         let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-        if d.as_secs() != self.second || self.clf.is_empty() {
+        if d.as_secs() != self.second || self.clf_part.is_empty() {
             self.second = d.as_secs();
-            self.clf = clf_time(t);
+            self.clf_part = format!(" - - [{}] \"", clf_time(t));
             self.iso = iso_second(t);
         }
         Dated {
-            clf: &self.clf,
+            clf_part: &self.clf_part,
             iso_second: &self.iso,
             millis: d.subsec_millis(),
         }
@@ -891,8 +919,12 @@ mod tests {
         let mut cache = DateCache::default();
         let d = cache.format(t);
         assert_eq!(
-            (d.clf, d.iso_second, d.millis),
-            ("10/Oct/2000:13:55:36 +0000", "2000-10-10T13:55:36", 123)
+            (d.clf_part, d.iso_second, d.millis),
+            (
+                " - - [10/Oct/2000:13:55:36 +0000] \"",
+                "2000-10-10T13:55:36",
+                123
+            )
         );
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         let d = cache.format(leap);
@@ -904,6 +936,15 @@ mod tests {
         let iso = cache.get(now, true).iso_second.to_owned();
         let second = |t| DateCache::default().format(t).iso_second.to_owned();
         assert!([second(before), second(after)].contains(&iso), "{iso}");
+    }
+
+    #[test]
+    fn statuses_in_three_digits_or_a_dash() {
+        let mut out = Vec::new();
+        for status in [200, 404, 100, 999, 0, 99, 1000, 65535] {
+            push_status(&mut out, status);
+        }
+        assert_eq!(out, b"200 404 100 999 - 99 1000 65535 ");
     }
 
     #[test]
