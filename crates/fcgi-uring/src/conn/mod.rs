@@ -31,7 +31,7 @@ pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
 pub(crate) use io::{Io, OutQueue};
 pub(crate) use oplog::InFlight;
-pub(crate) use oplog::{AccessSink, LogMsg, OpLogs, ReqInfo, SpareBuffers, Target};
+pub(crate) use oplog::{AccessSink, LogMsg, OpLogs, SpareBuffers, Target};
 
 /// The method and target of the request whose handler is being called, for `/status` (see
 /// [`Core::note_line`]), in a [`Target`] reused for every request: the usual request,
@@ -48,7 +48,7 @@ impl Default for PendingLine {
         PendingLine {
             noted: false,
             method: http::Method::GET,
-            target: Target::of(&http::Uri::default()),
+            target: Target::default(),
         }
     }
 }
@@ -489,7 +489,7 @@ impl Core {
         }
     }
 
-    /// Whether dispatch should record a [`ReqInfo`] for the logs.
+    /// Whether dispatch should record a [`oplog::ReqInfo`] for the logs.
     pub fn wants_info(&self) -> bool {
         self.settings.logs.as_ref().is_some_and(|l| l.wants_info())
     }
@@ -566,15 +566,14 @@ impl Core {
         request: &http::Request<crate::body::RequestBody>,
         now: Instant,
     ) {
-        let Some(logs) = &self.settings.logs else {
+        // The worker has its log side whenever a log or `/status` is on.
+        let mut log = self.log.borrow_mut();
+        let Some(log) = log.as_mut() else {
             return;
         };
         let mut conns = self.conns.borrow_mut();
         if let Some(e) = conns.get_mut(rk.conn).and_then(|c| c.live_request(rk)) {
-            e.info = Some(match self.log.borrow_mut().as_mut() {
-                Some(log) => log.info(request, now),
-                None => Box::new(ReqInfo::of(logs, request, now)),
-            });
+            e.info = Some(log.info(request, now));
         }
     }
 }

@@ -129,17 +129,18 @@ pub(crate) struct Target {
     long: Option<http::uri::PathAndQuery>,
 }
 
-impl Target {
-    pub fn of(uri: &http::Uri) -> Target {
-        let mut t = Target {
+impl Default for Target {
+    /// Empty, until [`Target::set`].
+    fn default() -> Target {
+        Target {
             short: [0; SHORT_TARGET],
             short_len: 0,
             long: None,
-        };
-        t.set(uri);
-        t
+        }
     }
+}
 
+impl Target {
     /// Becomes `uri`'s path and query (`/` when it has none).
     pub fn set(&mut self, uri: &http::Uri) {
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -211,24 +212,21 @@ impl AccessFields {
         }
     }
 
-    /// The request's protocol, as the JSON format writes it.
-    fn protocol(&self) -> &'static str {
+    /// The protocol with what surrounds it in the combined format (` HTTP/1.1" `), in one
+    /// piece.
+    fn protocol_and_quote(&self) -> &'static str {
         match self.version {
-            http::Version::HTTP_10 => "HTTP/1.0",
-            http::Version::HTTP_2 => "HTTP/2.0",
-            http::Version::HTTP_3 => "HTTP/3.0",
-            _ => "HTTP/1.1",
+            http::Version::HTTP_10 => " HTTP/1.0\" ",
+            http::Version::HTTP_2 => " HTTP/2.0\" ",
+            http::Version::HTTP_3 => " HTTP/3.0\" ",
+            _ => " HTTP/1.1\" ",
         }
     }
 
-    /// The protocol and what follows it in the combined format, in one piece.
-    fn protocol_and_quote(&self) -> &'static [u8] {
-        match self.version {
-            http::Version::HTTP_10 => b" HTTP/1.0\" ",
-            http::Version::HTTP_2 => b" HTTP/2.0\" ",
-            http::Version::HTTP_3 => b" HTTP/3.0\" ",
-            _ => b" HTTP/1.1\" ",
-        }
+    /// The protocol alone, as the JSON format writes it.
+    fn protocol(&self) -> &'static str {
+        let quoted = self.protocol_and_quote();
+        quoted.get(1..quoted.len() - 2).unwrap_or(quoted)
     }
 
     fn value(&self, at: fn(&LogParams) -> Option<usize>) -> Option<&[u8]> {
@@ -250,22 +248,19 @@ impl AccessFields {
 }
 
 impl ReqInfo {
-    pub fn of(
-        logs: &OpLogs,
-        req: &http::Request<crate::body::RequestBody>,
-        now: Instant,
-    ) -> ReqInfo {
-        ReqInfo {
-            method: req.method().clone(),
-            target: Target::of(req.uri()),
-            access: logs.access.is_some().then(|| AccessFields::of(req)),
+    /// An empty box to [`ReqInfo::set`].
+    fn boxed(now: Instant) -> Box<ReqInfo> {
+        Box::new(ReqInfo {
+            method: http::Method::GET,
+            target: Target::default(),
+            access: None,
             handler_started: now,
             first_byte: None,
             reported_running: false,
-        }
+        })
     }
 
-    /// Becomes what [`ReqInfo::of`] makes, in place.
+    /// Becomes what the logs keep of `req`, called at `now`.
     fn set(&mut self, logs: &OpLogs, req: &http::Request<crate::body::RequestBody>, now: Instant) {
         self.method.clone_from(req.method());
         self.target.set(req.uri());
@@ -380,13 +375,12 @@ impl WorkerLog {
         req: &http::Request<crate::body::RequestBody>,
         now: Instant,
     ) -> Box<ReqInfo> {
-        match self.spare_infos.pop() {
-            Some(mut spare) => {
-                spare.set(&self.logs, req, now);
-                spare
-            }
-            None => Box::new(ReqInfo::of(&self.logs, req, now)),
-        }
+        let mut info = self
+            .spare_infos
+            .pop()
+            .unwrap_or_else(|| ReqInfo::boxed(now));
+        info.set(&self.logs, req, now);
+        info
     }
 
     /// Keeps an ended request's box for [`WorkerLog::info`], its references dropped now.
@@ -607,7 +601,7 @@ impl Line<'_> {
         out.extend_from_slice(i.method.as_str().as_bytes());
         out.push(b' ');
         quoted(out, i.target.bytes());
-        out.extend_from_slice(f.protocol_and_quote());
+        out.extend_from_slice(f.protocol_and_quote().as_bytes());
         push_status(out, self.status);
         push_u64(out, self.bytes);
         out.extend_from_slice(b" \"");
