@@ -88,12 +88,34 @@ pub fn log_tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A free TCP port on 127.0.0.1 for a process about to bind it (a server, a proxy).
+///
+/// Taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), from which every
+/// `bind(:0)` and every client connection gets its port: a port released here cannot be handed
+/// to another listener or client before the process it is for binds it (with ports from
+/// `bind(:0)`, a test's nginx was once beaten to its port by another test's FastCGI server).
+/// Ports go round a window that starts at an offset of this process's id, and each is checked
+/// by binding it.
 pub fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(97) % span;
+    for _ in 0..span {
+        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!("no free loopback port between {low} and {high}"))
 }
 
 /// Whether something accepts connections on `addr`.

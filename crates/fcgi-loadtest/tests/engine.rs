@@ -236,11 +236,8 @@ fn fastcgi_depth_refused_without_multiplexing() {
 
 #[test]
 fn connect_failures_are_counted() {
-    // Bind then drop to get a port nothing listens on.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nothing listens on, below the ephemeral range so no other test's bind(:0) takes it.
+    let addr = SocketAddr::from(([127, 0, 0, 1], fcgi_loadtest::child::free_port().unwrap()));
     let mut cfg = config(Protocol::Fastcgi, addr);
     cfg.duration = Duration::from_millis(300);
     let r = run(&cfg).unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use common::{HANG_GUARD, TCP_ESTABLISHED, tcp_sockets, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
@@ -74,10 +74,10 @@ impl Drop for Floor {
 
 /// The real server with the demo app, in this process.
 fn real_server() -> (fcgi_uring::ServerHandle, SocketAddr) {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port below the ephemeral range: one from bind(:0), released, was once taken by another
+    // test's connection before the server bound it.
+    let port = fcgi_loadtest::child::free_port().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let config = fcgi_uring::Config::builder()
         .listen(Addr::Tcp(addr))
         .workers(1)

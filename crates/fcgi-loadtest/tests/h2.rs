@@ -171,10 +171,9 @@ fn open_loop_keeps_the_rate() {
 
 #[test]
 fn connect_failures_are_counted() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nothing listens on, below the ephemeral range so no other test's bind(:0) takes it.
+    let port =
+        std::net::SocketAddr::from(([127, 0, 0, 1], fcgi_loadtest::child::free_port().unwrap()));
     let r = run(&config(port, "/hello")).unwrap();
     assert_eq!(r.requests, 0);
     assert!(r.errors_by_kind.connect > 0, "{}", r.to_text());

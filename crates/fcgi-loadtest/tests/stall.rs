@@ -11,7 +11,7 @@
 mod common;
 
 use common::{HANG_GUARD, TCP_ESTABLISHED, process_state, tcp_sockets, wait_for};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -63,11 +63,7 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = fcgi_loadtest::child::free_port().unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = match server_binary() {
             Some(bin) => {

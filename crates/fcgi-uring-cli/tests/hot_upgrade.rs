@@ -169,10 +169,26 @@ fn twenty_upgrades_on_a_unix_socket_lose_nothing() {
 }
 
 /// Replaces the file at `path` the way a deploy does (a new file renamed over it).
+///
+/// The new file is written by a child process (`cat`), not by this one: a file this process
+/// holds open for writing is inherited by every child another test thread forks in the
+/// meantime, and executing it then fails with ETXTBSY ("Text file busy") until that child has
+/// exec'd.
 fn install(path: &Path, contents: &[u8]) {
+    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
     let tmp = path.with_extension("new");
-    std::fs::write(&tmp, contents).expect("write");
+    let mut cat = Command::new("sh")
+        .args(["-c", "cat > \"$1\"", "sh"])
+        .arg(&tmp)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn cat");
+    let mut stdin = cat.stdin.take().expect("cat's stdin");
+    stdin.write_all(contents).expect("write to cat");
+    drop(stdin);
+    assert!(cat.wait().expect("wait for cat").success(), "cat failed");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::rename(&tmp, path).expect("rename");
 }

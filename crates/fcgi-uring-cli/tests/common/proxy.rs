@@ -1,7 +1,7 @@
 //! Real proxies started as the test's own processes, with configs in a temporary directory.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -20,34 +20,10 @@ pub fn find_binary(name: &str, candidates: &[&str]) -> Option<PathBuf> {
     found
 }
 
-/// A free loopback port for a process the test starts (a proxy, a server given an address).
-///
-/// Taken below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), from which every
-/// `bind(:0)` and every client connection gets its port: a port released here cannot be handed
-/// to another test's listener or client before the process it is for binds it (with ports from
-/// `bind(:0)`, a test's nginx was once beaten to its port by another test's FastCGI server, and
-/// its HTTP request met that server). Ports go round a window that starts at an offset of
-/// this process's id, and each is checked by binding it.
+/// A free loopback port for a process the test starts (a proxy, a server given an address),
+/// below the kernel's ephemeral range: see [`fcgi_loadtest::child::free_port`].
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let (low, high) = (10_000u32, ephemeral_low.max(12_000));
-    let span = high - low;
-    let start = std::process::id().wrapping_mul(97) % span;
-    for _ in 0..span {
-        let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let Ok(port) = u16::try_from(port) else {
-            continue;
-        };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port between {low} and {high}");
+    fcgi_loadtest::child::free_port().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A child process killed when dropped.
