@@ -94,11 +94,15 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 /// `bind(:0)` and every client connection gets its port: a port released here cannot be handed
 /// to another listener or client before the process it is for binds it (with ports from
 /// `bind(:0)`, a test's nginx was once beaten to its port by another test's FastCGI server).
-/// Ports go round a window that starts at an offset of this process's id, and each is checked
-/// by binding it.
+/// Ports go round a window that starts at an offset of this process's id; each is checked by
+/// binding it and claimed with a lock on a file named after it (in
+/// `$TMPDIR/fcgi-loadtest-ports`) that this process holds until it exits, so that two
+/// processes (tests run side by side) never hand out the same port.
 pub fn free_port() -> Result<u16, String> {
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static CLAIMS: Mutex<Vec<fs::File>> = Mutex::new(Vec::new());
     let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
@@ -106,12 +110,30 @@ pub fn free_port() -> Result<u16, String> {
     let (low, high) = (10_000u32, ephemeral_low.max(12_000));
     let span = high - low;
     let start = std::process::id().wrapping_mul(97) % span;
+    let claims_dir = std::env::temp_dir().join("fcgi-loadtest-ports");
+    fs::create_dir_all(&claims_dir)
+        .map_err(|e| format!("cannot create {}: {e}", claims_dir.display()))?;
     for _ in 0..span {
         let port = low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
         let Ok(port) = u16::try_from(port) else {
             continue;
         };
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let claim = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(claims_dir.join(port.to_string()))
+            .map_err(|e| format!("cannot claim port {port}: {e}"))?;
+        let locked =
+            rustix::fs::flock(&claim, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+        if locked.is_ok() {
+            CLAIMS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(claim);
             return Ok(port);
         }
     }
@@ -171,4 +193,31 @@ pub fn spawn(
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(proc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port handed out stays claimed (another process's lock on its file fails: a second
+    /// open file description stands for it here) and is not handed out again.
+    #[test]
+    fn free_ports_are_claimed_until_the_process_exits() {
+        let a = free_port().unwrap();
+        let b = free_port().unwrap();
+        assert_ne!(a, b);
+        for port in [a, b] {
+            let path = std::env::temp_dir()
+                .join("fcgi-loadtest-ports")
+                .join(port.to_string());
+            let other = fs::File::open(&path).unwrap();
+            let second =
+                rustix::fs::flock(&other, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+            assert_eq!(second, Err(rustix::io::Errno::WOULDBLOCK), "{port}");
+            assert!(
+                TcpListener::bind(("127.0.0.1", port)).is_ok(),
+                "{port} is free"
+            );
+        }
+    }
 }
