@@ -64,11 +64,15 @@ pub enum Counter {
     AccessLogDropped,
     /// Connections closed at accept: the peer is not in `server.allowed_peers`.
     PeerRefused,
+    /// Waits of an idle worker in its IO backend (`ring.idle_wait_us`) that IO ended.
+    IdleWaitWoken,
+    /// Such waits that ran to their limit with no IO (the worker then slept in tokio).
+    IdleWaitExpired,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 24] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::AcceptFailed,
@@ -91,6 +95,8 @@ impl Counter {
         Counter::Pings,
         Counter::AccessLogDropped,
         Counter::PeerRefused,
+        Counter::IdleWaitWoken,
+        Counter::IdleWaitExpired,
     ];
 
     /// Its name in logs and in [`Stats`]'s `Display`.
@@ -118,6 +124,8 @@ impl Counter {
             Counter::Pings => "pings",
             Counter::AccessLogDropped => "access_log_dropped",
             Counter::PeerRefused => "peer_refused",
+            Counter::IdleWaitWoken => "idle_wait_woken",
+            Counter::IdleWaitExpired => "idle_wait_expired",
         }
     }
 

@@ -287,6 +287,15 @@ const EVENT_FAMILIES: &[EventFamily] = &[
         "Requests for ping.path, answered without calling the application.",
         &[(Counter::Pings, "")],
     ),
+    (
+        "idle_waits",
+        Some("ended"),
+        "Waits of an idle worker for IO in its backend (io_uring_enter or epoll_wait, ring.idle_wait_us), by how they ended: woken by IO, or expired (the worker then slept in tokio's reactor).",
+        &[
+            (Counter::IdleWaitWoken, "woken"),
+            (Counter::IdleWaitExpired, "expired"),
+        ],
+    ),
 ];
 
 /// Ring counters: name, help, value.

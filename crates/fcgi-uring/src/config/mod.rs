@@ -106,6 +106,13 @@ pub struct Config {
     /// (with DEFER_TASKRUN, completions appear only then) and yields to the worker's tokio
     /// tasks in between; a shutdown request ends the spin. Trades CPU for wake-up latency.
     pub(crate) idle_spin_us: u32,
+    /// Microseconds an idle worker with no handler task running waits for IO in its backend
+    /// (`io_uring_enter`, or `epoll_wait` on its own epoll fd) before it sleeps in tokio's
+    /// reactor (0: always sleep in tokio). Waking from the backend costs one system call where
+    /// tokio's reactor costs three (its `epoll_wait`, the eventfd read, the enter); tasks the
+    /// application runs outside requests (woken by a timer, tokio IO or another thread) and a
+    /// shutdown request are noticed at the end of such a wait, at most this much later.
+    pub(crate) idle_wait_us: u32,
     /// The admin listener, the ping path, the access and slow logs.
     pub(crate) ops: OpsConfig,
 }
@@ -137,6 +144,7 @@ impl Default for Config {
             accept_retry: Duration::ZERO,
             completions_per_turn: 0,
             idle_spin_us: 0,
+            idle_wait_us: 0,
             ops: OpsConfig::default(),
         };
         settings::apply_defaults(&mut c);
@@ -246,6 +254,9 @@ impl Config {
     }
     pub fn idle_spin_us(&self) -> u32 {
         self.idle_spin_us
+    }
+    pub fn idle_wait_us(&self) -> u32 {
+        self.idle_wait_us
     }
     /// The admin listener, the ping path, the access and slow logs.
     pub fn ops(&self) -> &OpsConfig {

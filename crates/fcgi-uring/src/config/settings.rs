@@ -380,6 +380,15 @@ settings! {
         accepts: ints(0, 100_000),
         doc: "Microseconds an idle worker keeps polling (non-blocking enter, yielding to its tokio tasks) before it sleeps; 0: sleep at once.",
     },
+    idle_wait_us {
+        key: "ring.idle_wait_us",
+        flag: "idle-wait-us",
+        field: idle_wait_us,
+        ty: u32,
+        default: 1000,
+        accepts: ints(0, 100_000),
+        doc: "Microseconds an idle worker with no handler task running waits for IO in io_uring_enter (or its own epoll_wait) before it sleeps in tokio's reactor: one system call per wake instead of three. Tasks the application runs outside requests, and a shutdown, may be seen this much later; 0: always sleep in tokio.",
+    },
     registered_send_buffers {
         key: "ring.registered_send_buffers",
         flag: "registered-send-buffers",

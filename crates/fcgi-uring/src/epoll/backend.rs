@@ -136,15 +136,25 @@ impl Backend {
     /// writable, lists the armed readable ones for [`Backend::read`], writes what waited for
     /// room. Returns how many events came (a full batch means more may be pending).
     pub fn poll_events(&mut self) -> io::Result<usize> {
+        self.take_events(std::time::Duration::ZERO)
+    }
+
+    /// Like [`Backend::poll_events`], but waits up to `limit` for the first event (the idle
+    /// worker's wait in its backend, [`crate::worker::Pace`]).
+    pub fn wait_events(&mut self, limit: std::time::Duration) -> io::Result<usize> {
+        self.take_events(limit)
+    }
+
+    fn take_events(&mut self, limit: std::time::Duration) -> io::Result<usize> {
         self.events.clear();
-        let zero = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
+        let limit = Timespec {
+            tv_sec: i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(limit.subsec_nanos()),
         };
         let n = match epoll::wait(
             self.epoll.get_ref().fd(),
             rustix::buffer::spare_capacity(&mut self.events),
-            Some(&zero),
+            Some(&limit),
         ) {
             Ok(n) => n,
             Err(Errno::INTR) => return Ok(1),

@@ -7,16 +7,19 @@
 //! requests that became complete (a handler that answers at once queues its response now),
 //! flush again, then hand the core the results of the turn's writes. A connection gets at
 //! most one `send` per turn: its send stays in flight for the core until the turn ends. With
-//! nothing to do it spins for `idle_spin`, then sleeps in tokio's reactor (where the epoll fd
-//! is registered) until a socket, a handler task, a deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
-//! is in flight, every response was handed to the kernel and every connection closed
-//! between requests ([`crate::conn::Core::begin_drain`]), or at `shutdown_timeout`.
+//! nothing to do it spins for `idle_spin`, then, when no handler task is running, waits in
+//! `epoll_wait` on its own epoll fd for up to `idle_wait` ([`crate::worker::Pace`]), and
+//! otherwise sleeps in tokio's reactor (where the epoll fd is registered) until a socket, a
+//! handler task, a deadline or a shutdown request wakes it. A shutdown stops accepting and
+//! ends once no request is in flight, every response was handed to the kernel and every
+//! connection closed between requests ([`crate::conn::Core::begin_drain`]), or at
+//! `shutdown_timeout`.
 
 use super::backend::{AcceptError, Backend};
 use crate::conn::{self, Core};
 use crate::service::HttpService;
 use crate::stats::Counter;
-use crate::worker::{Dispatcher, LoopSpec, WakeTimer};
+use crate::worker::{Dispatcher, LoopSpec, Pace, WakeTimer};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -41,6 +44,9 @@ where
     let mut timer = WakeTimer::new();
     let mut staged = Vec::new();
     let mut last_work = Instant::now();
+    let mut pace = Pace::new(spec.idle_wait);
+    // Events a backend wait took, for the next turn (which then does not look again).
+    let mut waited_events: Option<usize> = None;
     loop {
         core.clock.update();
         conn::expire(&core);
@@ -49,7 +55,10 @@ where
             accept_pause = None;
             io.listen(true)?;
         }
-        let events = io.poll_events()?;
+        let events = match waited_events.take() {
+            Some(n) => n,
+            None => io.poll_events()?,
+        };
         let accepted = match io.accept(&core, ACCEPTS_PER_TURN) {
             Ok(n) => n,
             Err(AcceptError::Failed(e)) => {
@@ -85,12 +94,28 @@ where
         let work = events + accepted + reads + done;
         if work > 0 || core.has_dirty() || io.has_reads() {
             last_work = Instant::now();
-            tokio::task::yield_now().await;
+            if pace.yield_after_work(d.running_tasks()) {
+                tokio::task::yield_now().await;
+            }
             continue;
         }
         // Spinning is more loop turns: each one looks at the epoll set without waiting.
         if deadline.is_none() && last_work.elapsed() < spec.idle_spin {
             tokio::task::yield_now().await;
+            continue;
+        }
+        let pause_due = accept_pause.as_ref().map(|p| p.deadline().into_std());
+        if let Some(wait) =
+            pace.backend_wait(&core, d.running_tasks(), deadline.is_some(), pause_due)
+        {
+            // One look at tokio first: tasks a handler spawned, tokio's IO and timers.
+            tokio::task::yield_now().await;
+            if core.has_dirty() || d.running_tasks() > 0 || spec.stop.is_requested() {
+                continue;
+            }
+            let n = io.wait_events(wait)?;
+            pace.waited(&core, n > 0);
+            waited_events = Some(n);
             continue;
         }
         let mut polled = false;

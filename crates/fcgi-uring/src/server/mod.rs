@@ -260,6 +260,7 @@ impl Server {
                 accept_retry: cfg.accept_retry,
                 completions_per_turn: cfg.completions_per_turn,
                 idle_spin: std::time::Duration::from_micros(cfg.idle_spin_us.into()),
+                idle_wait: std::time::Duration::from_micros(cfg.idle_wait_us.into()),
                 ring_counters,
                 make: make.clone(),
                 stats,

@@ -34,6 +34,8 @@ pub(crate) struct Dispatcher<S> {
     slots: SlotPool,
     /// Emptied header maps of answered responses, for the next requests' headers.
     header_maps: Rc<HeaderMaps>,
+    /// Handler tasks spawned and not yet ended.
+    running: Rc<std::cell::Cell<usize>>,
 }
 
 impl<S> Dispatcher<S>
@@ -46,7 +48,14 @@ where
             service,
             slots: Rc::default(),
             header_maps: Rc::default(),
+            running: Rc::default(),
         }
+    }
+
+    /// Handler tasks running (spawned because their handler did not finish on its first poll,
+    /// not yet ended or aborted).
+    pub fn running_tasks(&self) -> usize {
+        self.running.get()
     }
 
     /// Starts the handler of a staged request.
@@ -64,9 +73,11 @@ where
             recycle(&self.slots, slot);
             return;
         }
+        self.running.set(self.running.get() + 1);
         let handle = tokio::task::spawn_local(Pooled {
             slot: Some(slot),
             pool: self.slots.clone(),
+            running: self.running.clone(),
         });
         self.core.set_task(rk, handle.abort_handle());
     }
@@ -364,6 +375,8 @@ fn recycle(pool: &RefCell<Vec<Pin<Box<dyn HandlerSlot>>>>, mut slot: Pin<Box<dyn
 struct Pooled {
     slot: Option<Pin<Box<dyn HandlerSlot>>>,
     pool: SlotPool,
+    /// The dispatcher's count of running tasks, this one included until it is dropped.
+    running: Rc<std::cell::Cell<usize>>,
 }
 
 impl Future for Pooled {
@@ -385,6 +398,7 @@ impl Future for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
+        self.running.set(self.running.get().saturating_sub(1));
         if let Some(slot) = self.slot.take() {
             recycle(&self.pool, slot);
         }

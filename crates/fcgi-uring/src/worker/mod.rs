@@ -6,10 +6,12 @@
 //! what changed ([`Core::flush`] through the ring backend), submit everything in one
 //! `io_uring_enter` that also reaps completions (at most `completions_per_turn`), dispatch the
 //! requests that became complete ([`dispatch`]), then let handler tasks run. With nothing to do
-//! it spins for `idle_spin`, then sleeps in tokio's reactor until the ring, a handler task, a
-//! deadline or a shutdown request wakes it. A shutdown stops accepting and ends once no request
-//! is in flight, every response was handed to the kernel and every connection closed
-//! between requests ([`crate::conn::Core::begin_drain`]), or at `shutdown_timeout`.
+//! it spins for `idle_spin`, then, when no handler task is running, waits for completions in
+//! `io_uring_enter` for up to `idle_wait` ([`Pace`]), and otherwise sleeps in tokio's reactor
+//! until the ring, a handler task, a deadline or a shutdown request wakes it. A shutdown stops
+//! accepting and ends once no request is in flight, every response was handed to the kernel
+//! and every connection closed between requests ([`crate::conn::Core::begin_drain`]), or at
+//! `shutdown_timeout`.
 
 mod dispatch;
 #[cfg(feature = "bench-internals")]
@@ -63,6 +65,9 @@ pub(crate) struct WorkerSpec<F> {
     pub completions_per_turn: usize,
     /// How long an idle worker keeps polling before it sleeps (zero: not at all).
     pub idle_spin: Duration,
+    /// How long an idle worker with no handler task running waits for IO in its backend before
+    /// it sleeps in tokio's reactor (zero: not at all).
+    pub idle_wait: Duration,
     /// What the ring does, shared with the server handle.
     pub ring_counters: Arc<RingCounters>,
     pub make: Arc<F>,
@@ -124,6 +129,7 @@ where
         .send(Ok(ring.as_ref().map(|r| r.features().clone())));
     let loop_ = LoopSpec {
         idle_spin: spec.idle_spin,
+        idle_wait: spec.idle_wait,
         listener: spec.listener,
         is_tcp: spec.is_tcp,
         stop: spec.stop,
@@ -190,6 +196,7 @@ enum Spin {
 /// What a worker's loop needs, whichever the backend.
 pub(crate) struct LoopSpec {
     pub idle_spin: Duration,
+    pub idle_wait: Duration,
     pub listener: Arc<OwnedFd>,
     pub is_tcp: bool,
     pub stop: Arc<Stop>,
@@ -228,6 +235,7 @@ impl Loop {
         let mut stop_signal = std::pin::pin!(stop.notify.notified());
         let mut f = Followups::default();
         let mut timer = WakeTimer::new();
+        let mut pace = Pace::new(self.idle_wait);
         loop {
             core.clock.update();
             conn::expire(&core);
@@ -267,7 +275,9 @@ impl Loop {
                 continue;
             }
             if n > 0 || core.has_dirty() {
-                tokio::task::yield_now().await;
+                if pace.yield_after_work(d.running_tasks()) {
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             if deadline.is_none() && !self.idle_spin.is_zero() {
@@ -279,6 +289,19 @@ impl Loop {
                     Spin::Stop => continue,
                     Spin::Idle => {}
                 }
+            }
+            let pause_due = accept_pause.as_ref().map(|p| p.deadline().into_std());
+            if let Some(wait) =
+                pace.backend_wait(&core, d.running_tasks(), deadline.is_some(), pause_due)
+            {
+                // One look at tokio first: tasks a handler spawned, tokio's IO and timers.
+                tokio::task::yield_now().await;
+                if core.has_dirty() || d.running_tasks() > 0 || self.stop.is_requested() {
+                    continue;
+                }
+                io.ring.submit_and_wait_timeout(wait)?;
+                pace.waited(&core, io.ring.has_completions());
+                continue;
             }
             // Any wake after the first poll is worth a loop turn (ring, handler output, a body
             // channel that drained, stop, deadline); spurious ones cost one turn.
@@ -340,6 +363,87 @@ impl Loop {
                 return Ok(Spin::Idle);
             }
         }
+    }
+}
+
+/// Turns with work a worker runs without yielding to tokio while no handler task is running, at
+/// most: tasks the application runs outside requests, and tokio's timers and IO, get a look at
+/// least this often under load.
+const TURNS_WITHOUT_YIELD: u32 = 16;
+
+/// When a busy worker yields to tokio, and whether an idle one waits for IO in its backend
+/// (`io_uring_enter`, or `epoll_wait` on its own epoll fd) instead of sleeping in tokio's
+/// reactor.
+///
+/// Waking from the backend is one system call; waking through tokio's reactor is its
+/// `epoll_wait` on the backend's fd, the eventfd read and the backend's own call. The backend
+/// wait is taken only while no handler task is running (a task's output wakes the worker through
+/// tokio), not while draining, and for at most `idle_wait` and until the wheel's next deadline
+/// or the end of an accept pause; a wait that expires with no IO sends the next idle sleep to
+/// tokio, so an idle worker sleeps there. Guarantee: tasks the application runs outside
+/// requests (woken by a timer, by tokio IO or from another thread) and a shutdown request are
+/// noticed at most `idle_wait` late.
+pub(crate) struct Pace {
+    idle_wait: Duration,
+    /// Turns with work since the last yield.
+    turns_unyielded: u32,
+    /// The last backend wait expired with no IO: the next idle sleeps in tokio's reactor.
+    expired: bool,
+}
+
+impl Pace {
+    pub fn new(idle_wait: Duration) -> Pace {
+        Pace {
+            idle_wait,
+            turns_unyielded: 0,
+            expired: false,
+        }
+    }
+
+    /// After a turn with work: whether to yield to tokio before the next turn. Always while a
+    /// handler task runs (its output is what the next flush sends); otherwise once every
+    /// [`TURNS_WITHOUT_YIELD`] turns.
+    pub fn yield_after_work(&mut self, running_tasks: usize) -> bool {
+        self.expired = false;
+        self.turns_unyielded += 1;
+        if running_tasks > 0 || self.turns_unyielded >= TURNS_WITHOUT_YIELD {
+            self.turns_unyielded = 0;
+            return true;
+        }
+        false
+    }
+
+    /// For an idle worker: how long to wait for IO in the backend, or `None` to sleep in
+    /// tokio's reactor.
+    pub fn backend_wait(
+        &self,
+        core: &Core,
+        running_tasks: usize,
+        draining: bool,
+        accept_pause_due: Option<Instant>,
+    ) -> Option<Duration> {
+        if self.idle_wait.is_zero() || self.expired || running_tasks > 0 || draining {
+            return None;
+        }
+        let now = Instant::now();
+        let wait = [core.next_deadline(), accept_pause_due]
+            .into_iter()
+            .flatten()
+            .fold(self.idle_wait, |wait, due| {
+                wait.min(due.saturating_duration_since(now))
+            });
+        (!wait.is_zero()).then_some(wait)
+    }
+
+    /// A backend wait ended, `woken` by IO or not (expired).
+    pub fn waited(&mut self, core: &Core, woken: bool) {
+        self.expired = !woken;
+        self.turns_unyielded = 0;
+        core.stats.count(if woken {
+            crate::stats::Counter::IdleWaitWoken
+        } else {
+            crate::stats::Counter::IdleWaitExpired
+        });
     }
 }
 

@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Server CPU per request and p99 at low load: one connection, one request at a time (and,
+with --depth, one connection with that many requests in flight), against the epoll floor.
+
+Usage: bench/one-connection.py [--rounds 5] [--duration 4] [--depth 1] [--base PATH] [--only NAMES]
+
+Cases (each a server started pinned to CPU 0 on 127.0.0.1:9370; fcgi-loadtest pinned to CPU 1,
+GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured window):
+  uring         fcgi-uring serve --workers 1 --io uring
+  epoll         fcgi-uring serve --workers 1 --io epoll
+  uring-nowait  the same with --idle-wait-us 0 (the worker always sleeps in tokio's reactor)
+  floor-epoll   fcgi-floor --epoll (one epoll_wait, one recv, one send per request)
+  floor         fcgi-floor (the io_uring floor)
+  base-uring, base-epoll   --base PATH: another fcgi-uring binary (an older build), both backends
+Cases are interleaved over rounds (each once per round); the table gives medians and each case's
+ratios to floor-epoll's medians of the same run. Needs a release build
+(cargo build --release --workspace).
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TARGET = os.path.join(HERE, "..", "target", "release")
+ADDR = "127.0.0.1:9370"
+
+
+def cases(base):
+    serve = [os.path.join(TARGET, "fcgi-uring"), "serve", "--listen", ADDR, "--workers", "1",
+             "--admin-listen", "none"]
+    floor = os.path.join(TARGET, "fcgi-floor")
+    out = {
+        "uring": serve + ["--io", "uring"],
+        "epoll": serve + ["--io", "epoll"],
+        "uring-nowait": serve + ["--io", "uring", "--idle-wait-us", "0"],
+        "floor-epoll": [floor, "--epoll", ADDR],
+        "floor": [floor, ADDR],
+    }
+    if base:
+        old = [base, "serve", "--listen", ADDR, "--workers", "1"]
+        out["base-uring"] = old + ["--io", "uring"]
+        out["base-epoll"] = old + ["--io", "epoll"]
+    return out
+
+
+def wait_listening(proc, deadline=10.0):
+    host, port = ADDR.rsplit(":", 1)
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            socket.create_connection((host, int(port)), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("server did not listen in time")
+
+
+def run_case(cmd, args):
+    server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_listening(server)
+        out = subprocess.run(
+            ["taskset", "-c", "1", os.path.join(TARGET, "fcgi-loadtest"), "run", "--addr", ADDR,
+             "--conns", "1", "--depth", str(args.depth), "--duration", str(args.duration),
+             "--warmup", "1", "--cpus", "1", "--server-pid", str(server.pid), "--json", "/hello"],
+            check=True, capture_output=True, text=True).stdout
+        r = json.loads(out)
+        if r["errors"]:
+            raise SystemExit(f"{cmd}: {r['errors']} errors")
+        return r
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--duration", type=int, default=4)
+    p.add_argument("--depth", type=int, default=1)
+    p.add_argument("--base", help="another fcgi-uring binary (an older build) to compare")
+    p.add_argument("--only", help="comma-separated case names")
+    args = p.parse_args()
+    all_cases = cases(args.base)
+    names = args.only.split(",") if args.only else list(all_cases)
+    if "floor-epoll" not in names:
+        names.append("floor-epoll")
+    results = {n: [] for n in names}
+    for rnd in range(args.rounds):
+        for n in names:
+            r = run_case(all_cases[n], args)
+            results[n].append(r)
+            print(f"round {rnd + 1} {n}: {r['rps']:.0f}/s cpu {r['server_cpu_us_per_req']:.1f} us"
+                  f" p99 {r['p99_us']} us", file=sys.stderr)
+    med = {n: {k: statistics.median(x[k] for x in rs)
+               for k in ("rps", "server_cpu_us_per_req", "p50_us", "p99_us")}
+           for n, rs in results.items()}
+    floor = med["floor-epoll"]
+    print(f"one connection, depth {args.depth}: medians of {args.rounds} interleaved rounds of "
+          f"{args.duration} s; server CPU 0, client CPU 1")
+    print("| case | requests/s | server CPU / request | p50 | p99 | CPU vs floor-epoll |"
+          " p99 vs floor-epoll |")
+    print("|---|---|---|---|---|---|---|")
+    for n in names:
+        m = med[n]
+        print(f"| {n} | {m['rps']:,.0f} | {m['server_cpu_us_per_req']:.1f} us | {m['p50_us']:.0f} us"
+              f" | {m['p99_us']:.0f} us | {m['server_cpu_us_per_req'] / floor['server_cpu_us_per_req']:.2f}x"
+              f" | {m['p99_us'] / floor['p99_us']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+//! `ring.idle_wait_us`: an idle worker with no handler task running waits for IO in its backend
+//! (`io_uring_enter`, or `epoll_wait` on its own epoll fd) before it sleeps in tokio's reactor.
+//!
+//! Runs on the backend `FCGI_URING_IO` names (the suite runs once per backend). Shows that the
+//! waits are taken between sequential requests, that a wait with no IO ends and the worker then
+//! sleeps in tokio (not a loop of short waits), that a task the application runs outside
+//! requests still runs when another thread wakes it during such a wait, and that 0 turns the
+//! waits off.
+
+mod common;
+
+use common::*;
+use fcgi_uring::{Config, Counter, ServerHandle, service_fn};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+fn start(idle_wait_us: u32) -> ServerHandle {
+    let config = Config::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .idle_wait_us(idle_wait_us)
+        .build()
+        .unwrap();
+    fcgi_uring::Server::new(config)
+        .start(|| service_fn(fcgi_uring_cli::demo::app))
+        .expect("server starts")
+}
+
+/// The kernel id of this process's worker thread `fcgi-worker-0`.
+fn worker_tid() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .expect("list threads")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .find(|tid| {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim() == "fcgi-worker-0")
+        })
+        .expect("a thread named fcgi-worker-0")
+}
+
+/// The system call thread `tid` is blocked in (its number), from /proc/self/task/TID/syscall;
+/// `None` while it runs.
+fn blocked_in(tid: u64) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn sequential_requests_wake_from_the_backend_and_an_idle_worker_then_sleeps_in_tokio() {
+    let server = start(1000);
+    let addr = server.local_addr().clone();
+    sequential_1000(&addr);
+    // One connection, one request at a time: the next request comes well within 1 ms of the
+    // previous answer for most of them, so waits in the backend are ended by IO.
+    let stats = server.stats();
+    assert!(stats.get(Counter::IdleWaitWoken) > 0, "{stats}");
+    // With no more IO, a wait expires and the worker goes to sleep in tokio's reactor:
+    // `epoll_wait` (tokio's, through mio and libc; the backends' own calls are io_uring_enter
+    // and rustix's epoll_pwait), and stays there.
+    let tid = worker_tid();
+    wait_for("a backend wait to expire", HANG_GUARD, || {
+        server.stats().get(Counter::IdleWaitExpired) > 0
+    });
+    #[cfg(target_arch = "x86_64")]
+    wait_for(
+        "the worker asleep in tokio's epoll_wait",
+        HANG_GUARD,
+        || blocked_in(tid) == Some(libc::SYS_epoll_wait),
+    );
+    let expired = server.stats().get(Counter::IdleWaitExpired);
+    // Still in tokio after a request more? Each idle period costs at most one expired wait.
+    let r = get(&addr, "/hello");
+    assert_eq!(r.status, 200);
+    wait_for("the worker asleep again", HANG_GUARD, || {
+        server.stats().get(Counter::IdleWaitExpired) > expired
+    });
+    assert!(
+        server.stats().get(Counter::IdleWaitExpired) <= expired + 2,
+        "{}",
+        server.stats()
+    );
+    server.shutdown();
+}
+
+#[test]
+fn zero_turns_the_backend_waits_off() {
+    let server = start(0);
+    sequential_1000(server.local_addr());
+    let stats = server.stats();
+    assert_eq!(stats.get(Counter::IdleWaitWoken), 0, "{stats}");
+    assert_eq!(stats.get(Counter::IdleWaitExpired), 0, "{stats}");
+    server.shutdown();
+}
+
+/// A task the application spawned on the worker (outside any request) and woken from another
+/// thread runs although no IO comes: the wait in the backend is bounded, and the worker looks
+/// at tokio after it.
+#[test]
+fn a_task_woken_from_another_thread_runs_while_the_worker_waits() {
+    let bell = Arc::new(tokio::sync::Notify::new());
+    let rang = Arc::new(AtomicU32::new(0));
+    let config = Config::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        // Long waits: a wake that had to wait for the next IO would hang the test.
+        .idle_wait_us(100_000)
+        .build()
+        .unwrap();
+    let (task_bell, task_rang) = (bell.clone(), rang.clone());
+    let server = fcgi_uring::Server::new(config)
+        .start(move || {
+            let (bell, rang) = (task_bell.clone(), task_rang.clone());
+            tokio::task::spawn_local(async move {
+                loop {
+                    bell.notified().await;
+                    rang.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            service_fn(fcgi_uring_cli::demo::app)
+        })
+        .expect("server starts");
+    let addr = server.local_addr().clone();
+    let mut client = connect(&addr);
+    let mut spec = fcgi_client::RequestSpec::get("/hello");
+    spec.keep_conn = true;
+    for i in 1..=20 {
+        // The answer is out: the worker is on its way to (or in) a wait in the backend.
+        let r = client.request(&spec).expect("request");
+        assert_eq!(r.status, 200);
+        bell.notify_one();
+        wait_for("the task to run", HANG_GUARD, || {
+            rang.load(Ordering::SeqCst) == i
+        });
+    }
+    assert!(
+        server.stats().get(Counter::IdleWaitWoken) + server.stats().get(Counter::IdleWaitExpired)
+            > 0
+    );
+    server.shutdown();
+}
