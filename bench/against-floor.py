@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Server CPU per request and p99 at low load: one connection, one request at a time (and,
-with --depth, one connection with that many requests in flight), against the epoll floor.
+"""Server CPU per request, rate and p99 of fcgi-uring against the no-application floors, at one
+load: by default one connection with one request at a time (the wake path), or --conns C
+--depth D (e.g. 1 x 16 or 16 x 16 multiplexed).
 
-Usage: bench/one-connection.py [--rounds 5] [--duration 4] [--depth 1] [--base PATH] [--only NAMES]
+Usage: bench/against-floor.py [--rounds 5] [--duration 4] [--conns 1] [--depth 1] [--base PATH]
+                              [--only NAMES]
 
 Cases (each a server started pinned to CPU 0 on 127.0.0.1:9370; fcgi-loadtest pinned to CPU 1,
 GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured window):
@@ -13,7 +15,8 @@ GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured wind
   floor         fcgi-floor (the io_uring floor)
   base-uring, base-epoll   --base PATH: another fcgi-uring binary (an older build), both backends
 Cases are interleaved over rounds (each once per round); the table gives medians and each case's
-ratios to floor-epoll's medians of the same run. Needs a release build
+ratios to floor-epoll's medians of the same run (CPU, p99; floor's with --depth over 1, as the
+epoll floor does not multiplex) and to floor's (rate). Needs a release build
 (cargo build --release --workspace).
 """
 import argparse
@@ -62,17 +65,44 @@ def wait_listening(proc, deadline=10.0):
     raise SystemExit("server did not listen in time")
 
 
+def wait_port_free(deadline=10.0):
+    """An io_uring server's listening socket outlives its process for a moment (the kernel
+    tears the ring down asynchronously): wait until the port can be bound again."""
+    host, port = ADDR.rsplit(":", 1)
+    end = time.monotonic() + deadline
+    while True:
+        s = socket.socket()
+        # As servers bind: connections in TIME_WAIT do not count, a listener does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise SystemExit(f"{ADDR} still in use")
+            time.sleep(0.05)
+        finally:
+            s.close()
+
+
 def run_case(cmd, args):
-    server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    wait_port_free()
+    log = open("/tmp/against-floor-server.log", "w+")
+    server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=log, stderr=log)
     try:
         wait_listening(server)
+        # Some builds bind before their workers run: give them a moment to take connections.
+        time.sleep(0.5)
         out = subprocess.run(
             ["taskset", "-c", "1", os.path.join(TARGET, "fcgi-loadtest"), "run", "--addr", ADDR,
-             "--conns", "1", "--depth", str(args.depth), "--duration", str(args.duration),
+             "--conns", str(args.conns), "--depth", str(args.depth), "--duration", str(args.duration),
              "--warmup", "1", "--cpus", "1", "--server-pid", str(server.pid), "--json", "/hello"],
-            check=True, capture_output=True, text=True).stdout
-        r = json.loads(out)
+            capture_output=True, text=True)
+        if out.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"{' '.join(cmd)}: fcgi-loadtest failed: {out.stderr.strip()}\n"
+                             f"server log (/tmp/against-floor-server.log):\n{log.read()[-2000:]}")
+        r = json.loads(out.stdout)
         if r["errors"]:
             raise SystemExit(f"{cmd}: {r['errors']} errors")
         return r
@@ -89,14 +119,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=int, default=4)
+    p.add_argument("--conns", type=int, default=1)
     p.add_argument("--depth", type=int, default=1)
     p.add_argument("--base", help="another fcgi-uring binary (an older build) to compare")
     p.add_argument("--only", help="comma-separated case names")
     args = p.parse_args()
     all_cases = cases(args.base)
     names = args.only.split(",") if args.only else list(all_cases)
-    if "floor-epoll" not in names:
-        names.append("floor-epoll")
+    # The epoll floor does not multiplex: with requests in flight the io_uring floor is the bound.
+    ref = "floor-epoll" if args.depth == 1 else "floor"
+    if args.depth > 1 and "floor-epoll" in names:
+        names.remove("floor-epoll")
+    if ref not in names:
+        names.append(ref)
     results = {n: [] for n in names}
     for rnd in range(args.rounds):
         for n in names:
@@ -107,17 +142,18 @@ def main():
     med = {n: {k: statistics.median(x[k] for x in rs)
                for k in ("rps", "server_cpu_us_per_req", "p50_us", "p99_us")}
            for n, rs in results.items()}
-    floor = med["floor-epoll"]
-    print(f"one connection, depth {args.depth}: medians of {args.rounds} interleaved rounds of "
-          f"{args.duration} s; server CPU 0, client CPU 1")
-    print("| case | requests/s | server CPU / request | p50 | p99 | CPU vs floor-epoll |"
-          " p99 vs floor-epoll |")
-    print("|---|---|---|---|---|---|---|")
+    floor = med[ref]
+    print(f"{args.conns} connection(s) x {args.depth} in flight: medians of {args.rounds} "
+          f"interleaved rounds of {args.duration} s; server CPU 0, client CPU 1")
+    ring = med.get("floor", floor)
+    print(f"| case | requests/s | server CPU / request | p50 | p99 | CPU vs {ref} |"
+          f" p99 vs {ref} | rate vs floor |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in names:
         m = med[n]
         print(f"| {n} | {m['rps']:,.0f} | {m['server_cpu_us_per_req']:.1f} us | {m['p50_us']:.0f} us"
               f" | {m['p99_us']:.0f} us | {m['server_cpu_us_per_req'] / floor['server_cpu_us_per_req']:.2f}x"
-              f" | {m['p99_us'] / floor['p99_us']:.2f}x |")
+              f" | {m['p99_us'] / floor['p99_us']:.2f}x | {m['rps'] / ring['rps']:.2f}x |")
 
 
 if __name__ == "__main__":
