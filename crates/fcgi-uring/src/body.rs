@@ -180,15 +180,32 @@ pub(crate) enum Flow {
 }
 
 /// The STDIN channel of one streaming request.
+///
+/// Bytes are copied into a fill buffer sized for the body's announced length (CONTENT_LENGTH,
+/// at most [`RESERVE_FACTOR`] times the bytes that came with it and half the limit), which is
+/// handed to the reader as one frame once it is full, when the stream ends or fails, or when
+/// the unread bytes pass half the limit. A body that announces its length therefore reaches
+/// the handler in few frames, usually one, which a handler that collects it takes without a
+/// second copy to join them; a body of unknown length is handed on as it arrives.
 #[derive(Debug)]
 pub(crate) struct Channel {
     state: Mutex<ChannelState>,
     limit: usize,
 }
 
+/// How much more than a push's bytes a fill buffer may reserve: an announced length costs
+/// nothing until bytes come, and cannot make a few bytes reserve much more.
+pub(crate) const RESERVE_FACTOR: usize = 4;
+
 #[derive(Debug, Default)]
 struct ChannelState {
+    /// Frames ready for the reader.
     chunks: VecDeque<Bytes>,
+    /// Bytes not handed on yet: the reader gets them whole (see [`Channel`]).
+    filling: Vec<u8>,
+    /// Bytes the body announced and that have not arrived yet.
+    announced_left: Option<usize>,
+    /// Unread bytes, `filling` included.
     buffered: usize,
     ended: bool,
     error: Option<BodyError>,
@@ -199,11 +216,21 @@ struct ChannelState {
 }
 
 impl Channel {
-    pub(crate) fn new(limit: usize) -> Channel {
-        Channel {
-            state: Mutex::new(ChannelState::default()),
+    /// A channel whose body announced `announced_left` more bytes (if it did), starting with
+    /// `first` (the bytes that arrived before the handler was called, and the room reserved
+    /// for more).
+    pub(crate) fn new(limit: usize, first: Vec<u8>, announced_left: Option<usize>) -> Channel {
+        let ch = Channel {
+            state: Mutex::new(ChannelState {
+                buffered: first.len(),
+                filling: first,
+                announced_left,
+                ..ChannelState::default()
+            }),
             limit,
-        }
+        };
+        ch.settle(&mut ch.lock());
+        ch
     }
 
     fn lock(&self) -> MutexGuard<'_, ChannelState> {
@@ -212,17 +239,28 @@ impl Channel {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds STDIN bytes. Dropped silently when the handler no longer holds the body.
-    pub(crate) fn push(&self, data: Bytes) -> Flow {
+    /// Adds STDIN bytes (copied). Dropped silently when the handler no longer holds the body.
+    pub(crate) fn push(&self, data: &[u8]) -> Flow {
         let mut st = self.lock();
         if st.reader_gone || st.ended || st.error.is_some() {
             return Flow::Continue;
         }
-        st.buffered += data.len();
-        st.chunks.push_back(data);
-        if let Some(w) = st.reader.take() {
-            w.wake();
+        if st.filling.capacity() - st.filling.len() < data.len() {
+            Self::hand_on(&mut st);
+            let most = data
+                .len()
+                .saturating_mul(RESERVE_FACTOR)
+                .min(self.limit / 2)
+                .max(data.len());
+            let want = st
+                .announced_left
+                .map_or(data.len(), |left| left.clamp(data.len(), most));
+            st.filling = Vec::with_capacity(want);
         }
+        st.filling.extend_from_slice(data);
+        st.buffered += data.len();
+        st.announced_left = st.announced_left.map(|left| left.saturating_sub(data.len()));
+        self.settle(&mut st);
         if st.buffered > self.limit {
             Flow::Pause
         } else {
@@ -230,9 +268,31 @@ impl Channel {
         }
     }
 
+    /// Hands the fill buffer on once it is full or the unread bytes pass half the limit (so
+    /// that the reader can always bring them under it, which resumes a paused connection).
+    fn settle(&self, st: &mut ChannelState) {
+        let full = st.filling.len() == st.filling.capacity();
+        if !st.filling.is_empty() && (full || st.buffered > self.limit / 2) {
+            Self::hand_on(st);
+        }
+    }
+
+    /// Moves the filled bytes to the reader's frames and wakes it.
+    fn hand_on(st: &mut ChannelState) {
+        if st.filling.is_empty() {
+            return;
+        }
+        let frame = Bytes::from(std::mem::take(&mut st.filling));
+        st.chunks.push_back(frame);
+        if let Some(w) = st.reader.take() {
+            w.wake();
+        }
+    }
+
     /// The empty STDIN record arrived.
     pub(crate) fn end(&self) {
         let mut st = self.lock();
+        Self::hand_on(&mut st);
         st.ended = true;
         if let Some(w) = st.reader.take() {
             w.wake();
@@ -245,6 +305,7 @@ impl Channel {
         if st.ended {
             return;
         }
+        Self::hand_on(&mut st);
         st.error = Some(error);
         if let Some(w) = st.reader.take() {
             w.wake();
@@ -292,13 +353,14 @@ impl Channel {
 
     fn is_drained(&self) -> bool {
         let st = self.lock();
-        st.chunks.is_empty() && (st.ended || st.error.is_some())
+        st.chunks.is_empty() && st.filling.is_empty() && (st.ended || st.error.is_some())
     }
 
     fn reader_dropped(&self) {
         let mut st = self.lock();
         st.reader_gone = true;
         st.chunks.clear();
+        st.filling = Vec::new();
         st.buffered = 0;
         if let Some(w) = st.driver.take() {
             w.wake();
@@ -330,19 +392,69 @@ mod tests {
 
     #[test]
     fn streaming_body_delivers_in_order_and_ends() {
-        let ch = Arc::new(Channel::new(1024));
+        let ch = Arc::new(Channel::new(1024, Vec::new(), None));
         let body = RequestBody::streaming(ch.clone());
-        assert_eq!(ch.push(Bytes::from_static(b"he")), Flow::Continue);
-        assert_eq!(ch.push(Bytes::from_static(b"llo")), Flow::Continue);
+        assert_eq!(ch.push(b"he"), Flow::Continue);
+        assert_eq!(ch.push(b"llo"), Flow::Continue);
         ch.end();
         assert_eq!(block_on(body.collect()).unwrap().to_bytes(), "hello");
     }
 
+    /// The frames a reader polling after every push gets.
+    fn frames_while_pushing(ch: &Arc<Channel>, pushes: &[&[u8]]) -> Vec<usize> {
+        let mut body = RequestBody::streaming(ch.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut frames = Vec::new();
+        let mut take = |body: &mut RequestBody, frames: &mut Vec<usize>| {
+            while let Poll::Ready(Some(Ok(f))) = Pin::new(&mut *body).poll_frame(&mut cx) {
+                frames.push(f.into_data().unwrap().len());
+            }
+        };
+        for p in pushes {
+            assert_eq!(ch.push(p), Flow::Continue);
+            take(&mut body, &mut frames);
+        }
+        ch.end();
+        take(&mut body, &mut frames);
+        assert!(body.is_end_stream());
+        frames
+    }
+
+    #[test]
+    fn an_announced_body_reaches_the_reader_whole() {
+        // 2 bytes came with the params (room reserved for 8), 8 more announced.
+        let mut first = Vec::with_capacity(8);
+        first.extend_from_slice(b"ab");
+        let ch = Arc::new(Channel::new(1024, first, Some(8)));
+        assert_eq!(frames_while_pushing(&ch, &[b"cde", b"fgh", b"ij"]), vec![8, 2]);
+        // Announced up front: one frame, although the reader looked after every push.
+        let ch = Arc::new(Channel::new(1024, Vec::new(), Some(10)));
+        assert_eq!(frames_while_pushing(&ch, &[b"abc", b"def", b"ghij"]), vec![10]);
+    }
+
+    #[test]
+    fn a_body_of_unknown_length_is_handed_on_as_it_arrives() {
+        let ch = Arc::new(Channel::new(1024, Vec::new(), None));
+        assert_eq!(frames_while_pushing(&ch, &[b"abc", b"de"]), vec![3, 2]);
+    }
+
+    #[test]
+    fn an_announced_body_does_not_hold_more_than_half_the_limit() {
+        // Limit 16: the reader gets the bytes once more than 8 are unread, so that it can
+        // always bring a paused connection back under the limit.
+        let ch = Arc::new(Channel::new(16, Vec::new(), Some(100)));
+        assert_eq!(frames_while_pushing(&ch, &[b"abcd", b"efgh", b"i"]), vec![8, 1]);
+        // An announced length larger than the bytes that came reserves at most 4x them.
+        let ch = Arc::new(Channel::new(1 << 20, Vec::new(), Some(1 << 20)));
+        assert_eq!(ch.push(b"ab"), Flow::Continue);
+        assert_eq!(ch.lock().filling.capacity(), 2 * RESERVE_FACTOR);
+    }
+
     #[test]
     fn over_limit_pauses_and_draining_wakes_driver() {
-        let ch = Arc::new(Channel::new(4));
+        let ch = Arc::new(Channel::new(4, Vec::new(), None));
         let mut body = RequestBody::streaming(ch.clone());
-        assert_eq!(ch.push(Bytes::from_static(b"12345")), Flow::Pause);
+        assert_eq!(ch.push(b"12345"), Flow::Pause);
         let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
         struct Flag(Arc<std::sync::atomic::AtomicBool>);
         impl std::task::Wake for Flag {
@@ -361,15 +473,15 @@ mod tests {
 
     #[test]
     fn failure_reaches_reader_and_drop_discards() {
-        let ch = Arc::new(Channel::new(1024));
+        let ch = Arc::new(Channel::new(1024, Vec::new(), None));
         let body = RequestBody::streaming(ch.clone());
-        ch.push(Bytes::from_static(b"x"));
+        ch.push(b"x");
         ch.fail(BodyError::Aborted);
         let err = block_on(body.collect()).unwrap_err();
         assert_eq!(err, BodyError::Aborted);
-        let ch2 = Arc::new(Channel::new(1));
+        let ch2 = Arc::new(Channel::new(1, Vec::new(), None));
         drop(RequestBody::streaming(ch2.clone()));
-        assert_eq!(ch2.push(Bytes::from_static(b"ignored")), Flow::Continue);
+        assert_eq!(ch2.push(b"ignored"), Flow::Continue);
         assert!(ch2.wants_more(Waker::noop()));
     }
 }

@@ -262,12 +262,14 @@ impl Core {
 
     /// Turns the staged STDIN (and DATA, for a FILTER) of a request about to be dispatched into
     /// its bodies; `None` when the request is gone.
-    pub fn take_body(&self, rk: ReqKey) -> Option<(RequestBody, Option<RequestBody>)> {
-        let limit = self.settings.max_body_buffer;
+    pub fn take_body(&self, staged: &Staged) -> Option<(RequestBody, Option<RequestBody>)> {
+        let (rk, limit) = (staged.rk, self.settings.max_body_buffer);
         let mut conns = self.conns.borrow_mut();
         let entry = conns.get_mut(rk.conn)?.live_request(rk)?;
-        let body = entry.body.dispatch(limit);
-        let data = matches!(entry.data, BodyIn::Staged { .. }).then(|| entry.data.dispatch(limit));
+        let announced = || content_length(&staged.params);
+        let body = entry.body.dispatch(limit, announced());
+        let data = matches!(entry.data, BodyIn::Staged { .. })
+            .then(|| entry.data.dispatch(limit, None));
         Some((body, data))
     }
 
@@ -293,7 +295,13 @@ fn announced_length(staged: &[Staged], key: ConnKey, id: u16) -> Option<usize> {
         .iter()
         .rev()
         .find(|s| s.rk.conn == key && s.rk.id == id)?;
-    let value = s.params.get(b"CONTENT_LENGTH")?;
+    content_length(&s.params)
+}
+
+/// A request's CONTENT_LENGTH if it states a plain length (advisory: only a size hint for its
+/// body's buffers).
+fn content_length(params: &Params) -> Option<usize> {
+    let value = params.get(b"CONTENT_LENGTH")?;
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -60,7 +60,7 @@ where
 
     /// Starts the handler of a staged request.
     pub fn dispatch(&self, staged: Staged) {
-        let Some((body, data)) = self.core.take_body(staged.rk) else {
+        let Some((body, data)) = self.core.take_body(&staged) else {
             return;
         };
         let popped = self.slots.borrow_mut().pop();
