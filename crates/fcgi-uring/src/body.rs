@@ -259,7 +259,9 @@ impl Channel {
         }
         st.filling.extend_from_slice(data);
         st.buffered += data.len();
-        st.announced_left = st.announced_left.map(|left| left.saturating_sub(data.len()));
+        st.announced_left = st
+            .announced_left
+            .map(|left| left.saturating_sub(data.len()));
         self.settle(&mut st);
         if st.buffered > self.limit {
             Flow::Pause
@@ -426,10 +428,16 @@ mod tests {
         let mut first = Vec::with_capacity(8);
         first.extend_from_slice(b"ab");
         let ch = Arc::new(Channel::new(1024, first, Some(8)));
-        assert_eq!(frames_while_pushing(&ch, &[b"cde", b"fgh", b"ij"]), vec![8, 2]);
+        assert_eq!(
+            frames_while_pushing(&ch, &[b"cde", b"fgh", b"ij"]),
+            vec![8, 2]
+        );
         // Announced up front: one frame, although the reader looked after every push.
         let ch = Arc::new(Channel::new(1024, Vec::new(), Some(10)));
-        assert_eq!(frames_while_pushing(&ch, &[b"abc", b"def", b"ghij"]), vec![10]);
+        assert_eq!(
+            frames_while_pushing(&ch, &[b"abc", b"def", b"ghij"]),
+            vec![10]
+        );
     }
 
     #[test]
@@ -443,7 +451,10 @@ mod tests {
         // Limit 16: the reader gets the bytes once more than 8 are unread, so that it can
         // always bring a paused connection back under the limit.
         let ch = Arc::new(Channel::new(16, Vec::new(), Some(100)));
-        assert_eq!(frames_while_pushing(&ch, &[b"abcd", b"efgh", b"i"]), vec![8, 1]);
+        assert_eq!(
+            frames_while_pushing(&ch, &[b"abcd", b"efgh", b"i"]),
+            vec![8, 1]
+        );
         // An announced length larger than the bytes that came reserves at most 4x them.
         let ch = Arc::new(Channel::new(1 << 20, Vec::new(), Some(1 << 20)));
         assert_eq!(ch.push(b"ab"), Flow::Continue);

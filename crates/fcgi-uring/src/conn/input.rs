@@ -267,9 +267,9 @@ impl Core {
         let mut conns = self.conns.borrow_mut();
         let entry = conns.get_mut(rk.conn)?.live_request(rk)?;
         let announced = || content_length(&staged.params);
-        let body = entry.body.dispatch(limit, announced());
+        let body = entry.body.dispatch(limit, announced);
         let data = matches!(entry.data, BodyIn::Staged { .. })
-            .then(|| entry.data.dispatch(limit, None));
+            .then(|| entry.data.dispatch(limit, || None));
         Some((body, data))
     }
 

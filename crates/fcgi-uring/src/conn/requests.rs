@@ -94,15 +94,20 @@ impl BodyIn {
     }
 
     /// Hands the stream to the handler: complete bytes if it already ended, else a channel
-    /// that later bytes go to (sized for the `announced` length, if the body has one).
-    pub fn dispatch(&mut self, limit: usize, announced: Option<usize>) -> RequestBody {
+    /// that later bytes go to (sized for the `announced` length, if the body has one; asked
+    /// only then).
+    pub fn dispatch(
+        &mut self,
+        limit: usize,
+        announced: impl FnOnce() -> Option<usize>,
+    ) -> RequestBody {
         let BodyIn::Staged { bytes, ended } = std::mem::replace(self, BodyIn::Done) else {
             return RequestBody::empty();
         };
         if ended {
             return RequestBody::full(Bytes::from(bytes));
         }
-        let left = announced.map(|n| n.saturating_sub(bytes.len()));
+        let left = announced().map(|n| n.saturating_sub(bytes.len()));
         let channel = Arc::new(Channel::new(limit, bytes, left));
         *self = BodyIn::Stream(channel.clone());
         RequestBody::streaming(channel)
@@ -313,7 +318,7 @@ mod tests {
         body.push(&[2; 500], || panic!("looked up for the first bytes only"));
         assert_eq!(staged_capacity(&body), 1500, "no growth");
         body.end();
-        let mut got = body.dispatch(1 << 20, None);
+        let mut got = body.dispatch(1 << 20, || None);
         let frame = std::pin::pin!(&mut got);
         let mut cx = std::task::Context::from_waker(Waker::noop());
         let std::task::Poll::Ready(Some(Ok(frame))) = http_body::Body::poll_frame(frame, &mut cx)
