@@ -19,7 +19,7 @@ use super::backend::{AcceptError, Backend};
 use crate::conn::{self, Core};
 use crate::service::HttpService;
 use crate::stats::Counter;
-use crate::worker::{Dispatcher, LoopSpec, Pace, WakeTimer};
+use crate::worker::{Dispatcher, Idle, LoopSpec, Pace, WakeTimer};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -104,19 +104,18 @@ where
             tokio::task::yield_now().await;
             continue;
         }
-        let pause_due = accept_pause.as_ref().map(|p| p.deadline().into_std());
-        if let Some(wait) =
-            pace.backend_wait(&core, d.running_tasks(), deadline.is_some(), pause_due)
+        match pace
+            .when_idle(&d, &spec.stop, deadline.is_some(), accept_pause.as_ref())
+            .await
         {
-            // One look at tokio first: tasks a handler spawned, tokio's IO and timers.
-            tokio::task::yield_now().await;
-            if core.has_dirty() || d.running_tasks() > 0 || spec.stop.is_requested() {
+            Idle::Wait(wait) => {
+                let n = io.wait_events(wait)?;
+                pace.waited(&core, n > 0);
+                waited_events = Some(n);
                 continue;
             }
-            let n = io.wait_events(wait)?;
-            pace.waited(&core, n > 0);
-            waited_events = Some(n);
-            continue;
+            Idle::Turn => continue,
+            Idle::Sleep => {}
         }
         let mut polled = false;
         poll_fn(|cx| {

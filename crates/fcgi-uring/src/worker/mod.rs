@@ -290,18 +290,17 @@ impl Loop {
                     Spin::Idle => {}
                 }
             }
-            let pause_due = accept_pause.as_ref().map(|p| p.deadline().into_std());
-            if let Some(wait) =
-                pace.backend_wait(&core, d.running_tasks(), deadline.is_some(), pause_due)
+            match pace
+                .when_idle(&d, &self.stop, deadline.is_some(), accept_pause.as_ref())
+                .await
             {
-                // One look at tokio first: tasks a handler spawned, tokio's IO and timers.
-                tokio::task::yield_now().await;
-                if core.has_dirty() || d.running_tasks() > 0 || self.stop.is_requested() {
+                Idle::Wait(wait) => {
+                    io.ring.submit_and_wait_timeout(wait)?;
+                    pace.waited(&core, io.ring.has_completions());
                     continue;
                 }
-                io.ring.submit_and_wait_timeout(wait)?;
-                pace.waited(&core, io.ring.has_completions());
-                continue;
+                Idle::Turn => continue,
+                Idle::Sleep => {}
             }
             // Any wake after the first poll is worth a loop turn (ring, handler output, a body
             // channel that drained, stop, deadline); spurious ones cost one turn.
@@ -413,26 +412,35 @@ impl Pace {
         false
     }
 
-    /// For an idle worker: how long to wait for IO in the backend, or `None` to sleep in
-    /// tokio's reactor.
-    pub fn backend_wait(
+    /// What an idle worker does next: wait in its backend (after one look at tokio: tasks a
+    /// handler spawned, tokio's IO and timers), run a turn (that look found work), or sleep
+    /// in tokio's reactor.
+    pub async fn when_idle<S: HttpService>(
         &self,
-        core: &Core,
-        running_tasks: usize,
+        d: &Dispatcher<S>,
+        stop: &Stop,
         draining: bool,
-        accept_pause_due: Option<Instant>,
-    ) -> Option<Duration> {
-        if self.idle_wait.is_zero() || self.expired || running_tasks > 0 || draining {
-            return None;
+        accept_pause: Option<&Pin<Box<tokio::time::Sleep>>>,
+    ) -> Idle {
+        if self.idle_wait.is_zero() || self.expired || d.running_tasks() > 0 || draining {
+            return Idle::Sleep;
         }
         let now = Instant::now();
-        let wait = [core.next_deadline(), accept_pause_due]
+        let pause_due = accept_pause.map(|p| p.deadline().into_std());
+        let wait = [d.core.next_deadline(), pause_due]
             .into_iter()
             .flatten()
             .fold(self.idle_wait, |wait, due| {
                 wait.min(due.saturating_duration_since(now))
             });
-        (!wait.is_zero()).then_some(wait)
+        if wait.is_zero() {
+            return Idle::Sleep;
+        }
+        tokio::task::yield_now().await;
+        if d.core.has_dirty() || d.running_tasks() > 0 || stop.is_requested() {
+            return Idle::Turn;
+        }
+        Idle::Wait(wait)
     }
 
     /// A backend wait ended, `woken` by IO or not (expired).
@@ -445,6 +453,16 @@ impl Pace {
             crate::stats::Counter::IdleWaitExpired
         });
     }
+}
+
+/// What an idle worker does next ([`Pace::when_idle`]).
+pub(crate) enum Idle {
+    /// Wait for IO in the backend for at most this long, then count it ([`Pace::waited`]).
+    Wait(Duration),
+    /// Run a loop turn: there is work.
+    Turn,
+    /// Sleep in tokio's reactor.
+    Sleep,
 }
 
 /// The worker's one timer: armed for the wheel's first due slot.
