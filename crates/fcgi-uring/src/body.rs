@@ -193,9 +193,11 @@ pub(crate) struct Channel {
     limit: usize,
 }
 
-/// How much more than a push's bytes a fill buffer may reserve: an announced length costs
-/// nothing until bytes come, and cannot make a few bytes reserve much more.
-pub(crate) const RESERVE_FACTOR: usize = 4;
+/// How much more than the bytes that came a body's buffer may reserve for its announced length:
+/// an announced length costs nothing until bytes come, and cannot make a few bytes reserve much
+/// more. Eight: a 64 KiB body whose first receive also carried the params (a little under
+/// 16 KiB of body) fits the first buffer, which then never grows (growing copies).
+pub(crate) const RESERVE_FACTOR: usize = 8;
 
 #[derive(Debug, Default)]
 struct ChannelState {
@@ -455,7 +457,7 @@ mod tests {
             frames_while_pushing(&ch, &[b"abcd", b"efgh", b"i"]),
             vec![8, 1]
         );
-        // An announced length larger than the bytes that came reserves at most 4x them.
+        // An announced length larger than the bytes that came reserves at most RESERVE_FACTOR times them.
         let ch = Arc::new(Channel::new(1 << 20, Vec::new(), Some(1 << 20)));
         assert_eq!(ch.push(b"ab"), Flow::Continue);
         assert_eq!(ch.lock().filling.capacity(), 2 * RESERVE_FACTOR);

@@ -52,6 +52,9 @@ impl Core {
             data.advance(data.remaining());
         }
         entry.body_bytes += data.remaining() as u64;
+        // Room for all of it at once: a queue that grows while a large body is encoded copies
+        // what it holds at every step.
+        out.reserve(stdout_room(data.remaining(), head.is_some(), last));
         if let Some(head) = head {
             entry.head_sent = true;
             let status = head.status();
@@ -196,30 +199,43 @@ impl Head<'_> {
     }
 }
 
-/// Encodes `head ++ body` as STDOUT records of at most 65535 bytes; the head is encoded in
-/// place, behind a record header written once its length is known.
+/// A CGI head's usual size at most, for reserving output room before it is encoded.
+const HEAD_ROOM: usize = 256;
+
+/// Output bytes for `body_len` bytes of STDOUT (with the head's usual room, and the stream's
+/// end and END_REQUEST when `last`).
+fn stdout_room(body_len: usize, head: bool, last: bool) -> usize {
+    let records = body_len / record::MAX_CONTENT_LEN + 2;
+    let head = if head { HEAD_ROOM } else { 0 };
+    let end = if last { 2 * record::HEADER_LEN + 8 } else { 0 };
+    body_len + head + records * record::HEADER_LEN + end
+}
+
+/// Encodes `head ++ body` as STDOUT records of at most 65535 bytes, the first one filled with
+/// the head and as much of the body as fits; the head is encoded in place, behind a record
+/// header written once its length is known.
 fn encode_stdout2(out: &mut Vec<u8>, id: u16, head: Head<'_>, body: &[u8]) {
     let start = out.len();
     out.extend_from_slice(&[0; record::HEADER_LEN]);
     head.encode(out);
     let content_at = start + record::HEADER_LEN;
-    let total = out.len() - content_at + body.len();
-    match u16::try_from(total) {
-        Ok(len) if total <= record::MAX_CONTENT_LEN => {
-            let header = record::Header::new(record::RecordType::Stdout, id, len).encode();
-            if let Some(slot) = out.get_mut(start..content_at) {
-                slot.copy_from_slice(&header);
-            }
-            out.extend_from_slice(body);
-        }
-        _ => {
-            // A head and first chunk too large for one record (rare): one stream each.
-            let head = out.split_off(content_at);
-            out.truncate(start);
-            record::encode_stream(out, record::RecordType::Stdout, id, &head);
-            record::encode_stream(out, record::RecordType::Stdout, id, body);
-        }
+    let head_len = out.len() - content_at;
+    let Some(room) = record::MAX_CONTENT_LEN.checked_sub(head_len) else {
+        // A head too large for one record (rare): a stream of its own, then the body's.
+        let head = out.split_off(content_at);
+        out.truncate(start);
+        record::encode_stream(out, record::RecordType::Stdout, id, &head);
+        record::encode_stream(out, record::RecordType::Stdout, id, body);
+        return;
+    };
+    let (first, rest) = body.split_at(room.min(body.len()));
+    let len = u16::try_from(head_len + first.len()).unwrap_or(u16::MAX);
+    let header = record::Header::new(record::RecordType::Stdout, id, len).encode();
+    if let Some(slot) = out.get_mut(start..content_at) {
+        slot.copy_from_slice(&header);
     }
+    out.extend_from_slice(first);
+    record::encode_stream(out, record::RecordType::Stdout, id, rest);
 }
 
 #[cfg(test)]
@@ -237,16 +253,43 @@ mod tests {
     }
 
     #[test]
-    fn a_head_and_chunk_too_large_for_one_record_are_split() {
-        let mut out = b"queued".to_vec();
-        let body = vec![b'x'; record::MAX_CONTENT_LEN];
-        let head = Head::Status(http::StatusCode::OK, body.len() as u64);
-        encode_stdout2(&mut out, 1, head, &body);
-        let mut expected = b"queued".to_vec();
+    fn a_head_and_chunk_too_large_for_one_record_are_packed_into_full_records() {
+        for body_len in [
+            record::MAX_CONTENT_LEN - 40,
+            65_536,
+            3 * record::MAX_CONTENT_LEN + 7,
+        ] {
+            let mut out = b"queued".to_vec();
+            let body: Vec<u8> = (0..body_len).map(|i| (i % 251) as u8).collect();
+            let head = Head::Status(http::StatusCode::OK, body.len() as u64);
+            encode_stdout2(&mut out, 1, head, &body);
+            let mut head_bytes = Vec::new();
+            head.encode(&mut head_bytes);
+            let mut expected = b"queued".to_vec();
+            record::encode_stream(
+                &mut expected,
+                record::RecordType::Stdout,
+                1,
+                &[head_bytes, body].concat(),
+            );
+            // The same records as one stream of head ++ body: every record but the last full.
+            assert_eq!(out, expected, "body of {body_len}");
+        }
+    }
+
+    #[test]
+    fn a_head_too_large_for_one_record_gets_a_stream_of_its_own() {
+        let mut out = Vec::new();
+        let mut parts = http::Response::new(()).into_parts().0;
+        let value = http::HeaderValue::from_bytes(&vec![b'v'; 70_000]).unwrap();
+        parts.headers.insert("x-big", value);
+        let head = Head::Response(&parts, None);
+        encode_stdout2(&mut out, 1, head, b"body");
         let mut head_bytes = Vec::new();
         head.encode(&mut head_bytes);
+        let mut expected = Vec::new();
         record::encode_stream(&mut expected, record::RecordType::Stdout, 1, &head_bytes);
-        record::encode_stream(&mut expected, record::RecordType::Stdout, 1, &body);
+        record::encode_stream(&mut expected, record::RecordType::Stdout, 1, b"body");
         assert_eq!(out, expected);
     }
 }
