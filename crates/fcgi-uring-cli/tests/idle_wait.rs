@@ -70,17 +70,20 @@ fn sequential_requests_wake_from_the_backend_and_an_idle_worker_then_sleeps_in_t
         HANG_GUARD,
         || blocked_in(tid) == Some(libc::SYS_epoll_wait),
     );
+    // After one more request the worker waits in its backend again, and when that wait
+    // expires it goes back to sleep in tokio (not into a loop of short waits, which would
+    // never be found in tokio's epoll_wait).
     let expired = server.stats().get(Counter::IdleWaitExpired);
-    // Still in tokio after a request more? Each idle period costs at most one expired wait.
     let r = get(&addr, "/hello");
     assert_eq!(r.status, 200);
-    wait_for("the worker asleep again", HANG_GUARD, || {
+    wait_for("another backend wait to expire", HANG_GUARD, || {
         server.stats().get(Counter::IdleWaitExpired) > expired
     });
-    assert!(
-        server.stats().get(Counter::IdleWaitExpired) <= expired + 2,
-        "{}",
-        server.stats()
+    #[cfg(target_arch = "x86_64")]
+    wait_for(
+        "the worker asleep in tokio's epoll_wait again",
+        HANG_GUARD,
+        || blocked_in(tid) == Some(libc::SYS_epoll_wait),
     );
     server.shutdown();
 }
