@@ -199,6 +199,13 @@ pub(crate) struct Channel {
 /// 16 KiB of body) fits the first buffer, which then never grows (growing copies).
 pub(crate) const RESERVE_FACTOR: usize = 8;
 
+/// Room for a body's buffer when `len` bytes arrive: what is still `announced` (if anything),
+/// but never less than `len` nor more than [`RESERVE_FACTOR`] times it or `cap`.
+pub(crate) fn reserve_for(len: usize, announced: Option<usize>, cap: usize) -> usize {
+    let most = len.saturating_mul(RESERVE_FACTOR).min(cap).max(len);
+    announced.map_or(len, |left| left.clamp(len, most))
+}
+
 #[derive(Debug, Default)]
 struct ChannelState {
     /// Frames ready for the reader.
@@ -249,14 +256,7 @@ impl Channel {
         }
         if st.filling.capacity() - st.filling.len() < data.len() {
             Self::hand_on(&mut st);
-            let most = data
-                .len()
-                .saturating_mul(RESERVE_FACTOR)
-                .min(self.limit / 2)
-                .max(data.len());
-            let want = st
-                .announced_left
-                .map_or(data.len(), |left| left.clamp(data.len(), most));
+            let want = reserve_for(data.len(), st.announced_left, self.limit / 2);
             st.filling = Vec::with_capacity(want);
         }
         st.filling.extend_from_slice(data);

@@ -4,7 +4,7 @@
 //! ([`ReqKey`]), so a handler of an ended request never reaches a later one that reuses its id;
 //! a connection carrying one request at a time allocates nothing for its table.
 
-use crate::body::{BodyError, Channel, Flow, RESERVE_FACTOR, RequestBody};
+use crate::body::{BodyError, Channel, Flow, RequestBody, reserve_for};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -49,16 +49,14 @@ impl BodyIn {
     /// Adds received bytes; `Flow::Pause` when the handler's unread buffer is over its limit.
     ///
     /// The first bytes of a staged body reserve room for `expected()` bytes (the body's
-    /// announced length, if any), but at most [`RESERVE_FACTOR`] times what arrived: an
+    /// announced length, if any), but at most [`crate::body::RESERVE_FACTOR`] times what arrived: an
     /// announced length costs nothing until bytes come, and cannot make a few bytes reserve
     /// much more.
     pub fn push(&mut self, data: &[u8], expected: impl FnOnce() -> Option<usize>) -> Flow {
         match self {
             BodyIn::Staged { bytes, .. } => {
                 if bytes.capacity() == 0 {
-                    let most = data.len().saturating_mul(RESERVE_FACTOR);
-                    let want = expected().map_or(data.len(), |n| n.clamp(data.len(), most));
-                    bytes.reserve_exact(want);
+                    bytes.reserve_exact(reserve_for(data.len(), expected(), usize::MAX));
                 }
                 bytes.extend_from_slice(data);
                 Flow::Continue
@@ -331,7 +329,7 @@ mod tests {
     fn an_announced_length_reserves_at_most_a_few_times_the_first_bytes() {
         let mut body = BodyIn::staged(false);
         body.push(&[0; 10], || Some(1 << 30));
-        assert_eq!(staged_capacity(&body), 10 * RESERVE_FACTOR);
+        assert_eq!(staged_capacity(&body), 10 * crate::body::RESERVE_FACTOR);
         let mut none = BodyIn::staged(false);
         none.push(&[0; 10], || None);
         assert_eq!(staged_capacity(&none), 10);
