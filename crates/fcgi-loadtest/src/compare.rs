@@ -35,6 +35,8 @@ pub struct CompareConfig {
     pub only: Vec<String>,
     /// Run only the scenarios named here (empty: all).
     pub scenarios: Vec<String>,
+    /// Requests in flight for every scenario instead of its own (see [`Scenario::with_in_flight`]).
+    pub in_flight: Option<usize>,
     pub nginx: PathBuf,
     pub haproxy: PathBuf,
     /// Rounds of all cells, interleaved (at least 1).
@@ -57,6 +59,7 @@ impl CompareConfig {
             fcgi_uring,
             only: Vec::new(),
             scenarios: Vec::new(),
+            in_flight: None,
             nginx: "/usr/sbin/nginx".into(),
             haproxy: "/usr/sbin/haproxy".into(),
             rounds: 3,
@@ -189,6 +192,19 @@ pub struct Scenario {
     pub mux_conns: usize,
 }
 
+impl Scenario {
+    /// The same load shape with `n` requests in flight (at least 1), multiplexed over at most
+    /// as many connections as before.
+    pub fn with_in_flight(self, n: usize) -> Scenario {
+        let n = n.max(1);
+        Scenario {
+            in_flight: n,
+            mux_conns: self.mux_conns.min(n),
+            ..self
+        }
+    }
+}
+
 pub const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "hello",
@@ -257,6 +273,10 @@ pub fn compare(cfg: &CompareConfig) -> Result<String, String> {
     let scenarios: Vec<Scenario> = SCENARIOS
         .into_iter()
         .filter(|s| cfg.scenarios.is_empty() || cfg.scenarios.iter().any(|n| n == s.name))
+        .map(|s| match cfg.in_flight {
+            Some(n) => s.with_in_flight(n),
+            None => s,
+        })
         .collect();
     if paths.is_empty() || scenarios.is_empty() {
         return Err("no path or no scenario left to run (see --only and --scenarios)".into());
@@ -782,4 +802,22 @@ backend be
     {server}
 {app}"#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_flight_override_keeps_the_shape_within_its_connections() {
+        let hello = SCENARIOS[0];
+        let one = hello.with_in_flight(1);
+        assert_eq!((one.in_flight, one.mux_conns), (1, 1));
+        let sixteen = hello.with_in_flight(16);
+        assert_eq!((sixteen.in_flight, sixteen.mux_conns), (16, 16));
+        let many = hello.with_in_flight(256);
+        assert_eq!((many.in_flight, many.mux_conns), (256, 16));
+        assert_eq!(hello.with_in_flight(0).in_flight, 1);
+        assert_eq!(many.path, hello.path);
+    }
 }

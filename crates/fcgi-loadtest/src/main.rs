@@ -85,6 +85,11 @@ struct CompareArgs {
     /// Only these scenarios (hello, echo-1k, echo-64k, sleep-5ms).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
+    /// Requests in flight for every scenario instead of its own (64, or 256 for sleep-5ms):
+    /// HTTP/1.1 and proxied paths open one client connection each; direct FastCGI and h2c
+    /// multiplex them over at most 16 connections.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    in_flight: Option<u32>,
     #[arg(long, default_value = "/usr/sbin/nginx")]
     nginx: std::path::PathBuf,
     #[arg(long, default_value = "/usr/sbin/haproxy")]
@@ -129,6 +134,7 @@ fn compare_config(a: CompareArgs) -> Result<CompareConfig, String> {
     cfg.max_error_pct = a.max_error_pct;
     cfg.only = a.only;
     cfg.scenarios = a.scenarios;
+    cfg.in_flight = a.in_flight.map(|n| n as usize);
     cfg.nginx = a.nginx;
     cfg.haproxy = a.haproxy;
     Ok(cfg)
