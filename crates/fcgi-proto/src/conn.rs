@@ -39,6 +39,7 @@ use crate::record::{
     self, BEGIN_BODY_LEN, BeginRequestBody, HEADER_LEN, Header, MAX_CONTENT_LEN, ProtocolStatus,
     RecordType, Role, VERSION_1,
 };
+use std::sync::Arc;
 
 /// Most pairs decoded from one GET_VALUES record (the spec defines three names).
 pub const GET_VALUES_MAX_PAIRS: usize = 64;
@@ -216,7 +217,8 @@ impl std::error::Error for ProtocolError {}
 /// One connection's protocol state.
 #[derive(Debug)]
 pub struct Connection {
-    limits: Limits,
+    /// Shared by the connections of a server (an idle connection's state stays small).
+    limits: Arc<Limits>,
     input: Input,
     requests: Table,
     max_active_seen: usize,
@@ -224,8 +226,9 @@ pub struct Connection {
     closing: bool,
     /// Sticky: the connection must be closed.
     failed: Option<ProtocolError>,
-    /// Where params are built ([`ParamsBuilder::in_arena`]); see [`Connection::params_arena`].
-    arena: ParamsArena,
+    /// Where params are built ([`ParamsBuilder::in_arena`]); see
+    /// [`Connection::swap_params_arena`]. Made on first use when no arena is lent.
+    arena: Option<Box<ParamsArena>>,
 }
 
 /// Where the reader is in the record stream (spec 3.3).
@@ -297,25 +300,28 @@ enum Phase {
 }
 
 impl Connection {
-    pub fn new(limits: Limits) -> Connection {
+    /// A connection bounded by `limits` (a [`Limits`], or an `Arc` of one that connections
+    /// share).
+    pub fn new(limits: impl Into<Arc<Limits>>) -> Connection {
         Connection {
-            limits,
+            limits: limits.into(),
             input: Input::START,
             requests: Table::default(),
             max_active_seen: 0,
             closing: false,
             failed: None,
-            arena: ParamsArena::default(),
+            arena: None,
         }
     }
 
-    /// The buffer whose spare capacity the params of new requests are stored in (empty at
-    /// first: then each request allocates its own block, see [`crate::params::ARENA_BLOCK`],
-    /// whose rest stays here for the next ones). A server with many connections can swap one
-    /// arena in and out around each [`Connection::receive`] so that connections share it and an
-    /// idle connection holds none.
-    pub fn params_arena(&mut self) -> &mut ParamsArena {
-        &mut self.arena
+    /// Swaps the buffer whose spare capacity the params of new requests are stored in with
+    /// `arena` (none at first: one is made on first use; each request then takes its bytes
+    /// from the arena's block, see [`crate::params::ARENA_BLOCK`], whose rest stays for the
+    /// next ones). A server with many connections swaps one arena in before and out after
+    /// each [`Connection::receive`], so that connections share it and an idle connection holds
+    /// none.
+    pub fn swap_params_arena(&mut self, arena: &mut Option<Box<ParamsArena>>) {
+        std::mem::swap(&mut self.arena, arena);
     }
 
     /// Feeds received bytes; see the module doc.
@@ -670,7 +676,7 @@ impl Connection {
         len: u16,
         on_event: &mut impl FnMut(Event<'_>),
     ) -> Result<Sink, ProtocolError> {
-        let limits = self.limits;
+        let limits = &self.limits;
         let Some(request) = self.requests.get_mut(id) else {
             return Ok(Sink::Skip);
         };
@@ -680,7 +686,7 @@ impl Connection {
         };
         if len > 0 {
             if builder.is_unused() {
-                *builder = ParamsBuilder::in_arena(&mut self.arena);
+                *builder = ParamsBuilder::in_arena(self.arena.get_or_insert_default());
             }
             let len = usize::from(len);
             let bytes = len.min(limits.max_params_bytes.saturating_sub(builder.byte_len()));
@@ -693,7 +699,7 @@ impl Connection {
         decoder
             .finish()
             .map_err(|error| ProtocolError::Params { id, error })?;
-        let params = std::mem::take(builder).finish_into(&mut self.arena);
+        let params = std::mem::take(builder).finish_into(self.arena.get_or_insert_default());
         request.phase = Phase::Dispatched {
             stdin_open: true,
             data_open: true,
@@ -1006,6 +1012,12 @@ impl Table {
                 let Ok(slot) = u16::try_from(self.slots.len()) else {
                     return;
                 };
+                if self.slots.capacity() == 0 {
+                    // Room for one: most connections never carry two requests at once, and
+                    // an idle connection keeps its table (a first push would make room for 4).
+                    self.slots.reserve_exact(1);
+                    self.index.reserve_exact(1);
+                }
                 self.slots.push(Some(request));
                 slot
             }
@@ -1189,6 +1201,24 @@ mod tests {
         assert_eq!(h.out, end(1, 0, ProtocolStatus::RequestComplete));
         assert_eq!(h.conn.active_requests(), 0);
         assert!(!h.conn.should_close());
+    }
+
+    #[test]
+    fn a_lent_arena_goes_back_with_the_rest_of_its_block_and_the_connection_keeps_none() {
+        let mut h = Harness::new(Limits::default());
+        let mut lent = Some(Box::<ParamsArena>::default());
+        h.conn.swap_params_arena(&mut lent);
+        assert!(lent.is_none());
+        h.feed(&nginx_stream()).unwrap();
+        h.conn.swap_params_arena(&mut lent);
+        assert!(h.conn.arena.is_none(), "the idle connection holds no arena");
+        let arena = lent.expect("the arena came back");
+        assert!(
+            arena.spare_capacity() > 0,
+            "the block's rest stays for the next requests"
+        );
+        let (events, _) = h.drain();
+        assert_eq!(events, [dispatched(1, true), Ev::StdinEnd(1)]);
     }
 
     #[test]

@@ -90,6 +90,13 @@ pub struct ParamsArena {
 /// hold at most beyond its own params.
 pub const ARENA_BLOCK: usize = 8 * 1024;
 
+impl ParamsArena {
+    /// Bytes the next requests' params can take before a new block is allocated.
+    pub fn spare_capacity(&self) -> usize {
+        self.bytes.capacity() - self.bytes.len()
+    }
+}
+
 impl ParamsBuilder {
     pub fn new() -> ParamsBuilder {
         ParamsBuilder::default()

@@ -98,10 +98,10 @@ fn a_typical_request_allocates_only_the_params_buffer_and_index() {
     let input = nginx_request();
     let mut out = Vec::with_capacity(64);
     let mut conn = Connection::new(Limits::default());
-    // First request on a connection: the request table (index and slot) and the arena (block,
-    // pair list, shared header).
+    // First request on a connection: the request table (index and slot) and the arena (itself,
+    // made on first use when none is lent; its block, pair list, shared header).
     let first = receive_allocations(&mut conn, &input, &mut out);
-    assert_eq!(first, 5);
+    assert_eq!(first, 6);
     assert!(conn.end_request(1, 0, &mut out));
     out.clear();
     for _ in 0..20 {

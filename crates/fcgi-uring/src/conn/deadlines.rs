@@ -94,7 +94,7 @@ fn deadlines(
 
 fn waits_for_body(e: &ReqEntry) -> bool {
     let open = |b: &BodyIn| matches!(b, BodyIn::Stream(ch) if ch.is_open());
-    open(&e.body) || open(&e.data)
+    e.bodies().any(open)
 }
 
 /// The earliest deadline of `conn`, if any.
@@ -192,7 +192,7 @@ fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec
                     at,
                     format_args!("request {}: no body bytes in time", e.id),
                 );
-                for b in [&mut e.body, &mut e.data] {
+                for b in e.bodies_mut() {
                     b.fail(BodyError::TimedOut);
                     if matches!(b, BodyIn::Stream(_)) {
                         *b = BodyIn::Done;

@@ -64,7 +64,7 @@ impl Core {
             return None;
         }
         self.stats.count(Counter::Accepted);
-        let key = conns.insert(Conn::new(self.settings.limits, self.now_ms()));
+        let key = conns.insert(Conn::new(self.settings.limits.clone(), self.now_ms()));
         if let Some(conn) = conns.get_mut(key) {
             self.mark_dirty(key, conn);
         }
@@ -145,7 +145,7 @@ impl Core {
                 metrics.request(role.into());
                 let serial = self.next_serial();
                 self.active.set(self.active.get() + 1);
-                requests.insert(id, ReqEntry::new(id, serial, role, now, params_done));
+                requests.insert(ReqEntry::new(id, serial, role, now, params_done));
                 staged.push(Staged {
                     rk: ReqKey {
                         conn: key,
@@ -169,13 +169,13 @@ impl Core {
                 }
             }
             Event::Data { id, data } => {
-                if let Some(entry) = requests.get_mut(&id) {
-                    pause |= entry.data.push(data, || None) == Flow::Pause;
+                if let Some(body) = requests.get_mut(&id).and_then(|e| e.data.as_deref_mut()) {
+                    pause |= body.push(data, || None) == Flow::Pause;
                 }
             }
             Event::DataEnd { id } => {
-                if let Some(entry) = requests.get_mut(&id) {
-                    entry.data.end();
+                if let Some(body) = requests.get_mut(&id).and_then(|e| e.data.as_deref_mut()) {
+                    body.end();
                 }
             }
             Event::Abort { id } => aborts.push(id),
@@ -250,7 +250,7 @@ impl Core {
             };
             let ready = conn
                 .requests()
-                .all(|e| e.body.wants_more(&waker) && e.data.wants_more(&waker));
+                .all(|e| e.bodies().all(|b| b.wants_more(&waker)));
             if ready {
                 conn.resume();
                 self.mark_dirty(key, conn);
@@ -268,8 +268,11 @@ impl Core {
         let entry = conns.get_mut(rk.conn)?.live_request(rk)?;
         let announced = || content_length(&staged.params);
         let body = entry.body.dispatch(limit, announced);
-        let data = matches!(entry.data, BodyIn::Staged { .. })
-            .then(|| entry.data.dispatch(limit, || None));
+        let data = entry
+            .data
+            .as_deref_mut()
+            .filter(|d| matches!(d, BodyIn::Staged { .. }))
+            .map(|d| d.dispatch(limit, || None));
         Some((body, data))
     }
 

@@ -197,7 +197,8 @@ impl Conns {
 /// Tunables the per-core code reads.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub limits: protocol::Limits,
+    /// Shared by every connection of the worker.
+    pub limits: Arc<protocol::Limits>,
     pub max_body_buffer: usize,
     pub max_output_buffer: usize,
     pub max_conns: usize,
@@ -228,8 +229,8 @@ pub(crate) struct Core {
     /// each loop turn).
     flushing: RefCell<Vec<ConnKey>>,
     /// Where the params of every connection's requests are built, lent to each receive (see
-    /// `fcgi_proto::Connection::params_arena`).
-    params_arena: Cell<fcgi_proto::ParamsArena>,
+    /// `fcgi_proto::Connection::swap_params_arena`).
+    params_arena: Cell<Option<Box<fcgi_proto::ParamsArena>>>,
     /// Connections whose reading is paused on a full body buffer.
     paused: RefCell<Vec<ConnKey>>,
     driver: RefCell<Option<Waker>>,
@@ -285,7 +286,7 @@ impl Core {
             conns: RefCell::new(Conns::default()),
             dirty: RefCell::new(Vec::new()),
             flushing: RefCell::new(Vec::new()),
-            params_arena: Cell::new(fcgi_proto::ParamsArena::default()),
+            params_arena: Cell::new(None),
             paused: RefCell::new(Vec::new()),
             driver: RefCell::new(None),
             driver_parked: Cell::new(false),

@@ -123,8 +123,8 @@ pub(crate) struct ReqEntry {
     pub(super) params_done: Instant,
     /// STDIN.
     pub(super) body: BodyIn,
-    /// DATA (FILTER role only; otherwise discarded).
-    pub(super) data: BodyIn,
+    /// DATA (FILTER role only, boxed to keep the entry small; others discard it).
+    pub(super) data: Option<Box<BodyIn>>,
     /// The spawned task driving the handler, if it did not finish on its first poll.
     pub(super) task: Option<AbortHandle>,
     /// Response bytes (the CGI head) have been written.
@@ -159,11 +159,7 @@ impl ReqEntry {
             started: now,
             params_done,
             body: BodyIn::staged(role == fcgi_proto::Role::Authorizer),
-            data: if role == fcgi_proto::Role::Filter {
-                BodyIn::staged(false)
-            } else {
-                BodyIn::Done
-            },
+            data: (role == fcgi_proto::Role::Filter).then(|| Box::new(BodyIn::staged(false))),
             task: None,
             head_sent: false,
             status: 0,
@@ -177,6 +173,20 @@ impl ReqEntry {
 }
 
 impl ReqEntry {
+    /// Its STDIN and, for a FILTER, its DATA.
+    pub(super) fn bodies(&self) -> impl Iterator<Item = &BodyIn> {
+        std::iter::once(&self.body).chain(self.data.as_deref())
+    }
+
+    pub(super) fn bodies_mut(&mut self) -> impl Iterator<Item = &mut BodyIn> {
+        std::iter::once(&mut self.body).chain(self.data.as_deref_mut())
+    }
+
+    /// Tells the handler's bodies that they cannot complete.
+    pub(super) fn fail_bodies(&self, why: BodyError) {
+        self.bodies().for_each(|b| b.fail(why));
+    }
+
     /// Its method and URI, if kept.
     pub(super) fn request_line(&self) -> Option<(&http::Method, &super::Target)> {
         match (&self.info, &self.line) {
@@ -210,13 +220,16 @@ impl Hasher for IdHasher {
 
 /// The in-flight requests of one connection by request id. The first request is stored inline,
 /// so a connection that carries one request at a time (nginx, Apache, Caddy, lighttpd) never
-/// allocates for its table; multiplexed requests spill into a hash map, shrunk again once a
+/// allocates for its table; multiplexed requests spill into a hash map (made on the first
+/// spill, boxed so that a connection that never multiplexes stays small), shrunk again once a
 /// large burst is over.
 #[derive(Debug, Default)]
 pub(crate) struct ReqTable {
-    one: Option<(u16, ReqEntry)>,
-    more: HashMap<u16, ReqEntry, BuildHasherDefault<IdHasher>>,
+    one: Option<ReqEntry>,
+    more: Option<Box<SpillMap>>,
 }
+
+type SpillMap = HashMap<u16, ReqEntry, BuildHasherDefault<IdHasher>>;
 
 /// A spill map that empties is shrunk to room for this many entries: a connection that keeps
 /// about as many requests in flight reuses its table, a large burst's table is given back.
@@ -225,50 +238,59 @@ const SPILL_KEEP: usize = 16;
 impl ReqTable {
     pub fn get_mut(&mut self, id: &u16) -> Option<&mut ReqEntry> {
         match &mut self.one {
-            Some((k, e)) if k == id => Some(e),
-            _ => self.more.get_mut(id),
+            Some(e) if e.id == *id => Some(e),
+            _ => self.more.as_mut()?.get_mut(id),
         }
     }
 
-    pub fn insert(&mut self, id: u16, entry: ReqEntry) {
+    /// Adds `entry` under its id, replacing one with the same id.
+    pub fn insert(&mut self, entry: ReqEntry) {
+        let id = entry.id;
         match &mut self.one {
-            Some((k, e)) if *k == id => *e = entry,
-            None if !self.more.contains_key(&id) => self.one = Some((id, entry)),
+            Some(e) if e.id == id => *e = entry,
+            None if !self.more.as_ref().is_some_and(|m| m.contains_key(&id)) => {
+                self.one = Some(entry)
+            }
             _ => {
-                self.more.insert(id, entry);
+                self.more.get_or_insert_default().insert(id, entry);
             }
         }
     }
 
     pub fn remove(&mut self, id: &u16) -> Option<ReqEntry> {
-        if matches!(&self.one, Some((k, _)) if k == id) {
-            return self.one.take().map(|(_, e)| e);
+        if self.one.as_ref().is_some_and(|e| e.id == *id) {
+            return self.one.take();
         }
-        let removed = self.more.remove(id);
-        if self.more.is_empty() {
+        let more = self.more.as_mut()?;
+        let removed = more.remove(id);
+        if more.is_empty() {
             // A no-op unless the table is larger than needed for SPILL_KEEP entries.
-            self.more.shrink_to(SPILL_KEEP);
+            more.shrink_to(SPILL_KEEP);
         }
         removed
     }
 
     pub fn len(&self) -> usize {
-        usize::from(self.one.is_some()) + self.more.len()
+        usize::from(self.one.is_some()) + self.more.as_ref().map_or(0, |m| m.len())
     }
 
     pub fn values(&self) -> impl Iterator<Item = &ReqEntry> {
-        self.one.iter().map(|(_, e)| e).chain(self.more.values())
+        self.one
+            .iter()
+            .chain(self.more.iter().flat_map(|m| m.values()))
     }
 
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut ReqEntry> {
         self.one
             .iter_mut()
-            .map(|(_, e)| e)
-            .chain(self.more.values_mut())
+            .chain(self.more.iter_mut().flat_map(|m| m.values_mut()))
     }
 
-    pub fn drain(&mut self) -> impl Iterator<Item = (u16, ReqEntry)> + '_ {
-        self.one.take().into_iter().chain(self.more.drain())
+    pub fn drain(&mut self) -> impl Iterator<Item = ReqEntry> + '_ {
+        self.one
+            .take()
+            .into_iter()
+            .chain(self.more.iter_mut().flat_map(|m| m.drain().map(|(_, e)| e)))
     }
 }
 
@@ -276,14 +298,14 @@ impl ReqTable {
 mod tests {
     use super::*;
 
-    fn entry(serial: u64) -> ReqEntry {
+    fn entry(id: u16, serial: u64) -> ReqEntry {
         ReqEntry {
-            id: serial as u16,
+            id,
             serial,
             started: 0,
             params_done: Instant::now(),
             body: BodyIn::Done,
-            data: BodyIn::Done,
+            data: None,
             task: None,
             head_sent: false,
             status: 0,
@@ -341,29 +363,37 @@ mod tests {
     #[test]
     fn request_table_keeps_one_inline_and_spills_the_rest() {
         let mut t = ReqTable::default();
-        t.insert(1, entry(10));
-        assert!(t.more.capacity() == 0, "one request allocates nothing");
-        t.insert(3, entry(30));
-        t.insert(5, entry(50));
+        t.insert(entry(1, 10));
+        assert!(t.more.is_none(), "one request allocates nothing");
+        t.insert(entry(3, 30));
+        t.insert(entry(5, 50));
         assert_eq!(t.len(), 3);
         assert_eq!(t.get_mut(&3).map(|e| e.serial), Some(30));
         assert_eq!(t.remove(&1).map(|e| e.serial), Some(10));
         // The inline slot is free again; a new id goes there unless the map holds it.
-        t.insert(7, entry(70));
+        t.insert(entry(7, 70));
         assert_eq!(t.get_mut(&7).map(|e| e.serial), Some(70));
+        assert!(t.one.as_ref().is_some_and(|e| e.id == 7));
+        t.insert(entry(3, 31));
+        assert_eq!(
+            t.get_mut(&3).map(|e| e.serial),
+            Some(31),
+            "same id replaced"
+        );
         assert_eq!(t.values().count(), 3);
-        let mut drained: Vec<u16> = t.drain().map(|(id, _)| id).collect();
+        let mut drained: Vec<u16> = t.drain().map(|e| e.id).collect();
         drained.sort();
         assert_eq!(drained, [3, 5, 7]);
         assert_eq!(t.len(), 0);
         for id in 0..100 {
-            t.insert(id, entry(id as u64));
+            t.insert(entry(id, u64::from(id)));
         }
         for id in 0..100 {
-            assert_eq!(t.remove(&id).map(|e| e.serial), Some(id as u64));
+            assert_eq!(t.remove(&id).map(|e| e.serial), Some(u64::from(id)));
         }
+        let spill = t.more.as_ref().map_or(0, |m| m.capacity());
         assert!(
-            (SPILL_KEEP..2 * SPILL_KEEP).contains(&t.more.capacity()),
+            (SPILL_KEEP..2 * SPILL_KEEP).contains(&spill),
             "a big spill map is shrunk when it empties"
         );
     }

@@ -101,7 +101,7 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub fn new(limits: protocol::Limits, now: Millis) -> Conn {
+    pub fn new(limits: std::sync::Arc<protocol::Limits>, now: Millis) -> Conn {
         Conn {
             proto: protocol::Connection::new(limits),
             requests: ReqTable::default(),
@@ -254,7 +254,7 @@ impl Conn {
         &mut self,
         data: &[u8],
         now: Millis,
-        arena: &mut fcgi_proto::ParamsArena,
+        arena: &mut Option<Box<fcgi_proto::ParamsArena>>,
         on_event: &mut impl FnMut(Event<'_>, &mut ReqTable),
     ) -> Result<(), ProtocolError> {
         if !self.is_open() {
@@ -268,9 +268,9 @@ impl Conn {
             requests,
             ..
         } = self;
-        std::mem::swap(proto.params_arena(), arena);
+        proto.swap_params_arena(arena);
         let result = proto.receive(data, out.buffer(), &mut |event| on_event(event, requests));
-        std::mem::swap(proto.params_arena(), arena);
+        proto.swap_params_arena(arena);
         result
     }
 
@@ -308,8 +308,7 @@ impl Conn {
             if let Some(task) = entry.task.take() {
                 task.abort();
             }
-            entry.body.fail(BodyError::Aborted);
-            entry.data.fail(BodyError::Aborted);
+            entry.fail_bodies(BodyError::Aborted);
         }
     }
 
@@ -323,8 +322,7 @@ impl Conn {
     ) -> (bool, Option<ReqEntry>) {
         let entry = self.requests.remove(&id);
         if let Some(entry) = &entry {
-            entry.body.fail(BodyError::Aborted);
-            entry.data.fail(BodyError::Aborted);
+            entry.fail_bodies(BodyError::Aborted);
         }
         let was_active = self.proto.end_request(id, app_status, self.out.buffer());
         self.last_activity = now;
@@ -409,12 +407,11 @@ impl Conn {
     /// requests were in flight.
     fn abort_all(&mut self, why: BodyError) -> usize {
         let n = self.requests.len();
-        for (_, entry) in self.requests.drain() {
-            if let Some(task) = entry.task {
+        for entry in self.requests.drain() {
+            if let Some(task) = &entry.task {
                 task.abort();
             }
-            entry.body.fail(why);
-            entry.data.fail(why);
+            entry.fail_bodies(why);
         }
         for w in self.writers.drain(..) {
             w.wake();

@@ -68,7 +68,7 @@ impl Io for FakeIo {
 
 fn settings() -> Settings {
     Settings {
-        limits: fcgi_proto::Limits::default(),
+        limits: Default::default(),
         max_body_buffer: 1 << 20,
         max_output_buffer: 1024,
         max_conns: 8,
@@ -492,4 +492,16 @@ fn a_noted_request_line_is_kept_short_or_long() {
         line.clear();
         assert!(line.take().is_none(), "cleared");
     }
+}
+
+/// A connection's state is what 10,000 idle keep-alive connections cost besides their kernel
+/// sockets (docs/performance.md, "Memory of idle connections"): the limits are shared, the
+/// params arena is the worker's, and DATA and the multiplexing table are boxed.
+#[test]
+fn an_idle_connections_state_stays_small() {
+    assert!(
+        std::mem::size_of::<Conn>() <= 424,
+        "Conn is {} bytes",
+        std::mem::size_of::<Conn>()
+    );
 }

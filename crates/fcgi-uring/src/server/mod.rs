@@ -172,7 +172,7 @@ impl Server {
         let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
         let settings = crate::conn::Settings {
-            limits: cfg.limits,
+            limits: Arc::new(cfg.limits),
             max_body_buffer: cfg.max_body_buffer,
             max_output_buffer: cfg.max_output_buffer,
             max_conns: cfg.max_conns_per_worker,

@@ -35,7 +35,7 @@ impl<S: HttpService> Harness<S> {
     pub fn new(service: S) -> Harness<S> {
         let cfg = Config::default();
         let settings = conn::Settings {
-            limits: cfg.limits,
+            limits: std::sync::Arc::new(cfg.limits),
             max_body_buffer: cfg.max_body_buffer,
             max_output_buffer: cfg.max_output_buffer,
             max_conns: cfg.max_conns_per_worker,
