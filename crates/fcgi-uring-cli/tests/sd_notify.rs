@@ -66,6 +66,8 @@ fn ready_watchdog_mainpid_and_stopping() {
             .expect("start fcgi-uring serve"),
     );
     wait_for("READY=1", HANG_GUARD, || count(&got, "READY=1") == 1);
+    // `serve` writes its pid file once the server has started, just after READY=1.
+    wait_for("the pid file", HANG_GUARD, || pid_in(&pid_file).is_some());
     let old = pid_in(&pid_file).expect("pid file");
     // Pings every 100 ms while the workers turn.
     wait_for("5 watchdog pings", HANG_GUARD, || {
