@@ -146,30 +146,3 @@ fn a_task_woken_from_another_thread_runs_while_the_worker_waits() {
     );
     server.shutdown();
 }
-
-/// On io_uring, the answer to the only request in flight goes out in the `io_uring_enter` that
-/// then waits for the next request: one system call, and no return to user space in between
-/// (where the peer just woken on the same CPU would preempt the worker). On epoll the send is
-/// its own call.
-#[test]
-fn answers_go_out_with_the_wait_for_the_next_request() {
-    // Long waits: none expires between two requests, however slow the machine.
-    let server = start(100_000);
-    let mut client = connect(server.local_addr());
-    let mut spec = fcgi_client::RequestSpec::get("/hello");
-    spec.keep_conn = true;
-    for _ in 0..20 {
-        let r = client.request(&spec).expect("request");
-        assert_eq!(r.status, 200);
-    }
-    let sent = server.ring_stats().sends_with_wait;
-    match server.backend() {
-        Some(fcgi_uring::Backend::IoUring) => assert!(
-            sent >= 19,
-            "answers sent with a wait: {sent} of 20; {}",
-            server.stats()
-        ),
-        _ => assert_eq!(sent, 0),
-    }
-    server.shutdown();
-}

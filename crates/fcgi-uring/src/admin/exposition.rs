@@ -338,11 +338,6 @@ const RING_FIELDS: &[RingField] = &[
         |r| r.sqpoll_wakeups,
     ),
     (
-        "ring_sends_with_wait",
-        "Sends submitted by the io_uring_enter that then waited for IO.",
-        |r| r.sends_with_wait,
-    ),
-    (
         "ring_idle_spin_hits",
         "Idle spins that found work before the worker slept.",
         |r| r.idle_spin_hits,

@@ -90,9 +90,6 @@ ring_counters! {
         fixed_short_sends,
         /// Submits that had to wake a sleeping SQPOLL thread.
         sqpoll_wakeups,
-        /// Sends submitted by the io_uring_enter that then waited for IO (an idle worker sent
-        /// its answers and went to sleep in one system call).
-        sends_with_wait,
     }
     direct {
         /// Idle spins (`idle_spin_us`) that found work before the worker would have slept.
@@ -129,7 +126,6 @@ mod tests {
             fixed_sends: 5,
             fixed_short_sends: 6,
             sqpoll_wakeups: 7,
-            sends_with_wait: 8,
         };
         a.tally(&t);
         a.tally(&t);
@@ -139,8 +135,7 @@ mod tests {
         assert_eq!(
             s.to_string(),
             "recv_completions=3 recv_buffers=6 multi_buffer_recvs=9 recv_buffers_returned=12 \
-             fixed_sends=15 fixed_short_sends=18 sqpoll_wakeups=21 sends_with_wait=24 \
-             idle_spin_hits=1"
+             fixed_sends=15 fixed_short_sends=18 sqpoll_wakeups=21 idle_spin_hits=1"
         );
         assert_eq!(a.snapshot().idle_spin_hits, 0);
     }

@@ -271,9 +271,6 @@ pub struct Ring {
     ops: OpTable,
     /// Entries that did not fit in the submission queue even after a submit (rare).
     backlog: VecDeque<squeue::Entry>,
-    /// Sends in the submission queue since the last enter (not counted under SQPOLL, whose
-    /// thread submits on its own): see [`Ring::submit_and_wait_timeout`].
-    sends_queued: u32,
     features: Features,
     counters: Arc<RingCounters>,
     _single_thread: PhantomData<*mut ()>,
@@ -346,7 +343,6 @@ impl Ring {
             sends,
             ops: OpTable::default(),
             backlog: VecDeque::new(),
-            sends_queued: 0,
             features,
             counters,
             _single_thread: PhantomData,
@@ -441,7 +437,7 @@ impl Ring {
             && !self.sends.as_ref().is_some_and(|pool| pool.owns(fixed))
         {
             let user_data = self.ops.insert(token, OpKind::Refused(buf), None);
-            self.push_send(opcode::Nop::new().build().user_data(user_data));
+            self.push(opcode::Nop::new().build().user_data(user_data));
             return OpId(user_data);
         }
         let raw = fd.raw();
@@ -468,7 +464,7 @@ impl Ring {
             }
             _ => opcode::Nop::new().build(),
         };
-        self.push_send(entry.user_data(user_data));
+        self.push(entry.user_data(user_data));
         OpId(user_data)
     }
 
@@ -519,41 +515,12 @@ impl Ring {
         self.enter(1, None)
     }
 
-    /// Like [`Ring::submit_and_wait`] but gives up after `timeout` (returning `Ok`), and the
-    /// completions of the sends it submits do not end the wait: it waits for one completion
-    /// more than there are sends queued. A send that completes while it is submitted (the
-    /// usual case: the socket had room) then neither ends the wait nor makes a second system
-    /// call; a send that completes later ends it only together with other IO, or at the
-    /// timeout. So a worker that sends an answer and has nothing else to do goes to sleep in
-    /// the same `io_uring_enter`, instead of returning to user space (where the peer it just
-    /// woke on the same CPU may preempt it) and entering again.
+    /// Like [`Ring::submit_and_wait`] but gives up after `timeout` (returning `Ok`).
     pub fn submit_and_wait_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         if self.ops.len() == 0 {
             return self.submit();
         }
-        let sends = if self.backlog.is_empty() {
-            self.sends_queued
-        } else {
-            0
-        };
-        self.counters.tally(&Tally {
-            sends_with_wait: u64::from(sends),
-            ..Tally::default()
-        });
-        self.enter(1 + sends, Some(timeout))
-    }
-
-    /// Whether entries wait to be submitted.
-    pub fn has_queued(&mut self) -> bool {
-        !self.backlog.is_empty() || !self.ring.submission().is_empty()
-    }
-
-    /// Whether everything waiting to be submitted is sends (at least one), so that
-    /// [`Ring::submit_and_wait_timeout`] can submit them with its wait.
-    pub fn only_sends_queued(&mut self) -> bool {
-        self.sends_queued > 0
-            && self.backlog.is_empty()
-            && self.ring.submission().len() == self.sends_queued as usize
+        self.enter(1, Some(timeout))
     }
 
     /// Hands every ready completion to `f`; returns how many. Internal completions (cancels,
@@ -698,24 +665,14 @@ impl Ring {
         self.ops.len()
     }
 
-    /// Puts an entry in the submission queue, submitting first if the queue is full; false
-    /// when it had to wait in the backlog.
-    fn push(&mut self, entry: squeue::Entry) -> bool {
+    /// Puts an entry in the submission queue, submitting first if the queue is full.
+    fn push(&mut self, entry: squeue::Entry) {
         if self.backlog.is_empty() && self.ring.submission().is_full() {
             // An error here resurfaces from the next `submit`; the entry waits in the backlog.
             let _ = self.enter(0, None);
         }
         if !self.backlog.is_empty() || !self.try_push(&entry) {
             self.backlog.push_back(entry);
-            return false;
-        }
-        true
-    }
-
-    /// [`Ring::push`] for a send, counted in `sends_queued`.
-    fn push_send(&mut self, entry: squeue::Entry) {
-        if self.push(entry) && !self.features.sqpoll {
-            self.sends_queued += 1;
         }
     }
 
@@ -743,9 +700,6 @@ impl Ring {
     /// submits: we enter only to wake it, to wait, or to flush an overflowed queue.
     fn enter(&mut self, want: u32, timeout: Option<Duration>) -> io::Result<()> {
         self.flush_backlog();
-        // Whatever this call does not submit stays uncounted: a miscount only shortens or
-        // lengthens (up to its timeout) one wait.
-        self.sends_queued = 0;
         let (to_submit, cq_overflow, taskrun) = {
             let sq = self.ring.submission();
             (sq.len() as u32, sq.cq_overflow(), sq.taskrun())

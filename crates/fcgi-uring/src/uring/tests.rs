@@ -507,44 +507,6 @@ fn drop_with_pending_recv_accept_and_send_cancels_and_reaps() {
 }
 
 #[test]
-fn a_wait_is_not_ended_by_the_completions_of_the_sends_it_submits() {
-    let mut ring = ring();
-    let (mut client, server) = pair();
-    let fd = dup(&server);
-    ring.recv_multishot(&fd, 1);
-    ring.submit().expect("submit");
-    assert!(!ring.only_sends_queued());
-    // The peer answers only once it has read what the send carries: a wait that the send's
-    // own completion ended would return before the answer.
-    let peer = thread::spawn(move || {
-        let mut got = [0u8; 4];
-        client.read_exact(&mut got).expect("read");
-        assert_eq!(&got, b"ping");
-        client.write_all(b"pong").expect("write");
-        client
-    });
-    ring.send(&fd, b"ping".to_vec(), 0, 2);
-    assert!(ring.only_sends_queued());
-    ring.submit_and_wait_timeout(TIMEOUT).expect("enter");
-    let mut events = Vec::new();
-    ring.complete(|c| events.push(own(c)));
-    assert!(
-        events
-            .iter()
-            .any(|(token, event)| *token == 2 && matches!(event, Event::Send(Ok(4), _))),
-        "the send completed: {events:?}"
-    );
-    assert_eq!(
-        recv_bytes(&events),
-        b"pong",
-        "the wait lasted until the peer's answer: {events:?}"
-    );
-    assert_eq!(ring.counters().snapshot().sends_with_wait, 1);
-    assert!(!ring.has_queued());
-    let _client = peer.join().expect("peer");
-}
-
-#[test]
 fn submit_never_blocks_and_wait_returns_with_nothing_in_flight() {
     // On its own thread (the ring is created there: SINGLE_ISSUER), so that a blocking call
     // shows up as a missing answer instead of a hung test.

@@ -246,12 +246,7 @@ impl Loop {
                 accept = Some(io.arm_accept(&self.listener));
             }
             core.flush(&mut io);
-            let may_wait = deadline.is_none()
-                && self.idle_spin.is_zero()
-                && pace.would_wait(d.running_tasks());
-            if !defer_submit(&mut io.ring, may_wait) {
-                io.ring.submit()?;
-            }
+            io.ring.submit()?;
             let n = io.complete(&core, self.batch, self.is_tcp, &mut f);
             let failed = std::mem::take(&mut f.accept_failed);
             if std::mem::take(&mut f.rearm_accept) && deadline.is_none() {
@@ -305,11 +300,6 @@ impl Loop {
                     continue;
                 }
                 Idle::Turn => continue,
-                // Sends deferred for a wait that is not taken go out now.
-                Idle::Sleep if io.ring.has_queued() => {
-                    io.ring.submit()?;
-                    continue;
-                }
                 Idle::Sleep => {}
             }
             // Any wake after the first poll is worth a loop turn (ring, handler output, a body
@@ -375,23 +365,9 @@ impl Loop {
     }
 }
 
-/// Whether a turn skips its submit: when completions wait to be reaped and nothing waits to be
-/// submitted (the enter would only run deferred work, which the next one does), and when only
-/// sends wait, no completion is ready, and the worker may wait for IO next (`may_wait`): the
-/// sends then go out with that wait ([`Ring::submit_and_wait_timeout`]), in one system call
-/// that also puts the worker to sleep, instead of one that returns to user space where the
-/// peer it just woke on the same CPU may preempt it. A turn that finds work after all submits
-/// at the start of the next; a worker that sleeps in tokio instead submits first.
-fn defer_submit(ring: &mut Ring, may_wait: bool) -> bool {
-    if ring.has_completions() {
-        return !ring.has_queued();
-    }
-    may_wait && ring.only_sends_queued()
-}
-
-/// Turns with work, and backend waits, a worker runs without yielding to tokio while no handler
-/// task is running, at most: tasks the application runs outside requests, and tokio's timers
-/// and IO, get a look at least this often under load.
+/// Turns with work a worker runs without yielding to tokio while no handler task is running, at
+/// most: tasks the application runs outside requests, and tokio's timers and IO, get a look at
+/// least this often under load.
 const TURNS_WITHOUT_YIELD: u32 = 16;
 
 /// When a busy worker yields to tokio, and whether an idle one waits for IO in its backend
@@ -403,15 +379,12 @@ const TURNS_WITHOUT_YIELD: u32 = 16;
 /// wait is taken only while no handler task is running (a task's output wakes the worker through
 /// tokio), not while draining, and for at most `idle_wait` and until the wheel's next deadline
 /// or the end of an accept pause; a wait that expires with no IO sends the next idle sleep to
-/// tokio, so an idle worker sleeps there. A wait follows the turn that answered without a look
-/// at tokio in between (the answer goes out with the wait, see [`defer_submit`]), except
-/// after [`TURNS_WITHOUT_YIELD`] turns and waits without one. Guarantee: a shutdown request
-/// is noticed at most `idle_wait` late; tasks the application runs outside requests (woken by
-/// a timer, by tokio IO or from another thread) at most `idle_wait` late while no IO comes,
-/// and within [`TURNS_WITHOUT_YIELD`] turns and waits while it does.
+/// tokio, so an idle worker sleeps there. Guarantee: tasks the application runs outside
+/// requests (woken by a timer, by tokio IO or from another thread) and a shutdown request are
+/// noticed at most `idle_wait` late.
 pub(crate) struct Pace {
     idle_wait: Duration,
-    /// Turns with work, and backend waits, since the last yield.
+    /// Turns with work since the last yield.
     turns_unyielded: u32,
     /// The last backend wait expired with no IO: the next idle sleeps in tokio's reactor.
     expired: bool,
@@ -439,23 +412,17 @@ impl Pace {
         false
     }
 
-    /// Whether an idle worker with `running_tasks` handler tasks would wait in its backend
-    /// (unless a deadline is due now or the look at tokio finds work).
-    pub fn would_wait(&self, running_tasks: usize) -> bool {
-        !self.idle_wait.is_zero() && !self.expired && running_tasks == 0
-    }
-
-    /// What an idle worker does next: wait in its backend (after a look at tokio, if one is
-    /// due: tasks a handler spawned, tokio's IO and timers), run a turn (that look found work,
-    /// or a stop was asked), or sleep in tokio's reactor.
+    /// What an idle worker does next: wait in its backend (after one look at tokio: tasks a
+    /// handler spawned, tokio's IO and timers), run a turn (that look found work), or sleep
+    /// in tokio's reactor.
     pub async fn when_idle<S: HttpService>(
-        &mut self,
+        &self,
         d: &Dispatcher<S>,
         stop: &Stop,
         draining: bool,
         accept_pause: Option<&Pin<Box<tokio::time::Sleep>>>,
     ) -> Idle {
-        if !self.would_wait(d.running_tasks()) || draining {
+        if self.idle_wait.is_zero() || self.expired || d.running_tasks() > 0 || draining {
             return Idle::Sleep;
         }
         let now = Instant::now();
@@ -469,14 +436,8 @@ impl Pace {
         if wait.is_zero() {
             return Idle::Sleep;
         }
-        if self.turns_unyielded >= TURNS_WITHOUT_YIELD {
-            self.turns_unyielded = 0;
-            tokio::task::yield_now().await;
-            if d.core.has_dirty() || d.running_tasks() > 0 {
-                return Idle::Turn;
-            }
-        }
-        if stop.is_requested() {
+        tokio::task::yield_now().await;
+        if d.core.has_dirty() || d.running_tasks() > 0 || stop.is_requested() {
             return Idle::Turn;
         }
         Idle::Wait(wait)
@@ -485,7 +446,7 @@ impl Pace {
     /// A backend wait ended, `woken` by IO or not (expired).
     pub fn waited(&mut self, core: &Core, woken: bool) {
         self.expired = !woken;
-        self.turns_unyielded += 1;
+        self.turns_unyielded = 0;
         core.stats.count(if woken {
             crate::stats::Counter::IdleWaitWoken
         } else {
