@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# POST /echo with a 64 KiB body at 16 connections: fcgi-uring over FastCGI (loaded by
+# fcgi-loadtest) against hyper serving the same demo app over HTTP/1.1 (`fcgi-uring serve
+# --protocol http1`, loaded by wrk with the same body).
+#
+# Usage: bench/echo-vs-hyper.sh [PATH/TO/fcgi-uring]
+#   One worker pinned with `taskset -c 0`, the client (one thread) with `taskset -c 1`. Each case
+#   runs DURATION seconds (after 1 s of warmup for fcgi-loadtest; wrk has none, so a 1 s wrk run
+#   warms it first); server CPU per request is read from /proc/PID/stat around the measured
+#   window. Rounds are interleaved; the table shows medians.
+# Environment: DURATION=6, ROUNDS=3, BODY=65536, CONNS=16.
+# Needs: wrk (apt-get install -y wrk), a release build (cargo build --release --workspace).
+set -euo pipefail
+
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+    exit 0
+fi
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+fcgi_uring="${1:-$root/target/release/fcgi-uring}"
+loadtest="$root/target/release/fcgi-loadtest"
+DURATION="${DURATION:-6}"
+ROUNDS="${ROUNDS:-3}"
+BODY="${BODY:-65536}"
+CONNS="${CONNS:-16}"
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+out="$(mktemp -d)"
+server_pid=""
+cleanup() {
+    if [[ -n "$server_pid" ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    server_pid=""
+}
+trap 'cleanup; rm -rf "$out"' EXIT
+
+cat >"$out/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = string.rep("x", $BODY)
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+
+# serve PORT PROTOCOL: starts one pinned worker, waits until it accepts.
+serve() {
+    taskset -c 0 "$fcgi_uring" serve --listen "127.0.0.1:$1" --protocol "$2" --workers 1 \
+        --admin-listen none >"$out/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "server did not start: $(tail -3 "$out/server.log")" >&2
+    exit 1
+}
+
+ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+
+for round in $(seq "$ROUNDS"); do
+    port=$((19200 + round * 2))
+    serve "$port" fastcgi
+    taskset -c 1 "$loadtest" run --addr "127.0.0.1:$port" --conns "$CONNS" --cpus 1 --threads 1 \
+        --duration "$DURATION" --warmup 1 --body-bytes "$BODY" --expect-body "$(head -c "$BODY" /dev/zero | tr '\0' x)" \
+        --server-pid "$server_pid" --json /echo >"$out/fastcgi.$round.json"
+    cleanup
+
+    port=$((port + 1))
+    serve "$port" http1
+    taskset -c 1 wrk -t1 -c"$CONNS" -d1s -s "$out/post.lua" "http://127.0.0.1:$port/echo" >/dev/null
+    before=$(ticks)
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$out/post.lua" \
+        "http://127.0.0.1:$port/echo" >"$out/hyper.$round.wrk"
+    after=$(ticks)
+    echo "server_ticks $((after - before)) $(getconf CLK_TCK)" >>"$out/hyper.$round.wrk"
+    cleanup
+done
+
+python3 - "$out" "$ROUNDS" "$DURATION" "$BODY" "$CONNS" <<'PY'
+import json, re, statistics, sys
+out, rounds, duration, body, conns = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+fc, hy = [], []
+for r in range(1, rounds + 1):
+    j = json.load(open(f"{out}/fastcgi.{r}.json"))
+    if j["errors"]:
+        raise SystemExit(f"fastcgi round {r}: {j['errors']} errors")
+    fc.append((j["rps"], j["server_cpu_us_per_req"]))
+    text = open(f"{out}/hyper.{r}.wrk").read()
+    if re.search(r"Non-2xx|Socket errors", text):
+        raise SystemExit(f"wrk round {r} saw errors:\n{text}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    ticks, hz = map(int, re.search(r"server_ticks (\d+) (\d+)", text).groups())
+    hy.append((rps, ticks / hz * 1e6 / (rps * duration)))
+med = lambda xs, i: statistics.median(x[i] for x in xs)
+print(f"POST /echo, {body}-byte body, {conns} connections; medians of {rounds} rounds of {duration:.0f} s")
+print("| server | client | requests/s | server CPU / request |")
+print("|---|---|---|---|")
+print(f"| fcgi-uring, FastCGI | fcgi-loadtest | {med(fc, 0):,.0f} | {med(fc, 1):.1f} us |")
+print(f"| hyper (fcgi-uring --protocol http1) | wrk | {med(hy, 0):,.0f} | {med(hy, 1):.1f} us |")
+print(f"FastCGI / hyper: rate {med(fc, 0) / med(hy, 0):.2f}x, CPU per request {med(fc, 1) / med(hy, 1):.2f}x")
+PY
