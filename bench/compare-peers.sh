@@ -65,15 +65,9 @@ if [[ "${SKIP_GO:-0}" != 1 ]]; then
 fi
 
 # --- servers ----------------------------------------------------------------------------------
-server_pid=""
-cleanup() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    server_pid=""
-}
-trap cleanup EXIT
+# shellcheck source=server-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
+trap stop_server EXIT
 
 # start_server PORT CMD...: starts CMD pinned to the server core, waits for PORT to accept.
 start_server() {
@@ -143,7 +137,7 @@ for round in $(seq "$ROUNDS"); do
             done
             loadtest_case "fcgi-uring-c16xd16" --protocol fastcgi --addr "127.0.0.1:$port" \
                 --conns 16 --depth 16
-            cleanup
+            stop_server
         fi
     else
         log "skipping fcgi-uring (no binary given, or SKIP_FCGI_URING=1)"
@@ -155,7 +149,7 @@ for round in $(seq "$ROUNDS"); do
             loadtest_case "fcgi-floor-c64" --protocol fastcgi --addr "127.0.0.1:$port" --conns 64
             loadtest_case "fcgi-floor-c16xd16" --protocol fastcgi --addr "127.0.0.1:$port" \
                 --conns 16 --depth 16
-            cleanup
+            stop_server
         fi
     fi
 
@@ -163,7 +157,7 @@ for round in $(seq "$ROUNDS"); do
         port=19101
         if GOMAXPROCS=1 start_server "$port" "$go_fcgi" "127.0.0.1:$port"; then
             loadtest_case "go-fcgi-c64" --protocol fastcgi --addr "127.0.0.1:$port" --conns 64
-            cleanup
+            stop_server
         fi
     fi
 
@@ -176,7 +170,7 @@ for round in $(seq "$ROUNDS"); do
                 log "wrk not found (apt-get install -y wrk) or SKIP_WRK=1: skipping the wrk case"
             fi
             loadtest_case "hyper-http1-c64" --protocol http1 --addr "127.0.0.1:$port" --conns 64
-            cleanup
+            stop_server
         fi
     fi
 done

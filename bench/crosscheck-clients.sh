@@ -34,14 +34,8 @@ done
 server_bin="$root/target/release/fcgi-uring"
 loadtest="$root/target/release/fcgi-loadtest"
 
-server_pid=""
-stop_server() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
+# shellcheck source=server-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 trap stop_server EXIT
 
 start_server() { # PROTOCOL PORT

@@ -25,15 +25,9 @@ BODY="${BODY:-65536}"
 CONNS="${CONNS:-16}"
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 out="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    server_pid=""
-}
-trap 'cleanup; rm -rf "$out"' EXIT
+# shellcheck source=server-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
+trap 'stop_server; rm -rf "$out"' EXIT
 
 cat >"$out/post.lua" <<LUA
 wrk.method = "POST"
@@ -62,7 +56,7 @@ for round in $(seq "$ROUNDS"); do
     taskset -c 1 "$loadtest" run --addr "127.0.0.1:$port" --conns "$CONNS" --cpus 1 --threads 1 \
         --duration "$DURATION" --warmup 1 --body-bytes "$BODY" --expect-body "$(head -c "$BODY" /dev/zero | tr '\0' x)" \
         --server-pid "$server_pid" --json /echo >"$out/fastcgi.$round.json"
-    cleanup
+    stop_server
 
     port=$((port + 1))
     serve "$port" http1
@@ -72,7 +66,7 @@ for round in $(seq "$ROUNDS"); do
         "http://127.0.0.1:$port/echo" >"$out/hyper.$round.wrk"
     after=$(ticks)
     echo "server_ticks $((after - before)) $(getconf CLK_TCK)" >>"$out/hyper.$round.wrk"
-    cleanup
+    stop_server
 done
 
 python3 - "$out" "$ROUNDS" "$DURATION" "$BODY" "$CONNS" <<'PY'

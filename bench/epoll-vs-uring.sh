@@ -47,15 +47,9 @@ log "building (release): cargo build ${packages[*]}"
 loadtest="$root/target/release/fcgi-loadtest"
 hyper_hello="$root/target/release/hyper-hello"
 
-server_pid=""
-cleanup() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    server_pid=""
-}
-trap cleanup EXIT
+# shellcheck source=server-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
+trap stop_server EXIT
 
 # start_server PORT CMD...: starts CMD pinned to the server core, waits for PORT to accept.
 start_server() {
@@ -120,14 +114,14 @@ for round in $(seq "$ROUNDS"); do
             loadtest_case "$io-c64" "${addr[@]}" --conns 64
             loadtest_case "$io-c16xd16" "${addr[@]}" --conns 16 --depth 16
             loadtest_case "$io-conn-per-request" "${addr[@]}" --conns 16 --keep-conn false
-            cleanup
+            stop_server
         fi
     done
     if command -v wrk >/dev/null; then
         port=$((${PORT:-19260} + 1))
         if start_server "$port" "$hyper_hello" "127.0.0.1:$port"; then
             wrk_case "hyper-wrk-c64" "http://127.0.0.1:$port/hello"
-            cleanup
+            stop_server
         fi
     else
         log "wrk not found (apt-get install -y wrk): skipping the hyper row"
