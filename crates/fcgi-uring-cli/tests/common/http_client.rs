@@ -77,7 +77,20 @@ pub fn request(
     r
 }
 
-fn parse(raw: &[u8], head_only: bool) -> HttpResponse {
+/// The final response in `raw`: interim 1xx responses before it (a proxy's `100 Continue` to an
+/// `Expect: 100-continue`, sent or not depending on timing) are skipped, as RFC 9110 15.2 asks of
+/// a client; 101 is final.
+fn parse(mut raw: &[u8], head_only: bool) -> HttpResponse {
+    loop {
+        let r = parse_one(raw, head_only);
+        if !(100..200).contains(&r.status) || r.status == 101 {
+            return r;
+        }
+        raw = &raw[raw.len() - r.raw_body_len..];
+    }
+}
+
+fn parse_one(raw: &[u8], head_only: bool) -> HttpResponse {
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
