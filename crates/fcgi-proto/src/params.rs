@@ -92,7 +92,8 @@ pub const ARENA_BLOCK: usize = 8 * 1024;
 
 impl ParamsArena {
     /// Bytes the next requests' params can take before a new block is allocated.
-    pub fn spare_capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn spare_capacity(&self) -> usize {
         self.bytes.capacity() - self.bytes.len()
     }
 }

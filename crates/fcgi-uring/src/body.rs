@@ -457,7 +457,8 @@ mod tests {
             frames_while_pushing(&ch, &[b"abcd", b"efgh", b"i"]),
             vec![8, 1]
         );
-        // An announced length larger than the bytes that came reserves at most RESERVE_FACTOR times them.
+        // An announced length larger than the bytes that came reserves at most RESERVE_FACTOR
+        // times them.
         let ch = Arc::new(Channel::new(1 << 20, Vec::new(), Some(1 << 20)));
         assert_eq!(ch.push(b"ab"), Flow::Continue);
         assert_eq!(ch.lock().filling.capacity(), 2 * RESERVE_FACTOR);

@@ -49,9 +49,9 @@ impl BodyIn {
     /// Adds received bytes; `Flow::Pause` when the handler's unread buffer is over its limit.
     ///
     /// The first bytes of a staged body reserve room for `expected()` bytes (the body's
-    /// announced length, if any), but at most [`crate::body::RESERVE_FACTOR`] times what arrived: an
-    /// announced length costs nothing until bytes come, and cannot make a few bytes reserve
-    /// much more.
+    /// announced length, if any), but at most [`crate::body::RESERVE_FACTOR`] times what
+    /// arrived: an announced length costs nothing until bytes come, and cannot make a few bytes
+    /// reserve much more.
     pub fn push(&mut self, data: &[u8], expected: impl FnOnce() -> Option<usize>) -> Flow {
         match self {
             BodyIn::Staged { bytes, .. } => {
