@@ -88,8 +88,9 @@ fn get_hello_allocates_only_what_the_http_types_need() {
 }
 
 /// A 64 KiB body in two STDIN records is received into one buffer sized from CONTENT_LENGTH
-/// and handed over as it is: 3 allocations more than `GET /hello` (the body's buffer among
-/// them), none per record.
+/// and handed over as it is: 3 allocations more than `GET /hello` (the body's buffer, and the
+/// reference count `bytes` makes when the echoed body is sent as slices of it rather than
+/// copied, among them), none per record.
 #[test]
 fn echo_64k_allocates_one_body_buffer() {
     let echo = allocations_per_request(Workload::Echo64k);

@@ -29,7 +29,8 @@ mod tests;
 
 pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
-pub(crate) use io::{Io, OutQueue};
+pub use io::OutBuf;
+pub(crate) use io::{Io, MAX_PIECES, OutQueue};
 pub(crate) use oplog::InFlight;
 pub(crate) use oplog::{AccessSink, LogMsg, OpLogs, SpareBuffers, Target};
 

@@ -6,12 +6,13 @@
 //! id is never reached); a HEAD request's body is never sent (RFC 3875 4.3.3); a handler waits
 //! while its connection's backlog is at `max_output_buffer`.
 
+use super::io::{MAX_SHARED, OutBuf, SHARE_MIN};
 use super::requests::{ReqEntry, ReqKey};
 use super::state::Conn;
 use super::{ConnKey, Core};
 use crate::stats::Counter;
 use crate::stats::metrics::EndStatus;
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use fcgi_proto::record;
 use std::task::{Context, Poll};
 
@@ -51,11 +52,9 @@ impl Core {
         if entry.head_only {
             data.advance(data.remaining());
         }
-        entry.body_bytes += data.remaining() as u64;
-        // Room for all of it at once: a queue that grows while a large body is encoded copies
-        // what it holds at every step.
-        out.reserve(stdout_room(data.remaining(), head.is_some(), last));
-        if let Some(head) = head {
+        let body_len = data.remaining();
+        entry.body_bytes += body_len as u64;
+        if let Some(head) = &head {
             entry.head_sent = true;
             let status = head.status();
             entry.status = status.as_u16();
@@ -69,16 +68,14 @@ impl Core {
             {
                 info.first_byte = Some(std::time::Instant::now());
             }
-            let first = data.chunk();
-            encode_stdout2(out, rk.id, head, first);
-            let n = first.len();
-            data.advance(n);
         }
-        while data.has_remaining() {
-            let chunk = data.chunk();
-            record::encode_stream(out, record::RecordType::Stdout, rk.id, chunk);
-            let n = chunk.len();
-            data.advance(n);
+        if body_len >= SHARE_MIN && out.shared_chunks() < MAX_SHARED {
+            // Sent from the handler's buffer: `copy_to_bytes` of a `Bytes` is a slice of it.
+            out.bytes_mut()
+                .reserve(stdout_room(0, head.is_some(), last) + records_room(body_len));
+            encode_stdout_shared(out, rk.id, head, data.copy_to_bytes(body_len));
+        } else {
+            encode_stdout_copied(out.bytes_mut(), rk.id, head, data, last);
         }
         if last {
             self.end_stdout(rk, conn, 0);
@@ -211,6 +208,73 @@ fn stdout_room(body_len: usize, head: bool, last: bool) -> usize {
     body_len + head + records * record::HEADER_LEN + end
 }
 
+/// Record headers for `body_len` bytes of STDOUT.
+fn records_room(body_len: usize) -> usize {
+    (body_len / record::MAX_CONTENT_LEN + 2) * record::HEADER_LEN
+}
+
+/// Encodes `head` (if any) and `data` as STDOUT records copied into `out`.
+fn encode_stdout_copied(
+    out: &mut Vec<u8>,
+    id: u16,
+    head: Option<Head<'_>>,
+    data: &mut impl Buf,
+    last: bool,
+) {
+    // Room for all of it at once: a queue that grows while a large body is encoded copies
+    // what it holds at every step.
+    out.reserve(stdout_room(data.remaining(), head.is_some(), last));
+    if let Some(head) = head {
+        let first = data.chunk();
+        encode_stdout2(out, id, head, first);
+        let n = first.len();
+        data.advance(n);
+    }
+    while data.has_remaining() {
+        let chunk = data.chunk();
+        record::encode_stream(out, record::RecordType::Stdout, id, chunk);
+        let n = chunk.len();
+        data.advance(n);
+    }
+}
+
+/// The same records as [`encode_stdout2`] (or, without a head, `encode_stream`) writes, with
+/// the body's large parts shared rather than copied (see [`OutBuf::push_chunk`]).
+fn encode_stdout_shared(out: &mut OutBuf, id: u16, head: Option<Head<'_>>, mut body: Bytes) {
+    if let Some(head) = head {
+        let bytes = out.bytes_mut();
+        let start = bytes.len();
+        bytes.extend_from_slice(&[0; record::HEADER_LEN]);
+        head.encode(bytes);
+        let content_at = start + record::HEADER_LEN;
+        let head_len = bytes.len() - content_at;
+        match record::MAX_CONTENT_LEN.checked_sub(head_len) {
+            Some(room) => {
+                let first = body.split_to(room.min(body.len()));
+                let len = u16::try_from(head_len + first.len()).unwrap_or(u16::MAX);
+                let header = record::Header::new(record::RecordType::Stdout, id, len).encode();
+                if let Some(slot) = bytes.get_mut(start..content_at) {
+                    slot.copy_from_slice(&header);
+                }
+                out.push_chunk(first);
+            }
+            None => {
+                // A head too large for one record (rare): a stream of its own.
+                let head = bytes.split_off(content_at);
+                bytes.truncate(start);
+                record::encode_stream(bytes, record::RecordType::Stdout, id, &head);
+            }
+        }
+    }
+    while !body.is_empty() {
+        let part = body.split_to(record::MAX_CONTENT_LEN.min(body.len()));
+        let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+        let header = record::Header::new(record::RecordType::Stdout, id, len).encode();
+        out.bytes_mut().extend_from_slice(&header);
+        out.push_chunk(part);
+    }
+}
+
 /// Encodes `head ++ body` as STDOUT records of at most 65535 bytes, the first one filled with
 /// the head and as much of the body as fits; the head is encoded in place, behind a record
 /// header written once its length is known.
@@ -274,6 +338,47 @@ mod tests {
             );
             // The same records as one stream of head ++ body: every record but the last full.
             assert_eq!(out, expected, "body of {body_len}");
+        }
+    }
+
+    fn flat(out: &OutBuf) -> Vec<u8> {
+        let mut all = Vec::new();
+        out.each_piece(0, |p| all.extend_from_slice(p));
+        all
+    }
+
+    #[test]
+    fn a_large_body_is_shared_in_the_same_records_as_a_copied_one() {
+        let mut big_head = http::Response::new(()).into_parts().0;
+        let value = http::HeaderValue::from_bytes(&vec![b'v'; 70_000]).unwrap();
+        big_head.headers.insert("x-big", value);
+        let small_head = http::Response::new(()).into_parts().0;
+        for body_len in [
+            SHARE_MIN,
+            65_536,
+            record::MAX_CONTENT_LEN - 20,
+            3 * record::MAX_CONTENT_LEN + 7,
+        ] {
+            let body = Bytes::from((0..body_len).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            for head in [
+                None,
+                Some(Head::Response(&small_head, Some(body_len as u64))),
+                Some(Head::Response(&big_head, None)),
+            ] {
+                let mut copied = b"queued".to_vec();
+                encode_stdout_copied(&mut copied, 3, head, &mut body.clone(), false);
+                let mut shared = OutBuf::from(b"queued".to_vec());
+                encode_stdout_shared(&mut shared, 3, head, body.clone());
+                assert_eq!(flat(&shared), copied, "body of {body_len}");
+                assert!(shared.shared_chunks() > 0, "body of {body_len} copied");
+                // What was copied: record headers and the head, and at most the small first
+                // part of a body behind a head that left less than SHARE_MIN of its record.
+                let copied_bytes = shared.bytes_mut().len();
+                assert!(
+                    copied_bytes < 6 + 72_000 + SHARE_MIN,
+                    "{copied_bytes} bytes copied for a body of {body_len}"
+                );
+            }
         }
     }
 

@@ -9,7 +9,7 @@
 //!   output is gone; a closed connection never opens again.
 
 use super::ConnKey;
-use super::io::{Io, OutQueue};
+use super::io::{Io, OutBuf, OutQueue};
 use super::requests::{ReqEntry, ReqKey, ReqTable};
 use crate::body::BodyError;
 use crate::stats::metrics::CloseReason;
@@ -223,7 +223,7 @@ impl Conn {
     }
 
     /// [`Conn::live_request`] with the output queue, to write the request's response.
-    pub fn live_request_and_output(&mut self, rk: ReqKey) -> Option<(&mut ReqEntry, &mut Vec<u8>)> {
+    pub fn live_request_and_output(&mut self, rk: ReqKey) -> Option<(&mut ReqEntry, &mut OutBuf)> {
         if self.is_closed() {
             return None;
         }
@@ -231,7 +231,7 @@ impl Conn {
             .requests
             .get_mut(&rk.id)
             .filter(|e| e.serial == rk.serial)?;
-        Some((entry, self.out.buffer()))
+        Some((entry, self.out.output()))
     }
 
     /// The output queue's buffer, for the records of a live request (see

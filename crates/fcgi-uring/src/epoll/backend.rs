@@ -11,7 +11,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::conn::{ConnKey, Core, Io, OutQueue, Sent, Staged};
+use crate::conn::{ConnKey, Core, Io, MAX_PIECES, OutBuf, OutQueue, Sent, Staged};
 use crate::uring::reactor::{self, ReactorFd};
 use rustix::event::{Timespec, epoll};
 use rustix::io::Errno;
@@ -44,7 +44,7 @@ struct IoConn {
     /// Listed for the next read pass.
     queued: bool,
     /// What a short send left: its buffer and how far it went.
-    rest: Option<(Vec<u8>, usize)>,
+    rest: Option<(OutBuf, usize)>,
     /// A send the core handed over and whose result it has not been told yet.
     in_flight: bool,
 }
@@ -355,14 +355,41 @@ fn queue_read(c: &mut IoConn, to_read: &mut Vec<ConnKey>) {
 }
 
 /// One non-blocking send of `data`; `Ok(0)` when it would block.
-fn send_now(c: &IoConn, data: &[u8]) -> Result<usize, Errno> {
+fn send_now(c: &IoConn, out: &OutBuf, offset: usize) -> Result<usize, Errno> {
     loop {
-        match rustix::net::send(&c.fd, data, SendFlags::NOSIGNAL) {
+        let result = match out.contiguous() {
+            Some(bytes) => rustix::net::send(
+                &c.fd,
+                bytes.get(offset..).unwrap_or_default(),
+                SendFlags::NOSIGNAL,
+            ),
+            None => send_pieces(c, out, offset),
+        };
+        match result {
             Err(Errno::INTR) => continue,
             Err(Errno::AGAIN) => return Ok(0),
             other => return other,
         }
     }
+}
+
+/// One `sendmsg` of every piece of `out` from `offset` (large body chunks shared, see
+/// [`OutBuf`]).
+fn send_pieces(c: &IoConn, out: &OutBuf, offset: usize) -> Result<usize, Errno> {
+    let mut pieces = [io::IoSlice::new(&[]); MAX_PIECES];
+    let mut count = 0;
+    out.each_piece(offset, |piece| {
+        if let Some(slot) = pieces.get_mut(count) {
+            *slot = io::IoSlice::new(piece);
+            count += 1;
+        }
+    });
+    rustix::net::sendmsg(
+        &c.fd,
+        pieces.get(..count).unwrap_or_default(),
+        &mut rustix::net::SendAncillaryBuffer::default(),
+        SendFlags::NOSIGNAL,
+    )
 }
 
 /// Writes what a short send left, now that there is room; reports the result unless it would
@@ -371,7 +398,7 @@ fn write_rest(c: &mut IoConn, done: &mut Vec<(ConnKey, Done)>) {
     let Some((buf, offset)) = c.rest.take() else {
         return;
     };
-    match send_now(c, &buf[offset..]) {
+    match send_now(c, &buf, offset) {
         Ok(0) => {
             c.writable = false;
             c.rest = Some((buf, offset));
@@ -384,7 +411,7 @@ fn write_rest(c: &mut IoConn, done: &mut Vec<(ConnKey, Done)>) {
         }
         Ok(_) => {
             c.in_flight = false;
-            done.push((c.key, Done::Sent(Sent::All(Some(buf)))));
+            done.push((c.key, Done::Sent(Sent::All(Some(buf.into_vec())))));
         }
         Err(e) => {
             tracing::debug!("send failed: {e}");
@@ -401,7 +428,7 @@ impl Io for Backend {
             done.push((key, Done::Sent(Sent::Failed)));
             return;
         };
-        let result = send_now(c, out.bytes());
+        let result = send_now(c, out.queued(), 0);
         match result {
             Ok(n) if n == out.len() => {
                 out.copied();

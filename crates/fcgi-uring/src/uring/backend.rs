@@ -80,9 +80,13 @@ fn io_conn(conns: &mut [Option<IoConn>], key: ConnKey) -> Option<&mut IoConn> {
 
 impl Io for Backend {
     fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
-        // Output that fits a free registered send buffer is copied there (WRITE_FIXED); the
-        // queue keeps its allocation for the next response.
-        let buf = match self.ring.fixed_copy(out.bytes()) {
+        // Output in one piece that fits a free registered send buffer is copied there
+        // (WRITE_FIXED); the queue keeps its allocation for the next response.
+        let fixed = out
+            .queued()
+            .contiguous()
+            .and_then(|b| self.ring.fixed_copy(b));
+        let buf = match fixed {
             Some(fixed) => {
                 out.copied();
                 SendBuf::Fixed(fixed)

@@ -51,6 +51,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 pub use crate::config::RingConfig;
+pub use crate::conn::OutBuf;
 use buffers::{BUF_GROUP, BufRing, Lent};
 use counters::Tally;
 pub use counters::{RingCounters, RingStats};
@@ -194,10 +195,11 @@ pub enum CompletionKind<'a> {
     Shutdown { result: io::Result<()> },
 }
 
-/// What a send sends from: a heap buffer, or a registered one ([`Ring::fixed_copy`]).
+/// What a send sends from: heap output (one buffer, or pieces sent with one vectored write,
+/// see [`OutBuf`]), or a registered buffer ([`Ring::fixed_copy`]).
 #[derive(Debug)]
 pub enum SendBuf {
-    Heap(Vec<u8>),
+    Heap(OutBuf),
     Fixed(FixedBuf),
 }
 
@@ -214,10 +216,10 @@ impl SendBuf {
         self.len() == 0
     }
 
-    /// The heap buffer, if it is one.
+    /// The heap buffer, if it is one (its shared pieces released).
     pub fn into_heap(self) -> Option<Vec<u8>> {
         match self {
-            SendBuf::Heap(buf) => Some(buf),
+            SendBuf::Heap(buf) => Some(buf.into_vec()),
             SendBuf::Fixed(_) => None,
         }
     }
@@ -225,6 +227,12 @@ impl SendBuf {
 
 impl From<Vec<u8>> for SendBuf {
     fn from(buf: Vec<u8>) -> SendBuf {
+        SendBuf::Heap(OutBuf::from(buf))
+    }
+}
+
+impl From<OutBuf> for SendBuf {
+    fn from(buf: OutBuf) -> SendBuf {
         SendBuf::Heap(buf)
     }
 }
@@ -443,17 +451,36 @@ impl Ring {
         let raw = fd.raw();
         let offset = offset.min(buf.len());
         let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);
-        let user_data = self.ops.insert(token, OpKind::Send(buf), Some(fd));
-        // The pointer is taken from the buffer where it now lives (the op table), which keeps
-        // it until the send's completion is reaped.
-        let entry = match (self.ops.get(user_data).map(|op| &op.kind), &self.sends) {
-            (Some(OpKind::Send(SendBuf::Heap(buf))), _) => {
-                opcode::Send::new(Fd(raw), buf[offset..].as_ptr(), len)
+        let user_data = self
+            .ops
+            .insert(token, OpKind::Send(buf, Vec::new()), Some(fd));
+        // The pointers are taken from the buffer where it now lives (the op table), which keeps
+        // it, and the iovecs made for it, until the send's completion is reaped.
+        let entry = match (
+            self.ops.get_mut(user_data).map(|op| &mut op.kind),
+            &self.sends,
+        ) {
+            (Some(OpKind::Send(SendBuf::Heap(buf), iov)), _) => match buf.contiguous() {
+                Some(bytes) => opcode::Send::new(Fd(raw), bytes[offset..].as_ptr(), len)
                     .flags(libc::MSG_NOSIGNAL)
-                    .build()
-            }
+                    .build(),
+                None => {
+                    buf.each_piece(offset, |piece| {
+                        iov.push(libc::iovec {
+                            iov_base: piece.as_ptr() as *mut libc::c_void,
+                            iov_len: piece.len(),
+                        })
+                    });
+                    let count = u32::try_from(iov.len()).unwrap_or(0);
+                    // A write on a socket is a send without flags: the process ignores SIGPIPE
+                    // (Rust's runtime does), as WRITE_FIXED already needs.
+                    opcode::Writev::new(Fd(raw), iov.as_ptr(), count)
+                        .offset(0)
+                        .build()
+                }
+            },
             // `owns` was checked above: the buffer is one of this ring's registered ones.
-            (Some(OpKind::Send(SendBuf::Fixed(buf))), Some(pool)) => {
+            (Some(OpKind::Send(SendBuf::Fixed(buf), _)), Some(pool)) => {
                 self.counters.tally(&Tally {
                     fixed_sends: 1,
                     ..Tally::default()
@@ -614,9 +641,9 @@ impl Ring {
                         }
                         Shape::Send => {
                             let (buf, refused) = match ended.map(|op| op.kind) {
-                                Some(OpKind::Send(buf)) => (buf, false),
+                                Some(OpKind::Send(buf, _)) => (buf, false),
                                 Some(OpKind::Refused(buf)) => (buf, true),
-                                _ => (SendBuf::Heap(Vec::new()), false),
+                                _ => (SendBuf::from(Vec::new()), false),
                             };
                             let result = if refused {
                                 Err(io::Error::new(
@@ -678,7 +705,8 @@ impl Ring {
 
     fn try_push(&mut self, entry: &squeue::Entry) -> bool {
         // SAFETY: the entry references only memory that outlives the operation: a send's buffer
-        // is owned by the op table until the send's completion is reaped, receives use the
+        // (and, for a vectored one, its iovecs and the shared chunks they point to) is owned by
+        // the op table until the send's completion is reaped, receives use the
         // buffer ring (freed only after every operation was reaped, or leaked), and the other
         // entries reference no memory at all. The fd of each operation is held open by its
         // entry in the op table until its final completion is reaped.
@@ -829,7 +857,7 @@ impl Shape {
         match kind {
             OpKind::Accept => Shape::Accept,
             OpKind::Recv => Shape::Recv,
-            OpKind::Send(_) | OpKind::Refused(_) => Shape::Send,
+            OpKind::Send(..) | OpKind::Refused(_) => Shape::Send,
             OpKind::Shutdown => Shape::Shutdown,
         }
     }

@@ -18,8 +18,9 @@ pub(super) const INTERNAL: u64 = u64::MAX;
 pub(super) enum OpKind {
     Accept,
     Recv,
-    /// INVARIANT: the kernel may read this buffer until the send's completion is reaped.
-    Send(SendBuf),
+    /// INVARIANT: the kernel may read this buffer, and the iovecs (empty unless the send is
+    /// vectored) and the bytes they point to, until the send's completion is reaped.
+    Send(SendBuf, Vec<libc::iovec>),
     /// A send that was never submitted (a registered buffer of another ring): it completes
     /// with an error and gives the buffer back.
     Refused(SendBuf),
@@ -88,6 +89,16 @@ impl OpTable {
         slot.op.as_ref()
     }
 
+    /// Like [`OpTable::get`], to fill in what the operation owns before it is submitted.
+    pub(super) fn get_mut(&mut self, user_data: u64) -> Option<&mut Op> {
+        let (index, generation) = decode(user_data);
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != generation {
+            return None;
+        }
+        slot.op.as_mut()
+    }
+
     /// Removes the live operation with this `user_data`; the slot's generation moves on.
     pub(super) fn remove(&mut self, user_data: u64) -> Option<Op> {
         let (index, generation) = decode(user_data);
@@ -152,9 +163,15 @@ mod tests {
     #[test]
     fn send_buffer_comes_back() {
         let mut table = OpTable::default();
-        let id = table.insert(7, OpKind::Send(SendBuf::Heap(vec![1, 2, 3])), None);
+        let id = table.insert(
+            7,
+            OpKind::Send(SendBuf::from(vec![1, 2, 3]), Vec::new()),
+            None,
+        );
         match table.remove(id).map(|op| op.kind) {
-            Some(OpKind::Send(SendBuf::Heap(buf))) => assert_eq!(buf, [1, 2, 3]),
+            Some(OpKind::Send(SendBuf::Heap(buf), _)) => {
+                assert_eq!(buf.contiguous(), Some(&[1, 2, 3][..]))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(table.len(), 0);

@@ -286,6 +286,81 @@ fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
 }
 
 #[test]
+fn vectored_send_of_shared_chunks_with_short_sends_resent_from_their_offset() {
+    let mut ring = ring();
+    let (client, server) = pair();
+    socket2::SockRef::from(&server)
+        .set_send_buffer_size(16 * 1024)
+        .expect("sndbuf");
+    socket2::SockRef::from(&client)
+        .set_recv_buffer_size(16 * 1024)
+        .expect("rcvbuf");
+    let chunk = |seed: u32| {
+        bytes::Bytes::from(
+            (0..256 * 1024)
+                .map(|i: u32| ((i + seed) % 249) as u8)
+                .collect::<Vec<u8>>(),
+        )
+    };
+    let mut out = OutBuf::from(b"head".to_vec());
+    out.push_chunk(chunk(1));
+    out.bytes_mut().extend_from_slice(b"middle");
+    out.push_chunk(chunk(2));
+    out.bytes_mut().extend_from_slice(b"tail");
+    assert_eq!(out.shared_chunks(), 2, "both chunks shared, not copied");
+    let mut expected = Vec::new();
+    out.each_piece(0, |p| expected.extend_from_slice(p));
+    let total = out.len();
+    assert_eq!(expected.len(), total);
+
+    let sends_so_far = Arc::new(AtomicUsize::new(0));
+    let seen = sends_so_far.clone();
+    let reader = thread::spawn(move || {
+        let mut client = client;
+        client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        wait_for("a second send, or the last", || {
+            seen.load(Ordering::SeqCst) >= 2
+        });
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).map(|_| got)
+    });
+    let (mut offset, mut sends) = (0, 0);
+    let mut buf = SendBuf::from(out);
+    let deadline = Instant::now() + TIMEOUT;
+    while offset < total {
+        ring.send(&dup(&server), buf, offset, 5);
+        sends += 1;
+        sends_so_far.store(sends, Ordering::SeqCst);
+        let mut back = None;
+        while back.is_none() {
+            assert!(Instant::now() < deadline, "send timed out");
+            ring.submit_and_wait_timeout(Duration::from_millis(50))
+                .expect("enter");
+            ring.complete(|c| {
+                if let CompletionKind::Send { result, buf } = c.kind {
+                    back = Some((result, buf));
+                }
+            });
+        }
+        let (result, returned) = back.expect("completion");
+        let n = result.expect("send");
+        assert!(n > 0 && offset + n <= total);
+        offset += n;
+        buf = returned; // The same pieces come back for the rest.
+    }
+    sends_so_far.store(usize::MAX, Ordering::SeqCst);
+    assert_eq!(ring.in_flight(), 0);
+    assert!(sends > 1, "one send took it all: short sends not exercised");
+    server.shutdown(Shutdown::Write).expect("shutdown");
+    let got = reader.join().expect("reader").expect("read");
+    assert!(
+        got == expected,
+        "data differs ({} of {total} bytes)",
+        got.len()
+    );
+}
+
+#[test]
 fn shutdown_write_makes_the_peer_read_eof() {
     let mut ring = ring();
     let (mut client, server) = pair();

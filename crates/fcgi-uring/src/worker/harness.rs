@@ -90,7 +90,9 @@ struct CopyIo {
 
 impl Io for CopyIo {
     fn send(&mut self, _key: ConnKey, queue: &mut OutQueue) {
-        self.out.extend_from_slice(queue.bytes());
+        queue
+            .queued()
+            .each_piece(0, |piece| self.out.extend_from_slice(piece));
         queue.copied();
         self.sends += 1;
     }
