@@ -55,7 +55,7 @@ pub use crate::conn::OutBuf;
 use buffers::{BUF_GROUP, BufRing, Lent};
 use counters::Tally;
 pub use counters::{RingCounters, RingStats};
-use ops::{INTERNAL, OpKind, OpTable};
+use ops::{INTERNAL, OpKind, OpTable, VectoredMsg};
 pub use sendbufs::FixedBuf;
 use sendbufs::SendPool;
 
@@ -223,6 +223,24 @@ impl SendBuf {
             SendBuf::Fixed(_) => None,
         }
     }
+}
+
+/// The message header of a vectored send of `buf` from `offset`: one iovec per piece.
+fn vectored_msg(buf: &OutBuf, offset: usize) -> Box<VectoredMsg> {
+    let mut iov = Vec::with_capacity(buf.shared_chunks() * 2 + 1);
+    buf.each_piece(offset, |piece| {
+        iov.push(libc::iovec {
+            iov_base: piece.as_ptr() as *mut libc::c_void,
+            iov_len: piece.len(),
+        })
+    });
+    // SAFETY: `msghdr` is plain data for which all zeroes is valid (no address, no control
+    // data, no iovecs); the iovecs are set below.
+    let hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    let mut msg = Box::new(VectoredMsg { hdr, iov });
+    msg.hdr.msg_iov = msg.iov.as_mut_ptr();
+    msg.hdr.msg_iovlen = msg.iov.len();
+    msg
 }
 
 impl From<Vec<u8>> for SendBuf {
@@ -451,31 +469,23 @@ impl Ring {
         let raw = fd.raw();
         let offset = offset.min(buf.len());
         let len = u32::try_from(buf.len() - offset).unwrap_or(u32::MAX);
-        let user_data = self
-            .ops
-            .insert(token, OpKind::Send(buf, Vec::new()), Some(fd));
+        let user_data = self.ops.insert(token, OpKind::Send(buf, None), Some(fd));
         // The pointers are taken from the buffer where it now lives (the op table), which keeps
-        // it, and the iovecs made for it, until the send's completion is reaped.
+        // it, and the message header made for it, until the send's completion is reaped.
         let entry = match (
             self.ops.get_mut(user_data).map(|op| &mut op.kind),
             &self.sends,
         ) {
-            (Some(OpKind::Send(SendBuf::Heap(buf), iov)), _) => match buf.contiguous() {
+            (Some(OpKind::Send(SendBuf::Heap(buf), msg)), _) => match buf.contiguous() {
                 Some(bytes) => opcode::Send::new(Fd(raw), bytes[offset..].as_ptr(), len)
                     .flags(libc::MSG_NOSIGNAL)
                     .build(),
                 None => {
-                    buf.each_piece(offset, |piece| {
-                        iov.push(libc::iovec {
-                            iov_base: piece.as_ptr() as *mut libc::c_void,
-                            iov_len: piece.len(),
-                        })
-                    });
-                    let count = u32::try_from(iov.len()).unwrap_or(0);
-                    // A write on a socket is a send without flags: the process ignores SIGPIPE
-                    // (Rust's runtime does), as WRITE_FIXED already needs.
-                    opcode::Writev::new(Fd(raw), iov.as_ptr(), count)
-                        .offset(0)
+                    let msg = msg.insert(vectored_msg(buf, offset));
+                    // SENDMSG rather than WRITEV: a write(2) to a peer gone raises SIGPIPE, a
+                    // send with MSG_NOSIGNAL does not (tests: ..._raises_no_sigpipe).
+                    opcode::SendMsg::new(Fd(raw), &msg.hdr)
+                        .flags(libc::MSG_NOSIGNAL as u32)
                         .build()
                 }
             },
@@ -705,11 +715,11 @@ impl Ring {
 
     fn try_push(&mut self, entry: &squeue::Entry) -> bool {
         // SAFETY: the entry references only memory that outlives the operation: a send's buffer
-        // (and, for a vectored one, its iovecs and the shared chunks they point to) is owned by
-        // the op table until the send's completion is reaped, receives use the
-        // buffer ring (freed only after every operation was reaped, or leaked), and the other
-        // entries reference no memory at all. The fd of each operation is held open by its
-        // entry in the op table until its final completion is reaped.
+        // (and, for a vectored one, its boxed message header, the iovecs and the shared chunks
+        // they point to) is owned by the op table until the send's completion is reaped,
+        // receives use the buffer ring (freed only after every operation was reaped, or
+        // leaked), and the other entries reference no memory at all. The fd of each operation
+        // is held open by its entry in the op table until its final completion is reaped.
         unsafe { self.ring.submission().push(entry) }.is_ok()
     }
 

@@ -13,14 +13,27 @@ use super::{OpFd, SendBuf, Token};
 /// has it: generations never reach `u32::MAX`.
 pub(super) const INTERNAL: u64 = u64::MAX;
 
+/// The header and iovecs of a vectored send (SENDMSG), boxed so that the addresses given to
+/// the kernel stay put while the op table grows.
+pub(super) struct VectoredMsg {
+    pub hdr: libc::msghdr,
+    pub iov: Vec<libc::iovec>,
+}
+
+impl std::fmt::Debug for VectoredMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VectoredMsg({} pieces)", self.iov.len())
+    }
+}
+
 /// What an operation is, and what it owns while the kernel works on it.
 #[derive(Debug)]
 pub(super) enum OpKind {
     Accept,
     Recv,
-    /// INVARIANT: the kernel may read this buffer, and the iovecs (empty unless the send is
-    /// vectored) and the bytes they point to, until the send's completion is reaped.
-    Send(SendBuf, Vec<libc::iovec>),
+    /// INVARIANT: the kernel may read this buffer, and for a vectored send the message header,
+    /// its iovecs and the bytes they point to, until the send's completion is reaped.
+    Send(SendBuf, Option<Box<VectoredMsg>>),
     /// A send that was never submitted (a registered buffer of another ring): it completes
     /// with an error and gives the buffer back.
     Refused(SendBuf),
@@ -163,11 +176,7 @@ mod tests {
     #[test]
     fn send_buffer_comes_back() {
         let mut table = OpTable::default();
-        let id = table.insert(
-            7,
-            OpKind::Send(SendBuf::from(vec![1, 2, 3]), Vec::new()),
-            None,
-        );
+        let id = table.insert(7, OpKind::Send(SendBuf::from(vec![1, 2, 3]), None), None);
         match table.remove(id).map(|op| op.kind) {
             Some(OpKind::Send(SendBuf::Heap(buf), _)) => {
                 assert_eq!(buf.contiguous(), Some(&[1, 2, 3][..]))
