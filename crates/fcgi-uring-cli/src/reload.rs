@@ -1,9 +1,13 @@
 //! `fcgi-uring reload --pid-file F`: asks a running server for a hot upgrade (SIGUSR2 to the
-//! pid in F) and waits until the new process has written its pid to F (it does once every
+//! pid in F, once it is known to be an fcgi-uring process: a stale file's reused pid is not
+//! signalled) and waits until the new process has written its pid to F (it does once every
 //! worker accepts and the old process handed over). Exit 0 when it did; 1 when the old
 //! process rewrote F with its own pid (it does when an upgrade failed: its log says why, and
 //! it serves on) or nothing changed in time.
 
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags, Signal};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -23,17 +27,47 @@ pub fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// The running server the pid file names, as a pidfd (which names that process for good: a pid
+/// reused after it exits is not signalled) and its pid. An error says why not: no pid in the
+/// file, no such process, or a process of another program (the file is stale and its pid was
+/// reused) which is then not signalled.
+pub fn open_server(path: &Path) -> Result<(OwnedFd, i32), String> {
+    let file = path.display();
+    let raw = read_pid(path).ok_or_else(|| format!("no pid in {file}"))?;
+    let pid = Pid::from_raw(raw).ok_or_else(|| format!("invalid pid {raw} in {file}"))?;
+    let process = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| match e {
+        Errno::SRCH => {
+            format!("no process {raw}: {file} is stale (a server that exited cleanly removes it)")
+        }
+        e => format!("pid {raw}: {e}"),
+    })?;
+    let (theirs, ours) = (command_name(&raw.to_string()), command_name("self"));
+    if theirs != ours {
+        return Err(format!(
+            "pid {raw} is {}, not {}: {file} is stale",
+            theirs.as_deref().unwrap_or("unknown"),
+            ours.as_deref().unwrap_or("this program"),
+        ));
+    }
+    Ok((process, raw))
+}
+
+/// The command name of `/proc/<which>` (`self` or a pid).
+fn command_name(which: &str) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{which}/comm")).ok()?;
+    Some(comm.trim_end().to_owned())
+}
+
 pub fn run(args: &ReloadArgs) -> ExitCode {
-    let Some(old) = read_pid(&args.pid_file) else {
-        eprintln!("fcgi-uring reload: no pid in {}", args.pid_file.display());
-        return ExitCode::FAILURE;
-    };
-    let Some(pid) = rustix::process::Pid::from_raw(old) else {
-        eprintln!("fcgi-uring reload: invalid pid {old}");
-        return ExitCode::FAILURE;
+    let (process, old) = match open_server(&args.pid_file) {
+        Ok(found) => found,
+        Err(why) => {
+            eprintln!("fcgi-uring reload: {why}");
+            return ExitCode::FAILURE;
+        }
     };
     let written = modified(&args.pid_file);
-    if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::USR2) {
+    if let Err(e) = rustix::process::pidfd_send_signal(&process, Signal::USR2) {
         eprintln!("fcgi-uring reload: cannot signal pid {old}: {e}");
         return ExitCode::FAILURE;
     }

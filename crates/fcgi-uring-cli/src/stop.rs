@@ -10,7 +10,7 @@
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
-use rustix::process::{Pid, PidfdFlags, Signal};
+use rustix::process::{Pid, Signal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -40,24 +40,8 @@ pub fn run(args: &StopArgs) -> ExitCode {
 }
 
 fn stop(args: &StopArgs) -> Result<String, String> {
-    let file = args.pid_file.display();
-    let raw = crate::reload::read_pid(&args.pid_file).ok_or_else(|| format!("no pid in {file}"))?;
-    let pid = Pid::from_raw(raw).ok_or_else(|| format!("invalid pid {raw} in {file}"))?;
-    // The pidfd names this process for good: a pid reused after it exits is not signalled.
-    let process = rustix::process::pidfd_open(pid, PidfdFlags::empty()).map_err(|e| match e {
-        Errno::SRCH => {
-            format!("no process {raw}: {file} is stale (a server that exited cleanly removes it)")
-        }
-        e => format!("pid {raw}: {e}"),
-    })?;
-    let (theirs, ours) = (command_name(&raw.to_string()), command_name("self"));
-    if theirs != ours {
-        return Err(format!(
-            "pid {raw} is {}, not {}: {file} is stale",
-            theirs.as_deref().unwrap_or("unknown"),
-            ours.as_deref().unwrap_or("this program"),
-        ));
-    }
+    let (process, raw) = crate::reload::open_server(&args.pid_file)?;
+    let pid = Pid::from_raw(raw).ok_or_else(|| format!("invalid pid {raw}"))?;
     rustix::process::pidfd_send_signal(&process, Signal::TERM)
         .map_err(|e| format!("cannot signal pid {raw}: {e}"))?;
     if raw == 1 && rustix::process::getpid() != pid {
@@ -87,10 +71,4 @@ fn stop(args: &StopArgs) -> Result<String, String> {
             Err(e) => return Err(format!("waiting for pid {raw}: {e}")),
         }
     }
-}
-
-/// The command name of `/proc/<which>` (`self` or a pid).
-fn command_name(which: &str) -> Option<String> {
-    let comm = std::fs::read_to_string(format!("/proc/{which}/comm")).ok()?;
-    Some(comm.trim_end().to_owned())
 }

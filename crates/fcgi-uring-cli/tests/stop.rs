@@ -7,6 +7,8 @@
 //! - In a PID namespace where the server is PID 1 (a container), whose exit kills every other
 //!   process of the namespace: it returns once the signal is delivered, and the server drains
 //!   and exits.
+//! - `fcgi-uring reload` finds its server the same way: a stale pid file is refused with the
+//!   reason and the process it names is not signalled.
 
 mod common;
 
@@ -161,6 +163,38 @@ fn stop_without_a_running_server_says_why() {
     let mut other = KillOnDrop(Command::new("sleep").arg("600").spawn().expect("sleep"));
     std::fs::write(&pid_file, format!("{}\n", other.0.id())).expect("write");
     let out = stop(&pid_file, "1").output().expect("stop");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("is sleep, not fcgi-uring") && text(&out).contains("stale"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        other.0.try_wait().expect("try_wait").is_none(),
+        "sleep was signalled"
+    );
+}
+
+#[test]
+fn reload_of_a_stale_pid_file_signals_nothing_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("fcgi-uring.pid");
+    let reload = |pid_file: &Path| {
+        Command::new(BIN)
+            .args(["reload", "--wait", "1", "--pid-file"])
+            .arg(pid_file)
+            .stdin(Stdio::null())
+            .output()
+            .expect("reload")
+    };
+    let out = reload(&pid_file);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("no pid in"), "{}", text(&out));
+
+    // SIGUSR2 would end `sleep` (its default action): a reused pid must not get it.
+    let mut other = KillOnDrop(Command::new("sleep").arg("600").spawn().expect("sleep"));
+    std::fs::write(&pid_file, format!("{}\n", other.0.id())).expect("write");
+    let out = reload(&pid_file);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("is sleep, not fcgi-uring") && text(&out).contains("stale"),
