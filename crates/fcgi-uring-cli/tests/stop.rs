@@ -160,9 +160,15 @@ fn stop_without_a_running_server_says_why() {
     assert!(text(&out).contains("stale"), "{}", text(&out));
 
     // A live process that is not fcgi-uring (a pid reused after a crash) is not signalled.
+    refuses_another_programs_pid(&pid_file, || stop(&pid_file, "1").output().expect("stop"));
+}
+
+/// `run` (stop or reload) with `pid_file` naming a `sleep`: exit 1 saying the file is stale, and
+/// the `sleep` not signalled (SIGTERM and SIGUSR2 would both end it).
+fn refuses_another_programs_pid(pid_file: &Path, run: impl FnOnce() -> Output) {
     let mut other = KillOnDrop(Command::new("sleep").arg("600").spawn().expect("sleep"));
-    std::fs::write(&pid_file, format!("{}\n", other.0.id())).expect("write");
-    let out = stop(&pid_file, "1").output().expect("stop");
+    std::fs::write(pid_file, format!("{}\n", other.0.id())).expect("write");
+    let out = run();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("is sleep, not fcgi-uring") && text(&out).contains("stale"),
@@ -191,20 +197,7 @@ fn reload_of_a_stale_pid_file_signals_nothing_and_says_why() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("no pid in"), "{}", text(&out));
 
-    // SIGUSR2 would end `sleep` (its default action): a reused pid must not get it.
-    let mut other = KillOnDrop(Command::new("sleep").arg("600").spawn().expect("sleep"));
-    std::fs::write(&pid_file, format!("{}\n", other.0.id())).expect("write");
-    let out = reload(&pid_file);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out).contains("is sleep, not fcgi-uring") && text(&out).contains("stale"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        other.0.try_wait().expect("try_wait").is_none(),
-        "sleep was signalled"
-    );
+    refuses_another_programs_pid(&pid_file, || reload(&pid_file));
 }
 
 #[test]

@@ -141,6 +141,30 @@ fn errno(result: &io::Result<impl std::fmt::Debug>) -> Option<i32> {
     result.as_ref().err().and_then(io::Error::raw_os_error)
 }
 
+/// Queues a send of `buf` from `offset` and waits (bounded by `deadline`) for its completion:
+/// its result and the buffer it gives back.
+fn send_and_wait(
+    ring: &mut Ring,
+    fd: &Rc<OwnedFd>,
+    buf: impl Into<SendBuf>,
+    offset: usize,
+    deadline: Instant,
+) -> (io::Result<usize>, SendBuf) {
+    ring.send(fd, buf, offset, 9);
+    let mut back = None;
+    while back.is_none() {
+        assert!(Instant::now() < deadline, "send timed out");
+        ring.submit_and_wait_timeout(Duration::from_millis(50))
+            .expect("enter");
+        ring.complete(|c| {
+            if let CompletionKind::Send { result, buf } = c.kind {
+                back = Some((result, buf));
+            }
+        });
+    }
+    back.expect("completion")
+}
+
 #[test]
 fn features_on_this_machine() {
     let ring = ring();
@@ -224,19 +248,17 @@ fn multishot_recv_of_several_messages_and_eof() {
     assert_eq!(ring.in_flight(), 0);
 }
 
-#[test]
-fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
-    let mut ring = ring();
+/// Sends `buf` to a peer with small socket buffers that starts reading only once a second send
+/// was queued (so that the first one comes back short), resending the rest from where each send
+/// stopped; checks that the peer read `expected`. Returns how many sends it took.
+fn send_in_short_sends(ring: &mut Ring, buf: SendBuf, expected: &[u8]) -> usize {
     let (client, server) = pair();
-    // Small socket buffers and a late reader force the kernel to take the data in pieces.
     socket2::SockRef::from(&server)
         .set_send_buffer_size(16 * 1024)
         .expect("sndbuf");
     socket2::SockRef::from(&client)
         .set_recv_buffer_size(16 * 1024)
         .expect("rcvbuf");
-    let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
-    // The reader starts once the sender had to resend (a short send), or once it is done.
     let sends_so_far = Arc::new(AtomicUsize::new(0));
     let seen = sends_so_far.clone();
     let reader = thread::spawn(move || {
@@ -248,53 +270,46 @@ fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
         let mut got = Vec::new();
         client.read_to_end(&mut got).map(|_| got)
     });
-
-    let mut offset = 0;
-    let mut sends = 0;
-    let mut buf = payload.clone();
+    let total = buf.len();
+    let (mut buf, mut offset, mut sends) = (buf, 0, 0);
+    let fd = dup(&server);
     let deadline = Instant::now() + TIMEOUT;
-    while offset < payload.len() {
-        ring.send(&dup(&server), buf, offset, 3);
+    while offset < total {
         sends += 1;
         sends_so_far.store(sends, Ordering::SeqCst);
-        let mut events = Vec::new();
-        while events.is_empty() {
-            assert!(Instant::now() < deadline, "send timed out");
-            ring.submit_and_wait_timeout(Duration::from_millis(50))
-                .expect("enter");
-            ring.complete(|c| events.push(own(c)));
-        }
-        match events.pop() {
-            Some((3, Event::Send(Ok(n), back))) => {
-                assert!(n > 0 && offset + n <= payload.len());
-                offset += n;
-                buf = back; // The same buffer comes back for the rest.
-            }
-            other => panic!("{other:?}"),
-        }
+        let (result, returned) = send_and_wait(ring, &fd, buf, offset, deadline);
+        let n = result.expect("send");
+        assert!(n > 0 && offset + n <= total);
+        offset += n;
+        buf = returned; // The same buffer comes back for the rest.
     }
     sends_so_far.store(usize::MAX, Ordering::SeqCst);
     assert_eq!(ring.in_flight(), 0);
+    server.shutdown(Shutdown::Write).expect("shutdown");
+    let got = reader.join().expect("reader").expect("read");
+    assert!(
+        got == expected,
+        "data differs ({} of {total} bytes)",
+        got.len()
+    );
+    sends
+}
+
+#[test]
+fn send_of_1_mib_with_short_sends_resent_by_the_caller() {
+    let mut ring = ring();
+    let payload: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let sends = send_in_short_sends(&mut ring, SendBuf::from(payload.clone()), &payload);
     eprintln!("1 MiB sent in {sends} sends");
     assert!(
         sends > 1,
         "the kernel took 1 MiB in one send: short sends not exercised"
     );
-    server.shutdown(Shutdown::Write).expect("shutdown");
-    let got = reader.join().expect("reader").expect("read");
-    assert!(got == payload, "data differs");
 }
 
 #[test]
 fn vectored_send_of_shared_chunks_with_short_sends_resent_from_their_offset() {
     let mut ring = ring();
-    let (client, server) = pair();
-    socket2::SockRef::from(&server)
-        .set_send_buffer_size(16 * 1024)
-        .expect("sndbuf");
-    socket2::SockRef::from(&client)
-        .set_recv_buffer_size(16 * 1024)
-        .expect("rcvbuf");
     let chunk = |seed: u32| {
         bytes::Bytes::from(
             (0..256 * 1024)
@@ -310,54 +325,9 @@ fn vectored_send_of_shared_chunks_with_short_sends_resent_from_their_offset() {
     assert_eq!(out.shared_chunks(), 2, "both chunks shared, not copied");
     let mut expected = Vec::new();
     out.each_piece(0, |p| expected.extend_from_slice(p));
-    let total = out.len();
-    assert_eq!(expected.len(), total);
-
-    let sends_so_far = Arc::new(AtomicUsize::new(0));
-    let seen = sends_so_far.clone();
-    let reader = thread::spawn(move || {
-        let mut client = client;
-        client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-        wait_for("a second send, or the last", || {
-            seen.load(Ordering::SeqCst) >= 2
-        });
-        let mut got = Vec::new();
-        client.read_to_end(&mut got).map(|_| got)
-    });
-    let (mut offset, mut sends) = (0, 0);
-    let mut buf = SendBuf::from(out);
-    let deadline = Instant::now() + TIMEOUT;
-    while offset < total {
-        ring.send(&dup(&server), buf, offset, 5);
-        sends += 1;
-        sends_so_far.store(sends, Ordering::SeqCst);
-        let mut back = None;
-        while back.is_none() {
-            assert!(Instant::now() < deadline, "send timed out");
-            ring.submit_and_wait_timeout(Duration::from_millis(50))
-                .expect("enter");
-            ring.complete(|c| {
-                if let CompletionKind::Send { result, buf } = c.kind {
-                    back = Some((result, buf));
-                }
-            });
-        }
-        let (result, returned) = back.expect("completion");
-        let n = result.expect("send");
-        assert!(n > 0 && offset + n <= total);
-        offset += n;
-        buf = returned; // The same pieces come back for the rest.
-    }
-    sends_so_far.store(usize::MAX, Ordering::SeqCst);
-    assert_eq!(ring.in_flight(), 0);
+    assert_eq!(expected.len(), out.len());
+    let sends = send_in_short_sends(&mut ring, SendBuf::from(out), &expected);
     assert!(sends > 1, "one send took it all: short sends not exercised");
-    server.shutdown(Shutdown::Write).expect("shutdown");
-    let got = reader.join().expect("reader").expect("read");
-    assert!(
-        got == expected,
-        "data differs ({} of {total} bytes)",
-        got.len()
-    );
 }
 
 #[test]
@@ -861,20 +831,8 @@ fn send_fixed_all(ring: &mut Ring, fd: &Rc<OwnedFd>, payload: &[u8]) -> usize {
     let (mut offset, mut sends) = (0, 0);
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        ring.send(fd, buf, offset, 4);
         sends += 1;
-        let mut back = None;
-        while back.is_none() {
-            assert!(Instant::now() < deadline, "send timed out");
-            ring.submit_and_wait_timeout(Duration::from_millis(50))
-                .expect("enter");
-            ring.complete(|c| {
-                if let CompletionKind::Send { result, buf } = c.kind {
-                    back = Some((result, buf));
-                }
-            });
-        }
-        let (result, returned) = back.expect("completion");
+        let (result, returned) = send_and_wait(ring, fd, buf, offset, deadline);
         assert!(
             matches!(returned, SendBuf::Fixed(_)),
             "the same buffer comes back"
@@ -1023,20 +981,8 @@ fn registered_send_to_a_closed_peer_fails_with_epipe_without_killing_us() {
     let (client, server) = std::os::unix::net::UnixStream::pair().expect("pair");
     drop(client);
     let buf = ring.fixed_copy(b"nobody listens").expect("buffer");
-    ring.send(&dup(&server), buf, 0, 5);
-    let mut result = None;
-    let deadline = Instant::now() + TIMEOUT;
-    while result.is_none() {
-        assert!(Instant::now() < deadline);
-        ring.submit_and_wait_timeout(Duration::from_millis(50))
-            .expect("enter");
-        ring.complete(|c| {
-            if let CompletionKind::Send { result: r, .. } = c.kind {
-                result = Some(r);
-            }
-        });
-    }
-    assert_eq!(errno(&result.expect("completion")), Some(libc::EPIPE));
+    let (result, _) = send_and_wait(&mut ring, &dup(&server), buf, 0, Instant::now() + TIMEOUT);
+    assert_eq!(errno(&result), Some(libc::EPIPE));
 }
 
 /// Whether SIGPIPE is pending for this thread (it blocks SIGPIPE first, so that a raised one
@@ -1082,20 +1028,8 @@ fn a_vectored_send_to_a_closed_peer_fails_with_epipe_and_raises_no_sigpipe() {
     let mut out = OutBuf::from(b"head".to_vec());
     out.push_chunk(bytes::Bytes::from(vec![7; 64 * 1024]));
     assert_eq!(out.shared_chunks(), 1, "a vectored send");
-    ring.send(&dup(&server), out, 0, 6);
-    let mut result = None;
-    let deadline = Instant::now() + TIMEOUT;
-    while result.is_none() {
-        assert!(Instant::now() < deadline);
-        ring.submit_and_wait_timeout(Duration::from_millis(50))
-            .expect("enter");
-        ring.complete(|c| {
-            if let CompletionKind::Send { result: r, .. } = c.kind {
-                result = Some(r);
-            }
-        });
-    }
-    assert_eq!(errno(&result.expect("completion")), Some(libc::EPIPE));
+    let (result, _) = send_and_wait(&mut ring, &dup(&server), out, 0, Instant::now() + TIMEOUT);
+    assert_eq!(errno(&result), Some(libc::EPIPE));
     assert!(!take_pending_sigpipe(), "the vectored send raised SIGPIPE");
 }
 
