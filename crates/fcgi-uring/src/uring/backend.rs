@@ -80,12 +80,10 @@ fn io_conn(conns: &mut [Option<IoConn>], key: ConnKey) -> Option<&mut IoConn> {
 
 impl Io for Backend {
     fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
-        // Output in one piece that fits a free registered send buffer is copied there
-        // (WRITE_FIXED); the queue keeps its allocation for the next response.
-        let fixed = out
-            .queued()
-            .contiguous()
-            .and_then(|b| self.ring.fixed_copy(b));
+        // Output that fits a free registered send buffer is copied there (WRITE_FIXED), its
+        // shared body chunks too (registered buffers are for every response that fits one);
+        // the queue keeps its allocation for the next response.
+        let fixed = self.ring.fixed_copy_out(out.queued());
         let buf = match fixed {
             Some(fixed) => {
                 out.copied();

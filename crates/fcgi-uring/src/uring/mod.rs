@@ -441,7 +441,30 @@ impl Ring {
     /// Copies `data` into a free registered send buffer. `None` when the ring has none, all are
     /// in use, or `data` is empty or larger than one.
     pub fn fixed_copy(&mut self, data: &[u8]) -> Option<FixedBuf> {
-        self.sends.as_mut()?.fill(data)
+        self.sends.as_mut()?.fill(&[data])
+    }
+
+    /// Like [`Ring::fixed_copy`], for output in pieces (see [`OutBuf`]): the pieces one after
+    /// the other. `None` at once when the ring has no registered send buffers.
+    pub fn fixed_copy_out(&mut self, out: &OutBuf) -> Option<FixedBuf> {
+        let pool = self.sends.as_mut()?;
+        match out.contiguous() {
+            Some(bytes) => pool.fill(&[bytes]),
+            None => {
+                let mut pieces: [&[u8]; crate::conn::MAX_PIECES] = [&[]; crate::conn::MAX_PIECES];
+                let mut count = 0;
+                out.each_piece(0, |piece| {
+                    if let Some(slot) = pieces.get_mut(count) {
+                        *slot = piece;
+                        count += 1;
+                    }
+                });
+                let pieces = pieces.get(..count).unwrap_or_default();
+                // All of it or nothing (more pieces than an OutBuf makes would not fit the list).
+                let copied = pieces.iter().map(|p| p.len()).sum::<usize>();
+                (copied == out.len()).then(|| pool.fill(pieces)).flatten()
+            }
+        }
     }
 
     /// Queues a send of `buf[offset..]` on `fd` (kept open until the send completes); the

@@ -117,23 +117,33 @@ impl SendPool {
         unsafe { submitter.register_buffers(&iovecs) }
     }
 
-    /// Copies `data` into a free buffer. `None` when it does not fit or every buffer is taken.
-    pub(super) fn fill(&mut self, data: &[u8]) -> Option<FixedBuf> {
-        if data.is_empty() || data.len() > self.size {
+    /// Copies `pieces`, one after the other, into a free buffer. `None` when they are empty in
+    /// all, do not fit, or every buffer is taken.
+    pub(super) fn fill(&mut self, pieces: &[&[u8]]) -> Option<FixedBuf> {
+        let len = pieces.iter().map(|p| p.len()).sum::<usize>();
+        if len == 0 || len > self.size {
             return None;
         }
         let index = self.free.borrow_mut().pop()?;
-        let offset = usize::from(index) * self.size;
-        // SAFETY: `index < count` and `data.len() <= size`, so the destination lies inside the
-        // pool allocation. No FixedBuf owned `index` (it was in the free list), so no send from
-        // it is in flight: the kernel is not reading it. `data` is caller memory, never part of
-        // the pool (the pool is not reachable from outside the ring), so they do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.as_ptr().add(offset), data.len())
-        };
+        let mut at = usize::from(index) * self.size;
+        for piece in pieces {
+            // SAFETY: `index < count` and the pieces' lengths add up to `len <= size`, so each
+            // destination lies inside buffer `index` of the pool allocation. No FixedBuf owned
+            // `index` (it was in the free list), so no send from it is in flight: the kernel is
+            // not reading it. The pieces are caller memory, never part of the pool (the pool is
+            // not reachable from outside the ring), so they do not overlap it.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    piece.as_ptr(),
+                    self.data.as_ptr().add(at),
+                    piece.len(),
+                )
+            };
+            at += piece.len();
+        }
         Some(FixedBuf {
             index,
-            len: data.len(),
+            len,
             pool: self.id,
             free: self.free.clone(),
         })
@@ -189,11 +199,11 @@ mod tests {
     #[test]
     fn fill_copies_and_drop_frees() {
         let mut pool = SendPool::new(2, 8).expect("alloc");
-        assert!(pool.fill(b"123456789").is_none(), "too large");
-        assert!(pool.fill(b"").is_none(), "empty");
-        let a = pool.fill(b"hello").expect("a");
-        let b = pool.fill(b"world!").expect("b");
-        assert!(pool.fill(b"x").is_none(), "all taken");
+        assert!(pool.fill(&[b"123456789"]).is_none(), "too large");
+        assert!(pool.fill(&[b""]).is_none(), "empty");
+        let a = pool.fill(&[b"hello"]).expect("a");
+        let b = pool.fill(&[b"wor", b"", b"ld!"]).expect("b");
+        assert!(pool.fill(&[b"x"]).is_none(), "all taken");
         assert_eq!((a.index(), a.len(), b.index(), b.len()), (0, 5, 1, 6));
         // SAFETY: reads 6 bytes inside buffer 1 of the live pool, which `b` owns; the pool
         // is not registered, so no kernel use.
@@ -202,7 +212,7 @@ mod tests {
         assert_eq!(pool.addr(&b, 2) as usize - pool.addr(&b, 0) as usize, 2);
         drop(a);
         assert_eq!(pool.free_count(), 1);
-        let c = pool.fill(b"again").expect("reused");
+        let c = pool.fill(&[b"again"]).expect("reused");
         assert_eq!(c.index(), 0);
         drop((b, c));
         assert_eq!(pool.free_count(), 2);
@@ -213,8 +223,8 @@ mod tests {
         let mut a = SendPool::new(1, 8).expect("alloc");
         let mut b = SendPool::new(1, 8).expect("alloc");
         assert_ne!(a.id(), b.id());
-        let from_a = a.fill(b"x").expect("a");
-        let from_b = b.fill(b"y").expect("b");
+        let from_a = a.fill(&[b"x"]).expect("a");
+        let from_b = b.fill(&[b"y"]).expect("b");
         assert!(a.owns(&from_a) && b.owns(&from_b));
         assert!(
             !a.owns(&from_b) && !b.owns(&from_a),

@@ -916,6 +916,25 @@ trait ReadSend: Read + Send {}
 impl<T: Read + Send> ReadSend for T {}
 
 #[test]
+fn output_with_shared_chunks_is_copied_whole_into_a_registered_buffer() {
+    let mut ring = fixed_ring();
+    let mut out = OutBuf::from(b"head".to_vec());
+    out.push_chunk(bytes::Bytes::from(vec![b'a'; 300 * 1024]));
+    out.bytes_mut().extend_from_slice(b"middle");
+    out.push_chunk(bytes::Bytes::from(vec![b'b'; 200 * 1024]));
+    assert_eq!(out.shared_chunks(), 2);
+    let mut expected = Vec::new();
+    out.each_piece(0, |p| expected.extend_from_slice(p));
+    let fixed = ring.fixed_copy_out(&out).expect("fits a 1 MiB buffer");
+    assert_eq!(fixed.len(), expected.len());
+    let sends = send_in_short_sends(&mut ring, SendBuf::Fixed(fixed), &expected);
+    assert!(sends > 1, "short sends not exercised");
+    // Too large for one buffer: the heap (vectored) send is left to the caller.
+    out.push_chunk(bytes::Bytes::from(vec![b'c'; 1 << 20]));
+    assert!(ring.fixed_copy_out(&out).is_none());
+}
+
+#[test]
 fn a_registered_buffer_of_another_ring_is_refused_and_given_back() {
     let mut mine = fixed_ring();
     let mut other = fixed_ring();
