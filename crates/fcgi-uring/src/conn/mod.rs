@@ -544,16 +544,10 @@ impl Core {
             }
         }
         let metrics = &self.stats.shared.metrics;
-        for start in unclocked.response.drain(..) {
-            metrics
-                .response
-                .observe(now.saturating_duration_since(start));
-        }
-        for start in unclocked.handler.drain(..) {
-            metrics
-                .handler
-                .observe(now.saturating_duration_since(start));
-        }
+        metrics.response.observe_since(now, &unclocked.response);
+        unclocked.response.clear();
+        metrics.handler.observe_since(now, &unclocked.handler);
+        unclocked.handler.clear();
     }
 
     /// Drops the line kept by [`Core::note_line`] (its request finished on its first poll).

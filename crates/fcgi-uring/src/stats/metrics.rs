@@ -8,7 +8,7 @@
 //! nanoseconds and a count; the reader makes them cumulative.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Adds `n` to a value only its owning worker writes.
 #[inline]
@@ -152,15 +152,37 @@ pub struct HistogramSnapshot {
 }
 
 impl Histogram {
+    #[cfg(test)]
     pub fn observe(&self, d: Duration) {
+        self.observe_n(d, 1);
+    }
+
+    /// `n` observations of `d`.
+    #[inline]
+    pub fn observe_n(&self, d: Duration, n: u64) {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let i = BUCKET_NANOS
             .iter()
             .position(|&b| nanos <= b)
             .unwrap_or(BUCKETS.len());
-        bump(&self.buckets[i], 1);
-        bump(&self.sum_nanos, nanos);
-        bump(&self.count, 1);
+        bump(&self.buckets[i], n);
+        bump(&self.sum_nanos, nanos.wrapping_mul(n));
+        bump(&self.count, n);
+    }
+
+    /// Observes `now - start` for each start, once per run of equal starts (the requests of
+    /// one loop turn share its clock reading, so a batch is usually one run).
+    #[inline]
+    pub fn observe_since(&self, now: Instant, starts: &[Instant]) {
+        if let [only] = starts {
+            return self.observe_n(now.saturating_duration_since(*only), 1);
+        }
+        let mut rest = starts;
+        while let Some((&first, tail)) = rest.split_first() {
+            let same = tail.iter().take_while(|&&s| s == first).count();
+            self.observe_n(now.saturating_duration_since(first), 1 + same as u64);
+            rest = tail.get(same..).unwrap_or_default();
+        }
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot {
@@ -309,6 +331,27 @@ mod tests {
         assert_eq!((s.buckets[0], s.buckets[1], s.buckets[19]), (1, 1, 1));
         assert_eq!(s.count, 3);
         assert_eq!(s.sum_nanos, 11_000_021_000);
+    }
+
+    #[test]
+    fn observing_runs_of_equal_starts_counts_each_one() {
+        let now = Instant::now();
+        let at = |us: u64| now - Duration::from_micros(us);
+        let starts = [at(20), at(20), at(20), at(300), at(20), at(300), at(300)];
+        let grouped = Histogram::default();
+        grouped.observe_since(now, &starts);
+        let one_by_one = Histogram::default();
+        for start in starts {
+            one_by_one.observe(now.saturating_duration_since(start));
+        }
+        assert_eq!(grouped.snapshot(), one_by_one.snapshot());
+        assert_eq!(grouped.snapshot().count, 7);
+        assert_eq!(
+            (grouped.snapshot().buckets[1], grouped.snapshot().buckets[5]),
+            (4, 3)
+        );
+        grouped.observe_since(now, &[]);
+        assert_eq!(grouped.snapshot().count, 7);
     }
 
     #[test]
