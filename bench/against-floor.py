@@ -16,8 +16,8 @@ GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured wind
   base-uring, base-epoll   --base PATH: another fcgi-uring binary (an older build), both backends
 Cases are interleaved over rounds (each once per round); the table gives medians and each case's
 ratios to floor-epoll's medians of the same run (CPU, p99; floor's with --depth over 1, as the
-epoll floor does not multiplex) and to floor's (rate). Needs a release build
-(cargo build --release --workspace).
+epoll floor does not multiplex) and to floor's (rate). Builds the release binaries it runs
+first (cargo build --release), so that it never measures a stale build.
 """
 import argparse
 import json
@@ -124,6 +124,12 @@ def main():
     p.add_argument("--base", help="another fcgi-uring binary (an older build) to compare")
     p.add_argument("--only", help="comma-separated case names")
     args = p.parse_args()
+    # Always from the tree as it is: a stale target/release measures other code.
+    subprocess.run(
+        ["cargo", "build", "--release", "-q", "-p", "fcgi-loadtest", "-p", "fcgi-uring-cli"],
+        cwd=os.path.join(HERE, ".."),
+        check=True,
+    )
     all_cases = cases(args.base)
     names = args.only.split(",") if args.only else list(all_cases)
     # The epoll floor does not multiplex: with requests in flight the io_uring floor is the bound.

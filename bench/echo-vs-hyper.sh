@@ -9,7 +9,8 @@
 #   warms it first); server CPU per request is read from /proc/PID/stat around the measured
 #   window. Rounds are interleaved; the table shows medians.
 # Environment: DURATION=6, ROUNDS=3, BODY=65536, CONNS=16.
-# Needs: wrk (apt-get install -y wrk), a release build (cargo build --release --workspace).
+# Needs: wrk (apt-get install -y wrk). Builds the release binaries first (without a path, the
+# server too).
 set -euo pipefail
 
 if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
@@ -17,7 +18,14 @@ if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
     exit 0
 fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-fcgi_uring="${1:-$root/target/release/fcgi-uring}"
+fcgi_uring="${1:-}"
+packages=(-p fcgi-loadtest)
+if [[ -z "$fcgi_uring" ]]; then
+    fcgi_uring="$root/target/release/fcgi-uring"
+    packages+=(-p fcgi-uring-cli)
+fi
+# Built from the tree as it is: a stale target/release would measure other code.
+(cd "$root" && cargo build --release -q "${packages[@]}")
 loadtest="$root/target/release/fcgi-loadtest"
 DURATION="${DURATION:-6}"
 ROUNDS="${ROUNDS:-3}"
