@@ -119,6 +119,7 @@ pub struct TimeoutsSection {
 pub struct AdminSection {
     pub listen: Option<String>,
     pub drain_delay: Option<f64>,
+    pub stall_timeout: Option<f64>,
 }
 
 /// `[ping]`: the FastCGI ping path.

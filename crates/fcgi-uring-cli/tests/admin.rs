@@ -373,6 +373,80 @@ fn readyz_turns_503_at_sigterm_before_the_listeners_stop_accepting() {
     }
 }
 
+/// `/healthz` answers 503, naming the worker, while a handler blocks its worker's thread past
+/// `admin.stall_timeout`, and 200 again once the worker turns its loop. An idle worker (asleep
+/// in the kernel) is woken for the question and is not taken for a stalled one.
+#[test]
+fn healthz_fails_while_a_handler_blocks_its_workers_thread() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let release = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicBool::new(false));
+    let (r, e) = (release.clone(), entered.clone());
+    let config = Config::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .admin_listen(Some("127.0.0.1:0".parse().unwrap()))
+        .stall_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let server = Server::new(config)
+        .start(move || {
+            let (r, e) = (r.clone(), e.clone());
+            service_fn(move |req: Request<RequestBody>| {
+                let (r, e) = (r.clone(), e.clone());
+                async move {
+                    if req.uri().path() == "/block" {
+                        // The bug under test: a synchronous wait on the worker's thread, held
+                        // until the test has seen /healthz fail (bounded by a hang guard).
+                        e.store(true, Ordering::SeqCst);
+                        let guard = std::time::Instant::now() + HANG_GUARD;
+                        while !r.load(Ordering::SeqCst) && std::time::Instant::now() < guard {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                }
+            })
+        })
+        .unwrap();
+    let admin = admin_addr(&server);
+    // Idle for longer than the stall timeout: asked and woken each second, never stalled.
+    let asked_since = std::time::Instant::now();
+    wait_for("two seconds of idle questions", HANG_GUARD, || {
+        assert_eq!(
+            get(admin, "/healthz", &[]).status,
+            200,
+            "an idle worker is alive"
+        );
+        asked_since.elapsed() > Duration::from_secs(2)
+    });
+    let addr = server.local_addr().clone();
+    let blocked = std::thread::spawn(move || get_fcgi(&addr, "/block"));
+    wait_for("the handler blocking", HANG_GUARD, || {
+        entered.load(Ordering::SeqCst)
+    });
+    wait_for(
+        "/healthz 503 while the worker is blocked",
+        HANG_GUARD,
+        || get(admin, "/healthz", &[]).status == 503,
+    );
+    let body = String::from_utf8(get(admin, "/healthz", &[]).body).unwrap();
+    assert!(
+        body.contains("stalled: worker 0 has not turned its loop"),
+        "{body}"
+    );
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(blocked.join().unwrap().status, 200);
+    wait_for(
+        "/healthz 200 once the worker turns again",
+        HANG_GUARD,
+        || get(admin, "/healthz", &[]).status == 200,
+    );
+}
+
 /// `/status` names each worker's oldest request in flight (sampled about once a second), and
 /// `fcgi-uring status` prints the table.
 #[test]

@@ -148,6 +148,8 @@ pub(crate) struct WorkerStats {
     /// The oldest request in flight, published about once a second when the admin listener
     /// is on (a lock taken once a second by the worker, never on the request path).
     pub oldest_in_flight: std::sync::Mutex<Option<crate::conn::InFlight>>,
+    /// The worker's answers to the admin listener's liveness questions (`/healthz`).
+    pub liveness: crate::admin::Liveness,
 }
 
 impl WorkerStats {

@@ -3,13 +3,15 @@
 //!
 //! - `GET /metrics`: Prometheus text format, or OpenMetrics when `Accept` asks for it
 //!   ([`exposition`]);
-//! - `GET /healthz`: 200 while the process runs;
+//! - `GET /healthz`: 200 while every worker turns its loop, 503 while one has not for
+//!   `admin.stall_timeout` (see [`Liveness`]);
 //! - `GET /readyz`: 200 when every worker accepts, 503 while starting or draining;
 //! - `GET /status`: per-worker live status as JSON, or a table with `?human`.
 //!
 //! Guarantees: the workers do nothing for it beyond their own per-worker counters (a scrape
-//! reads atomics each worker writes; nothing is sent to a worker, no lock is taken on the
-//! request path). Hostile input costs the FastCGI side nothing and gets a clear HTTP error:
+//! reads atomics each worker writes; no lock is taken on the request path) and the liveness
+//! answer: an atomic load per loop turn, and once a second a wake-up of a sleeping worker
+//! (which takes a lock as it goes to sleep). Hostile input costs the FastCGI side nothing and gets a clear HTTP error:
 //! an unknown path 404, a method other than GET or HEAD 405, a request head over 8 KiB 431, a
 //! request body 413, a client that does not send its head within [`HEAD_TIMEOUT`] 408. At most
 //! [`MAX_CONNS`] admin connections are served at once; more are closed at accept.
@@ -23,6 +25,7 @@ mod sniff;
 mod status;
 
 pub(crate) use exposition::{Scrape, WorkerScrape};
+pub(crate) use health::Liveness;
 pub use health::{Health, Readiness};
 pub(crate) use log_writer::LogWriter;
 pub(crate) use serve::{AdminServer, Bound};
@@ -56,11 +59,34 @@ pub(crate) struct WorkerSource {
 pub(crate) struct Sources {
     pub workers: Vec<WorkerSource>,
     pub health: Arc<Health>,
+    /// `admin.stall_timeout` (zero: workers are not asked).
+    pub stall_timeout: std::time::Duration,
     pub started_at: Instant,
     pub io_backend: &'static str,
 }
 
 impl Sources {
+    /// The first worker that has left a liveness question unanswered past
+    /// `admin.stall_timeout`, and for how long.
+    pub fn stalled(&self) -> Option<(usize, std::time::Duration)> {
+        if self.stall_timeout.is_zero() {
+            return None;
+        }
+        self.workers.iter().find_map(|w| {
+            let d = w.stats.liveness.unanswered_for()?;
+            (d > self.stall_timeout).then_some((w.stats.worker, d))
+        })
+    }
+
+    /// Asks every worker whether it still turns its loop (see [`Liveness`]).
+    pub fn ask_workers(&self) {
+        if !self.stall_timeout.is_zero() {
+            for w in &self.workers {
+                w.stats.liveness.ask();
+            }
+        }
+    }
+
     /// One snapshot of every worker, for one scrape.
     pub fn scrape(&self) -> Scrape {
         Scrape {

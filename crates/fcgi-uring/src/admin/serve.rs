@@ -208,6 +208,7 @@ async fn sample_every_second(sources: Arc<Sources>, history: Arc<Mutex<History>>
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        sources.ask_workers();
         let served: Vec<u64> = sources
             .workers
             .iter()
@@ -349,7 +350,17 @@ fn route(ctx: &Ctx, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             );
             r
         }
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/healthz" => match s.stalled() {
+            None => text(StatusCode::OK, "ok\n"),
+            Some((worker, d)) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "stalled: worker {worker} has not turned its loop for {:.1} s (a handler \
+                     blocking its thread?)\n",
+                    d.as_secs_f64()
+                ),
+            ),
+        },
         "/readyz" => match s.health.get() {
             Readiness::Ready => text(StatusCode::OK, "ready\n"),
             other => text(

@@ -44,6 +44,8 @@ pub struct OpsConfig {
     /// After a shutdown request: how long `/readyz` (and the ping path) answer 503 while the
     /// server still accepts and serves, before it stops accepting.
     pub drain_delay: Duration,
+    /// `/healthz` fails while a worker has not turned its loop for this long (zero: off).
+    pub stall_timeout: Duration,
     /// The path answered by the runtime without calling the application.
     pub ping_path: Option<String>,
     /// The body of the ping answer.

@@ -590,6 +590,15 @@ settings! {
         accepts: SECONDS,
         doc: "At shutdown (SIGTERM), how long /readyz and the ping path answer 503 while the server still accepts and serves, so that load balancers stop sending first.",
     },
+    stall_timeout {
+        key: "admin.stall_timeout",
+        flag: "stall-timeout",
+        field: ops.stall_timeout,
+        ty: Duration,
+        default: Duration::from_secs(10),
+        accepts: SECONDS,
+        doc: "/healthz answers 503 while a worker has not turned its loop for this long (a handler blocking its thread instead of awaiting); the admin listener asks each worker once a second, waking a sleeping one. 0: not checked.",
+    },
     ping_path {
         key: "ping.path",
         flag: "ping-path",

@@ -49,6 +49,7 @@ where
     let mut waited_events: Option<usize> = None;
     loop {
         core.clock.update();
+        core.stats.shared.liveness.answer();
         conn::expire(&core);
         core.resume_paused();
         if accept_pause.as_ref().is_some_and(|p| p.is_elapsed()) && deadline.is_none() {
@@ -123,6 +124,7 @@ where
             core.set_driver_waker(cx.waker());
             core.set_driver_parked(true);
             ready |= core.has_dirty();
+            ready |= core.stats.shared.liveness.sleeping(cx.waker());
             if let Poll::Ready(r) = io.waiter().poll_read_ready(cx) {
                 if let Ok(mut guard) = r {
                     guard.clear_ready();

@@ -25,6 +25,8 @@ pub(crate) struct Ops {
     bound: Option<crate::admin::Bound>,
     admin: Option<AdminServer>,
     drain_delay: Duration,
+    /// `admin.stall_timeout`, for `/healthz`.
+    stall_timeout: Duration,
     /// The access log's writer thread, if the access log is on.
     log_writer: Option<LogWriter>,
     /// The access and slow logs' settings for the workers.
@@ -89,6 +91,7 @@ impl Ops {
             bound,
             admin: None,
             drain_delay: ops.drain_delay,
+            stall_timeout: ops.stall_timeout,
             log_writer,
             logs,
             admin_fd,
@@ -153,6 +156,7 @@ impl Ops {
                     })
                     .collect(),
                 health: self.health.clone(),
+                stall_timeout: self.stall_timeout,
                 started_at: Instant::now(),
                 io_backend: backend.as_str(),
             };

@@ -246,6 +246,9 @@ impl Server {
             let stop = Arc::new(worker::Stop::default());
             let max_in_flight = Arc::new(AtomicUsize::new(0));
             let stats = Arc::new(stats::WorkerStats::new(i));
+            if !cfg.ops.stall_timeout.is_zero() {
+                stats.liveness.watch();
+            }
             handle.stats.push(stats.clone());
             let ring_counters = Arc::new(RingCounters::default());
             handle.ring_counters.push(ring_counters.clone());

@@ -238,6 +238,7 @@ impl Loop {
         let mut pace = Pace::new(self.idle_wait);
         loop {
             core.clock.update();
+            core.stats.shared.liveness.answer();
             conn::expire(&core);
             core.resume_paused();
             // Before the submit below, or the accept would wait for the next turn.
@@ -310,6 +311,7 @@ impl Loop {
                 core.set_driver_waker(cx.waker());
                 core.set_driver_parked(true);
                 ready |= core.has_dirty();
+                ready |= core.stats.shared.liveness.sleeping(cx.waker());
                 if let Poll::Ready(r) = waiter.poll_read_ready(cx) {
                     if let Ok(mut guard) = r {
                         guard.clear_ready();
