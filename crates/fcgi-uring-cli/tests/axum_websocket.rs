@@ -56,7 +56,10 @@ fn handshake(addr: std::net::SocketAddr) -> (u16, TcpStream) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "head cut short: {head:?}");
+        // read_exact retries a read interrupted by a signal (a socket with a read timeout
+        // fails with EINTR even under SA_RESTART; CI met one here).
+        s.read_exact(&mut byte)
+            .unwrap_or_else(|e| panic!("head cut short ({e}): {head:?}"));
         head.push(byte[0]);
     }
     let text = String::from_utf8_lossy(&head);
