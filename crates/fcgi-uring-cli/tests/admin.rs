@@ -378,11 +378,12 @@ fn readyz_turns_503_at_sigterm_before_the_listeners_stop_accepting() {
 /// in the kernel) is woken for the question and is not taken for a stalled one.
 #[test]
 fn healthz_fails_while_a_handler_blocks_its_workers_thread() {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let release = Arc::new(AtomicBool::new(false));
+    use std::sync::{Arc, Mutex, mpsc};
+    let (release, released) = mpsc::channel::<()>();
+    let released = Arc::new(Mutex::new(released));
     let entered = Arc::new(AtomicBool::new(false));
-    let (r, e) = (release.clone(), entered.clone());
+    let (r, e) = (released.clone(), entered.clone());
     let config = Config::builder()
         .listen("127.0.0.1:0".parse().unwrap())
         .workers(1)
@@ -399,12 +400,11 @@ fn healthz_fails_while_a_handler_blocks_its_workers_thread() {
                 let (r, e) = (r.clone(), e.clone());
                 async move {
                     if req.uri().path() == "/block" {
-                        // The bug under test: a synchronous wait on the worker's thread, held
-                        // until the test has seen /healthz fail (bounded by a hang guard).
+                        // The bug under test: a synchronous wait on the worker's thread, until
+                        // the test releases it (bounded by a hang guard).
                         e.store(true, Ordering::SeqCst);
-                        let guard = std::time::Instant::now() + HANG_GUARD;
-                        while !r.load(Ordering::SeqCst) && std::time::Instant::now() < guard {
-                            std::thread::sleep(Duration::from_millis(5));
+                        if let Ok(released) = r.lock() {
+                            let _ = released.recv_timeout(HANG_GUARD);
                         }
                     }
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -438,7 +438,7 @@ fn healthz_fails_while_a_handler_blocks_its_workers_thread() {
         body.contains("stalled: worker 0 has not turned its loop"),
         "{body}"
     );
-    release.store(true, Ordering::SeqCst);
+    release.send(()).unwrap();
     assert_eq!(blocked.join().unwrap().status, 200);
     wait_for(
         "/healthz 200 once the worker turns again",
