@@ -146,3 +146,46 @@ fn a_task_woken_from_another_thread_runs_while_the_worker_waits() {
     );
     server.shutdown();
 }
+
+/// A handler that keeps the worker's thread for a while lets the idle tick pile up (on
+/// io_uring, a completion every `idle_wait`, more than one loop turn reaps): the next request
+/// on the connection is still answered, not left behind them while the worker sleeps.
+#[test]
+fn a_request_after_a_handler_kept_the_worker_busy_is_answered() {
+    let config = Config::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .idle_wait_us(1000)
+        .build()
+        .unwrap();
+    let server = fcgi_uring::Server::new(config)
+        .start(|| {
+            service_fn(|req: http::Request<fcgi_uring::RequestBody>| async move {
+                if req.uri().path() == "/block" {
+                    // Blocks the worker's thread: about 150 ticks come meanwhile.
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"ok"),
+                )))
+            })
+        })
+        .expect("server starts");
+    let mut client = connect(server.local_addr());
+    let mut spec = fcgi_client::RequestSpec::get("/hello");
+    spec.keep_conn = true;
+    // The ticks run from the first wait between requests.
+    for _ in 0..3 {
+        assert_eq!(client.request(&spec).expect("request").status, 200);
+    }
+    spec.uri = "/block".into();
+    assert_eq!(client.request(&spec).expect("blocked request").status, 200);
+    spec.uri = "/hello".into();
+    for _ in 0..3 {
+        let r = client.request(&spec).expect("a request after the block");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
+    }
+    server.shutdown();
+}

@@ -16,13 +16,19 @@ use crate::uring::reactor::{self, ReactorFd};
 use rustix::event::{Timespec, epoll};
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+use rustix::time::{
+    Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, timerfd_create, timerfd_settime,
+};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 /// Token of the listener (connection tokens never have bit 63 set).
 const LISTENER_TOKEN: u64 = 1 << 63;
+/// Token of the idle tick's timerfd.
+const TICK_TOKEN: u64 = (1 << 63) | 1;
 /// Bytes one `recv` reads at most; a connection with more waiting is read again next turn.
 const READ_CHUNK: usize = 64 * 1024;
 /// Readiness events taken per `epoll_wait`.
@@ -58,6 +64,10 @@ enum Done {
 /// The epoll instance and the per-connection state, indexed like the core's connection table.
 pub(crate) struct Backend {
     epoll: AsyncFd<ReactorFd>,
+    /// The idle tick: a timerfd in the epoll set ([`Backend::start_tick`]).
+    tick: OwnedFd,
+    /// The tick expired since [`Backend::take_tick`] last looked.
+    ticked: bool,
     conns: Vec<Option<IoConn>>,
     events: Vec<epoll::Event>,
     /// Connections to read in the next read pass.
@@ -85,8 +95,20 @@ impl Backend {
     /// An epoll instance registered in the current tokio reactor, listening on `listener`.
     pub fn new(listener: Arc<OwnedFd>, is_tcp: bool) -> io::Result<Backend> {
         let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let tick = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::CLOEXEC | TimerfdFlags::NONBLOCK,
+        )?;
+        epoll::add(
+            &fd,
+            &tick,
+            epoll::EventData::new_u64(TICK_TOKEN),
+            epoll::EventFlags::IN | epoll::EventFlags::ET,
+        )?;
         let mut b = Backend {
             epoll: reactor::register_readable(fd)?,
+            tick,
+            ticked: false,
             conns: Vec::new(),
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             to_read: Vec::new(),
@@ -136,36 +158,74 @@ impl Backend {
     /// writable, lists the armed readable ones for [`Backend::read`], writes what waited for
     /// room. Returns how many events came (a full batch means more may be pending).
     pub fn poll_events(&mut self) -> io::Result<usize> {
-        self.take_events(std::time::Duration::ZERO)
+        self.take_events(Some(Duration::ZERO))
     }
 
-    /// Like [`Backend::poll_events`], but waits up to `limit` for the first event (the idle
-    /// worker's wait in its backend, [`crate::worker::Pace`]).
-    pub fn wait_events(&mut self, limit: std::time::Duration) -> io::Result<usize> {
+    /// Like [`Backend::poll_events`], but waits for the first event, for at most `limit` if
+    /// given (the idle worker's wait in its backend, which a tick ends:
+    /// [`crate::worker::Pace`]).
+    pub fn wait_events(&mut self, limit: Option<Duration>) -> io::Result<usize> {
         self.take_events(limit)
     }
 
-    fn take_events(&mut self, limit: std::time::Duration) -> io::Result<usize> {
-        self.events.clear();
-        let limit = Timespec {
-            tv_sec: i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(limit.subsec_nanos()),
+    /// Starts the idle tick: the timerfd in the epoll set expires every `period` (each expiry
+    /// is read when its event is taken, which re-arms it) until [`Backend::stop_tick`].
+    pub fn start_tick(&mut self, period: Duration) -> io::Result<()> {
+        let every = timespec(period);
+        let spec = Itimerspec {
+            it_interval: every,
+            it_value: every,
         };
+        timerfd_settime(&self.tick, TimerfdTimerFlags::empty(), &spec)?;
+        Ok(())
+    }
+
+    /// Stops the idle tick (and forgets a tick not taken yet).
+    pub fn stop_tick(&mut self) -> io::Result<()> {
+        let zero = timespec(Duration::ZERO);
+        let spec = Itimerspec {
+            it_interval: zero,
+            it_value: zero,
+        };
+        timerfd_settime(&self.tick, TimerfdTimerFlags::empty(), &spec)?;
+        self.ticked = false;
+        Ok(())
+    }
+
+    /// Whether the idle tick expired since the last call.
+    pub fn take_tick(&mut self) -> bool {
+        std::mem::take(&mut self.ticked)
+    }
+
+    fn take_events(&mut self, limit: Option<Duration>) -> io::Result<usize> {
+        self.events.clear();
+        let limit = limit.map(timespec);
         let n = match epoll::wait(
             self.epoll.get_ref().fd(),
             rustix::buffer::spare_capacity(&mut self.events),
-            Some(&limit),
+            limit.as_ref(),
         ) {
             Ok(n) => n,
             Err(Errno::INTR) => return Ok(1),
             Err(e) => return Err(e.into()),
         };
         let events = std::mem::take(&mut self.events);
+        let mut ticks = 0;
         for ev in &events {
-            self.on_event(ev.data.u64(), ev.flags);
+            if ev.data.u64() == TICK_TOKEN {
+                // Read to re-arm: a periodic timerfd expires again only once its count was
+                // read (EAGAIN: the tick was stopped since).
+                let mut count = [0u8; 8];
+                let _ = rustix::io::read(&self.tick, &mut count);
+                self.ticked = true;
+                ticks += 1;
+            } else {
+                self.on_event(ev.data.u64(), ev.flags);
+            }
         }
         self.events = events;
-        Ok(n)
+        // The tick is not IO.
+        Ok(n - ticks)
     }
 
     fn on_event(&mut self, token: u64, flags: epoll::EventFlags) {
@@ -338,6 +398,23 @@ impl Backend {
     pub fn has_reads(&self) -> bool {
         !self.to_read.is_empty()
     }
+
+    /// Results of sends (or ended receives) the core has not been handed yet.
+    pub fn has_results(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// The listener reported connections that a turn has not accepted yet.
+    pub fn accept_pending(&self) -> bool {
+        self.accept_ready
+    }
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
 }
 
 fn io_conn(conns: &mut [Option<IoConn>], key: ConnKey) -> Option<&mut IoConn> {
@@ -508,6 +585,46 @@ impl Io for Backend {
             && c.in_flight
         {
             self.done.push((key, Done::Sent(Sent::Failed)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const HANG_GUARD: Duration = Duration::from_secs(10);
+
+    /// The idle tick's timerfd ends waits every period (it is re-armed by the read its event
+    /// brings), counts as no IO, and once stopped ends none.
+    #[test]
+    fn the_idle_tick_ends_waits_each_period_until_it_is_stopped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut b = Backend::new(Arc::new(OwnedFd::from(listener)), true).unwrap();
+        let period = Duration::from_millis(2);
+        b.start_tick(period).unwrap();
+        for _ in 0..5 {
+            let start = Instant::now();
+            assert_eq!(
+                b.wait_events(Some(HANG_GUARD)).unwrap(),
+                0,
+                "a tick is no IO"
+            );
+            assert!(start.elapsed() < HANG_GUARD, "a tick ended the wait");
+            assert!(b.take_tick());
+            assert!(!b.take_tick(), "taken once");
+        }
+        b.stop_tick().unwrap();
+        let end = Instant::now() + 25 * period;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            assert_eq!(b.wait_events(Some(left)).unwrap(), 0);
+            assert!(!b.take_tick(), "a stopped tick does not tick");
         }
     }
 }

@@ -8,7 +8,8 @@
 //! flush again, then hand the core the results of the turn's writes. A connection gets at
 //! most one `send` per turn: its send stays in flight for the core until the turn ends. With
 //! nothing to do it spins for `idle_spin`, then, when no handler task is running, waits in
-//! `epoll_wait` on its own epoll fd for up to `idle_wait` ([`crate::worker::Pace`]), and
+//! `epoll_wait` on its own epoll fd, looking at tokio every `idle_wait` (a timerfd in the set
+//! ticks; [`crate::worker::Pace`]), and
 //! otherwise sleeps in tokio's reactor (where the epoll fd is registered) until a socket, a
 //! handler task, a deadline or a shutdown request wakes it. A shutdown stops accepting and
 //! ends once no request is in flight, every response was handed to the kernel and every
@@ -60,6 +61,9 @@ where
             Some(n) => n,
             None => io.poll_events()?,
         };
+        if io.take_tick() {
+            pace.ticked(&core);
+        }
         let accepted = match io.accept(&core, ACCEPTS_PER_TURN) {
             Ok(n) => n,
             Err(AcceptError::Failed(e)) => {
@@ -93,12 +97,17 @@ where
             continue;
         }
         let work = events + accepted + reads + done;
+        // Set when this turn had work and the next look at the epoll set is the idle wait below.
+        let mut unlooked = false;
         if work > 0 || core.has_dirty() || io.has_reads() {
             last_work = Instant::now();
-            if pace.yield_after_work(d.running_tasks()) {
+            if pace.yield_after_work(&core, d.running_tasks()) {
                 tokio::task::yield_now().await;
             }
-            continue;
+            if !settled(&core, &mut io, d.running_tasks()) {
+                continue;
+            }
+            unlooked = true;
         }
         // Spinning is more loop turns: each one looks at the epoll set without waiting.
         if deadline.is_none() && last_work.elapsed() < spec.idle_spin {
@@ -109,14 +118,21 @@ where
             .when_idle(&d, &spec.stop, deadline.is_some(), accept_pause.as_ref())
             .await
         {
-            Idle::Wait(wait) => {
-                let n = io.wait_events(wait)?;
-                pace.waited(&core, n > 0);
-                waited_events = Some(n);
+            Idle::Wait { start_tick, limit } => {
+                if start_tick {
+                    io.start_tick(pace.tick_period())?;
+                }
+                waited_events = Some(io.wait_events(limit)?);
                 continue;
             }
             Idle::Turn => continue,
-            Idle::Sleep => {}
+            // Sleeping in tokio needs a look at the epoll set since the last work first.
+            Idle::Sleep if unlooked => continue,
+            Idle::Sleep => {
+                if pace.sleeping() {
+                    io.stop_tick()?;
+                }
+            }
         }
         let mut polled = false;
         poll_fn(|cx| {
@@ -151,6 +167,21 @@ where
         core.set_driver_parked(false);
     }
     Ok(())
+}
+
+/// After a turn with work: flushes what it left dirty (its send results, a handler task's
+/// output); true when nothing is left for a turn, so that the next look at the epoll set can be
+/// the idle wait (which returns at once when events are pending) rather than a turn that looks
+/// without waiting. A send this flush starts is a result for the next turn.
+fn settled(core: &Core, io: &mut Backend, running_tasks: usize) -> bool {
+    if core.has_dirty() {
+        core.flush(io);
+    }
+    !(core.has_dirty()
+        || io.has_results()
+        || io.has_reads()
+        || io.accept_pending()
+        || running_tasks > 0)
 }
 
 fn accept_failed(core: &Core, e: &io::Error) {

@@ -34,6 +34,7 @@ mod sendbufs;
 mod setup;
 #[cfg(test)]
 mod tests;
+mod tick;
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -58,6 +59,7 @@ pub use counters::{RingCounters, RingStats};
 use ops::{INTERNAL, OpKind, OpTable, VectoredMsg};
 pub use sendbufs::FixedBuf;
 use sendbufs::SendPool;
+use tick::Tick;
 
 /// Caller's tag for an operation, handed back in its completions.
 pub type Token = u64;
@@ -299,6 +301,7 @@ pub struct Ring {
     backlog: VecDeque<squeue::Entry>,
     features: Features,
     counters: Arc<RingCounters>,
+    tick: Tick,
     _single_thread: PhantomData<*mut ()>,
 }
 
@@ -371,6 +374,7 @@ impl Ring {
             backlog: VecDeque::new(),
             features,
             counters,
+            tick: Tick::default(),
             _single_thread: PhantomData,
         })
     }
@@ -583,6 +587,50 @@ impl Ring {
         self.enter(1, Some(timeout))
     }
 
+    /// Starts the idle tick: a multishot timeout that completes every `period` until
+    /// [`Ring::stop_tick`] (its completions are not shown by [`Ring::complete`]:
+    /// [`Ring::take_tick`] tells). Before Linux 6.4 (no multishot timeouts) the kernel refuses
+    /// it and [`Ring::wait_for_io`] waits at most `period` instead, a wait that ends with no
+    /// completion counting as a tick. Queued here, submitted by the next enter.
+    pub fn start_tick(&mut self, period: Duration) {
+        if let Some(entry) = self.tick.start(period) {
+            self.push(entry);
+        }
+    }
+
+    /// Stops the idle tick (and forgets a tick not taken yet). Queued here, submitted by the
+    /// next enter.
+    pub fn stop_tick(&mut self) {
+        if let Some(entry) = self.tick.stop() {
+            self.push(entry);
+        }
+    }
+
+    /// Whether the idle tick completed since the last call.
+    pub fn take_tick(&mut self) -> bool {
+        self.tick.take()
+    }
+
+    /// Submits what is queued and waits for a completion: until the idle tick's next one, or
+    /// for at most `limit` if given (or the tick's period when no tick runs, see
+    /// [`Ring::start_tick`]).
+    pub fn wait_for_io(&mut self, limit: Option<Duration>) -> io::Result<()> {
+        let untimed = limit.is_none() && self.tick.running();
+        let timeout = match limit {
+            Some(limit) => Some(limit),
+            None if untimed => None,
+            None => Some(self.tick.period()),
+        };
+        if self.ops.len() == 0 && !untimed {
+            return self.submit();
+        }
+        self.enter(1, timeout)?;
+        if limit.is_none() && !untimed && !self.has_completions() {
+            self.tick.expired_wait();
+        }
+        Ok(())
+    }
+
     /// Hands every ready completion to `f`; returns how many. Internal completions (cancels,
     /// buffer bookkeeping) are not shown. Receive buffers go back to the pool after `f` returns
     /// for their completion; the pool's tail is published once per call.
@@ -599,6 +647,7 @@ impl Ring {
             bufs,
             ops,
             counters,
+            tick,
             ..
         } = self;
         let mut delivered = 0;
@@ -614,6 +663,10 @@ impl Ring {
             // before the next); a single receive never exceeds one buffer.
             let consumed = usize::try_from(res).map_or(1, |n| n.div_ceil(buf_size as usize).max(1));
             let lent = cqueue::buffer_select(flags).and_then(|bid| bufs.take_bundle(bid, consumed));
+            if tick.owns(user_data) {
+                tick.on_completion(user_data, res, cqueue::more(flags));
+                continue;
+            }
             let Some(op) = ops.get(user_data) else {
                 // INTERNAL (cancel results) or unknown: swallowed.
                 if let Some(buf) = lent {

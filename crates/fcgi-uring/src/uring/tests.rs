@@ -1089,3 +1089,36 @@ fn sqpoll_ring_receives_sends_and_wakes_its_sleeping_thread() {
     let stats = ring.counters().snapshot();
     assert!(stats.sqpoll_wakeups > 0, "{stats}");
 }
+
+/// The idle tick ends waits every period (a multishot timeout, or on a kernel without those a
+/// wait timed by the period) and is not shown as a completion; once stopped it ends none.
+#[test]
+fn the_idle_tick_ends_waits_each_period_until_it_is_stopped() {
+    let mut ring = ring();
+    // A worker always has an operation in flight (its accept).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    ring.accept_multishot(&dup(&listener), 1);
+    ring.submit().unwrap();
+    let period = Duration::from_millis(2);
+    ring.start_tick(period);
+    for _ in 0..5 {
+        let start = Instant::now();
+        ring.wait_for_io(Some(TIMEOUT)).unwrap();
+        assert!(start.elapsed() < TIMEOUT, "a tick ended the wait");
+        assert_eq!(ring.complete(|_| panic!("a tick is no completion")), 0);
+        assert!(ring.take_tick());
+        assert!(!ring.take_tick(), "taken once");
+    }
+    if setup::kernel_version().is_some_and(|v| v >= (6, 4)) {
+        assert!(ring.tick.running(), "a multishot timeout on this kernel");
+    }
+    ring.stop_tick();
+    ring.submit().unwrap();
+    // Twenty-five periods with no IO and no tick.
+    let end = Instant::now() + 25 * period;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        ring.wait_for_io(Some(left)).unwrap();
+        assert_eq!(ring.complete(|_| panic!("no IO")), 0);
+        assert!(!ring.take_tick(), "a stopped tick does not tick");
+    }
+}
