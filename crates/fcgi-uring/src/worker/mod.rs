@@ -287,10 +287,13 @@ impl Loop {
                 if pace.yield_after_work(&core, d.running_tasks()) {
                     tokio::task::yield_now().await;
                 }
-                // What the turn left dirty (its completions, a handler's answer) is flushed
-                // now: what that queues is submitted by the wait below, or the next turn.
+                // What the turn left dirty (its completions, a handler's answer) is flushed and
+                // submitted now: an answer is sent before the worker waits (sending it in the
+                // wait's own enter let a proxy on the same CPU preempt the worker and cost the
+                // proxy more than it saved, see performance.md).
                 if core.has_dirty() {
                     core.flush(&mut io);
+                    io.ring.submit()?;
                 }
                 if core.has_dirty() || d.running_tasks() > 0 || io.ring.has_completions() {
                     continue;
