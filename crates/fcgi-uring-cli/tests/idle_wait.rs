@@ -15,16 +15,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-fn start(idle_wait_us: u32) -> ServerHandle {
-    let config = Config::builder()
+/// One unpinned worker with this `ring.idle_wait_us`.
+fn config(idle_wait_us: u32) -> Config {
+    Config::builder()
         .listen("127.0.0.1:0".parse().unwrap())
         .workers(1)
         .pin_workers(false)
         .shutdown_timeout(Duration::from_secs(2))
         .idle_wait_us(idle_wait_us)
         .build()
-        .unwrap();
-    fcgi_uring::Server::new(config)
+        .unwrap()
+}
+
+fn start(idle_wait_us: u32) -> ServerHandle {
+    fcgi_uring::Server::new(config(idle_wait_us))
         .start(|| service_fn(fcgi_uring_cli::demo::app))
         .expect("server starts")
 }
@@ -105,15 +109,8 @@ fn zero_turns_the_backend_waits_off() {
 fn a_task_woken_from_another_thread_runs_while_the_worker_waits() {
     let bell = Arc::new(tokio::sync::Notify::new());
     let rang = Arc::new(AtomicU32::new(0));
-    let config = Config::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .workers(1)
-        .pin_workers(false)
-        .shutdown_timeout(Duration::from_secs(2))
-        // Long waits: a wake that had to wait for the next IO would hang the test.
-        .idle_wait_us(100_000)
-        .build()
-        .unwrap();
+    // Long waits: a wake that had to wait for the next IO would hang the test.
+    let config = config(100_000);
     let (task_bell, task_rang) = (bell.clone(), rang.clone());
     let server = fcgi_uring::Server::new(config)
         .start(move || {
@@ -152,15 +149,7 @@ fn a_task_woken_from_another_thread_runs_while_the_worker_waits() {
 /// on the connection is still answered, not left behind them while the worker sleeps.
 #[test]
 fn a_request_after_a_handler_kept_the_worker_busy_is_answered() {
-    let config = Config::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .workers(1)
-        .pin_workers(false)
-        .shutdown_timeout(Duration::from_secs(2))
-        .idle_wait_us(1000)
-        .build()
-        .unwrap();
-    let server = fcgi_uring::Server::new(config)
+    let server = fcgi_uring::Server::new(config(1000))
         .start(|| {
             service_fn(|req: http::Request<fcgi_uring::RequestBody>| async move {
                 if req.uri().path() == "/block" {
