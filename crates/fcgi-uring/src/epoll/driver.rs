@@ -44,7 +44,7 @@ where
     let mut stop_signal = std::pin::pin!(stop.notify().notified());
     let mut timer = WakeTimer::new();
     let mut staged = Vec::new();
-    let mut last_work = Instant::now();
+    let mut last_work = core.now();
     let mut pace = Pace::new(spec.idle_wait);
     // Events a backend wait took, for the next turn (which then does not look again).
     let mut waited_events: Option<usize> = None;
@@ -100,7 +100,8 @@ where
         // Set when this turn had work and the next look at the epoll set is the idle wait below.
         let mut unlooked = false;
         if work > 0 || core.has_dirty() || io.has_reads() {
-            last_work = Instant::now();
+            // The turn's clock: no clock read per turn for the idle spin.
+            last_work = core.now();
             if pace.yield_after_work(&core, d.running_tasks()) {
                 tokio::task::yield_now().await;
             }
@@ -110,7 +111,10 @@ where
             unlooked = true;
         }
         // Spinning is more loop turns: each one looks at the epoll set without waiting.
-        if deadline.is_none() && last_work.elapsed() < spec.idle_spin {
+        if deadline.is_none()
+            && !spec.idle_spin.is_zero()
+            && Instant::now().saturating_duration_since(last_work) < spec.idle_spin
+        {
             tokio::task::yield_now().await;
             continue;
         }

@@ -510,7 +510,9 @@ impl Pace {
         if self.idle_wait.is_zero() || self.expired || d.running_tasks() > 0 || draining {
             return Idle::Sleep;
         }
-        let now = Instant::now();
+        // The turn's clock (read at its start): a bound a few microseconds long at worst, with
+        // no clock read per idle wait.
+        let now = d.core.now();
         let pause_due = accept_pause.map(|p| p.deadline().into_std());
         let bound = [d.core.next_deadline(), pause_due]
             .into_iter()
