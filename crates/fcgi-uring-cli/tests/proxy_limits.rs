@@ -252,6 +252,9 @@ fn send(addr: SocketAddr, head: Vec<u8>) -> Reply {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf) {
+            // A signal (a proxy child exiting) interrupts a read with a timeout even under
+            // SA_RESTART: not the end of the answer.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
         }
