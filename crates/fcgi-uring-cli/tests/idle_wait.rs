@@ -153,7 +153,8 @@ fn a_request_after_a_handler_kept_the_worker_busy_is_answered() {
         .start(|| {
             service_fn(|req: http::Request<fcgi_uring::RequestBody>| async move {
                 if req.uri().path() == "/block" {
-                    // Blocks the worker's thread: about 150 ticks come meanwhile.
+                    // The workload under test, not a wait: a handler that keeps its worker's
+                    // thread (about 150 ticks come meanwhile, more than a turn reaps).
                     std::thread::sleep(Duration::from_millis(150));
                 }
                 Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(

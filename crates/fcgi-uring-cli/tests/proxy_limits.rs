@@ -241,7 +241,7 @@ struct Reply {
 /// before reading everything cannot block the test) and reads the reply until the proxy
 /// closes. A connection reset after the answer keeps what was read.
 fn send(addr: SocketAddr, head: Vec<u8>) -> Reply {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to proxy");
     stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
     let mut writer = stream.try_clone().unwrap();
@@ -251,10 +251,7 @@ fn send(addr: SocketAddr, head: Vec<u8>) -> Reply {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
-        match stream.read(&mut buf) {
-            // A signal (a proxy child exiting) interrupts a read with a timeout even under
-            // SA_RESTART: not the end of the answer.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        match common::read_some(&mut stream, &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
         }

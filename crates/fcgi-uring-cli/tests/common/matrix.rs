@@ -9,7 +9,7 @@ use super::app::{self, BIG_LEN, ParamsSeen, big_byte};
 use super::http_client::{HttpResponse, Upload, request};
 use super::proxy::Proxy;
 use fcgi_uring::ServerHandle;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 
 /// What one proxy does where proxies legitimately differ (observed, and read in their source).
@@ -232,11 +232,7 @@ pub fn client_disconnects_mid_response(p: &Proxy) {
         let mut got = 0;
         let mut buf = vec![0u8; 64 * 1024];
         while got < 256 * 1024 {
-            let n = match s.read(&mut buf) {
-                // A signal interrupts a read with a timeout even under SA_RESTART.
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => r.expect("read part of the response"),
-            };
+            let n = super::read_some(&mut s, &mut buf).expect("read part of the response");
             assert!(n > 0, "response ended early");
             got += n;
         }

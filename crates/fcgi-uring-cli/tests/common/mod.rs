@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 /// assertion).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One `read`, again when a signal interrupted it: a read of a socket with a timeout fails with
+/// EINTR on any signal handler (a child process exiting), SA_RESTART or not.
+pub fn read_some(from: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match from.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 /// How long [`wait_for`] waits for a fact before failing: generous, it only bounds a hang.
 pub const HANG_GUARD: Duration = Duration::from_secs(60);
 

@@ -23,6 +23,9 @@ pub(super) struct Tick {
     every: Duration,
     /// The `user_data` of the running tick.
     running: Option<u64>,
+    /// The `user_data` of the last stopped tick until its final completion (the kernel's
+    /// timeout is gone then).
+    stopping: Option<u64>,
     /// Ticks started (numbers the `user_data`).
     started: u32,
     ticked: bool,
@@ -36,6 +39,7 @@ impl Default for Tick {
             period: Box::new(Timespec::new()),
             every: Duration::from_millis(1),
             running: None,
+            stopping: None,
             started: 0,
             ticked: false,
             refused: false,
@@ -67,6 +71,7 @@ impl Tick {
     pub fn stop(&mut self) -> Option<squeue::Entry> {
         self.ticked = false;
         let id = self.running.take()?;
+        self.stopping = Some(id);
         Some(opcode::TimeoutRemove::new(id).build().user_data(INTERNAL))
     }
 
@@ -76,6 +81,12 @@ impl Tick {
 
     pub fn running(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// A stopped tick's timeout may still be in the kernel (its final completion has not come).
+    #[cfg(test)]
+    pub fn stopping(&self) -> bool {
+        self.stopping.is_some()
     }
 
     pub fn period(&self) -> Duration {
@@ -97,6 +108,9 @@ impl Tick {
     /// waits are timed from now on), or failed (the next start tries again).
     pub fn on_completion(&mut self, user_data: u64, res: i32, more: bool) {
         if self.running != Some(user_data) {
+            if !more && self.stopping == Some(user_data) {
+                self.stopping = None;
+            }
             return;
         }
         self.ticked = true;
@@ -130,8 +144,12 @@ mod tests {
             .unwrap()
             .get_user_data();
         assert_ne!(first, second);
+        assert!(tick.stopping());
+        tick.on_completion(first, -libc::ETIME, true);
+        assert!(tick.stopping(), "not its end yet");
         tick.on_completion(first, -libc::ECANCELED, false);
         assert!(!tick.take() && tick.running(), "the old tick's end");
+        assert!(!tick.stopping());
         tick.on_completion(second, -libc::ETIME, true);
         assert!(tick.take());
     }
