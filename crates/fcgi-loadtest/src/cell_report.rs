@@ -76,7 +76,7 @@ pub fn table(results: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<16} {:>6} {:>9} {:>6} {:>8} {:>8} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>4} {:>4} {:>4} | {:>4} {:>4} | remark",
+        "{:<10} {:<16} {:>6} {:>9} {:>6} {:>8} {:>8} {:>6} | {:>7} {:>7} {:>6} {:>7} {:>7} {:>6} | {:>4} {:>4} {:>4} | {:>4} {:>4} | remark",
         "scenario",
         "path",
         "shape",
@@ -87,6 +87,7 @@ pub fn table(results: &Results) -> String {
         "err %",
         "proxy",
         "backend",
+        "b-sys",
         "client",
         "total",
         "±%",
@@ -105,7 +106,7 @@ pub fn table(results: &Results) -> String {
             let busy = s.busy;
             let _ = writeln!(
                 out,
-                "{:<10} {:<16} {:>6} {:>9} {:>6} {:>8} {:>8} {:>6.2} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>4} {:>4} {:>4} | {:>4} {:>4} | {}",
+                "{:<10} {:<16} {:>6} {:>9} {:>6} {:>8} {:>8} {:>6.2} | {:>7} {:>7} {:>6} {:>7} {:>7} {:>6} | {:>4} {:>4} {:>4} | {:>4} {:>4} | {}",
                 c.scenario,
                 c.path,
                 c.shape,
@@ -116,6 +117,7 @@ pub fn table(results: &Results) -> String {
                 s.error_pct,
                 opt(med(s.proxy_us), 1),
                 opt(med(s.backend_us), 1),
+                opt(med(s.backend_system_us), 1),
                 opt(med(s.client_us), 1),
                 opt(med(s.total_us), 1),
                 opt(s.total_us.map(|r| r.spread_pct()), 1),
@@ -131,7 +133,7 @@ pub fn table(results: &Results) -> String {
     let _ = writeln!(
         out,
         "cpu columns: CPU microseconds per successful request (total = proxy + backend + client, \
-         median of per-round sums); ±% = half the min-max range of the rounds over the median; \
+         median of per-round sums; b-sys = the backend's system time, part of backend); ±% = half the min-max range of the rounds over the median; \
          busy %: client of its cores, proxy and backend of the server CPUs they share; \
          rps# and cpu#: rank in the scenario, =N a tie within noise (ranges overlap), - not ranked; \
          a cell over {}% errors is FAILED.",
@@ -485,7 +487,8 @@ fn html_table(results: &Results) -> String {
     let mut out = String::from(
         "<table>\n<tr><th class=\"l\">scenario</th><th class=\"l\">path</th><th>shape</th>\
          <th>rps median</th><th>rps min-max</th><th>p50 us</th><th>p99 us</th><th>p99.9 us</th>\
-         <th>error %</th><th>proxy us/req</th><th>backend us/req</th><th>client us/req</th>\
+         <th>error %</th><th>proxy us/req</th><th>backend us/req</th>\
+         <th>backend system us/req</th><th>client us/req</th>\
          <th>total us/req</th><th>total min-max</th><th>client busy %</th><th>proxy busy %</th>\
          <th>backend busy %</th><th>server CPUs busy % (all)</th><th>client CPUs busy % (all)</th>\
          <th>rounds</th><th class=\"l\">remark</th></tr>\n",
@@ -504,7 +507,7 @@ fn html_table(results: &Results) -> String {
                 "<tr{}><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td>\
                  <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td>{}</td><td>{}/{}</td>\
+                 <td>{}</td><td>{}</td><td>{}/{}</td>\
                  <td class=\"l\">{}</td></tr>",
                 if s.failed.is_some() {
                     " class=\"failed\""
@@ -522,6 +525,7 @@ fn html_table(results: &Results) -> String {
                 s.error_pct,
                 opt(med(s.proxy_us), 1),
                 opt(med(s.backend_us), 1),
+                opt(med(s.backend_system_us), 1),
                 opt(med(s.client_us), 1),
                 opt(med(s.total_us), 1),
                 range(s.total_us, 1),
@@ -552,6 +556,7 @@ mod tests {
             error: None,
             proxy_cpu_s: Some(0.1),
             backend_cpu_s: Some(backend),
+            backend_system_s: Some(backend * 0.75),
         };
         let mut cells = Vec::new();
         for (path, n, proxy) in [
@@ -588,6 +593,7 @@ mod tests {
                 error: None,
                 proxy_cpu_s: Some(0.2),
                 backend_cpu_s: Some(0.1),
+                backend_system_s: None,
             }],
             summary: None,
         });
@@ -639,11 +645,15 @@ mod tests {
             "{failed}"
         );
         assert!(line("haproxy>h2c <&>").contains("FAILED: did not run: did not start"));
-        // fastcgi: 1000 req/s, backend 40-60 ms -> 50 us/req median; nginx>fastcgi 2000 req/s,
-        // backend 25 + proxy 50.
+        // fastcgi: 1000 req/s, backend 40-60 ms -> 50 us/req median, of which system 37.5;
+        // nginx>fastcgi 2000 req/s, backend 25 + proxy 50.
+        assert!(
+            t.lines().next().unwrap().contains(" backend  b-sys "),
+            "{t}"
+        );
         let f = line("fastcgi");
         assert!(f.contains(" 1000 "), "{f}");
-        assert!(f.contains(" 50.0 "), "{f}");
+        assert!(f.contains(" 50.0   37.5 "), "{f}");
         let n = line("nginx>fastcgi");
         assert!(n.contains(" 50.0 ") && n.contains(" 25.0 "), "{n}");
         assert!(t.contains("hello: cheapest per request"), "{t}");

@@ -93,6 +93,7 @@ impl Results {
                 rate: r.report.as_ref().and_then(|rep| rep.rate),
                 rounds: vec![Round {
                     backend_cpu_s: r.report.as_ref().and_then(|rep| rep.server_cpu_s),
+                    backend_system_s: r.report.as_ref().and_then(|rep| rep.server_system_s),
                     proxy_cpu_s: None,
                     report: r.report,
                     error: r.error,
@@ -137,6 +138,9 @@ pub struct Round {
     pub proxy_cpu_s: Option<f64>,
     /// The backend's CPU seconds over the window (`fcgi-uring serve` and any children).
     pub backend_cpu_s: Option<f64>,
+    /// The system (kernel) part of `backend_cpu_s`.
+    #[serde(default)]
+    pub backend_system_s: Option<f64>,
 }
 
 impl Round {
@@ -147,6 +151,7 @@ impl Round {
             error: Some(error.into()),
             proxy_cpu_s: None,
             backend_cpu_s: None,
+            backend_system_s: None,
         }
     }
 }
@@ -350,6 +355,9 @@ pub struct Summary {
     /// CPU microseconds per successful request.
     pub proxy_us: Option<Spread>,
     pub backend_us: Option<Spread>,
+    /// The backend's system (kernel) CPU microseconds per successful request.
+    #[serde(default)]
+    pub backend_system_us: Option<Spread>,
     pub client_us: Option<Spread>,
     /// proxy + backend + client, summed per round.
     pub total_us: Option<Spread>,
@@ -522,6 +530,7 @@ fn summarize(cell: &Cell, limits: &Limits) -> Summary {
         p999_us: col(&|_, rep| (rep.requests > 0).then_some(rep.p999_us as f64)),
         proxy_us: col(&|r, rep| per_req(r.proxy_cpu_s.filter(|_| proxied), rep.requests)),
         backend_us: col(&|r, rep| per_req(r.backend_cpu_s, rep.requests)),
+        backend_system_us: col(&|r, rep| per_req(r.backend_system_s, rep.requests)),
         client_us: col(&|_, rep| per_req(Some(rep.client_cpu_s), rep.requests)),
         total_us: total,
         busy,
@@ -703,6 +712,7 @@ mod tests {
                 error: None,
                 proxy_cpu_s: Some(0.01),
                 backend_cpu_s: Some(0.02),
+                backend_system_s: Some(0.015),
             }],
         );
         c.summarize(&LIMITS);
@@ -769,6 +779,7 @@ mod tests {
             error: None,
             proxy_cpu_s: Some(p),
             backend_cpu_s: Some(b),
+            backend_system_s: Some(b / 3.0),
         };
         let mut c = cell(
             true,
@@ -777,6 +788,7 @@ mod tests {
         let s = c.summarize(&LIMITS).clone();
         assert_eq!(s.proxy_us.unwrap().median, 500.0);
         assert_eq!(s.backend_us.unwrap().median, 450.0);
+        assert_eq!(s.backend_system_us.unwrap().median, 150.0);
         assert_eq!(s.client_us.unwrap().median, 20.0);
         // Summed per round: 970, 1070, 720.
         assert_eq!(
@@ -824,6 +836,7 @@ mod tests {
             error: None,
             proxy_cpu_s: Some(0.1),
             backend_cpu_s: Some(0.1),
+            backend_system_s: None,
         };
         let s = cell(true, vec![r.clone()]).summarize(&LIMITS).clone();
         let why = s.failed.unwrap();
@@ -863,6 +876,7 @@ mod tests {
             p999_us: None,
             proxy_us: None,
             backend_us: None,
+            backend_system_us: None,
             client_us: None,
             total_us: None,
             busy: None,

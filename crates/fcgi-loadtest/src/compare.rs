@@ -453,6 +453,7 @@ fn measure(load: &Config) -> Round {
             let tree = |i: usize| report.tree_cpu.get(i).map(|t| t.cpu_s);
             Round {
                 backend_cpu_s: tree(0),
+                backend_system_s: report.tree_cpu.first().map(|t| t.system_s),
                 proxy_cpu_s: tree(1),
                 report: Some(report),
                 error: None,

@@ -14,7 +14,7 @@ use crate::http1;
 use crate::response::Expect;
 use crate::schedule;
 use crate::stats::{CpuBusy, Report, RunInfo, ThreadStats, TreeCpu};
-use crate::sys;
+use crate::sys::{self, CpuTime};
 
 /// The protocol spoken to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -309,7 +309,7 @@ pub fn run(cfg: &Config) -> Result<Report, RunError> {
 }
 
 /// Every tree's CPU time now (see [`sys::tree_cpu_time`]).
-fn read_trees(roots: &[u32]) -> Result<Vec<(Duration, Vec<u32>)>, RunError> {
+fn read_trees(roots: &[u32]) -> Result<Vec<(CpuTime, Vec<u32>)>, RunError> {
     roots
         .iter()
         .map(|&pid| sys::tree_cpu_time(pid).map_err(|e| format!("CPU of process tree {pid}: {e}")))
@@ -319,16 +319,20 @@ fn read_trees(roots: &[u32]) -> Result<Vec<(Duration, Vec<u32>)>, RunError> {
 /// The CPU each tree used between two readings, by root pid.
 fn tree_deltas(
     roots: &[u32],
-    start: &[(Duration, Vec<u32>)],
-    end: &[(Duration, Vec<u32>)],
+    start: &[(CpuTime, Vec<u32>)],
+    end: &[(CpuTime, Vec<u32>)],
 ) -> Vec<TreeCpu> {
     roots
         .iter()
         .zip(start.iter().zip(end))
-        .map(|(&pid, ((a, _), (b, pids)))| TreeCpu {
-            pid,
-            pids: pids.clone(),
-            cpu_s: b.saturating_sub(*a).as_secs_f64(),
+        .map(|(&pid, ((a, _), (b, pids)))| {
+            let used = b.since(*a);
+            TreeCpu {
+                pid,
+                pids: pids.clone(),
+                cpu_s: used.total().as_secs_f64(),
+                system_s: used.system.as_secs_f64(),
+            }
         })
         .collect()
 }
@@ -411,7 +415,7 @@ fn watch(
     match (cfg.server_pid, server_start.flatten()) {
         (Some(pid), Some((_, start))) => {
             let end = server_cpu(pid)?;
-            Ok((Some((pid, end.saturating_sub(start))), trees, cpus))
+            Ok((Some((pid, end.since(start))), trees, cpus))
         }
         _ => Ok((None, trees, cpus)),
     }
@@ -430,7 +434,7 @@ fn cpu_busy(cpus: &[usize], start: &[(u64, u64)], end: &[(u64, u64)]) -> Vec<Cpu
 }
 
 /// What [`watch`] measured: the server's CPU time, each process tree's, each watched CPU's.
-type WatchResult = (Option<(u32, Duration)>, Vec<TreeCpu>, Vec<CpuBusy>);
+type WatchResult = (Option<(u32, CpuTime)>, Vec<TreeCpu>, Vec<CpuBusy>);
 
 #[cfg(test)]
 mod tests {

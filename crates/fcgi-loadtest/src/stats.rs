@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::response::Failure;
+use crate::sys::CpuTime;
 
 /// Highest latency tracked exactly: 100 s in microseconds (more is clamped).
 const MAX_LATENCY_US: u64 = 100_000_000;
@@ -140,9 +141,17 @@ pub struct Report {
     pub client_cpu_us_per_req: Option<f64>,
     pub client_saturated: bool,
     pub server_pid: Option<u32>,
+    /// The server's CPU time in the window (user + system), all threads.
     pub server_cpu_s: Option<f64>,
     /// Server CPU microseconds per successful request.
     pub server_cpu_us_per_req: Option<f64>,
+    /// The part of `server_cpu_s` spent in the kernel on the server's behalf (stime): system
+    /// calls, the network stack, context switches.
+    #[serde(default)]
+    pub server_system_s: Option<f64>,
+    /// Server system-time microseconds per successful request.
+    #[serde(default)]
+    pub server_system_us_per_req: Option<f64>,
     /// The latency distribution as `[percentile, us]` points from the HdrHistogram: 0 (the
     /// minimum), then 1 - 10^(-k/4) for k = 1..=20 (50, 68.4, 82.2, 90, ..., 99.999), then 100
     /// (the maximum). Empty when nothing succeeded.
@@ -171,7 +180,11 @@ pub struct TreeCpu {
     pub pid: u32,
     /// The tree's processes at the window's end, root first.
     pub pids: Vec<u32>,
+    /// User + system.
     pub cpu_s: f64,
+    /// The system (kernel) part of `cpu_s`.
+    #[serde(default)]
+    pub system_s: f64,
 }
 
 /// The latency curve of a histogram (see [`Report::latency_curve`]).
@@ -207,14 +220,19 @@ impl Report {
         info: RunInfo,
         stats: &ThreadStats,
         window: Duration,
-        server: Option<(u32, Duration)>,
+        server: Option<(u32, CpuTime)>,
     ) -> Report {
         let h = &stats.latency_us;
         let secs = window.as_secs_f64().max(1e-9);
         let requests = h.len();
         let client_cpu_s = stats.cpu.as_secs_f64();
         let client_cpu_pct = 100.0 * client_cpu_s / (secs * info.threads.max(1) as f64);
-        let server_cpu_s = server.map(|(_, cpu)| cpu.as_secs_f64());
+        let server_cpu_s = server.map(|(_, cpu)| cpu.total().as_secs_f64());
+        let server_system_s = server.map(|(_, cpu)| cpu.system.as_secs_f64());
+        let per_request = |s: Option<f64>| {
+            s.filter(|_| requests > 0)
+                .map(|s| s * 1e6 / requests as f64)
+        };
         let q = |q: f64| {
             if requests == 0 {
                 0
@@ -248,9 +266,9 @@ impl Report {
             client_saturated: client_cpu_pct > SATURATED_PCT,
             server_pid: server.map(|(pid, _)| pid),
             server_cpu_s,
-            server_cpu_us_per_req: server_cpu_s
-                .filter(|_| requests > 0)
-                .map(|s| s * 1e6 / requests as f64),
+            server_cpu_us_per_req: per_request(server_cpu_s),
+            server_system_s,
+            server_system_us_per_req: per_request(server_system_s),
             latency_curve: latency_curve(h),
             tree_cpu: Vec::new(),
             cpu_busy: Vec::new(),
@@ -312,16 +330,21 @@ impl Report {
                         format!("{s:.2} s")
                     }),
             ),
-            (
-                "server cpu/req",
-                self.server_cpu_us_per_req
-                    .map_or("-".to_owned(), |u| format!("{u:.2} us")),
-            ),
+            ("server cpu/req", self.server_per_request_text()),
         ];
         for (name, value) in rows {
             let _ = writeln!(out, "  {name:<15} {value}");
         }
         out
+    }
+
+    /// `9.14 us (system 7.10 us)`, or `-` when not measured.
+    fn server_per_request_text(&self) -> String {
+        match (self.server_cpu_us_per_req, self.server_system_us_per_req) {
+            (Some(all), Some(system)) => format!("{all:.2} us (system {system:.2} us)"),
+            (Some(all), None) => format!("{all:.2} us"),
+            _ => "-".to_owned(),
+        }
     }
 
     fn errors_text(&self) -> String {
@@ -378,7 +401,13 @@ mod tests {
             info(),
             &a,
             Duration::from_secs(1),
-            Some((42, Duration::from_millis(10))),
+            Some((
+                42,
+                CpuTime {
+                    user: Duration::from_millis(3),
+                    system: Duration::from_millis(7),
+                },
+            )),
         );
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         for key in [
@@ -395,6 +424,7 @@ mod tests {
             "depth",
             "protocol",
             "server_cpu_us_per_req",
+            "server_system_us_per_req",
             "client_cpu_us_per_req",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
@@ -407,9 +437,14 @@ mod tests {
         let p50 = v["p50_us"].as_u64().unwrap();
         assert!((495..=505).contains(&p50), "{p50}");
         assert!((v["server_cpu_us_per_req"].as_f64().unwrap() - 10.0).abs() < 1e-6);
+        assert!((v["server_system_us_per_req"].as_f64().unwrap() - 7.0).abs() < 1e-6);
         assert!(r.client_saturated);
         let text = r.to_text();
         assert!(text.starts_with("client saturated: its cores were 95% busy"));
+        assert!(
+            text.contains("server cpu/req  10.00 us (system 7.00 us)"),
+            "{text}"
+        );
         assert!(text.contains("rps"));
         let curve = &r.latency_curve;
         assert_eq!(curve.len(), 22);

@@ -156,8 +156,56 @@ fn clock_ticks_per_second() -> u64 {
     if ticks > 0 { ticks as u64 } else { 100 }
 }
 
-/// CPU time (utime + stime, all threads) process `pid` has used so far, from `/proc/PID/stat`.
-pub fn process_cpu_time(pid: u32) -> io::Result<Duration> {
+/// CPU time a process (or a tree of them) has used, split as `/proc/PID/stat` splits it: in
+/// user space (utime) and in the kernel on its behalf (stime).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CpuTime {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl CpuTime {
+    /// User plus system time.
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// The time used since `earlier` (zero where a counter went back, e.g. a process that
+    /// left a tree).
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+
+    fn from_ticks(ticks: StatTicks) -> CpuTime {
+        CpuTime {
+            user: ticks_to_duration(ticks.user),
+            system: ticks_to_duration(ticks.system),
+        }
+    }
+}
+
+/// utime and stime of a `/proc/PID/stat` line, in clock ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatTicks {
+    pub user: u64,
+    pub system: u64,
+}
+
+impl std::ops::Add for StatTicks {
+    type Output = StatTicks;
+    fn add(self, other: StatTicks) -> StatTicks {
+        StatTicks {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
+}
+
+/// CPU time (all threads) process `pid` has used so far, from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: u32) -> io::Result<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let ticks = parse_proc_stat_ticks(&stat).ok_or_else(|| {
         io::Error::new(
@@ -165,23 +213,23 @@ pub fn process_cpu_time(pid: u32) -> io::Result<Duration> {
             format!("unexpected /proc/{pid}/stat"),
         )
     })?;
-    Ok(ticks_to_duration(ticks))
+    Ok(CpuTime::from_ticks(ticks))
 }
 
-/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2) is
-/// in parentheses and may contain spaces and parentheses, so fields are counted after the last
-/// `)`.
-pub fn parse_proc_stat_ticks(stat: &str) -> Option<u64> {
+/// utime and stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2)
+/// is in parentheses and may contain spaces and parentheses, so fields are counted after the
+/// last `)`.
+pub fn parse_proc_stat_ticks(stat: &str) -> Option<StatTicks> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     // Fields from 3 (state) on; utime is field 14, i.e. index 11 here.
     let mut fields = after_comm.split_ascii_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some(StatTicks { user, system })
 }
 
-/// Parent pid (field 4) and utime + stime (fields 14 and 15) of a `/proc/PID/stat` line.
-pub fn parse_proc_stat_parent_and_ticks(stat: &str) -> Option<(u32, u64)> {
+/// Parent pid (field 4), utime and stime (fields 14 and 15) of a `/proc/PID/stat` line.
+pub fn parse_proc_stat_parent_and_ticks(stat: &str) -> Option<(u32, StatTicks)> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     let ppid = after_comm.split_ascii_whitespace().nth(1)?.parse().ok()?;
     Some((ppid, parse_proc_stat_ticks(stat)?))
@@ -192,9 +240,9 @@ fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz)
 }
 
-/// Every live process as `(pid, parent pid, utime + stime ticks)`, from `/proc/*/stat`
+/// Every live process as `(pid, parent pid, utime and stime ticks)`, from `/proc/*/stat`
 /// (processes that exit while the directory is read are left out).
-fn all_processes() -> io::Result<Vec<(u32, u32, u64)>> {
+fn all_processes() -> io::Result<Vec<(u32, u32, StatTicks)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
@@ -216,7 +264,7 @@ fn all_processes() -> io::Result<Vec<(u32, u32, u64)>> {
 }
 
 /// `root` and its live descendants among `procs` (`(pid, parent, ticks)`), root first.
-pub fn tree_of(root: u32, procs: &[(u32, u32, u64)]) -> Vec<u32> {
+pub fn tree_of<T>(root: u32, procs: &[(u32, u32, T)]) -> Vec<u32> {
     let mut tree = vec![root];
     let mut i = 0;
     while i < tree.len() {
@@ -233,9 +281,9 @@ pub fn tree_of(root: u32, procs: &[(u32, u32, u64)]) -> Vec<u32> {
 }
 
 /// A process tree's CPU time: `pid` (e.g. a proxy's master) and every live descendant (its
-/// workers), the sum of their `/proc/PID/stat` utime + stime, all threads. An error when `pid`
-/// itself is gone.
-pub fn tree_cpu_time(pid: u32) -> io::Result<(Duration, Vec<u32>)> {
+/// workers), the sums of their `/proc/PID/stat` utime and stime, all threads. An error when
+/// `pid` itself is gone.
+pub fn tree_cpu_time(pid: u32) -> io::Result<(CpuTime, Vec<u32>)> {
     let procs = all_processes()?;
     if !procs.iter().any(|(p, _, _)| *p == pid) {
         return Err(io::Error::new(
@@ -247,9 +295,8 @@ pub fn tree_cpu_time(pid: u32) -> io::Result<(Duration, Vec<u32>)> {
     let ticks = procs
         .iter()
         .filter(|(p, _, _)| tree.contains(p))
-        .map(|(_, _, t)| t)
-        .sum();
-    Ok((ticks_to_duration(ticks), tree))
+        .fold(StatTicks::default(), |sum, (_, _, t)| sum + *t);
+    Ok((CpuTime::from_ticks(ticks), tree))
 }
 
 /// `(cpu, busy ticks, all ticks)` of a `/proc/stat` line `cpuN user nice system idle iowait irq
@@ -403,28 +450,37 @@ mod tests {
     #[test]
     fn proc_stat_fields_after_odd_command_names() {
         let line = "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
-        assert_eq!(parse_proc_stat_ticks(line), Some(300));
+        assert_eq!(
+            parse_proc_stat_ticks(line),
+            Some(StatTicks {
+                user: 250,
+                system: 50
+            })
+        );
         assert_eq!(parse_proc_stat_ticks("garbage"), None);
     }
 
     #[test]
     fn parent_pid_and_trees() {
         let line = "7 (x y) S 3 7 7 0 -1 4194560 100 0 0 0 5 6 0 0 20 0 1 0";
-        assert_eq!(parse_proc_stat_parent_and_ticks(line), Some((3, 11)));
+        assert_eq!(
+            parse_proc_stat_parent_and_ticks(line),
+            Some((3, StatTicks { user: 5, system: 6 }))
+        );
         let procs = [
-            (1, 0, 0),
-            (3, 1, 0),
-            (7, 3, 0),
-            (8, 3, 0),
-            (9, 7, 0),
-            (10, 1, 0),
+            (1, 0, ()),
+            (3, 1, ()),
+            (7, 3, ()),
+            (8, 3, ()),
+            (9, 7, ()),
+            (10, 1, ()),
         ];
         assert_eq!(tree_of(3, &procs), vec![3, 7, 8, 9]);
         let me = std::process::id();
         let before = process_cpu_time(me).unwrap();
         let (cpu, tree) = tree_cpu_time(me).unwrap();
         assert_eq!(tree[0], me);
-        assert!(cpu >= before);
+        assert!(cpu.user >= before.user && cpu.system >= before.system);
     }
 
     #[test]
