@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Backend CPU per request behind nginx, split into user and system time: fcgi-uring over
+FastCGI (both IO backends) and over HTTP/1.1 (hyper), and the no-application FastCGI floors,
+each behind the same nginx, at 1, 16 and 64 clients.
+
+Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
+
+Cases (the backend on 127.0.0.1:9372, nginx on 127.0.0.1:9371, both pinned to CPU 0;
+fcgi-loadtest pinned to CPU 1 sends GET /hello over HTTP/1.1 with one kept-alive connection
+per client):
+  floor         fcgi-floor (io_uring, no application), fastcgi_pass with fastcgi_keep_conn
+  floor-epoll   fcgi-floor --epoll
+  uring         fcgi-uring serve --io uring, fastcgi_pass with fastcgi_keep_conn
+  epoll         fcgi-uring serve --io epoll
+  hyper         fcgi-uring serve --protocol http1, proxy_pass with HTTP/1.1 keepalive
+nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved over rounds
+(each once per round at each client count); the table gives medians of the backend's CPU per
+request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, and each case's
+total against hyper's of the same run. The floors bound what any FastCGI backend can cost
+here: they read only record headers and answer with fixed bytes. Builds the release binaries
+it runs first. Needs nginx (apt-get install -y nginx).
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+TARGET = os.path.join(ROOT, "target", "release")
+BACKEND = "127.0.0.1:9372"
+FRONT = "127.0.0.1:9371"
+
+FASTCGI = ("include /etc/nginx/fastcgi_params; fastcgi_pass app; fastcgi_keep_conn on;")
+HTTP1 = 'proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
+
+
+def cases():
+    serve = [os.path.join(TARGET, "fcgi-uring"), "serve", "--listen", BACKEND, "--workers", "1",
+             "--admin-listen", "none"]
+    floor = os.path.join(TARGET, "fcgi-floor")
+    return {
+        "floor": ([floor, BACKEND], FASTCGI),
+        "floor-epoll": ([floor, "--epoll", BACKEND], FASTCGI),
+        "uring": (serve + ["--io", "uring"], FASTCGI),
+        "epoll": (serve + ["--io", "epoll"], FASTCGI),
+        "hyper": (serve + ["--protocol", "http1"], HTTP1),
+    }
+
+
+def nginx_conf(work, location):
+    temp = " ".join(f"{k}_temp_path {work}/{k};"
+                    for k in ("client_body", "fastcgi", "proxy", "uwsgi", "scgi"))
+    return f"""daemon off;
+master_process off;
+worker_processes 1;
+error_log {work}/error.log warn;
+pid {work}/nginx.pid;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    {temp}
+    keepalive_requests 100000000;
+    upstream app {{ server {BACKEND}; keepalive 256; keepalive_requests 100000000; }}
+    server {{ listen {FRONT}; location / {{ {location} }} }}
+}}
+"""
+
+
+def wait_listening(addr, procs, deadline=10.0):
+    host, port = addr.rsplit(":", 1)
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        for p in procs:
+            if p.poll() is not None:
+                raise SystemExit(f"{p.args[0]} exited with {p.returncode}")
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {addr} after {deadline} s")
+
+
+def wait_free(addr, deadline=10.0):
+    """Waits until nothing accepts on `addr`: an io_uring server's listening socket outlives
+    its process for a moment (the ring is torn down after the exit), and the next backend
+    would fail to bind it."""
+    host, port = addr.rsplit(":", 1)
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+        except ConnectionRefusedError:
+            return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"{addr} still accepts {deadline} s after its server was stopped")
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def load(clients, duration, server_pid=None):
+    cmd = ["taskset", "-c", "1", os.path.join(TARGET, "fcgi-loadtest"), "run", "--protocol",
+           "http1", "--addr", FRONT, "--conns", str(clients), "--duration", str(duration),
+           "--warmup", "0", "--json", "/hello"]
+    if server_pid is not None:
+        cmd[-1:-1] = ["--server-pid", str(server_pid)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def run_case(work, name, case, clients, duration):
+    backend, location = case
+    conf = os.path.join(work, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(nginx_conf(work, location))
+    logs = open(os.path.join(work, f"{name}.log"), "w")
+    server = subprocess.Popen(["taskset", "-c", "0"] + backend, stdout=logs, stderr=logs)
+    nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", work, "-c", conf, "-e",
+                              os.path.join(work, "error.log")], stdout=logs, stderr=logs)
+    try:
+        wait_listening(BACKEND, [server])
+        wait_listening(FRONT, [nginx])
+        load(clients, 1)  # warms nginx's upstream connections and both processes
+        # The server's pid is that of taskset, which execs the backend.
+        return load(clients, duration, server.pid)
+    finally:
+        stop(nginx)
+        stop(server)
+        logs.close()
+        wait_free(BACKEND)
+        wait_free(FRONT)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=4)
+    ap.add_argument("--clients", default="1,16,64")
+    ap.add_argument("--only", help="comma-separated case names")
+    args = ap.parse_args()
+    if shutil.which("nginx") is None:
+        raise SystemExit("nginx not found: apt-get install -y nginx")
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "fcgi-uring-cli", "-p",
+                    "fcgi-loadtest"], cwd=ROOT, check=True)
+    all_cases = cases()
+    names = args.only.split(",") if args.only else list(all_cases)
+    unknown = [n for n in names if n not in all_cases]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}: {', '.join(all_cases)}")
+    clients = [int(c) for c in args.clients.split(",")]
+    results = {(c, n): [] for c in clients for n in names}
+    with tempfile.TemporaryDirectory() as work:
+        for r in range(1, args.rounds + 1):
+            for c in clients:
+                for n in names:
+                    rep = run_case(work, n, all_cases[n], c, args.duration)
+                    if rep["errors"]:
+                        raise SystemExit(f"{n} at {c} clients: {rep['errors']} errors "
+                                         f"{rep['errors_by_kind']}")
+                    results[(c, n)].append(rep)
+                    print(f"round {r} {c} clients {n}: {rep['rps']:.0f}/s backend "
+                          f"{rep['server_cpu_us_per_req']:.2f} us (system "
+                          f"{rep['server_system_us_per_req']:.2f})", file=sys.stderr)
+    print(f"GET /hello behind nginx: medians of {args.rounds} interleaved rounds of "
+          f"{args.duration:g} s; nginx and backend on CPU 0, client on CPU 1")
+    print("| clients | case | requests/s | backend CPU / request | user | system "
+          "| backend CPU vs hyper |")
+    print("|---|---|---|---|---|---|---|")
+    for c in clients:
+        def med(name, key):
+            return statistics.median(rep[key] for rep in results[(c, name)])
+        hyper = med("hyper", "server_cpu_us_per_req") if "hyper" in names else None
+        for n in names:
+            cpu = med(n, "server_cpu_us_per_req")
+            system = med(n, "server_system_us_per_req")
+            user = statistics.median(rep["server_cpu_us_per_req"] - rep["server_system_us_per_req"]
+                                     for rep in results[(c, n)])
+            ratio = f"{cpu / hyper:.2f}x" if hyper else "-"
+            print(f"| {c} | {n} | {med(n, 'rps'):,.0f} | {cpu:.2f} us | {user:.2f} us "
+                  f"| {system:.2f} us | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()
