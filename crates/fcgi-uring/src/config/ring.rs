@@ -51,7 +51,7 @@ impl Default for RingConfig {
         RingConfig {
             sq_entries: 1024,
             cq_entries: 4096,
-            recv_buffers: 1024,
+            recv_buffers: 256,
             recv_buffer_size: 16 * 1024,
             defer_taskrun: false,
             coop_taskrun: true,

