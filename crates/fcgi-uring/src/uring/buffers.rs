@@ -6,10 +6,19 @@
 //! from then until [`BufRing::recycle`] publishes it again. The [`Lent`] token is the proof of
 //! "ours": only its holder can read the buffer or give it back, and only once.
 //!
-//! Ring slot `i` always holds buffer `i` (`bid == position % count`): buffers are republished in
-//! ring order, a buffer returned early waits until the ones before it are back. That is what
-//! makes receive bundles readable: the kernel consumes consecutive ring slots, and a bundle
-//! completion names only the first buffer, so its buffers are `bid, bid + 1, ...` modulo `count`.
+//! The kernel consumes published slots in ring order. Two ways to fill them ([`Order`]):
+//! - [`Order::Warm`] (single receives): only a window of slots is published ahead of the
+//!   kernel, and each is filled with the buffer given back most recently. The kernel then
+//!   writes into buffers that are still in the CPU caches, and the receiver reads them there;
+//!   filling every slot in turn would cycle the whole pool (16 MiB for 1024 buffers of 16 KiB)
+//!   through the caches, and the copies into and out of it would miss. A receive that finds
+//!   the window empty ends with ENOBUFS (the data waits in the socket); [`BufRing::ran_dry`]
+//!   then doubles the window, up to the whole pool.
+//! - [`Order::InRing`] (receive bundles): slot `i` always holds buffer `i` (`bid == position %
+//!   count`), every buffer is published, and buffers are republished in ring order, a buffer
+//!   returned early waiting until the ones before it are back. That is what makes bundles
+//!   readable: the kernel consumes consecutive ring slots, and a bundle completion names only
+//!   the first buffer, so its buffers are `bid, bid + 1, ...` modulo `count`.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -43,14 +52,27 @@ pub(super) struct Lent {
     n: u16,
 }
 
+/// How buffers are put back in the ring (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Order {
+    /// A window of the most recently returned buffers; single receives only.
+    Warm,
+    /// Every buffer, slot `i` holding buffer `i`; needed by receive bundles.
+    InRing,
+}
+
+/// Slots [`Order::Warm`] publishes ahead of the kernel at first: 64 buffers of 16 KiB are 1 MiB.
+const FIRST_WINDOW: u16 = 64;
+
 pub(super) struct BufRing {
     // INVARIANT: `entries` points to `count` entries allocated with `entries_layout`
     // (page-aligned, as the kernel requires for a user-allocated buffer ring).
     entries: NonNull<RawEntry>,
     entries_layout: Layout,
-    // INVARIANT: `data` points to `count * size` bytes allocated (zeroed) with `data_layout`.
+    // INVARIANT: `data` points to `data_len` = `count * size` bytes of a private anonymous
+    // mapping (zero-filled, resident only once touched) made in `new`.
     data: NonNull<u8>,
-    data_layout: Layout,
+    data_len: usize,
     count: u16,
     size: u32,
     /// Our tail: entries below it are written; published to the kernel by [`BufRing::publish`].
@@ -58,6 +80,14 @@ pub(super) struct BufRing {
     tail: u16,
     /// INVARIANT: `lent[bid]` is true exactly while buffer `bid` is ours (not in the ring).
     lent: Vec<bool>,
+    order: Order,
+    /// Buffers taken from completions, as a ring position: the kernel has consumed at least the
+    /// slots before it, so `tail - consumed` bounds the slots published and not yet consumed.
+    consumed: u16,
+    /// [`Order::Warm`]: the buffers given back and not yet republished, the most recent last.
+    free: Vec<u16>,
+    /// [`Order::Warm`]: how many slots to keep published ahead of `consumed` (1..=count).
+    window: u16,
     /// `returned[bid]`: given back by a [`Lent`], waiting for the buffers before it in ring
     /// order (still `lent` until then).
     returned: Vec<bool>,
@@ -70,8 +100,9 @@ pub(super) struct BufRing {
 }
 
 impl BufRing {
-    /// Allocates `count` (a power of two, <= 32768) buffers of `size` bytes, all in the ring.
-    pub(super) fn new(count: u16, size: u32) -> io::Result<BufRing> {
+    /// Allocates `count` (a power of two, <= 32768) buffers of `size` bytes and publishes them
+    /// (with [`Order::Warm`], the first window of them).
+    pub(super) fn new(count: u16, size: u32, order: Order) -> io::Result<BufRing> {
         let invalid = |what| io::Error::new(io::ErrorKind::InvalidInput, what);
         if !count.is_power_of_two() || size == 0 {
             return Err(invalid(
@@ -85,25 +116,24 @@ impl BufRing {
         let data_len = usize::from(count)
             .checked_mul(usize::try_from(size).map_err(|_| invalid("buffer size"))?)
             .ok_or_else(|| invalid("buffer pool size overflows"))?;
-        let data_layout = Layout::from_size_align(data_len, page)
-            .map_err(|_| invalid("buffer pool too large"))?;
-
         // SAFETY: `entries_layout` has a non-zero size (count >= 1, 16 bytes per entry).
         let entries: NonNull<RawEntry> =
             NonNull::new(unsafe { alloc::alloc_zeroed(entries_layout) }.cast())
                 .ok_or(io::ErrorKind::OutOfMemory)?;
-        // SAFETY: `data_layout` has a non-zero size (count >= 1, size >= 1).
-        let Some(data) = NonNull::new(unsafe { alloc::alloc_zeroed(data_layout) }) else {
-            // SAFETY: `entries` was allocated just above with `entries_layout`; the kernel has
-            // not seen it (nothing is registered yet).
-            unsafe { alloc::dealloc(entries.as_ptr().cast(), entries_layout) };
-            return Err(io::ErrorKind::OutOfMemory.into());
+        let data = match map_pool(data_len) {
+            Ok(data) => data,
+            Err(err) => {
+                // SAFETY: `entries` was allocated just above with `entries_layout`; the kernel
+                // has not seen it (nothing is registered yet).
+                unsafe { alloc::dealloc(entries.as_ptr().cast(), entries_layout) };
+                return Err(err);
+            }
         };
         let mut ring = BufRing {
             entries,
             entries_layout,
             data,
-            data_layout,
+            data_len,
             count,
             size,
             tail: 0,
@@ -113,8 +143,16 @@ impl BufRing {
             returned_total: 0,
             registered: false,
             leaked: false,
+            order,
+            consumed: 0,
+            free: Vec::new(),
+            window: count.min(FIRST_WINDOW),
         };
-        ring.recycle(Lent { bid: 0, n: count });
+        match order {
+            Order::InRing => ring.recycle(Lent { bid: 0, n: count }),
+            // Popped from the end: buffer 0 is published first.
+            Order::Warm => ring.free = (0..count).rev().collect(),
+        }
         ring.returned_total = 0;
         ring.publish();
         Ok(ring)
@@ -157,7 +195,12 @@ impl BufRing {
     /// in ring order (which are `first + 1, ...` modulo `count`, see the module doc). `None`,
     /// and nothing taken, if any of them is not in the ring (a kernel bug, or `n` too large).
     pub(super) fn take_bundle(&mut self, first: u16, n: usize) -> Option<Lent> {
-        if n == 0 || n > usize::from(self.count) || first >= self.count {
+        // Only ring order makes a bundle's buffers consecutive.
+        let most = match self.order {
+            Order::InRing => usize::from(self.count),
+            Order::Warm => 1,
+        };
+        if n == 0 || n > most || first >= self.count {
             return None;
         }
         let mask = self.count - 1;
@@ -169,6 +212,7 @@ impl BufRing {
             self.lent[usize::from(bid)] = true;
         }
         self.taken_total += n as u64;
+        self.consumed = self.consumed.wrapping_add(n as u16);
         Some(Lent {
             bid: first,
             n: n as u16,
@@ -216,7 +260,7 @@ impl BufRing {
         }
         let offset = usize::from(bid) * self.size as usize;
         // SAFETY: `bid < count` and `len <= size`, so the range lies inside the pool
-        // allocation, which is zero-initialised and lives as long as `self`. Buffer `bid` is
+        // mapping, which is zero-filled (initialised) and lives as long as `self`. Buffer `bid` is
         // ours (`lent`): the kernel does not write it while it is out of the ring. Callers reach
         // this only through a `Lent` covering `bid`, which `recycle` consumes, and which is
         // borrowed for the slice's lifetime.
@@ -224,13 +268,20 @@ impl BufRing {
     }
 
     /// Gives a buffer back. It is republished (visible to the kernel after
-    /// [`BufRing::publish`]) once every buffer before it in ring order is back too.
+    /// [`BufRing::publish`]): with [`Order::InRing`] once every buffer before it in ring order is
+    /// back too; with [`Order::Warm`] by the next publish that has room in the window for it,
+    /// before the buffers given back earlier.
     pub(super) fn recycle(&mut self, buf: Lent) {
         let mask = self.count - 1;
+        self.returned_total += u64::from(buf.n);
+        if self.order == Order::Warm {
+            // Still lent until published; `Lent` covers one buffer in this order.
+            self.free.push(buf.bid);
+            return;
+        }
         for i in 0..buf.n {
             self.returned[usize::from(buf.bid.wrapping_add(i) & mask)] = true;
         }
-        self.returned_total += u64::from(buf.n);
         while self.returned[usize::from(self.tail & mask)] {
             let bid = self.tail & mask;
             self.write_entry(bid);
@@ -240,16 +291,32 @@ impl BufRing {
         }
     }
 
-    /// (Re)writes slot `bid`, which holds buffer `bid`. The kernel may have shortened the entry's
-    /// `len` when it used the buffer, so every field is written again.
+    /// A receive found no buffer in the ring: with [`Order::Warm`], publish twice as many
+    /// ahead from now on (up to the whole pool). Call [`BufRing::publish`] after it.
+    pub(super) fn ran_dry(&mut self) {
+        if self.order == Order::Warm {
+            self.window = self.window.saturating_mul(2).min(self.count);
+        }
+    }
+
+    /// Slots published and not yet consumed, as far as completions tell (the kernel may have
+    /// consumed more): never more than `count`, see `publish`.
+    fn ahead(&self) -> u16 {
+        self.tail.wrapping_sub(self.consumed)
+    }
+
+    /// Writes buffer `bid` into the slot at ring position `tail`, which the kernel has
+    /// consumed: with [`Order::InRing`] that slot is `bid`'s own. The kernel may have shortened
+    /// the entry's `len` when it used the slot, so every field is written again.
     fn write_entry(&mut self, bid: u16) {
-        let index = usize::from(bid);
+        let index = usize::from(self.tail & (self.count - 1));
         let addr = self.data.as_ptr() as u64 + u64::from(bid) * u64::from(self.size);
-        // SAFETY: `bid < count`, so the entry lies inside the entries allocation. Slot `bid` is
-        // at ring position `tail`, beyond the published tail (the buffer it held was consumed
-        // by the kernel and is ours), so the kernel is not reading it. We write the fields one
-        // by one through raw pointers and never touch `resv`: in entry 0 that field is the
-        // tail, which the kernel reads.
+        // SAFETY: `index < count`, so the entry lies inside the entries allocation. Ring
+        // position `tail` is beyond the published tail, and the slot's previous use (position
+        // `tail - count`) was consumed: fewer than `count` slots are ever published and not
+        // consumed (`ahead() < count` before each write, and the kernel consumes in order), so
+        // the kernel is not reading it. We write the fields one by one through raw pointers and
+        // never touch `resv`: in entry 0 that field is the tail, which the kernel reads.
         unsafe {
             let entry = self.entries.as_ptr().add(index);
             ptr::addr_of_mut!((*entry).addr).write(addr);
@@ -258,8 +325,17 @@ impl BufRing {
         }
     }
 
-    /// Makes every recycled buffer visible to the kernel.
+    /// Makes every recycled buffer visible to the kernel; with [`Order::Warm`], first fills
+    /// the window with the buffers given back most recently.
     pub(super) fn publish(&mut self) {
+        if self.order == Order::Warm {
+            while self.ahead() < self.window {
+                let Some(bid) = self.free.pop() else { break };
+                self.write_entry(bid);
+                self.lent[usize::from(bid)] = false;
+                self.tail = self.tail.wrapping_add(1);
+            }
+        }
         // SAFETY: the tail is the `resv` field of entry 0, inside the entries allocation and
         // 2-byte aligned; the kernel reads it concurrently, so we access it only atomically
         // (AtomicU16 has the layout of u16). The Release store orders the entry writes of
@@ -285,12 +361,15 @@ impl Drop for BufRing {
         if self.leaked {
             return;
         }
-        // SAFETY: both blocks were allocated in `new` with these layouts. The owning Ring
-        // unregisters the group after reaping every operation (or closes the io_uring first)
-        // and calls `leak` when it cannot, so the kernel no longer reads or writes them.
+        // SAFETY: the entries were allocated in `new` with this layout, and the pool mapped
+        // there with this length. The owning Ring unregisters the group after reaping every
+        // operation (or closes the io_uring first) and calls `leak` when it cannot, so the
+        // kernel no longer reads or writes either. Nothing borrows the pool: every slice of it
+        // borrows `self`.
         unsafe {
             alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
-            alloc::dealloc(self.data.as_ptr(), self.data_layout);
+            // An error would leave the mapping in place: a leak, not a fault.
+            let _ = rustix::mm::munmap(self.data.as_ptr().cast(), self.data_len);
         }
     }
 }
@@ -318,6 +397,23 @@ impl<'a> Iterator for Chunks<'a> {
     }
 }
 
+/// `len` (> 0) bytes of fresh private anonymous memory for the pool: zero-filled, and resident
+/// only once touched, so buffers that [`Order::Warm`] never publishes cost no memory.
+fn map_pool(len: usize) -> io::Result<NonNull<u8>> {
+    use rustix::mm::{MapFlags, ProtFlags, mmap_anonymous};
+    // SAFETY: a new mapping at an address the kernel chooses (null hint, no MAP_FIXED): it
+    // replaces nothing and aliases no other memory.
+    let ptr = unsafe {
+        mmap_anonymous(
+            ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE,
+        )
+    }?;
+    NonNull::new(ptr.cast()).ok_or_else(|| io::ErrorKind::OutOfMemory.into())
+}
+
 pub(super) fn page_size() -> usize {
     // SAFETY: sysconf only reads a system constant; it takes no pointers.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -333,7 +429,7 @@ mod tests {
 
     #[test]
     fn allocation_is_page_aligned_and_full() {
-        let ring = BufRing::new(8, 100).expect("alloc");
+        let ring = BufRing::new(8, 100, Order::InRing).expect("alloc");
         assert_eq!(ring.entries.as_ptr() as usize % page_size(), 0);
         assert_eq!(ring.data.as_ptr() as usize % page_size(), 0);
         assert_eq!(ring.available(), 8);
@@ -342,7 +438,7 @@ mod tests {
 
     #[test]
     fn take_and_recycle_track_ownership() {
-        let mut ring = BufRing::new(4, 64).expect("alloc");
+        let mut ring = BufRing::new(4, 64, Order::InRing).expect("alloc");
         let buf = ring.take(0).expect("in ring");
         assert!(ring.take(0).is_none(), "taken twice");
         assert!(ring.take(4).is_none(), "out of range");
@@ -357,7 +453,7 @@ mod tests {
 
     #[test]
     fn buffers_are_republished_in_ring_order() {
-        let mut ring = BufRing::new(4, 64).expect("alloc");
+        let mut ring = BufRing::new(4, 64, Order::InRing).expect("alloc");
         // The kernel consumed slots 0..3 (buffers 0, 1, 2).
         let a = ring.take(0).expect("0");
         let b = ring.take(1).expect("1");
@@ -375,7 +471,7 @@ mod tests {
 
     #[test]
     fn bundles_wrap_around_the_ring() {
-        let mut ring = BufRing::new(4, 64).expect("alloc");
+        let mut ring = BufRing::new(4, 64, Order::InRing).expect("alloc");
         let bufs = ring.take_bundle(3, 3).expect("3, 0, 1");
         let starts: Vec<usize> = ring
             .chunks(&bufs, 64 * 2 + 10)
@@ -392,9 +488,120 @@ mod tests {
         assert!(ring.take_bundle(4, 1).is_none(), "out of range");
     }
 
+    /// The buffer ids in the published slots, oldest first.
+    fn published(ring: &BufRing) -> Vec<u16> {
+        (ring.consumed..ring.tail)
+            .map(|pos| {
+                let index = usize::from(pos & (ring.count - 1));
+                // SAFETY: `index < count`, inside the entries allocation; no kernel reads this
+                // ring (it is not registered).
+                unsafe { (*ring.entries.as_ptr().add(index)).bid }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn warm_order_publishes_a_window_of_the_latest_buffers() {
+        let mut ring = BufRing::new(128, 64, Order::Warm).expect("alloc");
+        assert_eq!(ring.available(), 64, "the first window");
+        assert_eq!(published(&ring), (0..64).collect::<Vec<u16>>());
+        // The kernel fills 0, 1, 2; they come back 1, 0, 2.
+        let bufs: Vec<Lent> = (0..3).map(|bid| ring.take(bid).expect("in ring")).collect();
+        assert_eq!(ring.available(), 61);
+        let [a, b, c] = <[Lent; 3]>::try_from(bufs).expect("three");
+        ring.recycle(b);
+        ring.recycle(a);
+        ring.recycle(c);
+        assert_eq!(ring.totals(), (3, 3));
+        assert_eq!(ring.available(), 61, "given back, not yet published");
+        ring.publish();
+        assert_eq!(ring.available(), 64);
+        // Behind the 61 still published: the most recently given back first.
+        assert_eq!(published(&ring)[61..], [2, 0, 1]);
+        // Buffers 64.. were never published: the pool beyond the window stays cold.
+        assert!(ring.take(64).is_none());
+    }
+
+    #[test]
+    fn warm_order_takes_single_buffers_only() {
+        let mut ring = BufRing::new(8, 64, Order::Warm).expect("alloc");
+        assert!(ring.take_bundle(0, 2).is_none());
+        let buf = ring.take(0).expect("in ring");
+        assert!(ring.take(0).is_none(), "taken twice");
+        ring.recycle(buf);
+        assert!(ring.take(0).is_none(), "given back but not published");
+        ring.publish();
+        assert!(ring.take(0).is_some());
+    }
+
+    #[test]
+    fn a_dry_ring_widens_the_window_up_to_the_pool() {
+        let mut ring = BufRing::new(256, 64, Order::Warm).expect("alloc");
+        // The kernel takes the whole window; a receive then finds none.
+        let taken: Vec<Lent> = (0..64)
+            .map(|bid| ring.take(bid).expect("in ring"))
+            .collect();
+        assert_eq!(ring.available(), 0);
+        ring.ran_dry();
+        ring.publish();
+        assert_eq!(
+            ring.available(),
+            128,
+            "64 unused buffers and the window doubled"
+        );
+        for buf in taken {
+            ring.recycle(buf);
+        }
+        ring.publish();
+        assert_eq!(ring.available(), 128, "the window is full: the 64 wait");
+        for _ in 0..4 {
+            ring.ran_dry();
+        }
+        ring.publish();
+        assert_eq!(ring.available(), 256, "never more than the pool");
+        assert_eq!(ring.window, 256);
+        // Every slot published once: the tail went round exactly once.
+        assert_eq!(ring.ahead(), 256);
+    }
+
+    /// How many pages of the pool are resident (mincore).
+    fn resident_pages(ring: &BufRing) -> usize {
+        let pages = ring.data_len.div_ceil(page_size());
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the pool is one mapping of `data_len` bytes starting at a page boundary, and
+        // `vec` has one byte per page of it.
+        let rc =
+            unsafe { libc::mincore(ring.data.as_ptr().cast(), ring.data_len, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+        vec.iter().filter(|v| **v & 1 != 0).count()
+    }
+
+    #[test]
+    fn the_pool_is_resident_only_where_buffers_were_written() {
+        let mut ring = BufRing::new(1024, 16 * 1024, Order::Warm).expect("alloc");
+        assert_eq!(resident_pages(&ring), 0, "16 MiB reserved, none touched");
+        // What a receive into buffer 0 does: the kernel writes its first bytes.
+        let buf = ring.take(0).expect("published");
+        // SAFETY: buffer 0 is ours (`buf`), inside the pool; nothing else reads or writes it.
+        unsafe { ring.data.as_ptr().write(1) };
+        assert_eq!(resident_pages(&ring), 1);
+        assert_eq!(ring.bytes(&buf, 1), Some(&[1u8][..]));
+        ring.recycle(buf);
+    }
+
+    #[test]
+    fn in_ring_order_ignores_a_dry_ring() {
+        let mut ring = BufRing::new(4, 64, Order::InRing).expect("alloc");
+        ring.ran_dry();
+        ring.publish();
+        assert_eq!((ring.tail, ring.available()), (4, 4));
+    }
+
     #[test]
     fn rejects_bad_sizes() {
-        assert!(BufRing::new(3, 64).is_err());
-        assert!(BufRing::new(4, 0).is_err());
+        for order in [Order::InRing, Order::Warm] {
+            assert!(BufRing::new(3, 64, order).is_err());
+            assert!(BufRing::new(4, 0, order).is_err());
+        }
     }
 }

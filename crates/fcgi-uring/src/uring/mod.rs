@@ -53,7 +53,7 @@ use tokio::io::unix::AsyncFd;
 
 pub use crate::config::RingConfig;
 pub use crate::conn::OutBuf;
-use buffers::{BUF_GROUP, BufRing, Lent};
+use buffers::{BUF_GROUP, BufRing, Lent, Order};
 use counters::Tally;
 pub use counters::{RingCounters, RingStats};
 use ops::{INTERNAL, OpKind, OpTable, VectoredMsg};
@@ -346,7 +346,12 @@ impl Ring {
                 Some(pool)
             }
         };
-        let mut bufs = BufRing::new(config.recv_buffers, config.recv_buffer_size)
+        let order = if config.recv_bundle {
+            Order::InRing
+        } else {
+            Order::Warm
+        };
+        let mut bufs = BufRing::new(config.recv_buffers, config.recv_buffer_size, order)
             .map_err(SetupError::Other)?;
         bufs.register(&ring.submitter())
             .map_err(|err| match err.raw_os_error() {
@@ -652,6 +657,7 @@ impl Ring {
         } = self;
         let mut delivered = 0;
         let mut tally = Tally::default();
+        let mut ran_dry = false;
         let (_, returned_before) = bufs.totals();
         let buf_size = bufs.size().max(1);
         for cqe in ring.completion().take(max) {
@@ -719,6 +725,9 @@ impl Ring {
                             if res > 0 {
                                 tally.recv_completions += 1;
                                 tally.recv_buffers += lent.is_some() as u64;
+                            } else if res == -libc::ENOBUFS {
+                                bufs.ran_dry();
+                                ran_dry = true;
                             }
                             CompletionKind::Recv {
                                 result: recv_result(res, lent.as_ref(), bufs),
@@ -759,7 +768,7 @@ impl Ring {
             }
         }
         let (_, returned_after) = bufs.totals();
-        if returned_after != returned_before {
+        if returned_after != returned_before || ran_dry {
             bufs.publish();
             tally.recv_buffers_returned = returned_after - returned_before;
         }

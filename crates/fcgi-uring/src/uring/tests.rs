@@ -443,6 +443,66 @@ fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
 }
 
 #[test]
+fn a_burst_beyond_the_published_window_widens_it_and_loses_no_data() {
+    // 256 buffers of 64 bytes, 64 of them published at first; 64 KiB take 1,024 receives.
+    let mut ring = Ring::new(&RingConfig {
+        recv_buffers: 256,
+        recv_buffer_size: 64,
+        ..config()
+    })
+    .expect("ring");
+    assert_eq!(ring.bufs.available(), 64, "the first window");
+    let (mut client, server) = pair();
+    let payload: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    client.write_all(&payload).expect("write");
+    ring.recv_multishot(&dup(&server), 5);
+
+    let mut received = Vec::new();
+    let mut enobufs = 0;
+    let deadline = Instant::now() + TIMEOUT;
+    while received.len() < payload.len() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out at {} bytes",
+            received.len()
+        );
+        ring.submit_and_wait_timeout(Duration::from_millis(50))
+            .expect("enter");
+        let mut rearm = false;
+        ring.complete(|c| match c.kind {
+            CompletionKind::Recv {
+                result: Ok(data),
+                more,
+            } => {
+                received.extend_from_slice(data);
+                rearm |= !more;
+            }
+            CompletionKind::Recv {
+                result: Err(err),
+                more,
+            } => {
+                assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "{err}");
+                assert!(!more);
+                enobufs += 1;
+                rearm = true;
+            }
+            other => panic!("{other:?}"),
+        });
+        if rearm {
+            ring.recv_multishot(&dup(&server), 5);
+        }
+    }
+    assert!(enobufs > 0, "the window never ran dry");
+    assert!(received == payload, "data lost or reordered");
+    // Each time the window ran dry it doubled, up to the pool, and it stays published.
+    let window = (64usize << enobufs.min(2)).min(256);
+    assert_eq!(ring.bufs.available(), window, "after {enobufs} ENOBUFS");
+    let (taken, returned) = ring.bufs.totals();
+    assert_eq!(taken, returned, "every buffer given back");
+    assert!(taken >= 1024, "{taken}");
+}
+
+#[test]
 fn in_flight_counts_queued_and_submitted_ops_until_their_final_completion() {
     let mut ring = ring();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
