@@ -323,6 +323,11 @@ const RING_FIELDS: &[RingField] = &[
         |r| r.recv_buffers_returned,
     ),
     (
+        "ring_recv_pool_dry",
+        "Receives that found no provided buffer (re-armed; each widens the published window).",
+        |r| r.recv_pool_dry,
+    ),
+    (
         "ring_fixed_sends",
         "Sends from a registered buffer, resends included.",
         |r| r.fixed_sends,

@@ -84,6 +84,9 @@ ring_counters! {
         /// Provided buffers given back to the ring (equals `recv_buffers` once the worker has
         /// handled every completion it reaped).
         recv_buffers_returned,
+        /// Receives that found no provided buffer (ENOBUFS; re-armed, no data lost): each
+        /// widens the window of buffers published ahead of the kernel.
+        recv_pool_dry,
         /// Sends queued from a registered buffer (WRITE_FIXED), resends included.
         fixed_sends,
         /// Of those, how many sent less than asked (the rest was sent again).
@@ -123,6 +126,7 @@ mod tests {
             recv_buffers: 2,
             multi_buffer_recvs: 3,
             recv_buffers_returned: 4,
+            recv_pool_dry: 8,
             fixed_sends: 5,
             fixed_short_sends: 6,
             sqpoll_wakeups: 7,
@@ -135,7 +139,8 @@ mod tests {
         assert_eq!(
             s.to_string(),
             "recv_completions=3 recv_buffers=6 multi_buffer_recvs=9 recv_buffers_returned=12 \
-             fixed_sends=15 fixed_short_sends=18 sqpoll_wakeups=21 idle_spin_hits=1"
+             recv_pool_dry=24 fixed_sends=15 fixed_short_sends=18 sqpoll_wakeups=21 \
+             idle_spin_hits=1"
         );
         assert_eq!(a.snapshot().idle_spin_hits, 0);
     }

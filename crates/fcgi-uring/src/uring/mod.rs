@@ -728,6 +728,7 @@ impl Ring {
                             } else if res == -libc::ENOBUFS {
                                 bufs.ran_dry();
                                 ran_dry = true;
+                                tally.recv_pool_dry += 1;
                             }
                             CompletionKind::Recv {
                                 result: recv_result(res, lent.as_ref(), bufs),

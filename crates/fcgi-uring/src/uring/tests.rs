@@ -500,6 +500,7 @@ fn a_burst_beyond_the_published_window_widens_it_and_loses_no_data() {
     let (taken, returned) = ring.bufs.totals();
     assert_eq!(taken, returned, "every buffer given back");
     assert!(taken >= 1024, "{taken}");
+    assert_eq!(ring.counters.snapshot().recv_pool_dry, enobufs);
 }
 
 #[test]
