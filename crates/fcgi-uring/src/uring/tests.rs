@@ -386,23 +386,20 @@ fn cancel_before_submit_still_ends_the_op() {
     assert_eq!(ring.in_flight(), 0);
 }
 
-#[test]
-fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
-    let mut ring = Ring::new(&RingConfig {
-        recv_buffers: 2,
-        recv_buffer_size: 64,
-        ..config()
-    })
-    .expect("ring");
-    let (mut client, server) = pair();
-    let payload: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
-    client.write_all(&payload).expect("write");
-    ring.recv_multishot(&dup(&server), 5);
-
+/// Receives `len` bytes from `server` with a multishot receive (token 5), re-armed whenever it
+/// ends (ENOBUFS: the pool ran dry); every buffer holds at most `buf_size` bytes. Returns the
+/// bytes and how many times a receive found no buffer.
+fn receive_rearming(
+    ring: &mut Ring,
+    server: &TcpStream,
+    len: usize,
+    buf_size: usize,
+) -> (Vec<u8>, u64) {
+    ring.recv_multishot(&dup(server), 5);
     let mut received = Vec::new();
     let mut enobufs = 0;
     let deadline = Instant::now() + TIMEOUT;
-    while received.len() < payload.len() {
+    while received.len() < len {
         assert!(
             Instant::now() < deadline,
             "timed out at {} bytes",
@@ -416,7 +413,7 @@ fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
                 result: Ok(data),
                 more,
             } => {
-                assert!(data.len() <= 64);
+                assert!(data.len() <= buf_size);
                 received.extend_from_slice(data);
                 rearm |= !more;
             }
@@ -433,9 +430,24 @@ fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
         });
         if rearm {
             // The pool was refilled when `complete` returned: re-arm to go on.
-            ring.recv_multishot(&dup(&server), 5);
+            ring.recv_multishot(&dup(server), 5);
         }
     }
+    (received, enobufs)
+}
+
+#[test]
+fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
+    let mut ring = Ring::new(&RingConfig {
+        recv_buffers: 2,
+        recv_buffer_size: 64,
+        ..config()
+    })
+    .expect("ring");
+    let (mut client, server) = pair();
+    let payload: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+    client.write_all(&payload).expect("write");
+    let (received, enobufs) = receive_rearming(&mut ring, &server, payload.len(), 64);
     eprintln!("8 KiB through 2 x 64 B buffers: {enobufs} ENOBUFS re-arms");
     assert!(enobufs > 0, "the pool never ran dry");
     assert!(received == payload, "data lost or reordered");
@@ -444,54 +456,19 @@ fn enobufs_with_a_tiny_pool_loses_no_data_after_rearming() {
 
 #[test]
 fn a_burst_beyond_the_published_window_widens_it_and_loses_no_data() {
-    // 256 buffers of 64 bytes, 64 of them published at first; 64 KiB take 1,024 receives.
+    // 256 buffers of 16 bytes, 64 of them published at first; 16 KiB (which the sockets hold
+    // before anything is received) take 1,024 receives.
     let mut ring = Ring::new(&RingConfig {
         recv_buffers: 256,
-        recv_buffer_size: 64,
+        recv_buffer_size: 16,
         ..config()
     })
     .expect("ring");
     assert_eq!(ring.bufs.available(), 64, "the first window");
     let (mut client, server) = pair();
-    let payload: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    let payload: Vec<u8> = (0..16384u32).map(|i| (i % 251) as u8).collect();
     client.write_all(&payload).expect("write");
-    ring.recv_multishot(&dup(&server), 5);
-
-    let mut received = Vec::new();
-    let mut enobufs = 0;
-    let deadline = Instant::now() + TIMEOUT;
-    while received.len() < payload.len() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out at {} bytes",
-            received.len()
-        );
-        ring.submit_and_wait_timeout(Duration::from_millis(50))
-            .expect("enter");
-        let mut rearm = false;
-        ring.complete(|c| match c.kind {
-            CompletionKind::Recv {
-                result: Ok(data),
-                more,
-            } => {
-                received.extend_from_slice(data);
-                rearm |= !more;
-            }
-            CompletionKind::Recv {
-                result: Err(err),
-                more,
-            } => {
-                assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "{err}");
-                assert!(!more);
-                enobufs += 1;
-                rearm = true;
-            }
-            other => panic!("{other:?}"),
-        });
-        if rearm {
-            ring.recv_multishot(&dup(&server), 5);
-        }
-    }
+    let (received, enobufs) = receive_rearming(&mut ring, &server, payload.len(), 16);
     assert!(enobufs > 0, "the window never ran dry");
     assert!(received == payload, "data lost or reordered");
     // Each time the window ran dry it doubled, up to the pool, and it stays published.
