@@ -155,10 +155,23 @@ fn sqpoll() {
     assert!(f.sqpoll && !f.defer_taskrun && !f.coop_taskrun, "{f}");
     assert!(f.to_string().contains("sqpoll"), "{f}");
     exercise(server.local_addr());
-    let s = stats(&server);
-    buffers_all_back(&s);
-    // /sleep?ms=20 leaves the SQ thread idle for longer than 1 ms: it slept and was woken.
-    assert!(s.sqpoll_wakeups > 0, "{s}");
+    buffers_all_back(&stats(&server));
+    // /sleep?ms=20 leaves the SQ thread idle for longer than its 1 ms: it falls asleep, and the
+    // answer's submit has to wake it. On a loaded machine the SQ thread may get no CPU to fall
+    // asleep in one such pause (this assertion failed once so in CI), so pauses are repeated
+    // until one shows.
+    wait_for(
+        "a submit that woke the sleeping SQ thread",
+        HANG_GUARD,
+        || {
+            if server.ring_stats().sqpoll_wakeups > 0 {
+                return true;
+            }
+            let r = get(server.local_addr(), "/sleep?ms=20");
+            assert_eq!((r.status, r.body.as_slice()), (200, &b"slept 20"[..]));
+            false
+        },
+    );
 }
 
 #[test]
