@@ -157,9 +157,9 @@ fn sqpoll() {
     exercise(server.local_addr());
     buffers_all_back(&stats(&server));
     // /sleep?ms=20 leaves the SQ thread idle for longer than its 1 ms: it falls asleep, and the
-    // answer's submit has to wake it. On a loaded machine the SQ thread may get no CPU to fall
-    // asleep in one such pause (this assertion failed once so in CI), so pauses are repeated
-    // until one shows.
+    // answer's submit has to wake it. (The worker's idle tick, whose completions would keep the
+    // SQ thread awake, is off under SQPOLL.) On a loaded machine the SQ thread may get no CPU
+    // to fall asleep in one such pause, so pauses are repeated until one shows.
     wait_for(
         "a submit that woke the sleeping SQ thread",
         HANG_GUARD,

@@ -128,9 +128,17 @@ where
     let _ = spec
         .ready
         .send(Ok(ring.as_ref().map(|r| r.features().clone())));
+    // Under SQPOLL the tick's completions are task work for the SQ thread every `idle_wait`,
+    // which keeps it from ever falling asleep (it then polls its core away): such a worker
+    // waits in tokio's reactor, as with `idle_wait` 0.
+    let sqpoll = ring.as_ref().is_some_and(|r| r.features().sqpoll);
     let loop_ = LoopSpec {
         idle_spin: spec.idle_spin,
-        idle_wait: spec.idle_wait,
+        idle_wait: if sqpoll {
+            Duration::ZERO
+        } else {
+            spec.idle_wait
+        },
         listener: spec.listener,
         is_tcp: spec.is_tcp,
         stop: spec.stop,
