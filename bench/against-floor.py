@@ -22,11 +22,12 @@ first (cargo build --release), so that it never measures a stale build.
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+from benchlib import wait_listening, wait_port_free
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET = os.path.join(HERE, "..", "target", "release")
@@ -51,46 +52,12 @@ def cases(base):
     return out
 
 
-def wait_listening(proc, deadline=10.0):
-    host, port = ADDR.rsplit(":", 1)
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection((host, int(port)), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("server did not listen in time")
-
-
-def wait_port_free(deadline=10.0):
-    """An io_uring server's listening socket outlives its process for a moment (the kernel
-    tears the ring down asynchronously): wait until the port can be bound again."""
-    host, port = ADDR.rsplit(":", 1)
-    end = time.monotonic() + deadline
-    while True:
-        s = socket.socket()
-        # As servers bind: connections in TIME_WAIT do not count, a listener does.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, int(port)))
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise SystemExit(f"{ADDR} still in use")
-            time.sleep(0.05)
-        finally:
-            s.close()
-
-
 def run_case(cmd, args):
-    wait_port_free()
+    wait_port_free(ADDR)
     log = open("/tmp/against-floor-server.log", "w+")
     server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=log, stderr=log)
     try:
-        wait_listening(server)
+        wait_listening(ADDR, [server])
         # Some builds bind before their workers run: give them a moment to take connections.
         time.sleep(0.5)
         out = subprocess.run(

@@ -24,12 +24,12 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from benchlib import wait_listening, wait_port_free
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -73,38 +73,6 @@ http {{
 """
 
 
-def wait_listening(addr, procs, deadline=10.0):
-    host, port = addr.rsplit(":", 1)
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        for p in procs:
-            if p.poll() is not None:
-                raise SystemExit(f"{p.args[0]} exited with {p.returncode}")
-        try:
-            socket.create_connection((host, int(port)), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {addr} after {deadline} s")
-
-
-def wait_free(addr, deadline=10.0):
-    """Waits until nothing accepts on `addr`: an io_uring server's listening socket outlives
-    its process for a moment (the ring is torn down after the exit), and the next backend
-    would fail to bind it."""
-    host, port = addr.rsplit(":", 1)
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            socket.create_connection((host, int(port)), timeout=0.5).close()
-        except ConnectionRefusedError:
-            return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"{addr} still accepts {deadline} s after its server was stopped")
-
-
 def stop(proc):
     proc.terminate()
     try:
@@ -143,8 +111,8 @@ def run_case(work, name, case, clients, duration):
         stop(nginx)
         stop(server)
         logs.close()
-        wait_free(BACKEND)
-        wait_free(FRONT)
+        wait_port_free(BACKEND)
+        wait_port_free(FRONT)
 
 
 def main():
