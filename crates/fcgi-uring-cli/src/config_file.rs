@@ -71,6 +71,7 @@ pub struct RingSection {
     pub cq_entries: Option<i64>,
     pub recv_buffers: Option<i64>,
     pub recv_buffer_size: Option<i64>,
+    pub recv_window_bytes: Option<i64>,
     pub defer_taskrun: Option<bool>,
     pub coop_taskrun: Option<bool>,
     pub completions_per_turn: Option<i64>,

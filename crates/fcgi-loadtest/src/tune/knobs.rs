@@ -104,6 +104,13 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         section: "ring",
+        key: "recv_window_bytes",
+        values: &ints([0, 262144, 524288, 1048576]),
+        quick: &NONE,
+        description: "bytes the published receive buffers hold at the receives' mean fill (0: no bound)",
+    },
+    Knob {
+        section: "ring",
         key: "defer_taskrun",
         values: &BOOLS,
         quick: &BOOLS,

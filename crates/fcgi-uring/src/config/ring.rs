@@ -12,6 +12,9 @@ pub struct RingConfig {
     pub recv_buffers: u16,
     /// Bytes per provided receive buffer.
     pub recv_buffer_size: u32,
+    /// The bytes the window of published receive buffers may hold at the receives' mean fill
+    /// (at least 16 buffers; 0: no bound). Ignored with `recv_bundle`.
+    pub recv_window_bytes: u32,
     /// Use DEFER_TASKRUN (with SINGLE_ISSUER) when the kernel has it: completions are only
     /// posted when the worker enters the kernel with GETEVENTS, never by interrupting it.
     /// Off by default: on Linux 6.18.44 an idle worker waiting in epoll on the ring's eventfd
@@ -53,6 +56,7 @@ impl Default for RingConfig {
             cq_entries: 4096,
             recv_buffers: 256,
             recv_buffer_size: 16 * 1024,
+            recv_window_bytes: 512 * 1024,
             defer_taskrun: false,
             coop_taskrun: true,
             sqpoll: false,

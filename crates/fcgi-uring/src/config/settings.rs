@@ -316,6 +316,15 @@ settings! {
         accepts: ints(1, 16 << 20),
         doc: "Bytes per provided receive buffer.",
     },
+    recv_window_bytes {
+        key: "ring.recv_window_bytes",
+        flag: "recv-window-bytes",
+        field: ring.recv_window_bytes,
+        ty: u32,
+        default: 512 * 1024,
+        accepts: ints(0, 1 << 30),
+        doc: "Bytes the window of published receive buffers may hold at the receives' mean fill (at least 16 buffers): full receives (uploads) then use only as many buffers as stay in the CPU caches, so the copies into and out of them hit, while small ones (GETs) may use the whole pool. Smaller: less CPU per uploaded byte, coarser turns between connections uploading at once (a higher p99 when saturated); 0: no bound (the window widens to the whole pool). Ignored with ring.recv_bundle.",
+    },
     defer_taskrun {
         key: "ring.defer_taskrun",
         flag: "defer-taskrun",

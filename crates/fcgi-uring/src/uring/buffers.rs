@@ -64,6 +64,21 @@ pub(super) enum Order {
 /// Slots [`Order::Warm`] publishes ahead of the kernel at first: 64 buffers of 16 KiB are 1 MiB.
 const FIRST_WINDOW: u16 = 64;
 
+/// However full receives are, a bound on the window's bytes leaves it at least this many slots
+/// (or the pool, if smaller).
+const MIN_WINDOW: u16 = 16;
+
+/// However full receives are, a bound on the window's bytes leaves this many slots per
+/// connection receiving (see [`BufRing::receiver`]): a multishot receive takes every buffer it
+/// can fill in one go, so with one per connection the first ones to run leave none for the rest
+/// (64 connections sending 16 KiB bodies then wait a turn once per request: p99 4 ms instead
+/// of 1).
+const PER_RECEIVER: u16 = 2;
+
+/// Buffers taken between two looks at how much receives fill them (a look counts the
+/// connections receiving, so it spans more than one buffer for each of many connections).
+const FILL_EPOCH: u32 = 256;
+
 pub(super) struct BufRing {
     // INVARIANT: `entries` points to `count` entries allocated with `entries_layout`
     // (page-aligned, as the kernel requires for a user-allocated buffer ring).
@@ -86,8 +101,23 @@ pub(super) struct BufRing {
     consumed: u16,
     /// [`Order::Warm`]: the buffers given back and not yet republished, the most recent last.
     free: Vec<u16>,
-    /// [`Order::Warm`]: how many slots to keep published ahead of `consumed` (1..=count).
+    /// [`Order::Warm`]: how many slots to keep published ahead of `consumed` (1..=`widest`).
     window: u16,
+    /// [`Order::Warm`]: the bytes the window may hold at the receives' mean fill (`u64::MAX`:
+    /// no bound), see [`BufRing::bound_window`].
+    window_bytes: u64,
+    /// [`Order::Warm`]: the widest window at the receives' mean fill (see `window_bytes`).
+    widest: u16,
+    /// [`Order::Warm`]: bytes received into, and buffers taken by, single receives since the
+    /// last look at the fill ([`FILL_EPOCH`]).
+    fill_bytes: u64,
+    fill_taken: u32,
+    /// [`Order::Warm`]: connections whose receives took a buffer or found none since the last
+    /// look at the fill, the looks so far (from 1), and the connection (token) last counted in
+    /// each slot with the look it was counted in (see [`BufRing::receiver`]).
+    fill_receivers: u16,
+    fill_epoch: u32,
+    receivers: Vec<(u64, u32)>,
     /// `returned[bid]`: given back by a [`Lent`], waiting for the buffers before it in ring
     /// order (still `lent` until then).
     returned: Vec<bool>,
@@ -147,6 +177,13 @@ impl BufRing {
             consumed: 0,
             free: Vec::new(),
             window: count.min(FIRST_WINDOW),
+            window_bytes: u64::MAX,
+            widest: count,
+            fill_bytes: 0,
+            fill_taken: 0,
+            fill_receivers: 0,
+            fill_epoch: 1,
+            receivers: Vec::new(),
         };
         match order {
             Order::InRing => ring.recycle(Lent { bid: 0, n: count }),
@@ -292,11 +329,70 @@ impl BufRing {
     }
 
     /// A receive found no buffer in the ring: with [`Order::Warm`], publish twice as many
-    /// ahead from now on (up to the whole pool). Call [`BufRing::publish`] after it.
+    /// ahead from now on, up to the widest window the receives' fill allows (see
+    /// [`BufRing::filled`]). Call [`BufRing::publish`] after it.
     pub(super) fn ran_dry(&mut self) {
         if self.order == Order::Warm {
-            self.window = self.window.saturating_mul(2).min(self.count);
+            self.window = self.window.saturating_mul(2).min(self.widest);
         }
+    }
+
+    /// With [`Order::Warm`], bounds the bytes the window cycles through: the published slots
+    /// are consumed in turn, so every buffer of the window is written by a receive (and read by
+    /// the core) once per round, and a window of full buffers larger than the CPU caches makes
+    /// both copies miss. Every [`FILL_EPOCH`] buffers taken, the widest window becomes what
+    /// holds `bytes` at the receives' mean fill (at least [`MIN_WINDOW`] and one per receiving
+    /// connection, see [`BufRing::receiver`]; at most the pool),
+    /// and a wider one shrinks to it: small receives (a GET's params) may use many buffers,
+    /// full ones (an upload) only as many as stay in the caches, the rest of the data waiting
+    /// in the socket. 0: no bound (the default).
+    pub(super) fn bound_window(&mut self, bytes: u64) {
+        self.window_bytes = if bytes == 0 { u64::MAX } else { bytes };
+        if self.order == Order::Warm && self.window_bytes != u64::MAX {
+            self.receivers = vec![(0, 0); usize::from(self.count)];
+        }
+    }
+
+    /// A receive of connection `token` took a buffer or found none: the window is not bounded
+    /// below [`PER_RECEIVER`] buffers for each connection seen receiving in a look at the fill,
+    /// so that connections receiving at once find buffers (one that finds none waits a loop
+    /// turn). Connections
+    /// are told apart by a table of `count` slots indexed by the token's low bits (a
+    /// connection's index); two sharing a slot may both count more than once, which only
+    /// widens the bound.
+    pub(super) fn receiver(&mut self, token: u64) {
+        if self.order != Order::Warm || self.window_bytes == u64::MAX {
+            return;
+        }
+        let slot = &mut self.receivers[token as usize & usize::from(self.count - 1)];
+        if *slot != (token, self.fill_epoch) {
+            *slot = (token, self.fill_epoch);
+            self.fill_receivers = self.fill_receivers.saturating_add(1);
+        }
+    }
+
+    /// A single receive wrote `len` bytes into the buffer it took (see
+    /// [`BufRing::bound_window`]).
+    pub(super) fn filled(&mut self, len: usize) {
+        if self.order != Order::Warm || self.window_bytes == u64::MAX {
+            return;
+        }
+        self.fill_bytes += len as u64;
+        self.fill_taken += 1;
+        if self.fill_taken < FILL_EPOCH {
+            return;
+        }
+        let mean = (self.fill_bytes / u64::from(self.fill_taken)).max(1);
+        let fits = u16::try_from(self.window_bytes / mean).unwrap_or(u16::MAX);
+        self.widest = fits
+            .max(MIN_WINDOW)
+            .max(self.fill_receivers.saturating_mul(PER_RECEIVER))
+            .min(self.count);
+        self.window = self.window.min(self.widest);
+        self.fill_bytes = 0;
+        self.fill_taken = 0;
+        self.fill_receivers = 0;
+        self.fill_epoch = self.fill_epoch.wrapping_add(1).max(1);
     }
 
     /// Slots published and not yet consumed, as far as completions tell (the kernel may have
@@ -562,6 +658,85 @@ mod tests {
         assert_eq!(ring.window, 256);
         // Every slot published once: the tail went round exactly once.
         assert_eq!(ring.ahead(), 256);
+    }
+
+    /// The kernel fills buffer after buffer of the window with `len` bytes for connection
+    /// `token`, and each is given back and republished at once.
+    fn receive_full(ring: &mut BufRing, buffers: usize, len: usize, token: u64) {
+        for _ in 0..buffers {
+            let bid = published(ring)[0];
+            let buf = ring.take(bid).expect("published");
+            ring.receiver(token);
+            ring.filled(len);
+            ring.recycle(buf);
+            ring.publish();
+        }
+    }
+
+    #[test]
+    fn full_receives_shrink_a_bounded_window_to_its_bytes() {
+        let mut ring = BufRing::new(256, 16 * 1024, Order::Warm).expect("alloc");
+        ring.bound_window(512 * 1024);
+        assert_eq!(ring.window, 64, "the first window");
+        // One connection uploading: full 16 KiB receives.
+        receive_full(&mut ring, FILL_EPOCH as usize - 1, 16 * 1024, 7);
+        assert_eq!(ring.window, 64, "not before a whole look at the fill");
+        receive_full(&mut ring, 1, 16 * 1024, 7);
+        assert_eq!((ring.widest, ring.window), (32, 32), "512 KiB / 16 KiB");
+        assert_eq!(
+            ring.ahead(),
+            63,
+            "published slots are consumed before the window shrinks"
+        );
+        for _ in 0..4 {
+            ring.ran_dry();
+        }
+        assert_eq!(ring.window, 32, "a dry ring widens it only up to the bound");
+        // Half-full receives: twice as many buffers hold the bytes.
+        receive_full(&mut ring, FILL_EPOCH as usize, 8 * 1024, 7);
+        assert_eq!(ring.widest, 64);
+        ring.ran_dry();
+        assert_eq!(ring.window, 64);
+        // Tiny receives (GETs): the whole pool, as without a bound.
+        receive_full(&mut ring, FILL_EPOCH as usize, 100, 7);
+        assert_eq!(ring.widest, 256);
+        // Receives that fill buffers larger than the bound still get MIN_WINDOW.
+        let mut big = BufRing::new(64, 1 << 20, Order::Warm).expect("alloc");
+        big.bound_window(512 * 1024);
+        receive_full(&mut big, FILL_EPOCH as usize, 1 << 20, 7);
+        assert_eq!(big.widest, MIN_WINDOW);
+    }
+
+    #[test]
+    fn a_bounded_window_keeps_two_buffers_per_receiving_connection() {
+        let mut ring = BufRing::new(256, 16 * 1024, Order::Warm).expect("alloc");
+        ring.bound_window(256 * 1024);
+        // 50 connections receiving full buffers in turn; the same ones again count once.
+        for i in 0..u64::from(FILL_EPOCH) {
+            let index = i % 50;
+            receive_full(&mut ring, 1, 16 * 1024, (1 << 32) | index);
+        }
+        assert_eq!(
+            ring.widest, 100,
+            "2 x 50 connections, above 256 KiB / 16 KiB = 16"
+        );
+        // The next look sees one connection only: the bytes bound again.
+        receive_full(&mut ring, FILL_EPOCH as usize, 16 * 1024, 3);
+        assert_eq!(ring.widest, 16);
+    }
+
+    #[test]
+    fn an_unbounded_window_ignores_the_fill() {
+        let mut ring = BufRing::new(256, 16 * 1024, Order::Warm).expect("alloc");
+        ring.bound_window(0);
+        receive_full(&mut ring, 2 * FILL_EPOCH as usize, 16 * 1024, 7);
+        assert_eq!((ring.widest, ring.window), (256, 64));
+        let mut bundles = BufRing::new(256, 16 * 1024, Order::InRing).expect("alloc");
+        bundles.bound_window(16 * 1024);
+        for _ in 0..FILL_EPOCH {
+            bundles.filled(16 * 1024);
+        }
+        assert_eq!(bundles.widest, 256, "ring order publishes every buffer");
     }
 
     /// How many pages of the pool are resident (mincore).

@@ -353,6 +353,7 @@ impl Ring {
         };
         let mut bufs = BufRing::new(config.recv_buffers, config.recv_buffer_size, order)
             .map_err(SetupError::Other)?;
+        bufs.bound_window(u64::from(config.recv_window_bytes));
         bufs.register(&ring.submitter())
             .map_err(|err| match err.raw_os_error() {
                 Some(libc::EINVAL) | Some(libc::ENOSYS) => SetupError::Unsupported {
@@ -722,9 +723,15 @@ impl Ring {
                             more,
                         },
                         Shape::Recv => {
+                            if res > 0 || res == -libc::ENOBUFS {
+                                bufs.receiver(token);
+                            }
                             if res > 0 {
                                 tally.recv_completions += 1;
                                 tally.recv_buffers += lent.is_some() as u64;
+                                if lent.is_some() {
+                                    bufs.filled(res as usize);
+                                }
                             } else if res == -libc::ENOBUFS {
                                 bufs.ran_dry();
                                 ran_dry = true;
