@@ -481,6 +481,36 @@ fn a_burst_beyond_the_published_window_widens_it_and_loses_no_data() {
 }
 
 #[test]
+fn full_receives_shrink_a_window_bounded_by_bytes_and_lose_no_data() {
+    // 256 buffers of 16 bytes, the window bounded to 256 bytes: once 256 full receives were
+    // looked at, the window is 16 buffers (256 / 16, and the least a bound leaves); the rest of
+    // 32 KiB (2,048 receives) waits in the socket whenever those are taken.
+    let mut ring = Ring::new(&RingConfig {
+        recv_buffers: 256,
+        recv_buffer_size: 16,
+        recv_window_bytes: 256,
+        ..config()
+    })
+    .expect("ring");
+    assert_eq!(ring.bufs.available(), 64, "the first window");
+    let (mut client, server) = pair();
+    let payload: Vec<u8> = (0..32768u32).map(|i| (i % 241) as u8).collect();
+    let writer = std::thread::spawn(move || client.write_all(&payload).map(|()| payload));
+    let (received, enobufs) = receive_rearming(&mut ring, &server, 32768, 16);
+    let payload = writer.join().expect("writer").expect("write");
+    assert!(received == payload, "data lost or reordered");
+    assert!(enobufs > 0, "the bounded window never ran dry");
+    assert_eq!(ring.counters.snapshot().recv_pool_dry, enobufs);
+    assert_eq!(
+        ring.bufs.available(),
+        16,
+        "dry receives widen it only up to the bound"
+    );
+    let (taken, returned) = ring.bufs.totals();
+    assert_eq!(taken, returned, "every buffer given back");
+}
+
+#[test]
 fn in_flight_counts_queued_and_submitted_ops_until_their_final_completion() {
     let mut ring = ring();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
