@@ -106,6 +106,12 @@ impl OutBuf {
         emit(self.bytes.get(from..).unwrap_or_default());
     }
 
+    /// Appends every byte to `out`, in order (what a send of the whole buffer sends).
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.len());
+        self.each_piece(0, |piece| out.extend_from_slice(piece));
+    }
+
     /// The encoded bytes, to append records to.
     pub fn bytes_mut(&mut self) -> &mut Vec<u8> {
         &mut self.bytes
@@ -242,6 +248,17 @@ mod tests {
             first.get_or_insert(p.as_ptr());
         });
         assert_eq!(first, Some(big.as_ptr()));
+    }
+
+    #[test]
+    fn append_to_copies_every_piece_in_order_after_what_is_there() {
+        let big = Bytes::from(vec![b'b'; SHARE_MIN]);
+        let mut buf = OutBuf::from(b"head".to_vec());
+        buf.push_chunk(big.clone());
+        buf.bytes_mut().extend_from_slice(b"tail");
+        let mut out = b"before".to_vec();
+        buf.append_to(&mut out);
+        assert_eq!(out, [&b"before"[..], b"head", &big, b"tail"].concat());
     }
 
     #[test]

@@ -343,7 +343,7 @@ mod tests {
 
     fn flat(out: &OutBuf) -> Vec<u8> {
         let mut all = Vec::new();
-        out.each_piece(0, |p| all.extend_from_slice(p));
+        out.append_to(&mut all);
         all
     }
 

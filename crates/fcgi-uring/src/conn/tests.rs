@@ -39,8 +39,7 @@ impl FakeIo {
 impl Io for FakeIo {
     fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
         let mut bytes = Vec::new();
-        out.take()
-            .each_piece(0, |piece| bytes.extend_from_slice(piece));
+        out.take().append_to(&mut bytes);
         self.actions.push((key, Action::Send(bytes)));
     }
 

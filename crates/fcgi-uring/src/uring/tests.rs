@@ -324,7 +324,7 @@ fn vectored_send_of_shared_chunks_with_short_sends_resent_from_their_offset() {
     out.bytes_mut().extend_from_slice(b"tail");
     assert_eq!(out.shared_chunks(), 2, "both chunks shared, not copied");
     let mut expected = Vec::new();
-    out.each_piece(0, |p| expected.extend_from_slice(p));
+    out.append_to(&mut expected);
     assert_eq!(expected.len(), out.len());
     let sends = send_in_short_sends(&mut ring, SendBuf::from(out), &expected);
     assert!(sends > 1, "one send took it all: short sends not exercised");
@@ -992,7 +992,7 @@ fn output_with_shared_chunks_is_copied_whole_into_a_registered_buffer() {
     out.push_chunk(bytes::Bytes::from(vec![b'b'; 200 * 1024]));
     assert_eq!(out.shared_chunks(), 2);
     let mut expected = Vec::new();
-    out.each_piece(0, |p| expected.extend_from_slice(p));
+    out.append_to(&mut expected);
     let fixed = ring.fixed_copy_out(&out).expect("fits a 1 MiB buffer");
     assert_eq!(fixed.len(), expected.len());
     let sends = send_in_short_sends(&mut ring, SendBuf::Fixed(fixed), &expected);

@@ -90,12 +90,7 @@ struct CopyIo {
 
 impl Io for CopyIo {
     fn send(&mut self, _key: ConnKey, queue: &mut OutQueue) {
-        match queue.queued().contiguous() {
-            Some(bytes) => self.out.extend_from_slice(bytes),
-            None => queue
-                .queued()
-                .each_piece(0, |piece| self.out.extend_from_slice(piece)),
-        }
+        queue.queued().append_to(&mut self.out);
         queue.copied();
         self.sends += 1;
     }
