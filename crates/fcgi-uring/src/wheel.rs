@@ -6,7 +6,16 @@
 //! name: a key may be stale when it fires, and the caller decides.
 
 use std::cell::Cell;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Milliseconds since this process first asked: a monotonic stamp that fits an atomic and
+/// means the same on every thread (for liveness stamps one thread writes and another reads).
+pub(crate) fn process_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Milliseconds since the worker started.
 pub(crate) type Millis = u64;

@@ -7,11 +7,11 @@
 //! thread: a handler that blocks it (a synchronous call, a long computation) instead of
 //! awaiting.
 
+use crate::wheel::process_ms;
 use std::sync::Mutex;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where the server is in its life, as a load balancer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,20 +77,11 @@ pub(crate) struct Liveness {
     watched: AtomicBool,
     asked: AtomicU64,
     answered: AtomicU64,
-    /// When the last question was asked, in milliseconds since [`epoch`].
+    /// When the last question was asked, in [`process_ms`].
     asked_at: AtomicU64,
     /// How to wake the worker while it sleeps; the lock also orders a question against a
     /// worker going to sleep, so that no question is missed.
     sleeping: Mutex<Option<Waker>>,
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Liveness {
@@ -133,7 +124,7 @@ impl Liveness {
             return;
         }
         // When first, then the question: a reader that sees the question sees its time.
-        self.asked_at.store(now_ms(), Ordering::Release);
+        self.asked_at.store(process_ms(), Ordering::Release);
         self.asked.fetch_add(1, Ordering::Release);
         let waker = slot.clone();
         drop(slot);
@@ -149,7 +140,7 @@ impl Liveness {
             return None;
         }
         let at = self.asked_at.load(Ordering::Acquire);
-        Some(Duration::from_millis(now_ms().saturating_sub(at)))
+        Some(Duration::from_millis(process_ms().saturating_sub(at)))
     }
 }
 

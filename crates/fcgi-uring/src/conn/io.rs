@@ -107,6 +107,7 @@ impl OutBuf {
     }
 
     /// Appends every byte to `out`, in order (what a send of the whole buffer sends).
+    #[cfg(any(test, feature = "bench-internals"))]
     pub fn append_to(&self, out: &mut Vec<u8>) {
         out.reserve(self.len());
         self.each_piece(0, |piece| out.extend_from_slice(piece));

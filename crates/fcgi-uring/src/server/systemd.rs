@@ -10,12 +10,13 @@
 //! period. A worker stuck in a handler that never yields, or a loop that stopped turning,
 //! stops the pings, and systemd restarts the service after `WatchdogSec=`.
 
+use crate::wheel::process_ms;
 use sd_notify::NotifyState;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Sends `states`; a failure is logged (the service manager may be gone), never fatal.
 pub(crate) fn notify(states: &[NotifyState<'_>]) {
@@ -28,22 +29,13 @@ pub(crate) fn notify(states: &[NotifyState<'_>]) {
 #[derive(Debug, Default)]
 pub(crate) struct Heartbeat(AtomicU64);
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
-}
-
 impl Heartbeat {
     pub fn beat(&self) {
-        self.0.store(now_ms(), Ordering::Relaxed);
+        self.0.store(process_ms(), Ordering::Relaxed);
     }
 
     fn age(&self) -> Duration {
-        Duration::from_millis(now_ms().saturating_sub(self.0.load(Ordering::Relaxed)))
+        Duration::from_millis(process_ms().saturating_sub(self.0.load(Ordering::Relaxed)))
     }
 
     /// Stamps every `period` on the worker's runtime, until the worker ends.
@@ -115,6 +107,7 @@ impl Drop for Watchdog {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
 
     /// Stamps `h` every 10 ms until `stop`.
     fn beating(h: Arc<Heartbeat>, stop: Arc<std::sync::atomic::AtomicBool>) {
