@@ -13,7 +13,8 @@
 //!   filling every slot in turn would cycle the whole pool (16 MiB for 1024 buffers of 16 KiB)
 //!   through the caches, and the copies into and out of it would miss. A receive that finds
 //!   the window empty ends with ENOBUFS (the data waits in the socket); [`BufRing::ran_dry`]
-//!   then doubles the window, up to the whole pool.
+//!   then doubles the window, up to the whole pool, or to what a bound on its bytes allows
+//!   ([`BufRing::bound_window`]: full receives, as in uploads, get fewer buffers).
 //! - [`Order::InRing`] (receive bundles): slot `i` always holds buffer `i` (`bid == position %
 //!   count`), every buffer is published, and buffers are republished in ring order, a buffer
 //!   returned early waiting until the ones before it are back. That is what makes bundles
@@ -341,11 +342,11 @@ impl BufRing {
     /// are consumed in turn, so every buffer of the window is written by a receive (and read by
     /// the core) once per round, and a window of full buffers larger than the CPU caches makes
     /// both copies miss. Every [`FILL_EPOCH`] buffers taken, the widest window becomes what
-    /// holds `bytes` at the receives' mean fill (at least [`MIN_WINDOW`] and one per receiving
-    /// connection, see [`BufRing::receiver`]; at most the pool),
-    /// and a wider one shrinks to it: small receives (a GET's params) may use many buffers,
-    /// full ones (an upload) only as many as stay in the caches, the rest of the data waiting
-    /// in the socket. 0: no bound (the default).
+    /// holds `bytes` at the receives' mean fill (at least [`MIN_WINDOW`], and [`PER_RECEIVER`]
+    /// for each connection receiving, see [`BufRing::receiver`]; at most the pool), and a wider
+    /// one shrinks to it: small receives (a GET's params) may use many buffers, full ones (an
+    /// upload) only as many as stay in the caches, the rest of the data waiting in the socket.
+    /// 0: no bound (as a new ring has).
     pub(super) fn bound_window(&mut self, bytes: u64) {
         self.window_bytes = if bytes == 0 { u64::MAX } else { bytes };
         if self.order == Order::Warm && self.window_bytes != u64::MAX {
@@ -356,10 +357,9 @@ impl BufRing {
     /// A receive of connection `token` took a buffer or found none: the window is not bounded
     /// below [`PER_RECEIVER`] buffers for each connection seen receiving in a look at the fill,
     /// so that connections receiving at once find buffers (one that finds none waits a loop
-    /// turn). Connections
-    /// are told apart by a table of `count` slots indexed by the token's low bits (a
-    /// connection's index); two sharing a slot may both count more than once, which only
-    /// widens the bound.
+    /// turn). Connections are told apart by a table of `count` slots indexed by the token's low
+    /// bits (a connection's index); two sharing a slot may both count more than once, which
+    /// only widens the bound.
     pub(super) fn receiver(&mut self, token: u64) {
         if self.order != Order::Warm || self.window_bytes == u64::MAX {
             return;
