@@ -1135,16 +1135,18 @@ fn sqpoll_ring_receives_sends_and_wakes_its_sleeping_thread() {
     ring.submit().expect("submit");
     let mut events = Vec::new();
     let mut expected = Vec::new();
-    // Each round waits until the SQ thread went to sleep (the kernel's IORING_SQ_NEED_WAKEUP
-    // flag), so the next submit must wake it.
+    // Each round waits, before its send, until the SQ thread went to sleep (the kernel's
+    // IORING_SQ_NEED_WAKEUP flag), so submitting the send must wake it. (Not before the
+    // client writes: the received bytes' completion work runs on the SQ thread, which wakes
+    // it, and it could still be awake when the send is submitted.)
     for message in [&b"ping"[..], b"pong"] {
-        wait_for("the SQ thread asleep", || {
-            ring.ring.submission().need_wakeup()
-        });
         client.write_all(message).expect("write");
         expected.extend_from_slice(message);
         run_until(&mut ring, &mut events, |events| {
             recv_bytes(events) == expected
+        });
+        wait_for("the SQ thread asleep", || {
+            ring.ring.submission().need_wakeup()
         });
         ring.send(&dup(&server), message.to_vec(), 0, 8);
         run_until(&mut ring, &mut events, |events| {
