@@ -324,7 +324,7 @@ const RING_FIELDS: &[RingField] = &[
     ),
     (
         "ring_recv_pool_dry",
-        "Receives that found no provided buffer (re-armed; each widens the published window).",
+        "Receives that found no provided buffer (re-armed; each widens the published window up to its bound).",
         |r| r.recv_pool_dry,
     ),
     (

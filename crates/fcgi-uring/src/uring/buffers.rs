@@ -70,10 +70,10 @@ const FIRST_WINDOW: u16 = 64;
 const MIN_WINDOW: u16 = 16;
 
 /// However full receives are, a bound on the window's bytes leaves this many slots per
-/// connection receiving (see [`BufRing::receiver`]): a multishot receive takes every buffer it
-/// can fill in one go, so with one per connection the first ones to run leave none for the rest
-/// (64 connections sending 16 KiB bodies then wait a turn once per request: p99 4 ms instead
-/// of 1).
+/// connection receiving (see [`BufRing::count_receiver`]): a multishot receive takes every
+/// buffer it can fill in one go, so with one per connection the first ones to run leave none
+/// for the rest (64 connections sending 16 KiB bodies then wait a turn once per request: p99
+/// 4 ms instead of 1).
 const PER_RECEIVER: u16 = 2;
 
 /// Buffers taken between two looks at how much receives fill them (a look counts the
@@ -115,7 +115,7 @@ pub(super) struct BufRing {
     fill_taken: u32,
     /// [`Order::Warm`]: connections whose receives took a buffer or found none since the last
     /// look at the fill, the looks so far (from 1), and the connection (token) last counted in
-    /// each slot with the look it was counted in (see [`BufRing::receiver`]).
+    /// each slot with the look it was counted in (see [`BufRing::count_receiver`]).
     fill_receivers: u16,
     fill_epoch: u32,
     receivers: Vec<(u64, u32)>,
@@ -329,13 +329,14 @@ impl BufRing {
         }
     }
 
-    /// A receive found no buffer in the ring: with [`Order::Warm`], publish twice as many
-    /// ahead from now on, up to the widest window the receives' fill allows (see
-    /// [`BufRing::filled`]). Call [`BufRing::publish`] after it.
-    pub(super) fn ran_dry(&mut self) {
+    /// A receive of connection `token` found no buffer in the ring: with [`Order::Warm`],
+    /// publish twice as many ahead from now on, up to the widest window the receives' fill
+    /// allows (see [`BufRing::filled`]). Call [`BufRing::publish`] after it.
+    pub(super) fn ran_dry(&mut self, token: u64) {
         if self.order == Order::Warm {
             self.window = self.window.saturating_mul(2).min(self.widest);
         }
+        self.count_receiver(token);
     }
 
     /// With [`Order::Warm`], bounds the bytes the window cycles through: the published slots
@@ -343,40 +344,46 @@ impl BufRing {
     /// the core) once per round, and a window of full buffers larger than the CPU caches makes
     /// both copies miss. Every [`FILL_EPOCH`] buffers taken, the widest window becomes what
     /// holds `bytes` at the receives' mean fill (at least [`MIN_WINDOW`], and [`PER_RECEIVER`]
-    /// for each connection receiving, see [`BufRing::receiver`]; at most the pool), and a wider
-    /// one shrinks to it: small receives (a GET's params) may use many buffers, full ones (an
-    /// upload) only as many as stay in the caches, the rest of the data waiting in the socket.
-    /// 0: no bound (as a new ring has).
+    /// for each connection receiving, see [`BufRing::count_receiver`]; at most the pool), and
+    /// a wider one shrinks to it: small receives (a GET's params) may use many buffers, full
+    /// ones (an upload) only as many as stay in the caches, the rest of the data waiting in
+    /// the socket. 0: no bound (as a new ring has).
     pub(super) fn bound_window(&mut self, bytes: u64) {
         self.window_bytes = if bytes == 0 { u64::MAX } else { bytes };
-        if self.order == Order::Warm && self.window_bytes != u64::MAX {
+        if self.bounded() {
             self.receivers = vec![(0, 0); usize::from(self.count)];
         }
     }
 
-    /// A receive of connection `token` took a buffer or found none: the window is not bounded
-    /// below [`PER_RECEIVER`] buffers for each connection seen receiving in a look at the fill,
-    /// so that connections receiving at once find buffers (one that finds none waits a loop
+    /// Whether the window's bytes are bounded (then receives are looked at).
+    fn bounded(&self) -> bool {
+        self.order == Order::Warm && self.window_bytes != u64::MAX
+    }
+
+    /// Connection `token` received, or tried to: the window is not bounded below
+    /// [`PER_RECEIVER`] buffers for each connection seen receiving in a look at the fill, so
+    /// that connections receiving at once find buffers (one that finds none waits a loop
     /// turn). Connections are told apart by a table of `count` slots indexed by the token's low
     /// bits (a connection's index); two sharing a slot may both count more than once, which
-    /// only widens the bound.
-    pub(super) fn receiver(&mut self, token: u64) {
-        if self.order != Order::Warm || self.window_bytes == u64::MAX {
+    /// only widens the bound. Nothing to count without a bound (the table is empty then).
+    fn count_receiver(&mut self, token: u64) {
+        let index = token as usize & usize::from(self.count - 1);
+        let Some(slot) = self.receivers.get_mut(index) else {
             return;
-        }
-        let slot = &mut self.receivers[token as usize & usize::from(self.count - 1)];
+        };
         if *slot != (token, self.fill_epoch) {
             *slot = (token, self.fill_epoch);
             self.fill_receivers = self.fill_receivers.saturating_add(1);
         }
     }
 
-    /// A single receive wrote `len` bytes into the buffer it took (see
+    /// A single receive of connection `token` wrote `len` bytes into the buffer it took (see
     /// [`BufRing::bound_window`]).
-    pub(super) fn filled(&mut self, len: usize) {
-        if self.order != Order::Warm || self.window_bytes == u64::MAX {
+    pub(super) fn filled(&mut self, token: u64, len: usize) {
+        if !self.bounded() {
             return;
         }
+        self.count_receiver(token);
         self.fill_bytes += len as u64;
         self.fill_taken += 1;
         if self.fill_taken < FILL_EPOCH {
@@ -638,7 +645,7 @@ mod tests {
             .map(|bid| ring.take(bid).expect("in ring"))
             .collect();
         assert_eq!(ring.available(), 0);
-        ring.ran_dry();
+        ring.ran_dry(7);
         ring.publish();
         assert_eq!(
             ring.available(),
@@ -651,7 +658,7 @@ mod tests {
         ring.publish();
         assert_eq!(ring.available(), 128, "the window is full: the 64 wait");
         for _ in 0..4 {
-            ring.ran_dry();
+            ring.ran_dry(7);
         }
         ring.publish();
         assert_eq!(ring.available(), 256, "never more than the pool");
@@ -666,8 +673,7 @@ mod tests {
         for _ in 0..buffers {
             let bid = published(ring)[0];
             let buf = ring.take(bid).expect("published");
-            ring.receiver(token);
-            ring.filled(len);
+            ring.filled(token, len);
             ring.recycle(buf);
             ring.publish();
         }
@@ -689,13 +695,13 @@ mod tests {
             "published slots are consumed before the window shrinks"
         );
         for _ in 0..4 {
-            ring.ran_dry();
+            ring.ran_dry(7);
         }
         assert_eq!(ring.window, 32, "a dry ring widens it only up to the bound");
         // Half-full receives: twice as many buffers hold the bytes.
         receive_full(&mut ring, FILL_EPOCH as usize, 8 * 1024, 7);
         assert_eq!(ring.widest, 64);
-        ring.ran_dry();
+        ring.ran_dry(7);
         assert_eq!(ring.window, 64);
         // Tiny receives (GETs): the whole pool, as without a bound.
         receive_full(&mut ring, FILL_EPOCH as usize, 100, 7);
@@ -734,7 +740,7 @@ mod tests {
         let mut bundles = BufRing::new(256, 16 * 1024, Order::InRing).expect("alloc");
         bundles.bound_window(16 * 1024);
         for _ in 0..FILL_EPOCH {
-            bundles.filled(16 * 1024);
+            bundles.filled(7, 16 * 1024);
         }
         assert_eq!(bundles.widest, 256, "ring order publishes every buffer");
     }
@@ -767,7 +773,7 @@ mod tests {
     #[test]
     fn in_ring_order_ignores_a_dry_ring() {
         let mut ring = BufRing::new(4, 64, Order::InRing).expect("alloc");
-        ring.ran_dry();
+        ring.ran_dry(7);
         ring.publish();
         assert_eq!((ring.tail, ring.available()), (4, 4));
     }

@@ -85,7 +85,7 @@ ring_counters! {
         /// handled every completion it reaped).
         recv_buffers_returned,
         /// Receives that found no provided buffer (ENOBUFS; re-armed, no data lost): each
-        /// widens the window of buffers published ahead of the kernel.
+        /// widens the window of buffers published ahead of the kernel, up to its bound.
         recv_pool_dry,
         /// Sends queued from a registered buffer (WRITE_FIXED), resends included.
         fixed_sends,

@@ -723,17 +723,14 @@ impl Ring {
                             more,
                         },
                         Shape::Recv => {
-                            if res > 0 || res == -libc::ENOBUFS {
-                                bufs.receiver(token);
-                            }
                             if res > 0 {
                                 tally.recv_completions += 1;
                                 tally.recv_buffers += lent.is_some() as u64;
                                 if lent.is_some() {
-                                    bufs.filled(res as usize);
+                                    bufs.filled(token, res as usize);
                                 }
                             } else if res == -libc::ENOBUFS {
-                                bufs.ran_dry();
+                                bufs.ran_dry(token);
                                 ran_dry = true;
                                 tally.recv_pool_dry += 1;
                             }
