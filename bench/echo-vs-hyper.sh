@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # POST /echo with a 64 KiB body at 16 connections: fcgi-uring over FastCGI (loaded by
 # fcgi-loadtest) against hyper serving the same demo app over HTTP/1.1 (`fcgi-uring serve
-# --protocol http1`, loaded by wrk with the same body).
+# --protocol http1`, loaded by wrk with the same body), and the echo floor (`fcgi-floor --epoll
+# --echo`: no application, the body copied only by the kernel, in and out) under the same
+# fcgi-loadtest command: the least CPU any server spends echoing the body here, and the rate the
+# FastCGI client reaches when the server costs that (the client's CPU is shown: at 90 % or more
+# of its core the rate measures the client).
 #
 # Usage: bench/echo-vs-hyper.sh [PATH/TO/fcgi-uring]
 #   One worker pinned with `taskset -c 0`, the client (one thread) with `taskset -c 1`. Each case
@@ -56,14 +60,38 @@ serve() {
     exit 1
 }
 
+# serve_floor PORT: starts the echo floor pinned like the server, waits until it accepts.
+serve_floor() {
+    taskset -c 0 "$root/target/release/fcgi-floor" --epoll --echo "127.0.0.1:$1" \
+        >"$out/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "fcgi-floor did not start: $(tail -3 "$out/server.log")" >&2
+    exit 1
+}
+
+# load_fastcgi PORT JSON: the FastCGI load, every answer checked against the body sent.
+load_fastcgi() {
+    taskset -c 1 "$loadtest" run --addr "127.0.0.1:$1" --conns "$CONNS" --cpus 1 --threads 1 \
+        --duration "$DURATION" --warmup 1 --body-bytes "$BODY" \
+        --expect-body "$(head -c "$BODY" /dev/zero | tr '\0' x)" \
+        --server-pid "$server_pid" --json /echo >"$2"
+}
+
 ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 
 for round in $(seq "$ROUNDS"); do
-    port=$((19200 + round * 2))
+    port=$((19200 + round * 3))
     serve "$port" fastcgi
-    taskset -c 1 "$loadtest" run --addr "127.0.0.1:$port" --conns "$CONNS" --cpus 1 --threads 1 \
-        --duration "$DURATION" --warmup 1 --body-bytes "$BODY" --expect-body "$(head -c "$BODY" /dev/zero | tr '\0' x)" \
-        --server-pid "$server_pid" --json /echo >"$out/fastcgi.$round.json"
+    load_fastcgi "$port" "$out/fastcgi.$round.json"
+    stop_server
+
+    port=$((port + 1))
+    serve_floor "$port"
+    load_fastcgi "$port" "$out/floor.$round.json"
     stop_server
 
     port=$((port + 1))
@@ -80,12 +108,13 @@ done
 python3 - "$out" "$ROUNDS" "$DURATION" "$BODY" "$CONNS" <<'PY'
 import json, re, statistics, sys
 out, rounds, duration, body, conns = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
-fc, hy = [], []
+fc, fl, hy = [], [], []
 for r in range(1, rounds + 1):
-    j = json.load(open(f"{out}/fastcgi.{r}.json"))
-    if j["errors"]:
-        raise SystemExit(f"fastcgi round {r}: {j['errors']} errors")
-    fc.append((j["rps"], j["server_cpu_us_per_req"]))
+    for name, rows in (("fastcgi", fc), ("floor", fl)):
+        j = json.load(open(f"{out}/{name}.{r}.json"))
+        if j["errors"]:
+            raise SystemExit(f"{name} round {r}: {j['errors']} errors")
+        rows.append((j["rps"], j["server_cpu_us_per_req"], j["client_cpu_pct"]))
     text = open(f"{out}/hyper.{r}.wrk").read()
     if re.search(r"Non-2xx|Socket errors", text):
         raise SystemExit(f"wrk round {r} saw errors:\n{text}")
@@ -94,9 +123,11 @@ for r in range(1, rounds + 1):
     hy.append((rps, ticks / hz * 1e6 / (rps * duration)))
 med = lambda xs, i: statistics.median(x[i] for x in xs)
 print(f"POST /echo, {body}-byte body, {conns} connections; medians of {rounds} rounds of {duration:.0f} s")
-print("| server | client | requests/s | server CPU / request |")
-print("|---|---|---|---|")
-print(f"| fcgi-uring, FastCGI | fcgi-loadtest | {med(fc, 0):,.0f} | {med(fc, 1):.1f} us |")
-print(f"| hyper (fcgi-uring --protocol http1) | wrk | {med(hy, 0):,.0f} | {med(hy, 1):.1f} us |")
+print("| server | client | requests/s | server CPU / request | client CPU |")
+print("|---|---|---|---|---|")
+print(f"| fcgi-uring, FastCGI | fcgi-loadtest | {med(fc, 0):,.0f} | {med(fc, 1):.1f} us | {med(fc, 2):.0f} % |")
+print(f"| echo floor (fcgi-floor --epoll --echo) | fcgi-loadtest | {med(fl, 0):,.0f} | {med(fl, 1):.1f} us | {med(fl, 2):.0f} % |")
+print(f"| hyper (fcgi-uring --protocol http1) | wrk | {med(hy, 0):,.0f} | {med(hy, 1):.1f} us | - |")
 print(f"FastCGI / hyper: rate {med(fc, 0) / med(hy, 0):.2f}x, CPU per request {med(fc, 1) / med(hy, 1):.2f}x")
+print(f"floor / hyper: rate {med(fl, 0) / med(hy, 0):.2f}x, CPU per request {med(fl, 1) / med(hy, 1):.2f}x")
 PY

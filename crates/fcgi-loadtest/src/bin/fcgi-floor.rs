@@ -20,7 +20,15 @@
 //! per request, the least a readiness-based server can do: the bound for fcgi-uring's wake
 //! path at low load, which the io_uring floor shares and so cannot measure.
 //!
-//! Usage: `fcgi-floor [--epoll] [HOST:PORT [SECONDS]]` (default 127.0.0.1:9000). It prints
+//! With `--epoll --echo` every request is answered with its own body (the CGI head
+//! `Content-Type: application/octet-stream` when its BEGIN_REQUEST arrives, then each piece
+//! of STDIN content as a STDOUT record as it arrives, then the empty STDOUT and END_REQUEST
+//! after its empty STDIN): one `recv` per readable connection and one `writev` whose pieces
+//! point into the receive buffer, so the body is copied only by the kernel, in and out. That
+//! bounds what any server can spend echoing a body on this machine (a `POST /echo` of hyper's
+//! or fcgi-uring's costs that and its own work).
+//!
+//! Usage: `fcgi-floor [--epoll [--echo]] [HOST:PORT [SECONDS]]` (default 127.0.0.1:9000). It prints
 //! `listening on ADDR` (port 0 picks a free one) and runs until killed, or for SECONDS, then
 //! prints `requests=N` (answers sent) and exits 0, which lets a profiler such as callgrind
 //! write its output. Pin it with `taskset -c 0`.
@@ -28,6 +36,7 @@
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -45,6 +54,11 @@ use socket2::{Domain, Socket, Type};
 const LISTENER: Token = u64::MAX;
 /// Listen backlog, as `fcgi-uring serve` uses by default.
 const BACKLOG: i32 = 4096;
+
+/// The CGI head of an echo (`--echo`), sent when a request begins.
+const ECHO_HEAD: &[u8] = b"Content-Type: application/octet-stream\r\n\r\n";
+/// Pieces one `writev` takes at most (Linux's IOV_MAX); an answer with more is copied.
+const MAX_IOVECS: usize = 1024;
 
 /// `fcgi-uring serve`'s `GET /hello` answer: the CGI head and body of its STDOUT record.
 const HELLO_STDOUT: &[u8] =
@@ -66,6 +80,16 @@ fn run() -> io::Result<()> {
     if epoll {
         args.remove(0);
     }
+    let echo = args.first().is_some_and(|a| a == "--echo");
+    if echo {
+        if !epoll {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--echo needs --epoll (usage: fcgi-floor [--epoll [--echo]] [HOST:PORT [SECONDS]])",
+            ));
+        }
+        args.remove(0);
+    }
     let mut args = args.into_iter();
     let addr: SocketAddr = match args.next() {
         Some(a) => a.parse().map_err(|e| invalid("address", &a, &e))?,
@@ -83,7 +107,7 @@ fn run() -> io::Result<()> {
     if epoll {
         println!("listening on {}", listener.local_addr()?);
         io::stdout().flush()?;
-        let answered = EpollFloor::new(listener)?.serve(run_for)?;
+        let answered = EpollFloor::new(listener, echo)?.serve(run_for)?;
         println!("requests={answered}");
         return Ok(());
     }
@@ -139,45 +163,68 @@ fn patch_id(response: &mut [u8], id: u16) {
 }
 
 /// What [`RecordScan`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
+    /// A BEGIN_REQUEST record for this id (its content is not read).
+    Begin(u16),
+    /// Content of a non-empty STDIN record of this id: these bytes of the slice fed.
+    Stdin(u16, Range<usize>),
     /// An empty STDIN record: the request with this id has all its input.
     StdinEnd(u16),
     /// A GET_VALUES record (its content is not read).
     GetValues,
 }
 
-/// Finds the end of each request's STDIN in a record stream cut anywhere: reads record headers
-/// (which may straddle reads) and skips content and padding.
+/// Finds the records that need an answer in a record stream cut anywhere: reads record headers
+/// (which may straddle reads), reports STDIN content where it is, skips the rest.
 #[derive(Debug, Default)]
 struct RecordScan {
     header: [u8; HEADER_LEN],
     have: usize,
-    skip: usize,
+    /// Content of the current record not yet fed, then its padding.
+    content: usize,
+    padding: usize,
+    /// The current record is STDIN for this id (its content is reported).
+    stdin: Option<u16>,
 }
 
 impl RecordScan {
     /// Feeds the next bytes; calls `on_event` for each record that needs an answer.
-    fn feed(&mut self, mut data: &[u8], mut on_event: impl FnMut(Event)) {
-        while !data.is_empty() {
-            if self.skip > 0 {
-                let n = self.skip.min(data.len());
-                self.skip -= n;
-                data = &data[n..];
+    fn feed(&mut self, data: &[u8], mut on_event: impl FnMut(Event)) {
+        let mut at = 0;
+        while at < data.len() {
+            let left = data.len() - at;
+            if self.content > 0 {
+                let n = self.content.min(left);
+                if let Some(id) = self.stdin {
+                    on_event(Event::Stdin(id, at..at + n));
+                }
+                self.content -= n;
+                at += n;
                 continue;
             }
-            let n = (HEADER_LEN - self.have).min(data.len());
-            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            if self.padding > 0 {
+                let n = self.padding.min(left);
+                self.padding -= n;
+                at += n;
+                continue;
+            }
+            let n = (HEADER_LEN - self.have).min(left);
+            self.header[self.have..self.have + n].copy_from_slice(&data[at..at + n]);
             self.have += n;
-            data = &data[n..];
+            at += n;
             if self.have == HEADER_LEN {
                 self.have = 0;
                 let header = Header::parse(&self.header);
-                self.skip = header.body_len();
+                self.content = usize::from(header.content_length);
+                self.padding = usize::from(header.padding_length);
+                self.stdin = None;
                 match header.known_type() {
                     Some(RecordType::Stdin) if header.content_length == 0 => {
                         on_event(Event::StdinEnd(header.request_id));
                     }
+                    Some(RecordType::Stdin) => self.stdin = Some(header.request_id),
+                    Some(RecordType::BeginRequest) => on_event(Event::Begin(header.request_id)),
                     Some(RecordType::GetValues) => on_event(Event::GetValues),
                     _ => {}
                 }
@@ -285,6 +332,7 @@ impl Floor {
                         *answered += 1;
                     }
                     Event::GetValues => out.extend_from_slice(get_values_result),
+                    Event::Begin(_) | Event::Stdin(..) => {}
                 });
                 if !more {
                     turn.rearm_recv.push(token);
@@ -376,6 +424,87 @@ struct EpollConn {
     writing: bool,
 }
 
+/// A piece of an echo's answer: record bytes in [`Echo::heads`] or received bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Head(Range<usize>),
+    Data(Range<usize>),
+}
+
+/// The answer to one receive in `--echo` mode: record headers (and the CGI head, the ends,
+/// GET_VALUES_RESULT) written here, the echoed bytes left where they were received.
+#[derive(Debug, Default)]
+struct Echo {
+    heads: Vec<u8>,
+    pieces: Vec<Piece>,
+    /// Requests whose STDIN ended in this receive.
+    ended: u64,
+}
+
+impl Echo {
+    fn clear(&mut self) {
+        self.heads.clear();
+        self.pieces.clear();
+        self.ended = 0;
+    }
+
+    /// Adds the answer to `event` (STDIN content answered as STDOUT of the same bytes).
+    fn answer(&mut self, event: Event, get_values_result: &[u8]) {
+        let at = self.heads.len();
+        match event {
+            Event::Begin(id) => encode_record(&mut self.heads, RecordType::Stdout, id, ECHO_HEAD),
+            Event::Stdin(id, range) => {
+                // Within one record: at most 65,535 bytes.
+                let len = u16::try_from(range.len()).unwrap_or(u16::MAX);
+                let header = Header::new(RecordType::Stdout, id, len);
+                self.heads.extend_from_slice(&header.encode());
+                self.push_head(at);
+                self.pieces.push(Piece::Data(range));
+                return;
+            }
+            Event::StdinEnd(id) => {
+                encode_stream_end(&mut self.heads, RecordType::Stdout, id);
+                encode_end_request(&mut self.heads, id, 0, ProtocolStatus::RequestComplete);
+                self.ended += 1;
+            }
+            Event::GetValues => self.heads.extend_from_slice(get_values_result),
+        }
+        self.push_head(at);
+    }
+
+    /// `heads[at..]` is the next piece (joined to the previous one when that is a head too).
+    fn push_head(&mut self, at: usize) {
+        let end = self.heads.len();
+        match self.pieces.last_mut() {
+            Some(Piece::Head(last)) if last.end == at => last.end = end,
+            _ => self.pieces.push(Piece::Head(at..end)),
+        }
+    }
+
+    /// The answer's bytes from offset `from` on, copied to `out`.
+    fn copy_from(&self, data: &[u8], from: usize, out: &mut Vec<u8>) {
+        let mut skip = from;
+        for piece in &self.pieces {
+            let bytes = match piece {
+                Piece::Head(r) => &self.heads[r.clone()],
+                Piece::Data(r) => &data[r.clone()],
+            };
+            let n = skip.min(bytes.len());
+            skip -= n;
+            out.extend_from_slice(&bytes[n..]);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Head(r) | Piece::Data(r) => r.len(),
+            })
+            .sum()
+    }
+}
+
 /// The floor without a ring (`--epoll`).
 struct EpollFloor {
     listener: OwnedFd,
@@ -386,11 +515,13 @@ struct EpollFloor {
     conns: Vec<Option<EpollConn>>,
     free: Vec<usize>,
     buf: Vec<u8>,
+    /// `--echo`: the answer being built, `None` in the `GET /hello` mode.
+    echo: Option<Echo>,
     answered: u64,
 }
 
 impl EpollFloor {
-    fn new(listener: TcpListener) -> io::Result<EpollFloor> {
+    fn new(listener: TcpListener, echo: bool) -> io::Result<EpollFloor> {
         use rustix::event::epoll;
         listener.set_nonblocking(true)?;
         let listener = OwnedFd::from(listener);
@@ -409,6 +540,7 @@ impl EpollFloor {
             conns: Vec::new(),
             free: Vec::new(),
             buf: vec![0; 64 * 1024],
+            echo: echo.then(Echo::default),
             answered: 0,
         })
     }
@@ -501,6 +633,12 @@ impl EpollFloor {
         if flags.intersects(F::IN | F::HUP | F::ERR) {
             match rustix::net::recv(&conn.fd, &mut self.buf[..], RecvFlags::empty()) {
                 Ok((0, _)) => closed = true,
+                Ok((n, _)) if self.echo.is_some() => {
+                    if let Some(echo) = &mut self.echo {
+                        closed = echo_now(conn, echo, &self.buf[..n], &self.get_values_result);
+                        self.answered += echo.ended;
+                    }
+                }
                 Ok((n, _)) => {
                     let response = &mut self.response;
                     let get_values_result = &self.get_values_result;
@@ -513,6 +651,7 @@ impl EpollFloor {
                             *answered += 1;
                         }
                         Event::GetValues => out.extend_from_slice(get_values_result),
+                        Event::Begin(_) | Event::Stdin(..) => {}
                     });
                 }
                 Err(Errno::AGAIN | Errno::INTR) => {}
@@ -548,6 +687,43 @@ impl EpollFloor {
     }
 }
 
+/// Answers one receive of `--echo` mode: one `sendmsg` whose pieces point into `data` (or,
+/// behind an earlier short send, or with more pieces than one call takes, a copy queued in
+/// `conn.out`); what a short send leaves is copied there. Returns whether the peer is gone.
+fn echo_now(conn: &mut EpollConn, echo: &mut Echo, data: &[u8], get_values_result: &[u8]) -> bool {
+    use rustix::io::Errno;
+    use rustix::net::{SendAncillaryBuffer, SendFlags};
+    echo.clear();
+    conn.scan
+        .feed(data, |event| echo.answer(event, get_values_result));
+    if !conn.out.is_empty() || echo.pieces.len() > MAX_IOVECS {
+        echo.copy_from(data, 0, &mut conn.out);
+        return false;
+    }
+    let slices: Vec<io::IoSlice<'_>> = echo
+        .pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Head(r) => io::IoSlice::new(&echo.heads[r.clone()]),
+            Piece::Data(r) => io::IoSlice::new(&data[r.clone()]),
+        })
+        .collect();
+    let sent = match rustix::net::sendmsg(
+        &conn.fd,
+        &slices,
+        &mut SendAncillaryBuffer::default(),
+        SendFlags::NOSIGNAL,
+    ) {
+        Ok(n) => n,
+        Err(Errno::AGAIN | Errno::INTR) => 0,
+        Err(_) => return true,
+    };
+    if sent < echo.len() {
+        echo.copy_from(data, sent, &mut conn.out);
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,21 +753,114 @@ mod tests {
         s
     }
 
-    #[test]
-    fn finds_each_request_end_however_the_stream_is_cut() {
+    /// The stream of the scan tests: GET_VALUES, then requests 1, 65535 and 7.
+    fn stream() -> Vec<u8> {
         let mut stream = record(RecordType::GetValues, 0, b"\x0f\x00FCGI_MPXS_CONNS", 7);
         stream.extend(request(1));
         stream.extend(request(65535));
         stream.extend(request(7));
+        stream
+    }
+
+    #[test]
+    fn finds_each_request_end_and_its_stdin_however_the_stream_is_cut() {
+        let stream = stream();
         for chunk in 1..=stream.len() {
             let mut scan = RecordScan::default();
-            let mut ends = Vec::new();
+            let mut events = Vec::new();
+            let mut stdin: HashMap<u16, Vec<u8>> = HashMap::new();
             for piece in stream.chunks(chunk) {
-                scan.feed(piece, |event| ends.push(event));
+                scan.feed(piece, |event| match event {
+                    Event::Stdin(id, range) => stdin
+                        .entry(id)
+                        .or_default()
+                        .extend_from_slice(&piece[range]),
+                    other => events.push(other),
+                });
             }
             let mut expected = vec![Event::GetValues];
-            expected.extend([1, 65535, 7].map(Event::StdinEnd));
-            assert_eq!(ends, expected, "chunk size {chunk}");
+            for id in [1, 65535, 7] {
+                expected.extend([Event::Begin(id), Event::StdinEnd(id)]);
+            }
+            assert_eq!(events, expected, "chunk size {chunk}");
+            for id in [1, 65535, 7] {
+                assert_eq!(stdin[&id], b"body bytes", "chunk size {chunk}, id {id}");
+            }
+        }
+    }
+
+    /// Splits `bytes` into records: (type, id, content).
+    fn records(bytes: &[u8]) -> Vec<(u8, u16, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let mut header = [0; HEADER_LEN];
+            header.copy_from_slice(&bytes[at..at + HEADER_LEN]);
+            let header = Header::parse(&header);
+            let content = at + HEADER_LEN..at + HEADER_LEN + usize::from(header.content_length);
+            out.push((
+                header.record_type,
+                header.request_id,
+                bytes[content].to_vec(),
+            ));
+            at += HEADER_LEN + header.body_len();
+        }
+        out
+    }
+
+    #[test]
+    fn echo_answers_each_request_with_its_body_however_the_stream_is_cut() {
+        let stream = stream();
+        let values = get_values_result();
+        for chunk in 1..=stream.len() {
+            let mut scan = RecordScan::default();
+            let mut echo = Echo::default();
+            let mut answer = Vec::new();
+            let mut ended = 0;
+            for piece in stream.chunks(chunk) {
+                echo.clear();
+                scan.feed(piece, |event| echo.answer(event, &values));
+                let before = answer.len();
+                echo.copy_from(piece, 0, &mut answer);
+                assert_eq!(answer.len() - before, echo.len());
+                ended += echo.ended;
+            }
+            assert_eq!(ended, 3, "chunk size {chunk}");
+            assert!(answer.starts_with(&values), "chunk size {chunk}");
+            let mut stdout: HashMap<u16, Vec<u8>> = HashMap::new();
+            let mut done = Vec::new();
+            for (kind, id, content) in records(&answer[values.len()..]) {
+                match RecordType::from_u8(kind) {
+                    Some(RecordType::Stdout) if content.is_empty() => done.push(id),
+                    Some(RecordType::Stdout) => {
+                        assert!(!done.contains(&id), "STDOUT after its end, id {id}");
+                        stdout.entry(id).or_default().extend_from_slice(&content);
+                    }
+                    Some(RecordType::EndRequest) => {
+                        assert_eq!(done.last(), Some(&id), "END_REQUEST after STDOUT's end");
+                    }
+                    other => panic!("unexpected record {other:?}"),
+                }
+            }
+            assert_eq!(done, [1, 65535, 7], "chunk size {chunk}");
+            for id in [1, 65535, 7] {
+                assert_eq!(stdout[&id], [ECHO_HEAD, b"body bytes"].concat(), "id {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_cut_anywhere_is_copied_from_the_cut_on() {
+        let stream = stream();
+        let mut scan = RecordScan::default();
+        let mut echo = Echo::default();
+        scan.feed(&stream, |event| echo.answer(event, &get_values_result()));
+        let mut whole = Vec::new();
+        echo.copy_from(&stream, 0, &mut whole);
+        for from in 0..=whole.len() {
+            let mut rest = Vec::new();
+            echo.copy_from(&stream, from, &mut rest);
+            assert_eq!(rest, whole[from..], "from {from}");
         }
     }
 
