@@ -47,6 +47,15 @@ impl Request {
             Request::Http1(bytes) => out.extend_from_slice(bytes),
         }
     }
+
+    /// The request for `slot` where it is written from as it is, not copied into the write
+    /// buffer first (a large request: see [`fcgi::PREPARE_MIN`]).
+    fn prepared(&self, slot: u16) -> Option<&[u8]> {
+        match self {
+            Request::Fcgi(t) => t.prepared(slot),
+            Request::Http1(bytes) => (bytes.len() >= fcgi::PREPARE_MIN).then_some(&bytes[..]),
+        }
+    }
 }
 
 /// What all connections of a run share.
@@ -139,6 +148,10 @@ struct Conn {
     sent_on_conn: u32,
     wbuf: Vec<u8>,
     wpos: usize,
+    /// The slot whose prepared request ([`Request::prepared`]) is being written, before
+    /// `wbuf`, and how far.
+    direct: Option<u16>,
+    dpos: usize,
     /// INVARIANT: `rlen <= rbuf.len()`.
     rbuf: Vec<u8>,
     rlen: usize,
@@ -162,6 +175,8 @@ impl Conn {
             sent_on_conn: 0,
             wbuf: Vec::new(),
             wpos: 0,
+            direct: None,
+            dpos: 0,
             rbuf: vec![0; READ_BUF],
             rlen: 0,
             parser: Parser::new(plan),
@@ -397,7 +412,13 @@ impl Worker {
                 None => now,
             };
             c.free.pop();
-            plan.request.append(&mut c.wbuf, slot);
+            let nothing_pending = c.direct.is_none() && c.wbuf.is_empty();
+            if nothing_pending && plan.request.prepared(slot).is_some() {
+                c.direct = Some(slot);
+                c.dpos = 0;
+            } else {
+                plan.request.append(&mut c.wbuf, slot);
+            }
             c.parser.begin(slot);
             c.sent_at[slot as usize] = sent_at;
             c.in_flight += 1;
@@ -406,21 +427,29 @@ impl Worker {
         self.flush(i, now);
     }
 
+    /// Writes what is pending until done or the socket would block: the prepared request
+    /// first, then the write buffer.
     fn flush(&mut self, i: usize, now: u64) {
+        let plan = &self.plan;
         let c = &mut self.conns[i];
         let Some(socket) = c.socket.as_ref() else {
             return;
         };
-        while c.wpos < c.wbuf.len() {
-            match (&*socket).write(&c.wbuf[c.wpos..]) {
-                Ok(n) => c.wpos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.drop_conn(i, now, Failure::Io),
+        if let Some(slot) = c.direct {
+            let bytes = plan.request.prepared(slot).unwrap_or_default();
+            if write_from(socket, bytes, &mut c.dpos).is_err() {
+                return self.drop_conn(i, now, Failure::Io);
+            }
+            if c.dpos == bytes.len() {
+                c.direct = None;
+                c.dpos = 0;
             }
         }
-        let pending = c.wpos < c.wbuf.len();
-        if !pending {
+        if c.direct.is_none() && write_from(socket, &c.wbuf, &mut c.wpos).is_err() {
+            return self.drop_conn(i, now, Failure::Io);
+        }
+        let pending = c.direct.is_some() || c.wpos < c.wbuf.len();
+        if c.wpos == c.wbuf.len() {
             c.wbuf.clear();
             c.wpos = 0;
         }
@@ -482,8 +511,10 @@ impl Worker {
             Ok(n) => n,
             Err(failure) => return self.drop_conn(i, now, failure),
         };
-        c.rbuf.copy_within(consumed..c.rlen, 0);
-        c.rlen -= consumed;
+        if consumed > 0 {
+            c.rbuf.copy_within(consumed..c.rlen, 0);
+            c.rlen -= consumed;
+        }
         for d in done.iter() {
             c.free.push(d.slot);
             c.in_flight -= 1;
@@ -522,6 +553,8 @@ impl Worker {
         c.state = State::Closed { retry_at };
         c.wbuf.clear();
         c.wpos = 0;
+        c.direct = None;
+        c.dpos = 0;
         c.rlen = 0;
         c.parser.reset();
         c.free.clear();
@@ -530,4 +563,17 @@ impl Worker {
         c.want_write = false;
         self.closed += 1;
     }
+}
+
+/// Writes `bytes[*at..]` until all is written or the socket would block, advancing `at`.
+fn write_from(socket: &Socket, bytes: &[u8], at: &mut usize) -> io::Result<()> {
+    while *at < bytes.len() {
+        match (&*socket).write(&bytes[*at..]) {
+            Ok(n) => *at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

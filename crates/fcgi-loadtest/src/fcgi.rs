@@ -1,7 +1,7 @@
 //! The FastCGI client side of the load generator: a request encoded once per run (the params
 //! nginx sends, from [`fcgi_client::nginx_params`], and the `fcgi_proto` record encoders) whose
-//! only per-request change is the request id, a response parser over complete records, and the
-//! GET_VALUES probe.
+//! only per-request change is the request id, a response parser that takes STDOUT as it
+//! arrives, and the GET_VALUES probe.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use fcgi_proto::record::{
 };
 use fcgi_uring::Addr;
 
-use crate::response::{Completion, Expect, Failure, Violation, check_cgi};
+use crate::response::{CgiStream, Completion, Expect, Failure, Violation};
 
 /// `FCGI_RESPONDER` (spec 5.1).
 const ROLE_RESPONDER: u16 = 1;
@@ -25,7 +25,16 @@ pub struct RequestTemplate {
     bytes: Vec<u8>,
     /// INVARIANT: each offset + 2 <= bytes.len().
     id_offsets: Vec<usize>,
+    /// A large request encoded once per id (index 0 empty), see [`RequestTemplate::prepare`].
+    prepared: Vec<Vec<u8>>,
 }
+
+/// Requests at least this long are encoded once per request id ([`RequestTemplate::prepare`])
+/// and written from there: copying one into a write buffer per request would cost the load
+/// generator as much as the kernel's copy (an upload of 64 KiB costs a server little more).
+pub const PREPARE_MIN: usize = 16 * 1024;
+/// Most bytes [`RequestTemplate::prepare`] keeps.
+const PREPARED_MAX_BYTES: usize = 256 << 20;
 
 impl RequestTemplate {
     /// A request with `params`, `body` as STDIN and the KEEP_CONN flag.
@@ -49,7 +58,35 @@ impl RequestTemplate {
                 .expect("slice of HEADER_LEN");
             at += HEADER_LEN + Header::parse(header).body_len();
         }
-        RequestTemplate { bytes, id_offsets }
+        RequestTemplate {
+            bytes,
+            id_offsets,
+            prepared: Vec::new(),
+        }
+    }
+
+    /// Keeps the request encoded for each id `1..=max_id` when it is at least [`PREPARE_MIN`]
+    /// bytes (and all of them fit in 256 MiB), for [`RequestTemplate::prepared`].
+    pub fn prepare(mut self, max_id: u16) -> RequestTemplate {
+        let total = self.bytes.len().saturating_mul(usize::from(max_id));
+        if self.bytes.len() >= PREPARE_MIN && total <= PREPARED_MAX_BYTES {
+            let mut prepared = vec![Vec::new()];
+            for id in 1..=max_id {
+                let mut one = Vec::with_capacity(self.bytes.len());
+                self.append(&mut one, id);
+                prepared.push(one);
+            }
+            self.prepared = prepared;
+        }
+        self
+    }
+
+    /// The request with id `id` as [`RequestTemplate::prepare`] kept it, if it did.
+    pub fn prepared(&self, id: u16) -> Option<&[u8]> {
+        self.prepared
+            .get(usize::from(id))
+            .filter(|b| !b.is_empty())
+            .map(Vec::as_slice)
     }
 
     /// The encoded request (with id 1).
@@ -96,50 +133,77 @@ pub fn nginx_request(
     RequestTemplate::new(&params, body, keep_conn)
 }
 
-/// Parses the records of responses on one connection, for request ids `1..=max_id`.
+/// Parses the records of responses on one connection, for request ids `1..=max_id`. STDOUT and
+/// STDERR content is taken as it arrives (a record need not be complete), so a large response
+/// is never copied to be joined; other records are parsed once complete.
 #[derive(Debug)]
 pub struct ResponseParser {
-    /// STDOUT kept per request id (index 0 unused), up to `keep` bytes.
-    stdout: Vec<Vec<u8>>,
-    /// Whether bytes past `keep` were dropped, per request id.
-    truncated: Vec<bool>,
+    /// The CGI check of each request's STDOUT, per request id (index 0 unused).
+    stdout: Vec<CgiStream>,
     active: Vec<bool>,
-    keep: usize,
     expect: Expect,
+    /// The STDOUT or STDERR record whose content is being read.
+    open: Option<OpenStream>,
+}
+
+/// A STDOUT or STDERR record partly read.
+#[derive(Debug, Clone, Copy)]
+struct OpenStream {
+    id: u16,
+    stdout: bool,
+    content_left: usize,
+    padding_left: usize,
 }
 
 impl ResponseParser {
     /// A parser for ids `1..=max_id`.
     pub fn new(max_id: u16, expect: Expect) -> ResponseParser {
         let n = max_id as usize + 1;
-        let keep = 64 * 1024 + expect.body.as_ref().map_or(0, |b| b.len());
         ResponseParser {
-            stdout: vec![Vec::new(); n],
-            truncated: vec![false; n],
+            stdout: vec![CgiStream::default(); n],
             active: vec![false; n],
-            keep,
             expect,
+            open: None,
         }
     }
 
     /// Request `id` was sent.
     pub fn begin(&mut self, id: u16) {
         let i = id as usize;
-        self.stdout[i].clear();
-        self.truncated[i] = false;
+        self.stdout[i].reset();
         self.active[i] = true;
     }
 
     /// Forgets every request in flight (the connection is gone).
     pub fn reset(&mut self) {
         self.active.iter_mut().for_each(|a| *a = false);
+        self.open = None;
     }
 
-    /// Parses the complete records at the start of `buf`, pushing a [`Completion`] per
-    /// END_REQUEST. Returns the bytes consumed; an incomplete record at the end is left.
+    /// Parses the records at the start of `buf`, pushing a [`Completion`] per END_REQUEST.
+    /// Returns the bytes consumed: all but an incomplete record header, or an incomplete
+    /// record other than STDOUT and STDERR, at the end.
     pub fn parse(&mut self, buf: &[u8], done: &mut Vec<Completion>) -> Result<usize, Violation> {
         let mut at = 0;
-        while buf.len() - at >= HEADER_LEN {
+        loop {
+            if let Some(open) = &mut self.open {
+                let n = open.content_left.min(buf.len() - at);
+                if open.stdout {
+                    self.stdout[usize::from(open.id)].push(&buf[at..at + n], &self.expect);
+                }
+                open.content_left -= n;
+                at += n;
+                let pad = open.padding_left.min(buf.len() - at);
+                open.padding_left -= pad;
+                at += pad;
+                if open.content_left > 0 || open.padding_left > 0 {
+                    return Ok(at);
+                }
+                self.open = None;
+            }
+            if buf.len() - at < HEADER_LEN {
+                return Ok(at);
+            }
             let header: &[u8; HEADER_LEN] = buf[at..at + HEADER_LEN]
                 .try_into()
                 .expect("slice of HEADER_LEN");
@@ -147,17 +211,39 @@ impl ResponseParser {
             if header.version != 1 {
                 return Err(Violation("record with a version other than 1"));
             }
+            let id = header.request_id;
+            if let Some(kind @ (RecordType::Stdout | RecordType::Stderr)) = header.known_type()
+                && id != NULL_REQUEST_ID
+            {
+                self.check_active(id)?;
+                self.open = Some(OpenStream {
+                    id,
+                    stdout: kind == RecordType::Stdout,
+                    content_left: usize::from(header.content_length),
+                    padding_left: usize::from(header.padding_length),
+                });
+                at += HEADER_LEN;
+                continue;
+            }
             let end = at + HEADER_LEN + header.body_len();
             if end > buf.len() {
-                break;
+                return Ok(at);
             }
             let content = &buf[at + HEADER_LEN..at + HEADER_LEN + header.content_length as usize];
             self.record(header, content, done)?;
             at = end;
         }
-        Ok(at)
     }
 
+    fn check_active(&self, id: u16) -> Result<(), Violation> {
+        if self.active.get(usize::from(id)).copied().unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(Violation("record for a request id not in flight"))
+        }
+    }
+
+    /// A complete record other than STDOUT and STDERR.
     fn record(
         &mut self,
         header: Header,
@@ -168,18 +254,9 @@ impl ResponseParser {
         if id == NULL_REQUEST_ID {
             return Ok(()); // Management records (GET_VALUES_RESULT, UNKNOWN_TYPE): nothing to do.
         }
-        let i = id as usize;
-        if !self.active.get(i).copied().unwrap_or(false) {
-            return Err(Violation("record for a request id not in flight"));
-        }
+        self.check_active(id)?;
+        let i = usize::from(id);
         match header.known_type() {
-            Some(RecordType::Stdout) => {
-                let kept = &mut self.stdout[i];
-                let room = self.keep.saturating_sub(kept.len());
-                kept.extend_from_slice(&content[..content.len().min(room)]);
-                self.truncated[i] |= content.len() > room;
-            }
-            Some(RecordType::Stderr) => {}
             Some(RecordType::EndRequest) => {
                 let body: &[u8; 8] = content
                     .get(..8)
@@ -190,7 +267,7 @@ impl ResponseParser {
                 let result = if end.protocol_status != 0 {
                     Err(Failure::Protocol)
                 } else {
-                    check_cgi(&self.stdout[i], self.truncated[i], &self.expect)
+                    self.stdout[i].finish(&self.expect)
                 };
                 done.push(Completion { slot: id, result });
             }
@@ -470,6 +547,61 @@ mod tests {
         // Byte at a time.
         let every: Vec<usize> = (1..stream.len()).collect();
         assert_eq!(feed_split(&mut new(), &stream, &every), want);
+    }
+
+    #[test]
+    fn large_requests_are_prepared_for_each_id_exactly_as_appended() {
+        let params = [(b"REQUEST_METHOD".to_vec(), b"POST".to_vec())];
+        let large = RequestTemplate::new(&params, &vec![b'x'; PREPARE_MIN], true).prepare(3);
+        for id in 1..=3 {
+            let mut appended = Vec::new();
+            large.append(&mut appended, id);
+            assert_eq!(large.prepared(id), Some(&appended[..]), "id {id}");
+        }
+        assert_eq!(large.prepared(0), None);
+        assert_eq!(large.prepared(4), None);
+        let small = RequestTemplate::new(&params, b"xyz", true).prepare(3);
+        assert_eq!(
+            small.prepared(1),
+            None,
+            "small requests are copied, not prepared"
+        );
+    }
+
+    #[test]
+    fn stdout_is_taken_as_it_arrives_not_when_its_record_is_complete() {
+        let body = vec![b'x'; 200_000];
+        let stdout = [&b"Content-Type: a/b\r\n\r\n"[..], &body].concat();
+        let stream = response(1, &stdout, ProtocolStatus::RequestComplete);
+        let expect = Expect {
+            body: Some(Arc::from(&body[..])),
+        };
+        let mut p = ResponseParser::new(1, expect);
+        p.begin(1);
+        let mut done = Vec::new();
+        let mut at = 0;
+        // Reads of 1000 bytes: each is consumed whole but for an incomplete record header or
+        // END_REQUEST, so what the engine keeps never grows past one record header's worth.
+        let mut kept = Vec::new();
+        for piece in stream.chunks(1000) {
+            kept.extend_from_slice(piece);
+            let n = p.parse(&kept, &mut done).unwrap();
+            kept.drain(..n);
+            assert!(
+                kept.len() < 2 * HEADER_LEN,
+                "kept {} bytes at {at}",
+                kept.len()
+            );
+            at += piece.len();
+        }
+        assert!(kept.is_empty());
+        assert_eq!(
+            done,
+            [Completion {
+                slot: 1,
+                result: Ok(())
+            }]
+        );
     }
 
     #[test]

@@ -170,13 +170,10 @@ fn build_plan(cfg: &Config, window_start: u64, window_end: u64) -> Plan {
         Addr::Unix(_) => "localhost".to_owned(),
     };
     let request = match cfg.protocol {
-        Protocol::Fastcgi => Request::Fcgi(fcgi::nginx_request(
-            &method,
-            &cfg.path,
-            &host,
-            &body,
-            cfg.keep_conn,
-        )),
+        Protocol::Fastcgi => Request::Fcgi(
+            fcgi::nginx_request(&method, &cfg.path, &host, &body, cfg.keep_conn)
+                .prepare(cfg.depth as u16),
+        ),
         // HTTP/2 runs its own engine (`h2c_plan`); this one is unused.
         Protocol::Http1 | Protocol::H2 => {
             Request::Http1(http1::encode_request(&method, &cfg.path, &host, &body))
