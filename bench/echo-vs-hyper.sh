@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# POST /echo with a 64 KiB body at 16 connections: fcgi-uring over FastCGI (loaded by
-# fcgi-loadtest) against hyper serving the same demo app over HTTP/1.1 (`fcgi-uring serve
-# --protocol http1`, loaded by wrk with the same body), and the echo floor (`fcgi-floor --epoll
-# --echo`: no application, the body copied only by the kernel, in and out) under the same
-# fcgi-loadtest command: the least CPU any server spends echoing the body here, and the rate the
-# FastCGI client reaches when the server costs that (the client's CPU is shown: at 90 % or more
-# of its core the rate measures the client).
+# POST /echo with a 64 KiB body at 16 connections: fcgi-uring over FastCGI on both IO backends
+# (loaded by fcgi-loadtest) against hyper serving the same demo app over HTTP/1.1
+# (`fcgi-uring serve --protocol http1`), loaded by wrk with the same body and by fcgi-loadtest
+# (`--protocol http1`, the same client engine as the FastCGI cases), and the echo floor
+# (`fcgi-floor --epoll --echo`: no application, the body copied only by the kernel, in and
+# out) under the same fcgi-loadtest command: the least CPU any server spends echoing the body
+# here. The client's CPU is shown where it is known: at 90 % or more of its core the rate
+# measures the client, and a server whose client is busy pays no wakeups of it.
 #
 # Usage: bench/echo-vs-hyper.sh [PATH/TO/fcgi-uring]
 #   One worker pinned with `taskset -c 0`, the client (one thread) with `taskset -c 1`. Each case
@@ -47,17 +48,14 @@ wrk.body = string.rep("x", $BODY)
 wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 
-# serve PORT PROTOCOL: starts one pinned worker, waits until it accepts.
+# serve PORT ARGS...: starts one pinned worker (`fcgi-uring serve ARGS`), waits until it accepts.
 serve() {
-    taskset -c 0 "$fcgi_uring" serve --listen "127.0.0.1:$1" --protocol "$2" --workers 1 \
-        --admin-listen none >"$out/server.log" 2>&1 &
+    local port=$1
+    shift
+    taskset -c 0 "$fcgi_uring" serve --listen "127.0.0.1:$port" --workers 1 \
+        --admin-listen none "$@" >"$out/server.log" 2>&1 &
     server_pid=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "server did not start: $(tail -3 "$out/server.log")" >&2
-    exit 1
+    wait_accepting "$port"
 }
 
 # serve_floor PORT: starts the echo floor pinned like the server, waits until it accepts.
@@ -65,37 +63,51 @@ serve_floor() {
     taskset -c 0 "$root/target/release/fcgi-floor" --epoll --echo "127.0.0.1:$1" \
         >"$out/server.log" 2>&1 &
     server_pid=$!
+    wait_accepting "$1"
+}
+
+wait_accepting() {
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.1
     done
-    echo "fcgi-floor did not start: $(tail -3 "$out/server.log")" >&2
+    echo "server on port $1 did not start: $(tail -3 "$out/server.log")" >&2
     exit 1
 }
 
-# load_fastcgi PORT JSON: the FastCGI load, every answer checked against the body sent.
-load_fastcgi() {
-    taskset -c 1 "$loadtest" run --addr "127.0.0.1:$1" --conns "$CONNS" --cpus 1 --threads 1 \
-        --duration "$DURATION" --warmup 1 --body-bytes "$BODY" \
+# load PORT PROTOCOL JSON: fcgi-loadtest's load, every answer checked against the body sent.
+load() {
+    taskset -c 1 "$loadtest" run --protocol "$2" --addr "127.0.0.1:$1" --conns "$CONNS" --cpus 1 \
+        --threads 1 --duration "$DURATION" --warmup 1 --body-bytes "$BODY" \
         --expect-body "$(head -c "$BODY" /dev/zero | tr '\0' x)" \
-        --server-pid "$server_pid" --json /echo >"$2"
+        --server-pid "$server_pid" --json /echo >"$3"
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 
 for round in $(seq "$ROUNDS"); do
-    port=$((19200 + round * 3))
-    serve "$port" fastcgi
-    load_fastcgi "$port" "$out/fastcgi.$round.json"
+    port=$((19200 + round * 5))
+    serve "$port" --io uring
+    load "$port" fastcgi "$out/uring.$round.json"
+    stop_server
+
+    port=$((port + 1))
+    serve "$port" --io epoll
+    load "$port" fastcgi "$out/epoll.$round.json"
     stop_server
 
     port=$((port + 1))
     serve_floor "$port"
-    load_fastcgi "$port" "$out/floor.$round.json"
+    load "$port" fastcgi "$out/floor.$round.json"
     stop_server
 
     port=$((port + 1))
-    serve "$port" http1
+    serve "$port" --protocol http1
+    load "$port" http1 "$out/hyper-lt.$round.json"
+    stop_server
+
+    port=$((port + 1))
+    serve "$port" --protocol http1
     taskset -c 1 wrk -t1 -c"$CONNS" -d1s -s "$out/post.lua" "http://127.0.0.1:$port/echo" >/dev/null
     before=$(ticks)
     taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$out/post.lua" \
@@ -108,26 +120,37 @@ done
 python3 - "$out" "$ROUNDS" "$DURATION" "$BODY" "$CONNS" <<'PY'
 import json, re, statistics, sys
 out, rounds, duration, body, conns = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
-fc, fl, hy = [], [], []
+cases = [("uring", "fcgi-uring --io uring, FastCGI", "fcgi-loadtest"),
+         ("epoll", "fcgi-uring --io epoll, FastCGI", "fcgi-loadtest"),
+         ("floor", "echo floor (fcgi-floor --epoll --echo)", "fcgi-loadtest"),
+         ("hyper-lt", "hyper (fcgi-uring --protocol http1)", "fcgi-loadtest --protocol http1")]
+rows = {name: [] for name, _, _ in cases}
+wrk = []
 for r in range(1, rounds + 1):
-    for name, rows in (("fastcgi", fc), ("floor", fl)):
+    for name, _, _ in cases:
         j = json.load(open(f"{out}/{name}.{r}.json"))
         if j["errors"]:
             raise SystemExit(f"{name} round {r}: {j['errors']} errors")
-        rows.append((j["rps"], j["server_cpu_us_per_req"], j["client_cpu_pct"]))
+        rows[name].append((j["rps"], j["server_cpu_us_per_req"], j["client_cpu_pct"], j["p99_us"]))
     text = open(f"{out}/hyper.{r}.wrk").read()
     if re.search(r"Non-2xx|Socket errors", text):
         raise SystemExit(f"wrk round {r} saw errors:\n{text}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     ticks, hz = map(int, re.search(r"server_ticks (\d+) (\d+)", text).groups())
-    hy.append((rps, ticks / hz * 1e6 / (rps * duration)))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
+    p99_us = float(p99.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[p99.group(2)]
+    wrk.append((rps, ticks / hz * 1e6 / (rps * duration), None, p99_us))
 med = lambda xs, i: statistics.median(x[i] for x in xs)
 print(f"POST /echo, {body}-byte body, {conns} connections; medians of {rounds} rounds of {duration:.0f} s")
-print("| server | client | requests/s | server CPU / request | client CPU |")
-print("|---|---|---|---|---|")
-print(f"| fcgi-uring, FastCGI | fcgi-loadtest | {med(fc, 0):,.0f} | {med(fc, 1):.1f} us | {med(fc, 2):.0f} % |")
-print(f"| echo floor (fcgi-floor --epoll --echo) | fcgi-loadtest | {med(fl, 0):,.0f} | {med(fl, 1):.1f} us | {med(fl, 2):.0f} % |")
-print(f"| hyper (fcgi-uring --protocol http1) | wrk | {med(hy, 0):,.0f} | {med(hy, 1):.1f} us | - |")
-print(f"FastCGI / hyper: rate {med(fc, 0) / med(hy, 0):.2f}x, CPU per request {med(fc, 1) / med(hy, 1):.2f}x")
-print(f"floor / hyper: rate {med(fl, 0) / med(hy, 0):.2f}x, CPU per request {med(fl, 1) / med(hy, 1):.2f}x")
+print("| server | client | requests/s | server CPU / request | p99 | client CPU |")
+print("|---|---|---|---|---|---|")
+for name, server, client in cases:
+    xs = rows[name]
+    print(f"| {server} | {client} | {med(xs, 0):,.0f} | {med(xs, 1):.1f} us | {med(xs, 3) / 1e3:.2f} ms | {med(xs, 2):.0f} % |")
+print(f"| hyper (fcgi-uring --protocol http1) | wrk | {med(wrk, 0):,.0f} | {med(wrk, 1):.1f} us | {med(wrk, 3) / 1e3:.2f} ms | - |")
+for name, server, _ in cases[:3]:
+    xs = rows[name]
+    print(f"{server} / hyper under wrk: rate {med(xs, 0) / med(wrk, 0):.2f}x, CPU per request "
+          f"{med(xs, 1) / med(wrk, 1):.2f}x; / hyper under fcgi-loadtest: rate "
+          f"{med(xs, 0) / med(rows['hyper-lt'], 0):.2f}x, CPU {med(xs, 1) / med(rows['hyper-lt'], 1):.2f}x")
 PY
