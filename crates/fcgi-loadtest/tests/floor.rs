@@ -29,11 +29,17 @@ impl Floor {
     }
 
     fn start_with(mode: Mode, args: &[&str]) -> Floor {
+        let flags = match mode {
+            Mode::Ring => &[][..],
+            Mode::Epoll => &["--epoll"][..],
+        };
+        Floor::spawn(flags, args)
+    }
+
+    /// `fcgi-floor FLAGS 127.0.0.1:0 ARGS`.
+    fn spawn(flags: &[&str], args: &[&str]) -> Floor {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
-            .args(match mode {
-                Mode::Ring => &[][..],
-                Mode::Epoll => &["--epoll"][..],
-            })
+            .args(flags)
             .arg("127.0.0.1:0")
             .args(args)
             .stdout(Stdio::piped())
@@ -202,4 +208,34 @@ fn floor_with_seconds_exits_by_itself_and_counts_its_answers() {
         floor.stdout.read_to_string(&mut rest).unwrap();
         assert_eq!(rest, "requests=3\n", "{mode:?}");
     }
+}
+
+#[test]
+fn the_echo_floor_answers_every_upload_with_its_body() {
+    let floor = Floor::spawn(&["--epoll", "--echo"], &[]);
+    // Two STDIN records per request (65,535 bytes at most each), written by the client from
+    // its per-id encodings; with 4 in flight per connection, new requests also queue behind
+    // one still being written.
+    let body = vec![b'x'; 100_000];
+    let mut cfg = Config::new(Protocol::Fastcgi, Addr::Tcp(floor.addr), "/echo");
+    cfg.conns = 2;
+    cfg.depth = 4;
+    cfg.body_bytes = body.len();
+    cfg.duration = Duration::from_millis(500);
+    cfg.warmup = Duration::from_millis(100);
+    cfg.expect_body = Some(String::from_utf8(body).unwrap());
+    let report = run(&cfg).unwrap();
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert!(report.requests > 10, "{report:?}");
+}
+
+#[test]
+fn echo_needs_the_epoll_floor() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
+        .args(["--echo", "127.0.0.1:0"])
+        .output()
+        .expect("run fcgi-floor");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--echo needs --epoll"), "{err}");
 }
