@@ -87,26 +87,21 @@ ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 
 for round in $(seq "$ROUNDS"); do
     port=$((19200 + round * 5))
-    serve "$port" --io uring
-    load "$port" fastcgi "$out/uring.$round.json"
-    stop_server
+    # NAME PROTOCOL [SERVE ARGS]: the cases fcgi-loadtest loads (the floor has no serve args).
+    for case in "uring fastcgi --io uring" "epoll fastcgi --io epoll" "floor fastcgi" \
+        "hyper-lt http1 --protocol http1"; do
+        read -r name protocol args <<<"$case"
+        if [[ "$name" == floor ]]; then
+            serve_floor "$port"
+        else
+            # shellcheck disable=SC2086 # the serve args are words
+            serve "$port" $args
+        fi
+        load "$port" "$protocol" "$out/$name.$round.json"
+        stop_server
+        port=$((port + 1))
+    done
 
-    port=$((port + 1))
-    serve "$port" --io epoll
-    load "$port" fastcgi "$out/epoll.$round.json"
-    stop_server
-
-    port=$((port + 1))
-    serve_floor "$port"
-    load "$port" fastcgi "$out/floor.$round.json"
-    stop_server
-
-    port=$((port + 1))
-    serve "$port" --protocol http1
-    load "$port" http1 "$out/hyper-lt.$round.json"
-    stop_server
-
-    port=$((port + 1))
     serve "$port" --protocol http1
     taskset -c 1 wrk -t1 -c"$CONNS" -d1s -s "$out/post.lua" "http://127.0.0.1:$port/echo" >/dev/null
     before=$(ticks)
