@@ -481,14 +481,19 @@ impl Echo {
         }
     }
 
+    /// The bytes of `piece`, received ones taken from `data`.
+    fn bytes<'a>(&'a self, piece: &Piece, data: &'a [u8]) -> &'a [u8] {
+        match piece {
+            Piece::Head(r) => &self.heads[r.clone()],
+            Piece::Data(r) => &data[r.clone()],
+        }
+    }
+
     /// The answer's bytes from offset `from` on, copied to `out`.
     fn copy_from(&self, data: &[u8], from: usize, out: &mut Vec<u8>) {
         let mut skip = from;
         for piece in &self.pieces {
-            let bytes = match piece {
-                Piece::Head(r) => &self.heads[r.clone()],
-                Piece::Data(r) => &data[r.clone()],
-            };
+            let bytes = self.bytes(piece, data);
             let n = skip.min(bytes.len());
             skip -= n;
             out.extend_from_slice(&bytes[n..]);
@@ -687,15 +692,19 @@ impl EpollFloor {
     }
 }
 
-/// Answers one receive of `--echo` mode: one `sendmsg` whose pieces point into `data` (or,
-/// behind an earlier short send, or with more pieces than one call takes, a copy queued in
-/// `conn.out`); what a short send leaves is copied there. Returns whether the peer is gone.
+/// Answers one receive of `--echo` mode (nothing when it owes no answer): one `sendmsg` whose
+/// pieces point into `data` (or, behind an earlier short send, or with more pieces than one
+/// call takes, a copy queued in `conn.out`); what a short send leaves is copied there.
+/// Returns whether the peer is gone.
 fn echo_now(conn: &mut EpollConn, echo: &mut Echo, data: &[u8], get_values_result: &[u8]) -> bool {
     use rustix::io::Errno;
     use rustix::net::{SendAncillaryBuffer, SendFlags};
     echo.clear();
     conn.scan
         .feed(data, |event| echo.answer(event, get_values_result));
+    if echo.pieces.is_empty() {
+        return false;
+    }
     if !conn.out.is_empty() || echo.pieces.len() > MAX_IOVECS {
         echo.copy_from(data, 0, &mut conn.out);
         return false;
@@ -703,10 +712,7 @@ fn echo_now(conn: &mut EpollConn, echo: &mut Echo, data: &[u8], get_values_resul
     let slices: Vec<io::IoSlice<'_>> = echo
         .pieces
         .iter()
-        .map(|p| match p {
-            Piece::Head(r) => io::IoSlice::new(&echo.heads[r.clone()]),
-            Piece::Data(r) => io::IoSlice::new(&data[r.clone()]),
-        })
+        .map(|p| io::IoSlice::new(echo.bytes(p, data)))
         .collect();
     let sent = match rustix::net::sendmsg(
         &conn.fd,
