@@ -20,17 +20,14 @@ epoll floor does not multiplex) and to floor's (rate). Builds the release binari
 first (cargo build --release), so that it never measures a stale build.
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 
-from benchlib import wait_listening, wait_port_free
+from benchlib import TARGET, serve_and_load
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGET = os.path.join(HERE, "..", "target", "release")
 ADDR = "127.0.0.1:9370"
 
 
@@ -53,33 +50,9 @@ def cases(base):
 
 
 def run_case(cmd, args):
-    wait_port_free(ADDR)
-    log = open("/tmp/against-floor-server.log", "w+")
-    server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=log, stderr=log)
-    try:
-        wait_listening(ADDR, [server])
-        # Some builds bind before their workers run: give them a moment to take connections.
-        time.sleep(0.5)
-        out = subprocess.run(
-            ["taskset", "-c", "1", os.path.join(TARGET, "fcgi-loadtest"), "run", "--addr", ADDR,
-             "--conns", str(args.conns), "--depth", str(args.depth), "--duration", str(args.duration),
-             "--warmup", "1", "--cpus", "1", "--server-pid", str(server.pid), "--json", "/hello"],
-            capture_output=True, text=True)
-        if out.returncode != 0:
-            log.seek(0)
-            raise SystemExit(f"{' '.join(cmd)}: fcgi-loadtest failed: {out.stderr.strip()}\n"
-                             f"server log (/tmp/against-floor-server.log):\n{log.read()[-2000:]}")
-        r = json.loads(out.stdout)
-        if r["errors"]:
-            raise SystemExit(f"{cmd}: {r['errors']} errors")
-        return r
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    return serve_and_load(cmd, ADDR, ["--conns", str(args.conns), "--depth", str(args.depth),
+                                      "--duration", str(args.duration), "--warmup", "1", "/hello"],
+                          "/tmp/against-floor-server.log")
 
 
 def main():

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import wait_listening, wait_port_free
+from benchlib import stop, wait_listening, wait_port_free
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -71,15 +71,6 @@ http {{
     server {{ listen {FRONT}; location / {{ {location} }} }}
 }}
 """
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def load(clients, duration, server_pid=None):

@@ -1,7 +1,12 @@
 """Helpers the Python bench scripts share: waiting for a server's port to listen and to be
-free again."""
+free again, and one pinned server under one pinned fcgi-loadtest run."""
+import json
+import os
 import socket
+import subprocess
 import time
+
+TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release")
 
 
 def wait_listening(addr, procs, deadline=10.0):
@@ -40,3 +45,43 @@ def wait_port_free(addr, deadline=10.0):
             time.sleep(0.05)
         finally:
             s.close()
+
+
+def stop(proc):
+    """Terminates `proc` and reaps it (killed after 10 s)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def serve_and_load(cmd, addr, load_args, log_path):
+    """Starts `cmd` (a server listening on `addr`) pinned to CPU 0, waits until it accepts, runs
+    `fcgi-loadtest run --addr ADDR --cpus 1 --server-pid PID --json LOAD_ARGS...` pinned to CPU 1
+    and returns its JSON report. Exits with the server's log when the load fails or saw errors.
+    """
+    wait_port_free(addr)
+    log = open(log_path, "w+")
+    server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=log, stderr=log)
+    try:
+        wait_listening(addr, [server])
+        # Some builds bind before their workers run: give them a moment to take connections.
+        time.sleep(0.5)
+        out = subprocess.run(
+            ["taskset", "-c", "1", os.path.join(TARGET, "fcgi-loadtest"), "run", "--addr", addr,
+             "--cpus", "1", "--server-pid", str(server.pid), "--json"] + load_args,
+            capture_output=True, text=True)
+        if out.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"{' '.join(cmd)}: fcgi-loadtest failed: {out.stderr.strip()}\n"
+                             f"server log ({log_path}):\n{log.read()[-2000:]}")
+        report = json.loads(out.stdout)
+        if report["errors"]:
+            raise SystemExit(f"{' '.join(cmd)}: {report['errors']} errors "
+                             f"{report.get('errors_by_kind', '')}")
+        return report
+    finally:
+        stop(server)
+        log.close()
