@@ -165,6 +165,56 @@ fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// The IO backend knob: a trial on epoll is measured against the default (io_uring here) and a
+/// recommendation naming it is one the server accepts.
+#[test]
+fn the_io_backend_is_a_knob() {
+    let server = server_binary();
+    let out = tempfile_dir("tune-test-io-knob");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
+    cmd.arg("tune")
+        .arg("--server")
+        .arg(&server)
+        .args(["--quick", "--workloads", "keepconn-tcp", "--knobs", "io"])
+        .args(["--duration", "0.3", "--warmup", "0.1", "--rounds", "1"])
+        .arg("--out")
+        .arg(&out);
+    let (ok, stdout, stderr) = run_bounded(cmd);
+    assert!(ok, "tune failed:\n{stderr}\n{stdout}");
+    let table = std::fs::read_to_string(out.join("table.txt")).unwrap();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("keepconn-tcp") && l.contains(" io=epoll "));
+    let row = row.unwrap_or_else(|| panic!("no io=epoll row:\n{table}"));
+    assert!(row.contains(" x"), "no ratio to the default: {row}");
+    assert!(table.contains("server.io (default auto) -> "), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    for t in json["trials"].as_array().unwrap() {
+        assert!(t["error"].is_null(), "trial failed: {t}");
+    }
+    let toml = out.join("fcgi-uring.toml");
+    let printed = Command::new(&server)
+        .args(["serve", "--config"])
+        .arg(&toml)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    let effective = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let chosen = json["recommendation"]["overrides"][0][1].as_str();
+    let expected = format!("io = \"{}\"", chosen.unwrap_or("auto"));
+    assert!(
+        effective.contains(&expected),
+        "{expected} not in:\n{effective}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 #[test]
 fn a_missing_server_binary_is_a_clear_error() {
     let out = tempfile_dir("tune-test-missing");

@@ -82,15 +82,20 @@ pub(super) fn analyse(
 }
 
 /// Every knob's winner together, rules applied (the default configuration when nothing won).
+/// When epoll won `server.io`, the `ring.*` winners are left out: they were measured on
+/// io_uring, and epoll uses none of them.
 pub(super) fn winners_together(
     decisions: &[Decision],
     defaults: &BTreeMap<String, Value>,
 ) -> Setting {
-    let winners: Vec<(String, Value)> = decisions
+    let mut winners: Vec<(String, Value)> = decisions
         .iter()
         .filter(|d| d.changed)
         .map(|d| (d.knob.clone(), d.value))
         .collect();
+    if winners.contains(&(knobs::IO.to_owned(), Value::Str("epoll"))) {
+        winners.retain(|(key, _)| !key.starts_with("ring."));
+    }
     Setting::new(winners, defaults)
 }
 
@@ -221,6 +226,36 @@ pub(super) fn complete(
 mod tests {
     use super::super::decide::Judged;
     use super::*;
+
+    fn won(knob: &str, default: Value, value: Value) -> Decision {
+        Decision {
+            knob: knob.into(),
+            default,
+            value,
+            changed: true,
+            judged: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn epoll_winning_leaves_the_ring_winners_out_of_the_combination() {
+        let defaults = knobs::parse_defaults(&fcgi_uring_cli::config_file::to_toml(
+            &fcgi_uring::Config::default(),
+        ))
+        .unwrap();
+        let cpt = won("ring.completions_per_turn", Value::Int(32), Value::Int(128));
+        let epoll = won(knobs::IO, Value::Str("auto"), Value::Str("epoll"));
+        let together = winners_together(&[epoll, cpt.clone()], &defaults);
+        assert_eq!(together.label(), "io=epoll");
+        assert_eq!(
+            together.keys(),
+            [(knobs::IO.to_owned(), Value::Str("epoll"))]
+        );
+        // Without epoll among the winners, the ring's winners stay.
+        let uring = won(knobs::IO, Value::Str("auto"), Value::Str("uring"));
+        let together = winners_together(&[uring, cpt], &defaults);
+        assert_eq!(together.label(), "io=uring completions_per_turn=128");
+    }
 
     #[test]
     fn the_fallback_is_another_single_winner_or_the_defaults() {

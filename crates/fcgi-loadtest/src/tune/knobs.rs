@@ -17,24 +17,43 @@ use serde::Serialize;
 pub enum Value {
     Bool(bool),
     Int(i64),
+    /// One of [`STRINGS`].
+    Str(&'static str),
 }
+
+/// The string values the catalogue knows: those of `server.io`.
+const STRINGS: [&str; 3] = ["auto", "uring", "epoll"];
 
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
+            Value::Str(s) => f.write_str(s),
         }
     }
 }
 
 impl Value {
-    /// The value of a parsed TOML value, if it is a boolean or an integer.
+    /// The value of a parsed TOML value, if it is a boolean, an integer or a string of
+    /// [`STRINGS`].
     pub fn from_toml(v: &toml::Value) -> Option<Value> {
         match v {
             toml::Value::Boolean(b) => Some(Value::Bool(*b)),
             toml::Value::Integer(i) => Some(Value::Int(*i)),
+            toml::Value::String(s) => STRINGS
+                .iter()
+                .find(|known| *known == s)
+                .map(|known| Value::Str(known)),
             _ => None,
+        }
+    }
+
+    /// The value as a TOML literal (strings quoted).
+    pub fn literal(&self) -> String {
+        match self {
+            Value::Str(s) => toml_string(s),
+            other => other.to_string(),
         }
     }
 }
@@ -72,8 +91,18 @@ const fn ints<const N: usize>(v: [i64; N]) -> [Value; N] {
 const BOOLS: [Value; 2] = [Value::Bool(true), Value::Bool(false)];
 const NONE: [Value; 0] = [];
 
+/// The IO backend knob: with epoll, no `ring.*` key is used.
+pub const IO: &str = "server.io";
+
 /// Every knob the sweep knows, in the order it sweeps them.
 pub const KNOBS: &[Knob] = &[
+    Knob {
+        section: "server",
+        key: "io",
+        values: &[Value::Str("epoll")],
+        quick: &[Value::Str("epoll")],
+        description: "IO backend: epoll instead of io_uring (the ring.* settings are then unused)",
+    },
     Knob {
         section: "ring",
         key: "sq_entries",
@@ -212,7 +241,7 @@ pub fn select(filter: &[String]) -> Result<Vec<&'static Knob>, String> {
 }
 
 /// The server's defaults, `section.key` -> value, from `serve --print-config` output (keys of
-/// other types, such as strings and floats, are left out).
+/// other types, such as floats and strings other than [`STRINGS`], are left out).
 pub fn parse_defaults(print_config: &str) -> Result<BTreeMap<String, Value>, String> {
     let table: toml::Table = print_config
         .parse()
@@ -477,7 +506,7 @@ pub fn trial_toml(setting: &Setting, listen: &str) -> String {
             .map(|(k, lit, _)| Entry::new(k, (*lit).to_owned())),
     );
     for (k, v) in setting.keys() {
-        entries.push(Entry::new(&k, v.to_string()));
+        entries.push(Entry::new(&k, v.literal()));
     }
     toml_file(
         &[format!("fcgi-uring tune trial: {}", setting.label())],
@@ -490,7 +519,7 @@ pub fn probe_toml(setting: &Setting) -> String {
     let entries: Vec<Entry> = setting
         .keys()
         .into_iter()
-        .map(|(k, v)| Entry::new(&k, v.to_string()))
+        .map(|(k, v)| Entry::new(&k, v.literal()))
         .collect();
     toml_file(&[format!("probe: {}", setting.label())], &entries)
 }
@@ -519,7 +548,11 @@ mod tests {
         assert_eq!(d["ring.defer_taskrun"], Value::Bool(false));
         assert_eq!(d["ring.completions_per_turn"], Value::Int(32));
         assert_eq!(d["server.workers"], Value::Int(0));
-        assert!(!d.contains_key("server.listen"), "strings are not knobs");
+        assert_eq!(d[IO], Value::Str("auto"));
+        assert!(
+            !d.contains_key("server.listen"),
+            "strings other than the IO backends are not knobs"
+        );
         assert!(parse_defaults("not = [toml").is_err());
     }
 
@@ -527,7 +560,7 @@ mod tests {
     fn every_knob_is_unique_and_quick_values_are_a_subset() {
         for (i, k) in KNOBS.iter().enumerate() {
             assert!(KNOBS[..i].iter().all(|o| o.name() != k.name()), "{}", k.key);
-            assert!(k.values.len() >= 2, "{}", k.key);
+            assert!(!k.values.is_empty(), "{}", k.key);
             assert!(k.quick.iter().all(|q| k.values.contains(q)), "{}", k.key);
         }
         assert_eq!(select(&[]).unwrap().len(), KNOBS.len());
@@ -622,6 +655,22 @@ mod tests {
         let file = ConfigFile::parse(&probe, "probe.toml").unwrap();
         assert_eq!(file.server.listen, None);
         assert_eq!(file.ring.sq_entries, Some(8192));
+    }
+
+    #[test]
+    fn the_io_backend_is_written_as_a_string_the_server_reads() {
+        let d = defaults();
+        let s = Setting::new(vec![(IO.into(), Value::Str("epoll"))], &d);
+        assert_eq!(s.label(), "io=epoll");
+        for text in [trial_toml(&s, "127.0.0.1:9000"), probe_toml(&s)] {
+            assert!(text.contains("io = \"epoll\""), "{text}");
+            let file = ConfigFile::parse(&text, "trial.toml").unwrap();
+            assert_eq!(file.server.io.as_deref(), Some("epoll"));
+        }
+        let parsed = |v: &str| Value::from_toml(&toml::Value::String(v.into()));
+        assert_eq!(parsed("uring"), Some(Value::Str("uring")));
+        assert_eq!(parsed("127.0.0.1:9000"), None);
+        assert_eq!(Value::Int(3).literal(), "3");
     }
 
     #[test]

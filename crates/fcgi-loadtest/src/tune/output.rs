@@ -413,7 +413,7 @@ pub fn recommendation_toml(r: &Results) -> String {
     );
     let mut entries = Vec::new();
     for (key, value) in &r.recommendation.overrides {
-        let mut e = Entry::new(key, value.to_string());
+        let mut e = Entry::new(key, value.literal());
         let short = key.split_once('.').map_or(key.as_str(), |(_, k)| k);
         match r.decisions.iter().find(|d| d.knob == *key) {
             Some(d) if d.changed && d.value == *value => {
@@ -433,7 +433,7 @@ pub fn recommendation_toml(r: &Results) -> String {
         entries.push(e);
     }
     for i in &r.recommendation.implied {
-        let mut e = Entry::new(&i.key, i.value.to_string());
+        let mut e = Entry::new(&i.key, i.value.literal());
         e.comments.push(format!("required: {}", i.why));
         entries.push(e);
     }
