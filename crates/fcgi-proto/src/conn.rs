@@ -270,6 +270,14 @@ enum Sink {
     Data(u16),
 }
 
+impl Sink {
+    /// Whether [`Connection::end_content`] acts on this sink: only BEGIN_REQUEST and
+    /// GET_VALUES are handled once their content is complete.
+    fn acts_at_end(&self) -> bool {
+        matches!(self, Sink::Begin { .. } | Sink::GetValues(_))
+    }
+}
+
 /// The two input streams after PARAMS (spec 5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
@@ -486,13 +494,46 @@ impl Connection {
                 break;
             };
             *input = rest;
-            let mut sink = self.start_record(header, out, on_event)?;
-            if !content.is_empty() {
-                sink = self.content(sink, content, out, on_event)?;
-            }
-            self.end_content(sink, out, on_event)?;
+            self.whole_record(header, content, out, on_event)?;
         }
         Ok(())
+    }
+
+    /// A record whose content is all in `content`: what [`Connection::start_record`],
+    /// [`Connection::content`] and [`Connection::end_content`] do for it in turn, with the
+    /// streams' content handed straight to their request (their end does nothing).
+    #[inline]
+    fn whole_record(
+        &mut self,
+        header: Header,
+        content: &[u8],
+        out: &mut Vec<u8>,
+        on_event: &mut impl FnMut(Event<'_>),
+    ) -> Result<(), ProtocolError> {
+        let sink = self.start_record(header, out, on_event)?;
+        if content.is_empty() {
+            // The empty records that end a stream: nothing to do at their end, and no call.
+            if sink.acts_at_end() {
+                return self.end_content(sink, out, on_event);
+            }
+            return Ok(());
+        }
+        match sink {
+            Sink::Skip => Ok(()),
+            Sink::Params(id) => self.params_content(id, content, out, on_event).map(drop),
+            Sink::Stdin(id) => {
+                self.stream_content(id, Stream::Stdin, content, on_event);
+                Ok(())
+            }
+            Sink::Data(id) => {
+                self.stream_content(id, Stream::Data, content, on_event);
+                Ok(())
+            }
+            sink => {
+                let sink = self.content(sink, content, out, on_event)?;
+                self.end_content(sink, out, on_event)
+            }
+        }
     }
 
     /// Acts on a complete header: answers what needs no content, and decides what the
@@ -581,7 +622,7 @@ impl Connection {
         })
     }
 
-    /// The current record's content is complete.
+    /// The current record's content is complete (see [`Sink::acts_at_end`]).
     fn end_content(
         &mut self,
         sink: Sink,
