@@ -117,18 +117,16 @@ where
     let Incoming { staged, body, data } = incoming;
     let Staged { rk, role, params } = staged;
     let headers = maps.take();
-    let mut request = match cgi::request::build_request_in(params, role, body, headers) {
-        Ok(request) => request,
-        Err(e) => {
-            core.stats.hit(
-                crate::stats::Counter::BadRequest,
-                core.now(),
-                format_args!("bad request (request id {}): {e}", rk.id),
-            );
-            core.write_status(rk, http::StatusCode::BAD_REQUEST);
-            return;
-        }
-    };
+    let mut request = http::Request::new(body);
+    if let Err(e) = cgi::request::fill_request(&mut request, params, role, headers) {
+        core.stats.hit(
+            crate::stats::Counter::BadRequest,
+            core.now(),
+            format_args!("bad request (request id {}): {e}", rk.id),
+        );
+        core.write_status(rk, http::StatusCode::BAD_REQUEST);
+        return;
+    }
     if let Some(data) = data {
         request.extensions_mut().insert(FilterData::new(data));
     }
