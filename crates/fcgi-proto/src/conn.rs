@@ -1070,7 +1070,13 @@ impl Table {
     /// KEEP_CONN flag.
     fn remove(&mut self, id: u16) -> Option<bool> {
         let at = self.index.binary_search_by_key(&id, |&(id, _)| id).ok()?;
-        let (_, slot) = self.index.remove(at);
+        // The last entry (always, one request at a time) is popped: `Vec::remove` would call
+        // memmove for the empty tail.
+        let (_, slot) = if at + 1 == self.index.len() {
+            self.index.pop()?
+        } else {
+            self.index.remove(at)
+        };
         self.free.push(slot);
         let entry = self.slots.get_mut(usize::from(slot))?;
         let keep_conn = entry.as_ref()?.keep_conn;
