@@ -428,7 +428,9 @@ impl Core {
         let mut conns = self.conns.borrow_mut();
         let now = self.now_ms();
         let max_output = self.settings.max_output_buffer;
-        for key in keys.drain(..) {
+        // Walked and then cleared rather than drained: a `Drain`'s drop costs more than the
+        // one or two keys of a turn.
+        for &key in &keys {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
@@ -454,6 +456,7 @@ impl Core {
                 deadlines::schedule(self, key, conn);
             }
         }
+        keys.clear();
         *self.flushing.borrow_mut() = keys;
         self.stats
             .shared
