@@ -76,6 +76,8 @@ impl BodyIn {
     }
 
     /// The stream cannot complete.
+    // Inline: on the end of every request, where its bodies are nearly always done already.
+    #[inline]
     pub fn fail(&self, why: BodyError) {
         if let BodyIn::Stream(ch) = self {
             ch.fail(why);
