@@ -416,6 +416,10 @@ impl Connection {
         loop {
             if let Input::Header { have: 0, .. } = self.input {
                 self.whole_records(&mut input, out, on_event)?;
+                if input.is_empty() {
+                    // All of it was whole records: the reader is between records, as it was.
+                    return Ok(());
+                }
             }
             self.input = match std::mem::replace(&mut self.input, Input::START) {
                 Input::Header { bytes, have } => {
