@@ -533,6 +533,15 @@ impl Connection {
                 self.stream_content(id, Stream::Data, content, on_event);
                 Ok(())
             }
+            // The body is all of `content` (start_record checked its length): taken as it is,
+            // not collected.
+            Sink::Begin { id, body, have } => match <[u8; BEGIN_BODY_LEN]>::try_from(content) {
+                Ok(whole) if have == 0 => self.begin(id, whole, out, on_event),
+                _ => {
+                    let sink = collect_begin(id, body, have, content);
+                    self.end_content(sink, out, on_event)
+                }
+            },
             sink => {
                 let sink = self.content(sink, content, out, on_event)?;
                 self.end_content(sink, out, on_event)
