@@ -299,7 +299,10 @@ fn encode_stdout2(out: &mut Vec<u8>, id: u16, head: Head<'_>, body: &[u8]) {
         slot.copy_from_slice(&header);
     }
     out.extend_from_slice(first);
-    record::encode_stream(out, record::RecordType::Stdout, id, rest);
+    // Most bodies fit the head's record: no call for an empty rest.
+    if !rest.is_empty() {
+        record::encode_stream(out, record::RecordType::Stdout, id, rest);
+    }
 }
 
 #[cfg(test)]
