@@ -276,6 +276,10 @@ impl ReqTable {
         usize::from(self.one.is_some()) + self.more.as_ref().map_or(0, |m| m.len())
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.one.is_none() && self.more.as_ref().is_none_or(|m| m.is_empty())
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &ReqEntry> {
         self.one
             .iter()

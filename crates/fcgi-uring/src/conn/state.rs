@@ -203,6 +203,11 @@ impl Conn {
         self.timer = tick;
     }
 
+    /// Whether a dispatched request is in flight (one of [`Conn::requests`]).
+    pub fn has_requests(&self) -> bool {
+        !self.requests.is_empty()
+    }
+
     pub fn requests(&self) -> impl Iterator<Item = &ReqEntry> {
         self.requests.values()
     }
@@ -351,7 +356,7 @@ impl Conn {
     /// idle during a drain). False when a request is in flight or it was not open.
     pub fn drain_now(&mut self) -> bool {
         if self.lifecycle != Lifecycle::Open
-            || self.requests.len() > 0
+            || !self.requests.is_empty()
             || self.proto.active_requests() > 0
         {
             return false;
