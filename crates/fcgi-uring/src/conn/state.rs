@@ -317,24 +317,27 @@ impl Conn {
         }
     }
 
-    /// Ends request `id`: entry removed, END_REQUEST with `app_status` queued, KEEP_CONN=0
-    /// honoured. Returns whether the id was active, and its entry if it was dispatched.
+    /// Ends request `id`: its entry, if it was dispatched, failed and shown to `ended` before
+    /// it is dropped (where it lies: an entry is too large to hand back by value), END_REQUEST
+    /// with `app_status` queued, KEEP_CONN=0 honoured. Returns whether the id was active.
     pub fn end_request(
         &mut self,
         id: u16,
         app_status: u32,
         now: Millis,
-    ) -> (bool, Option<ReqEntry>) {
-        let entry = self.requests.remove(&id);
-        if let Some(entry) = &entry {
+        ended: impl FnOnce(&mut ReqEntry),
+    ) -> bool {
+        if let Some(entry) = self.requests.get_mut(&id) {
             entry.fail_bodies(BodyError::Aborted);
+            ended(entry);
+            self.requests.remove(&id);
         }
         let was_active = self.proto.end_request(id, app_status, self.out.buffer());
         self.last_activity = now;
         if self.proto.should_close() && self.is_open() {
             self.lifecycle = Lifecycle::Draining { shutdown_at: None };
         }
-        (was_active, entry)
+        was_active
     }
 
     /// The server drains and this connection's last answer is queued (no other request in
