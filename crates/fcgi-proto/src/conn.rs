@@ -299,7 +299,9 @@ enum Phase {
     /// PARAMS stream still open.
     ReadingParams {
         decoder: NvDecoder,
-        builder: ParamsBuilder,
+        /// Made at the first PARAMS content, in the arena (none before: a placeholder builder
+        /// would be made and dropped for nothing).
+        builder: Option<ParamsBuilder>,
     },
     /// `Event::Request` emitted; the streams still open are accepted.
     Dispatched { stdin_open: bool, data_open: bool },
@@ -696,7 +698,7 @@ impl Connection {
             keep_conn: body.keep_conn,
             phase: Phase::ReadingParams {
                 decoder: NvDecoder::new(self.nv_limits()),
-                builder: ParamsBuilder::new(),
+                builder: None,
             },
         });
         self.max_active_seen = self.max_active_seen.max(self.requests.len());
@@ -739,9 +741,8 @@ impl Connection {
             return Ok(Sink::Skip);
         };
         if len > 0 {
-            if builder.is_unused() {
-                *builder = ParamsBuilder::in_arena(self.arena.get_or_insert_default());
-            }
+            let builder = builder
+                .get_or_insert_with(|| ParamsBuilder::in_arena(self.arena.get_or_insert_default()));
             let len = usize::from(len);
             let bytes = len.min(limits.max_params_bytes.saturating_sub(builder.byte_len()));
             let pairs =
@@ -753,7 +754,10 @@ impl Connection {
         decoder
             .finish()
             .map_err(|error| ProtocolError::Params { id, error })?;
-        let params = std::mem::take(builder).finish_into(self.arena.get_or_insert_default());
+        let params = builder
+            .take()
+            .unwrap_or_default()
+            .finish_into(self.arena.get_or_insert_default());
         request.phase = Phase::Dispatched {
             stdin_open: true,
             data_open: true,
@@ -784,6 +788,8 @@ impl Connection {
         else {
             return Ok(Sink::Skip);
         };
+        // Always made by params_record before content is routed here.
+        let builder = builder.get_or_insert_with(ParamsBuilder::new);
         let Err(error) = decoder.feed(chunk, builder) else {
             return Ok(Sink::Params(id));
         };
