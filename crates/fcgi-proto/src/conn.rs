@@ -270,6 +270,14 @@ enum Sink {
     Data(u16),
 }
 
+impl Sink {
+    /// Whether [`Connection::end_content`] acts on this sink: only BEGIN_REQUEST and
+    /// GET_VALUES are handled once their content is complete.
+    fn acts_at_end(&self) -> bool {
+        matches!(self, Sink::Begin { .. } | Sink::GetValues(_))
+    }
+}
+
 /// The two input streams after PARAMS (spec 5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
@@ -291,7 +299,9 @@ enum Phase {
     /// PARAMS stream still open.
     ReadingParams {
         decoder: NvDecoder,
-        builder: ParamsBuilder,
+        /// Made at the first PARAMS content, in the arena (none before: a placeholder builder
+        /// would be made and dropped for nothing).
+        builder: Option<ParamsBuilder>,
     },
     /// `Event::Request` emitted; the streams still open are accepted.
     Dispatched { stdin_open: bool, data_open: bool },
@@ -408,6 +418,10 @@ impl Connection {
         loop {
             if let Input::Header { have: 0, .. } = self.input {
                 self.whole_records(&mut input, out, on_event)?;
+                if input.is_empty() {
+                    // All of it was whole records: the reader is between records, as it was.
+                    return Ok(());
+                }
             }
             self.input = match std::mem::replace(&mut self.input, Input::START) {
                 Input::Header { bytes, have } => {
@@ -486,13 +500,55 @@ impl Connection {
                 break;
             };
             *input = rest;
-            let mut sink = self.start_record(header, out, on_event)?;
-            if !content.is_empty() {
-                sink = self.content(sink, content, out, on_event)?;
-            }
-            self.end_content(sink, out, on_event)?;
+            self.whole_record(header, content, out, on_event)?;
         }
         Ok(())
+    }
+
+    /// A record whose content is all in `content`: what [`Connection::start_record`],
+    /// [`Connection::content`] and [`Connection::end_content`] do for it in turn, with the
+    /// streams' content handed straight to their request (their end does nothing).
+    #[inline]
+    fn whole_record(
+        &mut self,
+        header: Header,
+        content: &[u8],
+        out: &mut Vec<u8>,
+        on_event: &mut impl FnMut(Event<'_>),
+    ) -> Result<(), ProtocolError> {
+        let sink = self.start_record(header, out, on_event)?;
+        if content.is_empty() {
+            // The empty records that end a stream: nothing to do at their end, and no call.
+            if sink.acts_at_end() {
+                return self.end_content(sink, out, on_event);
+            }
+            return Ok(());
+        }
+        match sink {
+            Sink::Skip => Ok(()),
+            Sink::Params(id) => self.params_content(id, content, out, on_event).map(drop),
+            Sink::Stdin(id) => {
+                self.stream_content(id, Stream::Stdin, content, on_event);
+                Ok(())
+            }
+            Sink::Data(id) => {
+                self.stream_content(id, Stream::Data, content, on_event);
+                Ok(())
+            }
+            // The body is all of `content` (start_record checked its length): taken as it is,
+            // not collected.
+            Sink::Begin { id, body, have } => match <[u8; BEGIN_BODY_LEN]>::try_from(content) {
+                Ok(whole) if have == 0 => self.begin(id, whole, out, on_event),
+                _ => {
+                    let sink = collect_begin(id, body, have, content);
+                    self.end_content(sink, out, on_event)
+                }
+            },
+            sink => {
+                let sink = self.content(sink, content, out, on_event)?;
+                self.end_content(sink, out, on_event)
+            }
+        }
     }
 
     /// Acts on a complete header: answers what needs no content, and decides what the
@@ -581,7 +637,7 @@ impl Connection {
         })
     }
 
-    /// The current record's content is complete.
+    /// The current record's content is complete (see [`Sink::acts_at_end`]).
     fn end_content(
         &mut self,
         sink: Sink,
@@ -642,7 +698,7 @@ impl Connection {
             keep_conn: body.keep_conn,
             phase: Phase::ReadingParams {
                 decoder: NvDecoder::new(self.nv_limits()),
-                builder: ParamsBuilder::new(),
+                builder: None,
             },
         });
         self.max_active_seen = self.max_active_seen.max(self.requests.len());
@@ -685,9 +741,8 @@ impl Connection {
             return Ok(Sink::Skip);
         };
         if len > 0 {
-            if builder.is_unused() {
-                *builder = ParamsBuilder::in_arena(self.arena.get_or_insert_default());
-            }
+            let builder = builder
+                .get_or_insert_with(|| ParamsBuilder::in_arena(self.arena.get_or_insert_default()));
             let len = usize::from(len);
             let bytes = len.min(limits.max_params_bytes.saturating_sub(builder.byte_len()));
             let pairs =
@@ -699,7 +754,10 @@ impl Connection {
         decoder
             .finish()
             .map_err(|error| ProtocolError::Params { id, error })?;
-        let params = std::mem::take(builder).finish_into(self.arena.get_or_insert_default());
+        let params = builder
+            .take()
+            .unwrap_or_default()
+            .finish_into(self.arena.get_or_insert_default());
         request.phase = Phase::Dispatched {
             stdin_open: true,
             data_open: true,
@@ -730,6 +788,8 @@ impl Connection {
         else {
             return Ok(Sink::Skip);
         };
+        // Always made by params_record before content is routed here.
+        let builder = builder.get_or_insert_with(ParamsBuilder::new);
         let Err(error) = decoder.feed(chunk, builder) else {
             return Ok(Sink::Params(id));
         };
@@ -1029,7 +1089,13 @@ impl Table {
     /// KEEP_CONN flag.
     fn remove(&mut self, id: u16) -> Option<bool> {
         let at = self.index.binary_search_by_key(&id, |&(id, _)| id).ok()?;
-        let (_, slot) = self.index.remove(at);
+        // The last entry (always, one request at a time) is popped: `Vec::remove` would call
+        // memmove for the empty tail.
+        let (_, slot) = if at + 1 == self.index.len() {
+            self.index.pop()?
+        } else {
+            self.index.remove(at)
+        };
         self.free.push(slot);
         let entry = self.slots.get_mut(usize::from(slot))?;
         let keep_conn = entry.as_ref()?.keep_conn;

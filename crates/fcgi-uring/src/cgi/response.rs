@@ -22,7 +22,7 @@
 //!   status cannot be a final answer (it would corrupt the client's connection):
 //!   [`replace_informational`] turns it into a bare 500, as hyper does.
 
-use http::header::{CONTENT_LENGTH, HeaderName};
+use http::header::CONTENT_LENGTH;
 
 /// How a handler's response is framed (see [`frame`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,11 +84,13 @@ pub fn encode_head(parts: &http::response::Parts, body_len: Option<u64>, out: &m
     // Noticed while writing instead of looked up afterwards: a lookup hashes the name.
     let mut has_length = false;
     for (name, value) in &parts.headers {
-        if is_dropped(name) {
+        // Spelled once: a standard name's spelling is looked up in `http`'s table.
+        let spelling = name.as_str();
+        if is_dropped(spelling) {
             continue;
         }
         has_length |= name == CONTENT_LENGTH;
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(spelling.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -146,10 +148,11 @@ fn encode_content_length(len: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Hop-by-hop headers and `status`, which a CGI response must not carry.
-fn is_dropped(name: &HeaderName) -> bool {
+/// Hop-by-hop headers and `status` (by their lowercase spelling, `HeaderName::as_str`), which
+/// a CGI response must not carry.
+fn is_dropped(name: &str) -> bool {
     matches!(
-        name.as_str(),
+        name,
         "connection"
             | "keep-alive"
             | "proxy-connection"

@@ -82,6 +82,11 @@ fn deadlines(
     if let Some(since) = conn.params_since() {
         push(after(since, t.params), Cause::Params);
     }
+    // The body and handler deadlines are those of dispatched requests; most flushes have none
+    // (the answer just queued ended its request).
+    if !conn.has_requests() {
+        return;
+    }
     if !conn.is_paused() && !t.body.is_zero() && conn.requests().any(waits_for_body) {
         push(after(conn.last_recv(), t.body), Cause::Body);
     }

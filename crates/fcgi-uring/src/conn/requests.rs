@@ -76,6 +76,8 @@ impl BodyIn {
     }
 
     /// The stream cannot complete.
+    // Inline: on the end of every request, where its bodies are nearly always done already.
+    #[inline]
     pub fn fail(&self, why: BodyError) {
         if let BodyIn::Stream(ch) = self {
             ch.fail(why);
@@ -272,6 +274,10 @@ impl ReqTable {
 
     pub fn len(&self) -> usize {
         usize::from(self.one.is_some()) + self.more.as_ref().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.one.is_none() && self.more.as_ref().is_none_or(|m| m.is_empty())
     }
 
     pub fn values(&self) -> impl Iterator<Item = &ReqEntry> {

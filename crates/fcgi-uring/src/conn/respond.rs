@@ -133,21 +133,22 @@ impl Core {
     /// END_REQUEST for `id` (after its STDOUT end was written), entry removed, connection
     /// state updated for KEEP_CONN=0.
     pub(super) fn end_request(&self, key: ConnKey, conn: &mut Conn, id: u16, app_status: u32) {
-        let (was_active, entry) = conn.end_request(id, app_status, self.now_ms());
-        let metrics = &self.stats.shared.metrics;
-        if was_active {
-            metrics.end_request(EndStatus::RequestComplete);
-        }
-        if let Some(mut entry) = entry {
+        let was_active = conn.end_request(id, app_status, self.now_ms(), |entry| {
             self.active.set(self.active.get().saturating_sub(1));
             if entry.head_sent {
                 self.response_ended(entry.params_done);
             }
-            if let Some(ended) = super::oplog::Ended::of(&mut entry, key.token())
+            if let Some(ended) = super::oplog::Ended::of(entry, key.token())
                 && let Some(log) = self.log.borrow_mut().as_mut()
             {
                 log.end(ended);
             }
+        });
+        if was_active {
+            self.stats
+                .shared
+                .metrics
+                .end_request(EndStatus::RequestComplete);
         }
         self.mark_dirty(key, conn);
     }
@@ -299,7 +300,10 @@ fn encode_stdout2(out: &mut Vec<u8>, id: u16, head: Head<'_>, body: &[u8]) {
         slot.copy_from_slice(&header);
     }
     out.extend_from_slice(first);
-    record::encode_stream(out, record::RecordType::Stdout, id, rest);
+    // Most bodies fit the head's record: no call for an empty rest.
+    if !rest.is_empty() {
+        record::encode_stream(out, record::RecordType::Stdout, id, rest);
+    }
 }
 
 #[cfg(test)]

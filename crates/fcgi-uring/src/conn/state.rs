@@ -203,6 +203,11 @@ impl Conn {
         self.timer = tick;
     }
 
+    /// Whether a dispatched request is in flight (one of [`Conn::requests`]).
+    pub fn has_requests(&self) -> bool {
+        !self.requests.is_empty()
+    }
+
     pub fn requests(&self) -> impl Iterator<Item = &ReqEntry> {
         self.requests.values()
     }
@@ -312,24 +317,27 @@ impl Conn {
         }
     }
 
-    /// Ends request `id`: entry removed, END_REQUEST with `app_status` queued, KEEP_CONN=0
-    /// honoured. Returns whether the id was active, and its entry if it was dispatched.
+    /// Ends request `id`: its entry, if it was dispatched, failed and shown to `ended` before
+    /// it is dropped (where it lies: an entry is too large to hand back by value), END_REQUEST
+    /// with `app_status` queued, KEEP_CONN=0 honoured. Returns whether the id was active.
     pub fn end_request(
         &mut self,
         id: u16,
         app_status: u32,
         now: Millis,
-    ) -> (bool, Option<ReqEntry>) {
-        let entry = self.requests.remove(&id);
-        if let Some(entry) = &entry {
+        ended: impl FnOnce(&mut ReqEntry),
+    ) -> bool {
+        if let Some(entry) = self.requests.get_mut(&id) {
             entry.fail_bodies(BodyError::Aborted);
+            ended(entry);
+            self.requests.remove(&id);
         }
         let was_active = self.proto.end_request(id, app_status, self.out.buffer());
         self.last_activity = now;
         if self.proto.should_close() && self.is_open() {
             self.lifecycle = Lifecycle::Draining { shutdown_at: None };
         }
-        (was_active, entry)
+        was_active
     }
 
     /// The server drains and this connection's last answer is queued (no other request in
@@ -351,7 +359,7 @@ impl Conn {
     /// idle during a drain). False when a request is in flight or it was not open.
     pub fn drain_now(&mut self) -> bool {
         if self.lifecycle != Lifecycle::Open
-            || self.requests.len() > 0
+            || !self.requests.is_empty()
             || self.proto.active_requests() > 0
         {
             return false;
@@ -413,9 +421,7 @@ impl Conn {
             }
             entry.fail_bodies(why);
         }
-        for w in self.writers.drain(..) {
-            w.wake();
-        }
+        self.wake_writers();
         n
     }
 
@@ -439,6 +445,15 @@ impl Conn {
         self.writing = Writing::Idle;
         if let Some(buf) = buf {
             self.out.give_back(buf);
+        }
+        self.wake_writers();
+    }
+
+    /// Wakes the handlers waiting for room. Most sends complete with none waiting: that case
+    /// costs a test, not a `Drain` (whose drop moves the vector's tail back).
+    fn wake_writers(&mut self) {
+        if self.writers.is_empty() {
+            return;
         }
         for w in self.writers.drain(..) {
             w.wake();

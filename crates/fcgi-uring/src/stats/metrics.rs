@@ -119,6 +119,43 @@ pub const BUCKETS: [f64; 19] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A duration in nanoseconds and the bucket it lands in.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    bucket: usize,
+    nanos: u64,
+}
+
+impl Sample {
+    #[inline]
+    fn of(d: Duration) -> Sample {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = BUCKET_NANOS
+            .iter()
+            .position(|&b| nanos <= b)
+            .unwrap_or(BUCKETS.len());
+        Sample { bucket, nanos }
+    }
+}
+
+/// Calls `observe(sample, n)` for each run of `n` equal starts, with the sample of
+/// `now - start`.
+#[inline]
+fn for_each_run(now: Instant, starts: &[Instant], mut observe: impl FnMut(Sample, u64)) {
+    if let [only] = starts {
+        return observe(Sample::of(now.saturating_duration_since(*only)), 1);
+    }
+    let mut rest = starts;
+    while let Some((&first, tail)) = rest.split_first() {
+        let same = tail.iter().take_while(|&&s| s == first).count();
+        observe(
+            Sample::of(now.saturating_duration_since(first)),
+            1 + same as u64,
+        );
+        rest = tail.get(same..).unwrap_or_default();
+    }
+}
+
 const BUCKET_NANOS: [u64; 19] = {
     let mut out = [0u64; 19];
     let micros: [u64; 19] = [
@@ -154,19 +191,14 @@ pub struct HistogramSnapshot {
 impl Histogram {
     #[cfg(test)]
     pub fn observe(&self, d: Duration) {
-        self.observe_n(d, 1);
+        self.record(Sample::of(d), 1);
     }
 
-    /// `n` observations of `d`.
+    /// `n` observations of a sample whose bucket is already found.
     #[inline]
-    pub fn observe_n(&self, d: Duration, n: u64) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let i = BUCKET_NANOS
-            .iter()
-            .position(|&b| nanos <= b)
-            .unwrap_or(BUCKETS.len());
-        bump(&self.buckets[i], n);
-        bump(&self.sum_nanos, nanos.wrapping_mul(n));
+    fn record(&self, sample: Sample, n: u64) {
+        bump(&self.buckets[sample.bucket], n);
+        bump(&self.sum_nanos, sample.nanos.wrapping_mul(n));
         bump(&self.count, n);
     }
 
@@ -174,15 +206,17 @@ impl Histogram {
     /// one loop turn share its clock reading, so a batch is usually one run).
     #[inline]
     pub fn observe_since(&self, now: Instant, starts: &[Instant]) {
-        if let [only] = starts {
-            return self.observe_n(now.saturating_duration_since(*only), 1);
-        }
-        let mut rest = starts;
-        while let Some((&first, tail)) = rest.split_first() {
-            let same = tail.iter().take_while(|&&s| s == first).count();
-            self.observe_n(now.saturating_duration_since(first), 1 + same as u64);
-            rest = tail.get(same..).unwrap_or_default();
-        }
+        for_each_run(now, starts, |sample, n| self.record(sample, n));
+    }
+
+    /// [`Histogram::observe_since`] on both `a` and `b`, for two latencies that started
+    /// together: each run's duration and bucket are found once for both.
+    #[inline]
+    pub fn observe_since_in_both(a: &Histogram, b: &Histogram, now: Instant, starts: &[Instant]) {
+        for_each_run(now, starts, |sample, n| {
+            a.record(sample, n);
+            b.record(sample, n);
+        });
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot {
@@ -352,6 +386,25 @@ mod tests {
         );
         grouped.observe_since(now, &[]);
         assert_eq!(grouped.snapshot().count, 7);
+    }
+
+    #[test]
+    fn observing_in_both_is_observing_in_each() {
+        let now = Instant::now();
+        let at = |us: u64| now - Duration::from_micros(us);
+        let starts = [at(20), at(20), at(300), at(7_000_000)];
+        let (a, b) = (Histogram::default(), Histogram::default());
+        Histogram::observe_since_in_both(&a, &b, now, &starts);
+        let each = Histogram::default();
+        each.observe_since(now, &starts);
+        assert_eq!(a.snapshot(), each.snapshot());
+        assert_eq!(b.snapshot(), each.snapshot());
+        Histogram::observe_since_in_both(&a, &b, now, &starts[..1]);
+        each.observe_since(now, &starts[..1]);
+        assert_eq!(
+            (a.snapshot(), b.snapshot()),
+            (each.snapshot(), each.snapshot())
+        );
     }
 
     #[test]

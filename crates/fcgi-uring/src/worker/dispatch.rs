@@ -70,7 +70,8 @@ where
         let mut cx = Context::from_waker(Waker::noop());
         if slot.as_mut().poll_handler(&mut cx).is_ready() {
             self.core.clear_line();
-            recycle(&self.slots, slot);
+            // Its handler done, the slot holds nothing: no `clear` needed.
+            keep_idle(&self.slots, slot);
             return;
         }
         self.running.set(self.running.get() + 1);
@@ -117,18 +118,16 @@ where
     let Incoming { staged, body, data } = incoming;
     let Staged { rk, role, params } = staged;
     let headers = maps.take();
-    let mut request = match cgi::request::build_request_in(params, role, body, headers) {
-        Ok(request) => request,
-        Err(e) => {
-            core.stats.hit(
-                crate::stats::Counter::BadRequest,
-                core.now(),
-                format_args!("bad request (request id {}): {e}", rk.id),
-            );
-            core.write_status(rk, http::StatusCode::BAD_REQUEST);
-            return;
-        }
-    };
+    let mut request = http::Request::new(body);
+    if let Err(e) = cgi::request::fill_request(&mut request, params, role, headers) {
+        core.stats.hit(
+            crate::stats::Counter::BadRequest,
+            core.now(),
+            format_args!("bad request (request id {}): {e}", rk.id),
+        );
+        core.write_status(rk, http::StatusCode::BAD_REQUEST);
+        return;
+    }
     if let Some(data) = data {
         request.extensions_mut().insert(FilterData::new(data));
     }
@@ -361,9 +360,14 @@ where
     }
 }
 
-/// Puts an idle slot back in the pool (or frees it when the pool is full).
+/// Empties a slot and puts it back in the pool (or frees it when the pool is full).
 fn recycle(pool: &RefCell<Vec<Pin<Box<dyn HandlerSlot>>>>, mut slot: Pin<Box<dyn HandlerSlot>>) {
     slot.as_mut().clear();
+    keep_idle(pool, slot);
+}
+
+/// Puts a slot that holds no handler back in the pool (or frees it when the pool is full).
+fn keep_idle(pool: &RefCell<Vec<Pin<Box<dyn HandlerSlot>>>>, slot: Pin<Box<dyn HandlerSlot>>) {
     let mut pool = pool.borrow_mut();
     if pool.len() < MAX_IDLE_SLOTS {
         pool.push(slot);
