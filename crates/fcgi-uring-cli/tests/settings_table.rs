@@ -166,6 +166,7 @@ fn every_tuner_knob_is_a_table_key_and_its_values_are_accepted() {
             let value = match *v {
                 KnobValue::Bool(b) => Value::Bool(b),
                 KnobValue::Int(i) => Value::Int(i),
+                KnobValue::Str(t) => Value::Text(t.to_owned()),
             };
             s.check(&value)
                 .unwrap_or_else(|e| panic!("knob {key} = {v}: {e}"));
