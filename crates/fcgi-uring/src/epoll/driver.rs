@@ -74,8 +74,11 @@ where
             }
         };
         // Arms the new connections (read in this turn's pass when data came with them) and
-        // sends what handler tasks wrote since the last turn.
-        core.flush(&mut io);
+        // sends what handler tasks wrote since the last turn. With nothing changed there is
+        // nothing to act on: the flush after the dispatches clocks and logs what ended.
+        if core.has_dirty() {
+            core.flush(&mut io);
+        }
         let reads = io.read(&core, &mut staged);
         for s in staged.drain(..) {
             d.dispatch(s);
