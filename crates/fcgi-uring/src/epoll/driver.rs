@@ -121,18 +121,17 @@ where
             tokio::task::yield_now().await;
             continue;
         }
-        match pace
-            .when_idle(&d, &spec.stop, deadline.is_some(), accept_pause.as_ref())
-            .await
-        {
-            Idle::Wait { start_tick, limit } => {
-                if start_tick {
+        match pace.when_idle(&d, deadline.is_some(), accept_pause.as_ref()) {
+            Idle::Wait { look_first, limit } => {
+                if look_first && pace.look(&d, &spec.stop).await {
+                    continue;
+                }
+                if pace.start_wait() {
                     io.start_tick(pace.tick_period())?;
                 }
                 waited_events = Some(io.wait_events(limit)?);
                 continue;
             }
-            Idle::Turn => continue,
             // Sleeping in tokio needs a look at the epoll set since the last work first.
             Idle::Sleep if unlooked => continue,
             Idle::Sleep => {
