@@ -73,6 +73,11 @@ impl<K: Copy> Wheel<K> {
 
     /// Moves the entries due at or before `now` to `due`, with the tick each was scheduled for.
     pub fn advance(&mut self, now: Millis, due: &mut Vec<(K, u64)>) {
+        // The worker advances every loop turn, most of them within the tick it is in: nothing
+        // to do, and no division to find that out.
+        if now < self.next * self.resolution_ms {
+            return;
+        }
         let now_tick = now / self.resolution_ms;
         while self.next <= now_tick && self.len > 0 {
             let tick = self.next;
