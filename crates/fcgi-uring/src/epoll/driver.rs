@@ -74,8 +74,11 @@ where
             }
         };
         // Arms the new connections (read in this turn's pass when data came with them) and
-        // sends what handler tasks wrote since the last turn.
-        core.flush(&mut io);
+        // sends what handler tasks wrote since the last turn. With nothing changed there is
+        // nothing to act on: the flush after the dispatches clocks and logs what ended.
+        if core.has_dirty() {
+            core.flush(&mut io);
+        }
         let reads = io.read(&core, &mut staged);
         for s in staged.drain(..) {
             d.dispatch(s);
@@ -118,18 +121,17 @@ where
             tokio::task::yield_now().await;
             continue;
         }
-        match pace
-            .when_idle(&d, &spec.stop, deadline.is_some(), accept_pause.as_ref())
-            .await
-        {
-            Idle::Wait { start_tick, limit } => {
-                if start_tick {
+        match pace.when_idle(&d, deadline.is_some(), accept_pause.as_ref()) {
+            Idle::Wait { look_first, limit } => {
+                if look_first && pace.look(&d, &spec.stop).await {
+                    continue;
+                }
+                if pace.start_wait() {
                     io.start_tick(pace.tick_period())?;
                 }
                 waited_events = Some(io.wait_events(limit)?);
                 continue;
             }
-            Idle::Turn => continue,
             // Sleeping in tokio needs a look at the epoll set since the last work first.
             Idle::Sleep if unlooked => continue,
             Idle::Sleep => {

@@ -320,18 +320,17 @@ impl Loop {
                     Spin::Idle => {}
                 }
             }
-            match pace
-                .when_idle(&d, &self.stop, deadline.is_some(), accept_pause.as_ref())
-                .await
-            {
-                Idle::Wait { start_tick, limit } => {
-                    if start_tick {
+            match pace.when_idle(&d, deadline.is_some(), accept_pause.as_ref()) {
+                Idle::Wait { look_first, limit } => {
+                    if look_first && pace.look(&d, &self.stop).await {
+                        continue;
+                    }
+                    if pace.start_wait() {
                         io.ring.start_tick(pace.tick_period());
                     }
                     io.ring.wait_for_io(limit)?;
                     continue;
                 }
-                Idle::Turn => continue,
                 // Sleeping in tokio needs a look at the ring since the last work first.
                 Idle::Sleep if unlooked => continue,
                 Idle::Sleep => {
@@ -506,12 +505,12 @@ impl Pace {
     }
 
     /// What an idle worker does next: wait in its backend (after a look at tokio when a tick
-    /// asked for one: tasks a handler spawned, tokio's IO and timers), run a turn (that look
-    /// found work), or sleep in tokio's reactor (then call [`Pace::sleeping`]).
-    pub async fn when_idle<S: HttpService>(
+    /// asked for one, [`Pace::look`], then [`Pace::start_wait`]), or sleep in tokio's reactor
+    /// (then call [`Pace::sleeping`]). Not async: the look is awaited only when due, not at
+    /// every wait.
+    pub fn when_idle<S: HttpService>(
         &mut self,
         d: &Dispatcher<S>,
-        stop: &Stop,
         draining: bool,
         accept_pause: Option<&Pin<Box<tokio::time::Sleep>>>,
     ) -> Idle {
@@ -530,20 +529,21 @@ impl Pace {
         if bound.is_some_and(|b| b.is_zero()) {
             return Idle::Sleep;
         }
-        if std::mem::take(&mut self.look_due) {
-            tokio::task::yield_now().await;
-            if d.core.has_dirty() || d.running_tasks() > 0 || stop.is_requested() {
-                return Idle::Turn;
-            }
-        }
         Idle::Wait {
-            start_tick: self.start_wait(),
+            look_first: std::mem::take(&mut self.look_due),
             limit: bound.filter(|b| *b < self.idle_wait),
         }
     }
 
+    /// The look at tokio a tick asked for (tasks a handler spawned, tokio's IO and timers): true
+    /// when it found work, for a loop turn rather than the wait.
+    pub async fn look<S: HttpService>(&self, d: &Dispatcher<S>, stop: &Stop) -> bool {
+        tokio::task::yield_now().await;
+        d.core.has_dirty() || d.running_tasks() > 0 || stop.is_requested()
+    }
+
     /// A wait in the backend begins; true when the tick must start first.
-    fn start_wait(&mut self) -> bool {
+    pub fn start_wait(&mut self) -> bool {
         self.waiting = true;
         // Waits are not busy turns: the ticks bring the looks at tokio while it waits.
         self.turns_unyielded = 0;
@@ -570,14 +570,14 @@ impl Pace {
 
 /// What an idle worker does next ([`Pace::when_idle`]).
 pub(crate) enum Idle {
-    /// Wait for IO in the backend, until a tick (started first when `start_tick`) or for at
-    /// most `limit` (a deadline nearer than the next tick).
+    /// Wait for IO in the backend, until a tick or for at most `limit` (a deadline nearer than
+    /// the next tick). When `look_first`, look at tokio first ([`Pace::look`]); work it finds
+    /// is a loop turn instead. Then [`Pace::start_wait`] (which says whether the tick must
+    /// start) and the wait.
     Wait {
-        start_tick: bool,
+        look_first: bool,
         limit: Option<Duration>,
     },
-    /// Run a loop turn: there is work.
-    Turn,
     /// Sleep in tokio's reactor.
     Sleep,
 }
