@@ -65,20 +65,41 @@ fn tempfile_dir(name: &str) -> PathBuf {
     d
 }
 
+/// `fcgi-loadtest tune` of `server` over keepconn-tcp, varying only `knobs`, runs of a
+/// fraction of a second, outputs in `out`.
+fn tiny_sweep(server: &Path, knobs: &str, out: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
+    cmd.arg("tune")
+        .arg("--server")
+        .arg(server)
+        .args(["--quick", "--workloads", "keepconn-tcp", "--knobs", knobs])
+        .args(["--duration", "0.3", "--warmup", "0.1", "--rounds", "1"])
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
+/// What `server serve --config TOML --print-config` prints; fails the test if it refuses it.
+fn effective_config(server: &Path, toml: &Path) -> String {
+    let printed = Command::new(server)
+        .args(["serve", "--config"])
+        .arg(toml)
+        .arg("--print-config")
+        .output()
+        .unwrap();
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    String::from_utf8(printed.stdout).unwrap()
+}
+
 #[test]
 fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
     let server = server_binary();
     let out = tempfile_dir("tune-test-out");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
-    cmd.arg("tune")
-        .arg("--server")
-        .arg(&server)
-        .args(["--quick", "--workloads", "keepconn-tcp"])
-        .args(["--knobs", "completions_per_turn"])
-        .args(["--duration", "0.3", "--warmup", "0.1", "--rounds", "1"])
-        .arg("--out")
-        .arg(&out);
-    let (ok, stdout, stderr) = run_bounded(cmd);
+    let (ok, stdout, stderr) = run_bounded(tiny_sweep(&server, "completions_per_turn", &out));
     assert!(ok, "tune failed:\n{stderr}\n{stdout}");
 
     for f in [
@@ -145,19 +166,8 @@ fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
     let toml = out.join("fcgi-uring.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     assert!(text.contains("completions_per_turn = "), "{text}");
-    let printed = Command::new(&server)
-        .args(["serve", "--config"])
-        .arg(&toml)
-        .arg("--print-config")
-        .output()
-        .unwrap();
-    assert!(
-        printed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&printed.stderr)
-    );
     let chosen = json["recommendation"]["overrides"][0][1].as_i64().unwrap();
-    let effective = String::from_utf8(printed.stdout).unwrap();
+    let effective = effective_config(&server, &toml);
     assert!(
         effective.contains(&format!("completions_per_turn = {chosen}")),
         "{effective}"
@@ -171,15 +181,7 @@ fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
 fn the_io_backend_is_a_knob() {
     let server = server_binary();
     let out = tempfile_dir("tune-test-io-knob");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
-    cmd.arg("tune")
-        .arg("--server")
-        .arg(&server)
-        .args(["--quick", "--workloads", "keepconn-tcp", "--knobs", "io"])
-        .args(["--duration", "0.3", "--warmup", "0.1", "--rounds", "1"])
-        .arg("--out")
-        .arg(&out);
-    let (ok, stdout, stderr) = run_bounded(cmd);
+    let (ok, stdout, stderr) = run_bounded(tiny_sweep(&server, "io", &out));
     assert!(ok, "tune failed:\n{stderr}\n{stdout}");
     let table = std::fs::read_to_string(out.join("table.txt")).unwrap();
     let row = table
@@ -193,19 +195,7 @@ fn the_io_backend_is_a_knob() {
     for t in json["trials"].as_array().unwrap() {
         assert!(t["error"].is_null(), "trial failed: {t}");
     }
-    let toml = out.join("fcgi-uring.toml");
-    let printed = Command::new(&server)
-        .args(["serve", "--config"])
-        .arg(&toml)
-        .arg("--print-config")
-        .output()
-        .unwrap();
-    let effective = String::from_utf8_lossy(&printed.stdout);
-    assert!(
-        printed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&printed.stderr)
-    );
+    let effective = effective_config(&server, &out.join("fcgi-uring.toml"));
     let chosen = json["recommendation"]["overrides"][0][1].as_str();
     let expected = format!("io = \"{}\"", chosen.unwrap_or("auto"));
     assert!(
@@ -254,15 +244,7 @@ fn a_server_that_does_not_start_is_reported_with_its_stderr() {
     let fake = dir.join("fcgi-uring");
     std::fs::write(&fake, script).unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-loadtest"));
-    cmd.arg("tune")
-        .arg("--server")
-        .arg(&fake)
-        .args(["--quick", "--workloads", "keepconn-tcp"])
-        .args(["--knobs", "completions_per_turn"])
-        .args(["--duration", "0.2", "--warmup", "0.1", "--rounds", "1"])
-        .arg("--out")
-        .arg(dir.join("out"));
+    let cmd = tiny_sweep(&fake, "completions_per_turn", &dir.join("out"));
     let (ok, stdout, stderr) = run_bounded(cmd);
     assert!(ok, "the sweep goes on past a failed trial:\n{stderr}");
     assert!(
