@@ -360,7 +360,8 @@ where
     }
 }
 
-/// Empties a slot and puts it back in the pool (or frees it when the pool is full).
+/// Empties a slot whose handler was aborted and puts it back in the pool (or frees it when the
+/// pool is full).
 fn recycle(pool: &RefCell<Vec<Pin<Box<dyn HandlerSlot>>>>, mut slot: Pin<Box<dyn HandlerSlot>>) {
     slot.as_mut().clear();
     keep_idle(pool, slot);
@@ -394,7 +395,8 @@ impl Future for Pooled {
         if poll.is_ready()
             && let Some(slot) = self.slot.take()
         {
-            recycle(&self.pool, slot);
+            // Its handler done, the slot holds nothing (as in `Dispatcher::dispatch`).
+            keep_idle(&self.pool, slot);
         }
         poll
     }
