@@ -93,7 +93,7 @@ pub(super) fn winners_together(
         .filter(|d| d.changed)
         .map(|d| (d.knob.clone(), d.value))
         .collect();
-    if winners.contains(&(knobs::IO.to_owned(), Value::Str("epoll"))) {
+    if winners.contains(&(knobs::IO.to_owned(), knobs::EPOLL)) {
         winners.retain(|(key, _)| !key.starts_with("ring."));
     }
     Setting::new(winners, defaults)

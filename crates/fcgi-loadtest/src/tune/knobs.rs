@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
 
+use fcgi_uring::IoMode;
 use serde::Serialize;
 
 /// A knob's value: the TOML types the catalogue needs.
@@ -17,12 +18,12 @@ use serde::Serialize;
 pub enum Value {
     Bool(bool),
     Int(i64),
-    /// One of [`STRINGS`].
+    /// An IO backend's name ([`IoMode::as_str`]), the one string key of the catalogue.
     Str(&'static str),
 }
 
-/// The string values the catalogue knows: those of `server.io`.
-const STRINGS: [&str; 3] = ["auto", "uring", "epoll"];
+/// `server.io = "epoll"`.
+pub const EPOLL: Value = Value::Str(IoMode::Epoll.as_str());
 
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -35,16 +36,13 @@ impl fmt::Display for Value {
 }
 
 impl Value {
-    /// The value of a parsed TOML value, if it is a boolean, an integer or a string of
-    /// [`STRINGS`].
+    /// The value of a parsed TOML value, if it is a boolean, an integer or an IO backend's
+    /// name.
     pub fn from_toml(v: &toml::Value) -> Option<Value> {
         match v {
             toml::Value::Boolean(b) => Some(Value::Bool(*b)),
             toml::Value::Integer(i) => Some(Value::Int(*i)),
-            toml::Value::String(s) => STRINGS
-                .iter()
-                .find(|known| *known == s)
-                .map(|known| Value::Str(known)),
+            toml::Value::String(s) => s.parse::<IoMode>().ok().map(|m| Value::Str(m.as_str())),
             _ => None,
         }
     }
@@ -99,8 +97,8 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         section: "server",
         key: "io",
-        values: &[Value::Str("epoll")],
-        quick: &[Value::Str("epoll")],
+        values: &[EPOLL],
+        quick: &[EPOLL],
         description: "IO backend: epoll instead of io_uring (the ring.* settings are then unused)",
     },
     Knob {
@@ -241,7 +239,7 @@ pub fn select(filter: &[String]) -> Result<Vec<&'static Knob>, String> {
 }
 
 /// The server's defaults, `section.key` -> value, from `serve --print-config` output (keys of
-/// other types, such as floats and strings other than [`STRINGS`], are left out).
+/// other types, such as floats and strings other than the IO backends, are left out).
 pub fn parse_defaults(print_config: &str) -> Result<BTreeMap<String, Value>, String> {
     let table: toml::Table = print_config
         .parse()

@@ -19,7 +19,7 @@ pub enum IoMode {
 
 impl IoMode {
     /// The name the configuration file and `--io` use: `auto`, `uring` or `epoll`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             IoMode::Auto => "auto",
             IoMode::Uring => "uring",
