@@ -47,39 +47,40 @@ def behind_nginx():
     return module
 
 
+def serve(addr, *args, binary=None):
+    """`fcgi-uring serve` of this build (or `binary`, an older one, which has no admin listener
+    to turn off) with one worker on `addr`."""
+    admin = [] if binary else ["--admin-listen", "none"]
+    return [binary or os.path.join(TARGET, "fcgi-uring"), "serve", "--listen", addr,
+            "--workers", "1", *admin, *args]
+
+
 def servers(base, addr):
     """The fcgi-uring cases of every load: name -> command."""
-    this = os.path.join(TARGET, "fcgi-uring")
-    out = {}
-    # Older builds have no admin listener to turn off.
-    for prefix, binary, admin in (("", this, ["--admin-listen", "none"]), ("base-", base, [])):
-        serve = [binary, "serve", "--listen", addr, "--workers", "1"] + admin
-        out[prefix + "uring"] = serve + ["--io", "uring"]
-        out[prefix + "epoll"] = serve + ["--io", "epoll"]
-    return out
+    return {f"{prefix}{io}": serve(addr, "--io", io, binary=binary)
+            for prefix, binary in (("", None), ("base-", base)) for io in ("uring", "epoll")}
 
 
 def floor(addr, *flags):
     return [os.path.join(TARGET, "fcgi-floor"), *flags, addr]
 
 
-# load -> (fcgi-loadtest arguments, the bound's case, what is compared)
-GET_LOADS = {
+# load -> (fcgi-loadtest arguments, the bound's case, what is compared); nginx's load is
+# behind-nginx.py's.
+LOADS = {
     "one": (["--conns", "1", "--depth", "1"], "floor-epoll", ("cpu", "p99")),
     "1x16": (["--conns", "1", "--depth", "16"], "floor", ("rate",)),
     "16x16": (["--conns", "16", "--depth", "16"], "floor", ("rate",)),
     "64": (["--conns", "64", "--depth", "1"], "floor", ("rate",)),
+    "echo": (["--conns", "16", "--threads", "1"], "hyper-wrk", ("rate", "cpu")),
+    "nginx": (None, "hyper", ("cpu",)),
 }
-LOADS = list(GET_LOADS) + ["echo", "nginx"]
-BOUND = {**{load: spec[1] for load, spec in GET_LOADS.items()}, "echo": "hyper-wrk",
-         "nginx": "hyper"}
-COMPARED = {**{load: spec[2] for load, spec in GET_LOADS.items()}, "echo": ("rate", "cpu"),
-            "nginx": ("cpu",)}
+GET_LOADS = ("one", "1x16", "16x16", "64")
 
 
 def get_cases(load, base):
     cases = {n: (cmd, ["/hello"]) for n, cmd in servers(base, ADDR).items()}
-    bound = BOUND[load]
+    bound = LOADS[load][1]
     cases[bound] = (floor(ADDR, "--epoll") if bound == "floor-epoll" else floor(ADDR), ["/hello"])
     return cases
 
@@ -92,8 +93,7 @@ def echo_cases(base):
 
 
 def run_load_case(load, cmd, path_args, duration):
-    conns = GET_LOADS[load][0] if load in GET_LOADS else ["--conns", "16", "--threads", "1"]
-    args = conns + ["--duration", str(duration), "--warmup", "1"] + path_args
+    args = LOADS[load][0] + ["--duration", str(duration), "--warmup", "1"] + path_args
     return serve_and_load(cmd, ADDR, args, "/tmp/every-load-server.log")
 
 
@@ -105,9 +105,8 @@ def server_ticks(pid):
 
 def hyper_under_wrk(duration, lua):
     """hyper (fcgi-uring serve --protocol http1) under wrk -t1 -c16 POSTing the body."""
-    cmd = [os.path.join(TARGET, "fcgi-uring"), "serve", "--listen", ADDR, "--workers", "1",
-           "--admin-listen", "none", "--protocol", "http1"]
-    server = subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=subprocess.DEVNULL,
+    server = subprocess.Popen(["taskset", "-c", "0"] + serve(ADDR, "--protocol", "http1"),
+                              stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     url = f"http://{ADDR}/echo"
     wrk = ["taskset", "-c", "1", "wrk", "-t1", "-c16", "-s", lua]
@@ -132,9 +131,7 @@ def hyper_under_wrk(duration, lua):
 def nginx_cases(bn, base):
     cases = {n: (cmd, bn.FASTCGI) for n, cmd in servers(base, bn.BACKEND).items()}
     cases["floor-epoll"] = (floor(bn.BACKEND, "--epoll"), bn.FASTCGI)
-    hyper = [os.path.join(TARGET, "fcgi-uring"), "serve", "--listen", bn.BACKEND, "--workers",
-             "1", "--admin-listen", "none", "--protocol", "http1"]
-    cases["hyper"] = (hyper, bn.HTTP1)
+    cases["hyper"] = (serve(bn.BACKEND, "--protocol", "http1"), bn.HTTP1)
     return cases
 
 
@@ -149,7 +146,6 @@ def measure(loads, args):
                     'wrk.headers["Content-Type"] = "application/octet-stream"\n')
         for rnd in range(1, args.rounds + 1):
             for load in loads:
-                runs = []
                 if load in GET_LOADS:
                     runs = [(n, lambda c=c, p=p: run_load_case(load, c, p, args.duration))
                             for n, (c, p) in get_cases(load, args.base).items()]
@@ -177,7 +173,7 @@ def median(reports, key):
 def ratio(load, case, what, results):
     """The case's median against the bound's: rate (higher is better), CPU and p99 (lower)."""
     key = {"rate": "rps", "cpu": "server_cpu_us_per_req", "p99": "p99_us"}[what]
-    return median(results[load][case], key) / median(results[load][BOUND[load]], key)
+    return median(results[load][case], key) / median(results[load][LOADS[load][1]], key)
 
 
 def print_tables(loads, results, args):
@@ -195,10 +191,11 @@ def print_tables(loads, results, args):
     print("| load | against | measure | base-uring | base-epoll | uring | epoll |")
     print("|---|---|---|---|---|---|---|")
     for load in loads:
-        for what in COMPARED[load]:
+        bound, compared = LOADS[load][1:]
+        for what in compared:
             cells = " | ".join(f"{ratio(load, c, what, results):.2f}x"
                                for c in ("base-uring", "base-epoll", "uring", "epoll"))
-            print(f"| {load} | {BOUND[load]} | {what} | {cells} |")
+            print(f"| {load} | {bound} | {what} | {cells} |")
 
 
 def main():
@@ -208,7 +205,7 @@ def main():
     p.add_argument("--duration", type=float, default=4)
     p.add_argument("--only", help="comma-separated loads: " + ",".join(LOADS))
     args = p.parse_args()
-    loads = args.only.split(",") if args.only else LOADS
+    loads = args.only.split(",") if args.only else list(LOADS)
     unknown = [load for load in loads if load not in LOADS]
     if unknown:
         raise SystemExit(f"unknown load(s) {unknown}: {', '.join(LOADS)}")
