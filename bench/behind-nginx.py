@@ -4,6 +4,7 @@ FastCGI (both IO backends) and over HTTP/1.1 (hyper), and the no-application Fas
 each behind the same nginx, at 1, 16 and 64 clients.
 
 Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
+                             [--variant NAME=CASE:ARGS ...]
 
 Cases (the backend on 127.0.0.1:9372, nginx on 127.0.0.1:9371, both pinned to CPU 0;
 fcgi-loadtest pinned to CPU 1 sends GET /hello over HTTP/1.1 with one kept-alive connection
@@ -13,6 +14,8 @@ per client):
   uring         fcgi-uring serve --io uring, fastcgi_pass with fastcgi_keep_conn
   epoll         fcgi-uring serve --io epoll
   hyper         fcgi-uring serve --protocol http1, proxy_pass with HTTP/1.1 keepalive
+  --variant NAME=CASE:ARGS   one case more: CASE's backend with ARGS appended, e.g.
+                             'epoll-1ms=epoll:--idle-wait-us 1000' (repeatable)
 nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved over rounds
 (each once per round at each client count); the table gives medians of the backend's CPU per
 request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, and each case's
@@ -52,6 +55,17 @@ def cases():
         "epoll": (serve + ["--io", "epoll"], FASTCGI),
         "hyper": (serve + ["--protocol", "http1"], HTTP1),
     }
+
+
+def variant(spec, known):
+    """A `--variant NAME=CASE:ARGS`: (NAME, CASE's backend with ARGS appended, its location)."""
+    name, eq, rest = spec.partition("=")
+    case, _, args = rest.partition(":")
+    if not eq or not name or case not in known:
+        raise SystemExit(f"--variant {spec!r}: expected NAME=CASE:ARGS with CASE one of "
+                         f"{', '.join(known)}")
+    backend, location = known[case]
+    return name, (backend + args.split(), location)
 
 
 def nginx_conf(work, location):
@@ -112,6 +126,8 @@ def main():
     ap.add_argument("--duration", type=float, default=4)
     ap.add_argument("--clients", default="1,16,64")
     ap.add_argument("--only", help="comma-separated case names")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=CASE:ARGS",
+                    help="one case more: CASE's backend with ARGS appended (repeatable)")
     args = ap.parse_args()
     if shutil.which("nginx") is None:
         raise SystemExit("nginx not found: apt-get install -y nginx")
@@ -122,6 +138,12 @@ def main():
     unknown = [n for n in names if n not in all_cases]
     if unknown:
         raise SystemExit(f"unknown case(s) {unknown}: {', '.join(all_cases)}")
+    for spec in args.variant:
+        name, case = variant(spec, cases())
+        if name in all_cases:
+            raise SystemExit(f"--variant {spec!r}: the case {name} exists already")
+        all_cases[name] = case
+        names.append(name)
     clients = [int(c) for c in args.clients.split(",")]
     results = {(c, n): [] for c in clients for n in names}
     with tempfile.TemporaryDirectory() as work:

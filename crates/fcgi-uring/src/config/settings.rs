@@ -394,7 +394,7 @@ settings! {
         flag: "idle-wait-us",
         field: idle_wait_us,
         ty: u32,
-        default: 1000,
+        default: 4000,
         accepts: ints(0, 100_000),
         doc: "Period of an idle worker's look at tokio: with no handler task running it waits for IO in io_uring_enter (or its own epoll_wait), with no timer per wait, and a tick every this many microseconds ends the wait to run tokio's timers, IO and other tasks; a period with no IO sends it to sleep in tokio's reactor. One system call per wake instead of three. Tasks the application runs outside requests, and a shutdown, may be seen this much later; 0: always sleep in tokio. Off under ring.sqpoll (the tick's completions would keep the SQ thread from ever sleeping).",
     },
