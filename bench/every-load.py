@@ -16,6 +16,7 @@ warmup; server CPU per request from /proc/PID/stat over the measured window):
           (fcgi-floor --epoll --echo, the least any server spends echoing, is shown too)
   nginx   GET /hello behind nginx (fastcgi_keep_conn; hyper behind proxy_pass), 64 clients;
           bound: hyper behind the same nginx; compared: backend CPU per request
+  nginx1  the same with one client (each request wakes nginx and the backend in turn)
 Each load runs fcgi-uring on both IO backends (uring, epoll) for this build and for --base
 (base-uring, base-epoll). Every case runs once per round, rounds interleaved; the tables give
 medians and each case's ratio to its load's bound. Builds this tree's release binaries first.
@@ -65,16 +66,18 @@ def floor(addr, *flags):
     return [os.path.join(TARGET, "fcgi-floor"), *flags, addr]
 
 
-# load -> (fcgi-loadtest arguments, the bound's case, what is compared); nginx's load is
-# behind-nginx.py's.
+# load -> (fcgi-loadtest arguments, the bound's case, what is compared); the nginx loads are
+# behind-nginx.py's, with their client count in place of the arguments.
 LOADS = {
     "one": (["--conns", "1", "--depth", "1"], "floor-epoll", ("cpu", "p99")),
     "1x16": (["--conns", "1", "--depth", "16"], "floor", ("rate",)),
     "16x16": (["--conns", "16", "--depth", "16"], "floor", ("rate",)),
     "64": (["--conns", "64", "--depth", "1"], "floor", ("rate",)),
     "echo": (["--conns", "16", "--threads", "1"], "hyper-wrk", ("rate", "cpu")),
-    "nginx": (None, "hyper", ("cpu",)),
+    "nginx": (64, "hyper", ("cpu",)),
+    "nginx1": (1, "hyper", ("cpu",)),
 }
+NGINX_LOADS = ("nginx", "nginx1")
 GET_LOADS = ("one", "1x16", "16x16", "64")
 
 
@@ -137,7 +140,7 @@ def nginx_cases(bn, base):
 
 def measure(loads, args):
     """load -> case -> the reports of every round."""
-    bn = behind_nginx() if "nginx" in loads else None
+    bn = behind_nginx() if any(load in NGINX_LOADS for load in loads) else None
     results = {load: {} for load in loads}
     with tempfile.TemporaryDirectory() as work:
         lua = os.path.join(work, "post.lua")
@@ -154,7 +157,8 @@ def measure(loads, args):
                             for n, (c, p) in echo_cases(args.base).items()]
                     runs.append(("hyper-wrk", lambda: hyper_under_wrk(args.duration, lua)))
                 else:
-                    runs = [(n, lambda n=n, case=case: bn.run_case(work, n, case, 64,
+                    clients = LOADS[load][0]
+                    runs = [(n, lambda n=n, case=case: bn.run_case(work, n, case, clients,
                                                                   args.duration))
                             for n, case in nginx_cases(bn, args.base).items()]
                 for name, run in runs:
@@ -209,8 +213,8 @@ def main():
     unknown = [load for load in loads if load not in LOADS]
     if unknown:
         raise SystemExit(f"unknown load(s) {unknown}: {', '.join(LOADS)}")
-    for tool, load in (("wrk", "echo"), ("nginx", "nginx")):
-        if load in loads and shutil.which(tool) is None:
+    for tool, needs in (("wrk", ("echo",)), ("nginx", NGINX_LOADS)):
+        if any(load in loads for load in needs) and shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: apt-get install -y {tool}")
     if not os.access(args.base, os.X_OK):
         raise SystemExit(f"--base {args.base}: not an executable")
