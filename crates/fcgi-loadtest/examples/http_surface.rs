@@ -34,7 +34,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: fcgi_uring::alloc::MiMalloc = fcgi_uring::alloc::MiMalloc;
 
 /// The request's bytes as a server would hold them after parsing: one shared buffer.
 const HEAD: &[u8] = b"GET/hello127.0.0.1:9000fcgi-loadtest*/*";

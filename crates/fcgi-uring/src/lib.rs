@@ -17,7 +17,7 @@
 //! Layers, with dependencies pointing one way: `fcgi_proto` (pure FastCGI, its own crate) <-
 //! `cgi` (params <-> `http`) <- `conn` (the connection core: state, requests, output,
 //! deadlines; no IO) <- `uring` (the io_uring driver and the backend that runs the core on it;
-//! the one module allowed `unsafe`) <- `worker` (per-core loop, handler dispatch) <- `server`
+//! the one module allowed `unsafe` besides [`alloc`]) <- `worker` (per-core loop, handler dispatch) <- `server`
 //! (threads, sockets, pinning). `stats` and `wheel` (timer wheel, worker clock) are leaves.
 //! [`config`] holds the table of settings from which [`Config`], its builder, its checks and the
 //! command line's flags and file keys are derived.
@@ -25,6 +25,8 @@
 #![deny(unsafe_code)]
 
 mod admin;
+#[cfg(feature = "mimalloc")]
+pub mod alloc;
 mod body;
 mod cgi;
 pub mod config;

@@ -7,8 +7,8 @@ use fcgi_uring::bench::Harness;
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 
-/// Counts allocations (including reallocations) per thread and passes them on to mimalloc,
-/// the allocator of the `fcgi-uring` binary.
+/// Counts allocations (including reallocations) per thread and passes them on to
+/// `fcgi_uring::alloc::MiMalloc`, the allocator of the `fcgi-uring` binary.
 pub struct Counting;
 
 thread_local! {
@@ -31,24 +31,24 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
         // SAFETY: the caller's contract for `alloc` is passed on unchanged.
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
+        unsafe { fcgi_uring::alloc::MiMalloc.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count();
         // SAFETY: the caller's contract for `alloc_zeroed` is passed on unchanged.
-        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        unsafe { fcgi_uring::alloc::MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from this allocator, that is from mimalloc, with `layout`.
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        unsafe { fcgi_uring::alloc::MiMalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
         // SAFETY: `ptr` came from mimalloc with `layout`; the caller's contract is passed on.
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        unsafe { fcgi_uring::alloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
