@@ -268,9 +268,11 @@ fn idle_spin_lets_handler_tasks_and_timers_run() {
 
 #[test]
 fn registered_send_buffers_for_every_response_over_unix_with_short_sends() {
+    // Ring sends only: direct sends would answer most requests before a registered buffer.
     let (server, _dir) = unix(|c| {
         c.ring.registered_send_buffers = 4;
         c.ring.send_buffer_size = 2 << 20;
+        c.ring.direct_send = false;
     });
     assert_eq!(server.features().unwrap().registered_send_buffers, 4);
     exercise(server.local_addr());
@@ -285,6 +287,7 @@ fn registered_send_buffers_over_tcp_small_ones_and_the_heap_for_the_rest() {
     let server = tcp(|c| {
         c.ring.registered_send_buffers = 2;
         c.ring.send_buffer_size = 4096;
+        c.ring.direct_send = false;
     });
     exercise(server.local_addr());
     let s = stats(&server);
@@ -333,8 +336,74 @@ fn every_knob_at_once() {
         c.ring.send_buffer_size = 256 * 1024;
         c.idle_spin_us = 20_000;
     });
+    // SQPOLL sends without system calls: no direct sends with it.
+    assert!(!server.features().unwrap().direct_send);
     exercise(server.local_addr());
     let s = stats(&server);
     assert!(s.multi_buffer_recvs > 0 && s.fixed_sends > 0, "{s}");
+    assert_eq!(s.direct_sends + s.direct_sends_handed_over, 0, "{s}");
+    buffers_all_back(&s);
+}
+
+#[test]
+fn direct_send_off_sends_every_answer_through_the_ring() {
+    let server = tcp(|c| c.ring.direct_send = false);
+    assert!(!server.features().unwrap().direct_send);
+    exercise(server.local_addr());
+    let s = stats(&server);
+    assert_eq!(s.direct_sends + s.direct_sends_handed_over, 0, "{s}");
+}
+
+#[test]
+fn direct_sends_answer_every_route() {
+    let server = tcp(|_| {});
+    assert!(server.features().unwrap().direct_send);
+    exercise(server.local_addr());
+    let s = stats(&server);
+    // Every sequential request's answer is the only one of its flush, and small.
+    assert!(s.direct_sends >= 1000, "{s}");
+    buffers_all_back(&s);
+}
+
+#[test]
+fn a_direct_send_the_socket_does_not_take_whole_is_finished_by_the_ring() {
+    // Over a UNIX socket (about 200 KiB of room): echoes of 12 KiB on one connection, nothing
+    // read. Each is asked for once the answer before it has been sent, so every flush holds
+    // one small answer and is sent directly, until the socket is full: that send is taken in
+    // part or not at all, and the ring sends the rest once the client reads.
+    let (server, _dir) = unix(|_| {});
+    let sends = || {
+        let s = server.ring_stats();
+        (s.direct_sends, s.direct_sends_handed_over)
+    };
+    let mut c = connect(server.local_addr());
+    let mut expected = Vec::new();
+    for id in 1..=60u16 {
+        let body: Vec<u8> = (0..12 * 1024usize)
+            .map(|i| (i * 7 + usize::from(id)) as u8)
+            .collect();
+        let mut spec = RequestSpec::post("/echo", body.clone());
+        spec.keep_conn = true;
+        let (direct, handed_over) = sends();
+        c.begin(&spec, id).unwrap();
+        expected.push((id, body));
+        if handed_over == 0 {
+            wait_for("the answer's send", HANG_GUARD, || {
+                let (d, h) = sends();
+                d > direct || h > 0
+            });
+        }
+    }
+    assert!(sends().1 > 0, "no direct send found the socket full");
+    // Every answer arrives whole and in its place across the handover.
+    let ids: Vec<u16> = (1..=60).collect();
+    let (got, _) = collect_until_ended(&mut c, &ids);
+    for (id, body) in expected {
+        let (head, back) = split_cgi(&got[&id].stdout);
+        assert!(back == body, "id {id}: {head}, {} bytes back", back.len());
+        assert_eq!(got[&id].end_requests, 1, "id {id}");
+    }
+    let s = stats(&server);
+    assert!(s.direct_sends > 0, "{s}");
     buffers_all_back(&s);
 }

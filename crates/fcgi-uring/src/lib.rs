@@ -36,6 +36,7 @@ mod epoll;
 mod http_compare;
 mod server;
 mod service;
+mod sock;
 mod stats;
 mod wheel;
 mod worker;

@@ -347,6 +347,16 @@ const RING_FIELDS: &[RingField] = &[
         "Idle spins that found work before the worker slept.",
         |r| r.idle_spin_hits,
     ),
+    (
+        "ring_direct_sends",
+        "Answers the worker sent itself with send(2), whole (ring.direct_send).",
+        |r| r.direct_sends,
+    ),
+    (
+        "ring_direct_sends_handed_over",
+        "Direct sends the socket did not take whole: the rest went through the ring.",
+        |r| r.direct_sends_handed_over,
+    ),
 ];
 
 /// The page for `s` in `format`.

@@ -47,6 +47,12 @@ pub struct RingConfig {
     /// Multishot receive with IORING_RECVSEND_BUNDLE (Linux >= 6.10): one completion covers
     /// several consecutive provided buffers. Ring setup fails on a kernel without it.
     pub recv_bundle: bool,
+    /// Each answer is first written with a non-blocking `send(2)` from the worker; only what
+    /// the socket does not take at once becomes a ring send (which waits for room). Only the
+    /// first answer of a flush, and only one of at most 16 KiB: many or large answers cost
+    /// less as ring sends submitted together. Off, or with `sqpoll` (whose point is sending
+    /// without system calls): every send is a ring operation.
+    pub direct_send: bool,
 }
 
 impl Default for RingConfig {
@@ -65,6 +71,7 @@ impl Default for RingConfig {
             registered_send_buffers: 0,
             send_buffer_size: 64 * 1024,
             recv_bundle: false,
+            direct_send: true,
         }
     }
 }

@@ -398,6 +398,15 @@ settings! {
         accepts: ints(0, 100_000),
         doc: "Period of an idle worker's look at tokio: with no handler task running it waits for IO in io_uring_enter (or its own epoll_wait), with no timer per wait, and a tick every this many microseconds ends the wait to run tokio's timers, IO and other tasks; a period with no IO sends it to sleep in tokio's reactor. One system call per wake instead of three. Tasks the application runs outside requests, and a shutdown, may be seen this much later; 0: always sleep in tokio. Off under ring.sqpoll (the tick's completions would keep the SQ thread from ever sleeping).",
     },
+    direct_send {
+        key: "ring.direct_send",
+        flag: "direct-send",
+        field: ring.direct_send,
+        ty: bool,
+        default: true,
+        accepts: Accepts::Bool,
+        doc: "Write the first answer of each flush, if at most 16 KiB, with a non-blocking send(2) from the worker; what the socket does not take at once, and every other answer, goes through the ring. Costs less CPU per request than a ring send when a turn has one answer (behind a proxy, at low load; docs/performance.md). Off, or with ring.sqpoll: every send is a ring operation.",
+    },
     registered_send_buffers {
         key: "ring.registered_send_buffers",
         flag: "registered-send-buffers",

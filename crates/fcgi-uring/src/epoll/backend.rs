@@ -11,16 +11,17 @@
 
 #![forbid(unsafe_code)]
 
-use crate::conn::{ConnKey, Core, Io, MAX_PIECES, OutBuf, OutQueue, Sent, Staged};
+use crate::conn::{ConnKey, Core, Io, OutBuf, OutQueue, Sent, Staged};
+use crate::sock::send_now;
 use crate::uring::reactor::{self, ReactorFd};
 use rustix::event::{Timespec, epoll};
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+use rustix::net::{RecvFlags, SocketFlags};
 use rustix::time::{
     Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, timerfd_create, timerfd_settime,
 };
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
@@ -437,51 +438,13 @@ fn queue_read(c: &mut IoConn, to_read: &mut Vec<ConnKey>) {
     }
 }
 
-/// One non-blocking send of `data`; `Ok(0)` when it would block.
-fn send_now(c: &IoConn, out: &OutBuf, offset: usize) -> Result<usize, Errno> {
-    loop {
-        let result = match out.contiguous() {
-            Some(bytes) => rustix::net::send(
-                &c.fd,
-                bytes.get(offset..).unwrap_or_default(),
-                SendFlags::NOSIGNAL,
-            ),
-            None => send_pieces(c, out, offset),
-        };
-        match result {
-            Err(Errno::INTR) => continue,
-            Err(Errno::AGAIN) => return Ok(0),
-            other => return other,
-        }
-    }
-}
-
-/// One `sendmsg` of every piece of `out` from `offset` (large body chunks shared, see
-/// [`OutBuf`]).
-fn send_pieces(c: &IoConn, out: &OutBuf, offset: usize) -> Result<usize, Errno> {
-    let mut pieces = [io::IoSlice::new(&[]); MAX_PIECES];
-    let mut count = 0;
-    out.each_piece(offset, |piece| {
-        if let Some(slot) = pieces.get_mut(count) {
-            *slot = io::IoSlice::new(piece);
-            count += 1;
-        }
-    });
-    rustix::net::sendmsg(
-        &c.fd,
-        pieces.get(..count).unwrap_or_default(),
-        &mut rustix::net::SendAncillaryBuffer::default(),
-        SendFlags::NOSIGNAL,
-    )
-}
-
 /// Writes what a short send left, now that there is room; reports the result unless it would
 /// block again (then the send stays in flight until the next `EPOLLOUT`).
 fn write_rest(c: &mut IoConn, done: &mut Vec<(ConnKey, Done)>) {
     let Some((buf, offset)) = c.rest.take() else {
         return;
     };
-    match send_now(c, &buf, offset) {
+    match send_now(c.fd.as_fd(), &buf, offset) {
         Ok(0) => {
             c.writable = false;
             c.rest = Some((buf, offset));
@@ -511,7 +474,7 @@ impl Io for Backend {
             done.push((key, Done::Sent(Sent::Failed)));
             return;
         };
-        let result = send_now(c, out.queued(), 0);
+        let result = send_now(c.fd.as_fd(), out.queued(), 0);
         match result {
             Ok(n) if n == out.len() => {
                 out.copied();

@@ -5,14 +5,20 @@
 //! closes only when the core has dropped the connection and the last operation has ended),
 //! the receive in flight (to cancel it), and the rest of a short send (resent from the same
 //! heap or registered buffer). It decides nothing about the protocol or the lifecycle.
+//!
+//! With `ring.direct_send` (the default) an answer is first written with a non-blocking
+//! `send(2)`; only what the socket does not take at once becomes a ring send. A direct send's
+//! result is handed to the core by [`Backend::report_sent`] after the core's flush, as its
+//! completion would have been: the core sees the same `Sent` sequence either way.
 
 #![forbid(unsafe_code)]
 
 use super::{Completion, CompletionKind, OpId, Ring, SendBuf, Token};
 use crate::conn::{ConnKey, Core, Io, OutQueue, Sent, Staged};
+use crate::sock::send_now;
 use crate::stats::Counter;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -34,7 +40,17 @@ struct IoConn {
 pub(crate) struct Backend {
     pub ring: Ring,
     conns: Vec<Option<IoConn>>,
+    /// Results of direct sends the core has not been told yet.
+    sent: Vec<(ConnKey, Sent)>,
+    /// A direct send was made since the last report (one per flush, see [`DIRECT_MAX`]).
+    sent_directly: bool,
 }
+
+/// Only answers up to this size are sent directly, and only the first of a flush: a flush with
+/// many answers, or with large ones, costs less as ring sends submitted in one system call
+/// (measured: 64 connections, and 64 KiB echoes at 16, were 8-13 % slower with every answer
+/// sent directly).
+const DIRECT_MAX: usize = 16 * 1024;
 
 /// What the completions of one batch leave for the worker loop.
 #[derive(Default)]
@@ -50,7 +66,20 @@ impl Backend {
         Backend {
             ring,
             conns: Vec::new(),
+            sent: Vec::new(),
+            sent_directly: false,
         }
+    }
+
+    /// Hands the core the results of the direct sends of its last flush; returns how many
+    /// (each may leave its connection with more to flush).
+    pub fn report_sent(&mut self, core: &Core) -> usize {
+        self.sent_directly = false;
+        let n = self.sent.len();
+        for (key, sent) in self.sent.drain(..) {
+            core.on_sent(key, sent);
+        }
+        n
     }
 
     /// Arms the multishot accept on `listener`.
@@ -60,12 +89,46 @@ impl Backend {
 
     /// Reaps at most `max` completions into `core`; returns how many.
     pub fn complete(&mut self, core: &Core, max: usize, is_tcp: bool, f: &mut Followups) -> usize {
-        let Backend { ring, conns } = self;
+        let Backend { ring, conns, .. } = self;
         ring.complete_at_most(max, |c| on_completion(core, conns, c, is_tcp, f))
     }
 
     fn conn(&mut self, key: ConnKey) -> Option<&mut IoConn> {
         io_conn(&mut self.conns, key)
+    }
+
+    /// The direct send of `out` (`ring.direct_send`: the first answer of a flush, if small):
+    /// `None` when the send is over (sent whole, or failed; its result waits for
+    /// [`Backend::report_sent`]), else the offset a ring send starts from (0: not sent directly,
+    /// or the socket took nothing).
+    fn send_directly(&mut self, key: ConnKey, out: &mut OutQueue) -> Option<usize> {
+        if !self.ring.features().direct_send || self.sent_directly || out.len() > DIRECT_MAX {
+            return Some(0);
+        }
+        self.sent_directly = true;
+        let Some(c) = io_conn(&mut self.conns, key) else {
+            self.sent.push((key, Sent::Failed));
+            return None;
+        };
+        let counters = self.ring.counters();
+        match send_now(c.fd.as_fd(), out.queued(), 0) {
+            Ok(n) if n == out.len() => {
+                counters.note_direct_send(true);
+                out.copied();
+                self.sent.push((key, Sent::All(None)));
+                None
+            }
+            // No room, or room for part: the ring sends the rest once there is.
+            Ok(n) => {
+                counters.note_direct_send(false);
+                Some(n)
+            }
+            Err(e) => {
+                tracing::debug!("send failed: {e}");
+                self.sent.push((key, Sent::Failed));
+                None
+            }
+        }
     }
 }
 
@@ -80,6 +143,9 @@ fn io_conn(conns: &mut [Option<IoConn>], key: ConnKey) -> Option<&mut IoConn> {
 
 impl Io for Backend {
     fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
+        let Some(offset) = self.send_directly(key, out) else {
+            return;
+        };
         // Output that fits a free registered send buffer is copied there (WRITE_FIXED), its
         // shared body chunks too (registered buffers are for every response that fits one);
         // the queue keeps its allocation for the next response.
@@ -91,15 +157,23 @@ impl Io for Backend {
             }
             None => SendBuf::Heap(out.take()),
         };
-        let Backend { ring, conns } = self;
+        let Backend {
+            ring, conns, sent, ..
+        } = self;
         if let Some(c) = io_conn(conns, key) {
+            if offset > 0 {
+                // Reported as a completion would report it; the core asks for the rest.
+                c.resend = Some((buf, offset));
+                sent.push((key, Sent::Part(offset)));
+                return;
+            }
             c.send_offset = 0;
             ring.send(&c.fd, buf, 0, key.token());
         }
     }
 
     fn resend(&mut self, key: ConnKey) {
-        let Backend { ring, conns } = self;
+        let Backend { ring, conns, .. } = self;
         if let Some(c) = io_conn(conns, key)
             && let Some((buf, offset)) = c.resend.take()
         {
@@ -109,7 +183,7 @@ impl Io for Backend {
     }
 
     fn arm_recv(&mut self, key: ConnKey) {
-        let Backend { ring, conns } = self;
+        let Backend { ring, conns, .. } = self;
         if let Some(c) = io_conn(conns, key) {
             c.recv = Some(ring.recv_multishot(&c.fd, key.token()));
         }
@@ -129,7 +203,7 @@ impl Io for Backend {
     }
 
     fn shutdown_write(&mut self, key: ConnKey) {
-        let Backend { ring, conns } = self;
+        let Backend { ring, conns, .. } = self;
         if let Some(c) = io_conn(conns, key) {
             ring.shutdown_write(&c.fd, key.token());
         }

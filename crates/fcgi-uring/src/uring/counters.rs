@@ -97,6 +97,10 @@ ring_counters! {
     direct {
         /// Idle spins (`idle_spin_us`) that found work before the worker would have slept.
         idle_spin_hits,
+        /// Answers the worker sent itself (`ring.direct_send`), each whole.
+        direct_sends,
+        /// Direct sends the socket did not take whole: the rest went through the ring.
+        direct_sends_handed_over,
     }
 }
 
@@ -110,6 +114,16 @@ impl RingCounters {
     /// Counts an idle spin that found work (called by the worker that owns the ring).
     pub fn note_idle_spin_hit(&self) {
         add(&self.idle_spin_hits, 1);
+    }
+
+    /// Counts a direct send: whole, or handed over to the ring (called by the owning worker).
+    pub fn note_direct_send(&self, whole: bool) {
+        let counter = if whole {
+            &self.direct_sends
+        } else {
+            &self.direct_sends_handed_over
+        };
+        add(counter, 1);
     }
 }
 
@@ -135,12 +149,15 @@ mod tests {
         a.tally(&t);
         b.tally(&t);
         b.note_idle_spin_hit();
+        a.note_direct_send(true);
+        a.note_direct_send(true);
+        b.note_direct_send(false);
         let s = RingStats::sum([&a, &b]);
         assert_eq!(
             s.to_string(),
             "recv_completions=3 recv_buffers=6 multi_buffer_recvs=9 recv_buffers_returned=12 \
              recv_pool_dry=24 fixed_sends=15 fixed_short_sends=18 sqpoll_wakeups=21 \
-             idle_spin_hits=1"
+             idle_spin_hits=1 direct_sends=2 direct_sends_handed_over=1"
         );
         assert_eq!(a.snapshot().idle_spin_hits, 0);
     }

@@ -115,6 +115,8 @@ pub struct Features {
     pub recv_bundle: bool,
     /// Registered send buffers (0: none).
     pub registered_send_buffers: u16,
+    /// Answers are tried with a `send(2)` first (`RingConfig::direct_send`; never with SQPOLL).
+    pub direct_send: bool,
 }
 
 // `Display` (a compact list for the startup line, e.g.
@@ -371,6 +373,8 @@ impl Ring {
         features.sqpoll = flags.sqpoll;
         features.recv_bundle = config.recv_bundle;
         features.registered_send_buffers = config.registered_send_buffers;
+        // SQPOLL is there to send without system calls: a direct send would be one.
+        features.direct_send = config.direct_send && !flags.sqpoll;
         Ok(Ring {
             ring,
             eventfd,

@@ -29,6 +29,7 @@ impl fmt::Display for Features {
             (self.taskrun_flag, "taskrun-flag"),
             (self.sqpoll, "sqpoll"),
             (self.recv_bundle, "recv-bundle"),
+            (self.direct_send, "direct-send"),
         ];
         for (_, name) in flags.iter().filter(|(on, _)| *on) {
             write!(f, ", {name}")?;
@@ -223,6 +224,7 @@ pub(super) fn version_features(kernel: Option<(u32, u32)>) -> Features {
         sqpoll: false,
         recv_bundle: false,
         registered_send_buffers: 0,
+        direct_send: false,
     }
 }
 
@@ -629,6 +631,7 @@ mod tests {
             sqpoll: false,
             recv_bundle: false,
             registered_send_buffers: 0,
+            direct_send: false,
         };
         assert_eq!(
             features.to_string(),
@@ -638,11 +641,12 @@ mod tests {
             single_issuer: false,
             defer_taskrun: false,
             coop_taskrun: true,
+            direct_send: true,
             ..features
         };
         assert_eq!(
             plain.to_string(),
-            "kernel 6.18, multishot-accept, multishot-recv, buf-ring, coop-taskrun"
+            "kernel 6.18, multishot-accept, multishot-recv, buf-ring, coop-taskrun, direct-send"
         );
         let knobs = Features {
             single_issuer: true,

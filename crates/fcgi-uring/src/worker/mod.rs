@@ -255,9 +255,9 @@ impl Loop {
                 accept_pause = None;
                 accept = Some(io.arm_accept(&self.listener));
             }
-            core.flush(&mut io);
+            let direct = flush(&core, &mut io);
             io.ring.submit()?;
-            let n = io.complete(&core, self.batch, self.is_tcp, &mut f);
+            let n = direct + io.complete(&core, self.batch, self.is_tcp, &mut f);
             if io.ring.take_tick() {
                 pace.ticked(&core);
             }
@@ -300,7 +300,7 @@ impl Loop {
                 // wait's own enter let a proxy on the same CPU preempt the worker and cost the
                 // proxy more than it saved, see performance.md).
                 if core.has_dirty() {
-                    core.flush(&mut io);
+                    flush(&core, &mut io);
                     io.ring.submit()?;
                 }
                 if core.has_dirty() || d.running_tasks() > 0 || io.ring.has_completions() {
@@ -402,6 +402,13 @@ impl Loop {
             }
         }
     }
+}
+
+/// Flushes what changed through the ring backend and hands the core the results of the sends
+/// it made directly (`ring.direct_send`); returns how many.
+fn flush(core: &Core, io: &mut Backend) -> usize {
+    core.flush(io);
+    io.report_sent(core)
 }
 
 /// Turns with work a worker runs without yielding to tokio while no handler task is running, at
