@@ -180,6 +180,13 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         section: "ring",
+        key: "direct_send",
+        values: &BOOLS,
+        quick: &NONE,
+        description: "the first answer of a flush, if small, written with send(2) before the ring (off: ring sends only)",
+    },
+    Knob {
+        section: "ring",
         key: "registered_send_buffers",
         values: &ints([0, 16, 64, 256]),
         quick: &ints([0, 64]),
