@@ -17,8 +17,10 @@
 //! Layers, with dependencies pointing one way: `fcgi_proto` (pure FastCGI, its own crate) <-
 //! `cgi` (params <-> `http`) <- `conn` (the connection core: state, requests, output,
 //! deadlines; no IO) <- `uring` (the io_uring driver and the backend that runs the core on it;
-//! the one module allowed `unsafe` besides [`alloc`]) <- `worker` (per-core loop, handler dispatch) <- `server`
-//! (threads, sockets, pinning). `stats` and `wheel` (timer wheel, worker clock) are leaves.
+//! the one module allowed `unsafe` besides the allocator, `alloc`, feature `mimalloc`) <-
+//! `worker` (per-core loop, handler dispatch) <- `server` (threads, sockets, pinning).
+//! `stats`, `wheel` (timer wheel, worker clock) and `sock` (the sends both backends make as
+//! system calls) are leaves.
 //! [`config`] holds the table of settings from which [`Config`], its builder, its checks and the
 //! command line's flags and file keys are derived.
 
