@@ -416,7 +416,8 @@ impl ServerHandle {
     /// Returns its pid; this server then goes on accepting until [`ServerHandle::shutdown`],
     /// which stops accepting without closing the sockets the new process serves, finishes the
     /// requests in flight and closes each connection between requests. On an error, the new
-    /// process is gone and this server serves on, untouched. See [`upgrade`].
+    /// process is gone and this server serves on, untouched. How the handover works:
+    /// docs/deploy/restarts.md.
     pub fn upgrade(&mut self, command: std::process::Command) -> Result<u32, UpgradeError> {
         if self.handed_over.load(Ordering::Acquire) {
             return Err(UpgradeError::AlreadyHandedOver);
