@@ -11,7 +11,7 @@
 //! it is empty (freed blocks wait on a local list until the plain `mi_malloc` path collects
 //! them) a size that is not a power of two is over-allocated by its alignment, from the next
 //! size class, every time. Two of the three allocations of every request (`http::Extensions`'
-//! 148-byte table, aligned to 16, and its boxed value) took that path: about 270 instructions
+//! 148-byte table, aligned to 16, and its boxed value) took that path: about 250 instructions
 //! per request more than plain `mi_malloc`, and blocks of the wrong size.
 //!
 //! Guarantee: every block returned is aligned as its layout asks. A layout aligned to at most
