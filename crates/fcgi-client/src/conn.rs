@@ -3,7 +3,8 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::response::{Response, Responses};
 use fcgi_proto::Addr;
@@ -17,6 +18,10 @@ use fcgi_proto::record::{
 /// Requests larger than this are written by a second thread while the reply is read, so that
 /// neither side can block the other on full socket buffers.
 const INLINE_WRITE_LIMIT: usize = 256 * 1024;
+
+/// A request's writer that wrote nothing for this long after its answer came is stuck on an
+/// application that stopped reading the body.
+const WRITE_STALL: Duration = Duration::from_millis(250);
 
 /// One record as read from the application (padding skipped).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,8 +312,9 @@ impl Client {
 
     /// Sends `spec` as request 1 and waits for its END_REQUEST. Records for other ids and
     /// management records are ignored. A large request is written by a second thread while
-    /// the answer is read; if the application answers without reading the whole body, the
-    /// sending half is shut down to end that write (the connection is then not reusable).
+    /// the answer is read; if the application answered without reading the whole body (the
+    /// writer makes no progress for [`WRITE_STALL`] after the answer), the sending half is
+    /// shut down to end that write (the connection is then not reusable).
     pub fn request(&mut self, spec: &RequestSpec) -> io::Result<Response> {
         const ID: u16 = 1;
         let mut out = Vec::with_capacity(spec.body.len() + 1024);
@@ -319,11 +325,22 @@ impl Client {
             self.collect(&mut responses, &[ID])?;
         } else {
             let mut writer = self.reader.get_ref().try_clone()?;
+            let written = AtomicUsize::new(0);
             let read = std::thread::scope(|scope| {
-                let sending = scope.spawn(move || writer.write_all(&out));
+                let sending = scope.spawn(|| write_counting(&mut writer, &out, &written));
                 let read = self.collect(&mut responses, &[ID]);
-                if !sending.is_finished() {
-                    let _ = self.shutdown_write();
+                // The answer may come before the writer, whose bytes the kernel has taken,
+                // runs again to finish: only a writer that stopped moving is stuck.
+                let mut last = (written.load(Ordering::Acquire), Instant::now());
+                while !sending.is_finished() {
+                    let now = written.load(Ordering::Acquire);
+                    if now != last.0 {
+                        last = (now, Instant::now());
+                    } else if last.1.elapsed() >= WRITE_STALL {
+                        let _ = self.shutdown_write();
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 let sent = sending
                     .join()
@@ -413,4 +430,13 @@ pub(crate) fn decode_pairs(mut input: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>
         input = rest;
     }
     Ok(pairs)
+}
+
+/// Writes `out` in pieces, adding each piece's length to `written` once the kernel took it.
+fn write_counting(w: &mut impl Write, out: &[u8], written: &AtomicUsize) -> io::Result<()> {
+    for piece in out.chunks(64 * 1024) {
+        w.write_all(piece)?;
+        written.fetch_add(piece.len(), Ordering::Release);
+    }
+    Ok(())
 }

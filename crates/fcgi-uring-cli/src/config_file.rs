@@ -81,6 +81,7 @@ pub struct RingSection {
     pub idle_spin_us: Option<i64>,
     pub idle_wait_us: Option<i64>,
     pub direct_send: Option<bool>,
+    pub direct_recv: Option<bool>,
     pub registered_send_buffers: Option<i64>,
     pub send_buffer_size: Option<i64>,
     pub recv_bundle: Option<bool>,

@@ -363,21 +363,21 @@ fn the_binary_serves_hello_with_a_config_file() {
 const RING_KNOBS: &str = "[ring]\ndefer_taskrun = false\ncoop_taskrun = false\nsqpoll = true\n\
                           sqpoll_idle_ms = 250\nsqpoll_cpu = 1\nidle_spin_us = 500\n\
                           registered_send_buffers = 32\nsend_buffer_size = 8192\n\
-                          recv_bundle = true\ndirect_send = false\n";
+                          recv_bundle = true\ndirect_send = false\ndirect_recv = false\n";
 
 #[test]
 fn every_new_ring_key_is_read() {
     let c = parse(RING_KNOBS).unwrap();
     let r = c.ring();
     assert!(r.sqpoll && r.recv_bundle && !r.coop_taskrun && !r.defer_taskrun);
-    assert!(!r.direct_send);
+    assert!(!r.direct_send && !r.direct_recv);
     assert_eq!((r.sqpoll_idle_ms, r.sqpoll_cpu), (250, Some(1)));
     assert_eq!((r.registered_send_buffers, r.send_buffer_size), (32, 8192));
     assert_eq!(c.idle_spin_us(), 500);
     // And the defaults when absent: nothing new is on.
     let d = parse("").unwrap();
     assert!(!d.ring().sqpoll && !d.ring().recv_bundle && d.ring().coop_taskrun);
-    assert!(d.ring().direct_send);
+    assert!(d.ring().direct_send && d.ring().direct_recv);
     assert_eq!((d.ring().registered_send_buffers, d.idle_spin_us()), (0, 0));
     assert_eq!(d.ring().sqpoll_cpu, None);
     let c = parse("[ring]\ncoop_taskrun = false\n").unwrap();
@@ -467,6 +467,7 @@ fn the_new_keys_round_trip_through_print_config() {
         "send_buffer_size = 8192",
         "recv_bundle = true",
         "direct_send = false",
+        "direct_recv = false",
     ] {
         assert!(printed.contains(key), "{key} missing:\n{printed}");
     }
@@ -525,6 +526,7 @@ fn the_example_file_lists_every_new_ring_key() {
         "send_buffer_size",
         "recv_bundle",
         "direct_send",
+        "direct_recv",
     ] {
         assert!(text.contains(&format!("{key} = ")), "{key} not documented");
     }

@@ -310,7 +310,8 @@ impl Floor {
             }
             CompletionKind::Recv { result, more } => self.on_recv(token, result, more, turn),
             CompletionKind::Send { result, buf } => self.on_sent(token, result, buf),
-            CompletionKind::Shutdown { .. } => {}
+            // The floor arms no polls.
+            CompletionKind::Shutdown { .. } | CompletionKind::Readable { .. } => {}
         }
     }
 

@@ -187,6 +187,13 @@ pub const KNOBS: &[Knob] = &[
     },
     Knob {
         section: "ring",
+        key: "direct_recv",
+        values: &BOOLS,
+        quick: &NONE,
+        description: "uploading connections received with recv(2) into one warm buffer instead of the ring's provided buffers (off: ring receives only)",
+    },
+    Knob {
+        section: "ring",
         key: "registered_send_buffers",
         values: &ints([0, 16, 64, 256]),
         quick: &ints([0, 64]),

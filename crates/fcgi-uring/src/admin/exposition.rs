@@ -357,6 +357,21 @@ const RING_FIELDS: &[RingField] = &[
         "Direct sends the socket did not take whole: the rest went through the ring.",
         |r| r.direct_sends_handed_over,
     ),
+    (
+        "ring_direct_recvs",
+        "Receives the worker made itself with recv(2) that returned bytes (ring.direct_recv).",
+        |r| r.direct_recvs,
+    ),
+    (
+        "ring_direct_recv_switches",
+        "Connections switched to direct receives (an upload-sized ring receive).",
+        |r| r.direct_recv_switches,
+    ),
+    (
+        "ring_direct_recv_returns",
+        "Connections switched back to provided buffers (a run of small receives).",
+        |r| r.direct_recv_returns,
+    ),
 ];
 
 /// The page for `s` in `format`.

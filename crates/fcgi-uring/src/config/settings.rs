@@ -407,6 +407,15 @@ settings! {
         accepts: Accepts::Bool,
         doc: "Write the first answer of each flush, if at most 16 KiB, with a non-blocking send(2) from the worker; what the socket does not take at once, and every other answer, goes through the ring. Costs less CPU per request than a ring send when a turn has one answer (behind a proxy, at low load; docs/performance.md). Off, or with ring.sqpoll: every send is a ring operation.",
     },
+    direct_recv {
+        key: "ring.direct_recv",
+        flag: "direct-recv",
+        field: ring.direct_recv,
+        ty: bool,
+        default: true,
+        accepts: Accepts::Bool,
+        doc: "A connection whose receive brings at least a quarter of ring.recv_buffer_size (an upload) is read by the worker itself: the ring polls it for readability and the worker receives with recv(2) into one warm 256 KiB buffer, so uploads are copied out while still in the CPU caches (16 connections posting 64 KiB, or 64 posting 16 KiB: about a quarter less CPU per request; docs/performance.md); after 8 smaller receives in a row it goes back to provided buffers. Off, or with ring.sqpoll: every receive is a ring operation.",
+    },
     registered_send_buffers {
         key: "ring.registered_send_buffers",
         flag: "registered-send-buffers",

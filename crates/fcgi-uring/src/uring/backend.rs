@@ -10,6 +10,17 @@
 //! `send(2)`; only what the socket does not take at once becomes a ring send. A direct send's
 //! result is handed to the core by [`Backend::report_sent`] after the core's flush, as its
 //! completion would have been: the core sees the same `Sent` sequence either way.
+//!
+//! With `ring.direct_recv` (the default) a connection whose receive brings at least a quarter
+//! of a provided buffer (an upload) is switched to direct receives: its multishot receive is cancelled, and
+//! once its final completion came a multishot poll is armed instead; each readiness queues the
+//! connection, and [`Backend::read_ready`] reads it with `recv(2)` into one buffer the worker
+//! reuses, so an upload is copied out while it is in the CPU caches (the ring's receives fill
+//! the pool for every connection at once, and each buffer is cold by the time it is copied
+//! out). After [`SMALL_RUN`] small receives in a row the connection goes back to provided
+//! buffers the same way. Order is kept: at most one of the two is armed on a socket at a time
+//! (the next is armed only after the previous one's final completion), and the worker reads a
+//! socket only while its poll is the armed receive.
 
 #![forbid(unsafe_code)]
 
@@ -25,11 +36,29 @@ use std::sync::Arc;
 /// Token of the listener's accept operation (connection tokens never have bit 63 set).
 pub(crate) const LISTENER_TOKEN: Token = 1 << 63;
 
+/// How a connection receives (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Receiving {
+    /// A multishot receive into provided buffers.
+    Buffers,
+    /// A multishot poll; the worker receives with `recv(2)`.
+    Direct,
+}
+
 /// What the ring holds for one connection.
 struct IoConn {
     key: ConnKey,
     fd: Rc<OwnedFd>,
-    recv: Option<OpId>,
+    /// The receive (or poll) in flight, and which it is.
+    recv: Option<(OpId, Receiving)>,
+    /// How the next receive is armed.
+    mode: Receiving,
+    /// The backend ended the armed receive to switch `mode` (its final completion is to come).
+    switching: bool,
+    /// Direct receives in a row that were small (see [`SMALL_RUN`]).
+    small_run: u8,
+    /// In [`Receives::to_read`].
+    queued: bool,
     /// Offset into the buffer of the send in flight where it started.
     send_offset: usize,
     /// What a short send left, to send again.
@@ -44,7 +73,32 @@ pub(crate) struct Backend {
     sent: Vec<(ConnKey, Sent)>,
     /// A direct send was made since the last report (one per flush, see [`DIRECT_MAX`]).
     sent_directly: bool,
+    receives: Receives,
 }
+
+/// The direct receives' state (`ring.direct_recv`).
+struct Receives {
+    enabled: bool,
+    /// A ring receive of at least this many bytes switches its connection to direct receives;
+    /// a direct one of fewer is small (see [`SMALL_RUN`]). A quarter of a provided buffer.
+    bulk: usize,
+    /// Connections to read directly this turn (a readiness came, or the last read filled
+    /// `scratch`).
+    to_read: Vec<ConnKey>,
+    /// Connections whose armed receive is to be cancelled to switch mode (the ring is busy
+    /// while completions are handled).
+    to_switch: Vec<ConnKey>,
+    /// The buffer every direct receive reads into (allocated at the first).
+    scratch: Vec<u8>,
+}
+
+/// Bytes one direct receive reads at most; a connection with more waiting is read again next
+/// turn (as the epoll backend's reads).
+const DIRECT_RECV_MAX: usize = 256 * 1024;
+
+/// Small direct receives (see [`Receives::bulk`]), this many in a row, switch a connection back
+/// to provided buffers (a ring receive costs no system call).
+const SMALL_RUN: u8 = 8;
 
 /// Only answers up to this size are sent directly, and only the first of a flush: the other
 /// answers of a flush go out as ring sends submitted in one system call, where a direct send
@@ -64,11 +118,19 @@ pub(crate) struct Followups {
 
 impl Backend {
     pub fn new(ring: Ring) -> Backend {
+        let receives = Receives {
+            enabled: ring.features().direct_recv,
+            bulk: (ring.recv_buffer_size() / 4).max(1),
+            to_read: Vec::new(),
+            to_switch: Vec::new(),
+            scratch: Vec::new(),
+        };
         Backend {
             ring,
             conns: Vec::new(),
             sent: Vec::new(),
             sent_directly: false,
+            receives,
         }
     }
 
@@ -90,8 +152,83 @@ impl Backend {
 
     /// Reaps at most `max` completions into `core`; returns how many.
     pub fn complete(&mut self, core: &Core, max: usize, is_tcp: bool, f: &mut Followups) -> usize {
-        let Backend { ring, conns, .. } = self;
-        ring.complete_at_most(max, |c| on_completion(core, conns, c, is_tcp, f))
+        let Backend {
+            ring,
+            conns,
+            receives,
+            ..
+        } = self;
+        let n = ring.complete_at_most(max, |c| on_completion(core, conns, receives, c, is_tcp, f));
+        self.switch_modes();
+        n
+    }
+
+    /// Reads each connection queued for a direct receive once, feeding the core; requests whose
+    /// params are complete go to `staged`. Returns how many reads were made.
+    pub fn read_ready(&mut self, core: &Core, staged: &mut Vec<Staged>) -> usize {
+        if self.receives.to_read.is_empty() {
+            return 0;
+        }
+        let Backend {
+            ring,
+            conns,
+            receives,
+            ..
+        } = self;
+        let keys = std::mem::take(&mut receives.to_read);
+        if receives.scratch.is_empty() {
+            receives.scratch = vec![0; DIRECT_RECV_MAX];
+        }
+        let mut reads = 0;
+        for &key in &keys {
+            let Some(c) = io_conn(conns, key) else {
+                continue;
+            };
+            c.queued = false;
+            // Only while the poll is the armed receive: once it ended, a ring receive may be
+            // armed next, and the data waits for it.
+            if !matches!(c.recv, Some((_, Receiving::Direct))) {
+                continue;
+            }
+            reads += 1;
+            read_directly(core, c, receives, ring.counters(), staged);
+        }
+        // Keep the allocation of the list for the next turn.
+        let mut keys = keys;
+        keys.clear();
+        if receives.to_read.is_empty() {
+            receives.to_read = keys;
+        }
+        self.switch_modes();
+        reads
+    }
+
+    /// Connections are queued for direct receives.
+    pub fn has_reads(&self) -> bool {
+        !self.receives.to_read.is_empty()
+    }
+
+    /// Cancels the armed receive of each connection that switches mode; its final completion
+    /// lets the core arm the next one, in the new mode.
+    fn switch_modes(&mut self) {
+        let Backend {
+            ring,
+            conns,
+            receives,
+            ..
+        } = self;
+        for key in receives.to_switch.drain(..) {
+            if let Some(c) = io_conn(conns, key)
+                && c.switching
+            {
+                ring.counters()
+                    .note_recv_switch(c.mode == Receiving::Direct);
+                // None: it ended by itself meanwhile, and the core arms the next one.
+                if let Some((op, _)) = c.recv {
+                    ring.cancel(op);
+                }
+            }
+        }
     }
 
     fn conn(&mut self, key: ConnKey) -> Option<&mut IoConn> {
@@ -186,13 +323,21 @@ impl Io for Backend {
     fn arm_recv(&mut self, key: ConnKey) {
         let Backend { ring, conns, .. } = self;
         if let Some(c) = io_conn(conns, key) {
-            c.recv = Some(ring.recv_multishot(&c.fd, key.token()));
+            let op = match c.mode {
+                Receiving::Buffers => ring.recv_multishot(&c.fd, key.token()),
+                Receiving::Direct => ring.poll_readable(&c.fd, key.token()),
+            };
+            c.recv = Some((op, c.mode));
+            c.switching = false;
         }
     }
 
     fn cancel_recv(&mut self, key: ConnKey) {
-        if let Some(op) = self.conn(key).and_then(|c| c.recv.take()) {
-            self.ring.cancel(op);
+        if let Some(c) = self.conn(key) {
+            c.switching = false;
+            if let Some((op, _)) = c.recv.take() {
+                self.ring.cancel(op);
+            }
         }
     }
 
@@ -231,6 +376,7 @@ impl Io for Backend {
 fn on_completion(
     core: &Core,
     conns: &mut Vec<Option<IoConn>>,
+    receives: &mut Receives,
     c: Completion<'_>,
     is_tcp: bool,
     f: &mut Followups,
@@ -249,13 +395,30 @@ fn on_completion(
     let io = io_conn(conns, key);
     match c.kind {
         CompletionKind::Recv { result, more } => {
-            if !more {
-                if let Some(io) = io {
+            let bulk = result.as_ref().is_ok_and(|d| d.len() >= receives.bulk);
+            if let Some(io) = io {
+                if !more {
                     io.recv = None;
+                } else if bulk && receives.enabled {
+                    switch_to(io, Receiving::Direct, receives);
                 }
+            }
+            if !more {
                 core.on_recv_ended(key);
             }
             on_recv(core, key, result, &mut f.staged);
+        }
+        CompletionKind::Readable { more } => {
+            let Some(io) = io else {
+                return;
+            };
+            if !more {
+                io.recv = None;
+                core.on_recv_ended(key);
+            } else if !io.queued {
+                io.queued = true;
+                receives.to_read.push(key);
+            }
         }
         // Reported also for a connection already dropped (the core counts sends in flight).
         CompletionKind::Send { result, buf } => core.on_sent(key, on_send(io, result, buf)),
@@ -304,10 +467,69 @@ fn on_accept(
         key,
         fd: Rc::new(fd),
         recv: None,
+        mode: Receiving::Buffers,
+        switching: false,
+        small_run: 0,
+        queued: false,
         send_offset: 0,
         resend: None,
     });
     true
+}
+
+/// Asks for `io`'s armed receive to end so that the next one is armed in `mode` (once).
+fn switch_to(io: &mut IoConn, mode: Receiving, receives: &mut Receives) {
+    if io.mode != mode && !io.switching {
+        io.mode = mode;
+        io.switching = true;
+        io.small_run = 0;
+        receives.to_switch.push(io.key);
+    }
+}
+
+/// One direct receive of `c` (its poll armed) into the scratch buffer, fed to the core. A read
+/// that fills the buffer queues the connection again; a run of small ones switches it back to
+/// provided buffers.
+fn read_directly(
+    core: &Core,
+    c: &mut IoConn,
+    receives: &mut Receives,
+    counters: &crate::uring::RingCounters,
+    staged: &mut Vec<Staged>,
+) {
+    let key = c.key;
+    match rustix::net::recv(
+        &*c.fd,
+        &mut receives.scratch[..],
+        rustix::net::RecvFlags::DONTWAIT,
+    ) {
+        Ok((_, 0)) => core.on_peer_gone(key),
+        Ok((_, n)) => {
+            counters.note_direct_recv();
+            if n == receives.scratch.len() {
+                c.queued = true;
+                receives.to_read.push(key);
+            }
+            if n < receives.bulk {
+                c.small_run = c.small_run.saturating_add(1);
+                if c.small_run >= SMALL_RUN {
+                    switch_to(c, Receiving::Buffers, receives);
+                }
+            } else {
+                c.small_run = 0;
+            }
+            core.on_bytes(key, &receives.scratch[..n], staged);
+        }
+        Err(rustix::io::Errno::AGAIN) => {}
+        Err(rustix::io::Errno::INTR) => {
+            c.queued = true;
+            receives.to_read.push(key);
+        }
+        Err(e) => {
+            tracing::debug!("receive failed: {e}");
+            core.on_peer_gone(key);
+        }
+    }
 }
 
 fn on_recv(core: &Core, key: ConnKey, result: io::Result<&[u8]>, staged: &mut Vec<Staged>) {

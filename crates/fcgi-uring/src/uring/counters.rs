@@ -101,6 +101,12 @@ ring_counters! {
         direct_sends,
         /// Direct sends the socket did not take whole: the rest went through the ring.
         direct_sends_handed_over,
+        /// Receives the worker made itself (`ring.direct_recv`) that returned bytes.
+        direct_recvs,
+        /// Connections switched to direct receives (a ring receive of upload size).
+        direct_recv_switches,
+        /// Connections switched back to provided buffers (a run of small receives).
+        direct_recv_returns,
     }
 }
 
@@ -122,6 +128,22 @@ impl RingCounters {
             &self.direct_sends
         } else {
             &self.direct_sends_handed_over
+        };
+        add(counter, 1);
+    }
+
+    /// Counts a direct receive that returned bytes (called by the owning worker).
+    pub fn note_direct_recv(&self) {
+        add(&self.direct_recvs, 1);
+    }
+
+    /// Counts a connection switched to direct receives (`to_direct`) or back to provided
+    /// buffers (called by the owning worker).
+    pub fn note_recv_switch(&self, to_direct: bool) {
+        let counter = if to_direct {
+            &self.direct_recv_switches
+        } else {
+            &self.direct_recv_returns
         };
         add(counter, 1);
     }
@@ -152,12 +174,19 @@ mod tests {
         a.note_direct_send(true);
         a.note_direct_send(true);
         b.note_direct_send(false);
+        a.note_direct_recv();
+        b.note_direct_recv();
+        b.note_direct_recv();
+        a.note_recv_switch(true);
+        b.note_recv_switch(true);
+        a.note_recv_switch(false);
         let s = RingStats::sum([&a, &b]);
         assert_eq!(
             s.to_string(),
             "recv_completions=3 recv_buffers=6 multi_buffer_recvs=9 recv_buffers_returned=12 \
              recv_pool_dry=24 fixed_sends=15 fixed_short_sends=18 sqpoll_wakeups=21 \
-             idle_spin_hits=1 direct_sends=2 direct_sends_handed_over=1"
+             idle_spin_hits=1 direct_sends=2 direct_sends_handed_over=1 direct_recvs=3 \
+             direct_recv_switches=2 direct_recv_returns=1"
         );
         assert_eq!(a.snapshot().idle_spin_hits, 0);
     }

@@ -117,6 +117,8 @@ pub struct Features {
     pub registered_send_buffers: u16,
     /// Answers are tried with a `send(2)` first (`RingConfig::direct_send`; never with SQPOLL).
     pub direct_send: bool,
+    /// Uploads are received by the worker itself (`RingConfig::direct_recv`; never with SQPOLL).
+    pub direct_recv: bool,
 }
 
 // `Display` (a compact list for the startup line, e.g.
@@ -197,6 +199,9 @@ pub enum CompletionKind<'a> {
     },
     /// A shutdown(2) finished.
     Shutdown { result: io::Result<()> },
+    /// The socket of a multishot poll ([`Ring::poll_readable`]) became readable (or closed or
+    /// failed: a receive tells which). `more == false`: the poll ended; arm it again to go on.
+    Readable { more: bool },
 }
 
 /// What a send sends from: heap output (one buffer, or pieces sent with one vectored write,
@@ -375,6 +380,7 @@ impl Ring {
         features.registered_send_buffers = config.registered_send_buffers;
         // SQPOLL is there to send without system calls: a direct send would be one.
         features.direct_send = config.direct_send && !flags.sqpoll;
+        features.direct_recv = config.direct_recv && !flags.sqpoll;
         Ok(Ring {
             ring,
             eventfd,
@@ -450,6 +456,23 @@ impl Ring {
         let user_data = self.ops.insert(token, OpKind::Recv, Some(fd));
         self.push(entry.user_data(user_data));
         OpId(user_data)
+    }
+
+    /// Queues a multishot poll for readability of `fd` (POLLIN, POLLRDHUP): each time data
+    /// arrives, one [`CompletionKind::Readable`], and the worker receives itself. `fd` is kept
+    /// open until the poll's final completion.
+    pub fn poll_readable(&mut self, fd: impl Into<OpFd>, token: Token) -> OpId {
+        let fd = fd.into();
+        let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        let entry = opcode::PollAdd::new(Fd(fd.raw()), mask).multi(true).build();
+        let user_data = self.ops.insert(token, OpKind::Readable, Some(fd));
+        self.push(entry.user_data(user_data));
+        OpId(user_data)
+    }
+
+    /// Bytes of one provided receive buffer.
+    pub fn recv_buffer_size(&self) -> usize {
+        self.bufs.size() as usize
     }
 
     /// Copies `data` into a free registered send buffer. `None` when the ring has none, all are
@@ -687,7 +710,8 @@ impl Ring {
             };
             let token = op.token;
             let shape = Shape::of(&op.kind);
-            let more = cqueue::more(flags) && matches!(shape, Shape::Accept | Shape::Recv);
+            let more = cqueue::more(flags)
+                && matches!(shape, Shape::Accept | Shape::Recv | Shape::Readable);
             let ended = if more { None } else { ops.remove(user_data) };
             let op = OpId(user_data);
             match shape {
@@ -764,6 +788,7 @@ impl Ring {
                             }
                             CompletionKind::Send { result, buf }
                         }
+                        Shape::Readable => CompletionKind::Readable { more },
                         Shape::Shutdown => CompletionKind::Shutdown {
                             result: result_of(res).map(drop),
                         },
@@ -952,6 +977,7 @@ thread_local! {
 enum Shape {
     Accept,
     Recv,
+    Readable,
     Send,
     Shutdown,
 }
@@ -961,6 +987,7 @@ impl Shape {
         match kind {
             OpKind::Accept => Shape::Accept,
             OpKind::Recv => Shape::Recv,
+            OpKind::Readable => Shape::Readable,
             OpKind::Send(..) | OpKind::Refused(_) => Shape::Send,
             OpKind::Shutdown => Shape::Shutdown,
         }

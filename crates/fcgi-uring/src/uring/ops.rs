@@ -31,6 +31,8 @@ impl std::fmt::Debug for VectoredMsg {
 pub(super) enum OpKind {
     Accept,
     Recv,
+    /// A multishot poll for readability (`ring.direct_recv`).
+    Readable,
     /// INVARIANT: the kernel may read this buffer, and for a vectored send the message header,
     /// its iovecs and the bytes they point to, until the send's completion is reaped.
     Send(SendBuf, Option<Box<VectoredMsg>>),

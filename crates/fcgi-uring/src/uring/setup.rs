@@ -30,6 +30,7 @@ impl fmt::Display for Features {
             (self.sqpoll, "sqpoll"),
             (self.recv_bundle, "recv-bundle"),
             (self.direct_send, "direct-send"),
+            (self.direct_recv, "direct-recv"),
         ];
         for (_, name) in flags.iter().filter(|(on, _)| *on) {
             write!(f, ", {name}")?;
@@ -225,6 +226,7 @@ pub(super) fn version_features(kernel: Option<(u32, u32)>) -> Features {
         recv_bundle: false,
         registered_send_buffers: 0,
         direct_send: false,
+        direct_recv: false,
     }
 }
 
@@ -632,6 +634,7 @@ mod tests {
             recv_bundle: false,
             registered_send_buffers: 0,
             direct_send: false,
+            direct_recv: false,
         };
         assert_eq!(
             features.to_string(),
@@ -642,11 +645,13 @@ mod tests {
             defer_taskrun: false,
             coop_taskrun: true,
             direct_send: true,
+            direct_recv: true,
             ..features
         };
         assert_eq!(
             plain.to_string(),
-            "kernel 6.18, multishot-accept, multishot-recv, buf-ring, coop-taskrun, direct-send"
+            "kernel 6.18, multishot-accept, multishot-recv, buf-ring, coop-taskrun, direct-send, \
+             direct-recv"
         );
         let knobs = Features {
             single_issuer: true,

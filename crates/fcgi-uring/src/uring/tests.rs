@@ -51,6 +51,7 @@ enum Event {
     Recv(io::Result<Vec<u8>>, bool),
     Send(io::Result<usize>, Vec<u8>),
     Shutdown(io::Result<()>),
+    Readable(bool),
 }
 
 impl std::fmt::Debug for Event {
@@ -62,6 +63,7 @@ impl std::fmt::Debug for Event {
             // Not the buffer: it may be megabytes.
             Event::Send(result, buf) => write!(f, "Send({result:?}, buf of {})", buf.len()),
             Event::Shutdown(result) => write!(f, "Shutdown({result:?})"),
+            Event::Readable(more) => write!(f, "Readable(more: {more})"),
         }
     }
 }
@@ -74,6 +76,7 @@ fn own(completion: Completion<'_>) -> (Token, Event) {
             Event::Send(result, buf.into_heap().unwrap_or_default())
         }
         CompletionKind::Shutdown { result } => Event::Shutdown(result),
+        CompletionKind::Readable { more } => Event::Readable(more),
     };
     (completion.token, event)
 }
@@ -368,6 +371,40 @@ fn cancel_of_multishot_recv_delivers_a_final_completion() {
         matches!(&events[0], (9, Event::Recv(result, false)) if errno(result) == Some(libc::ECANCELED)),
         "{events:?}"
     );
+    assert_eq!(ring.in_flight(), 0);
+}
+
+#[test]
+fn a_readable_poll_reports_each_arrival_until_cancelled_and_takes_no_bytes() {
+    let mut ring = ring();
+    let (mut client, server) = pair();
+    let op = ring.poll_readable(&dup(&server), 9);
+    ring.submit().expect("submit");
+    let readable = |events: &[(Token, Event)]| {
+        events
+            .iter()
+            .filter(|(t, e)| *t == 9 && matches!(e, Event::Readable(true)))
+            .count()
+    };
+    let mut events = Vec::new();
+    for (i, chunk) in [&b"first"[..], b"second"].into_iter().enumerate() {
+        client.write_all(chunk).expect("write");
+        run_until(&mut ring, &mut events, |events| readable(events) > i);
+        // The poll reads nothing: the bytes are the worker's to receive.
+        let mut buf = [0u8; 16];
+        let n = rustix::net::recv(&server, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+            .expect("recv")
+            .0;
+        assert_eq!(&buf[..n], chunk);
+    }
+    assert_eq!(ring.in_flight(), 1, "multishot: still armed");
+    ring.cancel(op);
+    run_until(&mut ring, &mut events, |events| {
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Readable(false)))
+    });
+    assert_eq!(readable(&events), 2, "{events:?}");
     assert_eq!(ring.in_flight(), 0);
 }
 

@@ -257,7 +257,9 @@ impl Loop {
             }
             let direct = flush(&core, &mut io);
             io.ring.submit()?;
-            let n = direct + io.complete(&core, self.batch, self.is_tcp, &mut f);
+            let n = direct
+                + io.complete(&core, self.batch, self.is_tcp, &mut f)
+                + io.read_ready(&core, &mut f.staged);
             if io.ring.take_tick() {
                 pace.ticked(&core);
             }
@@ -291,7 +293,7 @@ impl Loop {
             let mut unlooked = false;
             // Completions left in the queue are work too: a turn reaps at most `batch`, and
             // the idle tick's are not counted in `n` (a worker kept from its ring finds many).
-            if n > 0 || core.has_dirty() || io.ring.has_completions() {
+            if n > 0 || core.has_dirty() || io.ring.has_completions() || io.has_reads() {
                 if pace.yield_after_work(&core, d.running_tasks()) {
                     tokio::task::yield_now().await;
                 }
@@ -303,7 +305,11 @@ impl Loop {
                     flush(&core, &mut io);
                     io.ring.submit()?;
                 }
-                if core.has_dirty() || d.running_tasks() > 0 || io.ring.has_completions() {
+                if core.has_dirty()
+                    || d.running_tasks() > 0
+                    || io.ring.has_completions()
+                    || io.has_reads()
+                {
                     continue;
                 }
                 // Nothing is left to do in the worker: a turn now would find the ring as the

@@ -1,0 +1,249 @@
+//! `ring.direct_recv`: connections that upload switch from the ring's provided buffers to
+//! receives the worker makes itself, and back after small requests, losing and reordering
+//! nothing either way; with the knob off every receive is the ring's.
+//!
+//! Specific to the io_uring backend: every server here asks for `io = uring`, whatever
+//! `FCGI_URING_IO` says.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use fcgi_client::RequestSpec;
+use fcgi_uring::{
+    Addr, Config, IoMode, RequestBody, RingConfig, RingStats, Server, ServerHandle, service_fn,
+};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use std::convert::Infallible;
+use std::time::Duration;
+
+fn start(listen: Addr, ring: RingConfig) -> ServerHandle {
+    let config = Config::builder()
+        .io(IoMode::Uring)
+        .listen(listen)
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .ring(ring)
+        .build()
+        .unwrap();
+    Server::new(config)
+        .start(|| service_fn(fcgi_uring_cli::demo::app))
+        .unwrap_or_else(|e| panic!("server starts: {e}"))
+}
+
+fn tcp(ring: RingConfig) -> ServerHandle {
+    start("127.0.0.1:0".parse().unwrap(), ring)
+}
+
+/// `len` bytes that differ for every `seed` and position (a misplaced or reordered piece shows).
+fn body(seed: u32, len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| {
+            (i.wrapping_add(seed.wrapping_mul(7919))
+                .wrapping_mul(2_654_435_761)
+                >> 13) as u8
+        })
+        .collect()
+}
+
+fn stats(server: &ServerHandle) -> RingStats {
+    let s = server.ring_stats();
+    eprintln!("{s}");
+    s
+}
+
+/// POST /echo of `data` on `c` (kept open), checked whole.
+fn echo(c: &mut fcgi_client::Client, data: Vec<u8>) {
+    let mut spec = RequestSpec::post("/echo", data.clone());
+    spec.keep_conn = true;
+    let r = c.request(&spec).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "echo of {} bytes differs", data.len());
+}
+
+fn hello(c: &mut fcgi_client::Client) {
+    let mut spec = RequestSpec::get("/hello");
+    spec.keep_conn = true;
+    let r = c.request(&spec).unwrap();
+    assert_eq!(r.body, b"Hello, World!");
+}
+
+#[test]
+fn an_upload_switches_its_connection_to_direct_receives_and_small_requests_switch_it_back() {
+    let server = tcp(RingConfig::default());
+    assert!(server.features().unwrap().direct_recv);
+    let mut c = connect(server.local_addr());
+    for round in 0..3u32 {
+        let before = server.ring_stats();
+        echo(&mut c, body(round, 256 * 1024));
+        let s = server.ring_stats();
+        assert_eq!(
+            s.direct_recv_switches,
+            before.direct_recv_switches + 1,
+            "round {round}: {s}"
+        );
+        // Ten small requests: the eighth small receive in a row hands the connection back.
+        for _ in 0..10 {
+            hello(&mut c);
+        }
+        let s = server.ring_stats();
+        assert_eq!(
+            s.direct_recv_returns,
+            before.direct_recv_returns + 1,
+            "round {round}: {s}"
+        );
+        assert!(s.direct_recvs > before.direct_recvs, "round {round}: {s}");
+    }
+    // Back on provided buffers: small requests are ring receives again.
+    let before = server.ring_stats();
+    for _ in 0..20 {
+        hello(&mut c);
+    }
+    let s = stats(&server);
+    assert_eq!(s.direct_recvs, before.direct_recvs, "{s}");
+    assert!(s.recv_completions >= before.recv_completions + 20, "{s}");
+    assert_eq!(s.recv_buffers, s.recv_buffers_returned, "{s}");
+}
+
+#[test]
+fn uploads_and_small_requests_mixed_on_several_connections_come_back_whole_and_in_order() {
+    let server = tcp(RingConfig::default());
+    let addr = server.local_addr().clone();
+    // Sizes around the switch (16 KiB, a quarter of a 64 KiB buffer) and past a direct
+    // receive's 256 KiB, GETs between them, three requests in flight per connection.
+    let sizes = [
+        0usize,
+        100,
+        16 * 1024 - 1,
+        16 * 1024,
+        20_000,
+        64 * 1024,
+        200 * 1024,
+        300 * 1024,
+    ];
+    let threads: Vec<_> = (0..4u32)
+        .map(|conn| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut c = connect(&addr);
+                let mut next = 0u32;
+                for batch in 0..24u32 {
+                    let mut expected = Vec::new();
+                    for slot in 0..3u16 {
+                        let id = slot + 1;
+                        next += 1;
+                        let pick = (batch * 3 + u32::from(slot) + conn) as usize;
+                        let mut spec = if pick % 3 == 2 {
+                            expected.push((id, b"Hello, World!".to_vec()));
+                            RequestSpec::get("/hello")
+                        } else {
+                            let data = body(conn * 1000 + next, sizes[pick % sizes.len()]);
+                            expected.push((id, data.clone()));
+                            RequestSpec::post("/echo", data)
+                        };
+                        spec.keep_conn = true;
+                        c.begin(&spec, id).unwrap();
+                    }
+                    let (got, _) = collect_until_ended(&mut c, &[1, 2, 3]);
+                    for (id, want) in expected {
+                        let (head, back) = split_cgi(&got[&id].stdout);
+                        assert!(
+                            back == want,
+                            "conn {conn} batch {batch} id {id}: {head}, {} of {} bytes",
+                            back.len(),
+                            want.len()
+                        );
+                        assert_eq!(got[&id].end_requests, 1);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = stats(&server);
+    assert!(s.direct_recv_switches >= 4, "{s}");
+    assert!(s.direct_recvs > 0, "{s}");
+    assert_eq!(s.recv_buffers, s.recv_buffers_returned, "{s}");
+}
+
+#[test]
+fn a_slow_body_reader_pauses_a_direct_receiving_connection_and_loses_nothing() {
+    // A 4 MiB upload against 64 KiB of body buffer: the connection switches to direct
+    // receives, then the core pauses and resumes it many times (its poll cancelled and armed
+    // again) while the handler reads slowly.
+    let config = Config::builder()
+        .io(IoMode::Uring)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .max_body_buffer(64 * 1024)
+        .shutdown_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let server = Server::new(config)
+        .start(|| {
+            service_fn(|req: Request<RequestBody>| async move {
+                let mut body = req.into_body();
+                let mut all = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    all.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                    // Kept: the slowness under test (a reader slower than the peer).
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(all))))
+            })
+        })
+        .unwrap();
+    let data = body(7, 4 << 20);
+    let r = connect(server.local_addr())
+        .request(&RequestSpec::post("/slow-reader", data.clone()))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "body intact after pauses");
+    let s = stats(&server);
+    assert!(s.direct_recv_switches >= 1 && s.direct_recvs > 0, "{s}");
+}
+
+#[test]
+fn direct_recv_off_receives_every_upload_into_provided_buffers() {
+    let server = tcp(RingConfig {
+        direct_recv: false,
+        ..RingConfig::default()
+    });
+    assert!(!server.features().unwrap().direct_recv);
+    let mut c = connect(server.local_addr());
+    for round in 0..3 {
+        echo(&mut c, body(round, 256 * 1024));
+        hello(&mut c);
+    }
+    let s = stats(&server);
+    assert_eq!(
+        (
+            s.direct_recvs,
+            s.direct_recv_switches,
+            s.direct_recv_returns
+        ),
+        (0, 0, 0),
+        "{s}"
+    );
+    assert_eq!(s.recv_buffers, s.recv_buffers_returned, "{s}");
+}
+
+#[test]
+fn sqpoll_keeps_every_receive_on_the_ring() {
+    let server = tcp(RingConfig {
+        sqpoll: true,
+        defer_taskrun: false,
+        coop_taskrun: false,
+        ..RingConfig::default()
+    });
+    assert!(!server.features().unwrap().direct_recv);
+    let mut c = connect(server.local_addr());
+    echo(&mut c, body(1, 256 * 1024));
+    let s = stats(&server);
+    assert_eq!(s.direct_recvs + s.direct_recv_switches, 0, "{s}");
+}
