@@ -12,15 +12,15 @@
 //! completion would have been: the core sees the same `Sent` sequence either way.
 //!
 //! With `ring.direct_recv` (the default) a connection whose receive brings at least a quarter
-//! of a provided buffer (an upload) is switched to direct receives: its multishot receive is cancelled, and
-//! once its final completion came a multishot poll is armed instead; each readiness queues the
-//! connection, and [`Backend::read_ready`] reads it with `recv(2)` into one buffer the worker
-//! reuses, so an upload is copied out while it is in the CPU caches (the ring's receives fill
-//! the pool for every connection at once, and each buffer is cold by the time it is copied
-//! out). After [`SMALL_RUN`] small receives in a row the connection goes back to provided
-//! buffers the same way. Order is kept: at most one of the two is armed on a socket at a time
-//! (the next is armed only after the previous one's final completion), and the worker reads a
-//! socket only while its poll is the armed receive.
+//! of a provided buffer (an upload) is switched to direct receives: its multishot receive is
+//! cancelled, and once its final completion came a multishot poll is armed instead; each
+//! readiness queues the connection, and [`Backend::read_ready`] reads it with `recv(2)` into
+//! one buffer the worker reuses, so an upload is copied out while it is in the CPU caches (the
+//! ring's receives fill the pool for every connection at once, and each buffer is cold by the
+//! time it is copied out). After [`SMALL_RUN`] small receives in a row the connection goes
+//! back to provided buffers the same way. Order is kept: at most one of the two is armed on a
+//! socket at a time (the next is armed only after the previous one's final completion), and
+//! the worker reads a socket only while its poll is the armed receive.
 
 #![forbid(unsafe_code)]
 
