@@ -408,10 +408,18 @@ fn on_completion(
             }
             on_recv(core, key, result, &mut f.staged);
         }
-        CompletionKind::Readable { more } => {
+        CompletionKind::Readable { result, more } => {
             let Some(io) = io else {
                 return;
             };
+            if let Err(e) = result
+                && e.raw_os_error() != Some(libc::ECANCELED)
+            {
+                // The socket cannot be polled: back to ring receives, which report why (or
+                // work), rather than arming a poll that fails again.
+                tracing::debug!("poll for readability failed: {e}; receiving through the ring");
+                io.mode = Receiving::Buffers;
+            }
             if !more {
                 io.recv = None;
                 core.on_recv_ended(key);

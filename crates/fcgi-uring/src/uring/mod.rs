@@ -200,8 +200,9 @@ pub enum CompletionKind<'a> {
     /// A shutdown(2) finished.
     Shutdown { result: io::Result<()> },
     /// The socket of a multishot poll ([`Ring::poll_readable`]) became readable (or closed or
-    /// failed: a receive tells which). `more == false`: the poll ended; arm it again to go on.
-    Readable { more: bool },
+    /// failed: a receive tells which). `more == false`: the poll ended (`Err(ECANCELED)` when
+    /// cancelled, another error when it could not poll); arm it again to go on.
+    Readable { result: io::Result<()>, more: bool },
 }
 
 /// What a send sends from: heap output (one buffer, or pieces sent with one vectored write,
@@ -788,7 +789,10 @@ impl Ring {
                             }
                             CompletionKind::Send { result, buf }
                         }
-                        Shape::Readable => CompletionKind::Readable { more },
+                        Shape::Readable => CompletionKind::Readable {
+                            result: result_of(res).map(drop),
+                            more,
+                        },
                         Shape::Shutdown => CompletionKind::Shutdown {
                             result: result_of(res).map(drop),
                         },

@@ -51,7 +51,7 @@ enum Event {
     Recv(io::Result<Vec<u8>>, bool),
     Send(io::Result<usize>, Vec<u8>),
     Shutdown(io::Result<()>),
-    Readable(bool),
+    Readable(io::Result<()>, bool),
 }
 
 impl std::fmt::Debug for Event {
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Event {
             // Not the buffer: it may be megabytes.
             Event::Send(result, buf) => write!(f, "Send({result:?}, buf of {})", buf.len()),
             Event::Shutdown(result) => write!(f, "Shutdown({result:?})"),
-            Event::Readable(more) => write!(f, "Readable(more: {more})"),
+            Event::Readable(result, more) => write!(f, "Readable({result:?}, more: {more})"),
         }
     }
 }
@@ -76,7 +76,7 @@ fn own(completion: Completion<'_>) -> (Token, Event) {
             Event::Send(result, buf.into_heap().unwrap_or_default())
         }
         CompletionKind::Shutdown { result } => Event::Shutdown(result),
-        CompletionKind::Readable { more } => Event::Readable(more),
+        CompletionKind::Readable { result, more } => Event::Readable(result, more),
     };
     (completion.token, event)
 }
@@ -383,7 +383,7 @@ fn a_readable_poll_reports_each_arrival_until_cancelled_and_takes_no_bytes() {
     let readable = |events: &[(Token, Event)]| {
         events
             .iter()
-            .filter(|(t, e)| *t == 9 && matches!(e, Event::Readable(true)))
+            .filter(|(t, e)| *t == 9 && matches!(e, Event::Readable(Ok(()), true)))
             .count()
     };
     let mut events = Vec::new();
@@ -402,9 +402,35 @@ fn a_readable_poll_reports_each_arrival_until_cancelled_and_takes_no_bytes() {
     run_until(&mut ring, &mut events, |events| {
         events
             .iter()
-            .any(|(_, e)| matches!(e, Event::Readable(false)))
+            .any(|(_, e)| matches!(e, Event::Readable(_, false)))
     });
+    assert!(
+        matches!(events.last(), Some((9, Event::Readable(r, false))) if errno(r) == Some(libc::ECANCELED)),
+        "{events:?}"
+    );
     assert_eq!(readable(&events), 2, "{events:?}");
+    assert_eq!(ring.in_flight(), 0);
+}
+
+#[test]
+fn a_poll_that_cannot_poll_ends_with_its_error() {
+    // An O_PATH descriptor cannot be polled: the poll's only completion is its error.
+    let mut ring = ring();
+    let dir = std::fs::File::open("/").expect("open /");
+    let path_fd = rustix::fs::openat(
+        &dir,
+        ".",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .expect("O_PATH open");
+    ring.poll_readable(&Rc::new(path_fd), 9);
+    let mut events = Vec::new();
+    run_until(&mut ring, &mut events, |events| !events.is_empty());
+    assert!(
+        matches!(&events[..], [(9, Event::Readable(Err(_), false))]),
+        "{events:?}"
+    );
     assert_eq!(ring.in_flight(), 0);
 }
 
