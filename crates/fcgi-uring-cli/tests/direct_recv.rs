@@ -79,22 +79,25 @@ fn an_upload_switches_its_connection_to_direct_receives_and_small_requests_switc
         let before = server.ring_stats();
         echo(&mut c, body(round, 256 * 1024));
         let s = server.ring_stats();
-        assert_eq!(
-            s.direct_recv_switches,
-            before.direct_recv_switches + 1,
+        assert!(
+            s.direct_recv_switches > before.direct_recv_switches,
             "round {round}: {s}"
         );
-        // Ten small requests: the eighth small receive in a row hands the connection back.
+        // Ten small requests, read directly until the eighth small receive in a row hands the
+        // connection back (the ring may have received the whole upload before the switch, and
+        // an upload read in small pieces may have switched it back and forth already).
         for _ in 0..10 {
             hello(&mut c);
         }
         let s = server.ring_stats();
-        assert_eq!(
-            s.direct_recv_returns,
-            before.direct_recv_returns + 1,
+        assert!(
+            s.direct_recvs >= before.direct_recvs + 8,
             "round {round}: {s}"
         );
-        assert!(s.direct_recvs > before.direct_recvs, "round {round}: {s}");
+        assert_eq!(
+            s.direct_recv_returns, s.direct_recv_switches,
+            "round {round}: {s}"
+        );
     }
     // Back on provided buffers: small requests are ring receives again.
     let before = server.ring_stats();
