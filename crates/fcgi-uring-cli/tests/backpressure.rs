@@ -9,13 +9,11 @@ use fcgi_client::RequestSpec;
 use fcgi_uring::{RequestBody, Server, service_fn};
 use http::{Request, Response};
 use http_body::{Body, Frame};
-use http_body_util::{BodyExt, Full};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 #[test]
 fn a_slow_body_reader_pauses_the_connection_and_loses_nothing() {
@@ -24,21 +22,7 @@ fn a_slow_body_reader_pauses_the_connection_and_loses_nothing() {
         .max_body_buffer(16 * 1024)
         .build()
         .unwrap();
-    let server = Server::new(config)
-        .start(|| {
-            service_fn(|req: Request<RequestBody>| async move {
-                let mut body = req.into_body();
-                let mut all = Vec::new();
-                while let Some(frame) = body.frame().await {
-                    all.extend_from_slice(&frame.unwrap().into_data().unwrap());
-                    // Kept: the slowness under test (a reader slower than the peer). The
-                    // assertion (every byte intact) holds whatever the pause's real length.
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                }
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(all))))
-            })
-        })
-        .unwrap();
+    let server = slow_reader_server(config);
     let body: Vec<u8> = (0..(1024 * 1024u32)).map(|i| (i % 241) as u8).collect();
     let mut spec = RequestSpec::post("/slow-reader", body.clone());
     spec.stdin_chunk = 4096;

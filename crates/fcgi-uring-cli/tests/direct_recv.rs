@@ -7,34 +7,13 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
 use fcgi_client::RequestSpec;
-use fcgi_uring::{
-    Addr, Config, IoMode, RequestBody, RingConfig, RingStats, Server, ServerHandle, service_fn,
-};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use std::convert::Infallible;
+use fcgi_uring::{Config, IoMode, RingConfig, RingStats, ServerHandle};
 use std::time::Duration;
 
-fn start(listen: Addr, ring: RingConfig) -> ServerHandle {
-    let config = Config::builder()
-        .io(IoMode::Uring)
-        .listen(listen)
-        .workers(1)
-        .pin_workers(false)
-        .shutdown_timeout(Duration::from_secs(2))
-        .ring(ring)
-        .build()
-        .unwrap();
-    Server::new(config)
-        .start(|| service_fn(fcgi_uring_cli::demo::app))
-        .unwrap_or_else(|e| panic!("server starts: {e}"))
-}
-
 fn tcp(ring: RingConfig) -> ServerHandle {
-    start("127.0.0.1:0".parse().unwrap(), ring)
+    start_uring_demo("127.0.0.1:0".parse().unwrap(), ring, 0)
 }
 
 /// `len` bytes that differ for every `seed` and position (a misplaced or reordered piece shows).
@@ -187,20 +166,7 @@ fn a_slow_body_reader_pauses_a_direct_receiving_connection_and_loses_nothing() {
         .shutdown_timeout(Duration::from_secs(2))
         .build()
         .unwrap();
-    let server = Server::new(config)
-        .start(|| {
-            service_fn(|req: Request<RequestBody>| async move {
-                let mut body = req.into_body();
-                let mut all = Vec::new();
-                while let Some(frame) = body.frame().await {
-                    all.extend_from_slice(&frame.unwrap().into_data().unwrap());
-                    // Kept: the slowness under test (a reader slower than the peer).
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                }
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(all))))
-            })
-        })
-        .unwrap();
+    let server = slow_reader_server(config);
     let data = body(7, 4 << 20);
     let r = connect(server.local_addr())
         .request(&RequestSpec::post("/slow-reader", data.clone()))

@@ -12,7 +12,6 @@ use common::*;
 use fcgi_client::RequestSpec;
 use fcgi_uring::RingStats;
 use fcgi_uring::{Addr, Config, IoMode, RingConfig, Server, ServerHandle, service_fn};
-use std::time::Duration;
 
 /// The knobs a test turns: the ring's, and the idle spin.
 struct Knobs {
@@ -26,19 +25,7 @@ fn start(listen: Addr, set: impl FnOnce(&mut Knobs)) -> ServerHandle {
         idle_spin_us: 0,
     };
     set(&mut knobs);
-    let config = Config::builder()
-        .io(IoMode::Uring)
-        .listen(listen)
-        .workers(1)
-        .pin_workers(false)
-        .shutdown_timeout(Duration::from_secs(2))
-        .ring(knobs.ring)
-        .idle_spin_us(knobs.idle_spin_us)
-        .build()
-        .unwrap();
-    Server::new(config)
-        .start(|| service_fn(fcgi_uring_cli::demo::app))
-        .unwrap_or_else(|e| panic!("server starts: {e}"))
+    start_uring_demo(listen, knobs.ring, knobs.idle_spin_us)
 }
 
 fn tcp(set: impl FnOnce(&mut Knobs)) -> ServerHandle {

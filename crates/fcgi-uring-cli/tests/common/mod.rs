@@ -3,7 +3,7 @@
 
 use fcgi_client::{Client, Record, RequestSpec, Response};
 use fcgi_proto::record::{Header, RecordType};
-use fcgi_uring::{Addr, Config, Server, ServerHandle, service_fn};
+use fcgi_uring::{Addr, Config, IoMode, RequestBody, RingConfig, Server, ServerHandle, service_fn};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -244,3 +244,43 @@ pub mod matrix;
 pub mod metrics;
 pub mod proxy;
 pub mod restarts;
+
+/// The demo app on the io_uring backend (whatever `FCGI_URING_IO` says) with one worker and the
+/// given ring settings and idle spin.
+pub fn start_uring_demo(listen: Addr, ring: RingConfig, idle_spin_us: u32) -> ServerHandle {
+    let config = Config::builder()
+        .io(IoMode::Uring)
+        .listen(listen)
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .ring(ring)
+        .idle_spin_us(idle_spin_us)
+        .build()
+        .unwrap();
+    Server::new(config)
+        .start(|| service_fn(fcgi_uring_cli::demo::app))
+        .unwrap_or_else(|e| panic!("server starts: {e}"))
+}
+
+/// A server running a handler that reads the body one frame at a time, 200 us apart (slower
+/// than the peer sends), and answers it back whole.
+pub fn slow_reader_server(config: Config) -> ServerHandle {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    Server::new(config)
+        .start(|| {
+            service_fn(|req: http::Request<RequestBody>| async move {
+                let mut body = req.into_body();
+                let mut all = Vec::new();
+                while let Some(frame) = body.frame().await {
+                    all.extend_from_slice(&frame.unwrap().into_data().unwrap());
+                    // Kept: the slowness under test (a reader slower than the peer). What is
+                    // asserted (every byte intact) holds whatever the pauses' real length.
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(all))))
+            })
+        })
+        .unwrap()
+}
