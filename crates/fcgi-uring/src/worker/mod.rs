@@ -4,8 +4,9 @@
 //!
 //! One loop turn: expire deadlines, resume paused connections, let the connection core act on
 //! what changed ([`Core::flush`] through the ring backend), submit everything in one
-//! `io_uring_enter` that also reaps completions (at most `completions_per_turn`), dispatch the
-//! requests that became complete ([`dispatch`]), then let handler tasks run. With nothing to do
+//! `io_uring_enter` that also reaps completions (at most `completions_per_turn`), read the
+//! uploading connections the ring reported readable (`ring.direct_recv`, one `recv(2)` each),
+//! dispatch the requests that became complete ([`dispatch`]), then let handler tasks run. With nothing to do
 //! it spins for `idle_spin`, then, when no handler task is running, waits for completions in
 //! `io_uring_enter` with no timeout, a tick of the ring every `idle_wait` bringing a look at
 //! tokio ([`Pace`]), and otherwise sleeps in tokio's reactor until the ring, a handler task, a
