@@ -93,13 +93,13 @@ fn an_upload_switches_its_connection_to_direct_receives_and_small_requests_switc
 fn uploads_and_small_requests_mixed_on_several_connections_come_back_whole_and_in_order() {
     let server = tcp(RingConfig::default());
     let addr = server.local_addr().clone();
-    // Sizes around the switch (16 KiB, a quarter of a 64 KiB buffer) and past a direct
-    // receive's 256 KiB, GETs between them, three requests in flight per connection.
+    // Sizes around the switch (a 4 KiB receive) and past a direct receive's 256 KiB, GETs
+    // between them, three requests in flight per connection.
     let sizes = [
         0usize,
         100,
-        16 * 1024 - 1,
-        16 * 1024,
+        4 * 1024 - 1,
+        4 * 1024,
         20_000,
         64 * 1024,
         200 * 1024,

@@ -53,8 +53,8 @@ pub struct RingConfig {
     /// less as ring sends submitted together. Off, or with `sqpoll` (whose point is sending
     /// without system calls): every send is a ring operation.
     pub direct_send: bool,
-    /// A connection whose receive brings at least a quarter of a provided buffer (an upload)
-    /// is read by the worker itself: the ring watches it with a multishot poll and the worker receives with
+    /// A connection whose receive brings at least 4 KiB (or a whole provided buffer, if
+    /// smaller: an upload) is read by the worker itself: the ring watches it with a multishot poll and the worker receives with
     /// `recv(2)` into one warm buffer as the epoll backend does, so each upload is copied out
     /// while it is in the CPU caches; after a run of small receives the connection goes back
     /// to provided buffers. Off, or with `sqpoll`: every receive is a ring operation.
