@@ -3,8 +3,8 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use super::response::{Response, Responses};
 use fcgi_proto::Addr;
@@ -325,22 +325,22 @@ impl Client {
             self.collect(&mut responses, &[ID])?;
         } else {
             let mut writer = self.reader.get_ref().try_clone()?;
-            let written = AtomicUsize::new(0);
+            let (progress, moved) = mpsc::channel();
             let read = std::thread::scope(|scope| {
-                let sending = scope.spawn(|| write_counting(&mut writer, &out, &written));
+                let sending = scope.spawn(move || write_reporting(&mut writer, &out, progress));
                 let read = self.collect(&mut responses, &[ID]);
                 // The answer may come before the writer, whose bytes the kernel has taken,
-                // runs again to finish: only a writer that stopped moving is stuck.
-                let mut last = (written.load(Ordering::Acquire), Instant::now());
-                while !sending.is_finished() {
-                    let now = written.load(Ordering::Acquire);
-                    if now != last.0 {
-                        last = (now, Instant::now());
-                    } else if last.1.elapsed() >= WRITE_STALL {
-                        let _ = self.shutdown_write();
-                        break;
+                // runs again to finish: only a writer that stopped moving is stuck. Each piece
+                // written is a message; the writer's end drops the sender.
+                loop {
+                    match moved.recv_timeout(WRITE_STALL) {
+                        Ok(()) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = self.shutdown_write();
+                            break;
+                        }
                     }
-                    std::thread::sleep(Duration::from_millis(1));
                 }
                 let sent = sending
                     .join()
@@ -432,11 +432,12 @@ pub(crate) fn decode_pairs(mut input: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>
     Ok(pairs)
 }
 
-/// Writes `out` in pieces, adding each piece's length to `written` once the kernel took it.
-fn write_counting(w: &mut impl Write, out: &[u8], written: &AtomicUsize) -> io::Result<()> {
+/// Writes `out` in pieces, sending a message on `progress` each time the kernel took one
+/// (the receiver may be gone: the messages are then only dropped).
+fn write_reporting(w: &mut impl Write, out: &[u8], progress: mpsc::Sender<()>) -> io::Result<()> {
     for piece in out.chunks(64 * 1024) {
         w.write_all(piece)?;
-        written.fetch_add(piece.len(), Ordering::Release);
+        let _ = progress.send(());
     }
     Ok(())
 }
