@@ -372,6 +372,11 @@ const RING_FIELDS: &[RingField] = &[
         "Connections switched back to provided buffers (a run of small receives).",
         |r| r.direct_recv_returns,
     ),
+    (
+        "ring_shared_bodies",
+        "Request bodies handed on as a slice of a direct receive's buffer, not copied.",
+        |r| r.shared_bodies,
+    ),
 ];
 
 /// The page for `s` in `format`.

@@ -1,15 +1,83 @@
 //! What the IO reports to the core: new connections, received bytes, ended receives, sends
 //! done. Each input updates the connection's state and marks it for the next flush; requests
 //! whose params are complete are staged for dispatch at the end of the receive batch.
+//!
+//! Received bytes are copied into the request bodies, except where the IO hands its buffer
+//! over ([`Core::on_bytes_owned`]): a body of at least [`BODY_SHARE_MIN`] bytes that comes
+//! whole in it becomes a slice of it. Such a body keeps the buffer's allocation alive while
+//! any part of it is held, so at most [`MAX_SHARED_BODIES`] of them are held at a time on a
+//! worker; past it bodies are copied as usual.
 
-use super::requests::{BodyIn, ReqEntry, ReqKey};
+use super::requests::{BodyIn, ReqEntry, ReqKey, ReqTable};
 use super::state::Conn;
 use super::{ConnKey, Core};
 use crate::body::{Flow, RequestBody};
 use crate::stats::Counter;
 use crate::stats::metrics::EndStatus;
+use bytes::{Bytes, BytesMut};
 use fcgi_proto::{Event, Params, ProtocolStatus, RejectReason, Role};
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::task::AbortHandle;
+
+/// A body announcing at least this many bytes that comes whole in one buffer the IO hands
+/// over is given to its handler as a slice of that buffer (see [`Core::on_bytes_owned`]);
+/// smaller ones are copied, as a slice keeps the whole buffer allocated.
+pub(crate) const BODY_SHARE_MIN: usize = 16 * 1024;
+
+/// At most this many bodies of a worker that are slices of a receive buffer are held at a time
+/// (each can keep one allocated: 64 x 256 KiB); past it bodies are copied.
+pub(crate) const MAX_SHARED_BODIES: usize = 64;
+
+/// A body's bytes, sliced from a receive buffer, counted in the worker's tally for as long as
+/// any part of them is held (by the handler, a response sending them back, ...).
+struct Counted {
+    bytes: Bytes,
+    tally: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn bytes(bytes: Bytes, tally: &Arc<AtomicUsize>) -> Bytes {
+        tally.fetch_add(1, Ordering::Relaxed);
+        Bytes::from_owner(Counted {
+            bytes,
+            tally: tally.clone(),
+        })
+    }
+}
+
+impl AsRef<[u8]> for Counted {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.tally.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Received bytes: borrowed (copied where they are kept), or handed over by the IO.
+enum Input<'a> {
+    Borrowed(&'a [u8]),
+    Owned(BytesMut),
+}
+
+/// STDIN of one receive left in its buffer until the receive is parsed.
+enum Piece {
+    Data { id: u16, range: Range<usize> },
+    End { id: u16 },
+}
+
+impl Piece {
+    fn id(&self) -> u16 {
+        match self {
+            Piece::Data { id, .. } | Piece::End { id } => *id,
+        }
+    }
+}
 
 /// A request whose params are complete, waiting for the end of the receive batch.
 pub(crate) struct Staged {
@@ -78,9 +146,25 @@ impl Core {
         self.with_conn(key, |core, conn| {
             // Once we decided to close, what the peer still sends is discarded.
             if conn.is_open() {
-                core.feed(key, conn, data, staged);
+                core.feed(key, conn, Input::Borrowed(data), staged);
             }
         });
+    }
+
+    /// Like [`Core::on_bytes`], for bytes the IO hands over (a receive into a buffer of its
+    /// own): a request body that comes whole in them (its end included), announces at least
+    /// [`BODY_SHARE_MIN`] bytes and is not interleaved with another such body is handed to
+    /// its handler as one slice of them, its STDIN records joined in place over their
+    /// headers, instead of being copied. Returns how many bodies were.
+    pub fn on_bytes_owned(&self, key: ConnKey, data: BytesMut, staged: &mut Vec<Staged>) -> usize {
+        self.stats.shared.metrics.received(data.len());
+        let mut shared = 0;
+        self.with_conn(key, |core, conn| {
+            if conn.is_open() {
+                shared = core.feed(key, conn, Input::Owned(data), staged);
+            }
+        });
+        shared
     }
 
     /// The peer closed (EOF) or the connection failed: requests cancelled, connection closed.
@@ -120,8 +204,21 @@ impl Core {
         }
     }
 
-    /// Runs received bytes through the protocol state machine.
-    fn feed(&self, key: ConnKey, conn: &mut Conn, data: &[u8], staged: &mut Vec<Staged>) {
+    /// Runs received bytes through the protocol state machine; returns how many bodies were
+    /// shared with the input (see [`Core::on_bytes_owned`]).
+    fn feed(
+        &self,
+        key: ConnKey,
+        conn: &mut Conn,
+        input: Input<'_>,
+        staged: &mut Vec<Staged>,
+    ) -> usize {
+        let mut pieces: Option<Vec<Piece>> = matches!(input, Input::Owned(_)).then(Vec::new);
+        let data: &[u8] = match &input {
+            Input::Borrowed(data) => data,
+            Input::Owned(data) => data,
+        };
+        let input_at = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
         let mut aborts: Vec<u16> = Vec::new();
         let mut overloaded: Vec<u16> = Vec::new();
         let mut dispatched = false;
@@ -157,6 +254,12 @@ impl Core {
                 });
             }
             Event::Stdin { id, data } => {
+                let announced = || announced_length(staged, key, id);
+                if let Some(pieces) = pieces.as_mut()
+                    && keep_in_place(pieces, requests, id, data, &input_at, announced)
+                {
+                    return;
+                }
                 if let Some(entry) = requests.get_mut(&id) {
                     // The announced length, looked up only for a body's first bytes.
                     let expected = || announced_length(staged, key, id);
@@ -164,7 +267,11 @@ impl Core {
                 }
             }
             Event::StdinEnd { id } => {
-                if let Some(entry) = requests.get_mut(&id) {
+                if let Some(pieces) = pieces.as_mut()
+                    && pieces.iter().any(|p| p.id() == id)
+                {
+                    pieces.push(Piece::End { id });
+                } else if let Some(entry) = requests.get_mut(&id) {
                     entry.body.end();
                 }
             }
@@ -199,6 +306,14 @@ impl Core {
             }
         });
         self.params_arena.set(arena);
+        let mut shared = 0;
+        if let (Input::Owned(buf), Some(pieces)) = (input, pieces)
+            && !pieces.is_empty()
+        {
+            let (n, full) = self.settle_kept(key, conn, buf, &pieces, staged);
+            shared = n;
+            pause |= full;
+        }
         self.note_in_flight(conn.max_active_seen());
         for id in overloaded {
             self.stats.hit(
@@ -232,6 +347,72 @@ impl Core {
         if pause && conn.pause() {
             self.paused.borrow_mut().push(key);
         }
+        shared
+    }
+
+    /// Hands the STDIN kept in `buf` to the bodies: a body whose end came too and that no other
+    /// kept body interleaves becomes one slice of `buf` (within [`MAX_SHARED_BODIES`]), its
+    /// later pieces moved down over the record headers between them; the others are copied in
+    /// order, as [`Core::on_bytes`] copies. Returns the bodies shared and whether a handler's
+    /// buffer went over its limit.
+    fn settle_kept(
+        &self,
+        key: ConnKey,
+        conn: &mut Conn,
+        mut buf: BytesMut,
+        pieces: &[Piece],
+        staged: &[Staged],
+    ) -> (usize, bool) {
+        let mut share: Vec<u16> = Vec::new();
+        let room = MAX_SHARED_BODIES.saturating_sub(self.shared_bodies.load(Ordering::Relaxed));
+        for p in pieces {
+            let id = p.id();
+            if share.len() < room
+                && !share.contains(&id)
+                && shareable(pieces, id)
+                && conn.request_mut(id).is_some_and(|e| e.body.is_fresh())
+            {
+                share.push(id);
+            }
+        }
+        let mut full = false;
+        for p in pieces.iter().filter(|p| !share.contains(&p.id())) {
+            let Some(entry) = conn.request_mut(p.id()) else {
+                continue;
+            };
+            match p {
+                Piece::Data { id, range } => {
+                    let announced = || announced_length(staged, key, *id);
+                    full |= entry.body.push(&buf[range.clone()], announced) == Flow::Pause;
+                }
+                Piece::End { .. } => entry.body.end(),
+            }
+        }
+        let mut joined = Vec::with_capacity(share.len());
+        for &id in &share {
+            let mut ranges = pieces.iter().filter_map(|p| match p {
+                Piece::Data { id: of, range } if *of == id => Some(range.clone()),
+                _ => None,
+            });
+            let Some(first) = ranges.next() else {
+                continue;
+            };
+            let mut end = first.end;
+            for range in ranges {
+                let len = range.len();
+                buf.copy_within(range, end);
+                end += len;
+            }
+            joined.push((id, first.start..end));
+        }
+        let buf = buf.freeze();
+        for (id, range) in &joined {
+            if let Some(entry) = conn.request_mut(*id) {
+                let body = Counted::bytes(buf.slice(range.clone()), &self.shared_bodies);
+                entry.body = BodyIn::Shared(Box::new(body));
+            }
+        }
+        (joined.len(), full)
     }
 
     /// Resumes reading on paused connections whose body buffers drained.
@@ -289,6 +470,58 @@ impl Core {
             None => task.abort(),
         }
     }
+}
+
+/// Keeps a piece of STDIN in the IO's buffer instead of copying it (true), when it lies in
+/// `input` and continues a body already kept, or starts a body that can be shared: not
+/// dispatched, nothing received yet, at least [`BODY_SHARE_MIN`] bytes announced.
+fn keep_in_place(
+    pieces: &mut Vec<Piece>,
+    requests: &mut ReqTable,
+    id: u16,
+    data: &[u8],
+    input: &Range<usize>,
+    announced: impl FnOnce() -> Option<usize>,
+) -> bool {
+    let at = data.as_ptr() as usize;
+    if data.is_empty() || at < input.start || at + data.len() > input.end {
+        return false;
+    }
+    let continues = pieces.iter().any(|p| p.id() == id);
+    if !continues {
+        let fresh = requests.get_mut(&id).is_some_and(|e| e.body.is_fresh());
+        if !fresh || announced().is_none_or(|n| n < BODY_SHARE_MIN) {
+            return false;
+        }
+    }
+    let start = at - input.start;
+    pieces.push(Piece::Data {
+        id,
+        range: start..start + data.len(),
+    });
+    true
+}
+
+/// Whether the kept body `id` can be shared: it ended in these pieces, and no other kept
+/// body's piece lies between its first and last (which its joining would overwrite).
+fn shareable(pieces: &[Piece], id: u16) -> bool {
+    let ranges = || {
+        pieces.iter().filter_map(move |p| match p {
+            Piece::Data { id: of, range } if *of == id => Some(range),
+            _ => None,
+        })
+    };
+    let ended = pieces
+        .iter()
+        .any(|p| matches!(p, Piece::End { id: of } if *of == id));
+    let (Some(first), Some(last)) = (ranges().next(), ranges().next_back()) else {
+        return false;
+    };
+    let span = first.start..last.end;
+    ended
+        && !pieces.iter().any(|p| {
+            matches!(p, Piece::Data { id: of, range } if *of != id && span.contains(&range.start))
+        })
 }
 
 /// The CONTENT_LENGTH of request `id` of `key` if it is staged in this batch and states a

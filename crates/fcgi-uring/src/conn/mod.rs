@@ -235,6 +235,9 @@ pub(crate) struct Core {
     params_arena: Cell<Option<Box<fcgi_proto::ParamsArena>>>,
     /// Connections whose reading is paused on a full body buffer.
     paused: RefCell<Vec<ConnKey>>,
+    /// Bodies handed on as a slice of a receive buffer and still held (see
+    /// [`Core::on_bytes_owned`]).
+    shared_bodies: Arc<AtomicUsize>,
     driver: RefCell<Option<Waker>>,
     /// The driver is parked waiting for work (only then do producers need to wake it).
     driver_parked: Cell<bool>,
@@ -290,6 +293,7 @@ impl Core {
             flushing: RefCell::new(Vec::new()),
             params_arena: Cell::new(None),
             paused: RefCell::new(Vec::new()),
+            shared_bodies: Arc::default(),
             driver: RefCell::new(None),
             driver_parked: Cell::new(false),
             next_serial: Cell::new(1),

@@ -31,6 +31,10 @@ pub(crate) enum BodyIn {
     /// Not dispatched yet: bytes collected during this receive batch, in one buffer (handed
     /// to the handler as they are: no second copy to join records).
     Staged { bytes: Vec<u8>, ended: bool },
+    /// Not dispatched yet, and complete: the whole body arrived in one receive and is a slice
+    /// of its buffer (see `Core::on_bytes_owned`). Boxed: the entry of every request, and of
+    /// an idle connection, stays as small as without it.
+    Shared(Box<Bytes>),
     /// Dispatched with a streaming body.
     Stream(Arc<Channel>),
     /// Dispatched with a complete body, or the handler no longer wants bytes.
@@ -44,6 +48,11 @@ impl BodyIn {
             bytes: Vec::new(),
             ended,
         }
+    }
+
+    /// Not dispatched, and no byte nor end received yet.
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, BodyIn::Staged { bytes, ended: false } if bytes.capacity() == 0)
     }
 
     /// Adds received bytes; `Flow::Pause` when the handler's unread buffer is over its limit.
@@ -62,7 +71,8 @@ impl BodyIn {
                 Flow::Continue
             }
             BodyIn::Stream(ch) => ch.push(data),
-            BodyIn::Done => Flow::Continue,
+            // Complete already: the protocol ends a stream once.
+            BodyIn::Shared(_) | BodyIn::Done => Flow::Continue,
         }
     }
 
@@ -71,7 +81,7 @@ impl BodyIn {
         match self {
             BodyIn::Staged { ended, .. } => *ended = true,
             BodyIn::Stream(ch) => ch.end(),
-            BodyIn::Done => {}
+            BodyIn::Shared(_) | BodyIn::Done => {}
         }
     }
 
@@ -101,8 +111,10 @@ impl BodyIn {
         limit: usize,
         announced: impl FnOnce() -> Option<usize>,
     ) -> RequestBody {
-        let BodyIn::Staged { bytes, ended } = std::mem::replace(self, BodyIn::Done) else {
-            return RequestBody::empty();
+        let (bytes, ended) = match std::mem::replace(self, BodyIn::Done) {
+            BodyIn::Staged { bytes, ended } => (bytes, ended),
+            BodyIn::Shared(bytes) => return RequestBody::full(*bytes),
+            _ => return RequestBody::empty(),
         };
         if ended {
             return RequestBody::full(Bytes::from(bytes));

@@ -216,6 +216,11 @@ impl Conn {
         self.requests.values_mut()
     }
 
+    /// The in-flight request `id`, if any.
+    pub fn request_mut(&mut self, id: u16) -> Option<&mut ReqEntry> {
+        self.requests.get_mut(&id)
+    }
+
     /// The entry of `rk` while this connection is not closed and its id still names that
     /// request (same serial: not a later request that reused the id).
     pub fn live_request(&mut self, rk: ReqKey) -> Option<&mut ReqEntry> {

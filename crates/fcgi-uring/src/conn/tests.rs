@@ -1,8 +1,10 @@
 //! The connection core driven with byte vectors, a fake IO that records what it is asked, and
 //! the worker clock moved by hand: no socket, no ring.
 
+use super::input::{BODY_SHARE_MIN, MAX_SHARED_BODIES};
 use super::state::{Lifecycle, Reading, Writing};
 use super::*;
+use crate::body::RequestBody;
 use crate::stats::WorkerStats;
 use fcgi_proto::record::{self, RecordType};
 use std::time::Duration;
@@ -506,5 +508,179 @@ fn an_idle_connections_state_stays_small() {
         std::mem::size_of::<Conn>() <= 432,
         "Conn is {} bytes",
         std::mem::size_of::<Conn>()
+    );
+}
+
+/// Request `id` announcing `body`'s length, its STDIN in records of at most `piece` bytes,
+/// each padded to a multiple of 8 when `pad` (as nginx pads).
+fn upload(id: u16, body: &[u8], piece: usize, pad: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    record::encode_begin_request(&mut out, id, 1, true);
+    let mut params = Vec::new();
+    let len = body.len().to_string();
+    fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", len.as_bytes());
+    record::encode_stream(&mut out, RecordType::Params, id, &params);
+    record::encode_stream_end(&mut out, RecordType::Params, id);
+    out.extend(stdin_records(id, body, piece, pad));
+    record::encode_stream_end(&mut out, RecordType::Stdin, id);
+    out
+}
+
+/// `body` as STDIN records of request `id` (see [`upload`]), without the stream's end.
+fn stdin_records(id: u16, body: &[u8], piece: usize, pad: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in body.chunks(piece) {
+        let padding = if pad { (8 - chunk.len() % 8) % 8 } else { 0 };
+        let len = u16::try_from(chunk.len()).expect("a record's length");
+        out.extend_from_slice(&[1, 5]);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&[padding as u8, 0]);
+        out.extend_from_slice(chunk);
+        out.extend(std::iter::repeat_n(0xEE, padding));
+    }
+    out
+}
+
+/// `len` bytes that differ by position (a misplaced piece shows).
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+/// Feeds `bytes` as a buffer handed over by the IO; returns the bodies shared, the requests
+/// that became complete, and where the buffer lay.
+fn receive_owned(
+    core: &Core,
+    key: ConnKey,
+    bytes: &[u8],
+) -> (usize, Vec<Staged>, std::ops::Range<usize>) {
+    let buf = bytes::BytesMut::from(bytes);
+    let at = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+    let mut staged = Vec::new();
+    let shared = core.on_bytes_owned(key, buf, &mut staged);
+    (shared, staged, at)
+}
+
+/// The frames of a complete body, polled without a runtime.
+fn frames(mut body: RequestBody) -> Vec<bytes::Bytes> {
+    use http_body::Body as _;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut out = Vec::new();
+    loop {
+        match std::pin::Pin::new(&mut body).poll_frame(&mut cx) {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                out.extend(frame.into_data().ok());
+            }
+            std::task::Poll::Ready(None) => return out,
+            other => panic!("a complete body should not wait or fail: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_body_that_comes_whole_in_an_owned_receive_is_a_slice_of_it() {
+    // One record; the largest record and one byte (a 64 KiB body); nginx's 32 KiB records,
+    // padded.
+    for (len, piece, pad) in [
+        (40_000, 65_535, false),
+        (65_536, 65_535, false),
+        (70_001, 32_768, true),
+    ] {
+        let core = core_with(settings());
+        let mut io = FakeIo::default();
+        let key = open(&core, &mut io);
+        let body = pattern(len, len as u8);
+        let (shared, staged, at) = receive_owned(&core, key, &upload(1, &body, piece, pad));
+        assert_eq!(shared, 1, "{len} bytes in records of {piece}");
+        assert_eq!(core.shared_bodies.load(Ordering::Relaxed), 1);
+        let (got, _) = core.take_body(&staged[0]).expect("request live");
+        let got = frames(got);
+        assert_eq!(got.len(), 1, "one frame");
+        assert!(
+            got[0] == body,
+            "{len} bytes in records of {piece}: body differs"
+        );
+        assert!(
+            at.contains(&(got[0].as_ptr() as usize)),
+            "not a slice of the receive"
+        );
+        // The body counts against the bound for as long as it is held.
+        core.finish(staged[0].rk, 0);
+        assert_eq!(core.shared_bodies.load(Ordering::Relaxed), 1);
+        drop(got);
+        assert_eq!(core.shared_bodies.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[test]
+fn bodies_that_cannot_be_shared_are_copied_whole_and_in_order() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let check = |staged: &Staged, want: &[u8]| {
+        let (got, _) = core.take_body(staged).expect("request live");
+        let got: Vec<u8> = frames(got).concat();
+        assert!(got == want, "body of request {} differs", staged.rk.id);
+    };
+
+    // Two bodies whose records interleave: joining either would overwrite the other's.
+    let (a, b) = (pattern(50_000, 1), pattern(50_000, 2));
+    let mut params = Vec::new();
+    fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", b"50000");
+    let mut bytes = Vec::new();
+    for id in [1u16, 2] {
+        record::encode_begin_request(&mut bytes, id, 1, true);
+        record::encode_stream(&mut bytes, RecordType::Params, id, &params);
+        record::encode_stream_end(&mut bytes, RecordType::Params, id);
+    }
+    for half in 0..2 {
+        for (id, body) in [(1u16, &a), (2, &b)] {
+            bytes.extend(stdin_records(
+                id,
+                &body[half * 25_000..][..25_000],
+                25_000,
+                true,
+            ));
+        }
+    }
+    for id in [1u16, 2] {
+        record::encode_stream_end(&mut bytes, RecordType::Stdin, id);
+    }
+    let (shared, staged, _) = receive_owned(&core, key, &bytes);
+    assert_eq!(shared, 0);
+    check(&staged[0], &a);
+    check(&staged[1], &b);
+    for s in &staged {
+        core.finish(s.rk, 0);
+    }
+
+    // A body split between two receives.
+    let body = pattern(60_000, 3);
+    let bytes = upload(3, &body, 65_535, false);
+    let (first, second) = bytes.split_at(30_000);
+    let (shared, staged, _) = receive_owned(&core, key, first);
+    assert_eq!(shared, 0);
+    let (shared, more, _) = receive_owned(&core, key, second);
+    assert_eq!((shared, more.len()), (0, 0));
+    check(&staged[0], &body);
+    core.finish(staged[0].rk, 0);
+
+    // A small body, and one past the bound of shared bodies.
+    let small = pattern(BODY_SHARE_MIN - 1, 4);
+    let (shared, staged, _) = receive_owned(&core, key, &upload(4, &small, 65_535, false));
+    assert_eq!(shared, 0);
+    check(&staged[0], &small);
+    core.finish(staged[0].rk, 0);
+    core.shared_bodies
+        .store(MAX_SHARED_BODIES, Ordering::Relaxed);
+    let big = pattern(40_000, 5);
+    let (shared, staged, _) = receive_owned(&core, key, &upload(5, &big, 65_535, false));
+    assert_eq!(shared, 0);
+    check(&staged[0], &big);
+    assert_eq!(
+        core.shared_bodies.load(Ordering::Relaxed),
+        MAX_SHARED_BODIES
     );
 }

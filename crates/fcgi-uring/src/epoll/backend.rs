@@ -13,10 +13,11 @@
 
 use crate::conn::{ConnKey, Core, Io, OutBuf, OutQueue, Sent, Staged};
 use crate::sock::send_now;
+use crate::uring::ReadBuf;
 use crate::uring::reactor::{self, ReactorFd};
 use rustix::event::{Timespec, epoll};
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SocketFlags};
+use rustix::net::SocketFlags;
 use rustix::time::{
     Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, timerfd_create, timerfd_settime,
 };
@@ -30,13 +31,6 @@ use tokio::io::unix::AsyncFd;
 const LISTENER_TOKEN: u64 = 1 << 63;
 /// Token of the idle tick's timerfd.
 const TICK_TOKEN: u64 = (1 << 63) | 1;
-/// Bytes one `recv` reads at most; a connection with more waiting is read again next turn.
-/// Four times the largest FastCGI record: an upload of 64 KiB with its params arrives in one
-/// read, so its request runs in the turn it came in rather than the next one (with 64 KiB,
-/// 16 connections uploading 64 KiB bodies cost 26-28 us per request and a p99 of 0.6-1.7 ms,
-/// with this 23 us and 0.5 ms; see docs/performance.md). One buffer per worker, reused by
-/// every read: a GET touches only its first page.
-const READ_CHUNK: usize = 256 * 1024;
 /// Readiness events taken per `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 1024;
 
@@ -79,7 +73,13 @@ pub(crate) struct Backend {
     /// Connections to read in the next read pass.
     to_read: Vec<ConnKey>,
     done: Vec<(ConnKey, Done)>,
-    buf: Box<[u8]>,
+    /// What every read goes into: at most [`ReadBuf::MAX`] (256 KiB, four times the largest
+    /// FastCGI record: an upload of 64 KiB with its params arrives in one read, so its request
+    /// runs in the turn it came in rather than the next; with 64 KiB, 16 connections uploading
+    /// 64 KiB bodies cost 26-28 us per request and a p99 of 0.6-1.7 ms, with 256 KiB 23 us and
+    /// 0.5 ms, see docs/performance.md). One per worker: a GET touches only its first page, and
+    /// a body that comes whole in a read is handed on as a slice of it.
+    buf: ReadBuf,
     listener: Arc<OwnedFd>,
     /// The listener is registered (not paused, not shut down).
     listening: bool,
@@ -119,7 +119,7 @@ impl Backend {
             events: Vec::with_capacity(EVENTS_PER_WAIT),
             to_read: Vec::new(),
             done: Vec::new(),
-            buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            buf: ReadBuf::default(),
             listener,
             listening: false,
             accept_ready: false,
@@ -354,20 +354,20 @@ impl Backend {
                 continue;
             }
             reads += 1;
-            match rustix::net::recv(&c.fd, &mut buf[..], RecvFlags::empty()) {
-                Ok((_, 0)) => {
+            match buf.recv(c.fd.as_fd()) {
+                Ok((read, _)) if read.is_empty() => {
                     c.readable = false;
                     core.on_peer_gone(key);
                 }
-                Ok((_, n)) => {
+                Ok((read, filled)) => {
                     // A short read emptied the socket; new data brings a new edge (an EOF
                     // already reported does not).
-                    if n == buf.len() || c.hup {
+                    if filled || c.hup {
                         queue_read(c, to_read);
                     } else {
                         c.readable = false;
                     }
-                    core.on_bytes(key, &buf[..n], staged);
+                    core.on_bytes_owned(key, read, staged);
                 }
                 Err(Errno::AGAIN) => c.readable = false,
                 Err(Errno::INTR) => queue_read(c, to_read),

@@ -15,16 +15,18 @@
 //! [`DIRECT_RECV_FROM`] bytes (an upload) is switched to direct receives: its multishot
 //! receive is cancelled, and once its final completion came a multishot poll is armed; each
 //! readiness queues the connection, and [`Backend::read_ready`] reads it with `recv(2)` into
-//! one buffer the worker reuses, so an upload is copied out while it is in the CPU caches (the
+//! one buffer of the worker's, so an upload is handled while it is in the CPU caches (the
 //! ring's receives fill the pool for every connection at once, and each buffer is cold by the
-//! time it is copied out). After [`SMALL_RUN`] small receives in a row the connection goes
+//! time it is copied out). Each read's bytes are handed to the core
+//! ([`Core::on_bytes_owned`]), which gives a body that came whole in them to its handler as a
+//! slice of them, uncopied; the buffer's allocation is reused once no body holds a slice. After [`SMALL_RUN`] small receives in a row the connection goes
 //! back to provided buffers the same way. Order is kept: at most one of the two is armed on a
 //! socket at a time (the next is armed only after the previous one's final completion), and
 //! the worker reads a socket only while its poll is the armed receive.
 
 #![forbid(unsafe_code)]
 
-use super::{Completion, CompletionKind, OpId, Ring, SendBuf, Token};
+use super::{Completion, CompletionKind, OpId, ReadBuf, Ring, SendBuf, Token};
 use crate::conn::{ConnKey, Core, Io, OutQueue, Sent, Staged};
 use crate::sock::send_now;
 use crate::stats::Counter;
@@ -83,19 +85,15 @@ struct Receives {
     /// a direct one of fewer is small (see [`SMALL_RUN`]): [`DIRECT_RECV_FROM`], or a whole
     /// provided buffer if smaller.
     bulk: usize,
-    /// Connections to read directly this turn (a readiness came, or the last read filled
-    /// `scratch`).
+    /// Connections to read directly this turn (a readiness came, or the last read filled its
+    /// room in `rbuf`).
     to_read: Vec<ConnKey>,
     /// Connections whose armed receive is to be cancelled to switch mode (the ring is busy
     /// while completions are handled).
     to_switch: Vec<ConnKey>,
-    /// The buffer every direct receive reads into (allocated at the first).
-    scratch: Vec<u8>,
+    /// What direct receives read into (allocated at the first).
+    rbuf: ReadBuf,
 }
-
-/// Bytes one direct receive reads at most; a connection with more waiting is read again next
-/// turn (as the epoll backend's reads).
-const DIRECT_RECV_MAX: usize = 256 * 1024;
 
 /// A ring receive of this many bytes or more switches its connection to direct receives. A
 /// request from a proxy with its headers is about 1 KiB; 4 KiB and 8 KiB uploads at 64
@@ -130,7 +128,7 @@ impl Backend {
             bulk: DIRECT_RECV_FROM.min(ring.recv_buffer_size()).max(1),
             to_read: Vec::new(),
             to_switch: Vec::new(),
-            scratch: Vec::new(),
+            rbuf: ReadBuf::default(),
         };
         Backend {
             ring,
@@ -183,9 +181,6 @@ impl Backend {
             ..
         } = self;
         let keys = std::mem::take(&mut receives.to_read);
-        if receives.scratch.is_empty() {
-            receives.scratch = vec![0; DIRECT_RECV_MAX];
-        }
         let mut reads = 0;
         for &key in &keys {
             let Some(c) = io_conn(conns, key) else {
@@ -502,9 +497,9 @@ fn switch_to(io: &mut IoConn, mode: Receiving, receives: &mut Receives) {
     }
 }
 
-/// One direct receive of `c` (its poll armed) into the scratch buffer, fed to the core. A read
-/// that fills the buffer queues the connection again; a run of small ones switches it back to
-/// provided buffers.
+/// One direct receive of `c` (its poll armed), handed to the core. A read that fills the room
+/// of the buffer queues the connection again; a run of small ones switches it back to provided
+/// buffers.
 fn read_directly(
     core: &Core,
     c: &mut IoConn,
@@ -513,15 +508,12 @@ fn read_directly(
     staged: &mut Vec<Staged>,
 ) {
     let key = c.key;
-    match rustix::net::recv(
-        &*c.fd,
-        &mut receives.scratch[..],
-        rustix::net::RecvFlags::DONTWAIT,
-    ) {
-        Ok((_, 0)) => core.on_peer_gone(key),
-        Ok((_, n)) => {
+    match receives.rbuf.recv(c.fd.as_fd()) {
+        Ok((read, _)) if read.is_empty() => core.on_peer_gone(key),
+        Ok((read, filled)) => {
+            let n = read.len();
             counters.note_direct_recv();
-            if n == receives.scratch.len() {
+            if filled {
                 c.queued = true;
                 receives.to_read.push(key);
             }
@@ -533,7 +525,8 @@ fn read_directly(
             } else {
                 c.small_run = 0;
             }
-            core.on_bytes(key, &receives.scratch[..n], staged);
+            let shared = core.on_bytes_owned(key, read, staged);
+            counters.note_shared_bodies(shared);
         }
         Err(rustix::io::Errno::AGAIN) => {}
         Err(rustix::io::Errno::INTR) => {

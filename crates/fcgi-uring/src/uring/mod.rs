@@ -19,7 +19,8 @@
 //! provided-buffer ring), `sendbufs.rs` (registered send buffers), `ops.rs` (the in-flight op
 //! table), `counters.rs` (what the ring did, for tests and tuning), `backend.rs` (runs the
 //! connection core's [`crate::conn::Io`] requests on the ring and feeds it the completions; no
-//! `unsafe`); the [`Ring`] is here.
+//! `unsafe`); the [`Ring`] and [`ReadBuf`] (the buffer of the worker's own receives) are
+//! here.
 
 #![allow(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -60,6 +61,46 @@ use ops::{INTERNAL, OpKind, OpTable, VectoredMsg};
 pub use sendbufs::FixedBuf;
 use sendbufs::SendPool;
 use tick::Tick;
+
+/// The buffer a worker's own receives read into (the epoll backend's, and the io_uring
+/// backend's direct receives): each receive's bytes are split off and handed to the connection
+/// core, which may keep a request body as a slice of them
+/// ([`crate::conn::Core::on_bytes_owned`]). The allocation is reused whole once nothing holds a
+/// slice of it; while something does, receives read into what is left of it, and a new one is
+/// taken when that is short. Receives read into the spare capacity: no byte is written twice.
+#[derive(Debug, Default)]
+pub(crate) struct ReadBuf {
+    buf: bytes::BytesMut,
+}
+
+impl ReadBuf {
+    /// Bytes one receive reads at most (a connection with more waiting is read again).
+    pub(crate) const MAX: usize = 256 * 1024;
+    /// While a body holds a slice of the allocation, receives read into what is left of it as
+    /// long as at least this much is.
+    const MIN: usize = 64 * 1024;
+
+    /// One non-blocking `recv(2)` on `fd`: its bytes (empty: the peer closed), and whether they
+    /// filled the room the receive had (more may be waiting).
+    pub(crate) fn recv(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> rustix::io::Result<(bytes::BytesMut, bool)> {
+        let buf = &mut self.buf;
+        if buf.capacity() < Self::MAX && !buf.try_reclaim(Self::MAX) && buf.capacity() < Self::MIN {
+            buf.reserve(Self::MAX);
+        }
+        let spare = buf.spare_capacity_mut();
+        let room = spare.len().min(Self::MAX);
+        let ((read, _), _) =
+            rustix::net::recv(fd, &mut spare[..room], rustix::net::RecvFlags::DONTWAIT)?;
+        let n = read.len();
+        // SAFETY: `buf` is empty (each receive's bytes are split off below), and recv(2)
+        // initialized the first `n` bytes of its spare capacity (`read` is that prefix).
+        unsafe { buf.set_len(n) };
+        Ok((buf.split_to(n), n == room))
+    }
+}
 
 /// Caller's tag for an operation, handed back in its completions.
 pub type Token = u64;
