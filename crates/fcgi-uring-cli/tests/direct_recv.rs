@@ -103,7 +103,11 @@ fn an_upload_that_a_direct_receive_brings_whole_reaches_its_handler_uncopied() {
     let before = server.ring_stats();
     let mut sent = 0;
     while server.ring_stats().shared_bodies < before.shared_bodies + 3 {
-        assert!(sent < 200, "no body shared after {sent} uploads: {}", stats(&server));
+        assert!(
+            sent < 200,
+            "no body shared after {sent} uploads: {}",
+            stats(&server)
+        );
         echo(&mut c, body(sent + 1, 40 * 1024));
         sent += 1;
     }
