@@ -414,7 +414,7 @@ settings! {
         ty: bool,
         default: true,
         accepts: Accepts::Bool,
-        doc: "A connection whose receive brings at least 4 KiB (an upload; or a whole ring.recv_buffer_size, if smaller) is read by the worker itself: the ring polls it for readability and the worker receives with recv(2) into one warm 256 KiB buffer, so uploads are copied out while still in the CPU caches (16 connections posting 64 KiB, or 64 posting 16 KiB: about a fifth less CPU per request; docs/performance.md); after 8 smaller receives in a row it goes back to provided buffers. Off, or with ring.sqpoll: every receive is a ring operation.",
+        doc: "A connection whose receive brings at least 4 KiB (an upload; or a whole ring.recv_buffer_size, if smaller) is read by the worker itself: the ring polls it for readability and the worker receives with recv(2) into one warm 256 KiB buffer, so uploads are copied out while still in the CPU caches, and a body of 16 KiB or more that one receive brings whole reaches its handler uncopied (16 connections posting 64 KiB, or 64 posting 16 KiB: about a third less CPU per request; docs/performance.md); after 8 smaller receives in a row it goes back to provided buffers. Off, or with ring.sqpoll: every receive is a ring operation.",
     },
     registered_send_buffers {
         key: "ring.registered_send_buffers",
