@@ -2,7 +2,8 @@
 //!
 //! Three shapes, chosen by the runtime when it dispatches a request:
 //! - empty, and complete-in-hand (the whole STDIN arrived with the params, as nginx sends a GET):
-//!   no channel, no allocation beyond the bytes themselves;
+//!   no channel, no allocation beyond the bytes themselves (a body of 16 KiB or more that one
+//!   of the worker's own receives brought whole is a slice of that receive's buffer, uncopied);
 //! - HTTP (the `http1`/`h2c` comparison modes, feature `http-compare`): hyper's body, streamed
 //!   through as it is;
 //! - streaming: a per-request channel the worker fills as STDIN records arrive. The channel is
