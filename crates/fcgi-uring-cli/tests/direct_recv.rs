@@ -1,7 +1,7 @@
 //! `ring.direct_recv`: connections that upload switch from the ring's provided buffers to
 //! receives the worker makes itself, and back after small requests, losing and reordering
-//! nothing either way; an upload a direct receive brings whole is handed on uncopied; with
-//! the knob off every receive is the ring's.
+//! nothing either way; with the knob off every receive is the ring's. (That an upload a
+//! direct receive brings whole is handed on uncopied: `uploads.rs`.)
 //!
 //! Specific to the io_uring backend: every server here asks for `io = uring`, whatever
 //! `FCGI_URING_IO` says.
@@ -15,17 +15,6 @@ use std::time::Duration;
 
 fn tcp(ring: RingConfig) -> ServerHandle {
     start_uring_demo("127.0.0.1:0".parse().unwrap(), ring, 0)
-}
-
-/// `len` bytes that differ for every `seed` and position (a misplaced or reordered piece shows).
-fn body(seed: u32, len: usize) -> Vec<u8> {
-    (0..len as u32)
-        .map(|i| {
-            (i.wrapping_add(seed.wrapping_mul(7919))
-                .wrapping_mul(2_654_435_761)
-                >> 13) as u8
-        })
-        .collect()
 }
 
 fn stats(server: &ServerHandle) -> RingStats {
@@ -57,7 +46,7 @@ fn an_upload_switches_its_connection_to_direct_receives_and_small_requests_switc
     let mut c = connect(server.local_addr());
     for round in 0..3u32 {
         let before = server.ring_stats();
-        echo(&mut c, body(round, 256 * 1024));
+        echo(&mut c, patterned(round, 256 * 1024));
         let s = server.ring_stats();
         assert!(
             s.direct_recv_switches > before.direct_recv_switches,
@@ -88,36 +77,6 @@ fn an_upload_switches_its_connection_to_direct_receives_and_small_requests_switc
     assert_eq!(s.direct_recvs, before.direct_recvs, "{s}");
     assert!(s.recv_completions >= before.recv_completions + 20, "{s}");
     assert_eq!(s.recv_buffers, s.recv_buffers_returned, "{s}");
-}
-
-#[test]
-fn an_upload_that_a_direct_receive_brings_whole_reaches_its_handler_uncopied() {
-    let server = tcp(RingConfig::default());
-    let mut c = connect(server.local_addr());
-    // The first upload switches the connection to direct receives.
-    echo(&mut c, body(0, 256 * 1024));
-    // Each later 40 KiB upload is one write (one segment on loopback): a direct receive brings
-    // it whole, and its body is a slice of the receive buffer (one that brought part of it
-    // would copy it, as before; the bound only guards against a hang). Every echo comes back
-    // intact either way. (Bodies in several records joined in place: the core's unit tests.)
-    let before = server.ring_stats();
-    let mut sent = 0;
-    while server.ring_stats().shared_bodies < before.shared_bodies + 3 {
-        assert!(
-            sent < 200,
-            "no body shared after {sent} uploads: {}",
-            stats(&server)
-        );
-        echo(&mut c, body(sent + 1, 40 * 1024));
-        sent += 1;
-    }
-    // Small uploads are copied.
-    let before = server.ring_stats();
-    for i in 0..4 {
-        echo(&mut c, body(1000 + i, 8 * 1024));
-    }
-    let s = stats(&server);
-    assert_eq!(s.shared_bodies, before.shared_bodies, "{s}");
 }
 
 #[test]
@@ -152,7 +111,7 @@ fn uploads_and_small_requests_mixed_on_several_connections_come_back_whole_and_i
                             expected.push((id, b"Hello, World!".to_vec()));
                             RequestSpec::get("/hello")
                         } else {
-                            let data = body(conn * 1000 + next, sizes[pick % sizes.len()]);
+                            let data = patterned(conn * 1000 + next, sizes[pick % sizes.len()]);
                             expected.push((id, data.clone()));
                             RequestSpec::post("/echo", data)
                         };
@@ -198,7 +157,7 @@ fn a_slow_body_reader_pauses_a_direct_receiving_connection_and_loses_nothing() {
         .build()
         .unwrap();
     let server = slow_reader_server(config);
-    let data = body(7, 4 << 20);
+    let data = patterned(7, 4 << 20);
     let r = connect(server.local_addr())
         .request(&RequestSpec::post("/slow-reader", data.clone()))
         .unwrap();
@@ -217,7 +176,7 @@ fn direct_recv_off_receives_every_upload_into_provided_buffers() {
     assert!(!server.features().unwrap().direct_recv);
     let mut c = connect(server.local_addr());
     for round in 0..3 {
-        echo(&mut c, body(round, 256 * 1024));
+        echo(&mut c, patterned(round, 256 * 1024));
         hello(&mut c);
     }
     let s = stats(&server);
@@ -243,7 +202,7 @@ fn sqpoll_keeps_every_receive_on_the_ring() {
     });
     assert!(!server.features().unwrap().direct_recv);
     let mut c = connect(server.local_addr());
-    echo(&mut c, body(1, 256 * 1024));
+    echo(&mut c, patterned(1, 256 * 1024));
     let s = stats(&server);
     assert_eq!(s.direct_recvs + s.direct_recv_switches, 0, "{s}");
 }

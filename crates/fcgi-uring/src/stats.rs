@@ -68,11 +68,14 @@ pub enum Counter {
     IdleWaitWoken,
     /// Such waits that ran to their limit with no IO (the worker then slept in tokio).
     IdleWaitExpired,
+    /// Request bodies handed to their handler as a slice of the buffer a receive brought
+    /// them in, uncopied (see `Core::on_bytes_owned`).
+    SharedBodies,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 24] = [
+    pub const ALL: [Counter; 25] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::AcceptFailed,
@@ -97,6 +100,7 @@ impl Counter {
         Counter::PeerRefused,
         Counter::IdleWaitWoken,
         Counter::IdleWaitExpired,
+        Counter::SharedBodies,
     ];
 
     /// Its name in logs and in [`Stats`]'s `Display`.
@@ -126,6 +130,7 @@ impl Counter {
             Counter::PeerRefused => "peer_refused",
             Counter::IdleWaitWoken => "idle_wait_woken",
             Counter::IdleWaitExpired => "idle_wait_expired",
+            Counter::SharedBodies => "shared_bodies",
         }
     }
 

@@ -158,6 +158,18 @@ pub fn test_config() -> Config {
         .unwrap()
 }
 
+/// `len` bytes that differ for every `seed` and position (a misplaced or reordered piece of a
+/// body shows).
+pub fn patterned(seed: u32, len: usize) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| {
+            (i.wrapping_add(seed.wrapping_mul(7919))
+                .wrapping_mul(2_654_435_761)
+                >> 13) as u8
+        })
+        .collect()
+}
+
 pub fn connect(addr: &Addr) -> Client {
     let c = Client::connect(addr).expect("connect");
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();

@@ -296,6 +296,12 @@ const EVENT_FAMILIES: &[EventFamily] = &[
             (Counter::IdleWaitExpired, "expired"),
         ],
     ),
+    (
+        "shared_request_bodies",
+        None,
+        "Request bodies of 16 KiB or more that one receive brought whole, handed to their handler as a slice of its buffer rather than copied.",
+        &[(Counter::SharedBodies, "")],
+    ),
 ];
 
 /// Ring counters: name, help, value.
@@ -371,11 +377,6 @@ const RING_FIELDS: &[RingField] = &[
         "ring_direct_recv_returns",
         "Connections switched back to provided buffers (a run of small receives).",
         |r| r.direct_recv_returns,
-    ),
-    (
-        "ring_shared_bodies",
-        "Request bodies handed on as a slice of a direct receive's buffer, not copied.",
-        |r| r.shared_bodies,
     ),
 ];
 

@@ -164,6 +164,9 @@ impl Core {
                 shared = core.feed(key, conn, Input::Owned(data), staged);
             }
         });
+        for _ in 0..shared {
+            self.stats.count(Counter::SharedBodies);
+        }
         shared
     }
 

@@ -525,8 +525,7 @@ fn read_directly(
             } else {
                 c.small_run = 0;
             }
-            let shared = core.on_bytes_owned(key, read, staged);
-            counters.note_shared_bodies(shared);
+            core.on_bytes_owned(key, read, staged);
         }
         Err(rustix::io::Errno::AGAIN) => {}
         Err(rustix::io::Errno::INTR) => {

@@ -107,9 +107,6 @@ ring_counters! {
         direct_recv_switches,
         /// Connections switched back to provided buffers (a run of small receives).
         direct_recv_returns,
-        /// Request bodies handed to their handler as a slice of a direct receive's buffer
-        /// rather than copied.
-        shared_bodies,
     }
 }
 
@@ -138,12 +135,6 @@ impl RingCounters {
     /// Counts a direct receive that returned bytes (called by the owning worker).
     pub fn note_direct_recv(&self) {
         add(&self.direct_recvs, 1);
-    }
-
-    /// Counts `n` request bodies shared with a direct receive's buffer (called by the owning
-    /// worker).
-    pub fn note_shared_bodies(&self, n: usize) {
-        add(&self.shared_bodies, n as u64);
     }
 
     /// Counts a connection switched to direct receives (`to_direct`) or back to provided
@@ -189,14 +180,13 @@ mod tests {
         a.note_recv_switch(true);
         b.note_recv_switch(true);
         a.note_recv_switch(false);
-        b.note_shared_bodies(2);
         let s = RingStats::sum([&a, &b]);
         assert_eq!(
             s.to_string(),
             "recv_completions=3 recv_buffers=6 multi_buffer_recvs=9 recv_buffers_returned=12 \
              recv_pool_dry=24 fixed_sends=15 fixed_short_sends=18 sqpoll_wakeups=21 \
              idle_spin_hits=1 direct_sends=2 direct_sends_handed_over=1 direct_recvs=3 \
-             direct_recv_switches=2 direct_recv_returns=1 shared_bodies=2"
+             direct_recv_switches=2 direct_recv_returns=1"
         );
         assert_eq!(a.snapshot().idle_spin_hits, 0);
     }
