@@ -4,7 +4,7 @@ FastCGI (both IO backends) and over HTTP/1.1 (hyper), and the no-application Fas
 each behind the same nginx, at 1, 16 and 64 clients.
 
 Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
-                             [--variant NAME=CASE:ARGS ...]
+                             [--variant NAME=CASE:ARGS ...] [--sched normal,batch]
 
 Cases (the backend on 127.0.0.1:9372, nginx on 127.0.0.1:9371, both pinned to CPU 0;
 fcgi-loadtest pinned to CPU 1 sends GET /hello over HTTP/1.1 with one kept-alive connection
@@ -16,6 +16,11 @@ per client):
   hyper         fcgi-uring serve --protocol http1, proxy_pass with HTTP/1.1 keepalive
   --variant NAME=CASE:ARGS   one case more: CASE's backend with ARGS appended, e.g.
                              'epoll-1ms=epoll:--idle-wait-us 1000' (repeatable)
+  --sched POLICIES           the backends' scheduling policies, each case run under each:
+                             normal (the default), batch (SCHED_BATCH with `chrt --batch 0`,
+                             cases named NAME-batch: a woken backend does not preempt nginx
+                             on their shared CPU); each case is compared with hyper under
+                             the same policy
 nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved over rounds
 (each once per round at each client count); the table gives medians of the backend's CPU per
 request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, and each case's
@@ -128,6 +133,8 @@ def main():
     ap.add_argument("--only", help="comma-separated case names")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=CASE:ARGS",
                     help="one case more: CASE's backend with ARGS appended (repeatable)")
+    ap.add_argument("--sched", default="normal",
+                    help="comma-separated scheduling policies of the backends: normal, batch")
     args = ap.parse_args()
     if shutil.which("nginx") is None:
         raise SystemExit("nginx not found: apt-get install -y nginx")
@@ -144,6 +151,16 @@ def main():
             raise SystemExit(f"--variant {spec!r}: the case {name} exists already")
         all_cases[name] = case
         names.append(name)
+    scheds = args.sched.split(",")
+    if not scheds or any(p not in ("normal", "batch") for p in scheds):
+        raise SystemExit(f"--sched {args.sched!r}: expected normal, batch or both")
+    if "batch" in scheds:
+        for n in list(names):
+            backend, location = all_cases[n]
+            all_cases[f"{n}-batch"] = (["chrt", "--batch", "0"] + backend, location)
+        # Each case next to its batch twin, so that both meet the same spell of the machine.
+        names = [m for n in names
+                 for m in ([n] if "normal" in scheds else []) + [f"{n}-batch"]]
     clients = [int(c) for c in args.clients.split(",")]
     results = {(c, n): [] for c in clients for n in names}
     with tempfile.TemporaryDirectory() as work:
@@ -161,13 +178,14 @@ def main():
     print(f"GET /hello behind nginx: medians of {args.rounds} interleaved rounds of "
           f"{args.duration:g} s; nginx and backend on CPU 0, client on CPU 1")
     print("| clients | case | requests/s | backend CPU / request | user | system "
-          "| backend CPU vs hyper |")
+          "| backend CPU vs hyper (same policy) |")
     print("|---|---|---|---|---|---|---|")
     for c in clients:
         def med(name, key):
             return statistics.median(rep[key] for rep in results[(c, name)])
-        hyper = med("hyper", "server_cpu_us_per_req") if "hyper" in names else None
         for n in names:
+            same = "hyper-batch" if n.endswith("-batch") else "hyper"
+            hyper = med(same, "server_cpu_us_per_req") if same in names else None
             cpu = med(n, "server_cpu_us_per_req")
             system = med(n, "server_system_us_per_req")
             user = statistics.median(rep["server_cpu_us_per_req"] - rep["server_system_us_per_req"]

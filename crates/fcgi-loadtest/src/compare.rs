@@ -31,6 +31,8 @@ pub struct CompareConfig {
     pub server_cpus: Vec<usize>,
     pub client_cpus: Vec<usize>,
     pub fcgi_uring: PathBuf,
+    /// The scheduling policy the fcgi-uring servers run under (not the proxies).
+    pub server_sched: SchedPolicy,
     /// Run only the paths whose names contain one of these (empty: all).
     pub only: Vec<String>,
     /// Run only the scenarios named here (empty: all).
@@ -57,6 +59,7 @@ impl CompareConfig {
             server_cpus: vec![0],
             client_cpus: vec![1],
             fcgi_uring,
+            server_sched: SchedPolicy::Normal,
             only: Vec::new(),
             scenarios: Vec::new(),
             in_flight: None,
@@ -65,6 +68,29 @@ impl CompareConfig {
             rounds: 3,
             load: Load::Closed,
             max_error_pct: cells::DEFAULT_MAX_ERROR_PCT,
+        }
+    }
+}
+
+/// A Linux scheduling policy for the servers `compare` starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchedPolicy {
+    /// SCHED_OTHER, what processes get by default.
+    Normal,
+    /// SCHED_BATCH (`chrt --batch 0`): the server's threads do not preempt a running task
+    /// when they wake, so a proxy on the same CPU finishes its turn first.
+    Batch,
+}
+
+impl SchedPolicy {
+    /// The program and its leading arguments that run `program` under this policy.
+    pub fn command(self, program: &Path) -> (PathBuf, Vec<String>) {
+        match self {
+            SchedPolicy::Normal => (program.to_path_buf(), Vec::new()),
+            SchedPolicy::Batch => (
+                "chrt".into(),
+                vec!["--batch".into(), "0".into(), program.display().to_string()],
+            ),
         }
     }
 }
@@ -674,12 +700,14 @@ fn start_server(cfg: &CompareConfig, backend: Backend) -> Result<Proc, String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    let (program, mut argv) = cfg.server_sched.command(&cfg.fcgi_uring);
+    argv.extend(args);
     spawn(
         cfg,
         &format!("fcgi-uring-{}", backend.arg()),
         addr,
-        &cfg.fcgi_uring,
-        &args,
+        &program,
+        &argv,
     )
 }
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser, Subcommand};
-use fcgi_loadtest::compare::{CompareConfig, Load};
+use fcgi_loadtest::compare::{CompareConfig, Load, SchedPolicy};
 use fcgi_loadtest::run::parse_cpu_list;
 use fcgi_loadtest::tune::cli::TuneArgs;
 use fcgi_loadtest::{Config, Protocol};
@@ -79,6 +79,11 @@ struct CompareArgs {
     /// The fcgi-uring binary (default: next to this one).
     #[arg(long)]
     fcgi_uring: Option<std::path::PathBuf>,
+    /// The scheduling policy of the fcgi-uring servers (every protocol), not of the proxies:
+    /// normal, or batch (SCHED_BATCH, set with `chrt --batch 0`: a woken worker does not
+    /// preempt the proxy that shares its CPU).
+    #[arg(long, value_enum, default_value_t = SchedPolicy::Normal)]
+    server_sched: SchedPolicy,
     /// Only the paths whose names contain one of these (e.g. fastcgi,h2c).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -137,6 +142,7 @@ fn compare_config(a: CompareArgs) -> Result<CompareConfig, String> {
     cfg.in_flight = a.in_flight.map(|n| n as usize);
     cfg.nginx = a.nginx;
     cfg.haproxy = a.haproxy;
+    cfg.server_sched = a.server_sched;
     Ok(cfg)
 }
 

@@ -485,3 +485,39 @@ fn rate_fraction_runs_each_cell_open_loop_at_a_share_of_its_peak() {
     }
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// `--server-sched batch` starts the servers under SCHED_BATCH (policy 3 in
+/// `/proc/PID/stat`), the default under SCHED_OTHER (0): a wrapper in front of the test
+/// backend records the policy it was started with.
+#[test]
+fn server_sched_batch_starts_the_servers_under_sched_batch() {
+    use fcgi_loadtest::compare::SchedPolicy;
+    use std::os::unix::fs::PermissionsExt as _;
+    for (policy, expected) in [(SchedPolicy::Batch, "3"), (SchedPolicy::Normal, "0")] {
+        let dir = out_dir(&format!("sched-{expected}"));
+        let backend = backend_script(&dir, &[]);
+        let record = dir.join("policy");
+        let wrapper = dir.join("record.sh");
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nawk '{{print $41}}' /proc/$$/stat > '{}'\nexec '{}' \"$@\"\n",
+                record.display(),
+                backend.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut cfg = CompareConfig::new(dir.clone(), wrapper);
+        cfg.duration = Duration::from_millis(300);
+        cfg.warmup = Duration::from_millis(100);
+        cfg.rounds = 1;
+        cfg.only = vec!["fastcgi".into()];
+        cfg.scenarios = vec!["hello".into()];
+        cfg.server_sched = policy;
+        run_unstarved(&cfg);
+        let seen = fs::read_to_string(&record).unwrap();
+        assert_eq!(seen.trim(), expected, "{policy:?}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
