@@ -23,15 +23,6 @@ fn stats(server: &ServerHandle) -> RingStats {
     s
 }
 
-/// POST /echo of `data` on `c` (kept open), checked whole.
-fn echo(c: &mut fcgi_client::Client, data: Vec<u8>) {
-    let mut spec = RequestSpec::post("/echo", data.clone());
-    spec.keep_conn = true;
-    let r = c.request(&spec).unwrap();
-    assert_eq!(r.status, 200);
-    assert!(r.body == data, "echo of {} bytes differs", data.len());
-}
-
 fn hello(c: &mut fcgi_client::Client) {
     let mut spec = RequestSpec::get("/hello");
     spec.keep_conn = true;
@@ -46,7 +37,7 @@ fn an_upload_switches_its_connection_to_direct_receives_and_small_requests_switc
     let mut c = connect(server.local_addr());
     for round in 0..3u32 {
         let before = server.ring_stats();
-        echo(&mut c, patterned(round, 256 * 1024));
+        echo_kept(&mut c, patterned(round, 256 * 1024));
         let s = server.ring_stats();
         assert!(
             s.direct_recv_switches > before.direct_recv_switches,
@@ -176,7 +167,7 @@ fn direct_recv_off_receives_every_upload_into_provided_buffers() {
     assert!(!server.features().unwrap().direct_recv);
     let mut c = connect(server.local_addr());
     for round in 0..3 {
-        echo(&mut c, patterned(round, 256 * 1024));
+        echo_kept(&mut c, patterned(round, 256 * 1024));
         hello(&mut c);
     }
     let s = stats(&server);
@@ -202,7 +193,7 @@ fn sqpoll_keeps_every_receive_on_the_ring() {
     });
     assert!(!server.features().unwrap().direct_recv);
     let mut c = connect(server.local_addr());
-    echo(&mut c, patterned(1, 256 * 1024));
+    echo_kept(&mut c, patterned(1, 256 * 1024));
     let s = stats(&server);
     assert_eq!(s.direct_recvs + s.direct_recv_switches, 0, "{s}");
 }

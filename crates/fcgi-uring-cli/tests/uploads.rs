@@ -8,20 +8,10 @@
 mod common;
 
 use common::*;
-use fcgi_client::RequestSpec;
 use fcgi_uring::{Counter, ServerHandle};
 
 fn shared(server: &ServerHandle) -> u64 {
     server.stats().get(Counter::SharedBodies)
-}
-
-/// POST /echo of `data` on `c` (kept open), checked whole.
-fn echo(c: &mut fcgi_client::Client, data: Vec<u8>) {
-    let mut spec = RequestSpec::post("/echo", data.clone());
-    spec.keep_conn = true;
-    let r = c.request(&spec).unwrap();
-    assert_eq!(r.status, 200);
-    assert!(r.body == data, "echo of {} bytes differs", data.len());
 }
 
 #[test]
@@ -29,7 +19,7 @@ fn an_upload_that_one_receive_brings_whole_reaches_its_handler_uncopied() {
     let server = start_demo("127.0.0.1:0".parse().unwrap());
     let mut c = connect(server.local_addr());
     // On io_uring the first upload switches the connection to direct receives.
-    echo(&mut c, patterned(0, 256 * 1024));
+    echo_kept(&mut c, patterned(0, 256 * 1024));
     // Each later 40 KiB upload is one write (one segment on loopback): a receive brings it
     // whole, and its body is a slice of the receive buffer (one that brought part of it would
     // copy it; the bound only guards against a hang).
@@ -41,13 +31,13 @@ fn an_upload_that_one_receive_brings_whole_reaches_its_handler_uncopied() {
             "no body shared after {sent} uploads: {}",
             server.stats()
         );
-        echo(&mut c, patterned(sent + 1, 40 * 1024));
+        echo_kept(&mut c, patterned(sent + 1, 40 * 1024));
         sent += 1;
     }
     // Small uploads are copied.
     let before = shared(&server);
     for i in 0..4 {
-        echo(&mut c, patterned(1000 + i, 8 * 1024));
+        echo_kept(&mut c, patterned(1000 + i, 8 * 1024));
     }
     assert_eq!(shared(&server), before, "{}", server.stats());
 }

@@ -170,6 +170,15 @@ pub fn patterned(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// POST /echo of `data` to the demo app on `c`, kept open, and the echo checked whole.
+pub fn echo_kept(c: &mut Client, data: Vec<u8>) {
+    let mut spec = RequestSpec::post("/echo", data.clone());
+    spec.keep_conn = true;
+    let r = c.request(&spec).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == data, "echo of {} bytes differs", data.len());
+}
+
 pub fn connect(addr: &Addr) -> Client {
     let c = Client::connect(addr).expect("connect");
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
