@@ -167,6 +167,11 @@ fn stop_without_a_running_server_says_why() {
 /// the `sleep` not signalled (SIGTERM and SIGUSR2 would both end it).
 fn refuses_another_programs_pid(pid_file: &Path, run: impl FnOnce() -> Output) {
     let mut other = KillOnDrop(Command::new("sleep").arg("600").spawn().expect("sleep"));
+    // Until the child has exec'd, its name is still this test's.
+    let comm = format!("/proc/{}/comm", other.0.id());
+    wait_for("the child to exec sleep", HANG_GUARD, || {
+        std::fs::read_to_string(&comm).unwrap_or_default().trim() == "sleep"
+    });
     std::fs::write(pid_file, format!("{}\n", other.0.id())).expect("write");
     let out = run();
     assert_eq!(out.status.code(), Some(1));
