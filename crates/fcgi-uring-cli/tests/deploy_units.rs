@@ -1,5 +1,6 @@
 //! The systemd units shipped in docs/deploy: `systemd-analyze verify` accepts them without a
-//! word (an unknown or misspelt option is a warning there, a failure here), they carry what
+//! word (an unknown or misspelt option is a warning there, a failure here; the commented-out
+//! `CPUSchedulingPolicy=batch` is verified switched on), they carry what
 //! docs/deploy/restarts.md promises (socket activation, Type=notify with NotifyAccess=all,
 //! ExecReload as the hot upgrade on the same pid file, a stop timeout past the drain), and
 //! their system call filter leaves io_uring (and epoll) allowed.
@@ -41,11 +42,17 @@ fn systemd_analyze_verify_accepts_the_units_silently() {
         "{ANALYZE} is missing: install Debian's systemd package (.ci/run does)"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    // verify checks that the commands exist: point them at the binary under test.
-    let service = unit("fcgi-uring.service").replace(
-        "/usr/local/bin/fcgi-uring",
-        env!("CARGO_BIN_EXE_fcgi-uring"),
-    );
+    // verify checks that the commands exist: point them at the binary under test. The option
+    // the unit offers commented out (SCHED_BATCH, docs/tuning.md) is verified switched on.
+    let shipped = unit("fcgi-uring.service");
+    let optional = "\n#CPUSchedulingPolicy=batch\n";
+    assert!(shipped.contains(optional), "the unit offers {optional:?}");
+    let service = shipped
+        .replace(optional, "\nCPUSchedulingPolicy=batch\n")
+        .replace(
+            "/usr/local/bin/fcgi-uring",
+            env!("CARGO_BIN_EXE_fcgi-uring"),
+        );
     std::fs::write(dir.path().join("fcgi-uring.service"), service).expect("write");
     std::fs::write(
         dir.path().join("fcgi-uring.socket"),
