@@ -257,6 +257,7 @@ impl Core {
                 });
             }
             Event::Stdin { id, data } => {
+                // The announced length, looked up only for a body's first bytes.
                 let announced = || announced_length(staged, key, id);
                 if let Some(pieces) = pieces.as_mut()
                     && keep_in_place(pieces, requests, id, data, &input_at, announced)
@@ -264,9 +265,7 @@ impl Core {
                     return;
                 }
                 if let Some(entry) = requests.get_mut(&id) {
-                    // The announced length, looked up only for a body's first bytes.
-                    let expected = || announced_length(staged, key, id);
-                    pause |= entry.body.push(data, expected) == Flow::Pause;
+                    pause |= entry.body.push(data, announced) == Flow::Pause;
                 }
             }
             Event::StdinEnd { id } => {
