@@ -209,6 +209,11 @@ impl Core {
 
     /// Runs received bytes through the protocol state machine; returns how many bodies were
     /// shared with the input (see [`Core::on_bytes_owned`]).
+    ///
+    /// Inlined into both callers, so that borrowed input (every ring receive) carries none of
+    /// the work of keeping bodies in place: out of line, GET /hello's request path cost 41
+    /// instructions more (`request_path` under callgrind).
+    #[inline(always)]
     fn feed(
         &self,
         key: ConnKey,
