@@ -23,7 +23,8 @@ per client):
                              the same policy
 nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved over rounds
 (each once per round at each client count); the table gives medians of the backend's CPU per
-request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, and each case's
+request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, the client's p99
+latency (through nginx), and each case's
 total against hyper's of the same run. The floors bound what any FastCGI backend can cost
 here: they read only record headers and answer with fixed bytes. Builds the release binaries
 it runs first. Needs nginx (apt-get install -y nginx).
@@ -177,9 +178,9 @@ def main():
                           f"{rep['server_system_us_per_req']:.2f})", file=sys.stderr)
     print(f"GET /hello behind nginx: medians of {args.rounds} interleaved rounds of "
           f"{args.duration:g} s; nginx and backend on CPU 0, client on CPU 1")
-    print("| clients | case | requests/s | backend CPU / request | user | system "
+    print("| clients | case | requests/s | client p99 | backend CPU / request | user | system "
           "| backend CPU vs hyper (same policy) |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for c in clients:
         def med(name, key):
             return statistics.median(rep[key] for rep in results[(c, name)])
@@ -191,8 +192,8 @@ def main():
             user = statistics.median(rep["server_cpu_us_per_req"] - rep["server_system_us_per_req"]
                                      for rep in results[(c, n)])
             ratio = f"{cpu / hyper:.2f}x" if hyper else "-"
-            print(f"| {c} | {n} | {med(n, 'rps'):,.0f} | {cpu:.2f} us | {user:.2f} us "
-                  f"| {system:.2f} us | {ratio} |")
+            print(f"| {c} | {n} | {med(n, 'rps'):,.0f} | {med(n, 'p99_us'):,.0f} us "
+                  f"| {cpu:.2f} us | {user:.2f} us | {system:.2f} us | {ratio} |")
 
 
 if __name__ == "__main__":

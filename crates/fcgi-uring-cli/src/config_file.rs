@@ -80,6 +80,7 @@ pub struct RingSection {
     pub sqpoll_cpu: Option<i64>,
     pub idle_spin_us: Option<i64>,
     pub idle_wait_us: Option<i64>,
+    pub yield_after_wake: Option<bool>,
     pub direct_send: Option<bool>,
     pub direct_recv: Option<bool>,
     pub registered_send_buffers: Option<i64>,

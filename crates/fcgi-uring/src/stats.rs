@@ -71,11 +71,17 @@ pub enum Counter {
     /// Request bodies handed to their handler as a slice of the buffer a receive brought
     /// them in, uncopied (see `Core::on_bytes_owned`).
     SharedBodies,
+    /// Yields after a wake (`ring.yield_after_wake`) that brought more requests.
+    WakeYieldPaid,
+    /// Such yields that brought nothing, quickly (nothing else wanted the CPU).
+    WakeYieldFree,
+    /// Such yields that brought nothing and took long: the yields paused.
+    WakeYieldCostly,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 25] = [
+    pub const ALL: [Counter; 28] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::AcceptFailed,
@@ -101,6 +107,9 @@ impl Counter {
         Counter::IdleWaitWoken,
         Counter::IdleWaitExpired,
         Counter::SharedBodies,
+        Counter::WakeYieldPaid,
+        Counter::WakeYieldFree,
+        Counter::WakeYieldCostly,
     ];
 
     /// Its name in logs and in [`Stats`]'s `Display`.
@@ -131,6 +140,9 @@ impl Counter {
             Counter::IdleWaitWoken => "idle_wait_woken",
             Counter::IdleWaitExpired => "idle_wait_expired",
             Counter::SharedBodies => "shared_bodies",
+            Counter::WakeYieldPaid => "wake_yield_paid",
+            Counter::WakeYieldFree => "wake_yield_free",
+            Counter::WakeYieldCostly => "wake_yield_costly",
         }
     }
 

@@ -302,6 +302,16 @@ const EVENT_FAMILIES: &[EventFamily] = &[
         "Request bodies of 16 KiB or more that one receive brought whole, handed to their handler as a slice of its buffer rather than copied.",
         &[(Counter::SharedBodies, "")],
     ),
+    (
+        "wake_yields",
+        Some("outcome"),
+        "Yields of the CPU right after a wake (ring.yield_after_wake), by outcome: paid (the turn after it found more requests), free (nothing came, and the yield returned at once), costly (nothing came and another task held the CPU: the yields pause).",
+        &[
+            (Counter::WakeYieldPaid, "paid"),
+            (Counter::WakeYieldFree, "free"),
+            (Counter::WakeYieldCostly, "costly"),
+        ],
+    ),
 ];
 
 /// Ring counters: name, help, value.

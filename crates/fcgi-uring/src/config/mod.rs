@@ -113,6 +113,9 @@ pub struct Config {
     /// application runs outside requests (woken by a timer, tokio IO or another thread) and a
     /// shutdown request are noticed at the end of such a wait, at most this much later.
     pub(crate) idle_wait_us: u32,
+    /// Whether a worker woken from a wait in its backend yields the CPU once before its turn,
+    /// while that pays (see `worker::wake_yield`).
+    pub(crate) yield_after_wake: bool,
     /// The admin listener, the ping path, the access and slow logs.
     pub(crate) ops: OpsConfig,
 }
@@ -145,6 +148,7 @@ impl Default for Config {
             completions_per_turn: 0,
             idle_spin_us: 0,
             idle_wait_us: 0,
+            yield_after_wake: false,
             ops: OpsConfig::default(),
         };
         settings::apply_defaults(&mut c);
@@ -257,6 +261,9 @@ impl Config {
     }
     pub fn idle_wait_us(&self) -> u32 {
         self.idle_wait_us
+    }
+    pub fn yield_after_wake(&self) -> bool {
+        self.yield_after_wake
     }
     /// The admin listener, the ping path, the access and slow logs.
     pub fn ops(&self) -> &OpsConfig {

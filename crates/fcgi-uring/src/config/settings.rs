@@ -398,6 +398,15 @@ settings! {
         accepts: ints(0, 100_000),
         doc: "Period of an idle worker's look at tokio: with no handler task running it waits for IO in io_uring_enter (or its own epoll_wait), with no timer per wait, and a tick every this many microseconds ends the wait to run tokio's timers, IO and other tasks; a period with no IO sends it to sleep in tokio's reactor. One system call per wake instead of three. Tasks the application runs outside requests, and a shutdown, may be seen this much later; 0: always sleep in tokio. Off under ring.sqpoll (the tick's completions would keep the SQ thread from ever sleeping).",
     },
+    yield_after_wake {
+        key: "ring.yield_after_wake",
+        flag: "yield-after-wake",
+        field: yield_after_wake,
+        ty: bool,
+        default: true,
+        accepts: Accepts::Bool,
+        doc: "A worker woken from its wait in the backend (io_uring_enter, epoll_wait) yields the CPU once (sched_yield) before its turn, so that a proxy on the same CPU, which the wake preempted, finishes its turn first and the worker answers all it forwarded in one turn instead of one request per wake (behind nginx at 16 and 64 clients about a quarter less CPU per request; docs/performance.md). A yield that took 500 us or more and brought no other request (a CPU-bound neighbour held the CPU) pauses the yields for 100 ms, doubling up to 10 s while that repeats. Off: never yield.",
+    },
     direct_send {
         key: "ring.direct_send",
         flag: "direct-send",

@@ -337,6 +337,11 @@ impl Core {
         [due, scan, handover].into_iter().flatten().min()
     }
 
+    /// Requests begun on this worker so far.
+    pub fn requests_begun(&self) -> u64 {
+        self.next_serial.get() - 1
+    }
+
     fn next_serial(&self) -> u64 {
         let s = self.next_serial.get();
         self.next_serial.set(s + 1);

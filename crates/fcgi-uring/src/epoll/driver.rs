@@ -20,7 +20,7 @@ use super::backend::{AcceptError, Backend};
 use crate::conn::{self, Core};
 use crate::service::HttpService;
 use crate::stats::Counter;
-use crate::worker::{Dispatcher, Idle, LoopSpec, Pace, WakeTimer};
+use crate::worker::{Dispatcher, Idle, LoopSpec, Pace, WakeTimer, Wakes};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
@@ -46,6 +46,7 @@ where
     let mut staged = Vec::new();
     let mut last_work = core.now();
     let mut pace = Pace::new(spec.idle_wait);
+    let mut wakes = Wakes::new(spec.yield_after_wake);
     // Events a backend wait took, for the next turn (which then does not look again).
     let mut waited_events: Option<usize> = None;
     loop {
@@ -121,6 +122,7 @@ where
             tokio::task::yield_now().await;
             continue;
         }
+        wakes.idle(&core);
         match pace.when_idle(&d, deadline.is_some(), accept_pause.as_ref()) {
             Idle::Wait { look_first, limit } => {
                 if look_first && pace.look(&d, &spec.stop).await {
@@ -129,7 +131,10 @@ where
                 if pace.start_wait() {
                     io.start_tick(pace.tick_period())?;
                 }
-                waited_events = Some(io.wait_events(limit)?);
+                let events = io.wait_events(limit)?;
+                // After a yield the turn looks at the epoll set again: what came meanwhile.
+                let yielded = events > 0 && wakes.woke(&core);
+                waited_events = Some(events).filter(|_| !yielded);
                 continue;
             }
             // Sleeping in tokio needs a look at the epoll set since the last work first.

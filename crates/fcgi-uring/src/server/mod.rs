@@ -264,6 +264,7 @@ impl Server {
                 completions_per_turn: cfg.completions_per_turn,
                 idle_spin: std::time::Duration::from_micros(cfg.idle_spin_us.into()),
                 idle_wait: std::time::Duration::from_micros(cfg.idle_wait_us.into()),
+                yield_after_wake: cfg.yield_after_wake,
                 ring_counters,
                 make: make.clone(),
                 stats,

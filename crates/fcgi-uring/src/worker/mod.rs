@@ -18,6 +18,7 @@
 mod dispatch;
 #[cfg(feature = "bench-internals")]
 pub mod harness;
+mod wake_yield;
 
 pub(crate) use dispatch::Dispatcher;
 
@@ -70,6 +71,8 @@ pub(crate) struct WorkerSpec<F> {
     /// How long an idle worker with no handler task running waits for IO in its backend before
     /// it sleeps in tokio's reactor (zero: not at all).
     pub idle_wait: Duration,
+    /// Yield once after a wake while it pays (`ring.yield_after_wake`).
+    pub yield_after_wake: bool,
     /// What the ring does, shared with the server handle.
     pub ring_counters: Arc<RingCounters>,
     pub make: Arc<F>,
@@ -140,6 +143,7 @@ where
         } else {
             spec.idle_wait
         },
+        yield_after_wake: spec.yield_after_wake,
         listener: spec.listener,
         is_tcp: spec.is_tcp,
         stop: spec.stop,
@@ -207,6 +211,7 @@ enum Spin {
 pub(crate) struct LoopSpec {
     pub idle_spin: Duration,
     pub idle_wait: Duration,
+    pub yield_after_wake: bool,
     pub listener: Arc<OwnedFd>,
     pub is_tcp: bool,
     pub stop: Arc<Stop>,
@@ -246,6 +251,7 @@ impl Loop {
         let mut f = Followups::default();
         let mut timer = WakeTimer::new();
         let mut pace = Pace::new(self.idle_wait);
+        let mut wakes = Wakes::new(self.yield_after_wake);
         loop {
             core.clock.update();
             core.stats.shared.liveness.answer();
@@ -327,6 +333,7 @@ impl Loop {
                     Spin::Idle => {}
                 }
             }
+            wakes.idle(&core);
             match pace.when_idle(&d, deadline.is_some(), accept_pause.as_ref()) {
                 Idle::Wait { look_first, limit } => {
                     if look_first && pace.look(&d, &self.stop).await {
@@ -336,6 +343,9 @@ impl Loop {
                         io.ring.start_tick(pace.tick_period());
                     }
                     io.ring.wait_for_io(limit)?;
+                    if io.ring.has_completions() {
+                        wakes.woke(&core);
+                    }
                     continue;
                 }
                 // Sleeping in tokio needs a look at the ring since the last work first.
@@ -579,6 +589,43 @@ impl Pace {
     /// The period of the backend's tick.
     pub fn tick_period(&self) -> Duration {
         self.idle_wait
+    }
+}
+
+/// The worker's yields after a wake ([`wake_yield`]), driven by its loop: [`Wakes::woke`] after
+/// each wait in the backend that IO ended, [`Wakes::idle`] each time the worker is idle again.
+pub(crate) struct Wakes(wake_yield::WakeYield);
+
+impl Wakes {
+    pub fn new(enabled: bool) -> Wakes {
+        Wakes(wake_yield::WakeYield::new(enabled))
+    }
+
+    /// The worker woke from a wait in its backend: yields the CPU once (`sched_yield`) when
+    /// yielding pays; true when it yielded (what came meanwhile is for the coming turn).
+    pub fn woke(&mut self, core: &Core) -> bool {
+        if !self.0.is_enabled() {
+            return false;
+        }
+        let start = Instant::now();
+        if !self.0.should_yield(start) {
+            return false;
+        }
+        rustix::thread::sched_yield();
+        self.0.yielded(start.elapsed(), core.requests_begun());
+        true
+    }
+
+    /// The worker is idle again: counts how the yield before went.
+    pub fn idle(&mut self, core: &Core) {
+        use crate::stats::Counter;
+        if let Some(outcome) = self.0.settle(core.now(), core.requests_begun()) {
+            core.stats.count(match outcome {
+                wake_yield::Outcome::Paid => Counter::WakeYieldPaid,
+                wake_yield::Outcome::Free => Counter::WakeYieldFree,
+                wake_yield::Outcome::Costly => Counter::WakeYieldCostly,
+            });
+        }
     }
 }
 
