@@ -11,6 +11,7 @@ GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured wind
   uring         fcgi-uring serve --workers 1 --io uring
   epoll         fcgi-uring serve --workers 1 --io epoll
   uring-nowait  the same with --idle-wait-us 0 (the worker always sleeps in tokio's reactor)
+  uring-noyield, epoll-noyield   --yield-after-wake false (no yield of the CPU after a wake)
   floor-epoll   fcgi-floor --epoll (one epoll_wait, one recv, one send per request)
   floor         fcgi-floor (the io_uring floor)
   base-uring, base-epoll   --base PATH: another fcgi-uring binary (an older build), both backends
@@ -39,6 +40,8 @@ def cases(base):
         "uring": serve + ["--io", "uring"],
         "epoll": serve + ["--io", "epoll"],
         "uring-nowait": serve + ["--io", "uring", "--idle-wait-us", "0"],
+        "uring-noyield": serve + ["--io", "uring", "--yield-after-wake", "false"],
+        "epoll-noyield": serve + ["--io", "epoll", "--yield-after-wake", "false"],
         "floor-epoll": [floor, "--epoll", ADDR],
         "floor": [floor, ADDR],
     }

@@ -15,7 +15,10 @@
 //! the one that woke the worker stops the yields for a while ([`FIRST_PAUSE`], doubling with
 //! each such yield in a row up to [`MAX_PAUSE`]); one that brought more requests ends the
 //! doubling. Next to a CPU-bound neighbour the worker pays a few such yields in its first
-//! second and then one per [`MAX_PAUSE`].
+//! second and then one per [`MAX_PAUSE`]. A yield that returns at once with nothing new costs
+//! only its system call, but it is useless (nothing else wanted the CPU: a worker alone on its
+//! CPU, or a proxy with one client): after [`FREE_STREAK`] of them in a row the yields pause
+//! for [`FIRST_PAUSE`] too, so at low load a worker yields a few dozen times per pause.
 //!
 //! Pure: the caller yields, reads the clock and counts requests; this decides.
 
@@ -27,6 +30,8 @@ pub(crate) const SLOW_YIELD: Duration = Duration::from_micros(500);
 pub(crate) const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause.
 pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(10);
+/// Useless yields in a row that pause the yields for [`FIRST_PAUSE`].
+pub(crate) const FREE_STREAK: u32 = 32;
 
 /// Whether to yield after a wake, from how earlier yields went.
 #[derive(Debug)]
@@ -34,8 +39,10 @@ pub(crate) struct WakeYield {
     enabled: bool,
     /// No yield before this.
     paused_until: Option<Instant>,
-    /// The next pause.
+    /// The next pause after a costly yield.
     pause: Duration,
+    /// Free yields in a row.
+    free_streak: u32,
     /// The yield whose outcome is not known yet: how long it took, and the requests begun
     /// when it returned.
     pending: Option<(Duration, u64)>,
@@ -58,6 +65,7 @@ impl WakeYield {
             enabled,
             paused_until: None,
             pause: FIRST_PAUSE,
+            free_streak: 0,
             pending: None,
         }
     }
@@ -98,12 +106,22 @@ impl WakeYield {
             Outcome::Free
         };
         match outcome {
-            Outcome::Paid => self.pause = FIRST_PAUSE,
+            Outcome::Paid => {
+                self.pause = FIRST_PAUSE;
+                self.free_streak = 0;
+            }
             Outcome::Costly => {
                 self.paused_until = Some(now + self.pause);
                 self.pause = (self.pause * 2).min(MAX_PAUSE);
+                self.free_streak = 0;
             }
-            Outcome::Free => {}
+            Outcome::Free => {
+                self.free_streak += 1;
+                if self.free_streak >= FREE_STREAK {
+                    self.paused_until = Some(now + FIRST_PAUSE);
+                    self.free_streak = 0;
+                }
+            }
         }
         Some(outcome)
     }
@@ -135,13 +153,39 @@ mod tests {
     }
 
     #[test]
-    fn a_fast_yield_that_brings_nothing_costs_nothing() {
+    fn useless_yields_in_a_row_pause_the_yields() {
         let t = Instant::now();
         let mut y = WakeYield::new(true);
-        for n in 0..100 {
+        for n in 0..u64::from(FREE_STREAK) {
             assert!(y.should_yield(t));
             y.yielded(FAST, n);
             assert_eq!(y.settle(t, n + 1), Some(Outcome::Free));
+        }
+        assert!(!y.should_yield(t + FIRST_PAUSE - Duration::from_millis(1)));
+        assert!(y.should_yield(t + FIRST_PAUSE));
+        // Not doubled: another streak pauses as long.
+        let t = t + FIRST_PAUSE;
+        for n in 0..u64::from(FREE_STREAK) {
+            assert!(y.should_yield(t));
+            y.yielded(FAST, n);
+            y.settle(t, n + 1);
+        }
+        assert!(y.should_yield(t + FIRST_PAUSE));
+    }
+
+    #[test]
+    fn a_yield_that_pays_ends_a_streak_of_useless_ones() {
+        let t = Instant::now();
+        let mut y = WakeYield::new(true);
+        for n in 0..u64::from(FREE_STREAK) * 3 {
+            assert!(y.should_yield(t), "yield {n}");
+            y.yielded(FAST, 10 * n);
+            let gained = if n % (u64::from(FREE_STREAK) - 1) == 0 {
+                5
+            } else {
+                1
+            };
+            y.settle(t, 10 * n + gained);
         }
     }
 
