@@ -9,12 +9,12 @@
 //! most one `send` per turn: its send stays in flight for the core until the turn ends. With
 //! nothing to do it spins for `idle_spin`, then, when no handler task is running, waits in
 //! `epoll_wait` on its own epoll fd, looking at tokio every `idle_wait` (a timerfd in the set
-//! ticks; [`crate::worker::Pace`]), and
-//! otherwise sleeps in tokio's reactor (where the epoll fd is registered) until a socket, a
-//! handler task, a deadline or a shutdown request wakes it. A shutdown stops accepting and
-//! ends once no request is in flight, every response was handed to the kernel and every
-//! connection closed between requests ([`crate::conn::Core::begin_drain`]), or at
-//! `shutdown_timeout`.
+//! ticks; [`crate::worker::Pace`]), and otherwise sleeps in tokio's reactor (where the epoll fd
+//! is registered) until a socket, a handler task, a deadline or a shutdown request wakes it.
+//! Woken from `epoll_wait`, it yields the CPU once before its turn while that pays
+//! ([`crate::worker::Wakes`]). A shutdown stops accepting and ends once no request is in
+//! flight, every response was handed to the kernel and every connection closed between
+//! requests ([`crate::conn::Core::begin_drain`]), or at `shutdown_timeout`.
 
 use super::backend::{AcceptError, Backend};
 use crate::conn::{self, Core};

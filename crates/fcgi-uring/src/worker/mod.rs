@@ -10,7 +10,9 @@
 //! it spins for `idle_spin`, then, when no handler task is running, waits for completions in
 //! `io_uring_enter` with no timeout, a tick of the ring every `idle_wait` bringing a look at
 //! tokio ([`Pace`]), and otherwise sleeps in tokio's reactor until the ring, a handler task, a
-//! deadline or a shutdown request wakes it. A shutdown stops
+//! deadline or a shutdown request wakes it. Woken from a wait in the ring, it yields the CPU
+//! once before its turn while that pays ([`Wakes`], `ring.yield_after_wake`), so that a proxy on
+//! its CPU finishes its turn first. A shutdown stops
 //! accepting and ends once no request is in flight, every response was handed to the kernel
 //! and every connection closed between requests ([`crate::conn::Core::begin_drain`]), or at
 //! `shutdown_timeout`.
