@@ -33,18 +33,6 @@ fn start(idle_wait_us: u32) -> ServerHandle {
         .expect("server starts")
 }
 
-/// The kernel id of this process's worker thread `fcgi-worker-0`.
-fn worker_tid() -> u64 {
-    std::fs::read_dir("/proc/self/task")
-        .expect("list threads")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
-        .find(|tid| {
-            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-                .is_ok_and(|c| c.trim() == "fcgi-worker-0")
-        })
-        .expect("a thread named fcgi-worker-0")
-}
-
 /// The system call thread `tid` is blocked in (its number), from /proc/self/task/TID/syscall;
 /// `None` while it runs.
 fn blocked_in(tid: u64) -> Option<i64> {

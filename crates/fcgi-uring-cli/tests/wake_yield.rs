@@ -67,17 +67,12 @@ fn off_never_yields() {
     server.shutdown();
 }
 
-/// The kernel id of this process's worker thread `fcgi-worker-0`.
-fn worker_tid() -> Pid {
-    std::fs::read_dir("/proc/self/task")
-        .expect("list threads")
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|tid| {
-            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
-                .is_ok_and(|c| c.trim() == "fcgi-worker-0")
-        })
+/// The worker thread, for `sched_setaffinity`.
+fn worker_pid() -> Pid {
+    i32::try_from(worker_tid())
+        .ok()
         .and_then(Pid::from_raw)
-        .expect("a thread named fcgi-worker-0")
+        .expect("a thread id")
 }
 
 fn only(cpu: usize) -> CpuSet {
@@ -98,7 +93,7 @@ fn next_to_a_busy_thread_the_costly_yields_pause() {
     );
     let (shared, client) = (cpus[0], cpus[1]);
     let server = start(true);
-    sched_setaffinity(Some(worker_tid()), &only(shared)).expect("pin the worker");
+    sched_setaffinity(Some(worker_pid()), &only(shared)).expect("pin the worker");
     sched_setaffinity(None, &only(client)).expect("pin the client");
     let busy = Arc::new(AtomicBool::new(true));
     let spinning = Arc::new(AtomicBool::new(false));

@@ -110,6 +110,18 @@ pub fn current_tid() -> u64 {
         .expect("a thread id")
 }
 
+/// The kernel id of this process's worker thread `fcgi-worker-0` (a server started in-process).
+pub fn worker_tid() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .expect("list threads")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .find(|tid| {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim() == "fcgi-worker-0")
+        })
+        .expect("a thread named fcgi-worker-0")
+}
+
 /// A child process (a server under test), killed when dropped, so that a failing assertion does
 /// not leave it running.
 pub struct KillOnDrop(pub std::process::Child);

@@ -405,7 +405,7 @@ settings! {
         ty: bool,
         default: true,
         accepts: Accepts::Bool,
-        doc: "A worker woken from its wait in the backend (io_uring_enter, epoll_wait) yields the CPU once (sched_yield) before its turn, so that a proxy on the same CPU, which the wake preempted, finishes its turn first and the worker answers all it forwarded in one turn instead of one request per wake (behind nginx at 16 and 64 clients about a quarter less CPU per request; docs/performance.md). A yield that took 500 us or more and brought no other request (a CPU-bound neighbour held the CPU) pauses the yields for 100 ms, doubling up to 10 s while that repeats; 32 in a row that returned at once with nothing new (nothing else wanted the CPU) pause them for 100 ms. Off: never yield.",
+        doc: "A worker woken from its wait in the backend (io_uring_enter, epoll_wait) yields the CPU once (sched_yield) before its turn, so that a proxy on the same CPU, which the wake preempted, finishes its turn first and the worker answers all it forwarded in one turn instead of one request per wake (behind nginx at 16 and 64 clients half to two thirds less CPU per request on io_uring, a quarter less on epoll; docs/performance.md). A yield that took 500 us or more and brought no other request (a CPU-bound neighbour held the CPU) pauses the yields for 100 ms, doubling up to 10 s while that repeats; 32 in a row that returned at once with nothing new (nothing else wanted the CPU) pause them for 100 ms. Off: never yield.",
     },
     direct_send {
         key: "ring.direct_send",
