@@ -33,13 +33,6 @@ fn start(idle_wait_us: u32) -> ServerHandle {
         .expect("server starts")
 }
 
-/// The system call thread `tid` is blocked in (its number), from /proc/self/task/TID/syscall;
-/// `None` while it runs.
-fn blocked_in(tid: u64) -> Option<i64> {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
-
 #[test]
 fn sequential_requests_wake_from_the_backend_and_an_idle_worker_then_sleeps_in_tokio() {
     let server = start(1000);

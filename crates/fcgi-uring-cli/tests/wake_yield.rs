@@ -3,18 +3,13 @@
 //! brought nothing pauses the yields (100 ms, doubling).
 //!
 //! Runs on the backend `FCGI_URING_IO` names (the suite runs once per backend). Shows that
-//! sequential requests yield after their wakes when the setting is on and never when it is off,
-//! and that next to a busy thread on the worker's CPU the costly yields stop after a few while
-//! the requests go on (without the pause every request would make one).
+//! sequential requests yield after their wakes when the setting is on and never when it is off;
+//! tests/wake_yield_busy.rs shows the pause next to a busy thread.
 
 mod common;
 
 use common::*;
 use fcgi_uring::{Config, Counter, ServerHandle, Stats, service_fn};
-use rustix::process::Pid;
-use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 fn start(yield_after_wake: bool) -> ServerHandle {
@@ -64,63 +59,5 @@ fn off_never_yields() {
     // The worker did wake from its backend, and did not yield.
     assert!(stats.get(Counter::IdleWaitWoken) > 0, "{stats}");
     assert_eq!(yields(&stats), (0, 0, 0), "{stats}");
-    server.shutdown();
-}
-
-/// The worker thread, for `sched_setaffinity`.
-fn worker_pid() -> Pid {
-    i32::try_from(worker_tid())
-        .ok()
-        .and_then(Pid::from_raw)
-        .expect("a thread id")
-}
-
-fn only(cpu: usize) -> CpuSet {
-    let mut set = CpuSet::new();
-    set.set(cpu);
-    set
-}
-
-#[test]
-fn next_to_a_busy_thread_the_costly_yields_pause() {
-    let allowed = sched_getaffinity(None).expect("this process's CPUs");
-    let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
-        .filter(|&c| allowed.is_set(c))
-        .collect();
-    assert!(
-        cpus.len() >= 2,
-        "this test needs two CPUs (the worker and a busy thread on one, the client on another), has {cpus:?}"
-    );
-    let (shared, client) = (cpus[0], cpus[1]);
-    let server = start(true);
-    sched_setaffinity(Some(worker_pid()), &only(shared)).expect("pin the worker");
-    sched_setaffinity(None, &only(client)).expect("pin the client");
-    let busy = Arc::new(AtomicBool::new(true));
-    let spinning = Arc::new(AtomicBool::new(false));
-    let hog = {
-        let (busy, spinning) = (busy.clone(), spinning.clone());
-        std::thread::spawn(move || {
-            sched_setaffinity(None, &only(shared)).expect("pin the busy thread");
-            spinning.store(true, Ordering::Relaxed);
-            while busy.load(Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-        })
-    };
-    wait_for("the busy thread spinning", HANG_GUARD, || {
-        spinning.load(Ordering::Relaxed)
-    });
-    // Each yield hands the CPU to the busy thread until the scheduler takes it back (about a
-    // tick), and one connection's next request comes only after the answer: such a yield is
-    // costly, and pauses the yields.
-    sequential_1000(server.local_addr());
-    busy.store(false, Ordering::Relaxed);
-    hog.join().unwrap();
-    let stats = server.stats();
-    let (_, _, costly) = yields(&stats);
-    assert!(costly >= 1, "no yield was found costly: {stats}");
-    // Pauses of 100, 200, 400... ms: a handful in the seconds this takes at most, not one
-    // per request.
-    assert!(costly <= 10, "the costly yields did not pause: {stats}");
     server.shutdown();
 }

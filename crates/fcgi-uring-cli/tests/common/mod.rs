@@ -122,6 +122,13 @@ pub fn worker_tid() -> u64 {
         .expect("a thread named fcgi-worker-0")
 }
 
+/// The system call thread `tid` of this process is blocked in (its number), from
+/// /proc/self/task/TID/syscall; `None` while it runs.
+pub fn blocked_in(tid: u64) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
 /// A child process (a server under test), killed when dropped, so that a failing assertion does
 /// not leave it running.
 pub struct KillOnDrop(pub std::process::Child);
