@@ -9,22 +9,7 @@
 mod common;
 
 use common::*;
-use fcgi_uring::{Config, Counter, ServerHandle, Stats, service_fn};
-use std::time::Duration;
-
-fn start(yield_after_wake: bool) -> ServerHandle {
-    let config = Config::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .workers(1)
-        .pin_workers(false)
-        .shutdown_timeout(Duration::from_secs(2))
-        .yield_after_wake(yield_after_wake)
-        .build()
-        .unwrap();
-    fcgi_uring::Server::new(config)
-        .start(|| service_fn(fcgi_uring_cli::demo::app))
-        .expect("server starts")
-}
+use fcgi_uring::{Counter, Stats};
 
 /// Yields made, by outcome: (paid, free, costly).
 fn yields(stats: &Stats) -> (u64, u64, u64) {
@@ -37,7 +22,7 @@ fn yields(stats: &Stats) -> (u64, u64, u64) {
 
 #[test]
 fn sequential_requests_yield_after_their_wakes() {
-    let server = start(true);
+    let server = demo_yielding(true);
     sequential_1000(server.local_addr());
     // One connection, one request at a time: the worker waits in its backend between them,
     // and each wake that IO ends is followed by a yield, whose outcome is counted when the
@@ -53,7 +38,7 @@ fn sequential_requests_yield_after_their_wakes() {
 
 #[test]
 fn off_never_yields() {
-    let server = start(false);
+    let server = demo_yielding(false);
     sequential_1000(server.local_addr());
     let stats = server.stats();
     // The worker did wake from its backend, and did not yield.

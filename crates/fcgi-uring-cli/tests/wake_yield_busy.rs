@@ -9,26 +9,11 @@ mod common;
 
 use common::*;
 use fcgi_client::RequestSpec;
-use fcgi_uring::{Config, Counter, ServerHandle, service_fn};
+use fcgi_uring::Counter;
 use rustix::process::Pid;
 use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
-fn start() -> ServerHandle {
-    let config = Config::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .workers(1)
-        .pin_workers(false)
-        .shutdown_timeout(Duration::from_secs(2))
-        .yield_after_wake(true)
-        .build()
-        .unwrap();
-    fcgi_uring::Server::new(config)
-        .start(|| service_fn(fcgi_uring_cli::demo::app))
-        .expect("server starts")
-}
 
 /// The worker thread, for `sched_setaffinity`.
 fn worker_pid() -> Pid {
@@ -55,7 +40,7 @@ fn next_to_a_busy_thread_the_costly_yields_pause() {
         "this test needs two CPUs (the worker and a busy thread on one, the client on another), has {cpus:?}"
     );
     let (shared, client) = (cpus[0], cpus[1]);
-    let server = start();
+    let server = demo_yielding(true);
     sched_setaffinity(Some(worker_pid()), &only(shared)).expect("pin the worker");
     sched_setaffinity(None, &only(client)).expect("pin the client");
     let busy = Arc::new(AtomicBool::new(true));

@@ -166,6 +166,18 @@ pub fn start_demo(listen: Addr) -> ServerHandle {
         .expect("server starts")
 }
 
+/// The demo app on one unpinned worker ([`test_config`]) with `ring.yield_after_wake` set.
+pub fn demo_yielding(yield_after_wake: bool) -> ServerHandle {
+    let config = test_config()
+        .into_builder()
+        .yield_after_wake(yield_after_wake)
+        .build()
+        .unwrap();
+    Server::new(config)
+        .start(|| service_fn(fcgi_uring_cli::demo::app))
+        .expect("server starts")
+}
+
 /// A small config for tests that bring their own handler.
 pub fn test_config() -> Config {
     Config::builder()
