@@ -349,29 +349,19 @@ fn a_stalled_writer_never_blocks_a_worker_and_drops_are_counted() {
 fn an_access_log_that_cannot_be_opened_is_a_clear_start_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no-such-dir").join("access.log");
-    // A port free_port handed out was twice found taken at the start in CI (cause not found:
-    // nothing else in the suite binds ports in that window); another port is tried then, as
-    // the point here is the access log's error, not the port.
-    let mut attempts = 0;
-    let (listen, err) = loop {
-        let listen = format!("127.0.0.1:{}", common::proxy::free_port());
-        let config = Config::builder()
-            .listen(listen.parse().unwrap())
-            .workers(1)
-            .pin_workers(false)
-            .access_log_path(Some(path.display().to_string()))
-            .build()
-            .unwrap();
-        match Server::new(config).start(|| service_fn(fcgi_uring_cli::demo::app)) {
-            Ok(_) => panic!("the server started with an access log it cannot open"),
-            Err(fcgi_uring::StartError::Listen(e))
-                if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 5 =>
-            {
-                eprintln!("{listen} was taken ({e}); trying another port");
-                attempts += 1;
-            }
-            Err(e) => break (listen, e),
-        }
+    // A unix socket in this test's own directory: no other test can take it between the
+    // failed start and the check below that nothing listens there (a loopback port can be).
+    let socket = dir.path().join("fcgi.sock");
+    let config = Config::builder()
+        .listen(format!("unix:{}", socket.display()).parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .access_log_path(Some(path.display().to_string()))
+        .build()
+        .unwrap();
+    let err = match Server::new(config).start(|| service_fn(fcgi_uring_cli::demo::app)) {
+        Ok(_) => panic!("the server started with an access log it cannot open"),
+        Err(e) => e,
     };
     assert!(
         matches!(&err, fcgi_uring::StartError::AccessLog { path: p, error }
@@ -384,7 +374,7 @@ fn an_access_log_that_cannot_be_opened_is_a_clear_start_error() {
         "{message}"
     );
     assert!(
-        std::net::TcpStream::connect(&listen).is_err(),
+        std::os::unix::net::UnixStream::connect(&socket).is_err(),
         "nothing listens after a failed start"
     );
 }

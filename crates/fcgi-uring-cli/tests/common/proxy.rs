@@ -34,15 +34,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Spawns `cmd` and waits until `addr` accepts connections.
+    /// Spawns `cmd` and waits until the proxy answers on `addr`: a connection the kernel
+    /// accepted is not enough (a proxy that fails its start after binding, or another
+    /// listener, would pass that), so the proxy must answer a malformed request itself.
     pub fn spawn(mut cmd: Command, addr: SocketAddr, dir: tempfile::TempDir) -> Proxy {
         cmd.stdin(Stdio::null());
         let child = cmd.spawn().expect("start proxy");
-        let proxy = Proxy { child, addr, dir };
-        let listening = super::holds_within(super::HANG_GUARD, || TcpStream::connect(addr).is_ok());
+        let mut proxy = Proxy { child, addr, dir };
+        let answering = super::holds_within(super::HANG_GUARD, || answers(addr));
+        let exited = proxy.child.try_wait().ok().flatten();
         assert!(
-            listening,
-            "proxy did not listen on {addr}; log: {}",
+            answering && exited.is_none(),
+            "proxy did not answer on {addr} (exited: {exited:?}); log: {}",
             proxy.log()
         );
         proxy
@@ -52,6 +55,20 @@ impl Proxy {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
+}
+
+/// Whether an HTTP server on `addr` answers a malformed request line (with its own 400; no
+/// proxy forwards it to the backend).
+fn answers(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let mut byte = [0u8; 1];
+    s.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .is_ok()
+        && s.write_all(b"NOT A REQUEST\r\n\r\n").is_ok()
+        && matches!(s.read(&mut byte), Ok(1))
 }
 
 impl Drop for Proxy {
