@@ -29,7 +29,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 loadtest="${LOADTEST:-$here/../target/release/fcgi-loadtest}"
 taskset -c "${SERVER_CPU:-0}" "$@" >/dev/null 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
+trap 'kill $server 2>/dev/null && wait $server 2>/dev/null || true' EXIT
 sleep 1.5
 read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$server/stat")
 out=$(taskset -c "${CLIENT_CPU:-1}" "$loadtest" run --protocol "$proto" --addr "$addr" \
