@@ -311,7 +311,12 @@ impl Loop {
                 // wait's own enter let a proxy on the same CPU preempt the worker and cost the
                 // proxy more than it saved, see performance.md).
                 if core.has_dirty() {
-                    flush(&core, &mut io);
+                    // An answer sent directly comes back as a result that leaves its
+                    // connection dirty (its state after the send): settled by one more
+                    // flush here rather than by a whole turn.
+                    if flush(&core, &mut io) > 0 && core.has_dirty() {
+                        flush(&core, &mut io);
+                    }
                     io.ring.submit()?;
                 }
                 if core.has_dirty()
