@@ -5,6 +5,7 @@ each behind the same nginx, at 1, 16 and 64 clients.
 
 Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
                              [--variant NAME=CASE:ARGS ...] [--sched normal,batch]
+                             [--base PATH]
 
 Cases (the backend on 127.0.0.1:9372, nginx on 127.0.0.1:9371, both pinned to CPU 0;
 fcgi-loadtest pinned to CPU 1 sends GET /hello over HTTP/1.1 with one kept-alive connection
@@ -16,6 +17,8 @@ per client):
   hyper         fcgi-uring serve --protocol http1, proxy_pass with HTTP/1.1 keepalive
   --variant NAME=CASE:ARGS   one case more: CASE's backend with ARGS appended, e.g.
                              'epoll-1ms=epoll:--idle-wait-us 1000' (repeatable)
+  --base PATH                base-uring, base-epoll: another fcgi-uring binary (an older
+                             build) on both IO backends, in the same rounds
   --sched POLICIES           the backends' scheduling policies, each case run under each:
                              normal (the default), batch (SCHED_BATCH with `chrt --batch 0`,
                              cases named NAME-batch: a woken backend does not preempt nginx
@@ -50,17 +53,22 @@ FASTCGI = ("include /etc/nginx/fastcgi_params; fastcgi_pass app; fastcgi_keep_co
 HTTP1 = 'proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
 
 
-def cases():
+def cases(base=None):
     serve = [os.path.join(TARGET, "fcgi-uring"), "serve", "--listen", BACKEND, "--workers", "1",
              "--admin-listen", "none"]
     floor = os.path.join(TARGET, "fcgi-floor")
-    return {
+    out = {
         "floor": ([floor, BACKEND], FASTCGI),
         "floor-epoll": ([floor, "--epoll", BACKEND], FASTCGI),
         "uring": (serve + ["--io", "uring"], FASTCGI),
         "epoll": (serve + ["--io", "epoll"], FASTCGI),
         "hyper": (serve + ["--protocol", "http1"], HTTP1),
     }
+    if base:
+        old = [base] + serve[1:]
+        out["base-uring"] = (old + ["--io", "uring"], FASTCGI)
+        out["base-epoll"] = (old + ["--io", "epoll"], FASTCGI)
+    return out
 
 
 def variant(spec, known):
@@ -134,6 +142,7 @@ def main():
     ap.add_argument("--only", help="comma-separated case names")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=CASE:ARGS",
                     help="one case more: CASE's backend with ARGS appended (repeatable)")
+    ap.add_argument("--base", help="another fcgi-uring binary (an older build) to compare")
     ap.add_argument("--sched", default="normal",
                     help="comma-separated scheduling policies of the backends: normal, batch")
     args = ap.parse_args()
@@ -141,7 +150,7 @@ def main():
         raise SystemExit("nginx not found: apt-get install -y nginx")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "fcgi-uring-cli", "-p",
                     "fcgi-loadtest"], cwd=ROOT, check=True)
-    all_cases = cases()
+    all_cases = cases(args.base)
     names = args.only.split(",") if args.only else list(all_cases)
     unknown = [n for n in names if n not in all_cases]
     if unknown:
