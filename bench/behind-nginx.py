@@ -17,8 +17,9 @@ per client):
   hyper         fcgi-uring serve --protocol http1, proxy_pass with HTTP/1.1 keepalive
   --variant NAME=CASE:ARGS   one case more: CASE's backend with ARGS appended, e.g.
                              'epoll-1ms=epoll:--idle-wait-us 1000' (repeatable)
-  --base PATH                base-uring, base-epoll: another fcgi-uring binary (an older
-                             build) on both IO backends, in the same rounds
+  --base PATH                base-uring, base-epoll, base-hyper: another fcgi-uring binary
+                             (an older build, a profile-guided one) on both IO backends and
+                             over HTTP/1.1, in the same rounds
   --sched POLICIES           the backends' scheduling policies, each case run under each:
                              normal (the default), batch (SCHED_BATCH with `chrt --batch 0`,
                              cases named NAME-batch: a woken backend does not preempt nginx
@@ -68,6 +69,7 @@ def cases(base=None):
         old = [base] + serve[1:]
         out["base-uring"] = (old + ["--io", "uring"], FASTCGI)
         out["base-epoll"] = (old + ["--io", "epoll"], FASTCGI)
+        out["base-hyper"] = (old + ["--protocol", "http1"], HTTP1)
     return out
 
 
@@ -188,13 +190,15 @@ def main():
     print(f"GET /hello behind nginx: medians of {args.rounds} interleaved rounds of "
           f"{args.duration:g} s; nginx and backend on CPU 0, client on CPU 1")
     print("| clients | case | requests/s | client p99 | backend CPU / request | user | system "
-          "| backend CPU vs hyper (same policy) |")
+          "| backend CPU vs hyper (same build and policy) |")
     print("|---|---|---|---|---|---|---|---|")
     for c in clients:
         def med(name, key):
             return statistics.median(rep[key] for rep in results[(c, name)])
         for n in names:
-            same = "hyper-batch" if n.endswith("-batch") else "hyper"
+            # Against hyper of the same build (the base build's cases against its own) and policy.
+            prefix = "base-" if n.startswith("base-") and "base-hyper" in names else ""
+            same = prefix + ("hyper-batch" if n.endswith("-batch") else "hyper")
             hyper = med(same, "server_cpu_us_per_req") if same in names else None
             cpu = med(n, "server_cpu_us_per_req")
             system = med(n, "server_system_us_per_req")
