@@ -1,8 +1,8 @@
 //! tuning/pgo-build.sh, the profile-guided build a user runs: with a short training it builds
 //! an optimized `fcgi-uring` from a profile whose counts show the requests ran through the
 //! instrumented server (its params decoder counted), and the binary it prints serves the demo
-//! app. Without an llvm-profdata, or with incomplete arguments, it stops before building with
-//! a message that says what to do.
+//! app. A training path the binary answers with errors, a missing llvm-profdata or incomplete
+//! arguments stop it with a message that says what went wrong.
 
 mod common;
 
@@ -149,6 +149,18 @@ fn a_short_training_builds_an_optimized_server_that_serves() {
     let r = client.request(&post).expect("POST /echo");
     assert_eq!(r.status, 200);
     assert!(r.body == post.body, "the body echoed intact");
+
+    // A training path the binary does not serve (404) stops the build with the load's report,
+    // rather than optimizing for error pages (the instrumented build is reused: quick).
+    envs.push(("GETS", "/no-such-route"));
+    let out = run(&[], &envs);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("the training load failed") && log.contains("status"),
+        "{log}"
+    );
+    assert!(!log.contains("the optimized build with"), "{log}");
 }
 
 #[test]
