@@ -133,10 +133,9 @@ def print_budget(args, med, floor, ring):
         if n.startswith("floor"):
             continue
         cpu, system = m["server_cpu_us_per_req"], m["server_system_us_per_req"]
-        left = allowed - system
-        print(f"| {n} | {system:.2f} us | {cpu - system:.2f} us | {max(left, 0):.2f} us"
-              f" | {(cpu - system) / left:.1f}x |" if left > 0 else
-              f"| {n} | {system:.2f} us | {cpu - system:.2f} us | none | - |")
+        user, left = cpu - system, allowed - system
+        allowance, over = (f"{left:.2f} us", f"{user / left:.1f}x") if left > 0 else ("none", "-")
+        print(f"| {n} | {system:.2f} us | {user:.2f} us | {allowance} | {over} |")
 
 if __name__ == "__main__":
     main()

@@ -14,22 +14,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// One unpinned worker with this `ring.idle_wait_us`.
+/// One unpinned worker ([`test_config`]) with this `ring.idle_wait_us`.
 fn config(idle_wait_us: u32) -> Config {
-    Config::builder()
-        .listen("127.0.0.1:0".parse().unwrap())
-        .workers(1)
-        .pin_workers(false)
-        .shutdown_timeout(Duration::from_secs(2))
+    test_config()
+        .into_builder()
         .idle_wait_us(idle_wait_us)
         .build()
         .unwrap()
 }
 
 fn start(idle_wait_us: u32) -> ServerHandle {
-    fcgi_uring::Server::new(config(idle_wait_us))
-        .start(|| service_fn(fcgi_uring_cli::demo::app))
-        .expect("server starts")
+    demo_with(config(idle_wait_us))
 }
 
 #[test]

@@ -8,22 +8,17 @@
 mod common;
 
 use common::*;
-use fcgi_uring::{Counter, ServerHandle, service_fn};
-
-fn start(idle_wait_us: u32) -> ServerHandle {
-    let config = test_config()
-        .into_builder()
-        .idle_wait_us(idle_wait_us)
-        .build()
-        .unwrap();
-    fcgi_uring::Server::new(config)
-        .start(|| service_fn(fcgi_uring_cli::demo::app))
-        .expect("server starts")
-}
+use fcgi_uring::Counter;
 
 #[test]
 fn sequential_requests_wake_from_the_backend_and_an_idle_worker_then_sleeps_in_tokio() {
-    let server = start(1000);
+    let server = demo_with(
+        test_config()
+            .into_builder()
+            .idle_wait_us(1000)
+            .build()
+            .unwrap(),
+    );
     let addr = server.local_addr().clone();
     sequential_1000(&addr);
     // One connection, one request at a time: the next request comes well within 1 ms of the

@@ -154,13 +154,19 @@ pub fn demo_unix() -> (ServerHandle, tempfile::TempDir) {
 }
 
 pub fn start_demo(listen: Addr) -> ServerHandle {
-    let config = Config::builder()
-        .listen(listen)
-        .workers(2)
-        .pin_workers(false)
-        .shutdown_timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    demo_with(
+        Config::builder()
+            .listen(listen)
+            .workers(2)
+            .pin_workers(false)
+            .shutdown_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+    )
+}
+
+/// The demo app served with `config`.
+pub fn demo_with(config: Config) -> ServerHandle {
     Server::new(config)
         .start(|| service_fn(fcgi_uring_cli::demo::app))
         .expect("server starts")
@@ -168,14 +174,13 @@ pub fn start_demo(listen: Addr) -> ServerHandle {
 
 /// The demo app on one unpinned worker ([`test_config`]) with `ring.yield_after_wake` set.
 pub fn demo_yielding(yield_after_wake: bool) -> ServerHandle {
-    let config = test_config()
-        .into_builder()
-        .yield_after_wake(yield_after_wake)
-        .build()
-        .unwrap();
-    Server::new(config)
-        .start(|| service_fn(fcgi_uring_cli::demo::app))
-        .expect("server starts")
+    demo_with(
+        test_config()
+            .into_builder()
+            .yield_after_wake(yield_after_wake)
+            .build()
+            .unwrap(),
+    )
 }
 
 /// A small config for tests that bring their own handler.
