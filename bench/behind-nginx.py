@@ -12,6 +12,10 @@ fcgi-loadtest pinned to CPU 1 sends GET /hello over HTTP/1.1 with one kept-alive
 per client):
   floor         fcgi-floor (io_uring, no application), fastcgi_pass with fastcgi_keep_conn
   floor-epoll   fcgi-floor --epoll
+  surface, surface-epoll   fcgi-floor --surface, fcgi-floor --epoll --surface: the floors with
+                every request answered through the http surface (an http::Request handed to
+                the demo's /hello steps through tower::Service): what a FastCGI backend whose
+                protocol side cost nothing would spend
   uring         fcgi-uring serve --io uring, fastcgi_pass with fastcgi_keep_conn
   epoll         fcgi-uring serve --io epoll
   hyper         fcgi-uring serve --protocol http1, proxy_pass with HTTP/1.1 keepalive
@@ -61,6 +65,8 @@ def cases(base=None):
     out = {
         "floor": ([floor, BACKEND], FASTCGI),
         "floor-epoll": ([floor, "--epoll", BACKEND], FASTCGI),
+        "surface": ([floor, "--surface", BACKEND], FASTCGI),
+        "surface-epoll": ([floor, "--epoll", "--surface", BACKEND], FASTCGI),
         "uring": (serve + ["--io", "uring"], FASTCGI),
         "epoll": (serve + ["--io", "epoll"], FASTCGI),
         "hyper": (serve + ["--protocol", "http1"], HTTP1),

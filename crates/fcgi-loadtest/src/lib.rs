@@ -23,6 +23,7 @@ pub mod response;
 pub mod run;
 pub mod schedule;
 pub mod stats;
+pub mod surface;
 pub mod sys;
 pub mod tune;
 

@@ -28,7 +28,16 @@
 //! bounds what any server can spend echoing a body on this machine (a `POST /echo` of hyper's
 //! or fcgi-uring's costs that and its own work).
 //!
-//! Usage: `fcgi-floor [--epoll [--echo]] [HOST:PORT [SECONDS]]` (default 127.0.0.1:9000). It prints
+//! With `--surface` (either IO) every `GET /hello` is answered through the `http` surface
+//! instead of with stored bytes: an `http::Request` made from a fixed request's zero-copy slices,
+//! one extension, the demo app's `/hello` steps called through `tower::Service`, the CGI head
+//! encoded and the records written around it ([`fcgi_loadtest::surface`]). Params are still not
+//! read. That is the least any server that hands its application an `http::Request` spends
+//! per request on top of the floor's IO, whatever its protocol side costs: the bound for the
+//! targets that a server with a free protocol side would have to meet.
+//!
+//! Usage: `fcgi-floor [--epoll [--echo]] [--surface] [HOST:PORT [SECONDS]]` (default
+//! 127.0.0.1:9000). It prints
 //! `listening on ADDR` (port 0 picks a free one) and runs until killed, or for SECONDS, then
 //! prints `requests=N` (answers sent) and exits 0, which lets a profiler such as callgrind
 //! write its output. Pin it with `taskset -c 0`.
@@ -41,6 +50,7 @@ use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use fcgi_loadtest::surface::{HelloService, Surface, hello_service};
 use fcgi_proto::ProtocolStatus;
 use fcgi_proto::nv::encode_pair;
 use fcgi_proto::record::{
@@ -64,6 +74,11 @@ const MAX_IOVECS: usize = 1024;
 const HELLO_STDOUT: &[u8] =
     b"Status: 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\nContent-Length: 13\r\n\r\nHello, World!";
 
+#[global_allocator]
+static GLOBAL: fcgi_uring::alloc::MiMalloc = fcgi_uring::alloc::MiMalloc;
+
+const USAGE: &str = "usage: fcgi-floor [--epoll [--echo]] [--surface] [HOST:PORT [SECONDS]]";
+
 fn main() {
     if let Err(err) = run() {
         eprintln!("fcgi-floor: {err}");
@@ -75,22 +90,24 @@ fn run() -> io::Result<()> {
     let invalid = |what: &str, a: &str, e: &dyn std::fmt::Display| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("{what} {a:?}: {e}"))
     };
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let epoll = args.first().is_some_and(|a| a == "--epoll");
-    if epoll {
-        args.remove(0);
-    }
-    let echo = args.first().is_some_and(|a| a == "--echo");
-    if echo {
-        if !epoll {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "--echo needs --epoll (usage: fcgi-floor [--epoll [--echo]] [HOST:PORT [SECONDS]])",
-            ));
+    let mut args = std::env::args().skip(1).peekable();
+    let (mut epoll, mut echo, mut surface) = (false, false, false);
+    while let Some(flag) = args.next_if(|a| a.starts_with("--")) {
+        match flag.as_str() {
+            "--epoll" => epoll = true,
+            "--echo" => echo = true,
+            "--surface" => surface = true,
+            _ => return Err(usage(&format!("unknown option {flag:?}"))),
         }
-        args.remove(0);
     }
-    let mut args = args.into_iter();
+    if echo && !epoll {
+        return Err(usage("--echo needs --epoll"));
+    }
+    if echo && surface {
+        return Err(usage(
+            "--echo answers with the body, --surface with /hello: not both",
+        ));
+    }
     let addr: SocketAddr = match args.next() {
         Some(a) => a.parse().map_err(|e| invalid("address", &a, &e))?,
         None => SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -107,16 +124,20 @@ fn run() -> io::Result<()> {
     if epoll {
         println!("listening on {}", listener.local_addr()?);
         io::stdout().flush()?;
-        let answered = EpollFloor::new(listener, echo)?.serve(run_for)?;
+        let answered = EpollFloor::new(listener, echo, Answer::new(surface))?.serve(run_for)?;
         println!("requests={answered}");
         return Ok(());
     }
     let mut ring = Ring::new(&RingConfig::default()).map_err(io::Error::other)?;
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
-    let answered = Floor::new(listener).serve(&mut ring, run_for)?;
+    let answered = Floor::new(listener, Answer::new(surface)).serve(&mut ring, run_for)?;
     println!("requests={answered}");
     Ok(())
+}
+
+fn usage(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("{what} ({USAGE})"))
 }
 
 fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -134,6 +155,47 @@ fn hello_response() -> Vec<u8> {
     encode_stream_end(&mut out, RecordType::Stdout, 0);
     encode_end_request(&mut out, 0, 0, ProtocolStatus::RequestComplete);
     out
+}
+
+/// How a request is answered once its STDIN has ended.
+enum Answer {
+    /// With the stored bytes of [`hello_response`], the request id patched in.
+    Stored(Vec<u8>),
+    /// Through the `http` surface (`--surface`); `content` is the STDOUT content's buffer.
+    Surface {
+        surface: Box<Surface<HelloService>>,
+        content: Vec<u8>,
+    },
+}
+
+impl Answer {
+    fn new(surface: bool) -> Answer {
+        if surface {
+            Answer::Surface {
+                surface: Box::new(Surface::new(hello_service())),
+                content: Vec::with_capacity(256),
+            }
+        } else {
+            Answer::Stored(hello_response())
+        }
+    }
+
+    /// Appends the answer to request `id` to `out`.
+    fn append(&mut self, id: u16, out: &mut Vec<u8>) {
+        match self {
+            Answer::Stored(response) => {
+                patch_id(response, id);
+                out.extend_from_slice(response);
+            }
+            Answer::Surface { surface, content } => {
+                content.clear();
+                surface.serve(content);
+                encode_stream(out, RecordType::Stdout, id, content);
+                encode_stream_end(out, RecordType::Stdout, id);
+                encode_end_request(out, id, 0, ProtocolStatus::RequestComplete);
+            }
+        }
+    }
 }
 
 /// The answer to any GET_VALUES (section 4.1): `FCGI_MPXS_CONNS=1`, so that load clients
@@ -247,7 +309,7 @@ struct Conn {
 
 struct Floor {
     listener: Rc<OwnedFd>,
-    response: Vec<u8>,
+    answer: Answer,
     get_values_result: Vec<u8>,
     conns: HashMap<Token, Conn>,
     next_token: Token,
@@ -266,10 +328,10 @@ struct Turn {
 }
 
 impl Floor {
-    fn new(listener: TcpListener) -> Floor {
+    fn new(listener: TcpListener, answer: Answer) -> Floor {
         Floor {
             listener: Rc::new(OwnedFd::from(listener)),
-            response: hello_response(),
+            answer,
             get_values_result: get_values_result(),
             conns: HashMap::new(),
             next_token: 0,
@@ -322,14 +384,13 @@ impl Floor {
         match result {
             Ok([]) => conn.closed = true,
             Ok(data) => {
-                let response = &mut self.response;
+                let answer = &mut self.answer;
                 let get_values_result = &self.get_values_result;
                 let out = &mut conn.out;
                 let answered = &mut self.answered;
                 conn.scan.feed(data, |event| match event {
                     Event::StdinEnd(id) => {
-                        patch_id(response, id);
-                        out.extend_from_slice(response);
+                        answer.append(id, out);
                         *answered += 1;
                     }
                     Event::GetValues => out.extend_from_slice(get_values_result),
@@ -515,7 +576,7 @@ impl Echo {
 struct EpollFloor {
     listener: OwnedFd,
     epoll: OwnedFd,
-    response: Vec<u8>,
+    answer: Answer,
     get_values_result: Vec<u8>,
     /// Indexed by token.
     conns: Vec<Option<EpollConn>>,
@@ -527,7 +588,7 @@ struct EpollFloor {
 }
 
 impl EpollFloor {
-    fn new(listener: TcpListener, echo: bool) -> io::Result<EpollFloor> {
+    fn new(listener: TcpListener, echo: bool, answer: Answer) -> io::Result<EpollFloor> {
         use rustix::event::epoll;
         listener.set_nonblocking(true)?;
         let listener = OwnedFd::from(listener);
@@ -541,7 +602,7 @@ impl EpollFloor {
         Ok(EpollFloor {
             listener,
             epoll: ep,
-            response: hello_response(),
+            answer,
             get_values_result: get_values_result(),
             conns: Vec::new(),
             free: Vec::new(),
@@ -646,14 +707,13 @@ impl EpollFloor {
                     }
                 }
                 Ok((n, _)) => {
-                    let response = &mut self.response;
+                    let answer = &mut self.answer;
                     let get_values_result = &self.get_values_result;
                     let out = &mut conn.out;
                     let answered = &mut self.answered;
                     conn.scan.feed(&self.buf[..n], |event| match event {
                         Event::StdinEnd(id) => {
-                            patch_id(response, id);
-                            out.extend_from_slice(response);
+                            answer.append(id, out);
                             *answered += 1;
                         }
                         Event::GetValues => out.extend_from_slice(get_values_result),
@@ -868,6 +928,17 @@ mod tests {
             let mut rest = Vec::new();
             echo.copy_from(&stream, from, &mut rest);
             assert_eq!(rest, whole[from..], "from {from}");
+        }
+    }
+
+    #[test]
+    fn the_surface_answers_with_the_stored_bytes() {
+        let (mut stored, mut surface) = (Answer::new(false), Answer::new(true));
+        for id in [1, 0x1234, 65535] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            stored.append(id, &mut a);
+            surface.append(id, &mut b);
+            assert_eq!(a, b, "id {id}");
         }
     }
 
