@@ -1,7 +1,8 @@
 //! `fcgi-floor` (the no-application FastCGI floor) against the real server: it must answer
 //! `GET /hello` with exactly the bytes `fcgi-uring` answers with, or its rate would not bound the
 //! real server's, and the load client must run against it without errors, multiplexed. Each
-//! test runs both modes: the io_uring floor and `--epoll`.
+//! test runs every mode: the io_uring floor and `--epoll`, each answering with stored bytes and
+//! through the `http` surface (`--surface`).
 
 mod common;
 
@@ -32,6 +33,8 @@ impl Floor {
         let flags = match mode {
             Mode::Ring => &[][..],
             Mode::Epoll => &["--epoll"][..],
+            Mode::RingSurface => &["--surface"][..],
+            Mode::EpollSurface => &["--epoll", "--surface"][..],
         };
         Floor::spawn(flags, args)
     }
@@ -62,14 +65,21 @@ impl Floor {
     }
 }
 
-/// The floor's IO.
+/// The floor's IO, and how it answers.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
     Ring,
     Epoll,
+    RingSurface,
+    EpollSurface,
 }
 
-const MODES: [Mode; 2] = [Mode::Ring, Mode::Epoll];
+const MODES: [Mode; 4] = [
+    Mode::Ring,
+    Mode::Epoll,
+    Mode::RingSurface,
+    Mode::EpollSurface,
+];
 
 impl Drop for Floor {
     fn drop(&mut self) {
@@ -230,12 +240,22 @@ fn the_echo_floor_answers_every_upload_with_its_body() {
 }
 
 #[test]
-fn echo_needs_the_epoll_floor() {
-    let out = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
-        .args(["--echo", "127.0.0.1:0"])
-        .output()
-        .expect("run fcgi-floor");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--echo needs --epoll"), "{err}");
+fn bad_options_are_refused_with_the_usage() {
+    for (args, says) in [
+        (&["--echo"][..], "--echo needs --epoll"),
+        (&["--epoll", "--echo", "--surface"], "not both"),
+        (&["--fast"], "unknown option \"--fast\""),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
+            .args(args)
+            .arg("127.0.0.1:0")
+            .output()
+            .expect("run fcgi-floor");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains("usage: fcgi-floor"),
+            "{args:?}: {err}"
+        );
+    }
 }
