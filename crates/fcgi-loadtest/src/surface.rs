@@ -164,24 +164,24 @@ mod tests {
         assert_eq!(again, out);
     }
 
+    /// The status [`hello`] answers `method` `path` with.
+    fn status(method: Method, path: &'static str) -> StatusCode {
+        let mut req = http::Request::new(RequestBody::empty());
+        *req.method_mut() = method;
+        *req.uri_mut() = Uri::from_static(path);
+        let Poll::Ready(Ok(response)) =
+            pin!(hello(req)).poll(&mut Context::from_waker(Waker::noop()))
+        else {
+            panic!("hello is ready at once");
+        };
+        response.status()
+    }
+
     #[test]
-    fn hello_answers_other_paths_and_methods_404() {
-        let mut req = http::Request::new(RequestBody::empty());
-        *req.uri_mut() = Uri::from_static("/other");
-        let Poll::Ready(Ok(response)) =
-            pin!(hello(req)).poll(&mut Context::from_waker(Waker::noop()))
-        else {
-            panic!("hello is ready at once");
-        };
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        let mut req = http::Request::new(RequestBody::empty());
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = Uri::from_static("/hello");
-        let Poll::Ready(Ok(response)) =
-            pin!(hello(req)).poll(&mut Context::from_waker(Waker::noop()))
-        else {
-            panic!("hello is ready at once");
-        };
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    fn hello_answers_get_and_head_of_hello_and_404_otherwise() {
+        assert_eq!(status(Method::GET, "/hello"), StatusCode::OK);
+        assert_eq!(status(Method::HEAD, "/hello"), StatusCode::OK);
+        assert_eq!(status(Method::GET, "/other"), StatusCode::NOT_FOUND);
+        assert_eq!(status(Method::POST, "/hello"), StatusCode::NOT_FOUND);
     }
 }
