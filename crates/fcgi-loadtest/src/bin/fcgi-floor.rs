@@ -33,14 +33,15 @@
 //! one extension, the demo app's `/hello` steps called through `tower::Service`, the CGI head
 //! encoded and the records written around it ([`fcgi_loadtest::surface`]). Params are still not
 //! read. That is the least any server that hands its application an `http::Request` spends
-//! per request on top of the floor's IO, whatever its protocol side costs: the bound for the
-//! targets that a server with a free protocol side would have to meet.
+//! per request on top of the floor's IO, whatever its protocol side costs: a speed target this
+//! mode misses is out of reach through that surface.
+//!
+//! It allocates with mimalloc, as `fcgi-uring serve` does.
 //!
 //! Usage: `fcgi-floor [--epoll [--echo]] [--surface] [HOST:PORT [SECONDS]]` (default
-//! 127.0.0.1:9000). It prints
-//! `listening on ADDR` (port 0 picks a free one) and runs until killed, or for SECONDS, then
-//! prints `requests=N` (answers sent) and exits 0, which lets a profiler such as callgrind
-//! write its output. Pin it with `taskset -c 0`.
+//! 127.0.0.1:9000). It prints `listening on ADDR` (port 0 picks a free one) and runs until
+//! killed, or for SECONDS, then prints `requests=N` (answers sent) and exits 0, which lets a
+//! profiler such as callgrind write its output. Pin it with `taskset -c 0`.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
