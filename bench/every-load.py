@@ -18,7 +18,10 @@ warmup; server CPU per request from /proc/PID/stat over the measured window):
           bound: hyper behind the same nginx; compared: backend CPU per request
   nginx1  the same with one client (each request wakes nginx and the backend in turn)
 Each load runs fcgi-uring on both IO backends (uring, epoll) for this build and for --base
-(base-uring, base-epoll). Every case runs once per round, rounds interleaved; the tables give
+(base-uring, base-epoll). The GET and nginx loads also run `surface`, the floor answering
+through the http surface (fcgi-floor --surface; --epoll at one connection and behind nginx):
+what a server whose FastCGI side cost nothing would reach, so whether the load's target is in
+reach at all. Every case runs once per round, rounds interleaved; the tables give
 medians and each case's ratio to its load's bound. Builds this tree's release binaries first.
 Needs wrk and nginx (apt-get install -y wrk nginx).
 """
@@ -84,7 +87,9 @@ GET_LOADS = ("one", "1x16", "16x16", "64")
 def get_cases(load, base):
     cases = {n: (cmd, ["/hello"]) for n, cmd in servers(base, ADDR).items()}
     bound = LOADS[load][1]
-    cases[bound] = (floor(ADDR, "--epoll") if bound == "floor-epoll" else floor(ADDR), ["/hello"])
+    io = ["--epoll"] if bound == "floor-epoll" else []
+    cases["surface"] = (floor(ADDR, *io, "--surface"), ["/hello"])
+    cases[bound] = (floor(ADDR, *io), ["/hello"])
     return cases
 
 
@@ -134,6 +139,7 @@ def hyper_under_wrk(duration, lua):
 def nginx_cases(bn, base):
     cases = {n: (cmd, bn.FASTCGI) for n, cmd in servers(base, bn.BACKEND).items()}
     cases["floor-epoll"] = (floor(bn.BACKEND, "--epoll"), bn.FASTCGI)
+    cases["surface"] = (floor(bn.BACKEND, "--epoll", "--surface"), bn.FASTCGI)
     cases["hyper"] = (serve(bn.BACKEND, "--protocol", "http1"), bn.HTTP1)
     return cases
 
@@ -192,13 +198,14 @@ def print_tables(loads, results, args):
                   f"{median(reports, 'server_cpu_us_per_req'):.2f} us | "
                   f"{median(reports, 'p99_us'):,.0f} us |")
     print()
-    print("| load | against | measure | base-uring | base-epoll | uring | epoll |")
-    print("|---|---|---|---|---|---|---|")
+    print("| load | against | measure | base-uring | base-epoll | uring | epoll | surface |")
+    print("|---|---|---|---|---|---|---|---|")
     for load in loads:
         bound, compared = LOADS[load][1:]
         for what in compared:
             cells = " | ".join(f"{ratio(load, c, what, results):.2f}x"
-                               for c in ("base-uring", "base-epoll", "uring", "epoll"))
+                               if c in results[load] else "-"
+                               for c in ("base-uring", "base-epoll", "uring", "epoll", "surface"))
             print(f"| {load} | {bound} | {what} | {cells} |")
 
 
