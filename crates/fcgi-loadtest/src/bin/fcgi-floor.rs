@@ -162,20 +162,14 @@ fn hello_response() -> Vec<u8> {
 enum Answer {
     /// With the stored bytes of [`hello_response`], the request id patched in.
     Stored(Vec<u8>),
-    /// Through the `http` surface (`--surface`); `content` is the STDOUT content's buffer.
-    Surface {
-        surface: Box<Surface<HelloService>>,
-        content: Vec<u8>,
-    },
+    /// Through the `http` surface (`--surface`).
+    Surface(Box<Surface<HelloService>>),
 }
 
 impl Answer {
     fn new(surface: bool) -> Answer {
         if surface {
-            Answer::Surface {
-                surface: Box::new(Surface::new(hello_service())),
-                content: Vec::with_capacity(256),
-            }
+            Answer::Surface(Box::new(Surface::new(hello_service())))
         } else {
             Answer::Stored(hello_response())
         }
@@ -188,10 +182,25 @@ impl Answer {
                 patch_id(response, id);
                 out.extend_from_slice(response);
             }
-            Answer::Surface { surface, content } => {
-                content.clear();
-                surface.serve(content);
-                encode_stream(out, RecordType::Stdout, id, content);
+            Answer::Surface(surface) => {
+                // The STDOUT record is written in place, as the server writes it: its header's
+                // room first, the head and body after it, then the header with their length.
+                let at = out.len();
+                out.extend_from_slice(&[0; HEADER_LEN]);
+                let start = out.len();
+                // Nothing appended when the service does not answer: no STDOUT content then.
+                surface.serve(out);
+                match u16::try_from(out.len() - start) {
+                    Ok(0) => out.truncate(at),
+                    Ok(len) => out[at..start]
+                        .copy_from_slice(&Header::new(RecordType::Stdout, id, len).encode()),
+                    // Longer than one record: split (never for /hello).
+                    Err(_) => {
+                        let content = out.split_off(start);
+                        out.truncate(at);
+                        encode_stream(out, RecordType::Stdout, id, &content);
+                    }
+                }
                 encode_stream_end(out, RecordType::Stdout, id);
                 encode_end_request(out, id, 0, ProtocolStatus::RequestComplete);
             }
