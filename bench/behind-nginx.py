@@ -33,8 +33,9 @@ nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved
 (each once per round at each client count); the table gives medians of the backend's CPU per
 request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, the client's p99
 latency (through nginx), and each case's
-total against hyper's of the same run. The floors bound what any FastCGI backend can cost
-here: they read only record headers and answer with fixed bytes. Builds the release binaries
+total against hyper's of the same run. The floors (floor, floor-epoll) bound what any FastCGI
+backend can cost here: they read only record headers and answer with fixed bytes; the surface
+cases add what handing the app an http::Request costs. Builds the release binaries
 it runs first. Needs nginx (apt-get install -y nginx).
 """
 import argparse
