@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import TARGET, serve_and_load
+from benchlib import TARGET, fractional_latencies, serve_and_load
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ADDR = "127.0.0.1:9370"
@@ -63,9 +63,11 @@ def cases(base):
 
 
 def run_case(cmd, args):
-    return serve_and_load(cmd, ADDR, ["--conns", str(args.conns), "--depth", str(args.depth),
-                                      "--duration", str(args.duration), "--warmup", "1", "/hello"],
-                          "/tmp/against-floor-server.log")
+    report = serve_and_load(cmd, ADDR, ["--conns", str(args.conns), "--depth", str(args.depth),
+                                        "--duration", str(args.duration), "--warmup", "1",
+                                        "/hello"],
+                            "/tmp/against-floor-server.log")
+    return fractional_latencies(report)
 
 
 def main():
@@ -97,7 +99,7 @@ def main():
             r = run_case(all_cases[n], args)
             results[n].append(r)
             print(f"round {rnd + 1} {n}: {r['rps']:.0f}/s cpu {r['server_cpu_us_per_req']:.1f} us"
-                  f" p99 {r['p99_us']} us", file=sys.stderr)
+                  f" p99 {r['p99_us']:.1f} us", file=sys.stderr)
     med = {n: {k: statistics.median(x[k] for x in rs)
                for k in ("rps", "server_cpu_us_per_req", "server_system_us_per_req", "p50_us",
                          "p99_us")}
@@ -113,7 +115,7 @@ def main():
         m = med[n]
         cpu, system = m["server_cpu_us_per_req"], m["server_system_us_per_req"]
         print(f"| {n} | {m['rps']:,.0f} | {cpu:.2f} us | {cpu - system:.2f} us | {system:.2f} us"
-              f" | {m['p50_us']:.0f} us | {m['p99_us']:.0f} us"
+              f" | {m['p50_us']:.1f} us | {m['p99_us']:.1f} us"
               f" | {cpu / floor['server_cpu_us_per_req']:.2f}x"
               f" | {m['p99_us'] / floor['p99_us']:.2f}x | {m['rps'] / ring['rps']:.2f}x |")
     print_budget(args, med, floor, ring)

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import stop, wait_listening, wait_port_free
+from benchlib import fractional_latencies, stop, wait_listening, wait_port_free
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -117,7 +117,7 @@ def load(clients, duration, server_pid=None):
     if server_pid is not None:
         cmd[-1:-1] = ["--server-pid", str(server_pid)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    return fractional_latencies(json.loads(out.stdout))
 
 
 def run_case(work, name, case, clients, duration):
@@ -212,7 +212,7 @@ def main():
             user = statistics.median(rep["server_cpu_us_per_req"] - rep["server_system_us_per_req"]
                                      for rep in results[(c, n)])
             ratio = f"{cpu / hyper:.2f}x" if hyper else "-"
-            print(f"| {c} | {n} | {med(n, 'rps'):,.0f} | {med(n, 'p99_us'):,.0f} us "
+            print(f"| {c} | {n} | {med(n, 'rps'):,.0f} | {med(n, 'p99_us'):,.1f} us "
                   f"| {cpu:.2f} us | {user:.2f} us | {system:.2f} us | {ratio} |")
 
 

@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import TARGET, serve_and_load, stop, wait_listening
+from benchlib import TARGET, fractional_latencies, serve_and_load, stop, wait_listening
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ADDR = "127.0.0.1:9380"
@@ -102,7 +102,7 @@ def echo_cases(base):
 
 def run_load_case(load, cmd, path_args, duration):
     args = LOADS[load][0] + ["--duration", str(duration), "--warmup", "1"] + path_args
-    return serve_and_load(cmd, ADDR, args, "/tmp/every-load-server.log")
+    return fractional_latencies(serve_and_load(cmd, ADDR, args, "/tmp/every-load-server.log"))
 
 
 def server_ticks(pid):
@@ -172,7 +172,7 @@ def measure(loads, args):
                     results[load].setdefault(name, []).append(report)
                     print(f"round {rnd} {load} {name}: {report['rps']:,.0f}/s, "
                           f"{report['server_cpu_us_per_req']:.2f} us, "
-                          f"p99 {report['p99_us']:.0f} us", file=sys.stderr)
+                          f"p99 {report['p99_us']:.1f} us", file=sys.stderr)
     return results
 
 
@@ -196,7 +196,7 @@ def print_tables(loads, results, args):
         for case, reports in results[load].items():
             print(f"| {load} | {case} | {median(reports, 'rps'):,.0f} | "
                   f"{median(reports, 'server_cpu_us_per_req'):.2f} us | "
-                  f"{median(reports, 'p99_us'):,.0f} us |")
+                  f"{median(reports, 'p99_us'):,.1f} us |")
     print()
     print("| load | against | measure | base-uring | base-epoll | uring | epoll | surface |")
     print("|---|---|---|---|---|---|---|---|")

@@ -11,8 +11,10 @@ use serde::Serialize;
 use crate::response::Failure;
 use crate::sys::CpuTime;
 
-/// Highest latency tracked exactly: 100 s in microseconds (more is clamped).
-const MAX_LATENCY_US: u64 = 100_000_000;
+/// Highest latency tracked: 100 s in nanoseconds (more is clamped). Latencies are kept in
+/// nanoseconds to three significant digits, so that loopback latencies of 10-20 us are told
+/// apart to a few nanoseconds rather than to a whole microsecond (6 % of 16 us).
+const MAX_LATENCY_NS: u64 = 100_000_000_000;
 /// Client CPU use above which the client, not the server, is what was measured.
 pub const SATURATED_PCT: f64 = 90.0;
 
@@ -69,8 +71,8 @@ impl ErrorCounts {
 /// What one worker thread measured in the measured window.
 #[derive(Debug, Clone)]
 pub struct ThreadStats {
-    /// Latency of successful requests, in microseconds.
-    pub latency_us: Histogram<u64>,
+    /// Latency of successful requests, in nanoseconds.
+    pub latency_ns: Histogram<u64>,
     pub errors: ErrorCounts,
     /// The thread's CPU time (user + system) during the window.
     pub cpu: Duration,
@@ -85,7 +87,7 @@ impl Default for ThreadStats {
 impl ThreadStats {
     pub fn new() -> ThreadStats {
         ThreadStats {
-            latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+            latency_ns: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
                 .expect("valid histogram bounds"),
             errors: ErrorCounts::default(),
             cpu: Duration::ZERO,
@@ -94,13 +96,13 @@ impl ThreadStats {
 
     /// A successful request that took `latency_ns`.
     pub fn record_ok(&mut self, latency_ns: u64) {
-        let us = (latency_ns / 1000).clamp(1, MAX_LATENCY_US);
-        self.latency_us.saturating_record(us);
+        self.latency_ns
+            .saturating_record(latency_ns.clamp(1, MAX_LATENCY_NS));
     }
 
     pub fn merge(&mut self, other: &ThreadStats) {
         // Same bounds on both sides, so adding cannot fail.
-        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.latency_ns.add(&other.latency_ns);
         self.errors.add(&other.errors);
         self.cpu += other.cpu;
     }
@@ -128,11 +130,23 @@ pub struct Report {
     /// Successful requests per second.
     pub rps: f64,
     pub mean_us: f64,
+    /// The percentiles in whole microseconds (rounded down, at least 1 when anything
+    /// succeeded); the `_ns` fields give them to three significant digits.
     pub p50_us: u64,
     pub p90_us: u64,
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    #[serde(default)]
+    pub p50_ns: u64,
+    #[serde(default)]
+    pub p90_ns: u64,
+    #[serde(default)]
+    pub p99_ns: u64,
+    #[serde(default)]
+    pub p999_ns: u64,
+    #[serde(default)]
+    pub max_ns: u64,
     /// The client's CPU time in the window, all worker threads.
     pub client_cpu_s: f64,
     /// That time as a share of the client's threads (100 = every thread always busy).
@@ -152,7 +166,8 @@ pub struct Report {
     /// Server system-time microseconds per successful request.
     #[serde(default)]
     pub server_system_us_per_req: Option<f64>,
-    /// The latency distribution as `[percentile, us]` points from the HdrHistogram: 0 (the
+    /// The latency distribution as `[percentile, us]` points (microseconds with their
+    /// fraction) from the HdrHistogram: 0 (the
     /// minimum), then 1 - 10^(-k/4) for k = 1..=20 (50, 68.4, 82.2, 90, ..., 99.999), then 100
     /// (the maximum). Empty when nothing succeeded.
     pub latency_curve: Vec<[f64; 2]>,
@@ -192,12 +207,13 @@ fn latency_curve(h: &Histogram<u64>) -> Vec<[f64; 2]> {
     if h.is_empty() {
         return Vec::new();
     }
-    let mut points = vec![[0.0, h.min() as f64]];
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let mut points = vec![[0.0, us(h.min())]];
     for k in 1..=20 {
         let q = 1.0 - 10f64.powf(-(k as f64) / 4.0);
-        points.push([q * 100.0, h.value_at_quantile(q) as f64]);
+        points.push([q * 100.0, us(h.value_at_quantile(q))]);
     }
-    points.push([100.0, h.max() as f64]);
+    points.push([100.0, us(h.max())]);
     points
 }
 
@@ -222,7 +238,7 @@ impl Report {
         window: Duration,
         server: Option<(u32, CpuTime)>,
     ) -> Report {
-        let h = &stats.latency_us;
+        let h = &stats.latency_ns;
         let secs = window.as_secs_f64().max(1e-9);
         let requests = h.len();
         let client_cpu_s = stats.cpu.as_secs_f64();
@@ -240,6 +256,10 @@ impl Report {
                 h.value_at_quantile(q)
             }
         };
+        let max_ns = if requests == 0 { 0 } else { h.max() };
+        // Whole microseconds, as the `_us` fields have always been: at least 1 once anything
+        // succeeded.
+        let us = |ns: u64| if requests == 0 { 0 } else { (ns / 1000).max(1) };
         Report {
             protocol: info.protocol,
             addr: info.addr,
@@ -254,12 +274,21 @@ impl Report {
             errors: stats.errors.total(),
             errors_by_kind: stats.errors.clone(),
             rps: requests as f64 / secs,
-            mean_us: if requests == 0 { 0.0 } else { h.mean() },
-            p50_us: q(0.5),
-            p90_us: q(0.9),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            max_us: if requests == 0 { 0 } else { h.max() },
+            mean_us: if requests == 0 {
+                0.0
+            } else {
+                h.mean() / 1000.0
+            },
+            p50_us: us(q(0.5)),
+            p90_us: us(q(0.9)),
+            p99_us: us(q(0.99)),
+            p999_us: us(q(0.999)),
+            max_us: us(max_ns),
+            p50_ns: q(0.5),
+            p90_ns: q(0.9),
+            p99_ns: q(0.99),
+            p999_ns: q(0.999),
+            max_ns,
             client_cpu_s,
             client_cpu_pct,
             client_cpu_us_per_req: (requests > 0).then(|| client_cpu_s * 1e6 / requests as f64),
@@ -304,11 +333,11 @@ impl Report {
         );
         let rows: [(&str, String); 12] = [
             ("rps", format!("{:.0}", self.rps)),
-            ("p50", us(self.p50_us)),
-            ("p90", us(self.p90_us)),
-            ("p99", us(self.p99_us)),
-            ("p99.9", us(self.p999_us)),
-            ("max", us(self.max_us)),
+            ("p50", us(self.p50_ns)),
+            ("p90", us(self.p90_ns)),
+            ("p99", us(self.p99_ns)),
+            ("p99.9", us(self.p999_ns)),
+            ("max", us(self.max_ns)),
             ("mean", format!("{:.1} us", self.mean_us)),
             ("requests", self.requests.to_string()),
             ("errors", self.errors_text()),
@@ -366,8 +395,13 @@ impl Report {
     }
 }
 
-fn us(v: u64) -> String {
-    format!("{v} us")
+/// Nanoseconds in microseconds, with a tenth below 1 ms (`16.4 us`, `2304 us`).
+fn us(ns: u64) -> String {
+    if ns < 1_000_000 {
+        format!("{:.1} us", ns as f64 / 1000.0)
+    } else {
+        format!("{} us", ns / 1000)
+    }
 }
 
 #[cfg(test)]
@@ -417,6 +451,9 @@ mod tests {
             "p99_us",
             "p999_us",
             "max_us",
+            "p50_ns",
+            "p99_ns",
+            "max_ns",
             "requests",
             "errors",
             "client_cpu_pct",
@@ -458,6 +495,35 @@ mod tests {
         );
         let back: Report = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(back.requests, 1000);
+    }
+
+    #[test]
+    fn latencies_a_fraction_of_a_microsecond_apart_are_told_apart() {
+        let mut s = ThreadStats::new();
+        for _ in 0..980 {
+            s.record_ok(16_200);
+        }
+        for _ in 0..20 {
+            s.record_ok(17_600);
+        }
+        let r = Report::new(info(), &s, Duration::from_secs(1), None);
+        // Three significant digits: within 16 ns of the recorded value at this magnitude.
+        assert!((16_200..16_216).contains(&r.p50_ns), "{}", r.p50_ns);
+        assert!((17_600..17_616).contains(&r.p99_ns), "{}", r.p99_ns);
+        assert_eq!((r.p50_us, r.p99_us, r.max_us), (16, 17, 17));
+        assert!((r.mean_us - 16.228).abs() < 0.02, "{}", r.mean_us);
+        let text = r.to_text();
+        assert!(text.contains("p50             16.2 us"), "{text}");
+        assert!(text.contains("p99             17.6 us"), "{text}");
+    }
+
+    #[test]
+    fn a_latency_under_a_microsecond_counts_as_one_in_the_whole_microsecond_fields() {
+        let mut s = ThreadStats::new();
+        s.record_ok(400);
+        let r = Report::new(info(), &s, Duration::from_secs(1), None);
+        assert_eq!((r.p50_us, r.max_us), (1, 1));
+        assert!((400..401).contains(&r.p50_ns), "{}", r.p50_ns);
     }
 
     #[test]
