@@ -21,8 +21,9 @@ GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured wind
   base-uring, base-epoll   --base PATH: another fcgi-uring binary (an older build), both backends
 Cases are interleaved over rounds (each once per round); the table gives medians and each case's
 ratios to floor-epoll's medians of the same run (CPU, p99; floor's with --depth over 1, as the
-epoll floor does not multiplex) and to floor's (rate). The server's CPU is split into user and
-system time; a second table gives, for the speed target at this load (1 connection: CPU within
+epoll floor does not multiplex) and to floor's (rate), with how busy the client's core was
+(over 90 %: the client saturated too, as at 64 connections). The server's CPU is split into
+user and system time; a second table gives, for the speed target at this load (1 connection: CPU within
 1.1x of the epoll floor's; multiplexed: 0.8x the floor's rate; 64 connections: 0.95x), the user
 time per request each case may spend if its system time stays what it is: the budget its
 request path has. Builds the release binaries it runs first (cargo
@@ -102,22 +103,23 @@ def main():
                   f" p99 {r['p99_us']:.1f} us", file=sys.stderr)
     med = {n: {k: statistics.median(x[k] for x in rs)
                for k in ("rps", "server_cpu_us_per_req", "server_system_us_per_req", "p50_us",
-                         "p99_us")}
+                         "p99_us", "client_cpu_pct")}
            for n, rs in results.items()}
     floor = med[ref]
     print(f"{args.conns} connection(s) x {args.depth} in flight: medians of {args.rounds} "
           f"interleaved rounds of {args.duration} s; server CPU 0, client CPU 1")
     ring = med.get("floor", floor)
     print(f"| case | requests/s | server CPU / request | user | system | p50 | p99 |"
-          f" CPU vs {ref} | p99 vs {ref} | rate vs floor |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f" CPU vs {ref} | p99 vs {ref} | rate vs floor | client busy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in names:
         m = med[n]
         cpu, system = m["server_cpu_us_per_req"], m["server_system_us_per_req"]
         print(f"| {n} | {m['rps']:,.0f} | {cpu:.2f} us | {cpu - system:.2f} us | {system:.2f} us"
               f" | {m['p50_us']:.1f} us | {m['p99_us']:.1f} us"
               f" | {cpu / floor['server_cpu_us_per_req']:.2f}x"
-              f" | {m['p99_us'] / floor['p99_us']:.2f}x | {m['rps'] / ring['rps']:.2f}x |")
+              f" | {m['p99_us'] / floor['p99_us']:.2f}x | {m['rps'] / ring['rps']:.2f}x"
+              f" | {m['client_cpu_pct']:.0f} % |")
     print_budget(args, med, floor, ring)
 
 
