@@ -7,14 +7,26 @@
 use super::ConnKey;
 use bytes::Bytes;
 
+/// What became of a send by the time [`Io::send`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sending {
+    /// Under way: its result comes with [`super::Core::on_sent`].
+    Started,
+    /// The socket took every byte at once (a non-blocking write made by the backend) and the
+    /// queue was emptied with [`OutQueue::copied`]: the core settles the send where it made
+    /// it, with no report, no second pass over the connection and no write deadline.
+    Done,
+}
+
 /// Operations the core asks of the IO, one connection at a time. A backend keeps, per
 /// connection, what these need (its socket, the receive in flight, the rest of a short send).
 pub(crate) trait Io {
     /// Sends the queued bytes of `out` (one piece, or several when large body chunks are
     /// shared, see [`OutBuf`]): the backend copies them ([`OutQueue::copied`]) or takes the
-    /// buffer ([`OutQueue::take`]). Its completion is reported with
+    /// buffer ([`OutQueue::take`]). A send the socket took whole before this returned is
+    /// [`Sending::Done`] and reported no further; any other completes with
     /// [`super::Core::on_sent`].
-    fn send(&mut self, key: ConnKey, out: &mut OutQueue);
+    fn send(&mut self, key: ConnKey, out: &mut OutQueue) -> Sending;
     /// Sends again what a short send left (reported as [`super::Sent::Part`]).
     fn resend(&mut self, key: ConnKey);
     /// Arms a receive that delivers bytes until it ends ([`super::Core::on_recv_ended`]).

@@ -30,7 +30,7 @@ mod tests;
 pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
 pub use io::OutBuf;
-pub(crate) use io::{Io, MAX_PIECES, OutQueue};
+pub(crate) use io::{Io, MAX_PIECES, OutQueue, Sending};
 pub(crate) use oplog::InFlight;
 pub(crate) use oplog::{AccessSink, LogMsg, OpLogs, SpareBuffers, Target};
 
@@ -448,8 +448,10 @@ impl Core {
             }
             let done = conn.step(key, max_output, now, io);
             if done.sent {
-                self.sends.set(self.sends.get() + 1);
                 self.stats.shared.metrics.sent(done.sent_bytes);
+            }
+            if done.in_flight {
+                self.sends.set(self.sends.get() + 1);
             }
             if done.output_full {
                 self.stats.hit(

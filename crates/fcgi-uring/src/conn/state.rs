@@ -9,7 +9,7 @@
 //!   output is gone; a closed connection never opens again.
 
 use super::ConnKey;
-use super::io::{Io, OutBuf, OutQueue};
+use super::io::{Io, OutBuf, OutQueue, Sending};
 use super::requests::{ReqEntry, ReqKey, ReqTable};
 use crate::body::BodyError;
 use crate::stats::metrics::CloseReason;
@@ -62,6 +62,8 @@ pub(crate) enum Lifecycle {
 pub(crate) struct Stepped {
     /// A send was handed to the IO.
     pub sent: bool,
+    /// That send is under way (its result will be reported): not [`Sending::Done`].
+    pub in_flight: bool,
     /// Reading stopped (or stays stopped) because the output backlog is over its limit while
     /// a receive was armed.
     pub output_full: bool,
@@ -487,6 +489,7 @@ impl Conn {
         let sent = self.send(key, now, io);
         let mut done = Stepped {
             sent: sent.is_some(),
+            in_flight: sent.is_some() && self.writing != Writing::Idle,
             sent_bytes: sent.unwrap_or(0),
             ..Stepped::default()
         };
@@ -544,8 +547,13 @@ impl Conn {
             }
             Writing::Idle if !self.out.is_empty() => {
                 let len = self.out.len();
-                io.send(key, &mut self.out);
-                self.writing = Writing::InFlight { len, since: now };
+                match io.send(key, &mut self.out) {
+                    Sending::Started => self.writing = Writing::InFlight { len, since: now },
+                    // Settled here: the rest of this step sees the queue empty (a closing
+                    // connection closes, a draining one shuts its write side down) and the
+                    // deadline scheduled after it is the one that follows the answer.
+                    Sending::Done => self.sent_all(None),
+                }
                 Some(len)
             }
             _ => None,

@@ -25,6 +25,9 @@ enum Action {
 #[derive(Default)]
 struct FakeIo {
     actions: Vec<(ConnKey, Action)>,
+    /// Sends are taken whole at once ([`Sending::Done`], as a non-blocking send the socket
+    /// has room for); otherwise they are under way until the test reports them.
+    whole: bool,
 }
 
 impl FakeIo {
@@ -39,10 +42,20 @@ impl FakeIo {
 }
 
 impl Io for FakeIo {
-    fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
+    fn send(&mut self, key: ConnKey, out: &mut OutQueue) -> Sending {
         let mut bytes = Vec::new();
-        out.take().append_to(&mut bytes);
+        if self.whole {
+            out.queued().append_to(&mut bytes);
+            out.copied();
+        } else {
+            out.take().append_to(&mut bytes);
+        }
         self.actions.push((key, Action::Send(bytes)));
+        if self.whole {
+            Sending::Done
+        } else {
+            Sending::Started
+        }
     }
 
     fn resend(&mut self, key: ConnKey) {
@@ -182,6 +195,84 @@ fn a_request_in_gives_a_send_of_its_response() {
         (lifecycle, reading, writing),
         (Lifecycle::Open, Reading::Armed, Writing::Idle)
     );
+}
+
+#[test]
+fn a_send_taken_whole_is_settled_in_the_flush_that_made_it() {
+    let core = core_with(settings());
+    let mut io = FakeIo {
+        whole: true,
+        ..FakeIo::default()
+    };
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, true))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    let sent = the_send(&io.take(key));
+    assert!(sent.ends_with(&end_of(1)));
+    assert!(!core.has_dirty(), "nothing left for a second flush");
+    assert!(core.is_quiet(), "no send in flight");
+    assert_eq!(
+        state(&core, key),
+        Some((Lifecycle::Open, Reading::Armed, Writing::Idle))
+    );
+    // The next answer goes out at once: the connection is not waiting for a report.
+    let rk = receive(&core, key, &request(2, true))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    assert!(the_send(&io.take(key)).ends_with(&end_of(2)));
+}
+
+#[test]
+fn keep_conn_0_shuts_down_in_the_flush_whose_send_was_taken_whole() {
+    let core = core_with(settings());
+    let mut io = FakeIo {
+        whole: true,
+        ..FakeIo::default()
+    };
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, false))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    let actions = io.take(key);
+    assert!(the_send(&actions).ends_with(&end_of(1)));
+    assert_eq!(
+        actions[1..],
+        [Action::ShutdownWrite],
+        "FIN in the same flush"
+    );
+    assert!(matches!(
+        state(&core, key),
+        Some((
+            Lifecycle::Draining {
+                shutdown_at: Some(_)
+            },
+            Reading::Armed,
+            Writing::Idle
+        ))
+    ));
+}
+
+#[test]
+fn a_send_taken_whole_leaves_no_write_deadline() {
+    let mut s = settings();
+    s.timeouts.write = Duration::from_secs(3);
+    s.timeouts.idle = Duration::from_secs(60);
+    let core = core_with(s);
+    let mut io = FakeIo {
+        whole: true,
+        ..FakeIo::default()
+    };
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, true))[0];
+    core.write_status(rk, http::StatusCode::OK);
+    core.flush(&mut io);
+    the_send(&io.take(key));
+    core.clock.advance(Duration::from_millis(3100));
+    expire(&core);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [], "the answer is out: nothing to time out");
+    assert_eq!(core.conn_count(), 1);
 }
 
 #[test]

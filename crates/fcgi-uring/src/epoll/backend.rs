@@ -11,7 +11,7 @@
 
 #![forbid(unsafe_code)]
 
-use crate::conn::{ConnKey, Core, Io, OutBuf, OutQueue, Sent, Staged};
+use crate::conn::{ConnKey, Core, Io, OutBuf, OutQueue, Sending, Sent, Staged};
 use crate::sock::send_now;
 use crate::uring::ReadBuf;
 use crate::uring::reactor::{self, ReactorFd};
@@ -468,32 +468,35 @@ fn write_rest(c: &mut IoConn, done: &mut Vec<(ConnKey, Done)>) {
 }
 
 impl Io for Backend {
-    fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
+    fn send(&mut self, key: ConnKey, out: &mut OutQueue) -> Sending {
         let Backend { conns, done, .. } = self;
         let Some(c) = io_conn(conns, key) else {
             done.push((key, Done::Sent(Sent::Failed)));
-            return;
+            return Sending::Started;
         };
         let result = send_now(c.fd.as_fd(), out.queued(), 0);
         match result {
             Ok(n) if n == out.len() => {
                 out.copied();
-                done.push((key, Done::Sent(Sent::All(None))));
+                Sending::Done
             }
             Ok(0) => {
                 // No room: the whole send waits for EPOLLOUT.
                 c.writable = false;
                 c.rest = Some((out.take(), 0));
                 c.in_flight = true;
+                Sending::Started
             }
             Ok(n) => {
                 c.writable = false;
                 c.rest = Some((out.take(), n));
                 done.push((key, Done::Sent(Sent::Part(n))));
+                Sending::Started
             }
             Err(e) => {
                 tracing::debug!("send failed: {e}");
                 done.push((key, Done::Sent(Sent::Failed)));
+                Sending::Started
             }
         }
     }

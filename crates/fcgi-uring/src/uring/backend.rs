@@ -7,9 +7,10 @@
 //! heap or registered buffer). It decides nothing about the protocol or the lifecycle.
 //!
 //! With `ring.direct_send` (the default) an answer is first written with a non-blocking
-//! `send(2)`; only what the socket does not take at once becomes a ring send. A direct send's
-//! result is handed to the core by [`Backend::report_sent`] after the core's flush, as its
-//! completion would have been: the core sees the same `Sent` sequence either way.
+//! `send(2)`; only what the socket does not take at once becomes a ring send. A direct send the
+//! socket took whole is [`Sending::Done`]: the core settles it within the flush that made it.
+//! The result of one it took in part, or that failed, is handed to the core by
+//! [`Backend::report_sent`] after the core's flush, as a completion would have been.
 //!
 //! With `ring.direct_recv` (the default) a connection whose receive brings at least
 //! [`DIRECT_RECV_FROM`] bytes (an upload) is switched to direct receives: its multishot
@@ -27,7 +28,7 @@
 #![forbid(unsafe_code)]
 
 use super::{Completion, CompletionKind, OpId, ReadBuf, Ring, SendBuf, Token};
-use crate::conn::{ConnKey, Core, Io, OutQueue, Sent, Staged};
+use crate::conn::{ConnKey, Core, Io, OutQueue, Sending, Sent, Staged};
 use crate::sock::send_now;
 use crate::stats::Counter;
 use std::io;
@@ -71,7 +72,7 @@ struct IoConn {
 pub(crate) struct Backend {
     pub ring: Ring,
     conns: Vec<Option<IoConn>>,
-    /// Results of direct sends the core has not been told yet.
+    /// Results of direct sends the core has not been told yet (those not taken whole).
     sent: Vec<(ConnKey, Sent)>,
     /// A direct send was made since the last report (one per flush, see [`DIRECT_MAX`]).
     sent_directly: bool,
@@ -111,6 +112,16 @@ const SMALL_RUN: u8 = 8;
 /// size: 64 connections did 8 % fewer requests/s, 64 KiB echoes at 16 connections 12 % fewer
 /// (two rounds each).
 const DIRECT_MAX: usize = 16 * 1024;
+
+/// What a direct send attempt left to do.
+enum Direct {
+    /// The socket took every byte: the send is done.
+    Whole,
+    /// Its result (a failure) waits in `sent` for [`Backend::report_sent`].
+    Reported,
+    /// The ring sends the queue from this offset (0: no direct send was made).
+    Rest(usize),
+}
 
 /// What the completions of one batch leave for the worker loop.
 #[derive(Default)]
@@ -241,32 +252,31 @@ impl Backend {
     /// `None` when the send is over (sent whole, or failed; its result waits for
     /// [`Backend::report_sent`]), else the offset a ring send starts from (0: not sent directly,
     /// or the socket took nothing).
-    fn send_directly(&mut self, key: ConnKey, out: &mut OutQueue) -> Option<usize> {
+    fn send_directly(&mut self, key: ConnKey, out: &mut OutQueue) -> Direct {
         if !self.ring.features().direct_send || self.sent_directly || out.len() > DIRECT_MAX {
-            return Some(0);
+            return Direct::Rest(0);
         }
         self.sent_directly = true;
         let Some(c) = io_conn(&mut self.conns, key) else {
             self.sent.push((key, Sent::Failed));
-            return None;
+            return Direct::Reported;
         };
         let counters = self.ring.counters();
         match send_now(c.fd.as_fd(), out.queued(), 0) {
             Ok(n) if n == out.len() => {
                 counters.note_direct_send(true);
                 out.copied();
-                self.sent.push((key, Sent::All(None)));
-                None
+                Direct::Whole
             }
             // No room, or room for part: the ring sends the rest once there is.
             Ok(n) => {
                 counters.note_direct_send(false);
-                Some(n)
+                Direct::Rest(n)
             }
             Err(e) => {
                 tracing::debug!("send failed: {e}");
                 self.sent.push((key, Sent::Failed));
-                None
+                Direct::Reported
             }
         }
     }
@@ -282,9 +292,11 @@ fn io_conn(conns: &mut [Option<IoConn>], key: ConnKey) -> Option<&mut IoConn> {
 }
 
 impl Io for Backend {
-    fn send(&mut self, key: ConnKey, out: &mut OutQueue) {
-        let Some(offset) = self.send_directly(key, out) else {
-            return;
+    fn send(&mut self, key: ConnKey, out: &mut OutQueue) -> Sending {
+        let offset = match self.send_directly(key, out) {
+            Direct::Whole => return Sending::Done,
+            Direct::Reported => return Sending::Started,
+            Direct::Rest(offset) => offset,
         };
         // Output that fits a free registered send buffer is copied there (WRITE_FIXED), its
         // shared body chunks too (registered buffers are for every response that fits one);
@@ -305,11 +317,12 @@ impl Io for Backend {
                 // Reported as a completion would report it; the core asks for the rest.
                 c.resend = Some((buf, offset));
                 sent.push((key, Sent::Part(offset)));
-                return;
+                return Sending::Started;
             }
             c.send_offset = 0;
             ring.send(&c.fd, buf, 0, key.token());
         }
+        Sending::Started
     }
 
     fn resend(&mut self, key: ConnKey) {

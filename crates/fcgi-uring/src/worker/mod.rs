@@ -311,9 +311,10 @@ impl Loop {
                 // wait's own enter let a proxy on the same CPU preempt the worker and cost the
                 // proxy more than it saved, see performance.md).
                 if core.has_dirty() {
-                    // An answer sent directly comes back as a result that leaves its
-                    // connection dirty (its state after the send): settled by one more
-                    // flush here rather than by a whole turn.
+                    // An answer the socket took in part at a direct send comes back as a
+                    // result that leaves its connection dirty (the rest to send): one more
+                    // flush here rather than a whole turn. One taken whole was settled in
+                    // the flush.
                     if flush(&core, &mut io) > 0 && core.has_dirty() {
                         flush(&core, &mut io);
                     }
@@ -428,8 +429,8 @@ impl Loop {
     }
 }
 
-/// Flushes what changed through the ring backend and hands the core the results of the sends
-/// it made directly (`ring.direct_send`); returns how many.
+/// Flushes what changed through the ring backend and hands the core the results of the direct
+/// sends (`ring.direct_send`) the socket did not take whole; returns how many.
 fn flush(core: &Core, io: &mut Backend) -> usize {
     core.flush(io);
     io.report_sent(core)
