@@ -22,11 +22,11 @@ GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured wind
 Cases are interleaved over rounds (each once per round); the table gives medians and each case's
 ratios to floor-epoll's medians of the same run (CPU, p99; floor's with --depth over 1, as the
 epoll floor does not multiplex) and to floor's (rate), with how busy the client's core was
-(over 90 %: the client saturated too, as at 64 connections). The server's CPU is split into
-user and system time; a second table gives, for the speed target at this load (1 connection: CPU within
-1.1x of the epoll floor's; multiplexed: 0.8x the floor's rate; 64 connections: 0.95x), the user
-time per request each case may spend if its system time stays what it is: the budget its
-request path has. Builds the release binaries it runs first (cargo
+(over 90 %: the client saturated too, as at 64 connections); p50 and p99 to the nanosecond.
+The server's CPU is split into user and system time; a second table gives, for the speed
+target at this load (1 connection: CPU within 1.1x of the epoll floor's; multiplexed: 0.8x
+the floor's rate; 64 connections: 0.95x), the user time per request each case may spend if
+its system time stays what it is: the budget its request path has. Builds the release binaries it runs first (cargo
 build --release), so that it never measures a stale build.
 """
 import argparse

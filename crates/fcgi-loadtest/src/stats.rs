@@ -167,9 +167,9 @@ pub struct Report {
     #[serde(default)]
     pub server_system_us_per_req: Option<f64>,
     /// The latency distribution as `[percentile, us]` points (microseconds with their
-    /// fraction) from the HdrHistogram: 0 (the
-    /// minimum), then 1 - 10^(-k/4) for k = 1..=20 (50, 68.4, 82.2, 90, ..., 99.999), then 100
-    /// (the maximum). Empty when nothing succeeded.
+    /// fraction) from the HdrHistogram: 0 (the minimum), then 1 - 10^(-k/4) for k = 1..=20
+    /// (50, 68.4, 82.2, 90, ..., 99.999), then 100 (the maximum). Empty when nothing
+    /// succeeded.
     pub latency_curve: Vec<[f64; 2]>,
     /// CPU time of the process trees named in [`Config::cpu_trees`](crate::run::Config), over
     /// the window.

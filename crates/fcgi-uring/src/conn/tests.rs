@@ -44,18 +44,16 @@ impl FakeIo {
 impl Io for FakeIo {
     fn send(&mut self, key: ConnKey, out: &mut OutQueue) -> Sending {
         let mut bytes = Vec::new();
-        if self.whole {
+        let sending = if self.whole {
             out.queued().append_to(&mut bytes);
             out.copied();
-        } else {
-            out.take().append_to(&mut bytes);
-        }
-        self.actions.push((key, Action::Send(bytes)));
-        if self.whole {
             Sending::Done
         } else {
+            out.take().append_to(&mut bytes);
             Sending::Started
-        }
+        };
+        self.actions.push((key, Action::Send(bytes)));
+        sending
     }
 
     fn resend(&mut self, key: ConnKey) {

@@ -248,10 +248,10 @@ impl Backend {
         io_conn(&mut self.conns, key)
     }
 
-    /// The direct send of `out` (`ring.direct_send`: the first answer of a flush, if small):
-    /// `None` when the send is over (sent whole, or failed; its result waits for
-    /// [`Backend::report_sent`]), else the offset a ring send starts from (0: not sent directly,
-    /// or the socket took nothing).
+    /// The direct send of `out` (`ring.direct_send`: the first answer of a flush, if small), and
+    /// what it leaves: nothing (taken whole), a failure waiting for [`Backend::report_sent`],
+    /// or the offset a ring send starts from (0: not sent directly, or the socket took
+    /// nothing).
     fn send_directly(&mut self, key: ConnKey, out: &mut OutQueue) -> Direct {
         if !self.ring.features().direct_send || self.sent_directly || out.len() > DIRECT_MAX {
             return Direct::Rest(0);
