@@ -195,19 +195,27 @@ fn a_request_in_gives_a_send_of_its_response() {
     );
 }
 
-#[test]
-fn a_send_taken_whole_is_settled_in_the_flush_that_made_it() {
-    let core = core_with(settings());
+/// A connection whose IO takes every send whole, after request 1 (`keep_conn`) was answered
+/// and flushed: the core, the IO, the connection and what that flush asked of the IO.
+fn answered_whole(settings: Settings, keep_conn: bool) -> (Core, FakeIo, ConnKey, Vec<Action>) {
+    let core = core_with(settings);
     let mut io = FakeIo {
         whole: true,
         ..FakeIo::default()
     };
     let key = open(&core, &mut io);
-    let rk = receive(&core, key, &request(1, true))[0];
+    let rk = receive(&core, key, &request(1, keep_conn))[0];
     core.write_status(rk, http::StatusCode::OK);
     core.flush(&mut io);
-    let sent = the_send(&io.take(key));
-    assert!(sent.ends_with(&end_of(1)));
+    let actions = io.take(key);
+    assert!(the_send(&actions).ends_with(&end_of(1)));
+    (core, io, key, actions)
+}
+
+#[test]
+fn a_send_taken_whole_is_settled_in_the_flush_that_made_it() {
+    let (core, mut io, key, actions) = answered_whole(settings(), true);
+    assert_eq!(actions.len(), 1, "the send only: {actions:?}");
     assert!(!core.has_dirty(), "nothing left for a second flush");
     assert!(core.is_quiet(), "no send in flight");
     assert_eq!(
@@ -223,17 +231,7 @@ fn a_send_taken_whole_is_settled_in_the_flush_that_made_it() {
 
 #[test]
 fn keep_conn_0_shuts_down_in_the_flush_whose_send_was_taken_whole() {
-    let core = core_with(settings());
-    let mut io = FakeIo {
-        whole: true,
-        ..FakeIo::default()
-    };
-    let key = open(&core, &mut io);
-    let rk = receive(&core, key, &request(1, false))[0];
-    core.write_status(rk, http::StatusCode::OK);
-    core.flush(&mut io);
-    let actions = io.take(key);
-    assert!(the_send(&actions).ends_with(&end_of(1)));
+    let (core, _io, key, actions) = answered_whole(settings(), false);
     assert_eq!(
         actions[1..],
         [Action::ShutdownWrite],
@@ -256,16 +254,7 @@ fn a_send_taken_whole_leaves_no_write_deadline() {
     let mut s = settings();
     s.timeouts.write = Duration::from_secs(3);
     s.timeouts.idle = Duration::from_secs(60);
-    let core = core_with(s);
-    let mut io = FakeIo {
-        whole: true,
-        ..FakeIo::default()
-    };
-    let key = open(&core, &mut io);
-    let rk = receive(&core, key, &request(1, true))[0];
-    core.write_status(rk, http::StatusCode::OK);
-    core.flush(&mut io);
-    the_send(&io.take(key));
+    let (core, mut io, key, _) = answered_whole(s, true);
     core.clock.advance(Duration::from_millis(3100));
     expire(&core);
     core.flush(&mut io);
