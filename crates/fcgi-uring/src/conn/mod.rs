@@ -543,6 +543,20 @@ impl Core {
         self.unclocked.borrow_mut().response.push(params_done);
     }
 
+    /// Whether a flush has work with no connection changed: latencies not yet observed, or the
+    /// logs' turn (ended requests to log, lines due for their writer, running requests due
+    /// for a look for the slow log and `/status`), as of the turn's clock.
+    pub fn housekeeping_due(&self) -> bool {
+        let unclocked = self.unclocked.borrow();
+        !unclocked.response.is_empty()
+            || !unclocked.handler.is_empty()
+            || self
+                .log
+                .borrow()
+                .as_ref()
+                .is_some_and(|l| l.due(self.now()))
+    }
+
     /// Observes the latencies that end now, as their responses are about to be handed to the
     /// backend, and logs the requests that ended: one clock read for all of them.
     fn observe_ended(&self) {

@@ -434,17 +434,12 @@ impl WorkerLog {
     /// pending or the oldest is [`HANDOVER_DELAY`] old (kept for a later turn if the writer's
     /// queue is full).
     pub fn flush(&mut self, now: Instant) {
+        if !self.handover_due(now) {
+            return;
+        }
         let Some(sink) = &self.logs.access else {
             return;
         };
-        let Some(since) = self.pending_since else {
-            return;
-        };
-        let due = self.pending.len() >= HANDOVER_BYTES
-            || now.saturating_duration_since(since) >= HANDOVER_DELAY;
-        if !due {
-            return;
-        }
         // The next lines go to a buffer of the size handed over, so that it is not grown
         // (and copied) line by line.
         let chunk = std::mem::replace(&mut self.pending, sink.spare.take());
@@ -457,6 +452,21 @@ impl WorkerLog {
         }
     }
 
+    /// Whether [`WorkerLog::flush`] would hand lines over at `now`.
+    fn handover_due(&self, now: Instant) -> bool {
+        self.logs.access.is_some()
+            && self.pending_since.is_some_and(|since| {
+                self.pending.len() >= HANDOVER_BYTES
+                    || now.saturating_duration_since(since) >= HANDOVER_DELAY
+            })
+    }
+
+    /// Whether a flush has work here at `now` even with no connection changed: ended
+    /// requests to log, lines due for the writer, running requests due for a look.
+    pub fn due(&self, now: Instant) -> bool {
+        self.has_ended() || self.handover_due(now) || self.scan_is_due(now)
+    }
+
     /// When pending lines are due to be handed over (`None`: none pending).
     pub fn next_handover(&self) -> Option<Instant> {
         self.pending_since.map(|t| t + HANDOVER_DELAY)
@@ -465,16 +475,18 @@ impl WorkerLog {
     /// Whether running requests are due to be looked at for the slow log and `/status` (about
     /// once a second).
     pub fn scan_due(&mut self, now: Instant) -> bool {
-        if self.logs.slow.is_none() && !self.logs.status {
-            return false;
-        }
-        let due = self
-            .last_scan
-            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        let due = self.scan_is_due(now);
         if due {
             self.last_scan = Some(now);
         }
         due
+    }
+
+    fn scan_is_due(&self, now: Instant) -> bool {
+        (self.logs.slow.is_some() || self.logs.status)
+            && self
+                .last_scan
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
     }
 
     /// When running requests are next due to be looked at (`None`: never).
@@ -906,6 +918,45 @@ pub(crate) fn count_drop(stats: &crate::stats::Recorder) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn worker_log(access: bool, slow: bool) -> (WorkerLog, std::sync::mpsc::Receiver<LogMsg>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let access = access.then(|| AccessSink {
+            tx,
+            format: AccessLogFormat::Combined,
+            spare: Arc::default(),
+        });
+        let slow = slow.then_some(Duration::from_secs(1));
+        let logs = Arc::new(OpLogs {
+            access,
+            slow,
+            status: false,
+        });
+        (WorkerLog::new(logs, 0), rx)
+    }
+
+    #[test]
+    fn the_logs_turn_is_due_when_a_flush_would_do_something() {
+        let t0 = Instant::now();
+        let (mut log, _rx) = worker_log(false, true);
+        assert!(log.due(t0), "first look at running requests");
+        assert!(log.scan_due(t0));
+        assert!(!log.due(t0 + Duration::from_millis(999)));
+        assert!(log.due(t0 + Duration::from_secs(1)), "a second later");
+
+        let (mut log, rx) = worker_log(true, false);
+        assert!(!log.due(t0), "no line pending");
+        log.pending.extend_from_slice(b"a line\n");
+        log.pending_since = Some(t0);
+        assert!(
+            !log.due(t0 + HANDOVER_DELAY / 2),
+            "the line waits for company"
+        );
+        assert!(log.due(t0 + HANDOVER_DELAY));
+        log.flush(t0 + HANDOVER_DELAY);
+        assert!(matches!(rx.try_recv(), Ok(LogMsg::Lines(l)) if l == b"a line\n"));
+        assert!(!log.due(t0 + HANDOVER_DELAY * 2), "handed over");
+    }
 
     #[test]
     fn dates_are_utc_civil_dates() {

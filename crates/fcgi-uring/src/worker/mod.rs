@@ -264,7 +264,13 @@ impl Loop {
                 accept_pause = None;
                 accept = Some(io.arm_accept(&self.listener));
             }
-            let direct = flush(&core, &mut io);
+            // What handler tasks wrote since the last turn, and new connections to arm; with
+            // nothing changed, only the logs' and metrics' turn, when it has come.
+            let direct = if core.has_dirty() || core.housekeeping_due() {
+                flush(&core, &mut io)
+            } else {
+                0
+            };
             io.ring.submit()?;
             let n = direct
                 + io.complete(&core, self.batch, self.is_tcp, &mut f)
