@@ -274,6 +274,12 @@ struct Unclocked {
     handler: Vec<Instant>,
 }
 
+impl Unclocked {
+    fn is_empty(&self) -> bool {
+        self.response.is_empty() && self.handler.is_empty()
+    }
+}
+
 impl Core {
     pub fn new(settings: Settings, stats: Arc<WorkerStats>, stat_shared: Arc<AtomicUsize>) -> Core {
         let clock = Clock::new();
@@ -547,9 +553,7 @@ impl Core {
     /// logs' turn (ended requests to log, lines due for their writer, running requests due
     /// for a look for the slow log and `/status`), as of the turn's clock.
     pub fn housekeeping_due(&self) -> bool {
-        let unclocked = self.unclocked.borrow();
-        !unclocked.response.is_empty()
-            || !unclocked.handler.is_empty()
+        !self.unclocked.borrow().is_empty()
             || self
                 .log
                 .borrow()
@@ -563,7 +567,7 @@ impl Core {
         let mut unclocked = self.unclocked.borrow_mut();
         let mut log = self.log.borrow_mut();
         let logged = log.as_ref().is_some_and(|l| l.has_ended());
-        if unclocked.response.is_empty() && unclocked.handler.is_empty() && !logged {
+        if unclocked.is_empty() && !logged {
             return;
         }
         let now = Instant::now();

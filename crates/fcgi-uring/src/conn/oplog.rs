@@ -483,15 +483,20 @@ impl WorkerLog {
     }
 
     fn scan_is_due(&self, now: Instant) -> bool {
-        (self.logs.slow.is_some() || self.logs.status)
+        self.scans()
             && self
                 .last_scan
                 .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
     }
 
+    /// Running requests are looked at: the slow log or `/status` is on.
+    fn scans(&self) -> bool {
+        self.logs.slow.is_some() || self.logs.status
+    }
+
     /// When running requests are next due to be looked at (`None`: never).
     pub fn next_scan(&self) -> Option<Instant> {
-        if self.logs.slow.is_none() && !self.logs.status {
+        if !self.scans() {
             return None;
         }
         Some(
