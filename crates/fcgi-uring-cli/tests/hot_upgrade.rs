@@ -2,10 +2,13 @@
 //! process gets the listening sockets and reads the configuration file anew; the old one stops
 //! accepting only once the new one reported ready, drains and exits.
 //!
-//! - 20 consecutive upgrades under steady keep-alive load, on TCP (one SO_REUSEPORT socket per
-//!   worker) and on a UNIX socket: no failed request, no reset, every request answered by
-//!   exactly one of the 21 processes, each old process exits, and the configuration changed
-//!   on disk is in force after the first upgrade.
+//! - 20 consecutive upgrades under steady load, on TCP (one SO_REUSEPORT socket per worker)
+//!   and on a UNIX socket (on the backend chosen, and on epoll), from clients on kept-alive
+//!   connections and from clients that open a connection per request (so that connections
+//!   wait in the accept queues at every handover): no failed request, no reset, no
+//!   connection left unaccepted, every request answered by exactly one of the 21 processes,
+//!   each old process exits, and the configuration changed on disk is in force after the
+//!   first upgrade.
 //! - Failed upgrades (invalid configuration, a binary that exits at once, one that never
 //!   reports ready): the failure is reported (log line, `reload` exit status) and the old
 //!   process serves on with no failed request; a good upgrade then still works.
@@ -105,10 +108,14 @@ fn get(addr: &Addr, uri: &str) -> fcgi_client::Response {
     c.request(&RequestSpec::get(uri)).expect("request")
 }
 
-fn upgrades_lose_nothing(listen: &str, addr: &Addr) {
+/// `io`: the `server.io` backend every process runs on.
+fn upgrades_lose_nothing(listen: &str, addr: &Addr, io: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = dir.path().join("fcgi-uring.toml");
-    std::fs::write(&conf, config(listen, "")).expect("write config");
+    let config = |extra: &str| {
+        config(listen, extra).replace("[server]\n", &format!("[server]\nio = \"{io}\"\n"))
+    };
+    std::fs::write(&conf, config("")).expect("write config");
     let server = Served::start(env!("CARGO_BIN_EXE_fcgi-uring").as_ref(), &conf, dir.path());
     assert_eq!(
         get(addr, "/ping").status,
@@ -116,11 +123,13 @@ fn upgrades_lose_nothing(listen: &str, addr: &Addr) {
         "no ping path configured yet"
     );
     // Read anew by the next process.
-    std::fs::write(&conf, config(listen, "\n[ping]\npath = \"/ping\"\n")).expect("config");
+    std::fs::write(&conf, config("\n[ping]\npath = \"/ping\"\n")).expect("config");
 
     let load = Load::start(addr, 8);
+    let fresh = Load::start_fresh(addr, 4);
     let mut pids = vec![server.pid().expect("serving")];
     load.wait_answered_by(pids[0]);
+    fresh.wait_answered_by(pids[0]);
     for i in 0..UPGRADES {
         let old = pids[pids.len() - 1];
         assert!(
@@ -134,6 +143,7 @@ fn upgrades_lose_nothing(listen: &str, addr: &Addr) {
             !alive(old)
         });
         load.wait_answered_by(new);
+        fresh.wait_answered_by(new);
         pids.push(new);
         if i == 0 {
             let ping = get(addr, "/ping");
@@ -145,13 +155,17 @@ fn upgrades_lose_nothing(listen: &str, addr: &Addr) {
         }
     }
     load.wait_answers(100);
-    let tally = load.stop();
+    fresh.wait_answers(100);
+    let (tally, fresh) = (load.stop(), fresh.stop());
     server.stop();
     assert_lossless(&tally, &pids);
+    assert_lossless(&fresh, &pids);
     eprintln!(
-        "{UPGRADES} upgrades: {} answered, {} resent after a close between requests, by pid: {:?}",
+        "{UPGRADES} upgrades: {} answered on kept-alive connections ({} resent after a close \
+         between requests), {} on a connection each; by pid: {:?}",
         tally.answered(),
         tally.resent,
+        fresh.answered(),
         tally.by_pid
     );
 }
@@ -159,15 +173,26 @@ fn upgrades_lose_nothing(listen: &str, addr: &Addr) {
 #[test]
 fn twenty_upgrades_on_tcp_lose_nothing() {
     let listen = format!("127.0.0.1:{}", common::proxy::free_port());
-    upgrades_lose_nothing(&listen, &listen.parse().expect("addr"));
+    upgrades_lose_nothing(&listen, &listen.parse().expect("addr"), "auto");
 }
 
 #[test]
 fn twenty_upgrades_on_a_unix_socket_lose_nothing() {
+    upgrades_on_a_unix_socket("auto");
+}
+
+/// The epoll backend watches a shared (UNIX) listener with `EPOLLEXCLUSIVE`: the handover
+/// must not lose a connection whose wakeup went to the old process as it stopped.
+#[test]
+fn twenty_upgrades_on_a_unix_socket_on_epoll_lose_nothing() {
+    upgrades_on_a_unix_socket("epoll");
+}
+
+fn upgrades_on_a_unix_socket(io: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fcgi.sock");
     let listen = format!("unix:{}", path.display());
-    upgrades_lose_nothing(&listen, &Addr::Unix(path.clone()));
+    upgrades_lose_nothing(&listen, &Addr::Unix(path.clone()), io);
     assert!(!path.exists(), "the last process removes its socket file");
 }
 
@@ -210,7 +235,9 @@ fn failed_upgrades_keep_the_old_process_serving() {
     let server = Served::start(&exe, &conf, dir.path());
     let old = server.pid().expect("serving");
     let load = Load::start(&addr, 8);
+    let fresh = Load::start_fresh(&addr, 4);
     load.wait_answered_by(old);
+    fresh.wait_answered_by(old);
 
     let cases: [(&str, &dyn Fn(), &str); 3] = [
         (
@@ -256,6 +283,7 @@ fn failed_upgrades_keep_the_old_process_serving() {
         assert!(!alive(pid), "{what}: pid {pid} still runs");
         assert_eq!(server.pid(), Some(old), "{what}: the old process serves on");
         load.wait_answers(50);
+        fresh.wait_answers(50);
         // Undo it for the next case.
         std::fs::write(&conf, &good).expect("config");
         install(&exe, &real);
@@ -265,9 +293,11 @@ fn failed_upgrades_keep_the_old_process_serving() {
     let new = server.pid().expect("the new process serves");
     wait_for("the old process to exit", HANG_GUARD, || !alive(old));
     load.wait_answered_by(new);
-    let tally = load.stop();
+    fresh.wait_answered_by(new);
+    let (tally, fresh) = (load.stop(), fresh.stop());
     server.stop();
     assert_lossless(&tally, &[old, new]);
+    assert_lossless(&fresh, &[old, new]);
 }
 
 /// Fewer workers after an upgrade than SO_REUSEPORT sockets handed over: every socket is still

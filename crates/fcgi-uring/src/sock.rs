@@ -1,16 +1,19 @@
-//! Sends both IO backends make as system calls of their own: the epoll backend for every
-//! send, the io_uring backend for the first try of each answer (`ring.direct_send`).
+//! Sends and accepts both IO backends make as system calls of their own: the epoll backend for
+//! every send and accept, the io_uring backend for the first try of each answer
+//! (`ring.direct_send`) and for a stopping worker's last look at its listener.
 //!
-//! Guarantee: a send never blocks (`MSG_DONTWAIT`, whatever the socket's mode) and never raises
-//! SIGPIPE (`MSG_NOSIGNAL`); a send that would block reports `Ok(0)`.
+//! Guarantees: a send never blocks (`MSG_DONTWAIT`, whatever the socket's mode) and never
+//! raises SIGPIPE (`MSG_NOSIGNAL`); a send that would block reports `Ok(0)`. An accept on a
+//! non-blocking listener (every listener the server serves is one) never blocks and reports
+//! `Ok(None)` when no connection waits.
 
 #![forbid(unsafe_code)]
 
 use crate::conn::{MAX_PIECES, OutBuf};
 use rustix::io::Errno;
-use rustix::net::SendFlags;
+use rustix::net::{SendFlags, SocketFlags};
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 const FLAGS: SendFlags = SendFlags::NOSIGNAL.union(SendFlags::DONTWAIT);
 
@@ -25,6 +28,22 @@ pub(crate) fn send_now(fd: BorrowedFd<'_>, out: &OutBuf, offset: usize) -> Resul
             Err(Errno::INTR) => continue,
             Err(Errno::AGAIN) => return Ok(0),
             other => return other,
+        }
+    }
+}
+
+/// One accept on the non-blocking `listener`, the new socket with `flags`; `Ok(None)` when no
+/// connection waits. A connection reset while it waited (ECONNABORTED) is skipped.
+pub(crate) fn accept_now(
+    listener: BorrowedFd<'_>,
+    flags: SocketFlags,
+) -> Result<Option<OwnedFd>, Errno> {
+    loop {
+        match rustix::net::accept_with(listener, flags) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(Errno::INTR | Errno::CONNABORTED) => continue,
+            Err(e) => return Err(e),
         }
     }
 }

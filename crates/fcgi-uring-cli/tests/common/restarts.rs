@@ -1,7 +1,9 @@
-//! Steady keep-alive load across restarts and hot upgrades, and the processes it runs against.
+//! Steady load across restarts and hot upgrades, and the processes it runs against.
 //!
-//! The load: `threads` clients, each on one kept-alive connection (KEEP_CONN set), sending
-//! `GET /pid` back to back and noting which process answered. A connection the server closed
+//! The load: `threads` clients sending `GET /pid` back to back and noting which process
+//! answered, each on one kept-alive connection (KEEP_CONN set, [`Load::start`]) or on a new
+//! connection per request ([`Load::start_fresh`]: every request goes through an accept queue,
+//! which is what a handover between processes must not lose). A connection the server closed
 //! between two requests (a draining server does: FIN after the last response, later bytes
 //! never read) shows as a clean EOF before any byte of the next response: that request was
 //! not run, and is sent again on a new connection, as HTTP clients and nginx do for a reused
@@ -54,8 +56,27 @@ pub struct Load {
     threads: Vec<JoinHandle<Tally>>,
 }
 
+/// How a load's clients use connections.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Connections {
+    /// One kept-alive connection per client, replaced when the server closes it.
+    KeptAlive,
+    /// A new connection per request (KEEP_CONN unset: the server closes it after the answer).
+    PerRequest,
+}
+
 impl Load {
+    /// Clients on kept-alive connections.
     pub fn start(addr: &Addr, threads: usize) -> Load {
+        Load::with(addr, threads, Connections::KeptAlive)
+    }
+
+    /// Clients that open a new connection for every request.
+    pub fn start_fresh(addr: &Addr, threads: usize) -> Load {
+        Load::with(addr, threads, Connections::PerRequest)
+    }
+
+    fn with(addr: &Addr, threads: usize, connections: Connections) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicU64::new(0));
         let last_pid = Arc::new(AtomicU64::new(0));
@@ -63,7 +84,7 @@ impl Load {
             .map(|_| {
                 let (addr, stop) = (addr.clone(), stop.clone());
                 let (answered, last_pid) = (answered.clone(), last_pid.clone());
-                std::thread::spawn(move || client(&addr, &stop, &answered, &last_pid))
+                std::thread::spawn(move || client(&addr, connections, &stop, &answered, &last_pid))
             })
             .collect();
         Load {
@@ -107,10 +128,16 @@ impl Load {
     }
 }
 
-fn client(addr: &Addr, stop: &AtomicBool, answered: &AtomicU64, last_pid: &AtomicU64) -> Tally {
+fn client(
+    addr: &Addr,
+    connections: Connections,
+    stop: &AtomicBool,
+    answered: &AtomicU64,
+    last_pid: &AtomicU64,
+) -> Tally {
     let mut tally = Tally::default();
     let spec = RequestSpec {
-        keep_conn: true,
+        keep_conn: connections == Connections::KeptAlive,
         ..RequestSpec::get("/pid")
     };
     let mut conn: Option<Client> = None;
@@ -147,6 +174,9 @@ fn client(addr: &Addr, stop: &AtomicBool, answered: &AtomicU64, last_pid: &Atomi
                 *tally.by_pid.entry(pid).or_default() += 1;
                 last_pid.store(u64::from(pid), Ordering::SeqCst);
                 answered.fetch_add(1, Ordering::SeqCst);
+                if connections == Connections::PerRequest {
+                    conn = None;
+                }
             }
             Ok(Some(r)) => {
                 tally.failures.push(format!("status {}", r.status));

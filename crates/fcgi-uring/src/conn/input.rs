@@ -104,6 +104,11 @@ impl Core {
         self.settings.allowed_peers.is_some()
     }
 
+    /// Whether the worker holds `max_conns_per_worker` connections (the next is refused).
+    pub fn is_full(&self) -> bool {
+        self.conns.borrow().len() >= self.settings.max_conns
+    }
+
     /// A new connection from the IO, from `peer` (a TCP peer's address, when
     /// [`Core::checks_peers`]). `None`: refused (a peer not allowed, or
     /// `max_conns_per_worker`), drop it.

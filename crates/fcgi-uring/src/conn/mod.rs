@@ -25,7 +25,7 @@ mod requests;
 mod respond;
 mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};

@@ -81,7 +81,8 @@ impl Io for FakeIo {
     }
 }
 
-fn settings() -> Settings {
+/// Settings for a test core: 8 connections at most, default timeouts, no logs.
+pub(crate) fn settings() -> Settings {
     Settings {
         limits: Default::default(),
         max_body_buffer: 1 << 20,
@@ -95,7 +96,8 @@ fn settings() -> Settings {
     }
 }
 
-fn core_with(settings: Settings) -> Core {
+/// A core on its own stats.
+pub(crate) fn core_with(settings: Settings) -> Core {
     Core::new(
         settings,
         Arc::new(WorkerStats::default()),

@@ -265,30 +265,41 @@ impl Backend {
         }
     }
 
-    /// Accepts what the listener has (up to `max`), handing each connection to the core.
-    /// Returns how many were accepted.
+    /// Accepts what the listener has (up to `max`) once it reported pending connections,
+    /// handing each connection to the core. Returns how many were accepted.
     pub fn accept(&mut self, core: &Core, max: usize) -> Result<usize, AcceptError> {
         if !self.accept_ready {
             return Ok(0);
         }
-        let mut n = 0;
-        while n < max {
-            let fd = match rustix::net::accept_with(
-                &*self.listener,
-                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::AGAIN) => {
-                    self.accept_ready = false;
-                    break;
-                }
-                Err(Errno::INTR | Errno::CONNABORTED) => continue,
-                Err(e) => return Err(AcceptError::Failed(e.into())),
-            };
-            n += 1;
-            self.add_conn(core, fd);
+        let (n, emptied) = self.accept_queued(core, max)?;
+        if emptied {
+            self.accept_ready = false;
         }
         Ok(n)
+    }
+
+    /// Accepts up to `max` of the connections waiting on the listener, reported or not, and
+    /// while the core has room for them. Returns how many, and whether the queue was found
+    /// empty.
+    ///
+    /// A stopping worker calls it once it no longer watches the listener: a shared listener
+    /// is watched with `EPOLLEXCLUSIVE`, so a connection whose wakeup went to this worker may
+    /// wake no other watcher (another worker, or the new process after a hot upgrade), and
+    /// would wait in the queue until the next connection came.
+    pub fn accept_queued(&mut self, core: &Core, max: usize) -> Result<(usize, bool), AcceptError> {
+        let mut n = 0;
+        while n < max && !core.is_full() {
+            let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+            match crate::sock::accept_now(self.listener.as_fd(), flags) {
+                Ok(Some(fd)) => {
+                    n += 1;
+                    self.add_conn(core, fd);
+                }
+                Ok(None) => return Ok((n, true)),
+                Err(e) => return Err(AcceptError::Failed(e.into())),
+            }
+        }
+        Ok((n, false))
     }
 
     fn add_conn(&mut self, core: &Core, fd: OwnedFd) {
@@ -566,6 +577,52 @@ mod tests {
     use super::*;
 
     const HANG_GUARD: Duration = Duration::from_secs(10);
+
+    /// What waits on the listener is taken (at most `max`, and while the core has room)
+    /// whether or not epoll reported it; the call says when it found the queue empty.
+    #[test]
+    fn accept_queued_takes_what_waits_while_the_core_has_room() {
+        use crate::conn::tests::{core_with, settings};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let listener = crate::uring::tests::abstract_listener("accept-queued-epoll");
+        let addr = listener.local_addr().unwrap();
+        let connect = || std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+        let mut clients: Vec<_> = (0..4).map(|_| connect()).collect();
+        let fd = OwnedFd::from(listener.try_clone().unwrap());
+        let mut b = Backend::new(Arc::new(fd), false).unwrap();
+        b.listen(false).unwrap();
+        let core = core_with(crate::conn::Settings {
+            max_conns: 5,
+            ..settings()
+        });
+        assert_eq!(
+            b.accept_queued(&core, 1).unwrap(),
+            (1, false),
+            "at most max"
+        );
+        assert_eq!(
+            b.accept_queued(&core, 8).unwrap(),
+            (3, true),
+            "then it is empty"
+        );
+        clients.push(connect());
+        assert_eq!(
+            b.accept_queued(&core, 8).unwrap(),
+            (1, false),
+            "full: it looks no further"
+        );
+        assert!(core.is_full());
+        clients.push(connect());
+        assert_eq!(
+            b.accept_queued(&core, 8).unwrap(),
+            (0, false),
+            "none while the core is full"
+        );
+    }
 
     /// The idle tick's timerfd ends waits every period (it is re-armed by the read its event
     /// brings), counts as no IO, and once stopped ends none.

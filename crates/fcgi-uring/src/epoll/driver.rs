@@ -12,9 +12,11 @@
 //! ticks; [`crate::worker::Pace`]), and otherwise sleeps in tokio's reactor (where the epoll fd
 //! is registered) until a socket, a handler task, a deadline or a shutdown request wakes it.
 //! Woken from `epoll_wait`, it yields the CPU once before its turn while that pays
-//! ([`crate::worker::Wakes`]). A shutdown stops accepting and ends once no request is in
-//! flight, every response was handed to the kernel and every connection closed between
-//! requests ([`crate::conn::Core::begin_drain`]), or at `shutdown_timeout`.
+//! ([`crate::worker::Wakes`]). A shutdown stops watching the listener, accepts what waits in
+//! its queue then (a connection whose wakeup came to this worker may have woken no one else,
+//! see [`Backend::accept_queued`]), and ends once no request is in flight, every response
+//! was handed to the kernel and every connection closed between requests
+//! ([`crate::conn::Core::begin_drain`]), or at `shutdown_timeout`.
 
 use super::backend::{AcceptError, Backend};
 use crate::conn::{self, Core};
@@ -95,7 +97,13 @@ where
         }
         if deadline.is_none() && spec.stop.is_requested() {
             io.listen(false)?;
-            accept_pause = None;
+            // What waits in the queue now may have woken only this worker: it is served here
+            // (a failed accept leaves the rest to whoever accepts next).
+            if accept_pause.take().is_none()
+                && let Err(AcceptError::Failed(e)) = io.accept_queued(&core, usize::MAX)
+            {
+                accept_failed(&core, &e);
+            }
             core.begin_drain();
             deadline = Some(Box::pin(tokio::time::sleep(spec.shutdown_timeout)));
             continue;

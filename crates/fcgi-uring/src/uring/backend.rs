@@ -166,6 +166,31 @@ impl Backend {
         self.ring.accept_multishot(listener, LISTENER_TOKEN)
     }
 
+    /// Accepts the connections waiting on the non-blocking `listener` while the core has
+    /// room for them, without the ring. Returns how many; a failed accept is counted and
+    /// logged as the ring's are, and leaves the rest in the queue.
+    ///
+    /// A stopping worker calls it once its multishot accept has ended: the kernel wakes one
+    /// accept per connection (accepts wait exclusively), so a connection whose wakeup went to
+    /// the accept just cancelled woke no other (the new process's, after a hot upgrade) and
+    /// would wait in the queue until the next connection came.
+    pub fn accept_queued(&mut self, core: &Core, listener: &OwnedFd, is_tcp: bool) -> usize {
+        let mut n = 0;
+        while !core.is_full() {
+            let flags = rustix::net::SocketFlags::CLOEXEC;
+            let accepted = match crate::sock::accept_now(listener.as_fd(), flags) {
+                Ok(Some(fd)) => Ok(fd),
+                Ok(None) => break,
+                Err(e) => Err(e.into()),
+            };
+            if !on_accept(core, &mut self.conns, accepted, is_tcp) {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
     /// Reaps at most `max` completions into `core`; returns how many.
     pub fn complete(&mut self, core: &Core, max: usize, is_tcp: bool, f: &mut Followups) -> usize {
         let Backend {

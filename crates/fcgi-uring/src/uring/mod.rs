@@ -34,7 +34,7 @@ pub(crate) mod reactor;
 mod sendbufs;
 mod setup;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod tick;
 
 use std::collections::VecDeque;

@@ -1253,3 +1253,90 @@ fn the_idle_tick_ends_waits_each_period_until_it_is_stopped() {
         !ring.tick.stopping()
     });
 }
+
+/// Whether the ring's eventfd reported a completion or deferred work since the last look
+/// (and acknowledges it).
+fn woken(ring: &Ring) -> bool {
+    let mut count = [0u8; 8];
+    (&ring.eventfd).read(&mut count).is_ok()
+}
+
+/// The kernel wakes one waiting accept per connection, the first armed (accepts wait
+/// exclusively). When that accept is cancelled before it ran, the connection stays in the queue
+/// and the other accept armed on the listener (the new process's, at a hot upgrade) is not woken
+/// for it: it would wait there until the next connection came. Why a stopping worker accepts
+/// what its listener still queues once its own accept has ended (`Backend::accept_queued`).
+#[test]
+fn a_cancelled_accept_takes_the_wakeup_of_the_connection_it_did_not_accept() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let (mut first, mut second) = (ring(), ring());
+    let op = first.accept_multishot(&dup(&listener), 1);
+    first.submit().expect("submit");
+    second.accept_multishot(&dup(&listener), 2);
+    second.submit().expect("submit");
+    woken(&first);
+    woken(&second);
+
+    let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    wait_for("the first accept to be woken", || woken(&first));
+    assert!(!woken(&second), "one accept is woken per connection");
+
+    first.cancel(op);
+    let mut events = Vec::new();
+    run_until(&mut first, &mut events, |events| {
+        events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Accept(_, false)))
+    });
+    assert!(
+        matches!(&events[..], [(1, Event::Accept(result, false))] if errno(result) == Some(libc::ECANCELED)),
+        "cancelled before it accepted: {events:?}"
+    );
+    // The second accept runs whatever woke it (an enter runs deferred work), and nothing did.
+    second.submit().expect("enter");
+    assert_eq!(second.complete(|c| panic!("{c:?}")), 0);
+    // The connection waits in the queue all the same.
+    let waiting = crate::sock::accept_now(listener.as_fd(), rustix::net::SocketFlags::CLOEXEC);
+    assert!(matches!(waiting, Ok(Some(_))), "{waiting:?}");
+}
+
+/// A listening UNIX socket in the abstract namespace (nothing on disk), non-blocking as the
+/// server's listeners are; a connect to it returns once the connection is queued.
+pub(crate) fn abstract_listener(name: &str) -> std::os::unix::net::UnixListener {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("fcgi-uring-test-{}-{name}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).expect("name");
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).expect("bind");
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    listener
+}
+
+/// Connections waiting on a listener no accept watches (a stopping worker's, once its accept
+/// ended) are taken while the core has room; the rest stay queued for whoever accepts next.
+#[test]
+fn accept_queued_takes_what_waits_while_the_core_has_room() {
+    use crate::conn::tests::{core_with, settings};
+    let listener = abstract_listener("accept-queued-uring");
+    let addr = listener.local_addr().expect("addr");
+    let _clients: Vec<_> = (0..5)
+        .map(|_| std::os::unix::net::UnixStream::connect_addr(&addr).expect("connect"))
+        .collect();
+    let core = core_with(crate::conn::Settings {
+        max_conns: 3,
+        ..settings()
+    });
+    let mut backend = backend::Backend::new(ring());
+    let fd = OwnedFd::from(listener.try_clone().expect("dup"));
+    assert_eq!(backend.accept_queued(&core, &fd, false), 3);
+    assert!(core.is_full());
+    let left = std::iter::from_fn(|| {
+        crate::sock::accept_now(listener.as_fd(), rustix::net::SocketFlags::CLOEXEC)
+            .expect("accept")
+    });
+    assert_eq!(left.count(), 2, "the other two wait in the queue");
+}

@@ -12,10 +12,11 @@
 //! tokio ([`Pace`]), and otherwise sleeps in tokio's reactor until the ring, a handler task, a
 //! deadline or a shutdown request wakes it. Woken from a wait in the ring, it yields the CPU
 //! once before its turn while that pays ([`Wakes`], `ring.yield_after_wake`), so that a proxy on
-//! its CPU finishes its turn first. A shutdown stops
-//! accepting and ends once no request is in flight, every response was handed to the kernel
-//! and every connection closed between requests ([`crate::conn::Core::begin_drain`]), or at
-//! `shutdown_timeout`.
+//! its CPU finishes its turn first. A shutdown cancels the multishot accept, serves what it
+//! still took, then accepts what waits in the listener's queue (a connection whose wakeup went
+//! to the cancelled accept woke no other, see [`Backend::accept_queued`]), and ends once no
+//! request is in flight, every response was handed to the kernel and every connection closed
+//! between requests ([`crate::conn::Core::begin_drain`]), or at `shutdown_timeout`.
 
 mod dispatch;
 #[cfg(feature = "bench-internals")]
@@ -248,6 +249,10 @@ impl Loop {
         // Set while accepting is paused after a failed accept (EMFILE...): the multishot accept
         // is armed again when it elapses.
         let mut accept_pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // Set from a stop until the accept it cancelled has ended: the worker does not end
+        // before (a connection that accept took is served), and then accepts what waits in
+        // the queue ([`Backend::accept_queued`]).
+        let mut accept_ending = false;
         let stop = self.stop.clone();
         let mut stop_signal = std::pin::pin!(stop.notify.notified());
         let mut f = Followups::default();
@@ -279,8 +284,12 @@ impl Loop {
                 pace.ticked(&core);
             }
             let failed = std::mem::take(&mut f.accept_failed);
-            if std::mem::take(&mut f.rearm_accept) && deadline.is_none() {
-                if failed {
+            if std::mem::take(&mut f.rearm_accept) {
+                if deadline.is_some() {
+                    if std::mem::take(&mut accept_ending) {
+                        io.accept_queued(&core, &self.listener, self.is_tcp);
+                    }
+                } else if failed {
                     accept = None;
                     accept_pause = Some(Box::pin(tokio::time::sleep(self.accept_retry)));
                 } else {
@@ -291,13 +300,14 @@ impl Loop {
                 d.dispatch(s);
             }
             if let Some(dl) = &deadline
-                && (core.is_drained() || dl.is_elapsed())
+                && ((core.is_drained() && !accept_ending) || dl.is_elapsed())
             {
                 break;
             }
             if deadline.is_none() && self.stop.is_requested() {
                 if let Some(op) = accept.take() {
                     io.ring.cancel(op);
+                    accept_ending = true;
                 }
                 accept_pause = None;
                 core.begin_drain();
