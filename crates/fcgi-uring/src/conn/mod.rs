@@ -343,6 +343,30 @@ impl Core {
         [due, scan, handover].into_iter().flatten().min()
     }
 
+    /// How long from the turn's clock until [`Core::next_deadline`]: the idle wait's bound,
+    /// looked at every idle turn. A wheel deadline alone (the usual case) is counted in the
+    /// wheel's milliseconds, with no `Instant` arithmetic, and may end the wait up to a
+    /// millisecond after its instant (the wheel expires a slot once the clock's millisecond
+    /// reaches it, so a deadline is never expired early either way). Zero when due.
+    pub fn until_next_deadline(&self) -> Option<std::time::Duration> {
+        let now_ms = self.now_ms();
+        let wheel = self.wheel.borrow().next_due();
+        let wheel = wheel.map(|due| std::time::Duration::from_millis(due.saturating_sub(now_ms)));
+        let log = self.log.borrow();
+        let Some(log) = log.as_ref() else {
+            return wheel;
+        };
+        let scan = if self.active.get() > 0 {
+            log.next_scan()
+        } else {
+            None
+        };
+        let now = self.now();
+        let logs = [scan, log.next_handover()].into_iter().flatten();
+        let logs = logs.map(|at| at.saturating_duration_since(now));
+        wheel.into_iter().chain(logs).min()
+    }
+
     /// Requests begun on this worker so far.
     pub fn requests_begun(&self) -> u64 {
         self.next_serial.get() - 1

@@ -401,6 +401,29 @@ fn an_idle_connection_is_closed_at_its_deadline() {
     assert_eq!(core.conn_count(), 0);
 }
 
+/// The idle wait's bound, counted in the wheel's milliseconds, is the time to the next deadline's
+/// instant or at most a millisecond more, and zero once it is due.
+#[test]
+fn the_time_to_the_next_deadline_is_the_wheels_to_the_millisecond() {
+    let mut s = settings();
+    s.timeouts.idle = Duration::from_secs(2);
+    let core = core_with(s);
+    assert_eq!(core.until_next_deadline(), None, "no connection, no deadline");
+    let mut io = FakeIo::default();
+    open(&core, &mut io);
+    for step in [0, 700, 1234, 1] {
+        core.clock.advance(Duration::from_micros(step * 1000 + 321));
+        let exact = core.next_deadline().expect("the idle deadline") - core.now();
+        let bound = core.until_next_deadline().expect("a bound");
+        assert!(
+            bound >= exact && bound - exact < Duration::from_millis(1),
+            "{bound:?} against {exact:?}"
+        );
+    }
+    core.clock.advance(Duration::from_secs(1));
+    assert_eq!(core.until_next_deadline(), Some(Duration::ZERO), "due");
+}
+
 #[test]
 fn a_peer_that_stops_reading_is_closed_at_the_write_deadline() {
     let mut s = settings();

@@ -565,14 +565,16 @@ impl Pace {
         if self.idle_wait.is_zero() || self.expired || d.running_tasks() > 0 || draining {
             return Idle::Sleep;
         }
-        // The turn's clock (read at its start): a bound a few microseconds long at worst, with
-        // no clock read per idle wait.
-        let now = d.core.now();
-        let pause_due = accept_pause.map(|p| p.deadline().into_std());
-        let bound = [d.core.next_deadline(), pause_due]
+        // From the turn's clock (read at its start): a bound a few microseconds long at worst,
+        // with no clock read per idle wait.
+        let pause = accept_pause.map(|p| {
+            p.deadline()
+                .into_std()
+                .saturating_duration_since(d.core.now())
+        });
+        let bound = [d.core.until_next_deadline(), pause]
             .into_iter()
             .flatten()
-            .map(|due| due.saturating_duration_since(now))
             .min();
         if bound.is_some_and(|b| b.is_zero()) {
             return Idle::Sleep;
