@@ -565,8 +565,8 @@ impl Pace {
         if self.idle_wait.is_zero() || self.expired || d.running_tasks() > 0 || draining {
             return Idle::Sleep;
         }
-        // From the turn's clock (read at its start): a bound a few microseconds long at worst,
-        // with no clock read per idle wait.
+        // From the turn's clock (read at its start, a few microseconds old at worst): no clock
+        // read per idle wait.
         let pause = accept_pause.map(|p| {
             p.deadline()
                 .into_std()
