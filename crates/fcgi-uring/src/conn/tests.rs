@@ -408,7 +408,11 @@ fn the_time_to_the_next_deadline_is_the_wheels_to_the_millisecond() {
     let mut s = settings();
     s.timeouts.idle = Duration::from_secs(2);
     let core = core_with(s);
-    assert_eq!(core.until_next_deadline(), None, "no connection, no deadline");
+    assert_eq!(
+        core.until_next_deadline(),
+        None,
+        "no connection, no deadline"
+    );
     let mut io = FakeIo::default();
     open(&core, &mut io);
     for step in [0, 700, 1234, 1] {
