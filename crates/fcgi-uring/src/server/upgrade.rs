@@ -11,7 +11,10 @@
 //! Guarantees:
 //! - The listening sockets are never closed: the new process holds them before the old one
 //!   stops accepting, so connections waiting in an accept queue (one per SO_REUSEPORT socket)
-//!   are accepted by whichever process accepts next, never reset.
+//!   are accepted by whichever process accepts next, never reset. The kernel wakes one waiting
+//!   accept per connection, so one whose wakeup went to an old worker's accept as it stopped
+//!   would wake no accept of the new process: each old worker, once its accept has ended,
+//!   accepts what its queue still holds and serves it in its drain.
 //! - The old process stops accepting only after `READY`. A new process that exits (bad
 //!   configuration, crash at start) or is not ready within `server.upgrade_timeout` is an
 //!   [`UpgradeError`]; one that did not exit is stopped (SIGTERM, then SIGKILL after
