@@ -334,13 +334,7 @@ impl Core {
     /// flight, the next look at them for the slow log and `/status` (about once a second).
     pub fn next_deadline(&self) -> Option<Instant> {
         let due = self.wheel.borrow().next_due().map(|d| self.clock.at(d));
-        let log = self.log.borrow();
-        let scan = match log.as_ref() {
-            Some(log) if self.active.get() > 0 => log.next_scan(),
-            _ => None,
-        };
-        let handover = log.as_ref().and_then(|l| l.next_handover());
-        [due, scan, handover].into_iter().flatten().min()
+        [due, self.next_log_look()].into_iter().flatten().min()
     }
 
     /// How long from the turn's clock until [`Core::next_deadline`]: the idle wait's bound,
@@ -352,19 +346,22 @@ impl Core {
         let now_ms = self.now_ms();
         let wheel = self.wheel.borrow().next_due();
         let wheel = wheel.map(|due| std::time::Duration::from_millis(due.saturating_sub(now_ms)));
+        let logs = self.next_log_look();
+        let logs = logs.map(|at| at.saturating_duration_since(self.now()));
+        [wheel, logs].into_iter().flatten().min()
+    }
+
+    /// The logs' next look of their own: running requests for the slow log and `/status`
+    /// (while any run), access-log lines due for their writer.
+    fn next_log_look(&self) -> Option<Instant> {
         let log = self.log.borrow();
-        let Some(log) = log.as_ref() else {
-            return wheel;
-        };
+        let log = log.as_ref()?;
         let scan = if self.active.get() > 0 {
             log.next_scan()
         } else {
             None
         };
-        let now = self.now();
-        let logs = [scan, log.next_handover()].into_iter().flatten();
-        let logs = logs.map(|at| at.saturating_duration_since(now));
-        wheel.into_iter().chain(logs).min()
+        [scan, log.next_handover()].into_iter().flatten().min()
     }
 
     /// Requests begun on this worker so far.

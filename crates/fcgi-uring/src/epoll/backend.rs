@@ -578,15 +578,20 @@ mod tests {
 
     const HANG_GUARD: Duration = Duration::from_secs(10);
 
+    /// A current-thread runtime with IO, for a backend to register in (enter it first).
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap()
+    }
+
     /// What waits on the listener is taken (at most `max`, and while the core has room)
     /// whether or not epoll reported it; the call says when it found the queue empty.
     #[test]
     fn accept_queued_takes_what_waits_while_the_core_has_room() {
         use crate::conn::tests::{core_with, settings};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let _guard = rt.enter();
         let listener = crate::uring::tests::abstract_listener("accept-queued-epoll");
         let addr = listener.local_addr().unwrap();
@@ -628,10 +633,7 @@ mod tests {
     /// brings), counts as no IO, and once stopped ends none.
     #[test]
     fn the_idle_tick_ends_waits_each_period_until_it_is_stopped() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let _guard = rt.enter();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let mut b = Backend::new(Arc::new(OwnedFd::from(listener)), true).unwrap();

@@ -5,9 +5,10 @@
 //!
 //! It runs everything a worker runs per request except the socket and the ring: protocol
 //! decoding, the request entry, building the `http::Request`, the handler, the CGI head and
-//! STDOUT/END_REQUEST records, the flush and the send (taken whole, settled in the flush). Callgrind counts its
-//! instructions per request and a counting allocator its allocations, with no noise from the
-//! kernel or other processes. Sends are copied out, as the epoll backend does.
+//! STDOUT/END_REQUEST records, the flush and the send (taken whole, settled in the flush).
+//! Callgrind counts its instructions per request and a counting allocator its allocations,
+//! with no noise from the kernel or other processes. Sends are copied out, as the epoll
+//! backend does.
 
 use super::Dispatcher;
 use crate::config::Config;
