@@ -225,28 +225,34 @@ impl ParamsBuilder {
         mut next_pair: impl FnMut(&[u8], usize, usize) -> Option<(usize, usize, usize)>,
     ) -> usize {
         let base = self.buf.len();
-        let mut used = 0;
+        let mut rest = block;
+        // Where `rest` starts in the buffer once the block is appended.
+        let mut at = base;
+        let mut pairs = self.pair_count();
         let mut content_len = self.content_len;
-        while let Some((prefix_len, name_len, value_len)) = block
-            .get(used..)
-            .and_then(|rest| next_pair(rest, self.pairs.len() / INDEX_LEN, content_len))
-        {
-            let name_start = base + used + prefix_len;
+        while let Some((prefix_len, name_len, value_len)) = next_pair(rest, pairs, content_len) {
+            let len = prefix_len + name_len + value_len;
+            let Some(after) = rest.get(len..) else {
+                break;
+            };
+            let name_start = at + prefix_len;
             let name_end = name_start + name_len;
-            let value_end = name_end + value_len;
+            at += len;
             self.pairs.extend_from_slice(
                 &PairIndex {
                     name_start: name_start as u32,
                     name_end: name_end as u32,
-                    value_end: value_end as u32,
+                    value_end: at as u32,
                 }
                 .encode(),
             );
+            pairs += 1;
             content_len += name_len + value_len;
-            used = value_end - base;
+            rest = after;
         }
+        let used = block.len() - rest.len();
         self.content_len = content_len;
-        self.indexed_end = self.indexed_end.max(base + used);
+        self.indexed_end = self.indexed_end.max(at);
         match block.get(..used) {
             Some(bytes) => {
                 self.buf.extend_from_slice(bytes);

@@ -179,27 +179,33 @@ impl HttpParams {
 impl<'a> Known<'a> {
     fn scan(&mut self, params: &'a Params) {
         for (at, (name, value)) in params.iter().enumerate() {
-            if name.starts_with(b"HTTP_") {
+            let Some(key) = NameKey::of(name) else {
+                // Under 8 bytes: no name looked for, but maybe a header's (`HTTP_TE`).
+                if name.starts_with(b"HTTP_") {
+                    self.http.push(at);
+                }
+                continue;
+            };
+            if key.is_header() {
                 self.http.push(at);
-                match name.len() {
-                    12 if name == b"HTTP_REFERER" => self.log.referer = Some(at),
-                    15 if name == b"HTTP_USER_AGENT" => self.log.user_agent = Some(at),
+                match key {
+                    NameKey::HTTP_REFERER => self.log.referer = Some(at),
+                    NameKey::HTTP_USER_AGENT => self.log.user_agent = Some(at),
                     _ => {}
                 }
                 continue;
             }
-            // Most params are none of the names below: one jump on length and first byte, then
-            // at most a few comparisons.
-            let slot = match (name.len(), name.first()) {
-                (14, Some(b'R')) if name == b"REQUEST_METHOD" => &mut self.method,
-                (11, Some(b'R')) if name == b"REQUEST_URI" => &mut self.request_uri,
-                (12, Some(b'Q')) if name == b"QUERY_STRING" => &mut self.query,
-                (11, Some(b'S')) if name == b"SCRIPT_NAME" => &mut self.script_name,
-                (9, Some(b'P')) if name == b"PATH_INFO" => &mut self.path_info,
-                (15, Some(b'S')) if name == b"SERVER_PROTOCOL" => &mut self.protocol,
-                (12, Some(b'C')) if name == b"CONTENT_TYPE" => &mut self.content_type,
-                (14, Some(b'C')) if name == b"CONTENT_LENGTH" => &mut self.content_length,
-                (11, Some(b'R')) if name == b"REMOTE_ADDR" => {
+            // Most params are none of these: a few comparisons of machine words each.
+            let slot = match key {
+                NameKey::REQUEST_METHOD => &mut self.method,
+                NameKey::REQUEST_URI => &mut self.request_uri,
+                NameKey::QUERY_STRING => &mut self.query,
+                NameKey::SCRIPT_NAME => &mut self.script_name,
+                NameKey::PATH_INFO => &mut self.path_info,
+                NameKey::SERVER_PROTOCOL => &mut self.protocol,
+                NameKey::CONTENT_TYPE => &mut self.content_type,
+                NameKey::CONTENT_LENGTH => &mut self.content_length,
+                NameKey::REMOTE_ADDR => {
                     self.log.remote = Some(at);
                     continue;
                 }
@@ -207,6 +213,72 @@ impl<'a> Known<'a> {
             };
             *slot = Some(value);
         }
+    }
+}
+
+/// A param name of at least 8 bytes as [`Known::scan`] compares it: its length and its first
+/// and last 8 bytes as words. Two names of at most 16 bytes are equal exactly when their keys
+/// are (the words cover every byte), and each name looked for is 9 to 15 bytes long, so a key
+/// equal to one of the constants below is that name; a longer name differs in length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameKey {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl NameKey {
+    const REQUEST_METHOD: NameKey = NameKey::of_const(b"REQUEST_METHOD");
+    const REQUEST_URI: NameKey = NameKey::of_const(b"REQUEST_URI");
+    const QUERY_STRING: NameKey = NameKey::of_const(b"QUERY_STRING");
+    const SCRIPT_NAME: NameKey = NameKey::of_const(b"SCRIPT_NAME");
+    const PATH_INFO: NameKey = NameKey::of_const(b"PATH_INFO");
+    const SERVER_PROTOCOL: NameKey = NameKey::of_const(b"SERVER_PROTOCOL");
+    const CONTENT_TYPE: NameKey = NameKey::of_const(b"CONTENT_TYPE");
+    const CONTENT_LENGTH: NameKey = NameKey::of_const(b"CONTENT_LENGTH");
+    const REMOTE_ADDR: NameKey = NameKey::of_const(b"REMOTE_ADDR");
+    const HTTP_REFERER: NameKey = NameKey::of_const(b"HTTP_REFERER");
+    const HTTP_USER_AGENT: NameKey = NameKey::of_const(b"HTTP_USER_AGENT");
+
+    /// `HTTP_` as the low five bytes of a little-endian word, and the mask that selects them.
+    const HEADER_PREFIX: u64 = u64::from_le_bytes(*b"HTTP_\0\0\0");
+    const HEADER_PREFIX_MASK: u64 = (1 << 40) - 1;
+
+    /// The key of `name`, if it has at least 8 bytes.
+    fn of(name: &[u8]) -> Option<NameKey> {
+        let (head, tail) = (name.first_chunk::<8>()?, name.last_chunk::<8>()?);
+        Some(NameKey {
+            len: name.len(),
+            head: u64::from_le_bytes(*head),
+            tail: u64::from_le_bytes(*tail),
+        })
+    }
+
+    /// The key of a name of 8 to 16 bytes, at compile time (a shorter one does not compile).
+    const fn of_const(name: &[u8]) -> NameKey {
+        assert!(name.len() >= 8 && name.len() <= 16);
+        let n = name.len();
+        NameKey {
+            len: n,
+            head: u64::from_le_bytes([
+                name[0], name[1], name[2], name[3], name[4], name[5], name[6], name[7],
+            ]),
+            tail: u64::from_le_bytes([
+                name[n - 8],
+                name[n - 7],
+                name[n - 6],
+                name[n - 5],
+                name[n - 4],
+                name[n - 3],
+                name[n - 2],
+                name[n - 1],
+            ]),
+        }
+    }
+
+    /// The name starts with `HTTP_`: a client header's param.
+    fn is_header(self) -> bool {
+        self.head & NameKey::HEADER_PREFIX_MASK == NameKey::HEADER_PREFIX
     }
 }
 

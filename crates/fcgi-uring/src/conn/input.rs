@@ -59,10 +59,11 @@ impl Drop for Counted {
     }
 }
 
-/// Received bytes: borrowed (copied where they are kept), or handed over by the IO.
+/// Received bytes: borrowed (copied where they are kept), or in a buffer of the IO's that the
+/// core may split them off (kept in place).
 enum Input<'a> {
     Borrowed(&'a [u8]),
-    Owned(BytesMut),
+    Owned(&'a mut BytesMut),
 }
 
 /// STDIN of one receive left in its buffer until the receive is parsed.
@@ -156,12 +157,19 @@ impl Core {
         });
     }
 
-    /// Like [`Core::on_bytes`], for bytes the IO hands over (a receive into a buffer of its
-    /// own): a request body that comes whole in them (its end included), announces at least
-    /// [`BODY_SHARE_MIN`] bytes and is not interleaved with another such body is handed to
-    /// its handler as one slice of them, its STDIN records joined in place over their
-    /// headers, instead of being copied. Returns how many bodies were.
-    pub fn on_bytes_owned(&self, key: ConnKey, data: BytesMut, staged: &mut Vec<Staged>) -> usize {
+    /// Like [`Core::on_bytes`], for bytes in a buffer of the IO's (a receive into a buffer of
+    /// its own, holding those bytes only): a request body that comes whole in them (its end
+    /// included), announces at least [`BODY_SHARE_MIN`] bytes and is not interleaved with
+    /// another such body is handed to its handler as one slice of them, its STDIN records
+    /// joined in place over their headers, instead of being copied. Only then are the bytes
+    /// split off `data` (which is left empty); otherwise they are left there, for the IO to
+    /// overwrite. Returns how many bodies were kept so.
+    pub fn on_bytes_owned(
+        &self,
+        key: ConnKey,
+        data: &mut BytesMut,
+        staged: &mut Vec<Staged>,
+    ) -> usize {
         self.stats.shared.metrics.received(data.len());
         let mut shared = 0;
         self.with_conn(key, |core, conn| {
@@ -322,7 +330,7 @@ impl Core {
         if let (Input::Owned(buf), Some(pieces)) = (input, pieces)
             && !pieces.is_empty()
         {
-            let (n, full) = self.settle_kept(key, conn, buf, &pieces, staged);
+            let (n, full) = self.settle_kept(key, conn, buf.split(), &pieces, staged);
             shared = n;
             pause |= full;
         }

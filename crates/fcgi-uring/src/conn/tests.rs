@@ -660,10 +660,10 @@ fn receive_owned(
     key: ConnKey,
     bytes: &[u8],
 ) -> (usize, Vec<Staged>, std::ops::Range<usize>) {
-    let buf = bytes::BytesMut::from(bytes);
+    let mut buf = bytes::BytesMut::from(bytes);
     let at = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
     let mut staged = Vec::new();
-    let shared = core.on_bytes_owned(key, buf, &mut staged);
+    let shared = core.on_bytes_owned(key, &mut buf, &mut staged);
     (shared, staged, at)
 }
 
@@ -716,6 +716,26 @@ fn a_body_that_comes_whole_in_an_owned_receive_is_a_slice_of_it() {
         drop(got);
         assert_eq!(core.shared_bodies.load(Ordering::Relaxed), 0);
     }
+}
+
+/// A receive's bytes are split off the IO's buffer only when a body keeps them: the bytes of a
+/// plain GET stay where they are (the next receive overwrites them, no reference counted), an
+/// upload's body takes them and leaves the buffer empty.
+#[test]
+fn an_owned_receive_is_split_off_only_for_a_body_kept_in_it() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let get = request(1, true);
+    let mut buf = bytes::BytesMut::from(&get[..]);
+    let mut staged = Vec::new();
+    assert_eq!(core.on_bytes_owned(key, &mut buf, &mut staged), 0);
+    assert_eq!(staged.len(), 1);
+    assert_eq!(&buf[..], &get[..], "a GET's bytes are left in the buffer");
+    let body = pattern(40_000, 7);
+    let mut buf = bytes::BytesMut::from(&upload(2, &body, 65_535, false)[..]);
+    assert_eq!(core.on_bytes_owned(key, &mut buf, &mut staged), 1);
+    assert!(buf.is_empty(), "a kept body's bytes are split off");
 }
 
 #[test]

@@ -550,6 +550,7 @@ fn read_directly(
         Ok((read, _)) if read.is_empty() => core.on_peer_gone(key),
         Ok((read, filled)) => {
             let n = read.len();
+            core.on_bytes_owned(key, read, staged);
             counters.note_direct_recv();
             if filled {
                 c.queued = true;
@@ -563,7 +564,6 @@ fn read_directly(
             } else {
                 c.small_run = 0;
             }
-            core.on_bytes_owned(key, read, staged);
         }
         Err(rustix::io::Errno::AGAIN) => {}
         Err(rustix::io::Errno::INTR) => {

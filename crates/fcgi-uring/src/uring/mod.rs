@@ -63,11 +63,13 @@ use sendbufs::SendPool;
 use tick::Tick;
 
 /// The buffer a worker's own receives read into (the epoll backend's, and the io_uring
-/// backend's direct receives): each receive's bytes are split off and handed to the connection
-/// core, which may keep a request body as a slice of them
-/// ([`crate::conn::Core::on_bytes_owned`]). The allocation is reused whole once nothing holds a
-/// slice of it; while something does, receives read into what is left of it, and a new one is
-/// taken when that is short. Receives read into the spare capacity: no byte is written twice.
+/// backend's direct receives): each receive's bytes are handed to the connection core in the
+/// buffer, which splits them off only to keep a request body as a slice of them
+/// ([`crate::conn::Core::on_bytes_owned`]); bytes it did not keep are overwritten by the next
+/// receive, with no reference count taken or dropped. The allocation is reused whole once
+/// nothing holds a slice of it; while something does, receives read into what is left of it,
+/// and a new one is taken when that is short. Receives read into the spare capacity: no byte
+/// is written twice.
 #[derive(Debug, Default)]
 pub(crate) struct ReadBuf {
     buf: bytes::BytesMut,
@@ -80,13 +82,15 @@ impl ReadBuf {
     /// long as at least this much is.
     const MIN: usize = 64 * 1024;
 
-    /// One non-blocking `recv(2)` on `fd`: its bytes (empty: the peer closed), and whether they
-    /// filled the room the receive had (more may be waiting).
+    /// One non-blocking `recv(2)` on `fd`: the buffer holding its bytes and nothing else
+    /// (empty: the peer closed), and whether they filled the room the receive had (more may be
+    /// waiting). Bytes of the previous receive still in the buffer (not split off) are dropped.
     pub(crate) fn recv(
         &mut self,
         fd: std::os::fd::BorrowedFd<'_>,
-    ) -> rustix::io::Result<(bytes::BytesMut, bool)> {
+    ) -> rustix::io::Result<(&mut bytes::BytesMut, bool)> {
         let buf = &mut self.buf;
+        buf.clear();
         if buf.capacity() < Self::MAX && !buf.try_reclaim(Self::MAX) && buf.capacity() < Self::MIN {
             buf.reserve(Self::MAX);
         }
@@ -95,10 +99,10 @@ impl ReadBuf {
         let ((read, _), _) =
             rustix::net::recv(fd, &mut spare[..room], rustix::net::RecvFlags::DONTWAIT)?;
         let n = read.len();
-        // SAFETY: `buf` is empty (each receive's bytes are split off below), and recv(2)
-        // initialized the first `n` bytes of its spare capacity (`read` is that prefix).
+        // SAFETY: `buf` is empty (cleared above), and recv(2) initialized the first `n` bytes
+        // of its spare capacity (`read` is that prefix).
         unsafe { buf.set_len(n) };
-        Ok((buf.split_to(n), n == room))
+        Ok((buf, n == room))
     }
 }
 

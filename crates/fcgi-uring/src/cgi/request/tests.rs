@@ -683,3 +683,54 @@ fn escape_check_follows_the_path_and_query_sets() {
     assert!(!needs_escape(b"/a/b?c=d&e={f}"));
     assert!(needs_escape(b"/a{b}?c"));
 }
+
+/// The scan compares names as words (length, first and last 8 bytes): names that share a
+/// looked-for name's first or last 8 bytes, or both with another length, are not taken for it,
+/// and short `HTTP_*` names (under 8 bytes) are still headers.
+#[test]
+fn look_alike_names_are_not_the_names_looked_for() {
+    let req = build(&[
+        ("REQUEST_METHOD", "GET"),
+        ("REQUEST_URI", "/real?q=1"),
+        ("REQUEST_URIX", "/first-eight"),
+        ("XREQUEST_URI", "/last-eight"),
+        ("REQUEST_xxxxxUEST_URI", "/both-longer"),
+        ("REQUEST_METHODS", "PUT"),
+        ("SERVER_PROTOCOL_", "HTTP/1.0"),
+        ("HTTP_REFERER_X", "no-referer"),
+        ("HTTP_X", "short"),
+        ("HTTP_DNT", "1"),
+    ])
+    .unwrap();
+    assert_eq!(req.method(), http::Method::GET);
+    assert_eq!(req.uri(), "/real?q=1");
+    assert_eq!(req.version(), http::Version::HTTP_11);
+    assert_eq!(header_values(&req, "x"), ["short"]);
+    assert_eq!(header_values(&req, "dnt"), ["1"]);
+    assert_eq!(header_values(&req, "referer-x"), ["no-referer"]);
+    assert!(req.headers().get(http::header::REFERER).is_none());
+}
+
+#[test]
+fn name_keys_are_equal_exactly_for_equal_names_of_8_to_16_bytes() {
+    let names: [&[u8]; 8] = [
+        b"REQUEST_URI",
+        b"REQUEST_URL",
+        b"AEQUEST_URI",
+        b"REQUEST_METHOD",
+        b"CONTENT_LENGTH",
+        b"CONTENT_LENGTHS",
+        b"HTTP_USER_AGENT",
+        b"SIXTEEN_BYTES_XX",
+    ];
+    for a in names {
+        for b in names {
+            assert_eq!(NameKey::of(a) == NameKey::of(b), a == b, "{a:?} {b:?}");
+        }
+        assert_eq!(NameKey::of(a), Some(NameKey::of_const(a)));
+    }
+    assert_eq!(NameKey::of(b"HTTP_TE"), None);
+    assert!(NameKey::HTTP_USER_AGENT.is_header());
+    assert!(!NameKey::REQUEST_URI.is_header());
+    assert!(!NameKey::of(b"HTTPS_ON").is_some_and(NameKey::is_header));
+}
