@@ -143,9 +143,14 @@ fn common_status_line(status: http::StatusCode) -> Option<&'static [u8]> {
 }
 
 fn encode_content_length(len: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"Content-Length: ");
-    push_decimal(len, out);
-    out.extend_from_slice(b"\r\n");
+    const NAME: &[u8] = b"Content-Length: ";
+    // Laid out from its end (CRLF, the digits, the name) and appended with one copy.
+    let mut line = [0u8; NAME.len() + MAX_DIGITS + 2];
+    let crlf = line.len() - 2;
+    line[crlf..].copy_from_slice(b"\r\n");
+    let start = write_decimal_before(len, &mut line[..crlf]) - NAME.len();
+    line[start..start + NAME.len()].copy_from_slice(NAME);
+    out.extend_from_slice(&line[start..]);
 }
 
 /// Hop-by-hop headers and `status` (by their lowercase spelling, `HeaderName::as_str`), which
@@ -163,19 +168,22 @@ fn is_dropped(name: &str) -> bool {
     )
 }
 
-/// Appends `n` in decimal without going through `fmt`.
-fn push_decimal(mut n: u64, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
+/// Digits of the largest u64.
+const MAX_DIGITS: usize = 20;
+
+/// Writes `n` in decimal at the end of `out` (which must hold [`MAX_DIGITS`] bytes) without
+/// going through `fmt`; returns where the digits start.
+fn write_decimal_before(mut n: u64, out: &mut [u8]) -> usize {
+    let mut at = out.len();
+    while let Some(digit) = at.checked_sub(1).and_then(|i| out.get_mut(i)) {
+        *digit = b'0' + (n % 10) as u8;
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[at..]);
+    at
 }
 
 #[cfg(test)]
@@ -394,9 +402,9 @@ mod tests {
     #[test]
     fn decimal_edges() {
         for n in [0, 9, 10, 12345, u64::MAX] {
-            let mut out = Vec::new();
-            push_decimal(n, &mut out);
-            assert_eq!(out, n.to_string().as_bytes());
+            let mut out = b"x".to_vec();
+            encode_content_length(n, &mut out);
+            assert_eq!(out, format!("xContent-Length: {n}\r\n").as_bytes());
         }
     }
 }

@@ -117,6 +117,10 @@ impl BodyIn {
             _ => return RequestBody::empty(),
         };
         if ended {
+            // Most requests have no body: no `Bytes` made for nothing.
+            if bytes.is_empty() {
+                return RequestBody::empty();
+            }
             return RequestBody::full(Bytes::from(bytes));
         }
         let left = announced().map(|n| n.saturating_sub(bytes.len()));

@@ -52,7 +52,7 @@ where
     // Events a backend wait took, for the next turn (which then does not look again).
     let mut waited_events: Option<usize> = None;
     loop {
-        core.clock.update();
+        wakes.clock_turn(&core);
         core.stats.shared.liveness.answer();
         conn::expire(&core);
         core.resume_paused();

@@ -260,7 +260,7 @@ impl Loop {
         let mut pace = Pace::new(self.idle_wait);
         let mut wakes = Wakes::new(self.yield_after_wake);
         loop {
-            core.clock.update();
+            wakes.clock_turn(&core);
             core.stats.shared.liveness.answer();
             conn::expire(&core);
             core.resume_paused();
@@ -620,32 +620,53 @@ impl Pace {
 
 /// The worker's yields after a wake ([`wake_yield`]), driven by its loop: [`Wakes::woke`] after
 /// each wait in the backend that IO ended, [`Wakes::idle`] each time the worker is idle again.
-pub(crate) struct Wakes(wake_yield::WakeYield);
+/// It also reads the clock for the turn after a wake ([`Wakes::clock_turn`]): the reading that
+/// decides the yield is that turn's clock, so a wake costs one clock read.
+pub(crate) struct Wakes {
+    yields: wake_yield::WakeYield,
+    /// The clock was read for the coming turn (by [`Wakes::woke`]).
+    clocked: bool,
+}
 
 impl Wakes {
     pub fn new(enabled: bool) -> Wakes {
-        Wakes(wake_yield::WakeYield::new(enabled))
+        Wakes {
+            yields: wake_yield::WakeYield::new(enabled),
+            clocked: false,
+        }
     }
 
     /// The worker woke from a wait in its backend: yields the CPU once (`sched_yield`) when
-    /// yielding pays; true when it yielded (what came meanwhile is for the coming turn).
+    /// yielding pays; true when it yielded (what came meanwhile is for the coming turn). With
+    /// yields on, it reads the worker's clock for the coming turn (after the yield, if one).
     pub fn woke(&mut self, core: &Core) -> bool {
-        if !self.0.is_enabled() {
+        if !self.yields.is_enabled() {
             return false;
         }
-        let start = Instant::now();
-        if !self.0.should_yield(start) {
+        core.clock.update();
+        self.clocked = true;
+        let start = core.now();
+        if !self.yields.should_yield(start) {
             return false;
         }
         rustix::thread::sched_yield();
-        self.0.yielded(start.elapsed(), core.requests_begun());
+        core.clock.update();
+        let took = core.now().saturating_duration_since(start);
+        self.yields.yielded(took, core.requests_begun());
         true
+    }
+
+    /// Reads the worker's clock at the start of a loop turn, unless the wake just before did.
+    pub fn clock_turn(&mut self, core: &Core) {
+        if !std::mem::take(&mut self.clocked) {
+            core.clock.update();
+        }
     }
 
     /// The worker is idle again: counts how the yield before went.
     pub fn idle(&mut self, core: &Core) {
         use crate::stats::Counter;
-        if let Some(outcome) = self.0.settle(core.now(), core.requests_begun()) {
+        if let Some(outcome) = self.yields.settle(core.now(), core.requests_begun()) {
             core.stats.count(match outcome {
                 wake_yield::Outcome::Paid => Counter::WakeYieldPaid,
                 wake_yield::Outcome::Free => Counter::WakeYieldFree,
@@ -704,6 +725,37 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// The clock read by a wake (yields on) is the next turn's: the turn does not read it
+    /// again, the one after does; with yields off the turn reads it.
+    #[test]
+    fn a_wake_reads_the_clock_for_the_turn_after_it() {
+        let core = crate::conn::tests::core_with(crate::conn::tests::settings());
+        let moved = |since: Instant| {
+            let guard = Instant::now();
+            while Instant::now() <= since {
+                assert!(
+                    guard.elapsed() < Duration::from_secs(10),
+                    "the clock stands still"
+                );
+            }
+        };
+        let mut wakes = Wakes::new(true);
+        wakes.woke(&core);
+        let woke_at = core.now();
+        moved(woke_at);
+        wakes.clock_turn(&core);
+        assert_eq!(core.now(), woke_at, "the wake's reading is the turn's");
+        wakes.clock_turn(&core);
+        assert!(core.now() > woke_at, "the next turn reads the clock");
+        let mut off = Wakes::new(false);
+        let before = core.now();
+        assert!(!off.woke(&core));
+        assert_eq!(core.now(), before, "no yields: the wake reads nothing");
+        moved(before);
+        off.clock_turn(&core);
+        assert!(core.now() > before, "and the turn reads the clock");
+    }
 
     /// The first wait starts the tick, later ones find it running; sleeping in tokio stops it
     /// and the next wait starts it again.
