@@ -99,8 +99,9 @@ pub(crate) fn fill_request<B>(
     role: Role,
     headers: HeaderMap,
 ) -> Result<(), RequestError> {
+    let mut headers = headers;
     let mut known = Known::default();
-    known.scan(&params);
+    known.scan(&params, &mut headers);
     let method = match known.method {
         None => return Err(RequestError::MissingMethod),
         Some(m) => Method::from_bytes(m).map_err(|_| RequestError::BadMethod)?,
@@ -111,19 +112,15 @@ pub(crate) fn fill_request<B>(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    // Filled in place: the map is moved in empty, and the one it replaces never allocated.
+    add_content_headers(&params, &known, &mut headers);
+    // Filled in place: the one it replaces never allocated.
     *request.headers_mut() = headers;
-    add_headers(&params, &known, request.headers_mut());
     let log = known.log;
     request
         .extensions_mut()
         .insert(TrustedParams::with_log_params(params, role, log));
     Ok(())
 }
-
-/// `HTTP_*` params whose positions [`Known::scan`] lists, so that the headers are built without
-/// a second pass over every param; past this many, that pass is made.
-const LISTED_HEADERS: usize = 48;
 
 /// The params a request is built from, found in one pass (the last of duplicates wins, as in
 /// [`Params::get`]).
@@ -139,55 +136,21 @@ struct Known<'a> {
     content_length: Option<&'a [u8]>,
     /// Where the access log's params are (it reads them without a search).
     log: super::trusted::LogParams,
-    /// Where the `HTTP_*` params are.
-    http: HttpParams,
-}
-
-/// The positions (in [`Params::iter`] order) of the `HTTP_*` params, while they fit.
-struct HttpParams {
-    count: usize,
-    at: [u16; LISTED_HEADERS],
-    /// Every `HTTP_*` param is in `at`.
-    listed: bool,
-}
-
-impl Default for HttpParams {
-    fn default() -> HttpParams {
-        HttpParams {
-            count: 0,
-            at: [0; LISTED_HEADERS],
-            listed: true,
-        }
-    }
-}
-
-impl HttpParams {
-    fn push(&mut self, at: usize) {
-        match (self.at.get_mut(self.count), u16::try_from(at)) {
-            (Some(slot), Ok(at)) => *slot = at,
-            _ => self.listed = false,
-        }
-        self.count += 1;
-    }
-
-    /// The listed positions, or `None` if some did not fit.
-    fn listed(&self) -> Option<&[u16]> {
-        self.at.get(..self.count).filter(|_| self.listed)
-    }
 }
 
 impl<'a> Known<'a> {
-    fn scan(&mut self, params: &'a Params) {
+    /// Finds the params the request is built from, and adds the header of each `HTTP_*` param
+    /// to `headers` on the way (in their order: one pass over the params for both).
+    fn scan(&mut self, params: &'a Params, headers: &mut HeaderMap) {
+        let mut name_buf = [0u8; 64];
         for (at, (name, value)) in params.iter().enumerate() {
             let Some(key) = NameKey::of(name) else {
                 // Under 8 bytes: no name looked for, but maybe a header's (`HTTP_TE`).
-                if name.starts_with(b"HTTP_") {
-                    self.http.push(at);
-                }
+                add_header(headers, params, name, value, &mut name_buf);
                 continue;
             };
             if key.is_header() {
-                self.http.push(at);
+                add_header(headers, params, name, value, &mut name_buf);
                 match key {
                     NameKey::HTTP_REFERER => self.log.referer = Some(at),
                     NameKey::HTTP_USER_AGENT => self.log.user_agent = Some(at),
@@ -419,32 +382,11 @@ fn escape(target: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Adds to the empty `headers` (which may have room already) those from `HTTP_*`, CONTENT_TYPE and CONTENT_LENGTH; values
-/// are zero-copy slices of the params buffer.
-fn add_headers(params: &Params, known: &Known<'_>, headers: &mut HeaderMap) {
+/// Adds `content-type` from CONTENT_TYPE and `content-length` from CONTENT_LENGTH (see the
+/// module docs) after the client's headers; values are zero-copy slices of the params buffer.
+fn add_content_headers(params: &Params, known: &Known<'_>, headers: &mut HeaderMap) {
     let content_type = known.content_type.filter(|v| !v.is_empty());
     let content_length = known.content_length.filter(|v| is_decimal_u64(v));
-    let count = known.http.count
-        + usize::from(content_type.is_some())
-        + usize::from(content_length.is_some());
-    // Bounded so that hostile params cannot make it fail; if it did, the map would grow as
-    // headers are added.
-    let _ = headers.try_reserve(count.min(1024));
-    let mut name_buf = [0u8; 64];
-    match known.http.listed() {
-        Some(listed) => {
-            for &at in listed {
-                if let Some((name, value)) = params.pair(usize::from(at)) {
-                    add_header(headers, params, name, value, &mut name_buf);
-                }
-            }
-        }
-        None => {
-            for (name, value) in params.iter() {
-                add_header(headers, params, name, value, &mut name_buf);
-            }
-        }
-    }
     if let Some(value) = content_type.and_then(|v| params.share(v))
         && let Ok(value) = HeaderValue::from_maybe_shared(value)
     {

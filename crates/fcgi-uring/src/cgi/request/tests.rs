@@ -437,16 +437,10 @@ fn errors_display() {
     assert!(RequestError::BadUri.to_string().contains("URI"));
 }
 
-/// Past [`LISTED_HEADERS`] `HTTP_*` params the headers come from a second pass: the same
-/// headers, in the same order.
+/// Many `HTTP_*` params, each followed by another param: their headers, in their order.
 #[test]
 fn many_headers_keep_their_order() {
-    for n in [
-        LISTED_HEADERS - 1,
-        LISTED_HEADERS,
-        LISTED_HEADERS + 1,
-        3 * LISTED_HEADERS,
-    ] {
+    for n in [1, 47, 48, 49, 144, 1000] {
         let mut pairs = vec![
             ("REQUEST_METHOD".to_owned(), "GET".to_owned()),
             ("REQUEST_URI".to_owned(), "/".to_owned()),
@@ -597,7 +591,7 @@ mod reference {
     proptest! {
         #[test]
         fn headers_match_the_reference(
-            pairs in proptest::collection::vec((name(), value()), 0..(2 * LISTED_HEADERS)),
+            pairs in proptest::collection::vec((name(), value()), 0..96),
         ) {
             let mut all = vec![(b"REQUEST_METHOD".to_vec(), b"GET".to_vec())];
             all.push((b"REQUEST_URI".to_vec(), b"/".to_vec()));
