@@ -97,9 +97,8 @@ pub(crate) fn fill_request<B>(
     request: &mut http::Request<B>,
     params: Params,
     role: Role,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
 ) -> Result<(), RequestError> {
-    let mut headers = headers;
     let mut known = Known::default();
     known.scan(&params, &mut headers);
     let method = match known.method {
