@@ -216,25 +216,23 @@ impl NameKey {
         })
     }
 
-    /// The key of a name of 8 to 16 bytes, at compile time (a shorter one does not compile).
+    /// The key of a name of 8 to 16 bytes, at compile time (another length does not compile).
     const fn of_const(name: &[u8]) -> NameKey {
         assert!(name.len() >= 8 && name.len() <= 16);
-        let n = name.len();
+        /// The 8 bytes of `name` from `at`, as [`NameKey::of`] reads them.
+        const fn word(name: &[u8], at: usize) -> u64 {
+            let mut bytes = [0u8; 8];
+            let mut i = 0;
+            while i < 8 {
+                bytes[i] = name[at + i];
+                i += 1;
+            }
+            u64::from_le_bytes(bytes)
+        }
         NameKey {
-            len: n,
-            head: u64::from_le_bytes([
-                name[0], name[1], name[2], name[3], name[4], name[5], name[6], name[7],
-            ]),
-            tail: u64::from_le_bytes([
-                name[n - 8],
-                name[n - 7],
-                name[n - 6],
-                name[n - 5],
-                name[n - 4],
-                name[n - 3],
-                name[n - 2],
-                name[n - 1],
-            ]),
+            len: name.len(),
+            head: word(name, 0),
+            tail: word(name, name.len() - 8),
         }
     }
 

@@ -175,7 +175,7 @@ const MAX_DIGITS: usize = 20;
 /// going through `fmt`; returns where the digits start.
 fn write_decimal_before(mut n: u64, out: &mut [u8]) -> usize {
     let mut at = out.len();
-    while let Some(digit) = at.checked_sub(1).and_then(|i| out.get_mut(i)) {
+    for digit in out.iter_mut().rev() {
         *digit = b'0' + (n % 10) as u8;
         at -= 1;
         n /= 10;
