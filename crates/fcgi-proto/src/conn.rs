@@ -744,10 +744,15 @@ impl Connection {
             let builder = builder
                 .get_or_insert_with(|| ParamsBuilder::in_arena(self.arena.get_or_insert_default()));
             let len = usize::from(len);
-            let bytes = len.min(limits.max_params_bytes.saturating_sub(builder.byte_len()));
-            let pairs =
-                (len / 16 + 1).min(limits.max_params_pairs.saturating_sub(builder.pair_count()));
-            builder.reserve(bytes, pairs);
+            // What the record can add: its own bytes and the length prefixes of a pair begun
+            // in an earlier one (8 at most), within what the limits leave (names and values,
+            // and at most 8 prefix bytes a pair).
+            let pairs_left = limits.max_params_pairs.saturating_sub(builder.pair_count());
+            let room = limits
+                .max_params_bytes
+                .saturating_sub(builder.byte_len())
+                .saturating_add(pairs_left.saturating_mul(8));
+            builder.reserve(len.saturating_add(8).min(room));
             return Ok(Sink::Params(id));
         }
         // Spec 3.3, Streams: the empty record ends the stream.

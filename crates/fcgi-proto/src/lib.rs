@@ -20,5 +20,5 @@ pub mod record;
 
 pub use addr::{Addr, AddrParseError};
 pub use conn::{Connection, Event, Limits, ProtocolError, RejectReason};
-pub use params::{Params, ParamsArena, ParamsBuilder};
+pub use params::{PairAt, Pairs, Params, ParamsArena, ParamsBuilder};
 pub use record::{ProtocolStatus, RecordType, Role};

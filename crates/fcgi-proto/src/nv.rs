@@ -13,6 +13,7 @@
 //! - it never panics; after an error it keeps returning that error.
 
 use super::params::ParamsBuilder;
+use bytes::BufMut;
 
 /// Bounds on one request's params.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +71,13 @@ pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(value);
 }
 
-fn encode_len(out: &mut Vec<u8>, len: usize) {
+/// Appends one length prefix (spec 3.4).
+pub(crate) fn encode_len(out: &mut impl BufMut, len: usize) {
     debug_assert!(len <= MAX_LEN);
     if len < 128 {
-        out.push(len as u8);
+        out.put_u8(len as u8);
     } else {
-        out.extend_from_slice(&((len as u32) | 0x8000_0000).to_be_bytes());
+        out.put_u32((len as u32) | 0x8000_0000);
     }
 }
 
@@ -248,7 +250,7 @@ impl NvDecoder {
                 None => State::ValueLen { name_len, prefix },
                 Some(value_len) => {
                     self.check_value(name_len, value_len, params.byte_len())?;
-                    params.begin_pair();
+                    params.begin_pair(widen(name_len), widen(value_len));
                     State::Name {
                         left: name_len,
                         value_len,
@@ -256,16 +258,15 @@ impl NvDecoder {
                 }
             },
             State::Name { left, value_len } => {
-                let left = left - store(input, left, |b| params.extend_name(b));
+                let left = left - store(input, left, |b| params.extend_pair(b));
                 if left > 0 {
                     State::Name { left, value_len }
                 } else {
-                    params.end_name();
                     State::Value { left: value_len }
                 }
             }
             State::Value { left } => {
-                let left = left - store(input, left, |b| params.extend_value(b));
+                let left = left - store(input, left, |b| params.extend_pair(b));
                 if left > 0 {
                     State::Value { left }
                 } else {
@@ -338,7 +339,7 @@ impl WholePair {
 }
 
 /// Reads a whole length prefix (spec 3.4) from the front of `input`, if there.
-fn read_len(input: &[u8]) -> Option<(u32, &[u8])> {
+pub(crate) fn read_len(input: &[u8]) -> Option<(u32, &[u8])> {
     let (&first, rest) = input.split_first()?;
     if first & 0x80 == 0 {
         return Some((u32::from(first), rest));
@@ -348,7 +349,7 @@ fn read_len(input: &[u8]) -> Option<(u32, &[u8])> {
 }
 
 /// A decoded length as `usize` (saturating on targets narrower than 32 bits).
-fn widen(len: u32) -> usize {
+pub(crate) fn widen(len: u32) -> usize {
     usize::try_from(len).unwrap_or(usize::MAX)
 }
 

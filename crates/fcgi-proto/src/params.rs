@@ -3,85 +3,40 @@
 //! Guarantees: [`Params`] is immutable; its bytes live in one `Bytes` buffer, so values can be
 //! handed out as zero-copy [`Bytes`] slices. Lookups by name return the **last** occurrence, the way
 //! php-fpm and CGI environments resolve duplicates; [`Params::get_all`] sees every one.
+//!
+//! The buffer holds the pairs encoded as in a PARAMS stream (spec 3.4: length prefixes, name,
+//! value), so that the decoder stores whole pairs by copying the stream's bytes and nothing
+//! else; the pairs are read from it again when walked. Only complete pairs whose lengths the
+//! decoder checked are ever stored, and every read is checked, so a walk ends (never panics)
+//! even on bytes it did not write.
 
 use bytes::{Bytes, BytesMut};
-use std::ops::Range;
 
-/// Byte ranges of one pair inside the shared buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PairIndex {
-    name_start: u32,
-    name_end: u32,
-    value_end: u32,
-}
-
-/// Bytes of one [`PairIndex`] stored after the name and value bytes of [`Params`].
-const INDEX_LEN: usize = 12;
-
-impl PairIndex {
-    fn encode(&self) -> [u8; INDEX_LEN] {
-        let mut out = [0; INDEX_LEN];
-        out[..4].copy_from_slice(&self.name_start.to_le_bytes());
-        out[4..8].copy_from_slice(&self.name_end.to_le_bytes());
-        out[8..].copy_from_slice(&self.value_end.to_le_bytes());
-        out
-    }
-
-    fn decode(b: &[u8; INDEX_LEN]) -> PairIndex {
-        PairIndex {
-            name_start: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            name_end: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-            value_end: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-        }
-    }
-
-    /// Decodes a slice of [`INDEX_LEN`] bytes (any other length gives an empty pair).
-    fn decode_slice(bytes: &[u8]) -> PairIndex {
-        match <&[u8; INDEX_LEN]>::try_from(bytes) {
-            Ok(b) => PairIndex::decode(b),
-            Err(_) => PairIndex {
-                name_start: 0,
-                name_end: 0,
-                value_end: 0,
-            },
-        }
-    }
-
-    fn name(&self) -> Range<usize> {
-        self.name_start as usize..self.name_end as usize
-    }
-    fn value(&self) -> Range<usize> {
-        self.name_end as usize..self.value_end as usize
-    }
-}
+use crate::nv::{encode_len, read_len, widen};
 
 /// Accumulates pairs while a PARAMS stream is decoded. Bounded by its caller (the decoder checks
 /// limits before appending).
 #[derive(Debug, Default)]
 pub struct ParamsBuilder {
-    /// Name and value bytes; also the length prefixes of pairs copied as a block (see
-    /// [`ParamsBuilder::append_pairs`]), which no pair index covers.
+    /// The pairs stored so far, encoded (spec 3.4); an unfinished pair's bytes after
+    /// `complete_end`.
     buf: BytesMut,
     /// Name and value bytes stored (what the limits count).
     content_len: usize,
-    /// The pair indexes, encoded ([`INDEX_LEN`] bytes each): copied behind the name and value
-    /// bytes in one piece by [`ParamsBuilder::finish_into`].
-    pairs: Vec<u8>,
-    /// Start of the pair being appended (its name bytes come first, then its value bytes).
-    open_pair: Option<(u32, u32)>,
-    /// The end of the furthest pair indexed with [`ParamsBuilder::append_pairs`] (pairs stored
-    /// any other way are always inside `buf`).
-    indexed_end: usize,
+    /// Complete pairs.
+    count: usize,
+    /// The end of the last complete pair in `buf`, and the name and value bytes up to it.
+    complete_end: usize,
+    complete_content: usize,
     /// `buf` was taken from an arena ([`ParamsBuilder::in_arena`]).
     in_arena: bool,
 }
 
 /// Where params are built one request after another (see [`ParamsBuilder::in_arena`]): the
-/// spare capacity of a shared buffer and a pair list reused for each request.
+/// spare capacity of a shared buffer reused for each request.
 #[derive(Debug, Default)]
 pub struct ParamsArena {
     bytes: BytesMut,
-    pairs: Vec<u8>,
 }
 
 /// The size of a new arena block: many requests' params share one allocation (nginx's params
@@ -110,31 +65,24 @@ impl ParamsBuilder {
 
     /// Nothing stored and no buffer yet (a builder fresh from [`ParamsBuilder::new`]).
     pub fn is_unused(&self) -> bool {
-        !self.in_arena && self.buf.capacity() == 0 && self.pairs.is_empty()
+        !self.in_arena && self.buf.capacity() == 0
     }
 
     /// Number of complete pairs so far.
     pub fn pair_count(&self) -> usize {
-        self.pairs.len() / INDEX_LEN
+        self.count
     }
 
-    /// Makes room for `bytes` more name and value bytes and `pairs` more pairs, so that a PARAMS
-    /// record costs one allocation of each. The caller bounds both by its limits.
-    pub fn reserve(&mut self, bytes: usize, pairs: usize) {
+    /// Makes room for `bytes` more bytes (names, values and their length prefixes), so that a
+    /// PARAMS record costs at most one allocation. The caller bounds it by its limits.
+    pub fn reserve(&mut self, bytes: usize) {
         if self.in_arena {
-            // With room for the pair index written at the end (see `finish_into`).
-            self.reserve_in_arena(bytes.saturating_add(pairs.saturating_mul(INDEX_LEN)));
+            self.reserve_in_arena(bytes);
         } else if self.buf.capacity() == 0 {
             // The first record allocates directly: growing an empty buffer takes the longer path.
             self.buf = BytesMut::with_capacity(bytes);
         } else {
             self.buf.reserve(bytes);
-        }
-        let index = pairs.saturating_mul(INDEX_LEN);
-        if self.pairs.capacity() == 0 {
-            self.pairs = Vec::with_capacity(index);
-        } else {
-            self.pairs.reserve(index);
         }
     }
 
@@ -145,11 +93,8 @@ impl ParamsBuilder {
     pub fn in_arena(arena: &mut ParamsArena) -> ParamsBuilder {
         let mut buf = std::mem::take(&mut arena.bytes);
         buf.clear();
-        let mut pairs = std::mem::take(&mut arena.pairs);
-        pairs.clear();
         ParamsBuilder {
             buf,
-            pairs,
             in_arena: true,
             ..ParamsBuilder::default()
         }
@@ -169,110 +114,77 @@ impl ParamsBuilder {
         self.buf = block;
     }
 
-    /// Adds a whole pair.
+    /// Adds a whole pair (any unfinished one is dropped).
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
-        self.content_len += name.len() + value.len();
-        let name_start = self.buf.len() as u32;
+        self.buf.truncate(self.complete_end);
+        self.content_len = self.complete_content;
+        encode_len(&mut self.buf, name.len());
+        encode_len(&mut self.buf, value.len());
         self.buf.extend_from_slice(name);
-        let name_end = self.buf.len() as u32;
         self.buf.extend_from_slice(value);
-        self.pairs.extend_from_slice(
-            &PairIndex {
-                name_start,
-                name_end,
-                value_end: self.buf.len() as u32,
-            }
-            .encode(),
-        );
-        self.open_pair = None;
+        self.content_len += name.len() + value.len();
+        self.end_pair();
     }
 
-    /// Starts a pair whose bytes arrive in pieces: `extend_name`*, `end_name`, `extend_value`*,
-    /// `end_pair`.
-    pub fn begin_pair(&mut self) {
-        let at = self.buf.len() as u32;
-        self.open_pair = Some((at, at));
+    /// Starts a pair whose name and value bytes arrive in pieces: `begin_pair`, then
+    /// `extend_pair` with the name bytes and the value bytes (`name_len + value_len` in all),
+    /// then `end_pair`.
+    pub fn begin_pair(&mut self, name_len: usize, value_len: usize) {
+        encode_len(&mut self.buf, name_len);
+        encode_len(&mut self.buf, value_len);
     }
 
-    pub fn extend_name(&mut self, bytes: &[u8]) {
+    /// Name or value bytes of the pair begun.
+    pub fn extend_pair(&mut self, bytes: &[u8]) {
         self.content_len += bytes.len();
         self.buf.extend_from_slice(bytes);
     }
 
-    pub fn end_name(&mut self) {
-        if let Some((start, _)) = self.open_pair {
-            self.open_pair = Some((start, self.buf.len() as u32));
-        }
+    /// The pair begun is complete.
+    pub fn end_pair(&mut self) {
+        self.count += 1;
+        self.complete_end = self.buf.len();
+        self.complete_content = self.content_len;
     }
 
-    pub fn extend_value(&mut self, bytes: &[u8]) {
-        self.content_len += bytes.len();
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// Indexes the pairs that `next_pair` finds at the front of `block`, then appends the bytes
-    /// they span verbatim (length prefixes included): one copy for many pairs. Returns how many
-    /// bytes of `block` were appended.
+    /// Appends the pairs that `next_pair` finds at the front of `block` verbatim (length
+    /// prefixes included): one copy for many pairs. Returns how many bytes of `block` were
+    /// appended.
     ///
     /// `next_pair(rest, pairs, bytes)` is given what follows the pairs found so far and the
     /// builder's pair count and name and value bytes as they would be with them; it returns the
-    /// pair at the front of `rest` as (length prefix bytes, name length, value length), which
-    /// must lie within `rest`, or `None` to stop. Pairs it describes past `block` are dropped
-    /// by [`ParamsBuilder::finish`].
+    /// pair at the front of `rest` as (length prefix bytes, name length, value length), as
+    /// encoded there, or `None` to stop. A pair it describes past the end of `rest` stops the
+    /// walk too.
     pub fn append_pairs(
         &mut self,
         block: &[u8],
         mut next_pair: impl FnMut(&[u8], usize, usize) -> Option<(usize, usize, usize)>,
     ) -> usize {
-        let base = self.buf.len();
         let mut rest = block;
-        // Where `rest` starts in the buffer once the block is appended.
-        let mut at = base;
-        let mut pairs = self.pair_count();
+        let mut pairs = self.count;
         let mut content_len = self.content_len;
         while let Some((prefix_len, name_len, value_len)) = next_pair(rest, pairs, content_len) {
-            let len = prefix_len + name_len + value_len;
-            let Some(after) = rest.get(len..) else {
+            let Some(after) = rest.get(prefix_len + name_len + value_len..) else {
                 break;
             };
-            let name_start = at + prefix_len;
-            let name_end = name_start + name_len;
-            at += len;
-            self.pairs.extend_from_slice(
-                &PairIndex {
-                    name_start: name_start as u32,
-                    name_end: name_end as u32,
-                    value_end: at as u32,
-                }
-                .encode(),
-            );
             pairs += 1;
             content_len += name_len + value_len;
             rest = after;
         }
         let used = block.len() - rest.len();
-        self.content_len = content_len;
-        self.indexed_end = self.indexed_end.max(at);
-        match block.get(..used) {
-            Some(bytes) => {
-                self.buf.extend_from_slice(bytes);
-                used
-            }
-            None => 0,
+        let Some(bytes) = block.get(..used) else {
+            return 0;
+        };
+        if used > 0 {
+            self.buf.truncate(self.complete_end);
+            self.buf.extend_from_slice(bytes);
+            self.count = pairs;
+            self.content_len = content_len;
+            self.complete_end = self.buf.len();
+            self.complete_content = content_len;
         }
-    }
-
-    pub fn end_pair(&mut self) {
-        if let Some((name_start, name_end)) = self.open_pair.take() {
-            self.pairs.extend_from_slice(
-                &PairIndex {
-                    name_start,
-                    name_end,
-                    value_end: self.buf.len() as u32,
-                }
-                .encode(),
-            );
-        }
+        used
     }
 
     /// Freezes the complete pairs (an unfinished pair is dropped).
@@ -282,29 +194,8 @@ impl ParamsBuilder {
 
     /// Like [`ParamsBuilder::finish`]; the spare capacity of the buffer goes (back) to `arena`
     /// unless `arena` has more.
-    ///
-    /// The pair index is stored after the name and value bytes, in the same buffer: a
-    /// `Params` is one shared buffer.
     pub fn finish_into(mut self, arena: &mut ParamsArena) -> Params {
-        // Indexes past the end can only come from a caller that broke the block contract;
-        // drop them rather than hand out ranges that would panic later.
-        if self.indexed_end > self.buf.len() {
-            let len = self.buf.len() as u32;
-            let kept: Vec<u8> = self
-                .pairs
-                .chunks_exact(INDEX_LEN)
-                .filter(|p| PairIndex::decode_slice(p).value_end <= len)
-                .flatten()
-                .copied()
-                .collect();
-            self.pairs = kept;
-        }
-        let data_len = self.buf.len();
-        if self.in_arena {
-            self.reserve_in_arena(self.pairs.len());
-        }
-        self.buf.extend_from_slice(&self.pairs);
-        let count = self.pairs.len() / INDEX_LEN;
+        self.buf.truncate(self.complete_end);
         let buf = if self.in_arena {
             let filled = self.buf.split().freeze();
             // The rest of a block grown for large params is not kept: it would hold the whole
@@ -312,32 +203,26 @@ impl ParamsBuilder {
             if filled.len() <= ARENA_BLOCK && self.buf.capacity() > arena.bytes.capacity() {
                 arena.bytes = self.buf;
             }
-            if self.pairs.capacity() > arena.pairs.capacity() {
-                arena.pairs = self.pairs;
-            }
             filled
         } else {
             self.buf.freeze()
         };
         Params {
             buf,
-            data_len,
-            count,
-            content_len: self.content_len,
+            count: self.count,
+            content_len: self.complete_content,
         }
     }
 }
 
 /// The complete params of one request. Two `Params` are equal when they hold the same pairs in
-/// the same order, however their bytes are laid out.
+/// the same order, however their length prefixes were encoded.
 #[derive(Debug, Clone, Default)]
 pub struct Params {
-    /// Name and value bytes (and maybe length prefixes) up to `data_len`, then `count` pair
-    /// indexes of [`INDEX_LEN`] bytes.
+    /// The pairs, encoded (spec 3.4).
     buf: Bytes,
-    data_len: usize,
     count: usize,
-    /// Name and value bytes (`buf` may also hold length prefixes).
+    /// Name and value bytes (`buf` also holds the length prefixes).
     content_len: usize,
 }
 
@@ -349,6 +234,52 @@ impl PartialEq for Params {
 
 impl Eq for Params {}
 
+/// Where a pair lies in its [`Params`] (from [`Params::iter_at`]): a way back to it without a
+/// search, meaningful for those params only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairAt(usize);
+
+/// The pairs of a [`Params`] in arrival order, read from its buffer.
+#[derive(Debug, Clone)]
+pub struct Pairs<'a> {
+    /// What follows the pairs read so far.
+    rest: &'a [u8],
+    /// Where `rest` starts in the buffer.
+    at: usize,
+}
+
+impl<'a> Pairs<'a> {
+    /// Where the pair the next call to `next` returns lies.
+    pub fn at(&self) -> PairAt {
+        PairAt(self.at)
+    }
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let before = self.rest.len();
+        // Most pairs have two one-byte prefixes (names and values under 128 bytes).
+        let (name_len, value_len, rest) = match self.rest {
+            [name_len @ 0..=0x7F, value_len @ 0..=0x7F, rest @ ..] => {
+                (usize::from(*name_len), usize::from(*value_len), rest)
+            }
+            _ => {
+                let (name_len, rest) = read_len(self.rest)?;
+                let (value_len, rest) = read_len(rest)?;
+                (widen(name_len), widen(value_len), rest)
+            }
+        };
+        let (name, rest) = rest.split_at_checked(name_len)?;
+        let (value, rest) = rest.split_at_checked(value_len)?;
+        self.rest = rest;
+        self.at += before - rest.len();
+        Some((name, value))
+    }
+}
+
 impl Params {
     /// Builds params from pairs (for tests and clients).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Params {
@@ -357,15 +288,6 @@ impl Params {
             b.push(n, v);
         }
         b.finish()
-    }
-
-    /// The pair indexes, in arrival order.
-    fn pairs(&self) -> impl DoubleEndedIterator<Item = PairIndex> + '_ {
-        self.buf
-            .get(self.data_len..)
-            .unwrap_or_default()
-            .chunks_exact(INDEX_LEN)
-            .map(PairIndex::decode_slice)
     }
 
     /// Number of pairs, duplicates included.
@@ -383,46 +305,56 @@ impl Params {
     }
 
     /// Every pair in arrival order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.pairs()
-            .map(|p| (&self.buf[p.name()], &self.buf[p.value()]))
+    pub fn iter(&self) -> Pairs<'_> {
+        Pairs {
+            rest: &self.buf,
+            at: 0,
+        }
     }
 
-    /// The pair at `index` in arrival order (the `index`th of [`Params::iter`]).
-    pub fn pair(&self, index: usize) -> Option<(&[u8], &[u8])> {
-        let at = index.checked_mul(INDEX_LEN)?.checked_add(self.data_len)?;
-        let p = PairIndex::decode_slice(self.buf.get(at..at.checked_add(INDEX_LEN)?)?);
-        Some((self.buf.get(p.name())?, self.buf.get(p.value())?))
+    /// Every pair in arrival order with where it lies (see [`Params::pair_at`]).
+    pub fn iter_at(&self) -> impl Iterator<Item = (PairAt, &[u8], &[u8])> + '_ {
+        let mut pairs = self.iter();
+        std::iter::from_fn(move || {
+            let at = pairs.at();
+            pairs.next().map(|(name, value)| (at, name, value))
+        })
+    }
+
+    /// The pair that lies `at` (from [`Params::iter_at`] or [`Pairs::at`] over these params).
+    pub fn pair_at(&self, at: PairAt) -> Option<(&[u8], &[u8])> {
+        Pairs {
+            rest: self.buf.get(at.0..)?,
+            at: at.0,
+        }
+        .next()
     }
 
     /// Every pair in arrival order as zero-copy slices of the shared buffer.
     pub fn iter_bytes(&self) -> impl Iterator<Item = (Bytes, Bytes)> + '_ {
-        self.pairs()
-            .map(|p| (self.buf.slice(p.name()), self.buf.slice(p.value())))
+        self.iter()
+            .filter_map(|(name, value)| Some((self.share(name)?, self.share(value)?)))
     }
 
     /// A zero-copy `Bytes` for `part`, which must be a slice obtained from this `Params` (from
-    /// [`Params::iter`] or [`Params::get`]); `None` for any other slice.
+    /// [`Params::iter`] or [`Params::get`]); `None` for a slice of anything else.
     pub fn share(&self, part: &[u8]) -> Option<Bytes> {
         let start = (part.as_ptr() as usize).checked_sub(self.buf.as_ptr() as usize)?;
         let end = start.checked_add(part.len())?;
-        (end <= self.data_len).then(|| self.buf.slice(start..end))
+        (end <= self.buf.len()).then(|| self.buf.slice(start..end))
     }
 
     /// The value of the last pair named `name` (exact, case-sensitive match as in CGI).
     pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
-        self.pairs()
-            .rev()
-            .find(|p| &self.buf[p.name()] == name)
-            .map(|p| &self.buf[p.value()])
+        self.iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .last()
     }
 
     /// Like [`Params::get`], as a zero-copy slice.
     pub fn get_bytes(&self, name: &[u8]) -> Option<Bytes> {
-        self.pairs()
-            .rev()
-            .find(|p| &self.buf[p.name()] == name)
-            .map(|p| self.buf.slice(p.value()))
+        self.get(name).and_then(|value| self.share(value))
     }
 
     /// The value of the last pair named `name` if it is UTF-8.
@@ -444,12 +376,11 @@ mod tests {
     #[test]
     fn pieces_and_whole_pairs_agree() {
         let mut b = ParamsBuilder::new();
-        b.begin_pair();
-        b.extend_name(b"REQ");
-        b.extend_name(b"UEST_METHOD");
-        b.end_name();
-        b.extend_value(b"GE");
-        b.extend_value(b"T");
+        b.begin_pair(14, 3);
+        b.extend_pair(b"REQ");
+        b.extend_pair(b"UEST_METHOD");
+        b.extend_pair(b"GE");
+        b.extend_pair(b"T");
         b.end_pair();
         b.push(b"EMPTY", b"");
         let p = b.finish();
@@ -486,7 +417,7 @@ mod tests {
         let build = |arena: &mut ParamsArena, n: usize| {
             let mut b = ParamsBuilder::in_arena(arena);
             let value = vec![b'v'; n % 700];
-            b.reserve(4 + value.len(), 1);
+            b.reserve(8 + value.len());
             b.push(format!("P{n}").as_bytes(), &value);
             b.push(b"N", n.to_string().as_bytes());
             b.finish_into(arena)
@@ -495,15 +426,11 @@ mod tests {
         for (n, p) in kept.iter().enumerate() {
             assert_eq!(p.len(), 2);
             assert_eq!(p.get_str("N"), Some(n.to_string().as_str()));
-            assert_eq!(p.pair(0).map(|(_, v)| v.len()), Some(n % 700));
-            assert_eq!(p.pair(2), None);
+            assert_eq!(p.iter().next().map(|(_, v)| v.len()), Some(n % 700));
+            assert_eq!(p.iter().nth(2), None);
             let value = p.get(format!("P{n}").as_bytes()).unwrap();
             assert_eq!(p.share(value).map(|b| b.len()), Some(n % 700));
         }
-        // The index after the values is not a value.
-        let p = &kept[1];
-        let whole = p.buf.as_ref();
-        assert_eq!(p.share(&whole[whole.len() - 4..]), None);
         drop(kept);
         let again = build(&mut arena, 3);
         assert_eq!(
@@ -520,7 +447,7 @@ mod tests {
         let mut b = ParamsBuilder::in_arena(&mut arena);
         let value = vec![b'x'; 60_000];
         for n in 0..20 {
-            b.reserve(value.len() + 8, 1);
+            b.reserve(value.len() + 8);
             b.push(format!("P{n:02}").as_bytes(), &value);
         }
         let p = b.finish_into(&mut arena);
@@ -535,9 +462,15 @@ mod tests {
     fn unfinished_pair_is_dropped() {
         let mut b = ParamsBuilder::new();
         b.push(b"A", b"1");
-        b.begin_pair();
-        b.extend_name(b"HALF");
-        assert_eq!(b.finish().len(), 1);
+        b.begin_pair(4, 1);
+        b.extend_pair(b"HALF");
+        let p = b.finish();
+        assert_eq!(p, Params::from_pairs([(&b"A"[..], &b"1"[..])]));
+        assert_eq!(
+            p.byte_len() + 2,
+            p.buf.len(),
+            "the half pair's bytes are not kept"
+        );
     }
 
     #[test]
@@ -573,5 +506,42 @@ mod tests {
         });
         assert_eq!(used, 0);
         assert!(b.finish().is_empty());
+    }
+
+    #[test]
+    fn a_pair_is_found_again_where_it_lies() {
+        let long = vec![b'v'; 300];
+        let p = Params::from_pairs([(&b"A"[..], &b"1"[..]), (b"B", &long), (b"C", b"3")]);
+        let found: Vec<_> = p.iter_at().collect();
+        assert_eq!(found.len(), 3);
+        for (at, name, value) in found {
+            assert_eq!(p.pair_at(at), Some((name, value)));
+        }
+        assert_eq!(p.pair_at(PairAt(p.buf.len())), None);
+        assert_eq!(p.pair_at(PairAt(usize::MAX)), None);
+    }
+
+    /// Bytes that are no pairs (a caller of `append_pairs` that misdescribed its block) end the
+    /// walk; nothing panics.
+    #[test]
+    fn a_walk_over_bytes_that_are_no_pairs_ends() {
+        for block in [
+            &[0x80, 0, 0][..],
+            &[0x80, 0, 0, 9, 1, b'x'],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+            &[5, 0, b'a'],
+            &[1],
+        ] {
+            let mut b = ParamsBuilder::new();
+            let mut once = true;
+            let used = b.append_pairs(block, |_, _, _| {
+                std::mem::take(&mut once).then_some((block.len(), 0, 0))
+            });
+            assert_eq!(used, block.len());
+            let p = b.finish();
+            assert_eq!(p.iter().count(), 0, "{block:?}");
+            assert_eq!(p.get(b"x"), None);
+            assert_eq!(p.iter_at().count(), 0);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! request (BEGIN, one PARAMS record padded to 8, empty PARAMS, empty STDIN) in one input
 //! slice, its params dropped before the next one arrives.
 //!
-//! The first request allocates the arena (its block, the pair list, and the shared header that
+//! The first request allocates the arena (its block and the shared header that
 //! `bytes::Bytes` allocates when a block is first split); later requests reuse the block once
 //! the params made from it are dropped.
 
@@ -94,18 +94,18 @@ fn receive_allocations(conn: &mut Connection, input: &[u8], out: &mut Vec<u8>) -
 }
 
 #[test]
-fn a_typical_request_allocates_only_the_params_buffer_and_index() {
+fn a_typical_request_allocates_only_the_params_buffer() {
     let input = nginx_request();
     let mut out = Vec::with_capacity(64);
     let mut conn = Connection::new(Limits::default());
     // First request on a connection: the request table (index and slot) and the arena (itself,
-    // made on first use when none is lent; its block, pair list, shared header).
+    // made on first use when none is lent; its block, shared header).
     let first = receive_allocations(&mut conn, &input, &mut out);
-    assert_eq!(first, 6);
+    assert_eq!(first, 5);
     assert!(conn.end_request(1, 0, &mut out));
     out.clear();
     for _ in 0..20 {
-        // The params bytes and pair index in the arena's block, reclaimed.
+        // The params in the arena's block, reclaimed.
         assert_eq!(receive_allocations(&mut conn, &input, &mut out), 0);
         assert!(conn.end_request(1, 0, &mut out));
         out.clear();

@@ -14,5 +14,5 @@ pub mod trusted;
 #[cfg(feature = "bench-internals")]
 pub use request::build_request;
 pub use response::{encode_head, encode_status_only};
-pub(crate) use trusted::LogParams;
+pub(crate) use trusted::NotedParams;
 pub use trusted::TrustedParams;

@@ -114,10 +114,10 @@ pub(crate) fn fill_request<B>(
     add_content_headers(&params, &known, &mut headers);
     // Filled in place: the one it replaces never allocated.
     *request.headers_mut() = headers;
-    let log = known.log;
+    let noted = known.noted;
     request
         .extensions_mut()
-        .insert(TrustedParams::with_log_params(params, role, log));
+        .insert(TrustedParams::with_noted_params(params, role, noted));
     Ok(())
 }
 
@@ -133,8 +133,8 @@ struct Known<'a> {
     protocol: Option<&'a [u8]>,
     content_type: Option<&'a [u8]>,
     content_length: Option<&'a [u8]>,
-    /// Where the access log's params are (it reads them without a search).
-    log: super::trusted::LogParams,
+    /// Where the params read for every request are (read later without a search).
+    noted: super::trusted::NotedParams,
 }
 
 impl<'a> Known<'a> {
@@ -142,7 +142,7 @@ impl<'a> Known<'a> {
     /// to `headers` on the way (in their order: one pass over the params for both).
     fn scan(&mut self, params: &'a Params, headers: &mut HeaderMap) {
         let mut name_buf = [0u8; 64];
-        for (at, (name, value)) in params.iter().enumerate() {
+        for (at, name, value) in params.iter_at() {
             let Some(key) = NameKey::of(name) else {
                 // Under 8 bytes: no name looked for, but maybe a header's (`HTTP_TE`).
                 add_header(headers, params, name, value, &mut name_buf);
@@ -151,8 +151,8 @@ impl<'a> Known<'a> {
             if key.is_header() {
                 add_header(headers, params, name, value, &mut name_buf);
                 match key {
-                    NameKey::HTTP_REFERER => self.log.referer = Some(at),
-                    NameKey::HTTP_USER_AGENT => self.log.user_agent = Some(at),
+                    NameKey::HTTP_REFERER => self.noted.referer = Some(at),
+                    NameKey::HTTP_USER_AGENT => self.noted.user_agent = Some(at),
                     _ => {}
                 }
                 continue;
@@ -168,7 +168,11 @@ impl<'a> Known<'a> {
                 NameKey::CONTENT_TYPE => &mut self.content_type,
                 NameKey::CONTENT_LENGTH => &mut self.content_length,
                 NameKey::REMOTE_ADDR => {
-                    self.log.remote = Some(at);
+                    self.noted.remote = Some(at);
+                    continue;
+                }
+                NameKey::REMOTE_PORT => {
+                    self.noted.remote_port = Some(at);
                     continue;
                 }
                 _ => continue,
@@ -199,6 +203,7 @@ impl NameKey {
     const CONTENT_TYPE: NameKey = NameKey::of_const(b"CONTENT_TYPE");
     const CONTENT_LENGTH: NameKey = NameKey::of_const(b"CONTENT_LENGTH");
     const REMOTE_ADDR: NameKey = NameKey::of_const(b"REMOTE_ADDR");
+    const REMOTE_PORT: NameKey = NameKey::of_const(b"REMOTE_PORT");
     const HTTP_REFERER: NameKey = NameKey::of_const(b"HTTP_REFERER");
     const HTTP_USER_AGENT: NameKey = NameKey::of_const(b"HTTP_USER_AGENT");
 

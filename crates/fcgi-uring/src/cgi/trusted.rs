@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use std::net::IpAddr;
 
-use fcgi_proto::{Params, Role};
+use fcgi_proto::{PairAt, Params, Role};
 
 /// The request's non-`HTTP_*` params (REMOTE_ADDR, HTTPS, SERVER_NAME, SSL_*...), set by the
 /// proxy itself, and its FastCGI [`Role`] (from BEGIN_REQUEST). A client header can never
@@ -21,20 +21,21 @@ use fcgi_proto::{Params, Role};
 pub struct TrustedParams {
     params: Params,
     role: Role,
-    /// Where the params the access log reads are, when the request builder noted them in its
-    /// pass over the params (`None`: made by [`TrustedParams::new`], looked up on demand).
-    log: Option<LogParams>,
+    /// Where the params read for every request are, when the request builder noted them in
+    /// its pass over the params (`None`: made by [`TrustedParams::new`], looked up on demand).
+    noted: Option<NotedParams>,
 }
 
-/// Where the request builder found the params the access log reads: each the index of the
-/// last pair of that name in [`Params::iter`] order. `referer` and `user_agent` are client
-/// headers (`HTTP_REFERER`, `HTTP_USER_AGENT`): only the access log reads them through this,
-/// never a [`TrustedParams`] accessor.
+/// Where the request builder found the params read for every request (by the access log, and
+/// by axum's `ConnectInfo`): each where the last pair of that name lies ([`Params::iter_at`]).
+/// `referer` and `user_agent` are client headers (`HTTP_REFERER`, `HTTP_USER_AGENT`): only the
+/// access log reads them through this, never a [`TrustedParams`] accessor.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct LogParams {
-    pub remote: Option<usize>,
-    pub referer: Option<usize>,
-    pub user_agent: Option<usize>,
+pub(crate) struct NotedParams {
+    pub remote: Option<PairAt>,
+    pub remote_port: Option<PairAt>,
+    pub referer: Option<PairAt>,
+    pub user_agent: Option<PairAt>,
 }
 
 /// Whether `name` is a client header param (`HTTP_*`, any case).
@@ -48,7 +49,7 @@ impl TrustedParams {
         TrustedParams {
             params,
             role: Role::Responder,
-            log: None,
+            noted: None,
         }
     }
 
@@ -57,12 +58,16 @@ impl TrustedParams {
         TrustedParams { role, ..self }
     }
 
-    /// With the positions of what the access log reads already found.
-    pub(crate) fn with_log_params(params: Params, role: Role, log: LogParams) -> TrustedParams {
+    /// With the positions of the params read for every request already found.
+    pub(crate) fn with_noted_params(
+        params: Params,
+        role: Role,
+        noted: NotedParams,
+    ) -> TrustedParams {
         TrustedParams {
             params,
             role,
-            log: Some(log),
+            noted: Some(noted),
         }
     }
 
@@ -74,30 +79,33 @@ impl TrustedParams {
 
     /// The params, and where the access log's are (for the access log only: a clone of the
     /// params is one reference count).
-    pub(crate) fn for_access_log(&self) -> (Params, LogParams) {
-        let log = self.log.unwrap_or_else(|| {
+    pub(crate) fn for_access_log(&self) -> (Params, NotedParams) {
+        let noted = self.noted.unwrap_or_else(|| {
             let last = |name: &[u8]| {
                 self.params
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (n, _))| *n == name)
+                    .iter_at()
+                    .filter(|(_, n, _)| *n == name)
                     .last()
-                    .map(|(i, _)| i)
+                    .map(|(at, _, _)| at)
             };
-            LogParams {
+            NotedParams {
                 remote: last(b"REMOTE_ADDR"),
+                remote_port: last(b"REMOTE_PORT"),
                 referer: last(b"HTTP_REFERER"),
                 user_agent: last(b"HTTP_USER_AGENT"),
             }
         });
-        (self.params.clone(), log)
+        (self.params.clone(), noted)
     }
 
-    /// REMOTE_ADDR's bytes as the proxy sent them.
-    fn remote_addr_bytes(&self) -> Option<&[u8]> {
-        match self.log {
-            None => self.params.get(b"REMOTE_ADDR"),
-            Some(log) => log.remote.and_then(|i| self.params.pair(i)).map(|(_, v)| v),
+    /// The value of a param read for every request (`name`, where `noted` finds it when the
+    /// request builder noted it), as the proxy sent it.
+    fn noted_value(&self, name: &[u8], noted: fn(&NotedParams) -> Option<PairAt>) -> Option<&[u8]> {
+        match &self.noted {
+            None => self.params.get(name),
+            Some(found) => noted(found)
+                .and_then(|at| self.params.pair_at(at))
+                .map(|(_, v)| v),
         }
     }
 
@@ -134,14 +142,16 @@ impl TrustedParams {
     /// REMOTE_ADDR: the client's address as the proxy saw it (`None` when absent or not an IP,
     /// e.g. nginx's `unix:` for a UNIX-socket client).
     pub fn remote_addr(&self) -> Option<IpAddr> {
-        self.remote_addr_bytes()
+        self.noted_value(b"REMOTE_ADDR", |n| n.remote)
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(parse_ip)
     }
 
     /// REMOTE_PORT.
     pub fn remote_port(&self) -> Option<u16> {
-        self.parsed("REMOTE_PORT")
+        self.noted_value(b"REMOTE_PORT", |n| n.remote_port)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// Whether the client reached the proxy over TLS: HTTPS is `on` or `1` (any case), or

@@ -12,9 +12,10 @@
 //! breakdown, and once while still running past the threshold.
 
 use super::requests::ReqEntry;
-use crate::cgi::LogParams;
+use crate::cgi::NotedParams;
 use crate::config::AccessLogFormat;
 use crate::stats::Counter;
+use fcgi_proto::PairAt;
 use std::io::Write as _;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -198,7 +199,7 @@ pub(crate) struct ReqInfo {
 #[derive(Debug)]
 pub(crate) struct AccessFields {
     version: http::Version,
-    params: Option<(fcgi_proto::Params, LogParams)>,
+    params: Option<(fcgi_proto::Params, NotedParams)>,
 }
 
 impl AccessFields {
@@ -229,9 +230,9 @@ impl AccessFields {
         quoted.get(1..quoted.len() - 2).unwrap_or(quoted)
     }
 
-    fn value(&self, at: fn(&LogParams) -> Option<usize>) -> Option<&[u8]> {
+    fn value(&self, at: fn(&NotedParams) -> Option<PairAt>) -> Option<&[u8]> {
         let (params, log) = self.params.as_ref()?;
-        params.pair(at(log)?).map(|(_, v)| v)
+        params.pair_at(at(log)?).map(|(_, v)| v)
     }
 
     fn remote(&self) -> Option<&[u8]> {

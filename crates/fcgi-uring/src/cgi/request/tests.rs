@@ -1,6 +1,7 @@
 //! Params as each real front end sends them (as observed from nginx, Apache, HAProxy, Caddy and lighttpd), and the edge policies.
 
 use super::*;
+use fcgi_proto::PairAt;
 
 fn params(pairs: &[(&str, &str)]) -> Params {
     Params::from_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
@@ -608,12 +609,15 @@ mod reference {
     }
 }
 
-/// The builder notes where the access log's params are; what it notes is what a search finds
-/// (the last of duplicates), and a client header never becomes a trusted param by it.
+/// The builder notes where the params read for every request are (the access log's, the
+/// client's port); what it notes is what a search finds (the last of duplicates), and a client
+/// header never becomes a trusted param by it.
 #[test]
-fn the_access_log_params_found_while_building_match_a_search() {
+fn the_params_noted_while_building_match_a_search() {
     let pairs = [
         ("REMOTE_ADDR", "10.0.0.1"),
+        ("REMOTE_PORT", "1"),
+        ("HTTP_REMOTE_PORT", "3"),
         ("REQUEST_METHOD", "GET"),
         ("REQUEST_URI", "/x"),
         ("HTTP_USER_AGENT", "first"),
@@ -621,13 +625,16 @@ fn the_access_log_params_found_while_building_match_a_search() {
         ("REMOTE_ADDR", "10.0.0.2"),
         ("HTTP_CONNECTION", "keep-alive"),
         ("HTTP_USER_AGENT", "second"),
+        ("REMOTE_PORT", "2"),
     ];
     let req = build(&pairs).unwrap();
     let (built_params, built) = trusted(&req).for_access_log();
     let (searched_params, searched) = TrustedParams::new(params(&pairs)).for_access_log();
-    let value = |p: &Params, at: Option<usize>| at.and_then(|i| p.pair(i)).map(|(_, v)| v.to_vec());
+    let value =
+        |p: &Params, at: Option<PairAt>| at.and_then(|at| p.pair_at(at)).map(|(_, v)| v.to_vec());
     for (b, s, want) in [
         (built.remote, searched.remote, &b"10.0.0.2"[..]),
+        (built.remote_port, searched.remote_port, b"2"),
         (built.referer, searched.referer, b"https://example.com/"),
         (built.user_agent, searched.user_agent, b"second"),
     ] {
@@ -638,12 +645,13 @@ fn the_access_log_params_found_while_building_match_a_search() {
         trusted(&req).remote_addr(),
         Some("10.0.0.2".parse().unwrap())
     );
+    assert_eq!(trusted(&req).remote_port(), Some(2));
     assert_eq!(trusted(&req).get("HTTP_USER_AGENT"), None);
     let none = build(&[("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/")]).unwrap();
     let (_, log) = trusted(&none).for_access_log();
     assert_eq!(
-        (log.remote, log.referer, log.user_agent),
-        (None, None, None)
+        (log.remote, log.remote_port, log.referer, log.user_agent),
+        (None, None, None, None)
     );
 }
 
