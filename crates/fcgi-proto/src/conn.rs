@@ -57,14 +57,14 @@ pub struct Limits {
     /// forwards up to 1 MiB + 4 KiB of request line and headers (Go's `MaxHeaderBytes`), which
     /// its params (`HTTP_` prefixes, the URI repeated in several params) turn into at most
     /// about 1.7 MB; Apache's 100 fields of 8190 bytes give about 0.85 MB. One request's
-    /// params take at most `2 * max_params_bytes + 40 * max_params_pairs` bytes of heap while
-    /// they arrive (14.7 MB with the defaults; tests/default_limits.rs).
+    /// params take at most `3 * (max_params_bytes + 8 * max_params_pairs)` bytes of heap while
+    /// they arrive (12.6 MB with the defaults, 6.3 MB at most in fact; tests/default_limits.rs).
     pub max_params_bytes: usize,
     /// Params pairs per request. Default 262,144: Caddy forwards up to about 169,000 distinct
     /// 1- to 4-byte header names within its 1 MiB; nginx up to about 8,000 (as many as its one
-    /// 64 KiB PARAMS record holds; 1,000 headers where `max_headers` exists). Bounds the pair
-    /// index (12 bytes a pair), which the byte limit alone does not: an empty pair costs no
-    /// name or value byte.
+    /// 64 KiB PARAMS record holds; 1,000 headers where `max_headers` exists). Bounds the length
+    /// prefixes stored (up to 8 bytes a pair), which the byte limit alone does not: an empty
+    /// pair costs no name or value byte.
     pub max_params_pairs: usize,
     /// Longest params name. Default 64 KiB: a stock proxy never sends a pair that does not fit
     /// one record (nginx and lighttpd send all params in one record, Caddy cuts values to fit

@@ -192,10 +192,7 @@ impl NvDecoder {
             && len <= limits.max_value_len;
         // Two loops, so that the common one has no limit check in it at all.
         let used = if unchecked {
-            params.append_pairs(input, |rest, _, _| {
-                let pair = WholePair::read(rest)?;
-                Some((pair.prefix_len, widen(pair.name_len), widen(pair.value_len)))
-            })
+            params.append_whole_pairs(input)
         } else {
             params.append_pairs(input, |rest, pairs, bytes| {
                 let pair = WholePair::read(rest)?;

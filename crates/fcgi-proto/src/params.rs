@@ -147,6 +147,46 @@ impl ParamsBuilder {
         self.complete_content = self.content_len;
     }
 
+    /// Appends every pair that lies whole at the front of `block` verbatim (length prefixes
+    /// included), with no limit checked: for a caller that knows no pair in `block` can break
+    /// one. Returns how many bytes of `block` were appended.
+    pub fn append_whole_pairs(&mut self, block: &[u8]) -> usize {
+        let mut rest = block;
+        let (mut pairs, mut content_len) = (0, 0);
+        loop {
+            // Most pairs have two one-byte prefixes (names and values under 128 bytes).
+            let (data_len, data) = match rest {
+                [name_len @ 0..=0x7F, value_len @ 0..=0x7F, data @ ..] => {
+                    (usize::from(*name_len) + usize::from(*value_len), data)
+                }
+                _ => match read_len(rest).and_then(|(n, r)| Some((n, read_len(r)?))) {
+                    Some((name_len, (value_len, data))) => {
+                        (widen(name_len).saturating_add(widen(value_len)), data)
+                    }
+                    None => break,
+                },
+            };
+            let Some(after) = data.get(data_len..) else {
+                break;
+            };
+            pairs += 1;
+            content_len += data_len;
+            rest = after;
+        }
+        let used = block.len() - rest.len();
+        if let Some(bytes) = block.get(..used)
+            && used > 0
+        {
+            self.buf.truncate(self.complete_end);
+            self.buf.extend_from_slice(bytes);
+            self.count += pairs;
+            self.content_len += content_len;
+            self.complete_end = self.buf.len();
+            self.complete_content = self.content_len;
+        }
+        used
+    }
+
     /// Appends the pairs that `next_pair` finds at the front of `block` verbatim (length
     /// prefixes included): one copy for many pairs. Returns how many bytes of `block` were
     /// appended.
@@ -495,6 +535,38 @@ mod tests {
             p,
             Params::from_pairs([(&b"A"[..], &b"1"[..]), (b"B", b"2"), (b"CD", b"")])
         );
+    }
+
+    /// Whole pairs of either prefix form are taken; a pair cut by the end of the block, or a
+    /// prefix cut there, is left for the caller.
+    #[test]
+    fn append_whole_pairs_stops_at_the_first_pair_cut() {
+        let long = vec![b'v'; 200];
+        let mut block = Vec::new();
+        crate::nv::encode_pair(&mut block, b"A", b"1");
+        crate::nv::encode_pair(&mut block, b"B", &long);
+        block.extend_from_slice(&[0x80, 0, 0, 1, 0, b'C']);
+        let whole = block.len();
+        for cut in [&[][..], &[3, 1, b'D'], &[0x80, 0], &[1]] {
+            let mut input = block.clone();
+            input.extend_from_slice(cut);
+            let mut b = ParamsBuilder::new();
+            b.push(b"Z", b"0");
+            assert_eq!(b.append_whole_pairs(&input), whole, "{cut:?}");
+            assert_eq!(b.pair_count(), 4);
+            assert_eq!(b.byte_len(), 2 + 2 + 201 + 1);
+            let p = b.finish();
+            assert_eq!(
+                p,
+                Params::from_pairs([
+                    (&b"Z"[..], &b"0"[..]),
+                    (b"A", b"1"),
+                    (b"B", &long),
+                    (b"C", b""),
+                ])
+            );
+        }
+        assert_eq!(ParamsBuilder::new().append_whole_pairs(&[2, 0, b'x']), 0);
     }
 
     #[test]

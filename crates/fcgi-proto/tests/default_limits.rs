@@ -7,7 +7,7 @@
 //! - GET_VALUES answers FCGI_MAX_REQS = `max_requests_per_conn`, and exactly that many requests
 //!   are accepted at once on a connection (HAProxy with `option get-values` keeps to it).
 //! - A hostile params stream shaped to cost the most memory per counted byte stays below
-//!   `2 * max_params_bytes + 40 * max_params_pairs` bytes of heap.
+//!   `3 * (max_params_bytes + 8 * max_params_pairs)` bytes of heap.
 
 use fcgi_proto::nv::encode_pair;
 use fcgi_proto::record::{
@@ -269,9 +269,9 @@ fn peak_heap_of(input: &[u8]) -> usize {
 #[test]
 fn one_request_at_the_limits_stays_within_the_stated_worst_case() {
     let limits = Limits::default();
-    let bound = 2 * limits.max_params_bytes + 40 * limits.max_params_pairs;
-    // Empty pairs with four-byte length prefixes: 8 stored bytes and a 12-byte index entry
-    // each for no counted byte; then values filling the byte limit.
+    let bound = 3 * (limits.max_params_bytes + 8 * limits.max_params_pairs);
+    // Empty pairs with four-byte length prefixes: 8 stored bytes each for no counted byte;
+    // then values filling the byte limit.
     let mut pairs = Vec::new();
     let empty_wide = [0x80, 0, 0, 0, 0x80, 0, 0, 0];
     for _ in 0..limits.max_params_pairs - 40 {
