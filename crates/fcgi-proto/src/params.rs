@@ -284,14 +284,14 @@ pub struct PairAt(usize);
 pub struct Pairs<'a> {
     /// What follows the pairs read so far.
     rest: &'a [u8],
-    /// Where `rest` starts in the buffer.
-    at: usize,
+    /// The length of the whole buffer (`rest` is its end).
+    len: usize,
 }
 
 impl<'a> Pairs<'a> {
     /// Where the pair the next call to `next` returns lies.
     pub fn at(&self) -> PairAt {
-        PairAt(self.at)
+        PairAt(self.len - self.rest.len())
     }
 }
 
@@ -300,7 +300,6 @@ impl<'a> Iterator for Pairs<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let before = self.rest.len();
         // Most pairs have two one-byte prefixes (names and values under 128 bytes).
         let (name_len, value_len, rest) = match self.rest {
             [name_len @ 0..=0x7F, value_len @ 0..=0x7F, rest @ ..] => {
@@ -315,7 +314,6 @@ impl<'a> Iterator for Pairs<'a> {
         let (name, rest) = rest.split_at_checked(name_len)?;
         let (value, rest) = rest.split_at_checked(value_len)?;
         self.rest = rest;
-        self.at += before - rest.len();
         Some((name, value))
     }
 }
@@ -348,7 +346,7 @@ impl Params {
     pub fn iter(&self) -> Pairs<'_> {
         Pairs {
             rest: &self.buf,
-            at: 0,
+            len: self.buf.len(),
         }
     }
 
@@ -365,7 +363,7 @@ impl Params {
     pub fn pair_at(&self, at: PairAt) -> Option<(&[u8], &[u8])> {
         Pairs {
             rest: self.buf.get(at.0..)?,
-            at: at.0,
+            len: self.buf.len(),
         }
         .next()
     }
