@@ -154,12 +154,9 @@ impl ParamsBuilder {
         let mut rest = block;
         let (mut pairs, mut content_len) = (0, 0);
         loop {
-            // Most pairs have two one-byte prefixes (names and values under 128 bytes).
-            let (data_len, data) = match rest {
-                [name_len @ 0..=0x7F, value_len @ 0..=0x7F, data @ ..] => {
-                    (usize::from(*name_len) + usize::from(*value_len), data)
-                }
-                _ => match read_len(rest).and_then(|(n, r)| Some((n, read_len(r)?))) {
+            let (data_len, data) = match short_prefixes(rest) {
+                Some((name_len, value_len, data)) => (name_len + value_len, data),
+                None => match read_len(rest).and_then(|(n, r)| Some((n, read_len(r)?))) {
                     Some((name_len, (value_len, data))) => {
                         (widen(name_len).saturating_add(widen(value_len)), data)
                     }
@@ -279,6 +276,18 @@ impl Eq for Params {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PairAt(usize);
 
+/// The two one-byte length prefixes most pairs have (names and values under 128 bytes) at the
+/// front of `rest`: the lengths and what follows them; `None` for any other front.
+#[inline(always)]
+fn short_prefixes(rest: &[u8]) -> Option<(usize, usize, &[u8])> {
+    let (&[name_len, value_len], data) = rest.split_first_chunk::<2>()?;
+    ((name_len | value_len) & 0x80 == 0).then_some((
+        usize::from(name_len),
+        usize::from(value_len),
+        data,
+    ))
+}
+
 /// The pairs of a [`Params`] in arrival order, read from its buffer.
 #[derive(Debug, Clone)]
 pub struct Pairs<'a> {
@@ -300,12 +309,9 @@ impl<'a> Iterator for Pairs<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        // Most pairs have two one-byte prefixes (names and values under 128 bytes).
-        let (name_len, value_len, rest) = match self.rest {
-            [name_len @ 0..=0x7F, value_len @ 0..=0x7F, rest @ ..] => {
-                (usize::from(*name_len), usize::from(*value_len), rest)
-            }
-            _ => {
+        let (name_len, value_len, rest) = match short_prefixes(self.rest) {
+            Some(short) => short,
+            None => {
                 let (name_len, rest) = read_len(self.rest)?;
                 let (value_len, rest) = read_len(rest)?;
                 (widen(name_len), widen(value_len), rest)
