@@ -315,28 +315,35 @@ struct WholePair {
 impl WholePair {
     /// Reads the pair at the front of `input` if it is whole there.
     fn read(input: &[u8]) -> Option<WholePair> {
-        // Most pairs have two one-byte prefixes (names and values under 128 bytes).
-        if let [name_len @ 0..=0x7F, value_len @ 0..=0x7F, rest @ ..] = input {
-            let data_len = usize::from(*name_len) + usize::from(*value_len);
-            return (data_len <= rest.len()).then_some(WholePair {
-                prefix_len: 2,
-                name_len: u32::from(*name_len),
-                value_len: u32::from(*value_len),
-            });
-        }
-        let (name_len, rest) = read_len(input)?;
-        let (value_len, rest) = read_len(rest)?;
-        let data_len = widen(name_len).saturating_add(widen(value_len));
+        let (name_len, value_len, rest) = read_prefixes(input)?;
+        let data_len = name_len.saturating_add(value_len);
         (data_len <= rest.len()).then_some(WholePair {
             prefix_len: input.len() - rest.len(),
-            name_len,
-            value_len,
+            // Lengths read from a prefix: below 2^31.
+            name_len: u32::try_from(name_len).ok()?,
+            value_len: u32::try_from(value_len).ok()?,
         })
     }
 }
 
+/// Reads the two length prefixes of the pair at the front of `input` (spec 3.4), if both are
+/// whole there: the name's and the value's lengths, and what follows the prefixes. Each
+/// length is below 2^31, so their sum does not overflow.
+#[inline(always)]
+pub(crate) fn read_prefixes(input: &[u8]) -> Option<(usize, usize, &[u8])> {
+    // Most pairs have two one-byte prefixes (names and values under 128 bytes): one test.
+    if let Some((&[name_len, value_len], rest)) = input.split_first_chunk::<2>()
+        && (name_len | value_len) & 0x80 == 0
+    {
+        return Some((usize::from(name_len), usize::from(value_len), rest));
+    }
+    let (name_len, rest) = read_len(input)?;
+    let (value_len, rest) = read_len(rest)?;
+    Some((widen(name_len), widen(value_len), rest))
+}
+
 /// Reads a whole length prefix (spec 3.4) from the front of `input`, if there.
-pub(crate) fn read_len(input: &[u8]) -> Option<(u32, &[u8])> {
+fn read_len(input: &[u8]) -> Option<(u32, &[u8])> {
     let (&first, rest) = input.split_first()?;
     if first & 0x80 == 0 {
         return Some((u32::from(first), rest));

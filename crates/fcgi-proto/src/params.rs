@@ -12,7 +12,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::nv::{encode_len, read_len, widen};
+use crate::nv::{encode_len, read_prefixes};
 
 /// Accumulates pairs while a PARAMS stream is decoded. Bounded by its caller (the decoder checks
 /// limits before appending).
@@ -153,16 +153,8 @@ impl ParamsBuilder {
     pub fn append_whole_pairs(&mut self, block: &[u8]) -> usize {
         let mut rest = block;
         let (mut pairs, mut content_len) = (0, 0);
-        loop {
-            let (data_len, data) = match short_prefixes(rest) {
-                Some((name_len, value_len, data)) => (name_len + value_len, data),
-                None => match read_len(rest).and_then(|(n, r)| Some((n, read_len(r)?))) {
-                    Some((name_len, (value_len, data))) => {
-                        (widen(name_len).saturating_add(widen(value_len)), data)
-                    }
-                    None => break,
-                },
-            };
+        while let Some((name_len, value_len, data)) = read_prefixes(rest) {
+            let data_len = name_len + value_len;
             let Some(after) = data.get(data_len..) else {
                 break;
             };
@@ -171,17 +163,12 @@ impl ParamsBuilder {
             rest = after;
         }
         let used = block.len() - rest.len();
-        if let Some(bytes) = block.get(..used)
-            && used > 0
-        {
-            self.buf.truncate(self.complete_end);
-            self.buf.extend_from_slice(bytes);
-            self.count += pairs;
-            self.content_len += content_len;
-            self.complete_end = self.buf.len();
-            self.complete_content = self.content_len;
-        }
-        used
+        self.append_walked(
+            block,
+            used,
+            self.count + pairs,
+            self.content_len + content_len,
+        )
     }
 
     /// Appends the pairs that `next_pair` finds at the front of `block` verbatim (length
@@ -210,17 +197,28 @@ impl ParamsBuilder {
             rest = after;
         }
         let used = block.len() - rest.len();
-        let Some(bytes) = block.get(..used) else {
+        self.append_walked(block, used, pairs, content_len)
+    }
+
+    /// Appends the first `used` bytes of `block`, whole pairs found by a walk, which leave
+    /// the builder with `count` pairs and `content_len` name and value bytes. Returns the
+    /// bytes appended.
+    fn append_walked(
+        &mut self,
+        block: &[u8],
+        used: usize,
+        count: usize,
+        content_len: usize,
+    ) -> usize {
+        let Some(bytes) = block.get(..used).filter(|b| !b.is_empty()) else {
             return 0;
         };
-        if used > 0 {
-            self.buf.truncate(self.complete_end);
-            self.buf.extend_from_slice(bytes);
-            self.count = pairs;
-            self.content_len = content_len;
-            self.complete_end = self.buf.len();
-            self.complete_content = content_len;
-        }
+        self.buf.truncate(self.complete_end);
+        self.buf.extend_from_slice(bytes);
+        self.count = count;
+        self.content_len = content_len;
+        self.complete_end = self.buf.len();
+        self.complete_content = content_len;
         used
     }
 
@@ -276,18 +274,6 @@ impl Eq for Params {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PairAt(usize);
 
-/// The two one-byte length prefixes most pairs have (names and values under 128 bytes) at the
-/// front of `rest`: the lengths and what follows them; `None` for any other front.
-#[inline(always)]
-fn short_prefixes(rest: &[u8]) -> Option<(usize, usize, &[u8])> {
-    let (&[name_len, value_len], data) = rest.split_first_chunk::<2>()?;
-    ((name_len | value_len) & 0x80 == 0).then_some((
-        usize::from(name_len),
-        usize::from(value_len),
-        data,
-    ))
-}
-
 /// The pairs of a [`Params`] in arrival order, read from its buffer.
 #[derive(Debug, Clone)]
 pub struct Pairs<'a> {
@@ -309,14 +295,7 @@ impl<'a> Iterator for Pairs<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let (name_len, value_len, rest) = match short_prefixes(self.rest) {
-            Some(short) => short,
-            None => {
-                let (name_len, rest) = read_len(self.rest)?;
-                let (value_len, rest) = read_len(rest)?;
-                (widen(name_len), widen(value_len), rest)
-            }
-        };
+        let (name_len, value_len, rest) = read_prefixes(self.rest)?;
         let (name, rest) = rest.split_at_checked(name_len)?;
         let (value, rest) = rest.split_at_checked(value_len)?;
         self.rest = rest;
