@@ -86,9 +86,9 @@ fn a_lone_fcgi_uring_binary_tunes_itself() {
         String::from_utf8_lossy(&run.stderr),
     );
     assert!(run.status.success(), "tune failed:\n{stderr}\n{stdout}");
-    assert!(stdout.contains("completions_per_turn=128"), "{stdout}");
+    assert!(stdout.contains("completions_per_turn=4096"), "{stdout}");
 
-    // Every trial ran (D, 8, 128, D at least), without an error, against this very binary.
+    // Every trial ran (D, 32, 4096, D at least), without an error, against this very binary.
     let json = fs::read_to_string(out.join("results.json")).unwrap();
     let trials = json.matches("\"step\": ").count();
     assert!(trials >= 4, "{trials} trials:\n{stderr}");

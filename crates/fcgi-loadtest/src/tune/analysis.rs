@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(
             r.keys(),
             [
-                ("ring.completions_per_turn".to_owned(), Value::Int(32)),
+                ("ring.completions_per_turn".to_owned(), Value::Int(1024)),
                 ("ring.sqpoll".to_owned(), Value::Bool(true)),
                 ("ring.defer_taskrun".to_owned(), Value::Bool(false)),
                 ("ring.coop_taskrun".to_owned(), Value::Bool(false)),

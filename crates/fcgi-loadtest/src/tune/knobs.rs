@@ -146,8 +146,8 @@ pub const KNOBS: &[Knob] = &[
     Knob {
         section: "ring",
         key: "completions_per_turn",
-        values: &ints([8, 32, 128, 512]),
-        quick: &ints([8, 128]),
+        values: &ints([32, 128, 1024, 4096]),
+        quick: &ints([32, 4096]),
         description: "completions handled before the answers are submitted",
     },
     Knob {
@@ -558,7 +558,7 @@ mod tests {
         let d = parse_defaults(&printed).unwrap();
         assert_eq!(d["ring.sq_entries"], Value::Int(1024));
         assert_eq!(d["ring.defer_taskrun"], Value::Bool(false));
-        assert_eq!(d["ring.completions_per_turn"], Value::Int(32));
+        assert_eq!(d["ring.completions_per_turn"], Value::Int(1024));
         assert_eq!(d["server.workers"], Value::Int(0));
         assert_eq!(d[IO], Value::Str("auto"));
         assert!(

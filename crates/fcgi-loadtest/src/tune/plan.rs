@@ -189,7 +189,7 @@ case "$*" in
       echo "fcgi-uring: $3:5: ring.defer_taskrun: not on this kernel" >&2; exit 1
     fi
     cat "$3" ;;
-  *) printf '[server]\nworkers = 0\n[ring]\ndefer_taskrun = true\ncompletions_per_turn = 32\n' ;;
+  *) printf '[server]\nworkers = 0\n[ring]\ndefer_taskrun = true\ncompletions_per_turn = 1024\n' ;;
 esac
 "#;
 
@@ -215,9 +215,9 @@ esac
         let _ = fs::remove_dir_all(&dir);
         assert_eq!(plans.len(), 1, "{plans:?}");
         assert_eq!(plans[0].name, "ring.completions_per_turn");
-        assert_eq!(plans[0].default, Value::Int(32));
+        assert_eq!(plans[0].default, Value::Int(1024));
         let values: Vec<Value> = plans[0].candidates.iter().map(|c| c.value).collect();
-        assert_eq!(values, [Value::Int(8), Value::Int(128)]);
+        assert_eq!(values, [Value::Int(32), Value::Int(4096)]);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
             notes[0].starts_with(

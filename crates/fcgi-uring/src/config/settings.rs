@@ -348,9 +348,9 @@ settings! {
         flag: "completions-per-turn",
         field: completions_per_turn,
         ty: usize,
-        default: 32,
+        default: 1024,
         accepts: ints(1, 65536),
-        doc: "Completions handled per loop turn before the answers are submitted: smaller answers sooner, larger batches more per system call.",
+        doc: "Completions handled per loop turn before the answers are submitted (the epoll backend takes up to 1024 readiness events a turn): smaller answers sooner, larger batches more per system call.",
     },
     sqpoll {
         key: "ring.sqpoll",
