@@ -4,7 +4,7 @@ load: by default one connection with one request at a time (the wake path), or -
 --depth D (e.g. 1 x 16 or 16 x 16 multiplexed).
 
 Usage: bench/against-floor.py [--rounds 5] [--duration 4] [--conns 1] [--depth 1] [--base PATH]
-                              [--only NAMES]
+                              [--only NAMES] [--variant NAME=CASE:ARGS ...]
 
 Cases (each a server started pinned to CPU 0 on 127.0.0.1:9370; fcgi-loadtest pinned to CPU 1,
 GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured window):
@@ -19,6 +19,8 @@ GET /hello, 1 s warmup, --server-pid for the server's CPU over the measured wind
                 demo's /hello steps through tower::Service, the CGI head encoded): what a server
                 whose protocol side cost nothing would spend, so whether a target is in reach
   base-uring, base-epoll   --base PATH: another fcgi-uring binary (an older build), both backends
+  --variant NAME=CASE:ARGS   one case more: CASE's command with ARGS appended, e.g.
+                'uring-c32=uring:--completions-per-turn 32' (repeatable)
 Cases are interleaved over rounds (each once per round); the table gives medians and each case's
 ratios to floor-epoll's medians of the same run (CPU, p99; floor's with --depth over 1, as the
 epoll floor does not multiplex) and to floor's (rate), with how busy the client's core was
@@ -35,7 +37,7 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import TARGET, fractional_latencies, serve_and_load
+from benchlib import TARGET, fractional_latencies, parse_variant, serve_and_load
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ADDR = "127.0.0.1:9370"
@@ -79,6 +81,8 @@ def main():
     p.add_argument("--depth", type=int, default=1)
     p.add_argument("--base", help="another fcgi-uring binary (an older build) to compare")
     p.add_argument("--only", help="comma-separated case names")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=CASE:ARGS",
+                   help="one case more: CASE's command with ARGS appended (repeatable)")
     args = p.parse_args()
     # Always from the tree as it is: a stale target/release measures other code.
     subprocess.run(
@@ -88,6 +92,15 @@ def main():
     )
     all_cases = cases(args.base)
     names = args.only.split(",") if args.only else list(all_cases)
+    unknown = [n for n in names if n not in all_cases]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}: {', '.join(all_cases)}")
+    for spec in args.variant:
+        name, case, extra = parse_variant(spec, all_cases)
+        if name in all_cases:
+            raise SystemExit(f"--variant {spec!r}: the case {name} exists already")
+        all_cases[name] = all_cases[case] + extra
+        names.append(name)
     # The epoll floor does not multiplex: with requests in flight the io_uring floor is the bound.
     ref = "floor-epoll" if args.depth == 1 else "floor"
     if args.depth > 1 and "floor-epoll" in names:

@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import fractional_latencies, stop, wait_listening, wait_port_free
+from benchlib import fractional_latencies, parse_variant, stop, wait_listening, wait_port_free
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -82,13 +82,9 @@ def cases(base=None):
 
 def variant(spec, known):
     """A `--variant NAME=CASE:ARGS`: (NAME, CASE's backend with ARGS appended, its location)."""
-    name, eq, rest = spec.partition("=")
-    case, _, args = rest.partition(":")
-    if not eq or not name or case not in known:
-        raise SystemExit(f"--variant {spec!r}: expected NAME=CASE:ARGS with CASE one of "
-                         f"{', '.join(known)}")
+    name, case, args = parse_variant(spec, known)
     backend, location = known[case]
-    return name, (backend + args.split(), location)
+    return name, (backend + args, location)
 
 
 def nginx_conf(work, location):

@@ -94,3 +94,14 @@ def serve_and_load(cmd, addr, load_args, log_path):
     finally:
         stop(server)
         log.close()
+
+
+def parse_variant(spec, known):
+    """A `--variant NAME=CASE:ARGS`: (NAME, CASE, ARGS split on whitespace), CASE one of
+    `known`; exits naming them otherwise."""
+    name, eq, rest = spec.partition("=")
+    case, _, args = rest.partition(":")
+    if not eq or not name or case not in known:
+        raise SystemExit(f"--variant {spec!r}: expected NAME=CASE:ARGS with CASE one of "
+                         f"{', '.join(known)}")
+    return name, case, args.split()
