@@ -115,8 +115,8 @@ fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
     assert!(stdout.starts_with(&table), "the printed table is table.txt");
     for setting in [
         "default",
-        "completions_per_turn=8",
-        "completions_per_turn=128",
+        "completions_per_turn=32",
+        "completions_per_turn=4096",
     ] {
         let row = table
             .lines()
@@ -124,11 +124,11 @@ fn a_tiny_sweep_writes_a_recommendation_the_server_accepts() {
         let row = row.unwrap_or_else(|| panic!("no row for {setting}:\n{table}"));
         assert!(row.contains(" x"), "no ratio to the default: {row}");
     }
-    assert!(table.contains("ring.completions_per_turn (default 32) -> "));
+    assert!(table.contains("ring.completions_per_turn (default 1024) -> "));
     // Progress lines: step k/n for every trial.
     assert!(stderr.contains("[  1/"), "{stderr}");
 
-    // results.json: every trial ran (D, 8, 128, D, and D B D if a value won), no errors.
+    // results.json: every trial ran (D, 32, 4096, D, and D B D if a value won), no errors.
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     let trials = json["trials"].as_array().unwrap();
@@ -231,11 +231,11 @@ fn a_server_that_does_not_start_is_reported_with_its_stderr() {
     use std::os::unix::fs::PermissionsExt as _;
     let real = server_binary();
     let dir = tempfile_dir("tune-test-broken");
-    // The real server, except that it fails to start with completions_per_turn = 8 (probes
+    // The real server, except that it fails to start with completions_per_turn = 32 (probes
     // with --print-config still pass, as a setting the kernel refuses would).
     let script = format!(
         "#!/bin/sh\n\
-         if [ \"$1\" = serve ] && [ \"$4\" != --print-config ] && grep -q 'completions_per_turn = 8' \"$3\"; then\n\
+         if [ \"$1\" = serve ] && [ \"$4\" != --print-config ] && grep -q 'completions_per_turn = 32$' \"$3\"; then\n\
          echo 'fcgi-uring: io_uring_setup: Cannot allocate memory (test)' >&2; exit 1\n\
          fi\n\
          exec '{}' \"$@\"\n",
@@ -248,19 +248,19 @@ fn a_server_that_does_not_start_is_reported_with_its_stderr() {
     let (ok, stdout, stderr) = run_bounded(cmd);
     assert!(ok, "the sweep goes on past a failed trial:\n{stderr}");
     assert!(
-        stderr.contains("completions_per_turn=8: FAILED: server did not start")
+        stderr.contains("completions_per_turn=32: FAILED: server did not start")
             && stderr.contains("Cannot allocate memory (test)"),
         "{stderr}"
     );
     let row = stdout
         .lines()
-        .find(|l| l.contains(" completions_per_turn=8 "))
+        .find(|l| l.contains(" completions_per_turn=32 "))
         .unwrap();
     assert!(row.contains("failed"), "{row}");
     assert!(
         stdout.contains("notes:") && stdout.contains("Cannot allocate memory (test)"),
         "{stdout}"
     );
-    assert!(!stdout.contains("-> 8 CHANGED"), "{stdout}");
+    assert!(!stdout.contains("-> 32 CHANGED"), "{stdout}");
     let _ = std::fs::remove_dir_all(&dir);
 }
