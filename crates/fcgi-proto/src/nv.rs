@@ -328,7 +328,8 @@ impl WholePair {
 
 /// Reads the two length prefixes of the pair at the front of `input` (spec 3.4), if both are
 /// whole there: the name's and the value's lengths, and what follows the prefixes. Each
-/// length is below 2^31, so their sum does not overflow.
+/// length is below 2^31; callers that add the two do so with `saturating_add`, so the sum
+/// cannot wrap on a 32-bit `usize` either.
 #[inline(always)]
 pub(crate) fn read_prefixes(input: &[u8]) -> Option<(usize, usize, &[u8])> {
     // Most pairs have two one-byte prefixes (names and values under 128 bytes): one test.

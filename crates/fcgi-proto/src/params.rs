@@ -154,7 +154,7 @@ impl ParamsBuilder {
         let mut rest = block;
         let (mut pairs, mut content_len) = (0, 0);
         while let Some((name_len, value_len, data)) = read_prefixes(rest) {
-            let data_len = name_len + value_len;
+            let data_len = name_len.saturating_add(value_len);
             let Some(after) = data.get(data_len..) else {
                 break;
             };

@@ -336,27 +336,39 @@ fn the_binary_serves_hello_with_a_config_file() {
         ),
     )
     .unwrap();
-    let _child = Child(
+    // The server's log goes to a file, shown when the test fails.
+    let log_path = dir.path().join("server.log");
+    let mut child = Child(
         Command::new(BIN)
             .args(["serve", "--config", path.to_str().unwrap()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
             .spawn()
             .unwrap(),
     );
+    let fail = |child: &mut Child, what: String| -> ! {
+        let exit = child.0.try_wait().ok().flatten();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("{what}\nserver exit status: {exit:?}\nserver log:\n{log}")
+    };
     let addr: Addr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut client = loop {
         match Client::connect(&addr) {
             Ok(c) => break c,
-            Err(e) if Instant::now() > deadline => panic!("server did not start: {e}"),
+            Err(e) if Instant::now() > deadline => {
+                fail(&mut child, format!("server did not start: {e}"))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     };
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let r = client.request(&RequestSpec::get("/hello")).unwrap();
+    let r = match client.request(&RequestSpec::get("/hello")) {
+        Ok(r) => r,
+        Err(e) => fail(&mut child, format!("GET /hello failed: {e}")),
+    };
     assert_eq!((r.status, r.body.as_slice()), (200, &b"Hello, World!"[..]));
 }
 
