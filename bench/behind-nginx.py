@@ -5,7 +5,7 @@ each behind the same nginx, at 1, 16 and 64 clients.
 
 Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
                              [--variant NAME=CASE:ARGS ...] [--sched normal,batch]
-                             [--base PATH]
+                             [--base PATH] [--callgrind]
 
 Cases (the backend on 127.0.0.1:9372, nginx on 127.0.0.1:9371, both pinned to CPU 0;
 fcgi-loadtest pinned to CPU 1 sends GET /hello over HTTP/1.1 with one kept-alive connection
@@ -29,6 +29,12 @@ per client):
                              cases named NAME-batch: a woken backend does not preempt nginx
                              on their shared CPU); each case is compared with hyper under
                              the same policy
+  --callgrind                instead of timing: each backend runs under valgrind's callgrind,
+                             its counts zeroed after the warmup (callgrind_control -z), and
+                             the table gives the instructions it executed per request while
+                             loaded (startup, warmup and shutdown excluded); the same for
+                             the same binaries and requests whatever the machine is doing,
+                             so one round is enough (--rounds is ignored). Needs valgrind.
 nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved over rounds
 (each once per round at each client count); the table gives medians of the backend's CPU per
 request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, the client's p99
@@ -116,27 +122,84 @@ def load(clients, duration, server_pid=None):
     return fractional_latencies(json.loads(out.stdout))
 
 
-def run_case(work, name, case, clients, duration):
+def run_case(work, name, case, clients, duration, callgrind=False):
+    """One case at one client count: its load report. With `callgrind` the backend's counts
+    over the measured load are dumped to WORK/NAME-CLIENTS.callgrind.1."""
     backend, location = case
     conf = os.path.join(work, f"{name}.conf")
     with open(conf, "w") as f:
         f.write(nginx_conf(work, location))
+    counts = os.path.join(work, f"{name}-{clients}.callgrind")
+    if callgrind:
+        backend = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}"] + backend
     logs = open(os.path.join(work, f"{name}.log"), "w")
     server = subprocess.Popen(["taskset", "-c", "0"] + backend, stdout=logs, stderr=logs)
     nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", work, "-c", conf, "-e",
                               os.path.join(work, "error.log")], stdout=logs, stderr=logs)
     try:
-        wait_listening(BACKEND, [server])
+        # Under valgrind a backend takes seconds to start.
+        wait_listening(BACKEND, [server], deadline=60.0 if callgrind else 10.0)
         wait_listening(FRONT, [nginx])
         load(clients, 1)  # warms nginx's upstream connections and both processes
+        if callgrind:
+            # The server's pid is that of taskset, which execs valgrind.
+            subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True,
+                           capture_output=True)
+            rep = load(clients, duration)
+            # Dumped now (to COUNTS.1), not at exit: a backend blocked in io_uring_enter is
+            # killed by stop(), and its exit-time dump never comes.
+            subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
+                           capture_output=True)
+            return rep
         # The server's pid is that of taskset, which execs the backend.
         return load(clients, duration, server.pid)
     finally:
         stop(nginx)
-        stop(server)
+        if callgrind:
+            # Counted and dumped already; valgrind would wait for the backend's blocking call.
+            server.kill()
+            server.wait()
+        else:
+            stop(server)
         logs.close()
         wait_port_free(BACKEND)
         wait_port_free(FRONT)
+
+
+def instructions(counts):
+    """The instructions a callgrind dump counts (its `summary:` line)."""
+    with open(counts) as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise SystemExit(f"{counts}: no summary line")
+
+
+def callgrind_table(work, all_cases, names, clients, duration):
+    """Runs every case once under callgrind at each client count and prints instructions per
+    request, each against hyper's."""
+    per_req = {}
+    for c in clients:
+        for n in names:
+            rep = run_case(work, n, all_cases[n], c, duration, callgrind=True)
+            if rep["errors"] or not rep["requests"]:
+                raise SystemExit(f"{n} at {c} clients: {rep['requests']} requests, "
+                                 f"{rep['errors']} errors {rep['errors_by_kind']}")
+            per_req[(c, n)] = (instructions(os.path.join(work, f"{n}-{c}.callgrind.1"))
+                               / rep["requests"], rep["requests"])
+            print(f"{c} clients {n}: {per_req[(c, n)][0]:,.0f} instructions per request "
+                  f"({rep['requests']} requests)", file=sys.stderr)
+    print(f"GET /hello behind nginx: backend instructions per request (callgrind, "
+          f"{duration:g} s of load after a 1 s warmup); nginx and backend on CPU 0, client "
+          f"on CPU 1")
+    print("| clients | case | instructions / request | requests counted | against hyper |")
+    print("|---|---|---|---|---|")
+    for c in clients:
+        for n in names:
+            count, reqs = per_req[(c, n)]
+            same = "hyper-batch" if n.endswith("-batch") else "hyper"
+            ratio = f"{count / per_req[(c, same)][0]:.2f}x" if (c, same) in per_req else "-"
+            print(f"| {c} | {n} | {count:,.0f} | {reqs:,} | {ratio} |")
 
 
 def main():
@@ -150,9 +213,13 @@ def main():
     ap.add_argument("--base", help="another fcgi-uring binary (an older build) to compare")
     ap.add_argument("--sched", default="normal",
                     help="comma-separated scheduling policies of the backends: normal, batch")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count the backends' instructions per request instead of timing them")
     args = ap.parse_args()
     if shutil.which("nginx") is None:
         raise SystemExit("nginx not found: apt-get install -y nginx")
+    if args.callgrind and shutil.which("valgrind") is None:
+        raise SystemExit("valgrind not found: apt-get install -y valgrind")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "fcgi-uring-cli", "-p",
                     "fcgi-loadtest"], cwd=ROOT, check=True)
     all_cases = cases(args.base)
@@ -177,6 +244,10 @@ def main():
         names = [m for n in names
                  for m in ([n] if "normal" in scheds else []) + [f"{n}-batch"]]
     clients = [int(c) for c in args.clients.split(",")]
+    if args.callgrind:
+        with tempfile.TemporaryDirectory() as work:
+            callgrind_table(work, all_cases, names, clients, args.duration)
+        return
     results = {(c, n): [] for c in clients for n in names}
     with tempfile.TemporaryDirectory() as work:
         for r in range(1, args.rounds + 1):
