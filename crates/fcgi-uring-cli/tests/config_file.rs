@@ -321,11 +321,9 @@ impl Drop for Child {
 
 #[test]
 fn the_binary_serves_hello_with_a_config_file() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Below the ephemeral range, claimed for this process: a port from `bind(:0)`, released
+    // for the server, could be taken by another test's listener or client before it binds.
+    let port = fcgi_loadtest::child::free_port().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fcgi-uring.toml");
     std::fs::write(
