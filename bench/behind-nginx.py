@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Backend CPU per request behind nginx, split into user and system time: fcgi-uring over
-FastCGI (both IO backends) and over HTTP/1.1 (hyper), and the no-application FastCGI floors,
-each behind the same nginx, at 1, 16 and 64 clients.
+"""Backend CPU per request behind nginx (or HAProxy), split into user and system time:
+fcgi-uring over FastCGI (both IO backends) and over HTTP/1.1 (hyper), and the no-application
+FastCGI floors, each behind the same proxy, at 1, 16 and 64 clients.
 
 Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
                              [--variant NAME=CASE:ARGS ...] [--sched normal,batch]
-                             [--base PATH] [--callgrind]
+                             [--base PATH] [--callgrind] [--proxy nginx|haproxy]
 
-Cases (the backend on 127.0.0.1:9372, nginx on 127.0.0.1:9371, both pinned to CPU 0;
+Cases (the backend on 127.0.0.1:9372, the proxy on 127.0.0.1:9371, both pinned to CPU 0;
 fcgi-loadtest pinned to CPU 1 sends GET /hello over HTTP/1.1 with one kept-alive connection
 per client):
   floor         fcgi-floor (io_uring, no application), fastcgi_pass with fastcgi_keep_conn
@@ -29,6 +29,12 @@ per client):
                              cases named NAME-batch: a woken backend does not preempt nginx
                              on their shared CPU); each case is compared with hyper under
                              the same policy
+  --proxy haproxy            HAProxy in nginx's place: FastCGI through an fcgi-app with
+                             keep-conn, get-values, mpxs-conns and max-reqs 100 (requests
+                             multiplexed on kept connections), HTTP/1.1 with http-reuse
+                             always; one thread. HAProxy 2.6 answers some multiplexed
+                             requests with its own 500s at 64 clients (see
+                             docs/deploy/README.md): the run then stops on the errors
   --callgrind                instead of timing: each backend runs under valgrind's callgrind,
                              its counts zeroed after the warmup (callgrind_control -z), and
                              the table gives the instructions it executed per request while
@@ -42,7 +48,7 @@ latency (through nginx), and each case's
 total against hyper's of the same run. The floors (floor, floor-epoll) bound what any FastCGI
 backend can cost here: they read only record headers and answer with fixed bytes; the surface
 cases add what handing the app an http::Request costs. Builds the release binaries
-it runs first. Needs nginx (apt-get install -y nginx).
+it runs first. Needs nginx (apt-get install -y nginx), or haproxy with --proxy haproxy.
 """
 import argparse
 import json
@@ -112,6 +118,42 @@ http {{
 """
 
 
+def haproxy_conf(location):
+    """HAProxy in nginx's place: one thread, kept (and for FastCGI multiplexed) connections to
+    the backend, as deploy/README.md configures it."""
+    server = f"server s1 {BACKEND}"
+    fcgi_app = ""
+    if location == FASTCGI:
+        server = f"use-fcgi-app app\n    {server} proto fcgi"
+        fcgi_app = ("fcgi-app app\n    docroot /srv\n    option keep-conn\n"
+                    "    option get-values\n    option mpxs-conns\n    option max-reqs 100\n")
+    return f"""global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind {FRONT}
+    default_backend be
+backend be
+    {server}
+{fcgi_app}"""
+
+
+def start_proxy(proxy, work, name, location, logs):
+    """nginx or HAProxy on FRONT in front of BACKEND, pinned to CPU 0, in the foreground."""
+    conf = os.path.join(work, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(haproxy_conf(location) if proxy == "haproxy" else nginx_conf(work, location))
+    cmd = (["haproxy", "-db", "-f", conf] if proxy == "haproxy" else
+           ["nginx", "-p", work, "-c", conf, "-e", os.path.join(work, "error.log")])
+    return subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=logs, stderr=logs)
+
+
 def load(clients, duration, server_pid=None):
     cmd = ["taskset", "-c", "1", os.path.join(TARGET, "fcgi-loadtest"), "run", "--protocol",
            "http1", "--addr", FRONT, "--conns", str(clients), "--duration", str(duration),
@@ -122,25 +164,21 @@ def load(clients, duration, server_pid=None):
     return fractional_latencies(json.loads(out.stdout))
 
 
-def run_case(work, name, case, clients, duration, callgrind=False):
-    """One case at one client count: its load report. With `callgrind` the backend's counts
-    over the measured load are dumped to WORK/NAME-CLIENTS.callgrind.1."""
+def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx"):
+    """One case at one client count behind `proxy`: its load report. With `callgrind` the
+    backend's counts over the measured load are dumped to WORK/NAME-CLIENTS.callgrind.1."""
     backend, location = case
-    conf = os.path.join(work, f"{name}.conf")
-    with open(conf, "w") as f:
-        f.write(nginx_conf(work, location))
     counts = os.path.join(work, f"{name}-{clients}.callgrind")
     if callgrind:
         backend = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}"] + backend
     logs = open(os.path.join(work, f"{name}.log"), "w")
     server = subprocess.Popen(["taskset", "-c", "0"] + backend, stdout=logs, stderr=logs)
-    nginx = subprocess.Popen(["taskset", "-c", "0", "nginx", "-p", work, "-c", conf, "-e",
-                              os.path.join(work, "error.log")], stdout=logs, stderr=logs)
+    front = start_proxy(proxy, work, name, location, logs)
     try:
         # Under valgrind a backend takes seconds to start.
         wait_listening(BACKEND, [server], deadline=60.0 if callgrind else 10.0)
-        wait_listening(FRONT, [nginx])
-        load(clients, 1)  # warms nginx's upstream connections and both processes
+        wait_listening(FRONT, [front])
+        load(clients, 1)  # warms the proxy's upstream connections and both processes
         if callgrind:
             # The server's pid is that of taskset, which execs valgrind.
             subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True,
@@ -154,7 +192,7 @@ def run_case(work, name, case, clients, duration, callgrind=False):
         # The server's pid is that of taskset, which execs the backend.
         return load(clients, duration, server.pid)
     finally:
-        stop(nginx)
+        stop(front)
         if callgrind:
             # Counted and dumped already; valgrind would wait for the backend's blocking call.
             server.kill()
@@ -175,13 +213,13 @@ def instructions(counts):
     raise SystemExit(f"{counts}: no summary line")
 
 
-def callgrind_table(work, all_cases, names, clients, duration):
+def callgrind_table(work, all_cases, names, clients, duration, proxy):
     """Runs every case once under callgrind at each client count and prints instructions per
     request, each against hyper's."""
     per_req = {}
     for c in clients:
         for n in names:
-            rep = run_case(work, n, all_cases[n], c, duration, callgrind=True)
+            rep = run_case(work, n, all_cases[n], c, duration, callgrind=True, proxy=proxy)
             if rep["errors"] or not rep["requests"]:
                 raise SystemExit(f"{n} at {c} clients: {rep['requests']} requests, "
                                  f"{rep['errors']} errors {rep['errors_by_kind']}")
@@ -189,8 +227,8 @@ def callgrind_table(work, all_cases, names, clients, duration):
                                / rep["requests"], rep["requests"])
             print(f"{c} clients {n}: {per_req[(c, n)][0]:,.0f} instructions per request "
                   f"({rep['requests']} requests)", file=sys.stderr)
-    print(f"GET /hello behind nginx: backend instructions per request (callgrind, "
-          f"{duration:g} s of load after a 1 s warmup); nginx and backend on CPU 0, client "
+    print(f"GET /hello behind {proxy}: backend instructions per request (callgrind, "
+          f"{duration:g} s of load after a 1 s warmup); {proxy} and backend on CPU 0, client "
           f"on CPU 1")
     print("| clients | case | instructions / request | requests counted | against hyper |")
     print("|---|---|---|---|---|")
@@ -215,9 +253,11 @@ def main():
                     help="comma-separated scheduling policies of the backends: normal, batch")
     ap.add_argument("--callgrind", action="store_true",
                     help="count the backends' instructions per request instead of timing them")
+    ap.add_argument("--proxy", default="nginx", choices=["nginx", "haproxy"],
+                    help="the proxy in front of the backends")
     args = ap.parse_args()
-    if shutil.which("nginx") is None:
-        raise SystemExit("nginx not found: apt-get install -y nginx")
+    if shutil.which(args.proxy) is None:
+        raise SystemExit(f"{args.proxy} not found: apt-get install -y {args.proxy}")
     if args.callgrind and shutil.which("valgrind") is None:
         raise SystemExit("valgrind not found: apt-get install -y valgrind")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "fcgi-uring-cli", "-p",
@@ -246,14 +286,14 @@ def main():
     clients = [int(c) for c in args.clients.split(",")]
     if args.callgrind:
         with tempfile.TemporaryDirectory() as work:
-            callgrind_table(work, all_cases, names, clients, args.duration)
+            callgrind_table(work, all_cases, names, clients, args.duration, args.proxy)
         return
     results = {(c, n): [] for c in clients for n in names}
     with tempfile.TemporaryDirectory() as work:
         for r in range(1, args.rounds + 1):
             for c in clients:
                 for n in names:
-                    rep = run_case(work, n, all_cases[n], c, args.duration)
+                    rep = run_case(work, n, all_cases[n], c, args.duration, proxy=args.proxy)
                     if rep["errors"]:
                         raise SystemExit(f"{n} at {c} clients: {rep['errors']} errors "
                                          f"{rep['errors_by_kind']}")
@@ -261,8 +301,8 @@ def main():
                     print(f"round {r} {c} clients {n}: {rep['rps']:.0f}/s backend "
                           f"{rep['server_cpu_us_per_req']:.2f} us (system "
                           f"{rep['server_system_us_per_req']:.2f})", file=sys.stderr)
-    print(f"GET /hello behind nginx: medians of {args.rounds} interleaved rounds of "
-          f"{args.duration:g} s; nginx and backend on CPU 0, client on CPU 1")
+    print(f"GET /hello behind {args.proxy}: medians of {args.rounds} interleaved rounds of "
+          f"{args.duration:g} s; {args.proxy} and backend on CPU 0, client on CPU 1")
     print("| clients | case | requests/s | client p99 | backend CPU / request | user | system "
           "| backend CPU vs hyper (same build and policy) |")
     print("|---|---|---|---|---|---|---|---|")
