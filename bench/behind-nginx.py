@@ -120,7 +120,8 @@ http {{
 
 def haproxy_conf(location):
     """HAProxy in nginx's place: one thread, kept (and for FastCGI multiplexed) connections to
-    the backend, as deploy/README.md configures it."""
+    the backend. The same configuration as `fcgi-loadtest compare`'s (haproxy_conf in
+    crates/fcgi-loadtest/src/compare.rs, which this script cannot call): keep them in step."""
     server = f"server s1 {BACKEND}"
     fcgi_app = ""
     if location == FASTCGI:
@@ -165,8 +166,8 @@ def load(clients, duration, server_pid=None):
 
 
 def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx"):
-    """One case at one client count behind `proxy`: its load report. With `callgrind` the
-    backend's counts over the measured load are dumped to WORK/NAME-CLIENTS.callgrind.1."""
+    """One case at one client count behind `proxy`: its load report, with `callgrind` also the
+    instructions the backend executed during the measured load (`instructions`)."""
     backend, location = case
     counts = os.path.join(work, f"{name}-{clients}.callgrind")
     if callgrind:
@@ -188,6 +189,7 @@ def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx"
             # killed by stop(), and its exit-time dump never comes.
             subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
                            capture_output=True)
+            rep["instructions"] = instructions(f"{counts}.1")
             return rep
         # The server's pid is that of taskset, which execs the backend.
         return load(clients, duration, server.pid)
@@ -223,8 +225,7 @@ def callgrind_table(work, all_cases, names, clients, duration, proxy):
             if rep["errors"] or not rep["requests"]:
                 raise SystemExit(f"{n} at {c} clients: {rep['requests']} requests, "
                                  f"{rep['errors']} errors {rep['errors_by_kind']}")
-            per_req[(c, n)] = (instructions(os.path.join(work, f"{n}-{c}.callgrind.1"))
-                               / rep["requests"], rep["requests"])
+            per_req[(c, n)] = (rep["instructions"] / rep["requests"], rep["requests"])
             print(f"{c} clients {n}: {per_req[(c, n)][0]:,.0f} instructions per request "
                   f"({rep['requests']} requests)", file=sys.stderr)
     print(f"GET /hello behind {proxy}: backend instructions per request (callgrind, "
