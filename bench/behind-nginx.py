@@ -6,10 +6,11 @@ FastCGI floors, each behind the same proxy, at 1, 16 and 64 clients.
 Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
                              [--variant NAME=CASE:ARGS ...] [--sched normal,batch]
                              [--base PATH] [--callgrind] [--proxy nginx|haproxy]
+                             [--body-bytes N]
 
 Cases (the backend on 127.0.0.1:9372, the proxy on 127.0.0.1:9371, both pinned to CPU 0;
-fcgi-loadtest pinned to CPU 1 sends GET /hello over HTTP/1.1 with one kept-alive connection
-per client):
+fcgi-loadtest pinned to CPU 1 sends GET /hello, or POST /echo with --body-bytes, over HTTP/1.1
+with one kept-alive connection per client):
   floor         fcgi-floor (io_uring, no application), fastcgi_pass with fastcgi_keep_conn
   floor-epoll   fcgi-floor --epoll
   surface, surface-epoll   fcgi-floor --surface, fcgi-floor --epoll --surface: the floors with
@@ -41,6 +42,10 @@ per client):
                              loaded (startup, warmup and shutdown excluded); the same for
                              the same binaries and requests whatever the machine is doing,
                              so one round is enough (--rounds is ignored). Needs valgrind.
+  --body-bytes N             POST /echo with an N-byte body instead of GET /hello (the demo
+                             echoes it; the floor cases are left out, except floor-epoll as
+                             `fcgi-floor --epoll --echo`); nginx buffers bodies up to 128 KiB
+                             in memory (client_body_buffer_size, as `fcgi-loadtest compare`)
 nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved over rounds
 (each once per round at each client count); the table gives medians of the backend's CPU per
 request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, the client's p99
@@ -71,7 +76,7 @@ FASTCGI = ("include /etc/nginx/fastcgi_params; fastcgi_pass app; fastcgi_keep_co
 HTTP1 = 'proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
 
 
-def cases(base=None):
+def cases(base=None, body_bytes=0):
     serve = [os.path.join(TARGET, "fcgi-uring"), "serve", "--listen", BACKEND, "--workers", "1",
              "--admin-listen", "none"]
     floor = os.path.join(TARGET, "fcgi-floor")
@@ -84,6 +89,10 @@ def cases(base=None):
         "epoll": (serve + ["--io", "epoll"], FASTCGI),
         "hyper": (serve + ["--protocol", "http1"], HTTP1),
     }
+    if body_bytes:
+        # Only the epoll floor echoes; the others would answer without reading the body.
+        out = {n: c for n, c in out.items() if not n.startswith(("floor", "surface"))}
+        out["floor-epoll"] = ([floor, "--epoll", "--echo", BACKEND], FASTCGI)
     if base:
         old = [base] + serve[1:]
         out["base-uring"] = (old + ["--io", "uring"], FASTCGI)
@@ -111,6 +120,8 @@ events {{ worker_connections 8192; }}
 http {{
     access_log off;
     {temp}
+    client_max_body_size 64m;
+    client_body_buffer_size 128k;
     keepalive_requests 100000000;
     upstream app {{ server {BACKEND}; keepalive 256; keepalive_requests 100000000; }}
     server {{ listen {FRONT}; location / {{ {location} }} }}
@@ -155,17 +166,24 @@ def start_proxy(proxy, work, name, location, logs):
     return subprocess.Popen(["taskset", "-c", "0"] + cmd, stdout=logs, stderr=logs)
 
 
-def load(clients, duration, server_pid=None):
+def load(clients, duration, server_pid=None, body_bytes=0):
     cmd = ["taskset", "-c", "1", os.path.join(TARGET, "fcgi-loadtest"), "run", "--protocol",
            "http1", "--addr", FRONT, "--conns", str(clients), "--duration", str(duration),
-           "--warmup", "0", "--json", "/hello"]
+           "--warmup", "0", "--json", "/echo" if body_bytes else "/hello"]
+    if body_bytes:
+        cmd[-1:-1] = ["--body-bytes", str(body_bytes)]
+        if body_bytes <= 65536:
+            # The echo must come back whole: another answer counts as an error. (A longer
+            # body would not fit one command-line argument.)
+            cmd[-1:-1] = ["--expect-body", "x" * body_bytes]
     if server_pid is not None:
         cmd[-1:-1] = ["--server-pid", str(server_pid)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return fractional_latencies(json.loads(out.stdout))
 
 
-def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx"):
+def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx",
+             body_bytes=0):
     """One case at one client count behind `proxy`: its load report, with `callgrind` also the
     instructions the backend executed during the measured load (`instructions`)."""
     backend, location = case
@@ -179,12 +197,12 @@ def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx"
         # Under valgrind a backend takes seconds to start.
         wait_listening(BACKEND, [server], deadline=60.0 if callgrind else 10.0)
         wait_listening(FRONT, [front])
-        load(clients, 1)  # warms the proxy's upstream connections and both processes
+        load(clients, 1, body_bytes=body_bytes)  # warms the proxy's upstream connections and both processes
         if callgrind:
             # The server's pid is that of taskset, which execs valgrind.
             subprocess.run(["callgrind_control", "-z", str(server.pid)], check=True,
                            capture_output=True)
-            rep = load(clients, duration)
+            rep = load(clients, duration, body_bytes=body_bytes)
             # Dumped now (to COUNTS.1), not at exit: a backend blocked in io_uring_enter is
             # killed by stop(), and its exit-time dump never comes.
             subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
@@ -192,7 +210,7 @@ def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx"
             rep["instructions"] = instructions(f"{counts}.1")
             return rep
         # The server's pid is that of taskset, which execs the backend.
-        return load(clients, duration, server.pid)
+        return load(clients, duration, server.pid, body_bytes)
     finally:
         stop(front)
         if callgrind:
@@ -206,6 +224,11 @@ def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx"
         wait_port_free(FRONT)
 
 
+def what(body_bytes):
+    """The request each client sends, as the tables name it."""
+    return f"POST /echo with {body_bytes:,} bytes" if body_bytes else "GET /hello"
+
+
 def instructions(counts):
     """The instructions a callgrind dump counts (its `summary:` line)."""
     with open(counts) as f:
@@ -215,20 +238,21 @@ def instructions(counts):
     raise SystemExit(f"{counts}: no summary line")
 
 
-def callgrind_table(work, all_cases, names, clients, duration, proxy):
+def callgrind_table(work, all_cases, names, clients, duration, proxy, body_bytes):
     """Runs every case once under callgrind at each client count and prints instructions per
     request, each against hyper's."""
     per_req = {}
     for c in clients:
         for n in names:
-            rep = run_case(work, n, all_cases[n], c, duration, callgrind=True, proxy=proxy)
+            rep = run_case(work, n, all_cases[n], c, duration, callgrind=True, proxy=proxy,
+                           body_bytes=body_bytes)
             if rep["errors"] or not rep["requests"]:
                 raise SystemExit(f"{n} at {c} clients: {rep['requests']} requests, "
                                  f"{rep['errors']} errors {rep['errors_by_kind']}")
             per_req[(c, n)] = (rep["instructions"] / rep["requests"], rep["requests"])
             print(f"{c} clients {n}: {per_req[(c, n)][0]:,.0f} instructions per request "
                   f"({rep['requests']} requests)", file=sys.stderr)
-    print(f"GET /hello behind {proxy}: backend instructions per request (callgrind, "
+    print(f"{what(body_bytes)} behind {proxy}: backend instructions per request (callgrind, "
           f"{duration:g} s of load after a 1 s warmup); {proxy} and backend on CPU 0, client "
           f"on CPU 1")
     print("| clients | case | instructions / request | requests counted | against hyper |")
@@ -256,6 +280,8 @@ def main():
                     help="count the backends' instructions per request instead of timing them")
     ap.add_argument("--proxy", default="nginx", choices=["nginx", "haproxy"],
                     help="the proxy in front of the backends")
+    ap.add_argument("--body-bytes", type=int, default=0, metavar="N",
+                    help="POST /echo with an N-byte body instead of GET /hello")
     args = ap.parse_args()
     if shutil.which(args.proxy) is None:
         raise SystemExit(f"{args.proxy} not found: apt-get install -y {args.proxy}")
@@ -263,13 +289,15 @@ def main():
         raise SystemExit("valgrind not found: apt-get install -y valgrind")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "fcgi-uring-cli", "-p",
                     "fcgi-loadtest"], cwd=ROOT, check=True)
-    all_cases = cases(args.base)
+    if args.body_bytes < 0:
+        raise SystemExit("--body-bytes: expected a size in bytes")
+    all_cases = cases(args.base, args.body_bytes)
     names = args.only.split(",") if args.only else list(all_cases)
     unknown = [n for n in names if n not in all_cases]
     if unknown:
         raise SystemExit(f"unknown case(s) {unknown}: {', '.join(all_cases)}")
     for spec in args.variant:
-        name, case = variant(spec, cases())
+        name, case = variant(spec, cases(body_bytes=args.body_bytes))
         if name in all_cases:
             raise SystemExit(f"--variant {spec!r}: the case {name} exists already")
         all_cases[name] = case
@@ -287,14 +315,16 @@ def main():
     clients = [int(c) for c in args.clients.split(",")]
     if args.callgrind:
         with tempfile.TemporaryDirectory() as work:
-            callgrind_table(work, all_cases, names, clients, args.duration, args.proxy)
+            callgrind_table(work, all_cases, names, clients, args.duration, args.proxy,
+                            args.body_bytes)
         return
     results = {(c, n): [] for c in clients for n in names}
     with tempfile.TemporaryDirectory() as work:
         for r in range(1, args.rounds + 1):
             for c in clients:
                 for n in names:
-                    rep = run_case(work, n, all_cases[n], c, args.duration, proxy=args.proxy)
+                    rep = run_case(work, n, all_cases[n], c, args.duration, proxy=args.proxy,
+                                   body_bytes=args.body_bytes)
                     if rep["errors"]:
                         raise SystemExit(f"{n} at {c} clients: {rep['errors']} errors "
                                          f"{rep['errors_by_kind']}")
@@ -302,7 +332,7 @@ def main():
                     print(f"round {r} {c} clients {n}: {rep['rps']:.0f}/s backend "
                           f"{rep['server_cpu_us_per_req']:.2f} us (system "
                           f"{rep['server_system_us_per_req']:.2f})", file=sys.stderr)
-    print(f"GET /hello behind {args.proxy}: medians of {args.rounds} interleaved rounds of "
+    print(f"{what(args.body_bytes)} behind {args.proxy}: medians of {args.rounds} interleaved rounds of "
           f"{args.duration:g} s; {args.proxy} and backend on CPU 0, client on CPU 1")
     print("| clients | case | requests/s | client p99 | backend CPU / request | user | system "
           "| backend CPU vs hyper (same build and policy) |")

@@ -4,9 +4,12 @@
 //!
 //! Received bytes are copied into the request bodies, except where the IO hands its buffer
 //! over ([`Core::on_bytes_owned`]): a body of at least [`BODY_SHARE_MIN`] bytes that comes
-//! whole in it becomes a slice of it. Such a body keeps the buffer's allocation alive while
-//! any part of it is held, so at most [`MAX_SHARED_BODIES`] of them are held at a time on a
-//! worker; past it bodies are copied as usual.
+//! whole in it becomes a slice of it, its records joined around the largest of them (only the
+//! smaller ones are copied). Such a body keeps the buffer's allocation alive while any part of
+//! it is held, so at most [`MAX_SHARED_BODIES`] of them are held at a time on a worker; past
+//! it bodies are copied as usual. However a receive is cut into records, the work on it is
+//! linear in its records (tens of thousands of one-byte STDIN records in one receive cost what
+//! they cost one by one).
 
 use super::requests::{BodyIn, ReqEntry, ReqKey, ReqTable};
 use super::state::Conn;
@@ -66,17 +69,152 @@ enum Input<'a> {
     Owned(&'a mut BytesMut),
 }
 
-/// STDIN of one receive left in its buffer until the receive is parsed.
-enum Piece {
-    Data { id: u16, range: Range<usize> },
-    End { id: u16 },
+/// The STDIN of one receive left in its buffer until the receive is parsed, body by body.
+///
+/// Each step costs constant time or time linear in the bodies kept (at most
+/// [`MAX_SHARED_BODIES`]), whatever the pieces: a receive cut into tens of thousands of
+/// one-byte records costs no more per record than one in a few large ones.
+struct Kept {
+    /// The pieces, in the order they lie in the buffer.
+    pieces: Vec<Piece>,
+    /// The bodies the pieces belong to, in the order their first pieces came.
+    bodies: Vec<KeptBody>,
+    /// The body of the last data piece kept.
+    last_data: Option<usize>,
+    /// How many bodies may be kept: one past it could not be shared, so it is copied.
+    room: usize,
 }
 
-impl Piece {
-    fn id(&self) -> u16 {
-        match self {
-            Piece::Data { id, .. } | Piece::End { id } => *id,
+/// The ranges of the data pieces of the body at `index` among `pieces`.
+fn data_of(pieces: &[Piece], index: usize) -> impl DoubleEndedIterator<Item = Range<usize>> + '_ {
+    pieces.iter().filter_map(move |p| match p {
+        Piece::Data { body, range } if *body == index => Some(range.clone()),
+        _ => None,
+    })
+}
+
+/// A piece of a kept body (the body's index in [`Kept::bodies`]).
+enum Piece {
+    Data { body: usize, range: Range<usize> },
+    End { body: usize },
+}
+
+/// What is known of one kept body.
+struct KeptBody {
+    id: u16,
+    /// Where its first, last and largest data pieces are in [`Kept::pieces`].
+    first: usize,
+    last: usize,
+    largest: usize,
+    largest_len: usize,
+    /// Another body's piece lies between two of its own (joining it would overwrite that).
+    interleaved: bool,
+    /// Its end came in this receive.
+    ended: bool,
+}
+
+impl Kept {
+    fn new(room: usize) -> Kept {
+        Kept {
+            pieces: Vec::new(),
+            bodies: Vec::new(),
+            last_data: None,
+            room,
         }
+    }
+
+    /// The body of request `id`, if it has pieces kept. The body of the last piece is tried
+    /// first: a body's records usually come one after another.
+    fn body_of(&self, id: u16) -> Option<usize> {
+        self.last_data
+            .filter(|&b| self.bodies.get(b).is_some_and(|k| k.id == id))
+            .or_else(|| self.bodies.iter().position(|k| k.id == id))
+    }
+
+    /// Whether a new body can be kept (see [`Kept::room`]).
+    fn has_room(&self) -> bool {
+        self.bodies.len() < self.room
+    }
+
+    /// Keeps `range` of the buffer as the next piece of the body of request `id`.
+    fn push_data(&mut self, id: u16, range: Range<usize>) {
+        let at = self.pieces.len();
+        let len = range.len();
+        let body = match self.body_of(id) {
+            Some(body) => {
+                let after = self.last_data;
+                if let Some(kept) = self.bodies.get_mut(body) {
+                    kept.interleaved |= after != Some(body);
+                    kept.last = at;
+                    if len > kept.largest_len {
+                        (kept.largest, kept.largest_len) = (at, len);
+                    }
+                }
+                body
+            }
+            None => {
+                self.bodies.push(KeptBody {
+                    id,
+                    first: at,
+                    last: at,
+                    largest: at,
+                    largest_len: len,
+                    interleaved: false,
+                    ended: false,
+                });
+                self.bodies.len() - 1
+            }
+        };
+        self.last_data = Some(body);
+        self.pieces.push(Piece::Data { body, range });
+    }
+
+    /// Notes the end of the body of request `id`; false if it has no pieces kept.
+    fn push_end(&mut self, id: u16) -> bool {
+        let Some(body) = self.body_of(id) else {
+            return false;
+        };
+        if let Some(kept) = self.bodies.get_mut(body) {
+            kept.ended = true;
+        }
+        self.pieces.push(Piece::End { body });
+        true
+    }
+
+    /// Whether the body at `index` can be one slice of the buffer: it ended here and no other
+    /// body's piece lies between its own.
+    fn joinable(&self, index: usize) -> bool {
+        self.bodies
+            .get(index)
+            .is_some_and(|k| k.ended && !k.interleaved)
+    }
+
+    /// Makes the pieces of the joinable body at `index` one range of `buf`, and returns it:
+    /// its largest piece stays where it is, the pieces before it are moved up to it and those
+    /// after it down to it, over the record headers between them. So only the smaller pieces
+    /// are copied: nginx sends the first bytes of a body (read with the request's head) in a
+    /// record of their own, then records of 32 KiB.
+    fn join(&self, index: usize, buf: &mut [u8]) -> Option<Range<usize>> {
+        let kept = self.bodies.get(index)?;
+        let Some(Piece::Data { range: largest, .. }) = self.pieces.get(kept.largest) else {
+            return None;
+        };
+        let before = self.pieces.get(kept.first..kept.largest)?;
+        let after = self.pieces.get(kept.largest + 1..=kept.last)?;
+        // Each piece lies after the one before it, record headers between: a piece moved up
+        // lands on or after where it lay and before the next, one moved down the other way.
+        let mut start = largest.start;
+        for range in data_of(before, index).rev() {
+            start -= range.len();
+            buf.copy_within(range, start);
+        }
+        let mut end = largest.end;
+        for range in data_of(after, index) {
+            let len = range.len();
+            buf.copy_within(range, end);
+            end += len;
+        }
+        Some(start..end)
     }
 }
 
@@ -234,7 +372,10 @@ impl Core {
         input: Input<'_>,
         staged: &mut Vec<Staged>,
     ) -> usize {
-        let mut pieces: Option<Vec<Piece>> = matches!(input, Input::Owned(_)).then(Vec::new);
+        let mut kept = matches!(input, Input::Owned(_)).then(|| {
+            let shared = self.shared_bodies.load(Ordering::Relaxed);
+            Kept::new(MAX_SHARED_BODIES.saturating_sub(shared))
+        });
         let data: &[u8] = match &input {
             Input::Borrowed(data) => data,
             Input::Owned(data) => data,
@@ -277,8 +418,8 @@ impl Core {
             Event::Stdin { id, data } => {
                 // The announced length, looked up only for a body's first bytes.
                 let announced = || announced_length(staged, key, id);
-                if let Some(pieces) = pieces.as_mut()
-                    && keep_in_place(pieces, requests, id, data, &input_at, announced)
+                if let Some(kept) = kept.as_mut()
+                    && keep_in_place(kept, requests, id, data, &input_at, announced)
                 {
                     return;
                 }
@@ -287,11 +428,9 @@ impl Core {
                 }
             }
             Event::StdinEnd { id } => {
-                if let Some(pieces) = pieces.as_mut()
-                    && pieces.iter().any(|p| p.id() == id)
-                {
-                    pieces.push(Piece::End { id });
-                } else if let Some(entry) = requests.get_mut(&id) {
+                // A kept body ends with its pieces; any other now.
+                let kept_end = kept.as_mut().is_some_and(|kept| kept.push_end(id));
+                if !kept_end && let Some(entry) = requests.get_mut(&id) {
                     entry.body.end();
                 }
             }
@@ -327,10 +466,10 @@ impl Core {
         });
         self.params_arena.set(arena);
         let mut shared = 0;
-        if let (Input::Owned(buf), Some(pieces)) = (input, pieces)
-            && !pieces.is_empty()
+        if let (Input::Owned(buf), Some(kept)) = (input, kept)
+            && !kept.pieces.is_empty()
         {
-            let (n, full) = self.settle_kept(key, conn, buf.split(), &pieces, staged);
+            let (n, full) = self.settle_kept(key, conn, buf.split(), &kept, staged);
             shared = n;
             pause |= full;
         }
@@ -371,60 +510,52 @@ impl Core {
     }
 
     /// Hands the STDIN kept in `buf` to the bodies: a body whose end came too and that no other
-    /// kept body interleaves becomes one slice of `buf` (within [`MAX_SHARED_BODIES`]), its
-    /// later pieces moved down over the record headers between them; the others are copied in
-    /// order, as [`Core::on_bytes`] copies. Returns the bodies shared and whether a handler's
-    /// buffer went over its limit.
+    /// kept body interleaves becomes one slice of `buf` (see [`Kept::join`]); the others are
+    /// copied in order, as [`Core::on_bytes`] copies. Returns the bodies shared and whether a
+    /// handler's buffer went over its limit.
     fn settle_kept(
         &self,
         key: ConnKey,
         conn: &mut Conn,
         mut buf: BytesMut,
-        pieces: &[Piece],
+        kept: &Kept,
         staged: &[Staged],
     ) -> (usize, bool) {
-        let mut share: Vec<u16> = Vec::new();
-        let room = MAX_SHARED_BODIES.saturating_sub(self.shared_bodies.load(Ordering::Relaxed));
-        for p in pieces {
-            let id = p.id();
-            if share.len() < room
-                && !share.contains(&id)
-                && shareable(pieces, id)
-                && conn.request_mut(id).is_some_and(|e| e.body.is_fresh())
-            {
-                share.push(id);
-            }
-        }
+        // Whether each body is shared (a request aborted in this receive is not).
+        let share: Vec<bool> = kept
+            .bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| {
+                kept.joinable(index) && conn.request_mut(body.id).is_some_and(|e| e.body.is_fresh())
+            })
+            .collect();
         let mut full = false;
-        for p in pieces.iter().filter(|p| !share.contains(&p.id())) {
-            let Some(entry) = conn.request_mut(p.id()) else {
+        for piece in &kept.pieces {
+            let (Piece::Data { body, .. } | Piece::End { body }) = piece;
+            let (Some(false), Some(kept)) = (share.get(*body).copied(), kept.bodies.get(*body))
+            else {
                 continue;
             };
-            match p {
-                Piece::Data { id, range } => {
-                    let announced = || announced_length(staged, key, *id);
+            let id = kept.id;
+            let Some(entry) = conn.request_mut(id) else {
+                continue;
+            };
+            match piece {
+                Piece::Data { range, .. } => {
+                    let announced = || announced_length(staged, key, id);
                     full |= entry.body.push(&buf[range.clone()], announced) == Flow::Pause;
                 }
                 Piece::End { .. } => entry.body.end(),
             }
         }
-        let mut joined = Vec::with_capacity(share.len());
-        for &id in &share {
-            let mut ranges = pieces.iter().filter_map(|p| match p {
-                Piece::Data { id: of, range } if *of == id => Some(range.clone()),
-                _ => None,
-            });
-            let Some(first) = ranges.next() else {
-                continue;
-            };
-            let mut end = first.end;
-            for range in ranges {
-                let len = range.len();
-                buf.copy_within(range, end);
-                end += len;
-            }
-            joined.push((id, first.start..end));
-        }
+        let joined: Vec<(u16, Range<usize>)> = kept
+            .bodies
+            .iter()
+            .enumerate()
+            .filter(|&(index, _)| share.get(index) == Some(&true))
+            .filter_map(|(index, body)| Some((body.id, kept.join(index, &mut buf)?)))
+            .collect();
         let buf = buf.freeze();
         for (id, range) in &joined {
             if let Some(entry) = conn.request_mut(*id) {
@@ -494,9 +625,10 @@ impl Core {
 
 /// Keeps a piece of STDIN in the IO's buffer instead of copying it (true), when it lies in
 /// `input` and continues a body already kept, or starts a body that can be shared: not
-/// dispatched, nothing received yet, at least [`BODY_SHARE_MIN`] bytes announced.
+/// dispatched, nothing received yet, at least [`BODY_SHARE_MIN`] bytes announced, and room
+/// left among the shared bodies.
 fn keep_in_place(
-    pieces: &mut Vec<Piece>,
+    kept: &mut Kept,
     requests: &mut ReqTable,
     id: u16,
     data: &[u8],
@@ -507,41 +639,15 @@ fn keep_in_place(
     if data.is_empty() || at < input.start || at + data.len() > input.end {
         return false;
     }
-    let continues = pieces.iter().any(|p| p.id() == id);
-    if !continues {
+    if kept.body_of(id).is_none() {
         let fresh = requests.get_mut(&id).is_some_and(|e| e.body.is_fresh());
-        if !fresh || announced().is_none_or(|n| n < BODY_SHARE_MIN) {
+        if !kept.has_room() || !fresh || announced().is_none_or(|n| n < BODY_SHARE_MIN) {
             return false;
         }
     }
     let start = at - input.start;
-    pieces.push(Piece::Data {
-        id,
-        range: start..start + data.len(),
-    });
+    kept.push_data(id, start..start + data.len());
     true
-}
-
-/// Whether the kept body `id` can be shared: it ended in these pieces, and no other kept
-/// body's piece lies between its first and last (which its joining would overwrite).
-fn shareable(pieces: &[Piece], id: u16) -> bool {
-    let ranges = || {
-        pieces.iter().filter_map(move |p| match p {
-            Piece::Data { id: of, range } if *of == id => Some(range),
-            _ => None,
-        })
-    };
-    let ended = pieces
-        .iter()
-        .any(|p| matches!(p, Piece::End { id: of } if *of == id));
-    let (Some(first), Some(last)) = (ranges().next(), ranges().next_back()) else {
-        return false;
-    };
-    let span = first.start..last.end;
-    ended
-        && !pieces.iter().any(|p| {
-            matches!(p, Piece::Data { id: of, range } if *of != id && span.contains(&range.start))
-        })
 }
 
 /// The CONTENT_LENGTH of request `id` of `key` if it is staged in this batch and states a

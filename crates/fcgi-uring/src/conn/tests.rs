@@ -718,6 +718,123 @@ fn a_body_that_comes_whole_in_an_owned_receive_is_a_slice_of_it() {
     }
 }
 
+/// The head of an upload of `len` bytes by request `id`: BEGIN_REQUEST and PARAMS with its
+/// CONTENT_LENGTH (see [`upload`]).
+fn upload_head(id: u16, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    record::encode_begin_request(&mut out, id, 1, true);
+    let mut params = Vec::new();
+    fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", len.to_string().as_bytes());
+    record::encode_stream(&mut out, RecordType::Params, id, &params);
+    record::encode_stream_end(&mut out, RecordType::Params, id);
+    out
+}
+
+/// nginx sends the first bytes of a body, those it read with the request's head, in a record of
+/// their own, then records of 32 KiB: the joined body is the records' bytes in order, and its
+/// largest record's bytes are not moved (only the smaller ones are copied to them).
+#[test]
+fn a_body_is_joined_around_its_largest_record() {
+    for sizes in [
+        &[900, 32_768, 31_868][..],
+        &[100, 200, 40_000],
+        &[40_000, 3, 5],
+        &[7, 20_000, 9, 20_000, 11],
+    ] {
+        let core = core_with(settings());
+        let mut io = FakeIo::default();
+        let key = open(&core, &mut io);
+        let len: usize = sizes.iter().sum();
+        let body = pattern(len, 9);
+        let mut bytes = upload_head(1, len);
+        // Where the first largest record's bytes lie, and how far into the body they start.
+        let largest = sizes.iter().copied().max().unwrap_or(0);
+        let mut anchor = None;
+        let mut offset = 0;
+        for &size in sizes {
+            let records = stdin_records(1, &body[offset..][..size], size, true);
+            if anchor.is_none() && size == largest {
+                anchor = Some((bytes.len() + 8, offset));
+            }
+            bytes.extend(records);
+            offset += size;
+        }
+        record::encode_stream_end(&mut bytes, RecordType::Stdin, 1);
+        let (shared, staged, at) = receive_owned(&core, key, &bytes);
+        assert_eq!(shared, 1, "records of {sizes:?}");
+        let (got, _) = core.take_body(&staged[0]).expect("request live");
+        let got = frames(got);
+        assert_eq!(got.len(), 1, "one frame");
+        assert!(got[0] == body, "records of {sizes:?}: body differs");
+        let (lies_at, starts_at) = anchor.expect("a largest record");
+        assert_eq!(
+            got[0].as_ptr() as usize + starts_at,
+            at.start + lies_at,
+            "records of {sizes:?}: the largest record's bytes were moved"
+        );
+    }
+}
+
+/// A receive cut into one-byte records, two bodies' records interleaved and a third body's
+/// one after another: each body arrives whole and in order, the third one shared.
+#[test]
+fn bodies_in_one_byte_records_arrive_whole() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let len = 20_000;
+    let (a, b, c) = (pattern(len, 1), pattern(len, 2), pattern(len, 3));
+    let mut bytes = Vec::new();
+    for id in 1..=3 {
+        bytes.extend(upload_head(id, len));
+    }
+    for i in 0..len {
+        bytes.extend(stdin_records(1, &a[i..=i], 1, false));
+        bytes.extend(stdin_records(2, &b[i..=i], 1, false));
+    }
+    bytes.extend(stdin_records(3, &c, 1, false));
+    for id in 1..=3 {
+        record::encode_stream_end(&mut bytes, RecordType::Stdin, id);
+    }
+    let (shared, staged, _) = receive_owned(&core, key, &bytes);
+    assert_eq!(shared, 1, "the body not interleaved is shared");
+    for (staged, want) in staged.iter().zip([&a, &b, &c]) {
+        let (got, _) = core.take_body(staged).expect("request live");
+        let got: Vec<u8> = frames(got).concat();
+        assert!(&got == want, "body of request {} differs", staged.rk.id);
+    }
+}
+
+/// One receive with more shareable bodies than the bound leaves room for: as many as there is
+/// room for are shared, the others copied.
+#[test]
+fn bodies_past_the_room_left_in_one_receive_are_copied() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    core.shared_bodies
+        .store(MAX_SHARED_BODIES - 2, Ordering::Relaxed);
+    let bodies: Vec<Vec<u8>> = (1..=4).map(|seed| pattern(20_000, seed)).collect();
+    let mut bytes = Vec::new();
+    for (id, body) in (1u16..).zip(&bodies) {
+        bytes.extend(upload(id, body, 65_535, false));
+    }
+    let (shared, staged, at) = receive_owned(&core, key, &bytes);
+    assert_eq!(shared, 2);
+    assert_eq!(
+        core.shared_bodies.load(Ordering::Relaxed),
+        MAX_SHARED_BODIES
+    );
+    for (i, (staged, want)) in staged.iter().zip(&bodies).enumerate() {
+        let (got, _) = core.take_body(staged).expect("request live");
+        let got = frames(got);
+        let whole = got.concat();
+        assert!(&whole == want, "body of request {} differs", staged.rk.id);
+        let in_receive = at.contains(&(got[0].as_ptr() as usize));
+        assert_eq!(in_receive, i < 2, "body of request {}", staged.rk.id);
+    }
+}
+
 /// A receive's bytes are split off the IO's buffer only when a body keeps them: the bytes of a
 /// plain GET stay where they are (the next receive overwrites them, no reference counted), an
 /// upload's body takes them and leaves the buffer empty.
