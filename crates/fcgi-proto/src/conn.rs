@@ -229,6 +229,12 @@ pub struct Connection {
     /// Where params are built ([`ParamsBuilder::in_arena`]); see
     /// [`Connection::swap_params_arena`]. Made on first use when no arena is lent.
     arena: Option<Box<ParamsArena>>,
+    /// The request whose params builder took the arena last (it holds the arena's buffer
+    /// until its params end): while it does, the params of the others are built apart, each in
+    /// a buffer of its own size, not each in a block of [`crate::params::ARENA_BLOCK`].
+    arena_holder: Option<u16>,
+    /// Stamped on each request begun by the input that follows ([`Connection::stamp_input`]).
+    stamp: u64,
 }
 
 /// Where the reader is in the record stream (spec 3.3).
@@ -298,6 +304,8 @@ struct Request {
 enum Phase {
     /// PARAMS stream still open.
     ReadingParams {
+        /// The stamp of the input that began it ([`Connection::stamp_input`]).
+        began: u64,
         decoder: NvDecoder,
         /// Made at the first PARAMS content, in the arena (none before: a placeholder builder
         /// would be made and dropped for nothing).
@@ -321,6 +329,8 @@ impl Connection {
             closing: false,
             failed: None,
             arena: None,
+            arena_holder: None,
+            stamp: 0,
         }
     }
 
@@ -385,6 +395,25 @@ impl Connection {
     /// Requests active now.
     pub fn active_requests(&self) -> usize {
         self.requests.len()
+    }
+
+    /// Stamps the requests that the following input begins with `stamp`, an opaque value (a
+    /// caller's clock reading, say; this layer reads no clock). See
+    /// [`Connection::oldest_reading_params`].
+    pub fn stamp_input(&mut self, stamp: u64) {
+        self.stamp = stamp;
+    }
+
+    /// The smallest stamp ([`Connection::stamp_input`]) among the requests whose params have
+    /// not ended; none when no request is reading params. Linear in the active requests.
+    pub fn oldest_reading_params(&self) -> Option<u64> {
+        self.requests
+            .iter()
+            .filter_map(|r| match r.phase {
+                Phase::ReadingParams { began, .. } => Some(began),
+                _ => None,
+            })
+            .min()
     }
 
     /// Most requests seen active at once on this connection.
@@ -697,6 +726,7 @@ impl Connection {
             role,
             keep_conn: body.keep_conn,
             phase: Phase::ReadingParams {
+                began: self.stamp,
                 decoder: NvDecoder::new(self.nv_limits()),
                 builder: None,
             },
@@ -733,16 +763,25 @@ impl Connection {
         on_event: &mut impl FnMut(Event<'_>),
     ) -> Result<Sink, ProtocolError> {
         let limits = &self.limits;
+        let arena_held = self.arena_held_by_another(id);
         let Some(request) = self.requests.get_mut(id) else {
             return Ok(Sink::Skip);
         };
-        let Phase::ReadingParams { decoder, builder } = &mut request.phase else {
+        let Phase::ReadingParams {
+            decoder, builder, ..
+        } = &mut request.phase
+        else {
             // The stream has ended: later PARAMS are ignored.
             return Ok(Sink::Skip);
         };
         if len > 0 {
-            let builder = builder
-                .get_or_insert_with(|| ParamsBuilder::in_arena(self.arena.get_or_insert_default()));
+            let builder = builder.get_or_insert_with(|| {
+                if arena_held {
+                    return ParamsBuilder::new();
+                }
+                self.arena_holder = Some(id);
+                ParamsBuilder::in_arena(self.arena.get_or_insert_default())
+            });
             let len = usize::from(len);
             // What the record can add: its own bytes and the length prefixes of a pair begun
             // in an earlier one (8 at most), within what the limits leave (names and values,
@@ -776,6 +815,16 @@ impl Connection {
         Ok(Sink::Skip)
     }
 
+    /// Whether a request other than `id` is still building its params in the arena.
+    fn arena_held_by_another(&self, id: u16) -> bool {
+        self.arena_holder.is_some_and(|holder| {
+            holder != id
+                && self.requests.get(holder).is_some_and(|r| {
+                    matches!(&r.phase, Phase::ReadingParams { builder: Some(b), .. } if b.holds_arena())
+                })
+        })
+    }
+
     /// PARAMS content: decoded into the request's params, or the request refused at the
     /// first limit exceeded.
     fn params_content(
@@ -786,7 +835,9 @@ impl Connection {
         on_event: &mut impl FnMut(Event<'_>),
     ) -> Result<Sink, ProtocolError> {
         let Some(Request {
-            phase: Phase::ReadingParams { decoder, builder },
+            phase: Phase::ReadingParams {
+                decoder, builder, ..
+            },
             keep_conn,
             ..
         }) = self.requests.get_mut(id)
@@ -1043,6 +1094,11 @@ struct Table {
 impl Table {
     fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// The active requests, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = &Request> {
+        self.slots.iter().flatten()
     }
 
     fn slot(&self, id: u16) -> Option<usize> {

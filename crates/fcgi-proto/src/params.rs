@@ -63,6 +63,11 @@ impl ParamsBuilder {
         self.content_len
     }
 
+    /// Its bytes are stored in an arena's buffer ([`ParamsBuilder::in_arena`]).
+    pub fn holds_arena(&self) -> bool {
+        self.in_arena
+    }
+
     /// Nothing stored and no buffer yet (a builder fresh from [`ParamsBuilder::new`]).
     pub fn is_unused(&self) -> bool {
         !self.in_arena && self.buf.capacity() == 0

@@ -4,7 +4,8 @@
 //!
 //! The first request allocates the arena (its block and the shared header that
 //! `bytes::Bytes` allocates when a block is first split); later requests reuse the block once
-//! the params made from it are dropped.
+//! the params made from it are dropped. Requests whose params are still arriving hold about
+//! their bytes, not a block each.
 
 use fcgi_proto::nv::encode_pair;
 use fcgi_proto::record::{RecordType, encode_begin_request, encode_stream_end};
@@ -16,11 +17,13 @@ struct Counting;
 
 thread_local! {
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    static BYTES: Cell<usize> = const { Cell::new(0) };
 }
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        BYTES.with(|n| n.set(n.get() + layout.size()));
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -32,6 +35,7 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        BYTES.with(|n| n.set(n.get() + new_size));
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -42,6 +46,11 @@ static GLOBAL: Counting = Counting;
 
 fn allocations() -> usize {
     ALLOCATIONS.with(Cell::get)
+}
+
+/// Bytes allocated so far (frees not subtracted).
+fn bytes_allocated() -> usize {
+    BYTES.with(Cell::get)
 }
 
 fn nginx_request() -> Vec<u8> {
@@ -110,4 +119,33 @@ fn a_typical_request_allocates_only_the_params_buffer() {
         assert!(conn.end_request(1, 0, &mut out));
         out.clear();
     }
+}
+
+/// 256 requests on one connection, each with one byte of params (the first length prefix of a
+/// pair) and its params never ended: one of them builds in the arena, the others each in a
+/// buffer of about their bytes. (Each taking a block of its own would be 2 MiB for 6 KiB of
+/// input.)
+#[test]
+fn pending_params_hold_about_their_bytes() {
+    let mut input = Vec::new();
+    for id in 1..=256u16 {
+        encode_begin_request(&mut input, id, 1, true);
+        input.extend_from_slice(&[1, 4]);
+        input.extend_from_slice(&id.to_be_bytes());
+        input.extend_from_slice(&[0, 1, 0, 0, 5]);
+    }
+    let mut out = Vec::new();
+    let mut conn = Connection::new(Limits::default());
+    let before = bytes_allocated();
+    conn.receive(&input, &mut out, &mut |event| {
+        panic!("no request completes: {event:?}")
+    })
+    .unwrap();
+    assert_eq!(conn.active_requests(), 256);
+    let made = bytes_allocated() - before;
+    assert!(
+        made < 256 * 1024,
+        "{made} bytes allocated for {} bytes of input",
+        input.len()
+    );
 }

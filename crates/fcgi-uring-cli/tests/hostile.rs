@@ -848,6 +848,31 @@ fn slow_bodies_params_and_idle_connections_are_reclaimed() {
     alive(&server);
 }
 
+/// A request whose params never end closes its connection at the params deadline even while
+/// other requests on that connection complete one after another: their completing does not
+/// restart it.
+#[test]
+fn params_that_never_end_time_out_while_other_requests_complete() {
+    let (server, _) = start(hostile_config());
+    let mut c = connect(server.local_addr());
+    let mut out = begin(7, true);
+    out.extend(raw(1, 4, 7, b"\x04\x01HOST", 0));
+    c.send_raw(&out).unwrap();
+    let started = Instant::now();
+    let mut answered = 0;
+    while let Ok(r) = c.request(&keep("/hello")) {
+        assert_eq!(r.body, b"fine");
+        answered += 1;
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "still open after {answered} requests"
+        );
+    }
+    assert!(answered > 0, "the other requests were answered meanwhile");
+    assert_eq!(server.stats().get(Counter::ParamsTimeout), 1);
+    alive(&server);
+}
+
 #[test]
 fn panics_and_handlers_past_their_deadline_affect_only_their_request() {
     let (server, drops) = start(hostile_config());

@@ -200,6 +200,12 @@ pub(crate) struct Channel {
 /// 16 KiB of body) fits the first buffer, which then never grows (growing copies).
 pub(crate) const RESERVE_FACTOR: usize = 8;
 
+/// The least room a new fill buffer of a [`Channel`] gets (or half its limit, if less): bytes
+/// that arrive in small records are gathered into frames of about this size instead of one
+/// frame each, so that a body sent a byte a record holds about its bytes in memory, not a
+/// frame's bookkeeping (some 60 bytes) per byte.
+pub(crate) const MIN_FILL: usize = 4 * 1024;
+
 /// Room for a body's buffer when `len` bytes arrive: what is still `announced` (if anything),
 /// but never less than `len` nor more than [`RESERVE_FACTOR`] times it or `cap`.
 pub(crate) fn reserve_for(len: usize, announced: Option<usize>, cap: usize) -> usize {
@@ -257,8 +263,11 @@ impl Channel {
         }
         if st.filling.capacity() - st.filling.len() < data.len() {
             Self::hand_on(&mut st);
-            let want = reserve_for(data.len(), st.announced_left, self.limit / 2);
-            st.filling = Vec::with_capacity(want);
+            if st.filling.capacity() < data.len() {
+                let floor = MIN_FILL.min(self.limit / 2);
+                let want = reserve_for(data.len(), st.announced_left, self.limit / 2).max(floor);
+                st.filling = Vec::with_capacity(want);
+            }
         }
         st.filling.extend_from_slice(data);
         st.buffered += data.len();
@@ -273,21 +282,31 @@ impl Channel {
         }
     }
 
-    /// Hands the fill buffer on once it is full or the unread bytes pass half the limit (so
-    /// that the reader can always bring them under it, which resumes a paused connection).
+    /// Hands the fill buffer on once it is full, once the unread bytes pass half the limit (so
+    /// that the reader can always bring them under it, which resumes a paused connection), or,
+    /// for a body of unknown length, while the reader waits.
     fn settle(&self, st: &mut ChannelState) {
         let full = st.filling.len() == st.filling.capacity();
-        if !st.filling.is_empty() && (full || st.buffered > self.limit / 2) {
+        let awaited = st.announced_left.is_none() && st.reader.is_some();
+        if !st.filling.is_empty() && (full || awaited || st.buffered > self.limit / 2) {
             Self::hand_on(st);
         }
     }
 
-    /// Moves the filled bytes to the reader's frames and wakes it.
+    /// Moves the filled bytes to the reader's frames and wakes it. A buffer less than half
+    /// full is copied into a frame of its own size and kept for the next bytes: a frame holds
+    /// no more memory than twice its bytes.
     fn hand_on(st: &mut ChannelState) {
         if st.filling.is_empty() {
             return;
         }
-        let frame = Bytes::from(std::mem::take(&mut st.filling));
+        let frame = if st.filling.len() < st.filling.capacity() / 2 {
+            let frame = Bytes::copy_from_slice(&st.filling);
+            st.filling.clear();
+            frame
+        } else {
+            Bytes::from(std::mem::take(&mut st.filling))
+        };
         st.chunks.push_back(frame);
         if let Some(w) = st.reader.take() {
             w.wake();
@@ -330,6 +349,10 @@ impl Channel {
 
     fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut st = self.lock();
+        if st.chunks.is_empty() && st.announced_left.is_none() {
+            // A body of unknown length: what has arrived so far.
+            Self::hand_on(&mut st);
+        }
         if let Some(chunk) = st.chunks.pop_front() {
             st.buffered -= chunk.len();
             if st.buffered <= self.limit / 2
@@ -449,6 +472,67 @@ mod tests {
         assert_eq!(frames_while_pushing(&ch, &[b"abc", b"de"]), vec![3, 2]);
     }
 
+    /// A body sent a byte at a time to a reader that does not read meanwhile is held in
+    /// frames of MIN_FILL bytes, announced or not: its memory is about its bytes.
+    #[test]
+    fn bytes_in_small_records_are_gathered_into_few_frames() {
+        for announced in [None, Some(1 << 20)] {
+            let ch = Arc::new(Channel::new(1 << 20, Vec::new(), announced));
+            let mut body = RequestBody::streaming(ch.clone());
+            for i in 0..100_000u32 {
+                assert_eq!(ch.push(&[i as u8]), Flow::Continue);
+            }
+            {
+                let st = ch.lock();
+                assert!(
+                    st.chunks.len() <= 100_000 / MIN_FILL + 1,
+                    "{announced:?}: {} frames",
+                    st.chunks.len()
+                );
+                let held: usize =
+                    st.chunks.iter().map(Bytes::len).sum::<usize>() + st.filling.capacity();
+                assert!(
+                    held <= 100_000 + MIN_FILL,
+                    "{announced:?}: {held} bytes held"
+                );
+            }
+            ch.end();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut got = Vec::new();
+            while let Poll::Ready(Some(Ok(f))) = Pin::new(&mut body).poll_frame(&mut cx) {
+                got.extend_from_slice(&f.into_data().unwrap());
+            }
+            let want: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+            assert!(got == want, "{announced:?}: the bytes differ");
+        }
+    }
+
+    /// A waiting reader of a body of unknown length is woken by each push and gets the bytes
+    /// that came, however few.
+    #[test]
+    fn a_waiting_reader_of_an_unknown_length_gets_each_push() {
+        let ch = Arc::new(Channel::new(1 << 20, Vec::new(), None));
+        let mut body = RequestBody::streaming(ch.clone());
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let waker = Waker::from(Arc::new(Count(woken.clone())));
+        let mut cx = Context::from_waker(&waker);
+        for (i, piece) in [&b"a"[..], b"bc", b"def"].iter().enumerate() {
+            assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+            ch.push(piece);
+            assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), i + 1);
+            let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+                panic!("push {i}: no frame");
+            };
+            assert_eq!(frame.into_data().unwrap(), *piece);
+        }
+    }
+
     #[test]
     fn an_announced_body_does_not_hold_more_than_half_the_limit() {
         // Limit 16: the reader gets the bytes once more than 8 are unread, so that it can
@@ -459,10 +543,13 @@ mod tests {
             vec![8, 1]
         );
         // An announced length larger than the bytes that came reserves at most RESERVE_FACTOR
-        // times them.
+        // times them, and never less than MIN_FILL.
+        let ch = Arc::new(Channel::new(1 << 20, Vec::new(), Some(1 << 20)));
+        assert_eq!(ch.push(&[7; 1000]), Flow::Continue);
+        assert_eq!(ch.lock().filling.capacity(), 1000 * RESERVE_FACTOR);
         let ch = Arc::new(Channel::new(1 << 20, Vec::new(), Some(1 << 20)));
         assert_eq!(ch.push(b"ab"), Flow::Continue);
-        assert_eq!(ch.lock().filling.capacity(), 2 * RESERVE_FACTOR);
+        assert_eq!(ch.lock().filling.capacity(), MIN_FILL);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! linear in its records (tens of thousands of one-byte STDIN records in one receive cost what
 //! they cost one by one).
 
-use super::requests::{BodyIn, ReqEntry, ReqKey, ReqTable};
+use super::requests::{BodyIn, ReqEntry, ReqKey};
 use super::state::Conn;
 use super::{ConnKey, Core};
 use crate::body::{Flow, RequestBody};
@@ -383,7 +383,6 @@ impl Core {
         let input_at = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
         let mut aborts: Vec<u16> = Vec::new();
         let mut overloaded: Vec<u16> = Vec::new();
-        let mut dispatched = false;
         let mut pause = false;
         let now = self.now_ms();
         // The worker turn's clock (read at the top of the turn, before its completions were
@@ -395,7 +394,6 @@ impl Core {
             Event::Request {
                 id, role, params, ..
             } => {
-                dispatched = true;
                 if self.active.get() >= self.settings.max_requests {
                     overloaded.push(id);
                     return;
@@ -404,7 +402,8 @@ impl Core {
                 metrics.request(role.into());
                 let serial = self.next_serial();
                 self.active.set(self.active.get() + 1);
-                requests.insert(ReqEntry::new(id, serial, role, now, params_done));
+                let staged_at = u16::try_from(staged.len()).unwrap_or(u16::MAX);
+                requests.insert(ReqEntry::new(id, serial, role, now, params_done, staged_at));
                 staged.push(Staged {
                     rk: ReqKey {
                         conn: key,
@@ -416,16 +415,18 @@ impl Core {
                 });
             }
             Event::Stdin { id, data } => {
+                let Some(entry) = requests.get_mut(&id) else {
+                    return;
+                };
                 // The announced length, looked up only for a body's first bytes.
-                let announced = || announced_length(staged, key, id);
+                let at = (entry.serial, entry.staged_at);
+                let announced = || announced_length(staged, key, id, at);
                 if let Some(kept) = kept.as_mut()
-                    && keep_in_place(kept, requests, id, data, &input_at, announced)
+                    && keep_in_place(kept, entry, data, &input_at, announced)
                 {
                     return;
                 }
-                if let Some(entry) = requests.get_mut(&id) {
-                    pause |= entry.body.push(data, announced) == Flow::Pause;
-                }
+                pause |= entry.body.push(data, announced) == Flow::Pause;
             }
             Event::StdinEnd { id } => {
                 // A kept body ends with its pieces; any other now.
@@ -486,12 +487,11 @@ impl Core {
             conn.refuse(id, ProtocolStatus::Overloaded);
             metrics.end_request(EndStatus::Overloaded);
         }
-        conn.track_params(dispatched, now);
         for id in aborts {
             self.stats.count(Counter::Aborted);
             conn.abort_request(id);
-            // A staged request aborted in the same batch is dropped before dispatch.
-            staged.retain(|s| !(s.rk.conn == key && s.rk.id == id));
+            // A request staged in this batch stays staged: ended here, it is no longer live,
+            // so its dispatch finds no body to take and starts no handler (`take_body`).
             self.end_request(key, conn, id, 0);
         }
         if let Err(e) = result {
@@ -543,7 +543,8 @@ impl Core {
             };
             match piece {
                 Piece::Data { range, .. } => {
-                    let announced = || announced_length(staged, key, id);
+                    let at = (entry.serial, entry.staged_at);
+                    let announced = || announced_length(staged, key, id, at);
                     full |= entry.body.push(&buf[range.clone()], announced) == Flow::Pause;
                 }
                 Piece::End { .. } => entry.body.end(),
@@ -629,8 +630,7 @@ impl Core {
 /// left among the shared bodies.
 fn keep_in_place(
     kept: &mut Kept,
-    requests: &mut ReqTable,
-    id: u16,
+    entry: &ReqEntry,
     data: &[u8],
     input: &Range<usize>,
     announced: impl FnOnce() -> Option<usize>,
@@ -639,24 +639,33 @@ fn keep_in_place(
     if data.is_empty() || at < input.start || at + data.len() > input.end {
         return false;
     }
-    if kept.body_of(id).is_none() {
-        let fresh = requests.get_mut(&id).is_some_and(|e| e.body.is_fresh());
+    if kept.body_of(entry.id).is_none() {
+        let fresh = entry.body.is_fresh();
         if !kept.has_room() || !fresh || announced().is_none_or(|n| n < BODY_SHARE_MIN) {
             return false;
         }
     }
     let start = at - input.start;
-    kept.push_data(id, start..start + data.len());
+    kept.push_data(entry.id, start..start + data.len());
     true
 }
 
-/// The CONTENT_LENGTH of request `id` of `key` if it is staged in this batch and states a
-/// plain length (advisory: only a size hint for its body's buffer).
-fn announced_length(staged: &[Staged], key: ConnKey, id: u16) -> Option<usize> {
-    let s = staged
-        .iter()
-        .rev()
-        .find(|s| s.rk.conn == key && s.rk.id == id)?;
+/// The CONTENT_LENGTH of request `id` of `key` staged in this batch if it states a plain
+/// length (advisory: only a size hint for its body's buffer). `at` is the request's serial and
+/// where it was staged ([`ReqEntry::staged_at`]): its params are found without a search.
+fn announced_length(
+    staged: &[Staged],
+    key: ConnKey,
+    id: u16,
+    (serial, at): (u64, u16),
+) -> Option<usize> {
+    let s = staged.get(usize::from(at)).filter(|s| {
+        s.rk == ReqKey {
+            conn: key,
+            id,
+            serial,
+        }
+    })?;
     content_length(&s.params)
 }
 

@@ -92,8 +92,6 @@ pub(crate) struct Conn {
     /// request.
     last_recv: Millis,
     last_activity: Millis,
-    /// Since when a request has been reading its params (oldest pending, approximately).
-    params_since: Option<Millis>,
     /// The tick of this connection's live entry in the timer wheel.
     timer: Option<u64>,
     /// Why it closed (meaningful once closed or closing).
@@ -117,7 +115,6 @@ impl Conn {
             last_recv: now,
             last_activity: now,
             cork: false,
-            params_since: None,
             timer: None,
             close_reason: CloseReason::Peer,
         }
@@ -193,8 +190,15 @@ impl Conn {
         self.last_activity
     }
 
+    /// When the receive came that began the oldest request still reading its params (its
+    /// params deadline runs from there, however many others complete meanwhile).
     pub fn params_since(&self) -> Option<Millis> {
-        self.params_since
+        // Most connections have every request dispatched: no walk over the protocol's table.
+        if self.proto.active_requests() > self.requests.len() {
+            self.proto.oldest_reading_params()
+        } else {
+            None
+        }
     }
 
     pub fn timer(&self) -> Option<u64> {
@@ -281,6 +285,7 @@ impl Conn {
             ..
         } = self;
         proto.swap_params_arena(arena);
+        proto.stamp_input(now);
         let result = proto.receive(data, out.buffer(), &mut |event| on_event(event, requests));
         proto.swap_params_arena(arena);
         result
@@ -289,19 +294,6 @@ impl Conn {
     /// Answers a BEGIN_REQUEST with END_REQUEST(`status`) without running it.
     pub fn refuse(&mut self, id: u16, status: ProtocolStatus) {
         self.proto.refuse_request(id, status, self.out.buffer());
-    }
-
-    /// Starts or stops the params deadline after a receive: it runs from the oldest request
-    /// still reading its params (restarted when one completes, which keeps the bound per
-    /// request approximately).
-    pub fn track_params(&mut self, dispatched: bool, now: Millis) {
-        if self.proto.active_requests() > self.requests.len() {
-            if dispatched || self.params_since.is_none() {
-                self.params_since = Some(now);
-            }
-        } else {
-            self.params_since = None;
-        }
     }
 
     /// Stops reading until [`Conn::resume`]; true when it was reading.

@@ -169,6 +169,31 @@ fn the_send(actions: &[Action]) -> Vec<u8> {
     }
 }
 
+/// A request aborted in the receive that completed its params stays in that batch's staged
+/// list, but it has ended: its dispatch takes no body (so starts no handler), and the peer gets
+/// one END_REQUEST for it. Many aborts in one batch cost no search of the list each.
+#[test]
+fn a_request_aborted_in_the_receive_that_staged_it_is_not_dispatched() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let mut bytes = request(1, true);
+    bytes.extend(request(2, true));
+    record::encode_abort_request(&mut bytes, 1);
+    let mut staged = Vec::new();
+    core.on_bytes(key, &bytes, &mut staged);
+    assert_eq!(staged.len(), 2, "both were staged");
+    assert!(
+        core.take_body(&staged[0]).is_none(),
+        "the aborted one is gone"
+    );
+    assert!(core.take_body(&staged[1]).is_some(), "the other is live");
+    core.flush(&mut io);
+    let mut end = Vec::new();
+    record::encode_end_request(&mut end, 1, 0, fcgi_proto::ProtocolStatus::RequestComplete);
+    assert_eq!(the_send(&io.take(key)), end, "END_REQUEST alone, once");
+}
+
 #[test]
 fn a_request_in_gives_a_send_of_its_response() {
     let core = core_with(settings());
@@ -399,6 +424,42 @@ fn an_idle_connection_is_closed_at_its_deadline() {
         [Action::CancelRecv, Action::Close { abort: true }]
     );
     assert_eq!(core.conn_count(), 0);
+}
+
+/// The params deadline of a request runs from the receive that began it, however many other
+/// requests on its connection complete meanwhile (each completing one does not restart it).
+#[test]
+fn params_that_never_end_are_closed_at_their_deadline_whatever_completes_meanwhile() {
+    let mut s = settings();
+    s.timeouts.params = Duration::from_secs(2);
+    s.timeouts.idle = Duration::from_secs(60);
+    let core = core_with(s);
+    let mut io = FakeIo {
+        whole: true,
+        ..FakeIo::default()
+    };
+    let key = open(&core, &mut io);
+    // Request 1 begins, with one byte of params, and never ends them.
+    let mut begun = Vec::new();
+    record::encode_begin_request(&mut begun, 1, 1, true);
+    begun.extend_from_slice(&[1, 4, 0, 1, 0, 1, 0, 0, 5]);
+    assert_eq!(receive(&core, key, &begun), []);
+    // Every 450 ms another request completes and is answered.
+    for id in 2..=5u16 {
+        core.clock.advance(Duration::from_millis(450));
+        assert!(!expire(&core), "not yet at {id}");
+        let rk = receive(&core, key, &request(id, true))[0];
+        core.write_status(rk, http::StatusCode::OK);
+        core.flush(&mut io);
+        the_send(&io.take(key));
+    }
+    core.clock.advance(Duration::from_millis(300));
+    assert!(expire(&core), "2.1 s after request 1 began");
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [Action::CancelRecv, Action::Close { abort: true }]
+    );
 }
 
 /// The idle wait's bound, counted in the wheel's milliseconds, is the time to the next deadline's
