@@ -802,6 +802,10 @@ impl Connection {
             .take()
             .unwrap_or_default()
             .finish_into(self.arena.get_or_insert_default());
+        if self.arena_holder == Some(id) {
+            // Given back: the next request's check finds no holder without a lookup.
+            self.arena_holder = None;
+        }
         request.phase = Phase::Dispatched {
             stdin_open: true,
             data_open: true,
