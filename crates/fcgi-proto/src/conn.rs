@@ -339,9 +339,34 @@ impl Connection {
     /// from the arena's block, see [`crate::params::ARENA_BLOCK`], whose rest stays for the
     /// next ones). A server with many connections swaps one arena in before and out after
     /// each [`Connection::receive`], so that connections share it and an idle connection holds
-    /// none.
+    /// none. A request whose params are still arriving when the arena is given away keeps its
+    /// bytes in a buffer of their own size, not the arena's block: pending params on any number
+    /// of connections hold about their bytes.
     pub fn swap_params_arena(&mut self, arena: &mut Option<Box<ParamsArena>>) {
+        if self.arena.is_some() {
+            self.detach_arena_holder();
+        }
         std::mem::swap(&mut self.arena, arena);
+    }
+
+    /// Moves the params of the request building in the arena, if it is still reading them,
+    /// out of the arena's block (see [`ParamsBuilder::leave_arena`]).
+    fn detach_arena_holder(&mut self) {
+        let (Some(holder), Some(arena)) = (self.arena_holder.take(), self.arena.as_deref_mut())
+        else {
+            return;
+        };
+        if let Some(Request {
+            phase:
+                Phase::ReadingParams {
+                    builder: Some(builder),
+                    ..
+                },
+            ..
+        }) = self.requests.get_mut(holder)
+        {
+            builder.leave_arena(arena);
+        }
     }
 
     /// Feeds received bytes; see the module doc.
@@ -1350,6 +1375,41 @@ mod tests {
         );
         let (events, _) = h.drain();
         assert_eq!(events, [dispatched(1, true), Ev::StdinEnd(1)]);
+    }
+
+    /// Params cut anywhere across two receives, with the arena given to another connection
+    /// (which builds a whole request in it) between them, come out as from one receive; the
+    /// request left waiting holds none of the arena's block meanwhile.
+    #[test]
+    fn params_cut_across_receives_leave_the_arena_between_them() {
+        let stream = nginx_stream();
+        let mut whole = Harness::new(Limits::default());
+        whole.feed(&stream).unwrap();
+        let expected = whole.drain();
+        for cut in 1..stream.len() {
+            let mut lent = Some(Box::<ParamsArena>::default());
+            let mut h = Harness::new(Limits::default());
+            h.conn.swap_params_arena(&mut lent);
+            h.feed(&stream[..cut]).unwrap();
+            h.conn.swap_params_arena(&mut lent);
+            assert!(
+                h.conn.arena_holder.is_none(),
+                "cut at {cut}: no holder left"
+            );
+            let mut other = Harness::new(Limits::default());
+            other.conn.swap_params_arena(&mut lent);
+            other.feed(&stream).unwrap();
+            other.conn.swap_params_arena(&mut lent);
+            assert_eq!(
+                other.drain(),
+                expected,
+                "the other connection, cut at {cut}"
+            );
+            h.conn.swap_params_arena(&mut lent);
+            h.feed(&stream[cut..]).unwrap();
+            h.conn.swap_params_arena(&mut lent);
+            assert_eq!(h.drain(), expected, "cut at {cut}");
+        }
     }
 
     #[test]

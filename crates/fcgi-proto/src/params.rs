@@ -105,6 +105,22 @@ impl ParamsBuilder {
         }
     }
 
+    /// Moves the bytes stored so far out of the arena's buffer into one of their own size, and
+    /// gives the arena its buffer back (for a builder whose params are still arriving when the
+    /// arena goes to another connection). Nothing changes for a builder not in an arena.
+    pub fn leave_arena(&mut self, arena: &mut ParamsArena) {
+        if !self.in_arena {
+            return;
+        }
+        let own = BytesMut::from(&self.buf[..]);
+        let mut block = std::mem::replace(&mut self.buf, own);
+        block.clear();
+        if block.capacity() > arena.bytes.capacity() {
+            arena.bytes = block;
+        }
+        self.in_arena = false;
+    }
+
     /// Room for `bytes` more in an arena's buffer: its spare capacity, else its whole block
     /// reclaimed when no earlier params use it any more, else a new block.
     fn reserve_in_arena(&mut self, bytes: usize) {

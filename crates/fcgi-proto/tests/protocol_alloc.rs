@@ -149,3 +149,47 @@ fn pending_params_hold_about_their_bytes() {
         input.len()
     );
 }
+
+/// The same across connections that share one arena, as a server's connections do (each
+/// swaps it in for its receive and out after): one byte of params pending on each of 256
+/// connections holds about its bytes, not a block each.
+#[test]
+fn pending_params_on_many_connections_hold_about_their_bytes() {
+    let mut input = Vec::new();
+    encode_begin_request(&mut input, 1, 1, true);
+    input.extend_from_slice(&[1, 4, 0, 1, 0, 1, 0, 0, 5]);
+    let mut arena = None;
+    let mut conns: Vec<Connection> = Vec::new();
+    let mut out = Vec::new();
+    // The arena's first block, made by the first receive, is not what is measured.
+    let mut warm = Connection::new(Limits::default());
+    warm.swap_params_arena(&mut arena);
+    warm.receive(&nginx_request(), &mut out, &mut |_| {})
+        .unwrap();
+    warm.swap_params_arena(&mut arena);
+    let before = bytes_allocated();
+    for _ in 0..256 {
+        let mut conn = Connection::new(Limits::default());
+        conn.swap_params_arena(&mut arena);
+        conn.receive(&input, &mut out, &mut |event| {
+            panic!("no request completes: {event:?}")
+        })
+        .unwrap();
+        conn.swap_params_arena(&mut arena);
+        conns.push(conn);
+    }
+    let made = bytes_allocated() - before;
+    assert!(
+        made < 256 * 1024,
+        "{made} bytes allocated for 256 connections' {} bytes of input each",
+        input.len()
+    );
+    // The arena still serves a whole request on a connection of its own.
+    let mut conn = Connection::new(Limits::default());
+    conn.swap_params_arena(&mut arena);
+    out.clear();
+    assert_eq!(
+        receive_allocations(&mut conn, &nginx_request(), &mut out),
+        2
+    );
+}

@@ -264,7 +264,13 @@ impl Channel {
         if st.filling.capacity() - st.filling.len() < data.len() {
             Self::hand_on(&mut st);
             if st.filling.capacity() < data.len() {
-                let floor = MIN_FILL.min(self.limit / 2);
+                // Never more than the bytes still announced: the buffer is full, and handed
+                // on, with the body's last byte.
+                let floor = match st.announced_left {
+                    Some(left) => MIN_FILL.min(left),
+                    None => MIN_FILL,
+                };
+                let floor = floor.min(self.limit / 2);
                 let want = reserve_for(data.len(), st.announced_left, self.limit / 2).max(floor);
                 st.filling = Vec::with_capacity(want);
             }
@@ -317,6 +323,8 @@ impl Channel {
     pub(crate) fn end(&self) {
         let mut st = self.lock();
         Self::hand_on(&mut st);
+        // No more bytes come: a buffer kept by `hand_on` is not held for the body's life.
+        st.filling = Vec::new();
         st.ended = true;
         if let Some(w) = st.reader.take() {
             w.wake();
@@ -330,6 +338,7 @@ impl Channel {
             return;
         }
         Self::hand_on(&mut st);
+        st.filling = Vec::new();
         st.error = Some(error);
         if let Some(w) = st.reader.take() {
             w.wake();
@@ -350,7 +359,9 @@ impl Channel {
     fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut st = self.lock();
         if st.chunks.is_empty() && st.announced_left.is_none() {
-            // A body of unknown length: what has arrived so far.
+            // A body of unknown length: what has arrived so far (the reader is this poll: a
+            // waker it left earlier is not woken for it).
+            st.reader = None;
             Self::hand_on(&mut st);
         }
         if let Some(chunk) = st.chunks.pop_front() {
@@ -505,6 +516,28 @@ mod tests {
             let want: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
             assert!(got == want, "{announced:?}: the bytes differ");
         }
+    }
+
+    /// A small announced body reaches a waiting reader with its last byte, not only at the
+    /// end of its stream.
+    #[test]
+    fn an_announced_body_reaches_the_reader_with_its_last_byte() {
+        let ch = Arc::new(Channel::new(1 << 20, Vec::new(), Some(3000)));
+        let mut body = RequestBody::streaming(ch.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..3 {
+            assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+            ch.push(&[9; 1000]);
+        }
+        let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) else {
+            panic!("the announced bytes are all there");
+        };
+        assert_eq!(frame.into_data().unwrap().len(), 3000);
+        assert_eq!(
+            ch.lock().filling.capacity(),
+            0,
+            "the buffer went with the frame"
+        );
     }
 
     /// A waiting reader of a body of unknown length is woken by each push and gets the bytes
