@@ -619,4 +619,126 @@ mod tests {
         assert_eq!(ch2.push(b"ignored"), Flow::Continue);
         assert!(ch2.wants_more(Waker::noop()));
     }
+
+    mod model {
+        //! The channel against what a reader is owed, under random pushes and polls, limits
+        //! and announced lengths: bytes arrive in order and whole, the unread count is what the
+        //! frames and the fill buffer hold, a waiting reader of a body of unknown length is
+        //! woken and given every byte, and a reader that waits never faces a driver it cannot
+        //! resume.
+
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        struct Count(Arc<AtomicUsize>);
+
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Push(usize),
+            /// One poll.
+            Poll,
+            /// Polls until the reader has to wait.
+            Drain,
+        }
+
+        fn ops() -> impl Strategy<Value = Vec<Op>> {
+            proptest::collection::vec(
+                prop_oneof![
+                    3 => (1usize..3000).prop_map(Op::Push),
+                    1 => (1usize..10).prop_map(Op::Push),
+                    2 => Just(Op::Poll),
+                    1 => Just(Op::Drain),
+                ],
+                0..80,
+            )
+        }
+
+        /// The `i`th byte of a body.
+        fn byte(i: usize) -> u8 {
+            (i * 7) as u8
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+            #[test]
+            fn the_reader_gets_every_byte_in_order(
+                ops in ops(),
+                limit in prop_oneof![Just(16usize), Just(4096), Just(1 << 16), Just(1 << 20)],
+                announced in proptest::option::of(0usize..100_000),
+                first in 0usize..5000,
+            ) {
+                let mut sent: Vec<u8> = (0..first).map(byte).collect();
+                let mut first_buf =
+                    Vec::with_capacity(reserve_for(first.max(1), announced, usize::MAX));
+                first_buf.extend_from_slice(&sent);
+                let left = announced.map(|n| n.saturating_sub(first));
+                let ch = Arc::new(Channel::new(limit, first_buf, left));
+                let mut body = RequestBody::streaming(ch.clone());
+                let driver = Waker::from(Arc::new(Count(Arc::default())));
+                let woken = Arc::new(AtomicUsize::new(0));
+                let reader = Waker::from(Arc::new(Count(woken.clone())));
+                let mut cx = Context::from_waker(&reader);
+                let mut got: Vec<u8> = Vec::new();
+                let (mut paused, mut waiting) = (false, false);
+                for op in ops {
+                    match op {
+                        Op::Push(n) => {
+                            let data: Vec<u8> = (sent.len()..sent.len() + n).map(byte).collect();
+                            sent.extend_from_slice(&data);
+                            let before = woken.load(Ordering::SeqCst);
+                            paused |= ch.push(&data) == Flow::Pause;
+                            let was_woken = woken.load(Ordering::SeqCst) > before;
+                            if waiting && announced.is_none() {
+                                prop_assert!(was_woken, "a waiting reader of an unknown length");
+                            }
+                            waiting &= !was_woken;
+                        }
+                        Op::Poll | Op::Drain => {
+                            loop {
+                                match Pin::new(&mut body).poll_frame(&mut cx) {
+                                    Poll::Ready(Some(Ok(f))) => {
+                                        got.extend_from_slice(&f.into_data().unwrap());
+                                    }
+                                    Poll::Pending => {
+                                        waiting = true;
+                                        break;
+                                    }
+                                    other => panic!("{other:?}"),
+                                }
+                                if matches!(op, Op::Poll) {
+                                    break;
+                                }
+                            }
+                            if waiting && announced.is_none() {
+                                prop_assert_eq!(got.len(), sent.len(), "bytes held back");
+                            }
+                            if paused && ch.wants_more(&driver) {
+                                paused = false;
+                            }
+                            prop_assert!(!(waiting && paused), "the reader waits on a paused driver");
+                        }
+                    }
+                    prop_assert!(got[..] == sent[..got.len()], "order");
+                    let st = ch.lock();
+                    let framed: usize = st.chunks.iter().map(Bytes::len).sum();
+                    prop_assert_eq!(st.buffered, framed + st.filling.len());
+                    prop_assert_eq!(st.buffered + got.len(), sent.len());
+                }
+                ch.end();
+                let mut cx = Context::from_waker(Waker::noop());
+                while let Poll::Ready(Some(Ok(f))) = Pin::new(&mut body).poll_frame(&mut cx) {
+                    got.extend_from_slice(&f.into_data().unwrap());
+                }
+                prop_assert!(got == sent, "whole");
+                prop_assert!(body.is_end_stream());
+            }
+        }
+    }
 }

@@ -986,3 +986,171 @@ fn bodies_that_cannot_be_shared_are_copied_whole_and_in_order() {
         MAX_SHARED_BODIES
     );
 }
+
+/// A request aborted in one receive, its id reused by a new request in the next receive of the
+/// same batch (io_uring parses several receives of a connection before it dispatches): the
+/// first is not dispatched, the second gets its own body, whole.
+#[test]
+fn an_id_reused_across_receives_of_one_batch_gets_its_own_body() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let (first, second) = (pattern(30_000, 1), pattern(40_000, 2));
+    let mut staged = Vec::new();
+    let mut bytes = upload(1, &first, 65_535, false);
+    record::encode_abort_request(&mut bytes, 1);
+    core.on_bytes_owned(key, &mut bytes::BytesMut::from(&bytes[..]), &mut staged);
+    let mut bytes = upload(1, &second, 7_000, true);
+    bytes.extend(upload(3, &first, 65_535, false));
+    let shared = core.on_bytes_owned(key, &mut bytes::BytesMut::from(&bytes[..]), &mut staged);
+    assert_eq!((staged.len(), shared), (3, 2));
+    assert!(core.take_body(&staged[0]).is_none(), "the aborted one");
+    for (staged, want) in staged[1..].iter().zip([&second, &first]) {
+        let (got, _) = core.take_body(staged).expect("live");
+        assert!(&frames(got).concat() == want, "request {}", staged.rk.id);
+    }
+}
+
+mod kept_bodies {
+    //! Bodies kept in the IO's buffers, whatever their records: sizes from one byte to 20 KiB,
+    //! several bodies' records interleaved in any order, any padding, ends anywhere, the bytes
+    //! cut into one to three receives of one batch, and the bound of shared bodies nearly or
+    //! wholly taken. Each body arrives whole and in order, and every shared body is given back.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        /// Each body's record sizes, and whether it announces at least the sharing minimum.
+        bodies: Vec<(Vec<usize>, bool)>,
+        /// Which body sends its next record (or, once it has sent them all, its end) next;
+        /// what is left follows body by body.
+        order: Vec<usize>,
+        pads: Vec<u8>,
+        /// Where the bytes are cut into receives, in thousandths.
+        cuts: Vec<usize>,
+        /// Bodies already shared on the worker.
+        shared_before: usize,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (1usize..5).prop_flat_map(|n| {
+            let sizes = prop_oneof![1usize..20, 1usize..70, 1000usize..20_000];
+            (
+                proptest::collection::vec(
+                    (proptest::collection::vec(sizes, 1..6), any::<bool>()),
+                    n,
+                ),
+                proptest::collection::vec(0..n, 0..60),
+                proptest::collection::vec(0u8..8, 64),
+                proptest::collection::vec(0usize..1000, 0..3),
+                prop_oneof![
+                    Just(0),
+                    Just(MAX_SHARED_BODIES - 2),
+                    Just(MAX_SHARED_BODIES)
+                ],
+            )
+                .prop_map(|(bodies, order, pads, cuts, shared_before)| Case {
+                    bodies,
+                    order,
+                    pads,
+                    cuts,
+                    shared_before,
+                })
+        })
+    }
+
+    /// One STDIN record of request `id` with `pad` bytes of padding.
+    fn stdin(id: u16, data: &[u8], pad: u8) -> Vec<u8> {
+        let mut out = vec![1, 5];
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        out.extend_from_slice(&[pad, 0]);
+        out.extend_from_slice(data);
+        out.extend(std::iter::repeat_n(0xEE, usize::from(pad)));
+        out
+    }
+
+    /// The bytes of a case, and each body.
+    fn encode(case: &Case) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let mut bytes = Vec::new();
+        let mut bodies = Vec::new();
+        for (i, (sizes, big)) in case.bodies.iter().enumerate() {
+            let len: usize = sizes.iter().sum();
+            bodies.push(pattern(len, i as u8 * 17 + 3));
+            let announced = if *big { len.max(BODY_SHARE_MIN) } else { len };
+            bytes.extend(upload_head(i as u16 + 1, announced));
+        }
+        // Per body: the next record to send (its end once past the last), and the offset.
+        let mut next = vec![0; bodies.len()];
+        let mut offset = vec![0; bodies.len()];
+        let mut pads = case.pads.iter().cycle();
+        let mut send = |b: usize, bytes: &mut Vec<u8>| {
+            let sizes = &case.bodies[b].0;
+            let id = b as u16 + 1;
+            if let Some(&size) = sizes.get(next[b]) {
+                let data = &bodies[b][offset[b]..offset[b] + size];
+                bytes.extend(stdin(id, data, *pads.next().unwrap_or(&0)));
+                offset[b] += size;
+            } else if next[b] == sizes.len() {
+                record::encode_stream_end(bytes, RecordType::Stdin, id);
+            }
+            next[b] += 1;
+        };
+        for &b in &case.order {
+            send(b, &mut bytes);
+        }
+        for (b, (sizes, _)) in case.bodies.iter().enumerate() {
+            for _ in 0..=sizes.len() {
+                send(b, &mut bytes);
+            }
+        }
+        (bytes, bodies)
+    }
+
+    fn check(case: &Case) {
+        let core = core_with(settings());
+        let mut io = FakeIo::default();
+        let key = open(&core, &mut io);
+        core.shared_bodies
+            .store(case.shared_before, Ordering::Relaxed);
+        let (bytes, bodies) = encode(case);
+        let mut cuts: Vec<usize> = case.cuts.iter().map(|c| c * bytes.len() / 1000).collect();
+        cuts.push(bytes.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut staged = Vec::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().filter(|&c| c > 0) {
+            let mut buf = bytes::BytesMut::from(&bytes[from..cut]);
+            core.on_bytes_owned(key, &mut buf, &mut staged);
+            from = cut;
+        }
+        assert_eq!(staged.len(), bodies.len());
+        for (staged, want) in staged.iter().zip(&bodies) {
+            let (got, _) = core.take_body(staged).expect("live");
+            assert!(
+                &frames(got).concat() == want,
+                "body of request {} differs",
+                staged.rk.id
+            );
+        }
+        for s in &staged {
+            core.finish(s.rk, 0);
+        }
+        assert_eq!(
+            core.shared_bodies.load(Ordering::Relaxed),
+            case.shared_before,
+            "every shared body given back"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn kept_bodies_arrive_whole(case in case()) {
+            check(&case);
+        }
+    }
+}
