@@ -429,6 +429,17 @@ impl Connection {
         self.stamp = stamp;
     }
 
+    /// Stamps the requests still reading their params with `stamp` where theirs is older: for a
+    /// caller that stopped reading the connection for a while, so that the time it did not read
+    /// does not count against those params. Linear in the active requests.
+    pub fn restamp_reading_params(&mut self, stamp: u64) {
+        for request in self.requests.iter_mut() {
+            if let Phase::ReadingParams { began, .. } = &mut request.phase {
+                *began = (*began).max(stamp);
+            }
+        }
+    }
+
     /// The smallest stamp ([`Connection::stamp_input`]) among the requests whose params have
     /// not ended; none when no request is reading params. Linear in the active requests.
     pub fn oldest_reading_params(&self) -> Option<u64> {
@@ -1128,6 +1139,10 @@ impl Table {
     /// The active requests, in no particular order.
     fn iter(&self) -> impl Iterator<Item = &Request> {
         self.slots.iter().flatten()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Request> {
+        self.slots.iter_mut().flatten()
     }
 
     fn slot(&self, id: u16) -> Option<usize> {

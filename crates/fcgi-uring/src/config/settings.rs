@@ -569,7 +569,7 @@ settings! {
         ty: Duration,
         default: Duration::from_secs(30),
         accepts: SECONDS,
-        doc: "From the receive that brought BEGIN_REQUEST to the end of its params (whatever other requests complete meanwhile); past it the connection is closed.",
+        doc: "From the receive that brought BEGIN_REQUEST to the end of its params (whatever other requests complete meanwhile; time the server stops reading the connection because a handler's body buffer is full does not count); past it the connection is closed.",
     },
     body_timeout {
         key: "timeouts.body",

@@ -79,7 +79,10 @@ fn deadlines(
             );
         }
     }
-    if let Some(since) = conn.params_since() {
+    // Not while the server does not read the connection (see `Conn::resume`).
+    if !conn.is_paused()
+        && let Some(since) = conn.params_since()
+    {
         push(after(since, t.params), Cause::Params);
     }
     // The body and handler deadlines are those of dispatched requests; most flushes have none

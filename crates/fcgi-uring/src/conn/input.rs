@@ -585,7 +585,7 @@ impl Core {
                 .requests()
                 .all(|e| e.bodies().all(|b| b.wants_more(&waker)));
             if ready {
-                conn.resume();
+                conn.resume(self.now_ms());
                 self.mark_dirty(key, conn);
             } else {
                 self.paused.borrow_mut().push(key);

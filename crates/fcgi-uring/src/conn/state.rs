@@ -301,8 +301,12 @@ impl Conn {
         !std::mem::replace(&mut self.paused, true)
     }
 
-    pub fn resume(&mut self) {
+    /// Reads again after [`Conn::pause`]. The params deadline stood still while the server did
+    /// not read (its handlers' bodies were full, no fault of the peer): it restarts now for the
+    /// requests still reading params.
+    pub fn resume(&mut self, now: Millis) {
         self.paused = false;
+        self.proto.restamp_reading_params(now);
     }
 
     /// Cancels request `id` at the peer's ABORT_REQUEST: handler aborted, bodies failed. The

@@ -462,6 +462,58 @@ fn params_that_never_end_are_closed_at_their_deadline_whatever_completes_meanwhi
     );
 }
 
+/// While the server does not read a connection because a handler's body buffer is full (no
+/// fault of the peer), the params deadline of a request on it stands still; it restarts when
+/// reading resumes.
+#[test]
+fn the_params_deadline_stands_still_while_a_full_body_pauses_the_connection() {
+    let mut s = settings();
+    s.timeouts.params = Duration::from_secs(2);
+    s.timeouts.idle = Duration::from_secs(60);
+    s.timeouts.body = Duration::ZERO;
+    s.max_body_buffer = 1024;
+    let core = core_with(s);
+    core.set_driver_waker(std::task::Waker::noop());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    // Request 1 is dispatched with a streaming body; its handler does not read yet.
+    let mut staged = Vec::new();
+    core.on_bytes(key, &upload_head(1, 100_000), &mut staged);
+    let (body, _) = core.take_body(&staged[0]).expect("live");
+    // More than the limit of its body, and request 2 beginning its params, in one receive.
+    let mut bytes = stdin_records(1, &[7; 2000], 2000, false);
+    record::encode_begin_request(&mut bytes, 2, 1, true);
+    bytes.extend_from_slice(&[1, 4, 0, 2, 0, 1, 0, 0, 5]);
+    assert!(receive(&core, key, &bytes).is_empty());
+    core.flush(&mut io);
+    core.clock.advance(Duration::from_secs(5));
+    assert!(!expire(&core), "paused: the params deadline stands still");
+    // The handler reads its body: reading resumes, and the params deadline restarts.
+    assert_eq!(
+        frames_so_far(body).iter().map(|f| f.len()).sum::<usize>(),
+        2000
+    );
+    core.resume_paused();
+    core.flush(&mut io);
+    core.clock.advance(Duration::from_millis(1900));
+    assert!(!expire(&core), "1.9 s after resuming");
+    core.clock.advance(Duration::from_millis(200));
+    assert!(expire(&core), "2.1 s after resuming");
+}
+
+/// The frames a streaming body holds now, without waiting for more.
+fn frames_so_far(mut body: RequestBody) -> Vec<bytes::Bytes> {
+    use http_body::Body as _;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut out = Vec::new();
+    while let std::task::Poll::Ready(Some(Ok(frame))) =
+        std::pin::Pin::new(&mut body).poll_frame(&mut cx)
+    {
+        out.extend(frame.into_data().ok());
+    }
+    out
+}
+
 /// The idle wait's bound, counted in the wheel's milliseconds, is the time to the next deadline's
 /// instant or at most a millisecond more, and zero once it is due.
 #[test]
