@@ -266,11 +266,10 @@ impl Channel {
             if st.filling.capacity() < data.len() {
                 // Never more than the bytes still announced: the buffer is full, and handed
                 // on, with the body's last byte.
-                let floor = match st.announced_left {
-                    Some(left) => MIN_FILL.min(left),
-                    None => MIN_FILL,
-                };
-                let floor = floor.min(self.limit / 2);
+                let floor = st
+                    .announced_left
+                    .map_or(MIN_FILL, |left| MIN_FILL.min(left))
+                    .min(self.limit / 2);
                 let want = reserve_for(data.len(), st.announced_left, self.limit / 2).max(floor);
                 st.filling = Vec::with_capacity(want);
             }

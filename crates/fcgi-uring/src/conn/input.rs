@@ -106,7 +106,6 @@ struct KeptBody {
     first: usize,
     last: usize,
     largest: usize,
-    largest_len: usize,
     /// Another body's piece lies between two of its own (joining it would overwrite that).
     interleaved: bool,
     /// Its end came in this receive.
@@ -136,6 +135,14 @@ impl Kept {
         self.bodies.len() < self.room
     }
 
+    /// The length of the data piece at `at` in [`Kept::pieces`] (0 for an end).
+    fn data_len(&self, at: usize) -> usize {
+        match self.pieces.get(at) {
+            Some(Piece::Data { range, .. }) => range.len(),
+            _ => 0,
+        }
+    }
+
     /// Keeps `range` of the buffer as the next piece of the body of request `id`.
     fn push_data(&mut self, id: u16, range: Range<usize>) {
         let at = self.pieces.len();
@@ -143,11 +150,15 @@ impl Kept {
         let body = match self.body_of(id) {
             Some(body) => {
                 let after = self.last_data;
+                let largest = self
+                    .bodies
+                    .get(body)
+                    .map_or(0, |k| self.data_len(k.largest));
                 if let Some(kept) = self.bodies.get_mut(body) {
                     kept.interleaved |= after != Some(body);
                     kept.last = at;
-                    if len > kept.largest_len {
-                        (kept.largest, kept.largest_len) = (at, len);
+                    if len > largest {
+                        kept.largest = at;
                     }
                 }
                 body
@@ -158,7 +169,6 @@ impl Kept {
                     first: at,
                     last: at,
                     largest: at,
-                    largest_len: len,
                     interleaved: false,
                     ended: false,
                 });
@@ -533,11 +543,12 @@ impl Core {
         let mut full = false;
         for piece in &kept.pieces {
             let (Piece::Data { body, .. } | Piece::End { body }) = piece;
-            let (Some(false), Some(kept)) = (share.get(*body).copied(), kept.bodies.get(*body))
+            let (Some(false), Some(kept_body)) =
+                (share.get(*body).copied(), kept.bodies.get(*body))
             else {
                 continue;
             };
-            let id = kept.id;
+            let id = kept_body.id;
             let Some(entry) = conn.request_mut(id) else {
                 continue;
             };

@@ -728,16 +728,22 @@ fn an_idle_connections_state_stays_small() {
     );
 }
 
-/// Request `id` announcing `body`'s length, its STDIN in records of at most `piece` bytes,
-/// each padded to a multiple of 8 when `pad` (as nginx pads).
-fn upload(id: u16, body: &[u8], piece: usize, pad: bool) -> Vec<u8> {
+/// The head of an upload of `len` bytes by request `id`: BEGIN_REQUEST and PARAMS with its
+/// CONTENT_LENGTH (see [`upload`]).
+fn upload_head(id: u16, len: usize) -> Vec<u8> {
     let mut out = Vec::new();
     record::encode_begin_request(&mut out, id, 1, true);
     let mut params = Vec::new();
-    let len = body.len().to_string();
-    fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", len.as_bytes());
+    fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", len.to_string().as_bytes());
     record::encode_stream(&mut out, RecordType::Params, id, &params);
     record::encode_stream_end(&mut out, RecordType::Params, id);
+    out
+}
+
+/// Request `id` announcing `body`'s length, its STDIN in records of at most `piece` bytes,
+/// each padded to a multiple of 8 when `pad` (as nginx pads).
+fn upload(id: u16, body: &[u8], piece: usize, pad: bool) -> Vec<u8> {
+    let mut out = upload_head(id, body.len());
     out.extend(stdin_records(id, body, piece, pad));
     record::encode_stream_end(&mut out, RecordType::Stdin, id);
     out
@@ -829,18 +835,6 @@ fn a_body_that_comes_whole_in_an_owned_receive_is_a_slice_of_it() {
         drop(got);
         assert_eq!(core.shared_bodies.load(Ordering::Relaxed), 0);
     }
-}
-
-/// The head of an upload of `len` bytes by request `id`: BEGIN_REQUEST and PARAMS with its
-/// CONTENT_LENGTH (see [`upload`]).
-fn upload_head(id: u16, len: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    record::encode_begin_request(&mut out, id, 1, true);
-    let mut params = Vec::new();
-    fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", len.to_string().as_bytes());
-    record::encode_stream(&mut out, RecordType::Params, id, &params);
-    record::encode_stream_end(&mut out, RecordType::Params, id);
-    out
 }
 
 /// nginx sends the first bytes of a body, those it read with the request's head, in a record of
