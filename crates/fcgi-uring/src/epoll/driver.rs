@@ -22,11 +22,10 @@ use super::backend::{AcceptError, Backend};
 use crate::conn::{self, Core};
 use crate::service::HttpService;
 use crate::stats::Counter;
-use crate::worker::{Dispatcher, Idle, LoopSpec, Pace, WakeTimer, Wakes};
-use std::future::{Future, poll_fn};
+use crate::worker::{Dispatcher, Idle, LoopSpec, Pace, WakeTimer, Wakes, park};
+
 use std::io;
 use std::pin::Pin;
-use std::task::Poll;
 use std::time::Instant;
 
 /// Connections accepted per turn at most (the rest wait for the next turn).
@@ -153,37 +152,15 @@ where
                 }
             }
         }
-        let mut polled = false;
-        poll_fn(|cx| {
-            let mut ready = std::mem::replace(&mut polled, true);
-            core.set_driver_waker(cx.waker());
-            core.set_driver_parked(true);
-            ready |= core.has_dirty();
-            ready |= core.stats.shared.liveness.sleeping(cx.waker());
-            if let Poll::Ready(r) = io.waiter().poll_read_ready(cx) {
-                if let Ok(mut guard) = r {
-                    guard.clear_ready();
-                }
-                ready = true;
-            }
-            if deadline.is_none() {
-                ready |= stop_signal.as_mut().poll(cx).is_ready();
-            }
-            if let Some(dl) = &mut deadline {
-                ready |= dl.as_mut().poll(cx).is_ready();
-            }
-            if let Some(p) = &mut accept_pause {
-                ready |= p.as_mut().poll(cx).is_ready();
-            }
-            ready |= timer.poll(&core, cx);
-            if ready {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
+        park(
+            &core,
+            io.waiter(),
+            stop_signal.as_mut(),
+            deadline.as_mut(),
+            accept_pause.as_mut(),
+            &mut timer,
+        )
         .await;
-        core.set_driver_parked(false);
     }
     Ok(())
 }

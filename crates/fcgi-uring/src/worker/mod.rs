@@ -381,39 +381,15 @@ impl Loop {
                     }
                 }
             }
-            // Any wake after the first poll is worth a loop turn (ring, handler output, a body
-            // channel that drained, stop, deadline); spurious ones cost one turn.
-            let mut polled = false;
-            poll_fn(|cx| {
-                let mut ready = std::mem::replace(&mut polled, true);
-                core.set_driver_waker(cx.waker());
-                core.set_driver_parked(true);
-                ready |= core.has_dirty();
-                ready |= core.stats.shared.liveness.sleeping(cx.waker());
-                if let Poll::Ready(r) = waiter.poll_read_ready(cx) {
-                    if let Ok(mut guard) = r {
-                        guard.clear_ready();
-                    }
-                    ready = true;
-                }
-                if deadline.is_none() {
-                    ready |= stop_signal.as_mut().poll(cx).is_ready();
-                }
-                if let Some(dl) = &mut deadline {
-                    ready |= dl.as_mut().poll(cx).is_ready();
-                }
-                if let Some(p) = &mut accept_pause {
-                    ready |= p.as_mut().poll(cx).is_ready();
-                }
-                ready |= timer.poll(&core, cx);
-                if ready {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                }
-            })
+            park(
+                &core,
+                &waiter,
+                stop_signal.as_mut(),
+                deadline.as_mut(),
+                accept_pause.as_mut(),
+                &mut timer,
+            )
             .await;
-            core.set_driver_parked(false);
             io.ring.acknowledge_wakeup();
         }
         drop(waiter);
@@ -688,6 +664,50 @@ pub(crate) enum Idle {
     },
     /// Sleep in tokio's reactor.
     Sleep,
+}
+
+/// Sleeps in tokio until something may have work for the worker's next turn: its backend's fd
+/// readable (ring completions, epoll events), output a handler task wrote, a liveness probe,
+/// a stop request (`stop_signal`, not polled once draining), the drain's `deadline`, the end of
+/// an `accept_pause`, or the timer wheel's next deadline. Any wake after the first poll counts
+/// (a body channel that drained wakes the driver too); a spurious one costs one turn.
+pub(crate) async fn park<T: std::os::fd::AsRawFd>(
+    core: &Core,
+    waiter: &tokio::io::unix::AsyncFd<T>,
+    mut stop_signal: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    mut deadline: Option<&mut Pin<Box<tokio::time::Sleep>>>,
+    mut accept_pause: Option<&mut Pin<Box<tokio::time::Sleep>>>,
+    timer: &mut WakeTimer,
+) {
+    let mut polled = false;
+    poll_fn(|cx| {
+        let mut ready = std::mem::replace(&mut polled, true);
+        core.set_driver_waker(cx.waker());
+        core.set_driver_parked(true);
+        ready |= core.has_dirty();
+        ready |= core.stats.shared.liveness.sleeping(cx.waker());
+        if let Poll::Ready(r) = waiter.poll_read_ready(cx) {
+            if let Ok(mut guard) = r {
+                guard.clear_ready();
+            }
+            ready = true;
+        }
+        match &mut deadline {
+            None => ready |= stop_signal.as_mut().poll(cx).is_ready(),
+            Some(dl) => ready |= dl.as_mut().poll(cx).is_ready(),
+        }
+        if let Some(p) = &mut accept_pause {
+            ready |= p.as_mut().poll(cx).is_ready();
+        }
+        ready |= timer.poll(core, cx);
+        if ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    core.set_driver_parked(false);
 }
 
 /// The worker's one timer: armed for the wheel's first due slot.
