@@ -51,59 +51,8 @@ hyper_hello="$root/target/release/hyper-hello"
 source "$(dirname "${BASH_SOURCE[0]}")/server-lib.sh"
 trap stop_server EXIT
 
-# start_server PORT CMD...: starts CMD pinned to the server core, waits for PORT to accept.
-start_server() {
-    local port="$1"
-    shift
-    if ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then
-        log "port $port is already in use: stop the process listening on it first"
-        return 1
-    fi
-    taskset -c "$SERVER_CPU" "$@" >"$OUT/server-$port.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        if ! kill -0 "$server_pid" 2>/dev/null; then
-            log "server on port $port exited: $(tail -5 "$OUT/server-$port.log")"
-            server_pid=""
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "server on port $port did not start listening"
-    return 1
-}
-
 results="$OUT/results.tsv"
 : >"$results"
-
-loadtest_case() {
-    local name="$1"
-    shift
-    log "$name (round $round)"
-    local file="$OUT/$name.r$round.json"
-    if taskset -c "$CLIENT_CPU" "$loadtest" run --cpus "$CLIENT_CPU" --threads 1 \
-        --duration "$DURATION" --warmup 1 --expect-body 'Hello, World!' \
-        --server-pid "$server_pid" --json "$@" /hello >"$file"; then
-        printf '%s\tloadtest\t%s\n' "$name" "$file" >>"$results"
-    else
-        printf '%s\tfailed\t-\n' "$name" >>"$results"
-    fi
-}
-
-wrk_case() {
-    local name="$1" url="$2"
-    log "$name (round $round)"
-    local file="$OUT/$name.r$round.wrk"
-    local before after
-    before=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-    taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${DURATION}s" --latency "$url" >"$file"
-    after=$(awk '{print $14 + $15}' "/proc/$server_pid/stat")
-    echo "server_ticks $((after - before)) $(getconf CLK_TCK)" >>"$file"
-    printf '%s\twrk\t%s\n' "$name" "$file" >>"$results"
-}
 
 for round in $(seq "$ROUNDS"); do
     for io in uring epoll; do
