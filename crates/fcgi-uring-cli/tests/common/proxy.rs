@@ -81,11 +81,33 @@ impl Drop for Proxy {
 /// nginx in front of `backend` (`127.0.0.1:PORT` or `unix:/path`), with upstream keepalive and
 /// `fastcgi_keep_conn on`, as README documents.
 pub fn nginx(backend: &str) -> Option<Proxy> {
+    let params = fastcgi_params_path().display();
+    nginx_http(&format!(
+        r#"    client_max_body_size 64m;
+    upstream app {{
+        server {backend};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{{port}};
+        server_name localhost;
+        location / {{
+            include {params};
+            fastcgi_pass app;
+            fastcgi_keep_conn on;
+        }}
+    }}"#
+    ))
+}
+
+/// nginx (one process, in the foreground, its files in a temporary directory) with `lines`
+/// inside `http {}`; `{port}` in `lines` is the port it listens on.
+pub fn nginx_http(lines: &str) -> Option<Proxy> {
     let bin = find_binary("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"])?;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let d = dir.path().display();
-    let params = fastcgi_params_path().display();
+    let lines = lines.replace("{port}", &port.to_string());
     let conf = format!(
         r#"daemon off;
 master_process off;
@@ -100,20 +122,7 @@ http {{
     proxy_temp_path {d}/proxy;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    client_max_body_size 64m;
-    upstream app {{
-        server {backend};
-        keepalive 16;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        server_name localhost;
-        location / {{
-            include {params};
-            fastcgi_pass app;
-            fastcgi_keep_conn on;
-        }}
-    }}
+{lines}
 }}
 "#
     );
@@ -162,15 +171,35 @@ pub fn apache(backend_spec: &str) -> Option<Proxy> {
 }
 
 pub fn apache_with(backend_spec: &str, extra: &str) -> Option<Proxy> {
-    let bin = find_binary("apache2", &["/usr/sbin/apache2", "/usr/sbin/httpd"])?;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let d = dir.path().display();
     let m = "/usr/lib/apache2/modules";
     let target = match backend(backend_spec) {
         Backend::Tcp { host, port } => format!("fcgi://{host}:{port}/"),
         Backend::Unix(path) => format!("unix:{path}|fcgi://localhost/"),
     };
+    apache_conf(&format!(
+        r#"LoadModule authn_core_module {m}/mod_authn_core.so
+LoadModule authz_core_module {m}/mod_authz_core.so
+LoadModule auth_basic_module {m}/mod_auth_basic.so
+LoadModule authnz_fcgi_module {m}/mod_authnz_fcgi.so
+LoadModule proxy_module {m}/mod_proxy.so
+LoadModule proxy_fcgi_module {m}/mod_proxy_fcgi.so
+ThreadLimit 200
+ThreadsPerChild 200
+MaxRequestWorkers 200
+Timeout 20
+{extra}
+ProxyPass "/" "{target}" enablereuse=on"#
+    ))
+}
+
+/// Apache httpd (mpm_event, one process: `-X`, its files in a temporary directory) with `lines`
+/// (modules to load, the site) after its server settings.
+pub fn apache_conf(lines: &str) -> Option<Proxy> {
+    let bin = find_binary("apache2", &["/usr/sbin/apache2", "/usr/sbin/httpd"])?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let m = "/usr/lib/apache2/modules";
     // Apache refuses to serve requests as root: its (single) process switches to www-data.
     let user = if is_root() {
         "User www-data\nGroup www-data\n"
@@ -187,18 +216,7 @@ Mutex file:{d} default
 ErrorLog {d}/error.log
 LogLevel warn
 {user}LoadModule mpm_event_module {m}/mod_mpm_event.so
-LoadModule authn_core_module {m}/mod_authn_core.so
-LoadModule authz_core_module {m}/mod_authz_core.so
-LoadModule auth_basic_module {m}/mod_auth_basic.so
-LoadModule authnz_fcgi_module {m}/mod_authnz_fcgi.so
-LoadModule proxy_module {m}/mod_proxy.so
-LoadModule proxy_fcgi_module {m}/mod_proxy_fcgi.so
-ThreadLimit 200
-ThreadsPerChild 200
-MaxRequestWorkers 200
-Timeout 20
-{extra}
-ProxyPass "/" "{target}" enablereuse=on
+{lines}
 "#
     );
     let conf_path = dir.path().join("httpd.conf");
