@@ -300,7 +300,11 @@ impl Core {
         self.with_conn(key, |core, conn| {
             // Once we decided to close, what the peer still sends is discarded.
             if conn.is_open() {
-                core.feed(key, conn, Input::Borrowed(data), staged);
+                if conn.reads_input(core.settings.max_output_buffer) {
+                    core.feed(key, conn, Input::Borrowed(data), staged);
+                } else {
+                    core.hold(key, conn, data);
+                }
             }
         });
     }
@@ -322,13 +326,77 @@ impl Core {
         let mut shared = 0;
         self.with_conn(key, |core, conn| {
             if conn.is_open() {
-                shared = core.feed(key, conn, Input::Owned(data), staged);
+                if conn.reads_input(core.settings.max_output_buffer) {
+                    shared = core.feed(key, conn, Input::Owned(data), staged);
+                } else {
+                    core.hold(key, conn, data);
+                }
             }
         });
         for _ in 0..shared {
             self.stats.count(Counter::SharedBodies);
         }
         shared
+    }
+
+    /// Keeps `data`, received on a connection that is not to be read now, after what it already
+    /// holds (a copy of its exact size: a receive's buffer goes back to the IO). Out of line:
+    /// only a connection the IO was told to stop reading gets here.
+    #[cold]
+    #[inline(never)]
+    fn hold(&self, key: ConnKey, conn: &mut Conn, data: &[u8]) {
+        conn.set_holding(true);
+        self.held
+            .borrow_mut()
+            .entry(key)
+            .or_default()
+            .push_back(Bytes::copy_from_slice(data));
+    }
+
+    /// Feeds the bytes held on connections that may be read again (no longer paused, output
+    /// back within its limit), one receive's worth at a time and in arrival order, stopping where
+    /// they make the connection stop reading again; requests they complete go to `staged`. A
+    /// connection whose held bytes are all fed is read again at the next flush. Returns how many
+    /// receives were fed: work for the loop turn like the receives the IO reports (a body they
+    /// filled pauses the connection, and the next turn's [`Core::resume_paused`] must look).
+    pub fn replay_held(&self, staged: &mut Vec<Staged>) -> usize {
+        if self.held.borrow().is_empty() {
+            return 0;
+        }
+        let mut fed = 0;
+        let max_output = self.settings.max_output_buffer;
+        let keys: Vec<ConnKey> = self.held.borrow().keys().copied().collect();
+        let mut conns = self.conns.borrow_mut();
+        for key in keys {
+            let Some(conn) = conns.get_mut(key) else {
+                self.held.borrow_mut().remove(&key);
+                continue;
+            };
+            while conn.is_open() && !conn.is_paused() && conn.backlog() <= max_output {
+                let next = {
+                    let mut held = self.held.borrow_mut();
+                    let chunks = held.get_mut(&key);
+                    let next = chunks.and_then(|c| c.pop_front());
+                    if held.get(&key).is_none_or(|c| c.is_empty()) {
+                        held.remove(&key);
+                        conn.set_holding(false);
+                    }
+                    next
+                };
+                let Some(chunk) = next else {
+                    break;
+                };
+                self.feed(key, conn, Input::Borrowed(&chunk), staged);
+                fed += 1;
+            }
+            if !conn.is_open() && conn.is_holding() {
+                // Closing: what it still held is discarded, as later receives are.
+                self.held.borrow_mut().remove(&key);
+                conn.set_holding(false);
+            }
+            self.mark_dirty(key, conn);
+        }
+        fed
     }
 
     /// The peer closed (EOF) or the connection failed: requests cancelled, connection closed.

@@ -11,6 +11,9 @@
 //! Guarantees:
 //! - bounded: a connection's queued output stops its reading past `max_output_buffer`, a full
 //!   request body buffer pauses it, and requests past `max_requests_per_worker` are refused;
+//!   bytes the backend still delivers for a connection that is not to be read are kept
+//!   unparsed and parsed in order once it may be read ([`Core::replay_held`], which a backend
+//!   calls every loop turn), so output and bodies pass their limits by one receive at most;
 //! - a handler reaches only its own request ([`ReqKey`]'s serial), never a later one;
 //! - a connection leaves the table exactly when its state says closed, after its receive was
 //!   cancelled and the backend told to close it;
@@ -235,6 +238,12 @@ pub(crate) struct Core {
     params_arena: Cell<Option<Box<fcgi_proto::ParamsArena>>>,
     /// Connections whose reading is paused on a full body buffer.
     paused: RefCell<Vec<ConnKey>>,
+    /// Bytes received on connections that were not to be read (paused, or their output over
+    /// `max_output_buffer`), kept unparsed in arrival order until they may be read again (see
+    /// [`Core::replay_held`]). The IO stops reading such a connection at the next flush; what
+    /// reaches the core meanwhile (io_uring receives already completed) waits here, as it would
+    /// in the socket on epoll.
+    held: RefCell<std::collections::HashMap<ConnKey, std::collections::VecDeque<bytes::Bytes>>>,
     /// Bodies handed on as a slice of a receive buffer and still held (see
     /// [`Core::on_bytes_owned`]).
     shared_bodies: Arc<AtomicUsize>,
@@ -299,6 +308,7 @@ impl Core {
             flushing: RefCell::new(Vec::new()),
             params_arena: Cell::new(None),
             paused: RefCell::new(Vec::new()),
+            held: RefCell::default(),
             shared_bodies: Arc::default(),
             driver: RefCell::new(None),
             driver_parked: Cell::new(false),
@@ -489,9 +499,17 @@ impl Core {
             }
             if done.closed {
                 self.stats.shared.metrics.closed(conn.close_reason());
+                if conn.is_holding() {
+                    self.held.borrow_mut().remove(&key);
+                }
                 conns.remove(key);
             } else {
                 deadlines::schedule(self, key, conn);
+                // Its held bytes are fed at the next turn's start (`replay_held`): the worker
+                // must not wait for IO before.
+                if done.replay {
+                    self.mark_dirty(key, conn);
+                }
             }
         }
         keys.clear();

@@ -69,6 +69,8 @@ pub(crate) struct Stepped {
     pub output_full: bool,
     /// The connection is closed and may be dropped.
     pub closed: bool,
+    /// It holds received bytes ([`Conn::is_holding`]) and may now be read: they are to be fed.
+    pub replay: bool,
     /// Bytes handed to the IO by this step (not counting a resend of a short send's rest).
     pub sent_bytes: usize,
 }
@@ -86,6 +88,9 @@ pub(crate) struct Conn {
     lifecycle: Lifecycle,
     /// Reading stopped because a request body buffer is full.
     paused: bool,
+    /// Received bytes wait unparsed in the core (see `Core::replay_held`): not read further
+    /// until they are fed.
+    holding: bool,
     /// Listed in the core's dirty list.
     dirty: bool,
     /// Worker-clock times for the deadlines: last bytes received, last received bytes or ended
@@ -111,6 +116,7 @@ impl Conn {
             writing: Writing::Idle,
             lifecycle: Lifecycle::Open,
             paused: false,
+            holding: false,
             dirty: false,
             last_recv: now,
             last_activity: now,
@@ -149,6 +155,22 @@ impl Conn {
 
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+
+    /// Whether bytes received now are to be parsed: not paused on a full body, no bytes held
+    /// before them, and the output backlog within `max_output` (otherwise they are held, so
+    /// that neither the answers nor the bodies grow past their limits by what the IO still
+    /// delivers after it was told to stop reading).
+    pub fn reads_input(&self, max_output: usize) -> bool {
+        !self.paused && !self.holding && self.backlog() <= max_output
+    }
+
+    pub fn is_holding(&self) -> bool {
+        self.holding
+    }
+
+    pub fn set_holding(&mut self, holding: bool) {
+        self.holding = holding;
     }
 
     /// Lists the connection as dirty; false when it already was.
@@ -496,7 +518,8 @@ impl Conn {
                 // no further until it takes them: queued output stays bounded.
                 let out_full = self.backlog() > max_output;
                 done.output_full = out_full && self.reading == Reading::Armed;
-                if self.paused || out_full {
+                done.replay = self.holding && !self.paused && !out_full;
+                if self.paused || out_full || self.holding {
                     self.cancel_recv(key, io);
                 } else {
                     self.arm_recv(key, io);

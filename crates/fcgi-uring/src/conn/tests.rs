@@ -390,6 +390,141 @@ fn an_output_backlog_over_its_limit_stops_reading_until_it_drains() {
     assert_eq!(io.take(key), [Action::ArmRecv], "read again once sent");
 }
 
+/// `n` records of the unknown type `kind` (management records, id 0, no content): each gets an
+/// UNKNOWN_TYPE answer of 16 bytes naming `kind`.
+fn unknown_records(kind: u8, n: usize) -> Vec<u8> {
+    [1, kind, 0, 0, 0, 0, 0, 0].repeat(n)
+}
+
+/// The types named by the UNKNOWN_TYPE answers in `sent`, in order.
+fn unknown_types_answered(sent: &[u8]) -> Vec<u8> {
+    assert_eq!(sent.len() % 16, 0, "whole UNKNOWN_TYPE records");
+    sent.chunks(16)
+        .map(|r| {
+            assert_eq!(r[1], 11, "an UNKNOWN_TYPE record");
+            r[8]
+        })
+        .collect()
+}
+
+fn backlog(core: &Core, key: ConnKey) -> usize {
+    core.conns
+        .borrow_mut()
+        .get_mut(key)
+        .expect("open")
+        .backlog()
+}
+
+/// What the IO still delivers once the output is over its limit (io_uring receives completed
+/// before the receive was cancelled) is held unparsed, not answered: the output stays within
+/// the limit plus the answers to one receive. Once the output drains, the held bytes are fed
+/// in arrival order, and only then is the connection read again.
+#[test]
+fn bytes_received_over_the_output_limit_wait_unparsed_and_keep_their_order() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let mut staged = Vec::new();
+    core.on_bytes(key, &unknown_records(20, 100), &mut staged);
+    assert_eq!(backlog(&core, key), 1600, "over the 1024-byte limit");
+    core.on_bytes(key, &unknown_records(30, 100), &mut staged);
+    assert_eq!(backlog(&core, key), 1600, "held, not answered");
+    core.flush(&mut io);
+    let actions = io.take(key);
+    let mut sent = the_send(&actions);
+    assert_eq!(actions[1..], [Action::CancelRecv]);
+    core.on_bytes(key, &unknown_records(40, 100), &mut staged);
+    core.on_recv_ended(key);
+    assert_eq!(backlog(&core, key), 1600, "held after the cancel too");
+
+    core.on_sent(key, Sent::All(None));
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [], "not read while bytes are held");
+    assert!(
+        core.has_dirty(),
+        "a turn to feed them comes before any wait"
+    );
+    // One receive at a time, each while the output is within its limit.
+    for _ in 0..2 {
+        core.replay_held(&mut staged);
+        assert_eq!(backlog(&core, key), 1600, "fed until the output is full");
+        core.flush(&mut io);
+        sent.extend(the_send(&io.take(key)));
+        core.on_sent(key, Sent::All(None));
+    }
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [Action::ArmRecv],
+        "read again once all is fed"
+    );
+    assert!(core.held.borrow().is_empty());
+    let want: Vec<u8> = [20u8, 30, 40].iter().flat_map(|&t| [t; 100]).collect();
+    assert_eq!(unknown_types_answered(&sent), want);
+    assert!(staged.is_empty());
+}
+
+/// A connection paused on a full body holds what still arrives instead of pushing it into the
+/// body past its limit; the handler that reads gets it after what it had, in order.
+#[test]
+fn bytes_received_while_a_full_body_pauses_the_connection_follow_in_order() {
+    let mut s = settings();
+    s.max_body_buffer = 1024;
+    let core = core_with(s);
+    core.set_driver_waker(std::task::Waker::noop());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let mut staged = Vec::new();
+    core.on_bytes(key, &upload_head(1, 5000), &mut staged);
+    let (mut body, _) = core.take_body(&staged[0]).expect("live");
+    staged.clear();
+    let (first, second) = (pattern(2000, 1), pattern(3000, 2));
+    core.on_bytes(key, &stdin_records(1, &first, 2000, false), &mut staged);
+    let mut rest = stdin_records(1, &second, 1000, true);
+    record::encode_stream_end(&mut rest, RecordType::Stdin, 1);
+    core.on_bytes(key, &rest, &mut staged);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [Action::CancelRecv]);
+    let mut got = frames_now(&mut body).concat();
+    assert_eq!(got, first, "the body past its limit by no later receive");
+
+    core.resume_paused();
+    core.replay_held(&mut staged);
+    core.flush(&mut io);
+    got.extend(frames_now(&mut body).concat());
+    core.resume_paused();
+    core.replay_held(&mut staged);
+    core.flush(&mut io);
+    got.extend(frames_now(&mut body).concat());
+    assert_eq!(got, [first, second].concat());
+    assert_eq!(
+        io.take(key),
+        [],
+        "the receive ended before it is armed again"
+    );
+    core.on_recv_ended(key);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [Action::ArmRecv]);
+}
+
+/// Held bytes go with their connection: a peer gone while it held some leaves nothing behind.
+#[test]
+fn held_bytes_are_dropped_with_their_connection() {
+    let core = core_with(settings());
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let mut staged = Vec::new();
+    core.on_bytes(key, &unknown_records(20, 100), &mut staged);
+    core.on_bytes(key, &unknown_records(30, 100), &mut staged);
+    assert_eq!(core.held.borrow().len(), 1);
+    core.on_peer_gone(key);
+    core.flush(&mut io);
+    core.on_sent(key, Sent::All(None));
+    core.flush(&mut io);
+    assert_eq!(core.conn_count(), 0);
+    assert!(core.held.borrow().is_empty());
+}
+
 #[test]
 fn a_protocol_error_flushes_then_closes() {
     let core = core_with(settings());
@@ -503,11 +638,16 @@ fn the_params_deadline_stands_still_while_a_full_body_pauses_the_connection() {
 
 /// The frames a streaming body holds now, without waiting for more.
 fn frames_so_far(mut body: RequestBody) -> Vec<bytes::Bytes> {
+    frames_now(&mut body)
+}
+
+/// [`frames_so_far`], leaving the body to be read on.
+fn frames_now(body: &mut RequestBody) -> Vec<bytes::Bytes> {
     use http_body::Body as _;
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut out = Vec::new();
     while let std::task::Poll::Ready(Some(Ok(frame))) =
-        std::pin::Pin::new(&mut body).poll_frame(&mut cx)
+        std::pin::Pin::new(&mut *body).poll_frame(&mut cx)
     {
         out.extend(frame.into_data().ok());
     }

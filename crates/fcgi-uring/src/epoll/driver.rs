@@ -55,6 +55,7 @@ where
         core.stats.shared.liveness.answer();
         conn::expire(&core);
         core.resume_paused();
+        let replayed = core.replay_held(&mut staged);
         if accept_pause.as_ref().is_some_and(|p| p.is_elapsed()) && deadline.is_none() {
             accept_pause = None;
             io.listen(true)?;
@@ -107,7 +108,7 @@ where
             deadline = Some(Box::pin(tokio::time::sleep(spec.shutdown_timeout)));
             continue;
         }
-        let work = events + accepted + reads + done;
+        let work = events + accepted + reads + done + replayed;
         // Set when this turn had work and the next look at the epoll set is the idle wait below.
         let mut unlooked = false;
         if work > 0 || core.has_dirty() || io.has_reads() {

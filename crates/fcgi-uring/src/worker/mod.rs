@@ -264,6 +264,7 @@ impl Loop {
             core.stats.shared.liveness.answer();
             conn::expire(&core);
             core.resume_paused();
+            let replayed = core.replay_held(&mut f.staged);
             // Before the submit below, or the accept would wait for the next turn.
             if accept_pause.as_ref().is_some_and(|p| p.is_elapsed()) && deadline.is_none() {
                 accept_pause = None;
@@ -278,6 +279,7 @@ impl Loop {
             };
             io.ring.submit()?;
             let n = direct
+                + replayed
                 + io.complete(&core, self.batch, self.is_tcp, &mut f)
                 + io.read_ready(&core, &mut f.staged);
             if io.ring.take_tick() {
