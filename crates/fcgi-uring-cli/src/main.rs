@@ -52,9 +52,9 @@ struct ServeArgs {
     /// TOML configuration file (see fcgi-uring.example.toml); flags given here override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Write the process id to FILE once serving (SIGUSR2 or `fcgi-uring reload --pid-file
-    /// FILE` starts a hot upgrade, the new process writing its own pid there; `fcgi-uring stop
-    /// --pid-file FILE` stops it gracefully).
+    /// Write the process id to FILE once serving (SIGUSR2, SIGHUP or `fcgi-uring reload
+    /// --pid-file FILE` starts a hot upgrade, the new process writing its own pid there;
+    /// `fcgi-uring stop --pid-file FILE` stops it gracefully).
     #[arg(long, value_name = "FILE")]
     pid_file: Option<PathBuf>,
     /// Print the effective configuration as TOML (a file --config accepts) and exit.
@@ -249,7 +249,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     let signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("fcgi-uring: cannot listen for SIGINT, SIGTERM, SIGUSR1 and SIGUSR2: {e}");
+            eprintln!(
+                "fcgi-uring: cannot listen for SIGINT, SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2: {e}"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -287,26 +289,28 @@ fn serve(args: ServeArgs) -> ExitCode {
         None => None,
     };
     let mut pid_file = pid_file;
-    signals.wait(&mut handle, |handle| match upgrade(handle, &exe) {
-        Ok(pid) => {
-            if let Some(f) = pid_file.as_mut() {
-                f.hand_over();
+    signals.wait(&mut handle, |handle, signal| {
+        match upgrade(handle, &exe, signal) {
+            Ok(pid) => {
+                if let Some(f) = pid_file.as_mut() {
+                    f.hand_over();
+                }
+                eprintln!(
+                    "fcgi-uring: upgraded: pid {pid} serves; draining pid {}",
+                    std::process::id()
+                );
+                true
             }
-            eprintln!(
-                "fcgi-uring: upgraded: pid {pid} serves; draining pid {}",
-                std::process::id()
-            );
-            true
-        }
-        Err(cause) => {
-            // The pid file first, the log line second: whoever waits for the line (an
-            // operator, a test) then issues the next `reload` after the rewrite, and that
-            // reload is not answered by this one's rewrite.
-            if let Some(Err(e)) = pid_file.as_ref().map(|f| f.rewrite()) {
-                eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
+            Err(cause) => {
+                // The pid file first, the log line second: whoever waits for the line (an
+                // operator, a test) then issues the next `reload` after the rewrite, and that
+                // reload is not answered by this one's rewrite.
+                if let Some(Err(e)) = pid_file.as_ref().map(|f| f.rewrite()) {
+                    eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
+                }
+                eprintln!("fcgi-uring: upgrade failed: {cause}; still serving");
+                false
             }
-            eprintln!("fcgi-uring: upgrade failed: {cause}; still serving");
-            false
         }
     });
     eprintln!("fcgi-uring: shutting down; {}", handle.stats());
@@ -317,18 +321,19 @@ fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGUSR2: starts `exe` with this process's arguments and the listening sockets; the new
-/// process's pid once it reported ready (this process then drains and exits), or why it
-/// failed (this process serves on).
+/// SIGUSR2 or SIGHUP (`signal`): starts `exe` with this process's arguments and the listening
+/// sockets; the new process's pid once it reported ready (this process then drains and
+/// exits), or why it failed (this process serves on).
 fn upgrade(
     handle: &mut fcgi_uring::ServerHandle,
     exe: &std::io::Result<PathBuf>,
+    signal: &str,
 ) -> Result<u32, String> {
     let exe = exe
         .as_ref()
         .map_err(|e| format!("this binary's path is unknown ({e})"))?;
     eprintln!(
-        "fcgi-uring: SIGUSR2: starting {} with the listening sockets",
+        "fcgi-uring: {signal}: starting {} with the listening sockets",
         exe.display()
     );
     let mut command = std::process::Command::new(exe);
@@ -361,13 +366,16 @@ fn start_demo(
     }
 }
 
-/// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the access log), SIGUSR2 (hot upgrade),
+/// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the access log), SIGUSR2 and SIGHUP (hot
+/// upgrade, which reads the configuration anew: SIGHUP is the reload signal operators of
+/// nginx and most daemons send, and by default it would end the process on the spot),
 /// registered when made (so a signal that arrives later is not lost and no descriptor is
 /// needed to wait for one).
 struct Signals {
     rt: tokio::runtime::Runtime,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
     usr2: tokio::signal::unix::Signal,
 }
@@ -378,10 +386,11 @@ impl Signals {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (int, term, usr1, usr2) = rt.block_on(async {
+        let (int, term, hup, usr1, usr2) = rt.block_on(async {
             Ok::<_, std::io::Error>((
                 signal(SignalKind::interrupt())?,
                 signal(SignalKind::terminate())?,
+                signal(SignalKind::hangup())?,
                 signal(SignalKind::user_defined1())?,
                 signal(SignalKind::user_defined2())?,
             ))
@@ -390,22 +399,24 @@ impl Signals {
             rt,
             int,
             term,
+            hup,
             usr1,
             usr2,
         })
     }
 
-    /// Blocks until SIGINT or SIGTERM, or a SIGUSR2 for which `upgrade` returned true;
-    /// reopens the access log at each SIGUSR1.
+    /// Blocks until SIGINT or SIGTERM, or a SIGUSR2 or SIGHUP for which `upgrade` (given the
+    /// signal's name) returned true; reopens the access log at each SIGUSR1.
     fn wait(
         self,
         handle: &mut fcgi_uring::ServerHandle,
-        mut upgrade: impl FnMut(&mut fcgi_uring::ServerHandle) -> bool,
+        mut upgrade: impl FnMut(&mut fcgi_uring::ServerHandle, &str) -> bool,
     ) {
         let Signals {
             rt,
             mut int,
             mut term,
+            mut hup,
             mut usr1,
             mut usr2,
         } = self;
@@ -415,10 +426,15 @@ impl Signals {
                     _ = int.recv() => return,
                     _ = term.recv() => return,
                     _ = usr1.recv() => handle.reopen_logs(),
+                    // Each blocks this thread (up to server.upgrade_timeout): signals that come
+                    // meanwhile wait in their streams.
                     _ = usr2.recv() => {
-                        // Blocks this thread (up to server.upgrade_timeout): signals that come
-                        // meanwhile wait in their streams.
-                        if upgrade(handle) {
+                        if upgrade(handle, "SIGUSR2") {
+                            return;
+                        }
+                    }
+                    _ = hup.recv() => {
+                        if upgrade(handle, "SIGHUP") {
                             return;
                         }
                     }

@@ -332,3 +332,33 @@ fn fewer_workers_after_an_upgrade_still_serve_every_socket() {
     }
     server.stop();
 }
+
+/// SIGHUP, the reload signal of nginx and most daemons, is a hot upgrade as SIGUSR2 is (by
+/// default it would end the process at once, failing every request in flight).
+#[test]
+fn sighup_reloads_as_sigusr2_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("fcgi-uring.toml");
+    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
+    std::fs::write(&conf, config(&listen, "")).expect("write config");
+    let server = Served::start(env!("CARGO_BIN_EXE_fcgi-uring").as_ref(), &conf, dir.path());
+    let old = server.pid().expect("serving");
+    common::restarts::signal(old, "HUP");
+    wait_for("a new process in the pid file", HANG_GUARD, || {
+        server.pid().is_some_and(|p| p != old)
+    });
+    wait_for("the old process to exit", HANG_GUARD, || !alive(old));
+    let new = server.pid().expect("the new process serves");
+    let addr: Addr = listen.parse().expect("addr");
+    let r = get(&addr, "/pid");
+    assert_eq!(
+        (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+        (200, new.to_string())
+    );
+    assert!(
+        server.log().contains("SIGHUP: starting"),
+        "server log:\n{}",
+        server.log()
+    );
+    server.stop();
+}

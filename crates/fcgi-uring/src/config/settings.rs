@@ -615,7 +615,7 @@ settings! {
         default: None,
         accepts: Accepts::Address,
         example: "127.0.0.1:9100",
-        doc: "Where the admin HTTP listener serves /metrics (Prometheus, OpenMetrics), /healthz, /readyz and /status: host:port or unix:/path; unset: no admin listener.",
+        doc: "Where the admin HTTP listener serves /metrics (Prometheus, OpenMetrics), /healthz, /readyz and /status: host:port or unix:/path; unset: none for a server the library starts, while `fcgi-uring serve` listens on 127.0.0.1:9100 (or on a free loopback port when that one is taken); `none` turns it off.",
     },
     drain_delay {
         key: "admin.drain_delay",
