@@ -197,3 +197,37 @@ fn sqpoll_keeps_every_receive_on_the_ring() {
     let s = stats(&server);
     assert_eq!(s.direct_recvs + s.direct_recv_switches, 0, "{s}");
 }
+
+/// A peer whose last bytes and end (FIN) come in one burst, on a connection that receives
+/// directly: the poll's one wakeup covers both, and the end is read right after the data, so
+/// the server ends the connection at once (cancelling the request the end cut short), not at
+/// the body's or the idle deadline.
+#[test]
+fn a_peer_ending_right_after_its_data_is_seen_ending_on_a_direct_receiving_connection() {
+    let server = tcp(RingConfig::default());
+    for round in 0..20u32 {
+        let mut c = connect(server.local_addr());
+        // An upload switches the connection to direct receives.
+        echo_kept(&mut c, patterned(round, 64 * 1024));
+        let mut spec = RequestSpec::post("/echo", patterned(round, 64 * 1024));
+        spec.keep_conn = true;
+        let mut out = Vec::new();
+        spec.encode(1, &mut out);
+        out.truncate(out.len() - 16 * 1024);
+        c.send_raw(&out).unwrap();
+        c.shutdown_write().unwrap();
+        let started = std::time::Instant::now();
+        loop {
+            match c.read_record() {
+                Ok(None) => break,
+                Ok(Some(_)) => {}
+                Err(e) => panic!(
+                    "round {round}: not closed after {:?} ({e}); {}",
+                    started.elapsed(),
+                    server.ring_stats()
+                ),
+            }
+        }
+    }
+    assert!(stats(&server).direct_recv_switches > 0);
+}

@@ -62,6 +62,9 @@ struct IoConn {
     small_run: u8,
     /// In [`Receives::to_read`].
     queued: bool,
+    /// The poll saw the peer's end (`POLLRDHUP`, `POLLHUP`, `POLLERR`): read on until a receive
+    /// reports it. Its data and its end can come in one wakeup, after which no other comes.
+    hangup: bool,
     /// Offset into the buffer of the send in flight where it started.
     send_offset: usize,
     /// What a short send left, to send again.
@@ -452,13 +455,15 @@ fn on_completion(
             let Some(io) = io else {
                 return;
             };
-            if let Err(e) = result
-                && e.raw_os_error() != Some(libc::ECANCELED)
-            {
-                // The socket cannot be polled: back to ring receives, which report why (or
-                // work), rather than arming a poll that fails again.
-                tracing::debug!("poll for readability failed: {e}; receiving through the ring");
-                io.mode = Receiving::Buffers;
+            match result {
+                Ok(events) => io.hangup |= events & HANGUP != 0,
+                Err(e) if e.raw_os_error() != Some(libc::ECANCELED) => {
+                    // The socket cannot be polled: back to ring receives, which report why (or
+                    // work), rather than arming a poll that fails again.
+                    tracing::debug!("poll for readability failed: {e}; receiving through the ring");
+                    io.mode = Receiving::Buffers;
+                }
+                Err(_) => {}
             }
             if !more {
                 io.recv = None;
@@ -519,11 +524,15 @@ fn on_accept(
         switching: false,
         small_run: 0,
         queued: false,
+        hangup: false,
         send_offset: 0,
         resend: None,
     });
     true
 }
+
+/// Poll events that tell of the peer's end (or a failure a receive will report).
+const HANGUP: u32 = (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32;
 
 /// Asks for `io`'s armed receive to end so that the next one is armed in `mode` (once).
 fn switch_to(io: &mut IoConn, mode: Receiving, receives: &mut Receives) {
@@ -552,7 +561,8 @@ fn read_directly(
             let n = read.len();
             core.on_bytes_owned(key, read, staged);
             counters.note_direct_recv();
-            if filled {
+            // More to read, or the end the poll saw with this data: no other readiness comes.
+            if filled || c.hangup {
                 c.queued = true;
                 receives.to_read.push(key);
             }

@@ -245,9 +245,11 @@ pub enum CompletionKind<'a> {
     /// A shutdown(2) finished.
     Shutdown { result: io::Result<()> },
     /// The socket of a multishot poll ([`Ring::poll_readable`]) became readable (or closed or
-    /// failed: a receive tells which). `more == false`: the poll ended (`Err(ECANCELED)` when
-    /// cancelled, another error when it could not poll); arm it again to go on.
-    Readable { result: io::Result<()>, more: bool },
+    /// failed: a receive tells which); `Ok` holds the events the poll saw (`POLLIN`,
+    /// `POLLRDHUP`...: wakeups that came before the completion was made share one).
+    /// `more == false`: the poll ended (`Err(ECANCELED)` when cancelled, another error when it
+    /// could not poll); arm it again to go on.
+    Readable { result: io::Result<u32>, more: bool },
 }
 
 /// What a send sends from: heap output (one buffer, or pieces sent with one vectored write,
@@ -835,7 +837,7 @@ impl Ring {
                             CompletionKind::Send { result, buf }
                         }
                         Shape::Readable => CompletionKind::Readable {
-                            result: result_of(res).map(drop),
+                            result: result_of(res),
                             more,
                         },
                         Shape::Shutdown => CompletionKind::Shutdown {

@@ -76,7 +76,7 @@ fn own(completion: Completion<'_>) -> (Token, Event) {
             Event::Send(result, buf.into_heap().unwrap_or_default())
         }
         CompletionKind::Shutdown { result } => Event::Shutdown(result),
-        CompletionKind::Readable { result, more } => Event::Readable(result, more),
+        CompletionKind::Readable { result, more } => Event::Readable(result.map(drop), more),
     };
     (completion.token, event)
 }
