@@ -101,3 +101,67 @@ fn sigterm_under_load_finishes_accepted_requests_and_exits_zero() {
     let status = status.expect("exited");
     assert!(status.success(), "exit status {status}");
 }
+
+/// While a stopped server drains, a new connection is refused at once (a proxy then tries
+/// another backend), not completed into a listening queue nobody accepts from any more and
+/// reset when the process exits; the request in flight still gets its answer. On TCP (one
+/// SO_REUSEPORT listener per worker) and on a UNIX socket (one shared listener).
+#[test]
+fn a_draining_server_refuses_new_connections_and_finishes_the_old() {
+    let port = proxy::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("fcgi.sock");
+    for listen in [
+        format!("127.0.0.1:{port}"),
+        format!("unix:{}", sock.display()),
+    ] {
+        let addr: fcgi_uring::Addr = listen.parse().expect("addr");
+        let mut server = KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+                .args(["serve", "--listen", &listen, "--workers", "2", "--no-pin"])
+                .args(["--shutdown-timeout", "20", "--admin-listen", "none"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start fcgi-uring serve"),
+        );
+        wait_for("the server listening", HANG_GUARD, || {
+            fcgi_client::Client::connect(&addr).is_ok()
+        });
+        let mut slow = common::connect(&addr);
+        let mut spec = fcgi_client::RequestSpec::get("/sleep?ms=3000");
+        spec.keep_conn = true;
+        slow.begin(&spec, 1).expect("send the slow request");
+        let slow_answer = std::thread::spawn(move || {
+            let mut responses = fcgi_client::Responses::new();
+            slow.collect(&mut responses, &[1]).map(|_| responses)
+        });
+        wait_for("the slow request in flight", HANG_GUARD, || {
+            common::get(&addr, "/hello").status == 200
+        });
+        common::restarts::signal(server.0.id(), "TERM");
+        wait_for("a new connection refused", HANG_GUARD, || {
+            matches!(
+                fcgi_client::Client::connect(&addr),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+        });
+        assert!(
+            !slow_answer.is_finished(),
+            "{listen}: refused only once the slow request had ended"
+        );
+        let responses = slow_answer
+            .join()
+            .expect("slow request thread")
+            .expect("the slow request answered");
+        let r = responses
+            .get(1)
+            .expect("request 1")
+            .response()
+            .expect("response 1");
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"slept 3000"[..]));
+        wait_for("the server to exit", HANG_GUARD, || {
+            server.0.try_wait().expect("wait").is_some()
+        });
+    }
+}

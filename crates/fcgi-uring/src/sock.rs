@@ -18,6 +18,17 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 const FLAGS: SendFlags = SendFlags::NOSIGNAL.union(SendFlags::DONTWAIT);
 
 /// One non-blocking send of `out` from `offset`; `Ok(0)` when it would block.
+/// Stops `listener` listening, so that new connections are refused (TCP: reset at once;
+/// UNIX: `ECONNREFUSED`) rather than completed into a queue nobody accepts from any more.
+/// Linux takes `shutdown(SHUT_RD)` on a listening socket to mean that (a TCP one leaves the
+/// listening state). Only for a socket no other process serves: the shutdown reaches every
+/// descriptor of it.
+pub(crate) fn refuse_new_connections(listener: BorrowedFd<'_>) {
+    if let Err(e) = rustix::net::shutdown(listener, rustix::net::Shutdown::Read) {
+        tracing::debug!("stopping the listener: {e}");
+    }
+}
+
 pub(crate) fn send_now(fd: BorrowedFd<'_>, out: &OutBuf, offset: usize) -> Result<usize, Errno> {
     loop {
         let result = match out.contiguous() {

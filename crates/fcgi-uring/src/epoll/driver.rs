@@ -104,6 +104,9 @@ where
             {
                 accept_failed(&core, &e);
             }
+            if spec.stop.refuses_new() {
+                crate::sock::refuse_new_connections(std::os::fd::AsFd::as_fd(&*spec.listener));
+            }
             core.begin_drain();
             deadline = Some(Box::pin(tokio::time::sleep(spec.shutdown_timeout)));
             continue;

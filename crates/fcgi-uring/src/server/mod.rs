@@ -186,8 +186,8 @@ impl Server {
         handle.ops = ops;
         handle.listeners = listeners.sockets.clone();
         // A socket made by this server or an earlier process of it (hot upgrade) is its own;
-        // systemd's is the socket unit's.
-        handle.owns_socket_file = !listeners.passed || passed.from_upgrade;
+        // systemd's is the socket unit's, whichever process it was passed on to.
+        handle.owns_listeners = !listeners.passed || passed.ours;
         handle.upgrade_timeout = cfg.upgrade_timeout;
         handle.shutdown_timeout = cfg.shutdown_timeout;
         let watchdog = systemd::watchdog_period();
@@ -351,9 +351,10 @@ pub struct ServerHandle {
     ops: admin_start::Ops,
     /// The FastCGI listeners (what a hot upgrade hands over).
     listeners: Vec<Arc<OwnedFd>>,
-    /// The UNIX socket's file was made here (not passed): removed at shutdown, unless handed
-    /// over.
-    owns_socket_file: bool,
+    /// The listeners were made here or by an earlier process of this server (not systemd's):
+    /// at a shutdown (unless handed over) they stop listening once the workers took what
+    /// waits in their queues, and a UNIX socket's file is removed.
+    owns_listeners: bool,
     /// A hot upgrade handed the sockets to a new process.
     handed_over: AtomicBool,
     upgrade_timeout: std::time::Duration,
@@ -377,7 +378,7 @@ impl ServerHandle {
             ring_counters: Vec::new(),
             ops: admin_start::Ops::default(),
             listeners: Vec::new(),
-            owns_socket_file: true,
+            owns_listeners: true,
             handed_over: AtomicBool::new(false),
             upgrade_timeout: std::time::Duration::from_secs(30),
             shutdown_timeout: std::time::Duration::from_secs(30),
@@ -432,7 +433,11 @@ impl ServerHandle {
         let admin = self.ops.admin_fd().map_err(UpgradeError::Spawn)?;
         let pid = upgrade::start(
             command,
-            upgrade::Handover { listeners, admin },
+            upgrade::Handover {
+                listeners,
+                admin,
+                ours: self.owns_listeners,
+            },
             self.upgrade_timeout,
             self.shutdown_timeout,
         )?;
@@ -525,15 +530,23 @@ impl ServerHandle {
             // one's drain is not the service's.
             self.ops.drain();
         }
+        // New connections are refused once the workers took what waits in the queues (rather
+        // than queued for no one until the process exits, then reset), so a proxy tries
+        // another backend at once.
+        let refuse_new = self.owns_listeners && !handed_over;
         for stop in &self.stops {
-            stop.request();
+            if refuse_new {
+                stop.request_refusing_new();
+            } else {
+                stop.request();
+            }
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
         self.watchdog = None;
         if let Addr::Unix(path) = &self.local
-            && self.owns_socket_file
+            && self.owns_listeners
             && !handed_over
         {
             let _ = std::fs::remove_file(path);

@@ -51,6 +51,9 @@ pub(crate) struct Passed {
     pub ready: Option<UnixStream>,
     /// Where they came from, for the log line.
     pub from_upgrade: bool,
+    /// Passed by a hot upgrade from a process whose own they were (it bound them, or had them
+    /// so from its predecessor): this process's now. systemd's stay systemd's.
+    pub ours: bool,
 }
 
 impl Passed {
@@ -64,6 +67,7 @@ impl Passed {
             admin: self.admin.as_ref().map(Listener::try_clone).transpose()?,
             ready: self.ready.as_ref().map(UnixStream::try_clone).transpose()?,
             from_upgrade: self.from_upgrade,
+            ours: self.ours,
         })
     }
 }
@@ -71,6 +75,9 @@ impl Passed {
 /// Set in a process started by a hot upgrade (with `LISTEN_FDS`, no `LISTEN_PID`): the pid of
 /// the process it replaces.
 pub(crate) const UPGRADE_ENV: &str = "FCGI_URING_UPGRADE_FROM";
+
+/// Set to `1` by a hot upgrade whose sockets were the old process's own (see [`Passed::ours`]).
+pub(crate) const OURS_ENV: &str = "FCGI_URING_SOCKETS_OURS";
 
 static PASSED: OnceLock<Mutex<Option<io::Result<Passed>>>> = OnceLock::new();
 
@@ -111,6 +118,7 @@ fn from_env() -> io::Result<Passed> {
     let mut fds = ListenFd::from_env();
     let mut passed = Passed {
         from_upgrade,
+        ours: from_upgrade && std::env::var_os(OURS_ENV).is_some_and(|v| v == "1"),
         ..Passed::default()
     };
     for i in 0..fds.len() {

@@ -22,7 +22,7 @@
 //! - Under systemd, `MAINPID=` names the new process once it is ready (the unit needs
 //!   `NotifyAccess=all` for the new process's own `READY=1`).
 
-use super::passed::{ADMIN_NAME, READY_NAME, UPGRADE_ENV};
+use super::passed::{ADMIN_NAME, OURS_ENV, READY_NAME, UPGRADE_ENV};
 use command_fds::{CommandFdExt, FdMapping};
 use std::fmt;
 use std::io::{self, Read};
@@ -74,6 +74,8 @@ impl std::error::Error for UpgradeError {}
 pub(crate) struct Handover {
     pub listeners: Vec<OwnedFd>,
     pub admin: Option<OwnedFd>,
+    /// The listeners are this process's own (not systemd's): the new process's then.
+    pub ours: bool,
 }
 
 /// Starts `command` with `sockets` and waits up to `timeout` for its `READY`. Returns its pid.
@@ -93,6 +95,11 @@ pub(crate) fn start(
         });
         names.push(name.to_owned());
     };
+    if sockets.ours {
+        command.env(OURS_ENV, "1");
+    } else {
+        command.env_remove(OURS_ENV);
+    }
     for fd in sockets.listeners {
         map(fd, "fastcgi");
     }

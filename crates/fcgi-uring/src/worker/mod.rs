@@ -173,6 +173,9 @@ where
 #[derive(Debug, Default)]
 pub(crate) struct Stop {
     requested: AtomicBool,
+    /// Once it took what waits in its listener's queue, the worker stops the listener (see
+    /// [`Stop::request_refusing_new`]).
+    refuse_new: AtomicBool,
     notify: Notify,
 }
 
@@ -180,6 +183,18 @@ impl Stop {
     pub fn request(&self) {
         self.requested.store(true, Ordering::Release);
         self.notify.notify_one();
+    }
+
+    /// A stop after which new connections are refused: the worker serves what already waits
+    /// in its listener's queue, then stops the listener. Only for listeners no other process
+    /// serves (not after a hot upgrade handed them over, not systemd's).
+    pub fn request_refusing_new(&self) {
+        self.refuse_new.store(true, Ordering::Release);
+        self.request();
+    }
+
+    pub(crate) fn refuses_new(&self) -> bool {
+        self.refuse_new.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_requested(&self) -> bool {
@@ -290,6 +305,11 @@ impl Loop {
                 if deadline.is_some() {
                     if std::mem::take(&mut accept_ending) {
                         io.accept_queued(&core, &self.listener, self.is_tcp);
+                        if self.stop.refuses_new() {
+                            crate::sock::refuse_new_connections(std::os::fd::AsFd::as_fd(
+                                &*self.listener,
+                            ));
+                        }
                     }
                 } else if failed {
                     accept = None;
@@ -310,6 +330,9 @@ impl Loop {
                 if let Some(op) = accept.take() {
                     io.ring.cancel(op);
                     accept_ending = true;
+                } else if self.stop.refuses_new() {
+                    // Accepting was paused (a failed accept): nothing is taken from the queue.
+                    crate::sock::refuse_new_connections(std::os::fd::AsFd::as_fd(&*self.listener));
                 }
                 accept_pause = None;
                 core.begin_drain();
