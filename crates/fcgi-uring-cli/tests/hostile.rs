@@ -811,6 +811,71 @@ fn a_peer_that_stops_reading_is_closed_by_the_write_timeout() {
     alive(&server);
 }
 
+/// A peer that stops reading an answer the kernel took whole (the server's send buffer holds
+/// what the peer's closed window refuses): nothing is queued in the server, so its write
+/// deadline has nothing to watch; the kernel resets the connection at `timeouts.write`
+/// (TCP_USER_TIMEOUT on the listener), rather than it staying open until the idle deadline
+/// (off here).
+#[test]
+fn a_peer_that_stops_reading_an_answer_the_kernel_holds_is_reset() {
+    let mut timeouts = *hostile_config().timeouts();
+    timeouts.idle = Duration::ZERO;
+    let config = hostile_config()
+        .into_builder()
+        .timeouts(timeouts)
+        .build()
+        .unwrap();
+    let (server, _) = start(config);
+    let fcgi_uring::Addr::Tcp(addr) = server.local_addr().clone() else {
+        panic!("a TCP server");
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // A small window: most of the answer stays in the server's send buffer.
+    socket.set_recv_buffer_size(1024).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    let ours = stream.local_addr().unwrap().port();
+    let mut spec = keep("/headers");
+    spec.headers.push(("X-Pad".into(), "x".repeat(12 * 1024)));
+    let mut out = Vec::new();
+    spec.encode(1, &mut out);
+    std::io::Write::write_all(&mut stream, &out).unwrap();
+    // Never read. The answer waits in the server's send buffer.
+    wait_for("the answer in the kernel", HANG_GUARD, || {
+        server_side_send_queue(addr.port(), ours).is_some_and(|q| q > 0)
+    });
+    wait_for("the server's end reset", HANG_GUARD, || {
+        server_side_send_queue(addr.port(), ours).is_none()
+    });
+    assert_eq!(
+        server.stats().get(Counter::WriteTimeout),
+        0,
+        "not the server's deadline"
+    );
+    drop(stream);
+    alive(&server);
+}
+
+/// The send queue of the established TCP connection from local `port` to local `peer` (the
+/// server's end), from `ss`; `None` once there is none.
+fn server_side_send_queue(port: u16, peer: u16) -> Option<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-Htn", "state", "established"])
+        .args([
+            "sport",
+            "=",
+            &format!(":{port}"),
+            "dport",
+            "=",
+            &format!(":{peer}"),
+        ])
+        .output()
+        .expect("run ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[test]
 fn slow_bodies_params_and_idle_connections_are_reclaimed() {
     let (server, _) = start(hostile_config());

@@ -596,7 +596,7 @@ settings! {
         ty: Duration,
         default: Duration::from_secs(60),
         accepts: SECONDS,
-        doc: "Output queued while the peer took no byte for this long (it stopped reading): the connection is closed.",
+        doc: "Output queued while the peer took no byte for this long (it stopped reading): the connection is closed. On TCP the same bound holds for the answer the kernel took and the peer has not acknowledged (TCP_USER_TIMEOUT on the listeners): such a connection is reset by the kernel.",
     },
     linger_timeout {
         key: "timeouts.linger",

@@ -234,3 +234,21 @@ pub(crate) fn allowed_peers(
     tracing::info!("accepting connections only from {list} (server.allowed_peers)");
     Ok(Some(Arc::new(list)))
 }
+
+/// `timeouts.write` as TCP_USER_TIMEOUT on the TCP `listeners` (their accepted connections
+/// inherit it): a peer that takes none of the bytes the kernel holds for it for that long (it
+/// stopped reading, its window stays closed) is reset by the kernel, as the write deadline
+/// closes one that leaves output queued in the server. Without it an answer the kernel took
+/// whole (up to its send buffer, 4 MiB by default) would keep a peer that never reads open
+/// until the idle deadline. 0 (off) leaves the kernel's default (no such bound).
+pub(crate) fn bound_unacknowledged_output(listeners: &[Arc<OwnedFd>], write: std::time::Duration) {
+    if write.is_zero() {
+        return;
+    }
+    let ms = u32::try_from(write.as_millis()).unwrap_or(u32::MAX);
+    for fd in listeners {
+        if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(&**fd, ms) {
+            tracing::warn!("cannot set TCP_USER_TIMEOUT on a listener (timeouts.write): {e}");
+        }
+    }
+}

@@ -167,6 +167,9 @@ impl Server {
                 )
                 .map_err(StartError::Listen)?,
             };
+        if listeners.is_tcp {
+            listener::bound_unacknowledged_output(&listeners.sockets, cfg.timeouts.write);
+        }
         let workers = listeners.workers(cfg.worker_count());
         let ops = admin_start::Ops::bind(&cfg, passed.admin)?;
         let cores = pin_cores(cfg.pin_workers);
