@@ -18,6 +18,8 @@
 //!   or while user code runs.
 
 mod deadlines;
+#[cfg(test)]
+mod hostile_model;
 mod input;
 mod io;
 mod oplog;
