@@ -287,11 +287,12 @@ impl Channel {
         }
     }
 
-    /// Hands the fill buffer on once it is full, once the unread bytes pass half the limit (so
-    /// that the reader can always bring them under it, which resumes a paused connection), or,
-    /// for a body of unknown length, while the reader waits.
+    /// Hands the fill buffer on once it is full or holds the last byte announced (a buffer
+    /// staged before dispatch may have grown past the announced length), once the unread bytes
+    /// pass half the limit (so that the reader can always bring them under it, which resumes a
+    /// paused connection), or, for a body of unknown length, while the reader waits.
     fn settle(&self, st: &mut ChannelState) {
-        let full = st.filling.len() == st.filling.capacity();
+        let full = st.filling.len() == st.filling.capacity() || st.announced_left == Some(0);
         let awaited = st.announced_left.is_none() && st.reader.is_some();
         if !st.filling.is_empty() && (full || awaited || st.buffered > self.limit / 2) {
             Self::hand_on(st);
