@@ -1094,3 +1094,64 @@ fn an_announced_body_whose_staged_buffer_grew_reaches_its_reader_with_its_last_b
     got.extend(read_now(&mut body));
     assert_eq!(got.len(), 60, "the announced body's bytes the reader has");
 }
+
+/// A body sent a byte a record to a handler that does not read it: past half the body buffer
+/// limit every byte was handed on as a frame of its own (`Channel::settle`), each costing a
+/// `Bytes`, its allocation and a queue slot (some 60 bytes), so up to the pause at the limit a
+/// body held about 30 times its bytes (30 MiB at the default 1 MiB limit). Its bytes are held in
+/// buffers of many bytes, as below half the limit.
+#[test]
+fn a_body_sent_a_byte_a_record_past_half_its_limit_is_not_held_a_frame_a_byte() {
+    for announced in [false, true] {
+        let mut s = settings();
+        s.max_body_buffer = 64 * 1024;
+        let core = core_with(s);
+        core.set_driver_waker(std::task::Waker::noop());
+        let mut io = ModelIo::default();
+        let key = core.accept(None).expect("accepted");
+        core.flush(&mut io);
+        let mut bytes = Vec::new();
+        fcgi_proto::record::encode_begin_request(&mut bytes, 1, 1, true);
+        let mut params = Vec::new();
+        fcgi_proto::nv::encode_pair(&mut params, b"REQUEST_METHOD", b"POST");
+        if announced {
+            fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", b"10000000");
+        }
+        record(&mut bytes, 4, 1, &params, 0);
+        record(&mut bytes, 4, 1, &[], 0);
+        let mut staged = Vec::new();
+        core.on_bytes(key, &bytes, &mut staged);
+        let (mut body, _) = core.take_body(&staged[0]).expect("live");
+        // Receives of 16 KiB of one-byte records until the connection stops reading.
+        let mut receive = Vec::new();
+        for _ in 0..(16 * 1024 / 9) {
+            record(&mut receive, 5, 1, b"x", 0);
+        }
+        let mut sent = 0;
+        while io.armed {
+            core.on_bytes(key, &receive, &mut Vec::new());
+            sent += 16 * 1024 / 9;
+            core.flush(&mut io);
+        }
+        use http_body::Body as _;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let (mut frames, mut got) = (0, 0);
+        while let std::task::Poll::Ready(Some(Ok(frame))) =
+            std::pin::Pin::new(&mut body).poll_frame(&mut cx)
+        {
+            frames += 1;
+            got += frame.into_data().map_or(0, |d| d.len());
+        }
+        // A body of announced length keeps filling its last buffer (of at most MIN_FILL
+        // bytes, as it is under half the limit now) until it is full.
+        let filling = if announced { crate::body::MIN_FILL } else { 0 };
+        assert!(
+            got <= sent && got + filling >= sent,
+            "announced {announced}: {got} of {sent} bytes read"
+        );
+        assert!(
+            frames <= sent / 1024,
+            "announced {announced}: {sent} bytes held in {frames} frames"
+        );
+    }
+}
