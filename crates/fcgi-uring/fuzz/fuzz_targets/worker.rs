@@ -183,19 +183,16 @@ impl Model {
 
     /// Checks the output records not yet checked.
     fn check(&mut self, out: &[u8]) {
-        loop {
-            let Some(head) = out.get(self.checked..self.checked + HEADER_LEN) else {
-                break;
-            };
+        while let Some(head) = out.get(self.checked..self.checked + HEADER_LEN) {
             let header = Header::parse(head.try_into().unwrap());
             let start = self.checked + HEADER_LEN;
             let end = start + usize::from(header.content_length);
             let Some(content) = out.get(start..end) else {
                 break;
             };
-            let Some(_) = out.get(start..end + usize::from(header.padding_length)) else {
+            if out.len() < end + usize::from(header.padding_length) {
                 break;
-            };
+            }
             self.checked = end + usize::from(header.padding_length);
             assert_eq!(header.version, 1, "output record version");
             let id = header.request_id;
