@@ -4,9 +4,10 @@
 //! (bodies of up to 40,000 bytes in records of any size, announced or not, ended or not) and
 //! single records (BEGIN_REQUEST with any role, flags and id, reused ids included; PARAMS,
 //! STDIN and DATA of any size, padded or not; empty records; ABORT_REQUEST; GET_VALUES, unknown
-//! types and records only a server sends; raw bytes), the IO delivers what is queued in receives cut anywhere (borrowed, as
-//! `on_bytes`, or in a buffer of its own, as `on_bytes_owned`) while a receive is armed, the
-//! loop flushes, sends are taken whole, in part, not at all or fail, the clock moves and
+//! types and records only a server sends; raw bytes), the IO delivers what is queued in
+//! receives cut anywhere (borrowed, as `on_bytes`, or in a buffer of its own, as
+//! `on_bytes_owned`; alone or several in one batch before dispatch) while a receive is armed
+//! (or one racing its cancel), the loop flushes, sends are taken whole, in part, not at all or fail, the clock moves and
 //! deadlines expire, handlers read their bodies in part, wholly or not at all and answer (small
 //! or large writes, a finish, a failure), the peer goes away, the server drains.
 //!
@@ -190,9 +191,13 @@ enum Op {
         len: u8,
     },
     Raw(Vec<u8>),
+    /// A receive of up to `len` queued bytes; with `hold`, the requests it completes wait for
+    /// the next receive's (one batch of receives, as the io_uring backend parses several
+    /// before it dispatches).
     Deliver {
         len: u16,
         owned: bool,
+        hold: bool,
     },
     Flush {
         whole: bool,
@@ -257,7 +262,18 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u8>(), any::<bool>(), 0u8..20).prop_map(|(kind, id0, len)| Op::Stray { kind, id0, len }),
         1 => proptest::collection::vec(any::<u8>(), 1..12).prop_map(Op::Raw),
         8 => (prop_oneof![1u16..20, 1u16..500, Just(u16::MAX)], any::<bool>())
-            .prop_map(|(len, owned)| Op::Deliver { len, owned }),
+            .prop_map(|(len, owned)| Op::Deliver {
+                len,
+                owned,
+                hold: false,
+            }),
+        2 => (prop_oneof![1u16..500, Just(u16::MAX)], any::<bool>()).prop_map(|(len, owned)| {
+            Op::Deliver {
+                len,
+                owned,
+                hold: true,
+            }
+        }),
         5 => any::<bool>().prop_map(|whole| Op::Flush { whole }),
         3 => Just(Op::SentAll),
         1 => any::<u16>().prop_map(Op::SentPart),
@@ -346,6 +362,8 @@ struct Run {
     /// the id before (the model no longer knows whose body is whose).
     nokeep: bool,
     handlers: Vec<Handler>,
+    /// Requests completed by the receives of a batch, not yet dispatched.
+    batch: Vec<Staged>,
     /// Peer-side parse of the output.
     checked: usize,
     stdout: HashMap<u16, Vec<u8>>,
@@ -427,6 +445,7 @@ impl Run {
             desynced: false,
             nokeep: false,
             handlers: Vec::new(),
+            batch: Vec::new(),
             checked: 0,
             stdout: HashMap::new(),
             answered: HashMap::new(),
@@ -461,6 +480,9 @@ impl Run {
     }
 
     fn step(&mut self, op: &Op) {
+        if !matches!(op, Op::Deliver { hold: true, .. }) {
+            self.dispatch();
+        }
         match *op {
             Op::Request {
                 id,
@@ -630,8 +652,8 @@ impl Run {
                 self.desynced = true;
                 self.pending.extend_from_slice(bytes);
             }
-            Op::Deliver { len, owned } => {
-                self.deliver(usize::from(len), owned);
+            Op::Deliver { len, owned, hold } => {
+                self.deliver(usize::from(len), owned, hold);
                 self.check_announced();
             }
             Op::Flush { whole } => {
@@ -699,7 +721,7 @@ impl Run {
 
     /// Delivers up to `len` pending bytes in one receive, if the IO has one armed (or one
     /// last receive racing its cancel).
-    fn deliver(&mut self, len: usize, owned: bool) {
+    fn deliver(&mut self, len: usize, owned: bool, hold: bool) {
         if self.pending.is_empty() || !self.open() || self.io.closed {
             return;
         }
@@ -711,10 +733,7 @@ impl Run {
         }
         let len = len.min(self.pending.len());
         let now: Vec<u8> = self.pending.drain(..len).collect();
-        if self.backlog() > self.max_output {
-            self.received_over += now.len();
-        }
-        let mut staged = Vec::new();
+        let mut staged = std::mem::take(&mut self.batch);
         if owned {
             let mut buf = bytes::BytesMut::from(&now[..]);
             self.core.on_bytes_owned(self.key, &mut buf, &mut staged);
@@ -722,7 +741,15 @@ impl Run {
             self.core.on_bytes(self.key, &now, &mut staged);
         }
         self.received_over += now.len();
-        for s in staged {
+        self.batch = staged;
+        if !hold {
+            self.dispatch();
+        }
+    }
+
+    /// Dispatches the requests the receives of the batch completed.
+    fn dispatch(&mut self) {
+        for s in std::mem::take(&mut self.batch) {
             let tag = tag_of(&s.params);
             let Some((body, _data)) = self.core.take_body(&s) else {
                 continue;
@@ -999,6 +1026,7 @@ impl Run {
                 self.step(&Op::Deliver {
                     len: u16::MAX,
                     owned: false,
+                    hold: false,
                 });
             }
             for h in 0..self.handlers.len() {
@@ -1080,6 +1108,7 @@ impl Run {
             self.step(&Op::Deliver {
                 len: u16::MAX,
                 owned: false,
+                hold: false,
             });
             if let Some(probe) = self.handlers.get_mut(before) {
                 let head = Head::Status(http::StatusCode::OK, 5);
