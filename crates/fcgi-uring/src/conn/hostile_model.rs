@@ -998,12 +998,16 @@ impl Run {
         let progress = |run: &Run| {
             let read: usize = run.handlers.iter().map(|h| h.read.len()).sum();
             let done = run.handlers.iter().filter(|h| h.done).count();
+            let io = &run.io;
+            let sending = (io.in_flight.as_ref().map(Vec::len), io.resend_due);
+            let receiving = (io.armed, io.cancelling, run.reading());
+            let handlers = (read, done, run.handlers.len());
             (
                 run.pending.len(),
-                run.io.delivered.len(),
-                read,
-                done,
-                run.handlers.len(),
+                io.delivered.len(),
+                sending,
+                receiving,
+                handlers,
             )
         };
         let mut before = None;
