@@ -287,15 +287,25 @@ impl Channel {
         }
     }
 
-    /// Hands the fill buffer on once it is full, once the unread bytes pass half the limit (so
-    /// that the reader can always bring them under it, which resumes a paused connection), or,
-    /// for a body of unknown length, while the reader waits.
+    /// Hands the fill buffer on once it is full or holds the last byte announced (a buffer
+    /// staged before dispatch may have grown past the announced length), or while the reader
+    /// waits if the body's length is unknown or its unread bytes passed half the limit (so that
+    /// the reader can always bring them under it, which resumes a paused connection; a reader
+    /// that is not waiting gets them at its next poll, see [`Channel::poll_next`]). Not at
+    /// every push past half the limit: a body sent a byte a record would be held a frame a
+    /// byte.
     fn settle(&self, st: &mut ChannelState) {
-        let full = st.filling.len() == st.filling.capacity();
-        let awaited = st.announced_left.is_none() && st.reader.is_some();
-        if !st.filling.is_empty() && (full || awaited || st.buffered > self.limit / 2) {
+        let full = st.filling.len() == st.filling.capacity() || st.announced_left == Some(0);
+        let awaited = st.reader.is_some() && !self.fills(st);
+        if !st.filling.is_empty() && (full || awaited) {
             Self::hand_on(st);
         }
+    }
+
+    /// Whether the fill buffer waits to be full before its reader gets it: its body announced
+    /// a length and its unread bytes are within half the limit.
+    fn fills(&self, st: &ChannelState) -> bool {
+        st.announced_left.is_some() && st.buffered <= self.limit / 2
     }
 
     /// Moves the filled bytes to the reader's frames and wakes it. A buffer less than half
@@ -357,9 +367,9 @@ impl Channel {
 
     fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let mut st = self.lock();
-        if st.chunks.is_empty() && st.announced_left.is_none() {
-            // A body of unknown length: what has arrived so far (the reader is this poll: a
-            // waker it left earlier is not woken for it).
+        if st.chunks.is_empty() && !self.fills(&st) {
+            // A body of unknown length, or past half the limit: what has arrived so far (the
+            // reader is this poll: a waker it left earlier is not woken for it).
             st.reader = None;
             Self::hand_on(&mut st);
         }

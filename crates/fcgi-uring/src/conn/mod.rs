@@ -21,6 +21,8 @@
 //!   or while user code runs.
 
 mod deadlines;
+#[cfg(test)]
+mod hostile_model;
 mod input;
 mod io;
 mod oplog;

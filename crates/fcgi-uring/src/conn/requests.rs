@@ -63,6 +63,9 @@ impl BodyIn {
     /// reserve much more.
     pub fn push(&mut self, data: &[u8], expected: impl FnOnce() -> Option<usize>) -> Flow {
         match self {
+            // An AUTHORIZER's STDIN starts ended (spec 6.3): what a peer sends on it anyway is
+            // dropped, as it is once dispatched (`Done`), whichever receive it comes in.
+            BodyIn::Staged { ended: true, .. } => Flow::Continue,
             BodyIn::Staged { bytes, .. } => {
                 if bytes.capacity() == 0 {
                     bytes.reserve_exact(reserve_for(data.len(), expected(), usize::MAX));

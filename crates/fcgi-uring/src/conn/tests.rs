@@ -927,7 +927,7 @@ fn receive_owned(
 }
 
 /// The frames of a complete body, polled without a runtime.
-fn frames(mut body: RequestBody) -> Vec<bytes::Bytes> {
+pub(super) fn frames(mut body: RequestBody) -> Vec<bytes::Bytes> {
     use http_body::Body as _;
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut out = Vec::new();
