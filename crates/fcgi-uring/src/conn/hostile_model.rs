@@ -708,7 +708,10 @@ impl Run {
                     self.handle(h, act);
                 }
             }
-            Op::Resume => self.core.resume_paused(),
+            Op::Resume => {
+                self.core.resume_paused();
+                self.replay();
+            }
             Op::PeerGone => {
                 self.io.armed = false;
                 self.core.on_peer_gone(self.key);
@@ -745,6 +748,16 @@ impl Run {
         if !hold {
             self.dispatch();
         }
+    }
+
+    /// What a worker's turn does after `resume_paused`: feeds what the core held while the
+    /// connection was not to be read, and dispatches the requests that completes (with those
+    /// of the batch so far: the turn's dispatch).
+    fn replay(&mut self) {
+        let mut staged = std::mem::take(&mut self.batch);
+        self.core.replay_held(&mut staged);
+        self.batch = staged;
+        self.dispatch();
     }
 
     /// Dispatches the requests the receives of the batch completed.
@@ -1026,6 +1039,7 @@ impl Run {
                     self.step(&Op::RecvEnded);
                 }
                 self.core.resume_paused();
+                self.replay();
                 self.flush();
                 self.step(&Op::Deliver {
                     len: u16::MAX,
@@ -1050,6 +1064,7 @@ impl Run {
             }
             // The driver is woken when a handler drains its body.
             self.core.resume_paused();
+            self.replay();
             self.flush();
             self.check();
         }
@@ -1307,17 +1322,13 @@ fn a_body_sent_a_byte_a_record_past_half_its_limit_is_not_held_a_frame_a_byte() 
     }
 }
 
-/// KNOWN BUG, not fixed: request 1 (KEEP_CONN=1) and
-/// request 2 (KEEP_CONN=0) in flight on one connection; request 2 is answered first. The
-/// protocol layer's policy is that "new BEGIN_REQUESTs are ignored while active requests go
-/// on" (fcgi_proto::conn), but `Conn::step` (conn/state.rs, `Lifecycle::Draining`) shuts the
-/// write side down as soon as the output is idle, whatever requests are still in flight, and
-/// later hands request 1's answer to the IO after the FIN: it can never reach the peer, which
-/// sees request 1 fail. Also, `deadlines` (conn/deadlines.rs) sets no params, body or handler
-/// deadline in `Draining { shutdown_at: None }`, so waiting for the requests in flight needs
-/// those deadlines too: a design decision left to the maintainers.
+/// Request 1 (KEEP_CONN=1) and request 2 (KEEP_CONN=0) in flight on one connection; request 2
+/// is answered first. The protocol layer ignores new BEGIN_REQUESTs from then on while the
+/// active requests go on (fcgi_proto::conn), and the connection stays open, with every
+/// deadline, until request 1 is answered too: only then is the write side shut down (it was
+/// shut down as soon as the output was idle, and request 1's answer handed to the IO after
+/// the FIN, where it could never reach the peer).
 #[test]
-#[ignore = "known bug: a KEEP_CONN=0 answer shuts the write side down under other requests in flight"]
 fn a_keep_conn_0_answer_does_not_cut_off_another_request_in_flight() {
     let core = core_with(settings());
     let mut io = ModelIo {
@@ -1348,16 +1359,13 @@ fn a_keep_conn_0_answer_does_not_cut_off_another_request_in_flight() {
     );
 }
 
-/// KNOWN BUG, not fixed: a BEGIN_REQUEST without KEEP_CONN that the runtime refuses (an
-/// unknown role or a params limit in the protocol layer, OVERLOADED at `max_requests_per_worker`
-/// in `Core::feed`, an abort before its params ended) gets its END_REQUEST, after which the
-/// protocol layer ignores every new BEGIN_REQUEST (`should_close`), but only `Conn::end_request`
-/// (conn/state.rs) turns that into closing the connection: after a refusal the connection stays
-/// open and reading, and a later request on it gets no answer at all until the idle deadline.
-/// Closing there as `Conn::end_request` does would also cut off requests still in flight (see
-/// the test above), so it is left with that one.
+/// A BEGIN_REQUEST without KEEP_CONN that the runtime refuses (an unknown role or a params
+/// limit in the protocol layer, OVERLOADED at `max_requests_per_worker` in `Core::feed`, an
+/// abort before its params ended) gets its END_REQUEST, after which the protocol layer ignores
+/// every new BEGIN_REQUEST (`should_close`): the connection then closes as after an answer
+/// (it stayed open and reading, and a later request on it got no answer at all until the idle
+/// deadline).
 #[test]
-#[ignore = "known bug: a refused KEEP_CONN=0 request leaves its connection open, ignoring new requests"]
 fn a_refused_keep_conn_0_request_does_not_leave_its_connection_deaf() {
     let core = core_with(settings());
     let mut io = ModelIo {

@@ -310,12 +310,26 @@ impl Conn {
         proto.stamp_input(now);
         let result = proto.receive(data, out.buffer(), &mut |event| on_event(event, requests));
         proto.swap_params_arena(arena);
+        // The protocol layer's own refusals end requests too.
+        self.close_after_keep_conn_0();
         result
     }
 
     /// Answers a BEGIN_REQUEST with END_REQUEST(`status`) without running it.
     pub fn refuse(&mut self, id: u16, status: ProtocolStatus) {
         self.proto.refuse_request(id, status, self.out.buffer());
+        self.close_after_keep_conn_0();
+    }
+
+    /// Once a request without KEEP_CONN has its END_REQUEST (an answer, a refusal, an abort)
+    /// and no other request is active, the connection closes (spec 5.1: the application closes
+    /// it after responding): answer sent, write side shut down, later bytes dropped. Requests
+    /// still active go on meanwhile, with their deadlines, and new ones are ignored (the
+    /// protocol layer's policy).
+    fn close_after_keep_conn_0(&mut self) {
+        if self.proto.should_close() && self.is_open() && self.proto.active_requests() == 0 {
+            self.lifecycle = Lifecycle::Draining { shutdown_at: None };
+        }
     }
 
     /// Stops reading until [`Conn::resume`]; true when it was reading.
@@ -359,9 +373,7 @@ impl Conn {
         }
         let was_active = self.proto.end_request(id, app_status, self.out.buffer());
         self.last_activity = now;
-        if self.proto.should_close() && self.is_open() {
-            self.lifecycle = Lifecycle::Draining { shutdown_at: None };
-        }
+        self.close_after_keep_conn_0();
         was_active
     }
 

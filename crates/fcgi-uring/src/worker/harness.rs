@@ -68,6 +68,8 @@ impl<S: HttpService> Harness<S> {
     pub fn round(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let core = &self.dispatcher.core;
         core.clock.update();
+        // As a worker's turn: what was held while the connection was not to be read first.
+        core.replay_held(&mut self.staged);
         core.on_bytes(self.key, input, &mut self.staged);
         for s in self.staged.drain(..) {
             self.dispatcher.dispatch(s);
