@@ -300,16 +300,23 @@ fn failed_upgrades_keep_the_old_process_serving() {
     assert_lossless(&fresh, &[old, new]);
 }
 
+/// A server on a free TCP port with [`config`], its files in `dir`: it, its configuration
+/// file and the address it listens on.
+fn served_on_tcp(dir: &Path) -> (Served, PathBuf, String) {
+    let conf = dir.join("fcgi-uring.toml");
+    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
+    std::fs::write(&conf, config(&listen, "")).expect("write config");
+    let server = Served::start(env!("CARGO_BIN_EXE_fcgi-uring").as_ref(), &conf, dir);
+    (server, conf, listen)
+}
+
 /// Fewer workers after an upgrade than SO_REUSEPORT sockets handed over: every socket is still
 /// accepted on (the worker count is raised to the socket count), so no connection waits in an
 /// accept queue nobody serves.
 #[test]
 fn fewer_workers_after_an_upgrade_still_serve_every_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("fcgi-uring.toml");
-    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
-    std::fs::write(&conf, config(&listen, "")).expect("write config");
-    let server = Served::start(env!("CARGO_BIN_EXE_fcgi-uring").as_ref(), &conf, dir.path());
+    let (server, conf, listen) = served_on_tcp(dir.path());
     let old = server.pid().expect("serving");
     std::fs::write(
         &conf,
@@ -338,10 +345,7 @@ fn fewer_workers_after_an_upgrade_still_serve_every_socket() {
 #[test]
 fn sighup_reloads_as_sigusr2_does() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("fcgi-uring.toml");
-    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
-    std::fs::write(&conf, config(&listen, "")).expect("write config");
-    let server = Served::start(env!("CARGO_BIN_EXE_fcgi-uring").as_ref(), &conf, dir.path());
+    let (server, _, listen) = served_on_tcp(dir.path());
     let old = server.pid().expect("serving");
     common::restarts::signal(old, "HUP");
     wait_for("a new process in the pid file", HANG_GUARD, || {

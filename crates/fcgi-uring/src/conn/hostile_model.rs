@@ -1322,6 +1322,18 @@ fn a_body_sent_a_byte_a_record_past_half_its_limit_is_not_held_a_frame_a_byte() 
     }
 }
 
+/// A core with one connection accepted and flushed, its sends taken whole.
+fn opened() -> (Core, ModelIo, ConnKey) {
+    let core = core_with(settings());
+    let mut io = ModelIo {
+        whole: true,
+        ..ModelIo::default()
+    };
+    let key = core.accept(None).expect("accepted");
+    core.flush(&mut io);
+    (core, io, key)
+}
+
 /// Request 1 (KEEP_CONN=1) and request 2 (KEEP_CONN=0) in flight on one connection; request 2
 /// is answered first. The protocol layer ignores new BEGIN_REQUESTs from then on while the
 /// active requests go on (fcgi_proto::conn), and the connection stays open, with every
@@ -1330,13 +1342,7 @@ fn a_body_sent_a_byte_a_record_past_half_its_limit_is_not_held_a_frame_a_byte() 
 /// the FIN, where it could never reach the peer).
 #[test]
 fn a_keep_conn_0_answer_does_not_cut_off_another_request_in_flight() {
-    let core = core_with(settings());
-    let mut io = ModelIo {
-        whole: true,
-        ..ModelIo::default()
-    };
-    let key = core.accept(None).expect("accepted");
-    core.flush(&mut io);
+    let (core, mut io, key) = opened();
     let mut bytes = Vec::new();
     for (id, keep) in [(1u16, true), (2, false)] {
         fcgi_proto::record::encode_begin_request(&mut bytes, id, 1, keep);
@@ -1367,13 +1373,7 @@ fn a_keep_conn_0_answer_does_not_cut_off_another_request_in_flight() {
 /// deadline).
 #[test]
 fn a_refused_keep_conn_0_request_does_not_leave_its_connection_deaf() {
-    let core = core_with(settings());
-    let mut io = ModelIo {
-        whole: true,
-        ..ModelIo::default()
-    };
-    let key = core.accept(None).expect("accepted");
-    core.flush(&mut io);
+    let (core, mut io, key) = opened();
     // Role 7 is no role: END_REQUEST(UNKNOWN_ROLE), and this request had no KEEP_CONN.
     let mut bytes = Vec::new();
     fcgi_proto::record::encode_begin_request(&mut bytes, 1, 7, false);
