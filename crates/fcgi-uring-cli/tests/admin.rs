@@ -180,13 +180,13 @@ fn counters_add_up_after_known_requests_and_workers_sum_to_the_total() {
         ("fcgi_uring_aborted_requests_total", 2),
         ("fcgi_uring_requests_in_flight", 0),
         ("fcgi_uring_connections_closed_total{reason=\"timeout\"}", 1),
-        // The 16 answered: we close after END_REQUEST (KEEP_CONN=0). The two refused before
-        // dispatch and the aborted ones' connection: the peer closed first.
+        // The 16 answered and the two refused before dispatch: we close after their
+        // END_REQUEST (KEEP_CONN=0). The aborted ones' connection: the peer closed first.
         (
             "fcgi_uring_connections_closed_total{reason=\"keep_conn_off\"}",
-            16,
+            18,
         ),
-        ("fcgi_uring_connections_closed_total{reason=\"peer\"}", 3),
+        ("fcgi_uring_connections_closed_total{reason=\"peer\"}", 1),
         ("fcgi_uring_response_duration_seconds_count", 16),
         ("fcgi_uring_handler_duration_seconds_count", 16),
         (

@@ -1072,10 +1072,13 @@ impl Run {
     }
 
     /// Once every byte a body announced was received, its reader has them (it does not wait
-    /// for the end of STDIN).
+    /// for the end of STDIN), unless the core holds some of them (received after the
+    /// connection was paused, in the same batch: they reach the body once its reader has
+    /// made room, see `Core::replay_held`).
     fn check_announced(&mut self) {
         let reads = self.open() && self.reading() == Some(Reading::Armed);
-        if !self.pending.is_empty() || !reads || self.desynced || self.nokeep {
+        let holds = self.core.held.borrow().contains_key(&self.key);
+        if !self.pending.is_empty() || !reads || holds || self.desynced || self.nokeep {
             return;
         }
         for h in 0..self.handlers.len() {
