@@ -133,6 +133,45 @@ fn uploads_and_small_requests_mixed_on_several_connections_come_back_whole_and_i
     assert_eq!(s.recv_buffers, s.recv_buffers_returned, "{s}");
 }
 
+/// More connections sending at once than the pool has buffers: a receive that finds the pool
+/// empty switches its connection to direct receives (each one counted), instead of being armed
+/// again to find the pool as empty, turn after turn; every request is answered.
+#[test]
+fn connections_finding_the_pool_empty_read_directly_instead_of_rearming() {
+    let ring = RingConfig {
+        recv_buffers: 2,
+        ..RingConfig::default()
+    };
+    let server = tcp(ring);
+    let addr = server.local_addr().clone();
+    let (conns, per_conn) = (32u64, 40u64);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(conns as usize));
+    let threads: Vec<_> = (0..conns)
+        .map(|_| {
+            let (addr, start) = (addr.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut c = connect(&addr);
+                start.wait();
+                for _ in 0..per_conn {
+                    hello(&mut c);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = stats(&server);
+    let requests = conns * per_conn;
+    assert!(s.recv_pool_dry > 0, "the pool never ran dry: {s}");
+    // No uploads: every switch is an empty pool's, and every empty pool switched one.
+    assert_eq!(s.direct_recv_switches, s.recv_pool_dry, "{s}");
+    assert!(s.direct_recvs > 0, "{s}");
+    // Re-armed at once, receives found the pool empty many times per request.
+    assert!(s.recv_pool_dry < requests, "{requests} requests: {s}");
+    assert_eq!(s.recv_buffers, s.recv_buffers_returned, "{s}");
+}
+
 #[test]
 fn a_slow_body_reader_pauses_a_direct_receiving_connection_and_loses_nothing() {
     // A 16 MiB upload against 64 KiB of body buffer: the connection switches to direct

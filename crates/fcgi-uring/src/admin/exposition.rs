@@ -380,7 +380,7 @@ const RING_FIELDS: &[RingField] = &[
     ),
     (
         "ring_direct_recv_switches",
-        "Connections switched to direct receives (an upload-sized ring receive).",
+        "Connections switched to direct receives (an upload-sized ring receive, or one that found the receive buffer pool empty).",
         |r| r.direct_recv_switches,
     ),
     (

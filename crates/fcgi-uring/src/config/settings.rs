@@ -305,7 +305,7 @@ settings! {
         ty: u16,
         default: 256,
         accepts: pow2(1, MAX_RECV_BUFFERS),
-        doc: "Provided receive buffers per ring (memory: this times ring.recv_buffer_size, per worker). Receives are given the buffers returned most recently, a window of them that widens whenever a receive finds none, so the buffers in use stay in the CPU caches (with ring.recv_bundle every buffer is used in turn); data that finds none free waits in the socket until one is returned.",
+        doc: "Provided receive buffers per ring (memory: this times ring.recv_buffer_size, per worker). Receives are given the buffers returned most recently, a window of them that widens whenever a receive finds none, so the buffers in use stay in the CPU caches (with ring.recv_bundle every buffer is used in turn); data that finds none free waits in the socket, and with ring.direct_recv its connection is read directly (as an upload's) until no receive has found the pool empty for 8 loop turns. More connections sending at once than there are buffers then cost about what the epoll backend does (4,096 connections on 256 buffers: docs/performance.md).",
     },
     recv_buffer_size {
         key: "ring.recv_buffer_size",
@@ -423,7 +423,7 @@ settings! {
         ty: bool,
         default: true,
         accepts: Accepts::Bool,
-        doc: "A connection whose receive brings at least 4 KiB (an upload; or a whole ring.recv_buffer_size, if smaller) is read by the worker itself: the ring polls it for readability and the worker receives with recv(2) into one warm 256 KiB buffer, so uploads are copied out while still in the CPU caches, and a body of 16 KiB or more that one receive brings whole reaches its handler uncopied (16 connections posting 64 KiB, or 64 posting 16 KiB: about a third less CPU per request; docs/performance.md); after 8 smaller receives in a row it goes back to provided buffers. Off, or with ring.sqpoll: every receive is a ring operation.",
+        doc: "A connection whose receive brings at least 4 KiB (an upload; or a whole ring.recv_buffer_size, if smaller) is read by the worker itself: the ring polls it for readability and the worker receives with recv(2) into one warm 256 KiB buffer, so uploads are copied out while still in the CPU caches, and a body of 16 KiB or more that one receive brings whole reaches its handler uncopied (16 connections posting 64 KiB, or 64 posting 16 KiB: about a third less CPU per request; docs/performance.md); after 8 smaller receives in a row it goes back to provided buffers (once the pool has not run dry for 8 loop turns: a receive that finds it empty also switches its connection). Off, or with ring.sqpoll: every receive is a ring operation.",
     },
     registered_send_buffers {
         key: "ring.registered_send_buffers",

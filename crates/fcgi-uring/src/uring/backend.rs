@@ -24,6 +24,13 @@
 //! back to provided buffers the same way. Order is kept: at most one of the two is armed on a
 //! socket at a time (the next is armed only after the previous one's final completion), and
 //! the worker reads a socket only while its poll is the armed receive.
+//!
+//! A ring receive that finds the provided-buffer pool empty ends (ENOBUFS; its data waits in
+//! the socket). Armed again at once, it would find the pool as empty, end again, and so on
+//! every turn: with more connections sending at once than the pool has buffers (4,096
+//! connections on 256 buffers) the ring did a dozen such round trips per request. So with
+//! `ring.direct_recv` such a connection switches to direct receives instead, and goes back to
+//! the pool only after [`CALM_TURNS`] turns in which no receive found it empty.
 
 #![forbid(unsafe_code)]
 
@@ -97,6 +104,18 @@ struct Receives {
     to_switch: Vec<ConnKey>,
     /// What direct receives read into (allocated at the first).
     rbuf: ReadBuf,
+    /// Connections switched to direct receives by an empty pool in the batch being reaped.
+    dry_switches: u64,
+    /// Turns in a row in which no ring receive found the pool empty (saturating).
+    calm_turns: u8,
+}
+
+impl Receives {
+    /// Whether connections may go back to provided buffers: the pool has not run dry for
+    /// [`CALM_TURNS`] turns.
+    fn calm(&self) -> bool {
+        self.calm_turns >= CALM_TURNS
+    }
 }
 
 /// A ring receive of this many bytes or more switches its connection to direct receives. A
@@ -108,6 +127,11 @@ const DIRECT_RECV_FROM: usize = 4 * 1024;
 /// Small direct receives (see [`Receives::bulk`]), this many in a row, switch a connection back
 /// to provided buffers (a ring receive costs no system call).
 const SMALL_RUN: u8 = 8;
+
+/// Turns without an empty pool after which connections that read directly may go back to
+/// provided buffers (after [`SMALL_RUN`] small receives, as always). Fewer let connections
+/// switched by an empty pool return while it is still drained, to find it empty again.
+const CALM_TURNS: u8 = 8;
 
 /// Only answers up to this size are sent directly, and only the first of a flush: the other
 /// answers of a flush go out as ring sends submitted in one system call, where a direct send
@@ -143,6 +167,8 @@ impl Backend {
             to_read: Vec::new(),
             to_switch: Vec::new(),
             rbuf: ReadBuf::default(),
+            dry_switches: 0,
+            calm_turns: CALM_TURNS,
         };
         Backend {
             ring,
@@ -202,7 +228,18 @@ impl Backend {
             receives,
             ..
         } = self;
+        let dry_before = ring.counters().pool_dry();
         let n = ring.complete_at_most(max, |c| on_completion(core, conns, receives, c, is_tcp, f));
+        if ring.counters().pool_dry() == dry_before {
+            receives.calm_turns = receives.calm_turns.saturating_add(1);
+        } else {
+            receives.calm_turns = 0;
+        }
+        if receives.dry_switches > 0 {
+            ring.counters()
+                .note_recv_switches(true, receives.dry_switches);
+            receives.dry_switches = 0;
+        }
         self.switch_modes();
         n
     }
@@ -442,6 +479,13 @@ fn on_completion(
             if let Some(io) = io {
                 if !more {
                     io.recv = None;
+                    if receives.enabled && is_pool_dry(&result) && io.mode == Receiving::Buffers {
+                        // Its data waits in the socket: read it directly rather than arm a
+                        // receive that finds the pool as empty (see the module doc).
+                        io.mode = Receiving::Direct;
+                        io.small_run = 0;
+                        receives.dry_switches += 1;
+                    }
                 } else if bulk && receives.enabled {
                     switch_to(io, Receiving::Direct, receives);
                 }
@@ -568,7 +612,7 @@ fn read_directly(
             }
             if n < receives.bulk {
                 c.small_run = c.small_run.saturating_add(1);
-                if c.small_run >= SMALL_RUN {
+                if c.small_run >= SMALL_RUN && receives.calm() {
                     switch_to(c, Receiving::Buffers, receives);
                 }
             } else {
@@ -585,6 +629,13 @@ fn read_directly(
             core.on_peer_gone(key);
         }
     }
+}
+
+/// A ring receive ended because the provided-buffer pool was empty (no data lost).
+fn is_pool_dry(result: &io::Result<&[u8]>) -> bool {
+    result
+        .as_ref()
+        .is_err_and(|e| e.raw_os_error() == Some(libc::ENOBUFS))
 }
 
 fn on_recv(core: &Core, key: ConnKey, result: io::Result<&[u8]>, staged: &mut Vec<Staged>) {

@@ -103,7 +103,8 @@ ring_counters! {
         direct_sends_handed_over,
         /// Receives the worker made itself (`ring.direct_recv`) that returned bytes.
         direct_recvs,
-        /// Connections switched to direct receives (a ring receive of upload size).
+        /// Connections switched to direct receives (a ring receive of upload size, or one that
+        /// found the provided-buffer pool empty).
         direct_recv_switches,
         /// Connections switched back to provided buffers (a run of small receives).
         direct_recv_returns,
@@ -140,12 +141,22 @@ impl RingCounters {
     /// Counts a connection switched to direct receives (`to_direct`) or back to provided
     /// buffers (called by the owning worker).
     pub fn note_recv_switch(&self, to_direct: bool) {
+        self.note_recv_switches(to_direct, 1);
+    }
+
+    /// Counts `n` connections switched (as [`RingCounters::note_recv_switch`]).
+    pub fn note_recv_switches(&self, to_direct: bool, n: u64) {
         let counter = if to_direct {
             &self.direct_recv_switches
         } else {
             &self.direct_recv_returns
         };
-        add(counter, 1);
+        add(counter, n);
+    }
+
+    /// Receives that found the pool empty so far (`recv_pool_dry`).
+    pub fn pool_dry(&self) -> u64 {
+        self.recv_pool_dry.load(Ordering::Relaxed)
     }
 }
 
