@@ -269,6 +269,8 @@ impl ConfigFile {
 /// The table's value of the TOML value `v` for setting `s`.
 fn value_of(s: &Setting, v: &toml::Value) -> Result<Value, ConfigError> {
     Ok(match (v, &s.accepts) {
+        // As on the command line: `none` unsets an optional setting.
+        (toml::Value::String(t), _) if s.optional && t == "none" => Value::None,
         (toml::Value::Boolean(b), _) => Value::Bool(*b),
         (toml::Value::Integer(i), Accepts::Seconds { .. }) => Value::Seconds(*i as f64),
         (toml::Value::Integer(i), _) => Value::Int(*i),
@@ -314,8 +316,11 @@ pub fn toml_value(s: &Setting, v: &Value) -> Option<String> {
     })
 }
 
-/// `config` as a complete TOML file that [`ConfigFile::parse`] accepts as is (an unset optional
-/// setting is left out).
+/// `config` as a complete TOML file that [`ConfigFile::parse`] reads back as the same
+/// configuration: an unset optional setting of text is written `"none"` (so that a default the
+/// reader applies when the key is missing, such as `fcgi-uring serve`'s admin listener, does
+/// not come back; an unset number is left out), and a setting that follows another (`limits.advertised_max_reqs`) is left out while
+/// it has that one's value, so that it goes on following it when the file is edited.
 pub fn to_toml(config: &Config) -> String {
     let mut out =
         "# fcgi-uring configuration (fcgi-uring serve --config FILE); timeouts in seconds\n"
@@ -324,12 +329,27 @@ pub fn to_toml(config: &Config) -> String {
         out.push_str(&format!("\n[{section}]\n"));
         for s in SETTINGS.iter().filter(|s| s.section() == section) {
             let v = config.get(s.key).unwrap_or(Value::None);
-            if let Some(v) = toml_value(s, &v) {
-                out.push_str(&format!("{} = {v}\n", s.name()));
+            let leader = s.follows.and_then(|key| config.get(key));
+            if leader.is_some_and(|l| l == v) {
+                continue;
+            }
+            match toml_value(s, &v) {
+                Some(v) => out.push_str(&format!("{} = {v}\n", s.name())),
+                // A number's key cannot hold a string: left out (unset is its default).
+                None if is_numeric(s) => {}
+                None => out.push_str(&format!("{} = \"none\"\n", s.name())),
             }
         }
     }
     out
+}
+
+/// Whether the file writes `s` as a number.
+fn is_numeric(s: &Setting) -> bool {
+    matches!(
+        s.accepts,
+        Accepts::Int { .. } | Accepts::PowerOfTwo { .. } | Accepts::Seconds { .. }
+    )
 }
 
 /// `v` as a flag and the help text write it: `1024`, `0.1`, `fastcgi`, `660`, `none`.
@@ -361,6 +381,10 @@ pub fn example_toml(settings: &[Setting]) -> String {
             }
             let default = s.default_value();
             match (toml_value(s, &default), s.example) {
+                // Set, it would stop following the setting it follows.
+                (Some(v), _) if s.follows.is_some() => {
+                    out.push_str(&format!("# {} = {v}\n", s.name()))
+                }
                 (Some(v), _) => out.push_str(&format!("{} = {v}\n", s.name())),
                 (None, Some(example)) => {
                     let v = s.parse(example).ok();

@@ -237,6 +237,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if args.print_config {
+        // The listener `fcgi-uring serve` adds when none is given (without the free-port
+        // fallback: a file that names the address asks for that one).
+        let config = match demo_admin_default(&config, !args.admin_given()) {
+            Some(c) => c,
+            None => config,
+        };
         print!("{}", config_file::to_toml(&config));
         return ExitCode::SUCCESS;
     }
@@ -342,28 +348,54 @@ fn upgrade(
 }
 
 /// Starts the demo app. With `admin_default`, the admin listener goes on [`DEMO_ADMIN`], or on
-/// a free loopback port when that one is taken (several demo servers on one machine).
+/// a free loopback port when that one is taken (several demo servers on one machine; said on
+/// stderr, since `fcgi-uring status` and a scrape of the default port then miss it).
 fn start_demo(
     config: Config,
     admin_default: bool,
 ) -> Result<fcgi_uring::ServerHandle, fcgi_uring::StartError> {
     let app = || service_fn(fcgi_uring_cli::demo::app);
-    if !admin_default || config.protocol() != fcgi_uring::Protocol::FastCgi {
+    let Some(with_default) = demo_admin_default(&config, admin_default) else {
         return Server::new(config).start(app);
-    }
-    let with_admin = |addr: &str| {
-        let addr = addr.parse().ok();
-        config.clone().into_builder().admin_listen(addr).build()
     };
-    if let Ok(c) = with_admin(DEMO_ADMIN)
-        && let Ok(h) = Server::new(c).start(app)
-    {
-        return Ok(h);
+    let first = match Server::new(with_default).start(app) {
+        Ok(h) => return Ok(h),
+        Err(e) => e,
+    };
+    match with_demo_admin(&config, "127.0.0.1:0") {
+        Some(c) => {
+            let handle = Server::new(c).start(app)?;
+            if let Some(admin) = handle.admin_addr() {
+                eprintln!(
+                    "fcgi-uring: warning: the admin listener could not take {DEMO_ADMIN} ({first}); \
+                     it listens on {admin} instead (`fcgi-uring status --admin {admin}`; set \
+                     --admin-listen to choose, `none` for no listener)"
+                );
+            }
+            Ok(handle)
+        }
+        None => Server::new(config).start(app),
     }
-    match with_admin("127.0.0.1:0") {
-        Ok(c) => Server::new(c).start(app),
-        Err(_) => Server::new(config).start(app),
+}
+
+/// `config` with the admin listener `fcgi-uring serve` adds when none is given
+/// ([`DEMO_ADMIN`]), if it adds one: `admin_default` (no file or flag set `admin.listen`), and
+/// the FastCGI protocol (the HTTP modes serve no admin listener).
+fn demo_admin_default(config: &Config, admin_default: bool) -> Option<Config> {
+    if !admin_default || config.protocol() != fcgi_uring::Protocol::FastCgi {
+        return None;
     }
+    with_demo_admin(config, DEMO_ADMIN)
+}
+
+fn with_demo_admin(config: &Config, addr: &str) -> Option<Config> {
+    let addr = addr.parse().ok()?;
+    config
+        .clone()
+        .into_builder()
+        .admin_listen(Some(addr))
+        .build()
+        .ok()
 }
 
 /// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the access log), SIGUSR2 and SIGHUP (hot

@@ -619,3 +619,65 @@ fn registered_send_buffers_over_rlimit_memlock_fail_startup_naming_the_limit_and
         "{err}"
     );
 }
+
+/// The example file and `--print-config` leave out the advertised FastCGI limits while they
+/// follow the limits they advertise, so that a file made from either and edited goes on
+/// advertising what the server accepts (written out, they stayed 256 when the limit went to 1).
+#[test]
+fn advertised_limits_keep_following_in_files_made_from_the_example_or_the_printout() {
+    let example = config_file::example();
+    assert!(
+        example.contains("\n# advertised_max_reqs = 256\n"),
+        "{example}"
+    );
+    let edited = example.replace(
+        "\nmax_requests_per_conn = 256\n",
+        "\nmax_requests_per_conn = 1\n",
+    );
+    assert_ne!(edited, example);
+    let c = parse(&edited).unwrap();
+    assert_eq!(
+        (
+            c.limits().max_requests_per_conn,
+            c.limits().advertised_max_reqs
+        ),
+        (1, 1)
+    );
+    let printed = print_config(&[]).unwrap();
+    assert!(!printed.contains("advertised_max"), "{printed}");
+    let edited = printed.replace(
+        "\nmax_conns_per_worker = 65536\n",
+        "\nmax_conns_per_worker = 10\n",
+    );
+    assert_ne!(edited, printed);
+    assert_eq!(parse(&edited).unwrap().limits().advertised_max_conns, 10);
+    // One set apart from its limit is printed, and read back as set.
+    let printed = print_config(&["--advertised-max-reqs", "4"]).unwrap();
+    assert!(printed.contains("\nadvertised_max_reqs = 4\n"), "{printed}");
+    assert_eq!(parse(&printed).unwrap().limits().advertised_max_reqs, 4);
+}
+
+/// `listen = "none"` in `[admin]` turns `fcgi-uring serve`'s admin listener off (it was refused
+/// as an address), and `--print-config` writes it so, where it used to leave the key out and a
+/// server started from the printout listened again.
+#[test]
+fn the_admin_listener_is_turned_off_from_a_file_and_printed_so() {
+    let c = parse("[admin]\nlisten = \"none\"\n").unwrap();
+    assert_eq!(c.get("admin.listen"), Some(fcgi_uring::config::Value::None));
+    let printed = print_config(&["--admin-listen", "none"]).unwrap();
+    assert!(
+        printed.contains("[admin]\nlisten = \"none\"\n"),
+        "{printed}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("printed.toml");
+    std::fs::write(&path, &printed).unwrap();
+    let again = print_config(&["--config", path.to_str().unwrap()]).unwrap();
+    assert_eq!(again, printed);
+    // Unset, `fcgi-uring serve` listens on its default address, and says so.
+    let printed = print_config(&[]).unwrap();
+    assert!(
+        printed.contains("[admin]\nlisten = \"127.0.0.1:9100\"\n"),
+        "{printed}"
+    );
+}

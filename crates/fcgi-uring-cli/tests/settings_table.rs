@@ -74,6 +74,9 @@ fn the_file_structs_hold_the_tables_keys_with_their_types() {
         .ping_path(Some("/ping".to_owned()))
         .access_log_path(Some("-".to_owned()))
         .allowed_peers(Some("10.0.0.5, 10.1.0.0/16".parse().unwrap()))
+        // Apart from the limits they follow, or they are left out.
+        .advertised_max_conns(9)
+        .advertised_max_reqs(7)
         .build()
         .unwrap();
     let text = config_file::to_toml(&every_key_set);
@@ -148,11 +151,20 @@ fn every_flag_given_its_default_prints_the_default_config() {
         args.push(format!("--{}", s.flag));
         args.push(flag_value(s, &s.default_value()));
     }
-    assert_eq!(print(&args), print(&[]));
+    // `--admin-listen none` (the table's default) turns off the listener `serve` adds.
+    let no_admin = config_file::to_toml(&Config::default());
+    assert!(
+        no_admin.contains("[admin]\nlisten = \"none\"\n"),
+        "{no_admin}"
+    );
+    assert_eq!(print(&args), no_admin);
     assert_eq!(
         print(&[]),
-        config_file::to_toml(&Config::default()),
-        "serve's defaults are the table's"
+        no_admin.replace(
+            "[admin]\nlisten = \"none\"\n",
+            "[admin]\nlisten = \"127.0.0.1:9100\"\n"
+        ),
+        "serve's defaults are the table's, and its admin listener"
     );
 }
 
