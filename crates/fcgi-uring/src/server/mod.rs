@@ -298,13 +298,15 @@ impl Server {
         Ok(())
     }
 
-    /// Starts the server and serves until SIGINT or SIGTERM, then shuts down gracefully.
-    /// Blocks the calling thread (from inside `#[tokio::main]` too; there,
-    /// [`serve`](crate::serve()) can be awaited instead).
+    /// Starts the server and serves until SIGINT or SIGTERM, then shuts down gracefully;
+    /// SIGUSR1 reopens the access log, SIGUSR2 and SIGHUP hand the sockets to this program
+    /// started again (a hot upgrade, after which this one drains and `serve` returns), as the
+    /// `fcgi-uring` binary does. Blocks the calling thread (from inside `#[tokio::main]` too;
+    /// there, [`serve`](crate::serve()) can be awaited instead).
     pub fn serve<M, A: App<M>>(self, app: A) -> Result<(), StartError> {
         let signals = serve::SignalThread::spawn().map_err(StartError::Thread)?;
-        let handle = self.start(app)?;
-        signals.wait();
+        let mut handle = self.start(app)?;
+        signals.serve(&mut handle);
         handle.shutdown();
         Ok(())
     }

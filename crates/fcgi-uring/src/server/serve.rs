@@ -1,6 +1,7 @@
 //! What a server serves and how it waits for the end: an [`App`] (one service cloned onto each
 //! worker, or a factory run on each worker), the per-request adaptation the runtime applies to
-//! it, the [`serve`] future with its graceful shutdown, and waiting for SIGINT/SIGTERM.
+//! it, the [`serve`] future with its graceful shutdown, and the signals a served server
+//! answers as the `fcgi-uring` binary does.
 //!
 //! Guarantees:
 //! - Each worker gets its own service, built on the worker's thread **inside the worker's tokio
@@ -11,8 +12,14 @@
 //!   factory creates is one per worker.
 //! - Nothing here builds a tokio runtime on the caller's thread: [`Server::serve`] may be called
 //!   from inside `#[tokio::main]`, and the [`serve`] future runs on the caller's runtime.
-//! - SIGINT and SIGTERM are listened for before the first worker starts, so a signal that comes
-//!   during startup shuts the server down once it has started.
+//! - [`Server::serve`] and [`serve`] (without [`Serve::with_graceful_shutdown`]) answer the
+//!   signals operators send the `fcgi-uring` binary: SIGINT and SIGTERM shut down gracefully,
+//!   SIGUSR1 reopens the access log ([`ServerHandle::reopen_logs`]), SIGUSR2 and SIGHUP start this
+//!   program again with its arguments and hand it the listening sockets
+//!   ([`ServerHandle::upgrade`]; this process then drains and `serve` returns). Left to their
+//!   default, the last three would end the process with every request in flight. They are
+//!   listened for before the first worker starts, so a signal that comes during startup is
+//!   acted on once the server has started.
 
 use super::{Server, ServerHandle, StartError};
 use crate::cgi::TrustedParams;
@@ -222,7 +229,8 @@ impl IntoServer for crate::Config {
 
 /// Serves `app` on `listen` until SIGINT or SIGTERM (or the signal given to
 /// [`Serve::with_graceful_shutdown`]), then shuts down gracefully: the FastCGI counterpart of
-/// `axum::serve(listener, app)`, to be awaited on any tokio runtime.
+/// `axum::serve(listener, app)`, to be awaited on any tokio runtime. SIGUSR1 reopens the access
+/// log and SIGUSR2 or SIGHUP hot-upgrades, as for the `fcgi-uring` binary (see the module doc).
 ///
 /// ```no_run
 /// # async fn run(app: axum::Router) -> std::io::Result<()> {
@@ -260,9 +268,12 @@ impl<M, A> std::fmt::Debug for Serve<M, A> {
 }
 
 impl<M, A: App<M>> Serve<M, A> {
-    /// Shuts down when `signal` completes instead of at SIGINT/SIGTERM (which are then left
-    /// alone), as `axum::serve(..).with_graceful_shutdown(signal)`: accepting stops, requests in
-    /// flight finish (up to `server.shutdown_timeout`), then the future completes.
+    /// Shuts down when `signal` completes instead of at SIGINT/SIGTERM, as
+    /// `axum::serve(..).with_graceful_shutdown(signal)`: accepting stops, requests in flight
+    /// finish (up to `server.shutdown_timeout`), then the future completes. Every signal is then
+    /// left to the application: SIGUSR1, SIGUSR2 and SIGHUP end the process unless it handles
+    /// them ([`Server::start`] gives the [`ServerHandle`] whose `reopen_logs` and `upgrade` the
+    /// binary calls for them).
     pub fn with_graceful_shutdown<G>(mut self, signal: G) -> Serve<M, A>
     where
         G: Future<Output = ()> + Send + 'static,
@@ -289,13 +300,32 @@ impl<M, A: App<M>> IntoFuture for Serve<M, A> {
                 None => Some(Signals::listen()?),
                 Some(_) => None,
             };
+            let exe = std::env::current_exe();
             // Starting blocks until every worker accepts: not on the caller's runtime thread.
-            let handle = tokio::task::spawn_blocking(move || server.start(app))
+            let mut handle = tokio::task::spawn_blocking(move || server.start(app))
                 .await
                 .map_err(io::Error::other)??;
             match (shutdown, signals.as_mut()) {
                 (Some(signal), _) => signal.await,
-                (None, Some(signals)) => signals.recv().await,
+                (None, Some(signals)) => loop {
+                    match signals.recv().await {
+                        Action::Stop => break,
+                        Action::ReopenLogs => handle.reopen_logs(),
+                        Action::Upgrade(name) => {
+                            let exe = clone_exe(&exe);
+                            let (h, upgraded) = tokio::task::spawn_blocking(move || {
+                                let upgraded = upgrade_on_signal(&mut handle, &exe, name);
+                                (handle, upgraded)
+                            })
+                            .await
+                            .map_err(io::Error::other)?;
+                            handle = h;
+                            if upgraded {
+                                break;
+                            }
+                        }
+                    }
+                },
                 (None, None) => {}
             }
             shut_down(handle).await
@@ -310,11 +340,71 @@ async fn shut_down(handle: ServerHandle) -> io::Result<()> {
         .map_err(io::Error::other)
 }
 
-/// SIGINT and SIGTERM, listened for from creation on (a signal that comes before `recv` is
-/// polled is kept).
+/// What a signal asks of a served server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// SIGINT, SIGTERM.
+    Stop,
+    /// SIGUSR1.
+    ReopenLogs,
+    /// SIGUSR2 or SIGHUP (named).
+    Upgrade(&'static str),
+}
+
+/// SIGUSR2 or SIGHUP (`signal`): starts this program (`exe`, read when the server started:
+/// once a deploy has replaced the file, the running one's path names a deleted file) with this
+/// process's arguments and the listening sockets. True once the new process reported ready
+/// (this one is then to drain); false, logged, when it failed (this one serves on).
+pub(crate) fn upgrade_on_signal(
+    handle: &mut ServerHandle,
+    exe: &io::Result<std::path::PathBuf>,
+    signal: &str,
+) -> bool {
+    let exe = match exe {
+        Ok(exe) => exe,
+        Err(e) => {
+            tracing::warn!(
+                "{signal}: no upgrade, this program's path is unknown ({e}); still serving"
+            );
+            return false;
+        }
+    };
+    tracing::info!(
+        "{signal}: starting {} with the listening sockets",
+        exe.display()
+    );
+    let mut command = std::process::Command::new(exe);
+    command.args(std::env::args_os().skip(1));
+    match handle.upgrade(command) {
+        Ok(pid) => {
+            tracing::info!(
+                "upgraded: pid {pid} serves; pid {} drains",
+                std::process::id()
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!("{signal}: upgrade failed: {e}; still serving");
+            false
+        }
+    }
+}
+
+fn clone_exe(exe: &io::Result<std::path::PathBuf>) -> io::Result<std::path::PathBuf> {
+    match exe {
+        Ok(p) => Ok(p.clone()),
+        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+    }
+}
+
+/// The signals a served server answers (see the module doc), listened for from creation on (a
+/// signal that comes before `recv` is polled is kept).
 struct Signals {
     interrupt: Signal,
     terminate: Signal,
+    user1: Signal,
+    user2: Signal,
+    hangup: Signal,
 }
 
 impl Signals {
@@ -323,21 +413,27 @@ impl Signals {
         Ok(Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
+            user1: signal(SignalKind::user_defined1())?,
+            user2: signal(SignalKind::user_defined2())?,
+            hangup: signal(SignalKind::hangup())?,
         })
     }
 
-    async fn recv(&mut self) {
+    async fn recv(&mut self) -> Action {
         tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => Action::Stop,
+            _ = self.terminate.recv() => Action::Stop,
+            _ = self.user1.recv() => Action::ReopenLogs,
+            _ = self.user2.recv() => Action::Upgrade("SIGUSR2"),
+            _ = self.hangup.recv() => Action::Upgrade("SIGHUP"),
         }
     }
 }
 
-/// A thread of its own that waits for SIGINT or SIGTERM (with a runtime of its own, so the
-/// caller may be inside a runtime or not).
+/// A thread of its own that listens for the signals (with a runtime of its own, so the caller
+/// may be inside a runtime or not) and passes on what each asks.
 pub(crate) struct SignalThread {
-    received: std::sync::mpsc::Receiver<()>,
+    received: std::sync::mpsc::Receiver<Action>,
     /// Dropped (ending the thread) when the server did not start.
     _cancel: tokio::sync::oneshot::Sender<()>,
 }
@@ -347,7 +443,7 @@ impl SignalThread {
     pub(crate) fn spawn() -> io::Result<SignalThread> {
         let (listening_tx, listening_rx) = std::sync::mpsc::channel();
         let (received_tx, received) = std::sync::mpsc::channel();
-        let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+        let (cancel, mut cancelled) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
             .name("fcgi-signals".into())
             .spawn(move || {
@@ -370,11 +466,15 @@ impl SignalThread {
                         }
                     };
                     let _ = listening_tx.send(Ok(()));
-                    tokio::select! {
-                        () = signals.recv() => {
-                            let _ = received_tx.send(());
+                    loop {
+                        tokio::select! {
+                            action = signals.recv() => {
+                                if received_tx.send(action).is_err() {
+                                    return;
+                                }
+                            }
+                            _ = &mut cancelled => return,
                         }
-                        _ = cancelled => {}
                     }
                 });
             })?;
@@ -387,9 +487,21 @@ impl SignalThread {
         })
     }
 
-    /// Blocks until SIGINT or SIGTERM.
-    pub(crate) fn wait(self) {
-        let _ = self.received.recv();
+    /// Answers signals until one asks the server to stop, or an upgrade handed the sockets
+    /// over (then the caller shuts `handle` down, which drains).
+    pub(crate) fn serve(self, handle: &mut ServerHandle) {
+        let exe = std::env::current_exe();
+        while let Ok(action) = self.received.recv() {
+            match action {
+                Action::Stop => return,
+                Action::ReopenLogs => handle.reopen_logs(),
+                Action::Upgrade(name) => {
+                    if upgrade_on_signal(handle, &exe, name) {
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
