@@ -58,6 +58,9 @@ pub enum Counter {
     LingerTimeout,
     /// Requests the peer cancelled (ABORT_REQUEST).
     Aborted,
+    /// Requests still running when a stop's `server.shutdown_timeout` ran out: dropped
+    /// unanswered with their connections.
+    ShutdownAbandoned,
     /// Requests for `ping.path`, answered without calling the application.
     Pings,
     /// Access-log lines dropped because the log writer fell behind.
@@ -81,7 +84,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 28] = [
+    pub const ALL: [Counter; 29] = [
         Counter::Accepted,
         Counter::ConnsRefused,
         Counter::AcceptFailed,
@@ -101,6 +104,7 @@ impl Counter {
         Counter::WriteTimeout,
         Counter::LingerTimeout,
         Counter::Aborted,
+        Counter::ShutdownAbandoned,
         Counter::Pings,
         Counter::AccessLogDropped,
         Counter::PeerRefused,
@@ -134,6 +138,7 @@ impl Counter {
             Counter::WriteTimeout => "write_timeout",
             Counter::LingerTimeout => "linger_timeout",
             Counter::Aborted => "aborted",
+            Counter::ShutdownAbandoned => "shutdown_abandoned",
             Counter::Pings => "pings",
             Counter::AccessLogDropped => "access_log_dropped",
             Counter::PeerRefused => "peer_refused",
@@ -173,8 +178,12 @@ impl WorkerStats {
     /// Only the owning worker writes, so a plain load and store suffice (no locked
     /// read-modify-write on the request path); readers see a value at most one behind.
     fn add(&self, c: Counter) {
+        self.add_n(c, 1);
+    }
+
+    fn add_n(&self, c: Counter, k: u64) {
         let n = &self.counts[c.index()];
-        n.store(n.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        n.store(n.load(Ordering::Relaxed) + k, Ordering::Relaxed);
     }
 }
 
@@ -255,6 +264,11 @@ impl Recorder {
             last_log: Default::default(),
             suppressed: Default::default(),
         }
+    }
+
+    /// Counts `n` of `c` without logging.
+    pub fn add(&self, c: Counter, n: u64) {
+        self.shared.add_n(c, n);
     }
 
     /// Counts `c` without logging.

@@ -276,6 +276,12 @@ const EVENT_FAMILIES: &[EventFamily] = &[
         &[(Counter::Aborted, "")],
     ),
     (
+        "shutdown_abandoned_requests",
+        None,
+        "Requests still running when a stop's server.shutdown_timeout ran out, dropped unanswered.",
+        &[(Counter::ShutdownAbandoned, "")],
+    ),
+    (
         "access_log_dropped_lines",
         None,
         "Access-log lines dropped because the log writer fell behind.",

@@ -461,6 +461,31 @@ impl Core {
         self.draining.get()
     }
 
+    /// Requests begun and not ended, over every connection.
+    pub fn requests_active(&self) -> usize {
+        let mut n = 0;
+        self.conns
+            .borrow_mut()
+            .for_each(|_, c| n += c.active_requests());
+        n
+    }
+
+    /// Called when a stop's `server.shutdown_timeout` ran out before the worker drained: counts
+    /// and logs the requests still running, which end with the worker (their connections
+    /// closed, no answer).
+    pub fn abandon_at_shutdown(&self, timeout: std::time::Duration) {
+        let n = self.requests_active();
+        if n == 0 {
+            return;
+        }
+        self.stats
+            .add(crate::stats::Counter::ShutdownAbandoned, n as u64);
+        tracing::warn!(
+            "server.shutdown_timeout ({timeout:?}) ran out with {n} request(s) still running on \
+             this worker: abandoned, their connections closed without an answer"
+        );
+    }
+
     /// Draining, and every connection closed: a worker may end.
     pub fn is_drained(&self) -> bool {
         self.is_quiet() && self.conns.borrow().len() == 0

@@ -93,6 +93,9 @@ where
         if let Some(dl) = &deadline
             && (core.is_drained() || dl.is_elapsed())
         {
+            if dl.is_elapsed() {
+                core.abandon_at_shutdown(spec.shutdown_timeout);
+            }
             break;
         }
         if deadline.is_none() && spec.stop.is_requested() {

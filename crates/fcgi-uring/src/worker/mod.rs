@@ -324,6 +324,9 @@ impl Loop {
             if let Some(dl) = &deadline
                 && ((core.is_drained() && !accept_ending) || dl.is_elapsed())
             {
+                if dl.is_elapsed() {
+                    core.abandon_at_shutdown(self.shutdown_timeout);
+                }
                 break;
             }
             if deadline.is_none() && self.stop.is_requested() {
