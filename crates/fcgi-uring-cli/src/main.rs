@@ -204,12 +204,17 @@ fn print_generated(args: &ConfigArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // Colours only on a terminal (and not with NO_COLOR): a file, a pipe or journald gets
+    // plain lines. RUST_LOG sets the level (default info).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(*args),

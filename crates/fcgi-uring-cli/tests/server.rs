@@ -303,3 +303,44 @@ fn head_gets_the_head_without_a_body() {
     let r = get(server.local_addr(), "/hello");
     assert_eq!(r.body, b"Hello, World!");
 }
+
+/// The server's log lines on a pipe (a file, journald) carry no colour escapes: they used to,
+/// whatever stderr was.
+#[test]
+fn log_lines_on_a_pipe_are_plain_text() {
+    use std::io::{Read, Write};
+    let port = common::proxy::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = common::KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .args(["serve", "--listen", &addr, "--workers", "1", "--no-pin"])
+            .args(["--admin-listen", "none"])
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start fcgi-uring serve"),
+    );
+    // An HTTP request on the FastCGI port: a protocol error, logged as a warning.
+    common::wait_for("the server listening", common::HANG_GUARD, || {
+        std::net::TcpStream::connect(&addr).is_ok_and(|mut s| {
+            s.write_all(b"GET / HTTP/1.1\r\n\r\n").is_ok() && s.read(&mut [0u8; 16]).is_ok()
+        })
+    });
+    let pid = server.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(killed.unwrap().success());
+    let mut stderr = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
