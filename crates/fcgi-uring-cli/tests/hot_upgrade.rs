@@ -366,3 +366,33 @@ fn sighup_reloads_as_sigusr2_does() {
     );
     server.stop();
 }
+
+/// A reload that changes what the sockets handed over keep (the listening address, the worker
+/// count below the sockets, the admin address) says so, naming each setting: it used to report
+/// success and drop the changes without a word.
+#[test]
+fn a_reload_names_the_settings_the_passed_sockets_keep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, conf, listen) = served_on_tcp(dir.path());
+    let old = server.pid().expect("serving");
+    let moved = format!("127.0.0.1:{}", common::proxy::free_port());
+    let admin = format!("127.0.0.1:{}", common::proxy::free_port());
+    let edited = config(&moved, "")
+        .replace("workers = 2", "workers = 1")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{admin}\""));
+    std::fs::write(&conf, edited).expect("write config");
+    assert!(server.reload(), "server log:\n{}", server.log());
+    wait_for("the old process to exit", HANG_GUARD, || !alive(old));
+    let new = server.pid().expect("the new process serves");
+    let r = get(&listen.parse().expect("addr"), "/pid");
+    assert_eq!(String::from_utf8_lossy(&r.body), new.to_string());
+    let log = server.log();
+    for said in [
+        format!("server.listen is {moved} in the configuration"),
+        "server.workers is 1 in the configuration".to_owned(),
+        format!("admin.listen is {admin} in the configuration"),
+    ] {
+        assert!(log.contains(&said), "{said:?} not in the server log:\n{log}");
+    }
+    server.stop();
+}

@@ -45,12 +45,20 @@ impl Ops {
         let ops = cfg.ops();
         let admin_passed = passed.is_some() && ops.admin_listen.is_some();
         let bound = match (&ops.admin_listen, passed) {
-            (Some(addr), Some(l)) => Some(crate::admin::Bound::from_passed(l).map_err(|e| {
-                StartError::Listen(io::Error::new(
-                    e.kind(),
-                    format!("admin.listen {addr} (passed socket): {e}"),
-                ))
-            })?),
+            (Some(addr), Some(l)) => {
+                let bound = crate::admin::Bound::from_passed(l).map_err(|e| {
+                    StartError::Listen(io::Error::new(
+                        e.kind(),
+                        format!("admin.listen {addr} (passed socket): {e}"),
+                    ))
+                })?;
+                if let Ok(local) = bound.local_addr()
+                    && !super::same_place(addr, &local)
+                {
+                    super::kept_over_config("admin.listen", addr, &local);
+                }
+                Some(bound)
+            }
             (Some(addr), None) => Some(crate::admin::Bound::bind(addr).map_err(|e| {
                 StartError::Listen(io::Error::new(
                     e.kind(),

@@ -156,6 +156,9 @@ impl Server {
                             "LISTEN_FDS"
                         }
                     );
+                    if passed.from_upgrade && !same_place(&cfg.listen, &l.local) {
+                        kept_over_config("server.listen", &cfg.listen, &l.local);
+                    }
                     l
                 }
                 None => listener::bind(
@@ -171,6 +174,13 @@ impl Server {
             listener::bound_unacknowledged_output(&listeners.sockets, cfg.timeouts.write);
         }
         let workers = listeners.workers(cfg.worker_count());
+        if workers != cfg.worker_count() {
+            kept_over_config(
+                "server.workers",
+                cfg.worker_count(),
+                format_args!("{workers} (one per socket passed)"),
+            );
+        }
         let ops = admin_start::Ops::bind(&cfg, passed.admin)?;
         let cores = pin_cores(cfg.pin_workers);
         let make = Arc::new(make);
@@ -310,6 +320,28 @@ impl Server {
         handle.shutdown();
         Ok(())
     }
+}
+
+/// Whether a socket bound at `actual` is where `configured` asks (any port for port 0).
+pub(crate) fn same_place(configured: &Addr, actual: &Addr) -> bool {
+    match (configured, actual) {
+        (Addr::Tcp(c), Addr::Tcp(a)) => c.ip() == a.ip() && (c.port() == 0 || c.port() == a.port()),
+        (Addr::Unix(c), Addr::Unix(a)) => c == a,
+        _ => false,
+    }
+}
+
+/// A setting the configuration changes but passed sockets keep (a hot upgrade reads the
+/// configuration anew, and would otherwise drop the change without a word).
+pub(crate) fn kept_over_config(
+    key: &str,
+    configured: impl std::fmt::Display,
+    kept: impl std::fmt::Display,
+) {
+    tracing::warn!(
+        "{key} is {configured} in the configuration, but the sockets passed to this process keep \
+         {kept}: the new value needs a restart (stop, then start), not a reload"
+    );
 }
 
 /// The cores worker `i` is pinned to (`core_for`), empty when workers are not pinned.
