@@ -396,3 +396,44 @@ fn holds_socket_at(path: &std::path::Path) -> bool {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .any(|target| links.iter().any(|l| target.to_str() == Some(l.as_str())))
 }
+
+/// Lines the writer fails to write (its reader gone: EPIPE) are counted, where they were only
+/// reported once in the log and lost uncounted.
+#[test]
+fn lines_lost_to_a_failed_write_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("access.pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::File::open(fifo).unwrap())
+    };
+    let config = Config::builder()
+        .listen("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .pin_workers(false)
+        .shutdown_timeout(Duration::from_secs(2))
+        .access_log_path(Some(fifo.display().to_string()))
+        .admin_listen(Some("127.0.0.1:0".parse().unwrap()))
+        .build()
+        .unwrap();
+    let server = Server::new(config)
+        .start(|| service_fn(fcgi_uring_cli::demo::app))
+        .unwrap();
+    // The reader goes away before any line: every write fails.
+    drop(reader.join().unwrap());
+    let Some(Addr::Tcp(admin)) = server.admin_addr().cloned() else {
+        panic!("no admin listener");
+    };
+    load(server.local_addr(), 0, 5);
+    wait_for("5 lost lines counted", HANG_GUARD, || {
+        metrics::scrape(admin).get("fcgi_uring_access_log_lost_lines_total") == 5.0
+    });
+    server.shutdown();
+}

@@ -392,7 +392,10 @@ fn a_reload_names_the_settings_the_passed_sockets_keep() {
         "server.workers is 1 in the configuration".to_owned(),
         format!("admin.listen is {admin} in the configuration"),
     ] {
-        assert!(log.contains(&said), "{said:?} not in the server log:\n{log}");
+        assert!(
+            log.contains(&said),
+            "{said:?} not in the server log:\n{log}"
+        );
     }
     server.stop();
 }

@@ -56,6 +56,8 @@ pub struct Scrape {
     pub workers: Vec<WorkerScrape>,
     pub ready: bool,
     pub io_backend: &'static str,
+    /// Access-log lines the writer failed to write (none: no access log).
+    pub access_log_lost_lines: Option<u64>,
     pub process: Process,
 }
 
@@ -444,6 +446,14 @@ fn server_families(w: &mut Writer, s: &Scrape) {
         &[("io_backend", s.io_backend)],
         1,
     );
+    if let Some(lost) = s.access_log_lost_lines {
+        w.header(
+            "fcgi_uring_access_log_lost_lines",
+            Kind::Counter,
+            "Access-log lines lost because writing them failed (a full disk, a closed pipe).",
+        );
+        w.sample("fcgi_uring_access_log_lost_lines", "_total", &[], lost);
+    }
 }
 
 fn request_families(w: &mut Writer, s: &Scrape) {
@@ -626,6 +636,7 @@ mod tests {
             workers: vec![WorkerScrape::default(), WorkerScrape::default()],
             ready: true,
             io_backend: "uring",
+            access_log_lost_lines: None,
             process: Process::default(),
         }
     }

@@ -6,7 +6,8 @@
 //!
 //! Guarantees: every line received before a reopen is written to the file open before it,
 //! every line after to the new one (none lost, none written twice); a failed write is reported
-//! once per reopen (the lines are lost, the workers go on); the thread ends at
+//! once per reopen (the lines are lost, the workers go on) and its lines are counted
+//! ([`LogWriter::lost_lines`]); the thread ends at
 //! [`crate::conn::LogMsg::Stop`], after writing everything queued before it.
 
 use crate::conn::{LogMsg, SpareBuffers};
@@ -14,6 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -58,6 +60,7 @@ fn open(path: &PathBuf) -> io::Result<File> {
 pub(crate) struct LogWriter {
     tx: SyncSender<LogMsg>,
     spare: Arc<SpareBuffers>,
+    lost: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -69,14 +72,22 @@ impl LogWriter {
         let (tx, rx) = sync_channel(crate::conn::oplog_channel_chunks());
         let spare = Arc::new(SpareBuffers::default());
         let written = Arc::clone(&spare);
+        let lost = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&lost);
         let thread = std::thread::Builder::new()
             .name("fcgi-access-log".to_owned())
-            .spawn(move || run(sink, rx, &written))?;
+            .spawn(move || run(sink, rx, &written, &counted))?;
         Ok(LogWriter {
             tx,
             spare,
+            lost,
             thread: Some(thread),
         })
+    }
+
+    /// Lines lost because writing them failed (a full disk, a closed pipe), so far.
+    pub fn lost_lines(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.lost)
     }
 
     pub fn sender(&self) -> SyncSender<LogMsg> {
@@ -108,15 +119,21 @@ impl Drop for LogWriter {
     }
 }
 
-fn run(mut sink: Sink, rx: Receiver<LogMsg>, spare: &SpareBuffers) {
+fn run(mut sink: Sink, rx: Receiver<LogMsg>, spare: &SpareBuffers, lost: &AtomicU64) {
     let mut failed = false;
     while let Ok(msg) = rx.recv() {
         match msg {
             LogMsg::Lines(bytes) => {
-                if let Err(e) = sink.write(&bytes)
-                    && !std::mem::replace(&mut failed, true)
-                {
-                    tracing::error!("access log: write failed, lines lost: {e}");
+                if let Err(e) = sink.write(&bytes) {
+                    // Only the writer thread adds: a load and a store.
+                    let n = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                    lost.store(lost.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+                    if !std::mem::replace(&mut failed, true) {
+                        tracing::error!(
+                            "access log: write failed, lines lost (counted in \
+                             fcgi_uring_access_log_lost_lines_total): {e}"
+                        );
+                    }
                 }
                 spare.give_back(bytes);
             }

@@ -63,6 +63,8 @@ pub(crate) struct Sources {
     pub stall_timeout: std::time::Duration,
     pub started_at: Instant,
     pub io_backend: &'static str,
+    /// The access log writer's count of lines it failed to write (none: no access log).
+    pub access_log_lost: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Sources {
@@ -101,6 +103,10 @@ impl Sources {
                 .collect(),
             ready: self.health.get() == Readiness::Ready,
             io_backend: self.io_backend,
+            access_log_lost_lines: self
+                .access_log_lost
+                .as_ref()
+                .map(|n| n.load(std::sync::atomic::Ordering::Relaxed)),
             process: process::read(),
         }
     }

@@ -167,6 +167,7 @@ impl Ops {
                 stall_timeout: self.stall_timeout,
                 started_at: Instant::now(),
                 io_backend: backend.as_str(),
+                access_log_lost: self.log_writer.as_ref().map(LogWriter::lost_lines),
             };
             let mut admin =
                 AdminServer::start(bound, Arc::new(sources)).map_err(StartError::Thread)?;
