@@ -169,16 +169,24 @@ impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RejectReason::UnknownRole(role) => write!(f, "unknown role {role}"),
-            RejectReason::TooManyRequests => f.write_str("too many requests on the connection"),
+            RejectReason::TooManyRequests => {
+                f.write_str("too many requests on the connection (limits.max_requests_per_conn)")
+            }
             RejectReason::NotMultiplexed => f.write_str(
                 "a second request on a connection that takes one at a time \
                  (limits.max_requests_per_conn = 1): the proxy multiplexes (HAProxy \
                  option mpxs-conns); turn that off or raise the limit",
             ),
-            RejectReason::ParamNameTooLong => f.write_str("params name too long"),
-            RejectReason::ParamValueTooLong => f.write_str("params value too long"),
-            RejectReason::ParamsTooLarge => f.write_str("params too large"),
-            RejectReason::TooManyParams => f.write_str("too many params"),
+            RejectReason::ParamNameTooLong => {
+                f.write_str("a param name longer than limits.max_name_len")
+            }
+            RejectReason::ParamValueTooLong => {
+                f.write_str("a param value longer than limits.max_value_len")
+            }
+            RejectReason::ParamsTooLarge => {
+                f.write_str("params larger than limits.max_params_bytes")
+            }
+            RejectReason::TooManyParams => f.write_str("more params than limits.max_params_pairs"),
         }
     }
 }

@@ -344,3 +344,45 @@ fn log_lines_on_a_pipe_are_plain_text() {
     assert!(stderr.contains("WARN"), "{stderr}");
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
 }
+
+/// An idle connection closed at `timeouts.idle` is ordinary (a proxy's pooled connections):
+/// counted, not logged as a warning (one warning per pooled connection every idle period).
+#[test]
+fn idle_connections_closed_are_not_warnings() {
+    use std::io::Read;
+    let port = common::proxy::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = common::KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .args(["serve", "--listen", &addr, "--workers", "1", "--no-pin"])
+            .args(["--admin-listen", "none", "--idle-timeout", "0.2"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start fcgi-uring serve"),
+    );
+    let mut idle = None;
+    common::wait_for("the server listening", common::HANG_GUARD, || {
+        idle = std::net::TcpStream::connect(&addr).ok();
+        idle.is_some()
+    });
+    let mut idle = idle.unwrap();
+    idle.set_read_timeout(Some(common::HANG_GUARD)).unwrap();
+    assert_eq!(idle.read(&mut [0u8; 8]).unwrap(), 0, "closed by the server");
+    let pid = server.0.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(killed.unwrap().success());
+    let mut stderr = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("idle_timeout=1"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+}

@@ -171,19 +171,39 @@ fn check(core: &Core, key: ConnKey, conn: &mut Conn, now: Millis, late: &mut Vec
         },
     );
     let at = core.now();
-    let close = |cause: Cause, counter: Counter, what: &str| {
-        passed[cause as usize].then(|| (counter, what.to_owned()))
+    let close = |cause: Cause, counter: Counter, what: &'static str| {
+        passed[cause as usize].then_some((counter, what))
     };
-    let closing = close(Cause::Write, Counter::WriteTimeout, "peer stopped reading")
-        .or_else(|| close(Cause::Params, Counter::ParamsTimeout, "params not complete"))
-        .or_else(|| close(Cause::Linger, Counter::LingerTimeout, "peer did not close"))
-        .or_else(|| close(Cause::Idle, Counter::IdleTimeout, "idle connection"));
+    let closing = close(
+        Cause::Write,
+        Counter::WriteTimeout,
+        "the peer stopped reading its answers (timeouts.write)",
+    )
+    .or_else(|| {
+        close(
+            Cause::Params,
+            Counter::ParamsTimeout,
+            "a request's params did not end within timeouts.params",
+        )
+    })
+    .or_else(|| {
+        close(
+            Cause::Linger,
+            Counter::LingerTimeout,
+            "the peer did not close within timeouts.linger",
+        )
+    })
+    .or_else(|| close(Cause::Idle, Counter::IdleTimeout, "idle for timeouts.idle"));
     if let Some((counter, what)) = closing {
-        core.stats.hit(
-            counter,
-            at,
-            format_args!("closing connection: {what} in time"),
-        );
+        if counter == Counter::IdleTimeout {
+            // An idle connection closed is ordinary (a proxy's pooled connections): counted,
+            // not a warning.
+            core.stats.count(counter);
+            tracing::debug!("closing connection: {what}");
+        } else {
+            core.stats
+                .hit(counter, at, format_args!("closing connection: {what}"));
+        }
         let n = conn.abort();
         core.active.set(core.active.get().saturating_sub(n));
         return;
