@@ -2025,7 +2025,10 @@ mod tests {
         };
         assert!(params.to_string().starts_with("request 4: "));
         assert_eq!(RejectReason::UnknownRole(7).to_string(), "unknown role 7");
-        assert_eq!(RejectReason::TooManyParams.to_string(), "too many params");
+        assert_eq!(
+            RejectReason::TooManyParams.to_string(),
+            "more params than limits.max_params_pairs"
+        );
     }
 
     #[test]
