@@ -414,9 +414,10 @@ pub fn reference_markdown(settings: &[Setting], rules: &[Rule]) -> String {
          - **Precedence**: a flag given on the command line wins over the file, which wins over \
          the default.\n  `fcgi-uring serve [--config FILE] [flags] --print-config` prints the \
          effective configuration\n  as a file that `--config` accepts as is.\n\
-         - **Library**: `Config::builder().listen(addr).workers(2).build()?` (one setter per \
-         setting, or\n  `ConfigBuilder::set(\"section.key\", value)`); `build` runs the same \
-         checks.\n\n\
+         - **Library**: `Config::builder().listen(\"127.0.0.1:9000\".parse()?).workers(2).build()?` \
+         (one setter per\n  setting, taking the setting's type), or by key on a `mut` builder: \
+         `builder.set(\"server.workers\",\n  fcgi_uring::config::Value::Int(2))?`; `build` runs \
+         the same checks.\n\n\
          Why these limits, and what a peer that hits one sees: [limits.md](limits.md).\n\n\
          Timeouts are in seconds (fractional allowed) and are checked by one coarse timer wheel \
          per worker\n(50 ms resolution).\n\n\

@@ -681,3 +681,56 @@ fn the_admin_listener_is_turned_off_from_a_file_and_printed_so() {
         "{printed}"
     );
 }
+
+/// The admin listener on the FastCGI listener's address is refused by name, before anything
+/// binds (it was "Address already in use", or for a UNIX socket "in use by a running server").
+#[test]
+fn the_admin_listener_on_the_fastcgi_address_is_refused() {
+    for (listen, admin) in [
+        ("127.0.0.1:9000", "127.0.0.1:9000"),
+        ("0.0.0.0:9000", "127.0.0.1:9000"),
+        ("unix:/tmp/x.sock", "unix:/tmp/x.sock"),
+    ] {
+        let err = print_config(&["--listen", listen, "--admin-listen", admin]).unwrap_err();
+        assert!(
+            err.contains("cannot be combined with server.listen")
+                && err.contains("cannot share an address"),
+            "{listen} {admin}: {err}"
+        );
+    }
+    assert!(
+        print_config(&[
+            "--listen",
+            "127.0.0.1:9000",
+            "--admin-listen",
+            "127.0.0.1:9001"
+        ])
+        .is_ok()
+    );
+}
+
+/// `FCGI_URING_IO` naming no backend stops the start with a message naming the variable (it
+/// was ignored: the server started on io_uring without a word).
+#[test]
+fn a_bad_fcgi_uring_io_is_a_start_error() {
+    let port = fcgi_loadtest::child::free_port().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--workers",
+            "1",
+        ])
+        .args(["--no-pin", "--admin-listen", "none"])
+        .env("FCGI_URING_IO", "bogus")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("FCGI_URING_IO=\"bogus\" is not an IO backend"),
+        "{stderr}"
+    );
+}

@@ -343,6 +343,11 @@ fn log_lines_on_a_pipe_are_plain_text() {
         .unwrap();
     assert!(stderr.contains("WARN"), "{stderr}");
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
+    // And the warning says what the bytes looked like.
+    assert!(
+        stderr.contains("an HTTP request? this port speaks FastCGI"),
+        "{stderr}"
+    );
 }
 
 /// An idle connection closed at `timeouts.idle` is ordinary (a proxy's pooled connections):

@@ -185,10 +185,12 @@ fn json(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
 }
 
 fn table(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
-    let mut out = format!(
-        "fcgi-uring: {state}, io backend {backend}, up {uptime:.0} s, {} workers\n\n",
-        rows.len()
-    );
+    let workers = match rows.len() {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    };
+    let mut out =
+        format!("fcgi-uring: {state}, io backend {backend}, up {uptime:.0} s, {workers}\n\n");
     let _ = writeln!(
         out,
         "{:>6} {:>6} {:>9} {:>12} {:>9} {:>9} {:>9} {:>8} {:>8}  oldest in flight",

@@ -18,9 +18,10 @@ pub struct RingConfig {
     /// Use DEFER_TASKRUN (with SINGLE_ISSUER) when the kernel has it: completions are only
     /// posted when the worker enters the kernel with GETEVENTS, never by interrupting it.
     /// Off by default: on Linux 6.18.44 an idle worker waiting in epoll on the ring's eventfd
-    /// is then sometimes woken only about 16 ms after a completion became pending (every
-    /// request at one connection; 62 requests/s instead of 14,700), and with it off the
-    /// 16 x 16 multiplexed load is faster too.
+    /// (`idle_wait_us = 0`, no wait in the ring itself) is then sometimes woken only about 16 ms
+    /// after a completion became pending (every request at one connection; 62 requests/s
+    /// instead of 14,700); with the default idle wait it measures as off does, and with it off
+    /// the 16 x 16 multiplexed load is faster.
     pub defer_taskrun: bool,
     /// When DEFER_TASKRUN is off or unavailable: COOP_TASKRUN (completion work runs when the
     /// worker next enters the kernel, without an inter-processor interrupt) with TASKRUN_FLAG

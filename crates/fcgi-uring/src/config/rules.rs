@@ -50,6 +50,12 @@ pub const RULES: &[Rule] = &[
               processes, guarded by the socket's file mode (server.unix_mode).",
         check: allowed_peers_need_tcp,
     },
+    Rule {
+        keys: &["admin.listen", "server.listen"],
+        doc: "admin.listen must differ from server.listen: the admin listener (HTTP) and the \
+              FastCGI listener cannot share an address.",
+        check: admin_apart_from_listen,
+    },
 ];
 
 fn sqpoll_without_taskrun_modes(c: &Config) -> Result<(), ConfigError> {
@@ -94,6 +100,33 @@ fn cq_at_least_sq(c: &Config) -> Result<(), ConfigError> {
         });
     }
     Ok(())
+}
+
+fn admin_apart_from_listen(c: &Config) -> Result<(), ConfigError> {
+    use fcgi_proto::Addr;
+    let Some(admin) = &c.ops.admin_listen else {
+        return Ok(());
+    };
+    let same = match (admin, &c.listen) {
+        (Addr::Unix(a), Addr::Unix(l)) => a == l,
+        (Addr::Tcp(a), Addr::Tcp(l)) => {
+            a.port() != 0
+                && a.port() == l.port()
+                && (a.ip() == l.ip() || a.ip().is_unspecified() || l.ip().is_unspecified())
+        }
+        _ => false,
+    };
+    if !same {
+        return Ok(());
+    }
+    Err(ConfigError::Conflict {
+        keys: vec![
+            ("admin.listen", Value::Text(admin.to_string())),
+            ("server.listen", Value::Text(c.listen.to_string())),
+        ],
+        why: "the admin listener (HTTP) and the FastCGI listener cannot share an address: give \
+              admin.listen another port or a unix:/path",
+    })
 }
 
 fn allowed_peers_need_tcp(c: &Config) -> Result<(), ConfigError> {

@@ -305,7 +305,7 @@ settings! {
         ty: u16,
         default: 256,
         accepts: pow2(1, MAX_RECV_BUFFERS),
-        doc: "Provided receive buffers per ring (memory: this times ring.recv_buffer_size, per worker). Receives are given the buffers returned most recently, a window of them that widens whenever a receive finds none, so the buffers in use stay in the CPU caches (with ring.recv_bundle every buffer is used in turn); data that finds none free waits in the socket, and with ring.direct_recv its connection is read directly (as an upload's) until no receive has found the pool empty for 8 loop turns. More connections sending at once than there are buffers then cost about what the epoll backend does (4,096 connections on 256 buffers: docs/performance.md).",
+        doc: "Provided receive buffers per ring (memory: this times ring.recv_buffer_size, per worker). Receives are given the buffers returned most recently, a window of them that widens whenever a receive finds none, so the buffers in use stay in the CPU caches (with ring.recv_bundle every buffer is used in turn); data that finds none free waits in the socket, and with ring.direct_recv its connection is read directly (as an upload's) until no receive has found the pool empty for 8 loop turns. More connections sending at once than there are buffers then cost about what the epoll backend does (4,096 connections on 256 buffers: docs/performance.md); without ring.direct_recv (or with ring.sqpoll) the receive is armed again at once, to find the pool empty again until buffers come back: give such a server as many buffers as connections send at once.",
     },
     recv_buffer_size {
         key: "ring.recv_buffer_size",
@@ -332,7 +332,7 @@ settings! {
         ty: bool,
         default: false,
         accepts: Accepts::Bool,
-        doc: "DEFER_TASKRUN (with SINGLE_ISSUER) where the kernel has it: completions run only when the worker enters the kernel, never interrupting it.",
+        doc: "DEFER_TASKRUN (with SINGLE_ISSUER) where the kernel has it: completions run only when the worker enters the kernel, never interrupting it. With ring.idle_wait_us = 0 keep it off: a worker sleeping in tokio's reactor was then woken about 16 ms late on Linux 6.18 (one connection: 60 requests/s); with the default idle tick it measures as off does (docs/tuning.md).",
     },
     coop_taskrun {
         key: "ring.coop_taskrun",

@@ -573,10 +573,19 @@ impl Core {
             self.end_request(key, conn, id, 0);
         }
         if let Err(e) = result {
+            // A record's version byte that is an upper-case letter: the first byte of an HTTP
+            // method (`GET ` is version 71).
+            let http = matches!(e, fcgi_proto::ProtocolError::BadVersion(b'A'..=b'Z'));
+            let hint = if http {
+                " (an HTTP request? this port speaks FastCGI: HTTP clients go to the proxy, \
+                 which reaches this port with fastcgi_pass, proto fcgi or a fcgi-app)"
+            } else {
+                ""
+            };
             self.stats.hit(
                 Counter::ProtocolError,
                 self.now(),
-                format_args!("closing connection: {e}"),
+                format_args!("closing connection: {e}{hint}"),
             );
             let n = conn.protocol_error();
             self.active.set(self.active.get().saturating_sub(n));

@@ -37,9 +37,22 @@ fn effective(mode: IoMode) -> IoMode {
     if mode != IoMode::Auto {
         return mode;
     }
-    match std::env::var(IO_ENV).ok().and_then(|v| v.parse().ok()) {
-        Some(forced) => forced,
-        None => IoMode::Auto,
+    env_override().ok().flatten().unwrap_or(IoMode::Auto)
+}
+
+/// What [`IO_ENV`] asks for: unset or empty, nothing; a value that names no backend is an
+/// error (checked at start, as a setting would be, rather than ignored).
+pub(crate) fn env_override() -> Result<Option<IoMode>, super::StartError> {
+    match std::env::var(IO_ENV) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| super::StartError::IoEnv { value: v }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(v)) => Err(super::StartError::IoEnv {
+            value: v.to_string_lossy().into_owned(),
+        }),
     }
 }
 

@@ -58,6 +58,11 @@ pub enum StartError {
         /// What is wrong with it.
         error: crate::config::PeerListError,
     },
+    /// `FCGI_URING_IO` names no IO backend.
+    IoEnv {
+        /// The variable's value.
+        value: String,
+    },
     /// `access_log.path` could not be opened for appending.
     AccessLog {
         /// The path as configured.
@@ -87,6 +92,11 @@ impl fmt::Display for StartError {
                 f,
                 "FCGI_WEB_SERVER_ADDRS={value:?} is not a list of peers: {error} (unset it, or \
                  set server.allowed_peers, which takes precedence)"
+            ),
+            StartError::IoEnv { value } => write!(
+                f,
+                "FCGI_URING_IO={value:?} is not an IO backend: it takes uring, epoll or auto \
+                 (unset it to follow server.io)"
             ),
             StartError::AccessLog { path, error } => write!(
                 f,
@@ -140,6 +150,7 @@ impl Server {
             #[cfg(not(feature = "http-compare"))]
             return Err(StartError::ProtocolUnavailable(cfg.protocol));
         }
+        backend::env_override()?;
         let passed = passed::peek()
             .map_err(StartError::Listen)?
             .unwrap_or_default();
