@@ -223,11 +223,7 @@ impl Accepts {
                 .map(Value::Seconds)
                 .map_err(|_| "not a number of seconds".to_owned()),
             Accepts::OneOf(_) => Ok(Value::Text(text.to_owned())),
-            Accepts::Address => text
-                .parse::<fcgi_proto::Addr>()
-                .map(|_| Value::Text(text.to_owned()))
-                .map_err(|e| e.to_string()),
-            Accepts::UrlPath | Accepts::Text => Ok(Value::Text(text.to_owned())),
+            Accepts::Address | Accepts::UrlPath | Accepts::Text => Ok(Value::Text(text.to_owned())),
             Accepts::PeerList => text
                 .parse::<super::PeerList>()
                 .map(|_| Value::Text(text.to_owned()))
