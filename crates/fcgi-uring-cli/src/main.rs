@@ -255,6 +255,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the server binds and serves: a pid file that cannot be written would otherwise
+    // fail the start only once the server was serving.
+    if let Some(path) = &args.pid_file
+        && let Err(e) = fcgi_uring_cli::reload::PidFile::check(path)
+    {
+        eprintln!(
+            "fcgi-uring: cannot write the pid file {}: {e}",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let mut handle = match start_demo(config, !args.admin_given()) {
         Ok(h) => h,
         Err(e) => {
@@ -282,7 +293,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         .map(fcgi_uring_cli::reload::PidFile::write)
     {
         Some(Err(e)) => {
-            eprintln!("fcgi-uring: cannot write the pid file: {e}");
+            let path = args.pid_file.as_deref().unwrap_or(std::path::Path::new(""));
+            eprintln!(
+                "fcgi-uring: cannot write the pid file {}: {e}",
+                path.display()
+            );
             return ExitCode::FAILURE;
         }
         Some(Ok(f)) => Some(f),
