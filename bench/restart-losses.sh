@@ -4,6 +4,7 @@
 # lighttpd, nginx without keepalive) and with kept-alive connections.
 #
 # Usage: bench/restart-losses.sh [RESTARTS] [SECONDS] [CONNS]
+#        bench/restart-losses.sh --help
 #   defaults: 10 restarts in a 12 s window, 16 connections.
 # Server pinned to CPU 0 (one worker), load (fcgi-loadtest, closed loop) to CPU 1. Prints, per
 # case, the requests answered and the errors the load saw by kind: `connect` (connection
@@ -11,6 +12,16 @@
 # than counting users) and `io` (a request on a connection that was reset or closed under it).
 # Behind a proxy every one of them is a 502.
 set -euo pipefail
+if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
+    sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"
+    exit 0
+fi
+for arg in "$@"; do
+    if ! [[ "$arg" =~ ^[0-9]+$ ]]; then
+        echo "restart-losses.sh: $arg is not a whole number (usage: [RESTARTS] [SECONDS] [CONNS]; --help)" >&2
+        exit 2
+    fi
+done
 cd "$(dirname "$0")/.."
 RESTARTS=${1:-10}
 SECONDS_=${2:-12}

@@ -23,6 +23,27 @@ const INLINE_WRITE_LIMIT: usize = 256 * 1024;
 /// application that stopped reading the body.
 const WRITE_STALL: Duration = Duration::from_millis(250);
 
+/// The error (inside an `io::Error` of kind `InvalidData`, found with
+/// `e.get_ref().and_then(|e| e.downcast_ref::<HttpAnswer>())`) when the peer answered with
+/// HTTP: the address is an HTTP port (an admin listener, a web server), not a FastCGI one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    /// The answer's first line, e.g. `HTTP/1.1 400 Bad Request`.
+    pub status_line: String,
+}
+
+impl std::fmt::Display for HttpAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the peer answered with HTTP, not FastCGI ({:?})",
+            self.status_line
+        )
+    }
+}
+
+impl std::error::Error for HttpAnswer {}
+
 /// One record as read from the application (padding skipped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -267,6 +288,9 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+        if head.starts_with(b"HTTP/") {
+            return Err(self.http_answer(&head));
+        }
         let header = Header::parse(&head);
         let mut content = vec![0u8; usize::from(header.content_length)];
         self.reader.read_exact(&mut content)?;
@@ -274,6 +298,23 @@ impl Client {
         self.reader
             .read_exact(&mut padding[..usize::from(header.padding_length)])?;
         Ok(Some(Record { header, content }))
+    }
+
+    /// The error for a peer that answered with HTTP (`head`, its first bytes, begin with
+    /// `HTTP/`): an [`HttpAnswer`] naming its status line, read on up to its end (at most 200
+    /// bytes, as far as they come).
+    fn http_answer(&mut self, head: &[u8]) -> io::Error {
+        let mut line = head.to_vec();
+        let mut byte = [0u8; 1];
+        while line.len() < 200 && !line.ends_with(b"\n") {
+            match self.reader.read(&mut byte) {
+                Ok(1) => line.push(byte[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break,
+            }
+        }
+        let status_line = String::from_utf8_lossy(&line).trim_end().to_owned();
+        io::Error::new(io::ErrorKind::InvalidData, HttpAnswer { status_line })
     }
 
     /// Sends a whole request on `id` without waiting for the answer (several may be in

@@ -15,7 +15,7 @@
 mod conn;
 mod response;
 
-pub use conn::{Client, Record, RequestSpec};
+pub use conn::{Client, HttpAnswer, Record, RequestSpec};
 pub use response::{Exchange, Response, Responses};
 
 /// The params nginx's stock `fastcgi_params` sends for a request (same names, same order), for

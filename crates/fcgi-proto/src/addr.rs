@@ -21,8 +21,24 @@ pub enum Addr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddrParseError(String);
 
+impl AddrParseError {
+    /// What is wrong with a `host:port` whose port is a number but not a port (`99999`).
+    fn port_out_of_range(&self) -> Option<&str> {
+        let (_, port) = self.0.rsplit_once(':')?;
+        let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        (digits && port.parse::<u16>().is_err()).then_some(port)
+    }
+}
+
 impl fmt::Display for AddrParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(port) = self.port_out_of_range() {
+            return write!(
+                f,
+                "invalid address {:?}: port {port} is out of range (0 to 65535)",
+                self.0
+            );
+        }
         write!(
             f,
             "invalid address {:?}: expected host:port (e.g. 127.0.0.1:9000, [::1]:9000) or unix:/path",
@@ -92,5 +108,9 @@ mod tests {
         assert!("unix:".parse::<Addr>().is_err());
         assert!("nonsense".parse::<Addr>().is_err());
         assert_eq!(Addr::Unix("/a".into()).to_string(), "unix:/a");
+        let e = "127.0.0.1:99999".parse::<Addr>().unwrap_err().to_string();
+        assert!(e.contains("port 99999 is out of range (0 to 65535)"), "{e}");
+        let e = "nonsense".parse::<Addr>().unwrap_err().to_string();
+        assert!(e.contains("expected host:port"), "{e}");
     }
 }

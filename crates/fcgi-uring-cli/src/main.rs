@@ -39,8 +39,7 @@ enum Command {
     /// (the sweep runs in this process against `fcgi-uring serve` children).
     Tune(Box<fcgi_loadtest::tune::cli::TuneArgs>),
     /// Print the files generated from the table of settings (fcgi-uring.example.toml,
-    /// docs/configuration.md).
-    #[command(hide = true)]
+    /// docs/configuration.md): `config --example`, `config --reference`.
     Config(ConfigArgs),
 }
 
@@ -266,6 +265,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the server binds and serves: a pid file that cannot be written would otherwise
+    // fail the start only once the server was serving.
+    if let Some(path) = &args.pid_file
+        && let Err(e) = fcgi_uring_cli::reload::PidFile::check(path)
+    {
+        eprintln!(
+            "fcgi-uring: cannot write the pid file {}: {e}",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
     let mut handle = match start_demo(config, !args.admin_given()) {
         Ok(h) => h,
         Err(e) => {
@@ -278,11 +288,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         (Some(backend), None) => backend.to_string(),
         (None, None) => "hyper on tokio".to_owned(),
     };
+    let workers = match handle.workers() {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    };
     println!(
-        "fcgi-uring serving the demo app over {:?} on {} with {} workers; {features}",
-        protocol,
+        "fcgi-uring serving the demo app over {} on {} with {workers}; {features}",
+        protocol_name(protocol),
         handle.local_addr(),
-        handle.workers()
     );
     if let Some(admin) = handle.admin_addr() {
         println!("fcgi-uring admin listener on {admin} (/metrics /healthz /readyz /status)");
@@ -293,7 +306,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         .map(fcgi_uring_cli::reload::PidFile::write)
     {
         Some(Err(e)) => {
-            eprintln!("fcgi-uring: cannot write the pid file: {e}");
+            let path = args.pid_file.as_deref().unwrap_or(std::path::Path::new(""));
+            eprintln!(
+                "fcgi-uring: cannot write the pid file {}: {e}",
+                path.display()
+            );
             return ExitCode::FAILURE;
         }
         Some(Ok(f)) => Some(f),
@@ -330,6 +347,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     handle.shutdown();
     ExitCode::SUCCESS
+}
+
+/// `protocol` as the banner names it: the protocol's own spelling.
+fn protocol_name(protocol: fcgi_uring::Protocol) -> &'static str {
+    match protocol {
+        fcgi_uring::Protocol::FastCgi => "FastCGI",
+        fcgi_uring::Protocol::Http1 => "HTTP/1.1",
+        fcgi_uring::Protocol::H2c => "h2c",
+        other => other.as_str(),
+    }
 }
 
 /// SIGUSR2 or SIGHUP (`signal`): starts `exe` with this process's arguments and the listening

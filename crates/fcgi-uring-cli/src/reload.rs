@@ -17,9 +17,10 @@ pub struct ReloadArgs {
     /// The pid file the server writes (`fcgi-uring serve --pid-file F`).
     #[arg(long, value_name = "FILE")]
     pub pid_file: PathBuf,
-    /// Seconds to wait for the new process (past the server's `server.upgrade_timeout`).
-    #[arg(long, default_value_t = 60)]
-    pub wait: u64,
+    /// Seconds to wait for the new process (past the server's `server.upgrade_timeout`);
+    /// fractions as `1.5` accepted.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = wait_seconds)]
+    pub wait: Duration,
 }
 
 /// The pid in `path`, if it holds one.
@@ -29,8 +30,13 @@ pub fn read_pid(path: &Path) -> Option<i32> {
 
 /// The running server the pid file names, as a pidfd (which names that process for good: a pid
 /// reused after it exits is not signalled) and its pid. An error says why not: no pid in the
-/// file, no such process, or a process of another program (the file is stale and its pid was
-/// reused) which is then not signalled.
+/// file, no such process, or a live process that is not an fcgi-uring server (the file is stale:
+/// its server is gone and the pid was reused), which is then not signalled.
+///
+/// A server is known by its worker threads, which the library names `fcgi-worker-N`
+/// (`http-worker-N` with `server.protocol` http1 or h2c) whatever the binary is called
+/// (`fcgi-uring`, `fcgi-uring-v2`, an application's own name): the name of the binary would
+/// refuse a renamed server, and take any other `fcgi-uring` command (`status --watch`) for one.
 pub fn open_server(path: &Path) -> Result<(OwnedFd, i32), String> {
     let file = path.display();
     let raw = read_pid(path).ok_or_else(|| format!("no pid in {file}"))?;
@@ -41,21 +47,88 @@ pub fn open_server(path: &Path) -> Result<(OwnedFd, i32), String> {
         }
         e => format!("pid {raw}: {e}"),
     })?;
-    let (theirs, ours) = (command_name(&raw.to_string()), command_name("self"));
-    if theirs != ours {
+    let workers = worker_threads(raw)
+        .map_err(|e| format!("pid {raw}: cannot read /proc/{raw}/task: {e}; not signalled"))?;
+    // The pidfd holds the process: while it has not exited, /proc/<raw> was that process.
+    if exited(&process) {
         return Err(format!(
-            "pid {raw} is {}, not {}: {file} is stale",
-            theirs.as_deref().unwrap_or("unknown"),
-            ours.as_deref().unwrap_or("this program"),
+            "pid {raw} exited meanwhile: {file} is stale (a server that exited cleanly removes it)"
+        ));
+    }
+    if workers == 0 {
+        return Err(format!(
+            "{file} is stale: pid {raw} is now {}, not an fcgi-uring server (it runs no \
+             fcgi-worker thread); its server is gone and the pid was reused, so it was not \
+             signalled",
+            describe(raw)
         ));
     }
     Ok((process, raw))
 }
 
-/// The command name of `/proc/<which>` (`self` or a pid).
-fn command_name(which: &str) -> Option<String> {
-    let comm = std::fs::read_to_string(format!("/proc/{which}/comm")).ok()?;
-    Some(comm.trim_end().to_owned())
+/// How many threads of process `pid` are fcgi-uring workers (`fcgi-worker-N`, or
+/// `http-worker-N` with `server.protocol` http1 or h2c).
+fn worker_threads(pid: i32) -> std::io::Result<usize> {
+    let mut workers = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(task) = task else { continue };
+        // A thread that ended since the listing has no comm left to read.
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("fcgi-worker-") || comm.starts_with("http-worker-") {
+            workers += 1;
+        }
+    }
+    Ok(workers)
+}
+
+/// Whether the process of `pidfd` has exited (its pidfd is readable then).
+fn exited(pidfd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+}
+
+/// Process `pid` for a person: its command line (`sleep 600`), else its command name.
+fn describe(pid: i32) -> String {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let mut text = args.join(" ");
+    if text.is_empty() {
+        text = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map(|c| c.trim_end().to_owned())
+            .unwrap_or_else(|_| "unknown".to_owned());
+    }
+    if text.chars().count() > 80 {
+        text = text.chars().take(77).collect::<String>() + "...";
+    }
+    format!("`{text}`")
+}
+
+/// `--wait`'s value: seconds as every duration of the command line writes them (`60`, `1.5`),
+/// from 0 up to [`fcgi_uring::config::MAX_SECONDS`].
+pub fn wait_seconds(text: &str) -> Result<Duration, String> {
+    let max = fcgi_uring::config::MAX_SECONDS;
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number of seconds (0..={max}, e.g. 60 or 1.5)"))?;
+    if !(seconds.is_finite() && (0.0..=max).contains(&seconds)) {
+        return Err(format!("out of range: seconds from 0 to {max}"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `d` in seconds as a person writes them: `60`, `1.5`.
+pub fn show_seconds(d: Duration) -> String {
+    format!("{}", d.as_secs_f64())
 }
 
 pub fn run(args: &ReloadArgs) -> ExitCode {
@@ -71,7 +144,7 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
         eprintln!("fcgi-uring reload: cannot signal pid {old}: {e}");
         return ExitCode::FAILURE;
     }
-    let until = Instant::now() + Duration::from_secs(args.wait);
+    let until = Instant::now() + args.wait;
     while Instant::now() < until {
         // The file's identity first, its pid second: a pid read after a rewrite was seen is
         // that rewrite's (or a later one's), so a new process's pid file renamed in between
@@ -94,7 +167,7 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
     }
     eprintln!(
         "fcgi-uring reload: pid {old} was not replaced within {} s; it still serves (see its log)",
-        args.wait
+        show_seconds(args.wait)
     );
     ExitCode::FAILURE
 }
@@ -122,6 +195,19 @@ impl PidFile {
         };
         file.rewrite()?;
         Ok(file)
+    }
+
+    /// Whether `path` can be written as [`PidFile::write`] and [`PidFile::rewrite`] write it
+    /// (a temporary file in its directory, renamed over it), checked before the server starts:
+    /// the temporary file is created and removed, the file itself left as it is (during a hot
+    /// upgrade it still names the old process, which `fcgi-uring reload` waits to see change).
+    pub fn check(path: &Path) -> std::io::Result<()> {
+        if path.is_dir() {
+            return Err(std::io::Error::other("it is a directory"));
+        }
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        std::fs::write(&tmp, b"")?;
+        std::fs::remove_file(&tmp)
     }
 
     /// Writes the file again (a failed upgrade's answer to `reload`: same pid, new mtime),

@@ -57,8 +57,18 @@ pub fn run(args: RequestArgs) -> ExitCode {
     let response = match client.request(&spec) {
         Ok(response) => response,
         Err(e) => {
+            let http = e
+                .get_ref()
+                .is_some_and(|inner| inner.is::<fcgi_client::HttpAnswer>());
+            // An HTTP port given for the FastCGI one: most often the admin listener's.
+            let hint = if http {
+                ": is this the admin port? FastCGI is served on server.listen \
+                 (127.0.0.1:9000 unless set), the admin listener speaks HTTP"
+            } else {
+                ""
+            };
             eprintln!(
-                "fcgi-uring request: {} {} via {}: {e}",
+                "fcgi-uring request: {} {} via {}: {e}{hint}",
                 spec.method, spec.uri, args.addr
             );
             return ExitCode::from(1);

@@ -2,7 +2,7 @@
 //! (`GET /status?human`), printed once or refreshed like `top` with `--watch`.
 
 use fcgi_uring::Addr;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,9 +34,12 @@ pub fn run(args: &StatusArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if args.watch {
+        if args.watch && std::io::stdout().is_terminal() {
             // Home and clear, then the table.
             print!("\x1b[H\x1b[2J{page}");
+        } else if args.watch {
+            // Into a pipe or a file: one table after another, no terminal escapes.
+            println!("{page}");
         } else {
             print!("{page}");
         }
@@ -67,10 +70,13 @@ pub fn get(addr: &Addr, path: &str) -> std::io::Result<String> {
             s.read_to_end(&mut raw)?;
         }
     }
+    if !raw.starts_with(b"HTTP/") {
+        return Err(std::io::Error::other(not_http(&raw)));
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
+        .ok_or_else(|| std::io::Error::other("not an HTTP response (no end of headers)"))?;
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
         return Err(std::io::Error::other(format!(
@@ -79,4 +85,22 @@ pub fn get(addr: &Addr, path: &str) -> std::io::Result<String> {
         )));
     }
     Ok(body.to_owned())
+}
+
+/// Why `raw`, the whole answer of a peer to an HTTP request, is not HTTP, with the likely
+/// mistake: a FastCGI port (`server.listen`) given for the admin listener. A FastCGI server
+/// closes the connection at the first bytes of an HTTP request, as fcgi-uring does, or answers
+/// with a FastCGI record (version byte 1).
+fn not_http(raw: &[u8]) -> String {
+    let hint = "is this a FastCGI port (server.listen)? `fcgi-uring status` reads the admin \
+                listener (admin.listen, 127.0.0.1:9100 unless set; `fcgi-uring serve` prints \
+                its address at start): give it with --admin";
+    match raw.first() {
+        None => format!("no HTTP answer: the connection was closed without one; {hint}"),
+        Some(1) => format!("the peer answered with FastCGI, not HTTP; {hint}"),
+        Some(_) => format!(
+            "not an HTTP answer ({} bytes that do not start with HTTP/); {hint}",
+            raw.len()
+        ),
+    }
 }

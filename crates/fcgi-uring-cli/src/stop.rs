@@ -21,9 +21,10 @@ pub struct StopArgs {
     #[arg(long, value_name = "FILE")]
     pub pid_file: PathBuf,
     /// Seconds to wait for the exit (past the server's `admin.drain_delay` plus
-    /// `server.shutdown_timeout`).
-    #[arg(long, default_value_t = 60)]
-    pub wait: u64,
+    /// `server.shutdown_timeout`); fractions as `1.5` accepted.
+    #[arg(long, value_name = "SECONDS", default_value = "60",
+          value_parser = crate::reload::wait_seconds)]
+    pub wait: Duration,
 }
 
 pub fn run(args: &StopArgs) -> ExitCode {
@@ -52,7 +53,7 @@ fn stop(args: &StopArgs) -> Result<String, String> {
                 .to_owned(),
         );
     }
-    let until = Instant::now() + Duration::from_secs(args.wait);
+    let until = Instant::now() + args.wait;
     loop {
         let left = until.saturating_duration_since(Instant::now());
         let timeout = Timespec::try_from(left).map_err(|e| e.to_string())?;
@@ -64,7 +65,7 @@ fn stop(args: &StopArgs) -> Result<String, String> {
                 return Err(format!(
                     "pid {raw} still runs {} s after SIGTERM (it drains: admin.drain_delay, then \
                      up to server.shutdown_timeout; see its log)",
-                    args.wait
+                    crate::reload::show_seconds(args.wait)
                 ));
             }
             Err(Errno::INTR) => continue,

@@ -59,6 +59,34 @@ fn a_fastcgi_client_on_the_admin_port_is_reported() {
     }
     let line = seen.iter().find(|l| l.contains(wanted)).unwrap();
     assert!(line.contains("server.listen"), "{line}");
+    // The same mistake with `fcgi-uring request`: it says it got HTTP and names the likely
+    // cause, rather than a short read.
+    let out = Command::new(BIN)
+        .args(["request", "--addr", &admin.to_string(), "/hello"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("the peer answered with HTTP, not FastCGI") && said.contains("admin port"),
+        "{said}"
+    );
+    // And the reverse, `fcgi-uring status` given the FastCGI port: no HTTP answer, and where
+    // the admin listener is.
+    let out = Command::new(BIN)
+        .args(["status", "--admin", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no HTTP answer")
+            && said.contains("FastCGI port")
+            && said.contains("--admin"),
+        "{said}"
+    );
     // Through nginx pointed at the admin port: a 502 from nginx, the same report (once a
     // minute at most, so not repeated here), and the FastCGI port unaffected.
     if let Some(proxy) = nginx(&format!("127.0.0.1:{admin_port}")) {
@@ -106,4 +134,78 @@ fn a_concurrent_request_where_one_is_allowed_gets_cant_mpx_conn() {
     assert_eq!(responses.get(1).unwrap().response().unwrap().status, 200);
     let stats = server.stats();
     assert_eq!(stats.get(fcgi_uring::Counter::ConnOverloaded), 1);
+}
+
+/// What the command prints for a person: the banner names the protocol as it is spelt
+/// (`FastCGI`) and counts "1 worker"; `fcgi-uring --help` lists `config`; `status --watch` into a
+/// pipe writes tables without terminal escapes; a port out of range is called that.
+#[test]
+fn what_the_command_prints_is_plain() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("config ")),
+        "{help}"
+    );
+
+    let (port, admin_port) = (free_port(), free_port());
+    let mut server = KillOnDrop(
+        Command::new(BIN)
+            .args(["serve", "--workers", "1", "--no-pin"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut banner = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(
+        banner.contains(" over FastCGI on ") && banner.contains(" with 1 worker;"),
+        "{banner}"
+    );
+
+    let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+    wait_for("the admin listener", HANG_GUARD, || {
+        TcpStream::connect(admin).is_ok()
+    });
+    let mut watch = KillOnDrop(
+        Command::new(BIN)
+            .args(["status", "--watch", "--interval", "0.1", "--admin"])
+            .arg(admin.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(watch.0.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Two tables, each headed by the server's state line.
+    while seen
+        .iter()
+        .filter(|l: &&String| l.starts_with("fcgi-uring: "))
+        .count()
+        < 2
+    {
+        match lines.next() {
+            Some(Ok(line)) => seen.push(line),
+            other => panic!("status --watch ended: {other:?} after {seen:?}"),
+        }
+    }
+    assert!(
+        !seen.iter().any(|l| l.contains('\x1b')),
+        "terminal escapes into a pipe: {seen:?}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["request", "--addr", "127.0.0.1:99999", "/"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("port 99999 is out of range"), "{said}");
 }

@@ -9,6 +9,11 @@
 //!   and exits.
 //! - `fcgi-uring reload` finds its server the same way: a stale pid file is refused with the
 //!   reason and the process it names is not signalled.
+//! - A server is known by its worker threads, not by its binary's name: a server started from
+//!   a renamed binary (`myapp-v2`) is reloaded and stopped, and another program that happens to
+//!   be named `fcgi-uring` is refused.
+//! - `--wait` takes seconds as every duration of the command line does, fractions included.
+//! - A pid file that cannot be written fails the start before the server serves, naming it.
 
 mod common;
 
@@ -34,16 +39,21 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, drain_delay: &str, wrapper: &[&str]) -> Server {
+        Server::start_binary(BIN, dir, drain_delay, wrapper)
+    }
+
+    /// As [`Server::start`], with the binary at `bin`.
+    fn start_binary(bin: &str, dir: &Path, drain_delay: &str, wrapper: &[&str]) -> Server {
         let fcgi = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let pid_file = dir.join("fcgi-uring.pid");
         let mut cmd = match wrapper {
             [program, args @ ..] => {
                 let mut cmd = Command::new(program);
-                cmd.args(args).arg(BIN);
+                cmd.args(args).arg(bin);
                 cmd
             }
-            [] => Command::new(BIN),
+            [] => Command::new(bin),
         };
         cmd.args(["serve", "--workers", "2", "--no-pin", "--listen"])
             .arg(fcgi.to_string())
@@ -163,26 +173,102 @@ fn stop_without_a_running_server_says_why() {
     refuses_another_programs_pid(&pid_file, || stop(&pid_file, "1").output().expect("stop"));
 }
 
-/// `run` (stop or reload) with `pid_file` naming a `sleep`: exit 1 saying the file is stale, and
-/// the `sleep` not signalled (SIGTERM and SIGUSR2 would both end it).
-fn refuses_another_programs_pid(pid_file: &Path, run: impl FnOnce() -> Output) {
-    let mut other = KillOnDrop(Command::new("sleep").arg("600").spawn().expect("sleep"));
-    // Until the child has exec'd, its name is still this test's.
-    let comm = format!("/proc/{}/comm", other.0.id());
-    wait_for("the child to exec sleep", HANG_GUARD, || {
-        std::fs::read_to_string(&comm).unwrap_or_default().trim() == "sleep"
+/// `run` (stop or reload) with `pid_file` naming a `sleep`, then a `sleep` whose binary is
+/// named `fcgi-uring` (the name of the server's binary proves nothing): exit 1 saying the file
+/// is stale and what the process is, and neither signalled (SIGTERM and SIGUSR2 would both end
+/// it).
+fn refuses_another_programs_pid(pid_file: &Path, run: impl Fn() -> Output) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let named = dir.path().join("fcgi-uring");
+    std::fs::copy(which("sleep"), &named).expect("copy sleep");
+    for (program, comm) in [(PathBuf::from("sleep"), "sleep"), (named, "fcgi-uring")] {
+        let mut other = KillOnDrop(Command::new(&program).arg("600").spawn().expect("sleep"));
+        // Until the child has exec'd, its name is still this test's.
+        let proc_comm = format!("/proc/{}/comm", other.0.id());
+        wait_for("the child to exec sleep", HANG_GUARD, || {
+            std::fs::read_to_string(&proc_comm)
+                .unwrap_or_default()
+                .trim()
+                == comm
+        });
+        std::fs::write(pid_file, format!("{}\n", other.0.id())).expect("write");
+        let out = run();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let said = text(&out);
+        assert!(
+            said.contains("stale")
+                && said.contains("600`, not an fcgi-uring server")
+                && said.contains("not signalled"),
+            "{said}"
+        );
+        assert!(
+            other.0.try_wait().expect("try_wait").is_none(),
+            "{comm} was signalled"
+        );
+    }
+}
+
+/// The path of `program` on PATH.
+fn which(program: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} not on PATH"))
+}
+
+#[test]
+fn a_server_started_from_a_renamed_binary_is_reloaded_and_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A versioned deploy's name (a copy: a hard link would do where the target directory is
+    // on the same filesystem as the temporary one).
+    let bin = dir.path().join("myapp-v2");
+    if std::fs::hard_link(BIN, &bin).is_err() {
+        std::fs::copy(BIN, &bin).expect("copy the binary");
+    }
+    let bin = bin.to_str().expect("a UTF-8 path").to_owned();
+    let mut server = Server::start_binary(&bin, dir.path(), "0", &[]);
+    let old = std::fs::read_to_string(&server.pid_file).expect("pid file");
+
+    let out = Command::new(BIN)
+        .args(["reload", "--wait", "60", "--pid-file"])
+        .arg(&server.pid_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("reload");
+    assert!(out.status.success(), "{}", text(&out));
+    let new = std::fs::read_to_string(&server.pid_file).expect("pid file");
+    assert_ne!(old, new, "{}", text(&out));
+    wait_for("the old process to drain and exit", HANG_GUARD, || {
+        server.exited()
     });
-    std::fs::write(pid_file, format!("{}\n", other.0.id())).expect("write");
-    let out = run();
-    assert_eq!(out.status.code(), Some(1));
+
+    let out = stop(&server.pid_file, "60").output().expect("stop");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("exited"), "{}", text(&out));
+    assert!(!server.pid_file.exists(), "the server removes its pid file");
+}
+
+#[test]
+fn a_pid_file_that_cannot_be_written_fails_the_start_before_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("missing").join("fcgi-uring.pid");
+    let out = Command::new(BIN)
+        .args(["serve", "--workers", "1", "--no-pin", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(["--admin-listen", "none", "--pid-file"])
+        .arg(&pid_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("serving"), "it served first: {stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        text(&out).contains("is sleep, not fcgi-uring") && text(&out).contains("stale"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        other.0.try_wait().expect("try_wait").is_none(),
-        "sleep was signalled"
+        stderr.contains(&format!("cannot write the pid file {}", pid_file.display())),
+        "{stderr}"
     );
 }
 
@@ -209,10 +295,11 @@ fn reload_of_a_stale_pid_file_signals_nothing_and_says_why() {
 fn stop_reports_a_server_still_draining_at_its_wait() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path(), "600", &[]);
-    let out = stop(&server.pid_file, "1").output().expect("stop");
+    // Fractions of a second, as every duration of the command line.
+    let out = stop(&server.pid_file, "1.5").output().expect("stop");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("still runs 1 s after SIGTERM"),
+        text(&out).contains("still runs 1.5 s after SIGTERM"),
         "{}",
         text(&out)
     );
