@@ -86,7 +86,7 @@ pub fn nginx(backend: &str) -> Option<Proxy> {
         r#"    client_max_body_size 64m;
     upstream app {{
         server {backend};
-        keepalive 16;
+        keepalive 64;
     }}
     server {{
         listen 127.0.0.1:{{port}};
