@@ -70,6 +70,24 @@ fn parse_combined(line: &str) -> Combined {
     }
 }
 
+/// A FIFO made in `dir` for the access log, and a thread opening it for reading (so that the
+/// server's open for writing does not wait), which returns the reading end.
+fn fifo_being_opened(dir: &Path) -> (std::path::PathBuf, std::thread::JoinHandle<std::fs::File>) {
+    let fifo = dir.join("access.pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let path = fifo.clone();
+    (
+        fifo,
+        std::thread::spawn(move || std::fs::File::open(path).unwrap()),
+    )
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -290,19 +308,7 @@ fn rename_and_sigusr1_mid_load_lose_and_duplicate_no_line() {
 fn a_stalled_writer_never_blocks_a_worker_and_drops_are_counted() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("access.pipe");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    // Opened for reading (so that the server's open for writing does not wait), not read yet.
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::File::open(fifo).unwrap())
-    };
+    let (fifo, reader) = fifo_being_opened(dir.path());
     let server = server_logging_to(&fifo, "combined");
     let mut reader = reader.join().unwrap();
     // Long URIs fill the pipe and the queue quickly.
@@ -402,18 +408,7 @@ fn holds_socket_at(path: &std::path::Path) -> bool {
 #[test]
 fn lines_lost_to_a_failed_write_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("access.pipe");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::File::open(fifo).unwrap())
-    };
+    let (fifo, reader) = fifo_being_opened(dir.path());
     let config = Config::builder()
         .listen("127.0.0.1:0".parse().unwrap())
         .workers(1)

@@ -304,43 +304,34 @@ fn head_gets_the_head_without_a_body() {
     assert_eq!(r.body, b"Hello, World!");
 }
 
+/// `fcgi-uring serve` on `addr`, one worker, no admin listener, `extra` flags, its log piped.
+fn one_worker_logging(addr: &str, extra: &[&str]) -> common::KillOnDrop {
+    let base = [
+        "--listen",
+        addr,
+        "--workers",
+        "1",
+        "--no-pin",
+        "--admin-listen",
+        "none",
+    ];
+    common::serve_with_stderr(&[&base[..], extra].concat())
+}
+
 /// The server's log lines on a pipe (a file, journald) carry no colour escapes: they used to,
 /// whatever stderr was.
 #[test]
 fn log_lines_on_a_pipe_are_plain_text() {
     use std::io::{Read, Write};
-    let port = common::proxy::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = common::KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
-            .args(["serve", "--listen", &addr, "--workers", "1", "--no-pin"])
-            .args(["--admin-listen", "none"])
-            .env_remove("NO_COLOR")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start fcgi-uring serve"),
-    );
+    let addr = format!("127.0.0.1:{}", common::proxy::free_port());
+    let mut server = one_worker_logging(&addr, &[]);
     // An HTTP request on the FastCGI port: a protocol error, logged as a warning.
     common::wait_for("the server listening", common::HANG_GUARD, || {
         std::net::TcpStream::connect(&addr).is_ok_and(|mut s| {
             s.write_all(b"GET / HTTP/1.1\r\n\r\n").is_ok() && s.read(&mut [0u8; 16]).is_ok()
         })
     });
-    let pid = server.0.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    assert!(killed.unwrap().success());
-    let mut stderr = String::new();
-    server
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = common::stop_and_read_stderr(&mut server);
     assert!(stderr.contains("WARN"), "{stderr}");
     assert!(!stderr.contains('\x1b'), "{stderr:?}");
     // And the warning says what the bytes looked like.
@@ -355,18 +346,8 @@ fn log_lines_on_a_pipe_are_plain_text() {
 #[test]
 fn idle_connections_closed_are_not_warnings() {
     use std::io::Read;
-    let port = common::proxy::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut server = common::KillOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
-            .args(["serve", "--listen", &addr, "--workers", "1", "--no-pin"])
-            .args(["--admin-listen", "none", "--idle-timeout", "0.2"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start fcgi-uring serve"),
-    );
+    let addr = format!("127.0.0.1:{}", common::proxy::free_port());
+    let mut server = one_worker_logging(&addr, &["--idle-timeout", "0.2"]);
     let mut idle = None;
     common::wait_for("the server listening", common::HANG_GUARD, || {
         idle = std::net::TcpStream::connect(&addr).ok();
@@ -375,19 +356,7 @@ fn idle_connections_closed_are_not_warnings() {
     let mut idle = idle.unwrap();
     idle.set_read_timeout(Some(common::HANG_GUARD)).unwrap();
     assert_eq!(idle.read(&mut [0u8; 8]).unwrap(), 0, "closed by the server");
-    let pid = server.0.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    assert!(killed.unwrap().success());
-    let mut stderr = String::new();
-    server
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = common::stop_and_read_stderr(&mut server);
     assert!(stderr.contains("idle_timeout=1"), "{stderr}");
     assert!(!stderr.contains("WARN"), "{stderr}");
 }

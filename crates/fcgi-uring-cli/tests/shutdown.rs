@@ -172,16 +172,17 @@ fn a_draining_server_refuses_new_connections_and_finishes_the_old() {
 fn requests_abandoned_at_the_shutdown_timeout_are_logged() {
     let port = proxy::free_port();
     let backend = format!("127.0.0.1:{port}");
-    let mut server = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
-            .args(["serve", "--listen", &backend, "--workers", "1", "--no-pin"])
-            .args(["--shutdown-timeout", "0.3", "--admin-listen", "none"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start fcgi-uring serve"),
-    );
+    let mut server = common::serve_with_stderr(&[
+        "--listen",
+        &backend,
+        "--workers",
+        "1",
+        "--no-pin",
+        "--shutdown-timeout",
+        "0.3",
+        "--admin-listen",
+        "none",
+    ]);
     wait_for("the server listening", HANG_GUARD, || {
         TcpStream::connect(&backend).is_ok()
     });
@@ -193,29 +194,14 @@ fn requests_abandoned_at_the_shutdown_timeout_are_logged() {
     wait_for("the server to read the slow request", HANG_GUARD, || {
         connections_read(port) >= 1
     });
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(started.elapsed() < HANG_GUARD, "the server did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    // Read until the server exits (its end closes the pipe).
+    let stderr = common::stop_and_read_stderr(&mut server);
+    let status = server.0.wait().unwrap();
     assert!(status.success(), "{status}");
     assert!(
         slow.join().unwrap().is_err(),
         "the request was not answered"
     );
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(
         stderr.contains("ran out with 1 request(s) still running"),
         "{stderr}"

@@ -140,6 +140,34 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// `fcgi-uring serve ARGS` with its standard error piped (standard input and output closed),
+/// killed if the test ends first.
+pub fn serve_with_stderr(args: &[&str]) -> KillOnDrop {
+    KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .arg("serve")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start fcgi-uring serve"),
+    )
+}
+
+/// Sends SIGTERM to a server of [`serve_with_stderr`] and returns what it wrote to standard
+/// error until it exited.
+pub fn stop_and_read_stderr(server: &mut KillOnDrop) -> String {
+    use std::io::Read;
+    restarts::signal(server.0.id(), "TERM");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = server.0.stderr.take() {
+        pipe.read_to_string(&mut stderr)
+            .expect("read the server's stderr");
+    }
+    stderr
+}
+
 /// The demo app on 127.0.0.1 with an ephemeral port and two workers.
 pub fn demo_tcp() -> ServerHandle {
     start_demo("127.0.0.1:0".parse().unwrap())
