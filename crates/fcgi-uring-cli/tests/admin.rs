@@ -442,6 +442,11 @@ fn healthz_fails_while_a_handler_blocks_its_workers_thread() {
         body.contains("stalled: worker 0 has not turned its loop"),
         "{body}"
     );
+    // /status says so too (its figures are the worker's last turn's).
+    let status = String::from_utf8(get(admin, "/status?human", &[]).body).unwrap();
+    assert!(status.contains("0 has not turned its loop for"), "{status}");
+    let json = String::from_utf8(get(admin, "/status", &[]).body).unwrap();
+    assert!(!json.contains("\"stalled_seconds\":null"), "{json}");
     release.send(()).unwrap();
     assert_eq!(blocked.join().unwrap().status, 200);
     wait_for(

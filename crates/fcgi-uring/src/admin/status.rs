@@ -56,6 +56,9 @@ struct Row {
     timeouts: u64,
     /// The oldest request in flight: age in seconds, method, URI (sampled once a second).
     oldest: Option<(f64, String, String)>,
+    /// Seconds the worker has not turned its loop, past `admin.stall_timeout` (a handler
+    /// blocking its thread): the other columns are as of its last turn.
+    stalled: Option<f64>,
 }
 
 const LIMITS: [Counter; 5] = [
@@ -93,6 +96,12 @@ fn rows(s: &Sources, history: Option<&History>) -> Vec<Row> {
                 limits_hit: LIMITS.iter().map(|c| stats.get(*c)).sum(),
                 timeouts: TIMEOUTS.iter().map(|c| stats.get(*c)).sum(),
                 oldest: oldest(w, m.in_flight),
+                stalled: w
+                    .stats
+                    .liveness
+                    .unanswered_for()
+                    .filter(|d| !s.stall_timeout.is_zero() && *d > s.stall_timeout)
+                    .map(|d| d.as_secs_f64()),
             }
         })
         .collect()
@@ -167,7 +176,7 @@ fn json(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
             out,
             "{{\"worker\":{},\"uptime_seconds\":{uptime:.3},\"connections\":{},\"in_flight\":{},\
              \"served\":{},\"rate_1s\":{},\"rate_10s\":{},\"rate_60s\":{},\"limits_hit\":{},\
-             \"timeouts\":{},\"oldest_in_flight\":{}}}",
+             \"timeouts\":{},\"oldest_in_flight\":{},\"stalled_seconds\":{}}}",
             r.worker,
             r.conns,
             r.in_flight,
@@ -178,6 +187,7 @@ fn json(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
             r.limits_hit,
             r.timeouts,
             oldest_json(&r.oldest),
+            num(r.stalled),
         );
     }
     out.push_str("]}\n");
@@ -223,6 +233,14 @@ fn table(rows: &[Row], uptime: f64, state: &str, backend: &str) -> String {
             r.limits_hit,
             r.timeouts
         );
+        if let Some(secs) = r.stalled {
+            let _ = writeln!(
+                out,
+                "{:>6} has not turned its loop for {secs:.1} s: a handler blocks its thread \
+                 (the figures above are as of its last turn)",
+                r.worker
+            );
+        }
     }
     out
 }
