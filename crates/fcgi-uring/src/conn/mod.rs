@@ -227,6 +227,21 @@ pub(crate) struct Ping {
     pub health: Arc<crate::admin::Health>,
 }
 
+/// What one connection holds (see [`Core::holdings`]).
+#[cfg(any(test, feature = "bench-internals"))]
+#[cfg_attr(not(feature = "bench-internals"), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holdings {
+    /// It still takes requests.
+    pub open: bool,
+    /// Bytes of its output queue, a send in flight included.
+    pub output: usize,
+    /// The most bytes one of its requests' bodies holds (unread by the handler, or staged).
+    pub body: usize,
+    /// Bytes received while it was not to be read, not parsed yet.
+    pub input: usize,
+}
+
 /// The per-core shared state: the connection table and what the worker's handlers share.
 pub(crate) struct Core {
     conns: RefCell<Conns>,
@@ -431,6 +446,30 @@ impl Core {
     #[cfg(test)]
     pub fn conn_count(&self) -> usize {
         self.conns.borrow().len()
+    }
+
+    /// What connection `key` holds, while it is in the table (for the model test and the
+    /// fuzz target's checks of bounded memory).
+    #[cfg(any(test, feature = "bench-internals"))]
+    pub fn holdings(&self, key: ConnKey) -> Option<Holdings> {
+        let input = self
+            .held
+            .borrow()
+            .get(&key)
+            .map_or(0, |chunks| chunks.iter().map(|c| c.len()).sum());
+        let mut conns = self.conns.borrow_mut();
+        let conn = conns.get_mut(key)?;
+        let body = conn
+            .requests()
+            .flat_map(|e| e.bodies().map(|b| b.held_bytes()))
+            .max()
+            .unwrap_or(0);
+        Some(Holdings {
+            open: conn.is_open(),
+            output: conn.backlog(),
+            body,
+            input,
+        })
     }
 
     /// Cancels every request of `conn` (peer gone); the connection closes.
