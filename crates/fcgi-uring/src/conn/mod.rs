@@ -21,8 +21,8 @@
 //!   or while user code runs.
 
 mod deadlines;
-#[cfg(test)]
-mod hostile_model;
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) mod hostile_model;
 mod input;
 mod io;
 mod oplog;
@@ -31,6 +31,32 @@ mod respond;
 mod state;
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Settings for a test core: 8 connections at most, default timeouts, no logs.
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) fn test_settings() -> Settings {
+    Settings {
+        limits: Default::default(),
+        max_body_buffer: 1 << 20,
+        max_output_buffer: 1024,
+        max_conns: 8,
+        max_requests: 64,
+        timeouts: Timeouts::default(),
+        ping: None,
+        logs: None,
+        allowed_peers: None,
+    }
+}
+
+/// A core on its own stats.
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) fn test_core(settings: Settings) -> Core {
+    Core::new(
+        settings,
+        Arc::new(crate::stats::WorkerStats::default()),
+        Arc::new(AtomicUsize::new(0)),
+    )
+}
 
 pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
@@ -443,7 +469,7 @@ impl Core {
     }
 
     /// Connections in the table.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "bench-internals"))]
     pub fn conn_count(&self) -> usize {
         self.conns.borrow().len()
     }
