@@ -174,6 +174,12 @@ impl<S: HttpService> Harness<S> {
             return false;
         };
         let core = &self.dispatcher.core;
+        if self.io.closed {
+            // As the backends report a send of a connection the core dropped.
+            self.io.in_flight = None;
+            core.on_sent(self.key, Sent::Failed);
+            return true;
+        }
         match n {
             None => {
                 self.io.in_flight = None;
@@ -214,6 +220,12 @@ impl<S: HttpService> Harness<S> {
         self.io.armed = false;
         self.io.cancelling = false;
         self.dispatcher.core.on_peer_gone(self.key);
+    }
+
+    /// The IO was told to close the connection while a send was under way or its rest waited
+    /// to be resent: what the peer received may end within a record.
+    pub fn was_cut(&self) -> bool {
+        self.io.cut
     }
 
     /// Every byte the peer received so far.
@@ -269,6 +281,8 @@ struct CopyIo {
     /// The receive cancelled delivered its one last receive.
     late: bool,
     closed: bool,
+    /// Closed with a send under way (see [`Harness::was_cut`]).
+    cut: bool,
 }
 
 impl CopyIo {
@@ -317,5 +331,10 @@ impl Io for CopyIo {
     fn close(&mut self, _key: ConnKey, _abort: bool) {
         self.closed = true;
         self.armed = false;
+        self.cut |= self.in_flight.is_some();
+        if std::mem::take(&mut self.resend_due) {
+            // The rest of a short send is dropped with the connection, never reported.
+            self.in_flight = None;
+        }
     }
 }
