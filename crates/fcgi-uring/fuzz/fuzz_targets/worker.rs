@@ -32,8 +32,10 @@
 //!
 //! and at the end, once everything that can finish has (sends complete, pending bytes received
 //! as the connection reads, handlers run):
-//! - no send left in flight, the output ends on a record boundary;
+//! - no send left in flight, the output ends on a record boundary (unless a send was cut by a
+//!   reset, an EOF or a close);
 //! - a peer gone (EOF, reset, failed send): every request cancelled, the connection closed;
+//!   a connection closed for any reason: no request or send left counted;
 //! - an open connection reads;
 //! - no hang: when a probe request sent last is answered (the connection is open and not
 //!   closing), every request that could complete has its END_REQUEST (a body with a
@@ -714,6 +716,10 @@ async fn script(data: &[u8]) {
         // The peer is gone: every request cancelled, the connection closed.
         assert!(h.is_quiet(), "requests or sends left counted after the peer went");
         assert!(h.is_closed(), "the connection outlived its peer");
+    }
+    if h.is_closed() {
+        // However it closed (deadline, protocol error, KEEP_CONN=0): no request left counted.
+        assert!(h.is_quiet(), "requests or sends left counted on a closed connection");
     }
     if h.is_open() {
         // Nothing left to wait for: an open connection reads.
