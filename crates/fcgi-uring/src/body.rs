@@ -392,6 +392,12 @@ impl Channel {
         Poll::Pending
     }
 
+    /// Unread bytes (the fill buffer's included).
+    #[cfg(any(test, feature = "bench-internals"))]
+    pub(crate) fn buffered(&self) -> usize {
+        self.lock().buffered
+    }
+
     /// The stream can still deliver bytes and someone holds its reading end: the peer owes
     /// us bytes (the body timeout applies).
     pub(crate) fn is_open(&self) -> bool {

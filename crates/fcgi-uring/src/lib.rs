@@ -59,6 +59,10 @@ pub mod uring;
 #[doc(hidden)]
 pub mod bench {
     pub use crate::cgi::{build_request, encode_head};
+    /// One case of the connection core's model test (`conn::hostile_model`), its operations
+    /// read from `data`: for the fuzz target. Panics where the model finds the core wrong.
+    #[doc(hidden)]
+    pub use crate::conn::hostile_model::fuzz as core_model;
     pub use crate::worker::harness::Harness;
 }
 

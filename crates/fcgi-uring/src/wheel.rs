@@ -163,7 +163,7 @@ impl Clock {
     }
 
     /// Moves the clock on by hand (tests of deadlines).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "bench-internals"))]
     pub fn advance(&self, by: Duration) {
         self.set(self.now.get() + by);
     }

@@ -1,15 +1,24 @@
-//! One worker's request path (connection core, dispatcher, a service) fed a script of mostly
-//! valid but hostile FastCGI records — BEGIN_REQUEST with any role and flags, reused ids,
-//! PARAMS, STDIN and DATA of any size, padding, ABORT_REQUEST, management and stray records,
-//! arbitrary raw bytes — cut into arbitrary receives through [`fcgi_uring::bench::Harness`].
+//! Two fuzz targets in one, chosen by the input's first byte (odd: the second).
+//!
+//! **The worker.** One worker's request path (connection core, dispatcher, a service) fed a
+//! script of mostly valid but hostile FastCGI records — BEGIN_REQUEST with any role and flags,
+//! reused ids, PARAMS, STDIN and DATA of any size, padding, ABORT_REQUEST, management and
+//! stray records, arbitrary raw bytes — through a scripted [`fcgi_uring::bench::Harness`]: the
+//! script also chooses the limits (body and output buffers small or default) and deadlines,
+//! cuts what it sent into receives borrowed (as epoll reads) or in a buffer handed to the core
+//! (as io_uring's provided buffers and direct receives), delivered only while the connection
+//! reads (or one racing its cancel); sends taken whole, left in flight (the socket is full),
+//! completed in part (the core resends the rest) or failed (a reset); the clock moved by hand
+//! (params, body, idle, write, handler deadlines fire); the peer's EOF or reset, and the
+//! cancelled receive's last completion.
 //!
 //! The service reads its body (all of it, one frame, or none), or answers a large body, or
 //! fails, and names the request it answers (a tag the script put in REQUEST_URI) with a digest
 //! of what it read.
 //!
-//! Invariants checked on the output:
-//! - it is whole, well-formed records of the types a server sends (version 1, END_REQUEST
-//!   and UNKNOWN_TYPE bodies of 8 bytes, STDOUT and END_REQUEST on a non-zero id);
+//! Invariants checked after every step:
+//! - the output is whole, well-formed records of the types a server sends (version 1,
+//!   END_REQUEST and UNKNOWN_TYPE bodies of 8 bytes, STDOUT and END_REQUEST on a non-zero id);
 //! - no STDOUT or END_REQUEST for an id with no BEGIN_REQUEST outstanding (never more
 //!   END_REQUESTs for an id than BEGIN_REQUESTs sent for it), and each tagged request ends
 //!   once, on its own id;
@@ -17,12 +26,27 @@
 //!   KEEP_CONN, after whose end later BEGIN_REQUESTs are ignored): a handler that read a whole
 //!   body got exactly the STDIN the peer sent that request, and only after the peer ended it;
 //!   one that read one frame got a prefix of it; a large response arrives byte for byte;
+//! - bounded memory ([`Bounds`]): the output queue within `max_output_buffer` plus one
+//!   handler write and the protocol's answers to what came since it was last within it; each
+//!   body within `max_body_buffer` plus one receive;
+//!
+//! and at the end, once everything that can finish has (sends complete, pending bytes received
+//! as the connection reads, handlers run):
+//! - no send left in flight, the output ends on a record boundary (unless a send was cut by a
+//!   reset, an EOF or a close);
+//! - a peer gone (EOF, reset, failed send): every request cancelled, the connection closed;
+//!   a connection closed for any reason: no request or send left counted;
+//! - an open connection reads;
 //! - no hang: when a probe request sent last is answered (the connection is open and not
 //!   closing), every request that could complete has its END_REQUEST (a body with a
 //!   CONTENT_LENGTH reaches its reader once all announced bytes are in, or at its end).
 //!
-//! The harness takes every send whole, reads with `on_bytes` (not the owned-buffer path of
-//! kept bodies) and does not move the clock: those are `conn::hostile_model`'s.
+//! **The connection core alone**, driven and checked as `conn::hostile_model`'s proptest does
+//! (operations read from the input instead: [`fcgi_uring::bench::core_model`]): handlers of
+//! its own polled by hand (reading in part, wholly or not at all, writing, failing, dropping
+//! their bodies), several receives in one batch, draining.
+//!
+//! Deterministic: the clock moves only by hand.
 //!
 //! Run from `crates/fcgi-uring`: `cargo +nightly fuzz run worker`.
 #![no_main]
@@ -33,13 +57,14 @@ use fcgi_uring::bench::Harness;
 use http_body_util::{BodyExt, Full};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// The ids requests use (the probe's is none of them).
 const IDS: [u16; 4] = [1, 2, 3, 0xFFFF];
 const PROBE: u16 = 9;
 /// A large response body: past the output queue's shared-chunk threshold and one record.
 const BIG: usize = 70_000;
-/// Bytes the script may send at most (well under `max_body_buffer`, so no read pauses).
+/// Bytes the script may send at most.
 const MAX_SENT: usize = 400_000;
 
 /// Reads the fuzz input as commands (zeros once it is exhausted).
@@ -343,13 +368,13 @@ impl Model {
     }
 }
 
-/// Runs the worker's local tasks, then a round with no input (flushing what they wrote).
-async fn drive<S: fcgi_uring::HttpService>(h: &mut Harness<S>, out: &mut Vec<u8>) {
+/// Runs the worker's local tasks, then a turn with no input (flushing what they wrote).
+async fn drive<S: fcgi_uring::HttpService>(h: &mut Harness<S>) {
     for _ in 0..3 {
         for _ in 0..16 {
             tokio::task::yield_now().await;
         }
-        h.round(&[], out);
+        h.turn(&[], false);
     }
 }
 
@@ -361,18 +386,105 @@ fn run(data: &[u8]) {
     local.block_on(&rt, script(data));
 }
 
+/// Deadlines of a case (short, as the clock moves by hand): handler's on or off.
+fn timeouts(handler: bool) -> fcgi_uring::Timeouts {
+    let s = Duration::from_secs;
+    let mut t = fcgi_uring::Timeouts::OFF;
+    t.idle = s(5);
+    t.params = s(3);
+    t.body = s(2);
+    t.handler = if handler { s(4) } else { Duration::ZERO };
+    t.write = s(2);
+    t.linger = s(1);
+    t
+}
+
+/// Output a connection may queue past `max_output_buffer`: one handler write (a large
+/// response and its head), the protocol's own answers (END_REQUESTs, 500s, 504s, management
+/// records: a few hundred bytes each) to what was received since the queue was last within its
+/// limit (counted twice: an 8-byte record may be answered by a 16-byte one), and record headers.
+fn output_bound(max_output: usize, received_over: usize) -> usize {
+    max_output + BIG + 4096 + 2 * received_over
+}
+
+/// The checks after each step: the output so far, and the bytes the connection holds.
+struct Bounds {
+    max_output: usize,
+    max_body: usize,
+    /// Bytes received since the output queue was last within its limit.
+    received_over: usize,
+    /// The largest receive: a body's unread bytes (or those staged before its dispatch) may
+    /// pass `max_body_buffer` by one receive, parsed whole before the pause it causes is acted
+    /// on (`docs/limits.md`).
+    max_receive: usize,
+}
+
+impl Bounds {
+    fn check<S: fcgi_uring::HttpService>(&mut self, h: &Harness<S>) {
+        let (output, body, input) = h.held();
+        if output <= self.max_output {
+            self.received_over = 0;
+        }
+        let bound = output_bound(self.max_output, self.received_over);
+        assert!(output <= bound, "output queue of {output} bytes, bound {bound}");
+        let _ = input;
+        assert!(
+            body <= self.max_body + self.max_receive,
+            "a body holds {body} bytes, limit {} + one receive of at most {}",
+            self.max_body,
+            self.max_receive
+        );
+    }
+
+    fn received(&mut self, n: usize) {
+        self.received_over += n;
+        self.max_receive = self.max_receive.max(n);
+    }
+}
+
+/// `FUZZ_TRACE` set: the worker script prints its steps (to read a crash).
+fn trace() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FUZZ_TRACE").is_some())
+}
+
 async fn script(data: &[u8]) {
     let mut s = Script(data);
-    let mut h = Harness::new(fcgi_uring::service_fn(app));
+    let setup = s.byte();
+    let max_body = if setup & 1 == 0 { 1 << 20 } else { 4096 };
+    let max_output = if setup & 2 == 0 { 65_536 } else { 1024 };
+    let mut h = Harness::scripted(
+        fcgi_uring::service_fn(app),
+        max_body,
+        max_output,
+        timeouts(setup & 4 != 0),
+    );
+    let mut bounds = Bounds {
+        max_output,
+        max_body,
+        received_over: 0,
+        max_receive: 0,
+    };
     let mut m = Model::default();
-    let mut out = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
-    let mut truncated = false;
-    while !s.is_empty() && m.sent < MAX_SENT {
+    // The peer went away (EOF, reset) or a send failed: the connection must close.
+    let mut gone = false;
+    while !s.is_empty() && m.sent + pending.len() < MAX_SENT {
         let op = s.byte();
+        if trace() {
+            eprintln!(
+                "op {} (byte {op:#04x}), pending {}, output {}, sending {}, reading {}, open {}",
+                op % 16,
+                pending.len(),
+                h.output().len(),
+                h.sending(),
+                h.reading(),
+                h.is_open()
+            );
+        }
         let padding = if op & 0x80 != 0 { (op >> 4) & 7 } else { 0 };
         let id = IDS[usize::from(s.byte() % 4)];
-        match op % 12 {
+        match op % 16 {
             0 | 1 => {
                 let role = [1, 1, 1, 2, 3, 0, 7, 1][usize::from(s.byte() % 8)];
                 let flags = s.byte();
@@ -493,39 +605,127 @@ async fn script(data: &[u8]) {
                     pending.extend_from_slice(&raw);
                 }
             }
-            _ => {
-                // Send what is pending in up to four receives cut anywhere.
+            11 => {
+                // Send what is pending in up to four receives cut anywhere, each borrowed
+                // (epoll) or in a buffer handed over (io_uring), while the connection reads;
+                // what it does not read yet stays with the peer.
                 let pieces = 1 + usize::from(s.byte() % 4);
-                let mut rest = &pending[..];
                 for i in 0..pieces {
+                    let b = s.byte();
                     let len = if i + 1 == pieces {
-                        rest.len()
+                        pending.len()
                     } else {
-                        let r = usize::from(s.byte()) * 3;
-                        r.min(rest.len())
+                        (usize::from(b >> 1) * 7).min(pending.len())
                     };
-                    let (now, later) = rest.split_at(len);
-                    rest = later;
-                    h.round(now, &mut out);
-                    m.check(&out);
+                    if len == 0 || !h.turn(&pending[..len], b & 1 == 1) {
+                        break;
+                    }
+                    bounds.received(len);
+                    m.sent += len;
+                    pending.drain(..len);
+                    m.check(h.output());
+                    bounds.check(&h);
                 }
-                m.sent += pending.len();
-                pending.clear();
-                drive(&mut h, &mut out).await;
-                m.check(&out);
-                assert_eq!(m.checked, out.len(), "output ends within a record");
+                drive(&mut h).await;
+                m.check(h.output());
+                bounds.check(&h);
+                if !h.sending() && !gone && !h.was_cut() {
+                    assert_eq!(m.checked, h.output().len(), "output ends within a record");
+                }
+            }
+            12 => {
+                // The send in flight completes, in part, or fails; or sends are taken whole,
+                // or left in flight (the socket's buffer is full), from now on.
+                let b = s.byte();
+                if trace() {
+                    eprintln!("  send op {b:#04x}");
+                }
+                match b % 8 {
+                    0 => h.set_whole_sends(b & 8 != 0),
+                    1 | 2 => {
+                        h.sent(Some(usize::MAX));
+                    }
+                    3..=6 => {
+                        let n = usize::from(s.byte()) * [1, 17, 300][usize::from(b >> 6) % 3];
+                        h.sent(Some(n));
+                    }
+                    _ => {
+                        if b & 0xF0 == 0xF0 && h.sent(None) {
+                            gone = true;
+                        }
+                    }
+                }
+                drive(&mut h).await;
+                m.check(h.output());
+                bounds.check(&h);
+            }
+            13 => {
+                // The clock moves on: deadlines (params, body, idle, write, handler) fire.
+                let ms = u64::from(s.byte()) * [10, 50, 200][usize::from(s.byte() % 3)];
+                h.advance(Duration::from_millis(ms));
+                drive(&mut h).await;
+                m.check(h.output());
+                bounds.check(&h);
+            }
+            14 => {
+                let b = s.byte();
+                if b % 8 == 0 {
+                    // The peer closes (EOF) or resets the connection.
+                    h.peer_gone();
+                    gone = true;
+                } else {
+                    // A cancelled receive's last completion.
+                    h.recv_ended();
+                }
+                drive(&mut h).await;
+                m.check(h.output());
+                bounds.check(&h);
+            }
+            _ => {
+                drive(&mut h).await;
+                m.check(h.output());
+                bounds.check(&h);
             }
         }
     }
-    if !pending.is_empty() {
-        // A record cut short at the end leaves the probe inside it.
-        truncated = m.desynced;
-        m.sent += pending.len();
-        h.round(&pending, &mut out);
-        drive(&mut h, &mut out).await;
-        m.check(&out);
+    // Everything that can finish finishes: sends complete, the peer's bytes are received as
+    // the connection reads them, handlers run.
+    h.set_whole_sends(true);
+    for _ in 0..64 {
+        let before = (h.output().len(), pending.len(), h.sending(), h.reading());
+        h.sent(Some(usize::MAX));
+        h.recv_ended();
+        if !pending.is_empty() && h.turn(&pending, false) {
+            bounds.received(pending.len());
+            m.sent += pending.len();
+            pending.clear();
+        }
+        drive(&mut h).await;
+        m.check(h.output());
+        bounds.check(&h);
+        if before == (h.output().len(), pending.len(), h.sending(), h.reading()) {
+            break;
+        }
     }
-    if !m.desynced && !truncated {
+    assert!(!h.sending(), "a send left in flight");
+    if !gone && !h.was_cut() {
+        // (A send cut short by a reset, an EOF or a close leaves part of a record.)
+        assert_eq!(m.checked, h.output().len(), "output ends within a record");
+    }
+    if gone {
+        // The peer is gone: every request cancelled, the connection closed.
+        assert!(h.is_quiet(), "requests or sends left counted after the peer went");
+        assert!(h.is_closed(), "the connection outlived its peer");
+    }
+    if h.is_closed() {
+        // However it closed (deadline, protocol error, KEEP_CONN=0): no request left counted.
+        assert!(h.is_quiet(), "requests or sends left counted on a closed connection");
+    }
+    if h.is_open() {
+        // Nothing left to wait for: an open connection reads.
+        assert!(h.reading(), "an open connection left unread");
+    }
+    if !m.desynced && pending.is_empty() && h.is_open() {
         let mut probe = Vec::new();
         fcgi_proto::record::encode_begin_request(&mut probe, PROBE, 1, true);
         let mut params = Vec::new();
@@ -543,12 +743,17 @@ async fn script(data: &[u8]) {
             answered: true,
             ..Inc::default()
         });
-        h.round(&probe, &mut out);
-        drive(&mut h, &mut out).await;
-        m.check(&out);
+        h.turn(&probe, false);
+        drive(&mut h).await;
+        m.check(h.output());
         m.check_no_hang();
+        assert_eq!(m.checked, h.output().len(), "output ends within a record");
     }
-    assert_eq!(m.checked, out.len(), "output ends within a record");
 }
 
-fuzz_target!(|data: &[u8]| run(data));
+fuzz_target!(|data: &[u8]| match data.split_first() {
+    // The connection core alone, driven and checked as `conn::hostile_model` does.
+    Some((&mode, rest)) if mode & 1 == 1 => fcgi_uring::bench::core_model(rest),
+    Some((_, rest)) => run(rest),
+    None => {}
+});

@@ -28,6 +28,8 @@
 //!   `max_output_buffer` has no receive armed, and the queue never exceeds the limit by more
 //!   than one handler write plus the protocol's own answers to what was received since the
 //!   queue was last under it;
+//! - bounded input: each body of the connection holds (unread by its handler, or staged before
+//!   dispatch) at most `max_body_buffer` plus one receive;
 //! - once every byte a body announced (CONTENT_LENGTH) was received, its reader can read them
 //!   all without the end of STDIN;
 //! - when everything that can finish has finished (handlers read what came and answer ended
@@ -38,13 +40,17 @@
 //!   dropped, no body is left counted as held in a receive buffer.
 //!
 //! Cases are cheap (one connection, a few dozen steps); `PROPTEST_CASES` runs more of them.
+//!
+//! The fuzz target `crates/fcgi-uring/fuzz` runs the same cases with the operations read from
+//! its input ([`fuzz`], exposed as `fcgi_uring::bench::core_model` with `bench-internals`).
 
 use super::input::{BODY_SHARE_MIN, Sent};
 use super::state::Reading;
-use super::tests::{core_with, settings};
 use super::*;
+use super::{test_core as core_with, test_settings as settings};
 use crate::body::RequestBody;
 use fcgi_proto::record::{HEADER_LEN, Header};
+#[cfg(test)]
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -213,6 +219,7 @@ enum Op {
     Drain,
 }
 
+#[cfg(test)]
 fn op() -> impl Strategy<Value = Op> {
     let id = 0u8..4;
     let pad = prop_oneof![3 => Just(0u8), 1 => any::<u8>()];
@@ -297,6 +304,7 @@ struct Setup {
     handler_timeout: bool,
 }
 
+#[cfg(test)]
 fn setup() -> impl Strategy<Value = Setup> {
     (
         any::<bool>(),
@@ -371,6 +379,10 @@ struct Run {
     probe_answered: bool,
     /// Bytes received since the output queue was last within its limit.
     received_over: usize,
+    /// The largest receive: a body's unread bytes (or those staged before its dispatch) may
+    /// pass `max_body_buffer` by one receive, parsed whole before the pause it causes is acted
+    /// on (`docs/limits.md`).
+    max_receive: usize,
     gone: bool,
 }
 
@@ -451,6 +463,7 @@ impl Run {
             answered: HashMap::new(),
             probe_answered: false,
             received_over: 0,
+            max_receive: 0,
             gone: false,
         }
     }
@@ -744,6 +757,7 @@ impl Run {
             self.core.on_bytes(self.key, &now, &mut staged);
         }
         self.received_over += now.len();
+        self.max_receive = self.max_receive.max(now.len());
         self.batch = staged;
         if !hold {
             self.dispatch();
@@ -945,6 +959,7 @@ impl Run {
             let mut conns = self.core.conns.borrow_mut();
             conns.get_mut(self.key).map_or(0, |c| c.requests().count())
         };
+        self.check_held_input();
         assert_eq!(self.core.active.get(), live, "requests counted in flight");
         let in_flight = usize::from(self.io.in_flight.is_some() && !self.io.resend_due);
         assert_eq!(self.core.sends.get(), in_flight, "sends counted in flight");
@@ -956,6 +971,21 @@ impl Run {
         assert!(
             backlog <= bound,
             "output queue of {backlog} bytes, bound {bound}"
+        );
+    }
+
+    /// Bounded input: the bytes each body of the connection holds (unread by its handler, or
+    /// staged before dispatch) are within `max_body_buffer` plus one receive.
+    fn check_held_input(&mut self) {
+        let Some(holds) = self.core.holdings(self.key) else {
+            return;
+        };
+        let max_body = self.core.settings.max_body_buffer;
+        assert!(
+            holds.body <= max_body + self.max_receive,
+            "a body holds {} bytes, limit {max_body} + one receive of at most {}",
+            holds.body,
+            self.max_receive
         );
     }
 
@@ -1172,6 +1202,198 @@ impl Run {
     }
 }
 
+/// Fuzz input read as choices: a byte at a time, zeros once it is exhausted.
+struct Choices<'a>(&'a [u8]);
+
+impl Choices<'_> {
+    fn u8(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_be_bytes([self.u8(), self.u8()])
+    }
+
+    fn bool(&mut self) -> bool {
+        self.u8() & 1 == 1
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Most steps of one fuzz case, and most bytes its peer queues (a case stays cheap).
+const FUZZ_STEPS: usize = 400;
+const FUZZ_BYTES: usize = 1 << 20;
+
+/// One operation chosen by fuzz input, with about the weights of [`op`]'s strategy.
+fn op_of(c: &mut Choices<'_>) -> Op {
+    let id = |c: &mut Choices<'_>| c.u8() % 4;
+    let pad = |c: &mut Choices<'_>| {
+        let b = c.u8();
+        if b & 3 == 0 { b >> 2 } else { 0 }
+    };
+    let len_of = |c: &mut Choices<'_>, ranges: &[(u16, u16)]| {
+        let pick = usize::from(c.u8()) % ranges.len();
+        let (lo, hi) = ranges[pick];
+        lo + c.u16() % (hi - lo).max(1)
+    };
+    match c.u8() % 64 {
+        0..6 => {
+            let (id, role) = (
+                id(c),
+                [1, 1, 1, 1, 1, 1, 1, 1, 2, 3][usize::from(c.u8() % 10)],
+            );
+            let keep = !c.u8().is_multiple_of(9);
+            let len = len_of(c, &[(0, 1), (1, 100), (1000, 40_000)]);
+            // At most 256 records for the body (cases stay cheap).
+            let piece = len_of(c, &[(u16::MAX, u16::MAX), (1, 100), (1000, 40_000)]).max(len / 256);
+            Op::Request {
+                id,
+                role,
+                keep,
+                len,
+                piece,
+                announce: c.u8() % 3,
+                end: !c.u8().is_multiple_of(4),
+                pad: pad(c),
+            }
+        }
+        6 => Op::Settle,
+        7..11 => {
+            let id = id(c);
+            let role = match c.u8() % 9 {
+                0..6 => 1,
+                6 => 2,
+                7 => 3,
+                _ => u16::from(c.u8() % 9),
+            };
+            let flags = if c.u8().is_multiple_of(5) { c.u8() } else { 1 };
+            Op::Begin {
+                id,
+                role,
+                flags,
+                pad: pad(c),
+            }
+        }
+        11..15 => Op::Params {
+            id: id(c),
+            mode: c.u8() % 6,
+            announce: len_of(c, &[(0, 1), (1, 120), (0, u16::MAX)]),
+            cut: c.u8(),
+            pad: pad(c),
+        },
+        15..18 => Op::ParamsEnd {
+            id: id(c),
+            pad: pad(c),
+        },
+        18..23 => Op::Stdin {
+            id: id(c),
+            len: len_of(c, &[(1, 40), (1, 3000), (16_000, 30_000)]),
+            pad: pad(c),
+        },
+        23..26 => Op::StdinEnd {
+            id: id(c),
+            pad: pad(c),
+        },
+        26 => Op::Data {
+            id: id(c),
+            len: c.u8(),
+            end: c.bool(),
+        },
+        27 => Op::Abort { id: id(c) },
+        28 => Op::Stray {
+            kind: c.u8(),
+            id0: c.bool(),
+            len: c.u8() % 20,
+        },
+        29 => {
+            let n = 1 + usize::from(c.u8() % 12);
+            Op::Raw((0..n).map(|_| c.u8()).collect())
+        }
+        30..40 => {
+            let hold = c.u8().is_multiple_of(5);
+            let len = len_of(c, &[(1, 20), (1, 500), (u16::MAX, u16::MAX)]);
+            Op::Deliver {
+                len,
+                owned: c.bool(),
+                hold,
+            }
+        }
+        40..45 => Op::Flush { whole: c.bool() },
+        45..48 => Op::SentAll,
+        48..50 => Op::SentPart(c.u16()),
+        50 => Op::SentFailed,
+        51..53 => Op::RecvEnded,
+        53..56 => Op::Clock(len_of(c, &[(0, 100), (0, 3000), (0, 12_000)])),
+        56..62 => {
+            let i = c.u8();
+            let act = match c.u8() % 8 {
+                0..3 => HAct::Read(1 + c.u8() % 3),
+                3..5 => {
+                    let n = len_of(c, &[(0, 200), (1000, 5000), (u16::MAX, u16::MAX)]);
+                    let n = if n == u16::MAX {
+                        MAX_WRITE as u32
+                    } else {
+                        u32::from(n)
+                    };
+                    HAct::Write(n, c.bool())
+                }
+                5 => HAct::Finish,
+                6 => HAct::Fail,
+                _ => HAct::DropBody,
+            };
+            Op::Handler(i, act)
+        }
+        62 => Op::Resume,
+        _ => {
+            if c.bool() {
+                Op::PeerGone
+            } else {
+                Op::Drain
+            }
+        }
+    }
+}
+
+/// One fuzz case: the core set up and driven as a case of the model test (the operations and
+/// checks of [`Run`]), chosen by `data` instead of proptest. Deterministic: the clock moves
+/// only by hand.
+pub fn fuzz(data: &[u8]) {
+    let mut c = Choices(data);
+    let b = c.u8();
+    let setup = Setup {
+        small_limits: b & 1 != 0,
+        max_output: if b & 2 != 0 { 65_536 } else { 1024 },
+        max_body: if b & 4 != 0 { 1 << 20 } else { 2048 },
+        max_requests: if b & 8 != 0 { 64 } else { 2 },
+        handler_timeout: b & 16 != 0,
+    };
+    let mut run = Run::new(&setup);
+    let mut queued = 0;
+    for _ in 0..FUZZ_STEPS {
+        if c.is_empty() {
+            break;
+        }
+        let op = op_of(&mut c);
+        let before = run.pending.len();
+        run.step(&op);
+        queued += run.pending.len().saturating_sub(before);
+        if queued > FUZZ_BYTES {
+            break;
+        }
+    }
+    run.finish();
+}
+
+#[cfg(test)]
 fn run(setup: &Setup, ops: &[Op]) {
     let mut run = Run::new(setup);
     for op in ops {
@@ -1180,6 +1402,7 @@ fn run(setup: &Setup, ops: &[Op]) {
     run.finish();
 }
 
+#[cfg(test)]
 proptest! {
     // 128 cases by default (a few seconds); `PROPTEST_CASES` asks for more (or fewer).
     #![proptest_config(ProptestConfig {
@@ -1223,6 +1446,7 @@ fn an_authorizer_gets_no_stdin_sent_with_its_params() {
 }
 
 /// The bytes a body's reader gets now (without its end), polled without a runtime.
+#[cfg(test)]
 fn read_now(body: &mut RequestBody) -> Vec<u8> {
     use http_body::Body as _;
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -1326,6 +1550,7 @@ fn a_body_sent_a_byte_a_record_past_half_its_limit_is_not_held_a_frame_a_byte() 
 }
 
 /// A core with one connection accepted and flushed, its sends taken whole.
+#[cfg(test)]
 fn opened() -> (Core, ModelIo, ConnKey) {
     let core = core_with(settings());
     let mut io = ModelIo {
@@ -1397,4 +1622,72 @@ fn a_refused_keep_conn_0_request_does_not_leave_its_connection_deaf() {
         !staged.is_empty() || !open,
         "request 2 ignored on a connection left open"
     );
+}
+
+/// Found by fuzzing: a body's bytes that came before its handler was dispatched (staged in
+/// the receive, or the receives of one batch, that completed its params) were not held to
+/// `max_body_buffer`: a body dispatched over its limit left its connection reading, and the
+/// next receive added to it (a body held its limit plus two receives, or a whole batch plus
+/// one, not plus one receive as `docs/limits.md` says). Staged bytes past the limit stop the
+/// reading as bytes in the handler's channel do.
+#[test]
+fn a_body_over_its_limit_before_dispatch_stops_the_reading() {
+    for owned in [false, true] {
+        let mut s = settings();
+        s.max_body_buffer = 2048;
+        let core = core_with(s);
+        core.set_driver_waker(std::task::Waker::noop());
+        let mut io = ModelIo {
+            whole: true,
+            ..ModelIo::default()
+        };
+        let key = core.accept(None).expect("accepted");
+        core.flush(&mut io);
+        let mut bytes = Vec::new();
+        fcgi_proto::record::encode_begin_request(&mut bytes, 1, 1, true);
+        let mut params = Vec::new();
+        fcgi_proto::nv::encode_pair(&mut params, b"REQUEST_METHOD", b"POST");
+        record(&mut bytes, 4, 1, &params, 0);
+        record(&mut bytes, 4, 1, &[], 0);
+        record(&mut bytes, 5, 1, &[1; 3000], 0);
+        let mut staged = Vec::new();
+        if owned {
+            core.on_bytes_owned(key, &mut bytes::BytesMut::from(&bytes[..]), &mut staged);
+        } else {
+            core.on_bytes(key, &bytes, &mut staged);
+        }
+        let (body, _) = core.take_body(&staged[0]).expect("live");
+        core.flush(&mut io);
+        // The next receive (the one racing the cancel, if the reading stopped).
+        let mut more = Vec::new();
+        record(&mut more, 5, 1, &[2; 3000], 0);
+        core.on_bytes(key, &more, &mut Vec::new());
+        core.flush(&mut io);
+        let held = core.holdings(key).expect("open").body;
+        assert!(
+            held <= 2048 + more.len(),
+            "owned {owned}: a body holds {held} bytes, limit 2048 + one receive of {}",
+            more.len()
+        );
+        drop(body);
+    }
+}
+
+/// To read a crash of the fuzz target's core mode: `FUZZ_INPUT=<file> cargo test -p
+/// fcgi-uring --lib fuzz_input -- --nocapture` prints the operations the file makes and runs
+/// them (without `FUZZ_INPUT`, nothing).
+#[test]
+fn fuzz_input_replayed() {
+    let Some(path) = std::env::var_os("FUZZ_INPUT") else {
+        return;
+    };
+    let data = std::fs::read(path).expect("FUZZ_INPUT names a readable file");
+    // The fuzz target's first byte chose this mode; the next one the setup.
+    let data = data.get(1..).unwrap_or_default();
+    let mut c = Choices(data.get(1..).unwrap_or_default());
+    eprintln!("setup byte {:#x}", data.first().copied().unwrap_or(0));
+    while !c.is_empty() {
+        eprintln!("{:?}", op_of(&mut c));
+    }
+    fuzz(data);
 }

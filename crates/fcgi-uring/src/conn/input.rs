@@ -462,6 +462,7 @@ impl Core {
         let mut aborts: Vec<u16> = Vec::new();
         let mut overloaded: Vec<u16> = Vec::new();
         let mut pause = false;
+        let limit = self.settings.max_body_buffer;
         let now = self.now_ms();
         // The worker turn's clock (read at the top of the turn, before its completions were
         // reaped): no clock read per request.
@@ -504,7 +505,7 @@ impl Core {
                 {
                     return;
                 }
-                pause |= entry.body.push(data, announced) == Flow::Pause;
+                pause |= entry.body.push(data, announced, limit) == Flow::Pause;
             }
             Event::StdinEnd { id } => {
                 // A kept body ends with its pieces; any other now.
@@ -515,7 +516,7 @@ impl Core {
             }
             Event::Data { id, data } => {
                 if let Some(body) = requests.get_mut(&id).and_then(|e| e.data.as_deref_mut()) {
-                    pause |= body.push(data, || None) == Flow::Pause;
+                    pause |= body.push(data, || None, limit) == Flow::Pause;
                 }
             }
             Event::DataEnd { id } => {
@@ -618,6 +619,7 @@ impl Core {
             })
             .collect();
         let mut full = false;
+        let limit = self.settings.max_body_buffer;
         for piece in &kept.pieces {
             let (Piece::Data { body, .. } | Piece::End { body }) = piece;
             let (Some(false), Some(kept_body)) =
@@ -633,7 +635,7 @@ impl Core {
                 Piece::Data { range, .. } => {
                     let at = (entry.serial, entry.staged_at);
                     let announced = || announced_length(staged, key, id, at);
-                    full |= entry.body.push(&buf[range.clone()], announced) == Flow::Pause;
+                    full |= entry.body.push(&buf[range.clone()], announced, limit) == Flow::Pause;
                 }
                 Piece::End { .. } => entry.body.end(),
             }

@@ -21,8 +21,8 @@
 //!   or while user code runs.
 
 mod deadlines;
-#[cfg(test)]
-mod hostile_model;
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) mod hostile_model;
 mod input;
 mod io;
 mod oplog;
@@ -31,6 +31,32 @@ mod respond;
 mod state;
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Settings for a test core: 8 connections at most, default timeouts, no logs.
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) fn test_settings() -> Settings {
+    Settings {
+        limits: Default::default(),
+        max_body_buffer: 1 << 20,
+        max_output_buffer: 1024,
+        max_conns: 8,
+        max_requests: 64,
+        timeouts: Timeouts::default(),
+        ping: None,
+        logs: None,
+        allowed_peers: None,
+    }
+}
+
+/// A core on its own stats.
+#[cfg(any(test, feature = "bench-internals"))]
+pub(crate) fn test_core(settings: Settings) -> Core {
+    Core::new(
+        settings,
+        Arc::new(crate::stats::WorkerStats::default()),
+        Arc::new(AtomicUsize::new(0)),
+    )
+}
 
 pub(crate) use deadlines::expire;
 pub(crate) use input::{Sent, Staged};
@@ -225,6 +251,21 @@ pub(crate) struct Ping {
     pub path: String,
     pub response: bytes::Bytes,
     pub health: Arc<crate::admin::Health>,
+}
+
+/// What one connection holds (see [`Core::holdings`]).
+#[cfg(any(test, feature = "bench-internals"))]
+#[cfg_attr(not(feature = "bench-internals"), allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holdings {
+    /// It still takes requests.
+    pub open: bool,
+    /// Bytes of its output queue, a send in flight included.
+    pub output: usize,
+    /// The most bytes one of its requests' bodies holds (unread by the handler, or staged).
+    pub body: usize,
+    /// Bytes received while it was not to be read, not parsed yet.
+    pub input: usize,
 }
 
 /// The per-core shared state: the connection table and what the worker's handlers share.
@@ -428,9 +469,33 @@ impl Core {
     }
 
     /// Connections in the table.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "bench-internals"))]
     pub fn conn_count(&self) -> usize {
         self.conns.borrow().len()
+    }
+
+    /// What connection `key` holds, while it is in the table (for the model test and the
+    /// fuzz target's checks of bounded memory).
+    #[cfg(any(test, feature = "bench-internals"))]
+    pub fn holdings(&self, key: ConnKey) -> Option<Holdings> {
+        let input = self
+            .held
+            .borrow()
+            .get(&key)
+            .map_or(0, |chunks| chunks.iter().map(|c| c.len()).sum());
+        let mut conns = self.conns.borrow_mut();
+        let conn = conns.get_mut(key)?;
+        let body = conn
+            .requests()
+            .flat_map(|e| e.bodies().map(|b| b.held_bytes()))
+            .max()
+            .unwrap_or(0);
+        Some(Holdings {
+            open: conn.is_open(),
+            output: conn.backlog(),
+            body,
+            input,
+        })
     }
 
     /// Cancels every request of `conn` (peer gone); the connection closes.

@@ -55,13 +55,19 @@ impl BodyIn {
         matches!(self, BodyIn::Staged { bytes, ended: false } if bytes.capacity() == 0)
     }
 
-    /// Adds received bytes; `Flow::Pause` when the handler's unread buffer is over its limit.
+    /// Adds received bytes; `Flow::Pause` when the bytes the handler has not read (or that wait
+    /// for its dispatch) are over `limit` (`max_body_buffer`).
     ///
     /// The first bytes of a staged body reserve room for `expected()` bytes (the body's
     /// announced length, if any), but at most [`crate::body::RESERVE_FACTOR`] times what
     /// arrived: an announced length costs nothing until bytes come, and cannot make a few bytes
     /// reserve much more.
-    pub fn push(&mut self, data: &[u8], expected: impl FnOnce() -> Option<usize>) -> Flow {
+    pub fn push(
+        &mut self,
+        data: &[u8],
+        expected: impl FnOnce() -> Option<usize>,
+        limit: usize,
+    ) -> Flow {
         match self {
             // An AUTHORIZER's STDIN starts ended (spec 6.3): what a peer sends on it anyway is
             // dropped, as it is once dispatched (`Done`), whichever receive it comes in.
@@ -71,11 +77,29 @@ impl BodyIn {
                     bytes.reserve_exact(reserve_for(data.len(), expected(), usize::MAX));
                 }
                 bytes.extend_from_slice(data);
-                Flow::Continue
+                // Its handler gets these bytes unread at dispatch: past the limit, the
+                // connection stops reading now, as it would once they are in its channel (else
+                // the receives after dispatch added to a body already over it).
+                if bytes.len() > limit {
+                    Flow::Pause
+                } else {
+                    Flow::Continue
+                }
             }
             BodyIn::Stream(ch) => ch.push(data),
             // Complete already: the protocol ends a stream once.
             BodyIn::Shared(_) | BodyIn::Done => Flow::Continue,
+        }
+    }
+
+    /// Bytes this body holds for its handler: staged, shared, or unread in its channel.
+    #[cfg(any(test, feature = "bench-internals"))]
+    pub fn held_bytes(&self) -> usize {
+        match self {
+            BodyIn::Staged { bytes, .. } => bytes.len(),
+            BodyIn::Shared(bytes) => bytes.len(),
+            BodyIn::Stream(ch) => ch.buffered(),
+            BodyIn::Done => 0,
         }
     }
 
@@ -360,13 +384,17 @@ mod tests {
     #[test]
     fn a_staged_body_is_one_buffer_sized_from_its_announced_length() {
         let mut body = BodyIn::staged(false);
-        body.push(&[1; 1000], || Some(1500));
+        body.push(&[1; 1000], || Some(1500), usize::MAX);
         assert_eq!(
             staged_capacity(&body),
             1500,
             "room for the announced length"
         );
-        body.push(&[2; 500], || panic!("looked up for the first bytes only"));
+        body.push(
+            &[2; 500],
+            || panic!("looked up for the first bytes only"),
+            usize::MAX,
+        );
         assert_eq!(staged_capacity(&body), 1500, "no growth");
         body.end();
         let mut got = body.dispatch(1 << 20, || None);
@@ -384,13 +412,13 @@ mod tests {
     #[test]
     fn an_announced_length_reserves_at_most_a_few_times_the_first_bytes() {
         let mut body = BodyIn::staged(false);
-        body.push(&[0; 10], || Some(1 << 30));
+        body.push(&[0; 10], || Some(1 << 30), usize::MAX);
         assert_eq!(staged_capacity(&body), 10 * crate::body::RESERVE_FACTOR);
         let mut none = BodyIn::staged(false);
-        none.push(&[0; 10], || None);
+        none.push(&[0; 10], || None, usize::MAX);
         assert_eq!(staged_capacity(&none), 10);
         let mut short = BodyIn::staged(false);
-        short.push(&[0; 10], || Some(3));
+        short.push(&[0; 10], || Some(3), usize::MAX);
         assert_eq!(staged_capacity(&short), 10, "never less than what arrived");
     }
 

@@ -130,7 +130,7 @@ impl Conn {
         self.lifecycle
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "bench-internals"))]
     pub fn reading(&self) -> Reading {
         self.reading
     }

@@ -5,7 +5,6 @@ use super::input::{BODY_SHARE_MIN, MAX_SHARED_BODIES};
 use super::state::{Lifecycle, Reading, Writing};
 use super::*;
 use crate::body::RequestBody;
-use crate::stats::WorkerStats;
 use fcgi_proto::record::{self, RecordType};
 use std::time::Duration;
 
@@ -81,29 +80,7 @@ impl Io for FakeIo {
     }
 }
 
-/// Settings for a test core: 8 connections at most, default timeouts, no logs.
-pub(crate) fn settings() -> Settings {
-    Settings {
-        limits: Default::default(),
-        max_body_buffer: 1 << 20,
-        max_output_buffer: 1024,
-        max_conns: 8,
-        max_requests: 64,
-        timeouts: Timeouts::default(),
-        ping: None,
-        logs: None,
-        allowed_peers: None,
-    }
-}
-
-/// A core on its own stats.
-pub(crate) fn core_with(settings: Settings) -> Core {
-    Core::new(
-        settings,
-        Arc::new(WorkerStats::default()),
-        Arc::new(AtomicUsize::new(0)),
-    )
-}
+pub(crate) use super::{test_core as core_with, test_settings as settings};
 
 /// A responder request `id` with no params and an empty body.
 fn request(id: u16, keep_conn: bool) -> Vec<u8> {
