@@ -66,7 +66,7 @@ impl Default for RingConfig {
     fn default() -> RingConfig {
         RingConfig {
             sq_entries: 1024,
-            cq_entries: 4096,
+            cq_entries: 16384,
             recv_buffers: 256,
             recv_buffer_size: 64 * 1024,
             recv_window_bytes: 0,

@@ -294,9 +294,9 @@ settings! {
         flag: "cq-entries",
         field: ring.cq_entries,
         ty: u32,
-        default: 4096,
+        default: 16384,
         accepts: pow2(1, MAX_CQ_ENTRIES),
-        doc: "Completion queue entries per ring (at least ring.sq_entries).",
+        doc: "Completion queue entries per ring (at least ring.sq_entries; 16 bytes each). Each connection receiving has a multishot receive or poll that posts here; when more completions wait than the queue holds it overflows, the kernel keeps the rest apart and ends multishot operations, and requests waited up to 2 s at 4,096 connections with 4,096 entries (docs/performance.md): give it more entries than the connections sending at once.",
     },
     recv_buffers {
         key: "ring.recv_buffers",
