@@ -618,8 +618,9 @@ mod tests {
         let s = Setting::new(vec![("ring.coop_taskrun".into(), Value::Bool(false))], &d);
         assert_eq!(s.label(), "coop_taskrun=false (+defer_taskrun=false)");
 
-        let s = Setting::new(vec![("ring.sq_entries".into(), Value::Int(8192))], &d);
-        assert_eq!(s.keys()[1], ("ring.cq_entries".into(), Value::Int(8192)));
+        // Past the default cq_entries (16384), the rule raises it.
+        let s = Setting::new(vec![("ring.sq_entries".into(), Value::Int(32768))], &d);
+        assert_eq!(s.keys()[1], ("ring.cq_entries".into(), Value::Int(32768)));
 
         let s = Setting::new(vec![("ring.send_buffer_size".into(), Value::Int(4096))], &d);
         assert_eq!(s.implied[0].key, "ring.registered_send_buffers");
@@ -641,7 +642,7 @@ mod tests {
         let d = defaults();
         let s = Setting::new(
             vec![
-                ("ring.sq_entries".into(), Value::Int(8192)),
+                ("ring.sq_entries".into(), Value::Int(32768)),
                 ("ring.defer_taskrun".into(), Value::Bool(false)),
                 ("ring.completions_per_turn".into(), Value::Int(128)),
             ],
@@ -655,8 +656,8 @@ mod tests {
         );
         assert_eq!(file.server.workers, Some(1));
         assert_eq!(file.server.pin_workers, Some(true));
-        assert_eq!(file.ring.sq_entries, Some(8192));
-        assert_eq!(file.ring.cq_entries, Some(8192), "implied by the rule");
+        assert_eq!(file.ring.sq_entries, Some(32768));
+        assert_eq!(file.ring.cq_entries, Some(32768), "implied by the rule");
         assert_eq!(file.ring.defer_taskrun, Some(false));
         assert_eq!(file.ring.completions_per_turn, Some(128));
         // One [server] and one [ring] table, each once.
@@ -666,7 +667,7 @@ mod tests {
         let probe = probe_toml(&s);
         let file = ConfigFile::parse(&probe, "probe.toml").unwrap();
         assert_eq!(file.server.listen, None);
-        assert_eq!(file.ring.sq_entries, Some(8192));
+        assert_eq!(file.ring.sq_entries, Some(32768));
     }
 
     #[test]
