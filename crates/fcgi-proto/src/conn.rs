@@ -1128,29 +1128,87 @@ impl GetValues {
     }
 }
 
-/// The active requests, by id: a sorted index into a slab. Lookups are a binary search over
-/// at most `max_requests_per_conn` 4-byte entries; slots are reused, so a connection that
-/// serves one request at a time allocates its table once.
+/// The active requests, by id. A connection's first request lies in the table itself, so a
+/// connection that carries one request at a time (nearly all: nginx and Apache never multiplex)
+/// reads and writes no memory but the connection's own to begin, find and end it. Requests
+/// beyond it go to [`Spill`], made at the first one and kept for the next burst.
 #[derive(Debug, Default)]
 struct Table {
+    one: Option<Request>,
+    more: Option<Box<Spill>>,
+}
+
+impl Table {
+    fn len(&self) -> usize {
+        usize::from(self.one.is_some()) + self.more.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// The active requests, in no particular order.
+    fn iter(&self) -> impl Iterator<Item = &Request> {
+        self.one
+            .iter()
+            .chain(self.more.iter().flat_map(|m| m.slots.iter().flatten()))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Request> {
+        self.one.iter_mut().chain(
+            self.more
+                .iter_mut()
+                .flat_map(|m| m.slots.iter_mut().flatten()),
+        )
+    }
+
+    fn get(&self, id: u16) -> Option<&Request> {
+        match &self.one {
+            Some(r) if r.id == id => Some(r),
+            _ => self.more.as_ref()?.get(id),
+        }
+    }
+
+    fn get_mut(&mut self, id: u16) -> Option<&mut Request> {
+        match &mut self.one {
+            Some(r) if r.id == id => Some(r),
+            _ => self.more.as_mut()?.get_mut(id),
+        }
+    }
+
+    /// Adds a request whose id is not in the table (the caller checked).
+    fn insert(&mut self, request: Request) {
+        if self.one.is_none() {
+            self.one = Some(request);
+        } else {
+            self.more.get_or_insert_default().insert(request);
+        }
+    }
+
+    /// Removes request `id`, dropping it where it lies (no move of the struct out); returns its
+    /// KEEP_CONN flag.
+    fn remove(&mut self, id: u16) -> Option<bool> {
+        match &self.one {
+            Some(r) if r.id == id => {
+                let keep_conn = r.keep_conn;
+                self.one = None;
+                Some(keep_conn)
+            }
+            _ => self.more.as_mut()?.remove(id),
+        }
+    }
+}
+
+/// The requests of a multiplexing connection past the first: a sorted index into a slab.
+/// Lookups are a binary search over at most `max_requests_per_conn` 4-byte entries; slots are
+/// reused, so a connection that keeps about as many requests in flight allocates once.
+#[derive(Debug, Default)]
+struct Spill {
     /// (request id, slot), sorted by id.
     index: Vec<(u16, u16)>,
     slots: Vec<Option<Request>>,
     free: Vec<u16>,
 }
 
-impl Table {
+impl Spill {
     fn len(&self) -> usize {
         self.index.len()
-    }
-
-    /// The active requests, in no particular order.
-    fn iter(&self) -> impl Iterator<Item = &Request> {
-        self.slots.iter().flatten()
-    }
-
-    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Request> {
-        self.slots.iter_mut().flatten()
     }
 
     fn slot(&self, id: u16) -> Option<usize> {
@@ -1167,7 +1225,6 @@ impl Table {
         self.slots.get_mut(slot)?.as_mut()
     }
 
-    /// Adds a request whose id is not in the table (the caller checked).
     fn insert(&mut self, request: Request) {
         let Err(at) = self.index.binary_search_by_key(&request.id, |&(id, _)| id) else {
             return;
@@ -1185,12 +1242,6 @@ impl Table {
                 let Ok(slot) = u16::try_from(self.slots.len()) else {
                     return;
                 };
-                if self.slots.capacity() == 0 {
-                    // Room for one: most connections never carry two requests at once, and
-                    // an idle connection keeps its table (a first push would make room for 4).
-                    self.slots.reserve_exact(1);
-                    self.index.reserve_exact(1);
-                }
                 self.slots.push(Some(request));
                 slot
             }
@@ -1198,17 +1249,9 @@ impl Table {
         self.index.insert(at, (id, slot));
     }
 
-    /// Removes request `id`, dropping it where it lies (no move of the struct out); returns its
-    /// KEEP_CONN flag.
     fn remove(&mut self, id: u16) -> Option<bool> {
         let at = self.index.binary_search_by_key(&id, |&(id, _)| id).ok()?;
-        // The last entry (always, one request at a time) is popped: `Vec::remove` would call
-        // memmove for the empty tail.
-        let (_, slot) = if at + 1 == self.index.len() {
-            self.index.pop()?
-        } else {
-            self.index.remove(at)
-        };
+        let (_, slot) = self.index.remove(at);
         self.free.push(slot);
         let entry = self.slots.get_mut(usize::from(slot))?;
         let keep_conn = entry.as_ref()?.keep_conn;

@@ -834,12 +834,13 @@ fn a_noted_request_line_is_kept_short_or_long() {
 
 /// A connection's state is what 10,000 idle keep-alive connections cost besides their kernel
 /// sockets (docs/performance.md, "Memory of idle connections"): the limits are shared, the
-/// params arena is the worker's, and DATA, the multiplexing table and the output's shared
-/// chunks are boxed.
+/// params arena is the worker's, and DATA, the multiplexing tables and the output's shared
+/// chunks are boxed. The protocol state's first request (136 bytes) lies inline: a connection
+/// that has served a request would otherwise hold it, and its table, on the heap.
 #[test]
 fn an_idle_connections_state_stays_small() {
     assert!(
-        std::mem::size_of::<Conn>() <= 432,
+        std::mem::size_of::<Conn>() <= 504,
         "Conn is {} bytes",
         std::mem::size_of::<Conn>()
     );
