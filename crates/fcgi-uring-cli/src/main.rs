@@ -322,14 +322,14 @@ fn serve(args: ServeArgs) -> ExitCode {
         // answered by this one's rewrite.
         (Some(f), _) => {
             if let Err(e) = f.rewrite() {
-                eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
+                tracing::warn!("cannot rewrite the pid file: {e}");
             }
         }
         (None, _) => {}
     });
-    eprintln!("fcgi-uring: shutting down; {}", handle.stats());
+    tracing::info!("shutting down; {}", handle.stats());
     if handle.features().is_some() {
-        eprintln!("fcgi-uring: io_uring: {}", handle.ring_stats());
+        tracing::info!("io_uring: {}", handle.ring_stats());
     }
     handle.shutdown();
     ExitCode::SUCCESS
@@ -346,8 +346,8 @@ fn protocol_name(protocol: fcgi_uring::Protocol) -> &'static str {
 }
 
 /// Starts the demo app. With `admin_default`, the admin listener goes on [`DEMO_ADMIN`], or on
-/// a free loopback port when that one is taken (several demo servers on one machine; said on
-/// stderr, since `fcgi-uring status` and a scrape of the default port then miss it).
+/// a free loopback port when that one is taken (several demo servers on one machine; logged
+/// as a warning, since `fcgi-uring status` and a scrape of the default port then miss it).
 fn start_demo(
     config: Config,
     admin_default: bool,
@@ -364,8 +364,8 @@ fn start_demo(
         Some(c) => {
             let handle = Server::new(c).start(app)?;
             if let Some(admin) = handle.admin_addr() {
-                eprintln!(
-                    "fcgi-uring: warning: the admin listener could not take {DEMO_ADMIN} ({first}); \
+                tracing::warn!(
+                    "the admin listener could not take {DEMO_ADMIN} ({first}); \
                      it listens on {admin} instead (`fcgi-uring status --admin {admin}`; set \
                      --admin-listen to choose, `none` for no listener)"
                 );
