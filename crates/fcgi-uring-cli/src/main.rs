@@ -1,7 +1,7 @@
 //! `fcgi-uring`: run the demo app over FastCGI, or send a FastCGI request.
 
 use clap::{Parser, Subcommand};
-use fcgi_uring::config::{Accepts, SETTINGS, Setting, Value};
+use fcgi_uring::config::{Accepts, LogFormat, SETTINGS, Setting, Value};
 use fcgi_uring::{Config, Server, UpgradeOutcome, service_fn};
 use fcgi_uring_cli::config_file::{self, ConfigFile, flag_value};
 use std::path::PathBuf;
@@ -203,19 +203,12 @@ fn print_generated(args: &ConfigArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Colours only on a terminal (and not with NO_COLOR): a file, a pipe or journald gets
-    // plain lines. RUST_LOG sets the level (default info).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // `serve` sets up its log once it has read `log.format`; the other commands log as text.
+    if !matches!(command, Command::Serve(_)) {
+        init_log(LogFormat::Text);
+    }
+    match command {
         Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring_cli::request::run(args),
         Command::Reload(args) => fcgi_uring_cli::reload::run(&args),
@@ -223,6 +216,25 @@ fn main() -> ExitCode {
         Command::Status(args) => fcgi_uring_cli::status::run(&args),
         Command::Tune(args) => tune(*args),
         Command::Config(args) => print_generated(&args),
+    }
+}
+
+/// The process's tracing subscriber, on standard error: RUST_LOG sets the level (default
+/// info). Text is coloured only on a terminal (and not with NO_COLOR): a file, a pipe or
+/// journald gets plain lines. JSON is one object per line, never coloured.
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        _ => {
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
     }
 }
 
@@ -240,6 +252,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    init_log(config.ops().log_format);
     if args.print_config {
         // The listener `fcgi-uring serve` adds when none is given (without the free-port
         // fallback: a file that names the address asks for that one).

@@ -32,7 +32,7 @@ mod value;
 
 pub use error::ConfigError;
 pub use io::{Backend, IoMode};
-pub use ops::{AccessLogFormat, OpsConfig};
+pub use ops::{AccessLogFormat, LogFormat, OpsConfig};
 pub use peers::{PeerList, PeerListError, WEB_SERVER_ADDRS_ENV};
 pub use rules::{RULES, Rule};
 pub use settings::{SETTINGS, Setting, find};
