@@ -209,7 +209,7 @@ fn invalid_values_are_rejected_with_the_key_and_the_range() {
         ),
         (
             "[server]\nlisten = \"nowhere\"\n",
-            "server.listen = \"nowhere\": must be host:port or unix:/path",
+            "server.listen = \"nowhere\": no port; must be host:port or unix:/path",
         ),
         (
             "[server]\nprotocol = \"spdy\"\n",
