@@ -6,7 +6,7 @@
 //! may do IO.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -17,33 +17,66 @@ pub enum Addr {
     Unix(PathBuf),
 }
 
-/// Why an address string was refused.
+/// Why an address string was refused: the string, and what is wrong with it
+/// ([`AddrParseError::reason`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddrParseError(String);
+pub struct AddrParseError {
+    input: String,
+    kind: Refusal,
+}
+
+/// What is wrong with an address string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// `unix:` with nothing after it.
+    EmptyUnixPath,
+    /// No `:port` (`127.0.0.1`, `127.0.0.1:`, `[::1]`).
+    NoPort,
+    /// Nothing before `:port`.
+    EmptyHost,
+    /// The port is not a number (`127.0.0.1:http`).
+    PortNotNumber,
+    /// The port is a number above 65535.
+    PortOutOfRange,
+    /// The host is no IP address and the resolver found no address for it (its message).
+    Unresolved(String),
+}
 
 impl AddrParseError {
-    /// What is wrong with a `host:port` whose port is a number but not a port (`99999`).
-    fn port_out_of_range(&self) -> Option<&str> {
-        let (_, port) = self.0.rsplit_once(':')?;
-        let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
-        (digits && port.parse::<u16>().is_err()).then_some(port)
+    fn new(input: &str, kind: Refusal) -> AddrParseError {
+        AddrParseError {
+            input: input.to_owned(),
+            kind,
+        }
+    }
+
+    /// What is wrong with the address, without the address: `port 70000 is out of range (0 to
+    /// 65535)`.
+    pub fn reason(&self) -> String {
+        let port = self.input.rsplit_once(':').map_or("", |(_, port)| port);
+        let host = self.input.rsplit_once(':').map_or("", |(host, _)| host);
+        match &self.kind {
+            Refusal::EmptyUnixPath => "no path after unix:".to_owned(),
+            Refusal::NoPort => "no port".to_owned(),
+            Refusal::EmptyHost => "no host before the port (0.0.0.0:PORT is every IPv4 address, \
+                                   [::]:PORT every IPv6 one)"
+                .to_owned(),
+            Refusal::PortNotNumber => format!("port {port:?} is not a number"),
+            Refusal::PortOutOfRange => format!("port {port} is out of range (0 to 65535)"),
+            Refusal::Unresolved(why) => format!("host {host:?} did not resolve ({why})"),
+        }
     }
 }
 
 impl fmt::Display for AddrParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(port) = self.port_out_of_range() {
-            return write!(
-                f,
-                "invalid address {:?}: port {port} is out of range (0 to 65535)",
-                self.0
-            );
+        write!(f, "invalid address {:?}: {}", self.input, self.reason())?;
+        match self.kind {
+            Refusal::PortOutOfRange | Refusal::Unresolved(_) => Ok(()),
+            _ => {
+                f.write_str("; expected host:port (e.g. 127.0.0.1:9000, [::1]:9000) or unix:/path")
+            }
         }
-        write!(
-            f,
-            "invalid address {:?}: expected host:port (e.g. 127.0.0.1:9000, [::1]:9000) or unix:/path",
-            self.0
-        )
     }
 }
 
@@ -62,19 +95,41 @@ impl FromStr for Addr {
     fn from_str(s: &str) -> Result<Addr, AddrParseError> {
         if let Some(path) = s.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err(AddrParseError(s.to_owned()));
+                return Err(AddrParseError::new(s, Refusal::EmptyUnixPath));
             }
             return Ok(Addr::Unix(PathBuf::from(path)));
         }
         if let Ok(sa) = s.parse::<SocketAddr>() {
             return Ok(Addr::Tcp(sa));
         }
+        let refuse = |kind| Err(AddrParseError::new(s, kind));
+        // `[::1]` would otherwise read as host `[:` and port `1]`.
+        let bracketed = s.starts_with('[') && s.ends_with(']');
+        let Some((host, port)) = s.rsplit_once(':').filter(|_| !bracketed) else {
+            return refuse(Refusal::NoPort);
+        };
+        // `::1` is an IPv6 address alone; `::1:9000` stays [::1]:9000, as the resolver reads it.
+        let ip_alone = s.parse::<IpAddr>().is_ok() && host.parse::<IpAddr>().is_err();
+        if port.is_empty() || ip_alone {
+            return refuse(Refusal::NoPort);
+        }
+        if !port.bytes().all(|b| b.is_ascii_digit()) {
+            return refuse(Refusal::PortNotNumber);
+        }
+        if port.parse::<u16>().is_err() {
+            return refuse(Refusal::PortOutOfRange);
+        }
+        if host.is_empty() {
+            return refuse(Refusal::EmptyHost);
+        }
         // A host name such as localhost:9000.
-        s.to_socket_addrs()
-            .ok()
-            .and_then(|mut it| it.next())
-            .map(Addr::Tcp)
-            .ok_or_else(|| AddrParseError(s.to_owned()))
+        match s.to_socket_addrs() {
+            Ok(mut found) => match found.next() {
+                Some(sa) => Ok(Addr::Tcp(sa)),
+                None => refuse(Refusal::Unresolved("no address found".to_owned())),
+            },
+            Err(e) => refuse(Refusal::Unresolved(e.to_string())),
+        }
     }
 }
 
@@ -112,5 +167,45 @@ mod tests {
         assert!(e.contains("port 99999 is out of range (0 to 65535)"), "{e}");
         let e = "nonsense".parse::<Addr>().unwrap_err().to_string();
         assert!(e.contains("expected host:port"), "{e}");
+    }
+
+    /// Each refusal says what is wrong, with no resolver call for a malformed address.
+    #[test]
+    fn a_refused_address_says_why() {
+        let why = |s: &str| s.parse::<Addr>().unwrap_err().reason();
+        assert_eq!(
+            why("127.0.0.1:70000"),
+            "port 70000 is out of range (0 to 65535)"
+        );
+        assert_eq!(
+            why("[::1]:70000"),
+            "port 70000 is out of range (0 to 65535)"
+        );
+        assert_eq!(
+            why("localhost:99999"),
+            "port 99999 is out of range (0 to 65535)"
+        );
+        assert_eq!(why("127.0.0.1:http"), "port \"http\" is not a number");
+        assert!(why(":9000").starts_with("no host before the port"));
+        for no_port in ["127.0.0.1", "127.0.0.1:", "[::1]", "::1", "localhost"] {
+            assert_eq!(why(no_port), "no port", "{no_port}");
+        }
+        assert_eq!(why("unix:"), "no path after unix:");
+        assert_eq!(
+            "::1:9000".parse::<Addr>().unwrap(),
+            Addr::Tcp("[::1]:9000".parse().unwrap())
+        );
+        let e = "127.0.0.1".parse::<Addr>().unwrap_err().to_string();
+        assert!(
+            e.ends_with(
+                "no port; expected host:port (e.g. 127.0.0.1:9000, [::1]:9000) or unix:/path"
+            ),
+            "{e}"
+        );
+        let e = "127.0.0.1:70000".parse::<Addr>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid address \"127.0.0.1:70000\": port 70000 is out of range (0 to 65535)"
+        );
     }
 }

@@ -40,6 +40,7 @@ pub struct ConfigFile {
     pub ping: PingSection,
     pub access_log: AccessLogSection,
     pub slow_log: SlowLogSection,
+    pub log: LogSection,
 }
 
 /// `[server]`.
@@ -147,6 +148,13 @@ pub struct AccessLogSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SlowLogSection {
     pub threshold: Option<f64>,
+}
+
+/// `[log]`: the binary's own log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: Option<String>,
 }
 
 /// Why a file was refused.

@@ -1,8 +1,8 @@
 //! `fcgi-uring`: run the demo app over FastCGI, or send a FastCGI request.
 
 use clap::{Parser, Subcommand};
-use fcgi_uring::config::{Accepts, SETTINGS, Setting, Value};
-use fcgi_uring::{Config, Server, service_fn};
+use fcgi_uring::config::{Accepts, LogFormat, SETTINGS, Setting, Value};
+use fcgi_uring::{Config, Server, UpgradeOutcome, service_fn};
 use fcgi_uring_cli::config_file::{self, ConfigFile, flag_value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -203,19 +203,12 @@ fn print_generated(args: &ConfigArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Colours only on a terminal (and not with NO_COLOR): a file, a pipe or journald gets
-    // plain lines. RUST_LOG sets the level (default info).
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // `serve` sets up its log once it has read `log.format`; the other commands log as text.
+    if !matches!(command, Command::Serve(_)) {
+        init_log(LogFormat::Text);
+    }
+    match command {
         Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring_cli::request::run(args),
         Command::Reload(args) => fcgi_uring_cli::reload::run(&args),
@@ -223,6 +216,25 @@ fn main() -> ExitCode {
         Command::Status(args) => fcgi_uring_cli::status::run(&args),
         Command::Tune(args) => tune(*args),
         Command::Config(args) => print_generated(&args),
+    }
+}
+
+/// The process's tracing subscriber, on standard error: RUST_LOG sets the level (default
+/// info). Text is coloured only on a terminal (and not with NO_COLOR): a file, a pipe or
+/// journald gets plain lines. JSON is one object per line, never coloured.
+fn init_log(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        _ => {
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
     }
 }
 
@@ -240,6 +252,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    init_log(config.ops().log_format);
     if args.print_config {
         // The listener `fcgi-uring serve` adds when none is given (without the free-port
         // fallback: a file that names the address asks for that one).
@@ -251,12 +264,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let protocol = config.protocol();
-    // The path this binary was started from, read now: once a deploy replaced the file,
-    // /proc/self/exe names a deleted file, and the hot upgrade must run the new one.
-    let exe = std::env::current_exe();
     // Before the first connection is accepted: once connections hold descriptors, the signal
-    // runtime might find none left (RLIMIT_NOFILE) and the server could not be stopped cleanly.
-    let signals = match Signals::new() {
+    // thread might find none left (RLIMIT_NOFILE) and the server could not be stopped cleanly.
+    // It also reads the path a hot upgrade starts, before a deploy can replace the file.
+    let signals = match fcgi_uring::Signals::listen() {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
@@ -317,33 +328,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         None => None,
     };
     let mut pid_file = pid_file;
-    signals.wait(&mut handle, |handle, signal| {
-        match upgrade(handle, &exe, signal) {
-            Ok(pid) => {
-                if let Some(f) = pid_file.as_mut() {
-                    f.hand_over();
-                }
-                eprintln!(
-                    "fcgi-uring: upgraded: pid {pid} serves; draining pid {}",
-                    std::process::id()
-                );
-                true
-            }
-            Err(cause) => {
-                // The pid file first, the log line second: whoever waits for the line (an
-                // operator, a test) then issues the next `reload` after the rewrite, and that
-                // reload is not answered by this one's rewrite.
-                if let Some(Err(e)) = pid_file.as_ref().map(|f| f.rewrite()) {
-                    eprintln!("fcgi-uring: cannot rewrite the pid file: {e}");
-                }
-                eprintln!("fcgi-uring: upgrade failed: {cause}; still serving");
-                false
+    signals.answer(&mut handle, |outcome| match (pid_file.as_mut(), outcome) {
+        (Some(f), UpgradeOutcome::Upgraded(_)) => f.hand_over(),
+        // Rewritten (same pid, new mtime) before the failure is logged: whoever waits for the
+        // line then issues the next `reload` after the rewrite, and that reload is not
+        // answered by this one's rewrite.
+        (Some(f), _) => {
+            if let Err(e) = f.rewrite() {
+                tracing::warn!("cannot rewrite the pid file: {e}");
             }
         }
+        (None, _) => {}
     });
-    eprintln!("fcgi-uring: shutting down; {}", handle.stats());
+    tracing::info!("shutting down; {}", handle.stats());
     if handle.features().is_some() {
-        eprintln!("fcgi-uring: io_uring: {}", handle.ring_stats());
+        tracing::info!("io_uring: {}", handle.ring_stats());
     }
     handle.shutdown();
     ExitCode::SUCCESS
@@ -359,29 +358,9 @@ fn protocol_name(protocol: fcgi_uring::Protocol) -> &'static str {
     }
 }
 
-/// SIGUSR2 or SIGHUP (`signal`): starts `exe` with this process's arguments and the listening
-/// sockets; the new process's pid once it reported ready (this process then drains and
-/// exits), or why it failed (this process serves on).
-fn upgrade(
-    handle: &mut fcgi_uring::ServerHandle,
-    exe: &std::io::Result<PathBuf>,
-    signal: &str,
-) -> Result<u32, String> {
-    let exe = exe
-        .as_ref()
-        .map_err(|e| format!("this binary's path is unknown ({e})"))?;
-    eprintln!(
-        "fcgi-uring: {signal}: starting {} with the listening sockets",
-        exe.display()
-    );
-    let mut command = std::process::Command::new(exe);
-    command.args(std::env::args_os().skip(1));
-    handle.upgrade(command).map_err(|e| e.to_string())
-}
-
 /// Starts the demo app. With `admin_default`, the admin listener goes on [`DEMO_ADMIN`], or on
-/// a free loopback port when that one is taken (several demo servers on one machine; said on
-/// stderr, since `fcgi-uring status` and a scrape of the default port then miss it).
+/// a free loopback port when that one is taken (several demo servers on one machine; logged
+/// as a warning, since `fcgi-uring status` and a scrape of the default port then miss it).
 fn start_demo(
     config: Config,
     admin_default: bool,
@@ -398,8 +377,8 @@ fn start_demo(
         Some(c) => {
             let handle = Server::new(c).start(app)?;
             if let Some(admin) = handle.admin_addr() {
-                eprintln!(
-                    "fcgi-uring: warning: the admin listener could not take {DEMO_ADMIN} ({first}); \
+                tracing::warn!(
+                    "the admin listener could not take {DEMO_ADMIN} ({first}); \
                      it listens on {admin} instead (`fcgi-uring status --admin {admin}`; set \
                      --admin-listen to choose, `none` for no listener)"
                 );
@@ -428,84 +407,6 @@ fn with_demo_admin(config: &Config, addr: &str) -> Option<Config> {
         .admin_listen(Some(addr))
         .build()
         .ok()
-}
-
-/// SIGINT and SIGTERM (stop), SIGUSR1 (reopen the access log), SIGUSR2 and SIGHUP (hot
-/// upgrade, which reads the configuration anew: SIGHUP is the reload signal operators of
-/// nginx and most daemons send, and by default it would end the process on the spot),
-/// registered when made (so a signal that arrives later is not lost and no descriptor is
-/// needed to wait for one).
-struct Signals {
-    rt: tokio::runtime::Runtime,
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    usr1: tokio::signal::unix::Signal,
-    usr2: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (int, term, hup, usr1, usr2) = rt.block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::interrupt())?,
-                signal(SignalKind::terminate())?,
-                signal(SignalKind::hangup())?,
-                signal(SignalKind::user_defined1())?,
-                signal(SignalKind::user_defined2())?,
-            ))
-        })?;
-        Ok(Signals {
-            rt,
-            int,
-            term,
-            hup,
-            usr1,
-            usr2,
-        })
-    }
-
-    /// Blocks until SIGINT or SIGTERM, or a SIGUSR2 or SIGHUP for which `upgrade` (given the
-    /// signal's name) returned true; reopens the access log at each SIGUSR1.
-    fn wait(
-        self,
-        handle: &mut fcgi_uring::ServerHandle,
-        mut upgrade: impl FnMut(&mut fcgi_uring::ServerHandle, &str) -> bool,
-    ) {
-        let Signals {
-            rt,
-            mut int,
-            mut term,
-            mut hup,
-            mut usr1,
-            mut usr2,
-        } = self;
-        rt.block_on(async {
-            loop {
-                tokio::select! {
-                    _ = int.recv() => return,
-                    _ = term.recv() => return,
-                    _ = usr1.recv() => handle.reopen_logs(),
-                    // Each blocks this thread (up to server.upgrade_timeout): signals that come
-                    // meanwhile wait in their streams.
-                    _ = usr2.recv() => {
-                        if upgrade(handle, "SIGUSR2") {
-                            return;
-                        }
-                    }
-                    _ = hup.recv() => {
-                        if upgrade(handle, "SIGHUP") {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-    }
 }
 
 #[cfg(test)]

@@ -151,7 +151,9 @@ fn unknown_keys_are_rejected_with_the_key_named() {
     assert!(e.contains("unknown key \"serverr\""), "{e}");
     assert!(e.contains("did you mean \"server\"?"), "{e}");
     assert!(
-        e.contains("sections: server, ring, limits, timeouts, admin, ping, access_log, slow_log"),
+        e.contains(
+            "sections: server, ring, limits, timeouts, admin, ping, access_log, slow_log, log"
+        ),
         "{e}"
     );
     let e = rejected("[timeouts]\nidle_timeout = 3\n");
@@ -207,7 +209,7 @@ fn invalid_values_are_rejected_with_the_key_and_the_range() {
         ),
         (
             "[server]\nlisten = \"nowhere\"\n",
-            "server.listen = \"nowhere\": must be host:port or unix:/path",
+            "server.listen = \"nowhere\": no port; must be host:port or unix:/path",
         ),
         (
             "[server]\nprotocol = \"spdy\"\n",

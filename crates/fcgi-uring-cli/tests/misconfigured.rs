@@ -209,3 +209,54 @@ fn what_the_command_prints_is_plain() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("port 99999 is out of range"), "{said}");
 }
+
+/// An address that is not one says what is wrong with it (a port out of range, no host, no
+/// port), as a flag and in the file, before anything is bound.
+#[test]
+fn a_wrong_address_says_what_is_wrong_with_it() {
+    let serve = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(out.stdout.is_empty(), "{args:?} served");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cases = [
+        (
+            "--listen",
+            "127.0.0.1:70000",
+            "port 70000 is out of range (0 to 65535)",
+        ),
+        (
+            "--listen",
+            "[::1]:65536",
+            "port 65536 is out of range (0 to 65535)",
+        ),
+        ("--listen", ":9000", "no host before the port"),
+        ("--admin-listen", "127.0.0.1", "no port"),
+        (
+            "--listen",
+            "127.0.0.1:fcgi",
+            "port \"fcgi\" is not a number",
+        ),
+    ];
+    for (flag, addr, why) in cases {
+        let said = serve(&[flag, addr]);
+        assert!(
+            said.contains(&format!("{addr:?}: {why}")) && said.contains(flag),
+            "{flag} {addr}: {said}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fcgi-uring.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:70000\"\n").unwrap();
+    let said = serve(&["--config", file.to_str().unwrap()]);
+    assert!(
+        said.contains(":2: server.listen = \"127.0.0.1:70000\": port 70000 is out of range"),
+        "{said}"
+    );
+}

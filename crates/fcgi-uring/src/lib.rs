@@ -73,7 +73,10 @@ pub use config::{Backend, Config, IoMode, Protocol, Timeouts};
 pub use config::{ConfigBuilder, ConfigError};
 pub use fcgi_proto::{Addr, AddrParseError, Limits, Role};
 pub use server::backend::IO_ENV;
-pub use server::{App, IntoServer, Serve, Server, ServerHandle, StartError, UpgradeError, serve};
+pub use server::{
+    App, IntoServer, Serve, Server, ServerHandle, Signals, StartError, UpgradeError,
+    UpgradeOutcome, serve,
+};
 pub use service::{BoxError, HttpService, Request, ServiceFn, service_fn};
 pub use stats::{Counter, Stats};
 pub use uring::{Features, RingConfig, RingStats, SetupError};

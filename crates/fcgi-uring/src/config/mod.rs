@@ -32,7 +32,7 @@ mod value;
 
 pub use error::ConfigError;
 pub use io::{Backend, IoMode};
-pub use ops::{AccessLogFormat, OpsConfig};
+pub use ops::{AccessLogFormat, LogFormat, OpsConfig};
 pub use peers::{PeerList, PeerListError, WEB_SERVER_ADDRS_ENV};
 pub use rules::{RULES, Rule};
 pub use settings::{SETTINGS, Setting, find};
@@ -368,9 +368,25 @@ impl Setting {
             });
         }
         if !self.accepts.admits(value) {
-            return Err(self.out_of_range(value.clone()));
+            return Err(self.refusal(value));
         }
         Ok(())
+    }
+
+    /// Why `value` (of the right type) is refused: an address says what is wrong with it (a
+    /// port out of range, no host), other values only what is accepted.
+    fn refusal(&self, value: &Value) -> ConfigError {
+        if let (Accepts::Address, Value::Text(text)) = (&self.accepts, value)
+            && let Err(e) = text.parse::<Addr>()
+        {
+            return ConfigError::Invalid {
+                key: self.key,
+                text: text.clone(),
+                why: e.reason(),
+                accepted: self.accepts,
+            };
+        }
+        self.out_of_range(value.clone())
     }
 
     /// The value of `text` as a flag writes it (`1024`, `true`, `2.5`, `660` for a file mode,

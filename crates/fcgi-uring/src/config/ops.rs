@@ -1,5 +1,6 @@
-//! Settings for operators: the admin listener, the FastCGI ping path, the access log and the
-//! slow-request log (see docs/operations.md).
+//! Settings for operators: the admin listener, the FastCGI ping path, the access log, the
+//! slow-request log and the format of the `fcgi-uring` binary's own log (see
+//! docs/operations.md).
 
 use fcgi_proto::addr::Addr;
 use std::time::Duration;
@@ -35,6 +36,38 @@ impl AccessLogFormat {
     }
 }
 
+/// The format of the `fcgi-uring` binary's own log on standard error (its tracing events).
+/// The library installs no tracing subscriber: an application serving with it logs through
+/// its own, and may read this setting to choose that subscriber's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// One line of text per event: time, level, target, message and fields.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON formatter).
+    Json,
+}
+
+impl LogFormat {
+    pub const NAMES: &'static [&'static str] = &["text", "json"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
 /// The operator-facing settings of a [`super::Config`].
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
@@ -55,4 +88,6 @@ pub struct OpsConfig {
     pub access_log_format: AccessLogFormat,
     /// Requests slower than this are logged with their timing breakdown (zero: off).
     pub slow_log_threshold: Duration,
+    /// The format of the `fcgi-uring` binary's own log (not read by the library).
+    pub log_format: LogFormat,
 }

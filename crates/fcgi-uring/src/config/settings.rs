@@ -8,7 +8,7 @@ use fcgi_proto::addr::Addr;
 use std::time::Duration;
 
 use super::value::{Accepts, FieldValue, MAX_SECONDS, Value, ZeroSeconds};
-use super::{AccessLogFormat, Config, ConfigBuilder, IoMode, PeerList, Protocol};
+use super::{AccessLogFormat, Config, ConfigBuilder, IoMode, LogFormat, PeerList, Protocol};
 
 /// One setting: where it is read from, what it accepts, its default and what it does.
 #[derive(Clone, Copy)]
@@ -681,5 +681,14 @@ settings! {
         default: Duration::ZERO,
         accepts: SECONDS,
         doc: "Requests slower than this are logged (warn) with their timing breakdown, and requests still running past it once each.",
+    },
+    log_format {
+        key: "log.format",
+        flag: "log-format",
+        field: ops.log_format,
+        ty: LogFormat,
+        default: LogFormat::Text,
+        accepts: Accepts::OneOf(LogFormat::NAMES),
+        doc: "The format of the fcgi-uring binary's own log on standard error (warnings, start, upgrade and shutdown; RUST_LOG sets the level): text, one line per event; json, one JSON object per line. The library installs no log subscriber: an application logs through its own.",
     },
 }

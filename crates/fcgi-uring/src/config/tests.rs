@@ -170,14 +170,16 @@ fn flag_text_parses_by_type() {
         s("ring.sq_entries").parse("1000"),
         Err(ConfigError::OutOfRange { .. })
     ));
+    // An address that does not parse says why (here: no port).
     let e = s("server.listen").parse("nowhere").unwrap_err();
     assert!(
         matches!(
-            e,
-            ConfigError::OutOfRange {
+            &e,
+            ConfigError::Invalid {
                 key: "server.listen",
+                why,
                 ..
-            }
+            } if why == "no port"
         ),
         "{e}"
     );
@@ -244,6 +246,19 @@ fn every_error_names_key_value_and_what_is_accepted() {
                 .build()
                 .unwrap_err(),
             "ring.cq_entries = 1024 must be at least ring.sq_entries = 4096 (flags --cq-entries, --ring-entries)",
+        ),
+        (
+            find("server.listen")
+                .unwrap()
+                .parse("127.0.0.1:70000")
+                .unwrap_err(),
+            "server.listen = \"127.0.0.1:70000\": port 70000 is out of range (0 to 65535); must be host:port or unix:/path (flag --listen)",
+        ),
+        (
+            Config::builder()
+                .set("admin.listen", Value::Text(":9100".to_owned()))
+                .unwrap_err(),
+            "admin.listen = \":9100\": no host before the port (0.0.0.0:PORT is every IPv4 address, [::]:PORT every IPv6 one); must be host:port or unix:/path (flag --admin-listen)",
         ),
     ];
     for (e, expected) in cases {

@@ -339,6 +339,18 @@ impl FieldValue for super::AccessLogFormat {
     }
 }
 
+impl FieldValue for super::LogFormat {
+    fn to_value(&self) -> Value {
+        Value::Text(self.as_str().to_owned())
+    }
+    fn from_value(v: &Value) -> Option<super::LogFormat> {
+        match v {
+            Value::Text(t) => super::LogFormat::parse(t),
+            _ => None,
+        }
+    }
+}
+
 impl FieldValue for Protocol {
     fn to_value(&self) -> Value {
         Value::Text(self.as_str().to_owned())

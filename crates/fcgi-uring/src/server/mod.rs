@@ -14,6 +14,7 @@ pub(crate) mod backend;
 pub(crate) mod listener;
 pub(crate) mod passed;
 pub(crate) mod serve;
+pub(crate) mod signals;
 pub(crate) mod systemd;
 pub(crate) mod upgrade;
 
@@ -24,6 +25,7 @@ use crate::uring::{Features, RingCounters, RingStats, SetupError};
 use crate::worker::{self, WorkerError, WorkerSpec};
 use fcgi_proto::addr::{Addr, AddrParseError};
 pub use serve::{App, IntoServer, Serve, serve};
+pub use signals::{Signals, UpgradeOutcome};
 use std::fmt;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -325,9 +327,9 @@ impl Server {
     /// `fcgi-uring` binary does. Blocks the calling thread (from inside `#[tokio::main]` too;
     /// there, [`serve`](crate::serve()) can be awaited instead).
     pub fn serve<M, A: App<M>>(self, app: A) -> Result<(), StartError> {
-        let signals = serve::SignalThread::spawn().map_err(StartError::Thread)?;
+        let signals = Signals::listen().map_err(StartError::Thread)?;
         let mut handle = self.start(app)?;
-        signals.serve(&mut handle);
+        signals.answer(&mut handle, |_| {});
         handle.shutdown();
         Ok(())
     }

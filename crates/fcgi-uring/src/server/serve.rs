@@ -1,7 +1,6 @@
 //! What a server serves and how it waits for the end: an [`App`] (one service cloned onto each
 //! worker, or a factory run on each worker), the per-request adaptation the runtime applies to
-//! it, the [`serve`] future with its graceful shutdown, and the signals a served server
-//! answers as the `fcgi-uring` binary does.
+//! it, and the [`serve`] future with its graceful shutdown.
 //!
 //! Guarantees:
 //! - Each worker gets its own service, built on the worker's thread **inside the worker's tokio
@@ -16,11 +15,13 @@
 //!   signals operators send the `fcgi-uring` binary: SIGINT and SIGTERM shut down gracefully,
 //!   SIGUSR1 reopens the access log ([`ServerHandle::reopen_logs`]), SIGUSR2 and SIGHUP start this
 //!   program again with its arguments and hand it the listening sockets
-//!   ([`ServerHandle::upgrade`]; this process then drains and `serve` returns). Left to their
+//!   ([`ServerHandle::upgrade`]; this process then drains and `serve` returns), with the
+//!   [`Signals`](super::Signals) the binary uses. Left to their
 //!   default, the last three would end the process with every request in flight. They are
 //!   listened for before the first worker starts, so a signal that comes during startup is
 //!   acted on once the server has started.
 
+use super::signals::{Action, SignalStreams, upgrade_on_signal};
 use super::{Server, ServerHandle, StartError};
 use crate::cgi::TrustedParams;
 use crate::service::{HttpService, Request};
@@ -30,7 +31,6 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// What [`Server::start`], [`Server::serve`] and [`serve`] accept: a service (an axum `Router`,
 /// any `Clone` tower service), cloned once for each worker, or a factory `Fn() -> service`,
@@ -297,10 +297,10 @@ impl<M, A: App<M>> IntoFuture for Serve<M, A> {
         Box::pin(async move {
             let server = server?;
             let mut signals = match shutdown {
-                None => Some(Signals::listen()?),
+                None => Some(SignalStreams::listen()?),
                 Some(_) => None,
             };
-            let exe = std::env::current_exe();
+            let exe = super::signals::current_exe();
             // Starting blocks until every worker accepts: not on the caller's runtime thread.
             let mut handle = tokio::task::spawn_blocking(move || server.start(app))
                 .await
@@ -312,9 +312,10 @@ impl<M, A: App<M>> IntoFuture for Serve<M, A> {
                         Action::Stop => break,
                         Action::ReopenLogs => handle.reopen_logs(),
                         Action::Upgrade(name) => {
-                            let exe = clone_exe(&exe);
+                            let exe = exe.clone();
                             let (h, upgraded) = tokio::task::spawn_blocking(move || {
-                                let upgraded = upgrade_on_signal(&mut handle, &exe, name);
+                                let upgraded =
+                                    upgrade_on_signal(&mut handle, &exe, name, &mut |_| {});
                                 (handle, upgraded)
                             })
                             .await
@@ -338,171 +339,6 @@ async fn shut_down(handle: ServerHandle) -> io::Result<()> {
     tokio::task::spawn_blocking(move || handle.shutdown())
         .await
         .map_err(io::Error::other)
-}
-
-/// What a signal asks of a served server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Action {
-    /// SIGINT, SIGTERM.
-    Stop,
-    /// SIGUSR1.
-    ReopenLogs,
-    /// SIGUSR2 or SIGHUP (named).
-    Upgrade(&'static str),
-}
-
-/// SIGUSR2 or SIGHUP (`signal`): starts this program (`exe`, read when the server started:
-/// once a deploy has replaced the file, the running one's path names a deleted file) with this
-/// process's arguments and the listening sockets. True once the new process reported ready
-/// (this one is then to drain); false, logged, when it failed (this one serves on).
-pub(crate) fn upgrade_on_signal(
-    handle: &mut ServerHandle,
-    exe: &io::Result<std::path::PathBuf>,
-    signal: &str,
-) -> bool {
-    let exe = match exe {
-        Ok(exe) => exe,
-        Err(e) => {
-            tracing::warn!(
-                "{signal}: no upgrade, this program's path is unknown ({e}); still serving"
-            );
-            return false;
-        }
-    };
-    tracing::info!(
-        "{signal}: starting {} with the listening sockets",
-        exe.display()
-    );
-    let mut command = std::process::Command::new(exe);
-    command.args(std::env::args_os().skip(1));
-    match handle.upgrade(command) {
-        Ok(pid) => {
-            tracing::info!(
-                "upgraded: pid {pid} serves; pid {} drains",
-                std::process::id()
-            );
-            true
-        }
-        Err(e) => {
-            tracing::warn!("{signal}: upgrade failed: {e}; still serving");
-            false
-        }
-    }
-}
-
-fn clone_exe(exe: &io::Result<std::path::PathBuf>) -> io::Result<std::path::PathBuf> {
-    match exe {
-        Ok(p) => Ok(p.clone()),
-        Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-    }
-}
-
-/// The signals a served server answers (see the module doc), listened for from creation on (a
-/// signal that comes before `recv` is polled is kept).
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    user1: Signal,
-    user2: Signal,
-    hangup: Signal,
-}
-
-impl Signals {
-    /// Needs a tokio runtime with IO enabled.
-    fn listen() -> io::Result<Signals> {
-        Ok(Signals {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            user1: signal(SignalKind::user_defined1())?,
-            user2: signal(SignalKind::user_defined2())?,
-            hangup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    async fn recv(&mut self) -> Action {
-        tokio::select! {
-            _ = self.interrupt.recv() => Action::Stop,
-            _ = self.terminate.recv() => Action::Stop,
-            _ = self.user1.recv() => Action::ReopenLogs,
-            _ = self.user2.recv() => Action::Upgrade("SIGUSR2"),
-            _ = self.hangup.recv() => Action::Upgrade("SIGHUP"),
-        }
-    }
-}
-
-/// A thread of its own that listens for the signals (with a runtime of its own, so the caller
-/// may be inside a runtime or not) and passes on what each asks.
-pub(crate) struct SignalThread {
-    received: std::sync::mpsc::Receiver<Action>,
-    /// Dropped (ending the thread) when the server did not start.
-    _cancel: tokio::sync::oneshot::Sender<()>,
-}
-
-impl SignalThread {
-    /// Returns once the signals are listened for.
-    pub(crate) fn spawn() -> io::Result<SignalThread> {
-        let (listening_tx, listening_rx) = std::sync::mpsc::channel();
-        let (received_tx, received) = std::sync::mpsc::channel();
-        let (cancel, mut cancelled) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("fcgi-signals".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = listening_tx.send(Err(e));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let mut signals = match Signals::listen() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = listening_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = listening_tx.send(Ok(()));
-                    loop {
-                        tokio::select! {
-                            action = signals.recv() => {
-                                if received_tx.send(action).is_err() {
-                                    return;
-                                }
-                            }
-                            _ = &mut cancelled => return,
-                        }
-                    }
-                });
-            })?;
-        listening_rx
-            .recv()
-            .map_err(|_| io::Error::other("the signal thread exited during startup"))??;
-        Ok(SignalThread {
-            received,
-            _cancel: cancel,
-        })
-    }
-
-    /// Answers signals until one asks the server to stop, or an upgrade handed the sockets
-    /// over (then the caller shuts `handle` down, which drains).
-    pub(crate) fn serve(self, handle: &mut ServerHandle) {
-        let exe = std::env::current_exe();
-        while let Ok(action) = self.received.recv() {
-            match action {
-                Action::Stop => return,
-                Action::ReopenLogs => handle.reopen_logs(),
-                Action::Upgrade(name) => {
-                    if upgrade_on_signal(handle, &exe, name) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Why a server could not start, as an `io::Error` of the same kind where there is one
