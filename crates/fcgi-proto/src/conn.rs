@@ -1741,6 +1741,93 @@ mod tests {
         );
     }
 
+    /// The first request lies in the table, the others in its spill, and each is found, counted
+    /// and removed wherever it lies; an inline place freed while others are in flight takes the
+    /// next request.
+    #[test]
+    fn the_request_table_finds_each_request_inline_or_spilled() {
+        let entry = |id: u16| Request {
+            id,
+            role: Role::Responder,
+            keep_conn: id.is_multiple_of(2),
+            phase: Phase::Aborted,
+        };
+        let ids = |t: &Table| {
+            let mut ids: Vec<u16> = t.iter().map(|r| r.id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let mut t = Table::default();
+        assert_eq!((t.len(), t.remove(1)), (0, None));
+        for id in [7, 3, 9] {
+            t.insert(entry(id));
+        }
+        assert_eq!(t.one.as_ref().map(|r| r.id), Some(7));
+        assert_eq!((t.len(), ids(&t)), (3, vec![3, 7, 9]));
+        // The inline request ends first; the next one takes its place.
+        assert_eq!(t.remove(7), Some(false));
+        assert!(t.get(7).is_none());
+        t.insert(entry(4));
+        assert_eq!(t.one.as_ref().map(|r| r.id), Some(4));
+        assert_eq!((t.len(), ids(&t)), (3, vec![3, 4, 9]));
+        for id in [3, 4, 9] {
+            assert_eq!(t.get(id).map(|r| r.id), Some(id));
+            assert_eq!(
+                t.get_mut(id).map(|r| r.keep_conn),
+                Some(id.is_multiple_of(2))
+            );
+        }
+        assert_eq!(t.iter_mut().count(), 3);
+        // A spilled request ends, then the inline one: the spill is reused.
+        assert_eq!(t.remove(9), Some(false));
+        assert_eq!(t.remove(4), Some(true));
+        assert_eq!(t.remove(4), None);
+        assert_eq!((t.len(), ids(&t)), (1, vec![3]));
+        t.insert(entry(10));
+        t.insert(entry(12));
+        assert_eq!((t.len(), ids(&t)), (3, vec![3, 10, 12]));
+        for id in [12, 3, 10] {
+            assert!(t.remove(id).is_some());
+        }
+        assert_eq!((t.len(), t.iter().count()), (0, 0));
+    }
+
+    /// Multiplexed requests on one connection, the first of them ended before the others and a
+    /// new one begun in its place: each record reaches its own request.
+    #[test]
+    fn records_reach_their_request_when_the_first_ends_before_the_others() {
+        let mut h = Harness::new(Limits::default());
+        h.feed(&[request(1, true), request(2, true), request(3, true)].concat())
+            .unwrap();
+        h.drain();
+        assert!(h.conn.end_request(1, 0, &mut h.out));
+        h.drain();
+        h.feed(&request(4, true)).unwrap();
+        h.feed(
+            &[
+                rec(5, 3, b"three", 0),
+                rec(5, 2, b"two", 0),
+                rec(5, 4, b"four", 0),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(
+            h.drain().0,
+            vec![
+                dispatched(4, true),
+                Ev::Stdin(3, b"three".to_vec()),
+                Ev::Stdin(2, b"two".to_vec()),
+                Ev::Stdin(4, b"four".to_vec()),
+            ]
+        );
+        assert_eq!(h.conn.active_requests(), 3);
+        for id in [2, 3, 4] {
+            assert!(h.conn.end_request(id, 0, &mut h.out));
+        }
+        assert_eq!(h.conn.active_requests(), 0);
+    }
+
     #[test]
     fn zero_requests_allowed_refuses_all() {
         let limits = Limits {
