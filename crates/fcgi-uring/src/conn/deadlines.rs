@@ -2,7 +2,8 @@
 //!
 //! A connection's deadline is a pure function of its state and a few timestamps
 //! ([`deadline`]); it is recomputed whenever the connection is flushed (every state change
-//! marks the connection dirty). The wheel holds at most one live entry per connection, the
+//! marks the connection dirty, but the end of a send that leaves nothing to do, which decides
+//! the one deadline it can add at once: [`idle_comes_first`]). The wheel holds at most one live entry per connection, the
 //! earliest deadline asked for; an entry whose connection has since been rescheduled is stale and
 //! skipped. When an entry fires, the connection's deadlines are checked against the clock
 //! ([`expire`]), the expired ones acted on, and the connection marked dirty so that its next
@@ -126,6 +127,23 @@ pub(super) fn schedule(core: &Core, key: ConnKey, conn: &mut Conn) {
     }
     conn.set_timer(Some(tick));
     wheel.insert(key, tick);
+}
+
+/// Whether `conn`, settled after its send ended ([`Conn::is_settled`]), must be scheduled:
+/// the idle timeout, which applies once no request and no output is left, comes before its
+/// live entry in the wheel (or it has none). The end of a send takes the write deadline away
+/// and can add only that one: the others it has were there when it was last flushed, and its
+/// live entry is at or before the earliest of them. A live entry that comes first finds the
+/// connection's deadlines then, as every entry does.
+pub(super) fn idle_comes_first(core: &Core, conn: &Conn) -> bool {
+    if conn.active_requests() != 0 || conn.backlog() != 0 {
+        return false;
+    }
+    let Some(at) = after(conn.last_activity(), core.settings.timeouts.idle) else {
+        return false;
+    };
+    conn.timer()
+        .is_none_or(|live| core.wheel.borrow().tick_for(at) < live)
 }
 
 /// Acts on every deadline passed by now. Returns whether anything was done.

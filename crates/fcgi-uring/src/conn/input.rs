@@ -417,14 +417,32 @@ impl Core {
     /// A send of `key` completed. Reported also for a connection already dropped.
     pub fn on_sent(&self, key: ConnKey, sent: Sent) {
         self.sends.set(self.sends.get().saturating_sub(1));
-        self.with_conn(key, |core, conn| match sent {
-            Sent::All(buf) => conn.sent_all(buf),
+        let mut conns = self.conns.borrow_mut();
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        match sent {
+            Sent::All(buf) => {
+                conn.sent_all(buf);
+                // The usual end of a ring send leaves nothing for the flush to do: the
+                // connection is open, read, with nothing queued, and the one deadline the send's
+                // end can add (idle) is decided here, while the connection is in cache, rather
+                // than in a pass of the next flush (which, at many connections, found it
+                // evicted).
+                if conn.is_settled() && !self.is_draining() {
+                    if super::deadlines::idle_comes_first(self, conn) {
+                        super::deadlines::schedule(self, key, conn);
+                    }
+                    return;
+                }
+            }
             Sent::Part(n) => conn.sent_part(n),
             Sent::Failed => {
                 let n = conn.send_failed();
-                core.active.set(core.active.get().saturating_sub(n));
+                self.active.set(self.active.get().saturating_sub(n));
             }
-        });
+        }
+        self.mark_dirty(key, conn);
     }
 
     /// Runs `f` on the connection if it is still in the table, then marks it for the flush.

@@ -178,6 +178,19 @@ impl Conn {
         !std::mem::replace(&mut self.dirty, true)
     }
 
+    /// Nothing for [`Conn::step`] to do: open, its receive armed and not to be stopped,
+    /// nothing queued or in flight, not listed for the flush already.
+    pub fn is_settled(&self) -> bool {
+        matches!(self.lifecycle, Lifecycle::Open)
+            && self.reading == Reading::Armed
+            && self.writing == Writing::Idle
+            && self.out.is_empty()
+            && !self.paused
+            && !self.holding
+            && !self.cork
+            && !self.dirty
+    }
+
     /// Queued output plus output the IO has not confirmed.
     pub fn backlog(&self) -> usize {
         self.out.len()

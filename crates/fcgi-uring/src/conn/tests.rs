@@ -538,6 +538,69 @@ fn an_idle_connection_is_closed_at_its_deadline() {
     assert_eq!(core.conn_count(), 0);
 }
 
+/// An answer whose send ends later (a ring send) leaves the connection to the idle timeout from
+/// its answer on, though no flush passes over it at the send's end, and though the write
+/// timeout it had while the send was under way is much later; a send's end that leaves work
+/// (output queued meanwhile) still goes through the flush.
+#[test]
+fn a_send_that_ends_later_leaves_the_idle_timeout_from_the_answer() {
+    let mut s = settings();
+    s.timeouts.idle = Duration::from_secs(2);
+    s.timeouts.write = Duration::from_secs(30);
+    s.timeouts.handler = Duration::ZERO;
+    let core = core_with(s);
+    let mut io = FakeIo::default();
+    let key = open(&core, &mut io);
+    let rk = receive(&core, key, &request(1, true))[0];
+    core.flush(&mut io);
+    // The handler runs past the entry the connection's start left in the wheel (its idle
+    // timeout, which does not apply while a request runs): the connection has no deadline.
+    core.clock.advance(Duration::from_millis(2100));
+    expire(&core);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), []);
+    // Answered at 2.1 s: the send's write timeout (32.1 s) is its only deadline while the
+    // send is under way.
+    let head = Head::Status(http::StatusCode::OK, 2);
+    assert!(core.write_stdout(rk, Some(head), &mut &b"hi"[..], true));
+    core.flush(&mut io);
+    assert!(!the_send(&io.take(key)).is_empty());
+    core.on_sent(key, Sent::All(None));
+    assert!(!core.has_dirty(), "nothing left for a flush");
+    // 1.9 s after the answer: not idle yet.
+    core.clock.advance(Duration::from_millis(1900));
+    expire(&core);
+    core.flush(&mut io);
+    assert_eq!(io.take(key), [], "not yet");
+    core.clock.advance(Duration::from_millis(200));
+    assert!(expire(&core));
+    core.flush(&mut io);
+    assert_eq!(
+        io.take(key),
+        [Action::CancelRecv, Action::Close { abort: true }],
+        "closed at the idle timeout, not at the write timeout's 32.1 s"
+    );
+
+    // Output queued while a send was under way: its end goes through the flush, which sends it.
+    let key = open(&core, &mut io);
+    for id in [1, 2] {
+        let rk = receive(&core, key, &request(id, true))[0];
+        let head = Head::Status(http::StatusCode::OK, 2);
+        assert!(core.write_stdout(rk, Some(head), &mut &b"hi"[..], true));
+        if id == 1 {
+            core.flush(&mut io);
+            assert_eq!(io.take(key).len(), 1, "request 1's answer sent");
+        }
+    }
+    core.on_sent(key, Sent::All(None));
+    assert!(core.has_dirty());
+    core.flush(&mut io);
+    assert!(
+        matches!(io.take(key)[..], [Action::Send(_)]),
+        "request 2's answer sent"
+    );
+}
+
 /// The params deadline of a request runs from the receive that began it, however many other
 /// requests on its connection complete meanwhile (each completing one does not restart it).
 #[test]
