@@ -9,6 +9,8 @@
 #   OUT=/tmp/cg-server.out
 #   LOADTEST=PATH   the fcgi-loadtest binary (default: target/release/fcgi-loadtest)
 #   BODY_BYTES=N    a POST body (then PATH_=/echo)
+#   CACHE_SIM=1     also simulate the caches (callgrind's first-level data cache model) and
+#                   print first-level data cache misses (reads, writes) per request
 # Example:
 #   bench/callgrind-server.sh 9340 -- target/release/fcgi-uring serve --listen 127.0.0.1:9340 --workers 1
 # Needs valgrind and a release build.
@@ -24,7 +26,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 loadtest="${LOADTEST:-$here/../target/release/fcgi-loadtest}"
 out="${OUT:-/tmp/cg-server.out}"
 log=$(mktemp)
-taskset -c "${SERVER_CPU:-0}" valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$log" 2>&1 &
+cache=()
+[[ -n "${CACHE_SIM:-}" ]] && cache=(--cache-sim=yes)
+taskset -c "${SERVER_CPU:-0}" valgrind --tool=callgrind "${cache[@]}" --callgrind-out-file="$out" "$@" \
+    >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 1 300); do
@@ -41,3 +46,7 @@ wait "$server" || true
 reqs=$(grep -o 'requests=[0-9]*' "$log" | tail -1 | cut -d= -f2)
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
 echo "requests=$reqs instructions=$total per_request=$((total / reqs))"
+if [[ -n "${CACHE_SIM:-}" ]]; then
+    callgrind_annotate --show=D1mr,D1mw "$out" 2>/dev/null | awk -v n="$reqs" \
+        '/PROGRAM TOTALS/{gsub(",","",$1); gsub(",","",$3); printf "d1_read_misses_per_request=%.1f d1_write_misses_per_request=%.1f\n", $1/n, $3/n}'
+fi

@@ -125,33 +125,32 @@ fn with_text_the_shutdown_message_is_a_tracing_line() {
 /// naming the accepted values.
 #[test]
 fn an_unknown_log_format_fails_the_start_naming_the_accepted_ones() {
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "xml"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fcgi-uring serve");
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let said = refused_start(&["--log-format", "xml"]);
     assert!(
         said.contains("--log-format") && said.contains("xml") && said.contains("text, json"),
         "{said}"
     );
-    assert!(out.stdout.is_empty(), "it served");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("fcgi-uring.toml");
     std::fs::write(&file, "[log]\nformat = \"xml\"\n").expect("write the file");
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fcgi-uring serve");
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let said = refused_start(&["--config", file.to_str().expect("a UTF-8 path")]);
     assert!(
         said.contains("log.format") && said.contains("text, json"),
         "{said}"
     );
+}
+
+/// `fcgi-uring serve --listen 127.0.0.1:0 ARGS`, which must fail before it serves: what it
+/// said on standard error.
+fn refused_start(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fcgi-uring serve");
+    assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "it served");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -524,18 +524,24 @@ fn an_idle_connection_is_closed_at_its_deadline() {
     let core = core_with(s);
     let mut io = FakeIo::default();
     let key = open(&core, &mut io);
+    closed_2s_idle(&core, &mut io, key);
+    assert_eq!(core.conn_count(), 0);
+}
+
+/// Connection `key`, idle from now with an idle timeout of 2 s: open at 1.9 s, closed (aborted:
+/// no answer to carry the FIN) at 2.1 s.
+fn closed_2s_idle(core: &Core, io: &mut FakeIo, key: ConnKey) {
     core.clock.advance(Duration::from_millis(1900));
-    expire(&core);
-    core.flush(&mut io);
+    expire(core);
+    core.flush(io);
     assert_eq!(io.take(key), [], "not yet");
     core.clock.advance(Duration::from_millis(200));
-    assert!(expire(&core));
-    core.flush(&mut io);
+    assert!(expire(core));
+    core.flush(io);
     assert_eq!(
         io.take(key),
         [Action::CancelRecv, Action::Close { abort: true }]
     );
-    assert_eq!(core.conn_count(), 0);
 }
 
 /// An answer whose send ends later (a ring send) leaves the connection to the idle timeout from
@@ -567,19 +573,8 @@ fn a_send_that_ends_later_leaves_the_idle_timeout_from_the_answer() {
     assert!(!the_send(&io.take(key)).is_empty());
     core.on_sent(key, Sent::All(None));
     assert!(!core.has_dirty(), "nothing left for a flush");
-    // 1.9 s after the answer: not idle yet.
-    core.clock.advance(Duration::from_millis(1900));
-    expire(&core);
-    core.flush(&mut io);
-    assert_eq!(io.take(key), [], "not yet");
-    core.clock.advance(Duration::from_millis(200));
-    assert!(expire(&core));
-    core.flush(&mut io);
-    assert_eq!(
-        io.take(key),
-        [Action::CancelRecv, Action::Close { abort: true }],
-        "closed at the idle timeout, not at the write timeout's 32.1 s"
-    );
+    // Closed at the idle timeout from the answer, not at the write timeout's 32.1 s.
+    closed_2s_idle(&core, &mut io, key);
 
     // Output queued while a send was under way: its end goes through the flush, which sends it.
     let key = open(&core, &mut io);
