@@ -1673,6 +1673,56 @@ fn a_body_over_its_limit_before_dispatch_stops_the_reading() {
     }
 }
 
+/// Found by fuzzing: a connection paused for a staged body over its limit was resumed by a
+/// look at the paused connections made before that body's dispatch (a staged body counted as
+/// ready for more), and its next receive added to it: the body held its limit plus two
+/// receives. The worker loops dispatch what a turn staged before the next turn's look, but the
+/// core no longer depends on it: a staged body over its limit keeps its connection paused
+/// until it is dispatched, and then until its handler drains it.
+#[test]
+fn a_staged_body_over_its_limit_keeps_its_connection_paused_until_dispatched() {
+    let mut s = settings();
+    s.max_body_buffer = 2048;
+    let core = core_with(s);
+    core.set_driver_waker(std::task::Waker::noop());
+    let mut io = ModelIo {
+        whole: true,
+        ..ModelIo::default()
+    };
+    let key = core.accept(None).expect("accepted");
+    core.flush(&mut io);
+    let mut bytes = Vec::new();
+    fcgi_proto::record::encode_begin_request(&mut bytes, 1, 1, true);
+    let mut params = Vec::new();
+    fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", b"20000");
+    record(&mut bytes, 4, 1, &params, 0);
+    record(&mut bytes, 4, 1, &[], 0);
+    record(&mut bytes, 5, 1, &[1; 3000], 0);
+    let mut staged = Vec::new();
+    core.on_bytes(key, &bytes, &mut staged);
+    core.flush(&mut io);
+    assert!(!io.armed, "paused: the staged body is over its limit");
+    // The cancelled receive ends.
+    core.on_recv_ended(key);
+    core.flush(&mut io);
+    // A look at the paused connections before the dispatch (a batch not dispatched yet).
+    core.resume_paused();
+    core.flush(&mut io);
+    assert!(!io.armed, "still paused before the dispatch");
+    assert_eq!(staged.len(), 1);
+    let (body, _) = core.take_body(&staged[0]).expect("live");
+    // Dispatched, the bytes are its handler's, unread: paused until the handler drains them.
+    core.resume_paused();
+    core.flush(&mut io);
+    assert!(!io.armed, "still paused while the handler has not read");
+    let held = core.holdings(key).expect("open").body;
+    assert!(held <= 2048 + bytes.len(), "a body holds {held} bytes");
+    drop(body);
+    core.resume_paused();
+    core.flush(&mut io);
+    assert!(io.armed, "read again once nobody holds the body");
+}
+
 /// To read a crash of the fuzz target's core mode: `FUZZ_INPUT=<file> cargo test -p
 /// fcgi-uring --lib fuzz_input -- --nocapture` prints the operations the file makes and runs
 /// them (without `FUZZ_INPUT`, nothing).

@@ -684,6 +684,7 @@ impl Core {
             return;
         };
         let keys = std::mem::take(&mut *self.paused.borrow_mut());
+        let limit = self.settings.max_body_buffer;
         let mut conns = self.conns.borrow_mut();
         for key in keys {
             let Some(conn) = conns.get_mut(key) else {
@@ -691,7 +692,7 @@ impl Core {
             };
             let ready = conn
                 .requests()
-                .all(|e| e.bodies().all(|b| b.wants_more(&waker)));
+                .all(|e| e.bodies().all(|b| b.wants_more(&waker, limit)));
             if ready {
                 conn.resume(self.now_ms());
                 self.mark_dirty(key, conn);

@@ -121,11 +121,17 @@ impl BodyIn {
         }
     }
 
-    /// True unless a handler's buffer is over its limit (then `driver` is woken when it
-    /// drains).
-    pub fn wants_more(&self, driver: &Waker) -> bool {
+    /// True unless this body is over its limit: a handler's buffer (then `driver` is woken
+    /// when it drains), or bytes staged for a handler not called yet past `limit` (they wait
+    /// for the dispatch, which makes them a buffer of the handler's; every loop turn dispatches
+    /// what it staged and looks at the paused connections again at the next).
+    pub fn wants_more(&self, driver: &Waker, limit: usize) -> bool {
         match self {
             BodyIn::Stream(ch) => ch.wants_more(driver),
+            BodyIn::Staged {
+                bytes,
+                ended: false,
+            } => bytes.len() <= limit,
             _ => true,
         }
     }
