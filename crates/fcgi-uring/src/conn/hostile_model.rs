@@ -1624,6 +1624,37 @@ fn a_refused_keep_conn_0_request_does_not_leave_its_connection_deaf() {
     );
 }
 
+/// A core whose bodies are held to `max_body_buffer` = 2,048 bytes, its driver waker set, and
+/// one connection accepted and reading (sends taken whole).
+#[cfg(test)]
+fn reading_with_2k_bodies() -> (Core, ModelIo, ConnKey) {
+    let mut s = settings();
+    s.max_body_buffer = 2048;
+    let core = core_with(s);
+    core.set_driver_waker(std::task::Waker::noop());
+    let mut io = ModelIo {
+        whole: true,
+        ..ModelIo::default()
+    };
+    let key = core.accept(None).expect("accepted");
+    core.flush(&mut io);
+    (core, io, key)
+}
+
+/// Request 1 with the one param `name` = `value`, its params ended, and 3,000 bytes of STDIN
+/// (past a 2,048-byte limit), not ended.
+#[cfg(test)]
+fn over_2k_body(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    fcgi_proto::record::encode_begin_request(&mut bytes, 1, 1, true);
+    let mut params = Vec::new();
+    fcgi_proto::nv::encode_pair(&mut params, name, value);
+    record(&mut bytes, 4, 1, &params, 0);
+    record(&mut bytes, 4, 1, &[], 0);
+    record(&mut bytes, 5, 1, &[1; 3000], 0);
+    bytes
+}
+
 /// Found by fuzzing: a body's bytes that came before its handler was dispatched (staged in
 /// the receive, or the receives of one batch, that completed its params) were not held to
 /// `max_body_buffer`: a body dispatched over its limit left its connection reading, and the
@@ -1633,23 +1664,8 @@ fn a_refused_keep_conn_0_request_does_not_leave_its_connection_deaf() {
 #[test]
 fn a_body_over_its_limit_before_dispatch_stops_the_reading() {
     for owned in [false, true] {
-        let mut s = settings();
-        s.max_body_buffer = 2048;
-        let core = core_with(s);
-        core.set_driver_waker(std::task::Waker::noop());
-        let mut io = ModelIo {
-            whole: true,
-            ..ModelIo::default()
-        };
-        let key = core.accept(None).expect("accepted");
-        core.flush(&mut io);
-        let mut bytes = Vec::new();
-        fcgi_proto::record::encode_begin_request(&mut bytes, 1, 1, true);
-        let mut params = Vec::new();
-        fcgi_proto::nv::encode_pair(&mut params, b"REQUEST_METHOD", b"POST");
-        record(&mut bytes, 4, 1, &params, 0);
-        record(&mut bytes, 4, 1, &[], 0);
-        record(&mut bytes, 5, 1, &[1; 3000], 0);
+        let (core, mut io, key) = reading_with_2k_bodies();
+        let bytes = over_2k_body(b"REQUEST_METHOD", b"POST");
         let mut staged = Vec::new();
         if owned {
             core.on_bytes_owned(key, &mut bytes::BytesMut::from(&bytes[..]), &mut staged);
@@ -1681,23 +1697,8 @@ fn a_body_over_its_limit_before_dispatch_stops_the_reading() {
 /// until it is dispatched, and then until its handler drains it.
 #[test]
 fn a_staged_body_over_its_limit_keeps_its_connection_paused_until_dispatched() {
-    let mut s = settings();
-    s.max_body_buffer = 2048;
-    let core = core_with(s);
-    core.set_driver_waker(std::task::Waker::noop());
-    let mut io = ModelIo {
-        whole: true,
-        ..ModelIo::default()
-    };
-    let key = core.accept(None).expect("accepted");
-    core.flush(&mut io);
-    let mut bytes = Vec::new();
-    fcgi_proto::record::encode_begin_request(&mut bytes, 1, 1, true);
-    let mut params = Vec::new();
-    fcgi_proto::nv::encode_pair(&mut params, b"CONTENT_LENGTH", b"20000");
-    record(&mut bytes, 4, 1, &params, 0);
-    record(&mut bytes, 4, 1, &[], 0);
-    record(&mut bytes, 5, 1, &[1; 3000], 0);
+    let (core, mut io, key) = reading_with_2k_bodies();
+    let bytes = over_2k_body(b"CONTENT_LENGTH", b"20000");
     let mut staged = Vec::new();
     core.on_bytes(key, &bytes, &mut staged);
     core.flush(&mut io);
