@@ -185,6 +185,32 @@ impl ServeArgs {
     }
 }
 
+/// `reload`'s check of a running server's configuration ([`fcgi_uring_cli::reload::CheckConfig`]):
+/// the server's command line parsed as this binary's, and the configuration its `serve` would
+/// load (defaults, the `--config` file, the flags), a relative file from the server's `cwd`.
+fn check_serve_config(
+    args: &[std::ffi::OsString],
+    cwd: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let argv = std::iter::once(std::ffi::OsString::from("fcgi-uring")).chain(args.iter().cloned());
+    let Ok(Cli {
+        command: Command::Serve(mut serve),
+    }) = Cli::try_parse_from(argv)
+    else {
+        // Not a `fcgi-uring serve` command line: the new process checks its own.
+        return Ok(());
+    };
+    if let Some(path) = serve.config.as_mut()
+        && path.is_relative()
+    {
+        match cwd {
+            Some(cwd) => *path = cwd.join(&*path),
+            None => return Ok(()),
+        }
+    }
+    serve.config().map(|_| ())
+}
+
 /// The demo's admin listener when none is configured: loopback, the port `fcgi-uring status`
 /// asks by default.
 const DEMO_ADMIN: &str = "127.0.0.1:9100";
@@ -211,7 +237,7 @@ fn main() -> ExitCode {
     match command {
         Command::Serve(args) => serve(*args),
         Command::Request(args) => fcgi_uring_cli::request::run(args),
-        Command::Reload(args) => fcgi_uring_cli::reload::run(&args),
+        Command::Reload(args) => fcgi_uring_cli::reload::run(&args, &check_serve_config),
         Command::Stop(args) => fcgi_uring_cli::stop::run(&args),
         Command::Status(args) => fcgi_uring_cli::status::run(&args),
         Command::Tune(args) => tune(*args),

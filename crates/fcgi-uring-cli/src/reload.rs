@@ -4,9 +4,17 @@
 //! worker accepts and the old process handed over). Exit 0 when it did; 1 when the old
 //! process rewrote F with its own pid (it does when an upgrade failed: its log says why, and
 //! it serves on) or nothing changed in time.
+//!
+//! Before it signals, it loads the configuration the new process would start with, as `nginx
+//! -s reload` does: the server's own command line (`/proc/PID/cmdline`, the arguments an
+//! upgrade passes on; a relative `--config` from the server's working directory), checked by
+//! the binary's `serve` parser ([`CheckConfig`]). A configuration that does not load is
+//! reported here, with the setting at fault, and the server is not signalled: it would only
+//! have started a process that exits at once. `--no-check` skips this.
 
 use rustix::io::Errno;
 use rustix::process::{Pid, PidfdFlags, Signal};
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +29,34 @@ pub struct ReloadArgs {
     /// fractions as `1.5` accepted.
     #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = wait_seconds)]
     pub wait: Duration,
+    /// Signal without loading the server's configuration first (the new process then reports
+    /// a configuration that does not load in the server's log, and exits).
+    #[arg(long)]
+    pub no_check: bool,
+}
+
+/// Loads the configuration a server's command line names, as its `serve` would: `args` is the
+/// command line without the program's name, `cwd` the server's working directory (`None` when
+/// it cannot be read). `Err` says why it does not load; a command line the binary does not
+/// know (a program built on the library) is `Ok`: the new process checks its own.
+pub type CheckConfig = dyn Fn(&[OsString], Option<&Path>) -> Result<(), String>;
+
+/// The arguments of process `pid` after its program's name, and its working directory.
+fn command_line(pid: i32) -> std::io::Result<(Vec<OsString>, Option<PathBuf>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    // NUL-terminated arguments: the last split is the empty rest after the final NUL.
+    let mut args: Vec<OsString> = raw
+        .strip_suffix(&[0])
+        .unwrap_or(&raw)
+        .split(|&b| b == 0)
+        .map(|a| std::ffi::OsStr::from_bytes(a).to_owned())
+        .collect();
+    if !args.is_empty() {
+        args.remove(0);
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+    Ok((args, cwd))
 }
 
 /// The pid in `path`, if it holds one.
@@ -131,7 +167,7 @@ pub fn show_seconds(d: Duration) -> String {
     format!("{}", d.as_secs_f64())
 }
 
-pub fn run(args: &ReloadArgs) -> ExitCode {
+pub fn run(args: &ReloadArgs, check: &CheckConfig) -> ExitCode {
     let (process, old) = match open_server(&args.pid_file) {
         Ok(found) => found,
         Err(why) => {
@@ -139,6 +175,18 @@ pub fn run(args: &ReloadArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !args.no_check {
+        // An unreadable command line (the server exited meanwhile) is left to the signal.
+        if let Ok((server_args, cwd)) = command_line(old)
+            && let Err(why) = check(&server_args, cwd.as_deref())
+        {
+            eprintln!(
+                "fcgi-uring reload: the configuration does not load: {why}\n\
+                 fcgi-uring reload: pid {old} not signalled; it serves on unchanged"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let written = modified(&args.pid_file);
     if let Err(e) = rustix::process::pidfd_send_signal(&process, Signal::USR2) {
         eprintln!("fcgi-uring reload: cannot signal pid {old}: {e}");

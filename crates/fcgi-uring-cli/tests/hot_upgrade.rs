@@ -74,13 +74,18 @@ impl Served {
 
     /// `fcgi-uring reload --pid-file F`: whether it reported a new process.
     fn reload(&self) -> bool {
+        self.reload_with(&[]).status.success()
+    }
+
+    /// `fcgi-uring reload --pid-file F` with `extra` flags: its exit status and output.
+    fn reload_with(&self, extra: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
             .args(["reload", "--wait", "60", "--pid-file"])
             .arg(&self.pid_file)
-            .stdout(Stdio::null())
-            .status()
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
             .expect("run fcgi-uring reload")
-            .success()
     }
 
     fn stop(&self) {
@@ -258,7 +263,10 @@ fn failed_upgrades_keep_the_old_process_serving() {
     ];
     for (n, (what, break_it, reported)) in cases.into_iter().enumerate() {
         break_it();
-        assert!(!server.reload(), "the upgrade to {what} succeeded");
+        // Without reload's own look at the configuration: the server is signalled whatever
+        // the file holds, and the new process is what fails.
+        let reload = server.reload_with(&["--no-check"]);
+        assert!(!reload.status.success(), "the upgrade to {what} succeeded");
         wait_for(
             &format!("the failure report for {what}"),
             HANG_GUARD,
@@ -397,5 +405,86 @@ fn a_reload_names_the_settings_the_passed_sockets_keep() {
             "{said:?} not in the server log:\n{log}"
         );
     }
+    server.stop();
+}
+
+/// `fcgi-uring reload` loads the configuration the new process would start with before it
+/// signals, as `nginx -s reload` does: a file that does not load is reported by reload itself,
+/// naming the setting at fault, and the server is not signalled (no upgrade is started, the
+/// same process serves on). The server runs from its own directory with a relative
+/// `--config`, which reload finds from the server's working directory. `--no-check` signals
+/// anyway (the new process then fails, as the log says), and the file fixed, reload upgrades.
+#[test]
+fn a_reload_loads_the_configuration_before_it_signals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", common::proxy::free_port());
+    let good = config(&listen, "");
+    std::fs::write(dir.path().join("fcgi-uring.toml"), &good).expect("write config");
+    let pid_file = dir.path().join("fcgi-uring.pid");
+    let log = dir.path().join("server.log");
+    let first = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
+            .current_dir(dir.path())
+            .args(["serve", "--config", "fcgi-uring.toml", "--pid-file"])
+            .arg(&pid_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("create the log"))
+            .spawn()
+            .expect("start fcgi-uring serve"),
+    );
+    let server = Served {
+        _first: first,
+        _kill: KillPidFile(pid_file.clone()),
+        pid_file,
+        log,
+    };
+    wait_for("the server's pid file", HANG_GUARD, || {
+        server.pid().is_some()
+    });
+    let old = server.pid().expect("serving");
+    let conf = dir.path().join("fcgi-uring.toml");
+
+    std::fs::write(&conf, good.replace("workers = 2", "workers = \"many\"")).expect("config");
+    let refused = server.reload_with(&[]);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "reload succeeded: {said}");
+    for part in [
+        "the configuration does not load",
+        "server.workers",
+        &conf.display().to_string(),
+        &format!("pid {old} not signalled"),
+    ] {
+        assert!(
+            said.contains(part),
+            "{part:?} not in reload's output: {said}"
+        );
+    }
+    let got = get(&listen.parse().expect("addr"), "/pid");
+    assert_eq!(String::from_utf8_lossy(&got.body), old.to_string());
+    assert_eq!(server.pid(), Some(old), "the pid file changed");
+    assert!(
+        !server.log().contains("starting"),
+        "the server was signalled:\n{}",
+        server.log()
+    );
+
+    // Signalled anyway, the new process is what refuses the file.
+    let unchecked = server.reload_with(&["--no-check"]);
+    assert!(
+        !unchecked.status.success(),
+        "the upgrade to a bad file succeeded"
+    );
+    wait_for("the failure in the server's log", HANG_GUARD, || {
+        server.log().contains("upgrade failed")
+    });
+    assert_eq!(server.pid(), Some(old), "the old process serves on");
+
+    std::fs::write(&conf, &good).expect("config");
+    assert!(server.reload(), "server log:\n{}", server.log());
+    wait_for("the old process to exit", HANG_GUARD, || !alive(old));
+    let new = server.pid().expect("the new process serves");
+    let got = get(&listen.parse().expect("addr"), "/pid");
+    assert_eq!(String::from_utf8_lossy(&got.body), new.to_string());
     server.stop();
 }
