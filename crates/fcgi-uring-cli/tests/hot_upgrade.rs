@@ -35,13 +35,23 @@ struct Served {
 
 impl Served {
     fn start(exe: &Path, config: &Path, dir: &Path) -> Served {
+        Served::start_from(exe, config, dir, None)
+    }
+
+    /// [`Served::start`], in the working directory `cwd` when given (a relative `config` is
+    /// then read from there).
+    fn start_from(exe: &Path, config: &Path, dir: &Path, cwd: Option<&Path>) -> Served {
         let pid_file = dir.join("fcgi-uring.pid");
         let log = dir.join("server.log");
         let stderr = std::fs::File::create(&log).expect("create the log");
         // The processes after the first are not this test's children: they are found through
         // the pid file (and killed through it by `KillPidFile` if the test fails).
+        let mut command = Command::new(exe);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         let first = common::KillOnDrop(
-            Command::new(exe)
+            command
                 .args(["serve", "--config"])
                 .arg(config)
                 .arg("--pid-file")
@@ -420,28 +430,9 @@ fn a_reload_loads_the_configuration_before_it_signals() {
     let listen = format!("127.0.0.1:{}", common::proxy::free_port());
     let good = config(&listen, "");
     std::fs::write(dir.path().join("fcgi-uring.toml"), &good).expect("write config");
-    let pid_file = dir.path().join("fcgi-uring.pid");
-    let log = dir.path().join("server.log");
-    let first = common::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_fcgi-uring"))
-            .current_dir(dir.path())
-            .args(["serve", "--config", "fcgi-uring.toml", "--pid-file"])
-            .arg(&pid_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the log"))
-            .spawn()
-            .expect("start fcgi-uring serve"),
-    );
-    let server = Served {
-        _first: first,
-        _kill: KillPidFile(pid_file.clone()),
-        pid_file,
-        log,
-    };
-    wait_for("the server's pid file", HANG_GUARD, || {
-        server.pid().is_some()
-    });
+    let exe: &Path = env!("CARGO_BIN_EXE_fcgi-uring").as_ref();
+    let relative = Path::new("fcgi-uring.toml");
+    let server = Served::start_from(exe, relative, dir.path(), Some(dir.path()));
     let old = server.pid().expect("serving");
     let conf = dir.path().join("fcgi-uring.toml");
 
