@@ -1339,3 +1339,57 @@ fn accept_queued_takes_what_waits_while_the_core_has_room() {
     });
     assert_eq!(left.count(), 2, "the other two wait in the queue");
 }
+
+/// Whether the ring's eventfd holds a signal (read without blocking, which consumes it).
+fn eventfd_signalled(ring: &Ring) -> bool {
+    let mut count = [0u8; 8];
+    matches!((&ring.eventfd).read(&mut count), Ok(8))
+}
+
+/// Completions signal the wait fd only while the worker asks for it: quiet, a receive's
+/// completion leaves the eventfd unsignalled (the kernel skips the wakeup); asked again, the
+/// completion that came meanwhile is reported as ready (the worker must not sleep on it), and
+/// the next one signals the eventfd. With DEFER_TASKRUN (completions posted when the ring is
+/// entered) and with COOP_TASKRUN alike.
+#[test]
+fn completions_signal_the_wait_fd_only_while_asked() {
+    for defer_taskrun in [true, false] {
+        let mut ring = ring_with(RingConfig {
+            defer_taskrun,
+            ..config()
+        });
+        let (mut client, server) = pair();
+        ring.recv_multishot(&dup(&server), 1);
+        ring.submit().expect("submit");
+        ring.quiet_completions();
+        ring.acknowledge_wakeup();
+
+        client.write_all(b"quiet").expect("write");
+        // The data is in the socket and the receive's work queued once the kernel ran it.
+        wait_for("the quiet receive", || {
+            ring.submit().expect("submit");
+            ring.has_completions()
+        });
+        assert!(
+            !eventfd_signalled(&ring),
+            "defer_taskrun {defer_taskrun}: a quiet completion signalled the eventfd"
+        );
+        assert!(
+            ring.wake_on_completions().expect("wake"),
+            "defer_taskrun {defer_taskrun}: the completion waiting is not reported"
+        );
+        let mut events = Vec::new();
+        ring.complete(|c| events.push(own(c)));
+        assert_eq!(recv_bytes(&events), b"quiet");
+        assert!(
+            !ring.wake_on_completions().expect("wake"),
+            "nothing is left"
+        );
+        ring.acknowledge_wakeup();
+
+        client.write_all(b"loud").expect("write");
+        wait_for("the eventfd's signal", || eventfd_signalled(&ring));
+        events.clear();
+        run_until(&mut ring, &mut events, |e| recv_bytes(e) == b"loud");
+    }
+}

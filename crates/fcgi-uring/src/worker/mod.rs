@@ -394,6 +394,7 @@ impl Loop {
                     if pace.start_wait() {
                         io.ring.start_tick(pace.tick_period());
                     }
+                    io.ring.quiet_completions();
                     io.ring.wait_for_io(limit)?;
                     if io.ring.has_completions() {
                         wakes.woke(&core);
@@ -408,6 +409,10 @@ impl Loop {
                         io.ring.submit()?;
                     }
                 }
+            }
+            // Completions wake the reactor only from here on: what came before is looked at.
+            if io.ring.wake_on_completions()? {
+                continue;
             }
             park(
                 &core,
