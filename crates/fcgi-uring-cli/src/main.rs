@@ -29,6 +29,7 @@ enum Command {
     Request(fcgi_uring_cli::request::RequestArgs),
     /// Hot upgrade of a running server: the binary at its path starts with the listening
     /// sockets handed over and the configuration read anew; the old process drains and exits.
+    /// A configuration that does not load is reported here and nothing is signalled.
     Reload(fcgi_uring_cli::reload::ReloadArgs),
     /// Graceful stop of a running server, as SIGTERM (drain delay, then the drain), waiting
     /// until it has exited.
