@@ -45,16 +45,15 @@ pub type CheckConfig = dyn Fn(&[OsString], Option<&Path>) -> Result<(), String>;
 fn command_line(pid: i32) -> std::io::Result<(Vec<OsString>, Option<PathBuf>)> {
     use std::os::unix::ffi::OsStrExt;
     let raw = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    // NUL-terminated arguments: the last split is the empty rest after the final NUL.
-    let mut args: Vec<OsString> = raw
+    // NUL-terminated arguments (without the final NUL, no empty one after it); the program's
+    // name first.
+    let args = raw
         .strip_suffix(&[0])
         .unwrap_or(&raw)
         .split(|&b| b == 0)
+        .skip(1)
         .map(|a| std::ffi::OsStr::from_bytes(a).to_owned())
         .collect();
-    if !args.is_empty() {
-        args.remove(0);
-    }
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
     Ok((args, cwd))
 }

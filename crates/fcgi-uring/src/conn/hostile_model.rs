@@ -1552,7 +1552,12 @@ fn a_body_sent_a_byte_a_record_past_half_its_limit_is_not_held_a_frame_a_byte() 
 /// A core with one connection accepted and flushed, its sends taken whole.
 #[cfg(test)]
 fn opened() -> (Core, ModelIo, ConnKey) {
-    let core = core_with(settings());
+    opened_with(core_with(settings()))
+}
+
+/// `core` with one connection accepted and flushed, its sends taken whole.
+#[cfg(test)]
+fn opened_with(core: Core) -> (Core, ModelIo, ConnKey) {
     let mut io = ModelIo {
         whole: true,
         ..ModelIo::default()
@@ -1632,13 +1637,7 @@ fn reading_with_2k_bodies() -> (Core, ModelIo, ConnKey) {
     s.max_body_buffer = 2048;
     let core = core_with(s);
     core.set_driver_waker(std::task::Waker::noop());
-    let mut io = ModelIo {
-        whole: true,
-        ..ModelIo::default()
-    };
-    let key = core.accept(None).expect("accepted");
-    core.flush(&mut io);
-    (core, io, key)
+    opened_with(core)
 }
 
 /// Request 1 with the one param `name` = `value`, its params ended, and 3,000 bytes of STDIN
