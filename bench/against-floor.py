@@ -25,11 +25,14 @@ Cases are interleaved over rounds (each once per round); the table gives medians
 ratios to floor-epoll's medians of the same run (CPU, p99; floor's with --depth over 1, as the
 epoll floor does not multiplex) and to floor's (rate), with how busy the client's core was
 (over 90 %: the client saturated too, as at 64 connections); p50 and p99 to the nanosecond.
-The server's CPU is split into user and system time; a second table gives, for the speed
-target at this load (1 connection: CPU within 1.1x of the epoll floor's; multiplexed: 0.8x
-the floor's rate; 64 connections: 0.95x), the user time per request each case may spend if
-its system time stays what it is: the budget its request path has. Builds the release binaries it runs first (cargo
-build --release), so that it never measures a stale build.
+A second table gives the same ratios round by round (each case against the references run in
+the same round, which the VM's slow drifts move alike): their median, their range, and in how
+many rounds the target at this load was met. The server's CPU is split into user and system
+time; a third table gives, for the speed target at this load (1 connection: CPU within 1.1x of
+the epoll floor's; multiplexed: 0.8x the floor's rate; 64 connections: 0.95x), the user time per
+request each case may spend if its system time stays what it is: the budget its request path
+has. Builds the release binaries it runs first (cargo build --release), so that it never
+measures a stale build.
 """
 import argparse
 import os
@@ -37,7 +40,8 @@ import statistics
 import subprocess
 import sys
 
-from benchlib import TARGET, fractional_latencies, parse_variant, serve_and_load
+from benchlib import (TARGET, fractional_latencies, parse_variant, ratio_summary, round_ratios,
+                      serve_and_load)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ADDR = "127.0.0.1:9370"
@@ -133,7 +137,29 @@ def main():
               f" | {cpu / floor['server_cpu_us_per_req']:.2f}x"
               f" | {m['p99_us'] / floor['p99_us']:.2f}x | {m['rps'] / ring['rps']:.2f}x"
               f" | {m['client_cpu_pct']:.0f} % |")
+    print_rounds(args, names, results, ref)
     print_budget(args, med, floor, ring)
+
+
+def print_rounds(args, names, results, ref):
+    """Each case against the references run in the same rounds: the median of the per-round
+    ratios, their range, and in how many rounds the target at this load was met."""
+    one = args.depth == 1 and args.conns == 1
+    rate_limit = None if one else (0.8 if args.depth > 1 else 0.95)
+    ring = "floor" if "floor" in names else ref
+    print(f"\nPer round (each case against {ref} and {ring} of the same round): median of the "
+          f"rounds' ratios (range), rounds meeting the target")
+    print(f"| case | CPU vs {ref} | p99 vs {ref} | rate vs {ring} |")
+    print("|---|---|---|---|")
+    for n in names:
+        if n in (ref, ring):
+            continue
+        cpu = round_ratios(results[n], results[ref], "server_cpu_us_per_req")
+        p99 = round_ratios(results[n], results[ref], "p99_us")
+        rate = round_ratios(results[n], results[ring], "rps")
+        print(f"| {n} | {ratio_summary(cpu, 1.1 if one else None)}"
+              f" | {ratio_summary(p99, 1.1 if one else None)}"
+              f" | {ratio_summary(rate, rate_limit, at_most=False)} |")
 
 
 def print_budget(args, med, floor, ring):

@@ -50,7 +50,9 @@ nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved
 (each once per round at each client count); the table gives medians of the backend's CPU per
 request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, the client's p99
 latency (through nginx), and each case's
-total against hyper's of the same run. The floors (floor, floor-epoll) bound what any FastCGI
+total against hyper's of the same run, twice: the ratio of the two medians, and the median of
+each round's ratio (hyper run in the same round) with its range and the rounds at or below the
+target's 0.85x. The floors (floor, floor-epoll) bound what any FastCGI
 backend can cost here: they read only record headers and answer with fixed bytes; the surface
 cases add what handing the app an http::Request costs. Builds the release binaries
 it runs first. Needs nginx (apt-get install -y nginx), or haproxy with --proxy haproxy.
@@ -64,7 +66,8 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import fractional_latencies, parse_variant, stop, wait_listening, wait_port_free
+from benchlib import (fractional_latencies, parse_variant, ratio_summary, round_ratios, stop,
+                      wait_listening, wait_port_free)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -335,8 +338,8 @@ def main():
     print(f"{what(args.body_bytes)} behind {args.proxy}: medians of {args.rounds} interleaved rounds of "
           f"{args.duration:g} s; {args.proxy} and backend on CPU 0, client on CPU 1")
     print("| clients | case | requests/s | client p99 | backend CPU / request | user | system "
-          "| backend CPU vs hyper (same build and policy) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| backend CPU vs hyper (same build and policy) | per round |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in clients:
         def med(name, key):
             return statistics.median(rep[key] for rep in results[(c, name)])
@@ -350,8 +353,11 @@ def main():
             user = statistics.median(rep["server_cpu_us_per_req"] - rep["server_system_us_per_req"]
                                      for rep in results[(c, n)])
             ratio = f"{cpu / hyper:.2f}x" if hyper else "-"
+            rounds = ratio_summary(round_ratios(results[(c, n)], results[(c, same)],
+                                                "server_cpu_us_per_req"), 0.85) \
+                if same in names and same != n else "-"
             print(f"| {c} | {n} | {med(n, 'rps'):,.0f} | {med(n, 'p99_us'):,.1f} us "
-                  f"| {cpu:.2f} us | {user:.2f} us | {system:.2f} us | {ratio} |")
+                  f"| {cpu:.2f} us | {user:.2f} us | {system:.2f} us | {ratio} | {rounds} |")
 
 
 if __name__ == "__main__":

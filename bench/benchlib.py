@@ -1,8 +1,9 @@
 """Helpers the Python bench scripts share: waiting for a server's port to listen and to be
-free again, and one pinned server under one pinned fcgi-loadtest run."""
+free again, one pinned server under one pinned fcgi-loadtest run, and per-round ratios."""
 import json
 import os
 import socket
+import statistics
 import subprocess
 import time
 
@@ -105,3 +106,23 @@ def parse_variant(spec, known):
         raise SystemExit(f"--variant {spec!r}: expected NAME=CASE:ARGS with CASE one of "
                          f"{', '.join(known)}")
     return name, case, args.split()
+
+
+def round_ratios(case_rounds, ref_rounds, key):
+    """Each round's ratio of a case's `key` to the reference case's in the same round (the
+    scripts run every case once per round, back to back). The VM's slow drifts move both cases
+    of a round alike, so these ratios spread less than the case's own figures do, and their
+    median and range say more about a target than the ratio of two medians."""
+    return [c[key] / r[key] for c, r in zip(case_rounds, ref_rounds) if r[key]]
+
+
+def ratio_summary(ratios, limit=None, at_most=True):
+    """`1.08x (1.02-1.15x)`: the median of per-round ratios and their range; with `limit`,
+    also how many rounds met it (`, 4/5 <= 1.1x`; `>=` when not `at_most`)."""
+    if not ratios:
+        return "-"
+    text = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x)"
+    if limit is not None:
+        met = sum(1 for r in ratios if (r <= limit if at_most else r >= limit))
+        text += f", {met}/{len(ratios)} {'<=' if at_most else '>='} {limit:g}x"
+    return text

@@ -74,3 +74,29 @@ fn every_bench_and_tuning_script_answers_help() {
         );
     }
 }
+
+/// `benchlib.round_ratios` pairs each round of a case with the reference run in the same round,
+/// and `ratio_summary` gives their median, range and the rounds that met a limit (the per-round
+/// tables of `against-floor.py` and `behind-nginx.py`).
+#[test]
+fn per_round_ratios_pair_each_round_with_its_reference() {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench");
+    let code = "import benchlib as b\n\
+        case = [{'cpu': 11.0}, {'cpu': 22.0}, {'cpu': 46.0}]\n\
+        ref = [{'cpu': 10.0}, {'cpu': 20.0}, {'cpu': 40.0}]\n\
+        r = b.round_ratios(case, ref, 'cpu')\n\
+        print(b.ratio_summary(r, 1.1))\n\
+        print(b.ratio_summary(r, 1.15, at_most=False))\n\
+        print(b.ratio_summary(b.round_ratios(case, [{'cpu': 0.0}] * 3, 'cpu')))\n";
+    let out = Command::new("python3")
+        .current_dir(&bench)
+        .args(["-c", code])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1.10x (1.10-1.15x), 2/3 <= 1.1x\n1.10x (1.10-1.15x), 1/3 >= 1.15x\n-\n"
+    );
+}
