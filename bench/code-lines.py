@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The code a request runs, in 64-byte instruction-cache lines, from a callgrind profile.
 
-Usage: bench/code-lines.py PROFILE --requests N [--top K] [--function SUBSTRING]
+Usage: bench/code-lines.py PROFILE --requests N [--top K] [--function SUBSTRING] [--names]
 
 PROFILE is a callgrind output made with `--dump-instr=yes` (and `--toggle-collect` on the
 measured part); N is the number of requests it measured. A code line counts when one of its
@@ -9,8 +9,11 @@ instructions ran at least N times (0.95 N, for rounding), that is once per reque
 lines printed are what every request needs in the instruction cache. Rarely run code (an
 allocator's slow path, a grown buffer) is left out.
 
-Prints the total (lines and KiB) and the functions with the most lines; with --function, the
-source lines (file:line, as the debug info names them) inside the matching functions. Line
+Prints the total (lines, KiB, and the 4 KiB pages they lie on) and the functions with the most lines; with --function, the
+source lines (file:line, as the debug info names them) inside the matching functions; with
+--names, only the names of every function that has such a line, most lines first, one a line
+(from a profile made with `--demangle=no`, the linker's symbol names:
+tuning/hot-functions.sh orders the binary's code with them). Line
 numbers need a build with debug line tables:
 
     CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release -p fcgi-loadtest \\
@@ -25,6 +28,8 @@ import collections
 import re
 
 LINE = 64
+# The pages the lines lie on: each one an entry of the instruction TLB.
+PAGE = 4096
 NAMED = re.compile(r"^(fn|cfn|fl|fi|fe|cfi|cfl|ob|cob)=\((\d+)\)(?: (.*))?$")
 
 
@@ -96,12 +101,14 @@ def position(field, previous):
 def main():
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n", 1)[0],
-        usage="bench/code-lines.py PROFILE --requests N [--top K] [--function SUBSTRING]",
+        usage="bench/code-lines.py PROFILE --requests N [--top K] [--function SUBSTRING] [--names]",
     )
     p.add_argument("profile", help="callgrind output made with --dump-instr=yes")
     p.add_argument("--requests", type=int, required=True, help="requests the profile measured")
     p.add_argument("--top", type=int, default=25, help="functions to list (default 25)")
     p.add_argument("--function", help="list the source lines of functions containing this")
+    p.add_argument("--names", action="store_true",
+                   help="print only the names of the functions run by every request")
     args = p.parse_args()
     if args.requests < 1:
         raise SystemExit("--requests must be at least 1")
@@ -111,8 +118,14 @@ def main():
             f"{args.profile}: no instruction ran {args.requests} times; was it made with "
             "--dump-instr=yes, and does --requests match the measured requests?"
         )
+    if args.names:
+        for fn, _ in sorted(by_fn.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            print(fn)
+        return
     every = set().union(*by_fn.values())
-    print(f"code lines run by every request: {len(every)} ({len(every) * LINE / 1024:.1f} KiB)")
+    pages = len({line * LINE // PAGE for line in every})
+    print(f"code lines run by every request: {len(every)} ({len(every) * LINE / 1024:.1f} KiB)"
+          f" on {pages} pages of {PAGE // 1024} KiB")
     for fn, lines in sorted(by_fn.items(), key=lambda kv: -len(kv[1]))[: args.top]:
         print(f"{len(lines):6d}  {fn[:140]}")
     if args.function:
