@@ -6,9 +6,10 @@ FastCGI floors, each behind the same proxy, at 1, 16 and 64 clients.
 Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
                              [--variant NAME=CASE:ARGS ...] [--sched normal,batch]
                              [--base PATH] [--callgrind] [--proxy nginx|haproxy]
-                             [--body-bytes N]
+                             [--body-bytes N] [--unix]
 
-Cases (the backend on 127.0.0.1:9372, the proxy on 127.0.0.1:9371, both pinned to CPU 0;
+Cases (the backend on 127.0.0.1:9372, or with --unix on a UNIX socket, the proxy on
+127.0.0.1:9371, both pinned to CPU 0;
 fcgi-loadtest pinned to CPU 1 sends GET /hello, or POST /echo with --body-bytes, over HTTP/1.1
 with one kept-alive connection per client):
   floor         fcgi-floor (io_uring, no application), fastcgi_pass with fastcgi_keep_conn
@@ -46,6 +47,10 @@ with one kept-alive connection per client):
                              echoes it; the floor cases are left out, except floor-epoll as
                              `fcgi-floor --epoll --echo`); nginx buffers bodies up to 128 KiB
                              in memory (client_body_buffer_size, as `fcgi-loadtest compare`)
+  --unix                     the proxy reaches every backend over a UNIX socket (in the temp
+                             directory) instead of TCP on loopback, as many single-host
+                             deployments do: nginx's `server unix:PATH`, HAProxy's
+                             `server s1 unix@PATH`; the client still reaches the proxy over TCP
 nginx: one worker, upstream keepalive 256, access log off. Cases are interleaved over rounds
 (each once per round at each client count); the table gives medians of the backend's CPU per
 request from /proc/PID/stat (fcgi-loadtest --server-pid), its system part, the client's p99
@@ -136,7 +141,7 @@ def haproxy_conf(location):
     """HAProxy in nginx's place: one thread, kept (and for FastCGI multiplexed) connections to
     the backend. The same configuration as `fcgi-loadtest compare`'s (haproxy_conf in
     crates/fcgi-loadtest/src/compare.rs, which this script cannot call): keep them in step."""
-    server = f"server s1 {BACKEND}"
+    server = f"server s1 {haproxy_address(BACKEND)}"
     fcgi_app = ""
     if location == FASTCGI:
         server = f"use-fcgi-app app\n    {server} proto fcgi"
@@ -157,6 +162,11 @@ frontend fe
 backend be
     {server}
 {fcgi_app}"""
+
+
+def haproxy_address(addr):
+    """`addr` as HAProxy writes it: host:port, or unix@PATH for "unix:PATH"."""
+    return "unix@" + addr[len("unix:"):] if addr.startswith("unix:") else addr
 
 
 def start_proxy(proxy, work, name, location, logs):
@@ -232,6 +242,11 @@ def what(body_bytes):
     return f"POST /echo with {body_bytes:,} bytes" if body_bytes else "GET /hello"
 
 
+def link():
+    """How the proxy reaches the backend, as the tables' titles say it."""
+    return " over a UNIX socket" if BACKEND.startswith("unix:") else ""
+
+
 def instructions(counts):
     """The instructions a callgrind dump counts (its `summary:` line)."""
     with open(counts) as f:
@@ -255,7 +270,7 @@ def callgrind_table(work, all_cases, names, clients, duration, proxy, body_bytes
             per_req[(c, n)] = (rep["instructions"] / rep["requests"], rep["requests"])
             print(f"{c} clients {n}: {per_req[(c, n)][0]:,.0f} instructions per request "
                   f"({rep['requests']} requests)", file=sys.stderr)
-    print(f"{what(body_bytes)} behind {proxy}: backend instructions per request (callgrind, "
+    print(f"{what(body_bytes)} behind {proxy}{link()}: backend instructions per request (callgrind, "
           f"{duration:g} s of load after a 1 s warmup); {proxy} and backend on CPU 0, client "
           f"on CPU 1")
     print("| clients | case | instructions / request | requests counted | against hyper |")
@@ -285,7 +300,13 @@ def main():
                     help="the proxy in front of the backends")
     ap.add_argument("--body-bytes", type=int, default=0, metavar="N",
                     help="POST /echo with an N-byte body instead of GET /hello")
+    ap.add_argument("--unix", action="store_true",
+                    help="the backends listen on a UNIX socket instead of TCP on loopback")
     args = ap.parse_args()
+    if args.unix:
+        global BACKEND
+        BACKEND = "unix:" + os.path.join(tempfile.gettempdir(),
+                                         f"behind-nginx-{os.getpid()}.sock")
     if shutil.which(args.proxy) is None:
         raise SystemExit(f"{args.proxy} not found: apt-get install -y {args.proxy}")
     if args.callgrind and shutil.which("valgrind") is None:
@@ -335,7 +356,7 @@ def main():
                     print(f"round {r} {c} clients {n}: {rep['rps']:.0f}/s backend "
                           f"{rep['server_cpu_us_per_req']:.2f} us (system "
                           f"{rep['server_system_us_per_req']:.2f})", file=sys.stderr)
-    print(f"{what(args.body_bytes)} behind {args.proxy}: medians of {args.rounds} interleaved rounds of "
+    print(f"{what(args.body_bytes)} behind {args.proxy}{link()}: medians of {args.rounds} interleaved rounds of "
           f"{args.duration:g} s; {args.proxy} and backend on CPU 0, client on CPU 1")
     print("| clients | case | requests/s | client p99 | backend CPU / request | user | system "
           "| backend CPU vs hyper (same build and policy) | per round |")

@@ -10,17 +10,32 @@ import time
 TARGET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release")
 
 
-def wait_listening(addr, procs, deadline=10.0):
-    """Waits until something accepts on `addr` ("host:port"); exits if one of `procs` (the
-    servers being started) exits first or nothing listens within `deadline` seconds."""
+def connect(addr, timeout):
+    """A connection to `addr`: "host:port", or "unix:/path" for a UNIX socket."""
+    if addr.startswith("unix:"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(addr[len("unix:"):])
+        except OSError:
+            s.close()
+            raise
+        return s
     host, port = addr.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=timeout)
+
+
+def wait_listening(addr, procs, deadline=10.0):
+    """Waits until something accepts on `addr` ("host:port" or "unix:/path"); exits if one of
+    `procs` (the servers being started) exits first or nothing listens within `deadline`
+    seconds."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         for p in procs:
             if p.poll() is not None:
                 raise SystemExit(f"{p.args[0]} exited with {p.returncode}")
         try:
-            socket.create_connection((host, int(port)), timeout=0.2).close()
+            connect(addr, 0.2).close()
             return
         except OSError:
             time.sleep(0.05)
@@ -30,7 +45,14 @@ def wait_listening(addr, procs, deadline=10.0):
 def wait_port_free(addr, deadline=10.0):
     """Waits until `addr` can be bound again. An io_uring server's listening socket outlives
     its process for a moment (the kernel tears the ring down asynchronously), and the next
-    server would fail to bind it."""
+    server would fail to bind it. A UNIX socket's file ("unix:/path") is removed, for a server
+    that left it behind (killed, or one that does not remove it)."""
+    if addr.startswith("unix:"):
+        try:
+            os.remove(addr[len("unix:"):])
+        except FileNotFoundError:
+            pass
+        return
     host, port = addr.rsplit(":", 1)
     end = time.monotonic() + deadline
     while True:

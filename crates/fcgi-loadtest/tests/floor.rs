@@ -9,6 +9,8 @@ mod common;
 use common::{HANG_GUARD, TCP_ESTABLISHED, tcp_sockets, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
@@ -30,20 +32,30 @@ impl Floor {
     }
 
     fn start_with(mode: Mode, args: &[&str]) -> Floor {
-        let flags = match mode {
-            Mode::Ring => &[][..],
-            Mode::Epoll => &["--epoll"][..],
-            Mode::RingSurface => &["--surface"][..],
-            Mode::EpollSurface => &["--epoll", "--surface"][..],
-        };
-        Floor::spawn(flags, args)
+        Floor::spawn(mode.flags(), args)
     }
 
     /// `fcgi-floor FLAGS 127.0.0.1:0 ARGS`.
     fn spawn(flags: &[&str], args: &[&str]) -> Floor {
+        let (child, stdout, listening) = Floor::spawn_on(flags, "127.0.0.1:0", args);
+        let addr = listening.parse().unwrap();
+        Floor {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// `fcgi-floor FLAGS ADDR ARGS`: the child, its output after the first line, and the
+    /// address that line says it listens on.
+    fn spawn_on(
+        flags: &[&str],
+        addr: &str,
+        args: &[&str],
+    ) -> (Child, BufReader<ChildStdout>, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
             .args(flags)
-            .arg("127.0.0.1:0")
+            .arg(addr)
             .args(args)
             .stdout(Stdio::piped())
             .spawn()
@@ -51,17 +63,12 @@ impl Floor {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let addr = line
+        let listening = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
-        Floor {
-            child,
-            addr,
-            stdout,
-        }
+            .to_owned();
+        (child, stdout, listening)
     }
 }
 
@@ -72,6 +79,17 @@ enum Mode {
     Epoll,
     RingSurface,
     EpollSurface,
+}
+
+impl Mode {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Mode::Ring => &[],
+            Mode::Epoll => &["--epoll"],
+            Mode::RingSurface => &["--surface"],
+            Mode::EpollSurface => &["--epoll", "--surface"],
+        }
+    }
 }
 
 const MODES: [Mode; 4] = [
@@ -150,6 +168,31 @@ fn answer(addr: SocketAddr, id: u16) -> Vec<u8> {
     }
 }
 
+/// Sends `GET /hello` as request `id` in one write over the UNIX socket at `path` and returns
+/// every byte up to and including END_REQUEST.
+fn answer_unix(path: &Path, id: u16) -> Vec<u8> {
+    let mut request = Vec::new();
+    nginx_request("GET", "/hello", "localhost", b"", true).append(&mut request, id);
+    let mut stream = UnixStream::connect(path).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(&request).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = end_of_response(&got) {
+            got.truncate(end);
+            return got;
+        }
+        let n = stream
+            .read(&mut chunk)
+            .expect("an answer before the timeout");
+        assert!(n > 0, "closed before END_REQUEST; got {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Where the END_REQUEST record ends, once it has arrived.
 fn end_of_response(bytes: &[u8]) -> Option<usize> {
     let mut at = 0;
@@ -174,6 +217,40 @@ fn floor_answers_hello_with_the_real_servers_bytes() {
             assert!(theirs.windows(13).any(|w| w == b"Hello, World!"));
             assert_eq!(answer(floor.addr, id), theirs, "{mode:?}, request id {id}");
         }
+    }
+}
+
+#[test]
+fn floor_listens_on_a_unix_socket_and_serves_there_as_over_tcp() {
+    let (_server, real) = real_server();
+    let theirs = answer(real, 7);
+    for mode in MODES {
+        let path = std::env::temp_dir().join(format!(
+            "fcgi-floor-test-{}-{mode:?}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let addr = format!("unix:{}", path.display());
+        let (child, stdout, listening) = Floor::spawn_on(mode.flags(), &addr, &[]);
+        // Killed when dropped; `addr` is only for the TCP floors' helpers.
+        let _floor = Floor {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stdout,
+        };
+        assert_eq!(listening, addr, "{mode:?}");
+        assert_eq!(answer_unix(&path, 7), theirs, "{mode:?}");
+
+        let mut cfg = Config::new(Protocol::Fastcgi, Addr::Unix(path.clone()), "/hello");
+        cfg.conns = 2;
+        cfg.depth = 4;
+        cfg.duration = Duration::from_millis(300);
+        cfg.warmup = Duration::from_millis(50);
+        cfg.expect_body = Some("Hello, World!".into());
+        let report = run(&cfg).unwrap();
+        assert_eq!(report.errors, 0, "{mode:?}: {report:?}");
+        assert!(report.requests > 10, "{mode:?}: {report:?}");
+        std::fs::remove_file(&path).unwrap();
     }
 }
 
@@ -245,6 +322,7 @@ fn bad_options_are_refused_with_the_usage() {
         (&["--echo"][..], "--echo needs --epoll"),
         (&["--epoll", "--echo", "--surface"], "not both"),
         (&["--fast"], "unknown option \"--fast\""),
+        (&["unix:"], "no path after unix:"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_fcgi-floor"))
             .args(args)

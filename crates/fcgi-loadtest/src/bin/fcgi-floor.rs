@@ -38,28 +38,28 @@
 //!
 //! It allocates with mimalloc, as `fcgi-uring serve` does.
 //!
-//! Usage: `fcgi-floor [--epoll [--echo]] [--surface] [HOST:PORT [SECONDS]]` (default
-//! 127.0.0.1:9000). It prints `listening on ADDR` (port 0 picks a free one) and runs until
+//! Usage: `fcgi-floor [--epoll [--echo]] [--surface] [HOST:PORT|unix:PATH [SECONDS]]` (default
+//! 127.0.0.1:9000; a UNIX socket's PATH must not exist yet, and is left behind). It prints
+//! `listening on ADDR` (port 0 picks a free one) and runs until
 //! killed, or for SECONDS, then prints `requests=N` (answers sent) and exits 0, which lets a
 //! profiler such as callgrind write its output. Pin it with `taskset -c 0`.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fcgi_loadtest::surface::{HelloService, Surface, hello_service};
-use fcgi_proto::ProtocolStatus;
 use fcgi_proto::nv::encode_pair;
 use fcgi_proto::record::{
     HEADER_LEN, Header, NULL_REQUEST_ID, RecordType, encode_end_request, encode_record,
     encode_stream, encode_stream_end,
 };
+use fcgi_proto::{Addr, ProtocolStatus};
 use fcgi_uring::uring::{CompletionKind, Ring, RingConfig, SendBuf, Token};
-use socket2::{Domain, Socket, Type};
+use socket2::{Domain, SockAddr, Socket, Type};
 
 /// The token of the listener's accept; connections use their slot number.
 const LISTENER: Token = u64::MAX;
@@ -78,7 +78,8 @@ const HELLO_STDOUT: &[u8] =
 #[global_allocator]
 static GLOBAL: fcgi_uring::alloc::MiMalloc = fcgi_uring::alloc::MiMalloc;
 
-const USAGE: &str = "usage: fcgi-floor [--epoll [--echo]] [--surface] [HOST:PORT [SECONDS]]";
+const USAGE: &str =
+    "usage: fcgi-floor [--epoll [--echo]] [--surface] [HOST:PORT|unix:PATH [SECONDS]]";
 
 fn main() {
     if let Err(err) = run() {
@@ -109,9 +110,9 @@ fn run() -> io::Result<()> {
             "--echo answers with the body, --surface with /hello: not both",
         ));
     }
-    let addr: SocketAddr = match args.next() {
-        Some(a) => a.parse().map_err(|e| invalid("address", &a, &e))?,
-        None => SocketAddr::from(([127, 0, 0, 1], 9000)),
+    let addr: Addr = match args.next() {
+        Some(a) => a.parse().map_err(|e| usage(&format!("{e}")))?,
+        None => Addr::Tcp(([127, 0, 0, 1], 9000).into()),
     };
     let run_for = match args.next() {
         Some(a) => {
@@ -121,16 +122,17 @@ fn run() -> io::Result<()> {
         }
         None => None,
     };
-    let listener = listen(addr)?;
+    let (listener, bound) =
+        listen(&addr).map_err(|e| io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
     if epoll {
-        println!("listening on {}", listener.local_addr()?);
+        println!("listening on {bound}");
         io::stdout().flush()?;
         let answered = EpollFloor::new(listener, echo, Answer::new(surface))?.serve(run_for)?;
         println!("requests={answered}");
         return Ok(());
     }
     let mut ring = Ring::new(&RingConfig::default()).map_err(io::Error::other)?;
-    println!("listening on {}", listener.local_addr()?);
+    println!("listening on {bound}");
     io::stdout().flush()?;
     let answered = Floor::new(listener, Answer::new(surface)).serve(&mut ring, run_for)?;
     println!("requests={answered}");
@@ -141,12 +143,32 @@ fn usage(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("{what} ({USAGE})"))
 }
 
-fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
+/// A socket listening on `addr`, and the address it is bound to (a TCP port 0 resolved).
+fn listen(addr: &Addr) -> io::Result<(OwnedFd, Addr)> {
+    let socket = match addr {
+        Addr::Tcp(a) => {
+            let socket = Socket::new(Domain::for_address(*a), Type::STREAM, None)?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&SockAddr::from(*a))?;
+            socket
+        }
+        Addr::Unix(path) => {
+            let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            socket.bind(&SockAddr::unix(path)?)?;
+            socket
+        }
+    };
     socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    let bound = match addr {
+        Addr::Tcp(_) => Addr::Tcp(
+            socket
+                .local_addr()?
+                .as_socket()
+                .ok_or_else(|| io::Error::other("the TCP listener has no IP address"))?,
+        ),
+        Addr::Unix(path) => Addr::Unix(path.clone()),
+    };
+    Ok((socket.into(), bound))
 }
 
 /// The answer for request id 0; [`patch_id`] sets the id.
@@ -338,9 +360,9 @@ struct Turn {
 }
 
 impl Floor {
-    fn new(listener: TcpListener, answer: Answer) -> Floor {
+    fn new(listener: OwnedFd, answer: Answer) -> Floor {
         Floor {
-            listener: Rc::new(OwnedFd::from(listener)),
+            listener: Rc::new(listener),
             answer,
             get_values_result: get_values_result(),
             conns: HashMap::new(),
@@ -444,7 +466,8 @@ impl Floor {
         }
         for fd in turn.accepted.drain(..) {
             let socket = Socket::from(fd);
-            // As `fcgi-uring serve` does; a failure only costs latency.
+            // As `fcgi-uring serve` does; a failure only costs latency (a UNIX socket has no
+            // such option).
             let _ = socket.set_tcp_nodelay(true);
             let token = self.next_token;
             self.next_token += 1;
@@ -598,10 +621,9 @@ struct EpollFloor {
 }
 
 impl EpollFloor {
-    fn new(listener: TcpListener, echo: bool, answer: Answer) -> io::Result<EpollFloor> {
+    fn new(listener: OwnedFd, echo: bool, answer: Answer) -> io::Result<EpollFloor> {
         use rustix::event::epoll;
-        listener.set_nonblocking(true)?;
-        let listener = OwnedFd::from(listener);
+        socket2::SockRef::from(&listener).set_nonblocking(true)?;
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         epoll::add(
             &ep,
