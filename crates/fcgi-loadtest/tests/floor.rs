@@ -153,19 +153,7 @@ fn answer(addr: SocketAddr, id: u16) -> Vec<u8> {
         acked && read
     });
     stream.write_all(&request[13..]).unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = end_of_response(&got) {
-            got.truncate(end);
-            return got;
-        }
-        let n = stream
-            .read(&mut chunk)
-            .expect("an answer before the timeout");
-        assert!(n > 0, "closed before END_REQUEST; got {got:?}");
-        got.extend_from_slice(&chunk[..n]);
-    }
+    read_answer(&mut stream)
 }
 
 /// Sends `GET /hello` as request `id` in one write over the UNIX socket at `path` and returns
@@ -178,6 +166,11 @@ fn answer_unix(path: &Path, id: u16) -> Vec<u8> {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     stream.write_all(&request).unwrap();
+    read_answer(&mut stream)
+}
+
+/// Every byte `stream` brings up to and including END_REQUEST.
+fn read_answer(stream: &mut impl Read) -> Vec<u8> {
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
