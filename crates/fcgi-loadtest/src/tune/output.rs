@@ -496,7 +496,7 @@ mod tests {
         }
     }
 
-    /// Two workloads, completions_per_turn (8 worse, 128 better: chosen) and defer_taskrun
+    /// Two workloads, completions_per_turn (8 worse, 128 better: chosen) and coop_taskrun
     /// (false failed in one workload: default kept), the winners together accepted.
     pub(crate) fn results() -> Results {
         let defaults = knobs::parse_defaults(&fcgi_uring_cli::config_file::to_toml(
@@ -512,7 +512,7 @@ mod tests {
             }
         };
         let cpt = "ring.completions_per_turn";
-        let dt = "ring.defer_taskrun";
+        let dt = "ring.coop_taskrun";
         let knobs = vec![
             KnobPlan {
                 name: cpt.into(),
@@ -549,14 +549,14 @@ mod tests {
         rows.push(row(
             "keepconn-tcp",
             Some(dt),
-            "defer_taskrun=false",
+            "coop_taskrun=false",
             1.0,
             Some(Same),
         ));
         rows.push(row(
             "mux16-tcp",
             Some(dt),
-            "defer_taskrun=false",
+            "coop_taskrun=false",
             1.0,
             Some(Failed),
         ));
@@ -580,7 +580,7 @@ mod tests {
                 default: Value::Bool(true),
                 value: Value::Bool(true),
                 changed: false,
-                judged: vec![("defer_taskrun=false".into(), j(vec![Same, Failed], 1.0))],
+                judged: vec![("coop_taskrun=false".into(), j(vec![Same, Failed], 1.0))],
             },
         ];
         let best = Setting::new(vec![(cpt.into(), Value::Int(128))], &defaults);
@@ -688,7 +688,7 @@ mod tests {
                 .trim_end()
                 .ends_with("worse")
         );
-        assert!(row("mux16-tcp", "defer_taskrun=false").contains("failed"));
+        assert!(row("mux16-tcp", "coop_taskrun=false").contains("failed"));
         // Four in the sweep, the default and the winners in the confirmation.
         assert_eq!(
             lines
@@ -698,7 +698,7 @@ mod tests {
             6
         );
         assert!(t.contains("ring.completions_per_turn (default 32) -> 128 CHANGED"));
-        assert!(t.contains("ring.defer_taskrun (default true) -> true:"));
+        assert!(t.contains("ring.coop_taskrun (default true) -> true:"));
         let together = t.split("winners together: completions_per_turn=128 (accepted)\n");
         let together: Vec<&str> = together.last().unwrap().lines().take(5).collect();
         assert!(together[0].starts_with("workload"), "{t}");
@@ -739,11 +739,11 @@ mod tests {
         let file =
             fcgi_uring_cli::config_file::ConfigFile::parse(&text, "fcgi-uring.toml").unwrap();
         assert_eq!(file.ring.completions_per_turn, Some(128));
-        assert_eq!(file.ring.defer_taskrun, Some(true));
+        assert_eq!(file.ring.coop_taskrun, Some(true));
         assert_eq!(file.server, Default::default(), "no [server] key");
         assert!(text.contains("# completions_per_turn: 128 (default 32): chosen"));
         assert!(text.contains("#   completions_per_turn=8: keepconn-tcp rps x0.900"));
-        assert!(text.contains("# defer_taskrun: default true kept"));
+        assert!(text.contains("# coop_taskrun: default true kept"));
         assert!(text.contains(
             "Winners together (completions_per_turn=128) vs the default: keepconn-tcp rps x1.080"
         ));

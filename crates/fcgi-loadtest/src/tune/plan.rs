@@ -180,16 +180,16 @@ mod tests {
         assert_eq!(open_loop_rate(0.7, &[100.0]), 70.0);
     }
 
-    /// A fake server that knows completions_per_turn and defer_taskrun (refusing false), and
+    /// A fake server that knows completions_per_turn and coop_taskrun (refusing false), and
     /// echoes a probe file back as its effective configuration.
     const FAKE_SERVER: &str = r#"#!/bin/sh
 case "$*" in
   *--config*)
-    if grep -q 'defer_taskrun = false' "$3"; then
-      echo "fcgi-uring: $3:5: ring.defer_taskrun: not on this kernel" >&2; exit 1
+    if grep -q 'coop_taskrun = false' "$3"; then
+      echo "fcgi-uring: $3:5: ring.coop_taskrun: not on this kernel" >&2; exit 1
     fi
     cat "$3" ;;
-  *) printf '[server]\nworkers = 0\n[ring]\ndefer_taskrun = true\ncompletions_per_turn = 1024\n' ;;
+  *) printf '[server]\nworkers = 0\n[ring]\ncoop_taskrun = true\ncompletions_per_turn = 1024\n' ;;
 esac
 "#;
 
@@ -207,7 +207,7 @@ esac
         cfg.out = dir.clone();
         cfg.knobs = vec![
             "completions_per_turn".into(),
-            "defer_taskrun".into(),
+            "coop_taskrun".into(),
             "sqpoll".into(),
         ];
         let mut notes = Vec::new();
@@ -219,17 +219,18 @@ esac
         let values: Vec<Value> = plans[0].candidates.iter().map(|c| c.value).collect();
         assert_eq!(values, [Value::Int(32), Value::Int(4096)]);
         assert_eq!(notes.len(), 2, "{notes:?}");
+        // In the knobs' order: sqpoll comes before coop_taskrun.
+        assert_eq!(
+            notes[0],
+            "ring.sqpoll: skipped, this server does not have it"
+        );
         assert!(
-            notes[0].starts_with(
-                "ring.defer_taskrun = false: skipped, the server refuses it: fcgi-uring:"
+            notes[1].starts_with(
+                "ring.coop_taskrun = false: skipped, the server refuses it: fcgi-uring:"
             ),
             "{notes:?}"
         );
-        assert!(notes[0].contains("not on this kernel"), "{notes:?}");
-        assert_eq!(
-            notes[1],
-            "ring.sqpoll: skipped, this server does not have it"
-        );
+        assert!(notes[1].contains("not on this kernel"), "{notes:?}");
     }
 
     #[test]
@@ -261,7 +262,7 @@ esac
                 "ring.completions_per_turn",
                 &[Value::Int(8), Value::Int(128)],
             ),
-            plan("ring.defer_taskrun", &[Value::Bool(false)]),
+            plan("ring.coop_taskrun", &[Value::Bool(false)]),
         ];
         let mut ws = workloads::select(&["keepconn-tcp".into(), "mux16-tcp".into()]).unwrap();
         let mut notes = Vec::new();

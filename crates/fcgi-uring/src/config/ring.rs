@@ -17,11 +17,12 @@ pub struct RingConfig {
     pub recv_window_bytes: u32,
     /// Use DEFER_TASKRUN (with SINGLE_ISSUER) when the kernel has it: completions are only
     /// posted when the worker enters the kernel with GETEVENTS, never by interrupting it.
-    /// Off by default: on Linux 6.18.44 an idle worker waiting in epoll on the ring's eventfd
-    /// (`idle_wait_us = 0`, no wait in the ring itself) is then sometimes woken only about 16 ms
-    /// after a completion became pending (every request at one connection; 62 requests/s
-    /// instead of 14,700); with the default idle wait it measures as off does, and with it off
-    /// the 16 x 16 multiplexed load is faster.
+    /// Off by default: on Linux 6.18.44 a worker sleeping in epoll on the ring's eventfd (after
+    /// a tick period with no IO, and always with `idle_wait_us = 0`) is then woken only about
+    /// 16 ms after a completion became pending: a request after an idle moment waited 13-20 ms
+    /// (0.2-0.3 ms with it off), and with `idle_wait_us = 0` every request at one connection
+    /// did (62 requests/s instead of 14,700). Under steady load it measures as off does, and
+    /// with it off the 16 x 16 multiplexed load is faster.
     pub defer_taskrun: bool,
     /// When DEFER_TASKRUN is off or unavailable: COOP_TASKRUN (completion work runs when the
     /// worker next enters the kernel, without an inter-processor interrupt) with TASKRUN_FLAG

@@ -332,7 +332,7 @@ settings! {
         ty: bool,
         default: false,
         accepts: Accepts::Bool,
-        doc: "DEFER_TASKRUN (with SINGLE_ISSUER) where the kernel has it: completions run only when the worker enters the kernel, never interrupting it. With ring.idle_wait_us = 0 keep it off: a worker sleeping in tokio's reactor was then woken about 16 ms late on Linux 6.18 (one connection: 60 requests/s); with the default idle tick it measures as off does (docs/tuning.md).",
+        doc: "DEFER_TASKRUN (with SINGLE_ISSUER) where the kernel has it: completions run only when the worker enters the kernel, never interrupting it. Keep it off: a worker sleeping in tokio's reactor (after a tick period with no IO, always with ring.idle_wait_us = 0) was then woken about 16 ms late on Linux 6.18, so a request after an idle moment waited 13-20 ms (docs/tuning.md).",
     },
     coop_taskrun {
         key: "ring.coop_taskrun",
