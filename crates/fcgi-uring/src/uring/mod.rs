@@ -341,7 +341,10 @@ const DROP_REAP_STEP: Duration = Duration::from_millis(100);
 /// Readiness: [`Ring::wait_fd`] is an eventfd registered with IORING_REGISTER_EVENTFD. The ring
 /// fd itself is not used: with DEFER_TASKRUN, deferred completions do not wake an epoll waiting
 /// on it (observed on Linux 6.18 by the test
-/// `eventfd_reports_deferred_completions_to_edge_triggered_epoll`, which prints both). The
+/// `eventfd_reports_deferred_completions_to_edge_triggered_epoll`, which prints both). With
+/// DEFER_TASKRUN the eventfd is late for a receive's deferred work when nothing waits in the
+/// ring (9-16 ms on 6.18.44, which that test prints too): a worker that must answer promptly
+/// waits in the ring itself, and `defer_taskrun` stays off by default. The
 /// eventfd can also fire when nothing new is pending (the kernel signals it for completions
 /// posted during our own `submit`): treat a wakeup as a hint, run `acknowledge_wakeup`,
 /// `submit`, `complete`. A worker that waits in the ring itself needs no eventfd: it turns the
