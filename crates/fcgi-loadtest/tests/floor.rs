@@ -128,8 +128,7 @@ fn real_server() -> (fcgi_uring::ServerHandle, SocketAddr) {
 /// Sends `GET /hello` as request `id` (split into two writes inside a record header) and
 /// returns every byte up to and including END_REQUEST.
 fn answer(addr: SocketAddr, id: u16) -> Vec<u8> {
-    let mut request = Vec::new();
-    nginx_request("GET", "/hello", "localhost", b"", true).append(&mut request, id);
+    let request = hello_request(id);
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -159,14 +158,19 @@ fn answer(addr: SocketAddr, id: u16) -> Vec<u8> {
 /// Sends `GET /hello` as request `id` in one write over the UNIX socket at `path` and returns
 /// every byte up to and including END_REQUEST.
 fn answer_unix(path: &Path, id: u16) -> Vec<u8> {
-    let mut request = Vec::new();
-    nginx_request("GET", "/hello", "localhost", b"", true).append(&mut request, id);
     let mut stream = UnixStream::connect(path).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    stream.write_all(&request).unwrap();
+    stream.write_all(&hello_request(id)).unwrap();
     read_answer(&mut stream)
+}
+
+/// nginx's `GET /hello` as request `id`, in FastCGI records.
+fn hello_request(id: u16) -> Vec<u8> {
+    let mut request = Vec::new();
+    nginx_request("GET", "/hello", "localhost", b"", true).append(&mut request, id);
+    request
 }
 
 /// Every byte `stream` brings up to and including END_REQUEST.
@@ -234,15 +238,7 @@ fn floor_listens_on_a_unix_socket_and_serves_there_as_over_tcp() {
         assert_eq!(listening, addr, "{mode:?}");
         assert_eq!(answer_unix(&path, 7), theirs, "{mode:?}");
 
-        let mut cfg = Config::new(Protocol::Fastcgi, Addr::Unix(path.clone()), "/hello");
-        cfg.conns = 2;
-        cfg.depth = 4;
-        cfg.duration = Duration::from_millis(300);
-        cfg.warmup = Duration::from_millis(50);
-        cfg.expect_body = Some("Hello, World!".into());
-        let report = run(&cfg).unwrap();
-        assert_eq!(report.errors, 0, "{mode:?}: {report:?}");
-        assert!(report.requests > 10, "{mode:?}: {report:?}");
+        hello_load(mode, Addr::Unix(path.clone()));
         std::fs::remove_file(&path).unwrap();
     }
 }
@@ -261,7 +257,12 @@ fn multiplexed_load(mode: Mode) {
         .unwrap()
         .expect("a GET_VALUES_RESULT");
     assert_eq!(values.mpxs_conns, Some(true));
+    hello_load(mode, addr);
+}
 
+/// Half a second of `GET /hello` on 4 connections with 8 requests in flight each: every answer
+/// is `Hello, World!`, and more than 100 come.
+fn hello_load(mode: Mode, addr: Addr) {
     let mut cfg = Config::new(Protocol::Fastcgi, addr, "/hello");
     cfg.conns = 4;
     cfg.depth = 8;
