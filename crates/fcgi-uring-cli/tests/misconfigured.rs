@@ -260,3 +260,47 @@ fn a_wrong_address_says_what_is_wrong_with_it() {
         "{said}"
     );
 }
+
+/// `ring.defer_taskrun` on: the server says at start what it costs (a worker woken late after
+/// an idle moment, docs/tuning.md); off (the default), it says nothing of it. The serving line
+/// on stdout comes after the start's warnings on stderr.
+#[test]
+fn defer_taskrun_is_warned_about_at_start() {
+    for (defer, warned) in [("true", true), ("false", false)] {
+        let mut server = KillOnDrop(
+            Command::new(BIN)
+                .args([
+                    "serve",
+                    "--workers",
+                    "1",
+                    "--no-pin",
+                    "--admin-listen",
+                    "none",
+                ])
+                .args(["--listen", "127.0.0.1:0", "--io", "uring"])
+                .args(["--defer-taskrun", defer])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = server.0.stdout.take().unwrap();
+        let mut serving = String::new();
+        BufReader::new(stdout).read_line(&mut serving).unwrap();
+        assert!(
+            serving.contains("serving") && serving.contains("io_uring"),
+            "{serving}"
+        );
+        assert_eq!(serving.contains("defer-taskrun"), warned, "{serving}");
+        server.0.kill().unwrap();
+        server.0.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut server.0.stderr.take().unwrap(), &mut log).unwrap();
+        assert_eq!(
+            log.contains("ring.defer_taskrun is on"),
+            warned,
+            "--defer-taskrun {defer}: {log}"
+        );
+    }
+}

@@ -309,6 +309,9 @@ impl Server {
             match ready_rx.recv() {
                 Ok(Ok(features)) => {
                     if handle.features.is_none() {
+                        if features.as_ref().is_some_and(|f| f.defer_taskrun) {
+                            warn_defer_taskrun();
+                        }
                         handle.features = features;
                     }
                 }
@@ -342,6 +345,15 @@ pub(crate) fn same_place(configured: &Addr, actual: &Addr) -> bool {
         (Addr::Unix(c), Addr::Unix(a)) => c == a,
         _ => false,
     }
+}
+
+/// `ring.defer_taskrun` is on and the kernel took it: what that costs, once per start.
+fn warn_defer_taskrun() {
+    tracing::warn!(
+        "ring.defer_taskrun is on: a worker that went idle (a tick period with no IO) is woken \
+         late for the next request, 9-16 ms on Linux 6.18; keep it off unless your kernel \
+         measures otherwise (docs/tuning.md, defer_taskrun and coop_taskrun)"
+    );
 }
 
 /// A setting the configuration changes but passed sockets keep (a hot upgrade reads the
