@@ -11,6 +11,8 @@
 #   BODY_BYTES=N    a POST body (then PATH_=/echo)
 #   CACHE_SIM=1     also simulate the caches (callgrind's first-level data cache model) and
 #                   print first-level data cache misses (reads, writes) per request
+#   CALLGRIND_ARGS  more callgrind options, space-separated (e.g. "--dump-instr=yes")
+# Fails, with the server's log, when the server exits before it listens or answers nothing.
 # Example:
 #   bench/callgrind-server.sh 9340 -- target/release/fcgi-uring serve --listen 127.0.0.1:9340 --workers 1
 # Needs valgrind and a release build.
@@ -26,14 +28,17 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 loadtest="${LOADTEST:-$here/../target/release/fcgi-loadtest}"
 out="${OUT:-/tmp/cg-server.out}"
 log=$(mktemp)
-cache=()
-[[ -n "${CACHE_SIM:-}" ]] && cache=(--cache-sim=yes)
-taskset -c "${SERVER_CPU:-0}" valgrind --tool=callgrind "${cache[@]}" --callgrind-out-file="$out" "$@" \
-    >"$log" 2>&1 &
+options=()
+[[ -n "${CACHE_SIM:-}" ]] && options=(--cache-sim=yes)
+# shellcheck disable=SC2206 # space-separated options, by design
+options+=(${CALLGRIND_ARGS:-})
+taskset -c "${SERVER_CPU:-0}" valgrind --tool=callgrind "${options[@]}" --callgrind-out-file="$out" \
+    "$@" >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
-for _ in $(seq 1 300); do
+for _ in $(seq 1 600); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    kill -0 "$server" 2>/dev/null || { cat "$log" >&2; exit 1; }
     sleep 0.1
 done
 body=()
@@ -44,6 +49,7 @@ taskset -c "${CLIENT_CPU:-1}" "$loadtest" run --addr "127.0.0.1:$port" --conns "
 kill -INT "$server"
 wait "$server" || true
 reqs=$(grep -o 'requests=[0-9]*' "$log" | tail -1 | cut -d= -f2)
+[[ -n "$reqs" && "$reqs" -gt 0 ]] || { cat "$log" >&2; exit 1; }
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",","",$1); print $1}')
 echo "requests=$reqs instructions=$total per_request=$((total / reqs))"
 if [[ -n "${CACHE_SIM:-}" ]]; then

@@ -5,8 +5,9 @@
 # update (the names carry hashes that change with the compiler): names the binary no longer has
 # are skipped by the linker, so a stale list costs only layout.
 #
-# How: the release build of `fcgi-uring serve --workers 1` runs under callgrind (names kept
-# mangled, every instruction's address dumped) on each IO backend, under GET /hello at one
+# How: the release build of `fcgi-uring serve --workers 1` runs under callgrind
+# (`bench/callgrind-server.sh`, names kept mangled, every instruction's address dumped) on each
+# IO backend, under GET /hello at one
 # connection and at 64; `bench/code-lines.py --names` lists the functions with code run once
 # per request or more; the lists are merged in that order (each name once) and kept to the
 # binary's own functions.
@@ -31,30 +32,20 @@ command -v valgrind >/dev/null || { echo "hot-functions.sh: needs valgrind" >&2;
 server="$root/target/release/fcgi-uring"
 loadtest="$root/target/release/fcgi-loadtest"
 port="${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
-pin_server=() pin_load=()
-if [[ $(nproc) -ge 2 ]]; then
-    pin_server=(taskset -c 0) pin_load=(taskset -c 1)
-fi
+# The load on CPU 1 when there is one.
+client_cpu=0
+[[ $(nproc) -ge 2 ]] && client_cpu=1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for io in uring epoll; do
     for conns in 1 64; do
         profile="$work/$io-$conns.out"
-        "${pin_server[@]}" valgrind --tool=callgrind --demangle=no --dump-instr=yes \
-            --callgrind-out-file="$profile" "$server" serve --listen "127.0.0.1:$port" \
-            --workers 1 --admin-listen none --io "$io" >"$work/log" 2>&1 &
-        pid=$!
-        for _ in $(seq 1 600); do
-            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-            kill -0 "$pid" 2>/dev/null || { cat "$work/log" >&2; exit 1; }
-            sleep 0.1
-        done
-        "${pin_load[@]}" "$loadtest" run --addr "127.0.0.1:$port" --conns "$conns" --depth 1 \
-            --duration "${DURATION:-4}" --warmup 0 /hello >/dev/null
-        kill -INT "$pid"
-        wait "$pid" || true
-        requests=$(grep -o 'requests=[0-9]*' "$work/log" | tail -1 | cut -d= -f2)
-        [[ -n "$requests" && "$requests" -gt 0 ]] || { cat "$work/log" >&2; exit 1; }
+        counted=$(OUT="$profile" CONNS="$conns" DEPTH=1 DURATION="${DURATION:-4}" \
+            SERVER_CPU=0 CLIENT_CPU="$client_cpu" LOADTEST="$loadtest" \
+            CALLGRIND_ARGS="--demangle=no --dump-instr=yes" \
+            "$root/bench/callgrind-server.sh" "$port" -- "$server" serve \
+            --listen "127.0.0.1:$port" --workers 1 --admin-listen none --io "$io")
+        requests=$(grep -o 'requests=[0-9]*' <<<"$counted" | cut -d= -f2)
         python3 "$root/bench/code-lines.py" "$profile" --requests "$requests" --names \
             >>"$work/names"
         echo "$io, $conns connection(s): $requests requests profiled" >&2
