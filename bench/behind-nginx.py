@@ -6,7 +6,7 @@ FastCGI floors, each behind the same proxy, at 1, 16 and 64 clients.
 Usage: bench/behind-nginx.py [--rounds 3] [--duration 4] [--clients 1,16,64] [--only NAMES]
                              [--variant NAME=CASE:ARGS ...] [--sched normal,batch]
                              [--base PATH] [--callgrind] [--proxy nginx|haproxy]
-                             [--body-bytes N] [--unix]
+                             [--body-bytes N] [--unix] [--keep-counts DIR]
 
 Cases (the backend on 127.0.0.1:9372, or with --unix on a UNIX socket, the proxy on
 127.0.0.1:9371, both pinned to CPU 0;
@@ -43,6 +43,9 @@ with one kept-alive connection per client):
                              loaded (startup, warmup and shutdown excluded); the same for
                              the same binaries and requests whatever the machine is doing,
                              so one round is enough (--rounds is ignored). Needs valgrind.
+  --keep-counts DIR          with --callgrind: keep each dump as DIR/CASE-CLIENTS.callgrind,
+                             for `callgrind_annotate --inclusive=yes DIR/uring-1.callgrind`
+                             (where each case's instructions go)
   --body-bytes N             POST /echo with an N-byte body instead of GET /hello (the demo
                              echoes it; the floor cases are left out, except floor-epoll as
                              `fcgi-floor --epoll --echo`); nginx buffers bodies up to 128 KiB
@@ -196,9 +199,10 @@ def load(clients, duration, server_pid=None, body_bytes=0):
 
 
 def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx",
-             body_bytes=0):
+             body_bytes=0, keep_counts=None):
     """One case at one client count behind `proxy`: its load report, with `callgrind` also the
-    instructions the backend executed during the measured load (`instructions`)."""
+    instructions the backend executed during the measured load (`instructions`), its dump
+    copied into the directory `keep_counts` if given."""
     backend, location = case
     counts = os.path.join(work, f"{name}-{clients}.callgrind")
     if callgrind:
@@ -221,6 +225,9 @@ def run_case(work, name, case, clients, duration, callgrind=False, proxy="nginx"
             subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True,
                            capture_output=True)
             rep["instructions"] = instructions(f"{counts}.1")
+            if keep_counts:
+                shutil.copyfile(f"{counts}.1",
+                                os.path.join(keep_counts, f"{name}-{clients}.callgrind"))
             return rep
         # The server's pid is that of taskset, which execs the backend.
         return load(clients, duration, server.pid, body_bytes)
@@ -256,14 +263,15 @@ def instructions(counts):
     raise SystemExit(f"{counts}: no summary line")
 
 
-def callgrind_table(work, all_cases, names, clients, duration, proxy, body_bytes):
+def callgrind_table(work, all_cases, names, clients, duration, proxy, body_bytes,
+                    keep_counts=None):
     """Runs every case once under callgrind at each client count and prints instructions per
     request, each against hyper's."""
     per_req = {}
     for c in clients:
         for n in names:
             rep = run_case(work, n, all_cases[n], c, duration, callgrind=True, proxy=proxy,
-                           body_bytes=body_bytes)
+                           body_bytes=body_bytes, keep_counts=keep_counts)
             if rep["errors"] or not rep["requests"]:
                 raise SystemExit(f"{n} at {c} clients: {rep['requests']} requests, "
                                  f"{rep['errors']} errors {rep['errors_by_kind']}")
@@ -302,7 +310,13 @@ def main():
                     help="POST /echo with an N-byte body instead of GET /hello")
     ap.add_argument("--unix", action="store_true",
                     help="the backends listen on a UNIX socket instead of TCP on loopback")
+    ap.add_argument("--keep-counts", metavar="DIR",
+                    help="with --callgrind: keep each case's dump in DIR")
     args = ap.parse_args()
+    if args.keep_counts:
+        if not args.callgrind:
+            raise SystemExit("--keep-counts: needs --callgrind")
+        os.makedirs(args.keep_counts, exist_ok=True)
     if args.unix:
         global BACKEND
         BACKEND = "unix:" + os.path.join(tempfile.gettempdir(),
@@ -340,7 +354,7 @@ def main():
     if args.callgrind:
         with tempfile.TemporaryDirectory() as work:
             callgrind_table(work, all_cases, names, clients, args.duration, args.proxy,
-                            args.body_bytes)
+                            args.body_bytes, args.keep_counts)
         return
     results = {(c, n): [] for c in clients for n in names}
     with tempfile.TemporaryDirectory() as work:

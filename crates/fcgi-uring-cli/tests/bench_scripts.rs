@@ -100,3 +100,25 @@ fn per_round_ratios_pair_each_round_with_its_reference() {
         "1.10x (1.10-1.15x), 2/3 <= 1.1x\n1.10x (1.10-1.15x), 1/3 >= 1.15x\n-\n"
     );
 }
+
+/// `behind-nginx.py --keep-counts DIR` keeps callgrind's dumps, so it is refused without
+/// `--callgrind` (before anything is built or started).
+#[test]
+fn behind_nginx_refuses_keep_counts_without_callgrind() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/behind-nginx.py");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--keep-counts")
+        .arg(dir.path().join("counts"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("--keep-counts: needs --callgrind"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("counts").exists(), "made the directory");
+}
