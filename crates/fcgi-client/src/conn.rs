@@ -354,7 +354,7 @@ impl Client {
     /// Sends `spec` as request 1 and waits for its END_REQUEST. Records for other ids and
     /// management records are ignored. A large request is written by a second thread while
     /// the answer is read; if the application answered without reading the whole body (the
-    /// writer makes no progress for [`WRITE_STALL`] after the answer), the sending half is
+    /// writer makes no progress for `WRITE_STALL` (250 ms) after the answer), the sending half is
     /// shut down to end that write (the connection is then not reusable).
     pub fn request(&mut self, spec: &RequestSpec) -> io::Result<Response> {
         const ID: u16 = 1;

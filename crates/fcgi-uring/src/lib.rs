@@ -47,8 +47,9 @@ mod worker;
 #[allow(dead_code)]
 mod uring;
 
-/// The io_uring driver, exposed for the no-application floor benchmark only (feature
-/// `bench-internals`): not a stable API.
+// The io_uring driver, exposed for the no-application floor benchmark only (feature
+// `bench-internals`): not a stable API. (Its docs are the module's own: an outer doc comment
+// here would make rustdoc resolve the module's links from this scope.)
 #[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub mod uring;

@@ -1364,7 +1364,7 @@ fn op_of(c: &mut Choices<'_>) -> Op {
 }
 
 /// One fuzz case: the core set up and driven as a case of the model test (the operations and
-/// checks of [`Run`]), chosen by `data` instead of proptest. Deterministic: the clock moves
+/// checks of `Run`), chosen by `data` instead of proptest. Deterministic: the clock moves
 /// only by hand.
 pub fn fuzz(data: &[u8]) {
     let mut c = Choices(data);

@@ -18,8 +18,8 @@
 //! Files: `setup.rs` (config checks, feature detection, errors), `buffers.rs` (the
 //! provided-buffer ring), `sendbufs.rs` (registered send buffers), `ops.rs` (the in-flight op
 //! table), `counters.rs` (what the ring did, for tests and tuning), `backend.rs` (runs the
-//! connection core's [`crate::conn::Io`] requests on the ring and feeds it the completions; no
-//! `unsafe`); the [`Ring`] and [`ReadBuf`] (the buffer of the worker's own receives) are
+//! connection core's `conn::Io` requests on the ring and feeds it the completions; no
+//! `unsafe`); the [`Ring`] and `ReadBuf` (the buffer of the worker's own receives) are
 //! here.
 
 #![allow(unsafe_code)]
